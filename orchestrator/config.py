@@ -1,0 +1,390 @@
+"""Frozen settings, read once from the environment and an optional ``.env`` file, validated as a whole.
+
+Sits at the very bottom of the design: every other module receives a :class:`Settings` value and never
+reads the environment itself. Validation collects every problem before failing, so an operator fixes
+a bad deployment in one round (the CLI turns :class:`~orchestrator.errors.ConfigError` into exit code 2).
+
+The variables and defaults are those users of the system we replace already know; where a default of
+that system cost money (see ``docs/operations.md``), the new default is explained next to it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from orchestrator.errors import ConfigError
+
+REAL_RUNPOD_BASE_URL = "https://api.runpod.io"
+
+
+@dataclass(frozen=True)
+class Var:
+    """One environment variable: how to read it, its default, and what it means."""
+
+    name: str
+    kind: str  # str | int | float | bool | path | list | choice
+    default: Any
+    help: str
+    group: str
+    secret: bool = False
+    minimum: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+def _v(name: str, kind: str, default: Any, help: str, group: str, **kw: Any) -> Var:
+    return Var(name, kind, default, help, group, **kw)
+
+
+# The order here is the order of `orchestrator config` and of deploy/orchestrator.env.example.
+VARIABLES: tuple[Var, ...] = (
+    # --- Runpod -----------------------------------------------------------------------------------
+    _v("RUNPOD_API_KEY", "str", None, "Runpod API key; required unless RUNPOD_API_BASE_URL points at an emulator", "runpod", secret=True),
+    _v("RUNPOD_API", "choice", "rest", "Runpod transport: rest (REST v2, default) or graphql (official SDK)", "runpod", choices=("rest", "graphql")),
+    _v("RUNPOD_API_BASE_URL", "str", REAL_RUNPOD_BASE_URL, "Runpod API base URL (point it at `orchestrator sim serve` to rehearse offline)", "runpod"),
+    _v("RUNPOD_GPU_TYPE", "list", "NVIDIA GeForce RTX 4090", "GPU display names in priority order, comma-separated; no capacity on one falls through to the next", "runpod"),
+    _v("RUNPOD_WORKER_IMAGE", "str", "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04", "container image of the worker pods", "runpod"),
+    _v("RUNPOD_STORAGE_NAME", "str", None, "name of the network volume holding Headless-Wan2GP; pins pods to its data center", "runpod"),
+    _v("RUNPOD_VOLUME_MOUNT_PATH", "str", "/workspace", "where the network volume is mounted in each pod", "runpod"),
+    _v("RUNPOD_DISK_SIZE_GB", "int", 20, "pod volume disk size, GB", "runpod", minimum=0),
+    _v("RUNPOD_CONTAINER_DISK_GB", "int", 10, "container disk size, GB", "runpod", minimum=1),
+    _v("RUNPOD_SSH_PUBLIC_KEY_PATH", "path", None, "SSH public key injected into pods as PUBLIC_KEY", "runpod"),
+    _v("RUNPOD_SSH_PRIVATE_KEY_PATH", "path", None, "SSH private key the orchestrator logs into pods with", "runpod"),
+    # --- Database ---------------------------------------------------------------------------------
+    _v("SUPABASE_URL", "str", None, "Supabase project URL (REST API transport, the default when set)", "database"),
+    _v("SUPABASE_SERVICE_ROLE_KEY", "str", None, "Supabase service-role key (orchestrator and workers)", "database", secret=True),
+    _v("SUPABASE_ANON_KEY", "str", None, "Supabase anon key, passed to workers", "database", secret=True),
+    _v("DATABASE_URL", "str", None, "direct Postgres URL; the alternative to Supabase's REST API, enables instant wake-up on new tasks", "database", secret=True),
+    _v("DB_BACKEND", "choice", "auto", "auto (Supabase when SUPABASE_URL is set, else Postgres), supabase or postgres", "database", choices=("auto", "supabase", "postgres")),
+    # --- Scaling ----------------------------------------------------------------------------------
+    _v("MIN_ACTIVE_GPUS", "int", 0, "floor of live workers; 0 scales to zero when the queue is empty", "scaling", minimum=0),
+    _v("MAX_ACTIVE_GPUS", "int", 10, "ceiling of non-terminal workers (spawning ones included)", "scaling", minimum=0),
+    _v("MACHINES_TO_KEEP_IDLE", "int", 0, "spare idle workers kept above demand for fast starts", "scaling", minimum=0),
+    _v("TASKS_PER_GPU_THRESHOLD", "int", 3, "claimable-plus-running tasks one worker is expected to absorb before another is spawned", "scaling", minimum=1),
+    _v("MAX_HOURLY_SPEND", "float", 0.0, "cap on the fleet's USD per hour at current prices; 0 = no cap", "scaling", minimum=0),
+    # --- Timeouts ---------------------------------------------------------------------------------
+    _v("GPU_IDLE_TIMEOUT_SEC", "int", 600, "idle time (no running task, measured from the last completion or activation) before a worker above the floor is drained", "timeouts", minimum=0),
+    _v("GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC", "int", 30, "idle time before draining a worker that is above the desired count", "timeouts", minimum=0),
+    # 20 minutes, not the old 10: cold image pulls plus a first PyTorch install take 5-20 minutes, and
+    # the old default killed healthy cold starts (lessons file, "premature kills").
+    _v("SPAWNING_TIMEOUT_SEC", "int", 1200, "creation-to-active deadline for a new worker before it is failed", "timeouts", minimum=1),
+    _v("HEARTBEAT_TIMEOUT_SEC", "int", 120, "heartbeat age that fails a worker while it runs a task or tasks wait", "timeouts", minimum=1),
+    _v("TASK_STUCK_TIMEOUT_SEC", "int", 1200, "a task running longer fails its worker and is requeued (types containing _orchestrator exempt)", "timeouts", minimum=1),
+    _v("ERROR_CLEANUP_GRACE_PERIOD_SEC", "int", 600, "how long an errored worker's row stays visible before it is cleaned from the live view", "timeouts", minimum=0),
+    _v("ORPHAN_GRACE_SEC", "int", 120, "age a prefixed pod no live row claims must reach before it is terminated", "timeouts", minimum=0),
+    # --- Safety -----------------------------------------------------------------------------------
+    _v("MAX_CONSECUTIVE_FAILURES", "int", 3, "failed workers in a row that stop spawning for a growing interval", "safety", minimum=1),
+    _v("SPAWN_BACKOFF_BASE_SEC", "int", 60, "first back-off after a failed spawn or boot (per GPU type and data center), doubling", "safety", minimum=1),
+    _v("SPAWN_BACKOFF_MAX_SEC", "int", 3600, "longest back-off", "safety", minimum=1),
+    _v("MAX_TASK_ATTEMPTS", "int", 3, "attempts before a task is dead-lettered as Failed", "safety", minimum=1),
+    # --- Daemon -----------------------------------------------------------------------------------
+    _v("ORCHESTRATOR_POLL_SEC", "float", 30, "seconds between ticks (new tasks wake the Postgres transport at once)", "daemon", minimum=0.05),
+    _v("AUTO_START_WORKER_PROCESS", "bool", True, "start Headless-Wan2GP over SSH once a pod passes its checks", "daemon"),
+    _v("WORKER_ID_PREFIX", "str", "gpu-", "prefix of worker ids and pod names; pods without it are never touched", "daemon"),
+    _v("LEASE_TTL_SEC", "float", 90, "leader lease lifetime; a follower takes over within it when the leader dies", "daemon", minimum=1),
+    _v("APPLY_CONCURRENCY", "int", 16, "actions (SSH, API calls) run at once within a tick", "daemon", minimum=1),
+    _v("SSH_CONNECT_TIMEOUT_SEC", "float", 10, "SSH connect and handshake timeout", "daemon", minimum=0.1),
+    _v("SSH_COMMAND_TIMEOUT_SEC", "float", 60, "default timeout of one remote command", "daemon", minimum=0.1),
+    _v("METRICS_PORT", "int", 0, "port of the Prometheus /metrics and /healthz endpoint; 0 = off", "daemon", minimum=0),
+    _v("LOG_LEVEL", "choice", "INFO", "DEBUG, INFO, WARNING or ERROR", "daemon", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    _v("LOG_FORMAT", "choice", "auto", "json, console, or auto (console on a terminal, json otherwise)", "daemon", choices=("auto", "json", "console")),
+)
+
+BY_NAME: dict[str, Var] = {v.name: v for v in VARIABLES}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def mask(value: Any) -> str:
+    """How a secret is shown anywhere: enough to tell two keys apart, never enough to use one."""
+    text = str(value)
+    if len(text) <= 8:
+        return "****"
+    return f"{text[:3]}…{text[-2:]} ({len(text)} chars)"
+
+
+def mask_url_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":****@", 1)
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every variable in :data:`VARIABLES`, typed, plus where each value came from."""
+
+    values: Mapping[str, Any]
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, item: str) -> Any:
+        # Attribute access by lower-case variable name: settings.max_active_gpus.
+        values = object.__getattribute__(self, "values")
+        key = item.upper()
+        if key in values:
+            return values[key]
+        raise AttributeError(item)
+
+    def get(self, name: str) -> Any:
+        return self.values[name]
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some values changed (tests, the demo); validated like the original."""
+        values = dict(self.values)
+        sources = dict(self.sources)
+        for key, value in changes.items():
+            values[key.upper()] = value
+            sources[key.upper()] = "override"
+        new = Settings(values, sources)
+        problems = _cross_checks(new.values)
+        if problems:
+            raise ConfigError(problems)
+        return new
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret value configured, including the database password and the private key's text."""
+        found: list[str] = []
+        for var in VARIABLES:
+            value = self.values.get(var.name)
+            if var.secret and value:
+                found.append(str(value))
+        db_url = self.values.get("DATABASE_URL")
+        if db_url:
+            password = urlsplit(db_url).password
+            if password:
+                found.append(password)
+        key_path = self.values.get("RUNPOD_SSH_PRIVATE_KEY_PATH")
+        if key_path:
+            try:
+                text = Path(key_path).read_text()
+            except OSError:
+                text = ""
+            found.extend(line for line in text.splitlines() if len(line) >= 16 and "-----" not in line)
+        return found
+
+    @property
+    def gpu_types(self) -> list[str]:
+        return list(self.values["RUNPOD_GPU_TYPE"])
+
+    @property
+    def db_backend(self) -> str:
+        """The database transport in effect: ``supabase`` or ``postgres`` (or ``none``)."""
+        chosen = self.values["DB_BACKEND"]
+        if chosen != "auto":
+            return str(chosen)
+        if self.values.get("SUPABASE_URL"):
+            return "supabase"
+        if self.values.get("DATABASE_URL"):
+            return "postgres"
+        return "none"
+
+    @property
+    def uses_real_runpod(self) -> bool:
+        return str(self.values["RUNPOD_API_BASE_URL"]).rstrip("/") == REAL_RUNPOD_BASE_URL
+
+    def display_value(self, name: str) -> str:
+        value = self.values.get(name)
+        var = BY_NAME[name]
+        if value is None:
+            return "(unset)"
+        if var.secret:
+            return mask_url_password(str(value)) if name == "DATABASE_URL" and "://" in str(value) and urlsplit(str(value)).password else mask(value)
+        if var.kind == "list":
+            return ",".join(value)
+        if var.kind == "bool":
+            return "true" if value else "false"
+        return str(value)
+
+    def require(self, *, database: bool = False, runpod: bool = False) -> None:
+        """Check what a command needs beyond well-formed values (the daemon needs both)."""
+        problems: list[str] = []
+        if database:
+            backend = self.db_backend
+            if backend == "none":
+                problems.append(
+                    "neither database is configured: set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY, or DATABASE_URL"
+                )
+            elif backend == "supabase":
+                if not self.values.get("SUPABASE_URL"):
+                    problems.append("DB_BACKEND=supabase but SUPABASE_URL is unset")
+                if not self.values.get("SUPABASE_SERVICE_ROLE_KEY"):
+                    problems.append("SUPABASE_SERVICE_ROLE_KEY is unset: the Supabase transport needs the service-role key")
+            elif backend == "postgres" and not self.values.get("DATABASE_URL"):
+                problems.append("DB_BACKEND=postgres but DATABASE_URL is unset")
+        if runpod:
+            if not self.values.get("RUNPOD_API_KEY"):
+                problems.append("RUNPOD_API_KEY is unset: expected the API key of your Runpod account")
+            if not self.values.get("RUNPOD_SSH_PRIVATE_KEY_PATH"):
+                problems.append("RUNPOD_SSH_PRIVATE_KEY_PATH is unset: expected the private key to log into pods with")
+            if not self.values.get("RUNPOD_SSH_PUBLIC_KEY_PATH"):
+                problems.append("RUNPOD_SSH_PUBLIC_KEY_PATH is unset: expected the public key injected into pods")
+        if problems:
+            raise ConfigError(problems)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a ``.env`` file: KEY=VALUE lines, optional ``export``, quotes, ``#`` comments."""
+    result: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        result[key.strip()] = value
+    return result
+
+
+def _parse(var: Var, raw: str) -> tuple[Any, str | None]:
+    """Convert one raw string; return (value, problem)."""
+
+    def shown() -> str:
+        return mask(raw) if var.secret else repr(raw)
+
+    text = raw.strip()
+    if var.kind in ("str", "path"):
+        if text == "":
+            return None, None
+        if var.kind == "path":
+            path = Path(text).expanduser()
+            if not path.is_file():
+                return None, f"{var.name}={shown()}: no such file; expected the path of an existing file"
+            return str(path), None
+        return text, None
+    if var.kind == "list":
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            return None, f"{var.name}={shown()}: expected a comma-separated list with at least one name"
+        return tuple(items), None
+    if var.kind == "choice":
+        for choice in var.choices:
+            if text.lower() == choice.lower():
+                return choice, None
+        return None, f"{var.name}={shown()}: expected one of {', '.join(var.choices)}"
+    if var.kind == "bool":
+        low = text.lower()
+        if low in _TRUE:
+            return True, None
+        if low in _FALSE:
+            return False, None
+        return None, f"{var.name}={shown()}: expected true or false"
+    number: float
+    try:
+        number = int(text) if var.kind == "int" else float(text)
+    except ValueError:
+        expected = "a whole number" if var.kind == "int" else "a number"
+        return None, f"{var.name}={shown()}: expected {expected}"
+    if not math.isfinite(number):
+        return None, f"{var.name}={shown()}: expected a finite number"
+    if var.minimum is not None and number < var.minimum:
+        return None, f"{var.name}={shown()}: expected a number >= {var.minimum:g}"
+    return number, None
+
+
+Check = Callable[[Mapping[str, Any]], "str | None"]
+
+
+def _cross_checks(values: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    lo, hi = values.get("MIN_ACTIVE_GPUS"), values.get("MAX_ACTIVE_GPUS")
+    if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
+        problems.append(f"MIN_ACTIVE_GPUS={lo} is greater than MAX_ACTIVE_GPUS={hi}: expected MIN <= MAX")
+    base, top = values.get("SPAWN_BACKOFF_BASE_SEC"), values.get("SPAWN_BACKOFF_MAX_SEC")
+    if isinstance(base, int) and isinstance(top, int) and base > top:
+        problems.append(f"SPAWN_BACKOFF_BASE_SEC={base} is greater than SPAWN_BACKOFF_MAX_SEC={top}")
+    ttl, poll = values.get("LEASE_TTL_SEC"), values.get("ORCHESTRATOR_POLL_SEC")
+    if isinstance(ttl, int | float) and isinstance(poll, int | float) and ttl <= poll:
+        problems.append(
+            f"LEASE_TTL_SEC={ttl:g} must be longer than ORCHESTRATOR_POLL_SEC={poll:g}, or the leader loses its lease between ticks"
+        )
+    for name in ("SUPABASE_URL", "RUNPOD_API_BASE_URL"):
+        url = values.get(name)
+        if url and urlsplit(str(url)).scheme not in ("http", "https"):
+            problems.append(f"{name}={url!r}: expected an http(s) URL")
+    db_url = values.get("DATABASE_URL")
+    if db_url and urlsplit(str(db_url)).scheme not in ("postgres", "postgresql"):
+        problems.append(f"DATABASE_URL={mask(db_url)}: expected a postgresql:// URL")
+    mount = values.get("RUNPOD_VOLUME_MOUNT_PATH")
+    if mount and not str(mount).startswith("/"):
+        problems.append(f"RUNPOD_VOLUME_MOUNT_PATH={mount!r}: expected an absolute path")
+    prefix = values.get("WORKER_ID_PREFIX")
+    if prefix is not None and (not prefix or not all(c.isalnum() or c in "-_" for c in str(prefix))):
+        problems.append(f"WORKER_ID_PREFIX={prefix!r}: expected letters, digits, '-' or '_' (it names pods)")
+    return problems
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    env_file: Path | str | None = ".env",
+) -> Settings:
+    """Read every variable once; raise ConfigError listing every problem found.
+
+    The process environment wins over ``.env`` (so a systemd EnvironmentFile or a container's
+    ``-e`` can override a checked-in default), and ``.env`` wins over the defaults.
+    """
+    env = dict(os.environ if environ is None else environ)
+    file_values: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        file_values = read_env_file(Path(env_file))
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    problems: list[str] = []
+    for var in VARIABLES:
+        if var.name in env and env[var.name] != "":
+            raw, source = env[var.name], "environment"
+        elif var.name in file_values and file_values[var.name] != "":
+            raw, source = file_values[var.name], ".env"
+        else:
+            values[var.name] = _default(var)
+            sources[var.name] = "default"
+            continue
+        value, problem = _parse(var, raw)
+        if problem:
+            problems.append(problem)
+        values[var.name] = value if problem is None else _default(var)
+        sources[var.name] = source
+    if not problems:
+        problems.extend(_cross_checks(values))
+    else:
+        problems.extend(p for p in _cross_checks(values) if p not in problems)
+    if problems:
+        raise ConfigError(problems)
+    return Settings(values, sources)
+
+
+def _default(var: Var) -> Any:
+    if var.kind == "list" and isinstance(var.default, str):
+        return tuple(item.strip() for item in var.default.split(","))
+    return var.default
+
+
+def defaults() -> Settings:
+    """The settings with nothing configured (the pure policy's tests and the simulator start here)."""
+    return load_settings(environ={}, env_file=None)
+
+
+def render(settings: Settings) -> str:
+    """The table `orchestrator config` prints: name, effective value, where it came from."""
+    width = max(len(v.name) for v in VARIABLES)
+    lines = [f"{'VARIABLE'.ljust(width)}  {'SOURCE':11}  VALUE"]
+    group = None
+    for var in VARIABLES:
+        if var.group != group:
+            group = var.group
+            lines.append(f"# {group}")
+        lines.append(f"{var.name.ljust(width)}  {settings.sources.get(var.name, 'default'):11}  {settings.display_value(var.name)}")
+    return "\n".join(lines)

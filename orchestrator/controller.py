@@ -1,0 +1,642 @@
+"""One tick: gather -> decide -> apply -> record (``../shared/design.md``), and the leader lease.
+
+Gather is two calls, whatever the fleet size: ``orch_snapshot`` and one pod listing, made concurrently.
+Decide is :func:`orchestrator.policy.plan`, pure. Apply runs the plan's actions on a bounded thread pool;
+each action is idempotent and keyed by its worker (or pod), and an action whose worker still has one in
+flight from an earlier tick is not started twice. The tick waits for its actions only up to a budget, so
+a slow SSH command or API call never holds the next tick back; what it changes is seen by the next
+snapshot. Record is the events table (the SQL functions append transitions themselves; the executor
+adds spawns, terminations and failures with their cost), one ``tick_summary`` log line with the old
+system's fields, and the Prometheus metrics.
+
+Every write carries the lease's fencing token. A stale token makes the SQL function refuse (``LeaseLost``):
+the controller then stops acting until it holds the lease again, so two daemons never both spawn.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import shlex
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+
+from orchestrator import errors, policy
+from orchestrator.config import Settings
+from orchestrator.db.base import Database
+from orchestrator.metrics import Metrics
+from orchestrator.model import (
+    Action,
+    Blocked,
+    Drain,
+    FailWorker,
+    Initialize,
+    MarkTerminated,
+    Meta,
+    Plan,
+    PodView,
+    Reactivate,
+    Reason,
+    RequeueTasks,
+    Snapshot,
+    Spawn,
+    StartProcess,
+    TerminatePod,
+    Worker,
+    WorkerState,
+)
+
+log = structlog.get_logger(__name__)
+
+PRICE_REFRESH_SEC = 600.0
+LOG_TAIL_LINES = 40
+DIAGNOSTICS_SSH_TIMEOUT_SEC = 8.0
+
+
+class Provider(Protocol):
+    """What the controller needs of :class:`orchestrator.runpod_client.RunpodClient`."""
+
+    def list_pods(self) -> list[Any]: ...
+
+    def list_gpu_types(self, *, with_availability: bool = False, fresh: bool = False) -> list[Any]: ...
+
+    def spawn_worker(self, worker_id: str, worker_env: Mapping[str, str] | None = None, **kw: Any) -> dict[str, Any]: ...
+
+    def check_and_initialize_worker(self, worker_id: str, runpod_id: str, *, expected_fingerprint: str | None = None) -> dict[str, Any]: ...
+
+    def start_worker_process(self, runpod_id: str, worker_id: str, *, expected_fingerprint: str | None = None) -> bool: ...
+
+    def terminate_worker(self, runpod_id: str) -> bool: ...
+
+    def get_pod_status(self, runpod_id: str) -> dict[str, Any] | None: ...
+
+    def execute_command_on_worker(self, runpod_id: str, command: str, timeout: float = 60.0) -> tuple[int, str, str]: ...
+
+
+# Fault injection for the crash-recovery tests: the daemon SIGKILLs itself at the named point, the way
+# an OOM kill or a power cut would, so the tests can prove the next run repairs whatever was half done.
+CRASH_POINT_ENV = "ORCHESTRATOR_TEST_CRASH_AT"
+
+
+def _crash_point(name: str) -> None:
+    if os.environ.get(CRASH_POINT_ENV) == name:
+        log.warning("test_crash_point", point=name)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat()
+
+
+def default_holder() -> str:
+    """A lease holder name that tells an operator which process holds it."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class TickResult:
+    """What one tick did; its ``summary`` is the JSON line operators and the demo read."""
+
+    role: str  # leader | follower | failed
+    summary: dict[str, Any]
+    plan: Plan | None = None
+    snapshot: Snapshot | None = None
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Controller:
+    """Owns the lease and the executor pool; ``tick()`` is what the scheduler calls."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        provider: Provider,
+        *,
+        holder: str | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        apply_budget_sec: float | None = None,
+        worker_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.provider = provider
+        self.holder = holder or default_holder()
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.worker_env = dict(worker_env or {})
+        # Wait for the tick's own actions at most this long; the rest finish in the background.
+        self.apply_budget_sec = (
+            apply_budget_sec if apply_budget_sec is not None else max(0.5, min(20.0, settings.orchestrator_poll_sec * 0.6))
+        )
+        self.token: int | None = None
+        self.tick_no = 0
+        self._pool = cf.ThreadPoolExecutor(max_workers=settings.apply_concurrency, thread_name_prefix="apply")
+        self._in_flight: dict[str, cf.Future[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._prices: dict[str, float] = {}
+        self._prices_at = 0.0
+        self._last_states: dict[str, str] = {}
+        self._closed = False
+
+    # -- the lease ----------------------------------------------------------------------------------
+
+    def _ensure_lease(self) -> int | None:
+        """Acquire or renew the lease; the token while we lead, None while another process does."""
+        answer = self.db.lease_acquire(self.holder, self.settings.lease_ttl_sec)
+        if answer.get("acquired"):
+            token = int(answer["token"])
+            if token != self.token:
+                log.info("lease_acquired", holder=self.holder, token=token, expires_at=answer.get("expires_at"))
+            self.token = token
+            return token
+        if self.token is not None:
+            log.warning("lease_lost", holder=self.holder, now_held_by=answer.get("holder"))
+        else:
+            log.info("lease_held_elsewhere", holder=self.holder, leader=answer.get("holder"), expires_at=answer.get("expires_at"))
+        self.token = None
+        return None
+
+    @property
+    def is_leader(self) -> bool:
+        return self.token is not None
+
+    # -- gather -------------------------------------------------------------------------------------
+
+    def _refresh_prices(self) -> None:
+        if self._prices and self.clock() - self._prices_at < PRICE_REFRESH_SEC:
+            return
+        try:
+            gpus = self.provider.list_gpu_types()
+        except errors.OrchestratorError as exc:
+            log.warning("prices_unavailable", error=str(exc)[:300])
+            return
+        prices: dict[str, float] = {}
+        for gpu in gpus:
+            price = getattr(gpu, "secure_price", None) or getattr(gpu, "price", None) or getattr(gpu, "lowest_price", None)
+            name = getattr(gpu, "display_name", None)
+            if name and isinstance(price, int | float) and price > 0:
+                prices[str(name)] = float(price)
+        if prices:
+            self._prices = prices
+            self._prices_at = self.clock()
+
+    def _list_pods(self) -> list[PodView] | None:
+        try:
+            pods = self.provider.list_pods()
+        except errors.OrchestratorError as exc:
+            log.warning("pods_listing_failed", error_type=type(exc).__name__, error=str(exc)[:300])
+            return None
+        views: list[PodView] = []
+        for pod in pods:
+            try:
+                views.append(PodView.from_pod(pod))
+            except Exception as exc:  # one malformed pod must not blind the tick to the others
+                log.warning("pod_unreadable", error=str(exc)[:200], pod=repr(pod)[:200])
+        return views
+
+    def gather(self) -> tuple[Snapshot, list[PodView] | None]:
+        """One snapshot call and one pod listing, concurrently."""
+        pods_future = self._pool.submit(self._list_pods)
+        try:
+            raw = self.db.snapshot(self.settings.worker_id_prefix)
+        finally:
+            pods = pods_future.result()
+        snapshot = Snapshot.from_json(raw)
+        for problem in snapshot.problems:
+            log.warning("snapshot_row_skipped", problem=problem)
+        self._refresh_prices()
+        return snapshot, pods
+
+    def decide(self, snapshot: Snapshot, pods: list[PodView] | None) -> Plan:
+        now = snapshot.now or datetime.now(UTC)
+        return policy.plan(snapshot, pods, self.settings, now, prices=self._prices)
+
+    def dry_run(self) -> tuple[Snapshot, list[PodView] | None, Plan]:
+        """What a tick would decide now, changing nothing (``orchestrator plan``)."""
+        snapshot, pods = self.gather()
+        return snapshot, pods, self.decide(snapshot, pods)
+
+    # -- the tick -----------------------------------------------------------------------------------
+
+    def tick(self) -> TickResult:
+        started = time.monotonic()
+        self.tick_no += 1
+        structlog.contextvars.bind_contextvars(tick=self.tick_no)
+        try:
+            return self._tick(started)
+        finally:
+            structlog.contextvars.unbind_contextvars("tick")
+
+    def _tick(self, started: float) -> TickResult:
+        try:
+            token = self._ensure_lease()
+        except errors.OrchestratorError as exc:
+            log.error("tick_failed", step="lease", error_type=type(exc).__name__, error=str(exc)[:500])
+            return TickResult("failed", {"error": str(exc)[:500]})
+        if token is None:
+            self.metrics.leader.set(0)
+            self.metrics.last_tick.set(self.clock())
+            self.metrics._last_tick_at = self.clock()
+            return TickResult("follower", {"role": "follower", "holder": self.holder})
+        try:
+            snapshot, pods = self.gather()
+        except errors.OrchestratorError as exc:
+            log.error("tick_failed", step="gather", error_type=type(exc).__name__, error=str(exc)[:500])
+            return TickResult("failed", {"error": str(exc)[:500]})
+        plan = self.decide(snapshot, pods)
+        outcomes = self.apply(plan.actions, snapshot, token)
+        summary = self.record(snapshot, pods, plan, outcomes, time.monotonic() - started)
+        return TickResult("leader", summary, plan, snapshot, outcomes)
+
+    # -- apply --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _key(action: Action) -> str:
+        worker = getattr(action, "worker_id", None)
+        if worker:
+            return f"w:{worker}"
+        return f"p:{getattr(action, 'runpod_id', '')}"
+
+    def apply(self, actions: Sequence[Action], snapshot: Snapshot, token: int) -> list[dict[str, Any]]:
+        workers = {w.id: w for w in snapshot.workers}
+        submitted: list[cf.Future[dict[str, Any]]] = []
+        skipped: list[dict[str, Any]] = []
+        with self._lock:
+            for key in [k for k, f in self._in_flight.items() if f.done()]:
+                del self._in_flight[key]
+            for action in actions:
+                key = self._key(action)
+                if key in self._in_flight:
+                    skipped.append({"kind": action.kind, "key": key, "outcome": "in_flight"})
+                    continue
+                future = self._pool.submit(self._run_action, action, workers, token)
+                self._in_flight[key] = future
+                submitted.append(future)
+        done, _pending = cf.wait(submitted, timeout=self.apply_budget_sec)
+        outcomes = [f.result() for f in done]
+        outcomes += [{"kind": "pending", "outcome": "in_flight"} for _ in _pending]
+        return outcomes + skipped
+
+    def _run_action(self, action: Action, workers: Mapping[str, Worker], token: int) -> dict[str, Any]:
+        worker_id = getattr(action, "worker_id", None)
+        runpod_id = getattr(action, "runpod_id", None)
+        bound = structlog.contextvars.bound_contextvars(worker_id=worker_id, runpod_id=runpod_id)
+        with bound:
+            handler = getattr(self, f"_do_{action.kind}")
+            try:
+                result: dict[str, Any] = handler(action, workers.get(worker_id or ""), token) or {}
+                outcome = result.pop("outcome", "ok")
+            except errors.LeaseLost as exc:
+                log.warning("lease_lost", during=action.kind, error=str(exc)[:300])
+                self.token = None
+                outcome, result = "lease_lost", {}
+            except errors.IllegalTransition as exc:
+                # Another actor (a heartbeat, the operator) moved the worker first; next tick re-plans.
+                log.info("action_superseded", action=action.kind, error=str(exc)[:300])
+                outcome, result = "superseded", {}
+            except errors.OrchestratorError as exc:
+                log.warning("action_failed", action=action.kind, error_type=type(exc).__name__, error=str(exc)[:500])
+                outcome, result = "failed", {"error": str(exc)[:500]}
+            except Exception as exc:  # a bug in one action must not take the loop down
+                log.exception("action_crashed", action=action.kind)
+                outcome, result = "crashed", {"error": repr(exc)[:500]}
+            self.metrics.actions.labels(kind=action.kind, outcome=outcome).inc()
+            return {"kind": action.kind, "reason": action.reason.value, "worker_id": worker_id, "outcome": outcome, **result}
+
+    def _now(self) -> str:
+        return _iso(datetime.fromtimestamp(self.clock(), UTC))
+
+    def _event(self, token: int, kind: str, **kw: Any) -> None:
+        try:
+            self.db.append_event(token, kind, **kw)
+        except errors.LeaseLost:
+            raise
+        except errors.OrchestratorError as exc:
+            log.warning("event_not_recorded", kind=kind, error=str(exc)[:300])
+
+    def _terminate(self, token: int, worker_id: str | None, runpod_id: str, reason: str) -> bool:
+        _crash_point("before_terminate")
+        confirmed = self.provider.terminate_worker(runpod_id)
+        _crash_point("after_terminate")
+        if worker_id:
+            self.db.merge_worker_metadata(token, worker_id, {Meta.POD_TERMINATE_REQUESTED_AT: self._now()})
+        self._event(
+            token,
+            "pod_terminate_requested" if confirmed else "pod_terminate_unconfirmed",
+            worker_id=worker_id,
+            runpod_id=runpod_id,
+            reason=reason,
+        )
+        return confirmed
+
+    # Each _do_<kind> follows the executor contract written on its action class in model.py.
+
+    def _do_spawn(self, action: Spawn, worker: Worker | None, token: int) -> dict[str, Any]:
+        metadata = {
+            **dict(action.metadata),
+            Meta.GPU_TYPES: list(action.gpu_types),
+            Meta.SPAWN_REASON: action.reason.value,
+        }
+        try:
+            self.db.register_worker(token, action.worker_id, action.gpu_types[0], metadata)
+        except errors.Conflict:
+            return {"outcome": "already_registered"}
+        _crash_point("after_register")
+        try:
+            pod = self.provider.spawn_worker(action.worker_id, self.worker_env, gpu_types=list(action.gpu_types))
+        except errors.RunpodCapacityError as exc:
+            misses = [
+                {"gpu_type": gpu, "data_center": getattr(exc, "data_center", None), "at": self._now()}
+                for gpu in action.gpu_types
+            ]
+            self.db.transition_worker(
+                token,
+                action.worker_id,
+                WorkerState.ERROR.value,
+                Reason.SPAWN_NO_CAPACITY.value,
+                {Meta.ERROR_REASON: Reason.SPAWN_NO_CAPACITY.value, Meta.ERROR_DETAILS: str(exc)[:1000], Meta.CAPACITY_MISSES: misses},
+            )
+            self.metrics.spawn_failures.labels(reason="no_capacity").inc()
+            return {"outcome": "no_capacity", "error": str(exc)[:300]}
+        except errors.RunpodError as exc:
+            self.db.transition_worker(
+                token,
+                action.worker_id,
+                WorkerState.ERROR.value,
+                Reason.SPAWN_FAILED.value,
+                {Meta.ERROR_REASON: Reason.SPAWN_FAILED.value, Meta.ERROR_DETAILS: f"{type(exc).__name__}: {exc}"[:1000]},
+            )
+            self.metrics.spawn_failures.labels(reason=type(exc).__name__).inc()
+            log.warning("spawn_failed", worker_id=action.worker_id, error_type=type(exc).__name__, error=str(exc)[:500])
+            return {"outcome": "spawn_failed", "error": str(exc)[:300]}
+        recorded = {
+            Meta.RUNPOD_ID: pod["runpod_id"],
+            Meta.GPU_TYPE: pod.get("gpu_type"),
+            Meta.DATA_CENTER: pod.get("data_center"),
+            Meta.COST_PER_HR: pod.get("cost_per_hr"),
+        }
+        if pod.get("capacity_misses"):
+            recorded[Meta.CAPACITY_MISSES] = pod["capacity_misses"]
+        self.db.merge_worker_metadata(token, action.worker_id, recorded)
+        self._event(
+            token,
+            "pod_created",
+            worker_id=action.worker_id,
+            runpod_id=pod["runpod_id"],
+            reason=action.reason.value,
+            details={"gpu_type": pod.get("gpu_type"), "data_center": pod.get("data_center"), "cost_per_hr": pod.get("cost_per_hr")},
+        )
+        log.info("worker_spawned", worker_id=action.worker_id, runpod_id=pod["runpod_id"], gpu_type=pod.get("gpu_type"), reason=action.reason.value)
+        return {"runpod_id": pod["runpod_id"]}
+
+    def _fail_after_boot_step(self, token: int, worker_id: str, runpod_id: str, reason: Reason, details: Any) -> None:
+        """A boot step failed: error with the output, then terminate at once (it bills until then)."""
+        self.db.transition_worker(
+            token,
+            worker_id,
+            WorkerState.ERROR.value,
+            reason.value,
+            {Meta.ERROR_REASON: reason.value, Meta.ERROR_DETAILS: details, Meta.FAILED_AT: self._now()},
+        )
+        self.metrics.spawn_failures.labels(reason=reason.value).inc()
+        self.db.requeue_worker_tasks(token, worker_id, reason.value, self.settings.max_task_attempts)
+        self._terminate(token, worker_id, runpod_id, reason.value)
+
+    def _do_initialize(self, action: Initialize, worker: Worker | None, token: int) -> dict[str, Any]:
+        if action.from_status is WorkerState.SPAWNING:
+            self.db.transition_worker(
+                token, action.worker_id, WorkerState.INITIALIZING.value, Reason.POD_READY.value, {Meta.RUNPOD_ID: action.runpod_id}
+            )
+        expected = worker.host_key_fingerprint if worker else None
+        result = self.provider.check_and_initialize_worker(action.worker_id, action.runpod_id, expected_fingerprint=expected)
+        status = result.get("status")
+        if status == "spawning":
+            return {"outcome": "not_ready", "detail": str(result.get("ssh_error") or result.get("detail") or "")[:200]}
+        if status != "active":
+            details = {k: result.get(k) for k in ("step", "error", "ssh_error") if result.get(k)}
+            log.warning("worker_init_failed", worker_id=action.worker_id, **details)
+            self._fail_after_boot_step(token, action.worker_id, action.runpod_id, Reason.INIT_FAILED, details)
+            return {"outcome": "init_failed", **details}
+        self.db.merge_worker_metadata(
+            token,
+            action.worker_id,
+            {
+                Meta.SSH_DETAILS: result.get("ssh_details"),
+                Meta.HOST_KEY_FINGERPRINT: result.get("host_key_fingerprint"),
+                Meta.INITIALIZED_AT: self._now(),
+            },
+        )
+        if not action.start_process:
+            return {"outcome": "initialized"}
+        return self._start(token, action.worker_id, action.runpod_id, result.get("host_key_fingerprint"))
+
+    def _start(self, token: int, worker_id: str, runpod_id: str, fingerprint: str | None) -> dict[str, Any]:
+        if self.provider.start_worker_process(runpod_id, worker_id, expected_fingerprint=fingerprint):
+            self.db.merge_worker_metadata(token, worker_id, {Meta.PROCESS_STARTED_AT: self._now()})
+            return {"outcome": "started"}
+        self._fail_after_boot_step(token, worker_id, runpod_id, Reason.START_FAILED, "the start command failed (see worker_start_failed)")
+        return {"outcome": "start_failed"}
+
+    def _do_start_process(self, action: StartProcess, worker: Worker | None, token: int) -> dict[str, Any]:
+        if action.already_running:
+            self.db.merge_worker_metadata(token, action.worker_id, {Meta.PROCESS_STARTED_AT: self._now()})
+            return {"outcome": "already_running"}
+        return self._start(token, action.worker_id, action.runpod_id, worker.host_key_fingerprint if worker else None)
+
+    def _diagnostics(self, action: FailWorker) -> dict[str, Any]:
+        found: dict[str, Any] = {"failed_at": self._now()}
+        if not action.runpod_id:
+            return found
+        try:
+            found["pod"] = self.provider.get_pod_status(action.runpod_id)
+        except errors.OrchestratorError as exc:
+            found["pod_error"] = str(exc)[:300]
+        if action.collect_logs and found.get("pod"):
+            from orchestrator.ssh import worker_log_path
+
+            path = worker_log_path(self.settings.runpod_volume_mount_path, action.worker_id)
+            try:
+                _code, out, err = self.provider.execute_command_on_worker(
+                    action.runpod_id, f"tail -n {LOG_TAIL_LINES} {shlex.quote(path)} 2>&1", timeout=DIAGNOSTICS_SSH_TIMEOUT_SEC
+                )
+                found["log_tail"] = (out + err)[-4000:]
+            except errors.OrchestratorError as exc:
+                found["log_tail_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        return found
+
+    def _do_fail_worker(self, action: FailWorker, worker: Worker | None, token: int) -> dict[str, Any]:
+        diagnostics = self._diagnostics(action)
+        if action.from_status is not WorkerState.ERROR:
+            self.db.transition_worker(
+                token,
+                action.worker_id,
+                WorkerState.ERROR.value,
+                action.reason.value,
+                {**dict(action.metadata), Meta.ERROR_REASON: action.reason.value, Meta.ERROR_DETAILS: diagnostics},
+            )
+        requeued = self.db.requeue_worker_tasks(token, action.worker_id, action.reason.value, self.settings.max_task_attempts)
+        log.warning(
+            "worker_failed",
+            worker_id=action.worker_id,
+            reason=action.reason.value,
+            requeued=len(requeued.get("requeued") or []),
+            dead_lettered=len(requeued.get("failed") or []),
+        )
+        confirmed = None
+        if action.runpod_id:
+            confirmed = self._terminate(token, action.worker_id, action.runpod_id, action.reason.value)
+        return {
+            "tasks_reset": len(requeued.get("requeued") or []) + len(requeued.get("failed") or []),
+            "terminate_confirmed": confirmed,
+        }
+
+    def _do_drain(self, action: Drain, worker: Worker | None, token: int) -> dict[str, Any]:
+        self.db.transition_worker(
+            token,
+            action.worker_id,
+            WorkerState.DRAINING.value,
+            action.reason.value,
+            {**dict(action.metadata), Meta.DRAIN_REASON: action.reason.value, Meta.DRAINED_AT: self._now()},
+        )
+        return {}
+
+    def _do_reactivate(self, action: Reactivate, worker: Worker | None, token: int) -> dict[str, Any]:
+        self.db.transition_worker(token, action.worker_id, WorkerState.ACTIVE.value, action.reason.value)
+        return {}
+
+    def _do_terminate_pod(self, action: TerminatePod, worker: Worker | None, token: int) -> dict[str, Any]:
+        if action.worker_id and action.transition_from is not None:
+            self.db.transition_worker(token, action.worker_id, WorkerState.TERMINATING.value, action.reason.value)
+        confirmed = self._terminate(token, action.worker_id, action.runpod_id, action.reason.value)
+        if action.worker_id is None:
+            log.warning("orphan_pod_terminated", runpod_id=action.runpod_id, pod_name=action.pod_name, confirmed=confirmed)
+        return {"terminate_confirmed": confirmed}
+
+    def _do_mark_terminated(self, action: MarkTerminated, worker: Worker | None, token: int) -> dict[str, Any]:
+        reset = 0
+        if action.requeue_tasks:
+            requeued = self.db.requeue_worker_tasks(token, action.worker_id, action.reason.value, self.settings.max_task_attempts)
+            reset = len(requeued.get("requeued") or []) + len(requeued.get("failed") or [])
+        cost = _estimated_cost(worker, self.clock()) if worker else None
+        self.db.transition_worker(token, action.worker_id, WorkerState.TERMINATED.value, action.reason.value)
+        self._event(
+            token,
+            "worker_terminated",
+            worker_id=action.worker_id,
+            runpod_id=worker.runpod_id if worker else None,
+            reason=action.reason.value,
+            cost_usd=cost,
+        )
+        return {"tasks_reset": reset}
+
+    def _do_requeue_tasks(self, action: RequeueTasks, worker: Worker | None, token: int) -> dict[str, Any]:
+        requeued = self.db.requeue_worker_tasks(token, action.worker_id, action.reason.value, self.settings.max_task_attempts)
+        return {"tasks_reset": len(requeued.get("requeued") or []) + len(requeued.get("failed") or [])}
+
+    # -- record -------------------------------------------------------------------------------------
+
+    def record(
+        self,
+        snapshot: Snapshot,
+        pods: list[PodView] | None,
+        plan: Plan,
+        outcomes: list[dict[str, Any]],
+        duration: float,
+    ) -> dict[str, Any]:
+        states = Counter(w.status.value for w in snapshot.workers)
+        promoted = sum(
+            1
+            for w in snapshot.workers
+            if w.status is WorkerState.ACTIVE and self._last_states.get(w.id) in (WorkerState.INITIALIZING.value, WorkerState.SPAWNING.value)
+        )
+        self._last_states = {w.id: w.status.value for w in snapshot.workers}
+        by_kind = Counter(o["kind"] for o in outcomes if o.get("outcome") not in ("in_flight", "lease_lost"))
+        actions = {
+            "promoted": promoted,
+            "failed": by_kind.get("fail_worker", 0),
+            "spawned": sum(1 for o in outcomes if o["kind"] == "spawn" and o.get("runpod_id")),
+            "terminated": by_kind.get("mark_terminated", 0),
+            "terminate_requested": by_kind.get("terminate_pod", 0),
+            "drained": by_kind.get("drain", 0),
+            "initialized": sum(1 for o in outcomes if o["kind"] in ("initialize", "start_process") and o.get("outcome") in ("started", "initialized", "already_running")),
+            "tasks_reset": sum(int(o.get("tasks_reset") or 0) for o in outcomes),
+            "in_flight": sum(1 for o in outcomes if o.get("outcome") == "in_flight"),
+            "errors": sum(1 for o in outcomes if o.get("outcome") in ("failed", "crashed")),
+        }
+        status = {
+            "queued": snapshot.queue.claimable,
+            "queued_total": snapshot.queue.queued_total,
+            "running": snapshot.queue.running,
+            "oldest_queued_age_sec": snapshot.queue.oldest_claimable_age_sec,
+            **{s.value: states.get(s.value, 0) for s in WorkerState if s is not WorkerState.TERMINATED},
+            "pods": None if pods is None else len(pods),
+        }
+        summary = {
+            "timestamp": (snapshot.now or datetime.now(UTC)).isoformat(),
+            "tick": self.tick_no,
+            "actions": actions,
+            "status": status,
+            "desired": plan.desired,
+            "capacity": plan.capacity,
+            "spend_per_hr": round(plan.spend_per_hr, 4),
+            "paused": plan.paused,
+            "breaker": plan.breaker.value,
+            "spawn_blocked": [b.value for b in plan.spawn_blocked],
+            "duration_ms": round(duration * 1000, 1),
+        }
+        log.info("tick_summary", **summary)
+        self.metrics.observe_tick(
+            duration=duration,
+            workers_by_state=states,
+            claimable=snapshot.queue.claimable,
+            running=snapshot.queue.running,
+            oldest_queued_age=snapshot.queue.oldest_claimable_age_sec,
+            spend_rate=plan.spend_per_hr,
+            blocked={b.value: b in plan.spawn_blocked for b in Blocked},
+            leader=self.token is not None,
+        )
+        return summary
+
+    # -- shutdown -------------------------------------------------------------------------------------
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Wait for in-flight actions (tests and shutdown)."""
+        with self._lock:
+            futures = list(self._in_flight.values())
+        _done, pending = cf.wait(futures, timeout=timeout)
+        return not pending
+
+    def shutdown(self, timeout: float = 60.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.wait_idle(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.token is not None:
+            try:
+                self.db.lease_release(self.holder, self.token)
+                log.info("lease_released", holder=self.holder)
+            except errors.OrchestratorError as exc:
+                log.warning("lease_release_failed", error=str(exc)[:300])
+            self.token = None
+
+
+def _estimated_cost(worker: Worker, now_epoch: float) -> float | None:
+    """USD billed for a worker's pod, estimated from its price and lifetime (the provider's bill is authoritative)."""
+    price = worker.cost_per_hr
+    if not price or worker.created_at is None:
+        return None
+    hours = max(0.0, now_epoch - worker.created_at.timestamp()) / 3600.0
+    return round(price * hours, 6)

@@ -1,0 +1,177 @@
+"""The long-running process: apscheduler drives the controller's tick; new tasks wake it early.
+
+Sits between the CLI (``orchestrator run``) and the controller. One tick at a time (``max_instances=1``),
+missed runs coalesced; a wake-up that arrives while a tick runs is remembered and served by an
+immediate next tick, so a task queued mid-tick never waits a whole poll interval. Over direct Postgres
+a LISTEN thread turns the ``orchestrator_tasks`` notification into such a wake-up. SIGTERM/SIGINT let
+the running tick finish, release the lease and return 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any, Protocol
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+
+log = structlog.get_logger(__name__)
+
+NOTIFY_CHANNEL = "orchestrator_tasks"
+
+
+class Tickable(Protocol):
+    def tick(self) -> Any: ...
+
+    def shutdown(self) -> None: ...
+
+
+class Daemon:
+    """Runs ``controller.tick`` every ``interval`` seconds until stopped."""
+
+    def __init__(
+        self,
+        controller: Tickable,
+        interval: float,
+        *,
+        listen_url: str | None = None,
+        follower_interval: float | None = None,
+    ) -> None:
+        self.controller = controller
+        self.interval = interval
+        # A follower re-checks the lease more often than it would tick, so that it takes over within
+        # the lease's lifetime after the leader dies, not a poll interval later.
+        self.follower_interval = follower_interval if follower_interval is not None else interval
+        self.listen_url = listen_url
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._running = False
+        self._rerun = False
+        self._scheduler = BackgroundScheduler(timezone=UTC)
+        self._job: Any = None
+        self._listener: threading.Thread | None = None
+
+    # -- scheduling -----------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        with self._lock:
+            self._running = True
+            self._rerun = False
+        follower = False
+        try:
+            result = self.controller.tick()
+            follower = getattr(result, "role", None) == "follower"
+        except Exception:
+            # The controller turns expected failures into data; anything reaching here is a bug, and
+            # the loop must survive it all the same.
+            log.exception("tick_crashed")
+        finally:
+            with self._lock:
+                self._running = False
+                rerun = self._rerun
+            if self._stop.is_set():
+                pass
+            elif rerun:
+                self._run_now()
+            elif follower and self.follower_interval < self.interval:
+                self._run_at(self.follower_interval)
+
+    def _run_now(self) -> None:
+        if self._job is not None:
+            try:
+                self._job.modify(next_run_time=datetime.now(UTC))
+            except Exception:  # the scheduler may be shutting down
+                log.debug("wake_ignored")
+
+    def _run_at(self, delay: float) -> None:
+        if self._job is not None:
+            try:
+                self._job.modify(next_run_time=datetime.now(UTC) + timedelta(seconds=delay))
+            except Exception:
+                log.debug("reschedule_ignored")
+
+    def wake(self, why: str = "notify") -> None:
+        """Run a tick as soon as possible (now, or right after the running one)."""
+        with self._lock:
+            if self._running:
+                self._rerun = True
+                return
+        log.debug("daemon_wake", why=why)
+        self._run_now()
+
+    # -- LISTEN/NOTIFY ----------------------------------------------------------------------------
+
+    def _listen(self) -> None:
+        import psycopg
+
+        backoff = 1.0
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.listen_url or "", autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    log.info("listen_started", channel=NOTIFY_CHANNEL)
+                    backoff = 1.0
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self.wake("task_queued")
+            except Exception as exc:
+                log.warning("listen_failed", error=str(exc), retry_in_sec=backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._job = self._scheduler.add_job(
+            self._tick,
+            "interval",
+            seconds=self.interval,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=datetime.now(UTC),
+            id="tick",
+        )
+        self._scheduler.start()
+        if self.listen_url:
+            self._listener = threading.Thread(target=self._listen, name="listen-notify", daemon=True)
+            self._listener.start()
+        log.info("daemon_started", poll_sec=self.interval, listen=bool(self.listen_url))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait(self) -> None:
+        self._stop.wait()
+
+    def shutdown(self) -> None:
+        """Let the running tick finish, stop scheduling, release the lease."""
+        self._stop.set()
+        try:
+            self._scheduler.shutdown(wait=True)
+        except Exception:
+            log.debug("scheduler_already_stopped")
+        if self._listener is not None:
+            self._listener.join(timeout=5)
+        self.controller.shutdown()
+        log.info("daemon_stopped")
+
+    def run_forever(self) -> int:
+        """Block until SIGTERM/SIGINT, then shut down cleanly. Returns the exit code."""
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("signal_received", signal=signal.Signals(signum).name)
+            self._stop.set()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            self.wait()
+        finally:
+            self.shutdown()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return 0

@@ -1,0 +1,148 @@
+"""structlog set-up: one JSON line per event on stdout, secrets masked everywhere.
+
+Every module logs through ``structlog.get_logger(__name__)`` with a stable snake_case event name and
+its facts as fields; the controller binds ``tick``, ``worker_id`` and ``runpod_id`` as context. The
+redaction processor runs last before rendering, after exceptions have been turned into text, so a key
+that leaks into an exception message, a nested dict or a command line is masked all the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from orchestrator.config import Settings
+
+REDACTED = "[REDACTED]"
+
+# Shapes that are secret whatever their value: a password inside a URL, a bearer token, a JWT
+# (Supabase keys are JWTs), a private key block.
+_PATTERNS = (
+    (re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+(?P<post>@)", re.I), r"\g<pre>" + REDACTED + r"\g<post>"),
+    (re.compile(r"(?P<pre>bearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.I), r"\g<pre>" + REDACTED),
+    (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"), REDACTED),
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S), REDACTED),
+    (re.compile(r"(?P<pre>[?&]api_key=)[^&\s\"']+", re.I), r"\g<pre>" + REDACTED),
+)
+
+
+class Redactor:
+    """Masks every registered secret value and every secret-shaped string, recursively."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._secrets: tuple[str, ...] = ()
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        # Short values would mask innocent text everywhere ("1", "true"); real keys are long.
+        fresh = {s for s in secrets if s and len(s) >= 6}
+        with self._lock:
+            merged = set(self._secrets) | fresh
+            # Longest first, so a secret that contains another is masked whole.
+            self._secrets = tuple(sorted(merged, key=len, reverse=True))
+
+    def text(self, value: str) -> str:
+        for secret in self._secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        for pattern, replacement in _PATTERNS:
+            value = pattern.sub(replacement, value)
+        return value
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.value(k) if isinstance(k, str) else k: self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self.value(v) for v in value]
+        if isinstance(value, bytes):
+            return self.text(value.decode("utf-8", "replace"))
+        if isinstance(value, BaseException):
+            return self.text(f"{type(value).__name__}: {value}")
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        return self.text(str(value))
+
+    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        return {k: self.value(v) for k, v in event_dict.items()}
+
+
+# One process-wide redactor: secrets discovered at run time (a pod's SSH password) are added to it.
+REDACTOR = Redactor()
+
+
+def redact(value: Any) -> Any:
+    """Mask secrets in any value with the process-wide redactor (for printouts outside logging)."""
+    return REDACTOR.value(value)
+
+
+def configure_logging(
+    settings: Settings | None = None,
+    *,
+    stream: TextIO | None = None,
+    level: str | None = None,
+    fmt: str | None = None,
+    extra_secrets: Iterable[str] = (),
+) -> Redactor:
+    """Configure structlog (and the stdlib loggers libraries use) once for the process."""
+    out = stream or sys.stdout
+    if settings is not None:
+        REDACTOR.add(settings.secrets)
+        level = level or settings.log_level
+        fmt = fmt or settings.log_format
+    REDACTOR.add(extra_secrets)
+    level = (level or "INFO").upper()
+    fmt = fmt or "auto"
+    console = fmt == "console" or (fmt == "auto" and hasattr(out, "isatty") and out.isatty())
+
+    renderer: Any = structlog.dev.ConsoleRenderer(colors=False) if console else structlog.processors.JSONRenderer(
+        default=str, sort_keys=False
+    )
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+        structlog.processors.StackInfoRenderer(),
+        # Exceptions become text here, before redaction, so secrets inside them are masked too.
+        structlog.processors.format_exc_info,
+        REDACTOR,
+        renderer,
+    ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level, logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries log through the stdlib; route them through the same redaction, quieter.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(_StdlibRedactingFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    return REDACTOR
+
+
+class _StdlibRedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        return json.dumps(
+            {
+                "event": "library_log",
+                "logger": record.name,
+                "level": record.levelname.lower(),
+                "message": REDACTOR.text(message),
+            }
+        )

@@ -1,0 +1,135 @@
+"""Prometheus metrics and the health endpoint, on an opt-in port (``METRICS_PORT``).
+
+The controller updates these at the end of every tick (the "record" step). ``/healthz`` answers 200
+while the last completed tick is recent, 503 otherwise, so a container's HEALTHCHECK or a load balancer
+notices a wedged loop, not just a dead process. A follower (no lease) is healthy while it keeps trying.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+WORKER_STATES = ("spawning", "initializing", "active", "draining", "terminating", "error")
+
+
+class Metrics:
+    """The daemon's metrics in a registry of its own (several controllers can live in one test)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.workers = Gauge("orchestrator_workers", "Live workers by state", ["state"], registry=r)
+        self.queue_claimable = Gauge("orchestrator_queue_claimable", "Tasks a worker may claim now", registry=r)
+        self.queue_running = Gauge("orchestrator_queue_running", "Tasks in progress", registry=r)
+        self.oldest_queued_age = Gauge(
+            "orchestrator_oldest_queued_age_seconds", "Age of the oldest claimable task", registry=r
+        )
+        self.spend_rate = Gauge("orchestrator_spend_rate_usd_per_hour", "Current fleet cost per hour", registry=r)
+        self.spawn_failures = Counter(
+            "orchestrator_spawn_failures", "Failed pod creations and failed boots", ["reason"], registry=r
+        )
+        self.spawning_blocked = Gauge(
+            "orchestrator_spawning_blocked", "1 while spawning is stopped, by reason", ["reason"], registry=r
+        )
+        self.actions = Counter("orchestrator_actions", "Actions applied, by kind and outcome", ["kind", "outcome"], registry=r)
+        self.tick_duration = Histogram(
+            "orchestrator_tick_duration_seconds",
+            "Wall time of one tick",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.leader = Gauge("orchestrator_is_leader", "1 while this process holds the lease", registry=r)
+        self.last_tick = Gauge("orchestrator_last_tick_timestamp_seconds", "When the last tick ended", registry=r)
+        self._last_tick_at: float | None = None
+        self.started_at = clock()
+
+    def observe_tick(
+        self,
+        *,
+        duration: float,
+        workers_by_state: Mapping[str, int],
+        claimable: int,
+        running: int,
+        oldest_queued_age: float | None,
+        spend_rate: float,
+        blocked: Mapping[str, bool],
+        leader: bool,
+    ) -> None:
+        for state in WORKER_STATES:
+            self.workers.labels(state=state).set(workers_by_state.get(state, 0))
+        self.queue_claimable.set(claimable)
+        self.queue_running.set(running)
+        self.oldest_queued_age.set(oldest_queued_age or 0.0)
+        self.spend_rate.set(spend_rate)
+        for reason, on in blocked.items():
+            self.spawning_blocked.labels(reason=reason).set(1 if on else 0)
+        self.leader.set(1 if leader else 0)
+        self.tick_duration.observe(duration)
+        now = self.clock()
+        self.last_tick.set(now)
+        self._last_tick_at = now
+
+    def healthy(self, max_age: float) -> tuple[bool, str]:
+        now = self.clock()
+        if self._last_tick_at is None:
+            # Give the first tick time to happen before calling the process unhealthy.
+            if now - self.started_at <= max_age:
+                return True, "starting"
+            return False, f"no tick completed in {now - self.started_at:.0f}s"
+        age = now - self._last_tick_at
+        if age > max_age:
+            return False, f"last tick {age:.0f}s ago (limit {max_age:.0f}s)"
+        return True, f"last tick {age:.1f}s ago"
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsServer:
+    """``/metrics`` (Prometheus text) and ``/healthz`` on a port of its own, in a daemon thread."""
+
+    def __init__(self, metrics: Metrics, port: int, *, max_tick_age: float, host: str = "0.0.0.0") -> None:
+        self.metrics = metrics
+        self.max_tick_age = max_tick_age
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] == "/metrics":
+                    self._send(200, outer.metrics.render(), CONTENT_TYPE_LATEST)
+                elif self.path.split("?")[0] == "/healthz":
+                    ok, why = outer.metrics.healthy(outer.max_tick_age)
+                    self._send(200 if ok else 503, (why + "\n").encode(), "text/plain; charset=utf-8")
+                else:
+                    self._send(404, b"not found\n", "text/plain; charset=utf-8")
+
+            def _send(self, status: int, body: bytes, ctype: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

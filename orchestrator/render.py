@@ -1,0 +1,184 @@
+"""Text tables for operators: ``status``, ``plan``, ``pods``, ``events`` and the demo's live view.
+
+Pure functions of values (a Snapshot, pods, a Plan); nothing here talks to a service. Secrets never
+reach these tables: metadata is shown only through the fields named below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator.model import Plan, PodView, Snapshot, Worker
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+
+
+def _age(now: datetime, then: datetime | None) -> float | None:
+    if then is None:
+        return None
+    return max(0.0, (now - then).total_seconds())
+
+
+def _fmt_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def worker_row(w: Worker, now: datetime) -> dict[str, Any]:
+    age = _age(now, w.created_at)
+    price = w.cost_per_hr
+    return {
+        "worker_id": w.id,
+        "state": w.status.value,
+        "runpod_id": w.runpod_id,
+        "gpu_type": w.gpu_type or w.instance_type,
+        "age_sec": age,
+        "heartbeat_age_sec": _age(now, w.last_heartbeat),
+        "current_task": w.running_task_ids[0] if w.running_task_ids else None,
+        "running": w.running_count,
+        "cost_per_hr": price,
+        "spend_usd": round(price * (age or 0) / 3600.0, 4) if price else None,
+    }
+
+
+def status_rows(snapshot: Snapshot) -> dict[str, Any]:
+    now = snapshot.now or datetime.now(UTC)
+    workers = [worker_row(w, now) for w in snapshot.workers]
+    return {
+        "now": now.isoformat(),
+        "paused": snapshot.paused,
+        "queue": {
+            "claimable": snapshot.queue.claimable,
+            "queued_total": snapshot.queue.queued_total,
+            "running": snapshot.queue.running,
+            "oldest_claimable_age_sec": snapshot.queue.oldest_claimable_age_sec,
+        },
+        "workers": workers,
+        "spend_per_hr": round(sum(w["cost_per_hr"] or 0 for w in workers), 4),
+        "spend_usd": round(sum(w["spend_usd"] or 0 for w in workers), 4),
+    }
+
+
+def render_status(snapshot: Snapshot) -> str:
+    data = status_rows(snapshot)
+    rows = [
+        (
+            w["worker_id"],
+            w["state"],
+            _fmt_age(w["age_sec"]),
+            _fmt_age(w["heartbeat_age_sec"]),
+            w["current_task"] or "-",
+            f"{w['cost_per_hr']:.2f}" if w["cost_per_hr"] else "-",
+            f"{w['spend_usd']:.2f}" if w["spend_usd"] else "-",
+        )
+        for w in data["workers"]
+    ]
+    q = data["queue"]
+    head = (
+        f"queue: {q['claimable']} claimable ({q['queued_total']} queued), {q['running']} running, "
+        f"oldest waiting {_fmt_age(q['oldest_claimable_age_sec'])}"
+        f"   fleet: {len(rows)} live, ${data['spend_per_hr']:.2f}/h"
+        + ("   PAUSED" if data["paused"] else "")
+    )
+    return head + "\n" + table(("WORKER", "STATE", "AGE", "HEARTBEAT", "TASK", "$/H", "SPENT $"), rows)
+
+
+def render_plan(snapshot: Snapshot, pods: Sequence[PodView] | None, plan: Plan) -> str:
+    d = plan.to_dict()
+    lines = [
+        f"desired {d['desired']} (demand from {d['demand_tasks']} tasks), capacity {d['capacity']}, live {d['live']}, "
+        f"missing {d['missing']}, spend ${d['spend_per_hr']:.2f}/h, breaker {d['breaker']}"
+        + (f", spawning blocked: {', '.join(d['spawn_blocked'])}" if d["spawn_blocked"] else ""),
+        f"pods listed: {'unavailable' if pods is None else len(pods)}",
+    ]
+    for b in d["backoffs"]:
+        lines.append(f"backoff: {b['gpu_type']} in {b['data_center'] or 'any'} after {b['failures']} failures, until {b['until']}")
+    if not plan.actions:
+        lines.append("no action: the fleet matches the queue")
+    else:
+        rows = []
+        for a in d["actions"]:
+            target = a.get("worker_id") or a.get("runpod_id") or "-"
+            extra = {k: v for k, v in a.items() if k not in ("kind", "reason", "worker_id", "metadata")}
+            rows.append((a["kind"], target, a["reason"], ", ".join(f"{k}={v}" for k, v in extra.items() if v not in (None, [], {}, ""))))
+        lines.append(table(("ACTION", "TARGET", "REASON", "DETAILS"), rows))
+    for problem in d["problems"]:
+        lines.append(f"problem: {problem}")
+    return "\n".join(lines)
+
+
+def pods_rows(snapshot: Snapshot, pods: Sequence[PodView], prefix: str) -> list[dict[str, Any]]:
+    """Each pod beside the live row that claims it (by recorded id, else by name); orphans marked."""
+    by_runpod = {w.runpod_id: w for w in snapshot.workers if w.runpod_id}
+    by_name = {w.id: w for w in snapshot.workers}
+    rows = []
+    for pod in pods:
+        worker = by_runpod.get(pod.id) or by_name.get(pod.name)
+        ours = pod.name.startswith(prefix)
+        rows.append(
+            {
+                "runpod_id": pod.id,
+                "name": pod.name,
+                "status": pod.status.value,
+                "ssh_ready": pod.ssh_ready,
+                "cost_per_hr": pod.cost_per_hr,
+                "worker_id": worker.id if worker else None,
+                "worker_state": worker.status.value if worker else None,
+                "orphan": ours and worker is None,
+                "ours": ours,
+            }
+        )
+    listed = {p.id for p in pods} | {p.name for p in pods}
+    for w in snapshot.workers:
+        if (w.runpod_id and w.runpod_id not in listed) and w.id not in listed:
+            rows.append(
+                {
+                    "runpod_id": w.runpod_id,
+                    "name": None,
+                    "status": "MISSING",
+                    "ssh_ready": False,
+                    "cost_per_hr": None,
+                    "worker_id": w.id,
+                    "worker_state": w.status.value,
+                    "orphan": False,
+                    "ours": True,
+                }
+            )
+    return rows
+
+
+def render_pods(rows: Sequence[Mapping[str, Any]]) -> str:
+    return table(
+        ("POD", "NAME", "STATUS", "SSH", "$/H", "WORKER", "STATE", "NOTE"),
+        [
+            (
+                r["runpod_id"],
+                r["name"],
+                r["status"],
+                "yes" if r["ssh_ready"] else "no",
+                r["cost_per_hr"],
+                r["worker_id"],
+                r["worker_state"],
+                "ORPHAN" if r["orphan"] else ("not ours" if not r["ours"] else ("no pod" if r["status"] == "MISSING" else "")),
+            )
+            for r in rows
+        ],
+    )
+
+
+def render_events(events: Sequence[Mapping[str, Any]]) -> str:
+    return table(
+        ("AT", "KIND", "WORKER", "POD", "REASON", "COST $"),
+        [(e.get("at"), e.get("kind"), e.get("worker_id"), e.get("runpod_id"), e.get("reason"), e.get("cost_usd")) for e in events],
+    )

@@ -1,0 +1,23 @@
+#!/bin/sh
+# Installs the system programs the tests and the demo start for themselves: OpenSSH's server (each
+# emulated pod is a real sshd) and PostgreSQL's server binaries (the throwaway database).
+set -eu
+missing=""
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    missing="$missing postgresql"
+fi
+[ -n "$missing" ] || exit 0
+if [ "$(id -u)" -ne 0 ]; then
+    echo "system-deps: missing:$missing; install them (as root: apt-get install$missing)" >&2
+    exit 1
+fi
+echo "system-deps: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
+# Debian's postinst starts services we do not use; the tests start their own.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now ssh postgresql >/dev/null 2>&1 || true; fi
+service ssh stop >/dev/null 2>&1 || true
+service postgresql stop >/dev/null 2>&1 || true

@@ -1,0 +1,151 @@
+"""Concurrency through the SQL functions: claims, drains, heartbeats and the lease under contention.
+
+Real threads over one thread-safe PostgresTransport pool against the real server. Orderings are
+checked with timestamps taken around each call, never with sleeps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+
+from orchestrator.db.base import Database
+from orchestrator.db.postgres import PostgresTransport
+
+THREADS = 8
+TASKS = 1000
+
+
+@pytest.fixture
+def pooled(database_url: str) -> Any:
+    database = Database(PostgresTransport(database_url, min_size=THREADS, max_size=THREADS))
+    yield database
+    database.close()
+
+
+def seed(database_url: str, workers: list[str], tasks: int, worker_status: str = "active") -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for wid in workers:
+            conn.execute("insert into workers (id, status) values (%s, %s)", (wid, worker_status))
+        conn.execute(
+            "insert into tasks (task_type, created_at) "
+            "select 'generate', now() - make_interval(secs => %s - g) from generate_series(1, %s) g",
+            (tasks, tasks),
+        )
+
+
+def test_eight_threads_claim_every_task_exactly_once(pooled: Database, database_url: str) -> None:
+    workers = [f"w{i}" for i in range(THREADS)]
+    seed(database_url, workers, TASKS)
+    start = threading.Barrier(THREADS)
+
+    def run(worker_id: str) -> list[str]:
+        claimed: list[str] = []
+        start.wait(timeout=30)
+        while True:
+            task = pooled.claim_task(worker_id)
+            if task is None:
+                return claimed
+            assert task["worker_id"] == worker_id and task["status"] == "In Progress"
+            claimed.append(task["id"])
+            assert pooled.complete_task(worker_id, task["id"], {"by": worker_id}) is True
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        results = dict(zip(workers, pool.map(run, workers), strict=True))
+
+    all_claimed = [tid for ids in results.values() for tid in ids]
+    counts = Counter(all_claimed)
+    assert len(all_claimed) == TASKS, "a task was lost or claimed twice"
+    assert max(counts.values()) == 1, "a task was claimed twice"
+    assert sum(1 for ids in results.values() if ids) >= 2, "the claims did not actually run concurrently"
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("select id::text, status, worker_id, result_data->>'by' from tasks").fetchall()
+    assert len(rows) == TASKS
+    owner = {tid: wid for wid, ids in results.items() for tid in ids}
+    for tid, status, worker_id, by in rows:
+        assert status == "Complete" and worker_id == owner[tid] == by
+
+
+def test_no_claim_succeeds_after_draining_returned(pooled: Database, database_url: str) -> None:
+    seed(database_url, ["w1"], 200)
+    token = pooled.lease_acquire("leader", 60)["token"]
+    log: list[tuple[float, bool]] = []
+    stop = threading.Event()
+    claimed_some = threading.Event()
+
+    def claimer() -> None:
+        while not stop.is_set():
+            began = time.monotonic()
+            got = pooled.claim_task("w1") is not None
+            log.append((began, got))
+            if got:
+                claimed_some.set()
+
+    threads = [threading.Thread(target=claimer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        assert claimed_some.wait(timeout=30)
+        pooled.transition_worker(token, "w1", "draining", "idle")
+        drained_at = time.monotonic()
+        deadline = drained_at + 10
+        while not any(began > drained_at for began, _ in log) and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling for a condition, bounded by the deadline
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    after = [got for began, got in log if began > drained_at]
+    assert after and not any(after), "a draining worker claimed a task"
+    assert any(got for _, got in log)
+
+
+def test_heartbeats_racing_an_error_transition_never_revive(pooled: Database, database_url: str) -> None:
+    seed(database_url, ["w1"], 0)
+    token = pooled.lease_acquire("leader", 60)["token"]
+    results: list[tuple[float, dict[str, Any]]] = []
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            began = time.monotonic()
+            results.append((began, pooled.heartbeat("w1", 24000, 100)))
+
+    threads = [threading.Thread(target=beat) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(results) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pooled.transition_worker(token, "w1", "error", "unhealthy")
+        errored_at = time.monotonic()
+        while not any(b > errored_at for b, _ in results[-50:]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    late = [r for began, r in results if began > errored_at]
+    assert late and all(r == {"status": "error", "accepted": False} for r in late)
+    assert pooled.snapshot()["workers"][0]["status"] == "error"
+
+
+def test_racing_lease_acquires_elect_one_holder(pooled: Database) -> None:
+    barrier = threading.Barrier(THREADS)
+
+    def acquire(i: int) -> dict[str, Any]:
+        barrier.wait(timeout=30)
+        return pooled.lease_acquire(f"holder-{i}", 30)
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        results = list(pool.map(acquire, range(THREADS)))
+    winners = [r for r in results if r["acquired"]]
+    assert len(winners) == 1
+    assert all(r["holder"] == winners[0]["holder"] for r in results)

@@ -1,0 +1,269 @@
+"""One contract for RunpodClient, run over both transports (REST v2 and the SDK's GraphQL).
+
+Against the emulator (``tests/plugins/emulator.py``), whose pods are real sshd sandboxes running the
+simulated Headless-Wan2GP, and a real Postgres behind the PostgREST stand-in: spawn -> spawning ->
+initialize -> start the worker -> its heartbeat lands in ``workers`` -> terminate -> the emulator's
+admin view shows the pod terminated and billed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.runpod.base import RetryPolicy
+from orchestrator.runpod_client import STATUS_KEYS, RunpodClient, format_gpus, format_volumes
+from tests.plugins.emulator import TEST_API_KEY
+
+TRANSPORTS = ["rest", "graphql"]
+FAST_RETRY = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05, max_rate_limit_wait=5.0, max_total=20.0)
+
+
+def make_client(emulator: Any, keypair: Any, tmp_path: Path, api: str, **overrides: Any) -> RunpodClient:
+    """A RunpodClient configured as the daemon would, pointed at the emulator."""
+    pub = tmp_path / f"id_{api}.pub"
+    pub.write_text(keypair.public_key + "\n")
+    kw: dict[str, Any] = dict(
+        api_key=TEST_API_KEY,
+        api=api,
+        api_base_url=emulator.base_url,
+        storage_name="workspace",
+        ssh_public_key_path=pub,
+        ssh_private_key_path=keypair.private_key_path,
+        supabase_url="http://127.0.0.1:9/unused",
+        supabase_service_role_key="service-role-secret-value",
+        supabase_anon_key="anon-secret-value",
+        ssh_connect_timeout=10.0,
+        retry=FAST_RETRY,
+        env={},
+    )
+    kw.update(overrides)
+    return RunpodClient(**kw)
+
+
+@pytest.fixture
+def client_factory(emulator, ssh_keypair, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """``make(api, **overrides)`` -> a RunpodClient against the emulator, closed at teardown."""
+    made: list[RunpodClient] = []
+
+    def make(api: str, **overrides: Any) -> RunpodClient:
+        c = make_client(emulator, ssh_keypair, tmp_path, api, **overrides)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def wait_for(fn: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """Poll ``fn`` until it returns something truthy, or fail with its last value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+def initialize(client: RunpodClient, worker_id: str, runpod_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Poll check_and_initialize_worker until the pod is initialized; fail with the last answer."""
+    deadline = time.monotonic() + timeout
+    res: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        res = client.check_and_initialize_worker(worker_id, runpod_id)
+        assert res["status"] in ("spawning", "active"), res
+        if res["status"] == "active":
+            return res
+        time.sleep(0.1)
+    raise AssertionError(f"pod {runpod_id} not initialized within {timeout}s; last answer: {res}")
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
+def test_worker_lifecycle_contract(api: str, emulator, client_factory, postgrest, supabase_db) -> None:  # type: ignore[no-untyped-def]
+    client = client_factory(
+        api,
+        supabase_url=postgrest.base_url,
+        supabase_service_role_key=postgrest.service_role_key,
+        supabase_anon_key=postgrest.anon_key,
+    )
+    worker_id = f"gpu-contract-{api}-1a2b3c4d"
+    token = supabase_db.lease_acquire("contract-test", 60)["token"]
+    supabase_db.register_worker(token, worker_id, "NVIDIA GeForce RTX 4090", {})
+
+    spawned = client.spawn_worker(worker_id, {"SIM_WORKER_HEARTBEAT_SEC": "0.2"})
+    assert spawned["status"] == "spawning"
+    assert spawned["worker_id"] == worker_id and spawned["runpod_id"]
+    assert spawned["gpu_type_id"] == "NVIDIA GeForce RTX 4090"
+    assert spawned["data_center"] == "EU-RO-1"  # follows the network volume
+    runpod_id = spawned["runpod_id"]
+
+    admin_view = emulator.admin.pod(runpod_id)
+    assert admin_view["name"] == worker_id and admin_view["cloud"] == "SECURE"
+    assert admin_view["networkVolumeId"] == spawned["network_volume_id"]
+
+    ready = initialize(client, worker_id, runpod_id)
+    assert ready["ssh_details"]["ip"] == "127.0.0.1"
+    assert ready["ssh_details"]["port"] == admin_view["sshPort"] or ready["ssh_details"]["port"]
+    fp = ready["host_key_fingerprint"]
+    assert fp and fp.startswith("SHA256:") and ready["ssh_details"]["host_key_fingerprint"] == fp
+    assert set(ready["checks"]) == {"storage_mount", "headless_dir", "nvidia_smi", "python"}
+    assert "Headless-Wan2GP" in ready["checks"]["storage_mount"] or "reigh" in ready["checks"]["storage_mount"]
+
+    status = client.get_pod_status(runpod_id)
+    assert status is not None and tuple(status) == STATUS_KEYS
+    assert status["actual_status"] == "RUNNING" and status["desired_status"] == "RUNNING"
+    assert status["ip"] == "127.0.0.1" and status["cost_per_hr"] > 0
+    assert any(p["privatePort"] == 22 and p["isIpPublic"] for p in status["ports"])
+
+    # Pinned on later connections: the same key is accepted.
+    code, out, _ = client.execute_command_on_worker(runpod_id, "printenv WORKER_ID")
+    assert (code, out.strip()) == (0, worker_id)
+
+    assert client.start_worker_process(runpod_id, worker_id, expected_fingerprint=fp) is True
+
+    def heartbeat() -> Any:
+        rows = [w for w in supabase_db.snapshot()["workers"] if w["id"] == worker_id]
+        return rows and rows[0]["last_heartbeat"]
+
+    wait_for(heartbeat, timeout=60)
+    code, out, _ = client.execute_command_on_worker(
+        runpod_id, f"cat /workspace/reigh/logs/{worker_id}.log | head -c 2000"
+    )
+    assert code == 0 and "service-role" not in out
+
+    assert client.terminate_worker(runpod_id) is True
+    assert client.get_pod_status(runpod_id) is None
+    # Terminating again: the pod is gone, which counts as success.
+    assert client.terminate_worker(runpod_id) is True
+    gone = emulator.admin.pod(runpod_id)
+    assert gone["status"] == "TERMINATED"
+    assert gone["billedSeconds"] > 0 and gone["billedUsd"] > 0
+    assert runpod_id not in [p.id for p in client.list_pods()]
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
+def test_catalog_helpers_and_operator_listings(api: str, client_factory) -> None:  # type: ignore[no-untyped-def]
+    client = client_factory(api)
+    vols = client.get_network_volumes()
+    assert {"id", "name", "size", "dataCenterId"} <= set(vols[0])
+    assert any(v["name"] == "workspace" and v["dataCenterId"] == "EU-RO-1" for v in vols)
+    gpu = client.find_gpu_type("RTX 4090")
+    assert gpu is not None and gpu["id"] == "NVIDIA GeForce RTX 4090" and gpu["memoryInGb"] == 24
+    assert gpu["securePrice"] and gpu["available"] is True
+    assert client.find_gpu_type("NVIDIA GeForce RTX 4090") == gpu
+    assert client.find_gpu_type("Voodoo 2") is None
+    table = format_gpus(client)
+    assert "RTX 4090" in table and "24 GB" in table and "$0.59/h" in table
+    listing = format_volumes(client)
+    assert "workspace" in listing and "EU-RO-1" in listing and "100 GB" in listing
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
+def test_async_wrappers_do_not_block_the_loop(api: str, emulator, client_factory) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from orchestrator.runpod_client import get_runpod_status, spawn_runpod_gpu, terminate_runpod_gpu
+
+    client = client_factory(api)
+    emulator.admin.set_faults(api_latency_s=0.3)
+
+    async def main() -> tuple[str, dict[str, Any] | None, bool, int]:
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        t = asyncio.create_task(ticker())
+        runpod_id = await spawn_runpod_gpu(f"gpu-async-{api}", client=client)
+        status = await get_runpod_status(runpod_id, client=client)
+        ok = await terminate_runpod_gpu(runpod_id, client=client)
+        stop.set()
+        await t
+        return runpod_id, status, ok, ticks
+
+    runpod_id, status, ok, ticks = asyncio.run(main())
+    assert status is not None and status["runpod_id"] == runpod_id
+    assert ok is True
+    # Several latency-bound calls happened while the loop kept ticking.
+    assert ticks > 20
+
+
+def test_configuration_from_environment_and_settings(ssh_keypair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.config import load_settings
+
+    env = {
+        "RUNPOD_API_KEY": TEST_API_KEY,
+        "RUNPOD_GPU_TYPE": "NVIDIA GeForce RTX 4090, RTX A4000 ,",
+        "RUNPOD_STORAGE_NAME": "workspace",
+        "RUNPOD_API": "graphql",
+        "RUNPOD_API_BASE_URL": "http://127.0.0.1:9/",
+        "RUNPOD_SSH_PRIVATE_KEY_PATH": str(ssh_keypair.private_key_path),
+    }
+    c = RunpodClient(env=env)
+    assert c.gpu_types == ["NVIDIA GeForce RTX 4090", "RTX A4000"]
+    assert (c.api, c.api_base_url, c.storage_name) == ("graphql", "http://127.0.0.1:9", "workspace")
+    # The seed's defaults.
+    assert c.worker_image == "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
+    assert (c.volume_mount_path, c.disk_size_gb, c.container_disk_gb) == ("/workspace", 20, 10)
+    # Explicit keyword arguments win over the environment.
+    assert RunpodClient(env=env, api="rest", gpu_type="L40S").gpu_types == ["L40S"]
+    assert RunpodClient(env=env).transport.name == "graphql"
+    # Without a public key file, PUBLIC_KEY is derived from the private key.
+    assert c._public_key().split()[:2] == ssh_keypair.public_key.split()[:2]
+
+    settings = load_settings({**env, "DATABASE_URL": "postgresql://u@127.0.0.1:9/db"}, env_file=None)
+    s = RunpodClient.from_settings(settings)
+    assert s.gpu_types == ["NVIDIA GeForce RTX 4090", "RTX A4000"] and s.api == "graphql"
+    assert s.ssh_private_key_path == str(ssh_keypair.private_key_path)
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
+def test_create_pod_and_wait_and_the_module_level_helpers(api: str, emulator, client_factory, ssh_keypair, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator import runpod_client
+
+    client = client_factory(api)
+    res = client.create_pod_and_wait(f"gpu-wait-{api}", timeout=30, poll_interval=0.05)
+    assert res is not None and res["status"] == "active" and res["ssh_details"]["host_key_fingerprint"]
+    assert client.terminate_worker(res["runpod_id"]) is True
+
+    # The seed's module-level helpers read everything but the key from the environment.
+    monkeypatch.setenv("RUNPOD_API", api)
+    monkeypatch.setenv("RUNPOD_API_BASE_URL", emulator.base_url)
+    assert any(v["name"] == "workspace" for v in runpod_client.get_network_volumes(TEST_API_KEY))
+    found = runpod_client.find_gpu_type("RTX A4000", TEST_API_KEY)
+    assert found is not None and found["id"] == "NVIDIA RTX A4000"
+
+
+def test_rest_create_body_matches_the_openapi_schema(runpod_openapi) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.runpod.base import PodSpec
+    from orchestrator.runpod.rest import _create_body
+
+    for volume in ("w0rk5p4ce1", None):
+        spec = PodSpec(
+            name="gpu-20250912_101500-1a2b3c4d",
+            image="runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04",
+            gpu_type_id="NVIDIA GeForce RTX 4090",
+            data_center_id="EU-RO-1" if volume else None,
+            network_volume_id=volume,
+            env={"WORKER_ID": "w", "PUBLIC_KEY": "ssh-ed25519 AAAA x", "ODD": 'a"b\nc'},
+        )
+        body = _create_body(spec)
+        runpod_openapi.validate_named(body, "CreatePodRequest")
+        assert body["gpu"] == {"id": "NVIDIA GeForce RTX 4090", "count": 1} and body["cloud"] == "SECURE"
+        assert body["ports"] == ["22/tcp"]
+        if volume:
+            assert body["mounts"] == {"network": [{"volumeId": volume, "path": "/workspace"}]}
+            assert body["dataCenterIds"] == ["EU-RO-1"]
+        else:
+            assert body["mounts"] == {"persistent": {"size": 20, "path": "/workspace"}}

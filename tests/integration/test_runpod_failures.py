@@ -1,0 +1,369 @@
+"""Every failure mode of the Runpod boundary, one test each, driven by the emulator's fault knobs.
+
+Each comes back as the project's own typed error (or a result dict naming the failure), never as an
+unhandled library exception: GPU type not found (lists the names), volume missing (lists volumes and
+data centers), no capacity (typed; falls through the GPU priority list), bad key (typed, not
+retried), 429 (retried after the server's reset time), 5xx (bounded, jittered retries; a lost create
+response does not create a second pod), malformed responses (typed, with an excerpt) and SSH
+refused / auth failed / timed out (told apart in the result).
+
+The emulator has no knob for malformed bodies, so those tests use a tiny stub HTTP server that
+answers fixed bodies (HTML, missing fields, ``runtime: null``, no ``22/tcp`` mapping): the real
+httpx client and the real SDK read them.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import errors
+from orchestrator.runpod.base import RetryPolicy
+from tests.integration.test_runpod_contract import TRANSPORTS, make_client, wait_for
+from tests.plugins.emulator import TEST_API_KEY
+
+RTX4090 = "NVIDIA GeForce RTX 4090"
+A4000 = "NVIDIA RTX A4000"
+
+
+@pytest.fixture
+def clients(emulator, ssh_keypair, tmp_path: Path) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    made: list[Any] = []
+
+    def make(api: str, server: Any = None, **overrides: Any) -> Any:
+        c = make_client(server or emulator, ssh_keypair, tmp_path, api, **overrides)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+# --- catalog and placement ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
+def test_unknown_gpu_type_lists_the_available_names(api: str, clients, emulator) -> None:  # type: ignore[no-untyped-def]
+    client = clients(api, gpu_type="Voodoo 2")
+    with pytest.raises(errors.GpuTypeNotFound) as info:
+        client.spawn_worker("gpu-unknown-type")
+    msg = str(info.value)
+    assert "'Voodoo 2' not found" in msg
+    for name in ("RTX 4090", "RTX A4000", "L40S", "H100 SXM"):
+        assert name in msg
+    assert emulator.admin.pods() == []
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
+def test_missing_volume_lists_volumes_and_data_centers(api: str, clients, emulator) -> None:  # type: ignore[no-untyped-def]
+    client = clients(api, storage_name="no-such-volume")
+    with pytest.raises(errors.VolumeNotFound) as info:
+        client.spawn_worker("gpu-no-volume")
+    msg = str(info.value)
+    assert "'no-such-volume' not found" in msg and "workspace" in msg and "EU-RO-1" in msg
+    assert emulator.admin.pods() == []
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
+def test_no_capacity_falls_through_the_priority_list_then_is_typed(api: str, clients, emulator) -> None:  # type: ignore[no-untyped-def]
+    emulator.admin.set_capacity(RTX4090, "EU-RO-1", 0)
+    client = clients(api, gpu_type=f"{RTX4090}, RTX A4000")
+    spawned = client.spawn_worker(f"gpu-fallthrough-{api}")
+    assert spawned["gpu_type_id"] == A4000 and spawned["data_center"] == "EU-RO-1"
+    assert emulator.admin.pod(spawned["runpod_id"])["gpu"] == A4000
+
+    emulator.admin.set_capacity(A4000, "EU-RO-1", 0)
+    with pytest.raises(errors.RunpodCapacityError) as info:
+        client.spawn_worker(f"gpu-nocap-{api}")
+    msg = str(info.value)
+    assert "no capacity for any GPU type" in msg and "EU-RO-1" in msg and "RTX 4090" in msg and "RTX A4000" in msg
+    assert [p["name"] for p in emulator.admin.pods()] == [f"gpu-fallthrough-{api}"]
+
+
+# --- auth, rate limits, 5xx ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
+def test_bad_key_is_typed_and_never_retried(api: str, clients, emulator_factory) -> None:  # type: ignore[no-untyped-def]
+    server = emulator_factory(api_key=TEST_API_KEY)
+    # A retry would sleep at least 3 s: the elapsed time proves there was none.
+    slow_retry = RetryPolicy(attempts=5, base_delay=3.0, max_delay=3.0)
+    client = clients(api, server, api_key="rpa_WRONG", retry=slow_retry)
+    started = time.monotonic()
+    with pytest.raises(errors.RunpodAuthError, match="API key"):
+        client.spawn_worker("gpu-bad-key")
+    assert time.monotonic() - started < 2.5
+    assert server.admin.pods() == []
+
+
+def test_rate_limit_waits_for_the_servers_reset_time(clients, emulator) -> None:  # type: ignore[no-untyped-def]
+    emulator.admin.set_faults(api_429_burst=2, retry_after_s=1)
+    client = clients("rest")
+    started = time.monotonic()
+    assert any(v["name"] == "workspace" for v in client.get_network_volumes())
+    elapsed = time.monotonic() - started
+    assert 1.9 <= elapsed < 6, elapsed  # two 429s, each honoured for its 1 s reset
+    assert emulator.admin.faults()["api_429_burst"] == 0
+
+
+def test_rate_limit_reset_beyond_the_bound_is_not_waited_for(clients, emulator) -> None:  # type: ignore[no-untyped-def]
+    emulator.admin.set_faults(api_429_burst=1, retry_after_s=600)
+    client = clients("rest")
+    started = time.monotonic()
+    with pytest.raises(errors.RunpodRateLimited) as info:
+        client.get_network_volumes()
+    assert info.value.retry_after == 600
+    assert time.monotonic() - started < 2
+
+
+def test_rate_limit_over_graphql_is_retried(clients, emulator) -> None:  # type: ignore[no-untyped-def]
+    # The SDK hides the headers, so GraphQL backs off on its own schedule (bounded) instead.
+    emulator.admin.set_faults(api_429_burst=3, retry_after_s=1)
+    client = clients("graphql")
+    assert any(v["name"] == "workspace" for v in client.get_network_volumes())
+    assert emulator.admin.faults()["api_429_burst"] == 0
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
+def test_5xx_are_retried_with_bounds(api: str, clients, emulator) -> None:  # type: ignore[no-untyped-def]
+    emulator.admin.set_faults(api_error_rate=0.5)
+    client = clients(api, retry=RetryPolicy(attempts=12, base_delay=0.005, max_delay=0.02))
+    for _ in range(8):
+        assert client.list_network_volumes(fresh=True)
+
+    emulator.admin.set_faults(api_error_rate=1.0)
+    bounded = clients(api, retry=RetryPolicy(attempts=3, base_delay=0.005, max_delay=0.02))
+    started = time.monotonic()
+    with pytest.raises(errors.RunpodTransientError):
+        bounded.list_network_volumes(fresh=True)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
+def test_lost_create_response_does_not_create_a_second_pod(api: str, clients, emulator) -> None:  # type: ignore[no-untyped-def]
+    client = clients(api)
+    client.list_gpu_types()
+    client.list_network_volumes()
+    # Every mutation is carried out, then answered with a 5xx ("response lost").
+    emulator.admin.set_faults(api_error_after_rate=1.0)
+    spawned = client.spawn_worker(f"gpu-lost-{api}")
+    emulator.admin.set_faults(api_error_after_rate=0.0)
+    pods = [p for p in emulator.admin.pods() if p["status"] != "TERMINATED"]
+    assert [p["id"] for p in pods] == [spawned["runpod_id"]]
+    assert client.terminate_worker(spawned["runpod_id"]) is True
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
+def test_failed_termination_is_false_never_silently_true(api: str, clients, emulator) -> None:  # type: ignore[no-untyped-def]
+    client = clients(api, retry=RetryPolicy(attempts=2, base_delay=0.005, max_delay=0.01))
+    spawned = client.spawn_worker(f"gpu-term-{api}")
+    emulator.admin.set_faults(api_error_rate=1.0)
+    assert client.terminate_worker(spawned["runpod_id"]) is False
+    emulator.admin.set_faults(api_error_rate=0.0)
+    assert emulator.admin.pod(spawned["runpod_id"])["status"] != "TERMINATED"
+    assert client.terminate_worker(spawned["runpod_id"]) is True
+
+
+# --- SSH failures, told apart -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
+def test_ssh_refused_is_reported_as_still_spawning(api: str, clients, emulator) -> None:  # type: ignore[no-untyped-def]
+    emulator.admin.set_faults(ssh_refuse_share=1.0)
+    client = clients(api)
+    spawned = client.spawn_worker(f"gpu-refuse-{api}")
+
+    def refused() -> dict[str, Any] | None:
+        r = client.check_and_initialize_worker(spawned["worker_id"], spawned["runpod_id"])
+        return r if r.get("ssh_error") else None
+
+    res = wait_for(refused, timeout=20)
+    assert res["status"] == "spawning" and res["ssh_error"] == "refused", res
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
+def test_ssh_auth_failure_is_an_error_naming_it(api: str, clients, emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.plugins.sandbox import generate_keypair
+
+    stranger = generate_keypair(tmp_path, f"stranger-{api}")
+    client = clients(api, ssh_private_key_path=stranger.private_key_path)
+    spawned = client.spawn_worker(f"gpu-auth-{api}")
+
+    def settled() -> dict[str, Any] | None:
+        r = client.check_and_initialize_worker(spawned["worker_id"], spawned["runpod_id"])
+        return r if r["status"] != "spawning" else None
+
+    res = wait_for(settled, timeout=20)
+    assert res["status"] == "error" and res["ssh_error"] == "auth_failed" and res["step"] == "ssh", res
+    assert "authentication" in res["error"]
+
+
+# --- malformed responses (stub server) ------------------------------------------------------------------
+
+
+class Stub:
+    """Answers every request to a path with a fixed (status, content type, body)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], tuple[int, str, str]] = {}
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self, method: str) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                if n:
+                    self.rfile.read(n)
+                path = self.path.split("?")[0]
+                status, ctype, body = stub.routes.get((method, path), (404, "application/problem+json", '{"title":"Not Found","status":404,"detail":"nope"}'))
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._answer("GET")
+
+            def do_POST(self) -> None:
+                self._answer("POST")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    s = Stub()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def _rest_pod(**over: Any) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "id": "abcdefghijklmn",
+        "name": "gpu-stub",
+        "status": "RUNNING",
+        "ports": ["22/tcp"],
+        "env": {},
+        "gpu": {"id": RTX4090, "count": 1},
+        "dataCenterId": "EU-RO-1",
+        "cost": 0.59,
+        "createdAt": "2026-11-29T00:00:00Z",
+        "ssh": {"proxy": None, "direct": None},
+        "runtime": {"uptime": 5, "ports": [{"private": 8888, "public": 40000, "type": "http", "ip": "127.0.0.1"}]},
+    }
+    pod.update(over)
+    return pod
+
+
+def test_rest_malformed_bodies_are_typed_with_an_excerpt(clients, stub: Stub) -> None:  # type: ignore[no-untyped-def]
+    client = clients("rest", stub)
+    pid = "abcdefghijklmn"
+    stub.routes[("GET", f"/v2/pods/{pid}")] = (200, "text/html", "<html><body>Cloudflare says hi</body></html>")
+    with pytest.raises(errors.RunpodMalformedResponse, match=r"not JSON.*Cloudflare says hi"):
+        client.get_pod_status(pid)
+
+    stub.routes[("GET", f"/v2/pods/{pid}")] = (200, "application/json", json.dumps({"id": pid, "name": "x"}))
+    with pytest.raises(errors.RunpodMalformedResponse, match="missing field 'status'") as info:
+        client.get_pod_status(pid)
+    assert '"name": "x"' in str(info.value.payload)
+
+    stub.routes[("GET", f"/v2/pods/{pid}")] = (200, "application/json", json.dumps(_rest_pod(runtime=None)))
+    with pytest.raises(errors.RunpodMalformedResponse, match="runtime null"):
+        client.get_pod_status(pid)
+    res = client.check_and_initialize_worker("gpu-stub", pid)
+    assert res["status"] == "error" and res["step"] == "provider" and "runtime null" in res["error"]
+
+    # Running, but no 22/tcp mapping although the pod asked for one.
+    stub.routes[("GET", f"/v2/pods/{pid}")] = (200, "application/json", json.dumps(_rest_pod()))
+    res = client.check_and_initialize_worker("gpu-stub", pid)
+    assert res["status"] == "error" and "no public 22/tcp mapping" in res["error"]
+
+    stub.routes[("GET", "/v2/network-volumes")] = (200, "application/json", json.dumps({"volumes": []}))
+    with pytest.raises(errors.RunpodMalformedResponse, match="missing field 'networkVolumes'"):
+        client.get_network_volumes()
+
+
+def test_graphql_malformed_bodies_are_typed_with_an_excerpt(clients, stub: Stub) -> None:  # type: ignore[no-untyped-def]
+    client = clients("graphql", stub)
+    stub.routes[("POST", "/graphql")] = (200, "text/html", "<html><body>Welcome to nginx!</body></html>")
+    with pytest.raises(errors.RunpodMalformedResponse, match=r"not JSON.*Welcome to nginx"):
+        client.get_network_volumes()
+
+    stub.routes[("POST", "/graphql")] = (200, "application/json", json.dumps({"data": {}}))
+    with pytest.raises(errors.RunpodMalformedResponse, match="unexpected response shape"):
+        client.get_network_volumes()
+
+    stub.routes[("POST", "/graphql")] = (200, "application/json", json.dumps({"data": {"pod": {"id": "abcdefghijklmn"}}}))
+    with pytest.raises(errors.RunpodMalformedResponse, match="missing field 'desiredStatus'"):
+        client.get_pod_status("abcdefghijklmn")
+
+    runtime_no_ssh = {
+        "id": "abcdefghijklmn",
+        "name": "gpu-stub",
+        "desiredStatus": "RUNNING",
+        "ports": "22/tcp",
+        "runtime": {"ports": [{"ip": "10.0.0.1", "isIpPublic": False, "privatePort": 22, "publicPort": 22, "type": "tcp"}]},
+    }
+    stub.routes[("POST", "/graphql")] = (200, "application/json", json.dumps({"data": {"pod": runtime_no_ssh}}))
+    res = client.check_and_initialize_worker("gpu-stub", "abcdefghijklmn")
+    assert res["status"] == "error" and "no public 22/tcp mapping" in res["error"]
+
+
+def test_ssh_timeout_is_reported_as_still_spawning(clients, stub: Stub) -> None:  # type: ignore[no-untyped-def]
+    # A pod whose published SSH port accepts connections but never speaks SSH.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        port = silent.getsockname()[1]
+        pod = _rest_pod(
+            ssh={"proxy": None, "direct": {"host": "127.0.0.1", "port": port, "username": "root", "command": "ssh"}},
+            runtime={"uptime": 5, "ports": [{"private": 22, "public": port, "type": "tcp", "ip": "127.0.0.1"}]},
+        )
+        stub.routes[("GET", "/v2/pods/abcdefghijklmn")] = (200, "application/json", json.dumps(pod))
+        client = clients("rest", stub, ssh_connect_timeout=1.0)
+        started = time.monotonic()
+        res = client.check_and_initialize_worker("gpu-stub", "abcdefghijklmn")
+        assert res["status"] == "spawning" and res["ssh_error"] == "timeout", res
+        assert time.monotonic() - started < 6
+    finally:
+        silent.close()
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
+def test_a_stopped_or_vanished_pod_is_an_error_not_spawning(api: str, clients, emulator) -> None:  # type: ignore[no-untyped-def]
+    client = clients(api)
+    spawned = client.spawn_worker(f"gpu-preempt-{api}")
+    wait_for(lambda: (p := client.get_pod(spawned["runpod_id"])) is not None and p.ssh_ready, timeout=20)
+    emulator.admin.preempt(spawned["runpod_id"], to="EXITED")
+    res = client.check_and_initialize_worker(spawned["worker_id"], spawned["runpod_id"])
+    assert res["status"] == "error" and res["step"] == "provider" and "EXITED" in res["error"], res
+    assert client.terminate_worker(spawned["runpod_id"]) is True
+    res = client.check_and_initialize_worker(spawned["worker_id"], spawned["runpod_id"])
+    assert res["status"] == "error" and "not found" in res["error"], res

@@ -1,0 +1,815 @@
+"""The SQL contract of docs/database.md, exercised through the Database facade over the psycopg transport.
+
+Real PostgreSQL (the session's TempPostgres), one fresh database per test cloned from the migrated
+template. "Nothing written" is checked by comparing a dump of every table the functions touch before
+and after the refused call.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from orchestrator import errors
+from orchestrator.db.base import Database
+from orchestrator.db.postgres import PostgresTransport
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def raw(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        yield conn
+
+
+@pytest.fixture
+def token(db: Database) -> int:
+    lease = db.lease_acquire("leader-1", 60)
+    assert lease["acquired"] is True
+    return int(lease["token"])
+
+
+def one(conn: psycopg.Connection[Any], query: str, params: Any = ()) -> dict[str, Any]:
+    """The single row of ``query`` as a dict (the connections here use dict rows)."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, query
+    return dict(row)
+
+
+def state(conn: psycopg.Connection[Any]) -> str:
+    """Every row the contract's functions may write, as one comparable text."""
+    parts = []
+    for table, order in (
+        ("workers", "id"),
+        ("tasks", "id"),
+        ("orchestrator_events", "id"),
+        ("orchestrator_lease", "name"),
+        ("orchestrator_control", "id"),
+    ):
+        row = one(conn, f"select coalesce(jsonb_agg(to_jsonb(x) order by {order}), '[]') as r from {table} x")
+        parts.append(json.dumps(row["r"], sort_keys=True))
+    return "\n".join(parts)
+
+
+def add_worker(conn: psycopg.Connection[Any], worker_id: str, status: str, **metadata: Any) -> None:
+    conn.execute(
+        "insert into workers (id, instance_type, status, metadata, status_changed_at) values (%s, 'RTX 4090', %s, %s, now())",
+        (worker_id, status, json.dumps(metadata)),
+    )
+
+
+def add_tasks(
+    conn: psycopg.Connection[Any],
+    n: int,
+    *,
+    status: str = "Queued",
+    worker_id: str | None = None,
+    task_type: str = "generate",
+    attempts: int = 0,
+    age_sec: float = 0.0,
+) -> list[str]:
+    rows = conn.execute(
+        """
+        insert into tasks (task_type, params, status, worker_id, attempts, created_at, generation_started_at)
+        select %s, '{}'::jsonb, %s, %s, %s,
+               now() - make_interval(secs => %s + (n - g)::float8 / 1000),
+               case when %s = 'In Progress' then now() - make_interval(secs => %s) end
+        from generate_series(1, %s) g, (select %s::int as n) c
+        returning id
+        """,
+        (task_type, status, worker_id, attempts, age_sec, status, age_sec, n, n),
+    ).fetchall()
+    return [str(r["id"] if isinstance(r, dict) else r[0]) for r in rows]
+
+
+def worker_row(conn: psycopg.Connection[Any], worker_id: str) -> dict[str, Any]:
+    row = conn.execute("select * from workers where id = %s", (worker_id,)).fetchone()
+    assert row is not None
+    return dict(row)
+
+
+def task_row(conn: psycopg.Connection[Any], task_id: str) -> dict[str, Any]:
+    row = conn.execute("select * from tasks where id = %s", (task_id,)).fetchone()
+    assert row is not None
+    return dict(row)
+
+
+# -- lease and fencing ------------------------------------------------------------------------------
+
+
+def test_lease_acquire_renew_release_and_takeover(db: Database, raw: psycopg.Connection[Any]) -> None:
+    first = db.lease_acquire("a", 30)
+    assert first["acquired"] is True and first["holder"] == "a" and first["token"] > 0
+
+    other = db.lease_acquire("b", 30)
+    assert other == {**other, "acquired": False, "token": None, "holder": "a"}
+
+    again = db.lease_acquire("a", 30)  # the holder asking again renews, same token
+    assert again["acquired"] is True and again["token"] == first["token"]
+
+    renewed = db.lease_renew("a", first["token"], 30)
+    assert renewed["renewed"] is True
+    assert db.lease_renew("b", first["token"], 30)["renewed"] is False
+    assert db.lease_renew("a", first["token"] + 1, 30)["renewed"] is False
+
+    assert db.lease_release("b", first["token"]) is False
+    assert db.lease_release("a", first["token"]) is True
+    taken = db.lease_acquire("b", 30)
+    assert taken["acquired"] is True and taken["token"] > first["token"]
+    assert db.lease_renew("a", first["token"], 30)["renewed"] is False
+
+    # An expired lease goes to the next asker with a larger token; the old holder cannot renew it.
+    raw.execute("update orchestrator_lease set expires_at = now() - interval '1 second'")
+    third = db.lease_acquire("c", 30)
+    assert third["acquired"] is True and third["token"] > taken["token"]
+    assert db.lease_renew("b", taken["token"], 30)["renewed"] is False
+    kinds = [e["kind"] for e in db.events(limit=10)]
+    assert kinds.count("lease_acquired") == 3 and "lease_released" in kinds
+
+
+def _fenced_calls(worker_id: str) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        ("orch_register_worker", {"p_worker_id": "new-worker", "p_instance_type": "x", "p_metadata": {}}),
+        ("orch_transition_worker", {"p_worker_id": worker_id, "p_to": "initializing", "p_reason": "r"}),
+        ("orch_merge_worker_metadata", {"p_worker_id": worker_id, "p_metadata": {"a": 1}}),
+        ("orch_requeue_worker_tasks", {"p_worker_id": worker_id, "p_reason": "r"}),
+        ("orch_append_event", {"p_kind": "something", "p_details": {}}),
+    ]
+
+
+@pytest.mark.parametrize("case", ["stale", "missing", "expired", "never_acquired_lease"])
+@pytest.mark.parametrize("index", range(5))
+def test_every_fenced_write_checks_the_token(
+    db: Database, raw: psycopg.Connection[Any], case: str, index: int
+) -> None:
+    old = db.lease_acquire("old-leader", 30)["token"]
+    add_worker(raw, "w1", "spawning")
+    add_tasks(raw, 2, status="In Progress", worker_id="w1")
+    lease = "orchestrator"
+    if case == "stale":
+        db.lease_release("old-leader", old)
+        assert db.lease_acquire("new-leader", 30)["acquired"]
+        token: int | None = old
+    elif case == "missing":
+        token = None
+    elif case == "expired":
+        raw.execute("update orchestrator_lease set expires_at = now() - interval '1 second'")
+        token = old
+    else:
+        lease, token = "another-lease", old
+    function, args = _fenced_calls("w1")[index]
+    before = state(raw)
+    with pytest.raises(errors.LeaseLost) as info:
+        db.transport.call(function, {"p_token": token, **args, "p_lease": lease})
+    assert info.value.function == function and info.value.code == "OR001"
+    assert "lease" in info.value.message
+    assert state(raw) == before
+
+
+def test_fenced_write_waits_for_nothing_with_current_token(db: Database, token: int) -> None:
+    row = db.register_worker(token, "w1", "RTX 4090", {"orchestrator_prefix": "gpu"})
+    assert row["status"] == "spawning" and row["orchestrator_prefix"] == "gpu"
+
+
+# -- registration and transitions -------------------------------------------------------------------
+
+
+def test_register_worker_writes_intent_row_and_refuses_duplicates(
+    db: Database, raw: psycopg.Connection[Any], token: int
+) -> None:
+    row = db.register_worker(token, "gpu-1", "NVIDIA GeForce RTX 4090", {"gpu_type": "4090"})
+    assert row["id"] == "gpu-1" and row["status"] == "spawning" and row["metadata"] == {"gpu_type": "4090"}
+    assert row["status_changed_at"] is not None and row["activated_at"] is None
+    before = state(raw)
+    with pytest.raises(errors.Conflict, match='worker "gpu-1" already exists'):
+        db.register_worker(token, "gpu-1", "other", {})
+    assert state(raw) == before
+    assert db.events(worker_id="gpu-1")[0]["kind"] == "worker_registered"
+
+
+def _edges(raw: psycopg.Connection[Any]) -> set[tuple[str, str]]:
+    rows = raw.execute("select from_status, to_status from orchestrator_worker_transitions").fetchall()
+    return {(r["from_status"], r["to_status"]) for r in rows}
+
+
+STATES = ["spawning", "initializing", "active", "draining", "terminating", "error", "terminated"]
+
+# docs/database.md's table, written out independently of the migration so a drift is caught.
+DOCUMENTED_EDGES = {
+    ("spawning", "initializing"), ("spawning", "terminating"), ("spawning", "error"), ("spawning", "terminated"),
+    ("initializing", "active"), ("initializing", "terminating"), ("initializing", "error"),
+    ("initializing", "terminated"),
+    ("active", "draining"), ("active", "terminating"), ("active", "error"), ("active", "terminated"),
+    ("draining", "active"), ("draining", "terminating"), ("draining", "error"), ("draining", "terminated"),
+    ("terminating", "error"), ("terminating", "terminated"),
+    ("error", "terminated"),
+}  # fmt: skip
+
+
+def test_transition_table_matches_the_documentation(raw: psycopg.Connection[Any]) -> None:
+    assert _edges(raw) == DOCUMENTED_EDGES
+    meanings = raw.execute("select meaning from orchestrator_worker_transitions").fetchall()
+    assert all(m["meaning"].strip() for m in meanings)
+
+
+def test_every_pair_of_states_is_allowed_or_refused_per_table(
+    db: Database, raw: psycopg.Connection[Any], token: int
+) -> None:
+    for source in STATES:
+        for target in STATES:
+            if source == target:
+                continue
+            wid = f"w-{source}-{target}"
+            add_worker(raw, wid, source, runpod_id="pod-1")
+            if (source, target) in DOCUMENTED_EDGES:
+                row = db.transition_worker(token, wid, target, "test", {"note": target})
+                assert row["status"] == target and row["metadata"]["note"] == target
+                assert row["metadata"]["runpod_id"] == "pod-1"
+            else:
+                before = state(raw)
+                with pytest.raises(errors.IllegalTransition) as info:
+                    db.transition_worker(token, wid, target, "test", {"note": target})
+                assert info.value.code == "OR002"
+                assert f"{source} -> {target}" in info.value.message
+                assert state(raw) == before
+
+
+def test_transition_sets_timestamps_and_appends_event(
+    db: Database, raw: psycopg.Connection[Any], token: int
+) -> None:
+    db.register_worker(token, "w1", "x", {"runpod_id": "pod-9"})
+    db.transition_worker(token, "w1", "initializing", "pod ready")
+    row = db.transition_worker(token, "w1", "active", "first heartbeat")
+    activated = row["activated_at"]
+    assert activated is not None and row["status_changed_at"] is not None
+    db.transition_worker(token, "w1", "draining", "idle")
+    row = db.transition_worker(token, "w1", "active", "work came back")
+    assert row["activated_at"] == activated  # set the first time only
+    events = db.events(worker_id="w1")
+    transitions = [
+        (e["details"]["from"], e["details"]["to"], e["reason"]) for e in events if e["kind"] == "transition"
+    ]
+    assert transitions[0] == ("draining", "active", "work came back")
+    assert len(transitions) == 4 and events[0]["runpod_id"] == "pod-9"
+
+
+def test_transition_to_current_state_is_a_no_op(
+    db: Database, raw: psycopg.Connection[Any], token: int
+) -> None:
+    add_worker(raw, "w1", "error")
+    before = state(raw)
+    assert db.transition_worker(token, "w1", "error", "again", {"x": 1})["status"] == "error"
+    assert state(raw) == before
+
+
+@pytest.mark.parametrize("legacy", ["inactive", "busy"])
+def test_a_legacy_state_can_only_be_retired(
+    db: Database, raw: psycopg.Connection[Any], token: int, legacy: str
+) -> None:
+    raw.execute("insert into workers (id, status) values ('old-1', %s), ('old-2', %s)", (legacy, legacy))
+    before = state(raw)
+    with pytest.raises(errors.IllegalTransition, match=r"allowed from .*: error, terminated"):
+        db.transition_worker(token, "old-1", "active", "adopt")
+    assert state(raw) == before
+    assert db.transition_worker(token, "old-1", "error", "legacy row")["status"] == "error"
+    assert db.transition_worker(token, "old-2", "terminated", "no pod")["status"] == "terminated"
+
+
+def test_merge_metadata_is_top_level(db: Database, token: int) -> None:
+    db.register_worker(token, "w1", "x", {"a": 1, "ssh_details": {"ip": "1.2.3.4", "port": 22}})
+    row = db.merge_worker_metadata(token, "w1", {"ssh_details": {"ip": "5.6.7.8", "port": 2222}, "b": 2})
+    assert row["metadata"] == {"a": 1, "b": 2, "ssh_details": {"ip": "5.6.7.8", "port": 2222}}
+
+
+# -- heartbeat --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["terminating", "error", "terminated"])
+def test_heartbeat_cannot_revive(db: Database, raw: psycopg.Connection[Any], status: str) -> None:
+    add_worker(raw, "w1", status, process_started_at="2026-01-01T00:00:00Z")
+    before = state(raw)
+    assert db.heartbeat("w1", 24000, 1000) == {"status": status, "accepted": False}
+    assert state(raw) == before
+
+
+def test_heartbeat_of_a_draining_worker_is_recorded_but_never_undrains(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    # A draining worker may be finishing a task it claimed; its heartbeat is evidence it lives.
+    add_worker(raw, "w1", "draining", process_started_at="2026-01-01T00:00:00Z")
+    assert db.heartbeat("w1", 24000, 1000) == {"status": "draining", "accepted": True}
+    row = worker_row(raw, "w1")
+    assert row["status"] == "draining" and row["last_heartbeat"] is not None
+    assert db.claim_task("w1") is None
+
+
+def test_heartbeat_records_vram_and_promotes_only_a_started_process(
+    db: Database, raw: psycopg.Connection[Any], token: int
+) -> None:
+    add_worker(raw, "w1", "initializing")
+    assert db.heartbeat("w1", 24564, 1200) == {"status": "initializing", "accepted": True}
+    row = worker_row(raw, "w1")
+    assert row["status"] == "initializing" and row["last_heartbeat"] is not None
+    assert row["metadata"]["vram_total_mb"] == 24564 and row["metadata"]["vram_used_mb"] == 1200
+    assert "vram_timestamp" in row["metadata"]
+
+    db.merge_worker_metadata(token, "w1", {"process_started_at": None})
+    assert db.heartbeat("w1", None, None)["status"] == "initializing"
+    db.merge_worker_metadata(token, "w1", {"process_started_at": "2026-11-29T00:00:00Z"})
+    assert db.heartbeat("w1", None, None) == {"status": "active", "accepted": True}
+    row = worker_row(raw, "w1")
+    assert row["status"] == "active" and row["activated_at"] is not None
+    assert row["metadata"]["vram_used_mb"] == 1200  # null figures do not erase the last ones
+    assert db.heartbeat("w1", 24564, 3000) == {"status": "active", "accepted": True}
+    assert any(e["reason"] == "first_heartbeat" for e in db.events(worker_id="w1"))
+
+
+def test_heartbeat_of_spawning_worker_is_recorded_without_promotion(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    add_worker(raw, "w1", "spawning", process_started_at="2026-01-01T00:00:00Z")
+    assert db.heartbeat("w1", 1, 1) == {"status": "spawning", "accepted": True}
+
+
+# -- claim, complete, fail --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["spawning", "draining", "terminating", "error", "terminated"])
+def test_claim_only_in_claiming_states(db: Database, raw: psycopg.Connection[Any], status: str) -> None:
+    add_worker(raw, "w1", status)
+    add_tasks(raw, 3)
+    before = state(raw)
+    assert db.claim_task("w1") is None
+    assert state(raw) == before
+
+
+def test_claim_takes_oldest_and_respects_types_and_view(db: Database, raw: psycopg.Connection[Any]) -> None:
+    add_worker(raw, "w1", "active")
+    add_worker(raw, "w2", "initializing")
+    old = add_tasks(raw, 1, task_type="a", age_sec=100)
+    newer = add_tasks(raw, 1, task_type="b", age_sec=10)
+    blocked = add_tasks(raw, 1, task_type="blocked", age_sec=1000)
+
+    # An operator's rule: tasks of type 'blocked' are not claimable now.
+    raw.execute(
+        "create or replace view orchestrator_claimable_tasks as "
+        "select t.id, t.task_type, t.created_at from tasks t where t.status = 'Queued' and t.task_type <> 'blocked'"
+    )
+    snap = db.snapshot()
+    assert snap["queue"]["claimable"] == 2 and snap["queue"]["queued_total"] == 3
+
+    task = db.claim_task("w1", ["b"])
+    assert task is not None and task["id"] == newer[0] and task["status"] == "In Progress"
+    assert task["worker_id"] == "w1" and task["generation_started_at"] is not None
+    task = db.claim_task("w2")
+    assert task is not None and task["id"] == old[0]
+    assert db.claim_task("w1") is None
+    assert task_row(raw, blocked[0])["status"] == "Queued"
+
+
+def test_complete_only_own_running_task(db: Database, raw: psycopg.Connection[Any]) -> None:
+    add_worker(raw, "w1", "active")
+    add_worker(raw, "w2", "active")
+    add_tasks(raw, 1)
+    task = db.claim_task("w1")
+    assert task is not None
+    before = state(raw)
+    assert db.complete_task("w2", task["id"], {"x": 1}) is False
+    assert state(raw) == before
+    assert db.complete_task("w1", task["id"], {"output": "s3://x"}) is True
+    row = task_row(raw, task["id"])
+    assert row["status"] == "Complete" and row["result_data"] == {"output": "s3://x"}
+    assert row["generation_processed_at"] is not None
+    assert db.complete_task("w1", task["id"], {}) is False  # a replay changes nothing
+
+
+def test_fail_task_counts_attempts_and_dead_letters(db: Database, raw: psycopg.Connection[Any]) -> None:
+    add_worker(raw, "w1", "active")
+    (task_id,) = add_tasks(raw, 1)
+    for attempt in (1, 2):
+        assert db.claim_task("w1")["id"] == task_id  # type: ignore[index]
+        assert db.fail_task("w1", task_id, "CUDA out of memory", max_attempts=3) == {
+            "status": "Queued", "attempts": attempt, "accepted": True,
+        }  # fmt: skip
+        row = task_row(raw, task_id)
+        assert row["worker_id"] is None and "CUDA out of memory" in row["error_message"]
+    assert db.claim_task("w1")["id"] == task_id  # type: ignore[index]
+    assert db.fail_task("w1", task_id, "CUDA out of memory", max_attempts=3) == {
+        "status": "Failed", "attempts": 3, "accepted": True,
+    }  # fmt: skip
+    row = task_row(raw, task_id)
+    assert row["status"] == "Failed" and "dead-lettered after attempt 3 of 3" in row["error_message"]
+    before = state(raw)
+    assert db.fail_task("w1", task_id, "again")["accepted"] is False
+    assert state(raw) == before
+
+
+# -- requeue ----------------------------------------------------------------------------------------
+
+
+def test_requeue_always_increments_and_dead_letters_at_the_limit(
+    db: Database, raw: psycopg.Connection[Any], token: int
+) -> None:
+    add_worker(raw, "w1", "error")
+    add_worker(raw, "w2", "active")
+    fresh = add_tasks(raw, 2, status="In Progress", worker_id="w1", attempts=0)
+    poison = add_tasks(raw, 1, status="In Progress", worker_id="w1", attempts=2)
+    other = add_tasks(raw, 1, status="In Progress", worker_id="w2", attempts=0)
+    done = add_tasks(raw, 1, status="Complete", worker_id="w1", attempts=0)
+
+    result = db.requeue_worker_tasks(token, "w1", "heartbeat stale", max_attempts=3)
+    assert sorted(result["requeued"]) == sorted(fresh) and result["failed"] == poison
+    for tid in fresh:
+        row = task_row(raw, tid)
+        assert (row["status"], row["attempts"], row["worker_id"]) == ("Queued", 1, None)
+        assert row["generation_started_at"] is None
+    row = task_row(raw, poison[0])
+    assert (row["status"], row["attempts"]) == ("Failed", 3)
+    assert "dead-lettered" in row["error_message"] and "heartbeat stale" in row["error_message"]
+    assert task_row(raw, other[0])["status"] == "In Progress"
+    assert task_row(raw, done[0])["status"] == "Complete"
+    assert db.requeue_worker_tasks(token, "w1", "again") == {"requeued": [], "failed": []}
+    assert db.events(worker_id="w1")[0]["kind"] == "tasks_requeued"
+
+
+def test_requeue_rescues_tasks_of_a_worker_row_that_is_gone(
+    db: Database, raw: psycopg.Connection[Any], token: int
+) -> None:
+    lost = add_tasks(raw, 1, status="In Progress", worker_id="ghost")
+    assert db.snapshot()["queue"]["orphaned_worker_ids"] == ["ghost"]
+    assert db.requeue_worker_tasks(token, "ghost", "orphaned")["requeued"] == lost
+    with pytest.raises(errors.NotFound):
+        db.requeue_worker_tasks(token, "ghost", "orphaned")
+
+
+# -- snapshot ---------------------------------------------------------------------------------------
+
+
+def test_snapshot_derived_fields(db: Database, raw: psycopg.Connection[Any], token: int) -> None:
+    add_worker(raw, "gpu-a", "active", runpod_id="pod-a")
+    add_worker(raw, "gpu-b", "spawning")
+    add_worker(raw, "gpu-gone", "terminated")
+    add_worker(raw, "other-c", "active")
+    raw.execute("update workers set last_heartbeat = now() - interval '7 seconds' where id = 'gpu-a'")
+    running = add_tasks(raw, 2, status="In Progress", worker_id="gpu-a", age_sec=50)
+    parent = add_tasks(
+        raw, 1, status="In Progress", worker_id="gpu-a", task_type="travel_orchestrator", age_sec=500
+    )
+    raw.execute(
+        "insert into tasks (task_type, status, worker_id, generation_processed_at) values "
+        "('g', 'Complete', 'gpu-a', now() - interval '1 hour'), ('g', 'Complete', 'gpu-a', now() - interval '5 minutes')"
+    )
+    add_tasks(raw, 5, age_sec=30)
+    db.set_paused(True, "alice", "budget")
+
+    snap = db.snapshot()
+    assert snap["paused"] is True and snap["pause_reason"] == "budget"
+    assert snap["queue"]["claimable"] == 5 and snap["queue"]["queued_total"] == 5
+    assert snap["queue"]["running"] == 3
+    assert 30 <= snap["queue"]["oldest_claimable_age_sec"] < 60
+    assert snap["leases"]["orchestrator"]["holder"] == "leader-1"
+    workers = {w["id"]: w for w in snap["workers"]}
+    assert set(workers) == {"gpu-a", "gpu-b", "other-c"}
+    a = workers["gpu-a"]
+    assert a["running_count"] == 3 and sorted(a["running_task_ids"]) == sorted(running + parent)
+    assert a["running_task_ids"][0] == parent[0]  # oldest first
+    assert a["oldest_running_started_at"] < a["oldest_stuckable_started_at"]
+    assert 6 <= a["heartbeat_age_sec"] < 30 and a["metadata"]["runpod_id"] == "pod-a"
+    since_completion = datetime.fromisoformat(snap["now"]) - datetime.fromisoformat(a["last_completion_at"])
+    assert 299 <= since_completion.total_seconds() < 330  # the latest of the two completions
+    b = workers["gpu-b"]
+    assert b["running_count"] == 0 and b["running_task_ids"] == [] and b["last_completion_at"] is None
+    assert b["heartbeat_age_sec"] is None
+    for key in (
+        "status",
+        "instance_type",
+        "created_at",
+        "status_changed_at",
+        "activated_at",
+        "last_heartbeat",
+    ):
+        assert key in a
+
+    assert {w["id"] for w in db.snapshot(prefix="gpu")["workers"]} == {"gpu-a", "gpu-b"}
+    db.set_paused(False, "alice", None)
+    assert db.snapshot()["paused"] is False
+
+
+def test_snapshot_is_one_round_trip_whatever_the_fleet(
+    database_url: str, raw: psycopg.Connection[Any]
+) -> None:
+    transport = PostgresTransport(database_url, min_size=1, max_size=1)
+    try:
+        for size in (1, 50):
+            raw.execute("delete from workers")
+            for i in range(size):
+                add_worker(raw, f"w{i}", "active")
+            add_tasks(raw, 1, status="In Progress", worker_id="w0")
+            transport.call("orch_snapshot", {"p_prefix": None})  # the pool's connection is up
+            with transport.count_round_trips() as trips:
+                for _ in range(5):
+                    snap = transport.call("orch_snapshot", {"p_prefix": None})
+            assert len(snap["workers"]) == size
+            assert trips.count == 5
+    finally:
+        transport.close()
+
+
+# -- operator side and events -----------------------------------------------------------------------
+
+
+def test_pause_and_request_termination(db: Database, raw: psycopg.Connection[Any]) -> None:
+    control = db.set_paused(True, "bob", "investigating")
+    assert control["paused"] is True and control["paused_by"] == "bob"
+    add_worker(raw, "w1", "active")
+    row = db.request_termination("w1", "bob")
+    assert row["metadata"]["terminate_requested_by"] == "bob"
+    assert "terminate_requested_at" in row["metadata"] and row["status"] == "active"
+    kinds = [e["kind"] for e in db.events()]
+    assert kinds[:2] == ["termination_requested", "paused"]
+    add_worker(raw, "w2", "terminated")
+    with pytest.raises(errors.IllegalTransition):
+        db.request_termination("w2", "bob")
+
+
+def test_events_are_append_only(db: Database, raw: psycopg.Connection[Any], token: int) -> None:
+    event_id = db.append_event(token, "pod_created", worker_id="w1", runpod_id="p1", reason="spawn",
+                               details={"gpu": "4090"}, cost_usd=0.69)  # fmt: skip
+    event = db.events(limit=1)[0]
+    assert event["id"] == event_id and event["kind"] == "pod_created" and float(event["cost_usd"]) == 0.69
+    assert event["details"] == {"gpu": "4090"} and event["at"] is not None
+    for statement in ("update orchestrator_events set kind = 'x'", "delete from orchestrator_events",
+                      "truncate orchestrator_events"):  # fmt: skip
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            raw.execute(statement)
+    assert next(e["id"] for e in db.events(limit=100)) == event_id
+    ids = [db.append_event(token, "tick") for _ in range(3)]
+    assert [e["id"] for e in db.events(limit=2)] == ids[::-1][:2]
+
+
+# -- bad input --------------------------------------------------------------------------------------
+
+UNKNOWN_TASK = str(uuid.uuid4())
+
+# (function, arguments without the lease, expected error, a word the message must contain)
+BAD_INPUT: list[tuple[str, dict[str, Any], type[errors.DatabaseError], str]] = [
+    ("worker_heartbeat", {"p_worker_id": "nope", "p_vram_total_mb": 1, "p_vram_used_mb": 1}, errors.NotFound, "unknown worker"),
+    ("worker_heartbeat", {"p_worker_id": None, "p_vram_total_mb": 1, "p_vram_used_mb": 1}, errors.InvalidArgument, "p_worker_id"),
+    ("worker_heartbeat", {"p_worker_id": "w1", "p_vram_total_mb": "lots", "p_vram_used_mb": 1}, errors.InvalidArgument, "integer"),
+    ("worker_heartbeat", {"p_worker_id": "w1", "p_vram_total_mb": 1.5, "p_vram_used_mb": 1}, errors.InvalidArgument, "integer"),
+    ("worker_heartbeat", {"p_worker_id": "w1", "p_vram_total_mb": -1, "p_vram_used_mb": 1}, errors.InvalidArgument, "p_vram_total_mb"),
+    ("worker_heartbeat", {"p_worker_id": "", "p_vram_total_mb": 1, "p_vram_used_mb": 1}, errors.InvalidArgument, "p_worker_id"),
+    ("worker_claim_task", {"p_worker_id": "nope"}, errors.NotFound, "unknown worker"),
+    ("worker_claim_task", {"p_worker_id": None}, errors.InvalidArgument, "p_worker_id"),
+    ("worker_claim_task", {"p_worker_id": "w1", "p_task_types": "not-an-array"}, errors.InvalidArgument, "array"),
+    ("worker_complete_task", {"p_worker_id": "w1", "p_task_id": "not-a-uuid", "p_result": {}}, errors.InvalidArgument, "uuid"),
+    ("worker_complete_task", {"p_worker_id": "w1", "p_task_id": None, "p_result": {}}, errors.InvalidArgument, "p_task_id"),
+    ("worker_complete_task", {"p_worker_id": "w1", "p_task_id": UNKNOWN_TASK, "p_result": {}}, errors.NotFound, "unknown task"),
+    ("worker_complete_task", {"p_worker_id": "nope", "p_task_id": UNKNOWN_TASK, "p_result": {}}, errors.NotFound, "unknown worker"),
+    ("worker_complete_task", {"p_worker_id": "w1", "p_task_id": "@TASK", "p_result": "{bad json"}, errors.InvalidArgument, "json"),
+    ("worker_fail_task", {"p_worker_id": "w1", "p_task_id": "@TASK", "p_error": "x", "p_max_attempts": 0}, errors.InvalidArgument, "p_max_attempts"),
+    ("worker_fail_task", {"p_worker_id": "w1", "p_task_id": "@TASK", "p_error": "x", "p_max_attempts": "three"}, errors.InvalidArgument, "integer"),
+    ("worker_fail_task", {"p_worker_id": "nope", "p_task_id": "@TASK", "p_error": "x"}, errors.NotFound, "unknown worker"),
+    ("orch_register_worker", {"p_worker_id": None, "p_instance_type": "x", "p_metadata": {}}, errors.InvalidArgument, "p_worker_id"),
+    ("orch_register_worker", {"p_worker_id": "w9", "p_instance_type": "x", "p_metadata": "{oops"}, errors.InvalidArgument, "json"),
+    ("orch_register_worker", {"p_worker_id": "w9", "p_instance_type": "x", "p_metadata": [1, 2]}, errors.InvalidArgument, "object"),
+    ("orch_register_worker", {"p_worker_id": "w9", "p_instance_type": "x", "p_metadata": "42"}, errors.InvalidArgument, "object"),
+    ("orch_transition_worker", {"p_worker_id": "nope", "p_to": "active", "p_reason": "r"}, errors.NotFound, "unknown worker"),
+    ("orch_transition_worker", {"p_worker_id": "w1", "p_to": "flying", "p_reason": "r"}, errors.InvalidArgument, "unknown worker state"),
+    ("orch_transition_worker", {"p_worker_id": "w1", "p_to": None, "p_reason": "r"}, errors.InvalidArgument, "p_to"),
+    ("orch_transition_worker", {"p_worker_id": "w1", "p_to": "draining", "p_reason": "r", "p_metadata": "[]"}, errors.InvalidArgument, "object"),
+    ("orch_merge_worker_metadata", {"p_worker_id": "w1", "p_metadata": None}, errors.InvalidArgument, "p_metadata"),
+    ("orch_merge_worker_metadata", {"p_worker_id": "nope", "p_metadata": {}}, errors.NotFound, "unknown worker"),
+    ("orch_requeue_worker_tasks", {"p_worker_id": "nope", "p_reason": "r"}, errors.NotFound, "unknown worker"),
+    ("orch_requeue_worker_tasks", {"p_worker_id": "w1", "p_reason": "r", "p_max_attempts": -3}, errors.InvalidArgument, "p_max_attempts"),
+    ("orch_append_event", {"p_kind": None}, errors.InvalidArgument, "p_kind"),
+    ("orch_append_event", {"p_kind": "Bad Kind!"}, errors.InvalidArgument, "snake_case"),
+    ("orch_append_event", {"p_kind": "ok", "p_cost_usd": "cheap"}, errors.InvalidArgument, "numeric"),
+    ("orch_append_event", {"p_kind": "ok", "p_details": "{\"a\": "}, errors.InvalidArgument, "json"),
+    ("orch_lease_acquire", {"p_holder": None, "p_ttl_sec": 10}, errors.InvalidArgument, "p_holder"),
+    ("orch_lease_acquire", {"p_holder": "x", "p_ttl_sec": 0}, errors.InvalidArgument, "p_ttl_sec"),
+    ("orch_lease_acquire", {"p_holder": "x", "p_ttl_sec": "soon"}, errors.InvalidArgument, "numeric"),
+    ("orch_lease_renew", {"p_holder": "x", "p_token": None, "p_ttl_sec": 10}, errors.InvalidArgument, "p_token"),
+    ("orch_lease_release", {"p_holder": "x", "p_token": "abc"}, errors.InvalidArgument, "bigint"),
+    ("orch_set_paused", {"p_paused": None, "p_by": "x", "p_reason": None}, errors.InvalidArgument, "p_paused"),
+    ("orch_set_paused", {"p_paused": "maybe", "p_by": "x", "p_reason": None}, errors.InvalidArgument, "boolean"),
+    ("orch_request_termination", {"p_worker_id": "nope", "p_by": "x"}, errors.NotFound, "unknown worker"),
+    ("orch_events", {"p_limit": 0}, errors.InvalidArgument, "p_limit"),
+    ("orch_events", {"p_limit": None}, errors.InvalidArgument, "p_limit"),
+    ("orch_snapshot", {"p_no_such_argument": 1}, errors.InvalidArgument, "does not exist"),
+    ("orch_no_such_function", {}, errors.InvalidArgument, "does not exist"),
+]  # fmt: skip
+
+FENCED = {"orch_register_worker", "orch_transition_worker", "orch_merge_worker_metadata",
+          "orch_requeue_worker_tasks", "orch_append_event"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("function", "args", "expected", "word"), BAD_INPUT, ids=[f"{c[0]}-{i}" for i, c in enumerate(BAD_INPUT)]
+)
+def test_bad_input_gives_clear_error_and_writes_nothing(
+    db: Database,
+    raw: psycopg.Connection[Any],
+    token: int,
+    function: str,
+    args: dict[str, Any],
+    expected: type[errors.DatabaseError],
+    word: str,
+) -> None:
+    add_worker(raw, "w1", "active")
+    (task_id,) = add_tasks(raw, 1, status="In Progress", worker_id="w1")
+    args = {k: (task_id if v == "@TASK" else v) for k, v in args.items()}
+    if function in FENCED:
+        args = {"p_token": token, **args}
+    before = state(raw)
+    with pytest.raises(expected) as info:
+        db.transport.call(function, args)
+    err = info.value
+    assert err.function == function
+    assert word.lower() in err.message.lower(), err.message
+    assert state(raw) == before
+
+
+def test_unsendable_python_value_is_refused_before_the_call(db: Database) -> None:
+    with pytest.raises(errors.InvalidArgument, match="cannot send a object"):
+        db.transport.call("orch_events", {"p_limit": object()})
+
+
+# -- security ---------------------------------------------------------------------------------------
+
+OUR_TABLES = ["orchestrator_lease", "orchestrator_events", "orchestrator_control",
+              "orchestrator_worker_transitions", "orchestrator_schema_migrations"]  # fmt: skip
+OUR_VIEWS = ["orchestrator_claimable_tasks", "orchestrator_fleet_status", "orchestrator_worker_health",
+             "orchestrator_queue"]  # fmt: skip
+
+
+def test_rls_on_and_nothing_granted_to_anon(raw: psycopg.Connection[Any]) -> None:
+    for table in OUR_TABLES:
+        row = one(raw, "select relrowsecurity from pg_class where oid = %s::regclass", (table,))
+        assert row["relrowsecurity"] is True, table
+    for relation in OUR_TABLES + OUR_VIEWS + ["tasks", "workers"]:
+        for role in ("anon", "authenticated"):
+            for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"):
+                row = one(raw, "select has_table_privilege(%s, %s, %s) as ok", (role, relation, privilege))
+                assert row["ok"] is False, (role, relation, privilege)
+    functions = raw.execute(
+        "select p.oid::regprocedure::text as sig, n.nspname from pg_proc p join pg_namespace n on n.oid = p.pronamespace "
+        "where (n.nspname = 'public' and (p.proname like 'orch\\_%' or p.proname like 'worker\\_%')) "
+        "or n.nspname = 'orchestrator_private'"
+    ).fetchall()
+    public_functions = [f["sig"] for f in functions if f["nspname"] == "public"]
+    assert len(public_functions) == 16
+    for f in functions:
+        for role in ("anon", "authenticated"):
+            ok = one(raw, "select has_function_privilege(%s, %s, 'EXECUTE') as ok", (role, f["sig"]))
+            assert ok["ok"] is False, (role, f["sig"])
+    for sig in public_functions:
+        ok = one(raw, "select has_function_privilege('service_role', %s, 'EXECUTE') as ok", (sig,))
+        assert ok["ok"] is True, sig
+    for privilege in ("UPDATE", "DELETE", "TRUNCATE"):
+        ok = one(
+            raw, "select has_table_privilege('service_role', 'orchestrator_events', %s) as ok", (privilege,)
+        )
+        assert ok["ok"] is False
+
+
+def test_service_role_can_call_and_anon_cannot(raw: psycopg.Connection[Any]) -> None:
+    add_worker(raw, "w1", "active")
+    raw.execute("set role service_role")
+    assert one(raw, "select worker_heartbeat(p_worker_id => 'w1') as r")["r"]["accepted"] is True
+    rows = raw.execute("select * from orchestrator_worker_health").fetchall()
+    assert [r["id"] for r in rows] == ["w1"]
+    raw.execute("reset role")
+    raw.execute("set role anon")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        raw.execute("select worker_heartbeat(p_worker_id => 'w1')")
+    raw.execute("reset role")
+
+
+def test_dashboard_views(db: Database, raw: psycopg.Connection[Any]) -> None:
+    add_worker(raw, "w1", "active", runpod_id="pod-1", vram_used_mb=100, vram_total_mb=24000)
+    add_worker(raw, "w2", "error", error_reason="heartbeat stale")
+    add_worker(raw, "w3", "terminated")
+    (running,) = add_tasks(raw, 1, status="In Progress", worker_id="w1")
+    add_tasks(raw, 4, task_type="t2", age_sec=20)
+    fleet = {r["status"]: r for r in raw.execute("select * from orchestrator_fleet_status").fetchall()}
+    assert fleet["active"]["workers"] == 1 and fleet["active"]["busy"] == 1 and fleet["error"]["workers"] == 1
+    assert fleet["terminated"]["workers"] == 1
+    health = {r["id"]: r for r in raw.execute("select * from orchestrator_worker_health").fetchall()}
+    assert set(health) == {"w1", "w2"}
+    assert str(health["w1"]["current_task_id"]) == running and health["w1"]["runpod_id"] == "pod-1"
+    assert health["w1"]["vram_total_mb"] == 24000 and health["w2"]["error_reason"] == "heartbeat stale"
+    queue = {r["task_type"]: r for r in raw.execute("select * from orchestrator_queue").fetchall()}
+    assert queue["t2"]["queued"] == 4 and queue["generate"]["running"] == 1
+    assert queue["t2"]["oldest_queued_age_sec"] >= 19 and queue["t2"]["orchestrator_paused"] is False
+
+
+# -- LISTEN/NOTIFY ----------------------------------------------------------------------------------
+
+
+def test_notify_when_tasks_become_queued(db: Database, raw: psycopg.Connection[Any], token: int) -> None:
+    transport = db.transport
+    assert isinstance(transport, PostgresTransport)
+    add_worker(raw, "w1", "active")
+    with transport.listen("orchestrator_tasks") as listener:
+        add_tasks(raw, 3)
+        payloads = [json.loads(p) for p in listener.wait(timeout=5, max_count=1)]
+        assert payloads == [{"event": "queued", "count": 3}]
+        task = db.claim_task("w1")
+        assert task is not None
+        assert listener.wait(timeout=0.2) == []  # claiming is not news
+        db.requeue_worker_tasks(token, "w1", "test")
+        payloads = [json.loads(p) for p in listener.wait(timeout=5, max_count=1)]
+        assert payloads == [{"event": "queued", "count": 1, "task_id": task["id"]}]
+
+
+# -- transport behaviour ----------------------------------------------------------------------------
+
+
+class CountingTransport(PostgresTransport):
+    """Counts attempts, to tell a retried call from a failed-fast one."""
+
+    attempts = 0
+
+    def _call_once(self, function: str, query: Any, params: list[Any]) -> Any:
+        self.attempts += 1
+        return super()._call_once(function, query, params)
+
+
+def test_connection_loss_is_retried_and_other_errors_fail_fast(
+    database_url: str, raw: psycopg.Connection[Any]
+) -> None:
+    transport = CountingTransport(database_url, min_size=1, max_size=1, retry_max_wait=0.05)
+    try:
+        assert transport.call("orch_events", {"p_limit": 1}) == []
+        # Kill every server process of the transport's pool and wait until they are gone (the timeout
+        # argument): its pooled connection is now dead.
+        raw.execute(
+            "select pg_terminate_backend(pid, 10000) from pg_stat_activity "
+            "where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'"
+        )
+        transport.attempts = 0
+        assert transport.call("orch_events", {"p_limit": 1}) == []
+        assert transport.attempts >= 2
+
+        transport.attempts = 0
+        started = time.monotonic()
+        with pytest.raises(errors.InvalidArgument):
+            transport.call("orch_events", {"p_limit": 0})
+        assert transport.attempts == 1 and time.monotonic() - started < 1
+    finally:
+        transport.close()
+
+
+def test_unreachable_database_is_transient_and_bounded(pg: Any) -> None:
+    transport = PostgresTransport(
+        pg.url("postgres").replace(str(pg.port), "1"),  # nothing listens on port 1
+        pool_timeout=0.5,
+        retry_attempts=2,
+        retry_max_wait=0.05,
+        connect_timeout=1,
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(errors.TransientDatabaseError) as info:
+            transport.call("orch_snapshot", {"p_prefix": None})
+        assert info.value.function == "orch_snapshot"
+        assert time.monotonic() - started < 10
+    finally:
+        transport.close()
+
+
+def test_repr_never_shows_the_password(pg: Any) -> None:
+    transport = PostgresTransport(f"postgresql://postgres:hunter2@127.0.0.1:{pg.port}/postgres")
+    try:
+        assert "hunter2" not in repr(transport) and "***" in repr(transport)
+    finally:
+        transport.close()
+
+
+def test_snapshot_reports_how_recent_boots_ended(db: Database, token: int) -> None:
+    """The breaker and the back-off are derived from these rows, so they survive a daemon restart."""
+    db.register_worker(token, "gpu-a", "RTX 4090", {"gpu_type": "RTX 4090", "data_center": "EU-RO-1"})
+    db.transition_worker(token, "gpu-a", "initializing", "pod_ready")
+    db.transition_worker(token, "gpu-a", "error", "init_failed")
+    db.transition_worker(token, "gpu-a", "terminated", "provider_confirmed_gone")  # does not rewrite the outcome
+    db.register_worker(token, "gpu-b", "RTX 4090", {"gpu_type": "RTX 4090"})
+    db.transition_worker(token, "gpu-b", "initializing", "pod_ready")
+    db.merge_worker_metadata(token, "gpu-b", {"process_started_at": "2026-11-29T00:00:00Z"})
+    db.heartbeat("gpu-b", 24000, 100)
+    db.register_worker(token, "gpu-c", "RTX 4090", {})  # still booting: no outcome yet
+    boots = db.snapshot()["recent_boots"]
+    assert [(b["worker_id"], b["ok"], b["reason"]) for b in boots] == [
+        ("gpu-b", True, "activated"),
+        ("gpu-a", False, "init_failed"),
+    ]
+    assert boots[1]["gpu_type"] == "RTX 4090" and boots[1]["data_center"] == "EU-RO-1"

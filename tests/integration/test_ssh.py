@@ -1,0 +1,339 @@
+"""SSHClient against real sshd: host key pinning, failure kinds, deadlines; hostile values end to end.
+
+Parts: a plain OpenSSH server started here (so a host key can change on the same port), the
+emulator's pod sandboxes (``tests/plugins/sandbox.py``), and the emulator itself over both
+transports for values that travel API -> pod env -> SSH session -> worker command line.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from orchestrator import errors
+from orchestrator.ssh import SSHClient, build_start_command, fingerprint
+
+SSHD = "/usr/sbin/sshd"
+
+
+# --- a plain sshd whose host key we control --------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Sshd:
+    """``/usr/sbin/sshd -D`` on a loopback port with its own host key and one authorized key."""
+
+    root: Path
+    authorized_key: str
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host_key_path(self) -> Path:
+        return self.root / "ssh_host_ed25519_key"
+
+    def new_host_key(self) -> None:
+        for p in (self.host_key_path, Path(f"{self.host_key_path}.pub")):
+            p.unlink(missing_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.host_key_path)], check=True)
+
+    def host_fingerprint(self) -> str:
+        return fingerprint(paramiko.PKey.from_path(str(self.host_key_path)))
+
+    def start(self) -> Sshd:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.host_key_path.exists():
+            self.new_host_key()
+        auth = self.root / "authorized_keys"
+        auth.write_text(self.authorized_key + "\n")
+        auth.chmod(0o600)
+        conf = self.root / "sshd_config"
+        conf.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key_path}\n"
+            f"AuthorizedKeysFile {auth}\nPidFile {self.root / 'sshd.pid'}\n"
+            "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "UsePAM no\nStrictModes no\nPrintMotd no\nLogLevel ERROR\nMaxStartups 200\n"
+        )
+        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sshd exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    if s.recv(4).startswith(b"SSH-"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("sshd did not answer within 10 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+
+@pytest.fixture
+def sshd(tmp_path: Path, ssh_keypair) -> Iterator[Sshd]:  # type: ignore[no-untyped-def]
+    server = Sshd(tmp_path / "sshd", ssh_keypair.public_key).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _client(port: int, keypair, **kw) -> SSHClient:  # type: ignore[no-untyped-def]
+    kw.setdefault("connect_timeout", 5.0)
+    return SSHClient("127.0.0.1", port, "root", private_key_path=keypair.private_key_path, **kw)
+
+
+# --- host keys -----------------------------------------------------------------------------------------
+
+
+def test_trust_on_first_use_then_a_changed_host_key_is_refused(sshd: Sshd, ssh_keypair) -> None:  # type: ignore[no-untyped-def]
+    first = _client(sshd.port, ssh_keypair)
+    with first:
+        assert first.execute("echo hi") == (0, "hi\n", "")
+        seen = first.host_key_fingerprint
+    assert seen == sshd.host_fingerprint() and seen.startswith("SHA256:")
+
+    # Same key, pinned: accepted.
+    with _client(sshd.port, ssh_keypair, expected_fingerprint=seen) as again:
+        assert again.execute("true")[0] == 0
+
+    # The "pod" comes back on the same address with another host key: refused before auth.
+    sshd.stop()
+    sshd.new_host_key()
+    sshd.start()
+    assert sshd.host_fingerprint() != seen
+    with pytest.raises(errors.SSHHostKeyChanged, match=r"host key of \[?127.0.0.1.* changed") as info:
+        _client(sshd.port, ssh_keypair, expected_fingerprint=seen).connect()
+    assert seen in str(info.value) and sshd.host_fingerprint() in str(info.value)
+    # The client that trusted the first key keeps it pinned when it reconnects.
+    with pytest.raises(errors.SSHHostKeyChanged):
+        first.connect()
+
+
+# --- failures told apart --------------------------------------------------------------------------------
+
+
+def test_refused_when_nothing_listens(ssh_keypair) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(errors.SSHRefused, match="refused"):
+        _client(free_port(), ssh_keypair).connect()
+
+
+def test_auth_failed_with_a_key_the_pod_does_not_know(sshd: Sshd, tmp_path: Path) -> None:
+    from tests.plugins.sandbox import generate_keypair
+
+    stranger = generate_keypair(tmp_path, "stranger")
+    with pytest.raises(errors.SSHAuthFailed, match="authentication"):
+        _client(sshd.port, stranger).connect()
+
+
+def test_timeout_when_the_port_never_speaks_ssh(ssh_keypair) -> None:  # type: ignore[no-untyped-def]
+    # A listener that accepts and then says nothing: the banner never comes.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                held.append(conn)
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(errors.SSHTimeout, match="timed out"):
+            _client(listener.getsockname()[1], ssh_keypair, connect_timeout=1.0).connect()
+        assert time.monotonic() - started < 5
+    finally:
+        stop.set()
+        t.join(timeout=5)
+        for c in held:
+            c.close()
+        listener.close()
+
+
+def test_remote_command_deadline_and_streams(sshd: Sshd, ssh_keypair) -> None:  # type: ignore[no-untyped-def]
+    with _client(sshd.port, ssh_keypair) as c:
+        code, out, err = c.execute("echo out; echo err >&2; exit 3")
+        assert (code, out, err) == (3, "out\n", "err\n")
+        # Large output on both streams does not deadlock.
+        code, out, err = c.execute("head -c 300000 /dev/zero | tr '\\0' a; head -c 300000 /dev/zero | tr '\\0' b >&2")
+        assert code == 0 and len(out) == 300000 and len(err) == 300000
+        started = time.monotonic()
+        with pytest.raises(errors.SSHTimeout, match=r"did not finish within 0\.5s"):
+            c.execute("sleep 20", timeout=0.5)
+        assert time.monotonic() - started < 5
+
+
+# --- emulated pods (sandboxes) ----------------------------------------------------------------------------
+
+
+def test_sandbox_pod_refusing_ssh_is_refused(sandbox_factory, ssh_keypair) -> None:  # type: ignore[no-untyped-def]
+    box = sandbox_factory(ssh_refuse=True)
+    with pytest.raises(errors.SSHRefused):
+        _client(box.port, ssh_keypair).connect()
+
+
+def test_start_command_in_a_sandbox_keeps_hostile_values_intact(sandbox_factory, sim_volume, ssh_keypair) -> None:  # type: ignore[no-untyped-def]
+    """The pod env (as Runpod sets it) reaches the worker's argv untouched; nothing in it is executed."""
+    hostile = {
+        "SUPABASE_URL": 'http://x/"$(touch /tmp/pwned-ssh-test)"`id`',
+        "SUPABASE_ANON_KEY": "back\\slash'quote;semicolon",
+        "SUPABASE_SERVICE_ROLE_KEY": "multi\nline\tvalue",
+    }
+    box = sandbox_factory(volume_dir=sim_volume, env=hostile)
+    with _client(box.port, ssh_keypair) as c:
+        for k, v in hostile.items():
+            code, out, _ = c.execute(f"printf %s \"${k}\"")
+            assert (code, out) == (0, v)
+        code, out, err = c.execute(build_start_command("w-hostile", apt_packages=()))
+        assert code == 0, err
+        assert out.startswith("started pid ")
+        # The sandbox's shared /tmp is private to the pod: look there for the canary, not on the host.
+        code, out, _ = c.execute("test -e /tmp/pwned-ssh-test && echo PWNED || echo clean")
+        assert out.strip() == "clean"
+    assert not os.path.exists("/tmp/pwned-ssh-test")
+
+
+# --- through RunpodClient and the emulator, over both transports ------------------------------------------
+
+HOSTILE_ENV = {
+    "HOSTILE_QUOTES": 'double " single \' back ` end',
+    "HOSTILE_BACKSLASH": "C:\\path\\n\\\\ not-a-newline \\",
+    "HOSTILE_NEWLINES": "line1\nline2\r\nline3\t",
+    "HOSTILE_SUBST": "$(touch /tmp/pwned-env-test) ${HOME} `id`; rm -rf /nonexistent",
+    "HOSTILE_GRAPHQL": '"}) { id } mutation { podTerminate(input: {podId: "x"}) } #',
+}
+
+
+@pytest.mark.parametrize("api", ["rest", "graphql"])
+@pytest.mark.parametrize("worker_id", ["w;reboot", "w$(id)", "w'q", 'w"q', "w\\x", "w\nx", "w x"])
+def test_hostile_worker_ids_are_refused_before_any_call(api: str, worker_id: str, emulator, ssh_keypair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.integration.test_runpod_contract import make_client
+
+    with make_client(emulator, ssh_keypair, tmp_path, api) as client:
+        with pytest.raises(errors.RunpodRequestError, match="worker id"):
+            client.spawn_worker(worker_id)
+        assert client.start_worker_process("abcdefghijklmn", worker_id) is False
+    assert emulator.admin.pods() == []
+
+
+@pytest.mark.parametrize("api", ["rest", "graphql"])
+def test_hostile_env_values_arrive_intact_and_are_never_executed(api: str, emulator, ssh_keypair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.integration.test_runpod_contract import initialize, make_client
+
+    with make_client(emulator, ssh_keypair, tmp_path, api, supabase_anon_key='anon"key\\with\nnewline') as client:
+        worker_id = f"gpu-hostile-{api}"
+        spawned = client.spawn_worker(worker_id, HOSTILE_ENV)
+        runpod_id = spawned["runpod_id"]
+        # The API stored exactly what we sent.
+        stored = client.get_pod(runpod_id)
+        assert stored is not None
+        for k, v in HOSTILE_ENV.items():
+            assert stored.env.get(k) == v, k
+        initialize(client, worker_id, runpod_id)
+        for k, v in {**HOSTILE_ENV, "SUPABASE_ANON_KEY": 'anon"key\\with\nnewline'}.items():
+            code, out, err = client.execute_command_on_worker(runpod_id, f'printf %s "${k}"')
+            assert (code, out) == (0, v), (k, err)
+        code, out, _ = client.execute_command_on_worker(runpod_id, "test -e /tmp/pwned-env-test && echo PWNED || echo clean")
+        assert out.strip() == "clean"
+        assert client.terminate_worker(runpod_id) is True
+
+
+@pytest.mark.parametrize("api", ["rest", "graphql"])
+def test_pinned_host_key_mismatch_is_refused_through_the_client(api: str, emulator, ssh_keypair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.integration.test_runpod_contract import initialize, make_client
+
+    with make_client(emulator, ssh_keypair, tmp_path, api) as client:
+        spawned = client.spawn_worker(f"gpu-pin-{api}")
+        runpod_id = spawned["runpod_id"]
+        fp = initialize(client, spawned["worker_id"], runpod_id)["host_key_fingerprint"]
+
+        # The fingerprint the daemon recorded in workers.metadata is accepted on a later connection...
+        with make_client(emulator, ssh_keypair, tmp_path, api) as later:
+            later.remember_host_key(runpod_id, fp)
+            assert later.execute_command_on_worker(runpod_id, "true")[0] == 0
+            assert later.check_and_initialize_worker(spawned["worker_id"], runpod_id)["status"] == "active"
+
+        # ...and a different one (the pod's key changed, or someone is in the middle) is refused.
+        other = "SHA256:" + "A" * 43
+        res = client.check_and_initialize_worker(spawned["worker_id"], runpod_id, expected_fingerprint=other)
+        assert res["status"] == "error" and res["ssh_error"] == "host_key_changed", res
+        assert client.start_worker_process(runpod_id, spawned["worker_id"], expected_fingerprint=other) is False
+        with make_client(emulator, ssh_keypair, tmp_path, api) as wary:
+            wary.remember_host_key(runpod_id, other)
+            with pytest.raises(errors.SSHHostKeyChanged):
+                wary.get_ssh_client(runpod_id)
+        assert client.terminate_worker(runpod_id) is True
+
+
+def test_init_checks_name_the_failed_step_with_its_output(sandbox_factory, sim_volume, tmp_path: Path, ssh_keypair) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.ssh import run_init_checks
+
+    good = sandbox_factory(volume_dir=sim_volume)
+    with _client(good.port, ssh_keypair) as c:
+        outcomes = run_init_checks(c, "/workspace")
+    assert [o.name for o in outcomes] == ["storage_mount", "headless_dir", "nvidia_smi", "python"]
+    assert all(o.ok for o in outcomes)
+    assert "reigh" in outcomes[0].stdout
+    assert "headless.py" in outcomes[1].stdout and "Python 3" in outcomes[3].stdout
+
+    empty = tmp_path / "volumes" / "empty"
+    empty.mkdir(parents=True)
+    bare = sandbox_factory(volume_dir=empty)
+    with _client(bare.port, ssh_keypair) as c:
+        outcomes = run_init_checks(c, "/workspace")
+    assert [o.name for o in outcomes] == ["storage_mount", "headless_dir"]
+    assert outcomes[0].ok and not outcomes[1].ok
+    assert "No such file or directory" in outcomes[1].stdout
+
+
+def test_logged_commands_and_outputs_mask_secrets(emulator, ssh_keypair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from structlog.testing import capture_logs
+
+    from tests.integration.test_runpod_contract import initialize, make_client
+
+    secret = "service-role-secret-value"  # make_client's SUPABASE_SERVICE_ROLE_KEY
+    with capture_logs() as logs, make_client(emulator, ssh_keypair, tmp_path, "rest") as client:
+        spawned = client.spawn_worker("gpu-logs")
+        initialize(client, "gpu-logs", spawned["runpod_id"])
+        code, out, _ = client.execute_command_on_worker(spawned["runpod_id"], f'printf %s "$SUPABASE_SERVICE_ROLE_KEY"; echo {secret}')
+        assert code == 0 and out.count(secret) == 2  # the caller gets the real output...
+        assert client.start_worker_process(spawned["runpod_id"], "gpu-logs") is True
+        assert client.terminate_worker(spawned["runpod_id"]) is True
+    ours = {"runpod_pod_created", "ssh_connected", "ssh_command_result", "worker_process_started", "runpod_pod_terminated"}
+    assert ours <= {e["event"] for e in logs}
+    assert all(e["log_level"] == "info" for e in logs if e["event"] in ours)
+    # ...the log lines do not.
+    assert secret not in repr(logs)
+    assert any("[REDACTED]" in str(e.get("stdout", "")) for e in logs)
