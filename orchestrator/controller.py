@@ -357,9 +357,8 @@ class Controller:
         try:
             pod = self.provider.spawn_worker(action.worker_id, self.worker_env, gpu_types=list(action.gpu_types))
         except errors.RunpodCapacityError as exc:
-            misses = [
-                {"gpu_type": gpu, "data_center": getattr(exc, "data_center", None), "at": self._now()}
-                for gpu in action.gpu_types
+            misses = getattr(exc, "capacity_misses", None) or [
+                {"gpu_type": gpu, "data_center": None, "at": self._now()} for gpu in action.gpu_types
             ]
             self.db.transition_worker(
                 token,

@@ -269,6 +269,10 @@ class _Planner:
         if worker.runpod_id is None and reason in (Reason.SPAWN_NO_CAPACITY.value, Reason.SPAWN_FAILED.value):
             # The executor knows creation failed; no pod to wait for.
             return True
+        if worker.runpod_id is not None and worker.pod_terminate_requested_at is not None:
+            # We asked the provider to terminate this very pod and it no longer lists it: that is the
+            # confirmation. (The grace below covers a listing lagging a creation, not a termination.)
+            return True
         age = self._row_age(worker)
         # Grace: the listing may lag a creation, and a spawn may still be creating the pod.
         return age is None or age >= self.grace

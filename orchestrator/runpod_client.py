@@ -28,6 +28,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -319,18 +320,27 @@ class RunpodClient:
         env["PUBLIC_KEY"] = self._public_key()
         return env
 
-    def spawn_worker(self, worker_id: str, worker_env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def spawn_worker(
+        self,
+        worker_id: str,
+        worker_env: Mapping[str, str] | None = None,
+        *,
+        gpu_types: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
         """Create the worker's pod and return at once with its details (it is still booting).
 
-        Tries each GPU type of the priority list in order; "no instances available" on one falls
-        through to the next. Raises ``GpuTypeNotFound``, ``VolumeNotFound``, ``RunpodCapacityError``
-        (every type exhausted), ``RunpodAuthError`` and the other ``RunpodError`` types.
+        Tries each GPU type of the priority list (``gpu_types``, else ``RUNPOD_GPU_TYPE``) in order;
+        "no instances available" on one falls through to the next, and the result's
+        ``capacity_misses`` lists those that had none (the daemon backs them off). Raises
+        ``GpuTypeNotFound``, ``VolumeNotFound``, ``RunpodCapacityError`` (every type exhausted),
+        ``RunpodAuthError`` and the other ``RunpodError`` types.
         """
         validate_worker_id(worker_id)
         env = self._worker_env(worker_id, worker_env)
         volume = self.find_volume(self.storage_name) if self.storage_name else None
         gpus: list[GpuType] = []
-        for name in self.gpu_types:
+        misses: list[dict[str, Any]] = []
+        for name in gpu_types or self.gpu_types:
             g = self.resolve_gpu_type(name)
             if all(g.id != seen.id for seen in gpus):
                 gpus.append(g)
@@ -352,6 +362,13 @@ class RunpodClient:
                 pod = self.transport.create_pod(spec)
             except errors.RunpodCapacityError as e:
                 refusals.append(f"{gpu.display_name}: {e}")
+                misses.append(
+                    {
+                        "gpu_type": gpu.display_name,
+                        "data_center": spec.data_center_id,
+                        "at": datetime.now(UTC).isoformat(),
+                    }
+                )
                 log.info(
                     "runpod_no_capacity",
                     worker_id=worker_id,
@@ -395,13 +412,16 @@ class RunpodClient:
                 "desired_status": pod.desired_status,
                 "actual_status": pod.actual_status,
                 "cost_per_hr": pod.cost_per_hr,
+                "capacity_misses": misses,
                 "created_at": pod.created_at,
                 "transport": self.transport.name,
             }
         where = f" in {volume.data_center}" if volume else ""
-        raise errors.RunpodCapacityError(
-            f"no capacity for any GPU type of {self.gpu_types}{where}: " + "; ".join(refusals)
+        exc = errors.RunpodCapacityError(
+            f"no capacity for any GPU type of {[g.display_name for g in gpus]}{where}: " + "; ".join(refusals)
         )
+        exc.capacity_misses = misses  # type: ignore[attr-defined]
+        raise exc
 
     def get_pod(self, runpod_id: str) -> Pod | None:
         return self.transport.get_pod(runpod_id)

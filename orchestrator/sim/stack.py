@@ -9,6 +9,7 @@ a user would write to point the daemon at it.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import subprocess
@@ -126,10 +127,8 @@ class Stack:
     def stop(self) -> None:
         for part in (self.emulator, self.rest):
             if part is not None:
-                try:
+                with contextlib.suppress(Exception):
                     part.stop()
-                except Exception:
-                    pass
         self.emulator = None
         self.rest = None
         if self.pg is not None and self._own_pg:
