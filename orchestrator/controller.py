@@ -38,6 +38,7 @@ from orchestrator.metrics import Metrics
 from orchestrator.model import (
     Action,
     Blocked,
+    BreakerState,
     Drain,
     FailWorker,
     Initialize,
@@ -85,6 +86,8 @@ class Provider(Protocol):
 
 # Fault injection for the crash-recovery tests: the daemon SIGKILLs itself at the named point, the way
 # an OOM kill or a power cut would, so the tests can prove the next run repairs whatever was half done.
+# Points: after_register (intent row written, no pod), after_create (pod created, its id not recorded),
+# before_terminate and after_terminate (around the provider's termination call).
 CRASH_POINT_ENV = "ORCHESTRATOR_TEST_CRASH_AT"
 
 
@@ -148,6 +151,8 @@ class Controller:
         self._prices: dict[str, float] = {}
         self._prices_at = 0.0
         self._last_states: dict[str, str] = {}
+        # The breaker's state at the previous tick (None before the first): its changes become events.
+        self._last_breaker: BreakerState | None = None
         self._closed = False
 
     # -- the lease ----------------------------------------------------------------------------------
@@ -380,6 +385,8 @@ class Controller:
             self.metrics.spawn_failures.labels(reason=type(exc).__name__).inc()
             log.warning("spawn_failed", worker_id=action.worker_id, error_type=type(exc).__name__, error=str(exc)[:500])
             return {"outcome": "spawn_failed", "error": str(exc)[:300]}
+        # The pod exists, its id is not recorded yet: the next run must adopt it by name.
+        _crash_point("after_create")
         recorded = {
             Meta.RUNPOD_ID: pod["runpod_id"],
             Meta.GPU_TYPE: pod.get("gpu_type"),
@@ -395,7 +402,14 @@ class Controller:
             worker_id=action.worker_id,
             runpod_id=pod["runpod_id"],
             reason=action.reason.value,
-            details={"gpu_type": pod.get("gpu_type"), "data_center": pod.get("data_center"), "cost_per_hr": pod.get("cost_per_hr")},
+            details={
+                "gpu_type": pod.get("gpu_type"),
+                "data_center": pod.get("data_center"),
+                "cost_per_hr": pod.get("cost_per_hr"),
+                # Which daemon created it, under which fencing token: proof that only the leader spawns.
+                "holder": self.holder,
+                "token": token,
+            },
         )
         log.info("worker_spawned", worker_id=action.worker_id, runpod_id=pod["runpod_id"], gpu_type=pod.get("gpu_type"), reason=action.reason.value)
         return {"runpod_id": pod["runpod_id"]}
@@ -485,6 +499,10 @@ class Controller:
                 action.reason.value,
                 {**dict(action.metadata), Meta.ERROR_REASON: action.reason.value, Meta.ERROR_DETAILS: diagnostics},
             )
+        if action.from_status.booting:
+            # A boot that never got to serve (timeout, pod failed while booting) is a failed spawn for
+            # the metric as for the breaker, not only the boot steps that report their own failure.
+            self.metrics.spawn_failures.labels(reason=action.reason.value).inc()
         requeued = self.db.requeue_worker_tasks(token, action.worker_id, action.reason.value, self.settings.max_task_attempts)
         log.warning(
             "worker_failed",
@@ -596,6 +614,7 @@ class Controller:
             "duration_ms": round(duration * 1000, 1),
         }
         log.info("tick_summary", **summary)
+        self._record_breaker(plan)
         self.metrics.observe_tick(
             duration=duration,
             workers_by_state=states,
@@ -607,6 +626,40 @@ class Controller:
             leader=self.token is not None,
         )
         return summary
+
+    def _record_breaker(self, plan: Plan) -> None:
+        """An event and a log line when spawning stops for consecutive failures, and when it resumes.
+
+        The breaker itself lives in the policy, derived from the database (``recent_boots``), so it
+        survives restarts; only its changes are remembered here. After a restart an open breaker is
+        announced again (the previous process may have died before saying so).
+        """
+        previous, current = self._last_breaker, plan.breaker
+        self._last_breaker = current
+        if current is previous or (previous is None and current is BreakerState.CLOSED):
+            return
+        details = {
+            "consecutive_failures": plan.consecutive_failures,
+            "max_consecutive_failures": int(self.settings.max_consecutive_failures),
+            "until": plan.breaker_until.isoformat() if plan.breaker_until else None,
+            "previous": previous.value if previous is not None else None,
+        }
+        if current is BreakerState.OPEN:
+            kind, reason = "spawning_stopped", "max_consecutive_failures"
+            log.warning(kind, reason=reason, **details)
+        elif current is BreakerState.CLOSED and previous is not None:
+            kind, reason = "spawning_resumed", "boot_succeeded"
+            log.info(kind, reason=reason, **details)
+        else:
+            # -> half-open: one probe worker may spawn now; no event, the probe's own spawn is one.
+            log.info("spawning_probe_allowed", **details)
+            return
+        if self.token is None:
+            return
+        try:
+            self._event(self.token, kind, reason=reason, details=details)
+        except errors.LeaseLost:
+            log.warning("event_not_recorded", kind=kind, error="lease lost")
 
     # -- shutdown -------------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ Concurrent runners serialise on an advisory lock.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +49,16 @@ class Migration:
 
 
 def default_directory() -> Path:
-    """``migrations/`` at the top of the source tree (beside the ``orchestrator`` package)."""
-    return Path(__file__).resolve().parents[2] / "migrations"
+    """Where ``migrations/`` is: ``ORCHESTRATOR_MIGRATIONS_DIR``, else beside the ``orchestrator``
+    package in a source tree, else ``./migrations`` (an installed wheel run from the deployment's
+    working directory, as the container image and the systemd unit do)."""
+    configured = os.environ.get("ORCHESTRATOR_MIGRATIONS_DIR")
+    if configured:
+        return Path(configured)
+    source_tree = Path(__file__).resolve().parents[2] / "migrations"
+    if source_tree.is_dir():
+        return source_tree
+    return Path.cwd() / "migrations"
 
 
 def discover(directory: Path | None = None) -> list[Migration]:

@@ -1,0 +1,56 @@
+"""End-to-end: a worker dies mid-task; its task is requeued (attempt counted) and finished elsewhere.
+
+Issue 5, "What it must show", second bullet. The emulator kills the simulated worker process inside a
+RUNNING pod (``EmulatorAdmin.crash_worker``): the pod keeps billing and answering, only the heartbeats
+stop. The daemon must notice the silence (HEARTBEAT_TIMEOUT_SEC), fail the worker, requeue its task
+with ``attempts = 1``, terminate the dead pod, and a new worker must complete the task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from orchestrator.sim.stack import Stack
+from tests.e2e.conftest import events, pods, tasks, wait_until, workers
+
+pytestmark = pytest.mark.e2e
+
+
+def test_worker_killed_mid_task_is_replaced_and_its_task_requeued(stack: Stack, in_process: Any) -> None:
+    [task_id] = stack.enqueue(1, duration_sec=4.0)
+    in_process(MAX_ACTIVE_GPUS=2, HEARTBEAT_TIMEOUT_SEC=4)
+
+    def running() -> dict[str, Any] | None:
+        row = tasks(stack)[0]
+        return row if row["status"] == "In Progress" else None
+
+    first = wait_until(running, 60, "the task to start on a worker")
+    dead_worker = first["worker_id"]
+    [dead] = [w for w in workers(stack) if w["id"] == dead_worker]
+    dead_pod = dead["metadata"]["runpod_id"]
+    assert stack.admin.crash_worker(dead_pod), "the emulator did not crash the worker"
+
+    def requeued_then_done() -> dict[str, Any] | None:
+        row = tasks(stack)[0]
+        return row if row["status"] == "Complete" else None
+
+    done = wait_until(requeued_then_done, 60, "the task to be completed by another worker", interval=0.25)
+    assert done["id"] == task_id
+    assert done["attempts"] == 1, done
+    assert done["worker_id"] != dead_worker
+    assert done["has_result"]
+
+    # The dead worker failed for its silence, its pod terminated.
+    wait_until(
+        lambda: {p["id"]: p["status"] for p in pods(stack)}.get(dead_pod) == "TERMINATED",
+        30,
+        "the dead pod to be terminated",
+    )
+    [failed] = [w for w in workers(stack) if w["id"] == dead_worker]
+    assert failed["metadata"].get("error_reason") == "heartbeat_stale", failed
+    assert failed["status"] in ("error", "terminated")
+    terminations = [e for e in events(stack) if e["runpod_id"] == dead_pod and e["kind"] == "pod_terminate_requested"]
+    assert terminations and terminations[0]["reason"] == "heartbeat_stale"
+    wait_until(lambda: [w for w in workers(stack) if w["id"] == dead_worker][0]["status"] == "terminated", 30, "the dead row to close")
