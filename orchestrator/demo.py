@@ -93,7 +93,9 @@ def run_demo(*, tasks: int = 24, as_json: bool = False, max_gpus: int = 4, timeo
                 snapshot = Snapshot.from_json(viewer.snapshot(settings.worker_id_prefix))
                 if now - last_view >= 2.0:
                     last_view = now
-                    say(f"\n[{now - started:5.0f}s] " + render_status(snapshot))
+                    # On a terminal the table redraws in place (a live view); in a log it scrolls.
+                    clear = "\033[H\033[J" if out.isatty() else "\n"
+                    say(f"{clear}[{now - started:5.0f}s] " + render_status(snapshot))
                 if second == 0 and snapshot.queue.claimable == 0 and snapshot.queue.running == 0 and not snapshot.workers:
                     live_pods = [p for p in stack.admin.pods() if p.get("status") != "TERMINATED"]
                     if not live_pods:

@@ -110,7 +110,7 @@ class Stack:
     def sql(self, query: str, params: Mapping[str, Any] | tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
         """Run one statement on the stack's database (tests and the demo's task stream)."""
         with psycopg.connect(self.database_url, autocommit=True) as conn:
-            cur = conn.execute(query, params)  # type: ignore[arg-type]
+            cur = conn.execute(query, params)
             return list(cur.fetchall()) if cur.description else []
 
     def enqueue(self, count: int, *, duration_sec: float = 2.0, task_type: str = "generate_video", params: Mapping[str, Any] | None = None) -> list[str]:
