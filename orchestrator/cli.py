@@ -342,7 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        # `sim serve` forwards the emulator's own options (fault knobs, --capacity) untouched.
+        args, unknown = parser.parse_known_args(argv)
+        if unknown and getattr(args, "command", None) == "sim":
+            args.extra = [*unknown, *args.extra]
+        elif unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     handler: Handler = args.handler

@@ -75,7 +75,7 @@ VARIABLES: tuple[Var, ...] = (
     _v("SPAWNING_TIMEOUT_SEC", "int", 1200, "creation-to-active deadline for a new worker before it is failed", "timeouts", minimum=1),
     _v("HEARTBEAT_TIMEOUT_SEC", "int", 120, "heartbeat age that fails a worker while it runs a task or tasks wait", "timeouts", minimum=1),
     _v("TASK_STUCK_TIMEOUT_SEC", "int", 1200, "a task running longer fails its worker and is requeued (types containing _orchestrator exempt)", "timeouts", minimum=1),
-    _v("ERROR_CLEANUP_GRACE_PERIOD_SEC", "int", 600, "how long an errored worker's row stays visible before it is cleaned from the live view", "timeouts", minimum=0),
+    _v("ERROR_CLEANUP_GRACE_PERIOD_SEC", "int", 600, "accepted for old env files and ignored: an errored worker's pod is terminated at once, its row closed when the provider confirms", "timeouts", minimum=0),
     _v("ORPHAN_GRACE_SEC", "int", 120, "age a prefixed pod no live row claims must reach before it is terminated", "timeouts", minimum=0),
     # --- Safety -----------------------------------------------------------------------------------
     _v("MAX_CONSECUTIVE_FAILURES", "int", 3, "failed workers in a row that stop spawning for a growing interval", "safety", minimum=1),
