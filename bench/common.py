@@ -20,6 +20,7 @@ Run as a script only through :class:`EmulatorProcess`: ``python bench/common.py 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -297,10 +298,8 @@ class EmulatorProcess:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(OSError, ValueError, KeyError):
                 self.request("quit")
-            except (OSError, ValueError, KeyError):
-                pass
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -33,11 +33,13 @@ Run: ``.venv/bin/python bench/tick.py`` (``--quick`` for 10 and 100 workers only
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -56,8 +58,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import (  # noqa: E402
-    PYTHON,
     BENCH_REQUESTS_PATH,
+    PYTHON,
     CountingProvider,
     CountingTransport,
     EmulatorProcess,
@@ -271,11 +273,21 @@ def child(args: argparse.Namespace) -> int:
 
 def _breakdown(controller: Any, pg: Any, provider: Any, settings: Any, runs: int) -> dict[str, float]:
     """Median ms of the tick's parts, each called alone (sequentially, so they do not overlap)."""
-    from orchestrator import policy
-    from orchestrator.model import PodView, Snapshot
     from datetime import UTC, datetime
 
-    parts: dict[str, list[float]] = {k: [] for k in ("lease", "snapshot_call", "snapshot_parse", "list_pods_call", "pods_parse", "plan")}
+    import httpx
+
+    from orchestrator import policy
+    from orchestrator.model import PodView, Snapshot
+
+    parts: dict[str, list[float]] = {
+        k: [] for k in ("lease", "snapshot_call", "snapshot_parse", "raw_get", "list_pods_call", "pods_parse", "plan")
+    }
+    with httpx.Client(headers={"Authorization": f"Bearer {settings.runpod_api_key}"}, timeout=30) as raw_client:
+        for _ in range(max(5, runs // 2)):
+            t = time.perf_counter()
+            raw_client.get(settings.runpod_api_base_url + "/v2/pods").raise_for_status()
+            parts["raw_get"].append((time.perf_counter() - t) * 1000)
     for _ in range(max(5, runs // 2)):
         t = time.perf_counter()
         controller.db.lease_acquire(controller.holder, settings.lease_ttl_sec)
@@ -395,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.sim.postgrest import PostgrestServer
     from orchestrator.sim.stack import make_keypair
 
+    load_start = os.getloadavg()[0]
     configure_logging(None, stream=sys.stderr, level="WARNING", fmt="json")
     old_way_mod = _old_way_module()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -403,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     emulator_mem: dict[str, int] = {}
     keydir = Path(tempfile.mkdtemp(prefix="bench-tick-keys-"))
     private, public = make_keypair(keydir)
-    with TempPostgres() as pg, EmulatorProcess() as emu:
+    with contextlib.ExitStack() as cleanup, TempPostgres() as pg, EmulatorProcess() as emu:
+        cleanup.callback(shutil.rmtree, keydir, True)
         for n in sizes:
             url = pg.create_database(f"bench_tick_{n}")
             apply_migrations(url)
@@ -477,6 +491,10 @@ def main(argv: list[str] | None = None) -> int:
         f"into pods. {args.ticks} timed ticks per size after {args.warmup} warm-up ticks, DB_BACKEND=postgres, "
         f"{platform.python_implementation()} {platform.python_version()}, PostgreSQL and the emulator on this machine (loopback)."
     )
+    header += (
+        f" Load average (1 min) of this shared machine: {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
+        " (other work running at the same time slows the timings; the round-trip counts do not change)."
+    )
     lines = [
         "| workers | ours: DB round trips / tick | ours: provider HTTP / tick | ours: round trips / tick | "
         "ours: median tick ms (p95) | old: round trips to read state | old: median read ms | "
@@ -503,13 +521,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     details += ["", "Where the time goes (median ms of each part called alone, sequentially; in the tick the snapshot "
                 "and the pod listing overlap):", "",
-                "| workers | lease call | snapshot call (incl. JSON decode) | Snapshot.from_json | pod listing call (incl. parsing) | PodView.from_pod | plan() |",
-                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                "| workers | lease call | snapshot call (incl. JSON decode) | Snapshot.from_json | pod listing call "
+                "(incl. parsing) | of which the emulator's answer (a bare GET /v2/pods) | PodView.from_pod | plan() |",
+                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         b = r["breakdown"]
         details.append(
             f"| {r['n']:,} | {b['lease']:.1f} | {b['snapshot_call']:.1f} | {b['snapshot_parse']:.1f} | "
-            f"{b['list_pods_call']:.1f} | {b['pods_parse']:.1f} | {b['plan']:.1f} |"
+            f"{b['list_pods_call']:.1f} | {b['raw_get']:.1f} | {b['pods_parse']:.1f} | {b['plan']:.1f} |"
         )
     constant = len({round(r["db_per_tick"] + r["http_per_tick"], 3) for r in rows}) == 1
     mem_lines: list[str] = []
