@@ -638,21 +638,21 @@ class Controller:
         self._last_breaker = current
         if current is previous or (previous is None and current is BreakerState.CLOSED):
             return
-        details = {
-            "consecutive_failures": plan.consecutive_failures,
-            "max_consecutive_failures": int(self.settings.max_consecutive_failures),
-            "until": plan.breaker_until.isoformat() if plan.breaker_until else None,
-            "previous": previous.value if previous is not None else None,
-        }
+        failures = plan.consecutive_failures
+        limit = int(self.settings.max_consecutive_failures)
+        until = plan.breaker_until.isoformat() if plan.breaker_until else None
+        was = previous.value if previous is not None else None
+        details = {"consecutive_failures": failures, "max_consecutive_failures": limit, "until": until, "previous": was}
+        # Literal event names, so that the operations guide's generated table lists them for alerts.
         if current is BreakerState.OPEN:
             kind, reason = "spawning_stopped", "max_consecutive_failures"
-            log.warning(kind, reason=reason, **details)
+            log.warning("spawning_stopped", reason=reason, consecutive_failures=failures, max_consecutive_failures=limit, until=until, previous=was)
         elif current is BreakerState.CLOSED and previous is not None:
             kind, reason = "spawning_resumed", "boot_succeeded"
-            log.info(kind, reason=reason, **details)
+            log.info("spawning_resumed", reason=reason, consecutive_failures=failures, previous=was)
         else:
             # -> half-open: one probe worker may spawn now; no event, the probe's own spawn is one.
-            log.info("spawning_probe_allowed", **details)
+            log.info("spawning_probe_allowed", consecutive_failures=failures, max_consecutive_failures=limit, previous=was)
             return
         if self.token is None:
             return

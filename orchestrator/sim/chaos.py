@@ -8,11 +8,13 @@ The soak: a day of mixed traffic (a diurnal stream plus bursts larger than the f
 cap tighter than the ceiling, and, all at once: Runpod 5xx and 429 bursts (listing, creation and
 termination all fail for minutes), pods that never boot, SSH that does not answer during
 initialization, initialization checks that fail, worker processes that crash (silence, task left
-In Progress) or hang (task never ends), and orchestrator restarts at random points (in-flight steps
-lost, the new process waits for the old lease to expire). The invariants checked throughout
+In Progress) or hang (task never ends), and orchestrator restarts at random points, half of them
+while actions are in flight (their remaining steps are lost; the new process waits for the old lease
+to expire). The invariants checked throughout
 (:class:`~orchestrator.sim.vtime.Invariants`): no pod of ours left unclaimed after the orphan grace
 and two settled ticks (``pod_leaked``), no task lost (``task_lost``, ``task_orphaned``), no task
-run by two live workers at once (``task_run_twice``), never more than ``MAX_ACTIVE_GPUS`` pods or
+run by two live workers at once (``task_run_twice``), no second worker process on a pod
+(``two_processes``), never more than ``MAX_ACTIVE_GPUS`` pods or
 live rows (``max_exceeded``), never over ``MAX_HOURLY_SPEND`` (``spend_cap_exceeded``).
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from orchestrator.config import Settings, defaults
 from orchestrator.policy import plan as real_plan
@@ -72,7 +75,7 @@ def chaos_faults(cfg: ChaosConfig) -> Faults:
     outages: list[tuple[float, float, int]] = []
     t = rng.expovariate(cfg.outages_per_hour / HOUR)
     while t < end:
-        outages.append((t, t + rng.uniform(30, 300), rng.choice((500, 502, 503, 429))))
+        outages.append((t, t + rng.uniform(30, 300), rng.choice((500, 502, 503, 429, 429, 409, 409))))
         t += rng.expovariate(cfg.outages_per_hour / HOUR)
     return Faults(
         never_boot=0.05,
@@ -81,6 +84,8 @@ def chaos_faults(cfg: ChaosConfig) -> Faults:
         crash_per_hour=0.08,
         hang=0.01,
         outages=tuple(outages),
+        ghost_create=0.5,
+        stray_pods_per_hour=0.25,
     )
 
 
@@ -106,12 +111,13 @@ def soak(cfg: ChaosConfig | None = None, plan_fn: PlanFn = real_plan, settings: 
         boot=BootModel(),
         faults=chaos_faults(cfg),
         restarts=restarts,
+        restart_mid_action=True,
         settle_sec=cfg.settle_sec,
     )
     return sim.run()
 
 
-def summary(result: Result) -> dict[str, object]:
+def summary(result: Result) -> dict[str, Any]:
     by_name: dict[str, int] = {}
     for v in result.violations:
         by_name[v.name] = by_name.get(v.name, 0) + 1
@@ -125,4 +131,10 @@ def summary(result: Result) -> dict[str, object]:
         "spawns": result.spawns,
         "cost_usd": round(result.cost_usd, 2),
         **result.counters,
+        # Recovery paths the soak went through (actions started, by kind and reason).
+        "orphans_reaped": result.actions.get("terminate_pod:orphan_pod", 0),
+        "rows_without_pod_closed": result.actions.get("mark_terminated:no_pod_created", 0),
+        "boot_timeouts": result.actions.get("fail_worker:boot_timeout", 0),
+        "heartbeat_failures": result.actions.get("fail_worker:heartbeat_stale", 0),
+        "stuck_tasks": result.actions.get("fail_worker:task_stuck", 0),
     }

@@ -17,6 +17,10 @@ they keep), so the table compares scaling rules, not bookkeeping:
   our pods' boot times (no FlashBoot).
 * ``static``: ``MAX_ACTIVE_GPUS`` workers all the time.
 * ``ours`` / ``ours_min2``: ``plan()`` with the default settings (and ``MIN_ACTIVE_GPUS=2``).
+* ``busy_workers_count_themselves``: a candidate rule, not the daemon's: each running task holds one
+  GPU (Headless-Wan2GP runs one at a time), so ``needed = running + ceil(claimable /
+  TASKS_PER_GPU_THRESHOLD)`` instead of ``ceil((claimable + running) / TASKS_PER_GPU_THRESHOLD)``.
+  Built by transforming the input only (``queue.running`` scaled by the threshold), ``plan()`` unchanged.
 * ``broken_spawning_uncounted``: for the chaos test only: ``plan()`` whose spawn decision is made on a
   snapshot and listing with the booting workers (and their pods) hidden, i.e. booting workers do not
   count as capacity or toward the maximum. It must make the soak fail.
@@ -84,6 +88,20 @@ def _serverless_plan(
     if oldest is not None and oldest > SERVERLESS_QUEUE_DELAY_SEC:
         return result
     return replace(result, actions=tuple(a for a in result.actions if not isinstance(a, Spawn)))
+
+
+def busy_workers_count_themselves(
+    snapshot: Snapshot,
+    pods: Sequence[PodView] | None,
+    settings: Settings,
+    now: datetime,
+    *,
+    prices: Mapping[str, float] | None = None,
+) -> Plan:
+    """``plan()`` with demand = running + ceil(claimable / threshold) (``queue.running`` is read only there)."""
+    threshold = max(1, int(settings.tasks_per_gpu_threshold))
+    queue = replace(snapshot.queue, running=snapshot.queue.running * threshold)
+    return real_plan(replace(snapshot, queue=queue), pods, settings, now, prices=prices)
 
 
 def broken_spawning_uncounted(

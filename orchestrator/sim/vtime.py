@@ -33,11 +33,13 @@ Everything random comes from one seeded ``random.Random`` per concern, so a run 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import heapq
 import math
 import random
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -107,10 +109,10 @@ class Clock:
 
     def __init__(self) -> None:
         self.now = 0.0
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._heap: list[tuple[float, int, Callable[[], object]]] = []
         self._seq = 0
 
-    def schedule(self, delay: float, fn: Callable[[], None]) -> None:
+    def schedule(self, delay: float, fn: Callable[[], object]) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (self.now + max(0.0, delay), self._seq, fn))
 
@@ -408,7 +410,10 @@ class Faults:
     init_fail: float = 0.0  # share of initializations whose checks fail (init_failed)
     crash_per_hour: float = 0.0  # worker process crashes, per process-hour
     hang: float = 0.0  # share of claimed tasks that hang (the task never ends, heartbeats go on)
-    outages: tuple[tuple[float, float, int], ...] = ()  # (start, end, HTTP status 500|429): API fails
+    # (start, end, HTTP status): 5xx and 429 fail every call; 409 makes creations find no capacity.
+    outages: tuple[tuple[float, float, int], ...] = ()
+    ghost_create: float = 0.0  # share of creations failing with a 5xx whose pod was created all the same
+    stray_pods_per_hour: float = 0.0  # pods with our prefix and no row (another deployment's leftovers)
 
 
 @dataclass
@@ -478,8 +483,17 @@ class SimProvider:
                 return status
         return None
 
+    def api_down(self) -> bool:
+        """The API fails every call now (a 409 window only refuses creations for lack of capacity)."""
+        status = self.outage()
+        return status is not None and status != 409
+
     def _check_api(self, call: str) -> None:
         status = self.outage()
+        if status is None or (status == 409 and call != "create_pod"):
+            return
+        if status == 409:
+            raise errors.RunpodCapacityError(f"{call}: no instances available", status=409)
         if status == 429:
             raise errors.RunpodRateLimited(f"{call}: 429 Too Many Requests", retry_after=30.0, status=429)
         if status is not None:
@@ -495,10 +509,17 @@ class SimProvider:
         return list(self._alive.values())
 
     def create(self, name: str, gpu_types: Sequence[str]) -> SimPod:
-        self._check_api("create_pod")
+        try:
+            self._check_api("create_pod")
+        except errors.RunpodTransientError:
+            if self.rng.random() < self.faults.ghost_create and len(self._alive) < self.capacity:
+                self._make(name, gpu_types[0])  # the provider did it; the answer was lost
+            raise
         if len(self._alive) >= self.capacity:
             raise errors.RunpodCapacityError(f"no {gpu_types[0]} available", status=409)
-        gpu = gpu_types[0]
+        return self._make(name, gpu_types[0])
+
+    def _make(self, name: str, gpu: str, *, ours: bool = True) -> SimPod:
         self._n += 1
         now = self.clock.now
         never = self.rng.random() < self.faults.never_boot
@@ -513,8 +534,8 @@ class SimProvider:
         )
         self.pods[pod.id] = pod
         self._alive[pod.id] = pod
-        if self.on_create is not None:
-            self.on_create(pod)
+        if ours and self.on_create is not None:
+            self.on_create(pod)  # the ceilings bind this orchestrator's creations, not a stranger's
         return pod
 
     def terminate(self, pod_id: str) -> bool:
@@ -583,10 +604,8 @@ class SimWorker:
     def _heartbeat(self) -> None:
         if not self.alive:
             return
-        try:
+        with contextlib.suppress(errors.NotFound):  # a row deleted under it: keep beating, as the real one
             self.sim.db.heartbeat(self.worker_id)
-        except errors.NotFound:
-            pass
         self.sim.clock.schedule(self.HEARTBEAT_SEC, self._heartbeat)
 
     def _claim(self) -> None:
@@ -610,7 +629,7 @@ class SimWorker:
                 self.alive = False
             self.sim.on_worker_gone(self)
             return
-        self.sim.clock.schedule(row.duration, lambda task=row: self._finish(task))
+        self.sim.clock.schedule(row.duration, functools.partial(self._finish, row))
 
     def _finish(self, task: TaskRow) -> None:
         if not self.alive or self.hung or self.task is not task:
@@ -634,6 +653,7 @@ class SimExecutor:
         self.epoch = 0
         self.in_flight: dict[str, int] = {}  # key -> epoch that started it
         self.outcomes: dict[str, int] = {}
+        self.by_reason: dict[str, int] = {}  # "kind:reason" -> actions started
 
     @staticmethod
     def key(action: Action) -> str:
@@ -652,6 +672,8 @@ class SimExecutor:
                 self._count("in_flight")
                 continue
             handler = getattr(self, f"_do_{action.kind}")
+            reason = f"{action.kind}:{action.reason.value}"
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
             self.in_flight[key] = self.epoch
             self._step(key, self.epoch, handler(action))
 
@@ -675,6 +697,7 @@ class SimExecutor:
             self.in_flight.pop(key, None)
             self._count("failed")
             return
+        self.sim.crash_window(delay)
         self.sim.clock.schedule(delay, lambda: self._step(key, epoch, gen))
 
     # Each _do_<kind> mirrors the controller's, step for step; ``yield d`` = the next call returns d s later.
@@ -694,6 +717,7 @@ class SimExecutor:
         try:
             pod = provider.create(a.worker_id, a.gpu_types)
         except errors.RunpodCapacityError as exc:
+            self.sim.counters["capacity_misses"] += 1
             misses = [{"gpu_type": g, "data_center": None, "at": self._now()} for g in a.gpu_types]
             db.transition_worker(
                 a.worker_id, "error", Reason.SPAWN_NO_CAPACITY.value,
@@ -701,6 +725,7 @@ class SimExecutor:
             )
             return None
         except errors.RunpodError as exc:
+            self.sim.counters["spawn_failures"] += 1
             yield latency / 2
             db.transition_worker(
                 a.worker_id, "error", Reason.SPAWN_FAILED.value,
@@ -761,14 +786,19 @@ class SimExecutor:
         return None
 
     def _start(self, worker_id: str, pod: SimPod) -> Step:
-        yield self.sim.boot.start_latency
+        yield self.sim.boot.start_latency / 2
         if not pod.alive:
             yield from self._fail_after_boot_step(worker_id, pod.id, Reason.START_FAILED, "pod gone")
             return None
         if pod.process is not None and pod.process.alive:
+            # The seed's start command would launch a second worker under the same id.
             self.sim.counters["second_process_refused"] += 1
+            self.sim.invariants.add("two_processes", f"a second worker process started on {pod.id} ({worker_id})")
         else:
             pod.process = SimWorker(self.sim, pod, worker_id)
+        # The process runs from here; a crash before the next line leaves it unrecorded (StartProcess's
+        # ``already_running`` case).
+        yield self.sim.boot.start_latency / 2
         self.sim.db.merge_worker_metadata(worker_id, {Meta.PROCESS_STARTED_AT: self._now()})
         return None
 
@@ -837,7 +867,8 @@ class SimExecutor:
 
 @dataclass
 class Violation:
-    name: str  # max_exceeded | spend_cap_exceeded | pod_leaked | task_run_twice | task_lost | task_orphaned
+    # max_exceeded | spend_cap_exceeded | pod_leaked | task_run_twice | task_lost | task_orphaned | two_processes
+    name: str
     at: float
     detail: str
 
@@ -867,6 +898,11 @@ class Invariants:
         if cap > 0 and spend > cap + 1e-9:
             self.add("spend_cap_exceeded", f"{spend:.2f} USD/h > MAX_HOURLY_SPEND={cap:g}")
 
+    def on_restart(self) -> None:
+        """A restart unsettles the fleet: ticks counted toward a leak start again (the dead process's
+        termination may have been cut short; the leak check is about a daemon that gets to act)."""
+        self._unclaimed_since = {pid: (since, 0) for pid, (since, _ticks) in self._unclaimed_since.items()}
+
     def _claimed(self) -> set[str]:
         claimed: set[str] = set()
         for w in self.sim.db.live_workers():
@@ -885,7 +921,7 @@ class Invariants:
             self.add("max_exceeded", f"{live_rows} live worker rows > MAX_ACTIVE_GPUS={s.max_active_gpus}")
         # Leaks: a pod of ours no live row claims, past the orphan grace, still alive after two
         # healthy ticks (a listing that worked and an API that answers) and two poll intervals.
-        healthy = listing_ok and sim.provider.outage() is None
+        healthy = listing_ok and not sim.provider.api_down()
         claimed = self._claimed()
         grace = float(s.orphan_grace_sec)
         for pod in sim.provider.alive_pods():
@@ -952,6 +988,7 @@ class Result:
     violations: list[Violation]
     samples: list[Sample]
     counters: dict[str, int]
+    actions: dict[str, int]  # "kind:reason" -> actions started by the executor
 
     def percentile(self, q: float) -> float:
         if not self.waits:
@@ -999,6 +1036,7 @@ class Simulation:
         boot: BootModel | None = None,
         faults: Faults | None = None,
         restarts: Sequence[float] = (),
+        restart_mid_action: bool = False,
         settle_sec: float = 1800.0,
         capacity: int = 24,
         prices: Mapping[str, float] = PRICES,
@@ -1025,7 +1063,8 @@ class Simulation:
         self.counters: dict[str, int] = {
             k: 0
             for k in ("spawns", "worker_crashes", "worker_hangs", "ssh_failures", "init_failures", "restarts",
-                      "second_process_refused", "listing_failures", "scale_downs")
+                      "second_process_refused", "listing_failures", "scale_downs", "restarts_mid_action",
+                      "capacity_misses", "spawn_failures", "stray_pods")
         }
         self.duplicates: set[str] = set()
         self.executing: dict[str, set[SimWorker]] = {}
@@ -1041,6 +1080,13 @@ class Simulation:
         self.backlog_s = 0.0
         self.lease_ttl = float(settings.lease_ttl_sec)
         self.restarts = sorted(restarts)
+        # Every other restart waits for an action to begin a step and kills the process inside it (the
+        # crash windows the recovery logic exists for: between register and create, between create and
+        # recording the pod id, between starting the worker and recording it, around a termination).
+        self.restart_mid_action = restart_mid_action
+        self._armed: list[int] = []
+        self._arm_seq = 0
+        self._rng_restart = random.Random(seed * 7919 + 4)
 
     # -- hooks from the parts -----------------------------------------------------------------------
 
@@ -1111,9 +1157,18 @@ class Simulation:
         self.invariants.on_tick(pods is not None)
         return plan
 
+    def crash_window(self, step_sec: float) -> None:
+        """An action just began a step of ``step_sec``: an armed restart strikes inside it."""
+        if self._armed and step_sec > 0:
+            self._armed.pop(0)
+            self.clock.schedule(self._rng_restart.uniform(0.0, step_sec) * 0.999, self.restart)
+
     def restart(self) -> None:
         """SIGKILL and start again: in-flight steps die; the new process waits for the old lease."""
         self.counters["restarts"] += 1
+        self.invariants.on_restart()
+        if self.executor.in_flight:
+            self.counters["restarts_mid_action"] += 1
         self.executor.restart()
         self._tick_gen += 1  # the scheduled tick belonged to the dead process
         startup = 5.0
@@ -1123,6 +1178,22 @@ class Simulation:
         self._tick_gen += 1
         gen = self._tick_gen
         self.clock.schedule(delay, lambda: self._tick(gen))
+
+    def _stray_pod(self) -> None:
+        self.counters["stray_pods"] += 1
+        self.provider._make(f"{self.settings.worker_id_prefix}stray-{self.counters['stray_pods']}", GPU, ours=False)
+        self.clock.schedule(self.rng_workers.expovariate(self.faults.stray_pods_per_hour / 3600.0), self._stray_pod)
+
+    def _arm(self) -> None:
+        self._arm_seq += 1
+        self._armed.append(self._arm_seq)
+        # No action within 10 minutes: restart anyway, at this random point.
+        self.clock.schedule(600.0, functools.partial(self._unarm, self._arm_seq))
+
+    def _unarm(self, arm: int) -> None:
+        if arm in self._armed:
+            self._armed.remove(arm)
+            self.restart()
 
     def _sample(self) -> None:
         db = self.db
@@ -1147,9 +1218,11 @@ class Simulation:
 
     def run(self) -> Result:
         for task in self.trace.tasks:
-            self.clock.schedule(task.at, lambda task=task: self.db.insert_task(task.id, task.task_type, task.duration))
-        for t in self.restarts:
-            self.clock.schedule(t, self.restart)
+            self.clock.schedule(task.at, functools.partial(self.db.insert_task, task.id, task.task_type, task.duration))
+        for i, t in enumerate(self.restarts):
+            self.clock.schedule(t, self._arm if self.restart_mid_action and i % 2 else self.restart)
+        if self.faults.stray_pods_per_hour > 0:
+            self.clock.schedule(self.rng_workers.expovariate(self.faults.stray_pods_per_hour / 3600.0), self._stray_pod)
         self._schedule_tick(0.0)
         self.clock.schedule(0.0, self._sample)
         self.clock.run_until(self.horizon)
@@ -1193,6 +1266,7 @@ class Simulation:
             violations=list(self.invariants.violations),
             samples=self.samples,
             counters=dict(self.counters),
+            actions=dict(self.executor.by_reason),
         )
 
 

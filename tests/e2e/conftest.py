@@ -57,7 +57,7 @@ WORKER_ENV = {"SIM_WORKER_HEARTBEAT_SEC": "1", "SIM_WORKER_POLL_SEC": "0.2"}
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+def wait_until(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
     """Poll ``predicate`` until it returns something truthy; fail saying ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -124,6 +124,17 @@ def live_pods(stack: Stack) -> list[dict[str, Any]]:
     return [p for p in pods(stack) if p["status"] != "TERMINATED"]
 
 
+def worker_log(stack: Stack) -> list[dict[str, Any]]:
+    """Every JSON line the simulated workers logged (one file per worker on the emulated volume)."""
+    found: list[dict[str, Any]] = []
+    for path in sorted((stack.dir / "emulator" / "volumes").glob("*/reigh/logs/*.log")):
+        for raw in path.read_text(errors="replace").splitlines():
+            if raw.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    found.append({**json.loads(raw), "_file": path.stem})
+    return found
+
+
 def all_done(stack: Stack, total: int) -> bool:
     return task_counts(stack).get("Complete", 0) == total
 
@@ -134,14 +145,18 @@ def drained(stack: Stack) -> bool:
 
 
 def pod_intervals(stack: Stack) -> list[tuple[str, float, float]]:
-    """(pod id, created, terminated-or-now) in epoch seconds, from the emulator's own state.
+    """(pod id, created, terminated-or-now) in epoch seconds, for every pod the emulator has seen.
 
     The admin view's ``createdAt``/``terminatedAt`` are whole seconds, too coarse to tell whether one
-    pod went before the next came; the in-process emulator's state has the exact times.
+    pod went before the next came; exact epoch fields (``createdAtEpoch``/``terminatedAtEpoch``) are
+    used when the admin view has them, else the in-process emulator's own state.
     """
+    now = time.time()
+    view = pods(stack)
+    if view and all("createdAtEpoch" in p for p in view):
+        return [(p["id"], float(p["createdAtEpoch"]), float(p.get("terminatedAtEpoch") or now)) for p in view]
     assert stack.emulator is not None
     state = stack.emulator.state
-    now = time.time()
     with state.lock:
         return [(p.id, float(p.created_at), float(p.terminated_at or now)) for p in state.pods.values()]
 
@@ -172,8 +187,10 @@ class InProcessDaemon:
         self.daemon.shutdown()
         with contextlib.suppress(Exception):
             self.controller.db.close()
-        with contextlib.suppress(Exception):
-            self.controller.provider.close()
+        close = getattr(self.controller.provider, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
 
 
 @pytest.fixture

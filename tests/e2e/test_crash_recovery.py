@@ -50,13 +50,17 @@ def test_sigkill_mid_action_then_restart_repairs(stack: Stack, cli_process: Any,
         adopted = [p for p in pods_at_crash.values() if p["name"] in {w["id"] for w in unrecorded}]
         assert adopted, "the crash came after a creation: its pod must exist"
     else:
-        assert all_done(stack, 3), "the terminations come after the work in this scenario"
+        # Idle workers are drained together, so several terminations may be under way at the kill.
         cut = [w for w in rows_at_crash.values() if w["status"] == "terminating"]
-        assert len(cut) == 1, rows_at_crash
-        cut_pod = pods_at_crash[cut[0]["metadata"]["runpod_id"]]
-        # before: the provider was never asked, the pod still runs; after: asked, but nothing recorded.
-        assert cut_pod["status"] == ("RUNNING" if point == "before_terminate" else "TERMINATED"), cut_pod
-        assert "pod_terminate_requested_at" not in cut[0]["metadata"]
+        assert cut, rows_at_crash
+        assert all("pod_terminate_requested_at" not in w["metadata"] for w in cut), "nothing recorded after the call"
+        cut_pods = [pods_at_crash[w["metadata"]["runpod_id"]]["status"] for w in cut]
+        if point == "before_terminate":
+            # Every termination stops at the crash point before the call: the provider was never asked.
+            assert set(cut_pods) == {"RUNNING"}, cut_pods
+        else:
+            # The first call to return killed the process: the provider terminated that pod.
+            assert "TERMINATED" in cut_pods, cut_pods
 
     restarted = cli_process("run", env=SETTINGS)
     wait_until(lambda: all_done(stack, 3), 60, "every task done after the restart", interval=0.25)
@@ -82,6 +86,6 @@ def test_sigkill_mid_action_then_restart_repairs(stack: Stack, cli_process: Any,
         for pod in adopted:
             assert final_rows[pod["name"]]["metadata"].get("runpod_id") == pod["id"]
     else:
-        # The pod whose termination was cut short is gone, and its row closed.
-        assert final_rows[cut[0]["id"]]["status"] == "terminated"
+        # The pods whose termination was cut short are gone, and their rows closed.
+        assert all(final_rows[w["id"]]["status"] == "terminated" for w in cut)
     assert restarted.logged("lease_acquired"), "the restart must have led"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator.sim.stack import Stack
-from tests.e2e.conftest import events, pods, tasks, wait_until, workers
+from tests.e2e.conftest import events, pods, tasks, wait_until, worker_log, workers
 
 pytestmark = pytest.mark.e2e
 
@@ -41,6 +41,10 @@ def test_worker_killed_mid_task_is_replaced_and_its_task_requeued(stack: Stack, 
     assert done["attempts"] == 1, done
     assert done["worker_id"] != dead_worker
     assert done["has_result"]
+    # Per the workers' own logs: the dead one started it and never finished, the new one did.
+    runs = [(line["_file"], line["event"]) for line in worker_log(stack) if line.get("task_id") == task_id]
+    assert (dead_worker, "task_started") in runs and (dead_worker, "task_completed") not in runs
+    assert (done["worker_id"], "task_completed") in runs
 
     # The dead worker failed for its silence, its pod terminated.
     wait_until(
@@ -53,4 +57,28 @@ def test_worker_killed_mid_task_is_replaced_and_its_task_requeued(stack: Stack, 
     assert failed["status"] in ("error", "terminated")
     terminations = [e for e in events(stack) if e["runpod_id"] == dead_pod and e["kind"] == "pod_terminate_requested"]
     assert terminations and terminations[0]["reason"] == "heartbeat_stale"
-    wait_until(lambda: [w for w in workers(stack) if w["id"] == dead_worker][0]["status"] == "terminated", 30, "the dead row to close")
+    wait_until(
+        lambda: next(w for w in workers(stack) if w["id"] == dead_worker)["status"] == "terminated", 30, "the dead row to close"
+    )
+
+
+def test_preempted_pod_fails_its_worker_and_the_task_moves_on(stack: Stack, in_process: Any) -> None:
+    """The host takes the pod away (EXITED at the provider): no heartbeat timeout needed to notice."""
+    [task_id] = stack.enqueue(1, duration_sec=4.0)
+    in_process(MAX_ACTIVE_GPUS=2, HEARTBEAT_TIMEOUT_SEC=60)
+
+    def running() -> dict[str, Any] | None:
+        row = tasks(stack)[0]
+        return row if row["status"] == "In Progress" else None
+
+    lost_worker = wait_until(running, 60, "the task to start on a worker")["worker_id"]
+    lost_pod = next(w for w in workers(stack) if w["id"] == lost_worker)["metadata"]["runpod_id"]
+    stack.admin.preempt(lost_pod, "EXITED")
+
+    done = wait_until(lambda: (r := tasks(stack)[0])["status"] == "Complete" and r, 60, "the task done elsewhere", interval=0.25)
+    assert done["attempts"] == 1 and done["worker_id"] != lost_worker
+    failed = next(w for w in workers(stack) if w["id"] == lost_worker)
+    assert failed["metadata"].get("error_reason") == "pod_failed", failed
+    # An EXITED pod bills no GPU but keeps its disk: it is terminated all the same.
+    wait_until(lambda: stack.admin.pod(lost_pod)["status"] == "TERMINATED", 30, "the preempted pod terminated")
+    assert task_id == done["id"]

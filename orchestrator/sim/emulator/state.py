@@ -853,6 +853,9 @@ class EmulatorState:
             "createdAt": rfc3339(p.created_at),
             "startedAt": rfc3339(p.started_at),
             "terminatedAt": rfc3339(p.terminated_at),
+            # Sub-second times, so that tests can prove how many pods overlapped at any instant.
+            "createdAtEpoch": p.created_at,
+            "terminatedAtEpoch": p.terminated_at,
             "costPerHr": round(p.rate, 4),
             "billedSeconds": round(p.billed_seconds(mono), 3),
             "billedUsd": round(p.billed_seconds(mono) * p.rate / 3600.0, 9),

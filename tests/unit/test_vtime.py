@@ -1,0 +1,431 @@
+"""Unit tests of the virtual-time simulator's pieces (``orchestrator/sim/vtime.py``, issue 7).
+
+Billing, the seeded boot distribution, the in-memory database against the real SQL functions (one
+scripted sequence run on both, outcomes compared step by step), the executor's restart semantics, the
+traces' files, and the competing policies' scaling rules.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from orchestrator import errors
+from orchestrator.config import defaults
+from orchestrator.db.base import Database
+from orchestrator.model import Meta, Reason, Snapshot, Spawn, WorkerState
+from orchestrator.policy import plan
+from orchestrator.sim import traces
+from orchestrator.sim.policies import busy_workers_count_themselves, specs
+from orchestrator.sim.traces import Trace, TraceTask
+from orchestrator.sim.vtime import (
+    GPU,
+    GPU_PRICE,
+    BootModel,
+    Clock,
+    Faults,
+    SimDB,
+    SimProvider,
+    Simulation,
+)
+
+# --- the provider: billing and boots ---------------------------------------------------------------
+
+
+def provider(clock: Clock, **faults: Any) -> SimProvider:
+    return SimProvider(clock, random.Random(1), BootModel(), Faults(**faults), capacity=3)
+
+
+def test_billing_is_per_second_from_creation_to_termination() -> None:
+    clock = Clock()
+    p = provider(clock)
+    pod = p.create("gpu-a", [GPU])
+    clock.schedule(90.5, lambda: p.terminate(pod.id))
+    clock.run_until(4000)
+    assert p.billed_seconds(4000) == pytest.approx(90.5)
+    assert p.cost(4000) == pytest.approx(90.5 * GPU_PRICE / 3600)
+    # A pod still alive bills up to the horizon asked for.
+    other = p.create("gpu-b", [GPU])
+    assert p.billed_seconds(4000 + 3600) - 90.5 == pytest.approx(3600)
+    assert p.cost(4000 + 3600) == pytest.approx((90.5 + 3600) * GPU_PRICE / 3600)
+    assert other.alive and not pod.alive
+
+
+def test_pods_become_ready_after_their_boot_time_and_terminated_ones_leave_the_listing() -> None:
+    clock = Clock()
+    p = provider(clock)
+    pod = p.create("gpu-a", [GPU])
+    assert pod.ready_at is not None
+    assert [v.status.value for v in p.list_pods()] == ["PROVISIONING"]
+    clock.run_until(pod.ready_at + 0.1)
+    (view,) = p.list_pods()
+    assert view.status.value == "RUNNING" and view.ssh_ready and view.cost_per_hr == GPU_PRICE
+    assert p.terminate(pod.id) is True
+    assert p.list_pods() == []
+    assert p.terminate("no-such-pod") is True  # an unknown pod is gone
+
+
+def test_capacity_and_outages_fail_creation_and_listing() -> None:
+    clock = Clock()
+    p = provider(clock, outages=((100.0, 200.0, 429), (300.0, 400.0, 503)))
+    for name in ("a", "b", "c"):
+        p.create(name, [GPU])
+    with pytest.raises(errors.RunpodCapacityError):
+        p.create("d", [GPU])
+    clock.run_until(150)
+    with pytest.raises(errors.RunpodRateLimited):
+        p.list_pods()
+    assert p.terminate(next(iter(p.pods))) is False  # RunpodClient returns False on an API error
+    clock.run_until(350)
+    with pytest.raises(errors.RunpodTransientError):
+        p.create("e", [GPU])
+    clock.run_until(450)
+    assert len(p.list_pods()) == 3
+
+
+def test_boot_distribution_is_seeded_and_matches_the_facts() -> None:
+    boot = BootModel()
+    rng = random.Random(7)
+    draws = [boot.draw(rng) for _ in range(4000)]
+    again = random.Random(7)
+    assert [boot.draw(again) for _ in range(4000)] == draws
+    cached = sorted(d for d in draws if d < 80)
+    cold = sorted(d for d in draws if d >= 80)
+    assert 0.55 < len(cached) / len(draws) < 0.65  # 60% of hosts have the image cached
+    assert 27 < cached[len(cached) // 2] < 33  # facts.md: about 30 s
+    assert 150 < cold[len(cold) // 2] < 180  # facts.md: 165-170 s
+
+
+def test_never_booting_pods_stay_provisioning() -> None:
+    clock = Clock()
+    p = provider(clock, never_boot=1.0)
+    p.create("gpu-a", [GPU])
+    clock.run_until(10_000)
+    assert [v.status.value for v in p.list_pods()] == ["PROVISIONING"]
+
+
+# --- the database: the same script on SimDB and on the real SQL functions -----------------------------
+
+
+class RealSide:
+    """The SQL functions through the Database facade; tasks inserted with raw SQL (as producers do)."""
+
+    def __init__(self, db: Database, url: str) -> None:
+        self.db = db
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.token = int(db.lease_acquire("sim-test", 60)["token"])
+        self.ids: list[str] = []
+
+    def add_task(self, task_type: str) -> None:
+        n = len(self.ids)
+        row = self.conn.execute(
+            "insert into tasks (task_type, params, status, created_at) values "
+            "(%s, '{}'::jsonb, 'Queued', now() - make_interval(secs => 100 - %s)) returning id",
+            (task_type, n),
+        ).fetchone()
+        assert row is not None
+        self.ids.append(str(row[0]))
+
+    def index(self, task_id: str | None) -> int | None:
+        return None if task_id is None else self.ids.index(str(task_id))
+
+    def register(self, wid: str) -> None:
+        self.db.register_worker(self.token, wid, GPU, {Meta.GPU_TYPE: GPU})
+
+    def transition(self, wid: str, to: str, reason: str) -> str:
+        return str(self.db.transition_worker(self.token, wid, to, reason)["status"])
+
+    def merge(self, wid: str, meta: dict[str, Any]) -> None:
+        self.db.merge_worker_metadata(self.token, wid, meta)
+
+    def heartbeat(self, wid: str) -> tuple[str, bool]:
+        r = self.db.heartbeat(wid, None, None)
+        return str(r["status"]), bool(r["accepted"])
+
+    def claim(self, wid: str) -> int | None:
+        r = self.db.claim_task(wid)
+        return None if r is None else self.index(r["id"])
+
+    def complete(self, wid: str, i: int) -> bool:
+        return bool(self.db.complete_task(wid, self.ids[i]))
+
+    def requeue(self, wid: str) -> tuple[list[int], list[int]]:
+        r = self.db.requeue_worker_tasks(self.token, wid, "test", 3)
+        return [self.ids.index(str(x)) for x in r["requeued"]], [self.ids.index(str(x)) for x in r["failed"]]
+
+    def tasks(self) -> list[tuple[str, int]]:
+        rows = self.conn.execute("select id, status, attempts from tasks").fetchall()
+        by_id = {str(r[0]): (r[1], r[2]) for r in rows}
+        return [by_id[i] for i in self.ids]
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot.from_json(self.db.snapshot("gpu-"))
+
+
+class SimSide:
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.db = SimDB(self.clock, 3)
+        self.ids: list[str] = []
+
+    def _tick(self) -> None:
+        self.clock.run_until(self.clock.now + 1.0)
+
+    def add_task(self, task_type: str) -> None:
+        self._tick()
+        task_id = f"t{len(self.ids)}"
+        self.db.insert_task(task_id, task_type, 60.0)
+        self.ids.append(task_id)
+
+    def register(self, wid: str) -> None:
+        self._tick()
+        self.db.register_worker(wid, GPU, {Meta.GPU_TYPE: GPU})
+
+    def transition(self, wid: str, to: str, reason: str) -> str:
+        self._tick()
+        return self.db.transition_worker(wid, to, reason).status
+
+    def merge(self, wid: str, meta: dict[str, Any]) -> None:
+        self.db.merge_worker_metadata(wid, meta)
+
+    def heartbeat(self, wid: str) -> tuple[str, bool]:
+        self._tick()
+        r = self.db.heartbeat(wid)
+        return r["status"], r["accepted"]
+
+    def claim(self, wid: str) -> int | None:
+        self._tick()
+        row = self.db.claim(wid)
+        return None if row is None else self.ids.index(row.id)
+
+    def complete(self, wid: str, i: int) -> bool:
+        self._tick()
+        return self.db.complete(wid, self.ids[i])
+
+    def requeue(self, wid: str) -> tuple[list[int], list[int]]:
+        r = self.db.requeue_worker_tasks(wid, "test", 3)
+        return sorted(self.ids.index(x) for x in r["requeued"]), sorted(self.ids.index(x) for x in r["failed"])
+
+    def tasks(self) -> list[tuple[str, int]]:
+        return [(self.db.tasks[i].status, self.db.tasks[i].attempts) for i in self.ids]
+
+    def snapshot(self) -> Snapshot:
+        return self.db.snapshot("gpu-")
+
+
+def script(side: Any) -> list[Any]:
+    """Every SQL semantic the simulator relies on, as one sequence; returns what each step answered."""
+    out: list[Any] = []
+
+    def attempt(fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except errors.IllegalTransition:
+            return "OR002"
+        except errors.NotFound:
+            return "OR003"
+        except errors.Conflict:
+            return "23505"
+
+    for kind in ("gen", "travel_orchestrator", "gen", "gen"):
+        side.add_task(kind)
+    for wid in ("gpu-a", "gpu-b", "gpu-c"):
+        side.register(wid)
+    out.append(attempt(side.register, "gpu-a"))  # duplicate id
+    out.append(side.claim("gpu-a"))  # spawning: no claim
+    out.append(side.heartbeat("gpu-a"))  # spawning: recorded, stays spawning
+    out.append(attempt(side.transition, "gpu-a", "active", "x"))  # not in the table
+    out.append(side.transition("gpu-a", "initializing", "pod_ready"))
+    out.append(side.transition("gpu-a", "initializing", "pod_ready"))  # same state: no-op
+    out.append(side.heartbeat("gpu-a"))  # no process_started_at yet: stays initializing
+    out.append(side.claim("gpu-a"))  # initializing claims (oldest first: task 0)
+    side.merge("gpu-a", {Meta.PROCESS_STARTED_AT: "2026-11-02T00:00:00+00:00"})
+    out.append(side.heartbeat("gpu-a"))  # -> active
+    out.append(side.claim("gpu-a"))  # task 1
+    out.append(side.complete("gpu-b", 1))  # not its task
+    out.append(side.complete("gpu-a", 1))
+    out.append(side.complete("gpu-a", 1))  # already complete
+    out.append(side.requeue("gpu-a"))  # task 0 back, attempts 1
+    out.append(side.claim("gpu-a"))  # task 0 again (oldest)
+    out.append(side.requeue("gpu-a"))  # attempts 2
+    out.append(side.claim("gpu-a"))
+    out.append(side.requeue("gpu-a"))  # attempts 3: dead-lettered
+    out.append(side.claim("gpu-a"))  # task 2
+    out.append(side.transition("gpu-b", "error", "spawn_failed"))  # boot outcome: spawn_failed
+    out.append(side.heartbeat("gpu-b"))  # error: not accepted
+    out.append(side.transition("gpu-a", "draining", "idle_timeout"))
+    out.append(side.heartbeat("gpu-a"))  # draining: recorded, no state change
+    out.append(side.claim("gpu-a"))  # draining: refused
+    out.append(side.transition("gpu-a", "active", "work_came_back"))
+    out.append(attempt(side.transition, "gpu-b", "active", "x"))  # error -> active: refused
+    out.append(side.transition("gpu-b", "terminated", "provider_confirmed_gone"))
+    out.append(side.transition("gpu-c", "terminating", "scale_down_before_boot"))
+    out.append(attempt(side.transition, "gpu-z", "error", "x"))  # unknown worker
+    out.append(side.tasks())
+    snap = side.snapshot()
+    out.append((snap.queue.claimable, snap.queue.running))
+    out.append(
+        [
+            (w.id, w.status.value, w.running_count, w.activated_at is not None, w.last_heartbeat is not None,
+             w.oldest_stuckable_started_at is not None, w.last_completion_at is not None)
+            for w in snap.workers
+        ]
+    )
+    out.append([(b.worker_id, b.ok, b.reason) for b in snap.recent_boots])
+    return out
+
+
+def test_the_in_memory_database_answers_like_the_sql_functions(db: Database, database_url: str) -> None:
+    real = RealSide(db, database_url)
+    try:
+        expected = script(real)
+    finally:
+        real.conn.close()
+    got = script(SimSide())
+    assert expected[1] is None and expected[7] == 0 and expected[8] == ("active", True)  # the script ran
+    for step, (want, have) in enumerate(zip(expected, got, strict=True)):
+        assert json.dumps(have, default=str) == json.dumps(want, default=str), f"step {step}"
+
+
+def test_snapshot_reports_stuckable_tasks_without_orchestrator_parents() -> None:
+    side = SimSide()
+    side.add_task("travel_orchestrator")
+    side.register("gpu-a")
+    side.transition("gpu-a", "initializing", "pod_ready")
+    assert side.claim("gpu-a") == 0
+    (w,) = side.snapshot().workers
+    assert w.running_count == 1 and w.oldest_running_started_at is not None
+    assert w.oldest_stuckable_started_at is None
+
+
+# --- the simulation as a whole ---------------------------------------------------------------------
+
+
+def small_trace(n: int = 30, spacing: float = 20.0) -> Trace:
+    tasks = tuple(TraceTask(f"t{i:03d}", 60.0 + i * spacing, 90.0) for i in range(n))
+    return Trace("small", tasks, 60.0 + n * spacing + 60.0)
+
+
+def test_a_run_completes_every_task_and_is_reproducible() -> None:
+    settings = defaults()
+    first = Simulation(small_trace(), plan, settings, seed=3).run()
+    again = Simulation(small_trace(), plan, settings, seed=3).run()
+    assert first.tasks_complete == first.tasks_total == 30
+    assert first.violations == []
+    assert first.metrics() == again.metrics()
+    assert first.spawns >= 1 and first.cost_usd > 0
+    # Scaled back to zero once the queue emptied (MIN_ACTIVE_GPUS=0 by default).
+    assert first.samples[-1].pods == 0
+    other = Simulation(small_trace(), plan, settings, seed=4).run()
+    assert other.metrics() != first.metrics()
+
+
+def test_a_restart_loses_in_flight_steps_and_the_next_process_repairs_them() -> None:
+    settings = defaults()
+    trace = Trace("one", (TraceTask("t0", 10.0, 60.0),), 100.0)
+    sim = Simulation(trace, plan, settings, seed=1)
+    # The wake-up tick at ~10.1 s spawns; the create call lands at ~11.1 s. Kill the process before.
+    sim.restarts = [10.5]
+    result = sim.run()
+    assert result.counters["restarts"] == 1
+    rows = list(sim.db.workers.values())
+    # The first intent row never got a pod: marked terminated after the grace (NO_POD_CREATED).
+    first = rows[0]
+    assert first.status == "terminated" and first.status_reason == Reason.NO_POD_CREATED.value
+    assert Meta.RUNPOD_ID not in first.metadata
+    assert result.tasks_complete == 1 and result.violations == []
+    # The new process waited for the dead one's lease to expire before its first tick.
+    assert sim._down_until >= 10.1 + float(settings.lease_ttl_sec)
+
+
+def test_ticks_wake_on_new_tasks_only_when_the_transport_listens() -> None:
+    settings = defaults()
+    trace = Trace("one", (TraceTask("t0", 7.0, 60.0),), 400.0)
+    listening = Simulation(trace, plan, settings, seed=1)
+    listening.run()
+    polling = Simulation(trace, plan, settings, wake_on_tasks=False, seed=1)
+    polling.run()
+    first_spawn = [min(w.created_at for w in s.db.workers.values()) for s in (listening, polling)]
+    assert first_spawn[0] == pytest.approx(7.1)  # NOTIFY -> tick
+    assert first_spawn[1] == pytest.approx(30.0)  # the next poll
+
+
+# --- traces --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(traces.GENERATORS))
+def test_traces_are_seeded_and_round_trip_through_their_files(name: str, tmp_path: Path) -> None:
+    trace = traces.generate(name)
+    assert traces.generate(name).tasks == trace.tasks
+    assert traces.generate(name, seed=99).tasks != trace.tasks
+    path = tmp_path / f"{name}.csv"
+    traces.save(trace, path)
+    assert path.stat().st_size < 1_000_000
+    loaded = traces.load(path)
+    assert loaded.tasks == trace.tasks and loaded.name == name and loaded.duration == trace.duration
+    assert 6 * 3600 <= trace.duration <= 24 * 3600
+    assert all(0 <= t.at < trace.duration for t in trace.tasks)
+
+
+def test_heavy_tail_mixes_short_tasks_and_long_orchestrator_parents() -> None:
+    trace = traces.generate("heavy_tail")
+    parents = [t for t in trace.tasks if "_orchestrator" in t.task_type]
+    short = [t for t in trace.tasks if "_orchestrator" not in t.task_type]
+    assert 0.05 < len(parents) / len(trace.tasks) < 0.2
+    assert all(1000 <= t.duration <= 1400 for t in parents)
+    assert all(60 <= t.duration <= 180 for t in short)
+
+
+# --- the competing policies ------------------------------------------------------------------------
+
+
+def test_original_spawns_one_pod_per_tick_and_serverless_waits_for_queue_delay() -> None:
+    by_name = {s.name: s for s in specs()}
+    side = SimSide()
+    for _ in range(6):
+        side.add_task("gen")
+    snap = side.snapshot()
+    now = snap.now
+    assert now is not None
+    ours = plan(snap, [], by_name["ours"].settings, now)
+    old = by_name["original"].plan(snap, [], by_name["original"].settings, now)
+    assert len(ours.of_kind(Spawn)) == 2  # ceil(6 / TASKS_PER_GPU_THRESHOLD=3)
+    assert len(old.of_kind(Spawn)) == 1  # sequential, though it wants 6
+    serverless = by_name["serverless"]
+    # The oldest task has waited 6 s (> 4 s): one spawn per waiting task.
+    assert len(serverless.plan(snap, [], serverless.settings, now).of_kind(Spawn)) == 6
+    fresh = SimSide()
+    fresh.add_task("gen")
+    fresh_snap = fresh.snapshot()
+    assert fresh_snap.now is not None
+    fresh.clock.run_until(fresh.clock.now)  # waited 0 s: no spawn yet
+    assert serverless.plan(fresh_snap, [], serverless.settings, fresh_snap.now).of_kind(Spawn) == []
+    assert by_name["static"].settings.min_active_gpus == by_name["static"].settings.max_active_gpus
+
+
+def test_worker_states_of_the_sim_are_the_models() -> None:
+    # The in-memory rows use the same vocabulary the snapshot parser accepts.
+    side = SimSide()
+    side.register("gpu-" + uuid.uuid4().hex[:6])
+    (w,) = side.snapshot().workers
+    assert w.status is WorkerState.SPAWNING
+
+
+def test_the_busy_rule_candidate_counts_each_running_task_as_a_gpu() -> None:
+    side = SimSide()
+    for _ in range(5):
+        side.add_task("gen")
+    side.register("gpu-a")
+    side.transition("gpu-a", "initializing", "pod_ready")
+    side.claim("gpu-a")
+    snap = side.snapshot()  # 1 running, 4 claimable
+    assert snap.now is not None
+    settings = defaults()
+    assert plan(snap, [], settings, snap.now).desired == 2  # ceil((4 + 1) / 3)
+    assert busy_workers_count_themselves(snap, [], settings, snap.now).desired == 3  # 1 + ceil(4 / 3)
