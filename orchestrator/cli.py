@@ -73,6 +73,7 @@ def _controller(settings: config_mod.Settings, **kw: Any) -> Any:
     from orchestrator.wiring import make_database, make_provider
 
     settings.require(database=True, runpod=True)
+    kw.setdefault("worker_env", settings.worker_env or {})
     return Controller(settings, make_database(settings), make_provider(settings), **kw)
 
 

@@ -53,6 +53,7 @@ VARIABLES: tuple[Var, ...] = (
     _v("RUNPOD_VOLUME_MOUNT_PATH", "str", "/workspace", "where the network volume is mounted in each pod", "runpod"),
     _v("RUNPOD_DISK_SIZE_GB", "int", 20, "pod volume disk size, GB", "runpod", minimum=0),
     _v("RUNPOD_CONTAINER_DISK_GB", "int", 10, "container disk size, GB", "runpod", minimum=1),
+    _v("WORKER_ENV", "json", None, 'extra environment for every worker pod, a JSON object of strings, e.g. {"HF_HOME": "/workspace/hf"}', "runpod", secret=True),
     _v("RUNPOD_SSH_PUBLIC_KEY_PATH", "path", None, "SSH public key injected into pods as PUBLIC_KEY", "runpod"),
     _v("RUNPOD_SSH_PRIVATE_KEY_PATH", "path", None, "SSH private key the orchestrator logs into pods with", "runpod"),
     # --- Database ---------------------------------------------------------------------------------
@@ -69,7 +70,9 @@ VARIABLES: tuple[Var, ...] = (
     _v("MAX_HOURLY_SPEND", "float", 0.0, "cap on the fleet's USD per hour at current prices; 0 = no cap", "scaling", minimum=0),
     # --- Timeouts ---------------------------------------------------------------------------------
     _v("GPU_IDLE_TIMEOUT_SEC", "int", 600, "idle time (no running task, measured from the last completion or activation) before a worker above the floor is drained", "timeouts", minimum=0),
-    _v("GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC", "int", 30, "idle time before draining a worker that is above the desired count", "timeouts", minimum=0),
+    # 10, not the old 30: measured in bench/results/policy.md (docs/policy.md), 2-9% cheaper on every
+    # trace at the same p95 wait.
+    _v("GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC", "int", 10, "idle time before draining a worker that is above the desired count", "timeouts", minimum=0),
     # 20 minutes, not the old 10: cold image pulls plus a first PyTorch install take 5-20 minutes, and
     # the old default killed healthy cold starts (lessons file, "premature kills").
     _v("SPAWNING_TIMEOUT_SEC", "int", 1200, "creation-to-active deadline for a new worker before it is failed", "timeouts", minimum=1),
@@ -83,7 +86,9 @@ VARIABLES: tuple[Var, ...] = (
     _v("SPAWN_BACKOFF_MAX_SEC", "int", 3600, "longest back-off", "safety", minimum=1),
     _v("MAX_TASK_ATTEMPTS", "int", 3, "attempts before a task is dead-lettered as Failed", "safety", minimum=1),
     # --- Daemon -----------------------------------------------------------------------------------
-    _v("ORCHESTRATOR_POLL_SEC", "float", 30, "seconds between ticks (new tasks wake the Postgres transport at once)", "daemon", minimum=0.05),
+    # 10, not the old 30: a tick costs three round trips whatever the fleet size (bench/results/tick.md);
+    # over Supabase the poll is the reaction time to new work, and the policy bench measured it cheaper.
+    _v("ORCHESTRATOR_POLL_SEC", "float", 10, "seconds between ticks (new tasks wake the Postgres transport at once)", "daemon", minimum=0.05),
     _v("AUTO_START_WORKER_PROCESS", "bool", True, "start Headless-Wan2GP over SSH once a pod passes its checks", "daemon"),
     _v("WORKER_ID_PREFIX", "str", "gpu-", "prefix of worker ids and pod names; pods without it are never touched", "daemon"),
     _v("LEASE_TTL_SEC", "float", 90, "leader lease lifetime; a follower takes over within it when the leader dies", "daemon", minimum=1),
@@ -152,8 +157,9 @@ class Settings:
         found: list[str] = []
         for var in VARIABLES:
             value = self.values.get(var.name)
-            if var.secret and value:
-                found.append(str(value))
+            if var.secret and value and isinstance(value, str):
+                found.append(value)
+        found.extend(v for v in (self.values.get("WORKER_ENV") or {}).values() if v)
         db_url = self.values.get("DATABASE_URL")
         if db_url:
             password = urlsplit(db_url).password
@@ -193,6 +199,8 @@ class Settings:
         var = BY_NAME[name]
         if value is None:
             return "(unset)"
+        if var.kind == "json":
+            return ", ".join(f"{k}={mask(v)}" for k, v in value.items()) or "(empty)"
         if var.secret:
             return mask_url_password(str(value)) if name == "DATABASE_URL" and "://" in str(value) and urlsplit(str(value)).password else mask(value)
         if var.kind == "list":
@@ -265,6 +273,19 @@ def _parse(var: Var, raw: str) -> tuple[Any, str | None]:
                 return None, f"{var.name}={shown()}: no such file; expected the path of an existing file"
             return str(path), None
         return text, None
+    if var.kind == "json":
+        import json
+
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()):
+            return None, f"{var.name}={shown()}: expected a JSON object of string values, e.g. {{\"KEY\": \"value\"}}"
+        bad = [k for k in parsed if not k or not (k[0].isalpha() or k[0] == "_") or not all(c.isalnum() or c == "_" for c in k)]
+        if bad:
+            return None, f"{var.name}: {', '.join(map(repr, bad))} are not environment variable names"
+        return dict(parsed), None
     if var.kind == "list":
         items = [item.strip() for item in text.split(",") if item.strip()]
         if not items:

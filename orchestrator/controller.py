@@ -251,9 +251,7 @@ class Controller:
             log.error("tick_failed", step="lease", error_type=type(exc).__name__, error=str(exc)[:500])
             return TickResult("failed", {"error": str(exc)[:500]})
         if token is None:
-            self.metrics.leader.set(0)
-            self.metrics.last_tick.set(self.clock())
-            self.metrics._last_tick_at = self.clock()
+            self.metrics.observe_follower()
             return TickResult("follower", {"role": "follower", "holder": self.holder})
         try:
             snapshot, pods = self.gather()

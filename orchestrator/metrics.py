@@ -77,6 +77,13 @@ class Metrics:
         self.last_tick.set(now)
         self._last_tick_at = now
 
+    def observe_follower(self) -> None:
+        """A follower's tick: it holds no lease, and is healthy while it keeps checking."""
+        self.leader.set(0)
+        now = self.clock()
+        self.last_tick.set(now)
+        self._last_tick_at = now
+
     def healthy(self, max_age: float) -> tuple[bool, str]:
         now = self.clock()
         if self._last_tick_at is None:

@@ -19,7 +19,8 @@ def test_defaults_are_the_documented_ones() -> None:
     assert s.tasks_per_gpu_threshold == 3
     assert s.gpu_idle_timeout_sec == 600
     assert s.task_stuck_timeout_sec == 1200
-    assert s.orchestrator_poll_sec == 30
+    assert s.orchestrator_poll_sec == 10  # chosen from bench/results/policy.md, not the old 30
+    assert s.gpu_overcapacity_idle_timeout_sec == 10
     assert s.auto_start_worker_process is True
     assert s.gpu_types == ["NVIDIA GeForce RTX 4090"]
     assert s.runpod_volume_mount_path == "/workspace"
@@ -117,3 +118,14 @@ def test_cli_config_shows_sources(tmp_path: Path) -> None:
     assert lines["MAX_ACTIVE_GPUS"][1:] == ["environment", "3"]
     assert lines["MACHINES_TO_KEEP_IDLE"][1:] == [".env", "2"]
     assert lines["MIN_ACTIVE_GPUS"][1:] == ["default", "0"]
+
+
+def test_worker_env_is_a_json_object_of_strings_masked_in_the_printout() -> None:
+    s = config.load_settings({"WORKER_ENV": '{"HF_TOKEN": "hf_abcdefghijklmnop", "HF_HOME": "/workspace/hf"}'}, env_file=None)
+    assert s.worker_env == {"HF_TOKEN": "hf_abcdefghijklmnop", "HF_HOME": "/workspace/hf"}
+    assert "hf_abcdefghijklmnop" in s.secrets
+    out = config.render(s)
+    assert "hf_abcdefghijklmnop" not in out and "HF_TOKEN=" in out
+    for bad in ('["a"]', '{"A": 1}', "{not json", '{"1BAD": "x"}'):
+        with pytest.raises(ConfigError, match="WORKER_ENV"):
+            config.load_settings({"WORKER_ENV": bad}, env_file=None)
