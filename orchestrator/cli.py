@@ -128,16 +128,27 @@ def cmd_plan(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     return EXIT_OK
 
 
-def cmd_status(args: argparse.Namespace, settings: config_mod.Settings) -> int:
-    from orchestrator.model import Snapshot
-    from orchestrator.render import render_status, status_rows
+def _with_db(settings: config_mod.Settings, call: Callable[[Any], Any]) -> Any:
+    """One operator call on a database connection that is closed afterwards."""
     from orchestrator.wiring import make_database
 
     db = make_database(settings)
     try:
-        snapshot = Snapshot.from_json(db.snapshot(settings.worker_id_prefix))
+        return call(db)
     finally:
         db.close()
+
+
+def _snapshot(settings: config_mod.Settings) -> Any:
+    from orchestrator.model import Snapshot
+
+    return Snapshot.from_json(_with_db(settings, lambda db: db.snapshot(settings.worker_id_prefix)))
+
+
+def cmd_status(args: argparse.Namespace, settings: config_mod.Settings) -> int:
+    from orchestrator.render import render_status, status_rows
+
+    snapshot = _snapshot(settings)
     if args.json:
         print(json.dumps(status_rows(snapshot), default=str))
     else:
@@ -146,15 +157,11 @@ def cmd_status(args: argparse.Namespace, settings: config_mod.Settings) -> int:
 
 
 def cmd_pods(args: argparse.Namespace, settings: config_mod.Settings) -> int:
-    from orchestrator.model import PodView, Snapshot
+    from orchestrator.model import PodView
     from orchestrator.render import pods_rows, render_pods
-    from orchestrator.wiring import make_database, make_provider
+    from orchestrator.wiring import make_provider
 
-    db = make_database(settings)
-    try:
-        snapshot = Snapshot.from_json(db.snapshot(settings.worker_id_prefix))
-    finally:
-        db.close()
+    snapshot = _snapshot(settings)
     pods = [PodView.from_pod(p) for p in make_provider(settings).list_pods()]
     rows = pods_rows(snapshot, pods, settings.worker_id_prefix)
     print(json.dumps(rows, default=str) if args.json else render_pods(rows))
@@ -163,13 +170,8 @@ def cmd_pods(args: argparse.Namespace, settings: config_mod.Settings) -> int:
 
 def cmd_events(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     from orchestrator.render import render_events
-    from orchestrator.wiring import make_database
 
-    db = make_database(settings)
-    try:
-        events = db.events(args.limit, args.worker)
-    finally:
-        db.close()
+    events = _with_db(settings, lambda db: db.events(args.limit, args.worker))
     print(json.dumps(events, default=str) if args.json else render_events(events))
     return EXIT_OK
 
@@ -186,38 +188,21 @@ def _operator() -> str:
 
 
 def cmd_pause(args: argparse.Namespace, settings: config_mod.Settings) -> int:
-    from orchestrator.wiring import make_database
-
-    db = make_database(settings)
-    try:
-        db.set_paused(args.command == "pause", _operator(), getattr(args, "reason", None))
-    finally:
-        db.close()
+    _with_db(settings, lambda db: db.set_paused(args.command == "pause", _operator(), getattr(args, "reason", None)))
     print("spawning paused; healing, draining and termination continue" if args.command == "pause" else "spawning resumed")
     return EXIT_OK
 
 
 def cmd_workers(args: argparse.Namespace, settings: config_mod.Settings) -> int:
-    from orchestrator.wiring import make_database
-
-    db = make_database(settings)
-    try:
-        row = db.request_termination(args.worker_id, _operator())
-    finally:
-        db.close()
+    row = _with_db(settings, lambda db: db.request_termination(args.worker_id, _operator()))
     print(f"termination requested for {args.worker_id} (state {row.get('status')}); the next tick drains it and terminates its pod")
     return EXIT_OK
 
 
 def cmd_ssh(args: argparse.Namespace, settings: config_mod.Settings) -> int:
-    from orchestrator.model import Snapshot
-    from orchestrator.wiring import make_database, make_provider
+    from orchestrator.wiring import make_provider
 
-    db = make_database(settings)
-    try:
-        snapshot = Snapshot.from_json(db.snapshot(settings.worker_id_prefix))
-    finally:
-        db.close()
+    snapshot = _snapshot(settings)
     worker = next((w for w in snapshot.workers if w.id == args.worker_id or w.runpod_id == args.worker_id), None)
     if worker is None or not worker.runpod_id:
         print(f"orchestrator: no live worker {args.worker_id!r} with a pod", file=sys.stderr)
