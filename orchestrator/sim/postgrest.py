@@ -749,8 +749,8 @@ class _Handler(BaseHTTPRequestHandler):
         function: str | None = None
         fault = state._take_fault()
         if fault == "disconnect":
-            self.close_connection = True
             state._record(RequestRecord(method, split.path, None, None))
+            self.close_connection = True
             log.info("postgrest_sim_fault", kind=fault, method=method, path=split.path)
             return
         if fault is not None:
@@ -762,8 +762,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 status, payload = 503, b"upstream connect error or disconnect/reset before headers"
                 headers = {"Content-Type": "text/plain"}
-            self._send(status, payload, headers, method)
+            # Recorded before answering: a client that has its answer always finds its request logged.
             state._record(RequestRecord(method, split.path, status, None))
+            self._send(status, payload, headers, method)
             log.info("postgrest_sim_fault", kind=fault, method=method, path=split.path, status=status)
             return
         try:
@@ -785,8 +786,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
             status, payload = 500, json.dumps(internal.body).encode()
             headers = {"Content-Type": "application/json; charset=utf-8"}
-        self._send(status, payload, headers, method)
         state._record(RequestRecord(method, split.path, status, role))
+        self._send(status, payload, headers, method)
         if status >= 500:
             # PostgREST's default log level ("error") reports only server errors; so do we.
             log.warning(

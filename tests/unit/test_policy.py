@@ -374,11 +374,12 @@ def test_idle_is_measured_from_the_last_completion_never_from_the_heartbeat() ->
     idle = worker("gpu-a", heartbeat=3, completed=700)
     [drain] = run(snap([idle]), pods_for([idle])).of_kind(Drain)
     assert drain.reason is Reason.OVERCAPACITY and drain.metadata["drain_reason"] == "overcapacity"
-    # Finished a task 10 s ago: not idle long enough, even though active for an hour.
-    busy_lately = worker("gpu-b", heartbeat=3, completed=10)
+    # Finished a task 5 s ago (the over-capacity timeout is 10 s): not idle long enough, even though
+    # active for an hour.
+    busy_lately = worker("gpu-b", heartbeat=3, completed=5)
     assert run(snap([busy_lately]), pods_for([busy_lately])).actions == ()
     # Never completed anything: measured from activation.
-    fresh = worker("gpu-c", activated=20, heartbeat=3)
+    fresh = worker("gpu-c", activated=5, heartbeat=3)
     assert run(snap([fresh]), pods_for([fresh])).actions == ()
 
 

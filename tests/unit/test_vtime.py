@@ -341,7 +341,8 @@ def test_a_restart_loses_in_flight_steps_and_the_next_process_repairs_them() -> 
     assert Meta.RUNPOD_ID not in first.metadata
     assert result.tasks_complete == 1 and result.violations == []
     # The new process waited for the dead one's lease to expire before its first tick.
-    assert sim._down_until >= 10.1 + float(settings.lease_ttl_sec)
+    # (Its last renewal was the tick at 10 s, the poll that coincides with the task's arrival.)
+    assert sim._down_until >= 10.0 + float(settings.lease_ttl_sec)
 
 
 def test_ticks_wake_on_new_tasks_only_when_the_transport_listens() -> None:
@@ -353,7 +354,8 @@ def test_ticks_wake_on_new_tasks_only_when_the_transport_listens() -> None:
     polling.run()
     first_spawn = [min(w.created_at for w in s.db.workers.values()) for s in (listening, polling)]
     assert first_spawn[0] == pytest.approx(7.1)  # NOTIFY -> tick
-    assert first_spawn[1] == pytest.approx(30.0)  # the next poll
+    assert settings.orchestrator_poll_sec > 7.1
+    assert first_spawn[1] == pytest.approx(float(settings.orchestrator_poll_sec))  # the next poll
 
 
 # --- traces --------------------------------------------------------------------------------------
