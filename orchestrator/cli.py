@@ -91,7 +91,14 @@ def cmd_run(args: argparse.Namespace, settings: config_mod.Settings) -> int:
             controller.metrics, settings.metrics_port, max_tick_age=max(3 * settings.orchestrator_poll_sec, 60.0)
         ).start()
     listen = settings.database_url if settings.db_backend == "postgres" else None
-    daemon = Daemon(controller, settings.orchestrator_poll_sec, listen_url=listen, follower_interval=min(settings.orchestrator_poll_sec, settings.lease_ttl_sec / 4))
+    daemon = Daemon(
+        controller,
+        settings.orchestrator_poll_sec,
+        listen_url=listen,
+        follower_interval=min(settings.orchestrator_poll_sec, settings.lease_ttl_sec / 4),
+        probe=controller.db.queue_probe,
+        probe_interval=settings.wake_probe_sec,
+    )
     try:
         return daemon.run_forever()
     finally:

@@ -89,6 +89,7 @@ VARIABLES: tuple[Var, ...] = (
     # 10, not the old 30: a tick costs three round trips whatever the fleet size (bench/results/tick.md);
     # over Supabase the poll is the reaction time to new work, and the policy bench measured it cheaper.
     _v("ORCHESTRATOR_POLL_SEC", "float", 10, "seconds between ticks (new tasks wake the Postgres transport at once)", "daemon", minimum=0.05),
+    _v("WAKE_PROBE_SEC", "float", 2, "over Supabase's REST API (no LISTEN), how often a one-row query checks for newly queued tasks to tick at once; 0 = off", "daemon", minimum=0),
     _v("AUTO_START_WORKER_PROCESS", "bool", True, "start Headless-Wan2GP over SSH once a pod passes its checks", "daemon"),
     _v("WORKER_ID_PREFIX", "str", "gpu-", "prefix of worker ids and pod names; pods without it are never touched", "daemon"),
     _v("LEASE_TTL_SEC", "float", 90, "leader lease lifetime; a follower takes over within it when the leader dies", "daemon", minimum=1),

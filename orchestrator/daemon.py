@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any, Protocol
@@ -39,6 +40,8 @@ class Daemon:
         *,
         listen_url: str | None = None,
         follower_interval: float | None = None,
+        probe: Callable[[], Any] | None = None,
+        probe_interval: float = 0.0,
     ) -> None:
         self.controller = controller
         self.interval = interval
@@ -53,6 +56,11 @@ class Daemon:
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._job: Any = None
         self._listener: threading.Thread | None = None
+        # Without LISTEN (Supabase's REST API), a cheap query polled every few seconds stands in for
+        # the notification: a changed answer means new work, and a tick runs at once.
+        self.probe = probe
+        self.probe_interval = probe_interval
+        self._prober: threading.Thread | None = None
 
     # -- scheduling -----------------------------------------------------------------------------
 
@@ -122,9 +130,33 @@ class Daemon:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 
+    # -- the wake probe ---------------------------------------------------------------------------
+
+    def _probe_once(self) -> Any:
+        assert self.probe is not None
+        try:
+            return self.probe()
+        except Exception as exc:  # a failed probe only delays the wake-up to the next poll
+            log.debug("wake_probe_failed", error=str(exc)[:200])
+            return None
+
+    def _probe_loop(self, baseline: Any) -> None:
+        # The baseline was read before the first tick was scheduled, so a task queued at any moment
+        # after that first tick's snapshot changes the answer and is never missed.
+        last = baseline
+        while not self._stop.wait(self.probe_interval):
+            answer = self._probe_once()
+            if answer is None:
+                continue
+            if answer != last:
+                self.wake("queue_probe")
+            last = answer
+
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
+        probing = not self.listen_url and self.probe is not None and self.probe_interval > 0
+        baseline = self._probe_once() if probing else None
         self._job = self._scheduler.add_job(
             self._tick,
             "interval",
@@ -139,7 +171,15 @@ class Daemon:
         if self.listen_url:
             self._listener = threading.Thread(target=self._listen, name="listen-notify", daemon=True)
             self._listener.start()
-        log.info("daemon_started", poll_sec=self.interval, listen=bool(self.listen_url))
+        elif probing:
+            self._prober = threading.Thread(target=self._probe_loop, args=(baseline,), name="wake-probe", daemon=True)
+            self._prober.start()
+        log.info(
+            "daemon_started",
+            poll_sec=self.interval,
+            listen=bool(self.listen_url),
+            wake_probe_sec=self.probe_interval if self._prober else None,
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -154,8 +194,9 @@ class Daemon:
             self._scheduler.shutdown(wait=True)
         except Exception:
             log.debug("scheduler_already_stopped")
-        if self._listener is not None:
-            self._listener.join(timeout=5)
+        for thread in (self._listener, self._prober):
+            if thread is not None:
+                thread.join(timeout=5)
         self.controller.shutdown()
         log.info("daemon_stopped")
 

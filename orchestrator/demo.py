@@ -73,7 +73,13 @@ def run_demo(*, tasks: int = 24, as_json: bool = False, max_gpus: int = 4, timeo
         settings = stack.settings(MAX_ACTIVE_GPUS=max_gpus, **DEMO_SETTINGS)
         configure_logging(settings, stream=log_sink, level="WARNING", fmt="json")
         controller = Controller(settings, make_database(settings), make_provider(settings), worker_env=WORKER_ENV)
-        daemon = Daemon(controller, settings.orchestrator_poll_sec, follower_interval=1.0)
+        daemon = Daemon(
+            controller,
+            settings.orchestrator_poll_sec,
+            follower_interval=1.0,
+            probe=controller.db.queue_probe,
+            probe_interval=settings.wake_probe_sec,
+        )
         daemon.start()
         viewer = make_database(settings)
         first = tasks // 2 or tasks

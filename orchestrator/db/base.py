@@ -87,6 +87,10 @@ class Database:
     def snapshot(self, prefix: str | None = None) -> dict[str, Any]:
         return self._call("orch_snapshot", p_prefix=prefix)
 
+    def queue_probe(self) -> dict[str, Any]:
+        """The newest queued task's creation time: a wake-up signal for transports that cannot LISTEN."""
+        return self._call("orch_queue_probe") or {}
+
     def events(self, limit: int = 50, worker_id: str | None = None) -> list[dict[str, Any]]:
         return self._call("orch_events", p_limit=limit, p_worker_id=worker_id) or []
 

@@ -164,3 +164,23 @@ def test_a_queued_task_wakes_the_daemon_over_listen_notify(stack: Stack, cli_pro
     print(f"queued -> pod created in {reaction:.2f}s with a 30 s poll")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(30) == 0
+
+
+def test_over_supabase_the_wake_probe_sees_a_queued_task_long_before_the_poll(stack: Stack, cli_process: Any) -> None:
+    # Supabase's REST API cannot LISTEN; a one-row probe every WAKE_PROBE_SEC stands in for NOTIFY.
+    daemon = cli_process(
+        "run",
+        env={"DB_BACKEND": "supabase", "ORCHESTRATOR_POLL_SEC": 30, "WAKE_PROBE_SEC": 0.5, "LEASE_TTL_SEC": 90, "MAX_ACTIVE_GPUS": 1},
+    )
+    [started] = daemon.wait_logged("daemon_started", 30)
+    assert started["wake_probe_sec"] == 0.5 and started["listen"] is False
+    daemon.wait_logged("tick_summary", 30)
+    assert not pods(stack)
+    queued_at = time.monotonic()
+    stack.enqueue(1, duration_sec=0.5)
+    wait_until(lambda: pods(stack), 15, "a pod created after the task was queued", interval=0.02)
+    reaction = time.monotonic() - queued_at
+    # The next scheduled tick is ~30 s away: only the probe can explain a spawn this soon.
+    assert reaction < 5.0, f"took {reaction:.2f}s"
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0

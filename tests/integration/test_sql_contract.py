@@ -667,7 +667,7 @@ def test_rls_on_and_nothing_granted_to_anon(raw: psycopg.Connection[Any]) -> Non
         "or n.nspname = 'orchestrator_private'"
     ).fetchall()
     public_functions = [f["sig"] for f in functions if f["nspname"] == "public"]
-    assert len(public_functions) == 16
+    assert len(public_functions) == 17  # docs/database.md lists each one
     for f in functions:
         for role in ("anon", "authenticated"):
             ok = one(raw, "select has_function_privilege(%s, %s, 'EXECUTE') as ok", (role, f["sig"]))
@@ -813,3 +813,14 @@ def test_snapshot_reports_how_recent_boots_ended(db: Database, token: int) -> No
         ("gpu-a", False, "init_failed"),
     ]
     assert boots[1]["gpu_type"] == "RTX 4090" and boots[1]["data_center"] == "EU-RO-1"
+
+
+def test_queue_probe_changes_when_a_task_is_queued_and_only_then(db: Database, raw: psycopg.Connection[Any]) -> None:
+    assert db.queue_probe() == {"newest_queued_at": None}
+    add_tasks(raw, 2, age_sec=60)
+    first = db.queue_probe()
+    assert first["newest_queued_at"] is not None
+    add_tasks(raw, 1, status="Complete")  # not queued work: no wake-up
+    assert db.queue_probe() == first
+    add_tasks(raw, 1)
+    assert db.queue_probe() != first
