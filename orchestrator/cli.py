@@ -65,6 +65,48 @@ def cmd_sim(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     return int(serve_main(argv) or 0)
 
 
+def cmd_sim_run(args: argparse.Namespace, settings: config_mod.Settings) -> int:
+    from orchestrator.sim import run as sim_run
+
+    # Check everything first and report every problem at once: a bad --set, an unknown policy and a
+    # malformed trace file are all fixed in one round, and no run starts on half-valid input.
+    problems: list[str] = []
+    names: list[str] = []
+    changes: dict[str, Any] = {}
+    trace = None
+    try:
+        names = sim_run.check_policies(args.policies or list(sim_run.DEFAULT_POLICIES))
+    except ConfigError as exc:
+        problems += exc.problems
+    try:
+        changes = sim_run.parse_changes(args.changes, settings)
+    except ConfigError as exc:
+        problems += exc.problems
+    try:
+        trace = sim_run.resolve_trace(args.trace)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems or trace is None:
+        raise ConfigError(problems)
+    results = sim_run.run_policies(trace, names, settings, args.seeds, changes)
+    if args.json:
+        print(json.dumps({trace.name: results}, indent=1))
+    else:
+        ours = sim_run.ours_description(settings, changes) if {"ours", "ours_min2"} & set(names) else None
+        print(sim_run.render_table(trace, results, seeds=args.seeds, ours=ours))
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
+    return value
+
+
 # -- the daemon and its one-offs ----------------------------------------------------------------------
 
 
@@ -264,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", default=None, help="override DATABASE_URL")
     p.set_defaults(handler=cmd_migrate)
 
-    p = sub.add_parser("sim", help="offline stand-ins: `sim serve` runs the Runpod emulator")
+    p = sub.add_parser("sim", help="offline stand-ins: `sim serve` runs the Runpod emulator, `sim run` replays traffic")
     sim_sub = p.add_subparsers(dest="sim_command", required=True, metavar="SIM_COMMAND")
     s = sim_sub.add_parser("serve", help="run the Runpod emulator (REST v2 and GraphQL) until interrupted")
     s.add_argument("--port", type=int, default=8765)
@@ -273,6 +315,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key", default=None, help="accept only this key (default: any non-empty key)")
     s.add_argument("extra", nargs=argparse.REMAINDER, help="fault knobs and --capacity, as `python -m orchestrator.sim.emulator --help` lists")
     s.set_defaults(handler=cmd_sim)
+    s = sim_sub.add_parser(
+        "run",
+        help="replay a trace in virtual time: cost and task waits of your settings vs other policies",
+        description="Replay a trace of task arrivals against scaling policies in virtual time (seconds for a day) "
+        "and print each policy's cost, GPU-hours and task waits. `ours` is your configuration (environment, .env, "
+        "then --set). See docs/operations.md, 'Replaying traffic with `orchestrator sim run`'.",
+    )
+    s.add_argument(
+        "--trace", default="steady", metavar="NAME_OR_CSV",
+        help="steady, bursty, diurnal, spike, heavy_tail, or a CSV file with columns id,at,duration,task_type (default: steady)",
+    )
+    s.add_argument(
+        "--policy", dest="policies", action="extend", nargs="+", default=None, metavar="NAME",
+        help="ours, ours_min2, original, original_min2, serverless, static, oracle (default: ours original serverless oracle)",
+    )
+    s.add_argument(
+        "--set", dest="changes", action="append", default=[], metavar="KEY=VALUE",
+        help="change a setting for `ours` (and ours_min2) only; repeatable",
+    )
+    s.add_argument("--seeds", type=_positive_int, default=1, help="simulation seeds per policy; means are shown (default: 1)")
+    s.add_argument("--json", action="store_true", help="one JSON document: trace -> policy -> metric")
+    s.set_defaults(handler=cmd_sim_run)
 
     p = sub.add_parser("run", help="the daemon: tick every ORCHESTRATOR_POLL_SEC until SIGTERM")
     p.set_defaults(handler=cmd_run)
@@ -335,9 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        # `sim serve` forwards the emulator's own options (fault knobs, --capacity) untouched.
+        # `sim serve` forwards the emulator's own options (fault knobs, --capacity) untouched; every
+        # other command, `sim run` included, refuses what it does not know.
         args, unknown = parser.parse_known_args(argv)
-        if unknown and getattr(args, "command", None) == "sim":
+        if unknown and getattr(args, "sim_command", None) == "serve":
             args.extra = [*unknown, *args.extra]
         elif unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")

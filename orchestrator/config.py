@@ -89,7 +89,7 @@ VARIABLES: tuple[Var, ...] = (
     # 10, not the old 30: a tick costs three round trips whatever the fleet size (bench/results/tick.md);
     # over Supabase the poll is the reaction time to new work, and the policy bench measured it cheaper.
     _v("ORCHESTRATOR_POLL_SEC", "float", 10, "seconds between ticks (new tasks wake the Postgres transport at once)", "daemon", minimum=0.05),
-    _v("WAKE_PROBE_SEC", "float", 2, "over Supabase's REST API (no LISTEN), how often a one-row query checks for newly queued tasks to tick at once; 0 = off", "daemon", minimum=0),
+    _v("WAKE_PROBE_SEC", "float", 2, "over Supabase's REST API (no LISTEN), how often a one-row query checks for newly queued or requeued tasks to tick at once; 0 = off", "daemon", minimum=0),
     _v("AUTO_START_WORKER_PROCESS", "bool", True, "start Headless-Wan2GP over SSH once a pod passes its checks", "daemon"),
     _v("WORKER_ID_PREFIX", "str", "gpu-", "prefix of worker ids and pod names; pods without it are never touched", "daemon"),
     _v("LEASE_TTL_SEC", "float", 90, "leader lease lifetime; a follower takes over within it when the leader dies", "daemon", minimum=1),
@@ -392,6 +392,16 @@ def _default(var: Var) -> Any:
     if var.kind == "list" and isinstance(var.default, str):
         return tuple(item.strip() for item in var.default.split(","))
     return var.default
+
+
+def parse_value(var: Var, raw: str) -> tuple[Any, str | None]:
+    """One raw string converted and checked exactly as the environment's values are: (value, problem)."""
+    return _parse(var, raw)
+
+
+def default_value(var: Var) -> Any:
+    """A variable's default in its parsed form (a list default becomes a tuple)."""
+    return _default(var)
 
 
 def defaults() -> Settings:

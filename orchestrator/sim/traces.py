@@ -2,7 +2,9 @@
 
 Where this sits: ``orchestrator.sim.vtime`` replays a trace against a policy in virtual time;
 ``bench/policy.py`` generates the five named traces below into ``bench/traces/`` (so a result can be
-reproduced from the committed file, not only from the seed) and runs every policy on each. A trace is
+reproduced from the committed file, not only from the seed) and runs every policy on each;
+``orchestrator sim run`` (``orchestrator.sim.run``) replays a named trace or an operator's own CSV
+export, which :func:`load` checks row by row before anything runs. A trace is
 just arrivals: when each task is queued, how long it runs on a GPU, and its type (types containing
 ``_orchestrator`` are long-running parents, exempt from the stuck-task timeout, as in production).
 
@@ -19,11 +21,14 @@ The shapes (all 1 task = 1 GPU at a time, as Headless-Wan2GP runs them):
 from __future__ import annotations
 
 import csv
+import io
 import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from orchestrator.errors import ConfigError
 
 HOUR = 3600.0
 
@@ -162,13 +167,123 @@ def save(trace: Trace, path: Path) -> None:
             writer.writerow((t.id, f"{t.at:.3f}", f"{t.duration:.3f}", t.task_type))
 
 
+# A file with thousands of bad rows is one mistake repeated: show enough to see it, then count the rest.
+MAX_PROBLEMS_SHOWN = 20
+REQUIRED_COLUMNS = ("at", "duration")
+DEFAULT_TASK_TYPE = "generate_video"
+
+
+def _number(text: str | None, column: str) -> tuple[float | None, str | None]:
+    """A finite, non-negative number of seconds, or the problem with it."""
+    raw = (text or "").strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        return None, f"{column} {raw!r}: expected a number of seconds"
+    if not math.isfinite(value):
+        return None, f"{column} {raw!r}: expected a finite number of seconds"
+    if value < 0:
+        return None, f"{column} {raw!r}: expected a number >= 0"
+    return value, None
+
+
+def _meta(line: str) -> tuple[dict[str, str], list[str]]:
+    """The ``# trace=NAME seed=N duration=SECONDS`` comment: known keys checked, other words ignored."""
+    meta = dict(item.split("=", 1) for item in line.lstrip("#").split() if "=" in item)
+    problems: list[str] = []
+    if "seed" in meta:
+        try:
+            int(meta["seed"])
+        except ValueError:
+            problems.append(f"seed={meta['seed']!r}: expected a whole number")
+    if "duration" in meta:
+        value, problem = _number(meta["duration"], "duration")
+        if problem:
+            problems.append(problem)
+        elif value == 0:
+            problems.append("duration=0: expected the seconds the trace covers, > 0")
+    return meta, problems
+
+
 def load(path: Path) -> Trace:
-    with path.open(newline="") as fh:
-        header = fh.readline().lstrip("#").split()
-        meta = dict(item.split("=", 1) for item in header)
-        reader = csv.DictReader(fh)
-        tasks = tuple(
-            TraceTask(id=row["id"], at=float(row["at"]), duration=float(row["duration"]), task_type=row["task_type"])
-            for row in reader
-        )
-    return Trace(name=meta["trace"], tasks=tasks, duration=float(meta["duration"]), seed=int(meta.get("seed", 0)))
+    """Read a trace CSV, checking every row; raise ConfigError listing each problem as ``file:line: ...``.
+
+    The committed files (``save``) start with a ``# trace=... seed=... duration=...`` comment; a
+    file exported from a database may leave it out, and ``id`` and ``task_type`` out too. Then the
+    name is the file's stem, the duration runs to the end of the last task, ids are numbered and
+    the type is ``generate_video``. Rows need not be sorted: arrivals are ordered by ``at``.
+    """
+    path = Path(path)
+    try:
+        # utf-8-sig: spreadsheet and SQL-editor exports often start with a byte-order mark.
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read the trace file: {exc}"]) from exc
+    lines = text.splitlines(keepends=True)
+    problems: list[str] = []
+    meta: dict[str, str] = {}
+    skip = 0
+    while skip < len(lines) and (not lines[skip].strip() or lines[skip].lstrip().startswith("#")):
+        if lines[skip].lstrip().startswith("#") and not meta:
+            meta, found = _meta(lines[skip])
+            problems += [f"{path}:{skip + 1}: {p}" for p in found]
+        skip += 1
+    reader = csv.reader(io.StringIO("".join(lines[skip:])))
+    header: list[str] | None = None
+    rows: list[tuple[float, float, str, str]] = []  # (at, duration, id, task_type)
+    seen: dict[str, int] = {}
+    for record in reader:
+        line = skip + reader.line_num
+        if not record or not any(cell.strip() for cell in record) or record[0].lstrip().startswith("#"):
+            continue
+        if header is None:
+            header = [cell.strip().lower() for cell in record]
+            missing = [c for c in REQUIRED_COLUMNS if c not in header]
+            if missing:
+                problems.append(
+                    f"{path}:{line}: missing column(s) {', '.join(missing)}; the header is "
+                    f"{','.join(header)!r}, expected id,at,duration,task_type (id and task_type optional)"
+                )
+                break
+            continue
+        if len(record) != len(header):
+            problems.append(f"{path}:{line}: {len(record)} fields, expected {len(header)} as in the header")
+            continue
+        cells = dict(zip(header, record, strict=True))
+        at_value, at_problem = _number(cells["at"], "at")
+        dur_value, dur_problem = _number(cells["duration"], "duration")
+        found = [p for p in (at_problem, dur_problem) if p]
+        task_id = cells["id"].strip() if "id" in cells else f"line{line}"
+        if "id" in cells:
+            if not task_id:
+                found.append("empty id")
+            elif task_id in seen:
+                found.append(f"id {task_id!r} already on line {seen[task_id]}")
+            else:
+                seen[task_id] = line
+        task_type = (cells.get("task_type") or "").strip() or DEFAULT_TASK_TYPE
+        if found:
+            problems += [f"{path}:{line}: {p}" for p in found]
+            continue
+        assert at_value is not None and dur_value is not None
+        rows.append((at_value, dur_value, task_id, task_type))
+    if header is None and not problems:
+        problems.append(f"{path}: no header row; expected id,at,duration,task_type and one row per task")
+    elif not rows and not problems:
+        problems.append(f"{path}: no tasks after the header")
+    if not problems and "duration" in meta:
+        last = max(at for at, _dur, _id, _type in rows)
+        if last >= float(meta["duration"]):
+            problems.append(
+                f"{path}:1: duration={meta['duration']} but a task arrives at {last:g} s; "
+                "expected every arrival inside the trace"
+            )
+    if problems:
+        shown = problems[:MAX_PROBLEMS_SHOWN]
+        if len(problems) > len(shown):
+            shown.append(f"{path}: ... and {len(problems) - len(shown)} more problem(s)")
+        raise ConfigError(shown)
+    rows.sort(key=lambda r: r[0])  # stable: equal arrivals keep the file's order
+    tasks = tuple(TraceTask(id=i, at=a, duration=d, task_type=k) for a, d, i, k in rows)
+    duration = float(meta["duration"]) if "duration" in meta else max(t.at + t.duration for t in tasks)
+    return Trace(name=meta.get("trace") or path.stem, tasks=tasks, duration=duration, seed=int(meta.get("seed", 0)))

@@ -169,9 +169,16 @@ class SimDB:
         self.max_attempts = max_attempts
         self.tasks: dict[str, TaskRow] = {}
         self.workers: dict[str, WorkerRow] = {}
+        # Indexes kept beside ``workers`` so a snapshot costs the live fleet, not every row ever made
+        # (a week of traffic creates thousands of terminated rows).
+        self._live: dict[str, WorkerRow] = {}
+        self._boots: list[WorkerRow] = []  # in boot_outcome_at order (the clock only moves forward)
+        self._order: dict[str, int] = {}  # creation order, the tie-break of equal outcome times
+        self._boot_views: dict[str, BootOutcome] = {}
         self._queued: list[tuple[float, str]] = []  # heap of (created_at, id); lazy deletion
         self.claimable = 0
         self.running: dict[str, set[str]] = {}  # worker id -> In Progress task ids
+        self.running_total = 0  # sum of the sets' sizes, kept so a snapshot need not add them up
         self.last_completion: dict[str, float] = {}
         self.on_queued: Callable[[], None] | None = None  # the NOTIFY trigger
 
@@ -215,6 +222,7 @@ class SimDB:
         if row.first_started_at is None:
             row.first_started_at = now
         self.running.setdefault(worker_id, set()).add(row.id)
+        self.running_total += 1
         return row
 
     def complete(self, worker_id: str, task_id: str) -> bool:
@@ -223,14 +231,18 @@ class SimDB:
         if row.worker_id != worker_id or row.status != "In Progress":
             return False
         row.status, row.processed_at = "Complete", self.clock.now
-        self.running.get(worker_id, set()).discard(task_id)
+        ids = self.running[worker_id]  # In Progress under this worker: it is in the set
+        ids.discard(task_id)
+        if not ids:
+            del self.running[worker_id]  # only workers with work stay: the invariants walk this each tick
+        self.running_total -= 1
         self.last_completion[worker_id] = self.clock.now
         return True
 
     def requeue_worker_tasks(self, worker_id: str, reason: str, max_attempts: int | None = None) -> dict[str, list[str]]:
         """``orch_requeue_worker_tasks``: every In Progress task, attempt counted, dead-lettered at the limit."""
         limit = self.max_attempts if max_attempts is None else max_attempts
-        ids = sorted(self.running.get(worker_id, set()))
+        ids = sorted(self.running.pop(worker_id, set()))
         if worker_id not in self.workers and not ids:
             raise errors.NotFound("orch_requeue_worker_tasks", f'unknown worker "{worker_id}"', code="OR003")
         requeued: list[str] = []
@@ -238,7 +250,7 @@ class SimDB:
         for task_id in ids:
             row = self.tasks[task_id]
             row.attempts += 1
-            self.running[worker_id].discard(task_id)
+            self.running_total -= 1
             if row.attempts >= limit:
                 row.status, row.processed_at = "Failed", self.clock.now
                 row.error_message = f"dead-lettered: attempt {row.attempts} of {limit} ended when worker {worker_id} was requeued: {reason}"
@@ -258,6 +270,8 @@ class SimDB:
         now = self.clock.now
         row = WorkerRow(worker_id, instance_type, "spawning", now, now, dict(metadata))
         self.workers[worker_id] = row
+        self._live[worker_id] = row
+        self._order[worker_id] = len(self._order)
         return row
 
     def _lock(self, worker_id: str, function: str) -> WorkerRow:
@@ -282,11 +296,15 @@ class SimDB:
         w.status, w.status_changed_at, w.status_reason = to, now, reason
         if to == "active" and w.activated_at is None:
             w.activated_at = now
+        if to == "terminated":
+            self._live.pop(worker_id, None)
         if w.boot_outcome_at is None:
             if to == "active":
                 w.boot_outcome, w.boot_outcome_at = "activated", now
             elif frm in BOOTING and to not in BOOTING:
                 w.boot_outcome, w.boot_outcome_at = reason or to, now
+            if w.boot_outcome_at is not None:
+                self._boots.append(w)
         w.metadata.update(metadata or {})
         return w
 
@@ -311,6 +329,7 @@ class SimDB:
                 w.activated_at = now
             if w.boot_outcome_at is None:
                 w.boot_outcome, w.boot_outcome_at = "activated", now
+                self._boots.append(w)
         return {"status": w.status, "accepted": True}
 
     # -- the one read -----------------------------------------------------------------------------
@@ -319,11 +338,10 @@ class SimDB:
         """``orch_snapshot``, built straight into the model (same fields, same derivations)."""
         now = self.clock.now
         workers: list[Worker] = []
-        running_total = 0
-        for w in self.workers.values():
+        running_total = self.running_total
+        for w in self._live.values():
             ids = self.running.get(w.id, set())
-            running_total += len(ids)
-            if w.status == "terminated" or (prefix and not w.id.startswith(prefix)):
+            if prefix and not w.id.startswith(prefix):
                 continue
             tasks = sorted((self.tasks[i] for i in ids), key=lambda r: (r.started_at or 0.0, r.id))
             stuckable = [r.started_at for r in tasks if "_orchestrator" not in r.task_type and r.started_at is not None]
@@ -346,11 +364,17 @@ class SimDB:
                 )
             )
         workers.sort(key=lambda x: (x.created_at, x.id))
-        boots = sorted(
-            (w for w in self.workers.values() if w.boot_outcome_at is not None and (not prefix or w.id.startswith(prefix))),
-            key=lambda w: w.boot_outcome_at or 0.0,
-            reverse=True,
-        )[:50]
+        # The 50 newest outcomes, newest first (ties in creation order, as a stable sort of the table
+        # would give): walk back from the newest, keeping everything tied with the 50th.
+        tail: list[WorkerRow] = []
+        for w in reversed(self._boots):
+            if prefix and not w.id.startswith(prefix):
+                continue
+            if len(tail) >= 50 and w.boot_outcome_at != tail[-1].boot_outcome_at:
+                break
+            tail.append(w)
+        tail.sort(key=lambda w: self._order[w.id])
+        boots = sorted(tail, key=lambda w: w.boot_outcome_at or 0.0, reverse=True)[:50]
         oldest = self._oldest_queued()
         return Snapshot(
             now=at(now),
@@ -362,21 +386,25 @@ class SimDB:
                 running=running_total,
             ),
             workers=tuple(workers),
-            recent_boots=tuple(
-                BootOutcome(
-                    worker_id=w.id,
-                    gpu_type=w.metadata.get(Meta.GPU_TYPE) or w.instance_type,
-                    data_center=w.metadata.get(Meta.DATA_CENTER),
-                    ok=w.boot_outcome == "activated",
-                    reason=w.boot_outcome,
-                    at=at(w.boot_outcome_at or 0.0),
-                )
-                for w in boots
-            ),
+            recent_boots=tuple(self._boot_view(w) for w in boots),
         )
 
+    def _boot_view(self, w: WorkerRow) -> BootOutcome:
+        # Built once per worker (an outcome never changes; the metadata it names rarely does): the
+        # same 50 outcomes are in every snapshot, tens of thousands of times a simulated day.
+        gpu, dc = w.metadata.get(Meta.GPU_TYPE) or w.instance_type, w.metadata.get(Meta.DATA_CENTER)
+        cached = self._boot_views.get(w.id)
+        if cached is not None and cached.gpu_type == gpu and cached.data_center == dc:
+            return cached
+        view = BootOutcome(
+            worker_id=w.id, gpu_type=gpu, data_center=dc, ok=w.boot_outcome == "activated",
+            reason=w.boot_outcome, at=at(w.boot_outcome_at or 0.0),
+        )
+        self._boot_views[w.id] = view
+        return view
+
     def live_workers(self) -> list[WorkerRow]:
-        return [w for w in self.workers.values() if w.status != "terminated"]
+        return list(self._live.values())
 
 
 # --- the provider ----------------------------------------------------------------------------------
@@ -1198,7 +1226,7 @@ class Simulation:
     def _sample(self) -> None:
         db = self.db
         serving = booting = idle = 0
-        for w in db.workers.values():
+        for w in db.live_workers():
             if w.status in BOOTING:
                 booting += 1
         for pod in self.provider.alive_pods():
@@ -1208,7 +1236,7 @@ class Simulation:
                 row = db.workers.get(proc.worker_id)
                 if proc.task is None and row is not None and row.status in ("initializing", "active"):
                     idle += 1
-        running = sum(len(v) for v in db.running.values())
+        running = db.running_total
         if db.claimable > 0 and idle == 0:
             self.backlog_s += SAMPLE_SEC
         self.samples.append(Sample(self.clock.now, db.claimable, running, serving, booting, len(self.provider.alive_pods())))
