@@ -88,7 +88,8 @@ class Database:
         return self._call("orch_snapshot", p_prefix=prefix)
 
     def queue_probe(self) -> dict[str, Any]:
-        """The newest queued task's creation time: a wake-up signal for transports that cannot LISTEN."""
+        """``{newest_queued_at, requeues}``: changes when a task is queued or moved back to Queued; the
+        wake-up signal for transports that cannot LISTEN."""
         return self._call("orch_queue_probe") or {}
 
     def events(self, limit: int = 50, worker_id: str | None = None) -> list[dict[str, Any]]:

@@ -10,32 +10,17 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from orchestrator import errors
 from orchestrator.db.base import Database
 from orchestrator.db.postgres import PostgresTransport
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def raw(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        yield conn
-
-
-@pytest.fixture
-def token(db: Database) -> int:
-    lease = db.lease_acquire("leader-1", 60)
-    assert lease["acquired"] is True
-    return int(lease["token"])
 
 
 def one(conn: psycopg.Connection[Any], query: str, params: Any = ()) -> dict[str, Any]:
@@ -816,7 +801,7 @@ def test_snapshot_reports_how_recent_boots_ended(db: Database, token: int) -> No
 
 
 def test_queue_probe_changes_when_a_task_is_queued_and_only_then(db: Database, raw: psycopg.Connection[Any]) -> None:
-    assert db.queue_probe() == {"newest_queued_at": None}
+    assert db.queue_probe() == {"newest_queued_at": None, "requeues": 0}
     add_tasks(raw, 2, age_sec=60)
     first = db.queue_probe()
     assert first["newest_queued_at"] is not None

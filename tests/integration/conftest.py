@@ -1,0 +1,27 @@
+"""Fixtures shared by the integration tests of the SQL contract (the database ones are in tests/conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from orchestrator.db.base import Database
+
+
+@pytest.fixture
+def raw(database_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """A plain autocommit session: the operator's psql, or a writer that is not one of our functions."""
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        yield conn
+
+
+@pytest.fixture
+def token(db: Database) -> int:
+    """The fencing token of a freshly acquired leader lease, for the functions that demand one."""
+    lease = db.lease_acquire("leader-1", 60)
+    assert lease["acquired"] is True
+    return int(lease["token"])
