@@ -21,6 +21,10 @@ they keep), so the table compares scaling rules, not bookkeeping:
   GPU (Headless-Wan2GP runs one at a time), so ``needed = running + ceil(claimable /
   TASKS_PER_GPU_THRESHOLD)`` instead of ``ceil((claimable + running) / TASKS_PER_GPU_THRESHOLD)``.
   Built by transforming the input only (``queue.running`` scaled by the threshold), ``plan()`` unchanged.
+* :class:`RateClairvoyant`: for ``bench/frontier.py`` only, not buildable: ``plan()`` with
+  ``MIN_ACTIVE_GPUS`` moved every 30 s to the Erlang-C staffing level for the arrival rate the trace
+  *will* have a boot's time ahead. It knows the future rate (not the single arrivals), so what it
+  achieves estimates the best any rate-predicting rule could.
 * ``broken_spawning_uncounted``: for the chaos test only: ``plan()`` whose spawn decision is made on a
   snapshot and listing with the booting workers (and their pods) hidden, i.e. booting workers do not
   count as capacity or toward the maximum. It must make the soak fail.
@@ -28,6 +32,7 @@ they keep), so the table compares scaling rules, not bookkeeping:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -36,10 +41,17 @@ from typing import Any
 from orchestrator.config import Settings, defaults
 from orchestrator.model import Plan, PodView, Reason, Snapshot, Spawn, TerminatePod
 from orchestrator.policy import plan as real_plan
+from orchestrator.sim.traces import Trace
+from orchestrator.sim.vtime import EPOCH
 
 PlanFn = Callable[..., Plan]
 
 SERVERLESS_QUEUE_DELAY_SEC = 4.0
+# Rate-clairvoyant staffing (``bench/frontier.py``): the arrival rate is counted over this window ...
+RATE_WINDOW_SEC = 1200.0
+# ... centred this far ahead: about one boot, the checks and the first heartbeat.
+RATE_LEAD_SEC = 150.0
+STEP_SEC = 30.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +134,72 @@ def broken_spawning_uncounted(
     actions = [a for a in full.actions if not isinstance(a, Spawn)]
     actions += [a for a in blind.actions if isinstance(a, Spawn)]
     return replace(full, actions=tuple(actions))
+
+
+def erlang_c(servers: int, load: float) -> float:
+    """Probability that an arrival waits in an M/M/c queue with ``load`` Erlangs (1.0 if unstable)."""
+    if servers <= 0 or load >= servers:
+        return 1.0
+    blocking = 1.0  # Erlang B by its recurrence, which stays stable for large c
+    for k in range(1, servers + 1):
+        blocking = load * blocking / (k + load * blocking)
+    rho = load / servers
+    return blocking / (1.0 - rho * (1.0 - blocking))
+
+
+def staffing(load: float, wait_probability: float, ceiling: int) -> int:
+    """Fewest workers for which Erlang C's chance of waiting is at most ``wait_probability``."""
+    if load <= 0:
+        return 0
+    c = max(1, math.ceil(load))
+    while c < ceiling and erlang_c(c, load) > wait_probability:
+        c += 1
+    return min(c, ceiling)
+
+
+def floor_schedule(trace: Trace, wait_probability: float, ceiling: int) -> list[int]:
+    """``MIN_ACTIVE_GPUS`` per ``STEP_SEC`` of the trace, from the rate it will have ``RATE_LEAD_SEC`` later."""
+    arrivals = sorted(t.at for t in trace.tasks)
+    mean_duration = trace.gpu_seconds / max(1, len(trace.tasks))
+    steps = int(trace.duration // STEP_SEC) + 2
+    schedule: list[int] = []
+    lo = hi = 0
+    for i in range(steps):
+        centre = i * STEP_SEC + RATE_LEAD_SEC
+        start, end = centre - RATE_WINDOW_SEC / 2, centre + RATE_WINDOW_SEC / 2
+        while lo < len(arrivals) and arrivals[lo] < start:
+            lo += 1
+        hi = max(hi, lo)
+        while hi < len(arrivals) and arrivals[hi] < end:
+            hi += 1
+        load = (hi - lo) / RATE_WINDOW_SEC * mean_duration
+        schedule.append(staffing(load, wait_probability, ceiling))
+    return schedule
+
+
+class RateClairvoyant:
+    """``plan()`` with the floor moved ahead of the rate; everything else is the daemon's rule."""
+
+    def __init__(self, trace: Trace, settings: Settings, wait_probability: float) -> None:
+        self.schedule = floor_schedule(trace, wait_probability, int(settings.max_active_gpus))
+        self._by_floor: dict[int, Settings] = {}
+        self.settings = settings
+
+    def __call__(
+        self,
+        snapshot: Snapshot,
+        pods: Sequence[PodView] | None,
+        settings: Settings,
+        now: datetime,
+        *,
+        prices: Mapping[str, float] | None = None,
+    ) -> Plan:
+        step = int((now - EPOCH).total_seconds() // STEP_SEC)
+        floor = self.schedule[min(max(step, 0), len(self.schedule) - 1)]
+        adjusted = self._by_floor.get(floor)
+        if adjusted is None:
+            adjusted = self._by_floor[floor] = settings.replace(MIN_ACTIVE_GPUS=floor)
+        return real_plan(snapshot, pods, adjusted, now, prices=prices)
 
 
 def specs(base: Settings | None = None, ours_changes: Mapping[str, Any] | None = None) -> list[PolicySpec]:
