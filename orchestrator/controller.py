@@ -372,7 +372,7 @@ class Controller:
             )
             self.metrics.spawn_failures.labels(reason="no_capacity").inc()
             return {"outcome": "no_capacity", "error": str(exc)[:300]}
-        except errors.RunpodError as exc:
+        except (errors.RunpodError, errors.ConfigError) as exc:
             self.db.transition_worker(
                 token,
                 action.worker_id,

@@ -311,8 +311,11 @@ class Worker:
             raise ValueError("worker row without an id")
         try:
             status = WorkerState(str(row.get("status")).strip().lower())
-        except ValueError as exc:
-            raise ValueError(f"worker {worker_id}: unknown status {row.get('status')!r}") from exc
+        except ValueError:
+            # A state this contract does not know (left by the replaced system, e.g. `inactive` or
+            # NULL) may only be retired (docs/database.md): read it as `error`, so its pod is
+            # terminated, its tasks requeued and the row closed once the provider confirms.
+            status = WorkerState.ERROR
         metadata = row.get("metadata") or {}
         if not isinstance(metadata, Mapping):
             raise ValueError(f"worker {worker_id}: metadata is not an object")
@@ -431,6 +434,8 @@ class Queue:
     queued_total: int = 0
     oldest_claimable_age_sec: float | None = None
     running: int = 0
+    # Workers that are not live (terminated, or no row) yet still hold In Progress tasks.
+    orphaned_worker_ids: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, data: Any) -> Queue:
@@ -441,6 +446,9 @@ class Queue:
             queued_total=max(0, _int(data.get("queued_total"))),
             oldest_claimable_age_sec=_float_or_none(data.get("oldest_claimable_age_sec")),
             running=max(0, _int(data.get("running"))),
+            orphaned_worker_ids=tuple(
+                str(i) for i in (data.get("orphaned_worker_ids") or ()) if isinstance(i, str) and i.strip()
+            ),
         )
 
 
@@ -554,6 +562,9 @@ class Snapshot:
             if worker.id in seen:
                 problems.append(f"workers[{index}] skipped: duplicate id {worker.id}")
                 continue
+            raw_status = str(row.get("status")).strip().lower()
+            if raw_status not in WorkerState._value2member_map_:
+                problems.append(f"workers[{index}] {worker.id}: unknown status {row.get('status')!r}, retired as error")
             seen.add(worker.id)
             workers.append(worker)
         boots: list[BootOutcome] = []

@@ -23,10 +23,14 @@ The rules, each a section below and a scenario test in ``tests/unit/test_policy.
   ``SPAWNING_TIMEOUT_SEC`` from creation fails a boot (not while an initialized worker waits for an
   operator to start it by hand with ``AUTO_START_WORKER_PROCESS=false``).
 * **Health.** Pod EXITED/ERROR, or missing -> error. Heartbeat older than ``HEARTBEAT_TIMEOUT_SEC``
-  while the worker runs a task (or, for an active one, while tasks wait) -> error; for a draining
-  worker only if a heartbeat was recorded since the drain (the SQL contract records none for draining
-  workers, and silence it imposed is no evidence of death). A task running past
+  while the worker runs a task (or, for an active one, while tasks wait) -> error; a draining worker's
+  silence counts from the drain when it has not heartbeated since (draining heartbeats are recorded);
+  a booting worker that already claimed a task (``initializing`` claims; with
+  ``AUTO_START_WORKER_PROCESS=false`` it is never promoted) gets these checks too, the heartbeat one
+  once it has heartbeated at all (it may claim while loading its models). A task running past
   ``TASK_STUCK_TIMEOUT_SEC`` (SQL excludes ``_orchestrator`` types) -> error and its tasks requeued.
+  In Progress tasks of a worker that is not live (terminated, or no row: ``queue.orphaned_worker_ids``)
+  are requeued. A row in a state this contract does not know is read as ``error`` and retired.
   SSH probes are not a health signal here at all, so a failed probe can never kill a heartbeating
   worker; the heartbeat is the worker's own word that it lives.
 * **Errors.** :class:`FailWorker` (diagnostics, requeue, terminate); ``error`` and ``terminating``
@@ -351,6 +355,10 @@ class _Planner:
             elif status is WorkerState.DRAINING:
                 draining.append(worker)
 
+        for worker_id in sorted(set(self.snapshot.queue.orphaned_worker_ids) - {w.id for w in self.workers}):
+            # In Progress tasks of a worker that is not live: nobody else will ever requeue them.
+            self.actions.append(RequeueTasks(reason=Reason.REQUEUE_RETRY, worker_id=worker_id))
+
         live, orphan_spend = self._orphans()
         spend, spend_unknown = self._spend(orphan_spend)
 
@@ -452,10 +460,16 @@ class _Planner:
             )
             if age is not None and age > float(s.spawning_timeout_sec) and not waiting_for_operator:
                 return Reason.BOOT_TIMEOUT, {"age_sec": round(age, 1)}
-            return None
+            if worker.running_count == 0:
+                return None
+            # `initializing` is a claiming state (and with AUTO_START_WORKER_PROCESS=false a worker is
+            # never promoted): one that holds a task gets the stuck-task check below, and the
+            # heartbeat check once it has heartbeated.
         stuck_age = _age(self.now, worker.oldest_stuckable_started_at)
         if worker.running_count > 0 and stuck_age is not None and stuck_age > float(s.task_stuck_timeout_sec):
             return Reason.TASK_STUCK, {"task_age_sec": round(stuck_age, 1)}
+        if worker.status.booting and worker.last_heartbeat is None:
+            return None  # a process may claim while still loading its models: no heartbeat yet proves nothing
         heard = worker.last_heartbeat or worker.activated_at or worker.status_changed_at or worker.created_at
         silent = _age(self.now, heard)
         if (
@@ -463,9 +477,9 @@ class _Planner:
             and worker.status_changed_at is not None
             and (worker.last_heartbeat is None or worker.last_heartbeat < worker.status_changed_at)
         ):
-            # docs/database.md: heartbeats of a draining worker record nothing, so silence since the
-            # drain proves nothing; the stuck-task timeout and the pod's status still apply.
-            silent = None
+            # Not heard from since the drain: a live worker heartbeats within its period of the drain
+            # (draining heartbeats are recorded), so count the silence from the drain itself.
+            silent = _age(self.now, worker.status_changed_at)
         if silent is not None and silent > float(s.heartbeat_timeout_sec):
             tasks_wait = worker.status is WorkerState.ACTIVE and self.snapshot.queue.claimable > 0
             if worker.running_count > 0 or tasks_wait:

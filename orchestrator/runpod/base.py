@@ -341,6 +341,27 @@ def check_pod_id(pod_id: str) -> str:
     return pod_id
 
 
+def lenient_pods(items: list[Any], parse: Any, *, transport: str) -> list[Pod]:
+    """Parse a pod listing entry by entry: one malformed entry must not hide the others.
+
+    An entry that does not parse but has a string ``id`` becomes a minimal pod in an unknown state
+    (never ready, never failed, so it neither boots nor kills a worker, but the orphan sweep and the
+    MAX_ACTIVE_GPUS count still see its name); one without an id cannot be acted on and is dropped.
+    """
+    pods: list[Pod] = []
+    for item in items:
+        try:
+            pods.append(parse(item))
+        except errors.RunpodMalformedResponse as e:
+            pid = item.get("id") if isinstance(item, Mapping) else None
+            log.warning("runpod_pod_unreadable", transport=transport, runpod_id=pid, error=str(e)[:300])
+            if isinstance(pid, str) and pid:
+                name = item.get("name")
+                name = name if isinstance(name, str) else ""
+                pods.append(Pod(id=pid, name=name, desired_status="UNKNOWN", actual_status="UNKNOWN"))
+    return pods
+
+
 def require(obj: Any, key: str, kind: type | tuple[type, ...], *, what: str, payload: Any) -> Any:
     """Read a required field or raise ``RunpodMalformedResponse`` with an excerpt of the payload."""
     if not isinstance(obj, Mapping) or key not in obj:

@@ -50,6 +50,7 @@ from orchestrator.runpod.base import (
     check_pod_id,
     excerpt,
     is_capacity_message,
+    lenient_pods,
     require,
 )
 
@@ -284,7 +285,7 @@ class GraphQLTransport:
         items = self._call("get_pods", lambda: runpod.get_pods(api_key=self._key))
         if not isinstance(items, list):
             raise errors.RunpodMalformedResponse(f"get_pods: expected a list, got {excerpt(items)}", payload=excerpt(items))
-        return [_pod(p) for p in items]
+        return lenient_pods(items, _pod, transport=self.name)
 
     def terminate_pod(self, pod_id: str) -> bool:
         """True when Runpod accepted the termination or no longer knows the pod."""

@@ -39,6 +39,7 @@ from orchestrator.runpod.base import (
     check_pod_id,
     excerpt,
     is_capacity_message,
+    lenient_pods,
     parse_rate_limit_reset,
     require,
 )
@@ -182,7 +183,7 @@ class RestTransport:
         try:
             body = self._json(self._send("GET", "/pods"), "pod list")
             items = require(body, "pods", list, what="pod list", payload=body)
-            pods = [_pod(p) for p in items]
+            pods = lenient_pods(items, _pod, transport=self.name)
         except errors.RunpodError:
             return None
         return next((p for p in pods if p.name == name and not p.is_gone), None)
@@ -199,7 +200,7 @@ class RestTransport:
     def list_pods(self) -> list[Pod]:
         body = self._get("/pods", "pod list")
         items = require(body, "pods", list, what="pod list", payload=body)
-        return [_pod(p) for p in items]
+        return lenient_pods(items, _pod, transport=self.name)
 
     def terminate_pod(self, pod_id: str) -> bool:
         """True when Runpod confirms the pod is gone or terminating (an unknown pod counts as gone)."""

@@ -10,6 +10,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from orchestrator.db.base import Database
+from tests.integration.test_runpod_failures import Stub
 
 
 @pytest.fixture
@@ -25,3 +26,13 @@ def token(db: Database) -> int:
     lease = db.lease_acquire("leader-1", 60)
     assert lease["acquired"] is True
     return int(lease["token"])
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    """A tiny HTTP server answering fixed bodies where Runpod would (``test_runpod_failures.Stub``)."""
+    s = Stub()
+    try:
+        yield s
+    finally:
+        s.stop()

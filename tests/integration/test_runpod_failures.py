@@ -254,15 +254,6 @@ class Stub:
         self.thread.join(timeout=5)
 
 
-@pytest.fixture
-def stub() -> Iterator[Stub]:
-    s = Stub()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
 def _rest_pod(**over: Any) -> dict[str, Any]:
     pod: dict[str, Any] = {
         "id": "abcdefghijklmn",

@@ -703,8 +703,9 @@ def test_snapshot_from_json_skips_a_malformed_row_and_says_why() -> None:
         ],
     }
     parsed = Snapshot.from_json(data)
-    assert [w.id for w in parsed.workers] == ["gpu-a"]
-    [w] = parsed.workers
+    assert [w.id for w in parsed.workers] == ["gpu-a", "gpu-b"]  # gpu-b: unknown state, retired
+    w = parsed.workers[0]
+    assert parsed.workers[1].status is WorkerState.ERROR
     assert w.runpod_id == "abc" and w.ssh_details == {"ip": "1.2.3.4", "port": 2222} and w.running_count == 1
     assert w.status is WorkerState.ACTIVE and w.status.claiming and w.status.live and not w.status.terminal
     assert parsed.queue == Queue(claimable=4, queued_total=5, oldest_claimable_age_sec=12.5, running=1)
@@ -738,9 +739,9 @@ def test_pod_view_from_a_provider_pod_value() -> None:
 
 
 def test_a_draining_worker_is_not_failed_for_the_heartbeats_the_database_stops_recording() -> None:
-    # Drained 300 s ago while finishing a task; heartbeats since then were not recorded.
+    # Drained 60 s ago while finishing a task (heard 70 s ago): the timeout counts from the drain.
     finishing = worker(
-        "gpu-a", "draining", running=["t1"], heartbeat=310, changed=300, drain_reason="operator_request"
+        "gpu-a", "draining", running=["t1"], heartbeat=70, changed=60, drain_reason="operator_request"
     )
     assert run(snap([finishing]), pods_for([finishing])).of_kind(FailWorker) == []
     # One recorded after the drain, then silence: dead.
