@@ -38,6 +38,10 @@ SQLSTATE_TO_ERROR: dict[str, type[errors.DatabaseError]] = {
     "40P01": errors.TransientDatabaseError,  # deadlock detected
     "57014": errors.TransientDatabaseError,  # statement timeout / query cancelled
     "57P01": errors.TransientDatabaseError,  # admin shutdown
+    "57P02": errors.TransientDatabaseError,  # crash shutdown
+    "57P03": errors.TransientDatabaseError,  # cannot connect now (starting up)
+    "53300": errors.TransientDatabaseError,  # too many connections
+    "55P03": errors.TransientDatabaseError,  # lock not available (lock_timeout)
     "08000": errors.TransientDatabaseError,
     "08003": errors.TransientDatabaseError,
     "08006": errors.TransientDatabaseError,

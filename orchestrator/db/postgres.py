@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import math
 import re
 import tempfile
 import uuid
@@ -87,6 +88,9 @@ def adapt_argument(value: Any) -> Any:
         return value
     if isinstance(value, bool):  # before int: bool is an int
         return "true" if value else "false"
+    if isinstance(value, float | decimal.Decimal) and not math.isfinite(value):
+        # JSON (and so the REST transport) cannot carry it, and numeric would store a NaN.
+        raise ValueError(f"cannot send the non-finite number {value!r}")
     if isinstance(value, int | float | decimal.Decimal):
         return str(value)
     if isinstance(value, uuid.UUID):
@@ -97,9 +101,9 @@ def adapt_argument(value: Any) -> Any:
         items = list(value)
         if all(item is None or isinstance(item, str) for item in items):
             return items  # psycopg sends text[]
-        return json.dumps(items)
+        return json.dumps(items, allow_nan=False)
     if isinstance(value, Mapping):
-        return json.dumps(dict(value))
+        return json.dumps(dict(value), allow_nan=False)
     raise TypeError(f"cannot send a {type(value).__name__} to a SQL function")
 
 
@@ -164,7 +168,7 @@ class PostgresTransport:
         query = self._query(function, tuple(args))
         try:
             params = [adapt_argument(v) for v in args.values()]
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise errors.InvalidArgument(function, str(exc)) from exc
 
         retrying = Retrying(

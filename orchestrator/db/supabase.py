@@ -131,7 +131,7 @@ class SupabaseTransport:
 
     def call(self, function: str, args: Mapping[str, Any]) -> Any:
         try:
-            payload = json.loads(json.dumps(dict(args), default=_json_default))
+            payload = json.loads(json.dumps(dict(args), default=_json_default, allow_nan=False))
         except (TypeError, ValueError) as exc:
             raise errors.InvalidArgument(function, f"arguments cannot be sent as JSON: {exc}") from exc
         retrying = tenacity.Retrying(
