@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import structlog
+
 from orchestrator import config as config_mod
 from orchestrator.errors import ConfigError, LeaseLost, OrchestratorError
 
@@ -30,7 +32,11 @@ Handler = Callable[[argparse.Namespace, config_mod.Settings], int]
 
 
 def _settings(args: argparse.Namespace) -> config_mod.Settings:
-    return config_mod.load_settings(env_file=args.env_file)
+    # What the command needs is checked with the values, so one report lists every problem.
+    needs = getattr(args, "needs", ())
+    return config_mod.load_settings(
+        env_file=args.env_file, require_database="database" in needs, require_runpod="runpod" in needs
+    )
 
 
 def cmd_config(args: argparse.Namespace, settings: config_mod.Settings) -> int:
@@ -97,6 +103,19 @@ def cmd_sim_run(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     return EXIT_OK
 
 
+EVENTS_LIMIT_MAX = 10000  # orch_events refuses more
+
+
+def _events_limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number from 1 to {EVENTS_LIMIT_MAX}") from None
+    if not 1 <= value <= EVENTS_LIMIT_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number from 1 to {EVENTS_LIMIT_MAX}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -129,9 +148,14 @@ def cmd_run(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     controller = _controller(settings)
     server = None
     if settings.metrics_port:
-        server = MetricsServer(
-            controller.metrics, settings.metrics_port, max_tick_age=max(3 * settings.orchestrator_poll_sec, 60.0)
-        ).start()
+        try:
+            server = MetricsServer(
+                controller.metrics, settings.metrics_port, max_tick_age=max(3 * settings.orchestrator_poll_sec, 60.0)
+            ).start()
+        except OrchestratorError:
+            controller.shutdown(timeout=0)
+            controller.db.close()
+            raise
     listen = settings.database_url if settings.db_backend == "postgres" else None
     daemon = Daemon(
         controller,
@@ -290,6 +314,11 @@ def cmd_demo(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     return run_demo(tasks=args.tasks, as_json=args.json, max_gpus=args.max_gpus, timeout=args.timeout)
 
 
+# What each command needs configured, checked together with the values (one report, exit 2).
+DAEMON_NEEDS = ("database", "runpod")
+DB_NEEDS = ("database",)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orchestrator",
@@ -339,47 +368,47 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(handler=cmd_sim_run)
 
     p = sub.add_parser("run", help="the daemon: tick every ORCHESTRATOR_POLL_SEC until SIGTERM")
-    p.set_defaults(handler=cmd_run)
+    p.set_defaults(handler=cmd_run, needs=DAEMON_NEEDS)
 
     p = sub.add_parser("tick", help="run one cycle now and print its JSON summary")
     p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the tick's slow actions (SSH)")
-    p.set_defaults(handler=cmd_tick)
+    p.set_defaults(handler=cmd_tick, needs=DAEMON_NEEDS)
 
     p = sub.add_parser("plan", help="dry run: the actions and reasons a tick would take now, changing nothing")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_plan)
+    p.set_defaults(handler=cmd_plan, needs=DAEMON_NEEDS)
 
     p = sub.add_parser("status", help="the fleet: workers, states, ages, heartbeats, tasks, cost; the queue")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_status)
+    p.set_defaults(handler=cmd_status, needs=DB_NEEDS)
 
     p = sub.add_parser("pods", help="the provider's pods beside the database's workers, orphans marked")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_pods)
+    p.set_defaults(handler=cmd_pods, needs=DB_NEEDS)
 
     p = sub.add_parser("events", help="the newest orchestrator events")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=_events_limit, default=50, help=f"1 to {EVENTS_LIMIT_MAX} (default: 50)")
     p.add_argument("--worker", default=None)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_events)
+    p.set_defaults(handler=cmd_events, needs=DB_NEEDS)
 
     p = sub.add_parser("pause", help="stop spawning (healing, draining and termination go on)")
     p.add_argument("--reason", default=None)
-    p.set_defaults(handler=cmd_pause)
+    p.set_defaults(handler=cmd_pause, needs=DB_NEEDS)
     p = sub.add_parser("resume", help="allow spawning again")
-    p.set_defaults(handler=cmd_pause)
+    p.set_defaults(handler=cmd_pause, needs=DB_NEEDS)
 
     p = sub.add_parser("workers", help="operate on one worker")
     w_sub = p.add_subparsers(dest="workers_command", required=True, metavar="ACTION")
     w = w_sub.add_parser("terminate", help="drain the worker and terminate its pod")
     w.add_argument("worker_id")
-    w.set_defaults(handler=cmd_workers)
+    w.set_defaults(handler=cmd_workers, needs=DB_NEEDS)
 
     p = sub.add_parser("ssh", help="run a command on a worker's pod: orchestrator ssh ID -- CMD")
     p.add_argument("worker_id")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
     p.add_argument("--timeout", type=float, default=60.0)
-    p.set_defaults(handler=cmd_ssh)
+    p.set_defaults(handler=cmd_ssh, needs=DB_NEEDS)
 
     p = sub.add_parser("gpus", help="GPU types: memory, price, availability")
     p.set_defaults(handler=cmd_gpus)
@@ -427,6 +456,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orchestrator.logs import redact
 
         print(f"orchestrator: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:
+        # A bug or an unmapped library error: the traceback goes through the redacting logger (never
+        # Python's own hook, which prints secrets in the clear), the operator gets one line and exit 1.
+        from orchestrator.logs import redact
+
+        log = structlog.get_logger(__name__)
+        log.exception("command_crashed", command=args.command)
+        print(f"orchestrator: unexpected {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from orchestrator.errors import ConfigError
 
@@ -163,9 +163,11 @@ class Settings:
         found.extend(v for v in (self.values.get("WORKER_ENV") or {}).values() if v)
         db_url = self.values.get("DATABASE_URL")
         if db_url:
-            password = urlsplit(db_url).password
-            if password:
-                found.append(password)
+            parts = urlsplit(db_url)
+            # libpq takes the password from user:password@ or from ?password=, percent-encoded in both.
+            candidates = [parts.password, *parse_qs(parts.query).get("password", [])]
+            for password in filter(None, candidates):
+                found.extend({password, unquote(password)})
         key_path = self.values.get("RUNPOD_SSH_PRIVATE_KEY_PATH")
         if key_path:
             try:
@@ -212,29 +214,40 @@ class Settings:
 
     def require(self, *, database: bool = False, runpod: bool = False) -> None:
         """Check what a command needs beyond well-formed values (the daemon needs both)."""
-        problems: list[str] = []
-        if database:
-            backend = self.db_backend
-            if backend == "none":
-                problems.append(
-                    "neither database is configured: set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY, or DATABASE_URL"
-                )
-            elif backend == "supabase":
-                if not self.values.get("SUPABASE_URL"):
-                    problems.append("DB_BACKEND=supabase but SUPABASE_URL is unset")
-                if not self.values.get("SUPABASE_SERVICE_ROLE_KEY"):
-                    problems.append("SUPABASE_SERVICE_ROLE_KEY is unset: the Supabase transport needs the service-role key")
-            elif backend == "postgres" and not self.values.get("DATABASE_URL"):
-                problems.append("DB_BACKEND=postgres but DATABASE_URL is unset")
-        if runpod:
-            if not self.values.get("RUNPOD_API_KEY"):
-                problems.append("RUNPOD_API_KEY is unset: expected the API key of your Runpod account")
-            if not self.values.get("RUNPOD_SSH_PRIVATE_KEY_PATH"):
-                problems.append("RUNPOD_SSH_PRIVATE_KEY_PATH is unset: expected the private key to log into pods with")
-            if not self.values.get("RUNPOD_SSH_PUBLIC_KEY_PATH"):
-                problems.append("RUNPOD_SSH_PUBLIC_KEY_PATH is unset: expected the public key injected into pods")
+        problems = _requirement_problems(self.values, database=database, runpod=runpod)
         if problems:
             raise ConfigError(problems)
+
+
+def _requirement_problems(
+    values: Mapping[str, Any], *, database: bool, runpod: bool, skip: frozenset[str] = frozenset()
+) -> list[str]:
+    """What a command needs set; ``skip`` names variables already reported as malformed."""
+    found: list[tuple[str, str]] = []
+    if database:
+        backend = Settings(values).db_backend
+        if backend == "none":
+            found.append(
+                ("DATABASE_URL", "neither database is configured: set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY, or DATABASE_URL")
+            )
+        elif backend == "supabase":
+            if not values.get("SUPABASE_URL"):
+                found.append(("SUPABASE_URL", "DB_BACKEND=supabase but SUPABASE_URL is unset"))
+            if not values.get("SUPABASE_SERVICE_ROLE_KEY"):
+                found.append(
+                    ("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_ROLE_KEY is unset: the Supabase transport needs the service-role key")
+                )
+        elif backend == "postgres" and not values.get("DATABASE_URL"):
+            found.append(("DATABASE_URL", "DB_BACKEND=postgres but DATABASE_URL is unset"))
+    if runpod:
+        if not values.get("RUNPOD_API_KEY"):
+            found.append(("RUNPOD_API_KEY", "RUNPOD_API_KEY is unset: expected the API key of your Runpod account"))
+        if not values.get("RUNPOD_SSH_PRIVATE_KEY_PATH"):
+            found.append(("RUNPOD_SSH_PRIVATE_KEY_PATH", "RUNPOD_SSH_PRIVATE_KEY_PATH is unset: expected the private key to log into pods with"))
+        if not values.get("RUNPOD_SSH_PUBLIC_KEY_PATH"):
+            found.append(("RUNPOD_SSH_PUBLIC_KEY_PATH", "RUNPOD_SSH_PUBLIC_KEY_PATH is unset: expected the public key injected into pods"))
+    # A malformed value was reset to its default; calling it "unset" as well would report it twice.
+    return [problem for name, problem in found if name not in skip]
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -352,11 +365,15 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
 def load_settings(
     environ: Mapping[str, str] | None = None,
     env_file: Path | str | None = ".env",
+    *,
+    require_database: bool = False,
+    require_runpod: bool = False,
 ) -> Settings:
     """Read every variable once; raise ConfigError listing every problem found.
 
     The process environment wins over ``.env`` (so a systemd EnvironmentFile or a container's
-    ``-e`` can override a checked-in default), and ``.env`` wins over the defaults.
+    ``-e`` can override a checked-in default), and ``.env`` wins over the defaults. ``require_*``
+    add what the calling command needs (:meth:`Settings.require`) to the same single report.
     """
     env = dict(os.environ if environ is None else environ)
     file_values: dict[str, str] = {}
@@ -365,6 +382,7 @@ def load_settings(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     problems: list[str] = []
+    malformed: set[str] = set()
     for var in VARIABLES:
         if var.name in env and env[var.name] != "":
             raw, source = env[var.name], "environment"
@@ -377,12 +395,16 @@ def load_settings(
         value, problem = _parse(var, raw)
         if problem:
             problems.append(problem)
+            malformed.add(var.name)
         values[var.name] = value if problem is None else _default(var)
         sources[var.name] = source
     if not problems:
         problems.extend(_cross_checks(values))
     else:
         problems.extend(p for p in _cross_checks(values) if p not in problems)
+    problems.extend(
+        _requirement_problems(values, database=require_database, runpod=require_runpod, skip=frozenset(malformed))
+    )
     if problems:
         raise ConfigError(problems)
     return Settings(values, sources)

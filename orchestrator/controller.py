@@ -146,6 +146,9 @@ class Controller:
         self.token: int | None = None
         self.tick_no = 0
         self._pool = cf.ThreadPoolExecutor(max_workers=settings.apply_concurrency, thread_name_prefix="apply")
+        # The pod listing gets a thread of its own: on the apply pool it would queue behind slow actions
+        # from earlier ticks, and the tick (with its lease renewal) would wait for them.
+        self._gather_pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gather")
         self._in_flight: dict[str, cf.Future[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._prices: dict[str, float] = {}
@@ -213,7 +216,7 @@ class Controller:
 
     def gather(self) -> tuple[Snapshot, list[PodView] | None]:
         """One snapshot call and one pod listing, concurrently."""
-        pods_future = self._pool.submit(self._list_pods)
+        pods_future = self._gather_pool.submit(self._list_pods)
         try:
             raw = self.db.snapshot(self.settings.worker_id_prefix)
         finally:
@@ -329,7 +332,19 @@ class Controller:
         except errors.OrchestratorError as exc:
             log.warning("event_not_recorded", kind=kind, error=str(exc)[:300])
 
+    def _fence(self, token: int, before: str) -> None:
+        """Prove we still lead right before a provider side effect no SQL function can refuse.
+
+        An action may wait in the pool, or in a slow SSH call, past a handover; the database writes
+        that follow it are fenced, but the pod is already touched by then. Renewing the lease with our
+        token is the check (and it keeps the lease alive through a long apply step).
+        """
+        answer = self.db.lease_renew(self.holder, token, self.settings.lease_ttl_sec)
+        if not answer.get("renewed"):
+            raise errors.LeaseLost("orch_lease_renew", f"lease no longer held by {self.holder} (before {before})")
+
     def _terminate(self, token: int, worker_id: str | None, runpod_id: str, reason: str) -> bool:
+        self._fence(token, "terminate_pod")
         _crash_point("before_terminate")
         confirmed = self.provider.terminate_worker(runpod_id)
         _crash_point("after_terminate")
@@ -454,6 +469,8 @@ class Controller:
         return self._start(token, action.worker_id, action.runpod_id, result.get("host_key_fingerprint"))
 
     def _start(self, token: int, worker_id: str, runpod_id: str, fingerprint: str | None) -> dict[str, Any]:
+        # A stale leader's start would run a second worker process beside the new leader's.
+        self._fence(token, "start_process")
         if self.provider.start_worker_process(runpod_id, worker_id, expected_fingerprint=fingerprint):
             self.db.merge_worker_metadata(token, worker_id, {Meta.PROCESS_STARTED_AT: self._now()})
             return {"outcome": "started"}
@@ -674,6 +691,7 @@ class Controller:
         self._closed = True
         self.wait_idle(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._gather_pool.shutdown(wait=False, cancel_futures=True)
         if self.token is not None:
             try:
                 self.db.lease_release(self.holder, self.token)

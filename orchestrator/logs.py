@@ -24,7 +24,10 @@ REDACTED = "[REDACTED]"
 # Shapes that are secret whatever their value: a password inside a URL, a bearer token, a JWT
 # (Supabase keys are JWTs), a private key block.
 _PATTERNS = (
-    (re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+(?P<post>@)", re.I), r"\g<pre>" + REDACTED + r"\g<post>"),
+    # The user name may be empty (``postgresql://:pw@host``), which libpq accepts.
+    (re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+(?P<post>@)", re.I), r"\g<pre>" + REDACTED + r"\g<post>"),
+    # libpq's other places for a password: a URL parameter and a keyword DSN.
+    (re.compile(r"(?P<pre>\b(?:password|passwd)=)(?:'(?:[^'\\]|\\.)*'|[^&\s\"']+)", re.I), r"\g<pre>" + REDACTED),
     (re.compile(r"(?P<pre>bearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.I), r"\g<pre>" + REDACTED),
     (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"), REDACTED),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S), REDACTED),

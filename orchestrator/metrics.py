@@ -16,6 +16,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from orchestrator.errors import OrchestratorError
+
 WORKER_STATES = ("spawning", "initializing", "active", "draining", "terminating", "error")
 
 
@@ -128,7 +130,11 @@ class MetricsServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            # A taken or forbidden port is the operator's to fix; say which setting, not a traceback.
+            raise OrchestratorError(f"METRICS_PORT={port}: cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)

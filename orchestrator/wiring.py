@@ -8,6 +8,16 @@ from orchestrator.config import Settings
 from orchestrator.db.base import Database
 
 
+def statement_timeout_ms(settings: Settings) -> int:
+    """The longest one SQL call may run over direct Postgres: a third of the lease, 1-60 s.
+
+    Without it a call waiting on a lock (a migration, an operator's open transaction) holds the tick,
+    and with it the lease renewal, /healthz and SIGTERM, for as long as the lock is held. A third of
+    the lease leaves the leader time to renew after one such failure.
+    """
+    return int(max(1.0, min(60.0, float(settings.lease_ttl_sec) / 3.0)) * 1000)
+
+
 def make_database(settings: Settings) -> Database:
     """The Database over the transport the settings select (``DB_BACKEND``; Supabase when both)."""
     settings.require(database=True)
@@ -15,9 +25,22 @@ def make_database(settings: Settings) -> Database:
         from orchestrator.db.supabase import SupabaseTransport
 
         return Database(SupabaseTransport(settings.supabase_url, settings.supabase_service_role_key))
+    import psycopg
+    from psycopg import sql
+
     from orchestrator.db.postgres import PostgresTransport
 
-    return Database(PostgresTransport(settings.database_url, max_size=max(4, min(16, settings.apply_concurrency))))
+    limit_ms = statement_timeout_ms(settings)
+
+    def bound_statements(conn: psycopg.Connection) -> None:
+        # Per session (the transport's connections are autocommit); LISTEN uses its own connection.
+        conn.execute(sql.SQL("set statement_timeout = {}").format(sql.Literal(limit_ms)))
+
+    return Database(
+        PostgresTransport(
+            settings.database_url, max_size=max(4, min(16, settings.apply_concurrency)), configure=bound_statements
+        )
+    )
 
 
 def make_provider(settings: Settings, **overrides: Any) -> Any:

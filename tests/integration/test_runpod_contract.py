@@ -23,8 +23,10 @@ TRANSPORTS = ["rest", "graphql"]
 FAST_RETRY = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05, max_rate_limit_wait=5.0, max_total=20.0)
 
 
-def make_client(emulator: Any, keypair: Any, tmp_path: Path, api: str, **overrides: Any) -> RunpodClient:
-    """A RunpodClient configured as the daemon would, pointed at the emulator."""
+def make_client(
+    emulator: Any, keypair: Any, tmp_path: Path, api: str, *, cls: type[RunpodClient] = RunpodClient, **overrides: Any
+) -> RunpodClient:
+    """A RunpodClient (or a subclass of it) configured as the daemon would, pointed at the emulator."""
     pub = tmp_path / f"id_{api}.pub"
     pub.write_text(keypair.public_key + "\n")
     kw: dict[str, Any] = dict(
@@ -42,7 +44,7 @@ def make_client(emulator: Any, keypair: Any, tmp_path: Path, api: str, **overrid
         env={},
     )
     kw.update(overrides)
-    return RunpodClient(**kw)
+    return cls(**kw)
 
 
 @pytest.fixture
