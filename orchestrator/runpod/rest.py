@@ -4,6 +4,9 @@ Paths, bodies and shapes follow ``openapi-v2.json``: ``GET/POST /v2/pods``, ``GE
 ``POST /v2/pods/{id}/action`` (terminate), ``GET /v2/catalog/gpus``, ``GET /v2/network-volumes``.
 Errors arrive in RFC 9457 form (``{title, status, detail, errors?}``) and are mapped here to
 ``orchestrator.errors`` types; the retry policy is ``orchestrator.runpod.base.call_with_retries``.
+Two mappings follow the spec's per-operation meaning rather than the status alone: createPod's 403
+("cannot access the requested pool: skip this candidate") is a ``RunpodCapacityError``, and a 409 to
+``terminate`` (the pod is already TERMINATED) is confirmed by reading the pod.
 
 Pod creation is not idempotent on the wire. A 429 means the server did nothing, so it is retried as
 it is; a 5xx may come after the pod was made (a lost response) and a timeout or dropped connection is
@@ -163,6 +166,17 @@ class RestTransport:
         def once() -> Pod:
             try:
                 resp = self._send("POST", "/pods", json=body)
+            except errors.RunpodAuthError as e:
+                # createPod's 403 means "your account cannot access the requested pool: skip this
+                # candidate" (openapi createPod), not a bad key (that is 401): the caller falls
+                # through to its next GPU type, as for no capacity.
+                if e.status != 403:
+                    raise
+                raise errors.RunpodCapacityError(
+                    f"POST /pods -> HTTP 403: the account cannot rent {spec.gpu_type_id} here ({e})",
+                    status=403,
+                    payload=e.payload,
+                ) from e
             except errors.RunpodTransientError as e:
                 # A 5xx can come after the pod was made (a lost response), a timeout may or may not
                 # have reached the server: look for the pod by name before trying again.
@@ -214,9 +228,28 @@ class RestTransport:
             except _Ambiguous as e:
                 # Terminating twice is harmless, so an ambiguous attempt is simply retried.
                 raise errors.RunpodTransientError(str(e)) from e
+            except errors.RunpodRequestError as e:
+                # podAction answers 409 to an action the pod's status does not allow, and TERMINATED
+                # is the only status without ``terminate``: a pod still shown as TERMINATED after an
+                # earlier terminate lands here. Confirm by reading the pod rather than reporting failure.
+                if e.status != 409:
+                    raise
+                return self._confirm_terminated(pod_id, e)
             return resp.status_code in (200, 202, 204)
 
         return call_with_retries(once, op=f"POST {path}", policy=self.retry)
+
+    def _confirm_terminated(self, pod_id: str, conflict: errors.RunpodRequestError) -> bool:
+        """After a 409 to ``terminate``: True if the pod is gone or TERMINATED, else the 409 stands."""
+        try:
+            data = self._json(self._send("GET", f"/pods/{quote(pod_id, safe='')}"), "pod")
+        except errors.RunpodNotFound:
+            return True
+        status = data.get("status") if isinstance(data, dict) else None
+        if status == TERMINATED:
+            log.info("runpod_terminate_already_terminated", runpod_id=pod_id)
+            return True
+        raise conflict
 
 
 # --- shapes ----------------------------------------------------------------------------------------
@@ -290,11 +323,9 @@ def _pod(p: Any) -> Pod:
         raise errors.RunpodMalformedResponse(
             f"malformed pod {pid}: unknown status {status!r}; payload: {excerpt(p)}", payload=excerpt(p)
         )
+    # ``runtime`` is nullable in the schema and only promised null when the pod is not RUNNING; a
+    # RUNNING pod whose metrics have not arrived yet is simply not reachable yet (has_runtime False).
     runtime = p.get("runtime")
-    if status == RUNNING and runtime is None:
-        raise errors.RunpodMalformedResponse(
-            f"malformed pod {pid}: status RUNNING with runtime null; payload: {excerpt(p)}", payload=excerpt(p)
-        )
     if runtime is not None and not isinstance(runtime, dict):
         raise errors.RunpodMalformedResponse(
             f"malformed pod {pid}: runtime is {type(runtime).__name__}; payload: {excerpt(p)}", payload=excerpt(p)

@@ -150,8 +150,8 @@ def test_one_malformed_pod_entry_does_not_blind_the_tick_to_the_others(
     """One odd entry in the pod listing (even a pod that is not ours) stops every orphan sweep: leaked pods bill on.
 
     The listing holds our orphan (a pod with the worker prefix that no row claims, two hours old:
-    a crash between creating it and recording it) and somebody else's pod that Runpod reports as
-    RUNNING with ``runtime: null`` (the same shape ``test_runpod_failures`` calls malformed). The REST
+    a crash between creating it and recording it) and somebody else's pod whose ``status`` is not in
+    the v2 enum (a value Runpod may add later; the adapter calls it malformed). The REST
     adapter turns the whole listing into ``RunpodMalformedResponse``, the controller reads that as
     "listing failed" (``pods=None``), and the policy then decides nothing that depends on pods: no
     orphan termination, no missing-pod check, no boot, no confirmation of a termination. The
@@ -160,7 +160,7 @@ def test_one_malformed_pod_entry_does_not_blind_the_tick_to_the_others(
     """
     two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
     orphan = _rest_pod(id="orphanpod00001", name="gpu-20261129_010000-0rphan00", createdAt=two_hours_ago)
-    foreign = _rest_pod(id="notebookpod001", name="alice-notebook", runtime=None)
+    foreign = _rest_pod(id="notebookpod001", name="alice-notebook", status="HIBERNATING")
     stub.routes[("GET", "/v2/pods")] = (200, "application/json", json.dumps({"pods": [orphan, foreign]}))
 
     snapshot, pods = controller.gather()

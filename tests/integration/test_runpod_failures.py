@@ -284,11 +284,18 @@ def test_rest_malformed_bodies_are_typed_with_an_excerpt(clients, stub: Stub) ->
         client.get_pod_status(pid)
     assert '"name": "x"' in str(info.value.payload)
 
-    stub.routes[("GET", f"/v2/pods/{pid}")] = (200, "application/json", json.dumps(_rest_pod(runtime=None)))
-    with pytest.raises(errors.RunpodMalformedResponse, match="runtime null"):
+    stub.routes[("GET", f"/v2/pods/{pid}")] = (200, "application/json", json.dumps({"id": pid, "status": "PAUSED"}))
+    with pytest.raises(errors.RunpodMalformedResponse, match="unknown status 'PAUSED'"):
         client.get_pod_status(pid)
     res = client.check_and_initialize_worker("gpu-stub", pid)
-    assert res["status"] == "error" and res["step"] == "provider" and "runtime null" in res["error"]
+    assert res["status"] == "error" and res["step"] == "provider" and "PAUSED" in res["error"]
+
+    # RUNNING with runtime still null is schema-valid (openapi Pod.runtime is nullable): not ready yet.
+    stub.routes[("GET", f"/v2/pods/{pid}")] = (200, "application/json", json.dumps(_rest_pod(runtime=None)))
+    status = client.get_pod_status(pid)
+    assert status is not None and status["actual_status"] == "RUNNING" and status["ip"] is None
+    res = client.check_and_initialize_worker("gpu-stub", pid)
+    assert res["status"] == "spawning"
 
     # Running, but no 22/tcp mapping although the pod asked for one.
     stub.routes[("GET", f"/v2/pods/{pid}")] = (200, "application/json", json.dumps(_rest_pod()))

@@ -210,9 +210,10 @@ def test_rate_limit_reset_parsing(headers: dict[str, str], expected: float | Non
     assert parse_rate_limit_reset(headers) == expected
 
 
-def test_rest_pod_running_with_null_runtime_is_malformed() -> None:
-    with pytest.raises(errors.RunpodMalformedResponse, match="runtime null"):
-        rest._pod({"id": "p1", "status": "RUNNING", "runtime": None})
+def test_rest_pod_running_with_null_runtime_is_not_ready() -> None:
+    # openapi Pod.runtime is nullable and only promised null when the pod is not RUNNING.
+    running = rest._pod({"id": "p1", "status": "RUNNING", "runtime": None, "ports": ["22/tcp"]})
+    assert running.actual_status == "RUNNING" and not running.ssh_ready and not running.has_runtime
     with pytest.raises(errors.RunpodMalformedResponse, match="missing field 'status'"):
         rest._pod({"id": "p1"})
     pod = rest._pod({"id": "p1", "status": "STARTING", "runtime": None, "ports": ["22/tcp"]})

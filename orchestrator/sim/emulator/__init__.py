@@ -48,7 +48,8 @@ Known differences from the real service (deliberate, or where the real behaviour
   (real ones can keep stale ports).
 * Billing accrues per real second (not scaled by the speed factor) at the GPU's secure price
   (community price for ``cloud: COMMUNITY``) times the GPU count while the pod is PROVISIONING,
-  STARTING or RUNNING; ERROR and EXITED pods cost nothing; there is no credit check. Volumes are free.
+  STARTING, RUNNING or ERROR (facts.md: billed while it exists and is not EXITED); EXITED pods cost
+  nothing, and an ERROR pod's GPUs go back to stock; there is no credit check. Volumes are free.
 * Stock is a plain count per (GPU type, data center); ``cloudType: ALL`` and SECURE/COMMUNITY share
   it. Catalog availability levels are the emulator's own thresholds (0 NONE, <=2 LOW, <=8 MEDIUM).
   Resume fails with the real "not enough free GPUs" message when the data center is full
@@ -57,8 +58,11 @@ Known differences from the real service (deliberate, or where the real behaviour
   unknown data center, volume/data-center mismatch, volume on COMMUNITY), 404 for an unknown volume
   id, 409 for an action invalid in the pod's status; GraphQL messages for the same cases (the known
   real ones - no capacity, ``pod not found to terminate``, not enough free GPUs, "Something went
-  wrong..." for a volume off Secure Cloud - are used verbatim). A key lacking permission
-  (real: HTTP 200 ``Unauthorized``) is not modelled: any accepted key may do everything.
+  wrong..." for a volume off Secure Cloud - are used verbatim). REST's no-capacity 400 reuses the
+  GraphQL no-capacity sentence as its ``detail``: the real REST wording is unknown, and openapi
+  createPod says capacity carries no machine-readable code, so a client must not depend on it. A key
+  lacking permission (real: HTTP 200 ``Unauthorized``; REST 403) is not modelled: any accepted key may
+  do everything, and createPod never answers 402 (balance) or 403 (pool not accessible).
 * Rate limits: fixed windows per key with configurable quotas (default 1000/min, 20000/h,
   200000/day; the real quotas are not published); headers only on REST responses. GraphQL 429s
   carry a JSON ``errors`` body; the real one is unknown.

@@ -268,9 +268,20 @@ def parse_create(data: Any) -> PodSpec:
     if not isinstance(data, dict):
         raise EmulatorRefusal("invalid", "Request validation failed.", errors=["body: must be an object"])
 
-    def typed(key: str, kind: type | tuple[type, ...], where: dict[str, Any] = data, prefix: str = "") -> Any:
-        v = where.get(key)
+    def typed(
+        key: str,
+        kind: type | tuple[type, ...],
+        where: dict[str, Any] = data,
+        prefix: str = "",
+        nullable: bool = False,
+    ) -> Any:
+        if key not in where:
+            return None
+        v = where[key]
         if v is None:
+            # An explicit null is not "absent": the schema types these fields without null (422).
+            if not nullable:
+                errors.append(f"{prefix}{key}: must not be null")
             return None
         if isinstance(v, bool) and kind is int:
             errors.append(f"{prefix}{key}: must be an integer")
@@ -310,7 +321,7 @@ def parse_create(data: Any) -> PodSpec:
         errors.append("dataCenterIds: items must be strings")
     for flag in ("startSsh", "startJupyter", "globalNetworking"):
         typed(flag, bool)
-    typed("registry", str)
+    typed("registry", str, nullable=True)
     template_id = typed("templateId", str)
     gpu = typed("gpu", dict)
     gpu_count, min_cuda = 1, None
@@ -339,6 +350,9 @@ def parse_create(data: Any) -> PodSpec:
     if mounts is not None:
         for k in sorted(set(mounts) - {"persistent", "network"}):
             errors.append(f"mounts.{k}: unexpected property")
+        for k in ("persistent", "network"):
+            if k in mounts and mounts[k] is None:
+                errors.append(f"mounts.{k}: must not be null")
         net = mounts.get("network")
         if net is not None:
             if not isinstance(net, list):

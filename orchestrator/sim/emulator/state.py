@@ -12,7 +12,8 @@ endpoints read the same records, terminated ones included. The model owns
 * GPU stock per (GPU type, data center): a pod holds ``gpu_count`` GPUs while it is PROVISIONING,
   STARTING or RUNNING and gives them back when it stops, fails or is terminated;
 * network volumes (directories under ``state_dir/volumes/<id>``) that pin pods to their data center;
-* billing: per second at the pod's rate while it holds its GPUs, kept after termination.
+* billing: per second at the pod's rate while it holds its GPUs or sits in ERROR (billed while it
+  exists and is not EXITED, facts.md), kept after termination.
 
 Sandbox start/stop calls run on a small thread pool, never under the model's lock, so a slow fork
 cannot stall the API. Every operation that invalidates in-flight sandbox work bumps the pod's
@@ -51,6 +52,10 @@ TERMINATED = "TERMINATED"
 
 #: States in which a pod holds its GPUs and is billed (facts.md: billed while it exists and is not EXITED).
 HOLDS_GPU = frozenset({PROVISIONING, STARTING, RUNNING})
+#: Statuses that bill: facts.md bills a pod "while it exists and is not EXITED", and openapi's
+#: ``Pod.cost`` is 0 only when EXITED or TERMINATED. An ERROR pod gives its GPUs back to the
+#: emulator's stock (its host is unknown) but keeps costing until it is terminated.
+BILLED = HOLDS_GPU | {ERROR}
 
 #: Valid actions per status, as openapi-v2.json's podAction documents them.
 ACTIONS: dict[str, list[str]] = {
@@ -245,8 +250,8 @@ class Pod:
         return self.billed_s + extra
 
     def current_cost(self) -> float:
-        """USD/h now: 0 unless the pod holds its GPUs (openapi: 0.0 when EXITED or TERMINATED)."""
-        return round(self.rate, 4) if self.status in HOLDS_GPU else 0.0
+        """USD/h now: 0 unless the pod bills (openapi: 0.0 when EXITED or TERMINATED)."""
+        return round(self.rate, 4) if self.status in BILLED else 0.0
 
     def uptime_s(self, now_mono: float) -> int:
         return int(now_mono - self.running_since) if self.running_since is not None else 0
@@ -522,6 +527,8 @@ class EmulatorState:
         pod.starting_sandbox = False
         pod.running_since = None
         self._booting.discard(pod.id)
+        if status == ERROR:
+            pod.billing_since = mono  # an ERROR pod still exists and is not EXITED: it bills on
         sb, pod.sandbox, pod.ssh_port = pod.sandbox, None, None
         return sb
 
@@ -567,6 +574,8 @@ class EmulatorState:
             pod.stuck = False
             self._begin_boot(pod, mono, cold=False)
             pod.desired_status = RUNNING
+            if pod.billing_since is not None:  # resumed from ERROR, which was billing already
+                pod.billed_s += mono - pod.billing_since
             pod.billing_since = mono
             pod.last_status_change = f"Rented by User: {js_date(time.time())}"
             self._booting.add(pod.id)
