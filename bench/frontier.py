@@ -30,7 +30,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from orchestrator.config import defaults  # noqa: E402
 from orchestrator.policy import plan as real_plan  # noqa: E402
 from orchestrator.sim import traces as tr  # noqa: E402
 from orchestrator.sim.policies import RATE_LEAD_SEC, RATE_WINDOW_SEC, RateClairvoyant, specs  # noqa: E402
+from orchestrator.sim.run import mean_metrics  # noqa: E402
 from orchestrator.sim.vtime import BootModel, Simulation, oracle  # noqa: E402
 
 TRACES = ("steady", "bursty", "diurnal", "spike")
@@ -98,10 +99,6 @@ def _run_one(job: tuple[str, str, int]) -> tuple[str, str, int, dict[str, Any]]:
     metrics: dict[str, Any] = dict(result.metrics())
     metrics["violations"] = len(result.violations)
     return trace_name, config_name, seed, metrics
-
-
-def _mean(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    return {key: round(sum(float(r[key]) for r in rows) / len(rows), 4) for key in rows[0]}
 
 
 def frontier(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -293,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         for trace_name, config_name, _seed, metrics in pool.map(_run_one, jobs, chunksize=2):
             raw.setdefault(trace_name, {}).setdefault(config_name, []).append(metrics)
     seconds = time.perf_counter() - started
-    results = {t: {c: _mean(rows) for c, rows in raw[t].items()} for t in args.traces}
+    results = {t: {c: mean_metrics(rows) for c, rows in raw[t].items()} for t in args.traces}
     summary = {t: summarize(t, results[t], float(oracle(tr.load(TRACE_DIR / f"{t}.csv"))["cost_usd"])) for t in args.traces}
     violations = sum(r["violations"] for runs in results.values() for r in runs.values())
     meta = {

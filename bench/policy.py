@@ -24,7 +24,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from orchestrator.config import defaults  # noqa: E402
 from orchestrator.policy import plan as real_plan  # noqa: E402
 from orchestrator.sim import traces as tr  # noqa: E402
 from orchestrator.sim.policies import PolicySpec, busy_workers_count_themselves, specs  # noqa: E402
+from orchestrator.sim.run import mean_metrics  # noqa: E402
 from orchestrator.sim.vtime import GPU_PRICE, Simulation, oracle  # noqa: E402
 
 TRACES = ("steady", "bursty", "diurnal", "spike", "heavy_tail")
@@ -93,17 +94,6 @@ def _run_one(job: tuple[str, str, int, bool]) -> tuple[str, str, int, dict[str, 
     metrics["violations"] = len(result.violations)
     samples = [(s.t, s.queued, s.pods, s.serving) for s in result.samples[::3]] if keep_samples else []
     return trace_name, policy_name, seed, metrics, samples, time.perf_counter() - started
-
-
-def _mean(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in rows[0]:
-        values = [r[key] for r in rows]
-        mean = sum(values) / len(values)
-        out[key] = round(mean, 4) if isinstance(mean, float) else mean
-        if key in ("tasks_lost", "tasks_duplicated", "pods_leaked", "violations"):
-            out[key] = int(sum(values))  # any occurrence in any seed counts
-    return out
 
 
 def bar_check(results: Mapping[str, Mapping[str, Mapping[str, Any]]], policy: str) -> list[str]:
@@ -268,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{trace_name:10s} {policy:14s} seed {_seed}  {secs:5.1f}s  cost {metrics['cost_usd']:7.2f}  p95 {metrics['wait_p95_s']:7.1f}", flush=True)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for t in TRACES:
-        results[t] = {p: _mean(raw[(t, p)]) for p in names}
+        results[t] = {p: mean_metrics(raw[(t, p)]) for p in names}
         results[t]["oracle"] = oracle(traces[t])
     meta = {
         "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
