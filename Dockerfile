@@ -4,10 +4,12 @@
 #
 #   docker build -t runpod-fleet-orchestrator .
 #   docker run --env-file orchestrator.env \
+#       -e RUNPOD_SSH_PRIVATE_KEY_PATH=/run/secrets/id_ed25519 \
+#       -e RUNPOD_SSH_PUBLIC_KEY_PATH=/run/secrets/id_ed25519.pub \
 #       -v /etc/orchestrator/id_ed25519:/run/secrets/id_ed25519:ro \
 #       -v /etc/orchestrator/id_ed25519.pub:/run/secrets/id_ed25519.pub:ro \
 #       runpod-fleet-orchestrator                   # = orchestrator run
-#   docker run --rm --env-file orchestrator.env runpod-fleet-orchestrator plan
+#   docker run --rm --env-file orchestrator.env <the same -e and -v options> runpod-fleet-orchestrator plan
 #
 # Configuration comes from the environment only (deploy/orchestrator.env.example lists every
 # variable); nothing secret is baked in: keys arrive as environment variables or mounted files at run

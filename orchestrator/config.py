@@ -44,7 +44,7 @@ def _v(name: str, kind: str, default: Any, help: str, group: str, **kw: Any) -> 
 # The order here is the order of `orchestrator config` and of deploy/orchestrator.env.example.
 VARIABLES: tuple[Var, ...] = (
     # --- Runpod -----------------------------------------------------------------------------------
-    _v("RUNPOD_API_KEY", "str", None, "Runpod API key; required unless RUNPOD_API_BASE_URL points at an emulator", "runpod", secret=True),
+    _v("RUNPOD_API_KEY", "str", None, "Runpod API key (required; the emulator accepts any non-empty key)", "runpod", secret=True),
     _v("RUNPOD_API", "choice", "rest", "Runpod transport: rest (REST v2, default) or graphql (official SDK)", "runpod", choices=("rest", "graphql")),
     _v("RUNPOD_API_BASE_URL", "str", REAL_RUNPOD_BASE_URL, "Runpod API base URL (point it at `orchestrator sim serve` to rehearse offline)", "runpod"),
     _v("RUNPOD_GPU_TYPE", "list", "NVIDIA GeForce RTX 4090", "GPU display names in priority order, comma-separated; no capacity on one falls through to the next", "runpod"),
