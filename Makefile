@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint typecheck bench system-deps clean
 
-run: $(STAMP)
+run: $(STAMP) system-deps
 	$(BIN)/orchestrator demo
 
 test: $(STAMP) system-deps
