@@ -39,6 +39,7 @@ def collect(package: Path = ROOT / "orchestrator") -> dict[str, dict[str, set[st
     for path in sorted(package.rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        dict_keys = _dict_literal_keys(tree)
         for node in ast.walk(tree):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
                 continue
@@ -49,7 +50,22 @@ def collect(package: Path = ROOT / "orchestrator") -> dict[str, dict[str, set[st
                 entry["levels"].add(node.func.attr)
                 entry["modules"].add(module)
                 entry["fields"].update(k.arg for k in node.keywords if k.arg)
+                for k in node.keywords:
+                    if k.arg is None and isinstance(k.value, ast.Name):
+                        entry["fields"].update(dict_keys.get(k.value.id, ()))
     return dict(found)
+
+
+def _dict_literal_keys(tree: ast.AST) -> dict[str, set[str]]:
+    """``name = {"key": ...}`` assignments: the keys a ``log.info("event", **name)`` call logs."""
+    keys: dict[str, set[str]] = defaultdict(set)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+            literal = {k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    keys[target.id] |= literal
+    return keys
 
 
 def render(events: dict[str, dict[str, set[str]]]) -> str:
