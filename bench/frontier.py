@@ -41,9 +41,9 @@ sys.path.insert(0, str(ROOT))
 from orchestrator.config import defaults  # noqa: E402
 from orchestrator.policy import plan as real_plan  # noqa: E402
 from orchestrator.sim import traces as tr  # noqa: E402
-from orchestrator.sim.policies import RATE_LEAD_SEC, RATE_WINDOW_SEC, RateClairvoyant, specs  # noqa: E402
-from orchestrator.sim.run import mean_metrics  # noqa: E402
-from orchestrator.sim.vtime import BootModel, Simulation, oracle  # noqa: E402
+from orchestrator.sim.policies import RATE_LEAD_SEC, RATE_WINDOW_SEC, PolicySpec, RateClairvoyant, specs  # noqa: E402
+from orchestrator.sim.run import mean_metrics, run_one  # noqa: E402
+from orchestrator.sim.vtime import BootModel, oracle  # noqa: E402
 
 TRACES = ("steady", "bursty", "diurnal", "spike")
 TRACE_DIR = ROOT / "bench" / "traces"
@@ -95,10 +95,8 @@ def _run_one(job: tuple[str, str, int]) -> tuple[str, str, int, dict[str, Any]]:
         settings = base.replace(TASKS_PER_GPU_THRESHOLD=1, GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC=10)
         plan_fn, wake = RateClairvoyant(trace, settings, float(params["wait_probability"])), True
     boot = BootModel(cached_share=1.0) if family == "whatif_cached" else None
-    result = Simulation(trace, plan_fn, settings, name=config_name, wake_on_tasks=wake, seed=seed, boot=boot).run()
-    metrics: dict[str, Any] = dict(result.metrics())
-    metrics["violations"] = len(result.violations)
-    return trace_name, config_name, seed, metrics
+    spec = PolicySpec(config_name, plan_fn, settings, wake, family)
+    return trace_name, config_name, seed, run_one(trace, spec, seed, boot=boot)
 
 
 def frontier(results: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -21,7 +21,7 @@ from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
 from orchestrator.sim import traces as tr
 from orchestrator.sim.policies import PolicySpec, specs
-from orchestrator.sim.vtime import GPU_PRICE, Simulation, oracle
+from orchestrator.sim.vtime import GPU_PRICE, BootModel, Simulation, oracle
 
 ORACLE = "oracle"
 DEFAULT_POLICIES = ("ours", "original", "serverless", ORACLE)
@@ -121,10 +121,10 @@ def mean_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run_one(trace: tr.Trace, spec: PolicySpec, seed: int) -> dict[str, Any]:
+def run_one(trace: tr.Trace, spec: PolicySpec, seed: int, *, boot: BootModel | None = None) -> dict[str, Any]:
     """One simulation: the metrics of ``Result.metrics()`` plus the count of invariant violations."""
     result = Simulation(
-        trace, spec.plan, spec.settings, name=spec.name, wake_on_tasks=spec.wake_on_tasks, seed=seed
+        trace, spec.plan, spec.settings, name=spec.name, wake_on_tasks=spec.wake_on_tasks, seed=seed, boot=boot
     ).run()
     metrics: dict[str, Any] = dict(result.metrics())
     metrics["violations"] = len(result.violations)
