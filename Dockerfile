@@ -3,6 +3,8 @@
 # The orchestrator daemon's container image (docs/operations.md, "Installing").
 #
 #   docker build -t runpod-fleet-orchestrator .
+#   podman build --format docker -t runpod-fleet-orchestrator .   # podman: the docker format keeps the
+#                                                                # HEALTHCHECK, which OCI images drop
 #   docker run --env-file orchestrator.env \
 #       -e RUNPOD_SSH_PRIVATE_KEY_PATH=/run/secrets/id_ed25519 \
 #       -e RUNPOD_SSH_PUBLIC_KEY_PATH=/run/secrets/id_ed25519.pub \
@@ -14,8 +16,9 @@
 # Configuration comes from the environment only (deploy/orchestrator.env.example lists every
 # variable); nothing secret is baked in: keys arrive as environment variables or mounted files at run
 # time. Stages:
-#   build     builds the wheels of the package and of every dependency (needs a network, not a compiler:
-#             every dependency ships manylinux wheels for CPython 3.11)
+#   build     builds the wheels of the package and of every dependency at the versions and hashes of
+#             requirements.lock (needs a network, not a compiler: every dependency ships manylinux
+#             wheels for CPython 3.11), so two builds a month apart install the same code
 #   emulator  the package plus OpenSSH's server, for `orchestrator sim serve` in deploy/docker-compose.yml
 #             (its pods are sshd sandboxes); never deploy it against real Runpod
 #   runtime   the daemon: the installed wheels, the migrations, a non-root user; the default target
@@ -29,9 +32,11 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 # Only what the wheel is built from (pyproject's readme is README.md); .dockerignore keeps the rest of
 # the checkout (tests, .env, keys, .venv, .git) out of the build context altogether.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY orchestrator/ orchestrator/
-RUN python -m pip wheel --wheel-dir /wheels .
+RUN python -m pip wheel --require-hashes --wheel-dir /wheels -r requirements.lock \
+    && python -m pip wheel --no-deps --wheel-dir /wheels . \
+    && cp requirements.lock /wheels/
 
 # ---------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS emulator
@@ -45,7 +50,8 @@ RUN apt-get update \
     && mkdir -p /run/sshd
 # Bind-mounting the wheels (BuildKit) instead of copying them keeps them out of every layer.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m pip install --no-index --find-links=/wheels runpod-fleet-orchestrator
+    python -m pip install --no-index --find-links=/wheels --require-hashes -r /wheels/requirements.lock \
+    && python -m pip install --no-index --no-deps --find-links=/wheels runpod-fleet-orchestrator
 # The emulator runs as root: each emulated pod is an sshd in its own mount namespace.
 EXPOSE 8765
 ENTRYPOINT ["orchestrator"]
@@ -63,7 +69,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     METRICS_PORT=9100
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m pip install --no-index --find-links=/wheels runpod-fleet-orchestrator
+    python -m pip install --no-index --find-links=/wheels --require-hashes -r /wheels/requirements.lock \
+    && python -m pip install --no-index --no-deps --find-links=/wheels runpod-fleet-orchestrator
 # A fixed numeric uid/gid, so orchestrators (Kubernetes runAsNonRoot) can verify it is not root and
 # mounted key files can be made readable to exactly this user.
 RUN groupadd --system --gid 10001 orchestrator \

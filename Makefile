@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench system-deps clean
+.PHONY: run test lint typecheck bench system-deps lock clean
 
 run: $(STAMP) system-deps
 	$(BIN)/orchestrator demo
@@ -24,11 +24,22 @@ bench: $(STAMP) system-deps
 system-deps:
 	@sh scripts/system-deps.sh
 
-$(STAMP): pyproject.toml
+# The runtime dependencies come from the lock (the versions the image ships, hash-checked), so the
+# tests exercise what is deployed; the dev tools on top are not pinned.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# Re-resolve requirements.lock from pyproject.toml (newest versions its ranges allow, every platform's
+# wheels hashed); tests/unit/test_lockfile.py checks the two agree.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+		--custom-compile-command "make lock" -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
