@@ -6,7 +6,8 @@ pod listing (concurrently), ``plan()``, apply, record. Setting, per fleet size N
 
 * a throwaway PostgreSQL (``TempPostgres``) with the migrations, holding N active workers, each running
   one task and heartbeating (a set-based heartbeat update every few seconds stands in for N workers'
-  ``worker_heartbeat`` calls), a queue of 100 tasks per worker (capped at 100,000) that the fleet,
+  ``func_worker_heartbeat_with_logs`` calls; the rows are marked as the orchestrator's, so the workers
+  guard trigger runs on each, as it does on the real heartbeats), a queue of 100 tasks per worker (capped at 100,000) that the fleet,
   at ``MAX_ACTIVE_GPUS = N``, is not allowed to grow for, and history (3N terminated workers, 100
   completed tasks per worker, capped at 100,000): a busy fleet at its ceiling, the steady state;
 * the Runpod emulator in its own process holding the N matching RUNNING pods. Its pods are light
@@ -95,7 +96,8 @@ def populate(url: str, pods: list[dict[str, str]], queued: int, terminated: int,
         conn.execute(
             """
             insert into workers (id, instance_type, status, last_heartbeat, metadata, created_at,
-                                 status_changed_at, activated_at, orchestrator_prefix, boot_outcome, boot_outcome_at)
+                                 status_changed_at, activated_at, orchestrator_prefix, boot_outcome, boot_outcome_at,
+                                 orchestrator_managed)
             select w.id, 'NVIDIA GeForce RTX 4090', 'active', now(),
                    jsonb_build_object('runpod_id', w.rid, 'gpu_type', 'NVIDIA GeForce RTX 4090',
                                       'data_center', 'EU-RO-1', 'cost_per_hr', 0.69,
@@ -104,16 +106,18 @@ def populate(url: str, pods: list[dict[str, str]], queued: int, terminated: int,
                                       'process_started_at', now() - interval '1 hour',
                                       'orchestrator_prefix', %(prefix)s::text),
                    now() - interval '2 hours', now() - interval '1 hour', now() - interval '1 hour',
-                   %(prefix)s, 'activated', now() - interval '1 hour'
+                   %(prefix)s, 'activated', now() - interval '1 hour', true
             from unnest(%(ids)s::text[], %(rids)s::text[]) with ordinality as w(id, rid, n)
             """,
             {"ids": ids, "rids": runpod_ids, "prefix": PREFIX},
         )
         conn.execute(
             """
-            insert into workers (id, instance_type, status, metadata, created_at, status_changed_at, orchestrator_prefix)
+            insert into workers (id, instance_type, status, metadata, created_at, status_changed_at, orchestrator_prefix,
+                                 orchestrator_managed)
             select %(prefix)s || '20250101_' || lpad(g::text, 6, '0') || '-dead', 'NVIDIA GeForce RTX 4090',
-                   'terminated', '{"runpod_id": "gone"}', now() - interval '30 days', now() - interval '29 days', %(prefix)s
+                   'terminated', '{"runpod_id": "gone"}', now() - interval '30 days', now() - interval '29 days', %(prefix)s,
+                   true
             from generate_series(1, %(n)s) g
             """,
             {"n": terminated, "prefix": PREFIX},

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,13 +50,19 @@ VARIABLES: tuple[Var, ...] = (
     _v("RUNPOD_API_BASE_URL", "str", REAL_RUNPOD_BASE_URL, "Runpod API base URL (point it at `orchestrator sim serve` to rehearse offline)", "runpod"),
     _v("RUNPOD_GPU_TYPE", "list", "NVIDIA GeForce RTX 4090", "GPU display names in priority order, comma-separated; no capacity on one falls through to the next", "runpod"),
     _v("RUNPOD_WORKER_IMAGE", "str", "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04", "container image of the worker pods", "runpod"),
-    _v("RUNPOD_STORAGE_NAME", "str", None, "name of the network volume holding Headless-Wan2GP; pins pods to its data center", "runpod"),
+    _v("RUNPOD_STORAGE_NAME", "list", None, "network volumes holding the worker's checkout, comma-separated in priority order (one per data center); a volume pins its pods to its data center, and a spawn tries each GPU type in every volume before the next GPU type", "runpod"),
     _v("RUNPOD_VOLUME_MOUNT_PATH", "str", "/workspace", "where the network volume is mounted in each pod", "runpod"),
-    _v("RUNPOD_DISK_SIZE_GB", "int", 20, "pod volume disk size, GB", "runpod", minimum=0),
+    _v("RUNPOD_DISK_SIZE_GB", "int", 20, "pod volume disk, GB, sent as GraphQL volumeInGb or REST v2's persistent mount (0, or 10 and up); with a network volume REST v2 cannot take it (the network volume replaces the volume disk)", "runpod", minimum=0),
     _v("RUNPOD_CONTAINER_DISK_GB", "int", 10, "container disk size, GB", "runpod", minimum=1),
     _v("WORKER_ENV", "json", None, 'extra environment for every worker pod, a JSON object of strings, e.g. {"HF_HOME": "/workspace/hf"}', "runpod", secret=True),
-    _v("RUNPOD_SSH_PUBLIC_KEY_PATH", "path", None, "SSH public key injected into pods as PUBLIC_KEY", "runpod"),
-    _v("RUNPOD_SSH_PRIVATE_KEY_PATH", "path", None, "SSH private key the orchestrator logs into pods with", "runpod"),
+    _v("RUNPOD_SSH_PUBLIC_KEY_PATH", "path", None, "SSH public key injected into pods as PUBLIC_KEY (optional: derived from the private key when unset)", "runpod"),
+    _v("RUNPOD_SSH_PRIVATE_KEY_PATH", "path", None, "SSH private key the orchestrator logs into pods with (optional: without it, the pod's SSH password, default runpod, which Runpod's images rarely accept)", "runpod"),
+    # --- Worker start -----------------------------------------------------------------------------
+    _v("WORKER_DIRS", "list", "reigh/Headless-Wan2GP", "the worker's checkout, searched in order, comma-separated, relative to RUNPOD_VOLUME_MOUNT_PATH unless absolute (later versions of the original used Reigh-Worker,Headless-Wan2GP)", "worker"),
+    _v("WORKER_LAUNCH", "choice", "venv", "venv: python worker.py (else headless.py) --db-type supabase ... in the checkout's venv, as the original; uv: uv run --python 3.10 --extra cuda124 python worker.py ... --wgp-profile N, as its later versions", "worker", choices=("venv", "uv")),
+    _v("WORKER_WGP_PROFILE", "int", 1, "--wgp-profile of the uv launch", "worker", minimum=1),
+    _v("WORKER_GIT_BRANCH", "str", "main", "branch pulled before each start (timeout 30 git pull origin BRANCH; failure tolerated)", "worker"),
+    _v("WORKER_APT_PACKAGES", "packages", "python3.10-venv,ffmpeg", "apt packages installed after apt-get update before each start, comma-separated; none skips the apt step", "worker"),
     # --- Database ---------------------------------------------------------------------------------
     _v("SUPABASE_URL", "str", None, "Supabase project URL (REST API transport, the default when set)", "database"),
     _v("SUPABASE_SERVICE_ROLE_KEY", "str", None, "Supabase service-role key (orchestrator and workers)", "database", secret=True),
@@ -93,7 +100,7 @@ VARIABLES: tuple[Var, ...] = (
     _v("AUTO_START_WORKER_PROCESS", "bool", True, "start Headless-Wan2GP over SSH once a pod passes its checks", "daemon"),
     _v("WORKER_ID_PREFIX", "str", "gpu-", "prefix of worker ids and pod names; pods without it are never touched", "daemon"),
     _v("LEASE_TTL_SEC", "float", 90, "leader lease lifetime; a follower takes over within it when the leader dies", "daemon", minimum=1),
-    _v("APPLY_CONCURRENCY", "int", 16, "actions (SSH, API calls) run at once within a tick", "daemon", minimum=1),
+    _v("APPLY_CONCURRENCY", "int", 64, "actions (SSH, API calls) run at once within a tick; pods 50-150 ms away make each SSH step wait on round trips, not CPU (bench/ssh_fanout.py)", "daemon", minimum=1),
     _v("SSH_CONNECT_TIMEOUT_SEC", "float", 10, "SSH connect and handshake timeout", "daemon", minimum=0.1),
     _v("SSH_COMMAND_TIMEOUT_SEC", "float", 60, "default timeout of one remote command", "daemon", minimum=0.1),
     _v("METRICS_PORT", "int", 0, "port of the Prometheus /metrics and /healthz endpoint; 0 = off", "daemon", minimum=0),
@@ -102,6 +109,39 @@ VARIABLES: tuple[Var, ...] = (
 )
 
 BY_NAME: dict[str, Var] = {v.name: v for v in VARIABLES}
+
+# Debian package names (Debian Policy 5.6.1); anything else could not be installed and would reach a shell.
+DEBIAN_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]*$")
+# Branch names without anything a shell or git could misread: no leading '-', no '..', no '//'.
+GIT_BRANCH_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,200}(?<![./])$")
+
+
+def parse_packages(text: str) -> tuple[str, ...]:
+    """``WORKER_APT_PACKAGES``: names separated by commas or spaces; ``none`` means no apt step."""
+    items = tuple(item for item in re.split(r"[,\s]+", text.strip()) if item)
+    return () if [i.lower() for i in items] == ["none"] else items
+
+
+def apt_package_problems(packages: tuple[str, ...] | list[str]) -> list[str]:
+    bad = [p for p in packages if not DEBIAN_PACKAGE_RE.match(p)]
+    return [f"WORKER_APT_PACKAGES: {', '.join(map(repr, bad))} are not Debian package names"] if bad else []
+
+
+def worker_dir_problems(dirs: tuple[str, ...] | list[str]) -> list[str]:
+    """What is wrong with a ``WORKER_DIRS`` list (empty when nothing is)."""
+    if not dirs:
+        return ["WORKER_DIRS: expected at least one directory"]
+    return [
+        f"WORKER_DIRS: {d!r} is not usable: expected a path without '..', newlines or NUL"
+        for d in dirs
+        if not d or any(c in d for c in "\x00\n\r") or ".." in d.split("/")
+    ]
+
+
+def git_branch_problem(branch: str) -> str | None:
+    if GIT_BRANCH_RE.match(branch):
+        return None
+    return f"WORKER_GIT_BRANCH={branch!r}: expected a branch name (letters, digits, '.', '_', '-', '/')"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -208,6 +248,8 @@ class Settings:
             return mask_url_password(str(value)) if name == "DATABASE_URL" and "://" in str(value) and urlsplit(str(value)).password else mask(value)
         if var.kind == "list":
             return ",".join(value)
+        if var.kind == "packages":
+            return ",".join(value) or "none"
         if var.kind == "bool":
             return "true" if value else "false"
         return str(value)
@@ -239,13 +281,10 @@ def _requirement_problems(
                 )
         elif backend == "postgres" and not values.get("DATABASE_URL"):
             found.append(("DATABASE_URL", "DB_BACKEND=postgres but DATABASE_URL is unset"))
-    if runpod:
-        if not values.get("RUNPOD_API_KEY"):
-            found.append(("RUNPOD_API_KEY", "RUNPOD_API_KEY is unset: expected the API key of your Runpod account"))
-        if not values.get("RUNPOD_SSH_PRIVATE_KEY_PATH"):
-            found.append(("RUNPOD_SSH_PRIVATE_KEY_PATH", "RUNPOD_SSH_PRIVATE_KEY_PATH is unset: expected the private key to log into pods with"))
-        if not values.get("RUNPOD_SSH_PUBLIC_KEY_PATH"):
-            found.append(("RUNPOD_SSH_PUBLIC_KEY_PATH", "RUNPOD_SSH_PUBLIC_KEY_PATH is unset: expected the public key injected into pods"))
+    if runpod and not values.get("RUNPOD_API_KEY"):
+        found.append(("RUNPOD_API_KEY", "RUNPOD_API_KEY is unset: expected the API key of your Runpod account"))
+    # The SSH key paths are optional, as they were in the original: without a private key the daemon
+    # logs into pods with a password and says so once at start-up (RunpodClient.startup_warnings).
     # A malformed value was reset to its default; calling it "unset" as well would report it twice.
     return [problem for name, problem in found if name not in skip]
 
@@ -300,6 +339,10 @@ def _parse(var: Var, raw: str) -> tuple[Any, str | None]:
         if bad:
             return None, f"{var.name}: {', '.join(map(repr, bad))} are not environment variable names"
         return dict(parsed), None
+    if var.kind == "packages":
+        packages = parse_packages(text)
+        problems = apt_package_problems(packages)
+        return (None, problems[0]) if problems else (packages, None)
     if var.kind == "list":
         items = [item.strip() for item in text.split(",") if item.strip()]
         if not items:
@@ -356,6 +399,19 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
     mount = values.get("RUNPOD_VOLUME_MOUNT_PATH")
     if mount and not str(mount).startswith("/"):
         problems.append(f"RUNPOD_VOLUME_MOUNT_PATH={mount!r}: expected an absolute path")
+    dirs = values.get("WORKER_DIRS")
+    if isinstance(dirs, tuple):
+        problems.extend(worker_dir_problems(dirs))
+    branch = values.get("WORKER_GIT_BRANCH")
+    if isinstance(branch, str):
+        problem = git_branch_problem(branch)
+        if problem:
+            problems.append(problem)
+    disk = values.get("RUNPOD_DISK_SIZE_GB")
+    if values.get("RUNPOD_API") == "rest" and not values.get("RUNPOD_STORAGE_NAME") and isinstance(disk, int) and 0 < disk < 10:
+        problems.append(
+            f"RUNPOD_DISK_SIZE_GB={disk}: REST v2's volume disk (persistent mount) takes 0 (none) or at least 10 GB"
+        )
     prefix = values.get("WORKER_ID_PREFIX")
     if prefix is not None and (not prefix or not all(c.isalnum() or c in "-_" for c in str(prefix))):
         problems.append(f"WORKER_ID_PREFIX={prefix!r}: expected letters, digits, '-' or '_' (it names pods)")
@@ -413,6 +469,8 @@ def load_settings(
 def _default(var: Var) -> Any:
     if var.kind == "list" and isinstance(var.default, str):
         return tuple(item.strip() for item in var.default.split(","))
+    if var.kind == "packages" and isinstance(var.default, str):
+        return parse_packages(var.default)
     return var.default
 
 

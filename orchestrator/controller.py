@@ -1,4 +1,4 @@
-"""One tick: gather -> decide -> apply -> record (``../shared/design.md``), and the leader lease.
+"""One tick: gather -> decide -> apply -> record, and the leader lease.
 
 Gather is two calls, whatever the fleet size: ``orch_snapshot`` and one pod listing, made concurrently.
 Decide is :func:`orchestrator.policy.plan`, pure. Apply runs the plan's actions on a bounded thread pool;
@@ -46,6 +46,7 @@ from orchestrator.model import (
     Meta,
     Plan,
     PodView,
+    Promote,
     Reactivate,
     Reason,
     RequeueTasks,
@@ -70,6 +71,8 @@ class Provider(Protocol):
     def list_pods(self) -> list[Any]: ...
 
     def list_gpu_types(self, *, with_availability: bool = False, fresh: bool = False) -> list[Any]: ...
+
+    def spawn_volumes(self) -> list[Any]: ...
 
     def spawn_worker(self, worker_id: str, worker_env: Mapping[str, str] | None = None, **kw: Any) -> dict[str, Any]: ...
 
@@ -153,7 +156,7 @@ class Controller:
         self._lock = threading.Lock()
         self._prices: dict[str, float] = {}
         self._prices_at = 0.0
-        self._last_states: dict[str, str] = {}
+        self._data_centers: tuple[str, ...] = ()
         # The breaker's state at the previous tick (None before the first): its changes become events.
         self._last_breaker: BreakerState | None = None
         self._closed = False
@@ -167,6 +170,7 @@ class Controller:
             token = int(answer["token"])
             if token != self.token:
                 log.info("lease_acquired", holder=self.holder, token=token, expires_at=answer.get("expires_at"))
+                self._publish_attempt_limit(token)
             self.token = token
             return token
         if self.token is not None:
@@ -175,6 +179,20 @@ class Controller:
             log.info("lease_held_elsewhere", holder=self.holder, leader=answer.get("holder"), expires_at=answer.get("expires_at"))
         self.token = None
         return None
+
+    def _publish_attempt_limit(self, token: int) -> None:
+        """Store MAX_TASK_ATTEMPTS where the database's tasks guard reads it, once per leadership.
+
+        The guard dead-letters a task that comes back to Queued at the limit whoever moved it (the
+        app's Edge Functions, the heartbeat's crash handling), so it must know our limit before the
+        first requeue of ours would tell it. Not fatal: the guard keeps its last (or default) limit.
+        """
+        try:
+            self.db.set_task_attempt_limit(token, int(self.settings.max_task_attempts))
+        except errors.LeaseLost:
+            raise
+        except errors.OrchestratorError as exc:
+            log.warning("attempt_limit_not_published", error_type=type(exc).__name__, error=str(exc)[:300])
 
     @property
     def is_leader(self) -> bool:
@@ -199,6 +217,15 @@ class Controller:
         if prices:
             self._prices = prices
             self._prices_at = self.clock()
+        # The data centers the configured network volumes pin spawns to: the policy skips a GPU type
+        # only once it backs off in each of them. Refreshed with the prices (both change rarely).
+        try:
+            volumes = self.provider.spawn_volumes()
+        except errors.OrchestratorError as exc:
+            log.warning("volumes_unavailable", error=str(exc)[:300])
+            return
+        centers = [str(v.data_center) for v in volumes if getattr(v, "data_center", None)]
+        self._data_centers = tuple(dict.fromkeys(centers))
 
     def _list_pods(self) -> list[PodView] | None:
         try:
@@ -229,7 +256,7 @@ class Controller:
 
     def decide(self, snapshot: Snapshot, pods: list[PodView] | None) -> Plan:
         now = snapshot.now or datetime.now(UTC)
-        return policy.plan(snapshot, pods, self.settings, now, prices=self._prices)
+        return policy.plan(snapshot, pods, self.settings, now, prices=self._prices, data_centers=self._data_centers)
 
     def dry_run(self) -> tuple[Snapshot, list[PodView] | None, Plan]:
         """What a tick would decide now, changing nothing (``orchestrator plan``)."""
@@ -309,7 +336,9 @@ class Controller:
                 self.token = None
                 outcome, result = "lease_lost", {}
             except errors.IllegalTransition as exc:
-                # Another actor (a heartbeat, the operator) moved the worker first; next tick re-plans.
+                # Another actor (the operator, a racing action) moved the worker first, or the database
+                # refused a draining worker's termination because it claimed a task after the plan was
+                # made (the pod is left alone); the next tick re-plans.
                 log.info("action_superseded", action=action.kind, error=str(exc)[:300])
                 outcome, result = "superseded", {}
             except errors.OrchestratorError as exc:
@@ -373,11 +402,15 @@ class Controller:
             return {"outcome": "already_registered"}
         _crash_point("after_register")
         try:
-            pod = self.provider.spawn_worker(action.worker_id, self.worker_env, gpu_types=list(action.gpu_types))
+            pod = self.provider.spawn_worker(
+                action.worker_id, self.worker_env, gpu_types=list(action.gpu_types), avoid=action.avoid
+            )
         except errors.RunpodCapacityError as exc:
-            misses = getattr(exc, "capacity_misses", None) or [
-                {"gpu_type": gpu, "data_center": None, "at": self._now()} for gpu in action.gpu_types
-            ]
+            # Only a provider that does not say which candidates it tried gets misses invented for it; an
+            # empty list means every candidate was skipped as backing off, and those need no new miss.
+            misses = getattr(exc, "capacity_misses", None)
+            if misses is None:
+                misses = [{"gpu_type": gpu, "data_center": None, "at": self._now()} for gpu in action.gpu_types]
             self.db.transition_worker(
                 token,
                 action.worker_id,
@@ -482,6 +515,12 @@ class Controller:
             self.db.merge_worker_metadata(token, action.worker_id, {Meta.PROCESS_STARTED_AT: self._now()})
             return {"outcome": "already_running"}
         return self._start(token, action.worker_id, action.runpod_id, worker.host_key_fingerprint if worker else None)
+
+    def _do_promote(self, action: Promote, worker: Worker | None, token: int) -> dict[str, Any]:
+        # The transition writes activated_at and the boot outcome `activated`; a worker moved since the
+        # snapshot (failed, cancelled) makes it refuse, which _run_action counts as superseded.
+        self.db.transition_worker(token, action.worker_id, WorkerState.ACTIVE.value, action.reason.value)
+        return {}
 
     def _diagnostics(self, action: FailWorker) -> dict[str, Any]:
         found: dict[str, Any] = {"failed_at": self._now()}
@@ -588,15 +627,9 @@ class Controller:
         duration: float,
     ) -> dict[str, Any]:
         states = Counter(w.status.value for w in snapshot.workers)
-        promoted = sum(
-            1
-            for w in snapshot.workers
-            if w.status is WorkerState.ACTIVE and self._last_states.get(w.id) in (WorkerState.INITIALIZING.value, WorkerState.SPAWNING.value)
-        )
-        self._last_states = {w.id: w.status.value for w in snapshot.workers}
         by_kind = Counter(o["kind"] for o in outcomes if o.get("outcome") not in ("in_flight", "lease_lost"))
         actions = {
-            "promoted": promoted,
+            "promoted": sum(1 for o in outcomes if o["kind"] == "promote" and o.get("outcome") == "ok"),
             "failed": by_kind.get("fail_worker", 0),
             "spawned": sum(1 for o in outcomes if o["kind"] == "spawn" and o.get("runpod_id")),
             "terminated": by_kind.get("mark_terminated", 0),

@@ -1,10 +1,14 @@
 """The long-running process: apscheduler drives the controller's tick; new tasks wake it early.
 
-Sits between the CLI (``orchestrator run``) and the controller. One tick at a time (``max_instances=1``),
-missed runs coalesced; a wake-up that arrives while a tick runs is remembered and served by an
-immediate next tick, so a task queued mid-tick never waits a whole poll interval. Over direct Postgres
-a LISTEN thread turns the ``orchestrator_tasks`` notification into such a wake-up. SIGTERM/SIGINT let
-the running tick finish, release the lease and return 0.
+Sits between the CLI (``orchestrator run``) and the controller. Ticks run one at a time on a thread of
+their own, which waits on one "wake" flag; apscheduler's interval job, the LISTEN thread and the wake
+probe only raise that flag. A wake-up that arrives while a tick runs leaves the flag raised, so another
+tick starts as soon as this one ends; several coalesce into one. (Running the tick inside the
+scheduler's job instead loses such a wake-up: apscheduler refuses to start a job whose previous run it
+has not wound up, and its winding up includes its own log line, so a re-run asked for from inside the
+tick is skipped until the next interval whenever that logging is slow.) Over direct Postgres a LISTEN
+thread turns the ``orchestrator_tasks`` notification into a wake-up. SIGTERM/SIGINT let the running
+tick finish, release the lease and return 0.
 """
 
 from __future__ import annotations
@@ -50,11 +54,10 @@ class Daemon:
         self.follower_interval = follower_interval if follower_interval is not None else interval
         self.listen_url = listen_url
         self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._running = False
-        self._rerun = False
+        self._wake = threading.Event()
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._job: Any = None
+        self._ticker: threading.Thread | None = None
         self._listener: threading.Thread | None = None
         # Without LISTEN (Supabase's REST API), a cheap query polled every few seconds stands in for
         # the notification: a changed answer means new work, and a tick runs at once.
@@ -64,51 +67,38 @@ class Daemon:
 
     # -- scheduling -----------------------------------------------------------------------------
 
-    def _tick(self) -> None:
-        with self._lock:
-            self._running = True
-            self._rerun = False
-        follower = False
-        try:
-            result = self.controller.tick()
-            follower = getattr(result, "role", None) == "follower"
-        except Exception:
-            # The controller turns expected failures into data; anything reaching here is a bug, and
-            # the loop must survive it all the same.
-            log.exception("tick_crashed")
-        finally:
-            with self._lock:
-                self._running = False
-                rerun = self._rerun
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait()
             if self._stop.is_set():
-                pass
-            elif rerun:
-                self._run_now()
-            elif follower and self.follower_interval < self.interval:
-                self._run_at(self.follower_interval)
-
-    def _run_now(self) -> None:
-        if self._job is not None:
+                return
+            # Cleared before the tick: a wake-up from here on is for work this tick may not see.
+            self._wake.clear()
+            follower = False
             try:
-                self._job.modify(next_run_time=datetime.now(UTC))
-            except Exception:  # the scheduler may be shutting down
-                log.debug("wake_ignored")
+                result = self.controller.tick()
+                follower = getattr(result, "role", None) == "follower"
+            except Exception:
+                # The controller turns expected failures into data; anything reaching here is a bug,
+                # and the loop must survive it all the same.
+                log.exception("tick_crashed")
+            if follower and self.follower_interval < self.interval and not self._wake.is_set():
+                self._poll_in(self.follower_interval)
 
-    def _run_at(self, delay: float) -> None:
+    def _poll_in(self, delay: float) -> None:
         if self._job is not None:
             try:
                 self._job.modify(next_run_time=datetime.now(UTC) + timedelta(seconds=delay))
-            except Exception:
+            except Exception:  # the scheduler may be shutting down
                 log.debug("reschedule_ignored")
+
+    def _poll(self) -> None:
+        self._wake.set()
 
     def wake(self, why: str = "notify") -> None:
         """Run a tick as soon as possible (now, or right after the running one)."""
-        with self._lock:
-            if self._running:
-                self._rerun = True
-                return
         log.debug("daemon_wake", why=why)
-        self._run_now()
+        self._wake.set()
 
     # -- LISTEN/NOTIFY ----------------------------------------------------------------------------
 
@@ -157,8 +147,10 @@ class Daemon:
     def start(self) -> None:
         probing = not self.listen_url and self.probe is not None and self.probe_interval > 0
         baseline = self._probe_once() if probing else None
+        self._ticker = threading.Thread(target=self._loop, name="tick", daemon=True)
+        self._ticker.start()
         self._job = self._scheduler.add_job(
-            self._tick,
+            self._poll,
             "interval",
             seconds=self.interval,
             max_instances=1,
@@ -180,6 +172,10 @@ class Daemon:
             listen=bool(self.listen_url),
             wake_probe_sec=self.probe_interval if self._prober else None,
         )
+        # Once, at start-up: what the provider already knows will go wrong (no SSH key, say).
+        warnings = getattr(getattr(self.controller, "provider", None), "startup_warnings", None)
+        for check, detail in warnings() if callable(warnings) else ():
+            log.warning("startup_warning", check=check, detail=detail)
 
     def stop(self) -> None:
         self._stop.set()
@@ -194,6 +190,10 @@ class Daemon:
             self._scheduler.shutdown(wait=True)
         except Exception:
             log.debug("scheduler_already_stopped")
+        # Raised so the tick thread, idle or done with its tick, sees the stop and returns.
+        self._wake.set()
+        if self._ticker is not None:
+            self._ticker.join()
         for thread in (self._listener, self._prober):
             if thread is not None:
                 thread.join(timeout=5)

@@ -1,7 +1,8 @@
 """``orchestrator demo`` (what ``make run`` calls): the main job on the embedded default.
 
 Brings up the stack of :mod:`orchestrator.sim.stack` (throwaway Postgres behind the PostgREST-compatible
-endpoint, the Runpod emulator with real sshd pods running the simulated worker), runs the real daemon
+endpoint and the app's Edge Functions, the Runpod emulator with real sshd pods running the simulated
+worker, which speaks only the real worker's protocol), runs the real daemon
 against it, feeds it a stream of tasks in two bursts, shows the fleet while workers spawn, boot, work and
 are reaped, and ends with what a user pays attention to: pods created and terminated, tasks completed,
 GPU-hours and cost as the emulator billed them, and leaked pods (which must be 0).

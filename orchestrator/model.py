@@ -1,6 +1,6 @@
 """Values the pure policy reads and writes: worker states, the snapshot, the provider's pods, actions.
 
-Sits between gather and decide in the tick (``docs/database.md``, ``../shared/design.md``): the
+Sits between gather and decide in the tick (gather -> decide -> apply -> record; ``docs/database.md``): the
 controller turns the database's one snapshot call into a :class:`Snapshot` (``Snapshot.from_json``),
 the provider's pod listing into :class:`PodView` values (``PodView.from_pod``), and hands both to
 ``orchestrator.policy.plan``, which returns a :class:`Plan` of :class:`Action` values. Everything here
@@ -12,10 +12,17 @@ in, the reason code, the metadata to record), so applying one never needs anothe
 is meant to be applied idempotently: applying it twice, or after a crash half-way, leaves the same
 state, and the next tick's snapshot shows what happened (level-triggered reconciliation).
 
-The action set is small on purpose: Spawn, Initialize, StartProcess, FailWorker, Drain, Reactivate,
-TerminatePod, MarkTerminated, RequeueTasks (each documented below with what its executor does). There
-is no Promote: ``initializing -> active`` happens in SQL on the worker's first heartbeat after
-``metadata.process_started_at`` (docs/database.md), so no tick is needed for it.
+The action set is small on purpose: Spawn, Initialize, StartProcess, Promote, FailWorker, Drain,
+Reactivate, TerminatePod, MarkTerminated, RequeueTasks (each documented below with what its executor
+does). Promotion ``initializing -> active`` is the orchestrator's own decision from evidence it
+observes (a heartbeat at or after ``metadata.process_started_at``): the real worker's heartbeat function
+belongs to the app and only writes ``last_heartbeat`` (docs/database.md), so it cannot be the one to
+promote.
+
+What a worker says about itself (the heartbeat's ``status_param`` ``crashed``, the fatal-error handler's
+``error``) never changes ``status`` on a row the orchestrator manages; the database records it in
+``reported_status``/``reported_at``/``reported_details`` and :class:`Worker` carries them, so the policy
+decides what a report means.
 
 The metadata keys the policy reads and the executor writes are named in :class:`Meta`, so both sides
 agree on one spelling.
@@ -99,7 +106,7 @@ class Meta:
     COST_PER_HR = "cost_per_hr"
     HOST_KEY_FINGERPRINT = "host_key_fingerprint"
     INITIALIZED_AT = "initialized_at"  # the initialization checks passed
-    PROCESS_STARTED_AT = "process_started_at"  # the SQL heartbeat promotes initializing -> active after it
+    PROCESS_STARTED_AT = "process_started_at"  # a heartbeat at or after it promotes (Promote)
     TERMINATE_REQUESTED_AT = "terminate_requested_at"  # an operator asked (orch_request_termination)
     POD_TERMINATE_REQUESTED_AT = "pod_terminate_requested_at"  # when we last asked the provider
     DRAIN_REASON = "drain_reason"
@@ -131,12 +138,17 @@ class Reason(StrEnum):
     # boot
     POD_READY = "pod_ready"
     START_PROCESS = "start_process"
+    FIRST_HEARTBEAT = "first_heartbeat"  # initializing -> active: heard from after the process started
     # health
     BOOT_TIMEOUT = "boot_timeout"
     POD_FAILED = "pod_failed"  # EXITED or ERROR at the provider
     POD_MISSING = "pod_missing"  # no pod at the provider for a row that had or should have one
     HEARTBEAT_STALE = "heartbeat_stale"
     TASK_STUCK = "task_stuck"
+    # The worker's own word (Worker.reported_status): its heartbeat guardian saw the process die
+    # ('crashed'), or its fatal-error handler gave up on the GPU ('error').
+    WORKER_CRASHED = "worker_crashed"
+    WORKER_ERROR = "worker_error"
     # scale down
     IDLE = "idle_timeout"
     OVERCAPACITY = "overcapacity"
@@ -292,9 +304,17 @@ class Worker:
     # stuck-task timeout); computed in SQL.
     oldest_stuckable_started_at: datetime | None = None
     last_completion_at: datetime | None = None
+    # The last status the worker itself tried to write that was not 'active' (its heartbeat's
+    # 'crashed', its fatal handler's 'error', anything else), kept by the database instead of
+    # applied; absent fields (a database without the guard) read as None.
+    reported_status: str | None = None
+    reported_at: datetime | None = None
+    reported_details: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
     def __post_init__(self) -> None:
         _normalise_datetimes(self)
+        if not isinstance(self.reported_details, MappingProxyType):
+            object.__setattr__(self, "reported_details", freeze(self.reported_details))
         if not isinstance(self.metadata, MappingProxyType):
             object.__setattr__(self, "metadata", freeze(self.metadata))
         object.__setattr__(self, "running_task_ids", tuple(self.running_task_ids))
@@ -322,6 +342,10 @@ class Worker:
         ids = row.get("running_task_ids") or []
         if not isinstance(ids, list | tuple):
             raise ValueError(f"worker {worker_id}: running_task_ids is not a list")
+        details = row.get("reported_details")
+        if not isinstance(details, Mapping):
+            # Free-form, written by the worker's side: anything but an object reads as none.
+            details = {}
         try:
             return cls(
                 id=worker_id,
@@ -337,6 +361,10 @@ class Worker:
                 oldest_running_started_at=parse_ts(row.get("oldest_running_started_at")),
                 oldest_stuckable_started_at=parse_ts(row.get("oldest_stuckable_started_at")),
                 last_completion_at=parse_ts(row.get("last_completion_at")),
+                reported_status=_str_or_none(row.get("reported_status")),
+                # A malformed report time must not hide the worker: read it as unknown.
+                reported_at=_ts_or_none(row.get("reported_at")),
+                reported_details=freeze(details),
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"worker {worker_id}: {exc}") from exc
@@ -678,16 +706,19 @@ class Spawn(Action):
     """Create a worker: register the intent row (``spawning``, with ``metadata``), then create its pod.
 
     Executor: ``orch_register_worker(worker_id, gpu_types[0], metadata)``; then create the pod named
-    ``worker_id``, trying ``gpu_types`` in order and falling through on no capacity. On success merge
-    ``runpod_id``, ``gpu_type``, ``data_center``, ``cost_per_hr`` (and any ``capacity_misses``) into
-    the metadata. When every type had no capacity: transition to ``error`` with reason
-    ``spawn_no_capacity`` (and the misses); any other creation failure: ``error`` with ``spawn_failed``.
-    A conflict on registration (id exists) means a previous attempt got there: do nothing.
+    ``worker_id``, trying ``gpu_types`` in order (each in every configured network volume's data
+    center, skipping the ``(gpu_type, data_center)`` pairs in ``avoid``: those backing off) and falling
+    through on no capacity. On success merge ``runpod_id``, ``gpu_type``, ``data_center``,
+    ``cost_per_hr`` (and any ``capacity_misses``) into the metadata. When every candidate had no
+    capacity: transition to ``error`` with reason ``spawn_no_capacity`` (and the misses); any other
+    creation failure: ``error`` with ``spawn_failed``. A conflict on registration (id exists) means a
+    previous attempt got there: do nothing.
     """
 
     kind: ClassVar[str] = "spawn"
     worker_id: str
     gpu_types: tuple[str, ...]
+    avoid: tuple[tuple[str, str | None], ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
 
@@ -714,8 +745,8 @@ class Initialize(Action):
 class StartProcess(Action):
     """Start the worker process on an initialized worker whose process was never started.
 
-    Executor: the seed's start command over SSH; merge ``process_started_at`` on success (the SQL
-    heartbeat then promotes it to ``active``); ``error`` with reason ``start_failed`` otherwise. With
+    Executor: the seed's start command over SSH; merge ``process_started_at`` on success (its first
+    heartbeat after that gets it a :class:`Promote`); ``error`` with reason ``start_failed`` otherwise. With
     ``already_running`` (the worker has heartbeated since its checks passed), only merge
     ``process_started_at``: starting a second process would run two workers under one id.
     """
@@ -724,6 +755,19 @@ class StartProcess(Action):
     worker_id: str
     runpod_id: str
     already_running: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Promote(Action):
+    """``initializing -> active``: the worker heartbeated at or after its process was started.
+
+    Executor: ``orch_transition_worker(worker_id, 'active', 'first_heartbeat')``; the transition writes
+    ``activated_at`` and the boot outcome ``activated``. A worker moved meanwhile (failed, cancelled)
+    makes the transition refuse: superseded, the next tick re-plans.
+    """
+
+    kind: ClassVar[str] = "promote"
+    worker_id: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -749,7 +793,8 @@ class FailWorker(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class Drain(Action):
-    """``active -> draining``: the claim function refuses it from now on; terminated once idle."""
+    """``active -> draining``: no task may move to In Progress for it from now on (a guard on
+    ``tasks``, since the app's claim function ignores our states); terminated once it holds none."""
 
     kind: ClassVar[str] = "drain"
     worker_id: str
@@ -770,7 +815,9 @@ class TerminatePod(Action):
 
     With ``worker_id`` and ``transition_from`` set, first transition the row from that state to
     ``terminating`` (draining or booting workers with no task; the row is still ``live`` until the
-    provider confirms). With ``worker_id`` and no ``transition_from``, the row is already
+    provider confirms). The database refuses ``draining -> terminating`` while the worker holds an In
+    Progress task (a claim that raced the plan): the transition raises ``IllegalTransition``, the pod
+    is left alone and the action counts as superseded. With ``worker_id`` and no ``transition_from``, the row is already
     ``terminating`` or ``error`` and this is a retry. Without ``worker_id`` the pod is an orphan (no
     live row claims it) and only an event is recorded. A pod already gone counts as success; merge
     ``pod_terminate_requested_at`` into the row's metadata either way.

@@ -1,6 +1,6 @@
 """The pure decision core: ``plan(snapshot, pods, settings, now) -> Plan``.
 
-The "decide" step of the tick (``../shared/design.md``): values in, actions with reason codes out. No
+The "decide" step of the tick (gather -> decide -> apply -> record): values in, actions with reason codes out. No
 I/O, no clock (``now`` is an argument), no randomness (new worker ids are hashes of the input), no
 logging. The daemon, the ``orchestrator plan`` dry run and the trace simulator all call this function,
 so what the simulator measures is what production does.
@@ -19,10 +19,18 @@ The rules, each a section below and a scenario test in ``tests/unit/test_policy.
   while demand and heartbeats are still acted on.
 * **Boot.** A booting row whose pod is RUNNING with SSH published gets :class:`Initialize` (checks,
   then the process start when ``AUTO_START_WORKER_PROCESS``); an initialized row whose process never
-  started gets :class:`StartProcess`. Promotion to ``active`` is the SQL heartbeat's job.
+  started gets :class:`StartProcess`. An ``initializing`` row heard from at or after
+  ``metadata.process_started_at`` gets :class:`Promote` (``first_heartbeat``): the real worker's
+  heartbeat function is the app's and only records ``last_heartbeat``, so promotion is decided here,
+  at the first tick after that heartbeat.
   ``SPAWNING_TIMEOUT_SEC`` from creation fails a boot (not while an initialized worker waits for an
   operator to start it by hand with ``AUTO_START_WORKER_PROCESS=false``).
-* **Health.** Pod EXITED/ERROR, or missing -> error. Heartbeat older than ``HEARTBEAT_TIMEOUT_SEC``
+* **Health.** Pod EXITED/ERROR, or missing -> error. The worker's own report (``reported_status``):
+  ``crashed`` (its heartbeat guardian saw the process die; the app's heartbeat function has already
+  requeued its tasks) -> error with ``worker_crashed``, ``error`` (its fatal-error handler gave up on
+  the GPU) -> error with ``worker_error``, when the report is at or after ``process_started_at`` (or
+  the row's creation when no process start is recorded): an older report is a previous process's
+  history. Heartbeat older than ``HEARTBEAT_TIMEOUT_SEC``
   while the worker runs a task (or, for an active one, while tasks wait) -> error; a draining worker's
   silence counts from the drain when it has not heartbeated since (draining heartbeats are recorded);
   a booting worker that already claimed a task (``initializing`` claims; with
@@ -48,16 +56,19 @@ The rules, each a section below and a scenario test in ``tests/unit/test_policy.
   than ``max(MIN_ACTIVE_GPUS, MACHINES_TO_KEEP_IDLE)`` stay (a worker idle that long while tasks wait
   is not taking them). Victims: the most expensive first, then the newest (an older worker has a warm
   cache and a proven host), then by id. Drained workers with no task are terminated on the next tick
-  (two steps, so a claim racing the drain is seen in the next snapshot before the pod goes), and the
-  row becomes ``terminated`` only on the provider's confirmation. ``metadata.terminate_requested_at``
+  (two steps, so a claim racing the drain is seen in the next snapshot before the pod goes; the
+  database also refuses ``draining -> terminating`` while the worker holds a task, since the real
+  worker keeps polling after a drain), and the row becomes ``terminated`` only on the provider's
+  confirmation. ``metadata.terminate_requested_at``
   (the operator) drains an active worker and terminates a booting or drained one once it has no task.
 * **Scale up** (capacity below desired). Reactivate workers drained for overcapacity first (no new
   pod), then spawn, never past ``MAX_ACTIVE_GPUS`` non-terminal workers (unclaimed pods of ours
   included, they bill too) and never past ``MAX_HOURLY_SPEND`` at current prices.
 * **Never run away.** Per (GPU type, data center): consecutive failed boots or capacity misses back
-  off ``SPAWN_BACKOFF_BASE_SEC * 2**(n-1)`` up to ``SPAWN_BACKOFF_MAX_SEC`` from the latest; a type
-  backing off in any data center is left out of the spawn's priority list (with a network volume the
-  fleet has one data center anyway), so spawns fall through to the next type. The breaker: after
+  off ``SPAWN_BACKOFF_BASE_SEC * 2**(n-1)`` up to ``SPAWN_BACKOFF_MAX_SEC`` from the latest; the spawn
+  skips the (type, data center) pairs backing off (``Spawn.avoid``) and tries the type in the other
+  data centers of the configured network volumes; a type backing off in every one of them (or, when
+  they are unknown, in any) is left out of the priority list, so spawns fall through to the next type. The breaker: after
   ``MAX_CONSECUTIVE_FAILURES`` failed workers in a row (capacity misses and boots we cancelled do not
   count), no spawn for ``SPAWN_BACKOFF_BASE_SEC * 2**(n - MAX + 1)`` (capped) from the latest failure;
   after that, half-open: one probe worker at a time until a boot succeeds. Healing and termination
@@ -100,6 +111,7 @@ from orchestrator.model import (
     Plan,
     PodStatus,
     PodView,
+    Promote,
     Reactivate,
     Reason,
     RequeueTasks,
@@ -118,8 +130,19 @@ from orchestrator.model import (
 TERMINATE_RETRY_SEC = 60.0
 # Health reasons: the only reasons for which a worker running a task may be failed.
 HEALTH_REASONS: frozenset[Reason] = frozenset(
-    {Reason.POD_FAILED, Reason.POD_MISSING, Reason.HEARTBEAT_STALE, Reason.TASK_STUCK, Reason.BOOT_TIMEOUT}
+    {
+        Reason.POD_FAILED,
+        Reason.POD_MISSING,
+        Reason.HEARTBEAT_STALE,
+        Reason.TASK_STUCK,
+        Reason.BOOT_TIMEOUT,
+        Reason.WORKER_CRASHED,
+        Reason.WORKER_ERROR,
+    }
 )
+# What the worker reported about itself -> the failure it means. Any other report (a status the
+# worker's code may grow) is left to the other health checks: its heartbeats still tell.
+REPORTED_FAILURES: Mapping[str, Reason] = {"crashed": Reason.WORKER_CRASHED, "error": Reason.WORKER_ERROR}
 # Largest exponent used in a back-off (2**30 seconds is far past any cap; avoids huge integers).
 _MAX_EXPONENT = 30
 _EPS = 1e-9
@@ -132,6 +155,7 @@ def plan(
     now: datetime,
     *,
     prices: Mapping[str, float] | None = None,
+    data_centers: Sequence[str] = (),
 ) -> Plan:
     """Decide one tick. Pure: the same arguments always give the same plan.
 
@@ -139,8 +163,10 @@ def plan(
     looked at, never acted on), or None when the listing failed this tick. ``now`` should be the
     database's clock (``snapshot.now``) when it has one: every timestamp compared with it was written
     by the database, so host clock skew cannot age a heartbeat. ``prices``: GPU display name -> USD/h.
+    ``data_centers``: the data centers a spawn may land in (those of the configured network volumes, in
+    order); empty when unknown or when no volume pins the pod.
     """
-    return _Planner(snapshot, pods, settings, as_utc(now), dict(prices or {})).run()
+    return _Planner(snapshot, pods, settings, as_utc(now), dict(prices or {}), tuple(data_centers)).run()
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -201,6 +227,7 @@ class _Planner:
     settings: Settings
     now: datetime
     prices: dict[str, float]
+    data_centers: tuple[str, ...] = ()
     actions: list[Action] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     # workers that leave capacity this tick (failed, drained, terminated), by id
@@ -451,6 +478,9 @@ class _Planner:
                 return Reason.POD_FAILED, {"pod_status": pod.status.value}
             if self._absent(worker, pod):
                 return Reason.POD_MISSING, {"runpod_id": worker.runpod_id}
+        reported = self._reported_failure(worker)
+        if reported is not None:
+            return reported
         if worker.status.booting:
             age = self._row_age(worker)
             waiting_for_operator = (
@@ -486,6 +516,24 @@ class _Planner:
                 return Reason.HEARTBEAT_STALE, {"heartbeat_age_sec": round(silent, 1)}
         return None
 
+    @staticmethod
+    def _reported_failure(worker: Worker) -> tuple[Reason, dict[str, Any]] | None:
+        """The worker's own report of a crash or a fatal error, when it concerns the current process."""
+        reason = REPORTED_FAILURES.get((worker.reported_status or "").strip().lower())
+        if reason is None or worker.reported_at is None:
+            return None
+        # Rows are never reused, so without a recorded process start the row's creation bounds it.
+        since = worker.process_started_at or worker.created_at
+        if since is not None and worker.reported_at < since:
+            return None  # a previous process's report: history
+        details: dict[str, Any] = {
+            "reported_status": worker.reported_status,
+            "reported_at": worker.reported_at.isoformat(),
+        }
+        if worker.reported_details:
+            details["reported_details"] = dict(worker.reported_details)
+        return reason, details
+
     def _fail(self, worker: Worker, pod: PodView | None, reason: Reason, details: dict[str, Any]) -> None:
         self.leaving.add(worker.id)
         self.actions.append(
@@ -518,6 +566,11 @@ class _Planner:
                 runpod_id = self._touchable_id(worker, pod)
                 if runpod_id is not None:
                     self._terminate(worker, pod, Reason.OPERATOR_REQUEST)
+            return
+        if self._heard_since_start(worker):
+            # The process answers: promote. Needs no listing (a heartbeat is the process's own word),
+            # and the health checks above already passed this tick.
+            self.actions.append(Promote(reason=Reason.FIRST_HEARTBEAT, worker_id=worker.id))
             return
         if not self.pods_known or pod is None or not self._ours(pod):
             # Without a listing readiness is unknown; a pod without our prefix is not ours to boot.
@@ -553,6 +606,17 @@ class _Planner:
                     already_running=heard is not None and heard >= worker.initialized_at,
                 )
             )
+
+    @staticmethod
+    def _heard_since_start(worker: Worker) -> bool:
+        started = worker.process_started_at
+        heard = worker.last_heartbeat
+        return (
+            worker.status is WorkerState.INITIALIZING
+            and started is not None
+            and heard is not None
+            and heard >= started
+        )
 
     def _terminate(self, worker: Worker, pod: PodView, reason: Reason) -> None:
         self.leaving.add(worker.id)
@@ -650,7 +714,7 @@ class _Planner:
                 self.actions = [
                     a
                     for a in self.actions
-                    if not (isinstance(a, Initialize | StartProcess) and a.worker_id == worker.id)
+                    if not (isinstance(a, Initialize | StartProcess | Promote) and a.worker_id == worker.id)
                 ]
                 self._terminate(worker, pod, Reason.CANCEL_BOOT)
                 removed += 1
@@ -755,6 +819,18 @@ class _Planner:
                 result.append(Backoff(gpu_type=key[0], data_center=key[1], failures=count[key], until=until))
         return result
 
+    def _backed_off_everywhere(self, gpu_type: str, backoffs: list[Backoff]) -> bool:
+        """Whether no data center is left for this GPU type. With the spawn's data centers known (one
+        per configured network volume), a type is out only when each of them backs it off; without
+        them (no volume, or the catalog unknown), any back-off of the type keeps it out (the safe side:
+        the provider would choose the data center, perhaps the failing one)."""
+        where = {b.data_center for b in backoffs if b.gpu_type == gpu_type}
+        if not where:
+            return False
+        if None in where or not self.data_centers:
+            return True
+        return set(self.data_centers) <= where
+
     # -- scale up --------------------------------------------------------------------------------
 
     def _scale_up(
@@ -789,8 +865,9 @@ class _Planner:
         if room < count:
             blocked.append(Blocked.MAX_REACHED)
             count = max(0, room)
-        backed_off = {b.gpu_type for b in backoffs}
-        allowed = [g for g in s.gpu_types if g not in backed_off]
+        allowed = [g for g in s.gpu_types if not self._backed_off_everywhere(g, backoffs)]
+        # Pairs backing off in one data center only: the spawn skips them and tries the type elsewhere.
+        avoid = tuple(sorted({(b.gpu_type, b.data_center) for b in backoffs if b.data_center is not None}))
         if count > 0 and not allowed:
             blocked.append(Blocked.BACKOFF)
             count = 0
@@ -828,6 +905,7 @@ class _Planner:
                     reason=reason,
                     worker_id=worker_id,
                     gpu_types=tuple(types),
+                    avoid=avoid,
                     metadata=freeze(
                         {
                             Meta.GPU_TYPES: list(types),

@@ -49,6 +49,9 @@ def worker_row(w: Worker, now: datetime) -> dict[str, Any]:
         "running": w.running_count,
         "cost_per_hr": price,
         "spend_usd": round(price * (age or 0) / 3600.0, 4) if price else None,
+        # What the worker last said about itself (crashed, error), kept beside our own state.
+        "reported_status": w.reported_status,
+        "reported_age_sec": _age(now, w.reported_at),
     }
 
 
@@ -75,7 +78,7 @@ def render_status(snapshot: Snapshot) -> str:
     rows = [
         (
             w["worker_id"],
-            w["state"],
+            w["state"] + (f" (said {w['reported_status']} {_fmt_age(w['reported_age_sec'])} ago)" if w["reported_status"] else ""),
             _fmt_age(w["age_sec"]),
             _fmt_age(w["heartbeat_age_sec"]),
             w["current_task"] or "-",

@@ -51,7 +51,7 @@ def make_provider(settings: Settings, **overrides: Any) -> Any:
         api_key=settings.runpod_api_key or "",
         gpu_type=list(settings.gpu_types),
         worker_image=settings.runpod_worker_image,
-        storage_name=settings.runpod_storage_name,
+        storage_name=list(settings.runpod_storage_name or ()),
         volume_mount_path=settings.runpod_volume_mount_path,
         disk_size_gb=settings.runpod_disk_size_gb,
         container_disk_gb=settings.runpod_container_disk_gb,
@@ -64,6 +64,12 @@ def make_provider(settings: Settings, **overrides: Any) -> Any:
         api_base_url=settings.runpod_api_base_url,
         ssh_connect_timeout=settings.ssh_connect_timeout_sec,
         ssh_command_timeout=settings.ssh_command_timeout_sec,
+        # How the worker starts on its pod (orchestrator.ssh.WorkerStart; docs/worker-start.md).
+        worker_dirs=list(settings.worker_dirs),
+        worker_launch=settings.worker_launch,
+        worker_git_branch=settings.worker_git_branch,
+        worker_wgp_profile=settings.worker_wgp_profile,
+        apt_packages=list(settings.worker_apt_packages),
         env={},
     )
     kwargs.update(overrides)

@@ -29,7 +29,8 @@ from orchestrator import config  # noqa: E402
 OUTPUT = ROOT / "deploy" / "orchestrator.env.example"
 
 GROUP_TITLES: dict[str, str] = {
-    "runpod": "Runpod: account, GPU types, worker image, volume, SSH keys",
+    "runpod": "Runpod: account, GPU types, worker image, volumes, SSH keys",
+    "worker": "Worker start: its checkout on the volume, the steps before it, how it is launched",
     "database": "Database: Supabase's REST API, or direct Postgres",
     "scaling": "Scaling: how many workers",
     "timeouts": "Timeouts: when a worker is idle, late or dead",

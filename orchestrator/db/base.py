@@ -23,6 +23,10 @@ SQLSTATE_TO_ERROR: dict[str, type[errors.DatabaseError]] = {
     "OR001": errors.LeaseLost,
     "OR002": errors.IllegalTransition,
     "OR003": errors.NotFound,
+    # A task cannot go In Progress for a worker the orchestrator is ending (the tasks guard).
+    "OR004": errors.IllegalTransition,
+    # draining -> terminating while the worker still holds an In Progress task.
+    "OR005": errors.IllegalTransition,
     "22023": errors.InvalidArgument,
     "22004": errors.InvalidArgument,
     "22P02": errors.InvalidArgument,
@@ -167,6 +171,15 @@ class Database:
             p_lease=self.lease,
         )
 
+    def set_task_attempt_limit(self, token: int, max_attempts: int) -> int:
+        """Store ``MAX_TASK_ATTEMPTS`` where the tasks guard reads it: the limit also applies to the
+        app's writes (a task requeued at the limit through an Edge Function is dead-lettered)."""
+        return int(
+            self._call(
+                "orch_set_task_attempt_limit", p_token=token, p_max_attempts=max_attempts, p_lease=self.lease
+            )
+        )
+
     def append_event(
         self,
         token: int,
@@ -199,32 +212,3 @@ class Database:
 
     def request_termination(self, worker_id: str, by: str) -> dict[str, Any]:
         return self._call("orch_request_termination", p_worker_id=worker_id, p_by=by)
-
-    # -- worker side --------------------------------------------------------------------------------
-
-    def claim_task(self, worker_id: str, task_types: list[str] | None = None) -> dict[str, Any] | None:
-        return self._call("worker_claim_task", p_worker_id=worker_id, p_task_types=task_types)
-
-    def heartbeat(self, worker_id: str, vram_total_mb: int | None, vram_used_mb: int | None) -> dict[str, Any]:
-        return self._call(
-            "worker_heartbeat",
-            p_worker_id=worker_id,
-            p_vram_total_mb=vram_total_mb,
-            p_vram_used_mb=vram_used_mb,
-        )
-
-    def complete_task(self, worker_id: str, task_id: str, result: Mapping[str, Any] | None = None) -> bool:
-        return bool(
-            self._call(
-                "worker_complete_task", p_worker_id=worker_id, p_task_id=task_id, p_result=dict(result or {})
-            )
-        )
-
-    def fail_task(self, worker_id: str, task_id: str, error: str, max_attempts: int = 3) -> dict[str, Any]:
-        return self._call(
-            "worker_fail_task",
-            p_worker_id=worker_id,
-            p_task_id=task_id,
-            p_error=error,
-            p_max_attempts=max_attempts,
-        )

@@ -15,7 +15,7 @@ Errors: server errors become the project's types by SQLSTATE (``base.error_for``
 bounded in attempts and time, with jittered exponential waits; everything else fails at once. Note that
 a retried write whose first attempt committed before the connection dropped is replayed; the SQL
 functions are written so a replay is harmless (a transition to the current state is a no-op, a
-second requeue finds nothing, a second completion returns false).
+second requeue finds nothing, a second merge writes the same keys).
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ response; a 502/503/504, or any 5xx without a database code, is transient, as ar
 Retries. Transient faults are retried with tenacity, bounded in attempts and total time, with full
 jitter; everything else fails at once. A retried call may run twice when the first response was lost
 after the server had committed (a timeout or a reset after sending): the SQL functions are written
-to make that harmless (fenced writes, guarded transitions, idempotent merges) or visible (a second
-claimed task goes stuck and is requeued). A 503 from PostgREST itself means the call never ran.
+to make that harmless (fenced writes, guarded transitions, idempotent merges; a replayed requeue finds
+nothing left In Progress). A 503 from PostgREST itself means the call never ran.
 
 Threads. supabase-py does not document its ``Client`` as thread-safe, and it mutates its own state
 (lazily built sub-clients, headers rewritten on auth events), so each thread gets its own ``Client``

@@ -117,6 +117,8 @@ class Pod:
     gpu: str | None = None
     data_center: str | None = None
     ssh_password: str | None = None
+    # GraphQL's ``lastStatusChange`` (e.g. "Rented by User: ..."); REST v2 has no such field.
+    last_status_change: str | None = None
     # Whether the pod asked for ``22/tcp``; with a running runtime and no mapping, that is a fault.
     requested_ssh_port: bool = True
     has_runtime: bool = False

@@ -223,7 +223,9 @@ class GraphQLTransport:
             "gpu_type_id": gql_escape(spec.gpu_type_id),
             "cloud_type": spec.cloud if spec.cloud in ("SECURE", "COMMUNITY", "ALL") else "SECURE",
             "gpu_count": int(spec.gpu_count),
-            "volume_in_gb": 0 if spec.network_volume_id else int(spec.volume_gb),
+            # Sent as the original sent RUNPOD_DISK_SIZE_GB, with or without a network volume (which
+            # then takes the volume disk's place at the mount path).
+            "volume_in_gb": int(spec.volume_gb),
             "container_disk_in_gb": int(spec.container_disk_gb),
             "ports": gql_escape(",".join(spec.ports)),
             "volume_mount_path": gql_escape(spec.volume_mount_path),
@@ -384,6 +386,7 @@ def _pod(p: Any) -> Pod:
         ports=tuple(mappings),
         cost_per_hr=_num(p.get("costPerHr")) or 0.0,
         created_at=p.get("createdAt") if isinstance(p.get("createdAt"), str) else None,
+        last_status_change=p.get("lastStatusChange") if isinstance(p.get("lastStatusChange"), str) else None,
         uptime_seconds=uptime if isinstance(uptime, int) else 0,
         gpu=machine.get("gpuDisplayName") if isinstance(machine.get("gpuDisplayName"), str) else None,
         data_center=p.get("dataCenterId") if isinstance(p.get("dataCenterId"), str) else None,

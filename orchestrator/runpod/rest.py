@@ -283,11 +283,19 @@ def _create_body(spec: PodSpec) -> dict[str, Any]:
     }
     if spec.data_center_id:
         body["dataCenterIds"] = [spec.data_center_id]
-    # A network mount and a host-local persistent mount are mutually exclusive in v2.
+    # RUNPOD_DISK_SIZE_GB is the volume disk (GraphQL's volumeInGb, v2's persistent mount). A network
+    # mount and a persistent one are mutually exclusive in v2: with a network volume, which takes the
+    # volume disk's place at the mount path, the size cannot be sent at all.
     if spec.network_volume_id:
         body["mounts"] = {"network": [{"volumeId": spec.network_volume_id, "path": spec.volume_mount_path}]}
     elif spec.volume_gb >= 10:
         body["mounts"] = {"persistent": {"size": spec.volume_gb, "path": spec.volume_mount_path}}
+    elif spec.volume_gb > 0:
+        # openapi PersistentMount.size: minimum 10. Refused here rather than silently dropped.
+        raise errors.RunpodRequestError(
+            f"refused before sending: a volume disk of {spec.volume_gb} GB (RUNPOD_DISK_SIZE_GB); REST v2 "
+            "takes 0 (none) or at least 10"
+        )
     return body
 
 

@@ -7,12 +7,12 @@ everything that is not the scaling rule under comparison (booting, health, recon
 termination), and change only the scaling inputs (their settings) and outputs (which scaling actions
 they keep), so the table compares scaling rules, not bookkeeping:
 
-* ``original``: the replaced system's rules as ``../shared/lessons-from-the-original.md`` describes
-  them: one worker per queued or running task (threshold 1), the 600 s idle timeout measured
+* ``original``: the replaced system's rules (the original orchestrator, banodoco/reigh-worker-orchestrator)
+  as it ran them: one worker per queued or running task (threshold 1), the 600 s idle timeout measured
   correctly (from the last completion, not the heartbeat), no separate over-capacity timeout, no
   cancelled boots, a 30 s poll with no wake-up on new tasks, and sequential spawning (one create per
   tick). ``original_min2`` is the same with a floor of 2 (the old default).
-* ``serverless``: a Runpod-Serverless-like queue-delay scaler (``facts.md``): adds workers only when the
+* ``serverless``: a Runpod-Serverless-like queue-delay scaler (its documented defaults): adds workers only when the
   oldest queued task has waited more than 4 s, one per waiting task; idle timeout 5 s; checks every 2 s;
   our pods' boot times (no FlashBoot).
 * ``static``: ``MAX_ACTIVE_GPUS`` workers all the time.

@@ -1,13 +1,25 @@
-"""A small PostgREST-compatible RPC endpoint over a real Postgres: Supabase's REST layer, simulated.
+"""The Supabase stand-in: PostgREST's RPC and table endpoints, the app's Edge Functions and Storage, over a real Postgres.
 
 Where it sits: ``orchestrator/sim/`` holds the stand-ins for the services we cannot run here. The
 daemon's default database transport is Supabase's REST API (``orchestrator.db.supabase``, supabase-py
-``rpc``); a real PostgREST binary cannot be installed on this machine, so this module answers
-``POST {base}/rest/v1/rpc/<fn>`` (and ``GET`` for read-only calls) the way Supabase's gateway plus
-PostgREST do, on the same real Postgres the psycopg transport talks to. The tests, the demo and the
-simulated workers all use it, so the Supabase transport is exercised end to end.
+``rpc``), and the real worker talks to the same project: the heartbeat RPC, two table endpoints, the
+app's Edge Functions and a Storage upload. A real PostgREST binary (or the app's Deno functions)
+cannot run on this machine, so this module answers, on one port and on the same real Postgres the
+psycopg transport talks to:
 
-What it does, following PostgREST's documentation (references/api/functions, references/errors):
+- ``POST {base}/rest/v1/rpc/<fn>`` (and ``GET`` for read-only calls) the way Supabase's gateway plus
+  PostgREST do (below);
+- ``GET``/``PATCH {base}/rest/v1/<table>`` (``orchestrator.sim.supabase_api.tables``);
+- ``POST {base}/functions/v1/<name>``: the app's claim-next-task, task-counts, complete_task,
+  update-task-status, update-worker-model and generate-upload-url, rebuilt over SQL from
+  banodoco/reigh-app ``supabase/functions`` (``orchestrator.sim.supabase_api.edge``; the Edge base URL
+  is the same base as REST, ``{SUPABASE_URL}/functions/v1``);
+- ``PUT {base}/storage/v1/object/upload/sign/...`` and ``GET .../object/public/...``
+  (``orchestrator.sim.supabase_api.storage``).
+The tests, the demo and the simulated workers all use it, so both the Supabase transport and the real
+worker's protocol are exercised end to end.
+
+What the RPC path does, following PostgREST's documentation (references/api/functions, references/errors):
 
 - Named arguments: the JSON object's keys are the function's parameter names. A function matches
   when every key is one of its input parameters and every parameter without a default is given;
@@ -19,7 +31,8 @@ What it does, following PostgREST's documentation (references/api/functions, ref
 - Access mode: ``GET``/``HEAD`` and ``STABLE``/``IMMUTABLE`` functions run in a read-only
   transaction (a write then fails with ``25006``, 405); ``POST`` on a ``VOLATILE`` function runs
   read-write.
-- Keys: like Supabase's API gateway, the ``apikey`` header (or ``apikey`` query parameter) must be
+- Keys (``/rest/v1`` only; the Edge Functions check ``Authorization`` themselves and need no
+  ``apikey``, as the app deploys them with ``verify_jwt = false``): like Supabase's API gateway, the ``apikey`` header (or ``apikey`` query parameter) must be
   one of the two configured keys (401 "No API key found in request" / "Invalid API key" otherwise,
   with the gateway's body, which has no ``code``). ``Authorization: Bearer <token>``, when sent,
   must also be one of them (401 ``PGRST301`` otherwise) and decides the role; without it the
@@ -43,12 +56,14 @@ Known differences from real PostgREST/Supabase (on purpose, to stay small):
 - No JWT verification: a token is accepted if it equals one of the two configured keys, and its
   role is the role that key was configured for; claims (``exp``, custom roles, user JWTs signed by
   the project secret) are not read. ``generate_keys`` makes JWT-shaped keys so they look real.
-- Only ``/rpc/<function>`` in the exposed schema (``public`` by default) is served: no table
-  endpoints, no ``Accept-Profile``/``Content-Profile`` schema switching, no filters, ``select``,
-  ``order``, ``limit``/``offset`` or ``Range`` on set-returning functions (those answer
-  ``PGRST127`` "Feature not implemented"), no ``Prefer`` handling (``count``, ``tx``,
-  ``params=single-object``, ``return``), no singular ``application/vnd.pgrst.object+json``, no
-  ``Content-Range`` header, no OpenAPI root, no CORS.
+- RPC: only ``/rpc/<function>`` in the exposed schema (``public`` by default), no
+  ``Accept-Profile``/``Content-Profile`` schema switching, no filters, ``select``, ``order``,
+  ``limit``/``offset`` or ``Range`` on set-returning functions (those answer ``PGRST127`` "Feature
+  not implemented"), no ``Prefer`` handling (``count``, ``tx``, ``params=single-object``, ``return``),
+  no singular ``application/vnd.pgrst.object+json``, no ``Content-Range`` header, no OpenAPI root, no
+  CORS. Tables: the subset ``orchestrator.sim.supabase_api.tables`` lists. Edge Functions and
+  Storage: the differences their modules list (the app's users, projects, credits, task types and
+  generations do not exist here).
 - Request bodies must be JSON (``application/json`` or no ``Content-Type``); other types answer
   415 ``PGRST107`` instead of PostgREST's single-unnamed ``text``/``xml``/``bytea`` parameter
   calls. A single unnamed ``json``/``jsonb`` parameter does receive the whole body, as documented.
@@ -65,21 +80,17 @@ Known differences from real PostgREST/Supabase (on purpose, to stay small):
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import difflib
-import hashlib
-import hmac
 import json
 import os
-import secrets
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -91,10 +102,35 @@ import structlog
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-log = structlog.get_logger(__name__)
+from orchestrator.sim.supabase_api import tables
+from orchestrator.sim.supabase_api.common import (
+    ANON_ROLE,
+    SERVICE_ROLE,
+    ApiKeys,
+    HttpError,
+    Reply,
+    error_from_pg,
+    generate_keys,
+    make_api_key,
+    pgrst_error,
+    status_for_sqlstate,
+)
+from orchestrator.sim.supabase_api.edge import EdgeFunctions
+from orchestrator.sim.supabase_api.storage import ObjectStore
 
-ANON_ROLE = "anon"
-SERVICE_ROLE = "service_role"
+__all__ = [
+    "ANON_ROLE",
+    "SERVICE_ROLE",
+    "ApiKeys",
+    "PostgrestServer",
+    "RequestRecord",
+    "generate_keys",
+    "make_api_key",
+    "serve",
+    "status_for_sqlstate",
+]
+
+log = structlog.get_logger(__name__)
 
 FaultKind = Literal["unavailable", "gateway", "disconnect"]
 
@@ -104,172 +140,7 @@ _RESERVED_QUERY_PARAMS = frozenset(
 )
 
 
-# --- keys ------------------------------------------------------------------------------------------
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def make_api_key(
-    role: str, jwt_secret: str, *, issuer: str = "supabase-sim", ttl_sec: int = 10 * 365 * 86400
-) -> str:
-    """A Supabase-style API key: an HS256 JWT whose ``role`` claim names the database role.
-
-    Only the shape matters to this stand-in (it compares keys, it does not verify them); real
-    Supabase keys have the same shape, so clients that inspect keys see something plausible.
-    """
-    now = int(time.time())
-    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
-    payload = _b64url(
-        json.dumps(
-            {"iss": issuer, "role": role, "iat": now, "exp": now + ttl_sec}, separators=(",", ":")
-        ).encode()
-    )
-    signing_input = f"{header}.{payload}".encode("ascii")
-    signature = _b64url(hmac.new(jwt_secret.encode(), signing_input, hashlib.sha256).digest())
-    return f"{header}.{payload}.{signature}"
-
-
-@dataclass(frozen=True)
-class ApiKeys:
-    """A fresh pair of keys for one simulated project. ``repr`` never shows them."""
-
-    service_role: str = field(repr=False)
-    anon: str = field(repr=False)
-    jwt_secret: str = field(repr=False)
-
-
-def generate_keys(jwt_secret: str | None = None) -> ApiKeys:
-    secret = jwt_secret or secrets.token_urlsafe(32)
-    return ApiKeys(
-        service_role=make_api_key(SERVICE_ROLE, secret),
-        anon=make_api_key(ANON_ROLE, secret),
-        jwt_secret=secret,
-    )
-
-
-# --- errors ----------------------------------------------------------------------------------------
-
-
-class _HttpError(Exception):
-    """An error response, already shaped: status, JSON body, extra headers."""
-
-    def __init__(
-        self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(f"{status} {body.get('code')}: {body.get('message')}")
-        self.status = status
-        self.body = dict(body)
-        self.headers = dict(headers or {})
-
-
-def _pgrst_error(
-    status: int,
-    code: str,
-    message: str,
-    details: Any = None,
-    hint: Any = None,
-    headers: Mapping[str, str] | None = None,
-) -> _HttpError:
-    return _HttpError(status, {"code": code, "details": details, "hint": hint, "message": message}, headers)
-
-
-def status_for_sqlstate(code: str, message: str, *, authenticated: bool) -> int:
-    """HTTP status for a Postgres error, per PostgREST's documented table (and its source's order)."""
-    c = code.upper()
-    exact: dict[str, int] = {
-        "23503": 409,  # foreign key violation
-        "23505": 409,  # unique violation
-        "25006": 405,  # read-only sql transaction
-        "53400": 500,  # config limit exceeded
-        "57P01": 503,  # terminating connection due to administrator command
-        "P0001": 400,  # default code for RAISE
-        "42P01": 404,  # undefined table
-        "42P17": 500,  # infinite recursion
-    }
-    if c in exact:
-        return exact[c]
-    if c == "21000":  # cardinality violation: a client error only for pg-safeupdate's message
-        return 400 if message.endswith("requires a WHERE clause") else 500
-    if c == "22023":  # invalid parameter value; a missing role (from the JWT) is an auth failure
-        return 401 if message.startswith("role") and message.endswith("does not exist") else 400
-    if c == "42883":  # undefined function
-        return 406 if message.startswith("function xmlagg(") else 404
-    if c == "42501":  # insufficient privilege
-        return 403 if authenticated else 401
-    if c.startswith("PT") and c[2:].isdigit():
-        status = int(c[2:])
-        return status if 100 <= status <= 599 else 500
-    prefixes: list[tuple[str, int]] = [
-        ("08", 503), ("09", 500), ("0L", 403), ("0P", 403), ("25", 500), ("28", 403), ("2D", 500),
-        ("38", 500), ("39", 500), ("3B", 500), ("40", 500), ("53", 503), ("54", 500), ("55", 500),
-        ("57", 500), ("58", 500), ("F0", 500), ("HV", 500), ("P0", 500), ("XX", 500),
-    ]  # fmt: skip
-    for prefix, status in prefixes:
-        if c.startswith(prefix):
-            return status
-    return 400
-
-
-def _error_from_pg(exc: psycopg.Error, *, authenticated: bool) -> _HttpError:
-    diag = exc.diag
-    code = exc.sqlstate
-    if code is None:
-        # No SQLSTATE: the connection itself failed (PostgREST's ClientError -> PGRST001, 503).
-        return _pgrst_error(
-            503, "PGRST001", "Database client error. Retrying the connection.", str(exc) or None
-        )
-    message = diag.message_primary or str(exc)
-    if code == "PGRST":
-        return _raise_pgrst(message, diag.message_detail)
-    status = status_for_sqlstate(code, message, authenticated=authenticated)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return _pgrst_error(status, code, message, diag.message_detail, diag.message_hint, headers)
-
-
-def _raise_pgrst(message: str, detail: str | None) -> _HttpError:
-    """``RAISE SQLSTATE 'PGRST'``: message and detail are JSON objects giving the whole response."""
-    try:
-        body = json.loads(message)
-        if not isinstance(body, dict) or "code" not in body or "message" not in body:
-            raise ValueError("missing keys")
-    except ValueError:
-        return _pgrst_error(
-            500,
-            "PGRST121",
-            "Could not parse JSON in the \"RAISE SQLSTATE 'PGRST'\" error",
-            f"Invalid JSON value for MESSAGE: '{message}'",
-            "MESSAGE must be a JSON object with obligatory keys: 'code', 'message' and optional keys: 'details', 'hint'.",
-        )
-    try:
-        extra = json.loads(detail or "")
-        if not isinstance(extra, dict) or "status" not in extra or "headers" not in extra:
-            raise ValueError("missing keys")
-        status = int(extra["status"])
-        headers = {str(k): str(v) for k, v in dict(extra["headers"]).items()}
-    except (ValueError, TypeError):
-        return _pgrst_error(
-            500,
-            "PGRST121",
-            "Could not parse JSON in the \"RAISE SQLSTATE 'PGRST'\" error",
-            "DETAIL is missing in the RAISE statement"
-            if not detail
-            else f"Invalid JSON value for DETAIL: '{detail}'",
-            "DETAIL must be a JSON object with obligatory keys: 'status', 'headers' and optional key: 'status_text'.",
-        )
-    return _HttpError(
-        status,
-        {
-            "code": str(body["code"]),
-            "details": body.get("details"),
-            "hint": body.get("hint"),
-            "message": str(body["message"]),
-        },
-        headers,
-    )
-
-
+# --- function catalog ------------------------------------------------------------------------------
 # --- function catalog ------------------------------------------------------------------------------
 
 
@@ -346,7 +217,7 @@ def _load_routines(conn: psycopg.Connection[Any], schema: str, name: str) -> lis
 
 def _no_function_error(
     conn: psycopg.Connection[Any], schema: str, name: str, keys: frozenset[str], overloads: list[_Routine]
-) -> _HttpError:
+) -> HttpError:
     qualified = f"{schema}.{name}"
     given = ", ".join(sorted(keys))
     if keys:
@@ -378,7 +249,7 @@ def _no_function_error(
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
         if close:
             hint = f"Perhaps you meant to call the function {schema}.{close[0]}"
-    return _pgrst_error(404, "PGRST202", message, details, hint)
+    return pgrst_error(404, "PGRST202", message, details, hint)
 
 
 def _choose(routines: list[_Routine], keys: frozenset[str], body_is_json_object: bool) -> _Routine | None:
@@ -392,7 +263,7 @@ def _choose(routines: list[_Routine], keys: frozenset[str], body_is_json_object:
         described = ", ".join(
             f"{r.schema}.{r.name}(" + ", ".join(f"{n} => {t}" for n, t in r.params) + ")" for r in candidates
         )
-        raise _pgrst_error(
+        raise pgrst_error(
             300,
             "PGRST203",
             f"Could not choose the best candidate function between: {described}",
@@ -461,6 +332,27 @@ class RequestRecord:
     role: str | None
 
 
+@dataclass(frozen=True)
+class _Routed:
+    """A reply and what the request log records about it."""
+
+    reply: Reply
+    role: str | None
+    function: str | None
+
+    @property
+    def status(self) -> int:
+        return self.reply.status
+
+    @property
+    def body(self) -> bytes | None:
+        return self.reply.body
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.reply.headers
+
+
 class _HTTPServer(ThreadingHTTPServer):
     """A threading HTTP server that can close its open keep-alive connections when it stops."""
 
@@ -521,6 +413,8 @@ class PostgrestServer:
         self._faults: list[_Fault] = []
         self._log: list[RequestRecord] = []
         self.base_url: str | None = None
+        self.storage = ObjectStore()
+        self.edge = EdgeFunctions(self, self.storage)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -614,13 +508,52 @@ class PostgrestServer:
         with self._lock:
             self._log.append(record)
 
+    # -- SQL as a role -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self, role: str, *, read_only: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction as ``role``, with the request settings PostgREST sets (the table endpoints and
+        the Edge Functions' supabase-js calls). psycopg errors propagate; a full pool is ``PGRST003``."""
+        pool = self._pool
+        if pool is None:
+            raise pgrst_error(503, "PGRST000", "Database connection error. Retrying the connection.")
+        try:
+            with pool.connection() as conn:
+                conn.execute("BEGIN")
+                try:
+                    if read_only:
+                        conn.execute("SET TRANSACTION READ ONLY")
+                    claims = json.dumps({"role": role, "iss": "supabase-sim"})
+                    conn.execute(
+                        "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true),"
+                        " set_config('request.jwt.claim.role', %s, true)",
+                        (role, claims, role),
+                    )
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if not conn.broken:
+                        with contextlib.suppress(psycopg.Error):
+                            conn.execute("ROLLBACK")
+                    raise
+        except PoolTimeout as exc:
+            raise pgrst_error(504, "PGRST003", "Timed out acquiring connection from connection pool.") from exc
+
+    def table(self, request: tables.TableRequest, *, role: str) -> Reply:
+        """One table request (``GET``/``PATCH /rest/v1/<table>``) as ``role``. Raises ``HttpError``."""
+        try:
+            with self.transaction(role, read_only=request.method in ("GET", "HEAD")) as conn:
+                return tables.handle(conn, self.schema, request)
+        except psycopg.Error as exc:
+            raise error_from_pg(exc, authenticated=role != ANON_ROLE) from exc
+
     # -- one RPC ------------------------------------------------------------------------------------
 
     def call(self, function: str, body: Any, *, role: str, method: str, path: str) -> str:
-        """Run one RPC and return the response body (JSON text). Raises ``_HttpError``."""
+        """Run one RPC and return the response body (JSON text). Raises ``HttpError``."""
         pool = self._pool
         if pool is None:
-            raise _pgrst_error(503, "PGRST000", "Database connection error. Retrying the connection.")
+            raise pgrst_error(503, "PGRST000", "Database connection error. Retrying the connection.")
         authenticated = role != ANON_ROLE
         body_is_object = isinstance(body, dict)
         keys = frozenset(body) if body_is_object else frozenset()
@@ -628,11 +561,11 @@ class PostgrestServer:
             with pool.connection() as conn:
                 return self._call_in(conn, function, body, keys, body_is_object, role, method, path)
         except PoolTimeout as exc:
-            raise _pgrst_error(
+            raise pgrst_error(
                 504, "PGRST003", "Timed out acquiring connection from connection pool."
             ) from exc
         except psycopg.Error as exc:
-            raise _error_from_pg(exc, authenticated=authenticated) from exc
+            raise error_from_pg(exc, authenticated=authenticated) from exc
 
     def _call_in(
         self,
@@ -710,6 +643,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._handle("DELETE")
 
+    def do_OPTIONS(self) -> None:
+        self._handle("OPTIONS")
+
     # -- plumbing -----------------------------------------------------------------------------------
 
     def _read_body(self) -> bytes:
@@ -747,6 +683,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self._read_body()
         role: str | None = None
         function: str | None = None
+        self._role: str | None = None
         fault = state._take_fault()
         if fault == "disconnect":
             state._record(RequestRecord(method, split.path, None, None))
@@ -755,7 +692,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None:
             if fault == "unavailable":
-                down = _pgrst_error(503, "PGRST000", "Database connection error. Retrying the connection.")
+                down = pgrst_error(503, "PGRST000", "Database connection error. Retrying the connection.")
                 status, headers = down.status, {"Proxy-Status": "PostgREST; error=PGRST000"}
                 payload = json.dumps(down.body).encode()
                 headers["Content-Type"] = "application/json; charset=utf-8"
@@ -768,24 +705,23 @@ class _Handler(BaseHTTPRequestHandler):
             log.info("postgrest_sim_fault", kind=fault, method=method, path=split.path, status=status)
             return
         try:
-            role = self._authorize(query)
-            function = self._route(split.path, method)
-            args = self._arguments(method, raw, query)
-            result = state.call(function, args, role=role, method=method, path=split.path)
-            status, payload = 200, result.encode()
-            headers = {"Content-Type": "application/json; charset=utf-8"}
-        except _HttpError as err:
+            reply = self._dispatch(method, split.path, split.query, query, raw)
+            status, payload, headers = reply.status, reply.body or b"", dict(reply.headers)
+            role = reply.role
+            function = reply.function
+        except HttpError as err:
             status, payload = err.status, json.dumps(err.body).encode()
             headers = {"Content-Type": "application/json; charset=utf-8", **err.headers}
             if "code" in err.body:
                 headers.setdefault("Proxy-Status", f"PostgREST; error={err.body['code']}")
         except Exception as exc:  # a bug here must still answer, like PostgREST's internal errors
             log.exception("postgrest_sim_internal_error", method=method, path=split.path)
-            internal = _pgrst_error(
+            internal = pgrst_error(
                 500, "PGRSTX00", f"Internal error in the PostgREST stand-in: {type(exc).__name__}"
             )
             status, payload = 500, json.dumps(internal.body).encode()
             headers = {"Content-Type": "application/json; charset=utf-8"}
+        role = role or self._role
         state._record(RequestRecord(method, split.path, status, role))
         self._send(status, payload, headers, method)
         if status >= 500:
@@ -799,12 +735,46 @@ class _Handler(BaseHTTPRequestHandler):
                 duration_ms=round((time.monotonic() - started) * 1000, 2),
             )
 
+    def _dispatch(
+        self, method: str, path: str, query_text: str, query: list[tuple[str, str]], raw: bytes
+    ) -> _Routed:
+        """Route one request: Edge Functions, Storage, RPC or a table. Raises ``HttpError``."""
+        state = self.server_state
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        if path.startswith("/functions/v1/"):
+            name = unquote(path[len("/functions/v1/") :]).strip("/")
+            return _Routed(state.edge.handle(name, method, headers, raw), None, name)
+        if path.startswith("/storage/v1/"):
+            return _Routed(state.storage.handle(method, path, query_text, headers, raw), None, None)
+        role = self._role = self._authorize(query)
+        if path.startswith(("/rest/v1/rpc/", "/rpc/")):
+            function = self._route(path, method)
+            args = self._arguments(method, raw, query)
+            result = state.call(function, args, role=role, method=method, path=path)
+            reply = Reply(200, result.encode(), {"Content-Type": "application/json; charset=utf-8"})
+            return _Routed(reply, role, function)
+        table = path[len("/rest/v1/") :] if path.startswith("/rest/v1/") else ""
+        if not table or "/" in table:
+            raise pgrst_error(
+                404, "PGRST125", "Invalid path specified in request URL",
+                "This PostgREST stand-in serves /rest/v1/rpc/<function> and /rest/v1/<table>.",
+            )  # fmt: skip
+        request = tables.TableRequest(
+            method=method,
+            table=unquote(table),
+            query=query,
+            body=raw,
+            prefer=headers.get("prefer", ""),
+            accept=headers.get("accept", ""),
+        )
+        return _Routed(state.table(request, role=role), role, None)
+
     def _authorize(self, query: list[tuple[str, str]]) -> str:
         """Supabase's gateway checks ``apikey``; PostgREST then takes the role from the bearer token."""
         roles = self.server_state._roles
         apikey = self.headers.get("apikey") or next((v for k, v in query if k == "apikey"), None)
         if not apikey:
-            raise _HttpError(
+            raise HttpError(
                 401,
                 {
                     "message": "No API key found in request",
@@ -812,7 +782,7 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
         if apikey not in roles:
-            raise _HttpError(
+            raise HttpError(
                 401,
                 {
                     "message": "Invalid API key",
@@ -825,7 +795,7 @@ class _Handler(BaseHTTPRequestHandler):
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise _pgrst_error(
+            raise pgrst_error(
                 401, "PGRST301", "JWSError (CompactDecodeError Invalid number of parts: Expected 3 parts; got 1)",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )  # fmt: skip
@@ -836,7 +806,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if parts == 3
                 else f"JWSError (CompactDecodeError Invalid number of parts: Expected 3 parts; got {parts})"
             )
-            raise _pgrst_error(
+            raise pgrst_error(
                 401, "PGRST301", message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
             )
         return roles[token]
@@ -848,20 +818,20 @@ class _Handler(BaseHTTPRequestHandler):
                 if not function or "/" in function:
                     break
                 if method not in ("GET", "HEAD", "POST"):
-                    raise _pgrst_error(405, "PGRST101", f"Cannot use the {method} method on RPC")
+                    raise pgrst_error(405, "PGRST101", f"Cannot use the {method} method on RPC")
                 return unquote(function)
-        raise _pgrst_error(
+        raise pgrst_error(
             404,
             "PGRST125",
             "Invalid path specified in request URL",
-            "This PostgREST stand-in serves only /rest/v1/rpc/<function>.",
+            "This PostgREST stand-in serves /rest/v1/rpc/<function> and /rest/v1/<table>.",
         )
 
     def _arguments(self, method: str, raw: bytes, query: list[tuple[str, str]]) -> Any:
         if method in ("GET", "HEAD"):
             reserved = sorted({k for k, _ in query if k in _RESERVED_QUERY_PARAMS})
             if reserved:
-                raise _pgrst_error(
+                raise pgrst_error(
                     400, "PGRST127", "Feature not implemented",
                     f"This PostgREST stand-in does not implement the query parameter(s): {', '.join(reserved)}",
                 )  # fmt: skip
@@ -878,7 +848,7 @@ class _Handler(BaseHTTPRequestHandler):
             return args
         content_type = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip().lower()
         if content_type != "application/json":
-            raise _pgrst_error(
+            raise pgrst_error(
                 415,
                 "PGRST107",
                 f"The Content-Type sent in the request is invalid: {content_type}",
@@ -889,9 +859,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise _pgrst_error(400, "PGRST102", f"Empty or invalid json: {exc}") from exc
+            raise pgrst_error(400, "PGRST102", f"Empty or invalid json: {exc}") from exc
         if not isinstance(body, dict):
-            raise _pgrst_error(
+            raise pgrst_error(
                 400, "PGRST102", "The request body must be a JSON object of named arguments for an RPC call"
             )
         return body

@@ -1,7 +1,9 @@
 """The embedded default: everything the daemon talks to, on this machine, with no account anywhere.
 
-A throwaway PostgreSQL with the migrations applied, the PostgREST-compatible endpoint in front of it
-(so the default transport, Supabase's REST API, is the one exercised), the Runpod emulator whose pods
+A throwaway PostgreSQL with the migrations applied, the Supabase stand-in in front of it (so the
+default transport, Supabase's REST API, is the one exercised, and the worker finds the heartbeat RPC,
+the table endpoints and the app's Edge Functions where the real one looks for them:
+``{SUPABASE_URL}/rest/v1/...`` and ``{SUPABASE_URL}/functions/v1/...``), the Runpod emulator whose pods
 are real sshd sandboxes running the simulated worker, and a fresh SSH key pair. ``orchestrator demo``,
 the end-to-end tests and the benchmarks all stand on this, and ``settings()`` gives the configuration
 a user would write to point the daemon at it.
@@ -84,6 +86,12 @@ class Stack:
         self.stop()
 
     @property
+    def edge_url(self) -> str:
+        """Where the worker's Edge Function calls go: ``{SUPABASE_URL}/functions/v1`` (the real worker
+        builds ``{supabase_url}/functions/v1/<name>`` from its ``--supabase-url``)."""
+        return f"{self.supabase_url}/functions/v1" if self.supabase_url else ""
+
+    @property
     def admin(self) -> EmulatorAdmin:
         return EmulatorAdmin(self.runpod_url)
 
@@ -119,7 +127,7 @@ class Stack:
         body = json.dumps({"duration_sec": duration_sec, **dict(params or {})})
         rows = self.sql(
             "INSERT INTO tasks (task_type, params, status) "
-            "SELECT %s, %s::jsonb, 'Queued' FROM generate_series(1, %s) RETURNING id::text",
+            "SELECT %s, %s::jsonb, 'Queued'::task_status FROM generate_series(1, %s) RETURNING id::text",
             (task_type, body, count),
         )
         return [r[0] for r in rows]

@@ -6,20 +6,28 @@ time), this module trades fidelity of the wire for speed: a day of virtual time 
 the control loop for 24 virtual hours. What it keeps exact is what the policy sees and what its
 actions do:
 
-* :class:`SimDB` reproduces, in memory, the semantics of the SQL functions the executor and the
-  workers call (``migrations/*_functions.sql``, ``docs/database.md``): the transition table, the
-  idempotent same-state move, ``boot_outcome`` written on the first move out of a booting state,
-  the claim (claiming states only, oldest claimable first), the heartbeat (records nothing for
-  terminating/error/terminated, promotes ``initializing -> active`` once ``process_started_at`` is
-  set), the requeue (attempt counted, dead-lettered at ``MAX_TASK_ATTEMPTS``), and the snapshot
-  (built straight into :class:`~orchestrator.model.Snapshot`, the same fields ``orch_snapshot``
-  returns, ``recent_boots`` included).
+* :class:`SimDB` reproduces, in memory, the semantics of the SQL the executor and the workers reach
+  (``migrations/``, ``docs/database.md``): the transition table, the idempotent same-state move,
+  ``boot_outcome`` written on the first move out of a booting state, ``draining -> terminating``
+  refused while the worker holds a task; the app's claim behind the guard on ``tasks`` (a task moves
+  to In Progress only for a worker in a claiming state; oldest claimable first); the app's heartbeat
+  function behind the guard on ``workers`` (``last_heartbeat`` on every row but a terminated one, the
+  status never changed: a non-``active`` status is kept as ``reported_status``, and ``crashed``
+  requeues the worker's tasks with the attempt counted, as the app's function does); the requeue
+  (attempt counted, dead-lettered at ``MAX_TASK_ATTEMPTS``), and the snapshot (built straight into
+  :class:`~orchestrator.model.Snapshot`, the same fields ``orch_snapshot`` returns, ``recent_boots``
+  and ``reported_*`` included). Promotion is the policy's :class:`~orchestrator.model.Promote`,
+  applied at the first tick after a heartbeat that follows ``process_started_at``.
 * :class:`SimProvider` is Runpod as the policy sees it: pods that boot in a time drawn from a
-  distribution (cached image about 30 s, cold about 165 s, ``../shared/runpod/facts.md``), per-second
+  distribution (cached image about 30 s, cold about 165 s for a 16 GB image, as users measure Runpod), per-second
   billing, a capacity limit, and injected failures (pods that never boot, 5xx/429 bursts that fail
   listing and creation, SSH failures during initialization).
-* :class:`SimWorker` is the worker process: heartbeats every 20 s, claims one task at a time, runs it
-  for the trace's duration; it can crash (silence, task left In Progress) or hang (task never ends).
+* :class:`SimWorker` is the worker process and its heartbeat guardian (Reigh-Worker's
+  ``heartbeat_guardian.py``: a separate process beating every 20 s): it polls for a task every 10 s
+  when idle and 1 s after a task (``worker.py``'s ``--poll-interval`` default and its pause after a
+  task), runs one task at a time for the trace's duration; it can crash (the process dies, the task
+  is left In Progress, and the guardian's next beat says ``crashed``) or hang (the task never ends,
+  heartbeats go on).
 * :class:`SimExecutor` applies the real :mod:`orchestrator.model` actions step by step, the way
   ``orchestrator/controller.py`` does (same calls, same order, same error handling), each step after
   a latency; an action whose worker (or pod) has one in flight is skipped, as the controller does.
@@ -56,6 +64,7 @@ from orchestrator.model import (
     Plan,
     PodStatus,
     PodView,
+    Promote,
     Queue,
     Reactivate,
     Reason,
@@ -71,7 +80,7 @@ from orchestrator.sim.traces import Trace
 
 EPOCH = datetime(2026, 11, 2, tzinfo=UTC)  # virtual t=0 (a Monday, midnight UTC)
 GPU = "NVIDIA GeForce RTX 4090"
-GPU_PRICE = 0.59  # USD/h, secure cloud, the emulator's catalog (facts.md: ~0.60)
+GPU_PRICE = 0.59  # USD/h, secure cloud, the emulator's catalog (third-party listings: ~0.60)
 PRICES: Mapping[str, float] = {GPU: GPU_PRICE}
 
 PlanFn = Callable[..., Plan]
@@ -156,6 +165,8 @@ class WorkerRow:
     status_reason: str | None = None
     boot_outcome: str | None = None
     boot_outcome_at: float | None = None
+    reported_status: str | None = None
+    reported_at: float | None = None
 
 
 class SimDB:
@@ -206,10 +217,13 @@ class SimDB:
         return None
 
     def claim(self, worker_id: str) -> TaskRow | None:
-        """``worker_claim_task``: only a worker in a claiming state; the oldest claimable task."""
+        """The app's claim (``claim-next-task``): the oldest claimable task, for a worker in a claiming
+        state only (the guard on ``tasks`` makes the claim fail for any other managed row; the worker
+        sees no task and polls again)."""
         w = self.workers.get(worker_id)
         if w is None:
-            raise errors.NotFound("worker_claim_task", f'unknown worker "{worker_id}"', code="OR003")
+            # tasks.worker_id references workers(id): the claim fails (HTTP 500); nothing claimed.
+            raise errors.NotFound("claim_next_task_service_role", f'unknown worker "{worker_id}"', code="23503")
         if w.status not in ("initializing", "active"):
             return None
         row = self._oldest_queued()
@@ -226,17 +240,19 @@ class SimDB:
         return row
 
     def complete(self, worker_id: str, task_id: str) -> bool:
-        """``worker_complete_task``: only the task's own worker, only while In Progress."""
+        """``complete_task``: only while In Progress; the Edge Function does not check the worker, so a
+        late report completes the task for whichever worker holds it now."""
         row = self.tasks[task_id]
-        if row.worker_id != worker_id or row.status != "In Progress":
+        if row.status != "In Progress" or row.worker_id is None:
             return False
+        holder = row.worker_id
         row.status, row.processed_at = "Complete", self.clock.now
-        ids = self.running[worker_id]  # In Progress under this worker: it is in the set
+        ids = self.running[holder]  # In Progress under its holder: it is in the set
         ids.discard(task_id)
         if not ids:
-            del self.running[worker_id]  # only workers with work stay: the invariants walk this each tick
+            del self.running[holder]  # only workers with work stay: the invariants walk this each tick
         self.running_total -= 1
-        self.last_completion[worker_id] = self.clock.now
+        self.last_completion[holder] = self.clock.now
         return True
 
     def requeue_worker_tasks(self, worker_id: str, reason: str, max_attempts: int | None = None) -> dict[str, list[str]]:
@@ -292,6 +308,12 @@ class SimDB:
             raise errors.IllegalTransition(
                 "orch_transition_worker", f'illegal transition for worker "{worker_id}": {frm} -> {to}', code="OR002"
             )
+        if frm == "draining" and to == "terminating" and self.running.get(worker_id):
+            # The real worker keeps claiming after a drain until the guard refuses it: a claim that
+            # won the race holds a task, so the pod must not go.
+            raise errors.IllegalTransition(
+                "orch_transition_worker", f'worker "{worker_id}" holds an In Progress task', code="OR002"
+            )
         now = self.clock.now
         w.status, w.status_changed_at, w.status_reason = to, now, reason
         if to == "active" and w.activated_at is None:
@@ -313,24 +335,31 @@ class SimDB:
         w.metadata.update(metadata)
         return w
 
-    def heartbeat(self, worker_id: str) -> dict[str, Any]:
-        """``worker_heartbeat``: records for draining, nothing for terminating/error/terminated."""
-        w = self._lock(worker_id, "worker_heartbeat")
+    def heartbeat(self, worker_id: str, status: str = "active") -> dict[str, Any]:
+        """``func_worker_heartbeat_with_logs`` (the app's) behind the guard trigger on ``workers``.
+
+        ``last_heartbeat`` on every row but a terminated one; the status itself is the orchestrator's,
+        so a non-``active`` status is only recorded as ``reported_status``. ``crashed`` also requeues
+        the worker's In Progress tasks with the attempt counted (dead-lettered at the limit), as the
+        app's function does.
+        """
+        w = self._lock(worker_id, "func_worker_heartbeat_with_logs")
         now = self.clock.now
-        if w.status == "draining":
+        if w.status != "terminated":
             w.last_heartbeat = now
-            return {"status": w.status, "accepted": True}
-        if w.status not in ("spawning", "initializing", "active"):
-            return {"status": w.status, "accepted": False}
-        w.last_heartbeat = now
-        if w.status == "initializing" and w.metadata.get(Meta.PROCESS_STARTED_AT):
-            w.status, w.status_changed_at, w.status_reason = "active", now, "first_heartbeat"
-            if w.activated_at is None:
-                w.activated_at = now
-            if w.boot_outcome_at is None:
-                w.boot_outcome, w.boot_outcome_at = "activated", now
-                self._boots.append(w)
-        return {"status": w.status, "accepted": True}
+            # The guard cannot tell a status written unchanged from one not written: a word equal to
+            # our state is not recorded.
+            if status not in ("active", w.status):
+                w.reported_status, w.reported_at = status, now
+        crash: dict[str, list[str]] = {"requeued": [], "failed": []}
+        if status == "crashed":
+            crash = self.requeue_worker_tasks(worker_id, "worker crashed (heartbeat guardian)")
+        return {
+            "success": True,
+            "heartbeat_updated": w.status != "terminated",
+            "crash_requeued_tasks": len(crash["requeued"]),
+            "crash_failed_tasks": len(crash["failed"]),
+        }
 
     # -- the one read -----------------------------------------------------------------------------
 
@@ -361,6 +390,8 @@ class SimDB:
                     oldest_running_started_at=at(tasks[0].started_at) if tasks and tasks[0].started_at is not None else None,
                     oldest_stuckable_started_at=at(min(stuckable)) if stuckable else None,
                     last_completion_at=at(last) if last is not None else None,
+                    reported_status=w.reported_status,
+                    reported_at=at(w.reported_at) if w.reported_at is not None else None,
                 )
             )
         workers.sort(key=lambda x: (x.created_at, x.id))
@@ -412,7 +443,7 @@ class SimDB:
 
 @dataclass
 class BootModel:
-    """How long pods take, in virtual seconds (facts.md: cached ~30 s, cold ~165-170 s)."""
+    """How long pods take, in virtual seconds (measured by users: cached ~30 s, cold ~165-170 s for a 16 GB image)."""
 
     cached_share: float = 0.6
     cached_median: float = 30.0
@@ -595,16 +626,25 @@ class SimProvider:
 
 
 class SimWorker:
-    """A Headless-Wan2GP process on one pod: heartbeats, claims one task at a time, runs it."""
+    """A Reigh worker process on one pod, with its heartbeat guardian.
+
+    Modelled on banodoco/Reigh-Worker ``worker.py`` and ``heartbeat_guardian.py``: the guardian is a
+    separate process that beats every 20 s whatever the worker does; the worker polls every
+    ``--poll-interval`` (10 s) while idle and 1 s after finishing a task. A crash kills the worker
+    process only: the guardian's next check finds it gone and sends one ``crashed`` beat. A pod
+    termination kills both, silently.
+    """
 
     HEARTBEAT_SEC = 20.0
-    CLAIM_POLL_SEC = 3.0
+    CLAIM_POLL_SEC = 10.0
+    AFTER_TASK_SEC = 1.0
 
     def __init__(self, sim: Simulation, pod: SimPod, worker_id: str) -> None:
         self.sim = sim
         self.pod = pod
         self.worker_id = worker_id
         self.alive = True
+        self.guardian_alive = True
         self.hung = False
         self.task: TaskRow | None = None
         self.started = sim.clock.now
@@ -620,20 +660,28 @@ class SimWorker:
         return self.alive and not self.hung and self.pod.alive and self.task is not None
 
     def kill(self) -> None:
+        """The pod is gone: the worker and its guardian with it."""
+        self.guardian_alive = False
         if self.alive:
             self.alive = False
             self.sim.on_worker_gone(self)
 
     def crash(self) -> None:
+        """The worker process dies (a segfault, an OOM kill); its guardian lives on."""
         if self.alive:
             self.sim.counters["worker_crashes"] += 1
-            self.kill()
+            self.alive = False
+            self.sim.on_worker_gone(self)
 
     def _heartbeat(self) -> None:
-        if not self.alive:
+        if not self.guardian_alive:
             return
+        status = "active" if self.alive else "crashed"
         with contextlib.suppress(errors.NotFound):  # a row deleted under it: keep beating, as the real one
-            self.sim.db.heartbeat(self.worker_id)
+            self.sim.db.heartbeat(self.worker_id, status)
+        if status == "crashed":
+            self.guardian_alive = False  # one last beat, then the guardian exits
+            return
         self.sim.clock.schedule(self.HEARTBEAT_SEC, self._heartbeat)
 
     def _claim(self) -> None:
@@ -652,9 +700,11 @@ class SimWorker:
             self.hung = True
             self.sim.counters["worker_hangs"] += 1
             if "_orchestrator" in row.task_type:
-                # A long-running parent is exempt from the stuck timeout: its hang is a freeze of the
-                # whole process (no heartbeat either), which the heartbeat timeout catches.
+                # A long-running parent is exempt from the stuck timeout: its hang is modelled as the
+                # whole machine freezing (guardian included, so no heartbeat), which the heartbeat
+                # timeout catches. (A worker frozen alone keeps its guardian beating: nothing would.)
                 self.alive = False
+                self.guardian_alive = False
             self.sim.on_worker_gone(self)
             return
         self.sim.clock.schedule(row.duration, functools.partial(self._finish, row))
@@ -665,7 +715,7 @@ class SimWorker:
         self.sim.db.complete(self.worker_id, task.id)
         self.sim.on_finish(self, task)
         self.task = None
-        self._claim()
+        self.sim.clock.schedule(self.AFTER_TASK_SEC, self._claim)
 
 
 # --- the executor ----------------------------------------------------------------------------------
@@ -855,6 +905,11 @@ class SimExecutor:
         if a.runpod_id:
             yield from self._terminate(a.worker_id, a.runpod_id)
         return None
+
+    def _do_promote(self, a: Promote) -> Step:
+        self.sim.db.transition_worker(a.worker_id, "active", a.reason.value)
+        return None
+        yield 0.0
 
     def _do_drain(self, a: Drain) -> Step:
         self.sim.db.transition_worker(

@@ -1,40 +1,98 @@
-"""The simulated Headless-Wan2GP worker that runs inside emulated pods.
+"""The simulated Reigh worker (Headless-Wan2GP) that runs inside emulated pods, speaking the real protocol.
 
-Where this sits: ``orchestrator.sim`` emulates Runpod. Each emulated network volume gets the layout
-the seed's start command expects (:func:`lay_out_volume`: ``reigh/Headless-Wan2GP/headless.py`` and
-``venv/bin/activate``), so the orchestrator starts this worker over SSH exactly as it starts the real
-one::
+Where this sits: ``orchestrator.sim`` emulates Runpod. Each emulated network volume gets the checkout
+the start command looks for (:func:`lay_out_volume`, ``orchestrator/sim/reigh_worker/volume.py``), so
+the orchestrator starts this worker over SSH exactly as it starts the real one::
 
-    python headless.py --db-type supabase --supabase-url URL --supabase-anon-key KEY \
-        --supabase-access-token TOKEN --worker <id>
+    python worker.py --supabase-url URL --supabase-access-token TOKEN --worker <id> [--wgp-profile 1 ...]
 
-(``--db-type postgres`` reads ``DATABASE_URL`` from the environment instead). The worker then behaves
-like the real one from the database's point of view, through the same SQL functions
-(``docs/database.md``) and the same transports as the daemon (:class:`orchestrator.db.base.Database`):
+(``python headless.py ...`` for the older layout runs the same worker). From then on it talks only to
+the app's public surface, never to a function of ours: the Edge Functions, PostgREST tables and the
+heartbeat RPC, with the real calls' paths, headers, bodies, status handling, retries and intervals.
 
-- heartbeats every ``SIM_WORKER_HEARTBEAT_SEC`` seconds (default 5) with VRAM figures read from
-  ``nvidia-smi`` (the pod's fake one), and stops once the heartbeat answers a state in which a worker
-  must not work (draining, terminating, error, terminated);
-- claims tasks one at a time and "processes" each for ``params.duration_sec`` (or
-  ``params.sim_duration_sec``; default 2 s), divided by ``SIM_WORKER_SPEED``; ``params.fail: true``
-  fails the task, ``params.crash: true`` kills the process halfway through (nothing reported), anything
-  else completes it with a small ``result_data``;
-- logs one JSON line per event on stdout (secrets masked).
+Sources (public; re-read for each change):
 
-Differences from the real worker: no models, no GPU, no output files; the result points nowhere real.
+- banodoco/Reigh-Worker @4d09184 (2026-03-01): ``worker.py`` (arguments, start-up, the main loop:
+  poll, process, sleep ``--poll-interval`` when idle and 1 s after a task, ``FatalWorkerError`` ->
+  exit 1), ``heartbeat_guardian.py`` and ``source/task_handlers/worker/heartbeat_utils.py`` (the
+  guardian process), ``source/core/db/task_claim.py`` (recovery read, ``task-counts``,
+  ``claim-next-task``), ``source/core/db/task_status.py`` and ``edge_helpers.py`` (``complete_task``
+  with base64 file data under 2 MB, ``update-task-status`` for failures, requeues and the billing
+  reset, the retry helper), ``source/core/db/config.py`` (retryable statuses),
+  ``source/task_handlers/worker/fatal_error_handler.py`` (retryable error patterns, the fatal path),
+  ``source/task_handlers/queue/task_processor.py`` (model switch, billing reset, generation),
+  ``source/models/wgp/generation_helpers.py`` (``update-worker-model``).
+- peteromallet/Headless-Wan2GP @50066ea (2026-01-16), which Reigh-Worker continues: the same
+  ``worker.py``, ``heartbeat_guardian.py`` and ``source/db_operations.py``; ``headless.py`` was renamed
+  ``worker.py`` there in 01cee19 (2025-08-08) and exists in neither repository today.
+- banodoco/reigh-worker-orchestrator @fcec14f, ``gpu_orchestrator/runpod/worker_startup.template.sh``:
+  how the current launcher starts it (``uv run ... python worker.py --supabase-url
+  --supabase-access-token --worker --wgp-profile 1``; ``SUPABASE_SERVICE_ROLE_KEY`` in the env).
+
+What it does, as the real worker does:
+
+- **Start.** ``--reigh-access-token`` (or the legacy ``--supabase-access-token``) is required (exit 1
+  without); ``--worker`` defaults to ``$RUNPOD_POD_ID``, else ``local-worker``; ``--supabase-url``
+  defaults to upstream's production project, which here is an address that resolves nowhere (so a
+  launch without the flag never reaches our database, as the real one would reach theirs instead).
+  The REST client's key: ``SUPABASE_SERVICE_ROLE_KEY``, else ``--supabase-anon-key``, else
+  ``SUPABASE_ANON_KEY`` (none: exit 1). Every other flag of the real parser is accepted and ignored
+  (``--db-type``, ``--wgp-*``, ``--main-output-dir``, ...); an unknown flag is an error (exit 2), as
+  with argparse there. ``--migrate-only`` exits 0.
+- **Heartbeat.** A separate guardian process (``reigh_worker/guardian.py``) posts
+  ``func_worker_heartbeat_with_logs`` at start, then every 20 s, with the log entries the worker
+  queued; one ``crashed`` beat when the worker process dies abruptly.
+- **Poll** (every ``--poll-interval`` s, default 10, while idle; 1 s after a task): GET its own In
+  Progress task (recovery: run it without claiming), then ``task-counts`` (no claim when
+  ``queued_only`` is 0 and no ``eligible_queued``), then ``claim-next-task`` (200: a task; 204:
+  none; anything else: none).
+- **A task.** ``update-worker-model`` when the task's model differs from the loaded one (the app
+  answers 400 to the worker's body), ``update-task-status`` ``In Progress`` with
+  ``reset_generation_started_at``, the "generation" (``params.duration_sec``, or
+  ``sim_duration_sec``, default 2 s, divided by ``SIM_WORKER_SPEED``), then a small output file
+  completed through ``complete_task`` with ``file_data`` (base64) and ``filename``; a failure is
+  ``update-task-status`` ``Failed`` with the error text as ``output_location``, or, for the worker's
+  retryable error texts, ``Queued`` with ``attempts: 1``, ``error_details`` and ``clear_worker``.
+- **Fatal error** (CUDA/NVML): the handler's client reads its ``workers`` row, PATCHes ``status:
+  error`` with ``error_reason``, ``error_time``, ``self_terminated``, then PATCHes the task back to
+  Queued naming ``error_details`` (a column ``tasks`` lacks: it fails, as in production), and the
+  worker exits 1 (its guardian is terminated with it: no ``crashed`` beat).
+
+Test knobs in ``params`` (the real worker would run them as generation parameters): ``duration_sec``,
+``fail: true`` (with ``error``: the failure text, e.g. "Connection refused" for a retryable one),
+``crash: true`` (the process dies halfway through: ``os._exit``), ``fatal: true`` or a category
+(``cuda_hardware``, ``cuda_driver``, ``nvml``, ``system_critical``: the fatal path halfway through),
+``model`` (the model to "load"). Environment knobs, passed in the pod's environment at creation:
+``SIM_WORKER_HEARTBEAT_SEC`` (20), ``SIM_WORKER_POLL_SEC`` (the ``--poll-interval``),
+``SIM_WORKER_SPEED`` (1).
+
+Known differences from the real worker:
+
+- No models, GPU or Wan2GP: "generation" is a sleep, the output a few bytes; outputs of 2 MB or more
+  (``generate-upload-url`` and a PUT) are never produced; no thumbnail (the real worker extracts one
+  with OpenCV and sends ``first_frame_data`` when it can read the video: ours is not a video).
+- No start-up time beyond Python's: the real one imports Wan2GP and may preload a model (minutes)
+  between its first heartbeat and its first claim.
+- Orchestrator task types (``*_orchestrator``) run like any task: the real worker creates child tasks
+  and waits, reporting ``In Progress``; its recovery of an orchestrator it holds is deferred as there,
+  but the children check (``get-orchestrator-children``) is not made.
+- ``load_dotenv`` is not called (the laid-out checkout has no ``.env``); ``.env`` values the real
+  worker would read are not simulated.
+- The fatal path: in Reigh-Worker the failing task PATCH raises postgrest's ``APIError``, which the
+  handler does not catch, so whether the process then exits is not evident from the source; we exit 1,
+  as the handler intends. The consecutive-error thresholds are not simulated (one fatal error suffices).
+- A malformed answer the real worker would crash on (e.g. ``task-counts`` totals that are not numbers)
+  is logged and read as "no answer" here.
+- The older entry ``headless.py`` (2025-05, ``--db-type`` defaulting to sqlite) spoke an older
+  protocol; launched as ``headless.py``, this worker speaks today's.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
-import shlex
-import shutil
-import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -43,20 +101,38 @@ from typing import Any
 import structlog
 
 from orchestrator import errors
-from orchestrator.db.base import Database
+from orchestrator.sim.reigh_worker import guardian as guardian_mod
+from orchestrator.sim.reigh_worker.edge import (
+    EdgeClient,
+    TableClient,
+    mark_worker_for_termination,
+    retryable_error,
+)
+from orchestrator.sim.reigh_worker.volume import DEFAULT_ENTRIES, DEFAULT_WORKER_DIR
+from orchestrator.sim.reigh_worker.volume import lay_out_volume as _lay_out_volume
 
 log = structlog.get_logger(__name__)
 
-# Heartbeat answers after which the worker stops working (docs/database.md: heartbeats from these
-# states record nothing; draining means "finish, take nothing new").
-STOP_STATUSES = frozenset({"draining", "terminating", "error", "terminated"})
+# Upstream's default --supabase-url is its own production project. A simulated worker must never reach
+# it: this address has the same meaning for us (not our database) and resolves nowhere (RFC 2606).
+UPSTREAM_DEFAULT_URL = "https://upstream-production.supabase.invalid"
+DEFAULT_POLL_SEC = 10
+AFTER_TASK_SEC = 1.0
 DEFAULT_DURATION_SEC = 2.0
-# VRAM the simulated process "uses": a loaded model while busy, a CUDA context while idle.
-IDLE_VRAM_MB = 512
-BUSY_VRAM_SHARE = 0.7
-# The fake nvidia-smi reads the used figure from here (the pod's private /tmp); see sandbox.py.
+# The fake nvidia-smi of an emulated pod reads the used VRAM from here (orchestrator/sim/sandbox.py).
 GPU_STATE_FILE = "/tmp/.sim-gpu-used-mb"
-HEADLESS_DIR = Path("reigh") / "Headless-Wan2GP"
+IDLE_VRAM_MB = 512
+BUSY_VRAM_MB = 16384
+ORCHESTRATOR_TYPES_NEEDING_PROJECT = frozenset({"travel_orchestrator", "edit_video_orchestrator"})
+# The fatal error categories of the worker's handler and an error text of each.
+FATAL_ERRORS: Mapping[str, str] = {
+    "cuda_hardware": "GPU has fallen off the bus",
+    "cuda_driver": "CUDA driver initialization failed, you might not have a CUDA gpu",
+    "nvml": "Failed to initialize NVML: could not load libnvidia-ml",
+    "system_critical": "Segmentation fault (core dumped)",
+}
+# A few bytes standing for a video (the real outputs are MP4 files; this is not a readable one).
+OUTPUT_BYTES = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(256)) * 4
 
 
 def _env_float(name: str, default: float, *, minimum: float) -> float:
@@ -72,374 +148,311 @@ def _env_float(name: str, default: float, *, minimum: float) -> float:
     return value
 
 
-class SimulatedWorker:
-    """The worker's loops: a heartbeat thread and a claim-process loop, sharing one stop event."""
+# --- the command line ------------------------------------------------------------------------------
+
+
+def build_parser(prog: str = "worker.py") -> argparse.ArgumentParser:
+    """The real worker's parser (Reigh-Worker ``worker.py`` ``parse_args``), flag for flag."""
+    p = argparse.ArgumentParser(prog, description="Simulated Reigh worker (WanGP Worker Server)")
+    p.add_argument("--main-output-dir", type=str, default="./outputs")
+    p.add_argument("--poll-interval", type=int, default=DEFAULT_POLL_SEC)
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("--worker", type=str, default=None)
+    p.add_argument("--save-logging", type=str, nargs="?", const="logs/worker.log", default=None)
+    p.add_argument("--migrate-only", action="store_true")
+    p.add_argument("--colour-match-videos", action="store_true")
+    p.add_argument("--mask-active-frames", dest="mask_active_frames", action="store_true", default=True)
+    p.add_argument("--no-mask-active-frames", dest="mask_active_frames", action="store_false")
+    p.add_argument("--queue-workers", type=int, default=1)
+    p.add_argument("--preload-model", type=str, default="")
+    p.add_argument("--db-type", type=str, default="supabase")
+    p.add_argument("--supabase-url", type=str, default=UPSTREAM_DEFAULT_URL)
+    p.add_argument("--reigh-access-token", type=str, default=None)
+    p.add_argument("--supabase-access-token", type=str, default=None)
+    p.add_argument("--supabase-anon-key", type=str, default=None)
+    for name, kind in (
+        ("attention-mode", str), ("compile", str), ("profile", int), ("vae-config", int), ("boost", int),
+        ("transformer-quantization", str), ("transformer-dtype-policy", str),
+        ("text-encoder-quantization", str), ("vae-precision", str), ("mixed-precision", str),
+        ("preload-policy", str), ("preload", int),
+    ):
+        p.add_argument(f"--wgp-{name}", type=kind, default=None)
+    return p
+
+
+# --- the worker ----------------------------------------------------------------------------------------
+
+
+class ReighWorker:
+    """The main loop of ``worker.py``: poll, process one task, sleep; forever."""
 
     def __init__(
         self,
-        db: Database,
         worker_id: str,
+        edge: EdgeClient,
+        table: TableClient,
         *,
-        heartbeat_sec: float = 5.0,
+        output_dir: Path,
+        poll_sec: float,
         speed: float = 1.0,
-        poll_sec: float = 1.0,
-        task_types: list[str] | None = None,
-        vram_total_mb: int | None = None,
+        log_queue: Any = None,
         gpu_state_file: str | None = None,
+        preload_model: str | None = None,
     ) -> None:
-        self.db = db
         self.worker_id = worker_id
-        self.heartbeat_sec = heartbeat_sec
-        self.speed = speed
+        self.edge = edge
+        self.table = table
+        self.output_dir = output_dir
         self.poll_sec = poll_sec
-        self.task_types = task_types
-        self.vram_total_mb = vram_total_mb
+        self.speed = speed
+        self.log_queue = log_queue
         self.gpu_state_file = gpu_state_file
-        self.stop_event = threading.Event()
-        self.stop_reason: str | None = None
-        self._busy = False
+        self.model: str | None = None
+        self.processed = 0
         self.log = log.bind(worker_id=worker_id)
+        if preload_model:
+            self._switch_model(preload_model)
 
-    # -- VRAM ---------------------------------------------------------------------------------------
+    # -- what the guardian and the pod's nvidia-smi see --------------------------------------------
 
-    def vram_used_mb(self) -> int | None:
-        if self.vram_total_mb is None:
-            return None
-        if self._busy:
-            return int(self.vram_total_mb * BUSY_VRAM_SHARE)
-        return min(IDLE_VRAM_MB, self.vram_total_mb)
+    def say(self, level: str, message: str, task_id: str | None = None, **metadata: Any) -> None:
+        guardian_mod.offer(self.log_queue, guardian_mod.log_entry(level.upper(), message, task_id, **metadata))
 
-    def _publish_vram(self) -> None:
-        """Let the pod's fake nvidia-smi show what this process 'uses'."""
-        used = self.vram_used_mb()
-        if self.gpu_state_file is None or used is None:
+    def _publish_vram(self, busy: bool) -> None:
+        if self.gpu_state_file is None:
             return
         try:
-            Path(self.gpu_state_file).write_text(f"{used}\n")
+            Path(self.gpu_state_file).write_text(f"{BUSY_VRAM_MB if busy else IDLE_VRAM_MB}\n")
         except OSError as exc:
             self.log.debug("gpu_state_write_failed", error=str(exc))
 
-    # -- stopping -----------------------------------------------------------------------------------
+    # -- the poll ----------------------------------------------------------------------------------
 
-    def request_stop(self, reason: str) -> None:
-        if not self.stop_event.is_set():
-            self.stop_reason = reason
-            self.log.info("worker_stop_requested", reason=reason)
-            self.stop_event.set()
+    def next_task(self) -> dict[str, Any] | None:
+        """``get_oldest_queued_task_supabase``: recovery, task counts, claim."""
+        assigned = self.table.my_in_progress_task(self.worker_id)
+        deferred = None
+        if assigned is not None:
+            if str(assigned.get("task_type") or "").lower().endswith("_orchestrator"):
+                deferred = assigned  # never starve queued tasks for an orchestrator waiting on children
+            else:
+                self.log.info("task_recovered", task_id=assigned.get("task_id"))
+                return assigned
+        counts = self.edge.task_counts()
+        if counts is not None:
+            raw_totals = counts.get("totals")
+            totals: Mapping[str, Any] = raw_totals if isinstance(raw_totals, dict) else {}
+            queued = _number(totals.get("queued_only"))
+            eligible = _number(totals.get("eligible_queued"))
+            if queued <= 0 and eligible <= 0:
+                return deferred
+        status, task = self.edge.claim(self.worker_id)
+        if status == 200 and task is not None:
+            self.log.info("task_claimed", task_id=task.get("task_id"), task_type=task.get("task_type"))
+            self.say("info", f"[CLAIM] Claimed task {task.get('task_id')}", str(task.get("task_id")))
+            return task
+        return deferred
 
-    # -- heartbeat ----------------------------------------------------------------------------------
+    def run(self) -> int:
+        self.log.info("worker_polling", poll_sec=self.poll_sec, speed=self.speed)
+        self._publish_vram(False)
+        while True:
+            task = self.next_task()
+            if task is None:
+                time.sleep(self.poll_sec)
+                continue
+            self.process(task)
+            self.processed += 1
+            time.sleep(AFTER_TASK_SEC)
 
-    def heartbeat_once(self) -> dict[str, Any] | None:
-        total, used = self.vram_total_mb, self.vram_used_mb()
-        try:
-            answer = self.db.heartbeat(self.worker_id, total, used)
-        except errors.OrchestratorError as exc:
-            self.log.warning("heartbeat_failed", error=str(exc), error_type=type(exc).__name__)
-            return None
-        status = (answer or {}).get("status")
-        self.log.info(
-            "heartbeat",
-            status=status,
-            accepted=(answer or {}).get("accepted"),
-            vram_total_mb=total,
-            vram_used_mb=used,
-        )
-        if status in STOP_STATUSES:
-            self.request_stop(f"worker_{status}")
-        return answer
+    # -- one task ----------------------------------------------------------------------------------
 
-    def _heartbeat_loop(self) -> None:
-        while not self.stop_event.is_set():
-            self.heartbeat_once()
-            self.stop_event.wait(self.heartbeat_sec)
-
-    # -- tasks --------------------------------------------------------------------------------------
-
-    def claim_once(self) -> dict[str, Any] | None:
-        try:
-            return self.db.claim_task(self.worker_id, self.task_types)
-        except errors.OrchestratorError as exc:
-            self.log.warning("claim_failed", error=str(exc), error_type=type(exc).__name__)
-            return None
+    def _switch_model(self, model: str) -> None:
+        if model == self.model:
+            return
+        status = self.edge.update_worker_model(self.worker_id, model)
+        self.log.info("model_loaded", model=model, previous=self.model, notify_status=status)
+        self.model = model
 
     def process(self, task: Mapping[str, Any]) -> str:
-        """Run one claimed task to its end; returns the outcome (``complete``, ``fail``, ``lost``)."""
-        task_id = str(task.get("id"))
-        params = task.get("params") or {}
-        if isinstance(params, str):
-            try:
-                params = json.loads(params)
-            except ValueError:
-                params = {}
-        if not isinstance(params, dict):
-            params = {}
-        duration = params.get("duration_sec", params.get("sim_duration_sec", DEFAULT_DURATION_SEC))
-        try:
-            seconds = max(0.0, float(duration)) / self.speed
-        except (TypeError, ValueError):
-            seconds = DEFAULT_DURATION_SEC / self.speed
-        tlog = self.log.bind(task_id=task_id, task_type=task.get("task_type"))
+        """Run one task to its end; returns the outcome (complete, failed, requeued, lost)."""
+        task_id = str(task.get("task_id"))
+        task_type = str(task.get("task_type") or "")
+        raw_params = task.get("params")
+        params: Mapping[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+        tlog = self.log.bind(task_id=task_id, task_type=task_type)
+        if task.get("project_id") is None and task_type in ORCHESTRATOR_TYPES_NEEDING_PROJECT:
+            self.edge.mark_failed(task_id, "Orchestrator missing project_id")
+            return "failed"
+        self._switch_model(str(params.get("model") or f"sim-{task_type or 'model'}"))
+        self.edge.reset_generation_started_at(task_id)
+        seconds = _duration(params) / self.speed
         tlog.info("task_started", duration_sec=round(seconds, 3))
-        self._busy = True
-        self._publish_vram()
+        self.say("info", f"Processing {task_type} task", task_id)
+        self._publish_vram(True)
         started = time.monotonic()
         try:
             if params.get("crash") is True:
-                # Halfway through, the process dies without a word: no completion, no failure.
                 time.sleep(seconds / 2)
+                # The process dies without a word (a segfault, an OOM kill): its guardian reports it.
                 tlog.error("task_crashing_worker")
                 sys.stdout.flush()
                 os._exit(70)
-            # A plain sleep, not stop_event.wait: draining lets the current task finish.
+            if params.get("fatal"):
+                time.sleep(seconds / 2)
+                self._fatal(task_id, params.get("fatal"))  # exits
             time.sleep(seconds)
             elapsed = round(time.monotonic() - started, 3)
             if params.get("fail") is True:
-                message = str(params.get("error") or "simulated failure (params.fail)")
-                try:
-                    answer = self.db.fail_task(self.worker_id, task_id, message)
-                except errors.OrchestratorError as exc:
-                    tlog.warning("task_fail_report_failed", error=str(exc))
-                    return "lost"
-                tlog.info("task_failed", elapsed_sec=elapsed, answer=answer)
-                return "fail"
-            result = {
-                "simulated": True,
-                "worker_id": self.worker_id,
-                "elapsed_sec": elapsed,
-                "output_location": f"sim://outputs/{task_id}.mp4",
-            }
+                return self._failed(task, str(params.get("error") or "simulated failure (params.fail)"), elapsed)
+            path = self._write_output(task_id)
             try:
-                done = self.db.complete_task(self.worker_id, task_id, result)
-            except errors.OrchestratorError as exc:
-                tlog.warning("task_complete_report_failed", error=str(exc))
+                answer = self.edge.complete_with_file(task_id, path)
+            finally:
+                with contextlib.suppress(OSError):
+                    path.unlink()  # the worker removes generated files once uploaded
+            if answer is None:
                 return "lost"
-            # False: the task was taken from us meanwhile (requeued); the database kept the other run.
-            tlog.info("task_completed", elapsed_sec=elapsed, accepted=done)
-            return "complete" if done else "lost"
+            tlog.info("task_completed", elapsed_sec=elapsed, public_url=answer.get("public_url"))
+            self.say("info", "Finished task (Success: True)", task_id)
+            return "complete"
         finally:
-            self._busy = False
-            self._publish_vram()
+            self._publish_vram(False)
 
-    # -- main ---------------------------------------------------------------------------------------
+    def _write_output(self, task_id: str) -> Path:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / f"{task_id}.mp4"
+        path.write_bytes(OUTPUT_BYTES)
+        return path
 
-    def run(self) -> int:
-        self.log.info(
-            "worker_started",
-            pid=os.getpid(),
-            heartbeat_sec=self.heartbeat_sec,
-            speed=self.speed,
-            vram_total_mb=self.vram_total_mb,
-        )
-        self._publish_vram()
-        # The first heartbeat before anything else: it is what promotes the worker to active.
-        self.heartbeat_once()
-        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
-        beat.start()
-        processed = 0
-        while not self.stop_event.is_set():
-            task = self.claim_once()
-            if task is None:
-                self.stop_event.wait(self.poll_sec)
-                continue
-            self.process(task)
-            processed += 1
-        beat.join(timeout=self.heartbeat_sec + 5)
-        self.log.info("worker_stopped", reason=self.stop_reason, tasks_processed=processed)
-        return 0
+    def _failed(self, task: Mapping[str, Any], message: str, elapsed: float) -> str:
+        task_id = str(task.get("task_id"))
+        tlog = self.log.bind(task_id=task_id)
+        self.say("error", f"Task failed: {message}", task_id)
+        retry = retryable_error(message)
+        # The claim's answer carries no attempts: the worker always counts from 0.
+        attempts = int(task.get("attempts") or 0) if isinstance(task.get("attempts"), int) else 0
+        if retry is not None and attempts < retry[1]:
+            category = retry[0]
+            if not self.edge.requeue_for_retry(task_id, message, attempts, category):
+                details = f"Retry {attempts + 1} ({category}): {message[:500]}"
+                self.table.requeue_direct(task_id, attempts + 1, details)
+            tlog.info("task_requeued", category=category, elapsed_sec=elapsed)
+            return "requeued"
+        self.edge.mark_failed(task_id, message)
+        tlog.info("task_failed", elapsed_sec=elapsed, error=message[:200])
+        return "failed"
 
-
-# --- command line ------------------------------------------------------------------------------------
-
-
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="headless.py", description="Simulated Headless-Wan2GP worker")
-    p.add_argument("--db-type", choices=["supabase", "postgres"], default="supabase")
-    p.add_argument("--supabase-url", default=None)
-    p.add_argument("--supabase-anon-key", default=None)
-    p.add_argument("--supabase-access-token", default=None)
-    p.add_argument("--worker", default=None)
-    p.add_argument("--task-types", default=None, help="comma-separated task types to claim (default: any)")
-    # The real headless.py takes many more options (models, output dirs, ...): accept and ignore them.
-    args, unknown = p.parse_known_args(list(argv))
-    args.ignored = unknown
-    return args
+    def _fatal(self, task_id: str, fatal: Any) -> None:
+        category = str(fatal) if isinstance(fatal, str) and fatal in FATAL_ERRORS else "cuda_hardware"
+        message = FATAL_ERRORS[category]
+        reason = f"FATAL {category}: {message[:500]}"
+        self.log.critical("worker_fatal_error", task_id=task_id, category=category, error=message)
+        url = os.environ.get("SUPABASE_URL")
+        key = os.environ.get("SUPABASE_SERVICE_ROLE_KEY") or os.environ.get("SUPABASE_SERVICE_KEY")
+        if url and key:
+            marked = mark_worker_for_termination(url, key, self.worker_id, task_id, reason)
+            self.log.info("worker_marked_for_termination", marked=marked)
+        else:
+            self.log.warning("fatal_mark_skipped", problem="SUPABASE_URL or the service key is not in the environment")
+        sys.stdout.flush()
+        sys.exit(1)
 
 
-def read_vram_total_mb() -> int | None:
-    """The GPU's memory as nvidia-smi reports it (the pod's fake one), or SIM_VRAM_TOTAL_MB."""
-    if os.environ.get("SIM_VRAM_TOTAL_MB"):
-        return int(_env_float("SIM_VRAM_TOTAL_MB", 0, minimum=0))
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value)
+
+
+def _duration(params: Mapping[str, Any]) -> float:
+    raw = params.get("duration_sec", params.get("sim_duration_sec", DEFAULT_DURATION_SEC))
     try:
-        out = subprocess.run(
-            [exe, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-        return int(out.strip().splitlines()[0].strip())
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
+        return max(0.0, float(raw))
+    except (TypeError, ValueError):
+        return DEFAULT_DURATION_SEC
 
 
-def open_database(args: argparse.Namespace) -> Database:
-    """The same transports the daemon uses: Supabase's REST URL when given one, else DATABASE_URL."""
-    if args.db_type == "supabase" and args.supabase_url:
-        from orchestrator.db.supabase import SupabaseTransport
-
-        # The access token (the seed passes the service-role key) authorizes the calls; the anon key is
-        # the fallback, as with the real worker.
-        key = args.supabase_access_token or args.supabase_anon_key
-        if not key:
-            raise errors.ConfigError(["--supabase-access-token or --supabase-anon-key is required"])
-        return Database(SupabaseTransport(args.supabase_url, key))
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        raise errors.ConfigError(["--db-type postgres needs DATABASE_URL (or give --supabase-url)"])
-    from orchestrator.db.postgres import PostgresTransport
-
-    return Database(PostgresTransport(url, max_size=2))  # two threads: heartbeats and tasks
+# --- start-up ----------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from orchestrator.logs import configure_logging
 
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    secrets = [s for s in (args.supabase_anon_key, args.supabase_access_token) if s]
+    entry = os.environ.get("SIM_WORKER_ENTRY", "worker.py")
+    args = build_parser(entry).parse_args(list(sys.argv[1:] if argv is None else argv))
+    token = args.reigh_access_token or args.supabase_access_token
+    service_key = os.environ.get("SUPABASE_SERVICE_ROLE_KEY")
+    client_key = service_key or args.supabase_anon_key or os.environ.get("SUPABASE_ANON_KEY")
+    secrets = [s for s in (token, service_key, client_key, args.supabase_anon_key) if s]
     configure_logging(fmt="json", extra_secrets=secrets)
-    worker_id = args.worker or os.environ.get("WORKER_ID")
-    if not worker_id:
-        log.error("worker_config_invalid", problem="--worker (or WORKER_ID) is required")
+    if not token:
+        print("Error: Worker authentication credential is required", file=sys.stderr)
+        return 1
+    worker_id = args.worker or os.environ.get("RUNPOD_POD_ID") or "local-worker"
+    os.environ["WORKER_ID"] = worker_id
+    os.environ["WAN2GP_WORKER_MODE"] = "true"
+    wlog = log.bind(worker_id=worker_id)
+    try:
+        heartbeat_sec = _env_float("SIM_WORKER_HEARTBEAT_SEC", guardian_mod.HEARTBEAT_SEC, minimum=0.05)
+        poll_sec = _env_float("SIM_WORKER_POLL_SEC", float(args.poll_interval), minimum=0.01)
+        speed = _env_float("SIM_WORKER_SPEED", 1.0, minimum=1e-6)
+    except errors.ConfigError as exc:
+        wlog.error("worker_config_invalid", problems=exc.problems)
         return 2
     try:
-        heartbeat_sec = _env_float("SIM_WORKER_HEARTBEAT_SEC", 5.0, minimum=0.05)
-        speed = _env_float("SIM_WORKER_SPEED", 1.0, minimum=1e-6)
-        poll_sec = _env_float("SIM_WORKER_POLL_SEC", 1.0, minimum=0.01)
-        vram_total_mb = read_vram_total_mb()
-        db = open_database(args)
-    except errors.ConfigError as exc:
-        log.error("worker_config_invalid", problems=exc.problems)
-        return 2
-    task_types = [t for t in (args.task_types or "").split(",") if t] or None
-    worker = SimulatedWorker(
-        db,
-        worker_id,
-        heartbeat_sec=heartbeat_sec,
-        speed=speed,
-        poll_sec=poll_sec,
-        task_types=task_types,
-        vram_total_mb=vram_total_mb,
-        gpu_state_file=GPU_STATE_FILE if os.environ.get("RUNPOD_POD_ID") else None,
+        if not client_key:
+            raise ValueError("No Supabase key found")
+        table = TableClient(args.supabase_url, client_key)
+    except Exception as exc:  # the worker: "Supabase init failed", exit 1
+        wlog.critical("worker_init_failed", error=str(exc)[:300])
+        return 1
+    # The fatal-error handler reads the URL from the environment (Reigh-Worker copies the flag there).
+    os.environ["SUPABASE_URL"] = args.supabase_url
+    if args.migrate_only:
+        return 0
+    output_dir = Path(args.main_output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # First, before any thread: the guardian is forked and beats at once.
+    guardian, log_queue = guardian_mod.start_guardian(
+        worker_id, args.supabase_url, service_key or client_key, interval=heartbeat_sec
     )
-    # Spot pods get SIGTERM, then SIGKILL: stop taking work at once.
-    signal.signal(signal.SIGTERM, lambda *_: worker.request_stop("sigterm"))
-    if args.ignored:
-        log.info("worker_options_ignored", options=args.ignored)
+    wlog.info(
+        "worker_started",
+        pid=os.getpid(),
+        guardian_pid=guardian.pid,
+        entry=entry,
+        heartbeat_sec=heartbeat_sec,
+        poll_sec=poll_sec,
+        speed=speed,
+    )
+    edge = EdgeClient(args.supabase_url, token, service_key=service_key or os.environ.get("SUPABASE_SERVICE_KEY"))
+    worker = ReighWorker(
+        worker_id,
+        edge,
+        table,
+        output_dir=output_dir,
+        poll_sec=poll_sec,
+        speed=speed,
+        log_queue=log_queue,
+        gpu_state_file=GPU_STATE_FILE if os.environ.get("RUNPOD_POD_ID") else None,
+        preload_model=args.preload_model or None,
+    )
     try:
         return worker.run()
-    finally:
-        db.close()
+    except KeyboardInterrupt:
+        wlog.info("worker_stopped", reason="interrupt", tasks_processed=worker.processed)
+        return 0
 
 
 # --- the volume layout -------------------------------------------------------------------------------
 
 
-def _headless_py() -> str:
-    checkout = str(Path(__file__).resolve().parents[2])
-    return f'''#!/usr/bin/env python3
-"""Simulated Headless-Wan2GP, laid out by the Runpod emulator (orchestrator.sim.worker).
-
-Runs the simulated worker with the orchestrator project's own interpreter, whatever `python` ran this.
-"""
-import os
-import sys
-
-PROJECT_PYTHON = {sys.executable!r}
-PROJECT_CHECKOUT = {checkout!r}
-
-env = dict(os.environ)
-env["PYTHONPATH"] = os.pathsep.join(p for p in (PROJECT_CHECKOUT, env.get("PYTHONPATH", "")) if p)
-os.execve(PROJECT_PYTHON, [PROJECT_PYTHON, "-m", "orchestrator.sim.worker", *sys.argv[1:]], env)
-'''
-
-
-def _activate() -> str:
-    bindir = os.path.dirname(sys.executable)
-    return f"""# Simulated venv of Headless-Wan2GP (orchestrator.sim.worker): source it from bash.
-# It puts the orchestrator project's interpreter first on PATH, so `python headless.py` works.
-deactivate () {{
-    if [ -n "${{_OLD_VIRTUAL_PATH:-}}" ]; then PATH="$_OLD_VIRTUAL_PATH"; export PATH; unset _OLD_VIRTUAL_PATH; fi
-    unset VIRTUAL_ENV
-    hash -r 2>/dev/null || true
-    [ "${{1:-}}" = "nondestructive" ] || unset -f deactivate
-}}
-deactivate nondestructive
-VIRTUAL_ENV={shlex.quote(sys.prefix)}
-export VIRTUAL_ENV
-_OLD_VIRTUAL_PATH="$PATH"
-PATH={shlex.quote(bindir)}:"$PATH"
-export PATH
-hash -r 2>/dev/null || true
-"""
-
-
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.name=orchestrator-sim", "-c", "user.email=sim@localhost", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-
-
-def _make_repo(root: Path, app: Path) -> None:
-    """A real git checkout with a local origin, so the seed's `git pull` answers "Already up to date"."""
-    origin = root / "reigh" / ".sim-origin.git"
-    try:
-        if not origin.exists():
-            origin.mkdir(parents=True)
-            _git(origin, "init", "-q", "--bare", "-b", "main")
-        _git(app, "init", "-q", "-b", "main")
-        _git(app, "add", "-A")
-        _git(app, "commit", "-q", "-m", "simulated Headless-Wan2GP")
-        # Relative, so the remote resolves inside a pod too (the seed runs git from this directory).
-        _git(app, "remote", "add", "origin", "../.sim-origin.git")
-        _git(app, "push", "-q", "-u", "origin", "main")
-    except (OSError, subprocess.SubprocessError) as exc:
-        # No git, or it failed: an empty .git still makes `git pull` fail fast and harmlessly.
-        log.warning("sim_volume_git_failed", error=str(exc))
-        (app / ".git").mkdir(exist_ok=True)
-
-
-def lay_out_volume(volume_dir: Path) -> None:
-    """Write the simulated Headless-Wan2GP where the seed's start command looks for it (idempotent)."""
-    volume_dir = Path(volume_dir)
-    app = volume_dir / HEADLESS_DIR
-    (app / "venv" / "bin").mkdir(parents=True, exist_ok=True)
-    files = {
-        app / "headless.py": (_headless_py(), 0o755),
-        app / "venv" / "bin" / "activate": (_activate(), 0o644),
-        app / "requirements.txt": (
-            "# Simulated Headless-Wan2GP: no dependencies beyond the orchestrator.\n",
-            0o644,
-        ),
-        app / ".gitignore": ("venv/\n*.log\noutputs/\n", 0o644),
-    }
-    for path, (text, mode) in files.items():
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.chmod(mode)
-        tmp.replace(path)
-    py = app / "venv" / "bin" / "python"
-    if not py.is_symlink():
-        py.symlink_to(sys.executable)
-    if not (app / ".git").exists():
-        _make_repo(volume_dir, app)
-    log.info("sim_volume_laid_out", volume_dir=str(volume_dir))
+def lay_out_volume(
+    volume_dir: Path, *, worker_dir: str = DEFAULT_WORKER_DIR, entries: Sequence[str] = DEFAULT_ENTRIES
+) -> Path:
+    """The simulated worker's checkout on an emulated volume (see ``reigh_worker/volume.py``)."""
+    return _lay_out_volume(volume_dir, worker_dir=worker_dir, entries=entries)
 
 
 if __name__ == "__main__":

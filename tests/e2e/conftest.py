@@ -87,8 +87,15 @@ def stack(pg: TempPostgres) -> Iterator[Stack]:
 
 
 def tasks(stack: Stack) -> list[dict[str, Any]]:
-    rows = stack.sql("SELECT id::text, status, attempts, worker_id, result_data IS NOT NULL FROM tasks ORDER BY created_at, id")
-    return [{"id": r[0], "status": r[1], "attempts": r[2], "worker_id": r[3], "has_result": r[4]} for r in rows]
+    # A result is what complete_task writes: the output's public URL and the processing time.
+    rows = stack.sql(
+        "SELECT id::text, status, attempts, worker_id, output_location IS NOT NULL AND generation_processed_at IS NOT NULL, "
+        "error_message FROM tasks ORDER BY created_at, id"
+    )
+    return [
+        {"id": r[0], "status": r[1], "attempts": r[2], "worker_id": r[3], "has_result": r[4], "error_message": r[5]}
+        for r in rows
+    ]
 
 
 def task_counts(stack: Stack) -> dict[str, int]:

@@ -1,9 +1,13 @@
 """End-to-end: a worker dies mid-task; its task is requeued (attempt counted) and finished elsewhere.
 
-Issue 5, "What it must show", second bullet. The emulator kills the simulated worker process inside a
-RUNNING pod (``EmulatorAdmin.crash_worker``): the pod keeps billing and answering, only the heartbeats
-stop. The daemon must notice the silence (HEARTBEAT_TIMEOUT_SEC), fail the worker, requeue its task
-with ``attempts = 1``, terminate the dead pod, and a new worker must complete the task.
+Two ways to die inside a RUNNING pod that keeps billing and answering:
+- the worker process is killed (``EmulatorAdmin.crash_worker``: an OOM kill, a segfault). Its heartbeat
+  guardian, a separate process in the real worker too, reports ``crashed`` once; the daemon fails the
+  worker on that word (``worker_crashed``) without waiting for a heartbeat timeout;
+- the whole worker freezes, guardian included (``EmulatorAdmin.hang_worker``: nobody left to say so).
+  The daemon must notice the silence (HEARTBEAT_TIMEOUT_SEC).
+Either way the daemon fails the worker, requeues its task with ``attempts = 1``, terminates the dead
+pod, and a new worker completes the task.
 """
 
 from __future__ import annotations
@@ -18,9 +22,15 @@ from tests.e2e.conftest import events, pods, tasks, wait_until, worker_log, work
 pytestmark = pytest.mark.e2e
 
 
-def test_worker_killed_mid_task_is_replaced_and_its_task_requeued(stack: Stack, in_process: Any) -> None:
+@pytest.mark.parametrize(
+    ("fault", "reason"), [("crash", "worker_crashed"), ("hang", "heartbeat_stale")], ids=["killed", "frozen"]
+)
+def test_worker_dying_mid_task_is_replaced_and_its_task_requeued(
+    stack: Stack, in_process: Any, fault: str, reason: str
+) -> None:
     [task_id] = stack.enqueue(1, duration_sec=4.0)
-    in_process(MAX_ACTIVE_GPUS=2, HEARTBEAT_TIMEOUT_SEC=4)
+    # The heartbeat timeout is long for the killed worker: its own report must end it, not silence.
+    in_process(MAX_ACTIVE_GPUS=2, HEARTBEAT_TIMEOUT_SEC=60 if fault == "crash" else 4)
 
     def running() -> dict[str, Any] | None:
         row = tasks(stack)[0]
@@ -30,7 +40,8 @@ def test_worker_killed_mid_task_is_replaced_and_its_task_requeued(stack: Stack, 
     dead_worker = first["worker_id"]
     [dead] = [w for w in workers(stack) if w["id"] == dead_worker]
     dead_pod = dead["metadata"]["runpod_id"]
-    assert stack.admin.crash_worker(dead_pod), "the emulator did not crash the worker"
+    hurt = stack.admin.crash_worker if fault == "crash" else stack.admin.hang_worker
+    assert hurt(dead_pod), f"the emulator did not {fault} the worker"
 
     def requeued_then_done() -> dict[str, Any] | None:
         row = tasks(stack)[0]
@@ -43,20 +54,20 @@ def test_worker_killed_mid_task_is_replaced_and_its_task_requeued(stack: Stack, 
     assert done["has_result"]
     # Per the workers' own logs: the dead one started it and never finished, the new one did.
     runs = [(line["_file"], line["event"]) for line in worker_log(stack) if line.get("task_id") == task_id]
-    assert (dead_worker, "task_started") in runs and (dead_worker, "task_completed") not in runs
+    assert (dead_worker, "task_claimed") in runs and (dead_worker, "task_completed") not in runs
     assert (done["worker_id"], "task_completed") in runs
 
-    # The dead worker failed for its silence, its pod terminated.
+    # The dead worker failed for the right reason, its pod terminated.
     wait_until(
         lambda: {p["id"]: p["status"] for p in pods(stack)}.get(dead_pod) == "TERMINATED",
         30,
         "the dead pod to be terminated",
     )
     [failed] = [w for w in workers(stack) if w["id"] == dead_worker]
-    assert failed["metadata"].get("error_reason") == "heartbeat_stale", failed
+    assert failed["metadata"].get("error_reason") == reason, failed
     assert failed["status"] in ("error", "terminated")
     terminations = [e for e in events(stack) if e["runpod_id"] == dead_pod and e["kind"] == "pod_terminate_requested"]
-    assert terminations and terminations[0]["reason"] == "heartbeat_stale"
+    assert terminations and terminations[0]["reason"] == reason
     wait_until(
         lambda: next(w for w in workers(stack) if w["id"] == dead_worker)["status"] == "terminated", 30, "the dead row to close"
     )

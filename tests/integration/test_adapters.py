@@ -6,7 +6,6 @@ same project exceptions and the same results, whichever way a call travels.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ from orchestrator import errors
 from orchestrator.db.base import Database
 from orchestrator.db.supabase import SupabaseTransport
 from orchestrator.sim.postgrest import PostgrestServer
-from tests.plugins.supabase import make_supabase_transport
+from tests.plugins.supabase import RealWorkerSQL, make_supabase_transport
 
 ADAPTERS = ["db", "supabase_db"]
 # Every table a SQL function may write; "writes nothing" means none of them changes.
@@ -67,8 +66,8 @@ def world(request: pytest.FixtureRequest, database_url: str) -> Iterator[World]:
     database.register_worker(token, "w-1", "gpu", {"runpod_id": "pod-1"})
     database.transition_worker(token, "w-1", "initializing", "pod ready")
     (task,) = insert_tasks(database_url, 1)
-    claimed = database.claim_task("w-1")
-    assert claimed is not None and claimed["id"] == task
+    claimed = RealWorkerSQL(database_url).claim("w-1")  # the app's claim, as its Edge Function calls it
+    assert claimed is not None and claimed["task_id"] == task
     yield World(database, database_url, token, "w-1", task)
 
 
@@ -94,18 +93,38 @@ BAD_INPUT: dict[str, tuple[Case, type[errors.DatabaseError]]] = {
         lambda w: ("orch_request_termination", {"p_worker_id": "nope", "p_by": "me"}),
         errors.NotFound,
     ),
-    "claim_unknown_worker": (lambda w: ("worker_claim_task", {"p_worker_id": "nope"}), errors.NotFound),
-    "heartbeat_unknown_worker": (
-        lambda w: ("worker_heartbeat", {"p_worker_id": "nope", "p_vram_total_mb": 1, "p_vram_used_mb": 1}),
-        errors.NotFound,
+    # the real worker's heartbeat RPC, on both transports
+    "heartbeat_null_id": (
+        lambda w: ("func_worker_heartbeat_with_logs", {"worker_id_param": None, "vram_total_mb_param": 1}),
+        errors.InvalidArgument,
     ),
-    "complete_unknown_task": (
-        lambda w: ("worker_complete_task", {"p_worker_id": w.worker, "p_task_id": str(uuid.uuid4()), "p_result": {}}),
-        errors.NotFound,
+    "heartbeat_vram_not_an_integer": (
+        lambda w: ("func_worker_heartbeat_with_logs", {"worker_id_param": w.worker, "vram_total_mb_param": "lots"}),
+        errors.InvalidArgument,
     ),
-    "fail_unknown_worker": (
-        lambda w: ("worker_fail_task", {"p_worker_id": "nope", "p_task_id": w.task, "p_error": "x"}),
-        errors.NotFound,
+    "heartbeat_vram_fractional": (
+        lambda w: ("func_worker_heartbeat_with_logs", {"worker_id_param": w.worker, "vram_total_mb_param": 1.5}),
+        errors.InvalidArgument,
+    ),
+    "heartbeat_task_id_not_a_uuid": (
+        lambda w: ("func_worker_heartbeat_with_logs", {"worker_id_param": w.worker, "current_task_id_param": "x"}),
+        errors.InvalidArgument,
+    ),
+    "heartbeat_unknown_status": (
+        lambda w: ("func_worker_heartbeat_with_logs", {"worker_id_param": "new-one", "status_param": "dancing"}),
+        errors.InvalidArgument,  # the workers.status CHECK
+    ),
+    "heartbeat_unknown_argument": (
+        lambda w: ("func_worker_heartbeat_with_logs", {"worker_id_param": w.worker, "p_bogus": 1}),
+        errors.InvalidArgument,
+    ),
+    "attempt_limit_out_of_range": (
+        lambda w: ("orch_set_task_attempt_limit", {"p_token": w.token, "p_max_attempts": 0}),
+        errors.InvalidArgument,
+    ),
+    "max_attempts_not_a_number": (
+        lambda w: ("orch_requeue_worker_tasks", {"p_token": w.token, "p_worker_id": w.worker, "p_reason": "x", "p_max_attempts": "x"}),
+        errors.InvalidArgument,
     ),
     # null id / null required value
     "register_null_id": (
@@ -114,18 +133,6 @@ BAD_INPUT: dict[str, tuple[Case, type[errors.DatabaseError]]] = {
     ),
     "transition_null_target": (
         lambda w: ("orch_transition_worker", {"p_token": w.token, "p_worker_id": w.worker, "p_to": None, "p_reason": "x"}),
-        errors.InvalidArgument,
-    ),
-    "heartbeat_null_id": (
-        lambda w: ("worker_heartbeat", {"p_worker_id": None, "p_vram_total_mb": 1, "p_vram_used_mb": 1}),
-        errors.InvalidArgument,
-    ),
-    "complete_null_task": (
-        lambda w: ("worker_complete_task", {"p_worker_id": w.worker, "p_task_id": None, "p_result": {}}),
-        errors.InvalidArgument,
-    ),
-    "fail_null_task": (
-        lambda w: ("worker_fail_task", {"p_worker_id": w.worker, "p_task_id": None, "p_error": "x"}),
         errors.InvalidArgument,
     ),
     "pause_null": (lambda w: ("orch_set_paused", {"p_paused": None, "p_by": "me"}), errors.InvalidArgument),
@@ -147,22 +154,6 @@ BAD_INPUT: dict[str, tuple[Case, type[errors.DatabaseError]]] = {
         lambda w: ("orch_merge_worker_metadata", {"p_token": "abc", "p_worker_id": w.worker, "p_metadata": {"a": 1}}),
         errors.InvalidArgument,
     ),
-    "task_id_not_a_uuid": (
-        lambda w: ("worker_complete_task", {"p_worker_id": w.worker, "p_task_id": "not-a-uuid", "p_result": {}}),
-        errors.InvalidArgument,
-    ),
-    "vram_not_an_integer": (
-        lambda w: ("worker_heartbeat", {"p_worker_id": w.worker, "p_vram_total_mb": "lots", "p_vram_used_mb": 1}),
-        errors.InvalidArgument,
-    ),
-    "vram_fractional": (
-        lambda w: ("worker_heartbeat", {"p_worker_id": w.worker, "p_vram_total_mb": 1.5, "p_vram_used_mb": 1}),
-        errors.InvalidArgument,
-    ),
-    "max_attempts_not_a_number": (
-        lambda w: ("worker_fail_task", {"p_worker_id": w.worker, "p_task_id": w.task, "p_error": "x", "p_max_attempts": "x"}),
-        errors.InvalidArgument,
-    ),
     "max_attempts_out_of_range": (
         lambda w: ("orch_requeue_worker_tasks", {"p_token": w.token, "p_worker_id": w.worker, "p_reason": "x", "p_max_attempts": 0}),
         errors.InvalidArgument,
@@ -173,10 +164,6 @@ BAD_INPUT: dict[str, tuple[Case, type[errors.DatabaseError]]] = {
     ),
     "cost_not_a_number": (
         lambda w: ("orch_append_event", {"p_token": w.token, "p_kind": "spend", "p_cost_usd": "cheap"}),
-        errors.InvalidArgument,
-    ),
-    "task_types_not_a_list": (
-        lambda w: ("worker_claim_task", {"p_worker_id": w.worker, "p_task_types": "{unclosed"}),
         errors.InvalidArgument,
     ),
     "event_kind_not_snake_case": (
@@ -210,10 +197,6 @@ BAD_INPUT: dict[str, tuple[Case, type[errors.DatabaseError]]] = {
         errors.InvalidArgument,
     ),
     # arguments no function takes
-    "unknown_argument_name": (
-        lambda w: ("worker_heartbeat", {"p_worker_id": w.worker, "p_bogus": 1}),
-        errors.InvalidArgument,
-    ),
     "snapshot_unknown_argument": (
         lambda w: ("orch_snapshot", {"p_prefix": None, "p_limit": 5}),
         errors.InvalidArgument,
@@ -282,13 +265,22 @@ def test_duplicate_worker_is_conflict(world: World) -> None:
 
 def test_happy_path_results(world: World) -> None:
     db = world.db
-    beat = db.heartbeat(world.worker, 24000, 1000)
-    assert beat == {"status": "initializing", "accepted": True}
-    assert db.complete_task(world.worker, world.task, {"ok": True}) is True
-    assert db.complete_task(world.worker, world.task, {"ok": True}) is False  # not In Progress any more
+    beat = db.transport.call(
+        "func_worker_heartbeat_with_logs",
+        {"worker_id_param": world.worker, "vram_total_mb_param": 24000, "vram_used_mb_param": 1000,
+         "logs_param": [], "status_param": "active"},
+    )  # fmt: skip
+    assert beat == {
+        "success": True, "heartbeat_updated": True, "logs_inserted": 0, "log_errors": 0,
+        "crash_requeued_tasks": 0, "crash_failed_tasks": 0,
+    }  # fmt: skip
+    real = RealWorkerSQL(world.database_url)
+    assert real.complete(world.task) == 1
+    assert real.complete(world.task) == 0  # not In Progress any more
     snap = db.snapshot()
     assert [w["id"] for w in snap["workers"]] == [world.worker]
     assert snap["workers"][0]["metadata"]["vram_total_mb"] == 24000
+    assert snap["workers"][0]["status"] == "initializing"  # the heartbeat's 'active' changes nothing
     assert isinstance(
         db.append_event(world.token, "note", reason="r", details={"k": [1]}, cost_usd=0.25), int
     )
@@ -311,12 +303,15 @@ def test_both_adapters_return_identical_json(db: Database, supabase_db: Database
             worker.pop("heartbeat_age_sec", None)
         snap["queue"].pop("oldest_claimable_age_sec", None)
     assert over_pg == over_rest
-    claimed_pg = db.claim_task("w-a", ["render"])
-    claimed_rest = supabase_db.claim_task("w-b", ["render"])
-    assert claimed_pg is not None and claimed_rest is not None
-    assert set(claimed_pg) == set(claimed_rest)
-    assert claimed_pg["id"] != claimed_rest["id"]
-    assert db.claim_task("w-a") is None and supabase_db.claim_task("w-b") is None
+    beats = [
+        database.transport.call("func_worker_heartbeat_with_logs", {"worker_id_param": name, "status_param": "crashed"})
+        for database, name in ((db, "w-a"), (supabase_db, "w-b"))
+    ]
+    assert beats[0] == beats[1]
+    reported = [
+        {k: w[k] for k in ("status", "reported_status")} for w in supabase_db.snapshot()["workers"]
+    ]
+    assert reported == [{"status": "initializing", "reported_status": "crashed"}] * 2
 
 
 # --- transient faults through the REST layer -------------------------------------------------------
@@ -399,9 +394,10 @@ def test_supabase_transport_is_shared_safely_between_threads(
     failures: list[BaseException] = []
 
     def claim_all(name: str) -> None:
+        # The app's claim RPC, over the REST transport, as claim-next-task calls it.
         try:
-            while (task := supabase_db.claim_task(name)) is not None:
-                claims[name].append(task["id"])
+            while rows := supabase_db.transport.call("claim_next_task_service_role", {"p_worker_id": name}):
+                claims[name].append(rows[0]["task_id"])
         except BaseException as exc:  # reported below; a thread must not die silently
             failures.append(exc)
 

@@ -1,7 +1,9 @@
-"""Concurrency through the SQL functions: claims, drains, heartbeats and the lease under contention.
+"""Concurrency through the SQL: the app's claims and the real worker's heartbeats against our drains,
+transitions and the lease, under contention.
 
-Real threads over one thread-safe PostgresTransport pool against the real server. Orderings are
-checked with timestamps taken around each call, never with sleeps.
+Real threads over thread-safe pools against the real server: ours (PostgresTransport) for the
+orchestrator's functions, a plain psycopg pool running the app's SQL as the service role for the
+worker's side. Orderings are checked with timestamps taken around each call, never with sleeps.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg_pool import ConnectionPool
 
 from orchestrator.db.base import Database
 from orchestrator.db.postgres import PostgresTransport
@@ -29,10 +32,54 @@ def pooled(database_url: str) -> Any:
     database.close()
 
 
+class AppSide:
+    """The app's SQL as its Edge Functions and the heartbeat RPC run it: as the service role, pooled."""
+
+    def __init__(self, database_url: str) -> None:
+        self.pool = ConnectionPool(database_url, min_size=2, max_size=THREADS, kwargs={"autocommit": True}, open=True)
+
+    def run(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("select set_config('role', 'service_role', true), set_config('request.jwt.claim.role', 'service_role', true)")
+            cur = conn.execute(query, params)
+            return list(cur.fetchall()) if cur.description else []
+
+    def claim(self, worker_id: str) -> str | None:
+        rows = self.run("select task_id::text from public.claim_next_task_service_role(p_worker_id => %s)", (worker_id,))
+        return rows[0][0] if rows else None
+
+    def complete(self, task_id: str, by: str) -> int:
+        return len(self.run(
+            "update public.tasks set status = 'Complete', output_location = %s, generation_processed_at = now()"
+            " where id = %s and status = 'In Progress' returning id",
+            (by, task_id),
+        ))  # fmt: skip
+
+    def heartbeat(self, worker_id: str) -> dict[str, Any]:
+        rows = self.run(
+            "select public.func_worker_heartbeat_with_logs(worker_id_param => %s, vram_total_mb_param => 24000,"
+            " vram_used_mb_param => 100, logs_param => '[]', status_param => 'active')",
+            (worker_id,),
+        )
+        return dict(rows[0][0])
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+@pytest.fixture
+def app(database_url: str) -> Any:
+    side = AppSide(database_url)
+    yield side
+    side.close()
+
+
 def seed(database_url: str, workers: list[str], tasks: int, worker_status: str = "active") -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         for wid in workers:
-            conn.execute("insert into workers (id, status) values (%s, %s)", (wid, worker_status))
+            conn.execute(
+                "insert into workers (id, status, orchestrator_managed) values (%s, %s, true)", (wid, worker_status)
+            )
         conn.execute(
             "insert into tasks (task_type, created_at) "
             "select 'generate', now() - make_interval(secs => %s - g) from generate_series(1, %s) g",
@@ -40,7 +87,7 @@ def seed(database_url: str, workers: list[str], tasks: int, worker_status: str =
         )
 
 
-def test_eight_threads_claim_every_task_exactly_once(pooled: Database, database_url: str) -> None:
+def test_eight_threads_claim_every_task_exactly_once(app: AppSide, database_url: str) -> None:
     workers = [f"w{i}" for i in range(THREADS)]
     seed(database_url, workers, TASKS)
     start = threading.Barrier(THREADS)
@@ -49,12 +96,11 @@ def test_eight_threads_claim_every_task_exactly_once(pooled: Database, database_
         claimed: list[str] = []
         start.wait(timeout=30)
         while True:
-            task = pooled.claim_task(worker_id)
-            if task is None:
+            task_id = app.claim(worker_id)
+            if task_id is None:
                 return claimed
-            assert task["worker_id"] == worker_id and task["status"] == "In Progress"
-            claimed.append(task["id"])
-            assert pooled.complete_task(worker_id, task["id"], {"by": worker_id}) is True
+            claimed.append(task_id)
+            assert app.complete(task_id, worker_id) == 1
 
     with ThreadPoolExecutor(THREADS) as pool:
         results = dict(zip(workers, pool.map(run, workers), strict=True))
@@ -65,14 +111,14 @@ def test_eight_threads_claim_every_task_exactly_once(pooled: Database, database_
     assert max(counts.values()) == 1, "a task was claimed twice"
     assert sum(1 for ids in results.values() if ids) >= 2, "the claims did not actually run concurrently"
     with psycopg.connect(database_url) as conn:
-        rows = conn.execute("select id::text, status, worker_id, result_data->>'by' from tasks").fetchall()
+        rows = conn.execute("select id::text, status::text, worker_id, output_location from tasks").fetchall()
     assert len(rows) == TASKS
     owner = {tid: wid for wid, ids in results.items() for tid in ids}
     for tid, status, worker_id, by in rows:
         assert status == "Complete" and worker_id == owner[tid] == by
 
 
-def test_no_claim_succeeds_after_draining_returned(pooled: Database, database_url: str) -> None:
+def test_no_claim_succeeds_after_draining_returned(pooled: Database, app: AppSide, database_url: str) -> None:
     seed(database_url, ["w1"], 200)
     token = pooled.lease_acquire("leader", 60)["token"]
     log: list[tuple[float, bool]] = []
@@ -82,7 +128,11 @@ def test_no_claim_succeeds_after_draining_returned(pooled: Database, database_ur
     def claimer() -> None:
         while not stop.is_set():
             began = time.monotonic()
-            got = pooled.claim_task("w1") is not None
+            try:
+                got = app.claim("w1") is not None
+            except psycopg.Error as exc:  # the tasks guard refuses a draining worker's claim (OR004)
+                assert exc.sqlstate == "OR004", exc
+                got = False
             log.append((began, got))
             if got:
                 claimed_some.set()
@@ -106,7 +156,7 @@ def test_no_claim_succeeds_after_draining_returned(pooled: Database, database_ur
     assert any(got for _, got in log)
 
 
-def test_heartbeats_racing_an_error_transition_never_revive(pooled: Database, database_url: str) -> None:
+def test_heartbeats_racing_an_error_transition_never_revive(pooled: Database, app: AppSide, database_url: str) -> None:
     seed(database_url, ["w1"], 0)
     token = pooled.lease_acquire("leader", 60)["token"]
     results: list[tuple[float, dict[str, Any]]] = []
@@ -115,7 +165,7 @@ def test_heartbeats_racing_an_error_transition_never_revive(pooled: Database, da
     def beat() -> None:
         while not stop.is_set():
             began = time.monotonic()
-            results.append((began, pooled.heartbeat("w1", 24000, 100)))
+            results.append((began, app.heartbeat("w1")))
 
     threads = [threading.Thread(target=beat) for _ in range(4)]
     for t in threads:
@@ -133,8 +183,9 @@ def test_heartbeats_racing_an_error_transition_never_revive(pooled: Database, da
         for t in threads:
             t.join(timeout=30)
     late = [r for began, r in results if began > errored_at]
-    assert late and all(r == {"status": "error", "accepted": False} for r in late)
-    assert pooled.snapshot()["workers"][0]["status"] == "error"
+    assert late and all(r["success"] is True for r in late)  # the app's RPC succeeds, and changes no state
+    worker = pooled.snapshot()["workers"][0]
+    assert worker["status"] == "error" and worker["reported_status"] is None
 
 
 def test_racing_lease_acquires_elect_one_holder(pooled: Database) -> None:

@@ -7,6 +7,7 @@ status documented for the operation, content type, body valid against openapi-v2
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -309,13 +310,30 @@ def test_pods_are_real_ssh_sandboxes_sharing_their_network_volume(
     out = _ssh(
         ports[0],
         ssh_keypair,
-        'echo "$RUNPOD_POD_ID $RUNPOD_TCP_PORT_22 $SUPABASE_URL"; nvidia-smi; '
-        "python3 -c 'print(6 * 7)'; ls /workspace/reigh/Headless-Wan2GP; echo shared > /workspace/note.txt",
+        # The pod's variables are its init's (root reads them there), not the session's.
+        'echo "[$SUPABASE_URL]"; tr "\\0" "\\n" < /proc/1/environ | grep -E "^(RUNPOD_POD_ID|RUNPOD_TCP_PORT_22|SUPABASE_URL)=" | sort; '
+        "nvidia-smi; python3 -c 'print(6 * 7)'; ls /workspace/reigh/Headless-Wan2GP; echo shared > /workspace/note.txt",
     )
-    assert out.startswith(f"{ids[0]} {ports[0]} http://127.0.0.1:1\n")
-    assert "NVIDIA GeForce RTX 4090" in out and "42" in out and "headless.py" in out
+    assert out.startswith(
+        f"[]\nRUNPOD_POD_ID={ids[0]}\nRUNPOD_TCP_PORT_22={ports[0]}\nSUPABASE_URL=http://127.0.0.1:1\n"
+    ), out
+    assert "NVIDIA GeForce RTX 4090" in out and "42" in out and "venv" in out  # the checkout, on the volume
     assert _ssh(ports[1], ssh_keypair, "cat /workspace/note.txt") == "shared\n"
     assert _ssh(ports[2], ssh_keypair, "test -e /workspace/note.txt && echo yes || echo no") == "no\n"
+
+
+def test_a_pod_without_public_key_runs_with_its_ssh_port_refusing(
+    emulator: EmulatorServer, rest_client: Callable[..., httpx.Client]
+) -> None:
+    """Runpod's images start sshd only when PUBLIC_KEY is set: the pod runs, its mapped port refuses."""
+    c = rest_client(emulator)
+    pod_id = c.post("/v2/pods", json=pod_body(env={"WORKER_ID": "w1"})).json()["id"]
+    pod = wait_pod(c, pod_id, "RUNNING")
+    port = pod["ssh"]["direct"]["port"]
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    sandbox = emulator.state.pods[pod_id].sandbox
+    assert sandbox is not None and sandbox.alive
 
 
 def test_a_pod_whose_processes_die_becomes_exited(
@@ -327,7 +345,9 @@ def test_a_pod_whose_processes_die_becomes_exited(
     sandbox = emulator.state.pods[pod_id].sandbox
     assert sandbox is not None
     for pid in sandbox.pids():  # type: ignore[attr-defined]
-        os.kill(pid, signal.SIGKILL)
+        # Killing PID 1 first takes the rest with it.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     exited = wait_pod(c, pod_id, "EXITED", timeout=10)
     assert exited["runtime"] is None and exited["cost"] == 0
     assert emulator.admin.pod(pod_id)["error"] == "container exited"

@@ -102,7 +102,13 @@ def test_tasks_in_progress_on_a_terminated_or_vanished_worker_are_requeued(
         "now() - interval '1 day', now() - interval '20 hours')"
     )
     on_terminated = _task(raw, "gpu-20250912_101500-1a2b3c4d", attempts=3)
+    # A row deleted before the foreign key existed (it is then added NOT VALID and old rows stay):
+    raw.execute("alter table tasks drop constraint tasks_worker_id_fkey")
     on_vanished = _task(raw, "gpu-20250913_080000-deadbeef", attempts=0)
+    raw.execute(
+        "alter table tasks add constraint tasks_worker_id_fkey foreign key (worker_id) references workers (id)"
+        " on delete set null not valid"
+    )
     snapshot = controller.db.snapshot("gpu-")
     assert snapshot["queue"]["orphaned_running"] == 2  # the database knows
 

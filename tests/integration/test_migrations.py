@@ -22,6 +22,7 @@ from orchestrator.db.base import Database
 from orchestrator.db.migrate import apply_migrations, default_directory, discover
 from orchestrator.db.postgres import PostgresTransport
 from orchestrator.sim.pg import TempPostgres
+from tests.plugins.supabase import RealWorkerSQL
 
 
 @pytest.fixture
@@ -189,7 +190,9 @@ def test_onto_production_schema_with_rows(empty_url: str) -> None:
     assert apply_migrations(empty_url) == []
 
     with connect(empty_url) as conn:
-        assert dump(conn, "tasks", ORIGINAL_TASK_COLUMNS) == tasks_before
+        # The text status became the enum task_status: the same values, read back as text.
+        assert conn.execute("select pg_typeof(status)::text as t from tasks limit 1").fetchone()["t"] == "task_status"  # type: ignore[index]
+        assert dump(conn, "tasks", ORIGINAL_TASK_COLUMNS.replace("status,", "status::text as status,")) == tasks_before
         assert dump(conn, "workers", ORIGINAL_WORKER_COLUMNS) == workers_before
         added = conn.execute(
             "select id, status_changed_at = created_at as backfilled, activated_at, orchestrator_prefix from workers"
@@ -200,7 +203,11 @@ def test_onto_production_schema_with_rows(empty_url: str) -> None:
             "select has_function_privilege('anon', 'worker_legacy_ping()', 'EXECUTE') as ok"
         ).fetchone()
         assert ok["ok"] is True  # type: ignore[index]
-        for fn in ("orch_snapshot(text)", "worker_heartbeat(text,integer,integer)"):
+        for fn in (
+            "orch_snapshot(text)",
+            "func_worker_heartbeat_with_logs(text,integer,integer,jsonb,uuid,text)",
+            "claim_next_task_service_role(text,boolean,text,boolean,integer)",
+        ):
             ok = conn.execute("select has_function_privilege('anon', %s, 'EXECUTE') as ok", (fn,)).fetchone()
             assert ok["ok"] is False, fn  # type: ignore[index]
         for table in ("orchestrator_events", "orchestrator_lease", "orchestrator_fleet_status"):
@@ -219,18 +226,23 @@ def test_onto_production_schema_with_rows(empty_url: str) -> None:
         assert busy["last_completion_at"] is not None and busy["metadata"]["runpod_id"] == "abc123"
         assert snap["queue"] == {**snap["queue"], "claimable": 1, "queued_total": 1, "running": 1}
 
-        assert db.heartbeat("gpu-20250911_090000-deadbeef", 1, 1)["accepted"] is False
-        assert db.heartbeat("gpu-20250912_100000-0badf00d", 1, 1)["accepted"] is False
         token = db.lease_acquire("test", 30)["token"]
         result = db.requeue_worker_tasks(token, "gpu-20250912_101500-1a2b3c4d", "test")
         # attempts was NULL in production's row: counted as 0, now 1.
         assert result == {"requeued": ["33333333-3333-3333-3333-333333333333"], "failed": []}
-        task = db.claim_task("gpu-20250912_101500-1a2b3c4d", ["wan_2_2_i2v"])
-        assert task is not None and task["id"] == "44444444-4444-4444-4444-444444444444"
-        assert task["dependant_on"] == "11111111-1111-1111-1111-111111111111"
-        assert db.fail_task("gpu-20250912_101500-1a2b3c4d", task["id"], "boom")["status"] == "Failed"
     finally:
         db.close()
+    # The real worker's claim (ours: this database had none), oldest first: 3333 (requeued above), then
+    # 4444, whose old single-uuid dependant_on names 1111, which is Complete.
+    worker = RealWorkerSQL(empty_url)
+    first = worker.claim("gpu-20250912_101500-1a2b3c4d")
+    second = worker.claim("gpu-20250912_101500-1a2b3c4d")
+    assert [first and first["task_id"], second and second["task_id"]] == [
+        "33333333-3333-3333-3333-333333333333",
+        "44444444-4444-4444-4444-444444444444",
+    ]
+    row = worker.set_status("44444444-4444-4444-4444-444444444444", "Queued", error_details="boom", clear_worker=True)
+    assert (row["status"], row["attempts"]) == ("Failed", 3)  # attempts was 2: the limit, dead-lettered
 
 
 # -- the runner's bookkeeping -----------------------------------------------------------------------
@@ -293,3 +305,56 @@ def test_badly_named_file_is_refused(migrations_copy: Path, empty_url: str) -> N
 def test_unreachable_database_is_a_migration_error(pg: TempPostgres) -> None:
     with pytest.raises(errors.MigrationError, match="cannot connect"):
         apply_migrations(pg.url("no_such_database"))
+
+
+# -- upgrading a database our earlier migrations built ------------------------------------------------
+
+
+@pytest.fixture
+def earlier_migrations(tmp_path: Path) -> Path:
+    """The migrations as they were before the production shape (tasks.status text, no guards)."""
+    target = tmp_path / "earlier"
+    target.mkdir()
+    for migration in discover():
+        if migration.filename < "20261206":
+            shutil.copy(migration.path, target / migration.filename)
+    return target
+
+
+def test_upgrading_a_database_the_earlier_migrations_built(empty_url: str, earlier_migrations: Path) -> None:
+    apply_migrations(empty_url, earlier_migrations)
+    db = Database(PostgresTransport(empty_url, max_size=2))
+    try:
+        token = int(db.lease_acquire("leader", 60)["token"])
+        db.register_worker(token, "gpu-old", "RTX 4090", {"runpod_id": "pod-old"})
+        db.transition_worker(token, "gpu-old", "initializing", "pod_ready")
+        with connect(empty_url) as conn:
+            conn.execute("insert into tasks (task_type, status, worker_id) values ('t', 'In Progress', 'gpu-old')")
+        assert apply_migrations(empty_url) == [m.filename for m in discover() if m.filename >= "20261206"]
+        with connect(empty_url) as conn:
+            row = conn.execute(
+                "select w.orchestrator_managed, pg_typeof(t.status)::text as t from workers w join tasks t on t.worker_id = w.id"
+            ).fetchone()
+            assert row == {"orchestrator_managed": True, "t": "task_status"}
+            # The guard now holds on the row registered before it existed.
+            conn.execute("update workers set status = 'active' where id = 'gpu-old'")
+            assert conn.execute("select status from workers").fetchone() == {"status": "initializing"}
+        assert db.snapshot()["queue"]["running"] == 1
+    finally:
+        db.close()
+
+
+def test_a_redefined_claimable_view_stops_the_enum_conversion_clearly(empty_url: str, earlier_migrations: Path) -> None:
+    apply_migrations(empty_url, earlier_migrations)
+    with connect(empty_url) as conn:
+        conn.execute(
+            "create or replace view orchestrator_claimable_tasks as select t.id, t.task_type, t.created_at "
+            "from tasks t where t.status = 'Queued' and t.task_type <> 'held'"
+        )
+    with pytest.raises(errors.MigrationError, match="orchestrator_claimable_tasks was redefined"):
+        apply_migrations(empty_url)
+    with connect(empty_url) as conn:  # nothing changed: still text, the view still the operator's
+        assert conn.execute(
+            "select format_type(atttypid, atttypmod) as t from pg_attribute where attrelid = 'tasks'::regclass and attname = 'status'"
+        ).fetchone() == {"t": "text"}
+        assert "held" in conn.execute("select pg_get_viewdef('orchestrator_claimable_tasks') as d").fetchone()["d"]  # type: ignore[index]

@@ -314,8 +314,10 @@ def test_invalid_bodies_and_verbs(shim: Shim) -> None:
     assert text.status_code == 415 and _error(text)["code"] == "PGRST107"
     put = shim.http.put("/rest/v1/rpc/add_them", json={"a": 1}, headers=shim.service)
     assert put.status_code == 405 and _error(put)["code"] == "PGRST101"
-    table = shim.http.get("/rest/v1/notes", headers=shim.service)
-    assert table.status_code == 404 and _error(table)["code"] == "PGRST125"
+    nested = shim.http.get("/rest/v1/notes/1", headers=shim.service)
+    assert nested.status_code == 404 and _error(nested)["code"] == "PGRST125"
+    unknown = shim.http.get("/rest/v1/no_such_table", headers=shim.service)
+    assert unknown.status_code == 404 and _error(unknown)["code"] == "PGRST205"
     select = shim.http.get("/rest/v1/rpc/series", params={"n": "3", "select": "*"}, headers=shim.service)
     assert select.status_code == 400 and _error(select)["code"] == "PGRST127"
 

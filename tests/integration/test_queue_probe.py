@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 
 from orchestrator.db.base import Database
 from tests.integration.test_sql_contract import add_tasks, add_worker, task_row
+from tests.plugins.supabase import RealWorkerSQL
 
 WORKER = "gpu-probe-1"
 
@@ -26,7 +27,7 @@ def probe_requeues(db: Database) -> int:
 
 
 @pytest.fixture
-def busy_worker(db: Database, raw: psycopg.Connection[Any]) -> tuple[list[str], str]:
+def busy_worker(raw: psycopg.Connection[Any], real_worker: RealWorkerSQL) -> tuple[list[str], str]:
     """An active worker holding three claimed tasks, and a newer task left Queued.
 
     The newer queued task pins ``newest_queued_at``, so only ``requeues`` can tell a requeue apart.
@@ -36,8 +37,8 @@ def busy_worker(db: Database, raw: psycopg.Connection[Any]) -> tuple[list[str], 
     claimed = add_tasks(raw, 3, age_sec=60)
     [newest] = add_tasks(raw, 1)
     for expected in claimed:
-        task = db.claim_task(WORKER)
-        assert task is not None and task["id"] == expected
+        task = real_worker.claim(WORKER)
+        assert task is not None and task["task_id"] == expected
     return claimed, newest
 
 
@@ -49,24 +50,28 @@ def test_a_fresh_database_answers_nothing_queued_and_no_requeues(db: Database) -
 
 
 def test_every_way_back_to_queued_changes_the_answer_and_nothing_else_does(
-    db: Database, raw: psycopg.Connection[Any], token: int, busy_worker: tuple[list[str], str]
+    db: Database,
+    raw: psycopg.Connection[Any],
+    real_worker: RealWorkerSQL,
+    token: int,
+    busy_worker: tuple[list[str], str],
 ) -> None:
     (first, second, third), _newest = busy_worker
     baseline = db.queue_probe()
     assert baseline["newest_queued_at"] is not None and baseline["requeues"] == 0
 
-    # A completion is not new work.
-    assert db.complete_task(WORKER, first, {"ok": True}) is True
+    # A completion (the app's complete_task) is not new work.
+    assert real_worker.complete(first) == 1
     assert db.queue_probe() == baseline
 
-    # The worker reports a failure below the attempt limit: the task is requeued.
-    assert db.fail_task(WORKER, second, "cuda oom")["status"] == "Queued"
+    # The worker sends its task back through update-task-status below the attempt limit: requeued.
+    assert real_worker.set_status(second, "Queued", error_details="cuda oom", clear_worker=True)["status"] == "Queued"
     after_fail = db.queue_probe()
     assert after_fail == {**baseline, "requeues": 1}  # newest_queued_at did not move: created_at is old
 
     # Claiming it again is not new work either.
-    again = db.claim_task(WORKER)
-    assert again is not None and again["id"] == second
+    again = real_worker.claim(WORKER)
+    assert again is not None and again["task_id"] == second
     assert db.queue_probe() == after_fail
 
     # The orchestrator requeues a dead worker's two running tasks: one transaction, one bump.
@@ -86,13 +91,20 @@ def test_every_way_back_to_queued_changes_the_answer_and_nothing_else_does(
     raw.execute("update tasks set status = 'Queued', params = '{\"x\": 1}' where status = 'Queued'")
     assert db.queue_probe() == after_update
 
+    # The crash heartbeat of the app's RPC requeues what the dead worker held: one more.
+    task = real_worker.claim(WORKER)
+    assert task is not None
+    assert real_worker.heartbeat(WORKER, 0, 0, status="crashed")["crash_requeued_tasks"] == 1
+    assert db.queue_probe() == {**baseline, "requeues": 4}
+
 
 def test_a_dead_lettered_failure_does_not_change_the_answer(
-    db: Database, raw: psycopg.Connection[Any], busy_worker: tuple[list[str], str]
+    db: Database, real_worker: RealWorkerSQL, token: int, busy_worker: tuple[list[str], str]
 ) -> None:
     (first, _, _), _newest = busy_worker
     baseline = db.queue_probe()
-    assert db.fail_task(WORKER, first, "bad input", max_attempts=1)["status"] == "Failed"
+    db.set_task_attempt_limit(token, 1)
+    assert real_worker.set_status(first, "Queued", error_details="bad input", clear_worker=True)["status"] == "Failed"
     assert db.queue_probe() == baseline
 
 
@@ -113,8 +125,11 @@ def test_the_count_moves_at_commit_only_and_an_open_requeue_blocks_no_one(
         # A worker's failure report meanwhile is not held up by the operator's open transaction
         # (the counter row is locked only while committing). lock_timeout turns a wait into an error.
         worker.execute("set lock_timeout = '2s'")
-        row = worker.execute("select worker_fail_task(%s, %s, 'segfault') as r", (WORKER, second)).fetchone()
-        assert row is not None and row["r"]["status"] == "Queued"
+        row = worker.execute(
+            "update tasks set status = 'Queued', worker_id = null, error_message = 'segfault'"
+            " where id = %s and worker_id = %s returning status::text", (second, WORKER),
+        ).fetchone()  # fmt: skip
+        assert row is not None and row["status"] == "Queued"
         assert probe_requeues(db) == 1
 
         operator.commit()
@@ -129,6 +144,7 @@ def test_the_count_moves_at_commit_only_and_an_open_requeue_blocks_no_one(
 
 
 def test_a_requeue_of_many_tasks_writes_the_counter_once(db: Database, raw: psycopg.Connection[Any]) -> None:
+    add_worker(raw, WORKER, "active")
     ids = add_tasks(raw, 50, status="In Progress", worker_id=WORKER, age_sec=30)
     raw.execute("update tasks set status = 'Queued', worker_id = null where id = any(%s::uuid[])", (ids,))
     assert probe_requeues(db) == 1
@@ -152,14 +168,14 @@ def test_the_counter_is_private(raw: psycopg.Connection[Any]) -> None:
 
 
 def test_over_supabase_the_probe_answers_the_requeue_count(
-    supabase_db: Database, raw: psycopg.Connection[Any]
+    supabase_db: Database, raw: psycopg.Connection[Any], real_worker: RealWorkerSQL
 ) -> None:
     assert supabase_db.queue_probe() == {"newest_queued_at": None, "requeues": 0}
     add_worker(raw, WORKER, "active")
     [task_id] = add_tasks(raw, 1, age_sec=60)
     add_tasks(raw, 1)  # a newer queued task: newest_queued_at stays put through the requeue
-    claimed = supabase_db.claim_task(WORKER)
-    assert claimed is not None and claimed["id"] == task_id
+    claimed = real_worker.claim(WORKER)
+    assert claimed is not None and claimed["task_id"] == task_id
     before = supabase_db.queue_probe()
     assert before["requeues"] == 0 and before["newest_queued_at"] is not None
 

@@ -8,6 +8,7 @@ admin view shows the pod terminated and billed.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -125,8 +126,8 @@ def test_worker_lifecycle_contract(api: str, emulator, client_factory, postgrest
     assert any(p["privatePort"] == 22 and p["isIpPublic"] for p in status["ports"])
 
     # Pinned on later connections: the same key is accepted.
-    code, out, _ = client.execute_command_on_worker(runpod_id, "printenv WORKER_ID")
-    assert (code, out.strip()) == (0, worker_id)
+    code, out, _ = client.execute_command_on_worker(runpod_id, "echo pinned")
+    assert (code, out.strip()) == (0, "pinned")
 
     assert client.start_worker_process(runpod_id, worker_id, expected_fingerprint=fp) is True
 
@@ -235,7 +236,7 @@ def test_create_pod_and_wait_and_the_module_level_helpers(api: str, emulator, cl
     from orchestrator import runpod_client
 
     client = client_factory(api)
-    res = client.create_pod_and_wait(f"gpu-wait-{api}", timeout=30, poll_interval=0.05)
+    res = client.spawn_and_wait(f"gpu-wait-{api}", timeout=30, poll_interval=0.05)
     assert res is not None and res["status"] == "active" and res["ssh_details"]["host_key_fingerprint"]
     assert client.terminate_worker(res["runpod_id"]) is True
 
@@ -269,3 +270,121 @@ def test_rest_create_body_matches_the_openapi_schema(runpod_openapi) -> None:  #
             assert body["dataCenterIds"] == ["EU-RO-1"]
         else:
             assert body["mounts"] == {"persistent": {"size": 20, "path": "/workspace"}}
+
+
+# --- the seed's API, exactly ------------------------------------------------------------------------------
+
+SEED_CREATE_PARAMS = [
+    ("name", inspect.Parameter.empty),
+    ("image_name", inspect.Parameter.empty),
+    ("gpu_type_id", inspect.Parameter.empty),
+    ("gpu_count", 1),
+    ("cloud_type", "SECURE"),
+    ("volume_in_gb", 20),
+    ("container_disk_in_gb", 10),
+    ("ports", "22/tcp"),
+    ("network_volume_id", None),
+    ("volume_mount_path", "/workspace"),
+    ("env", None),
+]
+
+
+def test_create_pod_and_wait_has_the_seeds_parameters_and_defaults() -> None:
+    """banodoco/reigh-worker-orchestrator, structure_docs/runpod_integration.md: create_pod_and_wait(name,
+    image_name, gpu_type_id, gpu_count (always 1), cloud_type (always SECURE), volume_in_gb,
+    container_disk_in_gb, ports (always 22/tcp), network_volume_id, volume_mount_path (/workspace), env);
+    the sizes default to the original code's 20 and 10."""
+    from orchestrator import runpod_client
+
+    for fn in (runpod_client.create_pod_and_wait, RunpodClient.create_pod_and_wait):
+        params = [p for p in inspect.signature(fn).parameters.values() if p.name != "self"]
+        positional = [(p.name, p.default) for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        assert positional == SEED_CREATE_PARAMS, fn
+    # The original's id generator, on the client as it was.
+    import re
+
+    assert re.fullmatch(r"gpu-\d{8}_\d{6}-[0-9a-f]{8}", RunpodClient(api_key="x", env={}).generate_worker_id())
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
+def test_create_pod_and_wait_creates_the_pod_the_seed_describes(api: str, emulator, client_factory, ssh_keypair, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator import runpod_client
+
+    client = client_factory(api)
+    volume = next(v for v in client.get_network_volumes() if v["name"] == "workspace")
+    pod = client.create_pod_and_wait(
+        "gpu-seed-create", "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04", "NVIDIA GeForce RTX 4090",
+        network_volume_id=volume["id"], env={"WORKER_ID": "gpu-seed-create"},
+    )  # fmt: skip
+    assert pod["id"] and pod["name"] == "gpu-seed-create" and pod["created"] is True
+    assert pod["gpu_type_id"] == "NVIDIA GeForce RTX 4090" and pod["dataCenterId"] == "EU-RO-1"
+    view = emulator.admin.pod(pod["id"])
+    assert view["cloud"] == "SECURE" and view["networkVolumeId"] == volume["id"] and view["gpuCount"] == 1
+    assert client.get_pod(pod["id"]).env["PUBLIC_KEY"].split()[:2] == ssh_keypair.public_key.split()[:2]  # type: ignore[union-attr]
+    assert client.terminate_worker(pod["id"]) is True
+
+    # The module-level function, called the way the original's code called it (its keyword names).
+    monkeypatch.setenv("RUNPOD_API", api)
+    monkeypatch.setenv("RUNPOD_API_BASE_URL", emulator.base_url)
+    other = runpod_client.create_pod_and_wait(
+        api_key=TEST_API_KEY, gpu_type_id="RTX A4000", image_name="runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04",
+        name="gpu-seed-code-form", disk_in_gb=20, container_disk_in_gb=10, env_vars={"A": "b"},
+        public_key_string=ssh_keypair.public_key, wait_timeout=600,
+    )  # fmt: skip
+    assert other["id"] and other["gpu_type_id"] == "NVIDIA RTX A4000"
+    assert client.get_pod(other["id"]).env["A"] == "b"  # type: ignore[union-attr]
+    assert client.terminate_worker(other["id"]) is True
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
+def test_get_pod_status_of_a_pod_runpod_no_longer_knows_is_none(api: str, client_factory) -> None:  # type: ignore[no-untyped-def]
+    """As the original: its get_pod_status returned None when the SDK's get_pod gave nothing."""
+    client = client_factory(api)
+    assert client.get_pod_status("zzzzzzzzzzzzzz") is None
+    spawned = client.spawn_worker(f"gpu-status-{api}")
+    status = client.get_pod_status(spawned["runpod_id"])
+    # The keys of the original's code, in its order; no API reports an SSH password, so None, as the
+    # original's runtime.get("sshPassword") was.
+    assert status is not None and tuple(status) == STATUS_KEYS == (
+        "runpod_id", "desired_status", "actual_status", "ip", "ports", "ssh_password", "created_at",
+        "last_status_change", "uptime_seconds", "cost_per_hr",
+    )  # fmt: skip
+    assert status["ssh_password"] is None
+    if api == "graphql":
+        assert status["last_status_change"]
+    assert client.terminate_worker(spawned["runpod_id"]) is True
+    assert client.get_pod_status(spawned["runpod_id"]) is None
+
+
+def test_graphql_sends_the_disk_size_as_the_seed_did_even_with_a_network_volume(emulator, client_factory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The original passed volume_in_gb=RUNPOD_DISK_SIZE_GB to runpod.create_pod with its network volume."""
+    import runpod
+
+    sent: list[dict[str, Any]] = []
+    original = runpod.create_pod
+
+    def spy(**kwargs: Any) -> Any:
+        sent.append(kwargs)
+        return original(**kwargs)
+
+    monkeypatch.setattr(runpod, "create_pod", spy)
+    client = client_factory("graphql", disk_size_gb=35)
+    spawned = client.spawn_worker("gpu-disk-size")
+    assert sent and sent[0]["volume_in_gb"] == 35 and sent[0]["network_volume_id"]
+    assert client.terminate_worker(spawned["runpod_id"]) is True
+
+
+def test_rest_sends_the_disk_size_where_v2_takes_it() -> None:
+    from orchestrator import errors
+    from orchestrator.runpod.base import PodSpec
+    from orchestrator.runpod.rest import _create_body
+
+    spec = dict(name="gpu-1", image="img", gpu_type_id="NVIDIA GeForce RTX 4090")
+    body = _create_body(PodSpec(**spec, volume_gb=35))  # type: ignore[arg-type]
+    assert body["mounts"] == {"persistent": {"size": 35, "path": "/workspace"}}
+    # A network volume replaces the volume disk; v2 cannot take both.
+    body = _create_body(PodSpec(**spec, volume_gb=35, network_volume_id="v1", data_center_id="EU-RO-1"))  # type: ignore[arg-type]
+    assert "persistent" not in body["mounts"]
+    assert "mounts" not in _create_body(PodSpec(**spec, volume_gb=0))  # type: ignore[arg-type]
+    with pytest.raises(errors.RunpodRequestError, match="0 \\(none\\) or at least 10"):
+        _create_body(PodSpec(**spec, volume_gb=5))  # type: ignore[arg-type]

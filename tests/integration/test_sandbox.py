@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -55,14 +56,13 @@ def _wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "
         time.sleep(0.02)
 
 
-def test_login_with_public_key_sees_volume_gpu_python_and_env(
+def test_login_with_public_key_sees_volume_gpu_and_python(
     sandbox_factory: SandboxFactory, ssh_keypair: SSHKeyPair, tmp_path: Path
 ) -> None:
     volume = tmp_path / "vol-a"
     volume.mkdir()
     (volume / "hello.txt").write_text("from the volume\n")
-    tricky = "https://x.supabase.co/?a=1&b='2' \"3\" $(touch /tmp/pwned) \\ end\nsecond line"
-    box = sandbox_factory(volume_dir=volume, env={"SUPABASE_URL": tricky, "WORKER_ID": "gpu-1"})
+    box = sandbox_factory(volume_dir=volume, env={"WORKER_ID": "gpu-1"})
 
     with ssh_to(box, ssh_keypair) as client:
         assert run(client, "id -u; hostname") == (0, f"0\n{box.pod_id}\n", "")
@@ -75,16 +75,24 @@ def test_login_with_public_key_sees_volume_gpu_python_and_env(
         assert run(client, query) == (0, f"{DEFAULT_GPU}, {DEFAULT_VRAM_MB}, 0\n", "")
         code, csv, _ = run(client, "nvidia-smi --query-gpu=memory.total --format=csv")
         assert csv == f"memory.total [MiB]\n{DEFAULT_VRAM_MB} MiB\n"
-
+        # Where the image has them, on the PATH sshd gives a clean session.
+        assert run(client, "command -v nvidia-smi")[1] == "/usr/bin/nvidia-smi\n"
         assert run(client, "python3 -c 'print(6 * 7)'")[:2] == (0, "42\n")
-        # The pod env reaches a remote command without appearing on its command line.
-        assert run(client, 'printf %s "$SUPABASE_URL"')[1] == tricky
-        assert run(client, 'echo "$WORKER_ID $RUNPOD_POD_ID $RUNPOD_TCP_PORT_22"')[1] == (
-            f"gpu-1 {box.pod_id} {box.port}\n"
+
+
+def test_the_volume_checkout_reaches_the_projects_interpreter_from_a_clean_session(
+    sandbox_factory: SandboxFactory, ssh_keypair: SSHKeyPair, sim_volume: Path
+) -> None:
+    """How the client starts the simulated worker: `python headless.py` in the checkout, after its venv."""
+    box = sandbox_factory(volume_dir=sim_volume)
+    with ssh_to(box, ssh_keypair) as client:
+        command = (
+            "cd /workspace/reigh/Headless-Wan2GP && . venv/bin/activate && "
+            "python -c 'import orchestrator.sim.worker, sys; print(sys.prefix)'"
         )
-        assert run(client, "test -e /tmp/pwned || echo clean")[1] == "clean\n"
-        # The seed's apt step must not install anything on the host running the pods.
-        assert run(client, "apt-get install -y -qq no-such-package-xyz")[0] == 0
+        code, out, err = run(client, f"bash -c {shlex.quote(command)}")
+        assert code == 0, err
+        assert out.strip() != "/usr"  # the project's interpreter, not the pod's
 
 
 def test_pods_share_their_volume_and_nothing_else(
@@ -110,9 +118,12 @@ def test_pods_share_their_volume_and_nothing_else(
         assert run(cb, "ls /tmp/a.txt /root/a.txt 2>&1 >/dev/null | wc -l")[1].strip() == "2"
         assert run(ca, "cat /tmp/a.txt /root/a.txt")[1] == "a\na\n"
         assert not Path("/tmp/a.txt").exists() and not Path("/root/a.txt").exists()
-        # Each pod sees only its own processes.
-        code, ps, _ = run(cb, "ps -e -o pid=,comm=")
-        assert code == 0 and "1 sshd" in ps and len(ps.splitlines()) < 10
+        # Each pod sees only its own processes: PID 1 is its start script.
+        code, ps, _ = run(cb, "ps -e -o pid=,args=")
+        assert code == 0 and len(ps.splitlines()) < 12, ps
+        assert any(
+            line.split(None, 1) == ["1", "/bin/bash /etc/sim-pod/start.sh"] for line in ps.splitlines()
+        ), ps
 
 
 def test_stop_ends_every_process_including_a_nohup_worker(
@@ -157,7 +168,7 @@ def test_host_keys_differ_per_pod_and_are_the_pods_own(
     assert keys[0] != keys[1]
 
 
-def test_wrong_key_and_missing_public_key_are_refused(
+def test_a_wrong_key_is_refused(
     sandbox_factory: SandboxFactory, ssh_keypair: SSHKeyPair, tmp_path: Path
 ) -> None:
     from tests.plugins.sandbox import generate_keypair
@@ -166,9 +177,6 @@ def test_wrong_key_and_missing_public_key_are_refused(
     box = sandbox_factory()
     with pytest.raises(paramiko.AuthenticationException):
         ssh_to(box, other)
-    keyless = sandbox_factory(public_key=False)
-    with pytest.raises(paramiko.AuthenticationException):
-        ssh_to(keyless, ssh_keypair)
 
 
 def test_crash_and_hang_the_worker_process(sandbox_factory: SandboxFactory, ssh_keypair: SSHKeyPair) -> None:
@@ -252,7 +260,8 @@ import time
 deadline = time.monotonic() + 20
 while not box.ready() and box.alive and time.monotonic() < deadline:
     time.sleep(0.02)
-print(json.dumps({"mode": detect_mode(), "port": box.port, "ready": box.ready(), "dir": str(box.dir)}), flush=True)
+print(json.dumps({"mode": detect_mode(), "port": box.port, "ready": box.ready(), "dir": str(box.dir),
+                  "host_key": str(box.host_key_pub)}), flush=True)
 sys.stdin.readline()  # the test says when to stop
 box.stop()
 print(json.dumps({"left": box.pids(), "alive": box.alive}), flush=True)
@@ -327,10 +336,16 @@ def test_works_as_an_ordinary_user_in_a_user_namespace(ssh_keypair: SSHKeyPair) 
                 info = json.loads(line)
                 expected_mode = "userns" if os.geteuid() == 0 else detect_mode_for_test()
                 assert info["mode"] == expected_mode and info["ready"], info
-                pod_dir = Path(info["dir"])
-                with ssh_connect(info["port"], pod_dir / "ssh_host_ed25519_key.pub", ssh_keypair) as client:
+                with ssh_connect(info["port"], Path(info["host_key"]), ssh_keypair) as client:
                     assert run(client, "id -un")[1] == "root\n"
-                    assert run(client, "cat /workspace/f.txt; echo $GREETING")[1] == "shared\nhi there\n"
+                    # The pod's variables are PID 1's, readable by root, and not the session's.
+                    assert run(client, 'cat /workspace/f.txt; echo "[$GREETING]"')[1] == "shared\n[]\n"
+                    code, environ, err = run(client, "cat /proc/1/environ")
+                    assert code == 0 and "GREETING=hi there" in environ.split("\0"), err
+                    assert (
+                        run(client, "command -v nvidia-smi python3")[1]
+                        == "/usr/bin/nvidia-smi\n/usr/bin/python3\n"
+                    )
                     query = "nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits"
                     assert run(client, query)[1] == "NVIDIA RTX A4000, 16376\n"
                     assert run(client, "nohup sleep 600 >/dev/null 2>&1 &")[0] == 0

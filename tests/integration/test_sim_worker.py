@@ -1,44 +1,217 @@
-"""The simulated Headless-Wan2GP worker (orchestrator.sim.worker) against a real Postgres.
+"""The simulated Reigh worker (``orchestrator.sim.worker``) on the wire, against a recording HTTP server.
 
-The main test does what the orchestrator does in production: the seed's start command over SSH into
-an emulated pod, from the laid-out volume, reaching the database the way a real worker does (Supabase's
-REST URL, or DATABASE_URL); the worker's heartbeats land in `workers` and it completes a queued task.
+The server stands where Supabase would (Edge Functions under ``/functions/v1``, PostgREST under
+``/rest/v1``), records every request with its arrival time, method, path, headers and body, and
+answers as the test scripts it. Each test starts the worker as the orchestrator does (a process with
+the real worker's arguments and the pod's environment) and checks the calls the real worker makes
+(banodoco/Reigh-Worker ``worker.py``, ``heartbeat_guardian.py``, ``source/core/db/*.py``): paths,
+headers, bodies, the order of the poll cycle, the intervals, the retries, the crash beat of the
+guardian process and the fatal-error path.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-import psycopg
 import pytest
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
-from orchestrator.db.base import Database
-from tests.plugins.sandbox import DEFAULT_VRAM_MB, SandboxFactory, SSHKeyPair, run, ssh_to
+SERVICE_KEY = "sb_service_0123456789abcdef0123"
+ANON_KEY = "sb_anon_0123456789abcdef012345"
+HEARTBEAT_PATH = "/rest/v1/rpc/func_worker_heartbeat_with_logs"
+BEAT_SEC = 0.6
+POLL_SEC = 0.3
 
-# The seed's start command, in shape: git pull with a timeout that may fail, the venv, the apt step, then
-# the worker in the background. Credentials come from the pod's own environment, not the command line.
-SEED_START = (
-    "cd /workspace/reigh/Headless-Wan2GP && "
-    "{ timeout 30 git pull || echo 'git pull failed, continuing'; } && "
-    "source venv/bin/activate && "
-    "{ apt-get install -y -qq python3-dev >/dev/null 2>&1 || true; } && "
-    '{ nohup python headless.py {db_args} --worker "$WORKER_ID" > worker-$WORKER_ID.log 2>&1 < /dev/null & }'
-)
-SUPABASE_ARGS = (
-    '--db-type supabase --supabase-url "$SUPABASE_URL" --supabase-anon-key "$SUPABASE_ANON_KEY" '
-    '--supabase-access-token "$SUPABASE_SERVICE_ROLE_KEY"'
-)
-POSTGRES_ARGS = "--db-type postgres"
+
+@dataclass
+class Request:
+    at: float
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+Answer = tuple[int, Any]  # (status, JSON body or None for an empty one)
+
+
+@dataclass
+class Recorder:
+    """A scripted Supabase: ``routes[(method, path)]`` answers; every request recorded before answering."""
+
+    routes: dict[tuple[str, str], Callable[[Request], Answer]] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    url: str = ""
+
+    def on(self, method: str, path: str, answer: Callable[[Request], Answer] | Answer) -> None:
+        if callable(answer):
+            self.routes[(method, path)] = answer
+        else:
+            fixed: Answer = answer
+            self.routes[(method, path)] = lambda _r: fixed
+
+    def calls(self, method: str | None = None, path: str | None = None) -> list[Request]:
+        with self.lock:
+            return [r for r in self.requests if (method is None or r.method == method) and (path is None or r.path == path)]
+
+    def beats(self) -> list[Request]:
+        return self.calls("POST", HEARTBEAT_PATH)
+
+    def edge(self, name: str) -> list[Request]:
+        return self.calls("POST", f"/functions/v1/{name}")
+
+    def answer(self, req: Request) -> Answer:
+        with self.lock:
+            self.requests.append(req)
+            route = self.routes.get((req.method, req.path))
+        if route is None:
+            return 404, {"message": f"no route {req.method} {req.path}"}
+        return route(req)
+
+
+def default_routes(rec: Recorder) -> None:
+    rec.on("POST", HEARTBEAT_PATH, (200, {"success": True, "heartbeat_updated": True, "logs_inserted": 0}))
+    rec.on("GET", "/rest/v1/tasks", (200, []))
+    rec.on("POST", "/functions/v1/task-counts", (200, {"totals": {"queued_only": 0, "active_only": 0}}))
+    rec.on("POST", "/functions/v1/claim-next-task", (204, None))
+    rec.on("POST", "/functions/v1/update-worker-model", (400, {"error": "current_model is required"}))
+    rec.on("POST", "/functions/v1/update-task-status", (200, {"success": True}))
+    rec.on("POST", "/functions/v1/complete_task", (200, {"success": True, "public_url": "https://x/o.mp4"}))
+
+
+@pytest.fixture
+def rec() -> Iterator[Recorder]:
+    recorder = Recorder()
+    default_routes(recorder)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _handle(self) -> None:
+            parts = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            req = Request(
+                time.monotonic(),
+                self.command,
+                parts.path,
+                parse_qs(parts.query),
+                {k.lower(): v for k, v in self.headers.items()},
+                body,
+            )
+            status, payload = recorder.answer(req)
+            data = b"" if payload is None else json.dumps(payload).encode()
+            self.send_response(status)
+            if data:
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if data:
+                self.wfile.write(data)
+
+        do_GET = do_POST = do_PATCH = do_PUT = _handle
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    recorder.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield recorder
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --- the worker as a process ---------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerProc:
+    proc: subprocess.Popen[bytes]
+    out: Path
+    started: float
+
+    def lines(self) -> list[dict[str, Any]]:
+        found = []
+        for raw in self.out.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                if raw.startswith("{"):
+                    found.append(json.loads(raw))
+        return found
+
+    def events(self) -> list[str]:
+        return [line.get("event", "") for line in self.lines()]
+
+    def text(self) -> str:
+        return self.out.read_text(errors="replace")
+
+
+@pytest.fixture
+def launch(rec: Recorder, tmp_path: Path) -> Iterator[Callable[..., WorkerProc]]:
+    started: list[WorkerProc] = []
+
+    def start(
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        command: list[str] | None = None,
+        beat: float = BEAT_SEC,
+        poll: float | None = POLL_SEC,
+    ) -> WorkerProc:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "SIM_WORKER_", "RUNPOD_"))}
+        environ |= {"SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY, "SIM_WORKER_HEARTBEAT_SEC": str(beat)}
+        if poll is not None:
+            environ["SIM_WORKER_POLL_SEC"] = str(poll)
+        environ |= env or {}
+        argv = list(args) or [
+            "--supabase-url", rec.url, "--supabase-access-token", SERVICE_KEY, "--worker", "gpu-w1",
+            "--db-type", "supabase", "--supabase-anon-key", ANON_KEY, "--wgp-profile", "1",
+        ]
+        out = tmp_path / f"worker-{len(started)}.log"
+        with out.open("wb") as sink:
+            proc = subprocess.Popen(
+                (command or [sys.executable, "-m", "orchestrator.sim.worker"]) + argv,
+                env=environ,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd or tmp_path,
+                start_new_session=True,  # its own group: teardown kills the worker and its guardian
+            )
+        handle = WorkerProc(proc, out, time.monotonic())
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(handle.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            handle.proc.wait(timeout=10)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
@@ -49,164 +222,341 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "c
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
-def register_initializing(db: Database, worker_id: str) -> int:
-    """What the orchestrator does before starting a worker: intent row, then initializing."""
-    token = int(db.lease_acquire("test-orchestrator", 300)["token"])
-    db.register_worker(token, worker_id, "NVIDIA GeForce RTX 4090", {"runpod_id": f"rp-{worker_id}"})
-    started = datetime.now(UTC).isoformat()
-    db.transition_worker(token, worker_id, "initializing", "pod_ready", {"process_started_at": started})
-    return token
+def task(task_id: str, **params: Any) -> dict[str, Any]:
+    return {"task_id": task_id, "params": params, "task_type": "wan_2_2_t2i", "project_id": "p-1"}
 
 
-def queue_task(database_url: str, params: dict[str, Any], task_type: str = "sim_generate") -> str:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        row = conn.execute(
-            "insert into tasks (task_type, params) values (%s, %s) returning id::text",
-            (task_type, Jsonb(params)),
-        ).fetchone()
-    assert row is not None
-    return str(row[0])
+def claims_once(rec: Recorder, *tasks: dict[str, Any]) -> None:
+    """task-counts says there is work while tasks remain; claim-next-task hands them out, then 204."""
+    queue = list(tasks)
+
+    def counts(_r: Request) -> Answer:
+        return 200, {"totals": {"queued_only": len(queue), "active_only": 0}}
+
+    def claim(_r: Request) -> Answer:
+        return (200, queue.pop(0)) if queue else (204, None)
+
+    rec.on("POST", "/functions/v1/task-counts", counts)
+    rec.on("POST", "/functions/v1/claim-next-task", claim)
 
 
-def fetch(database_url: str, sql: str, *args: Any) -> dict[str, Any] | None:
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        return conn.execute(sql, args).fetchone()
+# --- heartbeats ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("transport", ["supabase", "postgres"])
-def test_seed_command_over_ssh_starts_a_worker_that_heartbeats_and_completes_a_task(
-    transport: str,
-    request: pytest.FixtureRequest,
-    database_url: str,
-    db: Database,
-    sandbox_factory: SandboxFactory,
-    ssh_keypair: SSHKeyPair,
-    sim_volume: Path,
+def test_the_guardian_beats_at_start_then_every_interval_with_the_real_headers_and_body(
+    rec: Recorder, launch: Callable[..., WorkerProc]
 ) -> None:
-    worker_id = f"gpu-sim-{transport}"
-    env = {"WORKER_ID": worker_id, "SIM_WORKER_HEARTBEAT_SEC": "0.3", "SIM_WORKER_POLL_SEC": "0.1"}
-    secret = ""
-    if transport == "supabase":
-        postgrest = request.getfixturevalue("postgrest")
-        secret = postgrest.service_role_key
-        env |= {
-            "SUPABASE_URL": postgrest.base_url,
-            "SUPABASE_ANON_KEY": postgrest.anon_key,
-            "SUPABASE_SERVICE_ROLE_KEY": secret,
-        }
-        db_args = SUPABASE_ARGS
-    else:
-        env["DATABASE_URL"] = database_url
-        db_args = POSTGRES_ARGS
-    token = register_initializing(db, worker_id)
-    task_id = queue_task(database_url, {"prompt": "a cat", "duration_sec": 0.3})
-    box = sandbox_factory(volume_dir=sim_volume, env=env)
+    w = launch()
+    beats = wait_for(lambda: len(rec.beats()) >= 4 and rec.beats(), what="four heartbeats")
+    first = beats[0]
+    assert first.at - w.started < 5.0  # at start, before any poll
+    assert first.at <= min(r.at for r in rec.calls("GET", "/rest/v1/tasks") or [first])
+    gaps = [b.at - a.at for a, b in itertools.pairwise(beats)]
+    assert all(BEAT_SEC * 0.9 <= g <= BEAT_SEC + 1.5 for g in gaps), gaps
+    h = first.headers
+    assert h["apikey"] == SERVICE_KEY and "authorization" not in h
+    assert h["content-type"] == "application/json" and h["prefer"] == "return=representation"
+    body = first.json
+    assert set(body) == {"worker_id_param", "vram_total_mb_param", "vram_used_mb_param", "logs_param", "status_param"}
+    assert body["worker_id_param"] == "gpu-w1" and body["status_param"] == "active"
+    assert isinstance(body["vram_total_mb_param"], int) and isinstance(body["vram_used_mb_param"], int)
+    assert isinstance(body["logs_param"], list)
+    # The guardian is a process of its own, not a thread of the worker.
+    started = next(line for line in w.lines() if line.get("event") == "worker_started")
+    guardian = next(line for line in w.lines() if line.get("event") == "guardian_started")
+    assert started["guardian_pid"] != started["pid"] and guardian["pid"] == started["guardian_pid"]
 
-    with ssh_to(box, ssh_keypair) as client:
-        code, out, err = run(client, "cd /workspace/reigh/Headless-Wan2GP && timeout 30 git pull")
-        assert (code, out) == (0, "Already up to date.\n"), err
-        code, _, err = run(client, SEED_START.replace("{db_args}", db_args))
-        assert code == 0, err
 
-    log_path = sim_volume / "reigh" / "Headless-Wan2GP" / f"worker-{worker_id}.log"
-    sql = "select status, last_heartbeat, metadata from workers where id = %s"
-    row = wait_for(
-        lambda: (
-            (r := fetch(database_url, sql, worker_id))
-            and r["status"] == "active"
-            and r["last_heartbeat"]
-            and r
-        ),
-        what="the first heartbeat to promote the worker",
+def test_the_real_default_interval_is_twenty_seconds(rec: Recorder, launch: Callable[..., WorkerProc]) -> None:
+    w = launch(env={"SIM_WORKER_HEARTBEAT_SEC": ""}, poll=None)
+    wait_for(lambda: rec.beats(), what="the first heartbeat")
+    started = next(line for line in w.lines() if line.get("event") == "worker_started")
+    assert started["heartbeat_sec"] == 20.0 and started["poll_sec"] == 10.0
+    time.sleep(1.5)
+    assert len(rec.beats()) == 1
+
+
+# --- the poll cycle ------------------------------------------------------------------------------------
+
+
+def test_an_idle_poll_is_a_recovery_read_and_task_counts_without_a_claim(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
+    launch()
+    wait_for(lambda: len(rec.edge("task-counts")) >= 3, what="three polls")
+    reads = rec.calls("GET", "/rest/v1/tasks")
+    assert len(reads) >= 3
+    q = reads[0].query
+    assert q["select"] == ["id,params,task_type,project_id"]
+    assert q["worker_id"] == ["eq.gpu-w1"] and q["status"] == ["eq.In Progress"] and q["limit"] == ["1"]
+    # The REST client's key: SUPABASE_SERVICE_ROLE_KEY first, as apikey and Bearer.
+    assert reads[0].headers["apikey"] == SERVICE_KEY
+    assert reads[0].headers["authorization"] == f"Bearer {SERVICE_KEY}"
+    counts = rec.edge("task-counts")
+    assert counts[0].json == {"run_type": "gpu", "include_active": True}
+    assert counts[0].headers["authorization"] == f"Bearer {SERVICE_KEY}"
+    assert "apikey" not in counts[0].headers and counts[0].headers["content-type"] == "application/json"
+    assert rec.edge("claim-next-task") == []  # queued_only 0: no claim
+    gaps = [b.at - a.at for a, b in itertools.pairwise(counts)]
+    assert all(POLL_SEC * 0.9 <= g <= POLL_SEC + 1.5 for g in gaps), gaps
+    # Each cycle in order: the recovery read before task-counts.
+    assert reads[0].at <= counts[0].at
+
+
+def test_a_claimed_task_is_run_and_completed_with_its_file(rec: Recorder, launch: Callable[..., WorkerProc]) -> None:
+    claims_once(rec, task("t-1", duration_sec=0.3, model="wan_2_2"))
+    w = launch()
+    done = wait_for(lambda: rec.edge("complete_task"), what="complete_task")
+    claim = rec.edge("claim-next-task")[0]
+    assert claim.json == {"worker_id": "gpu-w1", "run_type": "gpu"}
+    assert claim.headers["authorization"] == f"Bearer {SERVICE_KEY}" and "apikey" not in claim.headers
+    [model] = rec.edge("update-worker-model")
+    assert model.json == {"worker_id": "gpu-w1", "model": "wan_2_2"}
+    assert model.headers["authorization"] == f"Bearer {SERVICE_KEY}"
+    reset = rec.edge("update-task-status")[0]
+    assert reset.json == {"task_id": "t-1", "status": "In Progress", "reset_generation_started_at": True}
+    body = done[0].json
+    assert set(body) == {"task_id", "file_data", "filename"} and body["task_id"] == "t-1"
+    assert body["filename"] == "t-1.mp4" and len(base64.b64decode(body["file_data"])) > 0
+    assert done[0].at - reset.at >= 0.3 * 0.9  # the "generation" took its duration
+    assert claim.at < model.at < reset.at < done[0].at
+    # After a task: the next poll comes about 1 s later (not the poll interval).
+    nxt = wait_for(lambda: [r for r in rec.edge("task-counts") if r.at > done[0].at], what="the next poll")
+    assert 0.9 <= nxt[0].at - done[0].at <= 4.0
+    assert "task_completed" in w.events()
+    # The same model for the next task: no second model switch.
+    assert len(rec.edge("update-worker-model")) == 1
+
+
+def test_a_claim_answered_204_or_an_error_gives_no_task(rec: Recorder, launch: Callable[..., WorkerProc]) -> None:
+    rec.on("POST", "/functions/v1/task-counts", (200, {"totals": {"queued_only": 3}}))
+    answers = iter([(204, None), (500, {"error": "boom"}), (403, {"error": "Invalid token"})])
+    rec.on("POST", "/functions/v1/claim-next-task", lambda _r: next(answers, (204, None)))
+    launch()
+    wait_for(lambda: len(rec.edge("claim-next-task")) >= 4, what="four claims")
+    assert rec.edge("update-task-status") == [] and rec.edge("complete_task") == []
+
+
+def test_task_counts_failing_makes_the_worker_claim_anyway(rec: Recorder, launch: Callable[..., WorkerProc]) -> None:
+    rec.on("POST", "/functions/v1/task-counts", (500, {"error": "down"}))
+    launch()
+    wait_for(lambda: len(rec.edge("claim-next-task")) >= 2, what="claims without counts")
+    assert len(rec.edge("task-counts")) >= 2  # one try per cycle, no retry before the claim
+
+
+def test_its_own_in_progress_task_is_recovered_without_a_claim(rec: Recorder, launch: Callable[..., WorkerProc]) -> None:
+    held = [{"id": "t-9", "params": {"duration_sec": 0.1}, "task_type": "vace", "project_id": "p-1"}]
+    rec.on("GET", "/rest/v1/tasks", lambda _r: (200, held.copy() if not rec.edge("complete_task") else []))
+    launch()
+    done = wait_for(lambda: rec.edge("complete_task"), what="the recovered task to complete")
+    assert done[0].json["task_id"] == "t-9"
+    assert rec.calls("POST", "/functions/v1/claim-next-task") == []
+    assert [r for r in rec.edge("task-counts") if r.at < done[0].at] == []
+
+
+# --- failures --------------------------------------------------------------------------------------------
+
+
+def test_a_failure_is_reported_failed_and_a_retryable_one_requeued(rec: Recorder, launch: Callable[..., WorkerProc]) -> None:
+    claims_once(
+        rec,
+        task("t-1", duration_sec=0.05, fail=True, error="CUDA out of memory"),
+        task("t-2", duration_sec=0.05, fail=True, error="Connection refused by upstream"),
     )
-    assert row["metadata"]["vram_total_mb"] == DEFAULT_VRAM_MB
-    assert 0 <= row["metadata"]["vram_used_mb"] <= DEFAULT_VRAM_MB
-
-    task_sql = "select status, worker_id, result_data, attempts from tasks where id = %s"
-    task = wait_for(
-        lambda: (t := fetch(database_url, task_sql, task_id)) and t["status"] == "Complete" and t,
-        what="the task to complete",
+    launch()
+    statuses = wait_for(
+        lambda: (s := [r.json for r in rec.edge("update-task-status") if r.json.get("status") != "In Progress"])
+        and len(s) >= 2
+        and s,
+        what="two failure reports",
     )
-    assert task["worker_id"] == worker_id and task["result_data"]["simulated"] is True
-    assert box.worker_pids(), "the worker runs in the pod"
-
-    # Draining: the next heartbeat says so and the worker leaves on its own.
-    db.transition_worker(token, worker_id, "draining", "idle")
-    wait_for(lambda: not box.worker_pids(), what="the worker to stop after draining")
-    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
-    events = [line["event"] for line in lines]
-    assert "heartbeat" in events and "task_completed" in events
-    assert lines[-1]["event"] == "worker_stopped" and lines[-1]["reason"] == "worker_draining"
-    if secret:
-        assert secret not in log_path.read_text()
+    assert statuses[0] == {"task_id": "t-1", "status": "Failed", "output_location": "CUDA out of memory"}
+    requeue = statuses[1]
+    assert requeue["task_id"] == "t-2" and requeue["status"] == "Queued" and requeue["clear_worker"] is True
+    assert requeue["attempts"] == 1  # the claim carries no attempts: always counted from 0
+    assert requeue["error_details"].startswith("Retry 1 (network_transient): Connection refused")
+    assert rec.edge("complete_task") == []
 
 
-def test_task_params_fail_then_crash(database_url: str, db: Database, tmp_path: Path) -> None:
-    """params.fail fails the task (requeued until the attempt limit); params.crash kills the worker."""
-    worker_id = "gpu-sim-params"
-    register_initializing(db, worker_id)
-    failing = queue_task(database_url, {"fail": True, "error": "boom", "duration_sec": 0.05})
-    crashing = queue_task(database_url, {"crash": True, "duration_sec": 0.2})
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "SIM_WORKER_HEARTBEAT_SEC": "0.5",
-        "SIM_WORKER_POLL_SEC": "0.05",
-        "SIM_WORKER_SPEED": "2",
-        "SIM_VRAM_TOTAL_MB": "16384",
+def test_the_retry_helper_retries_5xx_and_not_found_with_growing_sleeps(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
+    claims_once(rec, task("t-1", duration_sec=0.05))
+    answers = iter([(503, {"error": "unavailable"}), (404, {"error": "Task not found"}), (200, {"success": True})])
+    rec.on("POST", "/functions/v1/complete_task", lambda _r: next(answers))
+    launch()
+    calls = wait_for(lambda: len(rec.edge("complete_task")) >= 3 and rec.edge("complete_task"), what="three tries")
+    gaps = [b.at - a.at for a, b in itertools.pairwise(calls)]
+    # Sleeps of 1 s then 2 s (upper bounds loose: a loaded machine adds to each).
+    assert 0.9 <= gaps[0] < 4.0 and 1.9 <= gaps[1] < 5.0 and gaps[1] - gaps[0] >= 0.7, gaps
+    assert calls[0].body == calls[2].body
+    time.sleep(0.5)
+    assert len(rec.edge("complete_task")) == 3
+    assert [r.json["status"] for r in rec.edge("update-task-status")] == ["In Progress"]  # no failure report
+
+
+def test_a_refused_completion_fails_the_task_without_retrying_a_4xx(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
+    claims_once(rec, task("t-1", duration_sec=0.05))
+    rec.on("POST", "/functions/v1/complete_task", (400, {"error": "Task is not In Progress"}))
+    launch()
+    failed = wait_for(
+        lambda: [r.json for r in rec.edge("update-task-status") if r.json.get("status") == "Failed"],
+        what="the failure report",
+    )
+    assert len(rec.edge("complete_task")) == 1
+    assert failed[0]["output_location"].startswith("Upload failed: [EDGE_FAIL:complete_task:HTTP_400] 400 after 1 attempts")
+
+
+# --- crash, fatal error, clean stop ------------------------------------------------------------------------
+
+
+def test_an_abrupt_death_is_reported_once_as_crashed_by_the_guardian(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
+    claims_once(rec, task("t-1", duration_sec=0.4, crash=True))
+    w = launch()
+    assert w.proc.wait(timeout=30) == 70  # reaped: the guardian's liveness check sees it gone
+    crashed = wait_for(lambda: [b for b in rec.beats() if b.json["status_param"] == "crashed"], what="the crash beat")
+    assert crashed[0].json == {
+        "worker_id_param": "gpu-w1",
+        "vram_total_mb_param": 0,
+        "vram_used_mb_param": 0,
+        "logs_param": [],
+        "status_param": "crashed",
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "orchestrator.sim.worker",
-        "--db-type",
-        "postgres",
-        "--worker",
-        worker_id,
-        "--foo",
-    ]
-    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-        try:
-            out, _ = proc.communicate(timeout=60)
-        finally:
-            proc.kill()
-    assert proc.returncode == 70, out
-
-    failed = fetch(database_url, "select status, attempts, error_message from tasks where id = %s", failing)
-    assert failed is not None and failed["status"] == "Failed" and failed["attempts"] == 3
-    assert "boom" in (failed["error_message"] or "")
-    crashed = fetch(database_url, "select status, worker_id from tasks where id = %s", crashing)
-    assert crashed == {"status": "In Progress", "worker_id": worker_id}
-    events = [json.loads(line)["event"] for line in out.splitlines() if line.startswith("{")]
-    assert events.count("task_failed") == 3 and events[-1] == "task_crashing_worker"
-    assert "worker_options_ignored" in events
-    hb = fetch(database_url, "select metadata from workers where id = %s", worker_id)
-    assert hb is not None and hb["metadata"]["vram_total_mb"] == 16384
+    assert crashed[0].headers["apikey"] == SERVICE_KEY
+    time.sleep(BEAT_SEC * 3)
+    assert rec.beats()[-1] is not None and len([b for b in rec.beats() if b.at > crashed[0].at]) == 0
+    assert rec.edge("complete_task") == [] and [r.json["status"] for r in rec.edge("update-task-status")] == ["In Progress"]
+    assert "guardian_worker_gone" in w.events()
 
 
-def test_worker_refuses_to_start_without_a_database(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    cmd = [sys.executable, "-m", "orchestrator.sim.worker", "--db-type", "postgres", "--worker", "w1"]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
-    assert res.returncode == 2
-    assert "DATABASE_URL" in res.stdout
+def test_a_fatal_error_marks_the_worker_row_fails_the_task_patch_and_exits_1(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
+    claims_once(rec, task("t-1", duration_sec=0.2, fatal="cuda_hardware"))
+    row = {"id": "gpu-w1", "metadata": {"runpod_id": "rp-1", "startup_phase": "ready"}}
+    rec.on("GET", "/rest/v1/workers", (200, row))
+    rec.on("PATCH", "/rest/v1/workers", lambda r: (200, [{**row, **r.json}]))
+    rec.on(
+        "PATCH",
+        "/rest/v1/tasks",
+        (400, {"code": "PGRST204", "details": None, "hint": None,
+               "message": "Could not find the 'error_details' column of 'tasks' in the schema cache"}),
+    )
+    w = launch()
+    assert w.proc.wait(timeout=30) == 1
+    exited = time.monotonic()
+    [read] = rec.calls("GET", "/rest/v1/workers")
+    assert read.query["id"] == ["eq.gpu-w1"] and read.query["select"] == ["id,metadata"]
+    assert read.headers["accept"] == "application/vnd.pgrst.object+json"  # supabase-py .single()
+    assert read.headers["apikey"] == SERVICE_KEY
+    [patch] = rec.calls("PATCH", "/rest/v1/workers")
+    assert patch.query["id"] == ["eq.gpu-w1"]
+    body = patch.json
+    assert body["status"] == "error"
+    meta = body["metadata"]
+    assert meta["runpod_id"] == "rp-1" and meta["startup_phase"] == "ready"  # the row's metadata kept
+    assert meta["error_reason"] == "FATAL cuda_hardware: GPU has fallen off the bus"
+    assert meta["self_terminated"] is True and "error_time" in meta
+    [task_patch] = rec.calls("PATCH", "/rest/v1/tasks")
+    assert task_patch.json == {
+        "status": "Queued", "worker_id": None, "generation_started_at": None,
+        "error_details": "FATAL cuda_hardware: GPU has fallen off the bus",
+    }
+    assert task_patch.query == {"id": ["eq.t-1"], "worker_id": ["eq.gpu-w1"], "status": ["eq.In Progress"]}
+    assert read.at < patch.at < task_patch.at
+    # A normal exit: the daemonic guardian is terminated with the worker, so no 'crashed' beat follows.
+    time.sleep(BEAT_SEC * 3)
+    assert [b for b in rec.beats() if b.json["status_param"] != "active"] == []
+    assert [b for b in rec.beats() if b.at > exited + 0.5] == []
+    assert "fatal_mark_failed" in w.events()  # the task PATCH failed, as in production
 
 
-def test_volume_layout_is_idempotent_and_a_clean_checkout(sim_volume: Path) -> None:
+def test_an_interrupt_stops_cleanly_without_a_crash_beat(rec: Recorder, launch: Callable[..., WorkerProc]) -> None:
+    w = launch()
+    wait_for(lambda: len(rec.beats()) >= 2, what="two beats")
+    os.kill(w.proc.pid, signal.SIGINT)
+    assert w.proc.wait(timeout=20) == 0
+    time.sleep(BEAT_SEC * 3)
+    assert [b for b in rec.beats() if b.json["status_param"] != "active"] == []
+
+
+# --- start-up and arguments ----------------------------------------------------------------------------------
+
+
+def test_start_up_arguments_as_the_real_worker_reads_them(rec: Recorder, launch: Callable[..., WorkerProc]) -> None:
+    # No access token: exit 1, nothing sent.
+    w = launch("--supabase-url", rec.url, "--worker", "gpu-w1")
+    assert w.proc.wait(timeout=30) == 1 and "authentication credential is required" in w.text()
+    # An option the real parser does not know: argparse's exit 2.
+    w = launch("--supabase-url", rec.url, "--reigh-access-token", SERVICE_KEY, "--task-types", "x")
+    assert w.proc.wait(timeout=30) == 2
+    # --migrate-only: exit 0 after initialisation, before any call.
+    w = launch("--supabase-url", rec.url, "--reigh-access-token", SERVICE_KEY, "--migrate-only")
+    assert w.proc.wait(timeout=30) == 0
+    assert rec.requests == []
+    # No --worker: $RUNPOD_POD_ID, and the anon key flag is used only without the service key.
+    launch(
+        "--supabase-url", rec.url, "--reigh-access-token", "tok-xyz", "--supabase-anon-key", ANON_KEY,
+        env={"RUNPOD_POD_ID": "podabc123", "SUPABASE_SERVICE_ROLE_KEY": ""},
+    )
+    beat = wait_for(lambda: rec.beats(), what="a heartbeat")[0]
+    assert beat.json["worker_id_param"] == "podabc123" and beat.headers["apikey"] == ANON_KEY
+    counts = wait_for(lambda: rec.edge("task-counts"), what="a poll")[0]
+    assert counts.headers["authorization"] == "Bearer tok-xyz"
+    read = rec.calls("GET", "/rest/v1/tasks")[0]
+    assert read.headers["apikey"] == ANON_KEY
+
+
+def test_no_supabase_url_means_upstream_production_which_is_never_reached(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
+    w = launch("--reigh-access-token", SERVICE_KEY, "--worker", "gpu-w1")
+    wait_for(lambda: "guardian_started" in w.events(), what="the guardian")
+    time.sleep(1.0)
+    assert rec.requests == [] and w.proc.poll() is None
+
+
+# --- the checkout on the volume ---------------------------------------------------------------------------------
+
+
+def test_the_laid_out_checkout_runs_as_worker_py_and_as_headless_py(
+    rec: Recorder, launch: Callable[..., WorkerProc], tmp_path: Path
+) -> None:
     from orchestrator.sim.worker import lay_out_volume
 
-    lay_out_volume(sim_volume)  # a second time, as when the emulator restarts on the same state dir
-    app = sim_volume / "reigh" / "Headless-Wan2GP"
-    assert os.access(app / "headless.py", os.X_OK) and (app / "requirements.txt").is_file()
-    git = subprocess.run(
-        ["git", "status", "--porcelain"], cwd=app, capture_output=True, text=True, check=True
-    )
+    volume = tmp_path / "volume"
+    app = lay_out_volume(volume)
+    assert app == volume / "reigh" / "Headless-Wan2GP"
+    assert os.access(app / "worker.py", os.X_OK) and not (app / "headless.py").exists()  # upstream today
+    assert (app / "venv" / "bin" / "activate").is_file()
+    lay_out_volume(volume)  # idempotent: a restarted emulator on the same state
+    git = subprocess.run(["git", "status", "--porcelain"], cwd=app, capture_output=True, text=True, check=True)
     assert git.stdout == ""
-    probe = "source venv/bin/activate && python -c \"import orchestrator.sim.worker; print('ok')\""
-    res = subprocess.run(
-        ["bash", "-c", probe], cwd=app, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert (res.returncode, res.stdout) == (0, "ok\n"), res.stderr
+    pull = subprocess.run(["git", "pull", "origin", "main"], cwd=app, capture_output=True, text=True, check=False)
+    assert pull.returncode == 0 and "Already up to date" in pull.stdout, pull.stderr
+    old = lay_out_volume(volume, worker_dir="Reigh-Worker", entries=("headless.py",))
+    assert (old / "headless.py").is_file() and not (old / "worker.py").exists()
+    for checkout, entry, wid in ((app, "worker.py", "gpu-a"), (old, "headless.py", "gpu-b")):
+        script = (
+            f". venv/bin/activate && exec python {entry} --db-type supabase --supabase-url {rec.url} "
+            f"--supabase-anon-key {ANON_KEY} --supabase-access-token {SERVICE_KEY} --worker {wid}"
+        )
+        w = launch(script, command=["bash", "-c"], cwd=checkout)
+
+        def beating(wid: str = wid) -> list[Request]:
+            return [b for b in rec.beats() if b.json["worker_id_param"] == wid]
+
+        def started(w: WorkerProc = w) -> list[dict[str, Any]]:
+            return [x for x in w.lines() if x.get("event") == "worker_started"]
+
+        wait_for(beating, what=f"{entry} beating")
+        assert wait_for(started, what="start")[0]["entry"] == entry
+    with pytest.raises(ValueError):
+        lay_out_volume(volume, worker_dir="../outside")

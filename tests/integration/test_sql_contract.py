@@ -1,5 +1,8 @@
 """The SQL contract of docs/database.md, exercised through the Database facade over the psycopg transport.
 
+The worker's side is the real worker's: its heartbeat RPC and the app's claim and Edge Function updates,
+as the SQL they run (``tests.plugins.supabase.RealWorkerSQL``); the guards of docs/database.md hold them.
+
 Real PostgreSQL (the session's TempPostgres), one fresh database per test cloned from the migrated
 template. "Nothing written" is checked by comparing a dump of every table the functions touch before
 and after the refused call.
@@ -19,6 +22,7 @@ import pytest
 from orchestrator import errors
 from orchestrator.db.base import Database
 from orchestrator.db.postgres import PostgresTransport
+from tests.plugins.supabase import RealWorkerSQL
 
 # -- helpers ----------------------------------------------------------------------------------------
 
@@ -46,8 +50,10 @@ def state(conn: psycopg.Connection[Any]) -> str:
 
 
 def add_worker(conn: psycopg.Connection[Any], worker_id: str, status: str, **metadata: Any) -> None:
+    """A row the orchestrator manages (as orch_register_worker leaves it), in ``status``."""
     conn.execute(
-        "insert into workers (id, instance_type, status, metadata, status_changed_at) values (%s, 'RTX 4090', %s, %s, now())",
+        "insert into workers (id, instance_type, status, metadata, status_changed_at, orchestrator_managed)"
+        " values (%s, 'RTX 4090', %s, %s, now(), true)",
         (worker_id, status, json.dumps(metadata)),
     )
 
@@ -256,7 +262,7 @@ def test_transition_to_current_state_is_a_no_op(
     assert state(raw) == before
 
 
-@pytest.mark.parametrize("legacy", ["inactive", "busy"])
+@pytest.mark.parametrize("legacy", ["inactive", "crashed"])
 def test_a_legacy_state_can_only_be_retired(
     db: Database, raw: psycopg.Connection[Any], token: int, legacy: str
 ) -> None:
@@ -275,74 +281,90 @@ def test_merge_metadata_is_top_level(db: Database, token: int) -> None:
     assert row["metadata"] == {"a": 1, "b": 2, "ssh_details": {"ip": "5.6.7.8", "port": 2222}}
 
 
-# -- heartbeat --------------------------------------------------------------------------------------
+# -- heartbeat (the real worker's RPC) --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("status", ["terminating", "error", "terminated"])
-def test_heartbeat_cannot_revive(db: Database, raw: psycopg.Connection[Any], status: str) -> None:
+def test_heartbeat_cannot_revive(raw: psycopg.Connection[Any], real_worker: RealWorkerSQL, status: str) -> None:
     add_worker(raw, "w1", status, process_started_at="2026-01-01T00:00:00Z")
-    before = state(raw)
-    assert db.heartbeat("w1", 24000, 1000) == {"status": status, "accepted": False}
-    assert state(raw) == before
+    answer = real_worker.heartbeat("w1", 24000, 1000)
+    assert answer["success"] is True and answer["heartbeat_updated"] is True
+    row = worker_row(raw, "w1")
+    assert row["status"] == status and row["reported_status"] is None
+    # A terminated row is history: a late beat does not make it look alive.
+    assert (row["last_heartbeat"] is None) == (status == "terminated")
 
 
 def test_heartbeat_of_a_draining_worker_is_recorded_but_never_undrains(
-    db: Database, raw: psycopg.Connection[Any]
+    raw: psycopg.Connection[Any], real_worker: RealWorkerSQL
 ) -> None:
     # A draining worker may be finishing a task it claimed; its heartbeat is evidence it lives.
     add_worker(raw, "w1", "draining", process_started_at="2026-01-01T00:00:00Z")
-    assert db.heartbeat("w1", 24000, 1000) == {"status": "draining", "accepted": True}
+    add_tasks(raw, 1)
+    before = state(raw)
+    real_worker.heartbeat("w1", 24000, 1000)
     row = worker_row(raw, "w1")
     assert row["status"] == "draining" and row["last_heartbeat"] is not None
-    assert db.claim_task("w1") is None
+    assert row["metadata"]["vram_used_mb"] == 1000
+    before = state(raw)
+    with pytest.raises(psycopg.Error) as info:
+        real_worker.claim("w1")
+    assert info.value.sqlstate == "OR004"
+    assert state(raw) == before
 
 
-def test_heartbeat_records_vram_and_promotes_only_a_started_process(
-    db: Database, raw: psycopg.Connection[Any], token: int
+def test_heartbeat_records_vram_and_never_promotes(
+    db: Database, raw: psycopg.Connection[Any], real_worker: RealWorkerSQL, token: int
 ) -> None:
-    add_worker(raw, "w1", "initializing")
-    assert db.heartbeat("w1", 24564, 1200) == {"status": "initializing", "accepted": True}
+    add_worker(raw, "w1", "initializing", process_started_at="2026-11-29T00:00:00Z")
+    real_worker.heartbeat("w1", 24564, 1200)
     row = worker_row(raw, "w1")
     assert row["status"] == "initializing" and row["last_heartbeat"] is not None
     assert row["metadata"]["vram_total_mb"] == 24564 and row["metadata"]["vram_used_mb"] == 1200
-    assert "vram_timestamp" in row["metadata"]
-
-    db.merge_worker_metadata(token, "w1", {"process_started_at": None})
-    assert db.heartbeat("w1", None, None)["status"] == "initializing"
-    db.merge_worker_metadata(token, "w1", {"process_started_at": "2026-11-29T00:00:00Z"})
-    assert db.heartbeat("w1", None, None) == {"status": "active", "accepted": True}
-    row = worker_row(raw, "w1")
-    assert row["status"] == "active" and row["activated_at"] is not None
-    assert row["metadata"]["vram_used_mb"] == 1200  # null figures do not erase the last ones
-    assert db.heartbeat("w1", 24564, 3000) == {"status": "active", "accepted": True}
+    assert "vram_timestamp" in row["metadata"] and row["activated_at"] is None
+    # Promotion is the policy's, from the heartbeat it observes: the executor's transition.
+    row = db.transition_worker(token, "w1", "active", "first_heartbeat")
+    assert row["status"] == "active" and row["activated_at"] is not None and row["boot_outcome"] == "activated"
+    real_worker.heartbeat("w1")  # no figures: the app's RPC keeps the last ones
+    assert worker_row(raw, "w1")["metadata"]["vram_used_mb"] == 1200
     assert any(e["reason"] == "first_heartbeat" for e in db.events(worker_id="w1"))
 
 
 def test_heartbeat_of_spawning_worker_is_recorded_without_promotion(
-    db: Database, raw: psycopg.Connection[Any]
+    raw: psycopg.Connection[Any], real_worker: RealWorkerSQL
 ) -> None:
     add_worker(raw, "w1", "spawning", process_started_at="2026-01-01T00:00:00Z")
-    assert db.heartbeat("w1", 1, 1) == {"status": "spawning", "accepted": True}
+    real_worker.heartbeat("w1", 1, 1)
+    row = worker_row(raw, "w1")
+    assert row["status"] == "spawning" and row["last_heartbeat"] is not None
 
 
-# -- claim, complete, fail --------------------------------------------------------------------------
+# -- claim, complete, fail (the app's SQL) ----------------------------------------------------------
 
 
 @pytest.mark.parametrize("status", ["spawning", "draining", "terminating", "error", "terminated"])
-def test_claim_only_in_claiming_states(db: Database, raw: psycopg.Connection[Any], status: str) -> None:
+def test_claim_only_in_claiming_states(
+    raw: psycopg.Connection[Any], real_worker: RealWorkerSQL, status: str
+) -> None:
     add_worker(raw, "w1", status)
     add_tasks(raw, 3)
     before = state(raw)
-    assert db.claim_task("w1") is None
+    with pytest.raises(psycopg.Error) as info:
+        real_worker.claim("w1")
+    assert info.value.sqlstate == "OR004" and status in str(info.value)
     assert state(raw) == before
 
 
-def test_claim_takes_oldest_and_respects_types_and_view(db: Database, raw: psycopg.Connection[Any]) -> None:
+def test_claim_takes_oldest_and_respects_the_view_and_dependencies(
+    db: Database, raw: psycopg.Connection[Any], real_worker: RealWorkerSQL
+) -> None:
     add_worker(raw, "w1", "active")
     add_worker(raw, "w2", "initializing")
     old = add_tasks(raw, 1, task_type="a", age_sec=100)
     newer = add_tasks(raw, 1, task_type="b", age_sec=10)
     blocked = add_tasks(raw, 1, task_type="blocked", age_sec=1000)
+    waiting = add_tasks(raw, 1, task_type="c", age_sec=500)
+    raw.execute("update tasks set dependant_on = array[%s::uuid] where id = %s", (newer[0], waiting[0]))
 
     # An operator's rule: tasks of type 'blocked' are not claimable now.
     raw.execute(
@@ -350,52 +372,89 @@ def test_claim_takes_oldest_and_respects_types_and_view(db: Database, raw: psyco
         "select t.id, t.task_type, t.created_at from tasks t where t.status = 'Queued' and t.task_type <> 'blocked'"
     )
     snap = db.snapshot()
-    assert snap["queue"]["claimable"] == 2 and snap["queue"]["queued_total"] == 3
+    assert snap["queue"]["claimable"] == 3 and snap["queue"]["queued_total"] == 4
 
-    task = db.claim_task("w1", ["b"])
-    assert task is not None and task["id"] == newer[0] and task["status"] == "In Progress"
-    assert task["worker_id"] == "w1" and task["generation_started_at"] is not None
-    task = db.claim_task("w2")
-    assert task is not None and task["id"] == old[0]
-    assert db.claim_task("w1") is None
+    task = real_worker.claim("w1")
+    assert task is not None and task["task_id"] == old[0] and task["task_type"] == "a"
+    row = task_row(raw, old[0])
+    assert row["status"] == "In Progress" and row["worker_id"] == "w1" and row["generation_started_at"] is not None
+    task = real_worker.claim("w2")  # `waiting` is older but waits for `newer`
+    assert task is not None and task["task_id"] == newer[0]
+    assert real_worker.claim("w1") is None
+    assert real_worker.complete(newer[0]) == 1
+    task = real_worker.claim("w1")
+    assert task is not None and task["task_id"] == waiting[0]
     assert task_row(raw, blocked[0])["status"] == "Queued"
 
 
-def test_complete_only_own_running_task(db: Database, raw: psycopg.Connection[Any]) -> None:
-    add_worker(raw, "w1", "active")
-    add_worker(raw, "w2", "active")
+def test_an_unknown_worker_cannot_claim(raw: psycopg.Connection[Any], real_worker: RealWorkerSQL) -> None:
     add_tasks(raw, 1)
-    task = db.claim_task("w1")
-    assert task is not None
     before = state(raw)
-    assert db.complete_task("w2", task["id"], {"x": 1}) is False
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        real_worker.claim("nobody")
     assert state(raw) == before
-    assert db.complete_task("w1", task["id"], {"output": "s3://x"}) is True
-    row = task_row(raw, task["id"])
-    assert row["status"] == "Complete" and row["result_data"] == {"output": "s3://x"}
-    assert row["generation_processed_at"] is not None
-    assert db.complete_task("w1", task["id"], {}) is False  # a replay changes nothing
 
 
-def test_fail_task_counts_attempts_and_dead_letters(db: Database, raw: psycopg.Connection[Any]) -> None:
+def test_complete_is_guarded_by_in_progress(raw: psycopg.Connection[Any], real_worker: RealWorkerSQL) -> None:
+    add_worker(raw, "w1", "active")
+    add_tasks(raw, 1)
+    task = real_worker.claim("w1")
+    assert task is not None
+    assert real_worker.complete(task["task_id"], "https://x/out.mp4") == 1
+    row = task_row(raw, task["task_id"])
+    assert row["status"] == "Complete" and row["output_location"] == "https://x/out.mp4"
+    assert row["generation_processed_at"] is not None and row["attempts"] == 0
+    before = state(raw)
+    assert real_worker.complete(task["task_id"]) == 0  # a replay changes nothing
+    assert state(raw) == before
+
+
+def test_failures_through_the_app_count_attempts_and_dead_letter(
+    raw: psycopg.Connection[Any], real_worker: RealWorkerSQL
+) -> None:
+    """update-task-status never raises attempts (and a worker may send a lower number): the trigger does."""
     add_worker(raw, "w1", "active")
     (task_id,) = add_tasks(raw, 1)
     for attempt in (1, 2):
-        assert db.claim_task("w1")["id"] == task_id  # type: ignore[index]
-        assert db.fail_task("w1", task_id, "CUDA out of memory", max_attempts=3) == {
-            "status": "Queued", "attempts": attempt, "accepted": True,
-        }  # fmt: skip
-        row = task_row(raw, task_id)
-        assert row["worker_id"] is None and "CUDA out of memory" in row["error_message"]
-    assert db.claim_task("w1")["id"] == task_id  # type: ignore[index]
-    assert db.fail_task("w1", task_id, "CUDA out of memory", max_attempts=3) == {
-        "status": "Failed", "attempts": 3, "accepted": True,
-    }  # fmt: skip
-    row = task_row(raw, task_id)
-    assert row["status"] == "Failed" and "dead-lettered after attempt 3 of 3" in row["error_message"]
-    before = state(raw)
-    assert db.fail_task("w1", task_id, "again")["accepted"] is False
-    assert state(raw) == before
+        assert real_worker.claim("w1")["task_id"] == task_id  # type: ignore[index]
+        row = real_worker.set_status(
+            task_id, "Queued", error_details="CUDA out of memory", attempts=1, clear_worker=True
+        )
+        assert (row["status"], row["attempts"], row["worker_id"]) == ("Queued", attempt, None)
+        assert row["error_message"] == "CUDA out of memory"
+    assert real_worker.claim("w1")["task_id"] == task_id  # type: ignore[index]
+    row = real_worker.set_status(task_id, "Queued", error_details="CUDA out of memory", clear_worker=True)
+    assert (row["status"], row["attempts"]) == ("Failed", 3)
+    assert row["error_message"] == "dead-lettered: attempt 3 of 3 ended: CUDA out of memory"
+    assert real_worker.claim("w1") is None
+
+
+def test_a_failure_report_counts_one_attempt(raw: psycopg.Connection[Any], real_worker: RealWorkerSQL) -> None:
+    add_worker(raw, "w1", "active")
+    (task_id,) = add_tasks(raw, 1)
+    real_worker.claim("w1")
+    row = real_worker.set_status(task_id, "Failed", output_location="boom")
+    assert (row["status"], row["attempts"], row["output_location"]) == ("Failed", 1, "boom")
+    (other,) = add_tasks(raw, 1)
+    raw.execute("update tasks set status = 'Cancelled' where id = %s", (other,))
+    assert task_row(raw, other)["attempts"] == 0  # only an attempt that ran is counted
+
+
+def test_the_attempt_limit_is_the_daemons(
+    db: Database, raw: psycopg.Connection[Any], real_worker: RealWorkerSQL, token: int
+) -> None:
+    add_worker(raw, "w1", "active")
+    (task_id,) = add_tasks(raw, 1)
+    assert db.set_task_attempt_limit(token, 1) == 1
+    real_worker.claim("w1")
+    row = real_worker.set_status(task_id, "Queued", clear_worker=True)
+    assert (row["status"], row["attempts"]) == ("Failed", 1)
+    with pytest.raises(errors.InvalidArgument):
+        db.set_task_attempt_limit(token, 0)
+    with pytest.raises(errors.LeaseLost):
+        db.set_task_attempt_limit(token + 1, 5)
+    db.requeue_worker_tasks(token, "w1", "r", max_attempts=4)  # the requeue keeps it in step
+    assert one(raw, "select max_task_attempts from orchestrator_control")["max_task_attempts"] == 4
 
 
 # -- requeue ----------------------------------------------------------------------------------------
@@ -416,7 +475,9 @@ def test_requeue_always_increments_and_dead_letters_at_the_limit(
     for tid in fresh:
         row = task_row(raw, tid)
         assert (row["status"], row["attempts"], row["worker_id"]) == ("Queued", 1, None)
-        assert row["generation_started_at"] is None
+        # No generation_* write: the app's timing trigger refuses them to a direct connection, and the
+        # next claim sets generation_started_at anew.
+        assert row["generation_started_at"] is not None
     row = task_row(raw, poison[0])
     assert (row["status"], row["attempts"]) == ("Failed", 3)
     assert "dead-lettered" in row["error_message"] and "heartbeat stale" in row["error_message"]
@@ -426,10 +487,32 @@ def test_requeue_always_increments_and_dead_letters_at_the_limit(
     assert db.events(worker_id="w1")[0]["kind"] == "tasks_requeued"
 
 
-def test_requeue_rescues_tasks_of_a_worker_row_that_is_gone(
+def test_tasks_of_a_deleted_worker_row_go_back_to_the_queue(
     db: Database, raw: psycopg.Connection[Any], token: int
 ) -> None:
+    """The foreign key's ON DELETE SET NULL would leave them In Progress with no worker, for ever."""
+    add_worker(raw, "ghost", "active")
     lost = add_tasks(raw, 1, status="In Progress", worker_id="ghost")
+    probe = db.queue_probe()
+    raw.execute("delete from workers where id = 'ghost'")
+    row = task_row(raw, lost[0])
+    assert (row["status"], row["worker_id"], row["attempts"]) == ("Queued", None, 1)
+    assert "ghost" in row["error_message"]
+    assert db.queue_probe()["requeues"] == probe["requeues"] + 1
+    with pytest.raises(errors.NotFound):
+        db.requeue_worker_tasks(token, "ghost", "orphaned")
+
+
+def test_requeue_rescues_tasks_a_not_valid_foreign_key_let_through(
+    db: Database, raw: psycopg.Connection[Any], token: int
+) -> None:
+    """Old rows may name a worker that no longer exists (the key is then added NOT VALID)."""
+    raw.execute("alter table tasks drop constraint tasks_worker_id_fkey")
+    lost = add_tasks(raw, 1, status="In Progress", worker_id="ghost")
+    raw.execute(
+        "alter table tasks add constraint tasks_worker_id_fkey foreign key (worker_id) references workers (id)"
+        " on delete set null not valid"
+    )
     assert db.snapshot()["queue"]["orphaned_worker_ids"] == ["ghost"]
     assert db.requeue_worker_tasks(token, "ghost", "orphaned")["requeued"] == lost
     with pytest.raises(errors.NotFound):
@@ -547,23 +630,6 @@ UNKNOWN_TASK = str(uuid.uuid4())
 
 # (function, arguments without the lease, expected error, a word the message must contain)
 BAD_INPUT: list[tuple[str, dict[str, Any], type[errors.DatabaseError], str]] = [
-    ("worker_heartbeat", {"p_worker_id": "nope", "p_vram_total_mb": 1, "p_vram_used_mb": 1}, errors.NotFound, "unknown worker"),
-    ("worker_heartbeat", {"p_worker_id": None, "p_vram_total_mb": 1, "p_vram_used_mb": 1}, errors.InvalidArgument, "p_worker_id"),
-    ("worker_heartbeat", {"p_worker_id": "w1", "p_vram_total_mb": "lots", "p_vram_used_mb": 1}, errors.InvalidArgument, "integer"),
-    ("worker_heartbeat", {"p_worker_id": "w1", "p_vram_total_mb": 1.5, "p_vram_used_mb": 1}, errors.InvalidArgument, "integer"),
-    ("worker_heartbeat", {"p_worker_id": "w1", "p_vram_total_mb": -1, "p_vram_used_mb": 1}, errors.InvalidArgument, "p_vram_total_mb"),
-    ("worker_heartbeat", {"p_worker_id": "", "p_vram_total_mb": 1, "p_vram_used_mb": 1}, errors.InvalidArgument, "p_worker_id"),
-    ("worker_claim_task", {"p_worker_id": "nope"}, errors.NotFound, "unknown worker"),
-    ("worker_claim_task", {"p_worker_id": None}, errors.InvalidArgument, "p_worker_id"),
-    ("worker_claim_task", {"p_worker_id": "w1", "p_task_types": "not-an-array"}, errors.InvalidArgument, "array"),
-    ("worker_complete_task", {"p_worker_id": "w1", "p_task_id": "not-a-uuid", "p_result": {}}, errors.InvalidArgument, "uuid"),
-    ("worker_complete_task", {"p_worker_id": "w1", "p_task_id": None, "p_result": {}}, errors.InvalidArgument, "p_task_id"),
-    ("worker_complete_task", {"p_worker_id": "w1", "p_task_id": UNKNOWN_TASK, "p_result": {}}, errors.NotFound, "unknown task"),
-    ("worker_complete_task", {"p_worker_id": "nope", "p_task_id": UNKNOWN_TASK, "p_result": {}}, errors.NotFound, "unknown worker"),
-    ("worker_complete_task", {"p_worker_id": "w1", "p_task_id": "@TASK", "p_result": "{bad json"}, errors.InvalidArgument, "json"),
-    ("worker_fail_task", {"p_worker_id": "w1", "p_task_id": "@TASK", "p_error": "x", "p_max_attempts": 0}, errors.InvalidArgument, "p_max_attempts"),
-    ("worker_fail_task", {"p_worker_id": "w1", "p_task_id": "@TASK", "p_error": "x", "p_max_attempts": "three"}, errors.InvalidArgument, "integer"),
-    ("worker_fail_task", {"p_worker_id": "nope", "p_task_id": "@TASK", "p_error": "x"}, errors.NotFound, "unknown worker"),
     ("orch_register_worker", {"p_worker_id": None, "p_instance_type": "x", "p_metadata": {}}, errors.InvalidArgument, "p_worker_id"),
     ("orch_register_worker", {"p_worker_id": "w9", "p_instance_type": "x", "p_metadata": "{oops"}, errors.InvalidArgument, "json"),
     ("orch_register_worker", {"p_worker_id": "w9", "p_instance_type": "x", "p_metadata": [1, 2]}, errors.InvalidArgument, "object"),
@@ -590,12 +656,14 @@ BAD_INPUT: list[tuple[str, dict[str, Any], type[errors.DatabaseError], str]] = [
     ("orch_request_termination", {"p_worker_id": "nope", "p_by": "x"}, errors.NotFound, "unknown worker"),
     ("orch_events", {"p_limit": 0}, errors.InvalidArgument, "p_limit"),
     ("orch_events", {"p_limit": None}, errors.InvalidArgument, "p_limit"),
+    ("orch_set_task_attempt_limit", {"p_max_attempts": 0}, errors.InvalidArgument, "p_max_attempts"),
+    ("orch_set_task_attempt_limit", {"p_max_attempts": None}, errors.InvalidArgument, "p_max_attempts"),
     ("orch_snapshot", {"p_no_such_argument": 1}, errors.InvalidArgument, "does not exist"),
     ("orch_no_such_function", {}, errors.InvalidArgument, "does not exist"),
 ]  # fmt: skip
 
 FENCED = {"orch_register_worker", "orch_transition_worker", "orch_merge_worker_metadata",
-          "orch_requeue_worker_tasks", "orch_append_event"}  # fmt: skip
+          "orch_requeue_worker_tasks", "orch_append_event", "orch_set_task_attempt_limit"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -648,11 +716,13 @@ def test_rls_on_and_nothing_granted_to_anon(raw: psycopg.Connection[Any]) -> Non
                 assert row["ok"] is False, (role, relation, privilege)
     functions = raw.execute(
         "select p.oid::regprocedure::text as sig, n.nspname from pg_proc p join pg_namespace n on n.oid = p.pronamespace "
-        "where (n.nspname = 'public' and (p.proname like 'orch\\_%' or p.proname like 'worker\\_%')) "
+        "where (n.nspname = 'public' and (p.proname like 'orch\\_%' or p.proname like 'worker\\_%'"
+        " or p.proname in ('func_worker_heartbeat_with_logs', 'claim_next_task_service_role'))) "
         "or n.nspname = 'orchestrator_private'"
     ).fetchall()
     public_functions = [f["sig"] for f in functions if f["nspname"] == "public"]
-    assert len(public_functions) == 17  # docs/database.md lists each one
+    # docs/database.md lists each one: 14 orch_* and the real worker's two; no worker_* any more.
+    assert len(public_functions) == 16 and not [f for f in public_functions if f.startswith("worker_")]
     for f in functions:
         for role in ("anon", "authenticated"):
             ok = one(raw, "select has_function_privilege(%s, %s, 'EXECUTE') as ok", (role, f["sig"]))
@@ -670,13 +740,13 @@ def test_rls_on_and_nothing_granted_to_anon(raw: psycopg.Connection[Any]) -> Non
 def test_service_role_can_call_and_anon_cannot(raw: psycopg.Connection[Any]) -> None:
     add_worker(raw, "w1", "active")
     raw.execute("set role service_role")
-    assert one(raw, "select worker_heartbeat(p_worker_id => 'w1') as r")["r"]["accepted"] is True
+    assert one(raw, "select func_worker_heartbeat_with_logs(worker_id_param => 'w1') as r")["r"]["success"] is True
     rows = raw.execute("select * from orchestrator_worker_health").fetchall()
     assert [r["id"] for r in rows] == ["w1"]
     raw.execute("reset role")
     raw.execute("set role anon")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        raw.execute("select worker_heartbeat(p_worker_id => 'w1')")
+        raw.execute("select func_worker_heartbeat_with_logs(worker_id_param => 'w1')")
     raw.execute("reset role")
 
 
@@ -701,7 +771,9 @@ def test_dashboard_views(db: Database, raw: psycopg.Connection[Any]) -> None:
 # -- LISTEN/NOTIFY ----------------------------------------------------------------------------------
 
 
-def test_notify_when_tasks_become_queued(db: Database, raw: psycopg.Connection[Any], token: int) -> None:
+def test_notify_when_tasks_become_queued(
+    db: Database, raw: psycopg.Connection[Any], real_worker: RealWorkerSQL, token: int
+) -> None:
     transport = db.transport
     assert isinstance(transport, PostgresTransport)
     add_worker(raw, "w1", "active")
@@ -709,12 +781,12 @@ def test_notify_when_tasks_become_queued(db: Database, raw: psycopg.Connection[A
         add_tasks(raw, 3)
         payloads = [json.loads(p) for p in listener.wait(timeout=5, max_count=1)]
         assert payloads == [{"event": "queued", "count": 3}]
-        task = db.claim_task("w1")
+        task = real_worker.claim("w1")
         assert task is not None
         assert listener.wait(timeout=0.2) == []  # claiming is not news
         db.requeue_worker_tasks(token, "w1", "test")
         payloads = [json.loads(p) for p in listener.wait(timeout=5, max_count=1)]
-        assert payloads == [{"event": "queued", "count": 1, "task_id": task["id"]}]
+        assert payloads == [{"event": "queued", "count": 1, "task_id": task["task_id"]}]
 
 
 # -- transport behaviour ----------------------------------------------------------------------------
@@ -781,7 +853,7 @@ def test_repr_never_shows_the_password(pg: Any) -> None:
         transport.close()
 
 
-def test_snapshot_reports_how_recent_boots_ended(db: Database, token: int) -> None:
+def test_snapshot_reports_how_recent_boots_ended(db: Database, real_worker: RealWorkerSQL, token: int) -> None:
     """The breaker and the back-off are derived from these rows, so they survive a daemon restart."""
     db.register_worker(token, "gpu-a", "RTX 4090", {"gpu_type": "RTX 4090", "data_center": "EU-RO-1"})
     db.transition_worker(token, "gpu-a", "initializing", "pod_ready")
@@ -790,7 +862,8 @@ def test_snapshot_reports_how_recent_boots_ended(db: Database, token: int) -> No
     db.register_worker(token, "gpu-b", "RTX 4090", {"gpu_type": "RTX 4090"})
     db.transition_worker(token, "gpu-b", "initializing", "pod_ready")
     db.merge_worker_metadata(token, "gpu-b", {"process_started_at": "2026-11-29T00:00:00Z"})
-    db.heartbeat("gpu-b", 24000, 100)
+    real_worker.heartbeat("gpu-b", 24000, 100)
+    db.transition_worker(token, "gpu-b", "active", "first_heartbeat")
     db.register_worker(token, "gpu-c", "RTX 4090", {})  # still booting: no outcome yet
     boots = db.snapshot()["recent_boots"]
     assert [(b["worker_id"], b["ok"], b["reason"]) for b in boots] == [

@@ -18,7 +18,7 @@ from orchestrator import errors
 from orchestrator.db.base import Database
 from orchestrator.db.postgres import PostgresTransport
 from orchestrator.sim.postgrest import PostgrestServer
-from tests.plugins.supabase import make_supabase_transport
+from tests.plugins.supabase import RealWorkerSQL, make_supabase_transport
 
 
 def _queue_task(raw: psycopg.Connection[Any], task_type: str = "generate") -> str:
@@ -29,21 +29,21 @@ def _queue_task(raw: psycopg.Connection[Any], task_type: str = "generate") -> st
     return str(row["id"])
 
 
-def test_a_worker_row_with_a_null_status_cannot_claim(db: Database, raw: psycopg.Connection[Any]) -> None:
-    """A row the replaced system left with a NULL status is not in a claiming state (only `initializing`
-    and `active` are), yet worker_claim_task hands it a task: `NULL not in (...)` is NULL, which plpgsql's
-    IF treats as false. The orchestrator only ever retires such a row, so the task it took sits In
-    Progress on a worker nobody supervises as a claimer (heartbeats from it are refused, for instance).
+def test_a_worker_row_with_a_null_status_cannot_claim(
+    raw: psycopg.Connection[Any], real_worker: RealWorkerSQL
+) -> None:
+    """A managed row with a NULL status is not in a claiming state (only `initializing` and `active` are),
+    but `NULL not in (...)` is NULL, which plpgsql's IF treats as false: the tasks guard must test it.
     """
     # A production `workers` table keeps its own column definitions: its status may be nullable.
     raw.execute("alter table workers alter column status drop not null")
-    raw.execute("insert into workers (id, status) values ('legacy-null', null)")
+    raw.execute("insert into workers (id, status, orchestrator_managed) values ('legacy-null', null, true)")
     task_id = _queue_task(raw)
 
-    assert db.heartbeat("legacy-null", 1, 1)["accepted"] is False  # the heartbeat path refuses it ...
-    claimed = db.claim_task("legacy-null")  # ... the claim path must as well
-    status = raw.execute("select status, worker_id from tasks where id = %s", (task_id,)).fetchone()
-    assert claimed is None, f"a NULL-status worker claimed {claimed and claimed['id']}"
+    with pytest.raises(psycopg.Error) as info:
+        real_worker.claim("legacy-null")
+    assert info.value.sqlstate == "OR004"
+    status = raw.execute("select status::text, worker_id from tasks where id = %s", (task_id,)).fetchone()
     assert status == {"status": "Queued", "worker_id": None}
 
 
@@ -52,22 +52,22 @@ def test_a_lock_timeout_is_the_same_exception_over_both_transports(
 ) -> None:
     """The same server error must become the same project exception whichever transport carried it
     (docs/database.md). With a `lock_timeout` in force (an operator's setting, here on the function) a
-    heartbeat that waits on a locked worker row fails with SQLSTATE 55P03. Over psycopg that is a
-    TransientDatabaseError (retried); over Supabase it is a plain DatabaseError (never retried), because
-    55P03 (and 53300, 57P02, 57P03) are transient only in postgres.py's private list and not in the
-    shared base.SQLSTATE_TO_ERROR. The daemon would treat one lock wait as fatal on one transport only.
+    write that waits on a locked worker row fails with SQLSTATE 55P03: transient on both transports.
     """
     raw.execute("insert into workers (id, status) values ('w-locked', 'active')")
-    raw.execute("alter function public.worker_heartbeat(text, integer, integer) set lock_timeout = '100ms'")
+    raw.execute(
+        "alter function public.orch_merge_worker_metadata(bigint, text, jsonb, text) set lock_timeout = '100ms'"
+    )
     direct = Database(PostgresTransport(database_url, max_size=1, retry_attempts=1))
     rest = Database(make_supabase_transport(postgrest, retry_attempts=1))
     seen: dict[str, tuple[type[BaseException], str | None]] = {}
     try:
+        token = int(direct.lease_acquire("leader-1", 60)["token"])
         with psycopg.connect(database_url) as holder:  # a transaction holding the worker row
             holder.execute("select 1 from workers where id = 'w-locked' for update")
             for name, database in (("postgres", direct), ("supabase", rest)):
                 with pytest.raises(errors.DatabaseError) as caught:
-                    database.heartbeat("w-locked", 1, 1)
+                    database.merge_worker_metadata(token, "w-locked", {"note": 1})
                 seen[name] = (type(caught.value), caught.value.code)
             holder.rollback()
     finally:
@@ -105,24 +105,22 @@ def test_a_non_finite_number_is_an_invalid_argument_on_both_transports(
     assert row == {"n": 0}
 
 
-def test_a_claim_for_one_task_type_does_not_walk_the_other_types_queue(
+def test_a_claim_reads_a_constant_number_of_rows_behind_a_long_queue(
     raw: psycopg.Connection[Any], database_url: str
 ) -> None:
-    """worker_claim_task(p_task_types) walks tasks_orch_queued_idx oldest first and filters the type
-    afterwards, so a worker asking for a type with one queued task reads every older queued task of
-    the other types first: measured 300 ms per claim behind 100,000 queued tasks of another type, and
-    every idle worker polls it. The cost must not grow with the backlog of work it cannot take.
+    """claim_next_task_service_role (ours, where the app's is absent) walks tasks_orch_queued_idx oldest
+    first and probes the operator's view and the dependencies per candidate: every idle worker polls it,
+    so its cost must not grow with the backlog.
     """
     raw.execute("insert into workers (id, status) values ('w-b', 'active')")
     raw.execute(
         "insert into tasks (task_type, created_at) "
         "select 'a', now() - interval '1 day' + g * interval '1 ms' from generate_series(1, 5000) g"
     )
-    wanted = _queue_task(raw, "b")
     raw.execute("analyze tasks")
     with psycopg.connect(database_url) as conn:  # one transaction: its own statistics counters
-        row = conn.execute("select public.worker_claim_task('w-b', array['b'])").fetchone()
-        assert row is not None and row[0] is not None and row[0]["id"] == wanted
+        row = conn.execute("select task_id, task_type from public.claim_next_task_service_role('w-b')").fetchone()
+        assert row is not None and row[1] == "a"
         counters = conn.execute(
             "select coalesce(idx_tup_fetch, 0) + coalesce(seq_tup_read, 0) "
             "from pg_stat_xact_user_tables where relname = 'tasks'"

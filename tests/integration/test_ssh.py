@@ -20,7 +20,8 @@ import paramiko
 import pytest
 
 from orchestrator import errors
-from orchestrator.ssh import SSHClient, build_start_command, fingerprint
+from orchestrator.runpod.base import Pod
+from orchestrator.ssh import SSHClient, WorkerStart, build_start_command, credential_records, fingerprint
 
 SSHD = "/usr/sbin/sshd"
 
@@ -205,21 +206,29 @@ def test_sandbox_pod_refusing_ssh_is_refused(sandbox_factory, ssh_keypair) -> No
 
 
 def test_start_command_in_a_sandbox_keeps_hostile_values_intact(sandbox_factory, sim_volume, ssh_keypair) -> None:  # type: ignore[no-untyped-def]
-    """The pod env (as Runpod sets it) reaches the worker's argv untouched; nothing in it is executed."""
+    """Credentials sent on the session's stdin reach the worker's argv untouched; nothing in them runs."""
+    from tests.integration.test_worker_start import caught_worker
+
     hostile = {
         "SUPABASE_URL": 'http://x/"$(touch /tmp/pwned-ssh-test)"`id`',
         "SUPABASE_ANON_KEY": "back\\slash'quote;semicolon",
         "SUPABASE_SERVICE_ROLE_KEY": "multi\nline\tvalue",
     }
-    box = sandbox_factory(volume_dir=sim_volume, env=hostile)
+    box = sandbox_factory(volume_dir=sim_volume)
     with _client(box.port, ssh_keypair) as c:
-        for k, v in hostile.items():
-            code, out, _ = c.execute(f"printf %s \"${k}\"")
-            assert (code, out) == (0, v)
-        code, out, err = c.execute(build_start_command("w-hostile", apt_packages=()))
+        records = credential_records({**hostile, "WORKER_ID": "w-hostile"})
+        code, out, err = c.execute(build_start_command("w-hostile", WorkerStart(apt_packages=())), stdin=records)
         assert code == 0, err
         assert out.startswith("started pid ")
-        # The sandbox's shared /tmp is private to the pod: look there for the canary, not on the host.
+        argv, env = caught_worker(box)
+        assert argv[-8:] == [
+            "--supabase-url", hostile["SUPABASE_URL"],
+            "--supabase-anon-key", hostile["SUPABASE_ANON_KEY"],
+            "--supabase-access-token", hostile["SUPABASE_SERVICE_ROLE_KEY"],
+            "--worker", "w-hostile",
+        ]  # fmt: skip
+        assert all(env[k] == v for k, v in hostile.items())
+        # The sandbox's /tmp is private to the pod: look there for the canary, not on the host.
         code, out, _ = c.execute("test -e /tmp/pwned-ssh-test && echo PWNED || echo clean")
         assert out.strip() == "clean"
     assert not os.path.exists("/tmp/pwned-ssh-test")
@@ -250,7 +259,9 @@ def test_hostile_worker_ids_are_refused_before_any_call(api: str, worker_id: str
 
 @pytest.mark.parametrize("api", ["rest", "graphql"])
 def test_hostile_env_values_arrive_intact_and_are_never_executed(api: str, emulator, ssh_keypair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """WORKER_ENV values travel API -> the pod's init process -> the started worker's environment intact."""
     from tests.integration.test_runpod_contract import initialize, make_client
+    from tests.integration.test_worker_start import caught_worker, sandbox_of
 
     with make_client(emulator, ssh_keypair, tmp_path, api, supabase_anon_key='anon"key\\with\nnewline') as client:
         worker_id = f"gpu-hostile-{api}"
@@ -262,10 +273,12 @@ def test_hostile_env_values_arrive_intact_and_are_never_executed(api: str, emula
         for k, v in HOSTILE_ENV.items():
             assert stored.env.get(k) == v, k
         initialize(client, worker_id, runpod_id)
-        for k, v in {**HOSTILE_ENV, "SUPABASE_ANON_KEY": 'anon"key\\with\nnewline'}.items():
-            code, out, err = client.execute_command_on_worker(runpod_id, f'printf %s "${k}"')
-            assert (code, out) == (0, v), (k, err)
-        code, out, _ = client.execute_command_on_worker(runpod_id, "test -e /tmp/pwned-env-test && echo PWNED || echo clean")
+        assert client.start_worker_process(runpod_id, worker_id) is True
+        argv, env = caught_worker(sandbox_of(emulator, runpod_id))
+        for k, v in HOSTILE_ENV.items():
+            assert env.get(k) == v, k
+        assert argv[argv.index("--supabase-anon-key") + 1] == 'anon"key\\with\nnewline'
+        _code, out, _ = client.execute_command_on_worker(runpod_id, "test -e /tmp/pwned-env-test && echo PWNED || echo clean")
         assert out.strip() == "clean"
         assert client.terminate_worker(runpod_id) is True
 
@@ -303,10 +316,17 @@ def test_init_checks_name_the_failed_step_with_its_output(sandbox_factory, sim_v
     good = sandbox_factory(volume_dir=sim_volume)
     with _client(good.port, ssh_keypair) as c:
         outcomes = run_init_checks(c, "/workspace")
+        # The checkout check follows WORKER_DIRS: the first directory that exists passes...
+        later = run_init_checks(c, "/workspace", dirs=("Reigh-Worker", "reigh/Headless-Wan2GP"))
+        # ...and none existing fails, naming them.
+        missing = run_init_checks(c, "/workspace", dirs=("Reigh-Worker", "Headless-Wan2GP"))
     assert [o.name for o in outcomes] == ["storage_mount", "headless_dir", "nvidia_smi", "python"]
     assert all(o.ok for o in outcomes)
     assert "reigh" in outcomes[0].stdout
-    assert "headless.py" in outcomes[1].stdout and "Python 3" in outcomes[3].stdout
+    assert "venv" in outcomes[1].stdout and "Python 3" in outcomes[3].stdout
+    assert all(o.ok for o in later) and "venv" in later[1].stdout
+    assert [o.ok for o in missing] == [True, False]
+    assert "/workspace/Reigh-Worker, /workspace/Headless-Wan2GP: No such file or directory" in missing[1].stdout
 
     empty = tmp_path / "volumes" / "empty"
     empty.mkdir(parents=True)
@@ -327,8 +347,8 @@ def test_logged_commands_and_outputs_mask_secrets(emulator, ssh_keypair, tmp_pat
     with capture_logs() as logs, make_client(emulator, ssh_keypair, tmp_path, "rest") as client:
         spawned = client.spawn_worker("gpu-logs")
         initialize(client, "gpu-logs", spawned["runpod_id"])
-        code, out, _ = client.execute_command_on_worker(spawned["runpod_id"], f'printf %s "$SUPABASE_SERVICE_ROLE_KEY"; echo {secret}')
-        assert code == 0 and out.count(secret) == 2  # the caller gets the real output...
+        code, out, _ = client.execute_command_on_worker(spawned["runpod_id"], f"echo {secret}; echo {secret} >&2")
+        assert code == 0 and out.count(secret) == 1  # the caller gets the real output...
         assert client.start_worker_process(spawned["runpod_id"], "gpu-logs") is True
         assert client.terminate_worker(spawned["runpod_id"]) is True
     ours = {"runpod_pod_created", "ssh_connected", "ssh_command_result", "worker_process_started", "runpod_pod_terminated"}
@@ -337,3 +357,148 @@ def test_logged_commands_and_outputs_mask_secrets(emulator, ssh_keypair, tmp_pat
     # ...the log lines do not.
     assert secret not in repr(logs)
     assert any("[REDACTED]" in str(e.get("stdout", "")) for e in logs)
+
+
+# --- the seed's API: execute_command, and the password when no key file exists -------------------------
+
+
+@dataclass
+class PasswordSshd:
+    """sshd accepting root's password ``runpod`` (the original's default for Runpod pods).
+
+    Root's password lives in a private mount namespace: /etc/shadow is bind-mounted over with one line
+    for root, so the host's own accounts are untouched.
+    """
+
+    root: Path
+    password: str = "runpod"
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PasswordSshd:
+        self.root.mkdir(parents=True, exist_ok=True)
+        key = self.root / "ssh_host_ed25519_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        hashed = subprocess.run(
+            ["openssl", "passwd", "-6", "-stdin"], input=self.password, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        shadow = self.root / "shadow"
+        shadow.write_text(f"root:{hashed}:19000:0:99999:7:::\n")
+        shadow.chmod(0o600)
+        conf = self.root / "sshd_config"
+        conf.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {key}\nPidFile none\n"
+            "PermitRootLogin yes\nPasswordAuthentication yes\nPubkeyAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPrintMotd no\nLogLevel ERROR\n"
+        )
+        script = f"mount --bind {shadow} /etc/shadow && exec {SSHD} -D -e -f {conf}"
+        self.proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sshd exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    if s.recv(4).startswith(b"SSH-"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("sshd did not answer within 10 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+@pytest.fixture
+def password_sshd(tmp_path: Path) -> Iterator[PasswordSshd]:
+    server = PasswordSshd(tmp_path / "password-sshd").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_the_seed_usage_pattern_and_its_password_fallback(password_sshd: PasswordSshd, tmp_path: Path) -> None:
+    """The original: ``SSHClient(hostname, port, username, password, private_key_path)``, the key when
+    its file exists, else the password; ``connect(); execute_command(cmd) -> (exit, out, err); disconnect()``."""
+    ssh_client = SSHClient("127.0.0.1", password_sshd.port, "root", "runpod", str(tmp_path / "no-such-key"))
+    ssh_client.connect()
+    exit_code, stdout, stderr = ssh_client.execute_command("whoami; echo err >&2; exit 4")
+    ssh_client.disconnect()
+    assert (exit_code, stdout, stderr) == (4, "root\n", "err\n")
+    assert not ssh_client.connected
+    with pytest.raises(errors.SSHAuthFailed):
+        SSHClient("127.0.0.1", password_sshd.port, "root", "not-the-password", timeout=5).connect()
+    with pytest.raises(errors.SSHAuthFailed, match=r"no-such-key does not exist\) and no password"):
+        SSHClient("127.0.0.1", password_sshd.port, "root", private_key_path=str(tmp_path / "no-such-key")).connect()
+
+
+def _pod_at(port: int, *, password: str | None = None) -> Pod:
+    return Pod(
+        id="abcdefghijklmn", name="gpu-pw", desired_status="RUNNING", actual_status="RUNNING",
+        ip="127.0.0.1", ssh_port=port, ssh_password=password,
+    )  # fmt: skip
+
+
+def test_runpod_client_logs_in_with_the_pods_password_without_a_key(password_sshd: PasswordSshd, ssh_keypair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.runpod_client import RunpodClient
+
+    # No key configured, or a key path whose file does not exist: the pod's password, "runpod" by default.
+    for key_path in (None, tmp_path / "missing_key"):
+        client = RunpodClient(api_key="rpa_x", ssh_private_key_path=key_path, env={})
+        ssh = client.ssh_client_for(_pod_at(password_sshd.port))
+        assert ssh.password == "runpod" and ssh.pkey is None
+        with ssh:
+            assert ssh.execute_command("echo ok") == (0, "ok\n", "")
+        assert client.startup_warnings() and client.startup_warnings()[0][0] == "ssh_password_login"
+    # A pod that reports its own password gets that one.
+    assert client.ssh_client_for(_pod_at(password_sshd.port, password="p0d-pass")).password == "p0d-pass"
+    # With a key file: the key, and no password unless one is configured explicitly.
+    keyed = RunpodClient(api_key="rpa_x", ssh_private_key_path=ssh_keypair.private_key_path, env={})
+    ssh = keyed.ssh_client_for(_pod_at(password_sshd.port))
+    assert ssh.pkey is not None and ssh.password is None
+    assert keyed.startup_warnings() == []
+
+
+def test_the_daemon_warns_once_at_start_up_when_it_has_no_key(tmp_path: Path, ssh_keypair) -> None:  # type: ignore[no-untyped-def]
+    from structlog.testing import capture_logs
+
+    from orchestrator.daemon import Daemon
+    from orchestrator.runpod_client import RunpodClient
+
+    class Controller:
+        def __init__(self, provider: RunpodClient) -> None:
+            self.provider = provider
+            self.ticks = 0
+
+        def tick(self) -> None:
+            self.ticks += 1
+
+        def shutdown(self) -> None:
+            pass
+
+    for key_path, expected in ((None, 1), (ssh_keypair.private_key_path, 0)):
+        controller = Controller(RunpodClient(api_key="rpa_x", ssh_private_key_path=key_path, env={}))
+        daemon = Daemon(controller, 0.05)
+        with capture_logs() as logs:
+            daemon.start()
+            deadline = time.monotonic() + 10
+            while controller.ticks < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            daemon.shutdown()
+        warnings = [e for e in logs if e["event"] == "startup_warning"]
+        assert len(warnings) == expected, logs
+        assert controller.ticks >= 3  # the daemon runs all the same
+        if expected:
+            assert warnings[0]["log_level"] == "warning" and warnings[0]["check"] == "ssh_password_login"
+            assert "rarely enable password login" in warnings[0]["detail"]

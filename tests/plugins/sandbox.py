@@ -4,7 +4,8 @@
 into a pod's ``PUBLIC_KEY``, the private half is what paramiko logs in with). ``sandbox_factory``
 builds and starts pods and stops every one of them at teardown, so no test leaves a process behind.
 ``sim_volume`` is a network-volume directory with the simulated Headless-Wan2GP laid out on it.
-``ssh_to`` opens a paramiko client to a pod, pinning the pod's own host key (read from its state dir).
+``ssh_to`` opens a paramiko client to a pod, pinning the pod's own host key (read from its container
+disk). ``wait_ready`` waits for sshd's banner, ``wait_booted`` for the end of a pod's start script.
 """
 
 from __future__ import annotations
@@ -57,11 +58,31 @@ def wait_ready(box: PodSandbox, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not box.ready():
         if not box.alive:
-            log = (box.dir / "pod.log").read_text(errors="replace") if (box.dir / "pod.log").exists() else ""
-            raise AssertionError(f"pod {box.pod_id} died before sshd answered:\n{log}")
+            raise AssertionError(f"pod {box.pod_id} died before sshd answered:\n{pod_logs(box)}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"pod {box.pod_id}: sshd did not answer within {timeout} s")
+            raise AssertionError(f"pod {box.pod_id}: sshd did not answer within {timeout} s:\n{pod_logs(box)}")
         time.sleep(0.02)
+
+
+def wait_booted(box: PodSandbox, timeout: float = 10.0) -> None:
+    """Until the pod's start script has run its last step (``source /etc/rp_environment`` in ~/.bashrc)."""
+    bashrc = box.container_dir / "root" / ".bashrc"
+    deadline = time.monotonic() + timeout
+    while "source /etc/rp_environment" not in (bashrc.read_text() if bashrc.exists() else ""):
+        if not box.alive:
+            raise AssertionError(f"pod {box.pod_id} died while starting:\n{pod_logs(box)}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pod {box.pod_id}: start script not done within {timeout} s:\n{pod_logs(box)}")
+        time.sleep(0.02)
+
+
+def pod_logs(box: PodSandbox) -> str:
+    """The pod's console (PID 1's output) and sshd's log, for failure messages."""
+    parts = []
+    for path in (box.dir / "pod.log", box.container_dir / "etc" / "ssh" / "sshd.log"):
+        if path.exists():
+            parts.append(f"--- {path.name}\n{path.read_text(errors='replace')}")
+    return "\n".join(parts)
 
 
 SandboxFactory = Callable[..., PodSandbox]
@@ -83,6 +104,7 @@ def sandbox_factory(tmp_path: Path, ssh_keypair: SSHKeyPair) -> Iterator[Sandbox
         ssh_refuse: bool = False,
         public_key: bool = True,
         ready: bool = True,
+        keep_container_disk: bool = False,
     ) -> PodSandbox:
         pod_env = {"PUBLIC_KEY": ssh_keypair.public_key} if public_key else {}
         pod_env.update(env or {})
@@ -95,11 +117,16 @@ def sandbox_factory(tmp_path: Path, ssh_keypair: SSHKeyPair) -> Iterator[Sandbox
             vram_mb=vram_mb,
             state_dir=tmp_path / "pods",
             ssh_refuse=ssh_refuse,
+            keep_container_disk=keep_container_disk,
         )
         boxes.append(box)
         box.start()
-        if ready and not ssh_refuse:
-            wait_ready(box)
+        if ready:
+            # A pod without sshd (no PUBLIC_KEY, or refusing) is ready once its start script is done.
+            if box.serves_ssh:
+                wait_ready(box)
+            else:
+                wait_booted(box)
         return box
 
     try:
@@ -119,7 +146,7 @@ def sim_volume(tmp_path: Path) -> Path:
 
 def ssh_to(box: PodSandbox, keypair: SSHKeyPair, *, timeout: float = 10.0) -> paramiko.SSHClient:
     """A paramiko client logged into ``box`` as root, trusting only the pod's own host key."""
-    return ssh_connect(box.port, box.dir / "ssh_host_ed25519_key.pub", keypair, timeout=timeout)
+    return ssh_connect(box.port, box.host_key_pub, keypair, timeout=timeout)
 
 
 def ssh_connect(

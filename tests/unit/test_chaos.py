@@ -49,7 +49,10 @@ def test_the_24_hour_soak_passes_with_zero_violations(seed: int) -> None:
     info = summary(result)
     assert c["restarts_mid_action"] > 0
     assert info["orphans_reaped"] >= c["stray_pods"] > 0
-    assert info["stuck_tasks"] > 0 and info["heartbeat_failures"] > 0
+    assert info["stuck_tasks"] > 0
+    # A crashed worker process is reported by its heartbeat guardian ('crashed'), so crashes are failed
+    # for what they are rather than after the heartbeat timeout (left to whole-machine freezes).
+    assert result.actions.get("fail_worker:worker_crashed", 0) > 0
 
 
 def test_not_counting_booting_workers_as_capacity_breaks_the_ceiling() -> None:

@@ -68,7 +68,73 @@ def test_daemon_requirements_name_what_is_missing() -> None:
         s.require(database=True, runpod=True)
     text = str(info.value)
     assert "neither database is configured" in text
-    assert "RUNPOD_API_KEY" in text and "RUNPOD_SSH_PRIVATE_KEY_PATH" in text
+    assert "RUNPOD_API_KEY" in text
+
+
+def test_ssh_key_paths_are_optional_as_in_the_original() -> None:
+    """The original's table lists RUNPOD_SSH_PUBLIC_KEY_PATH and RUNPOD_SSH_PRIVATE_KEY_PATH with no
+    default: without them it logged in with the pod's password. The daemon starts (and warns)."""
+    s = config.load_settings({"RUNPOD_API_KEY": "rpa_x", "DATABASE_URL": "postgresql://u@127.0.0.1:9/db"}, env_file=None)
+    s.require(database=True, runpod=True)
+    assert s.runpod_ssh_private_key_path is None and s.runpod_ssh_public_key_path is None
+
+
+def test_worker_start_settings_default_to_the_original_and_are_validated() -> None:
+    s = config.defaults()
+    assert s.worker_dirs == ("reigh/Headless-Wan2GP",)
+    assert s.worker_launch == "venv" and s.worker_wgp_profile == 1
+    assert s.worker_git_branch == "main"
+    assert s.worker_apt_packages == ("python3.10-venv", "ffmpeg")
+    assert s.runpod_storage_name is None
+    s = config.load_settings(
+        {
+            "RUNPOD_STORAGE_NAME": "vol-ro, vol-ks ,",
+            "WORKER_DIRS": "Reigh-Worker,Headless-Wan2GP",
+            "WORKER_LAUNCH": "UV",
+            "WORKER_WGP_PROFILE": "3",
+            "WORKER_GIT_BRANCH": "release/2026-05",
+            "WORKER_APT_PACKAGES": "ffmpeg libgl1",
+        },
+        env_file=None,
+    )
+    assert s.runpod_storage_name == ("vol-ro", "vol-ks")
+    assert s.worker_dirs == ("Reigh-Worker", "Headless-Wan2GP")
+    assert (s.worker_launch, s.worker_wgp_profile, s.worker_git_branch) == ("uv", 3, "release/2026-05")
+    assert s.worker_apt_packages == ("ffmpeg", "libgl1")
+    assert s.display_value("WORKER_APT_PACKAGES") == "ffmpeg,libgl1"
+    off = config.load_settings({"WORKER_APT_PACKAGES": "none"}, env_file=None)
+    assert off.worker_apt_packages == () and off.display_value("WORKER_APT_PACKAGES") == "none"
+
+    bad = {
+        "WORKER_DIRS": "../elsewhere,ok",
+        "WORKER_LAUNCH": "docker",
+        "WORKER_WGP_PROFILE": "0",
+        "WORKER_GIT_BRANCH": "--upload-pack=evil",
+        "WORKER_APT_PACKAGES": "ffmpeg;reboot",
+        "RUNPOD_DISK_SIZE_GB": "5",
+    }
+    with pytest.raises(ConfigError) as info:
+        config.load_settings(bad, env_file=None)
+    text = str(info.value)
+    for name in bad:
+        assert name in text, name
+    assert len(info.value.problems) == len(bad)
+    # A volume disk under REST v2's 10 GB floor is fine when a network volume replaces it.
+    config.load_settings({"RUNPOD_DISK_SIZE_GB": "5", "RUNPOD_STORAGE_NAME": "v"}, env_file=None)
+    config.load_settings({"RUNPOD_DISK_SIZE_GB": "5", "RUNPOD_API": "graphql"}, env_file=None)
+
+
+def test_cli_exits_2_listing_every_bad_worker_start_setting() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "--env-file", "/nonexistent/.env", "config"],
+        env={"PATH": "/usr/bin:/bin", "WORKER_GIT_BRANCH": "a..b", "WORKER_APT_PACKAGES": "Bad_Name", "WORKER_LAUNCH": "x"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    for name in ("WORKER_GIT_BRANCH", "WORKER_APT_PACKAGES", "WORKER_LAUNCH"):
+        assert name in proc.stderr, proc.stderr
 
 
 def test_secrets_are_masked_in_the_printout(tmp_path: Path) -> None:

@@ -865,8 +865,8 @@ def test_claimable_view_example_runs_on_postgres() -> None:
         url = pg.url()
         apply_migrations(url)
         with psycopg.connect(url, autocommit=True) as conn:
-            # The production columns the example relies on (lessons-from-the-original.md).
-            conn.execute("alter table tasks add column project_id uuid, add column dependant_on uuid")
+            # The production columns the example relies on (project_id, dependant_on uuid[]) come with
+            # the migrations, which give a database built from them alone the app's shape.
             conn.execute(_claimable_view_sql())
             p1, p2 = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
             done = _scalar(conn, "insert into tasks (task_type, status) values ('t', 'Complete') returning id")
@@ -875,7 +875,10 @@ def test_claimable_view_example_runs_on_postgres() -> None:
                 "insert into tasks (task_type, status, project_id) values ('t', 'In Progress', %s), ('t', 'In Progress', %s)",
                 (p1, p1),
             )
-            queued = "insert into tasks (task_type, status, project_id, dependant_on) values ('t', 'Queued', %s, %s) returning id"
+            queued = (
+                "insert into tasks (task_type, status, project_id, dependant_on) "
+                "values ('t', 'Queued', %s, array_remove(array[%s::uuid], null)) returning id"
+            )
             blocked_by_limit = _scalar(conn, queued, (p1, None))
             blocked_by_dep = _scalar(conn, queued, (p2, waiting))
             ready = _scalar(conn, queued, (p2, done))

@@ -19,9 +19,10 @@ def test_draining_worker_silent_since_its_drain_is_failed_for_a_stale_heartbeat(
 
     The operator asks to terminate a busy worker (``orch_request_termination``), so it is drained
     while it runs a long ``*_orchestrator*`` parent task (exempt from the stuck-task timeout). Its
-    process had already hung: the last heartbeat is 10 minutes old, from before the drain. The SQL
-    contract records heartbeats of draining workers (``worker_heartbeat``: "A heartbeat from a
-    ``draining`` worker records ``last_heartbeat``"), so silence since the drain is evidence of death;
+    process had already hung: the last heartbeat is 10 minutes old, from before the drain. The
+    database records heartbeats of draining workers (the app's ``func_worker_heartbeat_with_logs``
+    sets ``last_heartbeat``; the guard on ``workers`` lets it through on every live row), so silence
+    since the drain is evidence of death;
     but the policy still treats it as "no evidence" (its comment cites a contract that no longer holds)
     and never fails the worker. The pod stays RUNNING and billing, the task stays In Progress, forever.
     """
@@ -77,7 +78,7 @@ def test_manually_started_worker_is_health_checked_while_it_runs_a_task() -> Non
 def test_a_worker_that_claimed_before_its_first_heartbeat_is_not_killed_for_silence() -> None:
     """The guard on the fix above: a process may claim a task while it still loads its models.
 
-    Its row is ``initializing`` (not yet promoted, as promotion comes with the first heartbeat) and no
+    Its row is ``initializing`` (not yet promoted: promotion follows its first heartbeat) and no
     heartbeat was ever recorded. Counting silence from the row's last change would kill a healthy
     worker a couple of minutes into a slow model load (the old system's premature kills); only the
     stuck-task timeout and the boot timeout bound it.

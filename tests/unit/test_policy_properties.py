@@ -29,6 +29,7 @@ from orchestrator.model import (
     Plan,
     PodStatus,
     PodView,
+    Promote,
     Queue,
     Reactivate,
     Reason,
@@ -123,6 +124,9 @@ def fleets(draw: Any) -> tuple[list[Worker], list[PodView] | None]:
                 oldest_running_started_at=None if stuck is None else ago(stuck),
                 oldest_stuckable_started_at=None if stuck is None else ago(stuck),
                 last_completion_at=None if draw(st.booleans()) else ago(draw(seconds)),
+                # What the worker said of itself: nothing, a crash, a fatal error, or a stray word.
+                reported_status=draw(st.sampled_from([None, None, "crashed", "error", "inactive"])),
+                reported_at=None if draw(st.booleans()) else ago(draw(seconds)),
             )
         )
         if draw(st.booleans()):
@@ -306,7 +310,7 @@ def test_at_most_one_state_change_per_worker_per_tick(case: Any) -> None:
     changes: dict[str, int] = {}
     for action in decide(case).actions:
         changing = isinstance(
-            action, FailWorker | Drain | Reactivate | MarkTerminated | Initialize | StartProcess
+            action, FailWorker | Drain | Reactivate | MarkTerminated | Initialize | StartProcess | Promote
         ) or (isinstance(action, TerminatePod) and action.transition_from is not None)
         if changing:
             worker_id = getattr(action, "worker_id", "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from orchestrator.sim import traces
 from orchestrator.sim.policies import busy_workers_count_themselves, specs
 from orchestrator.sim.traces import Trace, TraceTask
 from orchestrator.sim.vtime import (
+    EPOCH,
     GPU,
     GPU_PRICE,
     BootModel,
@@ -110,11 +112,13 @@ def test_never_booting_pods_stay_provisioning() -> None:
     assert [v.status.value for v in p.list_pods()] == ["PROVISIONING"]
 
 
-# --- the database: the same script on SimDB and on the real SQL functions -----------------------------
+# --- the database: the same script on SimDB and on the real SQL -------------------------------------
 
 
 class RealSide:
-    """The SQL functions through the Database facade; tasks inserted with raw SQL (as producers do)."""
+    """The real SQL: our functions through the Database facade; the worker's side as the real worker
+    reaches it (the app's heartbeat function and claim function, the ``complete_task`` Edge Function's
+    UPDATE); tasks inserted with raw SQL (as producers do)."""
 
     def __init__(self, db: Database, url: str) -> None:
         self.db = db
@@ -144,16 +148,44 @@ class RealSide:
     def merge(self, wid: str, meta: dict[str, Any]) -> None:
         self.db.merge_worker_metadata(self.token, wid, meta)
 
-    def heartbeat(self, wid: str) -> tuple[str, bool]:
-        r = self.db.heartbeat(wid, None, None)
-        return str(r["status"]), bool(r["accepted"])
+    def _row(self, wid: str) -> tuple[Any, ...]:
+        row = self.conn.execute(
+            "select status, reported_status, last_heartbeat from workers where id = %s", (wid,)
+        ).fetchone()
+        assert row is not None
+        return tuple(row)
+
+    def heartbeat(self, wid: str, status: str = "active") -> tuple[str, str | None, bool]:
+        """The guardian's call: (status after, reported_status after, last_heartbeat moved)."""
+        before = self._row(wid)[2]
+        self.conn.execute(
+            "select func_worker_heartbeat_with_logs(worker_id_param => %s, vram_total_mb_param => 0, "
+            "vram_used_mb_param => 0, logs_param => '[]'::jsonb, status_param => %s)",
+            (wid, status),
+        )
+        after = self._row(wid)
+        return str(after[0]), after[1], after[2] != before
 
     def claim(self, wid: str) -> int | None:
-        r = self.db.claim_task(wid)
-        return None if r is None else self.index(r["id"])
+        """``claim-next-task`` runs the app's claim function; a refusal (the guard) answers no task."""
+        try:
+            row = self.conn.execute(
+                "select task_id from claim_next_task_service_role(p_worker_id => %s)", (wid,)
+            ).fetchone()
+        except psycopg.errors.UndefinedFunction:
+            raise
+        except psycopg.Error:
+            return None
+        return None if row is None or row[0] is None else self.index(str(row[0]))
 
     def complete(self, wid: str, i: int) -> bool:
-        return bool(self.db.complete_task(wid, self.ids[i]))
+        """``complete_task``'s write: Complete, processed now, only while In Progress (any worker)."""
+        row = self.conn.execute(
+            "update tasks set status = 'Complete', generation_processed_at = now(), updated_at = now() "
+            "where id = %s and status = 'In Progress' returning id",
+            (self.ids[i],),
+        ).fetchone()
+        return row is not None
 
     def requeue(self, wid: str) -> tuple[list[int], list[int]]:
         r = self.db.requeue_worker_tasks(self.token, wid, "test", 3)
@@ -194,10 +226,12 @@ class SimSide:
     def merge(self, wid: str, meta: dict[str, Any]) -> None:
         self.db.merge_worker_metadata(wid, meta)
 
-    def heartbeat(self, wid: str) -> tuple[str, bool]:
+    def heartbeat(self, wid: str, status: str = "active") -> tuple[str, str | None, bool]:
         self._tick()
-        r = self.db.heartbeat(wid)
-        return r["status"], r["accepted"]
+        before = self.db.workers[wid].last_heartbeat
+        self.db.heartbeat(wid, status)
+        w = self.db.workers[wid]
+        return w.status, w.reported_status, w.last_heartbeat != before
 
     def claim(self, wid: str) -> int | None:
         self._tick()
@@ -220,7 +254,7 @@ class SimSide:
 
 
 def script(side: Any) -> list[Any]:
-    """Every SQL semantic the simulator relies on, as one sequence; returns what each step answered."""
+    """Every database semantic the simulator relies on, as one sequence; returns what each step answered."""
     out: list[Any] = []
 
     def attempt(fn: Any, *args: Any) -> Any:
@@ -238,17 +272,17 @@ def script(side: Any) -> list[Any]:
     for wid in ("gpu-a", "gpu-b", "gpu-c"):
         side.register(wid)
     out.append(attempt(side.register, "gpu-a"))  # duplicate id
-    out.append(side.claim("gpu-a"))  # spawning: no claim
-    out.append(side.heartbeat("gpu-a"))  # spawning: recorded, stays spawning
+    out.append(side.claim("gpu-a"))  # spawning: the guard refuses, no task
+    out.append(side.heartbeat("gpu-a"))  # spawning: heard, stays spawning
     out.append(attempt(side.transition, "gpu-a", "active", "x"))  # not in the table
     out.append(side.transition("gpu-a", "initializing", "pod_ready"))
     out.append(side.transition("gpu-a", "initializing", "pod_ready"))  # same state: no-op
-    out.append(side.heartbeat("gpu-a"))  # no process_started_at yet: stays initializing
+    out.append(side.heartbeat("gpu-a"))  # stays initializing
     out.append(side.claim("gpu-a"))  # initializing claims (oldest first: task 0)
     side.merge("gpu-a", {Meta.PROCESS_STARTED_AT: "2026-11-02T00:00:00+00:00"})
-    out.append(side.heartbeat("gpu-a"))  # -> active
+    out.append(side.heartbeat("gpu-a"))  # a heartbeat never promotes: still initializing
+    out.append(side.transition("gpu-a", "active", "first_heartbeat"))  # the policy's Promote
     out.append(side.claim("gpu-a"))  # task 1
-    out.append(side.complete("gpu-b", 1))  # not its task
     out.append(side.complete("gpu-a", 1))
     out.append(side.complete("gpu-a", 1))  # already complete
     out.append(side.requeue("gpu-a"))  # task 0 back, attempts 1
@@ -258,13 +292,19 @@ def script(side: Any) -> list[Any]:
     out.append(side.requeue("gpu-a"))  # attempts 3: dead-lettered
     out.append(side.claim("gpu-a"))  # task 2
     out.append(side.transition("gpu-b", "error", "spawn_failed"))  # boot outcome: spawn_failed
-    out.append(side.heartbeat("gpu-b"))  # error: not accepted
+    out.append(side.heartbeat("gpu-b"))  # error: heard, stays error
+    out.append(side.heartbeat("gpu-b", "error"))  # a word equal to our state: not recorded
     out.append(side.transition("gpu-a", "draining", "idle_timeout"))
-    out.append(side.heartbeat("gpu-a"))  # draining: recorded, no state change
-    out.append(side.claim("gpu-a"))  # draining: refused
+    out.append(side.heartbeat("gpu-a"))  # draining: heard, stays draining
+    out.append(side.claim("gpu-a"))  # draining: the guard refuses
+    out.append(attempt(side.transition, "gpu-a", "terminating", "drained"))  # holds task 2: refused
+    out.append(side.complete("gpu-a", 2))
     out.append(side.transition("gpu-a", "active", "work_came_back"))
+    out.append(side.claim("gpu-a"))  # task 3
+    out.append(side.heartbeat("gpu-a", "crashed"))  # reported; its task 3 requeued, attempt counted
     out.append(attempt(side.transition, "gpu-b", "active", "x"))  # error -> active: refused
     out.append(side.transition("gpu-b", "terminated", "provider_confirmed_gone"))
+    out.append(side.heartbeat("gpu-b"))  # terminated: nothing recorded
     out.append(side.transition("gpu-c", "terminating", "scale_down_before_boot"))
     out.append(attempt(side.transition, "gpu-z", "error", "x"))  # unknown worker
     out.append(side.tasks())
@@ -273,7 +313,8 @@ def script(side: Any) -> list[Any]:
     out.append(
         [
             (w.id, w.status.value, w.running_count, w.activated_at is not None, w.last_heartbeat is not None,
-             w.oldest_stuckable_started_at is not None, w.last_completion_at is not None)
+             w.oldest_stuckable_started_at is not None, w.last_completion_at is not None, w.reported_status,
+             w.reported_at is not None)
             for w in snap.workers
         ]
     )
@@ -281,14 +322,18 @@ def script(side: Any) -> list[Any]:
     return out
 
 
-def test_the_in_memory_database_answers_like_the_sql_functions(db: Database, database_url: str) -> None:
+def test_the_in_memory_database_answers_like_the_sql(db: Database, database_url: str) -> None:
     real = RealSide(db, database_url)
     try:
         expected = script(real)
     finally:
         real.conn.close()
     got = script(SimSide())
-    assert expected[1] is None and expected[7] == 0 and expected[8] == ("active", True)  # the script ran
+    # The script ran as designed on the real side: no claim while spawning, a claim once initializing,
+    # the heartbeat that did not promote, the refused termination of a busy draining worker.
+    assert expected[1] is None and expected[7] == 0
+    assert expected[8] == ("initializing", None, True)
+    assert expected[25] == "OR002"
     for step, (want, have) in enumerate(zip(expected, got, strict=True)):
         assert json.dumps(have, default=str) == json.dumps(want, default=str), f"step {step}"
 
@@ -343,6 +388,82 @@ def test_a_restart_loses_in_flight_steps_and_the_next_process_repairs_them() -> 
     # The new process waited for the dead one's lease to expire before its first tick.
     # (Its last renewal was the tick at 10 s, the poll that coincides with the task's arrival.)
     assert sim._down_until >= 10.0 + float(settings.lease_ttl_sec)
+
+
+def test_promotion_comes_at_the_first_tick_after_a_heartbeat_that_follows_the_start() -> None:
+    """The heartbeat only records ``last_heartbeat``; the policy's Promote, applied by a tick, promotes."""
+    sim = Simulation(small_trace(6), plan, defaults(), seed=2)
+    beats: dict[str, list[float]] = {}
+    ticks: list[float] = []
+    heartbeat, tick = sim.db.heartbeat, sim.tick
+
+    def recording_heartbeat(worker_id: str, status: str = "active") -> dict[str, Any]:
+        beats.setdefault(worker_id, []).append(sim.clock.now)
+        return heartbeat(worker_id, status)
+
+    def recording_tick() -> Any:
+        ticks.append(sim.clock.now)
+        return tick()
+
+    sim.db.heartbeat = recording_heartbeat  # type: ignore[method-assign]
+    sim.tick = recording_tick  # type: ignore[method-assign]
+    result = sim.run()
+    assert result.tasks_complete == 6 and result.violations == []
+    promoted = [w for w in sim.db.workers.values() if w.activated_at is not None]
+    assert promoted and result.actions.get("promote:first_heartbeat") == len(promoted)
+    for w in promoted:
+        assert w.boot_outcome == "activated"
+        started = datetime.fromisoformat(w.metadata[Meta.PROCESS_STARTED_AT])
+        started_at = (started - EPOCH).total_seconds()
+        first = min(t for t in beats[w.id] if t >= started_at)
+        # Not at the heartbeat itself: at the first tick after it (the Promote step takes no time).
+        activated = w.activated_at
+        assert activated is not None and activated > first
+        assert activated in ticks
+        assert not any(first <= t < activated for t in ticks)
+
+
+def test_a_crashed_process_is_reported_by_its_guardian_and_failed_for_it() -> None:
+    """A crash leaves the guardian beating once more with ``crashed``: the task is requeued with its
+    attempt counted by the app's heartbeat function, and the worker failed for ``worker_crashed``."""
+    tasks = tuple(TraceTask(f"t{i}", 10.0, 600.0) for i in range(2))
+    sim = Simulation(Trace("crash", tasks, 1200.0), plan, defaults(), seed=5)
+    crashed: list[str] = []
+
+    def crash_first_runner() -> None:
+        for pod in sim.provider.alive_pods():
+            proc = pod.process
+            if proc is not None and proc.task is not None and not crashed:
+                crashed.append(proc.worker_id)
+                proc.crash()
+        if not crashed:
+            sim.clock.schedule(5.0, crash_first_runner)
+
+    sim.clock.schedule(5.0, crash_first_runner)
+    result = sim.run()
+    assert crashed and result.counters["worker_crashes"] == 1
+    row = sim.db.workers[crashed[0]]
+    assert row.reported_status == "crashed" and row.status == "terminated"
+    assert result.actions.get("fail_worker:worker_crashed") == 1
+    assert "fail_worker:heartbeat_stale" not in result.actions
+    assert result.tasks_complete == 2 and result.violations == []
+    assert sorted(t.attempts for t in sim.db.tasks.values()) == [0, 1]
+
+
+def test_a_draining_worker_holding_a_task_cannot_be_moved_to_terminating() -> None:
+    clock = Clock()
+    db = SimDB(clock, 3)
+    db.insert_task("t0", "gen", 60.0)
+    db.register_worker("gpu-a", GPU, {})
+    db.transition_worker("gpu-a", "initializing", "pod_ready")
+    assert db.claim("gpu-a") is not None
+    db.transition_worker("gpu-a", "active", "first_heartbeat")
+    db.transition_worker("gpu-a", "draining", "idle_timeout")
+    with pytest.raises(errors.IllegalTransition):
+        db.transition_worker("gpu-a", "terminating", "drained")
+    assert db.claim("gpu-a") is None  # and it gets nothing new meanwhile
+    assert db.complete("gpu-a", "t0")
+    assert db.transition_worker("gpu-a", "terminating", "drained").status == "terminating"
 
 
 def test_ticks_wake_on_new_tasks_only_when_the_transport_listens() -> None:

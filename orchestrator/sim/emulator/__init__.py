@@ -4,14 +4,18 @@ Where it sits: ``orchestrator/sim/`` holds everything that stands in for the out
 package is the Runpod side: one state model (:mod:`.state`) behind the REST v2 subset (:mod:`.rest`)
 and the GraphQL subset the official SDK 1.12 uses (:mod:`.gql`), served by :mod:`.server` with the
 fault knobs of :mod:`.faults` and a catalog from :mod:`.catalog` (default
-``orchestrator/sim/data/catalog.json``). Each pod that boots gets a sandbox from
-:mod:`orchestrator.sim.sandbox` (a real ``sshd`` on a loopback port, the pod's volume mounted, the
-simulated worker on the volume). Tests, the demo and the benchmarks all run against it; users run
-``orchestrator sim serve`` (or ``python -m orchestrator.sim.emulator``) to rehearse offline.
+``orchestrator/sim/data/catalog.json``: two data centers, one network volume in each, every volume
+holding the simulated worker's checkout). Each pod that boots gets a sandbox from
+:mod:`orchestrator.sim.sandbox`: a container-like process tree that behaves like Runpod's official
+``runpod/pytorch`` image (its start script as PID 1 holding the pod's variables, a real ``sshd`` on a
+loopback port giving sessions a clean environment, empty apt lists, the pod's volume mounted).
+:mod:`.latency` puts the pods and the API at a distance when ``rtt_ms`` is set. Tests, the demo and
+the benchmarks all run against it; users run ``orchestrator sim serve`` (or ``python -m
+orchestrator.sim.emulator``) to rehearse offline.
 
 Usage::
 
-    with EmulatorServer(speed=1000) as emu:       # boots take 30 ms instead of 30 s
+    with EmulatorServer(speed=1000, rtt_ms=100) as emu:   # boots take 30 ms; pods are 100 ms away
         os.environ["RUNPOD_API_BASE_URL"] = emu.base_url
         emu.admin.set_faults(never_ready_share=0.5)
 
@@ -30,15 +34,37 @@ Known differences from the real service (deliberate, or where the real behaviour
 * Defaults the real service does not document: REST ``disk`` 50 GB; a pod without a network volume
   gets a private directory at its mount path (``mounts.persistent.path``, GraphQL
   ``volumeMountPath``, else ``/workspace``); GraphQL ``containerDiskInGb`` 10.
-* Network: every pod's ``22/tcp`` is published as ``127.0.0.1:<sshd port>`` (REST ``runtime.ports``,
-  ``ssh.direct``; GraphQL public mapping plus one internal ``100.65.x.x`` entry). Other ports
-  are accepted and listed but never mapped. ``ssh.proxy`` names ``ssh.runpod.io``, which is not
-  emulated. The pod env carries ``RUNPOD_POD_ID``, ``RUNPOD_PUBLIC_IP=127.0.0.1`` and
-  ``RUNPOD_TCP_PORT_22`` (set by the sandbox, which picks the port).
+* Network: every pod's ``22/tcp`` is published as ``127.0.0.1:<port>`` (REST ``runtime.ports``,
+  ``ssh.direct``; GraphQL public mapping plus one internal ``100.65.x.x`` entry): sshd's own port, or
+  with ``rtt_ms`` > 0 (``sim serve --rtt-ms N``, ``EmulatorServer(rtt_ms=N)``, default 0) a relay's
+  that delays each direction by half the round trip, pipelined (:mod:`.latency`); the API then pays a
+  round trip per request and two more per new connection (TCP and TLS 1.3 handshakes). Pods started
+  while the knob is 0 stay direct; relayed pods and the API follow later changes at once. Loopback
+  has no loss, jitter or bandwidth limit, and a relayed client's ``connect()`` returns at once (the
+  handshake's round trip is charged before the server hears it). Other ports are accepted and listed
+  but never mapped. ``ssh.proxy`` names ``ssh.runpod.io``, which is not emulated. PID 1's environment
+  carries ``RUNPOD_POD_ID``, ``RUNPOD_PUBLIC_IP=127.0.0.1``, ``RUNPOD_TCP_PORT_22`` (the published
+  port) and ``RUNPOD_GPU_COUNT``; real pods set more (``RUNPOD_API_KEY``, ``RUNPOD_CPU_COUNT``...).
+* Pods: each behaves like the ``runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04`` image
+  whatever ``image`` was asked for (sources in :mod:`orchestrator.sim.sandbox`): the pod's variables
+  live only in PID 1 (readable by root at ``/proc/1/environ``) and its children, SSH sessions get
+  sshd's clean environment (``ssh pod 'echo $SUPABASE_URL'`` prints an empty line), interactive shells
+  only ``RUNPOD_*`` and ``PATH`` through ``/etc/rp_environment``; sshd runs only when ``PUBLIC_KEY`` is
+  non-empty (else the port refuses), after appending it to root's ``authorized_keys``; apt's lists are
+  empty until ``apt-get update``, ``ffmpeg`` is absent. Still kinder than a real pod: the host's
+  programs and network are the pod's (``git``, the host's ``python3``, the database on loopback);
+  ``apt-get update`` takes ~0.7 s and installs only stubs of a short package list; no CUDA, GPU or
+  ``/dev/nvidia*`` (a fake ``nvidia-smi``); a fresh container disk costs nothing to make (no image
+  layers); ``docker args``/``dockerStartCmd`` are ignored (the image's start script always runs: real
+  pods created with an empty args list have been seen never to start sshd, see the SSH-refusal
+  knob).
 * Lifecycle: a pod is RUNNING (and its port published, ``runtime`` non-null) only once its sshd
   answers; the real service reports RUNNING when the container is up, whether or not sshd answers.
-  The exception is the SSH-refusal knob: such a pod is RUNNING with its port published as soon as its
-  container runs, and connections to the port are refused (as when a real image never starts sshd).
+  The exception is a pod without sshd (no ``PUBLIC_KEY``, or the SSH-refusal knob): it is RUNNING with
+  its port published as soon as its container runs, and connections to the port are refused (as when
+  a real image never starts sshd). A restart keeps the container disk (apt's work, the SSH host key,
+  the start script's lines appended once more); a stop wipes it, so a resumed pod has a new host key
+  and empty apt lists.
   Boot delays are drawn from the fault knobs (cached about 30 s, cold about 165 s, +-20 %, divided by
   the speed factor); an image counts as cached in a data center after its first pull there. 10 % of
   the delay is PROVISIONING, the rest STARTING. A restart takes 5 s / speed. Pods that "never become

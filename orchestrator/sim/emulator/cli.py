@@ -2,7 +2,8 @@
 
 Part of ``orchestrator/sim/emulator``. The project's CLI hands the words after ``sim serve`` to
 :func:`serve_main`; ``python -m orchestrator.sim.emulator`` does the same. Every fault knob of
-:class:`.faults.Faults` is also an option here (``--api-error-rate 0.1``, ``--boot-cold-s 60`` ...),
+:class:`.faults.Faults` is also an option here (``--api-error-rate 0.1``, ``--boot-cold-s 60``,
+``--rtt-ms 100`` to put the pods and the API 100 ms away ...),
 and ``--capacity 'NVIDIA GeForce RTX 4090@EU-RO-1=3'`` sets stock per GPU type and data center.
 """
 

@@ -28,6 +28,11 @@ class Faults:
     retry_after_s: int = 2
     #: Added to every API request, in seconds (not scaled by speed: it is network time).
     api_latency_s: float = 0.0
+    #: Round-trip time to Runpod, in ms (not scaled by speed), as from a machine whose pods and API are
+    #: 50-150 ms away. The API pays it on every request (three times on a new connection: TCP's and
+    #: TLS 1.3's handshakes); pods started while it is above 0 publish 22/tcp through a relay that
+    #: delays each direction by half of it (orchestrator.sim.emulator.latency). 0 = loopback.
+    rtt_ms: float = 0.0
     #: Quotas of the three rate-limit windows (requests per window), per API key.
     rate_limit_minute: int = 1000
     rate_limit_hour: int = 20000

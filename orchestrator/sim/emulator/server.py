@@ -8,8 +8,10 @@ serves three prefixes over one :class:`.state.EmulatorState`:
 * ``/_emulator/...`` the admin endpoints (not part of Runpod's API, no auth): every pod including
   terminated ones with its billed cost, fault knobs, capacity, preemption, worker crash/hang, reset.
 
-API fault knobs apply here, in this order: auth (401 is never faulted), latency, 429 burst, the
-rate-limit windows, 5xx before the request, then 5xx after a mutating request has been applied.
+API fault knobs apply here, in this order: the ``rtt_ms`` round trip (half on the way in, half on
+the way out, plus two for a new connection; never on the admin endpoints), auth (401 is never
+faulted), latency, 429 burst, the rate-limit windows, 5xx before the request, then 5xx after a
+mutating request has been applied.
 """
 
 from __future__ import annotations
@@ -117,6 +119,8 @@ class _Handler(BaseHTTPRequestHandler):
         # Headers and body leave in two writes; without TCP_NODELAY, Nagle's algorithm holds the body
         # back until the client's delayed ACK (about 40 ms per request on keep-alive connections).
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._fresh_connection = True
+        self._reply_delay = 0.0
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("emulator_http", line=format % args)
@@ -147,6 +151,10 @@ class _Handler(BaseHTTPRequestHandler):
             data = body.encode() if isinstance(body, str) else body
         else:
             data = json.dumps(body).encode()
+        if self._reply_delay > 0:
+            # The answer's way back to a far-away client (rtt_ms).
+            time.sleep(self._reply_delay)
+            self._reply_delay = 0.0
         self.send_response(status)
         if data:
             self.send_header("Content-Type", content_type)
@@ -165,6 +173,8 @@ class _Handler(BaseHTTPRequestHandler):
         emu = self.server.emulator
         url = urlsplit(self.path)
         body = self._body()
+        if not url.path.startswith("/_emulator/"):
+            self._travel(emu)
         try:
             if url.path.startswith("/_emulator/"):
                 self._admin(emu, method, url.path, body)
@@ -179,6 +189,19 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug in the emulator must answer 500, not kill the connection silently
             log.exception("emulator_handler_error", path=url.path, error=repr(exc))
             self._send(500, rest.problem(500, "internal emulator error"), _PROBLEM)
+
+    def _travel(self, emu: EmulatorServer) -> None:
+        """The ``rtt_ms`` knob: the request's way here now, the answer's way back in ``_send``.
+
+        A new connection first pays TCP's handshake and TLS 1.3's (the real API is HTTPS), one round
+        trip each; the admin endpoints are not Runpod's and are never delayed.
+        """
+        rtt = emu.state.faults.rtt_ms / 1000.0
+        fresh, self._fresh_connection = self._fresh_connection, False
+        if rtt <= 0:
+            return
+        time.sleep(rtt / 2 + (2 * rtt if fresh else 0.0))
+        self._reply_delay = rtt / 2
 
     def _key(self, query: str, allow_query_key: bool) -> str | None:
         """The presented API key if it is acceptable, else None."""
@@ -383,6 +406,7 @@ class EmulatorServer:
         faults: Faults | dict[str, Any] | None = None,
         sandbox_factory: SandboxFactory | None = None,
         lay_out_volume: Any = None,
+        rtt_ms: float | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -399,6 +423,11 @@ class EmulatorServer:
             if problems:
                 raise ValueError("; ".join(problems))
             faults = f
+        if rtt_ms is not None:
+            faults = Faults(**(faults or Faults()).to_dict())
+            problems = faults.update({"rtt_ms": rtt_ms})
+            if problems:
+                raise ValueError("; ".join(problems))
         self.state = EmulatorState(
             self.catalog,
             state_dir=self.state_dir,

@@ -8,7 +8,11 @@ endpoints read the same records, terminated ones included. The model owns
   driven by one light ticker thread: it moves pods along at their boot delay, starts each pod's
   sandbox (a real sshd, :mod:`orchestrator.sim.sandbox`) when its image "pull" ends, and probes
   ``sandbox.ready()`` with a backing-off interval until sshd answers; only then is the pod RUNNING
-  with its ``22/tcp`` port published;
+  with its ``22/tcp`` port published (a pod without sshd, i.e. no ``PUBLIC_KEY`` as the image decides,
+  or the refusal knob, is RUNNING once its container runs). With ``rtt_ms`` > 0 the published port is a
+  delaying relay's (:mod:`.latency`), reserved before the sandbox starts so the pod's
+  ``RUNPOD_TCP_PORT_22`` can name it, and listening only where sshd will; a restart keeps the pod's
+  container disk, anything else starts it fresh;
 * GPU stock per (GPU type, data center): a pod holds ``gpu_count`` GPUs while it is PROVISIONING,
   STARTING or RUNNING and gives them back when it stops, fails or is terminated;
 * network volumes (directories under ``state_dir/volumes/<id>``) that pin pods to their data center;
@@ -40,6 +44,7 @@ from orchestrator.errors import OrchestratorError
 
 from .catalog import Catalog, GpuTypeSpec
 from .faults import Faults
+from .latency import DelayRelay, RelayPort
 
 log = structlog.get_logger(__name__)
 
@@ -113,7 +118,11 @@ class EmulatorRefusal(OrchestratorError):
 
 
 class Sandbox(Protocol):
-    """What the emulator needs of a pod sandbox (orchestrator/sim/sandbox.py's PodSandbox)."""
+    """What the emulator needs of a pod sandbox (orchestrator/sim/sandbox.py's PodSandbox).
+
+    The factory is called with ``env``, ``volume_dir``, ``mount_path``, ``gpu_name``, ``vram_mb``,
+    ``state_dir``, ``ssh_refuse``, ``keep_container_disk`` and, when relayed, ``public_port``.
+    """
 
     port: int
 
@@ -228,6 +237,10 @@ class Pod:
     ssh_refuse: bool = False
     sandbox: Sandbox | None = None
     ssh_port: int | None = None
+    #: The delaying relay published as the pod's 22/tcp when ``rtt_ms`` > 0 (else sshd's own port).
+    relay_port: RelayPort | None = None
+    #: The next container start keeps the container disk (a restart); a create or resume does not.
+    keep_disk: bool = False
     starting_sandbox: bool = False
     awaiting_ready: bool = False
     probe_next: float = 0.0
@@ -292,6 +305,8 @@ class EmulatorState:
         # which can take a while when the machine is busy) run here, never on the ticker or under the lock.
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="emulator-sandbox")
         self._probe_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="emulator-probe")
+        # Reads the knob on every chunk, so a change applies to relayed pods at once.
+        self.relay = DelayRelay(lambda: self.faults.rtt_ms / 1000.0)
         self._ticker = threading.Thread(target=self._tick_loop, name="emulator-ticker", daemon=True)
         self._load_world()
 
@@ -325,15 +340,24 @@ class EmulatorState:
         self._probe_pool.shutdown(wait=True)
         self._stop_sandboxes(sandboxes, wait=True)
         self._pool.shutdown(wait=True)
+        self.relay.close()
 
     def _detach_all_sandboxes(self) -> list[Sandbox]:
         found = []
         for pod in self.pods.values():
             pod.generation += 1
-            if pod.sandbox is not None:
-                found.append(pod.sandbox)
-                pod.sandbox = None
+            sb = self._unpublish(pod)
+            if sb is not None:
+                found.append(sb)
         return found
+
+    def _unpublish(self, pod: Pod) -> Sandbox | None:
+        """Take the pod's container off the network: no port, relay closed; returns its sandbox to stop."""
+        sb, pod.sandbox, pod.ssh_port = pod.sandbox, None, None
+        rp, pod.relay_port = pod.relay_port, None
+        if rp is not None:
+            self.relay.release(rp)
+        return sb
 
     def _stop_sandboxes(self, sandboxes: list[Sandbox], *, wait: bool) -> None:
         futures = [self._pool.submit(_safe_stop, sb) for sb in sandboxes]
@@ -493,6 +517,7 @@ class EmulatorState:
         pod.awaiting_ready = False
         pod.starting_sandbox = False
         pod.probe_step = _PROBE_FIRST_S
+        pod.keep_disk = False
 
     # --- pods: read --------------------------------------------------------------------------------
 
@@ -529,8 +554,7 @@ class EmulatorState:
         self._booting.discard(pod.id)
         if status == ERROR:
             pod.billing_since = mono  # an ERROR pod still exists and is not EXITED: it bills on
-        sb, pod.sandbox, pod.ssh_port = pod.sandbox, None, None
-        return sb
+        return self._unpublish(pod)
 
     def terminate_pod(self, pod_id: str) -> Pod:
         with self._cond:
@@ -588,10 +612,12 @@ class EmulatorState:
             pod = self._require(pod_id)
             if "restart" not in pod.actions:
                 raise EmulatorRefusal("conflict", f"cannot restart a pod in status {pod.status}")
-            sb, pod.sandbox, pod.ssh_port = pod.sandbox, None, None
+            sb = self._unpublish(pod)
             pod.generation += 1
             mono = time.monotonic()
             self._begin_boot(pod, mono, cold=False, delay=_RESTART_DELAY_S / self.speed)
+            # A container restart keeps its writable layer (the container disk); a stop wipes it.
+            pod.keep_disk = True
             # A restart keeps the allocation: no PROVISIONING phase, straight to the container start.
             pod.status = STARTING
             pod.phase_until = mono + pod.boot_delay_s
@@ -761,8 +787,15 @@ class EmulatorState:
 
     def _sandbox_env(self, pod: Pod) -> dict[str, str]:
         env = dict(pod.env)
-        env.update({"RUNPOD_POD_ID": pod.id, "RUNPOD_PUBLIC_IP": "127.0.0.1"})
+        env.update(
+            {"RUNPOD_POD_ID": pod.id, "RUNPOD_PUBLIC_IP": "127.0.0.1", "RUNPOD_GPU_COUNT": str(pod.gpu_count)}
+        )
         return env
+
+    @staticmethod
+    def serves_ssh(pod: Pod) -> bool:
+        """Whether the pod's container runs sshd: the image starts it only when PUBLIC_KEY is non-empty."""
+        return bool(pod.env.get("PUBLIC_KEY")) and not pod.ssh_refuse
 
     def _start_sandbox(self, pod: Pod, gen: int) -> None:
         with self.lock:
@@ -782,11 +815,23 @@ class EmulatorState:
                 "vram_mb": pod.gpu.memory_gb * 1024,
                 "state_dir": self.state_dir / "pods",
                 "ssh_refuse": pod.ssh_refuse,
+                "keep_container_disk": pod.keep_disk,
             }
+            far = self.faults.rtt_ms > 0
+            serves = self.serves_ssh(pod)
         sb: Sandbox | None = None
+        # Far away: the published port is a delaying relay's. It listens only where sshd will (elsewhere
+        # connections must be refused, not accepted and reset), and it is reserved first because the
+        # pod's RUNPOD_TCP_PORT_22 names it.
+        public: RelayPort | None = None
         try:
+            if far:
+                public = self.relay.reserve()
+                kwargs["public_port"] = public.port
             sb = self._sandbox_factory(pod.id, **kwargs)
             port = sb.start()
+            if public is not None and serves:
+                self.relay.forward(public, port)
         except Exception as exc:  # any sandbox failure is the container failing to start
             log.warning("emulator_sandbox_start_failed", pod_id=pod.id, error=repr(exc))
             stale: Sandbox | None = sb
@@ -794,25 +839,31 @@ class EmulatorState:
                 if pod.generation == gen and pod.status == STARTING:
                     self._release(pod, ERROR, time.monotonic())
                     pod.error = f"container failed to start: {exc}"
+            if public is not None:
+                self.relay.release(public)
             if stale is not None:
                 _safe_stop(stale)
             return
         with self._cond:
             if pod.generation == gen and pod.status == STARTING:
                 pod.sandbox = sb
-                pod.ssh_port = port
+                pod.ssh_port = public.port if public is not None else port
+                pod.relay_port = public
                 pod.starting_sandbox = False
                 pod.awaiting_ready = True
                 pod.probe_next = time.monotonic()
                 self._cond.notify_all()
                 return
-        _safe_stop(sb)  # the pod was stopped or terminated while its sandbox was starting
+        # The pod was stopped or terminated while its sandbox was starting.
+        if public is not None:
+            self.relay.release(public)
+        _safe_stop(sb)
 
     def _probe(self, pod: Pod, sb: Sandbox, gen: int) -> None:
         try:
-            # A refusing pod has no sshd to answer; like a real one whose sshd never started, its port
-            # is mapped as soon as the container runs, and connections to it are refused.
-            ok = sb.alive if pod.ssh_refuse else sb.ready()
+            # A pod without sshd (no PUBLIC_KEY, or refusing) has nothing to answer; like a real one, its
+            # port is mapped as soon as the container runs, and connections to it are refused.
+            ok = sb.ready() if self.serves_ssh(pod) else sb.alive
         except Exception as exc:  # a probe that blows up is a probe that failed
             log.debug("emulator_probe_error", pod_id=pod.id, error=repr(exc))
             ok = False

@@ -1,0 +1,185 @@
+"""``orchestrator doctor`` against the embedded stack: ready when everything is there, and every missing
+piece named when it is not (the real worker's RPC, the Edge Functions, a migration, the Runpod key, a
+GPU type, a volume, the SSH key)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from orchestrator.sim.emulator import EmulatorServer
+from orchestrator.sim.pg import TempPostgres
+from orchestrator.sim.stack import Stack
+
+
+@pytest.fixture
+def stack(pg: TempPostgres) -> Iterator[Stack]:
+    s = Stack(pg=pg, speed=500.0)
+    s.start()
+    dbname = psycopg.conninfo.conninfo_to_dict(s.database_url).get("dbname")
+    try:
+        yield s
+    finally:
+        s.stop()
+        if dbname:
+            pg.drop_database(str(dbname))
+
+
+def doctor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "--env-file", "/dev/null", "doctor", *args],
+        env={**keep, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def checks(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
+    doc = json.loads(result.stdout)
+    return {c["check"]: c for c in doc["checks"]}
+
+
+def failed(result: subprocess.CompletedProcess[str]) -> set[str]:
+    return {name for name, c in checks(result).items() if c["status"] == "FAIL"}
+
+
+def test_the_embedded_stack_is_ready(stack: Stack) -> None:
+    result = doctor(stack.environ())
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1].startswith("ready")
+    assert len(lines) <= 25  # one screen
+    as_json = doctor(stack.environ(), "--json")
+    assert as_json.returncode == 0
+    doc = json.loads(as_json.stdout)
+    assert doc["ok"] is True and {c["status"] for c in doc["checks"]} == {"ok"}
+    names = set(checks(as_json))
+    for expected in (
+        "database: migrations",
+        "database: func_worker_heartbeat_with_logs()",
+        "database: claim_next_task_service_role()",
+        "edge function: claim-next-task",
+        "edge function: task-counts",
+        "edge function: complete_task",
+        "edge function: update-task-status",
+        "runpod: API key",
+        "runpod: GPU type NVIDIA GeForce RTX 4090",
+        "runpod: volume workspace",
+        "ssh: private key",
+    ):
+        assert expected in names
+    # Nothing secret in what it prints.
+    assert stack.service_role_key not in result.stdout + as_json.stdout
+
+
+def test_every_missing_piece_is_named(stack: Stack, tmp_path: Path) -> None:
+    stack.sql("drop function public.func_worker_heartbeat_with_logs(text, integer, integer, jsonb, uuid, text)")
+    newest = stack.sql("select max(filename) from orchestrator_schema_migrations")[0][0]
+    stack.sql("delete from orchestrator_schema_migrations where filename = %s", (newest,))
+    garbage = tmp_path / "not_a_key"
+    garbage.write_text("this is not a private key\n")
+    env = stack.environ(
+        RUNPOD_GPU_TYPE="NVIDIA GeForce RTX 4090,NVIDIA Imaginary 9000",
+        RUNPOD_STORAGE_NAME="workspace,no-such-volume",
+        RUNPOD_SSH_PRIVATE_KEY_PATH=str(garbage),
+    )
+    result = doctor(env, "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert json.loads(result.stdout)["ok"] is False
+    assert failed(result) == {
+        "database: func_worker_heartbeat_with_logs()",
+        "database: migrations",
+        "runpod: GPU type NVIDIA Imaginary 9000",
+        "runpod: volume no-such-volume",
+        "ssh: private key",
+    }
+    found = checks(result)
+    assert newest in found["database: migrations"]["detail"]
+    assert "missing" in found["database: func_worker_heartbeat_with_logs()"]["detail"]
+    # What is there is still reported as there.
+    assert found["runpod: GPU type NVIDIA GeForce RTX 4090"]["status"] == "ok"
+    assert found["edge function: claim-next-task"]["status"] == "ok"
+    text = doctor(env)
+    assert text.returncode == 1 and "NOT READY: 5 problem(s)" in text.stdout
+
+
+class _NoFunctions(BaseHTTPRequestHandler):
+    """A Supabase project without the app: the Edge runtime's 404, PostgREST's PGRST202."""
+
+    def _answer(self) -> None:
+        body: dict[str, Any]
+        if self.path.startswith("/functions/v1/"):
+            status, body = 404, {"code": "NOT_FOUND", "message": "Requested function was not found"}
+        else:
+            status, body = 404, {"code": "PGRST202", "message": "Could not find the function", "details": None, "hint": None}
+        data = json.dumps(body).encode()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_OPTIONS = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_project_without_the_apps_edge_functions_fails_for_each_of_them(stack: Stack) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NoFunctions)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = stack.environ(SUPABASE_URL=f"http://127.0.0.1:{server.server_address[1]}", DB_BACKEND="postgres")
+        result = doctor(env, "--json")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 1
+    assert {
+        "edge function: claim-next-task",
+        "edge function: task-counts",
+        "edge function: complete_task",
+        "edge function: update-task-status",
+        "edge function: task-counts with the workers' token",
+        "database: func_worker_heartbeat_with_logs()",
+        "database: claim_next_task_service_role()",
+    } <= failed(result)
+    found = checks(result)
+    assert "not deployed" in found["edge function: complete_task"]["detail"]
+    # The orchestrator's own side is fine over DATABASE_URL.
+    assert found["database: orchestrator functions"]["status"] == "ok"
+    assert found["database: migrations"]["status"] == "ok"
+
+
+def test_a_runpod_key_the_api_refuses(stack: Stack) -> None:
+    with EmulatorServer(api_key="the-right-key", speed=500.0, state_dir=stack.dir / "emulator-keyed") as emulator:
+        env = stack.environ(RUNPOD_API_BASE_URL=emulator.base_url, RUNPOD_API_KEY="a-wrong-key")
+        result = doctor(env, "--json")
+    assert result.returncode == 1
+    found = checks(result)
+    assert found["runpod: API key"]["status"] == "FAIL"
+    assert "a-wrong-key" not in result.stdout
+
+
+def test_nothing_configured_lists_what_is_needed() -> None:
+    result = doctor({}, "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert {"database: configuration", "runpod: configuration"} <= failed(result)
+    found = checks(result)
+    assert "RUNPOD_API_KEY" in found["runpod: configuration"]["detail"]

@@ -1,0 +1,171 @@
+"""The simulated Reigh worker against the Supabase stand-in and a real database: its own words end up
+where the orchestrator reads them, and never change the orchestrator's state.
+
+The worker runs as a process with the real worker's arguments, pointed at the stack's Supabase URL;
+the orchestrator's side is played by its SQL functions (register, initializing, process start). What
+the worker does goes through the app's heartbeat RPC, the Edge Functions and PostgREST only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from orchestrator.sim.pg import TempPostgres
+from orchestrator.sim.stack import Stack
+from orchestrator.wiring import make_database
+
+
+@pytest.fixture
+def stack(pg: TempPostgres) -> Iterator[Stack]:
+    s = Stack(pg=pg, speed=500.0)
+    s.start()
+    dbname = psycopg.conninfo.conninfo_to_dict(s.database_url).get("dbname")
+    try:
+        yield s
+    finally:
+        s.stop()
+        if dbname:
+            pg.drop_database(str(dbname))
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def start_worker(stack: Stack, worker_id: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """What the orchestrator does before and at the start: the row, initializing, then the process."""
+    settings = stack.settings()
+    db = make_database(settings)
+    try:
+        token = int(db.lease_acquire("test-orchestrator", 300)["token"])
+        db.register_worker(token, worker_id, "NVIDIA GeForce RTX 4090", {"runpod_id": f"rp-{worker_id}"})
+        db.transition_worker(token, worker_id, "initializing", "pod_ready", {})
+        db.merge_worker_metadata(token, worker_id, {"process_started_at": datetime.now(UTC).isoformat()})
+    finally:
+        db.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "SIM_WORKER_", "RUNPOD_"))}
+    env |= {
+        "SUPABASE_URL": stack.supabase_url,
+        "SUPABASE_SERVICE_ROLE_KEY": stack.service_role_key,
+        "SUPABASE_ANON_KEY": stack.anon_key,
+        "SIM_WORKER_HEARTBEAT_SEC": "0.5",
+        "SIM_WORKER_POLL_SEC": "0.2",
+    }
+    out = tmp_path / f"{worker_id}.log"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "orchestrator.sim.worker",
+                "--supabase-url", stack.supabase_url,
+                "--supabase-access-token", stack.service_role_key,
+                "--worker", worker_id,
+                "--wgp-profile", "1",
+            ],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
+    return proc, out
+
+
+def row(stack: Stack, worker_id: str) -> dict[str, Any]:
+    rows = stack.sql(
+        "select status, last_heartbeat, metadata, reported_status, reported_at, reported_details "
+        "from workers where id = %s",
+        (worker_id,),
+    )
+    keys = ("status", "last_heartbeat", "metadata", "reported_status", "reported_at", "reported_details")
+    return dict(zip(keys, rows[0], strict=True))
+
+
+def task(stack: Stack, task_id: str) -> dict[str, Any]:
+    rows = stack.sql(
+        "select status::text, attempts, worker_id, output_location, error_message from tasks where id = %s", (task_id,)
+    )
+    return dict(zip(("status", "attempts", "worker_id", "output_location", "error_message"), rows[0], strict=True))
+
+
+@pytest.fixture
+def killer() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+
+
+def test_a_worker_heartbeats_claims_and_completes_without_changing_our_state(
+    stack: Stack, tmp_path: Path, killer: list[subprocess.Popen[bytes]]
+) -> None:
+    [task_id] = stack.enqueue(1, duration_sec=0.3)
+    proc, log = start_worker(stack, "gpu-w-ok", tmp_path)
+    killer.append(proc)
+    done = wait_for(lambda: (t := task(stack, task_id))["status"] == "Complete" and t, what="the task complete")
+    assert done["worker_id"] == "gpu-w-ok" and done["attempts"] == 0 and done["output_location"]
+    w = wait_for(lambda: (r := row(stack, "gpu-w-ok"))["last_heartbeat"] and r, what="a heartbeat")
+    # The heartbeat RPC said 'active' every beat; our state stays ours until the policy promotes.
+    assert w["status"] == "initializing" and w["reported_status"] is None
+    assert "vram_total_mb" in w["metadata"] and w["metadata"]["runpod_id"] == "rp-gpu-w-ok"
+    assert proc.poll() is None, log.read_text()[-2000:]
+
+
+def test_a_crash_is_recorded_as_reported_and_its_task_requeued_with_the_attempt(
+    stack: Stack, tmp_path: Path, killer: list[subprocess.Popen[bytes]]
+) -> None:
+    [task_id] = stack.enqueue(1, duration_sec=0.6, params={"crash": True})
+    proc, log = start_worker(stack, "gpu-w-crash", tmp_path)
+    killer.append(proc)
+    assert proc.wait(timeout=60) == 70, log.read_text()[-2000:]
+    w = wait_for(lambda: (r := row(stack, "gpu-w-crash"))["reported_status"] and r, what="the crash beat")
+    assert w["reported_status"] == "crashed" and w["status"] == "initializing"
+    t = task(stack, task_id)
+    assert t["status"] == "Queued" and t["attempts"] == 1 and t["worker_id"] is None, t
+
+
+def test_a_fatal_error_is_recorded_as_reported_and_the_worker_exits_1(
+    stack: Stack, tmp_path: Path, killer: list[subprocess.Popen[bytes]]
+) -> None:
+    [task_id] = stack.enqueue(1, duration_sec=0.4, params={"fatal": "cuda_driver"})
+    proc, log = start_worker(stack, "gpu-w-fatal", tmp_path)
+    killer.append(proc)
+    assert proc.wait(timeout=60) == 1, log.read_text()[-2000:]
+    w = row(stack, "gpu-w-fatal")
+    assert w["status"] == "initializing"  # the PATCH's 'error' is the worker's word, not our state
+    assert w["reported_status"] == "error" and w["reported_at"] is not None
+    details = w["reported_details"]
+    assert details["error_reason"].startswith("FATAL cuda_driver:") and details["self_terminated"] is True
+    assert w["metadata"]["self_terminated"] is True and w["metadata"]["runpod_id"] == "rp-gpu-w-fatal"
+    # The task PATCH named a column tasks does not have: it failed, the task is still held.
+    t = task(stack, task_id)
+    assert t["status"] == "In Progress" and t["worker_id"] == "gpu-w-fatal"
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+    failures = [x for x in lines if x.get("event") == "fatal_mark_failed"]
+    assert [x["step"] for x in failures] == ["patch_task"] and "PGRST204" in failures[0]["error"]
+    # A normal exit ended the guardian with it: no crash report follows.
+    time.sleep(1.5)
+    assert row(stack, "gpu-w-fatal")["reported_status"] == "error"

@@ -1,0 +1,109 @@
+"""A wake-up is never lost: one that arrives while a tick runs starts another tick when it ends.
+
+The daemon's poll is set to 300 s in every test here, so a second tick within the deadline can only
+come from the wake-up. apscheduler (``max_instances=1``) refuses to start a job while the previous run
+of that job has not been wound up, and winding up includes apscheduler's own log line for the run. So a
+re-run asked for from inside the running tick used to be dropped whenever the scheduler's thread looked
+before the tick's thread got there: a slow log handler (a blocked stderr pipe, journald under load)
+makes that certain, which is what the first test does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from orchestrator.daemon import Daemon
+
+
+class BlockingController:
+    """Each tick waits until released; records when ticks start."""
+
+    def __init__(self) -> None:
+        self.started: list[float] = []
+        self.release = threading.Event()
+        self.tick_started = threading.Condition()
+
+    def tick(self) -> object:
+        with self.tick_started:
+            self.started.append(time.monotonic())
+            self.tick_started.notify_all()
+        self.release.wait(30)
+        return None
+
+    def shutdown(self) -> None:
+        self.release.set()
+
+    def wait_for_ticks(self, n: int, deadline: float) -> bool:
+        with self.tick_started:
+            return self.tick_started.wait_for(lambda: len(self.started) >= n, timeout=deadline)
+
+
+class SlowHandler(logging.Handler):
+    """Holds up whoever logs through it, as a full pipe would."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        time.sleep(0.3)
+
+
+@pytest.fixture
+def slow_scheduler_logs() -> Iterator[None]:
+    logger = logging.getLogger("apscheduler")
+    handler = SlowHandler(level=logging.INFO)
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+def test_a_wake_during_a_tick_starts_another_tick(slow_scheduler_logs: None) -> None:
+    controller = BlockingController()
+    daemon = Daemon(controller, 300.0)
+    daemon.start()
+    try:
+        assert controller.wait_for_ticks(1, 10), "the first tick never started"
+        daemon.wake("test")  # arrives while tick 1 runs
+        controller.release.set()
+        assert controller.wait_for_ticks(2, 10), "the wake-up that arrived during tick 1 was lost"
+    finally:
+        daemon.shutdown()
+
+
+def test_wakes_during_a_tick_coalesce_into_one_more_tick() -> None:
+    controller = BlockingController()
+    daemon = Daemon(controller, 300.0)
+    daemon.start()
+    try:
+        assert controller.wait_for_ticks(1, 10)
+        for _ in range(5):
+            daemon.wake("test")
+        controller.release.set()
+        assert controller.wait_for_ticks(2, 10)
+        # Tick 2 is released too (the event stays set): no third tick may follow without a new wake.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and len(controller.started) < 3:
+            time.sleep(0.01)
+        assert len(controller.started) == 2
+    finally:
+        daemon.shutdown()
+
+
+def test_a_wake_while_idle_ticks_at_once_and_shutdown_waits_for_the_tick() -> None:
+    controller = BlockingController()
+    controller.release.set()
+    daemon = Daemon(controller, 300.0)
+    daemon.start()
+    try:
+        assert controller.wait_for_ticks(1, 10)
+        daemon.wake("test")
+        assert controller.wait_for_ticks(2, 10)
+    finally:
+        daemon.shutdown()

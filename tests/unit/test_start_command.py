@@ -1,0 +1,423 @@
+"""The worker's start command, run here with bash the way a pod's sshd runs it: a clean environment,
+the credentials on stdin, the pod's own environment in an init-process ``environ`` file.
+
+Each test lays out a fake checkout whose entry (``worker.py`` / ``headless.py``, or a fake ``uv``)
+records the argv and environment it was started with, and a fake ``apt-get`` that keeps the rule of
+Runpod's images (their package lists are empty: ``install`` fails until ``update`` has run). What the
+fake entry records is what the real worker would have received. The seed's steps and arguments are
+those of the original orchestrator (banodoco/reigh-worker-orchestrator,
+``structure_docs/runpod_integration.md`` and ``orchestrator/runpod_client.py`` of its first commit).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import errors
+from orchestrator.ssh import (
+    CREDENTIAL_VARS,
+    WorkerStart,
+    build_start_command,
+    credential_records,
+    init_checks,
+    worker_log_path,
+)
+
+WORKER_ID = "gpu-20250912_101500-1a2b3c4d"
+# Values a shell would mangle if they were ever interpolated: quotes, $, backticks, backslashes,
+# spaces, newlines, a glob, a leading dash.
+HOSTILE = {
+    "SUPABASE_URL": "https://proj.supabase.co/?q='x' \"y\" $HOME `id` \\n\\\nnext line *",
+    "SUPABASE_ANON_KEY": "-anon 'single' \"double\" $(touch /tmp/pwned-start-test) ${PATH} \\ \t tab\nend ",
+    "SUPABASE_SERVICE_ROLE_KEY": "svc\\\\'\"$USER`whoami`;rm -rf /nonexistent\r\n\n  two lines  ",
+}
+SEED_ARGS = [
+    "--db-type",
+    "supabase",
+    "--supabase-url",
+    HOSTILE["SUPABASE_URL"],
+    "--supabase-anon-key",
+    HOSTILE["SUPABASE_ANON_KEY"],
+    "--supabase-access-token",
+    HOSTILE["SUPABASE_SERVICE_ROLE_KEY"],
+    "--worker",
+    WORKER_ID,
+]
+# sshd's clean session environment (no pod variables; sshd's default PATH, the user's names, SSH_*).
+SESSION_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "USER": "root",
+    "LOGNAME": "root",
+    "SHELL": "/bin/bash",
+    "SSH_CLIENT": "127.0.0.1 50000 22",
+    "SSH_CONNECTION": "127.0.0.1 50000 127.0.0.1 22",
+}
+# A ~/.bashrc that sets stale values without Ubuntu's interactive guard: Debian's bash sources it for a
+# non-interactive shell it believes sshd started (SSH_CLIENT set, top level), so a shell the start
+# command spawns must not read it.
+_STALE_BASHRC = "export SUPABASE_ANON_KEY=stale-from-bashrc SUPABASE_URL=stale-from-bashrc\n"
+
+_RECORDER = """#!{python}
+import json, os, sys, pathlib
+out = pathlib.Path({out!r})
+state = pathlib.Path({apt_state!r})
+data = {{
+    "argv0": sys.argv[0],
+    "argv": sys.argv[1:],
+    "cwd": os.getcwd(),
+    "env": dict(os.environ),
+    "apt": state.read_text().split() if state.exists() else [],
+    "stdin_is_devnull": os.path.samefile("/dev/stdin", "/dev/null") if os.path.exists("/dev/stdin") else None,
+}}
+tmp = out.with_suffix(".tmp")
+tmp.write_text(json.dumps(data))
+tmp.replace(out)
+"""
+
+# Runpod's images ship with empty package lists: `apt-get install` fails ("Unable to locate package")
+# until `apt-get update` has run (runpod/containers; see the emulator's sandbox for the same rule).
+_FAKE_APT = """#!/bin/sh
+state={state}
+case "$1" in
+    update) echo update >> "$state"; echo "Reading package lists... Done"; exit 0 ;;
+    install)
+        if ! grep -qx update "$state" 2>/dev/null; then echo "E: Unable to locate package" >&2; echo install-failed >> "$state"; exit 100; fi
+        echo install >> "$state"; exit 0 ;;
+esac
+exit 1
+"""
+
+
+class Pod:
+    """A directory standing in for one pod: volume, checkout, fake programs, PID 1's environ."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.mount = root / "workspace"
+        self.bin = root / "image-bin"
+        self.out = root / "received.json"
+        self.apt_state = root / "apt-state"
+        self.init_environ = root / "init-environ"
+        self.home = root / "home"
+        self.bin.mkdir(parents=True)
+        self.mount.mkdir()
+        self.home.mkdir()
+        (self.home / ".bashrc").write_text(_STALE_BASHRC)
+        apt = self.bin / "apt-get"
+        apt.write_text(_FAKE_APT.format(state=shlex.quote(str(self.apt_state))))
+        apt.chmod(0o755)
+        self.set_init_env({"PATH": f"{self.bin}:/usr/bin:/bin"})
+
+    def checkout(self, relative: str = "reigh/Headless-Wan2GP", *, entries: tuple[str, ...] = ("headless.py",), venv: bool = True) -> Path:
+        app = self.mount / relative
+        app.mkdir(parents=True, exist_ok=True)
+        if venv:
+            (app / "venv" / "bin").mkdir(parents=True, exist_ok=True)
+            (app / "venv" / "bin" / "activate").write_text("VIRTUAL_ENV=fake-venv; export VIRTUAL_ENV\n")
+        for entry in entries:
+            (app / entry).write_text(self.recorder())
+        return app
+
+    def recorder(self) -> str:
+        return _RECORDER.format(python=sys.executable, out=str(self.out), apt_state=str(self.apt_state))
+
+    def set_init_env(self, env: dict[str, str], extra: bytes = b"") -> None:
+        """What the pod's PID 1 holds: the variables given at pod creation and the image's."""
+        data = b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items()) + extra
+        self.init_environ.write_bytes(data)
+
+    def start(self, worker_id: str = WORKER_ID, stdin: bytes | None = None, **kw: Any) -> subprocess.CompletedProcess[str]:
+        kw.setdefault("mount_path", str(self.mount))
+        kw.setdefault("python", sys.executable)
+        kw.setdefault("init_environ", str(self.init_environ))
+        command = build_start_command(worker_id, WorkerStart(**kw))
+        records = credential_records({**HOSTILE, "WORKER_ID": worker_id}) if stdin is None else stdin
+        started = time.monotonic()
+        done = subprocess.run(
+            ["/bin/sh", "-c", command],
+            input=records,
+            env={**SESSION_ENV, "HOME": str(self.home)},
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        self.elapsed = time.monotonic() - started
+        self.command = command
+        return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
+
+    def received(self, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while not self.out.exists():
+            if time.monotonic() > deadline:
+                log = Path(worker_log_path(str(self.mount), WORKER_ID))
+                raise AssertionError(f"the worker never started; its log:\n{log.read_text() if log.exists() else '(none)'}")
+            time.sleep(0.02)
+        return dict(json.loads(self.out.read_text()))
+
+    def log(self, worker_id: str = WORKER_ID) -> str:
+        return Path(worker_log_path(str(self.mount), worker_id)).read_text()
+
+
+@pytest.fixture
+def pod(tmp_path: Path) -> Pod:
+    return Pod(tmp_path)
+
+
+def _secrets_in(text: str | bytes) -> list[str]:
+    blob = text if isinstance(text, bytes) else text.encode()
+    found = []
+    for name in ("SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY"):
+        value = HOSTILE[name]
+        fragments = [value] + [part for part in value.split("\n") if len(part.strip()) >= 6]
+        found += [f"{name}: {f!r}" for f in fragments if f.encode() in blob]
+    return found
+
+
+def test_credentials_reach_the_worker_byte_for_byte_and_nowhere_else(pod: Pod) -> None:
+    pod.checkout()
+    pod.set_init_env(
+        {
+            "PATH": f"{pod.bin}:/usr/bin:/bin",
+            "RUNPOD_POD_ID": "abcdefghijklmn",
+            "HF_HOME": "/workspace/hf cache/'quoted'",  # a WORKER_ENV entry given at pod creation
+            # A stale key from pod creation: what came over stdin wins.
+            "SUPABASE_SERVICE_ROLE_KEY": "stale-key-from-pod-creation",
+            "HOME": "/not-the-session-home",
+            "BASH_ENV": "/tmp/must-not-be-sourced",
+        },
+        extra=b"BASH_FUNC_evil%%=() {  touch /tmp/pwned-start-test\n}\0not a record\0",
+    )
+    done = pod.start()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("started pid ")
+    assert pod.elapsed < 10, "the SSH call must not wait for the pull, the apt step or the worker"
+    got = pod.received()
+    assert Path(got["argv0"]).name == "headless.py"
+    assert got["argv"] == SEED_ARGS
+    env = got["env"]
+    for name, value in HOSTILE.items():
+        assert env[name] == value, name
+    assert env["WORKER_ID"] == WORKER_ID
+    # The pod's own environment came from PID 1, without overriding stdin or the session's bookkeeping.
+    assert env["RUNPOD_POD_ID"] == "abcdefghijklmn" and env["HF_HOME"] == "/workspace/hf cache/'quoted'"
+    assert env["HOME"] == str(pod.home) and "BASH_ENV" not in env
+    assert "SSH_CLIENT" not in env and "SSH_CONNECTION" not in env  # the session ends; the worker stays
+    assert not any(k.startswith("BASH_FUNC") for k in env)
+    assert env["PATH"].split(":")[0] == str(pod.bin), "the image's PATH first, the session's after"
+    assert env["VIRTUAL_ENV"] == "fake-venv"
+    assert got["stdin_is_devnull"] is True
+    assert not Path("/tmp/pwned-start-test").exists()
+    # Nowhere else: not in the command, not in what the session printed, not on the volume.
+    assert _secrets_in(pod.command) == []
+    assert _secrets_in(done.stdout + done.stderr) == []
+    for path in pod.mount.rglob("*"):
+        if path.is_file():
+            assert _secrets_in(path.read_bytes()) == [], path
+    log = pod.log()
+    assert "git pull failed" in log  # not a git checkout: tolerated, the checked-out code starts
+
+
+def test_apt_update_runs_before_install_and_both_finish_before_the_worker(pod: Pod) -> None:
+    pod.checkout()
+    done = pod.start()
+    assert done.returncode == 0, done.stderr
+    got = pod.received()
+    # On a fresh Runpod image only update-then-install works; both ended before the worker started.
+    assert got["apt"] == ["update", "install"]
+    log = pod.log()
+    assert log.index("apt-get update: ok") < log.index("apt-get install: ok") < log.index("exec python")
+    assert "apt-get install -y python3.10-venv ffmpeg" in log  # the original's packages
+
+
+def test_a_failing_apt_step_is_tolerated(pod: Pod) -> None:
+    pod.checkout()
+    (pod.bin / "apt-get").write_text("#!/bin/sh\necho 'E: could not reach the mirror' >&2\nexit 100\n")
+    done = pod.start(apt_packages=("ffmpeg",))
+    assert done.returncode == 0, done.stderr
+    assert pod.received()["argv"] == SEED_ARGS
+    assert "apt-get update failed" in pod.log()
+
+
+def test_no_apt_step_when_no_packages_are_configured(pod: Pod) -> None:
+    pod.checkout()
+    assert pod.start(apt_packages=()).returncode == 0
+    assert pod.received()["apt"] == []
+
+
+def test_worker_py_is_started_when_the_checkout_has_it_else_headless_py(pod: Pod) -> None:
+    pod.checkout(entries=("headless.py", "worker.py"))
+    assert pod.start(apt_packages=()).returncode == 0
+    got = pod.received()
+    assert Path(got["argv0"]).name == "worker.py" and got["argv"] == SEED_ARGS
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@localhost", "-c", "init.defaultBranch=main", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_pull_brings_the_rename_to_worker_py_before_the_entry_is_chosen(pod: Pod, tmp_path: Path) -> None:
+    """Upstream renamed headless.py to worker.py (2025-08); the original's `git pull origin main`
+    brings the rename to an old checkout, and the start then runs worker.py."""
+    origin = tmp_path / "origin.git"
+    origin.mkdir()
+    _git(origin, "init", "-q", "--bare", "-b", "main")
+    app = pod.checkout(entries=("headless.py",))
+    (app / ".gitignore").write_text("venv/\n")
+    _git(app, "init", "-q", "-b", "main")
+    _git(app, "add", "-A")
+    _git(app, "commit", "-q", "-m", "headless.py")
+    _git(app, "remote", "add", "origin", str(origin))
+    _git(app, "push", "-q", "origin", "main")
+    upstream = tmp_path / "upstream"
+    _git(tmp_path, "clone", "-q", str(origin), str(upstream))
+    _git(upstream, "mv", "headless.py", "worker.py")
+    _git(upstream, "commit", "-q", "-m", "rename headless.py to worker.py")
+    _git(upstream, "push", "-q", "origin", "main")
+    assert not (app / "worker.py").exists()
+
+    assert pod.start(apt_packages=()).returncode == 0
+    got = pod.received()
+    assert Path(got["argv0"]).name == "worker.py" and got["argv"] == SEED_ARGS
+    assert "git pull: ok" in pod.log()
+
+
+def test_the_uv_launch_of_the_newer_worker(pod: Pod) -> None:
+    app = pod.checkout("Reigh-Worker", entries=("worker.py",), venv=False)
+    uv = pod.bin / "uv"
+    uv.write_text(pod.recorder())
+    uv.chmod(0o755)
+    done = pod.start(launch="uv", wgp_profile=2, dirs=("Reigh-Worker", "Headless-Wan2GP"), apt_packages=())
+    assert done.returncode == 0, done.stderr
+    got = pod.received()
+    assert Path(got["argv0"]).name == "uv" and got["cwd"] == str(app)
+    assert got["argv"] == [
+        "run", "--python", "3.10", "--extra", "cuda124", "python", "worker.py",
+        "--supabase-url", HOSTILE["SUPABASE_URL"],
+        "--supabase-access-token", HOSTILE["SUPABASE_SERVICE_ROLE_KEY"],
+        "--worker", WORKER_ID,
+        "--wgp-profile", "2",
+    ]  # fmt: skip
+    assert got["env"]["SUPABASE_SERVICE_ROLE_KEY"] == HOSTILE["SUPABASE_SERVICE_ROLE_KEY"]
+    assert got["env"]["SUPABASE_ANON_KEY"] == HOSTILE["SUPABASE_ANON_KEY"]
+
+
+def test_uv_launch_without_uv_fails_clearly(pod: Pod) -> None:
+    pod.checkout("Reigh-Worker", entries=("worker.py",), venv=False)
+    done = pod.start(launch="uv", dirs=("Reigh-Worker",), apt_packages=())
+    assert done.returncode == 7 and "uv is not on the pod's PATH" in done.stderr
+
+
+def test_the_checkout_is_the_first_configured_directory_that_exists(pod: Pod) -> None:
+    later = pod.checkout("Headless-Wan2GP")
+    done = pod.start(dirs=("Reigh-Worker", "Headless-Wan2GP"), apt_packages=())
+    assert done.returncode == 0, done.stderr
+    assert pod.received()["cwd"] == str(later)
+
+    none = pod.start(dirs=("Reigh-Worker", "/elsewhere/Headless-Wan2GP"), apt_packages=())
+    assert none.returncode == 4
+    assert f"{pod.mount}/Reigh-Worker, /elsewhere/Headless-Wan2GP" in none.stderr
+
+
+def test_the_initialization_check_follows_the_configured_directory(pod: Pod) -> None:
+    pod.checkout("Headless-Wan2GP")
+    check = {c.name: c for c in init_checks(str(pod.mount), ("Reigh-Worker", "Headless-Wan2GP"))}["headless_dir"]
+    ok = subprocess.run(["bash", "-c", check.command], capture_output=True, text=True, timeout=10, check=False)
+    assert ok.returncode == 0 and "venv" in ok.stdout and "headless.py" in ok.stdout
+    check = {c.name: c for c in init_checks(str(pod.mount), ("Reigh-Worker",))}["headless_dir"]
+    bad = subprocess.run(["bash", "-c", check.command], capture_output=True, text=True, timeout=10, check=False)
+    assert bad.returncode != 0 and "Reigh-Worker" in bad.stdout and "No such file or directory" in bad.stdout
+
+
+def test_missing_credentials_fail_at_once_naming_them_not_their_values(pod: Pod) -> None:
+    pod.checkout()
+    done = pod.start(stdin=credential_records({"SUPABASE_ANON_KEY": HOSTILE["SUPABASE_ANON_KEY"], "WORKER_ID": WORKER_ID}))
+    assert done.returncode == 2
+    assert "not received: SUPABASE_URL SUPABASE_SERVICE_ROLE_KEY" in done.stderr
+    assert _secrets_in(done.stderr) == [] and not pod.out.exists()
+    # The pod's own environment (given at creation) completes what stdin lacks.
+    pod.set_init_env({"PATH": "/usr/bin:/bin", "SUPABASE_URL": "https://from-pod-env", "SUPABASE_SERVICE_ROLE_KEY": "k" * 20})
+    assert pod.start(stdin=credential_records({"WORKER_ID": WORKER_ID}), apt_packages=()).returncode == 0
+    assert pod.received()["argv"][3] == "https://from-pod-env"
+
+
+def test_only_allow_listed_names_are_taken_from_stdin(pod: Pod) -> None:
+    pod.checkout()
+    raw = (
+        credential_records({**HOSTILE, "WORKER_ID": WORKER_ID})
+        + b"LD_PRELOAD=/tmp/evil.so\0PATH=/tmp/evil\0BASH_ENV=/tmp/evil\0NOEQUALS\0A B=c\0"
+    )
+    done = pod.start(stdin=raw, apt_packages=())
+    assert done.returncode == 0, done.stderr
+    env = pod.received()["env"]
+    assert "LD_PRELOAD" not in env and "/tmp/evil" not in env["PATH"] and "BASH_ENV" not in env
+    assert "LD_PRELOAD is not accepted on stdin" in done.stderr and "malformed record" in done.stderr
+    with pytest.raises(errors.RunpodRequestError, match="not one of"):
+        credential_records({"LD_PRELOAD": "x"})
+    with pytest.raises(errors.RunpodRequestError, match="NUL"):
+        credential_records({"SUPABASE_URL": "a\0b"})
+    assert set(CREDENTIAL_VARS) == {"SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY", "WORKER_ID"}
+
+
+def test_a_record_for_another_worker_is_refused(pod: Pod) -> None:
+    pod.checkout()
+    done = pod.start(stdin=credential_records({**HOSTILE, "WORKER_ID": "gpu-someone-else"}))
+    assert done.returncode == 2 and "WORKER_ID does not name this worker" in done.stderr
+
+
+def test_the_command_is_a_fixed_bash_c_with_the_original_steps(pod: Pod) -> None:
+    command = build_start_command(WORKER_ID, WorkerStart(mount_path="/mnt/my volume", git_branch="release/x"))
+    argv = shlex.split(command)
+    assert argv[:4] == ["bash", "--norc", "--noprofile", "-c"] and len(argv) == 5
+    script = argv[4]
+    assert "'/mnt/my volume/reigh/Headless-Wan2GP'" in script
+    assert "read -r -d ''" in script and "/proc/1/environ" in script
+    assert "timeout 30 git pull origin release/x" in script and "flock -w 60" in script
+    assert "apt-get update" in script and "apt-get install -y -q python3.10-venv ffmpeg" in script
+    assert "setsid" in script and "nohup" in script and "< /dev/null" in script
+    assert "/mnt/my volume/reigh/logs/gpu-20250912_101500-1a2b3c4d.log" in script
+    # The same worker, the same command: nothing in it varies with the credentials.
+    assert command == build_start_command(WORKER_ID, WorkerStart(mount_path="/mnt/my volume", git_branch="release/x"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"dirs": ("../etc",)}, "WORKER_DIRS"),
+        ({"dirs": ()}, "WORKER_DIRS"),
+        ({"launch": "docker"}, "WORKER_LAUNCH"),
+        ({"git_branch": "-x"}, "WORKER_GIT_BRANCH"),
+        ({"git_branch": "a;b"}, "WORKER_GIT_BRANCH"),
+        ({"apt_packages": ("ffmpeg", "x y")}, "WORKER_APT_PACKAGES"),
+        ({"wgp_profile": 0}, "WORKER_WGP_PROFILE"),
+        ({"mount_path": "workspace"}, "RUNPOD_VOLUME_MOUNT_PATH"),
+    ],
+)
+def test_bad_start_settings_are_refused_with_the_settings_name(changes: dict[str, Any], needle: str) -> None:
+    with pytest.raises(errors.ConfigError, match=needle):
+        WorkerStart(**changes)
+
+
+def test_the_log_file_is_private_and_holds_no_value(pod: Pod) -> None:
+    pod.checkout()
+    assert pod.start().returncode == 0
+    pod.received()
+    log = Path(worker_log_path(str(pod.mount), WORKER_ID))
+    assert oct(log.stat().st_mode & 0o777) == oct(0o600)
+    text = log.read_text()
+    assert "--supabase-access-token ..." in text and _secrets_in(text) == []
