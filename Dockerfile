@@ -21,7 +21,8 @@
 #             wheels for CPython 3.11), so two builds a month apart install the same code
 #   emulator  the package plus OpenSSH's server, for `orchestrator sim serve` in deploy/docker-compose.yml
 #             (its pods are sshd sandboxes); never deploy it against real Runpod
-#   runtime   the daemon: the installed wheels, the migrations, a non-root user; the default target
+#   runtime   the daemon: the installed wheels (the migrations inside the package's), a non-root user;
+#             the default target
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -31,9 +32,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # Only what the wheel is built from (pyproject's readme is README.md); .dockerignore keeps the rest of
-# the checkout (tests, .env, keys, .venv, .git) out of the build context altogether.
+# the checkout (tests, .env, keys, .venv, .git) out of the build context altogether. migrations/ is
+# what the package's orchestrator/db/migrations links to: the wheel carries those files inside.
 COPY pyproject.toml README.md requirements.lock ./
 COPY orchestrator/ orchestrator/
+COPY migrations/ migrations/
 RUN python -m pip wheel --require-hashes --wheel-dir /wheels -r requirements.lock \
     && python -m pip wheel --no-deps --wheel-dir /wheels . \
     && cp requirements.lock /wheels/
@@ -77,8 +80,8 @@ RUN groupadd --system --gid 10001 orchestrator \
     && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
        --shell /usr/sbin/nologin orchestrator
 WORKDIR /app
-# `orchestrator migrate` applies these; they are owned by root so the daemon cannot alter them.
-COPY migrations/ /app/migrations/
+# No file from the context: `orchestrator migrate` applies the migrations the installed wheel carries
+# (in site-packages, owned by root, so the daemon cannot alter them).
 USER 10001:10001
 EXPOSE 9100
 # Slim images have no curl: ask /healthz with the interpreter we already ship. The port is read at

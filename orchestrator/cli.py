@@ -4,6 +4,10 @@ Sits at the top of the design: it reads the settings once, builds the adapters, 
 controller or to a one-off operation. Heavy imports happen inside each command so that ``orchestrator
 config`` works even when a dependency of another command is broken.
 
+Output: what a command answers goes to stdout, as a table or, with ``--json``, as one JSON document;
+log lines go to stderr, and only from WARNING up unless ``-v`` (the daemon, ``run``, logs its JSON lines
+on stdout at ``LOG_LEVEL``). ``--env-file`` and ``-v`` are taken before or after the command.
+
 Exit codes: 0 success; 1 the operation failed (the error is logged); 2 invalid configuration or usage
 (every problem is listed); 3 the database refused because another orchestrator holds the lease;
 130 interrupted.
@@ -34,17 +38,52 @@ EXIT_INTERRUPTED = 130
 
 Handler = Callable[[argparse.Namespace, config_mod.Settings], int]
 
+DIST_NAME = "runpod-fleet-orchestrator"
+DEFAULT_ENV_FILE = ".env"
+
+
+def package_version() -> str:
+    """The installed distribution's version; in a source checkout that is not installed, pyproject's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(DIST_NAME)
+    except metadata.PackageNotFoundError:
+        pass
+    import tomllib
+
+    try:
+        project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+        return f"{project['version']} (source checkout, not installed)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown (not installed)"
+
 
 def _settings(args: argparse.Namespace) -> config_mod.Settings:
-    # What the command needs is checked with the values, so one report lists every problem.
+    # What the command needs is checked with the values, so one report lists every problem. The
+    # default ./.env is optional; a file named on the command line must exist (a typo in its path
+    # would otherwise leave every default in force and still exit 0).
     needs = getattr(args, "needs", ())
+    named = getattr(args, "env_file", None)
     return config_mod.load_settings(
-        env_file=args.env_file, require_database="database" in needs, require_runpod="runpod" in needs
+        env_file=named if named is not None else DEFAULT_ENV_FILE,
+        env_file_required=named is not None,
+        require_database="database" in needs,
+        require_runpod="runpod" in needs,
     )
 
 
+def _print_json(value: Any) -> None:
+    from orchestrator.logs import redact
+
+    print(json.dumps(redact(value), default=str))
+
+
 def cmd_config(args: argparse.Namespace, settings: config_mod.Settings) -> int:
-    print(config_mod.render(settings))
+    if args.json:
+        _print_json(config_mod.to_json(settings))
+    else:
+        print(config_mod.render(settings))
     return EXIT_OK
 
 
@@ -55,7 +94,9 @@ def cmd_migrate(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     if not url:
         raise ConfigError(["DATABASE_URL is unset: `orchestrator migrate` applies migrations/ over direct Postgres"])
     applied = apply_migrations(url)
-    if applied:
+    if args.json:
+        print(json.dumps({"applied": applied}))
+    elif applied:
         for name in applied:
             print(f"applied {name}")
     else:
@@ -144,11 +185,10 @@ def _controller(settings: config_mod.Settings, **kw: Any) -> Any:
 
 def cmd_run(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     from orchestrator.daemon import Daemon
-    from orchestrator.logs import configure_logging
     from orchestrator.metrics import MetricsServer
 
-    # The daemon's log is its product: JSON lines on stdout, for the journal or a log pipeline.
-    configure_logging(settings, stream=sys.stdout)
+    # Logging is already set up by main(): the daemon's log is its product, JSON lines on stdout at
+    # LOG_LEVEL, for the journal or a log pipeline.
     controller = _controller(settings)
     server = None
     if settings.metrics_port:
@@ -265,14 +305,27 @@ def _operator() -> str:
 
 
 def cmd_pause(args: argparse.Namespace, settings: config_mod.Settings) -> int:
-    _with_db(settings, lambda db: db.set_paused(args.command == "pause", _operator(), getattr(args, "reason", None)))
-    print("spawning paused; healing, draining and termination continue" if args.command == "pause" else "spawning resumed")
+    pause = args.command == "pause"
+    row = _with_db(settings, lambda db: db.set_paused(pause, _operator(), getattr(args, "reason", None)))
+    if args.json:
+        _print_json(row if isinstance(row, dict) else {"paused": pause})
+    else:
+        print("spawning paused; healing, draining and termination continue" if pause else "spawning resumed")
     return EXIT_OK
 
 
 def cmd_workers(args: argparse.Namespace, settings: config_mod.Settings) -> int:
+    from orchestrator.render import termination_row
+
     row = _with_db(settings, lambda db: db.request_termination(args.worker_id, _operator()))
-    print(f"termination requested for {args.worker_id} (state {row.get('status')}); the next tick drains it and terminates its pod")
+    answer = termination_row(args.worker_id, row if isinstance(row, dict) else {})
+    if args.json:
+        _print_json(answer)
+    else:
+        print(
+            f"termination requested for {args.worker_id} (state {answer['status']}); "
+            "the next tick drains it and terminates its pod"
+        )
     return EXIT_OK
 
 
@@ -291,24 +344,66 @@ def cmd_ssh(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     provider = make_provider(settings)
     provider.remember_host_key(worker.runpod_id, worker.host_key_fingerprint)
     code, out, err = provider.execute_command_on_worker(worker.runpod_id, command, timeout=args.timeout)
-    sys.stdout.write(out)
-    sys.stderr.write(err)
+    if args.json:
+        # The remote output as it came: it is the pod's, and the operator asked for it.
+        answer = {"worker_id": worker.id, "runpod_id": worker.runpod_id, "exit_code": int(code), "stdout": out, "stderr": err}
+        print(json.dumps(answer))
+    else:
+        sys.stdout.write(out)
+        sys.stderr.write(err)
     return int(code)
 
 
+def _closing(provider: Any, call: Callable[[Any], Any]) -> Any:
+    try:
+        return call(provider)
+    finally:
+        close = getattr(provider, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
+
+
 def cmd_gpus(args: argparse.Namespace, settings: config_mod.Settings) -> int:
-    from orchestrator.runpod_client import format_gpus
     from orchestrator.wiring import make_provider
 
-    print(format_gpus(make_provider(settings)))
+    if args.json:
+        from orchestrator.render import gpus_rows
+
+        def rows(client: Any) -> dict[str, Any]:
+            gpus = client.list_gpu_types(with_availability=True)
+            return {"transport": client.transport.name, "gpu_types": gpus_rows(gpus, client.gpu_types)}
+
+        _print_json(_closing(make_provider(settings), rows))
+    else:
+        from orchestrator.runpod_client import format_gpus
+
+        print(_closing(make_provider(settings), format_gpus))
     return EXIT_OK
 
 
 def cmd_volumes(args: argparse.Namespace, settings: config_mod.Settings) -> int:
-    from orchestrator.runpod_client import format_volumes
     from orchestrator.wiring import make_provider
 
-    print(format_volumes(make_provider(settings)))
+    if args.json:
+        from orchestrator.errors import RunpodError
+        from orchestrator.render import volumes_rows
+
+        def rows(client: Any) -> dict[str, Any]:
+            volumes = client.list_network_volumes(fresh=True)
+            gpus, problem = None, None
+            if client.storage_names:
+                try:
+                    gpus = client.list_gpu_types(with_availability=True)
+                except RunpodError as exc:
+                    problem = f"{type(exc).__name__}: {exc}"[:200]
+            return volumes_rows(volumes, client.storage_names, client.gpu_types, gpus, problem)
+
+        _print_json(_closing(make_provider(settings), rows))
+    else:
+        from orchestrator.runpod_client import format_volumes
+
+        print(_closing(make_provider(settings), format_volumes))
     return EXIT_OK
 
 
@@ -605,12 +700,21 @@ def _doctor_ssh(settings: config_mod.Settings) -> list[Check]:
     return checks
 
 
+def _doctor_config(settings: config_mod.Settings) -> list[Check]:
+    """What the configuration ignored (misspelt names, lines that are not NAME=value): warnings."""
+    return [
+        Check(f"config: {w.fields.get('name') or w.fields.get('file') or w.event}", WARN, w.message)
+        for w in settings.warnings
+    ]
+
+
 def run_doctor(settings: config_mod.Settings) -> list[Check]:
-    """Every check, in the order an operator fixes them: database, worker API, Runpod, SSH."""
+    """Every check, in the order an operator fixes them: configuration, database, worker API, Runpod, SSH."""
     import httpx
 
+    checks = _doctor_config(settings)
     with httpx.Client(timeout=DOCTOR_HTTP_TIMEOUT) as client:
-        checks = _doctor_database(settings, client)
+        checks += _doctor_database(settings, client)
     checks += _doctor_runpod(settings)
     checks += _doctor_ssh(settings)
     return checks
@@ -645,37 +749,123 @@ DAEMON_NEEDS = ("database", "runpod")
 DB_NEEDS = ("database",)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps prose as usual but keeps the example block (lines indented by two spaces) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        blocks = []
+        for block in text.split("\n\n"):
+            if block.startswith("example") or block.startswith("  "):
+                blocks.append("\n".join(indent + line for line in block.splitlines()))
+            else:
+                blocks.append(super()._fill_text(block, width, indent))
+        return "\n\n".join(blocks)
+
+
+def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--env-file`` and ``-v``, taken before the command or after it (the later one wins)."""
+    # Below the top level the defaults are SUPPRESS, so a subcommand that is not given the option keeps
+    # the value parsed before it instead of overwriting it with its own default.
+    parser.add_argument(
+        "--env-file",
+        metavar="PATH",
+        default=None if top else argparse.SUPPRESS,
+        help=f"env file to read (NAME=value lines; the environment wins over it). Default: ./{DEFAULT_ENV_FILE} "
+        "when present; a file named here must exist (exit 2 otherwise)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if top else argparse.SUPPRESS,
+        help="log INFO lines on stderr (-vv: DEBUG); one-off commands log only warnings and errors otherwise",
+    )
+
+
+def _command(
+    sub: Any,
+    name: str,
+    summary: str,
+    examples: Sequence[str],
+    *,
+    details: str = "",
+    handler: Handler | None = None,
+    needs: tuple[str, ...] = (),
+    json_help: str | None = None,
+) -> argparse.ArgumentParser:
+    """One subcommand: a one-line summary (its line in ``orchestrator --help`` and the first line of its
+    own ``--help``), optional details, and examples that a test parses with this very parser."""
+    epilog = "example" + ("s" if len(examples) > 1 else "") + ":\n" + "\n".join(f"  {e}" for e in examples)
+    p = sub.add_parser(
+        name,
+        help=summary,
+        description=summary + (f"\n\n{details}" if details else ""),
+        epilog=epilog,
+        formatter_class=_HelpFormatter,
+    )
+    _common_options(p, top=False)
+    if json_help is not None:
+        p.add_argument("--json", action="store_true", help=json_help)
+    if handler is not None:
+        p.set_defaults(handler=handler, needs=needs)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orchestrator",
         description="Keeps the right number of Runpod GPU pods alive for a Supabase task queue.",
-        epilog="Exit codes: 0 ok, 1 failed, 2 invalid configuration or usage, 3 lease held elsewhere.",
+        epilog="Run `orchestrator COMMAND --help` for a command's options and an example.\n\n"
+        "Exit codes: 0 ok, 1 failed, 2 invalid configuration or usage, 3 lease held elsewhere, 130 interrupted.\n\n"
+        "examples:\n"
+        "  orchestrator --env-file /etc/orchestrator/orchestrator.env config\n"
+        "  orchestrator status --json",
+        formatter_class=_HelpFormatter,
     )
-    parser.add_argument("--env-file", default=".env", help="optional .env file (default: ./.env)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    _common_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("config", help="print every setting, its effective value and where it came from")
-    p.set_defaults(handler=cmd_config)
+    p = _command(
+        sub, "config", "print every setting, its effective value and where it came from (secrets masked)",
+        ["orchestrator config --env-file /etc/orchestrator/orchestrator.env", "orchestrator config --json | jq .warnings"],
+        details="The first lines say which sources were read, the winning one first (the environment, then the "
+        "env file, then the defaults), and warn about names that look like misspelt settings.",
+        handler=cmd_config, json_help="one JSON document: {precedence, files, warnings, settings: [{name, group, source, value, secret}]}",
+    )
+    p.set_defaults(shows_warnings=True)
 
-    p = sub.add_parser("migrate", help="apply migrations/ to DATABASE_URL (no-op when up to date)")
+    p = _command(
+        sub, "migrate", "apply migrations/ to DATABASE_URL (a no-op when up to date)",
+        ["orchestrator migrate --database-url postgresql://postgres@127.0.0.1:5432/postgres"],
+        details="Refuses an applied file that has changed since.",
+        handler=cmd_migrate, json_help='one JSON document: {"applied": [file names applied now]}',
+    )
     p.add_argument("--database-url", default=None, help="override DATABASE_URL")
-    p.set_defaults(handler=cmd_migrate)
 
-    p = sub.add_parser("sim", help="offline stand-ins: `sim serve` runs the Runpod emulator, `sim run` replays traffic")
+    p = _command(
+        sub, "sim", "offline stand-ins: `sim serve` runs the Runpod emulator, `sim run` replays traffic",
+        ["orchestrator sim serve --port 8765 --speed 20", "orchestrator sim run --trace bursty --json"],
+    )
     sim_sub = p.add_subparsers(dest="sim_command", required=True, metavar="SIM_COMMAND")
-    s = sim_sub.add_parser("serve", help="run the Runpod emulator (REST v2 and GraphQL) until interrupted")
+    s = _command(
+        sim_sub, "serve", "run the Runpod emulator (REST v2 and GraphQL) until interrupted",
+        ["orchestrator sim serve --port 8765 --speed 20 --api-key rehearsal"],
+        details="Prints its base URL on stdout; point RUNPOD_API_BASE_URL at it.",
+        handler=cmd_sim,
+    )
     s.add_argument("--port", type=int, default=8765)
     s.add_argument("--speed", type=float, default=1.0, help="boot-time divisor: 10 makes boots 10x faster")
     s.add_argument("--state-dir", default=None)
     s.add_argument("--api-key", default=None, help="accept only this key (default: any non-empty key)")
     s.add_argument("extra", nargs=argparse.REMAINDER, help="fault knobs and --capacity, as `python -m orchestrator.sim.emulator --help` lists")
-    s.set_defaults(handler=cmd_sim)
-    s = sim_sub.add_parser(
-        "run",
-        help="replay a trace in virtual time: cost and task waits of your settings vs other policies",
-        description="Replay a trace of task arrivals against scaling policies in virtual time (seconds for a day) "
-        "and print each policy's cost, GPU-hours and task waits. `ours` is your configuration (environment, .env, "
+    s = _command(
+        sim_sub, "run", "replay a trace in virtual time: cost and task waits of your settings vs other policies",
+        ["orchestrator sim run --trace bursty --policy ours original --set MAX_ACTIVE_GPUS=4"],
+        details="Replays a trace of task arrivals against scaling policies in virtual time (seconds for a day) "
+        "and prints each policy's cost, GPU-hours and task waits. `ours` is your configuration (environment, .env, "
         "then --set). See docs/operations.md, 'Replaying traffic with `orchestrator sim run`'.",
+        handler=cmd_sim_run, json_help="one JSON document: trace -> policy -> metric",
     )
     s.add_argument(
         "--trace", default="steady", metavar="NAME_OR_CSV",
@@ -690,97 +880,194 @@ def build_parser() -> argparse.ArgumentParser:
         help="change a setting for `ours` (and ours_min2) only; repeatable",
     )
     s.add_argument("--seeds", type=_positive_int, default=1, help="simulation seeds per policy; means are shown (default: 1)")
-    s.add_argument("--json", action="store_true", help="one JSON document: trace -> policy -> metric")
-    s.set_defaults(handler=cmd_sim_run)
 
-    p = sub.add_parser(
-        "doctor",
-        help="pre-flight: is everything the daemon and the real worker need there? (exit 0 only when it is)",
-        description="Checks, without changing anything: the database (our migrations, the worker's heartbeat "
-        "RPC and claim function, the app's Edge Functions answering with the workers' token), the Runpod key, "
-        "GPU types and network volumes, and the SSH key files. Exit 0 when nothing is missing, 1 otherwise.",
+    p = _command(
+        sub, "doctor", "pre-flight: is everything the daemon and the real worker need there? (exit 0 only when it is)",
+        ["orchestrator doctor", "orchestrator doctor --json | jq '.checks[] | select(.status != \"ok\")'"],
+        details="Checks, without changing anything: the configuration's names, the database (our migrations, the "
+        "worker's heartbeat RPC and claim function, the app's Edge Functions answering with the workers' token), "
+        "the Runpod key, GPU types and network volumes, and the SSH key files. Exit 0 when nothing is missing, "
+        "1 otherwise.",
+        handler=cmd_doctor, json_help="one JSON document: {ok, checks: [{check, status, detail}]}",
     )
-    p.add_argument("--json", action="store_true", help="one JSON document: {ok, checks: [{check, status, detail}]}")
-    p.set_defaults(handler=cmd_doctor)
+    p.set_defaults(shows_warnings=True)
 
-    p = sub.add_parser("run", help="the daemon: tick every ORCHESTRATOR_POLL_SEC until SIGTERM")
-    p.set_defaults(handler=cmd_run, needs=DAEMON_NEEDS)
+    _command(
+        sub, "run", "the daemon: tick every ORCHESTRATOR_POLL_SEC until SIGTERM",
+        ["orchestrator --env-file /etc/orchestrator/orchestrator.env run"],
+        details="Logs one JSON line per event on stdout at LOG_LEVEL; SIGTERM finishes the tick, releases the "
+        "lease and exits 0.",
+        handler=cmd_run, needs=DAEMON_NEEDS,
+    )
 
-    p = sub.add_parser("tick", help="run one cycle now and print its JSON summary")
+    p = _command(
+        sub, "tick", "run one cycle now and print its JSON summary (exit 3 when another orchestrator leads)",
+        ["orchestrator tick --wait 60"],
+        handler=cmd_tick, needs=DAEMON_NEEDS, json_help="accepted for symmetry: the summary is always one JSON line",
+    )
     p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the tick's slow actions (SSH)")
-    p.set_defaults(handler=cmd_tick, needs=DAEMON_NEEDS)
 
-    p = sub.add_parser("plan", help="dry run: the actions and reasons a tick would take now, changing nothing")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_plan, needs=DAEMON_NEEDS)
+    _command(
+        sub, "plan", "dry run: the actions and reasons a tick would take now, changing nothing",
+        ["orchestrator plan", "orchestrator plan --json | jq .actions"],
+        handler=cmd_plan, needs=DAEMON_NEEDS, json_help="one JSON document: the plan, its actions and their reasons",
+    )
 
-    p = sub.add_parser("status", help="the fleet: workers, states, ages, heartbeats, tasks, cost; the queue")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_status, needs=DB_NEEDS)
+    _command(
+        sub, "status", "the fleet: workers, states, ages, heartbeats, tasks, cost; the queue",
+        ["orchestrator status", "orchestrator status --json | jq .queue"],
+        handler=cmd_status, needs=DB_NEEDS, json_help="one JSON document: {now, paused, queue, workers, spend_per_hr, spend_usd}",
+    )
 
-    p = sub.add_parser("pods", help="the provider's pods beside the database's workers, orphans marked")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_pods, needs=DB_NEEDS)
+    _command(
+        sub, "pods", "the provider's pods beside the database's workers, orphans marked",
+        ["orchestrator pods --json | jq '.[] | select(.orphan)'"],
+        handler=cmd_pods, needs=DB_NEEDS, json_help="one JSON array: a row per pod (and per worker whose pod is gone)",
+    )
 
-    p = sub.add_parser("events", help="the newest orchestrator events")
+    p = _command(
+        sub, "events", "the newest orchestrator events",
+        ["orchestrator events --limit 200 --worker gpu-20261129_101500-1a2b3c4d"],
+        handler=cmd_events, needs=DB_NEEDS, json_help="one JSON array of events, newest first",
+    )
     p.add_argument("--limit", type=_events_limit, default=50, help=f"1 to {EVENTS_LIMIT_MAX} (default: 50)")
-    p.add_argument("--worker", default=None)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_events, needs=DB_NEEDS)
+    p.add_argument("--worker", default=None, help="only this worker's events")
 
-    p = sub.add_parser("pause", help="stop spawning (healing, draining and termination go on)")
+    p = _command(
+        sub, "pause", "stop spawning (healing, draining and termination go on)",
+        ['orchestrator pause --reason "image rollout"'],
+        handler=cmd_pause, needs=DB_NEEDS, json_help="one JSON document: the pause switch as the database now has it",
+    )
     p.add_argument("--reason", default=None)
-    p.set_defaults(handler=cmd_pause, needs=DB_NEEDS)
-    p = sub.add_parser("resume", help="allow spawning again")
-    p.set_defaults(handler=cmd_pause, needs=DB_NEEDS)
+    _command(
+        sub, "resume", "allow spawning again",
+        ["orchestrator resume --json"],
+        handler=cmd_pause, needs=DB_NEEDS, json_help="one JSON document: the pause switch as the database now has it",
+    )
 
-    p = sub.add_parser("workers", help="operate on one worker")
+    p = _command(
+        sub, "workers", "operate on one worker",
+        ["orchestrator workers terminate gpu-20261129_101500-1a2b3c4d"],
+    )
     w_sub = p.add_subparsers(dest="workers_command", required=True, metavar="ACTION")
-    w = w_sub.add_parser("terminate", help="drain the worker and terminate its pod")
+    w = _command(
+        w_sub, "terminate", "drain the worker and terminate its pod (the next tick does it)",
+        ["orchestrator workers terminate gpu-20261129_101500-1a2b3c4d --json"],
+        handler=cmd_workers, needs=DB_NEEDS,
+        json_help="one JSON document: {worker_id, status, terminate_requested_at, terminate_requested_by}",
+    )
     w.add_argument("worker_id")
-    w.set_defaults(handler=cmd_workers, needs=DB_NEEDS)
 
-    p = sub.add_parser("ssh", help="run a command on a worker's pod: orchestrator ssh ID -- CMD")
+    p = _command(
+        sub, "ssh", "run a command on a worker's pod (host key pinned): orchestrator ssh ID -- CMD",
+        ["orchestrator ssh gpu-20261129_101500-1a2b3c4d --timeout 30 -- nvidia-smi"],
+        details="Everything after `--` is the remote command. Its stdout and stderr are passed through and its "
+        "exit code is the command's.",
+        handler=cmd_ssh, needs=DB_NEEDS, json_help="one JSON document: {worker_id, runpod_id, exit_code, stdout, stderr}",
+    )
     p.add_argument("worker_id")
-    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p.add_argument("cmd", nargs="*", metavar="-- CMD")
     p.add_argument("--timeout", type=float, default=60.0)
-    p.set_defaults(handler=cmd_ssh, needs=DB_NEEDS)
 
-    p = sub.add_parser("gpus", help="GPU types: memory, price, availability")
-    p.set_defaults(handler=cmd_gpus)
-    p = sub.add_parser("volumes", help="network volumes: name, size, data center")
-    p.set_defaults(handler=cmd_volumes)
+    _command(
+        sub, "gpus", "GPU types: memory, price, availability",
+        ["orchestrator gpus", "orchestrator gpus --json | jq '.gpu_types[] | select(.priority != null)'"],
+        handler=cmd_gpus, json_help="one JSON document: {transport, gpu_types: [...]}, cheapest first",
+    )
+    _command(
+        sub, "volumes", "network volumes: name, size, data center, usable now",
+        ["orchestrator volumes --json"],
+        handler=cmd_volumes, json_help="one JSON document: {storage_names, gpu_stock_error, volumes: [...]}",
+    )
 
-    p = sub.add_parser("demo", help="the whole system offline: Postgres, the emulator, the daemon, a stream of tasks")
+    p = _command(
+        sub, "demo", "the whole system offline: Postgres, the emulator, the daemon, a stream of tasks",
+        ["orchestrator demo --tasks 12 --max-gpus 2"],
+        handler=cmd_demo, json_help="end with one JSON line of totals (no live table)",
+    )
     p.add_argument("--tasks", type=int, default=24)
     p.add_argument("--max-gpus", type=int, default=4)
     p.add_argument("--timeout", type=float, default=600.0)
-    p.add_argument("--json", action="store_true", help="end with one JSON line of totals (no live table)")
-    p.set_defaults(handler=cmd_demo)
 
     return parser
+
+
+def examples(parser: argparse.ArgumentParser) -> list[str]:
+    """Every example of every command's ``--help`` (the tests parse each one)."""
+    found: list[str] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                text = child.epilog or ""
+                found += [line.strip() for line in text.splitlines() if line.startswith("  orchestrator ")]
+                found += examples(child)
+    return found
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, raising SystemExit (argparse's habit) on bad usage or after ``--help``/``--version``."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    # `ssh ID [options] -- CMD`: everything after the first `--` is the remote command, options and all;
+    # argparse alone would hand the options before `--` to the command instead.
+    if "--" in words:
+        cut = words.index("--")
+        head, tail = words[:cut], words[cut + 1 :]
+        args, unknown = parser.parse_known_args(head)
+        if args.command == "ssh":
+            if unknown:
+                parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+            args.cmd = [*args.cmd, *tail]
+            return args
+    # `sim serve` forwards the emulator's own options (fault knobs, --capacity) untouched; every
+    # other command, `sim run` included, refuses what it does not know.
+    args, unknown = parser.parse_known_args(words)
+    if unknown and getattr(args, "sim_command", None) == "serve":
+        args.extra = [*unknown, *args.extra]
+    elif unknown and args.command == "ssh":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (the remote command goes after `--`: orchestrator ssh ID -- CMD)")
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
+def _log_warnings(settings: config_mod.Settings) -> None:
+    """One warning line per thing the configuration ignored (names and line numbers, never values)."""
+    log = structlog.get_logger(__name__)
+    for warning in settings.warnings:
+        f = warning.fields
+        # Spelt out per event so that the event names and their fields reach the documented table.
+        if warning.event == "config_unknown_variable":
+            log.warning("config_unknown_variable", name=f["name"], source=f["source"], suggestion=f["suggestion"])
+        elif warning.event == "config_env_file_duplicate":
+            log.warning("config_env_file_duplicate", file=f["file"], name=f["name"], lines=f["lines"])
+        else:
+            log.warning("config_env_file_line_ignored", file=f.get("file"), line=f.get("line"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        # `sim serve` forwards the emulator's own options (fault knobs, --capacity) untouched; every
-        # other command, `sim run` included, refuses what it does not know.
-        args, unknown = parser.parse_known_args(argv)
-        if unknown and getattr(args, "sim_command", None) == "serve":
-            args.extra = [*unknown, *args.extra]
-        elif unknown:
-            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        args = parse_args(parser, argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help and --version
         return int(exc.code or 0)
     handler: Handler = args.handler
     try:
         settings = _settings(args)
-        from orchestrator.logs import configure_logging
+        from orchestrator.logs import command_level, configure_logging
 
-        configure_logging(settings, stream=sys.stderr)
+        daemon = args.command == "run"
+        configure_logging(
+            settings,
+            stream=sys.stdout if daemon else sys.stderr,
+            level=command_level(settings.log_level, daemon=daemon, verbosity=args.verbose),
+        )
+        if not getattr(args, "shows_warnings", False):
+            _log_warnings(settings)
         return handler(args, settings)
     except ConfigError as exc:
+        # Notes are the names that look like misspelt settings: often the cause of the problems above.
+        for note in getattr(exc, "__notes__", ()):
+            print(f"orchestrator: warning: {note}", file=sys.stderr)
         print(f"orchestrator: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except LeaseLost as exc:

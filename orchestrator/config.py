@@ -4,12 +4,18 @@ Sits at the very bottom of the design: every other module receives a :class:`Set
 reads the environment itself. Validation collects every problem before failing, so an operator fixes
 a bad deployment in one round (the CLI turns :class:`~orchestrator.errors.ConfigError` into exit code 2).
 
+Nothing is ignored without a word: an env file named explicitly must exist, and a variable name that is
+not a setting but looks meant for one (``MAX_ACTIVE_GPU``, ``RUNPOD_GPU_TYPES``, any ``ORCHESTRATOR_*``)
+becomes a :class:`ConfigWarning` naming the closest setting (:func:`name_warnings`). Warnings name
+variables and line numbers, never values, which may be secrets.
+
 The variables and defaults are those users of the system we replace already know; where a default of
 that system cost money (see ``docs/operations.md``), the new default is explained next to it.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -103,12 +109,47 @@ VARIABLES: tuple[Var, ...] = (
     _v("APPLY_CONCURRENCY", "int", 64, "actions (SSH, API calls) run at once within a tick; pods 50-150 ms away make each SSH step wait on round trips, not CPU (bench/ssh_fanout.py)", "daemon", minimum=1),
     _v("SSH_CONNECT_TIMEOUT_SEC", "float", 10, "SSH connect and handshake timeout", "daemon", minimum=0.1),
     _v("SSH_COMMAND_TIMEOUT_SEC", "float", 60, "default timeout of one remote command", "daemon", minimum=0.1),
+    _v("EVENTS_RETENTION_DAYS", "int", 90, "days orchestrator_events keeps a row; the leader prunes older ones in bounded batches; 0 = keep for ever", "daemon", minimum=0),
     _v("METRICS_PORT", "int", 0, "port of the Prometheus /metrics and /healthz endpoint; 0 = off", "daemon", minimum=0),
-    _v("LOG_LEVEL", "choice", "INFO", "DEBUG, INFO, WARNING or ERROR", "daemon", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    _v("LOG_LEVEL", "choice", "INFO", "the daemon's log level: DEBUG, INFO, WARNING or ERROR (one-off commands log WARNING and above unless -v)", "daemon", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     _v("LOG_FORMAT", "choice", "auto", "json, console, or auto (console on a terminal, json otherwise)", "daemon", choices=("auto", "json", "console")),
 )
 
 BY_NAME: dict[str, Var] = {v.name: v for v in VARIABLES}
+
+# Read elsewhere in the package, outside Settings (paths for the embedded stack, a test hook): known
+# names, so the check for misspelt settings stays quiet about them.
+OTHER_NAMES: frozenset[str] = frozenset(
+    {
+        "ORCHESTRATOR_MIGRATIONS_DIR",  # orchestrator.db.migrate: where migrations/ is
+        "ORCHESTRATOR_PG_BINDIR",  # orchestrator.sim.pg: PostgreSQL's binaries for the embedded stack
+        "ORCHESTRATOR_TEST_CRASH_AT",  # orchestrator.controller: the crash-recovery tests' crash point
+    }
+)
+# Read by the runpod SDK this package depends on (runpod-python: runpod/__init__.py, runpod/api,
+# runpod/serverless): they may be set beside ours on purpose, and some look like near misses of ours.
+RUNPOD_SDK_NAMES: frozenset[str] = frozenset(
+    {
+        "RUNPOD_AI_API_KEY", "RUNPOD_DEBUG_LEVEL", "RUNPOD_ENDPOINT_ID", "RUNPOD_POD_HOSTNAME", "RUNPOD_POD_ID",
+        "RUNPOD_PROJECT_ID", "RUNPOD_UA_INTEGRATION", "RUNPOD_PING_INTERVAL", "RUNPOD_REALTIME_CONCURRENCY",
+        "RUNPOD_REALTIME_PORT", "RUNPOD_WEBHOOK_GET_JOB", "RUNPOD_WEBHOOK_PING", "RUNPOD_WEBHOOK_POST_OUTPUT",
+        "RUNPOD_WEBHOOK_POST_STREAM", "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS", "RUNPOD_SKIP_GPU_CHECK",
+        "RUNPOD_GPU_BENCHMARK_TIMEOUT", "RUNPOD_GPU_MAX_ERROR_MESSAGES", "RUNPOD_GPU_TEST_TIMEOUT",
+        "RUNPOD_MIN_CUDA_VERSION", "RUNPOD_MIN_DISK_PERCENT", "RUNPOD_MIN_MEMORY_GB", "RUNPOD_NETWORK_CHECK_TIMEOUT",
+    }
+)
+KNOWN_NAMES: frozenset[str] = frozenset(BY_NAME) | OTHER_NAMES | RUNPOD_SDK_NAMES
+# Our own namespace: every unknown ORCHESTRATOR_* name is a mistake, wherever it is set.
+OWN_PREFIX = "ORCHESTRATOR_"
+# In the env file, which exists for the orchestrator, a Runpod or Supabase name that is not ours is a
+# mistake too. In the process environment it may belong to another tool (the SDK's, a pod's own
+# RUNPOD_POD_ID, the Supabase CLI's SUPABASE_ACCESS_TOKEN), so there only near misses are reported.
+FILE_FAMILIES = ("ORCHESTRATOR_", "RUNPOD_", "SUPABASE_")
+# difflib ratios from which a name counts as a misspelling of a setting. 0.9 lets one wrong, missing or
+# extra character through in names of 10 or more (MAX_ACTIVE_GPU, LOGLEVEL, METRIC_PORT) but not another
+# program's word (DATABASE_USER is 0.88 from DATABASE_URL); the env file, meant for us, is read looser.
+ENVIRONMENT_CUTOFF = 0.9
+FILE_CUTOFF = 0.8
 
 # Debian package names (Debian Policy 5.6.1); anything else could not be installed and would reach a shell.
 DEBIAN_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]*$")
@@ -162,11 +203,45 @@ def mask_url_password(url: str) -> str:
 
 
 @dataclass(frozen=True)
+class EnvFile:
+    """An env file the settings were asked to read, and whether it was there."""
+
+    path: str  # as given (``.env``, ``/etc/orchestrator/orchestrator.env``)
+    resolved: str
+    read: bool
+    required: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "resolved": self.resolved, "read": self.read, "required": self.required}
+
+
+@dataclass(frozen=True)
+class ConfigWarning:
+    """Something the configuration ignored that the operator probably meant: logged as ``event``.
+
+    Never carries a value: a misspelt ``RUNPOD_API_KY`` holds a key all the same.
+    """
+
+    event: str
+    message: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.event, "message": self.message, **self.fields}
+
+
+@dataclass(frozen=True)
 class Settings:
-    """Every variable in :data:`VARIABLES`, typed, plus where each value came from."""
+    """Every variable in :data:`VARIABLES`, typed, plus where each value came from.
+
+    ``files`` are the env files asked for, in the order they were considered (the environment wins over
+    them, they win over the defaults); ``warnings`` what was ignored in the environment or those files.
+    """
 
     values: Mapping[str, Any]
     sources: Mapping[str, str] = field(default_factory=dict)
+    files: tuple[EnvFile, ...] = ()
+    warnings: tuple[ConfigWarning, ...] = ()
 
     def __getattr__(self, item: str) -> Any:
         # Attribute access by lower-case variable name: settings.max_active_gpus.
@@ -186,7 +261,7 @@ class Settings:
         for key, value in changes.items():
             values[key.upper()] = value
             sources[key.upper()] = "override"
-        new = Settings(values, sources)
+        new = Settings(values, sources, self.files, self.warnings)
         problems = _cross_checks(new.values)
         if problems:
             raise ConfigError(problems)
@@ -254,6 +329,20 @@ class Settings:
             return "true" if value else "false"
         return str(value)
 
+    def public_value(self, name: str) -> Any:
+        """The value as JSON may show it: typed, but masked like :meth:`display_value` when secret."""
+        value = self.values.get(name)
+        var = BY_NAME[name]
+        if value is None:
+            return None
+        if var.kind == "json":
+            return {k: mask(v) for k, v in value.items()}
+        if var.secret:
+            return self.display_value(name)
+        if isinstance(value, tuple):
+            return list(value)
+        return value
+
     def require(self, *, database: bool = False, runpod: bool = False) -> None:
         """Check what a command needs beyond well-formed values (the daemon needs both)."""
         problems = _requirement_problems(self.values, database=database, runpod=runpod)
@@ -291,8 +380,15 @@ def _requirement_problems(
 
 def read_env_file(path: Path) -> dict[str, str]:
     """Parse a ``.env`` file: KEY=VALUE lines, optional ``export``, quotes, ``#`` comments."""
+    return _read_env_lines(path)[0]
+
+
+def _read_env_lines(path: Path) -> tuple[dict[str, str], list[int], dict[str, list[int]]]:
+    """(values, numbers of lines without ``=``, names assigned on more than one line -> their lines)."""
     result: dict[str, str] = {}
-    for raw in path.read_text().splitlines():
+    ignored: list[int] = []
+    seen: dict[str, list[int]] = {}
+    for number, raw in enumerate(path.read_text().splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -300,6 +396,7 @@ def read_env_file(path: Path) -> dict[str, str]:
             line = line[len("export ") :].lstrip()
         key, sep, value = line.partition("=")
         if not sep:
+            ignored.append(number)
             continue
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
@@ -307,7 +404,81 @@ def read_env_file(path: Path) -> dict[str, str]:
         elif " #" in value:
             value = value.split(" #", 1)[0].rstrip()
         result[key.strip()] = value
-    return result
+        seen.setdefault(key.strip(), []).append(number)
+    return result, ignored, {k: v for k, v in seen.items() if len(v) > 1}
+
+
+def _one_word_apart(a: str, b: str) -> bool:
+    """``GPU_IDLE_TIMEOUT`` and ``GPU_IDLE_TIMEOUT_SEC``: the same words but one (a forgotten unit,
+    ``SUPABASE_SERVICE_KEY`` for ``SUPABASE_SERVICE_ROLE_KEY``), at least two words in common."""
+    short, long = sorted((a.split("_"), b.split("_")), key=len)
+    if len(long) - len(short) != 1 or len(short) < 2:
+        return False
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
+
+
+def closest_setting(name: str, cutoff: float) -> str | None:
+    """The setting ``name`` most likely misspells, or None when it looks like none of them.
+
+    Case is ignored (``max_active_gpus``); a name one whole word away counts whatever its ratio.
+    """
+    upper = name.upper()
+    if upper in BY_NAME:
+        return upper
+    apart = [known for known in BY_NAME if _one_word_apart(upper, known)]
+    candidates = apart + difflib.get_close_matches(upper, list(BY_NAME), n=1, cutoff=cutoff)
+    if not candidates:
+        return None
+    return max(candidates, key=lambda known: difflib.SequenceMatcher(None, upper, known).ratio())
+
+
+def _unknown(name: str, where: list[str], suggestion: str | None) -> ConfigWarning:
+    places = " and ".join(where)
+    hint = f"; did you mean {suggestion}?" if suggestion else " (no setting has a similar name)"
+    return ConfigWarning(
+        "config_unknown_variable",
+        f"{name} (in {places}) is not a setting of the orchestrator and is ignored{hint}",
+        {"name": name, "source": places, "suggestion": suggestion},
+    )
+
+
+def _family_suggestion(name: str) -> str | None:
+    """A hint for an unknown name of our families, when one is plausible (else the message says none).
+
+    ``ORCHESTRATOR_MAX_ACTIVE_GPUS``: a setting with our prefix added; otherwise a close setting, but
+    not by the shared prefix alone (``ORCHESTRATOR_FOO`` is 0.76 from ``ORCHESTRATOR_POLL_SEC``).
+    """
+    upper = name.upper()
+    if upper.startswith(OWN_PREFIX):
+        rest = closest_setting(upper[len(OWN_PREFIX) :], FILE_CUTOFF)
+        if rest is not None:
+            return rest
+    return closest_setting(upper, FILE_CUTOFF)
+
+
+def name_warnings(environ: Mapping[str, str], file_values: Mapping[str, str], file_label: str = ".env") -> list[ConfigWarning]:
+    """Names that are not settings but look meant for one, from the environment and the env file.
+
+    Reported: any unknown ``ORCHESTRATOR_*`` name; in the env file also any unknown ``RUNPOD_*`` or
+    ``SUPABASE_*`` name; anywhere a name close to a setting's (:func:`closest_setting`; closer in the
+    environment, whose other names belong to other programs). Names only: values are never read.
+    """
+    found: dict[str, tuple[list[str], str | None]] = {}
+    for names, where, cutoff, families in (
+        (sorted(environ), "the environment", ENVIRONMENT_CUTOFF, (OWN_PREFIX,)),
+        (list(file_values), file_label, FILE_CUTOFF, FILE_FAMILIES),
+    ):
+        for name in names:
+            if name in KNOWN_NAMES:
+                continue
+            suggestion = closest_setting(name, cutoff)
+            if suggestion is None and not name.upper().startswith(families):
+                continue
+            if suggestion is None:
+                suggestion = _family_suggestion(name)
+            places, _ = found.setdefault(name, ([], suggestion))
+            places.append(where)
+    return [_unknown(name, places, suggestion) for name, (places, suggestion) in found.items()]
 
 
 def _parse(var: Var, raw: str) -> tuple[Any, str | None]:
@@ -422,22 +593,59 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     env_file: Path | str | None = ".env",
     *,
+    env_file_required: bool = False,
     require_database: bool = False,
     require_runpod: bool = False,
 ) -> Settings:
     """Read every variable once; raise ConfigError listing every problem found.
 
     The process environment wins over ``.env`` (so a systemd EnvironmentFile or a container's
-    ``-e`` can override a checked-in default), and ``.env`` wins over the defaults. ``require_*``
-    add what the calling command needs (:meth:`Settings.require`) to the same single report.
+    ``-e`` can override a checked-in default), and ``.env`` wins over the defaults. An absent
+    ``env_file`` is skipped unless ``env_file_required`` (the operator named it: a typo in its path
+    must not leave the defaults in force); one that exists but cannot be read is always a problem.
+    ``require_*`` add what the calling command needs (:meth:`Settings.require`) to the same single
+    report. Names that look like misspelt settings become :attr:`Settings.warnings`, and notes
+    (``add_note``) of the ConfigError when there is one.
     """
     env = dict(os.environ if environ is None else environ)
     file_values: dict[str, str] = {}
-    if env_file is not None and Path(env_file).is_file():
-        file_values = read_env_file(Path(env_file))
+    problems: list[str] = []
+    warnings: list[ConfigWarning] = []
+    files: list[EnvFile] = []
+    if env_file is not None:
+        path = Path(env_file)
+        label = str(env_file)
+        try:
+            file_values, ignored, repeated = _read_env_lines(path)
+        except FileNotFoundError:
+            files.append(EnvFile(label, str(path.absolute()), read=False, required=env_file_required))
+            if env_file_required:
+                problems.append(f"--env-file {label}: no such file")
+        except (OSError, UnicodeDecodeError) as exc:
+            files.append(EnvFile(label, str(path.absolute()), read=False, required=env_file_required))
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            problems.append(f"env file {label}: cannot be read ({reason})")
+        else:
+            files.append(EnvFile(label, str(path.resolve()), read=True, required=env_file_required))
+            warnings.extend(
+                ConfigWarning(
+                    "config_env_file_line_ignored",
+                    f"{label} line {n} is not NAME=value and is ignored",
+                    {"file": label, "line": n},
+                )
+                for n in ignored
+            )
+            warnings.extend(
+                ConfigWarning(
+                    "config_env_file_duplicate",
+                    f"{name} is set on lines {', '.join(map(str, lines))} of {label}; the last one counts",
+                    {"file": label, "name": name, "lines": lines},
+                )
+                for name, lines in repeated.items()
+            )
+    warnings.extend(name_warnings(env, file_values, str(env_file)))
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    problems: list[str] = []
     malformed: set[str] = set()
     for var in VARIABLES:
         if var.name in env and env[var.name] != "":
@@ -454,16 +662,16 @@ def load_settings(
             malformed.add(var.name)
         values[var.name] = value if problem is None else _default(var)
         sources[var.name] = source
-    if not problems:
-        problems.extend(_cross_checks(values))
-    else:
-        problems.extend(p for p in _cross_checks(values) if p not in problems)
+    problems.extend(p for p in _cross_checks(values) if p not in problems)
     problems.extend(
         _requirement_problems(values, database=require_database, runpod=require_runpod, skip=frozenset(malformed))
     )
     if problems:
-        raise ConfigError(problems)
-    return Settings(values, sources)
+        error = ConfigError(problems)
+        for warning in warnings:
+            error.add_note(warning.message)
+        raise error
+    return Settings(values, sources, tuple(files), tuple(warnings))
 
 
 def _default(var: Var) -> Any:
@@ -489,10 +697,18 @@ def defaults() -> Settings:
     return load_settings(environ={}, env_file=None)
 
 
+def precedence(settings: Settings) -> list[str]:
+    """Where values come from, the winning source first."""
+    return ["environment", *(f.path for f in settings.files if f.read), "default"]
+
+
 def render(settings: Settings) -> str:
-    """The table `orchestrator config` prints: name, effective value, where it came from."""
+    """The table `orchestrator config` prints: what was read, then name, effective value, source."""
+    lines = [f"# read, the first wins: {'; '.join(_describe_source(settings, s) for s in precedence(settings))}"]
+    lines += [f"# not read: {f.path} (no such file; optional)" for f in settings.files if not f.read]
+    lines += [f"# warning: {w.message}" for w in settings.warnings]
     width = max(len(v.name) for v in VARIABLES)
-    lines = [f"{'VARIABLE'.ljust(width)}  {'SOURCE':11}  VALUE"]
+    lines.append(f"{'VARIABLE'.ljust(width)}  {'SOURCE':11}  VALUE")
     group = None
     for var in VARIABLES:
         if var.group != group:
@@ -500,3 +716,32 @@ def render(settings: Settings) -> str:
             lines.append(f"# {group}")
         lines.append(f"{var.name.ljust(width)}  {settings.sources.get(var.name, 'default'):11}  {settings.display_value(var.name)}")
     return "\n".join(lines)
+
+
+def _describe_source(settings: Settings, source: str) -> str:
+    if source == "environment":
+        return "the process environment"
+    if source == "default":
+        return "the defaults"
+    read = next(f for f in settings.files if f.path == source)
+    shown = source if read.resolved == source else f"{source} = {read.resolved}"
+    return f"{shown} (SOURCE .env)"
+
+
+def to_json(settings: Settings) -> dict[str, Any]:
+    """``orchestrator config --json``: the same facts as :func:`render`, secrets masked."""
+    return {
+        "precedence": precedence(settings),
+        "files": [f.to_dict() for f in settings.files],
+        "warnings": [w.to_dict() for w in settings.warnings],
+        "settings": [
+            {
+                "name": var.name,
+                "group": var.group,
+                "source": settings.sources.get(var.name, "default"),
+                "value": settings.public_value(var.name),
+                "secret": var.secret,
+            }
+            for var in VARIABLES
+        ],
+    }

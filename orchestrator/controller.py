@@ -11,6 +11,14 @@ system's fields, and the Prometheus metrics.
 
 Every write carries the lease's fencing token. A stale token makes the SQL function refuse (``LeaseLost``):
 the controller then stops acting until it holds the lease again, so two daemons never both spawn.
+
+An action that ends billing (fail a worker, a boot step's failure, terminate a pod, close a row) always
+finishes: each step around its ending (diagnostics, the log tail, the details it records, the requeue,
+the metadata merge, the event, the metrics) runs through ``_step``, which logs a failure as
+``action_step_failed`` with its context and goes on, so the transition, the requeue and the termination
+(by pod id, which needs nothing from the row) do not depend on one another. The outcome names what was
+skipped (``skipped_steps``, outcome ``partial``) and the next tick, level-triggered, repairs the rest.
+Only a lost lease stops an ending: the fence before the provider call refuses a stale leader.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -50,17 +58,25 @@ from orchestrator.model import (
     Reactivate,
     Reason,
     RequeueTasks,
+    RequeueUnownedTasks,
     Snapshot,
     Spawn,
     StartProcess,
     TerminatePod,
     Worker,
     WorkerState,
+    parse_ts,
 )
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+
 PRICE_REFRESH_SEC = 600.0
+# Event retention: one delete of at most this many rows per tick while a backlog remains, then a
+# check every EVENTS_PRUNE_SEC.
+EVENTS_PRUNE_BATCH = 5000
+EVENTS_PRUNE_SEC = 600.0
 LOG_TAIL_LINES = 40
 DIAGNOSTICS_SSH_TIMEOUT_SEC = 8.0
 
@@ -157,6 +173,7 @@ class Controller:
         self._prices: dict[str, float] = {}
         self._prices_at = 0.0
         self._data_centers: tuple[str, ...] = ()
+        self._next_prune_at = 0.0
         # The breaker's state at the previous tick (None before the first): its changes become events.
         self._last_breaker: BreakerState | None = None
         self._closed = False
@@ -279,6 +296,7 @@ class Controller:
             token = self._ensure_lease()
         except errors.OrchestratorError as exc:
             log.error("tick_failed", step="lease", error_type=type(exc).__name__, error=str(exc)[:500])
+            self.metrics.observe_tick_failure("lease")
             return TickResult("failed", {"error": str(exc)[:500]})
         if token is None:
             self.metrics.observe_follower()
@@ -287,11 +305,38 @@ class Controller:
             snapshot, pods = self.gather()
         except errors.OrchestratorError as exc:
             log.error("tick_failed", step="gather", error_type=type(exc).__name__, error=str(exc)[:500])
+            self.metrics.observe_tick_failure("gather")
             return TickResult("failed", {"error": str(exc)[:500]})
         plan = self.decide(snapshot, pods)
         outcomes = self.apply(plan.actions, snapshot, token)
         summary = self.record(snapshot, pods, plan, outcomes, time.monotonic() - started)
+        self._prune_events(token)
         return TickResult("leader", summary, plan, snapshot, outcomes)
+
+    def _prune_events(self, token: int) -> None:
+        """At most one bounded batch of expired events per tick, and only every EVENTS_PRUNE_SEC while
+        nothing is left to prune: the log stops growing for ever without a long delete holding a tick."""
+        days = int(self.settings.events_retention_days)
+        if days <= 0 or self.clock() < self._next_prune_at:
+            return
+        try:
+            answer = self.db.prune_events(token, days, EVENTS_PRUNE_BATCH)
+        except errors.LeaseLost as exc:
+            log.warning("lease_lost", during="prune_events", error=str(exc)[:300])
+            self.token = None
+            return
+        except errors.OrchestratorError as exc:
+            log.warning("events_prune_failed", error_type=type(exc).__name__, error=str(exc)[:300])
+            self._next_prune_at = self.clock() + EVENTS_PRUNE_SEC
+            return
+        if answer.get("deleted"):
+            log.info(
+                "events_pruned",
+                deleted=answer.get("deleted"),
+                retention_days=days,
+                oldest_kept_at=answer.get("oldest_kept_at"),
+            )
+        self._next_prune_at = self.clock() + (0.0 if answer.get("more") else EVENTS_PRUNE_SEC)
 
     # -- apply --------------------------------------------------------------------------------------
 
@@ -300,7 +345,10 @@ class Controller:
         worker = getattr(action, "worker_id", None)
         if worker:
             return f"w:{worker}"
-        return f"p:{getattr(action, 'runpod_id', '')}"
+        pod = getattr(action, "runpod_id", None)
+        if pod:
+            return f"p:{pod}"
+        return f"k:{action.kind}"  # an action on no worker and no pod (RequeueUnownedTasks): one at a time
 
     def apply(self, actions: Sequence[Action], snapshot: Snapshot, token: int) -> list[dict[str, Any]]:
         workers = {w.id: w for w in snapshot.workers}
@@ -318,17 +366,25 @@ class Controller:
                 self._in_flight[key] = future
                 submitted.append(future)
         done, _pending = cf.wait(submitted, timeout=self.apply_budget_sec)
-        outcomes = [f.result() for f in done]
+        outcomes = [self._outcome_of(f) for f in done]
         outcomes += [{"kind": "pending", "outcome": "in_flight"} for _ in _pending]
         return outcomes + skipped
+
+    @staticmethod
+    def _outcome_of(future: cf.Future[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return future.result()
+        except Exception as exc:  # _run_action catches everything; this is the belt to its braces
+            log.exception("action_crashed", action="unknown")
+            return {"kind": "unknown", "outcome": "crashed", "error": repr(exc)[:500]}
 
     def _run_action(self, action: Action, workers: Mapping[str, Worker], token: int) -> dict[str, Any]:
         worker_id = getattr(action, "worker_id", None)
         runpod_id = getattr(action, "runpod_id", None)
         bound = structlog.contextvars.bound_contextvars(worker_id=worker_id, runpod_id=runpod_id)
         with bound:
-            handler = getattr(self, f"_do_{action.kind}")
             try:
+                handler = getattr(self, f"_do_{action.kind}")
                 result: dict[str, Any] = handler(action, workers.get(worker_id or ""), token) or {}
                 outcome = result.pop("outcome", "ok")
             except errors.LeaseLost as exc:
@@ -347,19 +403,100 @@ class Controller:
             except Exception as exc:  # a bug in one action must not take the loop down
                 log.exception("action_crashed", action=action.kind)
                 outcome, result = "crashed", {"error": repr(exc)[:500]}
-            self.metrics.actions.labels(kind=action.kind, outcome=outcome).inc()
+            if outcome == "ok" and result.get("skipped_steps"):
+                outcome = "partial"  # its ending happened; something around it did not (action_step_failed)
+            try:
+                self.metrics.actions.labels(kind=action.kind, outcome=outcome).inc()
+            except Exception:  # a metrics fault must not lose the outcome
+                log.exception("metrics_failed", action=action.kind)
             return {"kind": action.kind, "reason": action.reason.value, "worker_id": worker_id, "outcome": outcome, **result}
 
     def _now(self) -> str:
         return _iso(datetime.fromtimestamp(self.clock(), UTC))
 
-    def _event(self, token: int, kind: str, **kw: Any) -> None:
+    def _event(self, token: int, kind: str, *, skipped: list[str] | None = None, **kw: Any) -> None:
         try:
             self.db.append_event(token, kind, **kw)
         except errors.LeaseLost:
             raise
-        except errors.OrchestratorError as exc:
-            log.warning("event_not_recorded", kind=kind, error=str(exc)[:300])
+        except Exception as exc:  # the event log is a record: losing one line must not stop an action
+            log.warning("event_not_recorded", kind=kind, error=f"{type(exc).__name__}: {exc}"[:300])
+            if skipped is not None:
+                skipped.append("event")
+
+    @staticmethod
+    def _step(action: str, step: str, skipped: list[str], fn: Callable[[], T]) -> tuple[bool, T | None]:
+        """Run one step of an action that ends billing; ``(done, its value)``.
+
+        Whatever fails here (a database fault, a refused argument, a malformed answer, a bug) is logged
+        with its context and the step skipped, so the steps after it (the transition, the requeue, the
+        termination) still run. ``LeaseLost`` is the exception: a stale leader must stop everything,
+        and the fence before the provider call would refuse it anyway.
+        """
+        try:
+            return True, fn()
+        except errors.LeaseLost:
+            raise
+        except Exception as exc:
+            log.warning(
+                "action_step_failed",
+                action=action,
+                step=step,
+                error_type=type(exc).__name__,
+                error=str(exc)[:300],
+            )
+            skipped.append(step)
+            return False, None
+
+    def _to_error(
+        self, action: str, token: int, worker_id: str, reason: str, metadata: Mapping[str, Any], skipped: list[str]
+    ) -> None:
+        """Transition to ``error`` with the full details; failing that, with the reason alone.
+
+        The details (diagnostics, a log tail) are the likeliest thing to be refused (a NUL byte the
+        jsonb type rejects, a value too large), and a row that cannot say why it failed is still better
+        ended than left running. A row already moved on (terminated by a racing confirmation, deleted)
+        needs no transition: the rest of the ending goes ahead.
+        """
+        try:
+            self.db.transition_worker(token, worker_id, WorkerState.ERROR.value, reason, metadata)
+            return
+        except errors.LeaseLost:
+            raise
+        except (errors.IllegalTransition, errors.NotFound) as exc:
+            log.info("action_superseded", action=action, step="transition", error=str(exc)[:300])
+            return
+        except Exception as exc:
+            log.warning(
+                "action_step_failed",
+                action=action,
+                step="transition_with_details",
+                error_type=type(exc).__name__,
+                error=str(exc)[:300],
+            )
+        bare = {
+            Meta.ERROR_REASON: reason,
+            Meta.FAILED_AT: self._now(),
+            Meta.ERROR_DETAILS: "details not recorded (see action_step_failed in the daemon's log)",
+        }
+        self._step(
+            action,
+            "transition",
+            skipped,
+            lambda: self.db.transition_worker(token, worker_id, WorkerState.ERROR.value, reason, bare),
+        )
+
+    def _requeue(self, action: str, token: int, worker_id: str, reason: str, skipped: list[str]) -> dict[str, Any]:
+        _done, requeued = self._step(
+            action,
+            "requeue",
+            skipped,
+            lambda: self.db.requeue_worker_tasks(token, worker_id, reason, self.settings.max_task_attempts),
+        )
+        return requeued if isinstance(requeued, Mapping) else {}
+
+    def _count_spawn_failure(self, action: str, reason: str, skipped: list[str]) -> None:
+        self._step(action, "metrics", skipped, lambda: self.metrics.spawn_failures.labels(reason=reason).inc())
 
     def _fence(self, token: int, before: str) -> None:
         """Prove we still lead right before a provider side effect no SQL function can refuse.
@@ -372,16 +509,35 @@ class Controller:
         if not answer.get("renewed"):
             raise errors.LeaseLost("orch_lease_renew", f"lease no longer held by {self.holder} (before {before})")
 
-    def _terminate(self, token: int, worker_id: str | None, runpod_id: str, reason: str) -> bool:
+    def _terminate(
+        self,
+        token: int,
+        worker_id: str | None,
+        runpod_id: str,
+        reason: str,
+        *,
+        action: str = "terminate_pod",
+        skipped: list[str] | None = None,
+    ) -> bool:
+        """Fence, then terminate ``runpod_id``; record it. Only the fence can stop the termination.
+
+        The provider call is by pod id alone (nothing about the row is needed). What follows it (the
+        metadata merge, the event) is recorded when it can be: if the merge is lost, the next tick
+        simply asks again.
+        """
+        steps = skipped if skipped is not None else []
         self._fence(token, "terminate_pod")
         _crash_point("before_terminate")
-        confirmed = self.provider.terminate_worker(runpod_id)
+        done, answer = self._step(action, "terminate", steps, lambda: self.provider.terminate_worker(runpod_id))
+        confirmed = bool(answer) if done else False
         _crash_point("after_terminate")
         if worker_id:
-            self.db.merge_worker_metadata(token, worker_id, {Meta.POD_TERMINATE_REQUESTED_AT: self._now()})
+            stamp = {Meta.POD_TERMINATE_REQUESTED_AT: self._now()}
+            self._step(action, "record_terminate", steps, lambda: self.db.merge_worker_metadata(token, worker_id, stamp))
         self._event(
             token,
             "pod_terminate_requested" if confirmed else "pod_terminate_unconfirmed",
+            skipped=steps,
             worker_id=worker_id,
             runpod_id=runpod_id,
             reason=reason,
@@ -401,6 +557,7 @@ class Controller:
         except errors.Conflict:
             return {"outcome": "already_registered"}
         _crash_point("after_register")
+        skipped: list[str] = []
         try:
             pod = self.provider.spawn_worker(
                 action.worker_id, self.worker_env, gpu_types=list(action.gpu_types), avoid=action.avoid
@@ -411,26 +568,32 @@ class Controller:
             misses = getattr(exc, "capacity_misses", None)
             if misses is None:
                 misses = [{"gpu_type": gpu, "data_center": None, "at": self._now()} for gpu in action.gpu_types]
-            self.db.transition_worker(
+            # No pod was made. Should this transition be lost, the row is closed as never created
+            # once the grace passes (Reason.NO_POD_CREATED).
+            self._to_error(
+                action.kind,
                 token,
                 action.worker_id,
-                WorkerState.ERROR.value,
                 Reason.SPAWN_NO_CAPACITY.value,
                 {Meta.ERROR_REASON: Reason.SPAWN_NO_CAPACITY.value, Meta.ERROR_DETAILS: str(exc)[:1000], Meta.CAPACITY_MISSES: misses},
+                skipped,
             )
-            self.metrics.spawn_failures.labels(reason="no_capacity").inc()
-            return {"outcome": "no_capacity", "error": str(exc)[:300]}
+            self._count_spawn_failure(action.kind, "no_capacity", skipped)
+            return {"outcome": "no_capacity", "error": str(exc)[:300], **({"skipped_steps": skipped} if skipped else {})}
         except (errors.RunpodError, errors.ConfigError) as exc:
-            self.db.transition_worker(
-                token,
-                action.worker_id,
-                WorkerState.ERROR.value,
-                Reason.SPAWN_FAILED.value,
-                {Meta.ERROR_REASON: Reason.SPAWN_FAILED.value, Meta.ERROR_DETAILS: f"{type(exc).__name__}: {exc}"[:1000]},
-            )
-            self.metrics.spawn_failures.labels(reason=type(exc).__name__).inc()
+            details: dict[str, Any] = {
+                Meta.ERROR_REASON: Reason.SPAWN_FAILED.value,
+                Meta.ERROR_DETAILS: f"{type(exc).__name__}: {exc}"[:1000],
+            }
+            # Candidates refused before the failure (no capacity, or a 400 whose wording is unknown)
+            # back off their (GPU type, data center) like any capacity miss.
+            refused = getattr(exc, "capacity_misses", None)
+            if refused:
+                details[Meta.CAPACITY_MISSES] = refused
+            self._to_error(action.kind, token, action.worker_id, Reason.SPAWN_FAILED.value, details, skipped)
+            self._count_spawn_failure(action.kind, type(exc).__name__, skipped)
             log.warning("spawn_failed", worker_id=action.worker_id, error_type=type(exc).__name__, error=str(exc)[:500])
-            return {"outcome": "spawn_failed", "error": str(exc)[:300]}
+            return {"outcome": "spawn_failed", "error": str(exc)[:300], **({"skipped_steps": skipped} if skipped else {})}
         # The pod exists, its id is not recorded yet: the next run must adopt it by name.
         _crash_point("after_create")
         recorded = {
@@ -441,10 +604,12 @@ class Controller:
         }
         if pod.get("capacity_misses"):
             recorded[Meta.CAPACITY_MISSES] = pod["capacity_misses"]
-        self.db.merge_worker_metadata(token, action.worker_id, recorded)
+        # Lost, the pod is adopted by name on the next tick (the row has no id for it yet).
+        self._step(action.kind, "record_pod", skipped, lambda: self.db.merge_worker_metadata(token, action.worker_id, recorded))
         self._event(
             token,
             "pod_created",
+            skipped=skipped,
             worker_id=action.worker_id,
             runpod_id=pod["runpod_id"],
             reason=action.reason.value,
@@ -458,20 +623,26 @@ class Controller:
             },
         )
         log.info("worker_spawned", worker_id=action.worker_id, runpod_id=pod["runpod_id"], gpu_type=pod.get("gpu_type"), reason=action.reason.value)
-        return {"runpod_id": pod["runpod_id"]}
+        return {"runpod_id": pod["runpod_id"], **({"skipped_steps": skipped} if skipped else {})}
 
-    def _fail_after_boot_step(self, token: int, worker_id: str, runpod_id: str, reason: Reason, details: Any) -> None:
-        """A boot step failed: error with the output, then terminate at once (it bills until then)."""
-        self.db.transition_worker(
+    def _fail_after_boot_step(
+        self, token: int, worker_id: str, runpod_id: str, reason: Reason, details: Any, *, action: str = "initialize"
+    ) -> list[str]:
+        """A boot step failed: error with the output, requeue, then terminate at once (it bills until
+        then). Each step runs whatever happened to the one before it; returns the steps skipped."""
+        skipped: list[str] = []
+        self._to_error(
+            action,
             token,
             worker_id,
-            WorkerState.ERROR.value,
             reason.value,
-            {Meta.ERROR_REASON: reason.value, Meta.ERROR_DETAILS: details, Meta.FAILED_AT: self._now()},
+            {Meta.ERROR_REASON: reason.value, Meta.ERROR_DETAILS: _storable(details), Meta.FAILED_AT: self._now()},
+            skipped,
         )
-        self.metrics.spawn_failures.labels(reason=reason.value).inc()
-        self.db.requeue_worker_tasks(token, worker_id, reason.value, self.settings.max_task_attempts)
-        self._terminate(token, worker_id, runpod_id, reason.value)
+        self._count_spawn_failure(action, reason.value, skipped)
+        self._requeue(action, token, worker_id, reason.value, skipped)
+        self._terminate(token, worker_id, runpod_id, reason.value, action=action, skipped=skipped)
+        return skipped
 
     def _do_initialize(self, action: Initialize, worker: Worker | None, token: int) -> dict[str, Any]:
         if action.from_status is WorkerState.SPAWNING:
@@ -486,8 +657,8 @@ class Controller:
         if status != "active":
             details = {k: result.get(k) for k in ("step", "error", "ssh_error") if result.get(k)}
             log.warning("worker_init_failed", worker_id=action.worker_id, **details)
-            self._fail_after_boot_step(token, action.worker_id, action.runpod_id, Reason.INIT_FAILED, details)
-            return {"outcome": "init_failed", **details}
+            skipped = self._fail_after_boot_step(token, action.worker_id, action.runpod_id, Reason.INIT_FAILED, details)
+            return {"outcome": "init_failed", **details, **({"skipped_steps": skipped} if skipped else {})}
         self.db.merge_worker_metadata(
             token,
             action.worker_id,
@@ -507,8 +678,15 @@ class Controller:
         if self.provider.start_worker_process(runpod_id, worker_id, expected_fingerprint=fingerprint):
             self.db.merge_worker_metadata(token, worker_id, {Meta.PROCESS_STARTED_AT: self._now()})
             return {"outcome": "started"}
-        self._fail_after_boot_step(token, worker_id, runpod_id, Reason.START_FAILED, "the start command failed (see worker_start_failed)")
-        return {"outcome": "start_failed"}
+        skipped = self._fail_after_boot_step(
+            token,
+            worker_id,
+            runpod_id,
+            Reason.START_FAILED,
+            "the start command failed (see worker_start_failed)",
+            action="start_process",
+        )
+        return {"outcome": "start_failed", **({"skipped_steps": skipped} if skipped else {})}
 
     def _do_start_process(self, action: StartProcess, worker: Worker | None, token: int) -> dict[str, Any]:
         if action.already_running:
@@ -519,45 +697,63 @@ class Controller:
     def _do_promote(self, action: Promote, worker: Worker | None, token: int) -> dict[str, Any]:
         # The transition writes activated_at and the boot outcome `activated`; a worker moved since the
         # snapshot (failed, cancelled) makes it refuse, which _run_action counts as superseded.
-        self.db.transition_worker(token, action.worker_id, WorkerState.ACTIVE.value, action.reason.value)
+        row = self.db.transition_worker(token, action.worker_id, WorkerState.ACTIVE.value, action.reason.value)
+        try:
+            # The cold-start figure: from the intent row (written just before the pod was created) to
+            # the first heartbeat after the process start.
+            activated = parse_ts(row.get("activated_at"))
+            created = parse_ts(row.get("created_at"))
+            if activated is not None and created is not None:
+                gpu = (row.get("metadata") or {}).get(Meta.GPU_TYPE) or row.get("instance_type")
+                self.metrics.observe_boot(gpu, (activated - created).total_seconds())
+        except (TypeError, ValueError, AttributeError) as exc:
+            log.debug("boot_time_unreadable", error=str(exc)[:200])
         return {}
 
     def _diagnostics(self, action: FailWorker) -> dict[str, Any]:
+        """What the pod and the worker's log say, for the row's error details. Never raises: a failure
+        is recorded in place of what it would have found, and the worker is failed all the same."""
         found: dict[str, Any] = {"failed_at": self._now()}
         if not action.runpod_id:
             return found
         try:
             found["pod"] = self.provider.get_pod_status(action.runpod_id)
-        except errors.OrchestratorError as exc:
-            found["pod_error"] = str(exc)[:300]
+        except Exception as exc:
+            found["pod_error"] = f"{type(exc).__name__}: {exc}"[:300]
         if action.collect_logs and found.get("pod"):
-            from orchestrator.ssh import worker_log_path
-
-            path = worker_log_path(self.settings.runpod_volume_mount_path, action.worker_id)
             try:
+                from orchestrator.ssh import worker_log_path
+
+                # Refuses an id that cannot name a file (another system's row): then there is no log.
+                path = worker_log_path(self.settings.runpod_volume_mount_path, action.worker_id)
                 _code, out, err = self.provider.execute_command_on_worker(
                     action.runpod_id, f"tail -n {LOG_TAIL_LINES} {shlex.quote(path)} 2>&1", timeout=DIAGNOSTICS_SSH_TIMEOUT_SEC
                 )
-                found["log_tail"] = (out + err)[-4000:]
-            except errors.OrchestratorError as exc:
+                found["log_tail"] = (str(out) + str(err))[-4000:]
+            except Exception as exc:
                 found["log_tail_error"] = f"{type(exc).__name__}: {exc}"[:300]
-        return found
+        return _storable(found)
 
     def _do_fail_worker(self, action: FailWorker, worker: Worker | None, token: int) -> dict[str, Any]:
+        """Diagnostics, ``error``, requeue, terminate: each step runs whatever happened to the one
+        before it (``_step``); only a lost lease stops the rest."""
+        kind = action.kind
+        skipped: list[str] = []
         diagnostics = self._diagnostics(action)
         if action.from_status is not WorkerState.ERROR:
-            self.db.transition_worker(
+            self._to_error(
+                kind,
                 token,
                 action.worker_id,
-                WorkerState.ERROR.value,
                 action.reason.value,
                 {**dict(action.metadata), Meta.ERROR_REASON: action.reason.value, Meta.ERROR_DETAILS: diagnostics},
+                skipped,
             )
         if action.from_status.booting:
             # A boot that never got to serve (timeout, pod failed while booting) is a failed spawn for
             # the metric as for the breaker, not only the boot steps that report their own failure.
-            self.metrics.spawn_failures.labels(reason=action.reason.value).inc()
-        requeued = self.db.requeue_worker_tasks(token, action.worker_id, action.reason.value, self.settings.max_task_attempts)
+            self._count_spawn_failure(kind, action.reason.value, skipped)
+        requeued = self._requeue(kind, token, action.worker_id, action.reason.value, skipped)
         log.warning(
             "worker_failed",
             worker_id=action.worker_id,
@@ -567,10 +763,11 @@ class Controller:
         )
         confirmed = None
         if action.runpod_id:
-            confirmed = self._terminate(token, action.worker_id, action.runpod_id, action.reason.value)
+            confirmed = self._terminate(token, action.worker_id, action.runpod_id, action.reason.value, action=kind, skipped=skipped)
         return {
             "tasks_reset": len(requeued.get("requeued") or []) + len(requeued.get("failed") or []),
             "terminate_confirmed": confirmed,
+            **({"skipped_steps": skipped} if skipped else {}),
         }
 
     def _do_drain(self, action: Drain, worker: Worker | None, token: int) -> dict[str, Any]:
@@ -588,33 +785,67 @@ class Controller:
         return {}
 
     def _do_terminate_pod(self, action: TerminatePod, worker: Worker | None, token: int) -> dict[str, Any]:
+        skipped: list[str] = []
         if action.worker_id and action.transition_from is not None:
-            self.db.transition_worker(token, action.worker_id, WorkerState.TERMINATING.value, action.reason.value)
-        confirmed = self._terminate(token, action.worker_id, action.runpod_id, action.reason.value)
+            try:
+                self.db.transition_worker(token, action.worker_id, WorkerState.TERMINATING.value, action.reason.value)
+            except (errors.LeaseLost, errors.IllegalTransition):
+                # A stale leader stops; a refusal is the database's guard (the worker claimed a task
+                # after the plan was made, or moved on): the pod is left alone, the next tick re-plans.
+                raise
+            except Exception as exc:
+                # The plan found the worker holding no task and the pod ours. A row that cannot be moved
+                # (gone, an id the database refuses, a fault) must not keep its pod billing: terminate by
+                # pod id. A claim racing this costs one attempt, which the next tick requeues.
+                log.warning(
+                    "action_step_failed",
+                    action=action.kind,
+                    step="transition",
+                    error_type=type(exc).__name__,
+                    error=str(exc)[:300],
+                )
+                skipped.append("transition")
+        confirmed = self._terminate(
+            token, action.worker_id, action.runpod_id, action.reason.value, action=action.kind, skipped=skipped
+        )
         if action.worker_id is None:
             log.warning("orphan_pod_terminated", runpod_id=action.runpod_id, pod_name=action.pod_name, confirmed=confirmed)
-        return {"terminate_confirmed": confirmed}
+        return {"terminate_confirmed": confirmed, **({"skipped_steps": skipped} if skipped else {})}
 
     def _do_mark_terminated(self, action: MarkTerminated, worker: Worker | None, token: int) -> dict[str, Any]:
+        """The provider confirms no pod: close the row. Tasks a failed requeue leaves behind are those of
+        a worker that is no longer live, which the next snapshot lists and the next tick requeues."""
+        kind = action.kind
+        skipped: list[str] = []
         reset = 0
         if action.requeue_tasks:
-            requeued = self.db.requeue_worker_tasks(token, action.worker_id, action.reason.value, self.settings.max_task_attempts)
+            requeued = self._requeue(kind, token, action.worker_id, action.reason.value, skipped)
             reset = len(requeued.get("requeued") or []) + len(requeued.get("failed") or [])
-        cost = _estimated_cost(worker, self.clock()) if worker else None
+        _ok, cost = self._step(kind, "cost", skipped, lambda: _estimated_cost(worker, self.clock()) if worker else None)
         self.db.transition_worker(token, action.worker_id, WorkerState.TERMINATED.value, action.reason.value)
         self._event(
             token,
             "worker_terminated",
+            skipped=skipped,
             worker_id=action.worker_id,
             runpod_id=worker.runpod_id if worker else None,
             reason=action.reason.value,
             cost_usd=cost,
         )
-        return {"tasks_reset": reset}
+        return {"tasks_reset": reset, **({"skipped_steps": skipped} if skipped else {})}
 
     def _do_requeue_tasks(self, action: RequeueTasks, worker: Worker | None, token: int) -> dict[str, Any]:
         requeued = self.db.requeue_worker_tasks(token, action.worker_id, action.reason.value, self.settings.max_task_attempts)
         return {"tasks_reset": len(requeued.get("requeued") or []) + len(requeued.get("failed") or [])}
+
+    def _do_requeue_unowned_tasks(self, action: RequeueUnownedTasks, worker: Worker | None, token: int) -> dict[str, Any]:
+        requeued = self.db.requeue_unowned_tasks(
+            token, action.older_than_sec, action.reason.value, self.settings.max_task_attempts
+        )
+        back, failed = len(requeued.get("requeued") or []), len(requeued.get("failed") or [])
+        if back or failed:
+            log.warning("unowned_tasks_requeued", requeued=back, dead_lettered=failed, older_than_sec=action.older_than_sec)
+        return {"tasks_reset": back + failed}
 
     # -- record -------------------------------------------------------------------------------------
 
@@ -638,12 +869,13 @@ class Controller:
             "initialized": sum(1 for o in outcomes if o["kind"] in ("initialize", "start_process") and o.get("outcome") in ("started", "initialized", "already_running")),
             "tasks_reset": sum(int(o.get("tasks_reset") or 0) for o in outcomes),
             "in_flight": sum(1 for o in outcomes if o.get("outcome") == "in_flight"),
-            "errors": sum(1 for o in outcomes if o.get("outcome") in ("failed", "crashed")),
+            "errors": sum(1 for o in outcomes if o.get("outcome") in ("failed", "crashed") or o.get("skipped_steps")),
         }
         status = {
             "queued": snapshot.queue.claimable,
             "queued_total": snapshot.queue.queued_total,
             "running": snapshot.queue.running,
+            "running_without_worker": snapshot.queue.unowned_running,
             "oldest_queued_age_sec": snapshot.queue.oldest_claimable_age_sec,
             **{s.value: states.get(s.value, 0) for s in WorkerState if s is not WorkerState.TERMINATED},
             "pods": None if pods is None else len(pods),
@@ -741,3 +973,16 @@ def _estimated_cost(worker: Worker, now_epoch: float) -> float | None:
         return None
     hours = max(0.0, now_epoch - worker.created_at.timestamp()) / 3600.0
     return round(price * hours, 6)
+
+
+def _storable(value: Any) -> Any:
+    """``value`` with every NUL character removed from its text: PostgreSQL's jsonb refuses ``\\u0000``,
+    and a log tail or a provider's answer may carry one (a binary log line), which would make the
+    transition that records it fail."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, Mapping):
+        return {str(k).replace("\x00", ""): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value

@@ -1,9 +1,12 @@
-"""structlog set-up: one JSON line per event on stdout, secrets masked everywhere.
+"""structlog set-up: one JSON line per event, secrets masked everywhere.
 
 Every module logs through ``structlog.get_logger(__name__)`` with a stable snake_case event name and
 its facts as fields; the controller binds ``tick``, ``worker_id`` and ``runpod_id`` as context. The
 redaction processor runs last before rendering, after exceptions have been turned into text, so a key
 that leaks into an exception message, a nested dict or a command line is masked all the same.
+
+The daemon logs on stdout at ``LOG_LEVEL`` (its log is its product); a one-off command logs on stderr
+at WARNING (:func:`command_level`), so its own output on stdout is all a script or a reader sees.
 """
 
 from __future__ import annotations
@@ -76,6 +79,28 @@ class Redactor:
 
     def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         return {k: self.value(v) for k, v in event_dict.items()}
+
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def command_level(configured: str | None, *, daemon: bool, verbosity: int = 0) -> str:
+    """The level a command logs at.
+
+    The daemon: ``LOG_LEVEL``. A one-off command: WARNING, or quieter when ``LOG_LEVEL`` is (progress
+    lines such as ``migration_applied`` or an SSH command's echo would otherwise come before its
+    answer). ``-v`` lowers either to INFO, ``-vv`` to DEBUG; verbosity never makes a command quieter.
+    """
+    rank = {name: i for i, name in enumerate(LEVELS)}
+    level = (configured or "INFO").upper()
+    if level not in rank:
+        level = "INFO"
+    if not daemon and rank[level] < rank["WARNING"]:
+        level = "WARNING"
+    wanted = "DEBUG" if verbosity >= 2 else "INFO" if verbosity == 1 else None
+    if wanted is not None and rank[wanted] < rank[level]:
+        level = wanted
+    return level
 
 
 # One process-wide redactor: secrets discovered at run time (a pod's SSH password) are added to it.

@@ -5,7 +5,9 @@ controller turns the database's one snapshot call into a :class:`Snapshot` (``Sn
 the provider's pod listing into :class:`PodView` values (``PodView.from_pod``), and hands both to
 ``orchestrator.policy.plan``, which returns a :class:`Plan` of :class:`Action` values. Everything here
 is a frozen value: no I/O, no clock, no logging. Parsing is tolerant where one bad row must not stop
-the fleet (a malformed worker row is skipped and reported in ``Snapshot.problems``).
+the fleet: a worker row that cannot be parsed but has an id becomes an :class:`UnreadableRow`, which the
+policy retires (its pod terminated, its tasks requeued), and every such row is reported in
+``Snapshot.problems``; a row without an id is only reported (nothing can address it).
 
 Actions carry everything the executor needs (worker id, pod id, the state the row is expected to be
 in, the reason code, the metadata to record), so applying one never needs another lookup. Each action
@@ -13,8 +15,8 @@ is meant to be applied idempotently: applying it twice, or after a crash half-wa
 state, and the next tick's snapshot shows what happened (level-triggered reconciliation).
 
 The action set is small on purpose: Spawn, Initialize, StartProcess, Promote, FailWorker, Drain,
-Reactivate, TerminatePod, MarkTerminated, RequeueTasks (each documented below with what its executor
-does). Promotion ``initializing -> active`` is the orchestrator's own decision from evidence it
+Reactivate, TerminatePod, MarkTerminated, RequeueTasks, RequeueUnownedTasks (each documented below with
+what its executor does). Promotion ``initializing -> active`` is the orchestrator's own decision from evidence it
 observes (a heartbeat at or after ``metadata.process_started_at``): the real worker's heartbeat function
 belongs to the app and only writes ``last_heartbeat`` (docs/database.md), so it cannot be the one to
 promote.
@@ -31,6 +33,7 @@ agree on one spelling.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -161,6 +164,13 @@ class Reason(StrEnum):
     PROVIDER_CONFIRMED_GONE = "provider_confirmed_gone"
     NO_POD_CREATED = "no_pod_created"  # a spawning row whose pod never appeared (crash mid-spawn)
     REQUEUE_RETRY = "requeue_retry"
+    # A row the orchestrator cannot act on as a worker: the snapshot could not read it, or its id can
+    # name neither a pod nor a worker process (WORKER_ID_PATTERN). It is retired: error, its tasks
+    # requeued, its pod terminated, then terminated once the provider confirms.
+    UNUSABLE_ROW = "unusable_row"
+    # An In Progress task that names no worker (legacy data, a manual edit, a claim through a user's
+    # access token whose worker went away), In Progress past TASK_STUCK_TIMEOUT_SEC.
+    TASK_WITHOUT_WORKER = "task_without_worker"
     # reported by the executor (recent_boots)
     SPAWN_NO_CAPACITY = "spawn_no_capacity"
     SPAWN_FAILED = "spawn_failed"
@@ -184,8 +194,20 @@ NOT_BOOT_FAILURES: frozenset[str] = frozenset(
         Reason.IDLE.value,
         Reason.DRAINED.value,
         Reason.ORPHAN_POD.value,
+        # Rows left by another system or a hand edit: nothing about our image.
+        Reason.UNUSABLE_ROW.value,
     }
 )
+
+# What a worker id must look like to become a pod name, a log file name and a command-line argument
+# (the same rule as ``orchestrator.ssh.WORKER_ID_RE``, which refuses anything else; a test keeps the two
+# equal). Ids the policy makes always match; a row left by another system may not.
+WORKER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def usable_worker_id(worker_id: str) -> bool:
+    """Whether a pod can be named, and a worker process started, for this id."""
+    return bool(WORKER_ID_PATTERN.fullmatch(worker_id))  # (match would accept a trailing newline)
 
 
 class Blocked(StrEnum):
@@ -269,6 +291,25 @@ def _str_or_none(value: Any) -> str | None:
     return text or None
 
 
+def row_id(row: Mapping[str, Any]) -> str | None:
+    """A row's id exactly as the database holds it (the functions look rows up by it), or None when it
+    has none a function could take (absent, not text, or blank)."""
+    value = row.get("id")
+    if isinstance(value, str) and value.strip():
+        return value
+    return None
+
+
+def _state_or_error(value: Any) -> WorkerState:
+    try:
+        return WorkerState(str(value).strip().lower())
+    except ValueError:
+        # A state this contract does not know (left by the replaced system, e.g. `inactive` or NULL)
+        # may only be retired (docs/database.md): read it as `error`, so its pod is terminated, its
+        # tasks requeued and the row closed once the provider confirms.
+        return WorkerState.ERROR
+
+
 def freeze(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(mapping or {}))
 
@@ -322,23 +363,26 @@ class Worker:
         object.__setattr__(self, "running_count", max(int(self.running_count), len(self.running_task_ids)))
 
     @classmethod
-    def from_json(cls, row: Mapping[str, Any]) -> Worker:
-        """Parse one snapshot row; raise ValueError saying what is wrong with it."""
+    def from_json(cls, row: Mapping[str, Any], problems: list[str] | None = None) -> Worker:
+        """Parse one snapshot row; raise ValueError saying what is wrong with it.
+
+        Free-form fields written by other hands (``metadata``, ``reported_details``) that are not JSON
+        objects read as empty, with a line in ``problems`` when given: a hand-edited metadata must not
+        hide the row (and with it the pod it bills for) from the policy.
+        """
         if not isinstance(row, Mapping):
             raise ValueError(f"worker row is not an object: {type(row).__name__}")
-        worker_id = _str_or_none(row.get("id"))
+        worker_id = row_id(row)
         if worker_id is None:
             raise ValueError("worker row without an id")
-        try:
-            status = WorkerState(str(row.get("status")).strip().lower())
-        except ValueError:
-            # A state this contract does not know (left by the replaced system, e.g. `inactive` or
-            # NULL) may only be retired (docs/database.md): read it as `error`, so its pod is
-            # terminated, its tasks requeued and the row closed once the provider confirms.
-            status = WorkerState.ERROR
+        status = _state_or_error(row.get("status"))
         metadata = row.get("metadata") or {}
         if not isinstance(metadata, Mapping):
-            raise ValueError(f"worker {worker_id}: metadata is not an object")
+            if problems is not None:
+                problems.append(
+                    f"worker {worker_id}: metadata is a JSON {type(metadata).__name__}, not an object: read as empty"
+                )
+            metadata = {}
         ids = row.get("running_task_ids") or []
         if not isinstance(ids, list | tuple):
             raise ValueError(f"worker {worker_id}: running_task_ids is not a list")
@@ -464,6 +508,11 @@ class Queue:
     running: int = 0
     # Workers that are not live (terminated, or no row) yet still hold In Progress tasks.
     orphaned_worker_ids: tuple[str, ...] = ()
+    # In Progress tasks that name no worker at all, and how long the oldest has been In Progress. Not
+    # part of ``running`` (no worker of ours runs them, so they are no reason to spawn); requeued once
+    # past TASK_STUCK_TIMEOUT_SEC (RequeueUnownedTasks).
+    unowned_running: int = 0
+    oldest_unowned_age_sec: float | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> Queue:
@@ -477,7 +526,34 @@ class Queue:
             orphaned_worker_ids=tuple(
                 str(i) for i in (data.get("orphaned_worker_ids") or ()) if isinstance(i, str) and i.strip()
             ),
+            unowned_running=max(0, _int(data.get("unowned_running"))),
+            oldest_unowned_age_sec=_float_or_none(data.get("oldest_unowned_age_sec")),
         )
+
+
+@dataclass(frozen=True)
+class UnreadableRow:
+    """A live worker row the snapshot lists but that could not be parsed as a :class:`Worker`.
+
+    Only what is needed to retire it is kept: its id (exactly as stored), its status when readable,
+    the pod id its metadata names when readable, and what was wrong. The policy retires it
+    (``Reason.UNUSABLE_ROW``): its pod, found by that id or by name, is terminated and its tasks
+    requeued, and the row is closed once the provider confirms no pod.
+    """
+
+    id: str
+    status: WorkerState
+    runpod_id: str | None
+    problem: str
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any], problem: str) -> UnreadableRow | None:
+        worker_id = row_id(row)
+        if worker_id is None:
+            return None  # nothing can address it: no function takes a row without an id
+        metadata = row.get("metadata")
+        runpod_id = _str_or_none(metadata.get(Meta.RUNPOD_ID)) if isinstance(metadata, Mapping) else None
+        return cls(id=worker_id, status=_state_or_error(row.get("status")), runpod_id=runpod_id, problem=problem)
 
 
 @dataclass(frozen=True)
@@ -544,12 +620,15 @@ class Snapshot:
     recent_boots: tuple[BootOutcome, ...] = ()  # newest first
     pause_reason: str | None = None
     problems: tuple[str, ...] = ()  # rows skipped while parsing, and why
+    # Live rows that could not be parsed but have an id: the policy retires them (UnreadableRow).
+    unreadable: tuple[UnreadableRow, ...] = ()
 
     def __post_init__(self) -> None:
         _normalise_datetimes(self)
         object.__setattr__(self, "workers", tuple(self.workers))
         object.__setattr__(self, "recent_boots", tuple(self.recent_boots))
         object.__setattr__(self, "problems", tuple(self.problems))
+        object.__setattr__(self, "unreadable", tuple(self.unreadable))
 
     @classmethod
     def from_json(cls, data: Any) -> Snapshot:
@@ -580,12 +659,19 @@ class Snapshot:
             problems.append(f"snapshot.queue: {exc}")
             queue = Queue()
         workers: list[Worker] = []
+        unreadable: list[UnreadableRow] = []
         seen: set[str] = set()
         for index, row in enumerate(rows):
             try:
-                worker = Worker.from_json(row)
+                worker = Worker.from_json(row, problems)
             except (TypeError, ValueError) as exc:
-                problems.append(f"workers[{index}] skipped: {exc}")
+                retired = UnreadableRow.from_json(row, str(exc)) if isinstance(row, Mapping) else None
+                if retired is not None and retired.id not in seen:
+                    seen.add(retired.id)
+                    unreadable.append(retired)
+                    problems.append(f"workers[{index}] unreadable, retired: {exc}")
+                else:
+                    problems.append(f"workers[{index}] skipped: {exc}")
                 continue
             if worker.id in seen:
                 problems.append(f"workers[{index}] skipped: duplicate id {worker.id}")
@@ -613,6 +699,7 @@ class Snapshot:
             recent_boots=tuple(boots),
             pause_reason=_str_or_none(data.get("pause_reason")),
             problems=tuple(problems),
+            unreadable=tuple(unreadable),
         )
 
 
@@ -778,8 +865,10 @@ class FailWorker(Action):
     ``collect_logs`` and a pod exists, the tail of the worker's log over SSH with a short timeout; a
     failure here is recorded, never fatal); ``orch_transition_worker(worker_id, 'error', reason,
     metadata + diagnostics)``; ``orch_requeue_worker_tasks`` (MAX_TASK_ATTEMPTS); terminate
-    ``runpod_id`` when set and merge ``pod_terminate_requested_at``. The row becomes ``terminated``
-    on a later tick, when the provider confirms (``MarkTerminated``).
+    ``runpod_id`` when set and merge ``pod_terminate_requested_at``. Each step runs whatever happened to
+    the one before it (details the database refuses are dropped and the transition retried without
+    them; a failed transition or requeue does not stop the termination); only a lost lease stops the
+    rest. The row becomes ``terminated`` on a later tick, when the provider confirms (``MarkTerminated``).
     """
 
     kind: ClassVar[str] = "fail_worker"
@@ -847,6 +936,20 @@ class RequeueTasks(Action):
     kind: ClassVar[str] = "requeue_tasks"
     worker_id: str
     running_task_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequeueUnownedTasks(Action):
+    """Requeue the In Progress tasks that name no worker and have been In Progress longer than
+    ``older_than_sec`` (TASK_STUCK_TIMEOUT_SEC), an attempt counted, dead-lettered at the limit.
+
+    Executor: ``orch_requeue_unowned_tasks(older_than_sec, reason, MAX_TASK_ATTEMPTS)``; the database
+    measures the age with its own clock, so the action carries the threshold, not a task list. Nothing
+    else ever moves such a task: no worker row is there to fail and no heartbeat to go stale.
+    """
+
+    kind: ClassVar[str] = "requeue_unowned_tasks"
+    older_than_sec: float
 
 
 # Actions that end a worker's life or its pod (for the "never terminates a busy worker" property).

@@ -38,7 +38,14 @@ The rules, each a section below and a scenario test in ``tests/unit/test_policy.
   once it has heartbeated at all (it may claim while loading its models). A task running past
   ``TASK_STUCK_TIMEOUT_SEC`` (SQL excludes ``_orchestrator`` types) -> error and its tasks requeued.
   In Progress tasks of a worker that is not live (terminated, or no row: ``queue.orphaned_worker_ids``)
-  are requeued. A row in a state this contract does not know is read as ``error`` and retired.
+  are requeued. In Progress tasks that name no worker at all (legacy data, a hand edit, a claim through a
+  user's access token whose worker went away) are requeued, an attempt counted, once In Progress past
+  ``TASK_STUCK_TIMEOUT_SEC`` (``_orchestrator`` types too: their exemption rests on a live worker
+  heartbeating for them, and here nothing says anyone runs them). A row in a state this contract does
+  not know is read as ``error`` and retired. A row the orchestrator cannot act on as a worker is
+  retired with ``unusable_row``: a booting row whose id cannot name a pod or a worker process
+  (``WORKER_ID_PATTERN``), and a row the snapshot could not parse (``Snapshot.unreadable``: its pod,
+  found by the id its metadata names or by name, is terminated; with no pod left the row is closed).
   SSH probes are not a health signal here at all, so a failed probe can never kill a heartbeating
   worker; the heartbeat is the worker's own word that it lives.
 * **Errors.** :class:`FailWorker` (diagnostics, requeue, terminate); ``error`` and ``terminating``
@@ -115,6 +122,7 @@ from orchestrator.model import (
     Reactivate,
     Reason,
     RequeueTasks,
+    RequeueUnownedTasks,
     Snapshot,
     Spawn,
     StartProcess,
@@ -123,6 +131,7 @@ from orchestrator.model import (
     WorkerState,
     as_utc,
     freeze,
+    usable_worker_id,
 )
 
 # Re-send a termination for a pod the provider still lists after this long (each tick would hammer a
@@ -138,6 +147,8 @@ HEALTH_REASONS: frozenset[Reason] = frozenset(
         Reason.BOOT_TIMEOUT,
         Reason.WORKER_CRASHED,
         Reason.WORKER_ERROR,
+        # Not health, but as final: a row nothing can be done for as a worker (its tasks are requeued).
+        Reason.UNUSABLE_ROW,
     }
 )
 # What the worker reported about itself -> the failure it means. Any other report (a status the
@@ -232,6 +243,8 @@ class _Planner:
     problems: list[str] = field(default_factory=list)
     # workers that leave capacity this tick (failed, drained, terminated), by id
     leaving: set[str] = field(default_factory=set)
+    # pods an unreadable row's retirement terminates this tick (not terminated again as orphans)
+    retiring_pods: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -365,6 +378,17 @@ class _Planner:
                 )
                 self.leaving.add(worker.id)
                 continue
+            if status.booting and not usable_worker_id(worker.id):
+                # A row another system or a hand left: no pod can be named, and no worker process
+                # started, for this id (it would fail every boot step until the boot timeout, billing
+                # all the while). Retire it now.
+                self._fail(
+                    worker,
+                    pod,
+                    Reason.UNUSABLE_ROW,
+                    {"problem": f"worker id {worker.id[:200]!r} cannot name a pod or a worker process"},
+                )
+                continue
             unhealthy = self._health(worker, pod)
             if unhealthy is not None:
                 reason, details = unhealthy
@@ -382,9 +406,20 @@ class _Planner:
             elif status is WorkerState.DRAINING:
                 draining.append(worker)
 
+        self._retire_unreadable()
+
         for worker_id in sorted(set(self.snapshot.queue.orphaned_worker_ids) - {w.id for w in self.workers}):
             # In Progress tasks of a worker that is not live: nobody else will ever requeue them.
             self.actions.append(RequeueTasks(reason=Reason.REQUEUE_RETRY, worker_id=worker_id))
+        queue = self.snapshot.queue
+        stuck_limit = float(s.task_stuck_timeout_sec)
+        unowned_age = queue.oldest_unowned_age_sec
+        if queue.unowned_running > 0 and unowned_age is not None and unowned_age > stuck_limit:
+            # In Progress with no worker named: no row to fail, no heartbeat to go stale, so nothing else
+            # would ever move them. The database picks the ones past the limit by its own clock.
+            self.actions.append(
+                RequeueUnownedTasks(reason=Reason.TASK_WITHOUT_WORKER, older_than_sec=stuck_limit)
+            )
 
         live, orphan_spend = self._orphans()
         spend, spend_unknown = self._spend(orphan_spend)
@@ -429,6 +464,57 @@ class _Planner:
         )
 
     # -- errors and terminations -----------------------------------------------------------------
+
+    def _retire_unreadable(self) -> None:
+        """Rows the snapshot lists but could not parse: terminate their pod, requeue, close the row.
+
+        Such a row may still bill: the pod named after it (or the one its metadata names) runs on.
+        Without a listing nothing is decided (whether it has a pod is unknown); a pod without our prefix
+        is left alone, as for any row.
+        """
+        known = {w.id for w in self.workers}
+        for row in sorted(self.snapshot.unreadable, key=lambda r: r.id):
+            if row.id in known or not self.pods_known:
+                continue
+            self.leaving.add(row.id)
+            if row.runpod_id:
+                pod = self.by_id.get(row.runpod_id)
+            else:
+                pod = next((p for p in self.by_name.get(row.id, ()) if not p.gone), None)
+            details = {"problem": row.problem[:500]}
+            if pod is not None and not pod.gone:
+                if not self._ours(pod):
+                    self.problems.append(
+                        f"unreadable worker row {row.id[:200]!r} points at pod {pod.id} named {pod.name!r} "
+                        f"without the prefix {self.prefix!r}: left alone"
+                    )
+                    continue
+                self.retiring_pods.add(pod.id)
+                self.actions.append(
+                    FailWorker(
+                        reason=Reason.UNUSABLE_ROW,
+                        worker_id=row.id,
+                        runpod_id=pod.id,
+                        from_status=row.status,
+                        collect_logs=False,
+                        metadata=freeze(
+                            {
+                                Meta.ERROR_REASON: Reason.UNUSABLE_ROW.value,
+                                Meta.ERROR_DETAILS: details,
+                                Meta.FAILED_AT: self.now.isoformat(),
+                            }
+                        ),
+                    )
+                )
+            else:
+                self.actions.append(
+                    MarkTerminated(
+                        reason=Reason.UNUSABLE_ROW,
+                        worker_id=row.id,
+                        from_status=row.status,
+                        requeue_tasks=True,
+                    )
+                )
 
     def _reap(self, worker: Worker, pod: PodView | None) -> None:
         """An ``error`` or ``terminating`` row: finish the job until the provider confirms."""
@@ -653,6 +739,8 @@ class _Planner:
             live += 1  # it bills and holds a GPU until confirmed gone
             spend += pod.cost_per_hr or self._type_price(pod.gpu_type) or 0.0
             age = pod.age_sec(self.now)
+            if pod.id in self.retiring_pods:
+                continue  # counted above; its unreadable row's retirement terminates it
             if age is None or age >= self.grace:
                 self.actions.append(
                     TerminatePod(reason=Reason.ORPHAN_POD, runpod_id=pod.id, pod_name=pod.name)

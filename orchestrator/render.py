@@ -1,7 +1,9 @@
-"""Text tables for operators: ``status``, ``plan``, ``pods``, ``events`` and the demo's live view.
+"""Text tables and JSON rows for operators: ``status``, ``plan``, ``pods``, ``events``, ``gpus``,
+``volumes``, the one-line answers of ``pause``/``resume`` and ``workers terminate``, and the demo's
+live view.
 
-Pure functions of values (a Snapshot, pods, a Plan); nothing here talks to a service. Secrets never
-reach these tables: metadata is shown only through the fields named below.
+Pure functions of values (a Snapshot, pods, a Plan, the catalog); nothing here talks to a service. Secrets
+never reach these tables: metadata is shown only through the fields named below.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.model import Plan, PodView, Snapshot, Worker
+from orchestrator.runpod.base import GpuType, NetworkVolume
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -185,3 +188,74 @@ def render_events(events: Sequence[Mapping[str, Any]]) -> str:
         ("AT", "KIND", "WORKER", "POD", "REASON", "COST $"),
         [(e.get("at"), e.get("kind"), e.get("worker_id"), e.get("runpod_id"), e.get("reason"), e.get("cost_usd")) for e in events],
     )
+
+
+def gpus_rows(gpus: Sequence[GpuType], wanted: Sequence[str]) -> list[dict[str, Any]]:
+    """``orchestrator gpus --json``: the catalog, cheapest Secure Cloud price first; ``priority`` is the
+    1-based place in ``RUNPOD_GPU_TYPE`` (None when not configured)."""
+    rows = []
+    for g in sorted(gpus, key=lambda g: (g.secure_price is None, g.secure_price or 0.0, g.display_name)):
+        priority = next((i + 1 for i, w in enumerate(wanted) if g.matches(w)), None)
+        rows.append(
+            {
+                "priority": priority,
+                "id": g.id,
+                "display_name": g.display_name,
+                "memory_gb": g.memory_gb,
+                "secure_price": g.secure_price,
+                "community_price": g.community_price,
+                "available": g.available,
+                "availability": g.availability,
+                "data_centers": list(g.data_centers),
+            }
+        )
+    return rows
+
+
+def volumes_rows(
+    volumes: Sequence[NetworkVolume],
+    storage_names: Sequence[str],
+    wanted: Sequence[str],
+    gpus: Sequence[GpuType] | None,
+    gpu_error: str | None = None,
+) -> dict[str, Any]:
+    """``orchestrator volumes --json``: the volumes of ``RUNPOD_STORAGE_NAME`` in the order spawns try
+    them, then the account's others.
+
+    ``gpu_types_in_stock`` lists the configured GPU types in stock in the volume's data center by the
+    catalog; it is None when that is not known (no catalog, or one without data centers, as over GraphQL).
+    """
+    stock: dict[str, list[str]] = {}
+    per_dc_known = gpus is not None and any(g.data_centers for g in gpus)
+    for g in gpus or ():
+        if any(g.matches(w) for w in wanted):
+            for dc in g.data_centers:
+                stock.setdefault(dc, []).append(g.display_name)
+
+    def row(priority: int | None, name: str, v: NetworkVolume | None) -> dict[str, Any]:
+        return {
+            "priority": priority,
+            "name": name,
+            "exists": v is not None,
+            "id": v.id if v else None,
+            "size_gb": v.size_gb if v else None,
+            "data_center": v.data_center if v else None,
+            "configured": priority is not None,
+            "gpu_types_in_stock": stock.get(v.data_center, []) if v is not None and per_dc_known and priority else None,
+        }
+
+    rows = [row(i, name, next((v for v in volumes if v.name == name), None)) for i, name in enumerate(storage_names, start=1)]
+    rows += [row(None, v.name, v) for v in sorted(volumes, key=lambda v: (v.data_center, v.name)) if v.name not in storage_names]
+    return {"storage_names": list(storage_names), "gpu_stock_error": gpu_error, "volumes": rows}
+
+
+def termination_row(worker_id: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``workers terminate`` reports: the state and the request, not the row's whole metadata."""
+    raw = row.get("metadata")
+    metadata: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
+    return {
+        "worker_id": worker_id,
+        "status": row.get("status"),
+        "terminate_requested_at": metadata.get("terminate_requested_at"),
+        "terminate_requested_by": metadata.get("terminate_requested_by"),
+    }

@@ -17,7 +17,8 @@ Differences from the seed, on purpose:
   GPU types first: every volume for the first GPU type, then every volume for the next. That is the
   order the original kept in its later versions (gpu_orchestrator/runpod_client.py, 2025-10: each RAM
   tier across every storage volume before the next tier), with the GPU type in the place of the RAM
-  tier, since the GPU type is the stronger preference. "No instances available" falls through;
+  tier, since the GPU type is the stronger preference. "No instances available" falls through, and so
+  does a REST 400 whose wording we do not know (its body is logged, ``runpod_create_refused``);
   ``avoid`` skips the (GPU type, data center) pairs the control loop is backing off. A volume the
   account does not have is skipped, as the original did.
 - Host keys are pinned (trust on first use): ``check_and_initialize_worker`` returns the fingerprint,
@@ -457,7 +458,9 @@ class RunpodClient:
         avoids that GPU type everywhere); skipped candidates are listed in ``skipped``. Raises
         ``GpuTypeNotFound``, ``VolumeNotFound``, ``RunpodCapacityError`` (every candidate exhausted or
         avoided; it carries ``capacity_misses`` and ``skipped``), ``RunpodAuthError`` and the other
-        ``RunpodError`` types.
+        ``RunpodError`` types. A REST 400 whose wording is not a known "no capacity" falls through too
+        (``runpod_create_refused`` logs its body); when no candidate was left, ``RunpodRequestError``
+        (status 400) lists every refusal and carries the same ``capacity_misses`` and ``skipped``.
         """
         validate_worker_id(worker_id)
         env = self._worker_env(worker_id, worker_env)
@@ -470,6 +473,8 @@ class RunpodClient:
         misses: list[dict[str, Any]] = []
         skipped: list[dict[str, Any]] = []
         refusals: list[str] = []
+        # Candidates answered with a 400 we cannot read as "no capacity" (fell through all the same).
+        refused: list[str] = []
         for gpu in gpus:
             for volume in volumes:
                 data_center = volume.data_center if volume else None
@@ -507,6 +512,44 @@ class RunpodClient:
                         gpu_type=gpu.id,
                         data_center=data_center,
                         network_volume=volume.name if volume else None,
+                    )
+                    continue
+                except errors.RunpodRequestError as e:
+                    if e.status != 400:
+                        log.info(
+                            "runpod_pod_create_failed",
+                            worker_id=worker_id,
+                            gpu_type=gpu.id,
+                            data_center=data_center,
+                            error_type=type(e).__name__,
+                            error=str(e)[:300],
+                            transport=self.transport.name,
+                        )
+                        raise
+                    # REST v2 says no capacity with a 400 whose wording is not documented (openapi
+                    # createPod gives no machine-readable code), and the words we match are those
+                    # seen so far. A 400 we cannot read may be one more way of saying it: try the next
+                    # candidate rather than give up the whole priority list, back this one off like a
+                    # capacity miss, and log the body so the wording can be learned.
+                    refused.append(f"{gpu.display_name}{f' in {data_center}' if data_center else ''}: {e}")
+                    misses.append(
+                        {
+                            "gpu_type": gpu.display_name,
+                            "data_center": data_center,
+                            "network_volume": volume.name if volume else None,
+                            "at": datetime.now(UTC).isoformat(),
+                            "refused": str(e)[:300],
+                        }
+                    )
+                    log.warning(
+                        "runpod_create_refused",
+                        worker_id=worker_id,
+                        gpu_type=gpu.id,
+                        data_center=data_center,
+                        network_volume=volume.name if volume else None,
+                        status=e.status,
+                        body=str(e.payload)[:1000] if e.payload is not None else None,
+                        transport=self.transport.name,
                     )
                     continue
                 except errors.RunpodError as e:
@@ -553,6 +596,17 @@ class RunpodClient:
         centers = sorted({v.data_center for v in volumes if v is not None})
         where = f" in {', '.join(centers)}" if centers else ""
         avoided = [f"{x['gpu_type']} in {x['data_center'] or 'any data center'}: backing off" for x in skipped]
+        if refused:
+            # Not known to be capacity: a spec Runpod refuses everywhere (a bad image name, say) must
+            # count as a failed spawn, or the breaker would never see it.
+            message = (
+                f"Runpod refused every candidate of {[g.display_name for g in gpus]}{where}: "
+                + "; ".join(refused + refusals + avoided)
+            )
+            failure = errors.RunpodRequestError(message, status=400)
+            failure.capacity_misses = misses  # type: ignore[attr-defined]
+            failure.skipped = skipped  # type: ignore[attr-defined]
+            raise failure
         exc_text = "; ".join(refusals + avoided)
         message = f"no capacity for any GPU type of {[g.display_name for g in gpus]}{where}: {exc_text}"
         exc = errors.RunpodCapacityError(message)

@@ -58,7 +58,7 @@ WORKER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 def validate_worker_id(worker_id: str) -> str:
     """Refuse a worker id that is not ``[A-Za-z0-9][A-Za-z0-9._-]*`` (at most 128 chars)."""
-    if not isinstance(worker_id, str) or not WORKER_ID_RE.match(worker_id):
+    if not isinstance(worker_id, str) or not WORKER_ID_RE.fullmatch(worker_id):
         raise errors.RunpodRequestError(
             f"refused: worker id {worker_id!r} must match {WORKER_ID_RE.pattern} "
             "(it becomes the pod name, a log file name and a command-line argument)"

@@ -50,7 +50,8 @@ HEADER = """\
 #   NAME=            to fill in (empty means unset)
 #   #NAME=value      the default; remove the '#' to change it
 #
-# `orchestrator config` prints the value in effect for each variable and where it came from.
+# `orchestrator --env-file FILE config` prints the value in effect for each variable and where it came
+# from, and warns about a name here that is not a setting (MAX_ACTIVE_GPU: did you mean MAX_ACTIVE_GPUS?).
 # Variables marked [secret] are masked in every log line and printout; keep this file unreadable to others.
 """
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from orchestrator import errors
+from orchestrator import errors, telemetry
 
 DEFAULT_LEASE = "orchestrator"
 
@@ -50,6 +50,19 @@ SQLSTATE_TO_ERROR: dict[str, type[errors.DatabaseError]] = {
     "08003": errors.TransientDatabaseError,
     "08006": errors.TransientDatabaseError,
 }
+
+
+def retry_reason(exc: BaseException | None) -> str:
+    """The ``reason`` label of ``orchestrator_api_retries_total`` for a retried database fault."""
+    text = str(exc).lower()
+    code = str(getattr(exc, "code", "") or "")
+    if "timeout" in text or "timed out" in text or code in ("57014", "55P03"):
+        return telemetry.TIMEOUT
+    if code.startswith("08") or "connect" in text or "reset" in text or "closed" in text:
+        return telemetry.CONNECTION
+    if code.startswith(("5", "PGRST0")) or "503" in text or "502" in text or "504" in text:
+        return telemetry.SERVER_ERROR
+    return telemetry.OTHER
 
 
 def error_for(
@@ -96,8 +109,8 @@ class Database:
         return self._call("orch_snapshot", p_prefix=prefix)
 
     def queue_probe(self) -> dict[str, Any]:
-        """``{newest_queued_at, requeues}``: changes when a task is queued or moved back to Queued; the
-        wake-up signal for transports that cannot LISTEN."""
+        """``{newest_queued_at, requeues, enqueued}``: changes when a transaction that queued a task or
+        moved one back to Queued commits; the wake-up signal for transports that cannot LISTEN."""
         return self._call("orch_queue_probe") or {}
 
     def events(self, limit: int = 50, worker_id: str | None = None) -> list[dict[str, Any]]:
@@ -171,12 +184,39 @@ class Database:
             p_lease=self.lease,
         )
 
+    def requeue_unowned_tasks(
+        self, token: int, older_than_sec: float, reason: str, max_attempts: int = 3
+    ) -> dict[str, Any]:
+        """Requeue the In Progress tasks that name no worker, In Progress longer than ``older_than_sec``
+        by the database's clock: ``{requeued: [ids], failed: [ids]}`` (failed = dead-lettered)."""
+        return self._call(
+            "orch_requeue_unowned_tasks",
+            p_token=token,
+            p_older_than_sec=older_than_sec,
+            p_reason=reason,
+            p_max_attempts=max_attempts,
+            p_lease=self.lease,
+        )
+
     def set_task_attempt_limit(self, token: int, max_attempts: int) -> int:
         """Store ``MAX_TASK_ATTEMPTS`` where the tasks guard reads it: the limit also applies to the
         app's writes (a task requeued at the limit through an Edge Function is dead-lettered)."""
         return int(
             self._call(
                 "orch_set_task_attempt_limit", p_token=token, p_max_attempts=max_attempts, p_lease=self.lease
+            )
+        )
+
+    def prune_events(self, token: int, retention_days: int, batch: int) -> dict[str, Any]:
+        """Delete at most ``batch`` events older than ``retention_days`` (``EVENTS_RETENTION_DAYS``):
+        ``{deleted, more, cutoff, oldest_kept_at}``. The log stays append-only for every other writer."""
+        return dict(
+            self._call(
+                "orch_prune_events",
+                p_token=token,
+                p_retention_days=retention_days,
+                p_batch=batch,
+                p_lease=self.lease,
             )
         )
 

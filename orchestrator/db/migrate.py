@@ -1,11 +1,19 @@
-"""``orchestrator migrate``: apply ``migrations/*.sql`` to a PostgreSQL database, in order, once.
+"""``orchestrator migrate``: apply the migrations to a PostgreSQL database, in order, once.
 
-Part of the database layer (docs/database.md). The same files are what ``supabase db push`` applies on
-Supabase; this runner is for direct Postgres (``DATABASE_URL``), the tests' template database and the
-demo. Each file runs in its own transaction and is recorded in ``orchestrator_schema_migrations`` with
-its SHA-256, so a second run is a no-op, and a file that changed after it was applied stops the run
-with :class:`~orchestrator.errors.MigrationError` instead of silently diverging from production.
-Concurrent runners serialise on an advisory lock.
+Part of the database layer (docs/database.md). The SQL lives in one place, the top-level ``migrations/``
+of the source tree, which is what ``supabase db push`` users copy; ``orchestrator/db/migrations`` is a
+symbolic link to it, so the wheel carries the same files inside the package and an installed
+``orchestrator migrate`` works from any directory. This runner is for direct Postgres (``DATABASE_URL``),
+the tests' template database and the demo. Each file runs in its own transaction and is recorded in
+``orchestrator_schema_migrations`` with its SHA-256, so a second run is a no-op, and a file that changed
+after it was applied stops the run with :class:`~orchestrator.errors.MigrationError` instead of silently
+diverging from production. Concurrent runners serialise on an advisory lock.
+
+After applying anything it sends ``NOTIFY pgrst, 'reload schema'``: PostgREST (Supabase's REST layer)
+serves functions and tables from a schema cache that it reloads on that notification (PostgREST docs,
+"Schema Cache" and "Listener"), so without it a function a migration just created is not callable over
+``/rest/v1/rpc/...`` until PostgREST restarts. ``supabase db push`` users send it themselves
+(docs/operations.md).
 """
 
 from __future__ import annotations
@@ -48,24 +56,30 @@ class Migration:
         return self.path.read_text(encoding="utf-8")
 
 
+PACKAGED = Path(__file__).resolve().parent / "migrations"
+
+
 def default_directory() -> Path:
-    """Where ``migrations/`` is: ``ORCHESTRATOR_MIGRATIONS_DIR``, else beside the ``orchestrator``
-    package in a source tree, else ``./migrations`` (an installed wheel run from the deployment's
-    working directory, as the container image and the systemd unit do)."""
+    """Where the migrations are: ``ORCHESTRATOR_MIGRATIONS_DIR`` when set (a deployment's own copy),
+    else the package's ``orchestrator/db/migrations`` (the top-level ``migrations/`` in a checkout, its
+    copy in an installed wheel)."""
     configured = os.environ.get("ORCHESTRATOR_MIGRATIONS_DIR")
     if configured:
         return Path(configured)
-    source_tree = Path(__file__).resolve().parents[2] / "migrations"
-    if source_tree.is_dir():
-        return source_tree
-    return Path.cwd() / "migrations"
+    return PACKAGED
 
 
 def discover(directory: Path | None = None) -> list[Migration]:
     """The migration files of ``directory`` in application order (their names sort by timestamp)."""
     root = Path(directory) if directory is not None else default_directory()
     if not root.is_dir():
-        raise MigrationError(f"migrations directory not found: {root}")
+        hint = (
+            ""
+            if directory is not None or os.environ.get("ORCHESTRATOR_MIGRATIONS_DIR")
+            else " (this installation of the package lacks its migrations: reinstall it, or point "
+            "ORCHESTRATOR_MIGRATIONS_DIR at a copy of the source tree's migrations/)"
+        )
+        raise MigrationError(f"migrations directory not found: {root}{hint}")
     found: list[Migration] = []
     for path in sorted(root.glob("*.sql")):
         if not MIGRATION_NAME.match(path.name):
@@ -105,9 +119,26 @@ def apply_migrations(url: str, directory: Path | str | None = None) -> list[str]
                 _apply_one(conn, migration)
                 done.append(migration.filename)
         finally:
+            if done:
+                _reload_rest_schema(conn)
             conn.execute("select pg_advisory_unlock(%s)", (_ADVISORY_LOCK_KEY,))
     log.info("migrations_applied", applied=done, total=len(migrations))
     return done
+
+
+def _reload_rest_schema(conn: psycopg.Connection) -> None:
+    """Tell PostgREST to reload its schema cache (its documented channel and payload).
+
+    Sent after every run that applied something, also one that stopped at a failing file: the files
+    before it are committed. Delivered on commit (autocommit here); a database without PostgREST
+    listening simply drops it.
+    """
+    try:
+        conn.execute("notify pgrst, 'reload schema'")
+    except psycopg.Error as exc:  # the migrations are applied; only the REST layer's cache waits
+        log.warning("rest_schema_reload_not_sent", error=str(exc)[:300])
+    else:
+        log.info("rest_schema_reload_sent", channel="pgrst")
 
 
 def _check_unchanged(migrations: list[Migration], recorded: dict[str, str]) -> None:

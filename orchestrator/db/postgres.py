@@ -44,7 +44,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from orchestrator import errors
+from orchestrator import errors, telemetry
 from orchestrator.db import base
 
 log = structlog.get_logger(__name__)
@@ -257,6 +257,7 @@ class PostgresTransport:
     def _log_retry(function: str) -> Callable[[RetryCallState], None]:
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
+            telemetry.retried(telemetry.POSTGRES, base.retry_reason(exc))
             log.warning(
                 "db_call_retry",
                 function=function,

@@ -46,8 +46,8 @@ import tenacity
 from postgrest.exceptions import APIError
 from supabase import Client, ClientOptions, create_client
 
-from orchestrator import errors
-from orchestrator.db.base import error_for
+from orchestrator import errors, telemetry
+from orchestrator.db.base import error_for, retry_reason
 
 log = structlog.get_logger(__name__)
 
@@ -216,6 +216,7 @@ class SupabaseTransport:
 
     def _log_retry(self, retry_state: tenacity.RetryCallState) -> None:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
+        telemetry.retried(telemetry.SUPABASE, retry_reason(exc))
         log.warning(
             "supabase_rpc_retry",
             function=getattr(exc, "function", None),

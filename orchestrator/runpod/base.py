@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 import tenacity
 
-from orchestrator import errors
+from orchestrator import errors, telemetry
 
 log = structlog.get_logger(__name__)
 
@@ -47,8 +47,11 @@ EXITED = "EXITED"
 ERROR = "ERROR"
 TERMINATED = "TERMINATED"
 
-# The real service's words for "no capacity" (facts.md, graphql-wire.md) and REST v2's 400 "could
-# not be placed" (openapi createPod); matched case-insensitively.
+# The real service's words for "no capacity" (the GraphQL error users of the SDK report, "There are no
+# longer any instances available with the requested specifications"; a resume on a full host, "There are
+# not enough free GPUs on the host machine") and REST v2's 400 "could not be placed" (Runpod's OpenAPI
+# document for REST v2, createPod); matched case-insensitively. A 400 in other words falls through to
+# the next candidate all the same (orchestrator.runpod_client.RunpodClient.spawn_worker).
 _CAPACITY_RE = re.compile(
     r"no longer any instances available|no instances available|not enough free gpus|could not be placed"
     r"|no capacity|insufficient capacity",
@@ -271,14 +274,28 @@ def _is_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
     return isinstance(exc, errors.RunpodTransientError)
 
 
+def retry_reason(exc: BaseException | None) -> str:
+    """The ``reason`` label of ``orchestrator_api_retries_total`` for a retried Runpod fault."""
+    if isinstance(exc, errors.RunpodRateLimited):
+        return telemetry.RATE_LIMITED
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and status >= 500:
+        return telemetry.SERVER_ERROR
+    if "timed out" in str(exc).lower() or "timeout" in str(exc).lower():
+        return telemetry.TIMEOUT
+    return telemetry.CONNECTION
+
+
 def call_with_retries(
     fn: Callable[[], T],
     *,
     op: str,
     policy: RetryPolicy = DEFAULT_RETRY,
     sleep: Callable[[float], None] | None = None,
+    api: str = telemetry.RUNPOD_REST,
 ) -> T:
-    """Run ``fn`` with the boundary's retry policy; the last typed error is re-raised as is."""
+    """Run ``fn`` with the boundary's retry policy; the last typed error is re-raised as is. Each retry
+    is counted (``api``: which Runpod API) through :mod:`orchestrator.telemetry`."""
     backoff = tenacity.wait_random_exponential(multiplier=policy.base_delay, max=policy.max_delay)
 
     def wait(state: tenacity.RetryCallState) -> float:
@@ -290,6 +307,7 @@ def call_with_retries(
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
+        telemetry.retried(api, retry_reason(exc))
         log.warning(
             "runpod_call_retry",
             op=op,

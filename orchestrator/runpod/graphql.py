@@ -3,7 +3,8 @@
 The seed talked to Runpod this way (``runpod.get_gpus()``, ``runpod.create_pod(...)``,
 ``runpod.terminate_pod(...)``); GraphQL is due to be retired in early 2027, so REST v2
 (``orchestrator.runpod.rest``) is the default and this adapter is kept for users who need the SDK.
-Wire facts are in ``../shared/runpod/graphql-wire.md``.
+The wire facts come from the SDK's own source (runpod/runpod-python: ``runpod/api/graphql.py``,
+``runpod/api/ctl_commands.py``, ``runpod/api/mutations/pods.py``, ``runpod/error.py``).
 
 Three things about the SDK shape this module:
 - It reads ``RUNPOD_API_BASE_URL`` from the process environment and (for ``create_pod`` and
@@ -32,7 +33,7 @@ import runpod
 import runpod.error
 import structlog
 
-from orchestrator import errors
+from orchestrator import errors, telemetry
 from orchestrator.runpod.base import (
     DEFAULT_RETRY,
     EXITED,
@@ -68,6 +69,10 @@ _TRANSIENT_RE = re.compile(
     re.I,
 )
 _UNAUTHORIZED_RE = re.compile(r"^\s*unauthori[sz]ed|permission denied|forbidden", re.I)
+# Runpod's catch-all. Usually worth a retry, but it is also the whole answer to a pod with a network
+# volume created outside Secure Cloud (runpod/runpodctl issue #172: "Error: Something went wrong. Please
+# try again later or contact support.", resolved by asking for Secure Cloud), which no retry changes.
+_SOMETHING_WRONG_RE = re.compile(r"something went wrong", re.I)
 _NOT_FOUND_RE = re.compile(r"not found", re.I)
 
 
@@ -155,7 +160,7 @@ class GraphQLTransport:
                     os.environ["RUNPOD_API_BASE_URL"] = previous_url
 
     def _call(self, op: str, fn: Callable[[], T]) -> T:
-        return call_with_retries(lambda: self._sdk(op, fn), op=op, policy=self.retry)
+        return call_with_retries(lambda: self._sdk(op, fn), op=op, policy=self.retry, api=telemetry.RUNPOD_GRAPHQL)
 
     # --- port ------------------------------------------------------------------------------------
 
@@ -241,7 +246,14 @@ class GraphQLTransport:
         def once() -> Pod:
             try:
                 created = self._sdk("create_pod", lambda: runpod.create_pod(**kwargs))
-            except errors.RunpodTransientError:
+            except errors.RunpodTransientError as e:
+                if spec.network_volume_id and spec.cloud != "SECURE" and _SOMETHING_WRONG_RE.search(str(e)):
+                    # Deterministic for this spec: stop at once, and say what is wrong.
+                    raise errors.RunpodRequestError(
+                        f"create_pod: Runpod answered {str(e).split(': ', 1)[-1]!r} for a pod with network "
+                        f"volume {spec.network_volume_id} on {spec.cloud} cloud; network volumes work with "
+                        "Secure Cloud only: create the pod with cloud type SECURE"
+                    ) from e
                 # The mutation may have gone through: look for the pod by name before trying again.
                 existing = self._find_by_name(spec.name)
                 if existing is not None:
@@ -264,7 +276,7 @@ class GraphQLTransport:
                 env=env_back,
             )
 
-        return call_with_retries(once, op="create_pod", policy=self.retry)
+        return call_with_retries(once, op="create_pod", policy=self.retry, api=telemetry.RUNPOD_GRAPHQL)
 
     def _find_by_name(self, name: str) -> Pod | None:
         """One un-retried look at the pod list (it runs inside the create's own retry budget)."""

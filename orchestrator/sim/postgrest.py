@@ -50,9 +50,17 @@ What the RPC path does, following PostgREST's documentation (references/api/func
 
 Known differences from real PostgREST/Supabase (on purpose, to stay small):
 
-- No schema cache: functions are looked up in ``pg_proc`` on every call, so a new function is
-  callable at once (real PostgREST needs ``NOTIFY pgrst, 'reload schema'``), and the catalog
-  lookup costs one extra round trip per call.
+- The schema cache (``SchemaCache``) holds what this stand-in uses: the exposed schema's functions
+  (parameter names, types and defaults, return shape, volatility) and its tables' and views' columns;
+  PostgREST's also holds keys, relationships and more. It is filled, as PostgREST's is, when the server
+  starts, when its listener connection (``LISTEN pgrst``) is re-established, and on ``NOTIFY pgrst``
+  with the payload ``'reload schema'`` or an empty one; requests wait while it is refilled. So a
+  function or table created since the last reload answers 404 (``PGRST202``/``PGRST205``) until the
+  next ``NOTIFY pgrst, 'reload schema'`` (``orchestrator migrate`` sends it). Not modelled:
+  ``'reload config'`` (there is no configuration to reload), the debouncing of a burst of
+  notifications into one reload, SIGUSR1, and the delay of a large schema's reload.
+- The Edge Functions rebuilt here run their SQL directly, so they do not go through the cache (the
+  app's run supabase-js, whose ``.rpc()`` and table calls do go through PostgREST's).
 - No JWT verification: a token is accepted if it equals one of the two configured keys, and its
   role is the role that key was configured for; claims (``exp``, custom roles, user JWTs signed by
   the project secret) are not read. ``generate_keys`` makes JWT-shaped keys so they look real.
@@ -140,8 +148,7 @@ _RESERVED_QUERY_PARAMS = frozenset(
 )
 
 
-# --- function catalog ------------------------------------------------------------------------------
-# --- function catalog ------------------------------------------------------------------------------
+# --- the schema cache ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -182,42 +189,89 @@ SELECT p.proname,
        p.provolatile = 'v'
 FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname = %s AND p.proname = %s AND p.prokind = 'f'
+WHERE n.nspname = %s AND p.prokind = 'f'
+ORDER BY p.proname, p.oid
+"""
+
+_RELATIONS_SQL = """
+SELECT c.relname, array_agg(a.attname::text ORDER BY a.attnum)
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
+GROUP BY c.relname
 """
 
 
-def _load_routines(conn: psycopg.Connection[Any], schema: str, name: str) -> list[_Routine]:
-    routines = []
-    for (
-        proname, nargs, ndefaults, argnames, argmodes, argtypes, variadic, retset, retvoid, volatile,
-    ) in conn.execute(_CATALOG_SQL, (schema, name)).fetchall():  # fmt: skip
-        names: list[str] = list(argnames or [])
-        if argmodes:
-            # proargnames covers every argument (OUT ones too) when modes are present; keep the inputs.
-            names = [
-                n
-                for n, m in zip(names or [""] * len(argmodes), argmodes, strict=False)
-                if m in ("i", "b", "v")
-            ]
-        names = (names + [""] * nargs)[:nargs]
-        routines.append(
-            _Routine(
-                schema=schema,
-                name=proname,
-                params=tuple(zip(names, argtypes, strict=True)),
-                required=nargs - (ndefaults or 0),
-                variadic=bool(variadic),
-                returns_set=bool(retset),
-                returns_void=bool(retvoid),
-                volatile=bool(volatile),
+@dataclass(frozen=True)
+class SchemaCache:
+    """What PostgREST knows of the exposed schema between reloads: its functions and its tables' columns.
+
+    PostgREST reads this metadata once and serves every request from it ("Schema Cache",
+    docs.postgrest.org/en/stable/references/schema_cache.html); it is refilled only when the server
+    starts, when its listener connection is re-established, and on ``NOTIFY pgrst`` with the payload
+    ``'reload schema'`` or an empty one ("Listener", docs.postgrest.org/en/stable/references/listener.html;
+    ``PostgREST.Workers.listener`` of the postgrest package: "When a NOTIFY db-channel - with an empty
+    payload - is done, it refills the schema cache"). So a function created after the last reload is
+    unknown (404 ``PGRST202``) until then, whatever ``pg_proc`` says, and one dropped since is still
+    "known" (its call then fails in Postgres, ``42883``, 404).
+    """
+
+    schema: str
+    routines: Mapping[str, tuple[_Routine, ...]]
+    columns: Mapping[str, tuple[str, ...]]
+    loaded_at: float
+
+    @classmethod
+    def load(cls, conn: psycopg.Connection[Any], schema: str) -> SchemaCache:
+        routines: dict[str, list[_Routine]] = {}
+        for (
+            proname, nargs, ndefaults, argnames, argmodes, argtypes, variadic, retset, retvoid, volatile,
+        ) in conn.execute(_CATALOG_SQL, (schema,)).fetchall():  # fmt: skip
+            names: list[str] = list(argnames or [])
+            if argmodes:
+                # proargnames covers every argument (OUT ones too) when modes are present; keep the inputs.
+                names = [
+                    n
+                    for n, m in zip(names or [""] * len(argmodes), argmodes, strict=False)
+                    if m in ("i", "b", "v")
+                ]
+            names = (names + [""] * nargs)[:nargs]
+            routines.setdefault(str(proname), []).append(
+                _Routine(
+                    schema=schema,
+                    name=str(proname),
+                    params=tuple(zip(names, argtypes, strict=True)),
+                    required=nargs - (ndefaults or 0),
+                    variadic=bool(variadic),
+                    returns_set=bool(retset),
+                    returns_void=bool(retvoid),
+                    volatile=bool(volatile),
+                )
             )
+        columns = {
+            str(name): tuple(str(c) for c in cols)
+            for name, cols in conn.execute(_RELATIONS_SQL, (schema,)).fetchall()
+        }
+        return cls(
+            schema=schema,
+            routines={k: tuple(v) for k, v in routines.items()},
+            columns=columns,
+            loaded_at=time.time(),
         )
-    return routines
+
+    def functions(self, name: str) -> list[_Routine]:
+        return list(self.routines.get(name, ()))
+
+    def table_columns(self, table: str) -> list[str] | None:
+        found = self.columns.get(table)
+        return list(found) if found is not None else None
 
 
 def _no_function_error(
-    conn: psycopg.Connection[Any], schema: str, name: str, keys: frozenset[str], overloads: list[_Routine]
+    cache: SchemaCache, name: str, keys: frozenset[str], overloads: list[_Routine]
 ) -> HttpError:
+    schema = cache.schema
     qualified = f"{schema}.{name}"
     given = ", ".join(sorted(keys))
     if keys:
@@ -238,15 +292,7 @@ def _no_function_error(
         if close:
             hint = f"Perhaps you meant to call the function {qualified}{close[0]}"
     else:
-        names = [
-            r[0]
-            for r in conn.execute(
-                "SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n"
-                " ON n.oid = p.pronamespace WHERE n.nspname = %s AND p.prokind = 'f'",
-                (schema,),
-            ).fetchall()
-        ]
-        close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+        close = difflib.get_close_matches(name, sorted(cache.routines), n=1, cutoff=0.75)
         if close:
             hint = f"Perhaps you meant to call the function {schema}.{close[0]}"
     return pgrst_error(404, "PGRST202", message, details, hint)
@@ -412,6 +458,14 @@ class PostgrestServer:
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
         self._log: list[RequestRecord] = []
+        # The schema cache; requests wait while it is being refilled (_cache_lock is held throughout).
+        self._cache: SchemaCache | None = None
+        self._cache_lock = threading.Lock()
+        self._reloaded = threading.Condition()
+        self._reloads = 0
+        self._listener: threading.Thread | None = None
+        self._listening = threading.Event()
+        self._stopping = threading.Event()
         self.base_url: str | None = None
         self.storage = ObjectStore()
         self.edge = EdgeFunctions(self, self.storage)
@@ -432,6 +486,14 @@ class PostgrestServer:
         )
         pool.open(wait=True, timeout=self._pool_timeout)
         self._pool = pool
+        # LISTEN before the first load, so that a reload asked for while it runs is not lost.
+        self._stopping.clear()
+        self._listening.clear()
+        self._listener = threading.Thread(target=self._listen, name="postgrest-sim-listener", daemon=True)
+        self._listener.start()
+        if not self._listening.wait(self._pool_timeout):
+            self.stop()
+            raise RuntimeError("the schema cache listener could not LISTEN on channel pgrst")
         handler = type("_BoundHandler", (_Handler,), {"server_state": self})
         httpd = _HTTPServer((self._host, self._port), handler)
         self._httpd = httpd
@@ -446,6 +508,10 @@ class PostgrestServer:
         return self.base_url
 
     def stop(self) -> None:
+        self._stopping.set()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.join(timeout=5)
         httpd, self._httpd = self._httpd, None
         if httpd is not None:
             httpd.shutdown()
@@ -467,6 +533,85 @@ class PostgrestServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+    # -- the schema cache ---------------------------------------------------------------------------
+
+    CHANNEL = "pgrst"  # PostgREST's default db-channel
+
+    def _listen(self) -> None:
+        """The listener: a connection of its own that LISTENs on ``pgrst``; the cache is refilled on
+        each (re)connection and on each reload notification, as PostgREST's listener does."""
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self.database_url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.CHANNEL)))
+                    self._reload("connected")
+                    self._listening.set()
+                    backoff = 0.1
+                    while not self._stopping.is_set():
+                        if self._cache is None:
+                            # Never loaded (the first load failed): keep trying, answering 503
+                            # PGRST002 meanwhile, as PostgREST does.
+                            self._reload("retry")
+                        for note in conn.notifies(timeout=0.2):
+                            payload = note.payload.strip().lower()
+                            if payload in ("", "reload schema"):
+                                self._reload(f"notify {note.payload!r}")
+                            # 'reload config' reloads PostgREST's own settings; the stand-in has none.
+            except psycopg.Error as exc:
+                if self._stopping.is_set():
+                    return
+                log.warning("postgrest_sim_listener_lost", error=str(exc)[:200], retry_in_sec=backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _reload(self, why: str) -> None:
+        pool = self._pool
+        if pool is None:
+            return
+        with self._cache_lock:  # requests wait for the refill, as PostgREST's do
+            try:
+                with pool.connection() as conn:
+                    cache = SchemaCache.load(conn, self.schema)
+            except (psycopg.Error, PoolTimeout) as exc:
+                # The old cache stays; the next notification or reconnection tries again.
+                log.warning("postgrest_sim_schema_cache_not_loaded", why=why, error=str(exc)[:200])
+                return
+            self._cache = cache
+        with self._reloaded:
+            self._reloads += 1
+            self._reloaded.notify_all()
+        log.info(
+            "postgrest_sim_schema_cache_loaded",
+            why=why,
+            functions=sum(len(v) for v in cache.routines.values()),
+            relations=len(cache.columns),
+        )
+
+    @property
+    def schema_reloads(self) -> int:
+        """How many times the schema cache was (re)filled since the server started."""
+        with self._reloaded:
+            return self._reloads
+
+    def wait_for_reload(self, after: int, timeout: float = 10.0) -> bool:
+        """Wait until the cache has been refilled more than ``after`` times (tests: a NOTIFY was seen)."""
+        deadline = time.monotonic() + timeout
+        with self._reloaded:
+            while self._reloads <= after:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._reloaded.wait(left)
+            return True
+
+    def schema_cache(self) -> SchemaCache:
+        with self._cache_lock:
+            cache = self._cache
+        if cache is None:
+            raise pgrst_error(503, "PGRST002", "Could not query the database for the schema cache. Retrying.")
+        return cache
 
     # -- knobs for tests ----------------------------------------------------------------------------
 
@@ -542,8 +687,9 @@ class PostgrestServer:
     def table(self, request: tables.TableRequest, *, role: str) -> Reply:
         """One table request (``GET``/``PATCH /rest/v1/<table>``) as ``role``. Raises ``HttpError``."""
         try:
+            columns = self.schema_cache().table_columns(request.table)
             with self.transaction(role, read_only=request.method in ("GET", "HEAD")) as conn:
-                return tables.handle(conn, self.schema, request)
+                return tables.handle(conn, self.schema, request, columns)
         except psycopg.Error as exc:
             raise error_from_pg(exc, authenticated=role != ANON_ROLE) from exc
 
@@ -557,9 +703,14 @@ class PostgrestServer:
         authenticated = role != ANON_ROLE
         body_is_object = isinstance(body, dict)
         keys = frozenset(body) if body_is_object else frozenset()
+        cache = self.schema_cache()
+        routines = cache.functions(function)
+        routine = _choose(routines, keys, body_is_object and method == "POST")
+        if routine is None:
+            raise _no_function_error(cache, function, keys, routines)
         try:
             with pool.connection() as conn:
-                return self._call_in(conn, function, body, keys, body_is_object, role, method, path)
+                return self._call_in(conn, routine, body, keys, role, method, path)
         except PoolTimeout as exc:
             raise pgrst_error(
                 504, "PGRST003", "Timed out acquiring connection from connection pool."
@@ -570,20 +721,15 @@ class PostgrestServer:
     def _call_in(
         self,
         conn: psycopg.Connection[Any],
-        function: str,
+        routine: _Routine,
         body: Any,
         keys: frozenset[str],
-        body_is_object: bool,
         role: str,
         method: str,
         path: str,
     ) -> str:
         conn.execute("BEGIN")
         try:
-            routines = _load_routines(conn, self.schema, function)
-            routine = _choose(routines, keys, body_is_object and method == "POST")
-            if routine is None:
-                raise _no_function_error(conn, self.schema, function, keys, routines)
             whole_body = not routine.matches(keys)  # chosen only as the single-unnamed-json fallback
             if method != "POST" or not routine.volatile:
                 # PostgREST's access mode: GET, and STABLE/IMMUTABLE functions, run read-only.

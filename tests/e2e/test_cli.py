@@ -1,8 +1,8 @@
 """End-to-end: the operator commands against the embedded stack, each one a real subprocess.
 
-Issue 5, "The CLI": ``plan`` (a dry run that changes nothing), ``tick`` (one cycle, the old system's
-JSON summary), ``status --json``, ``pods``, ``events``, ``pause``/``resume`` (no spawns while paused,
-healing goes on) and ``workers terminate ID``.
+``plan`` (a dry run that changes nothing), ``tick`` (one cycle, the old system's JSON summary),
+``status --json``, ``pods``, ``events``, ``pause``/``resume`` (no spawns while paused, healing goes on),
+``ssh ID -- CMD`` (the remote output alone, no log lines) and ``workers terminate ID``.
 """
 
 from __future__ import annotations
@@ -113,6 +113,20 @@ def test_operator_commands(stack: Stack, tmp_path: Path, in_process: Any) -> Non
     kinds_seen = {e["kind"] for e in recent}
     assert {"pod_created", "pod_terminate_requested", "worker_registered"} <= kinds_seen, kinds_seen
     assert cli("events").strip()
+
+    # ssh: the remote output alone on stdout and no log line (LOG_LEVEL is INFO here, as the daemon's);
+    # the options before `--` are the command's own, not part of the remote command.
+    active = next(w["id"] for w in workers(stack) if w["status"] == "active")
+    done = run_cli(stack, tmp_path, "ssh", active, "--timeout", "30", "--", "echo", "hello", **CLI_SETTINGS)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "hello\n", ""), done
+    answer = json.loads(cli("ssh", active, "--json", "--", "echo out; echo err >&2; exit 3", expect=3))
+    assert answer == {
+        "worker_id": active,
+        "runpod_id": _worker(stack, active)["metadata"]["runpod_id"],
+        "exit_code": 3,
+        "stdout": "out\n",
+        "stderr": "err\n",
+    }
 
     # workers terminate: drained, its pod terminated, the row closed; the other worker stays.
     target, other = sorted(w["id"] for w in workers(stack))

@@ -183,3 +183,14 @@ def test_nothing_configured_lists_what_is_needed() -> None:
     assert {"database: configuration", "runpod: configuration"} <= failed(result)
     found = checks(result)
     assert "RUNPOD_API_KEY" in found["runpod: configuration"]["detail"]
+
+
+def test_a_misspelt_variable_is_a_warning_of_its_own() -> None:
+    """``MAX_ACTIVE_GPU=4`` (one letter short) is named, with the setting it probably means, and is a
+    warning: the rest of the report and the exit code do not change because of it."""
+    result = doctor({"MAX_ACTIVE_GPU": "4"}, "--json")
+    found = checks(result)
+    assert found["config: MAX_ACTIVE_GPU"]["status"] == "warn"
+    assert "did you mean MAX_ACTIVE_GPUS?" in found["config: MAX_ACTIVE_GPU"]["detail"]
+    assert result.stderr == "", "reported once, as a check, not also as a log line"
+    assert next(iter(found)) == "config: MAX_ACTIVE_GPU", "configuration first, as an operator fixes it"

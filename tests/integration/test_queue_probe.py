@@ -46,7 +46,7 @@ def busy_worker(raw: psycopg.Connection[Any], real_worker: RealWorkerSQL) -> tup
 
 
 def test_a_fresh_database_answers_nothing_queued_and_no_requeues(db: Database) -> None:
-    assert db.queue_probe() == {"newest_queued_at": None, "requeues": 0}
+    assert db.queue_probe() == {"newest_queued_at": None, "requeues": 0, "enqueued": 0}
 
 
 def test_every_way_back_to_queued_changes_the_answer_and_nothing_else_does(
@@ -170,7 +170,7 @@ def test_the_counter_is_private(raw: psycopg.Connection[Any]) -> None:
 def test_over_supabase_the_probe_answers_the_requeue_count(
     supabase_db: Database, raw: psycopg.Connection[Any], real_worker: RealWorkerSQL
 ) -> None:
-    assert supabase_db.queue_probe() == {"newest_queued_at": None, "requeues": 0}
+    assert supabase_db.queue_probe() == {"newest_queued_at": None, "requeues": 0, "enqueued": 0}
     add_worker(raw, WORKER, "active")
     [task_id] = add_tasks(raw, 1, age_sec=60)
     add_tasks(raw, 1)  # a newer queued task: newest_queued_at stays put through the requeue
@@ -183,3 +183,50 @@ def test_over_supabase_the_probe_answers_the_requeue_count(
     result = supabase_db.requeue_worker_tasks(int(lease["token"]), WORKER, "heartbeat lost")
     assert result == {"requeued": [task_id], "failed": []}
     assert supabase_db.queue_probe() == {**before, "requeues": 1}
+
+
+# -- new tasks, in commit order ---------------------------------------------------------------------
+
+
+def test_a_task_committed_late_with_an_old_created_at_changes_the_answer(
+    db: Database, raw: psycopg.Connection[Any], database_url: str
+) -> None:
+    """A long transaction's task appears carrying the created_at of the transaction's start.
+
+    Before 20261206010100 the probe answered only the newest created_at among Queued tasks (and the
+    requeue count): a task committed after a newer one was already queued left that answer as it was,
+    so over Supabase (no LISTEN) the daemon was not woken and the task waited a whole poll interval.
+    """
+    with psycopg.connect(database_url, row_factory=dict_row) as slow:
+        # The app's transaction starts (and so fixes its now()) before another task is queued...
+        started = slow.execute("select now() as t").fetchone()
+        assert started is not None
+        [newer] = add_tasks(raw, 1)
+        baseline = db.queue_probe()
+        # ...inserts its task, which carries that older start time, and commits last.
+        late = slow.execute(
+            "insert into tasks (task_type, params, status) values ('generate', '{}'::jsonb, 'Queued') "
+            "returning id, created_at"
+        ).fetchone()
+        assert late is not None and late["created_at"] == started["t"]
+        assert db.queue_probe() == baseline  # not visible yet: announcing it now would wake a tick for nothing
+        slow.commit()
+    assert task_row(raw, str(late["id"]))["created_at"] < task_row(raw, newer)["created_at"]
+    after = db.queue_probe()
+    assert after["newest_queued_at"] == baseline["newest_queued_at"]  # the old answer could not tell
+    assert after != baseline and after["enqueued"] == baseline["enqueued"] + 1
+
+
+def test_inserts_bump_once_per_transaction_and_only_for_queued_tasks(
+    db: Database, raw: psycopg.Connection[Any], database_url: str
+) -> None:
+    before = db.queue_probe()["enqueued"]
+    add_tasks(raw, 50)  # one statement, one transaction
+    assert db.queue_probe()["enqueued"] == before + 1
+    add_tasks(raw, 3, status="Complete")
+    add_tasks(raw, 2, status="In Progress", worker_id=None)
+    assert db.queue_probe()["enqueued"] == before + 1
+    with psycopg.connect(database_url) as rolled_back:
+        rolled_back.execute("insert into tasks (task_type, params, status) values ('t', '{}'::jsonb, 'Queued')")
+        rolled_back.rollback()
+    assert db.queue_probe()["enqueued"] == before + 1

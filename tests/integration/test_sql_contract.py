@@ -11,9 +11,11 @@ and after the refused call.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -23,6 +25,8 @@ from orchestrator import errors
 from orchestrator.db.base import Database
 from orchestrator.db.postgres import PostgresTransport
 from tests.plugins.supabase import RealWorkerSQL
+
+DATABASE_DOC = Path(__file__).resolve().parents[2] / "docs" / "database.md"
 
 # -- helpers ----------------------------------------------------------------------------------------
 
@@ -721,8 +725,12 @@ def test_rls_on_and_nothing_granted_to_anon(raw: psycopg.Connection[Any]) -> Non
         "or n.nspname = 'orchestrator_private'"
     ).fetchall()
     public_functions = [f["sig"] for f in functions if f["nspname"] == "public"]
-    # docs/database.md lists each one: 14 orch_* and the real worker's two; no worker_* any more.
-    assert len(public_functions) == 16 and not [f for f in public_functions if f.startswith("worker_")]
+    # docs/database.md lists each one (the orch_* functions and the real worker's two); no worker_* any more.
+    documented = set(
+        re.findall(r"`(?:POST /rest/v1/rpc/)?((?:orch|func_worker|claim_next_task)_[a-z_]+)\(", DATABASE_DOC.read_text())
+    )
+    assert {sig.split("(")[0] for sig in public_functions} == documented
+    assert len(public_functions) == len(documented) and not [f for f in public_functions if f.startswith("worker_")]
     for f in functions:
         for role in ("anon", "authenticated"):
             ok = one(raw, "select has_function_privilege(%s, %s, 'EXECUTE') as ok", (role, f["sig"]))
@@ -874,7 +882,7 @@ def test_snapshot_reports_how_recent_boots_ended(db: Database, real_worker: Real
 
 
 def test_queue_probe_changes_when_a_task_is_queued_and_only_then(db: Database, raw: psycopg.Connection[Any]) -> None:
-    assert db.queue_probe() == {"newest_queued_at": None, "requeues": 0}
+    assert db.queue_probe() == {"newest_queued_at": None, "requeues": 0, "enqueued": 0}
     add_tasks(raw, 2, age_sec=60)
     first = db.queue_probe()
     assert first["newest_queued_at"] is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -195,3 +197,224 @@ def test_worker_env_is_a_json_object_of_strings_masked_in_the_printout() -> None
     for bad in ('["a"]', '{"A": 1}', "{not json", '{"1BAD": "x"}'):
         with pytest.raises(ConfigError, match="WORKER_ENV"):
             config.load_settings({"WORKER_ENV": bad}, env_file=None)
+
+
+# -- nothing ignored without a word -----------------------------------------------------------------
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
+
+
+def test_a_named_env_file_that_does_not_exist_exits_2(tmp_path: Path) -> None:
+    """``--env-file /etc/orchestrator/typo.env config`` must not pass the pre-flight check on the defaults.
+
+    Before: the missing file was skipped without a word and ``config`` exited 0.
+    """
+    proc = _cli("--env-file", str(tmp_path / "typo.env"), "config", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout[-500:]
+    assert f"--env-file {tmp_path / 'typo.env'}: no such file" in proc.stderr
+    # Listed with every other problem, in one report.
+    proc = _cli("--env-file", str(tmp_path / "typo.env"), "config", env={"MAX_ACTIVE_GPUS": "ten"}, cwd=tmp_path)
+    assert proc.returncode == 2 and "no such file" in proc.stderr and "MAX_ACTIVE_GPUS='ten'" in proc.stderr
+    # The default ./.env stays optional, and /dev/null (the tests' "no file") reads as empty.
+    assert _cli("config", cwd=tmp_path).returncode == 0
+    assert _cli("--env-file", "/dev/null", "config", cwd=tmp_path).returncode == 0
+    # A file that exists but cannot be read is a problem even when it is only the default.
+    (tmp_path / ".env").mkdir()
+    proc = _cli("config", cwd=tmp_path)
+    assert proc.returncode == 2 and "env file .env: cannot be read" in proc.stderr, proc.stderr
+
+
+def test_load_settings_requires_only_a_named_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.env"
+    settings = config.load_settings({}, env_file=missing)
+    assert [(f.path, f.read, f.required) for f in settings.files] == [(str(missing), False, False)]
+    with pytest.raises(ConfigError, match="no such file"):
+        config.load_settings({}, env_file=missing, env_file_required=True)
+
+
+def test_env_file_is_accepted_after_the_command_too(tmp_path: Path) -> None:
+    """``orchestrator config --env-file x`` reads x (before: "unrecognized arguments", exit 2)."""
+    env_file = tmp_path / "orchestrator.env"
+    env_file.write_text("MACHINES_TO_KEEP_IDLE=2\n")
+    for args in (("config", "--env-file", str(env_file)), ("--env-file", "/dev/null", "config", "--env-file", str(env_file))):
+        proc = _cli(*args, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        row = next(line.split() for line in proc.stdout.splitlines() if line.startswith("MACHINES_TO_KEEP_IDLE"))
+        assert row[1:] == [".env", "2"], args
+
+
+def test_config_says_which_files_it_read_and_which_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / "orchestrator.env"
+    env_file.write_text("MACHINES_TO_KEEP_IDLE=2\n")
+    proc = _cli("--env-file", str(env_file), "config", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    head = proc.stdout.splitlines()[0]
+    assert head.startswith("# read, the first wins: the process environment; ")
+    assert head.index("environment") < head.index(str(env_file)) < head.index("the defaults"), head
+    # Without --env-file: the default ./.env, said to be absent.
+    proc = _cli("config", cwd=tmp_path)
+    assert "# not read: .env (no such file; optional)" in proc.stdout.splitlines()[:3], proc.stdout[:400]
+
+
+def test_config_json_has_sources_files_warnings_and_masked_values(tmp_path: Path) -> None:
+    env_file = tmp_path / "orchestrator.env"
+    env_file.write_text("MACHINES_TO_KEEP_IDLE=2\nRUNPOD_GPU_TYPES=A\n")
+    proc = _cli(
+        "config", "--json", "--env-file", str(env_file), cwd=tmp_path,
+        env={"MAX_ACTIVE_GPUS": "3", "RUNPOD_API_KEY": "rpa_SECRETSECRETSECRET", "WORKER_ENV": '{"HF_TOKEN": "hf_abcdefghijklmnop"}'},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "SECRETSECRET" not in proc.stdout and "hf_abcdefghijklmnop" not in proc.stdout
+    doc = json.loads(proc.stdout)
+    assert doc["precedence"] == ["environment", str(env_file), "default"]
+    assert doc["files"] == [{"path": str(env_file), "resolved": str(env_file.resolve()), "read": True, "required": True}]
+    settings = {s["name"]: s for s in doc["settings"]}
+    assert [s["name"] for s in doc["settings"]] == [v.name for v in config.VARIABLES]
+    assert (settings["MAX_ACTIVE_GPUS"]["value"], settings["MAX_ACTIVE_GPUS"]["source"]) == (3, "environment")
+    assert (settings["MACHINES_TO_KEEP_IDLE"]["value"], settings["MACHINES_TO_KEEP_IDLE"]["source"]) == (2, ".env")
+    assert settings["RUNPOD_GPU_TYPE"]["value"] == ["NVIDIA GeForce RTX 4090"]
+    assert settings["RUNPOD_API_KEY"]["secret"] is True and settings["RUNPOD_API_KEY"]["value"].startswith("rpa")
+    assert settings["SUPABASE_URL"]["value"] is None
+    assert [(w["event"], w["name"], w["suggestion"]) for w in doc["warnings"]] == [
+        ("config_unknown_variable", "RUNPOD_GPU_TYPES", "RUNPOD_GPU_TYPE")
+    ]
+
+
+def _warned(environ: dict[str, str], file_values: dict[str, str] | None = None) -> dict[str, str | None]:
+    return {w.fields["name"]: w.fields["suggestion"] for w in config.name_warnings(environ, file_values or {}, "orch.env")}
+
+
+def test_misspelt_names_are_reported_with_the_closest_setting() -> None:
+    """``MAX_ACTIVE_GPU=4`` was ignored without a word: the fleet ran with the default ceiling of 10."""
+    assert _warned(
+        {
+            "MAX_ACTIVE_GPU": "4",  # a letter short
+            "RUNPOD_GPU_TYPES": "A",  # a letter more
+            "GPU_IDLE_TIMEOUT": "60",  # the unit forgotten
+            "SUPABASE_SERVICE_KEY": "k",  # a word forgotten (the worker's own name for the key)
+            "RUNPOD_API_KY": "k",  # closer to RUNPOD_API_KEY than to RUNPOD_API, a word away
+            "log_level": "DEBUG",  # lower case
+            "ORCHESTRATOR_POLL_INTERVAL": "5",  # our namespace, however far from a setting
+            "ORCHESTRATOR_WHATEVER": "1",
+        }
+    ) == {
+        "MAX_ACTIVE_GPU": "MAX_ACTIVE_GPUS",
+        "RUNPOD_GPU_TYPES": "RUNPOD_GPU_TYPE",
+        "GPU_IDLE_TIMEOUT": "GPU_IDLE_TIMEOUT_SEC",
+        "SUPABASE_SERVICE_KEY": "SUPABASE_SERVICE_ROLE_KEY",
+        "RUNPOD_API_KY": "RUNPOD_API_KEY",
+        "log_level": "LOG_LEVEL",
+        "ORCHESTRATOR_POLL_INTERVAL": "ORCHESTRATOR_POLL_SEC",
+        "ORCHESTRATOR_WHATEVER": None,
+    }
+    # The env file exists for us: any Runpod or Supabase name there that is not ours is reported too.
+    assert _warned({}, {"RUNPOD_VOLUME": "v", "SUPABASE_PROJECT": "p", "MAX_HOURLY_SPEND_USD": "5"}) == {
+        "RUNPOD_VOLUME": None,
+        "SUPABASE_PROJECT": None,
+        "MAX_HOURLY_SPEND_USD": "MAX_HOURLY_SPEND",
+    }
+    # Found in both places: one warning naming both.
+    (both,) = config.name_warnings({"MAX_ACTIVE_GPU": "4"}, {"MAX_ACTIVE_GPU": "4"}, "orch.env")
+    assert "in the environment and orch.env" in both.message
+
+
+def test_an_ordinary_environment_is_not_reported() -> None:
+    """A login shell, a systemd service, a container and a Runpod pod have names of their own, some of
+    them close to ours; none is reported, and neither are the names the package itself reads."""
+    ordinary = dict.fromkeys(
+        [
+            "PATH", "HOME", "LANG", "LC_ALL", "TERM", "SHELL", "USER", "LOGNAME", "PWD", "OLDPWD", "HOSTNAME",
+            "TZ", "PYTHONPATH", "VIRTUAL_ENV", "SSH_AUTH_SOCK", "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY",
+            "INVOCATION_ID", "JOURNAL_STREAM", "SYSTEMD_EXEC_PID", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+            "http_proxy", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "HF_HOME", "HF_TOKEN", "PGHOST",
+            "PGPASSWORD", "PGDATABASE", "DATABASE_USER", "DATABASE_HOST", "DATABASE_NAME", "DB_HOST", "DB_PORT",
+            "LOG_FILE", "LOG_DIR", "METRICS_PATH", "METRICS_ADDR", "WEB_CONCURRENCY", "MAX_WORKERS",
+            "TASK_TIMEOUT", "PUBLIC_KEY", "JUPYTER_PASSWORD", "RUNPOD_POD_ID", "RUNPOD_PUBLIC_IP",
+            "RUNPOD_TCP_PORT_22", "RUNPOD_GPU_COUNT", "RUNPOD_CPU_COUNT", "RUNPOD_DC_ID", "RUNPOD_VOLUME_ID",
+            "RUNPOD_POD_HOSTNAME", "RUNPOD_AI_API_KEY", "RUNPOD_DEBUG_LEVEL", "RUNPOD_ENDPOINT_ID",
+            "SUPABASE_ACCESS_TOKEN", "SUPABASE_DB_PASSWORD", "SUPABASE_PROJECT_ID", "ORCHESTRATOR_PG_BINDIR",
+            "ORCHESTRATOR_MIGRATIONS_DIR", "ORCHESTRATOR_TEST_CRASH_AT",
+        ],
+        "x",
+    )
+    assert _warned(ordinary) == {}
+    # The SDK's own names are not ours, but not mistakes either, even in the env file.
+    assert _warned({}, {"RUNPOD_DEBUG_LEVEL": "DEBUG", "RUNPOD_UA_INTEGRATION": "x", "MAX_ACTIVE_GPUS": "3"}) == {}
+
+
+def test_every_orchestrator_name_the_package_reads_is_known() -> None:
+    """An ``ORCHESTRATOR_*`` variable the code reads but the check does not know would be reported as a
+    mistake to the very people who set it on purpose."""
+    root = Path(config.__file__).resolve().parent
+    read = {
+        m.group(1)
+        for path in root.rglob("*.py")
+        for m in re.finditer(r"[\"'](ORCHESTRATOR_[A-Z0-9_]+)[\"']", path.read_text())
+    }
+    assert read and read <= config.KNOWN_NAMES, sorted(read - config.KNOWN_NAMES)
+
+
+def test_warnings_never_carry_values(tmp_path: Path) -> None:
+    env_file = tmp_path / "orchestrator.env"
+    env_file.write_text("RUNPOD_API_KY=rpa_FILESECRETFILESECRET\nRUNPOD_API_KEY rpa_LINESECRETLINESECRET\n")
+    settings = config.load_settings({"SUPABASE_SERVICE_ROLE_KY": "sb_ENVSECRETENVSECRET"}, env_file=env_file)
+    text = json.dumps([w.to_dict() for w in settings.warnings])
+    assert "RUNPOD_API_KY" in text and "SUPABASE_SERVICE_ROLE_KY" in text and "line 2" in text
+    assert "SECRET" not in text
+
+
+def test_env_file_lines_that_are_not_assignments_or_repeat_a_name_are_reported(tmp_path: Path) -> None:
+    env_file = tmp_path / "orchestrator.env"
+    env_file.write_text("# comment\nMAX_ACTIVE_GPUS=3\nMIN_ACTIVE_GPUS 1\n\nMAX_ACTIVE_GPUS=5\n")
+    settings = config.load_settings({}, env_file=env_file)
+    assert settings.max_active_gpus == 5
+    found = sorted((w.event, dict(w.fields)) for w in settings.warnings)
+    assert found == [
+        ("config_env_file_duplicate", {"file": str(env_file), "name": "MAX_ACTIVE_GPUS", "lines": [2, 5]}),
+        ("config_env_file_line_ignored", {"file": str(env_file), "line": 3}),
+    ]
+
+
+def test_cli_names_a_misspelt_variable_beside_the_problems_it_causes(tmp_path: Path) -> None:
+    """``RUNPOD_API_KY=...``: the report says RUNPOD_API_KEY is unset, and why, without the key."""
+    proc = _cli(
+        "--env-file", "/dev/null", "run", cwd=tmp_path,
+        env={"RUNPOD_API_KY": "rpa_SECRETSECRETSECRET", "DATABASE_URL": "postgresql://u@127.0.0.1:9/db"},
+    )
+    assert proc.returncode == 2
+    assert "RUNPOD_API_KEY is unset" in proc.stderr
+    assert "RUNPOD_API_KY (in the environment) is not a setting of the orchestrator and is ignored; did you mean RUNPOD_API_KEY?" in proc.stderr
+    assert "SECRETSECRET" not in proc.stderr
+
+
+def test_cli_logs_a_warning_for_a_misspelt_variable_and_still_runs(tmp_path: Path) -> None:
+    """A one-off command that works logs one warning line (stderr, JSON when piped) per suspect name."""
+    env_file = tmp_path / "orchestrator.env"
+    env_file.write_text("MAX_ACTIVE_GPUS 3\nMIN_ACTIVE_GPUS=1\nMIN_ACTIVE_GPUS=0\n")
+    proc = _cli(
+        "--env-file", str(env_file), "sim", "run", "--trace", "spike", "--policy", "ours", env={"MAX_ACTIVE_GPU": "4"}, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert [{k: v for k, v in e.items() if k != "ts"} for e in lines] == [
+        {"event": "config_env_file_line_ignored", "level": "warning", "file": str(env_file), "line": 1},
+        {"event": "config_env_file_duplicate", "level": "warning", "file": str(env_file), "name": "MIN_ACTIVE_GPUS", "lines": [2, 3]},
+        {
+            "event": "config_unknown_variable", "level": "warning",
+            "name": "MAX_ACTIVE_GPU", "source": "the environment", "suggestion": "MAX_ACTIVE_GPUS",
+        },
+    ]
+    assert "config_" not in proc.stdout
+    # `config` shows them in its own output instead of logging them.
+    proc = _cli("--env-file", "/dev/null", "config", env={"MAX_ACTIVE_GPU": "4"}, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert "# warning: MAX_ACTIVE_GPU (in the environment) is not a setting" in proc.stdout

@@ -361,8 +361,10 @@ def test_dockerfile_shape() -> None:
     assert user is not None and user.args == "10001:10001"
     env = dict(pair for inst in runtime.all("ENV") for pair in _env_pairs(inst))
     assert env["METRICS_PORT"] == "9100"
-    # Nothing but runtime files from the context: the migrations `orchestrator migrate` applies.
-    assert [src for i in runtime.all("COPY") for src in _copy_sources(i)] == ["migrations/"]
+    # Nothing from the context: the wheel carries the migrations `orchestrator migrate` applies, so the
+    # build stage, which makes the wheel, is the one that copies them.
+    assert [src for i in runtime.all("COPY") for src in _copy_sources(i)] == []
+    assert "migrations/" in [src for i in build.all("COPY") for src in _copy_sources(i)]
     assert not runtime.all("ADD")
     assert "openssh" not in " ".join(i.args for i in runtime.all("RUN")), "paramiko needs no ssh client"
 

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     # cwd=tmp_path and an explicit --env-file: no stray ./.env or exported setting reaches `ours`.
     env_file = tmp_path / ".env"
+    env_file.touch()  # a file named with --env-file must exist (an empty one reads as nothing set)
     return subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "--env-file", str(env_file), "sim", "run", *args],
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **(env or {})},

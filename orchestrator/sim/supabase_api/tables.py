@@ -23,6 +23,8 @@ PostgREST semantics implemented (docs.postgrest.org, references/api/tables_views
   ``Prefer: return=representation`` 200 and the updated rows (``select`` applies). A PATCH without
   filters updates every row, as PostgREST does without pg-safeupdate.
 - An unknown table or view: 404 ``PGRST205`` "Could not find the table '<schema>.<table>' in the schema cache".
+  Tables and columns come from the server's schema cache (``orchestrator.sim.postgrest.SchemaCache``),
+  refilled on ``NOTIFY pgrst, 'reload schema'`` as PostgREST's is.
 - The request runs as the key's role (grants and row level security apply); ``GET`` read-only.
 
 Not implemented (answer 400 ``PGRST127`` "Feature not implemented"): ``POST``/``PUT``/``DELETE`` on
@@ -46,17 +48,6 @@ _RESERVED = frozenset({"select", "order", "limit", "offset", "columns", "on_conf
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SINGULAR = "application/vnd.pgrst.object+json"
 
-_COLUMNS_SQL = """
-SELECT a.attname
-FROM pg_catalog.pg_attribute a
-JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
-  AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
-"""
-
-
 @dataclass(frozen=True)
 class TableRequest:
     """One table request, parsed: what the handler got from the URL, headers and body."""
@@ -69,13 +60,12 @@ class TableRequest:
     accept: str
 
 
-def _columns(conn: psycopg.Connection[Any], schema: str, table: str) -> list[str]:
-    names = [str(r[0]) for r in conn.execute(_COLUMNS_SQL, (schema, table)).fetchall()]
-    if not names:
+def _columns(schema: str, table: str, cached: list[str] | None) -> list[str]:
+    if not cached:
         raise pgrst_error(
             404, "PGRST205", f"Could not find the table '{schema}.{table}' in the schema cache", None, None
         )
-    return names
+    return cached
 
 
 def _check_column(table: str, name: str, columns: list[str]) -> None:
@@ -219,15 +209,21 @@ def _rows_reply(text: str, request: TableRequest, status: int) -> Reply:
     return Reply(status, text.encode(), headers)
 
 
-def handle(conn: psycopg.Connection[Any], schema: str, request: TableRequest) -> Reply:
-    """Run one table request inside the caller's transaction (role already set)."""
+def handle(
+    conn: psycopg.Connection[Any], schema: str, request: TableRequest, cached_columns: list[str] | None
+) -> Reply:
+    """Run one table request inside the caller's transaction (role already set).
+
+    ``cached_columns`` are the table's columns as the server's schema cache holds them (None: the cache
+    does not know the table), not as the catalog says now: like PostgREST, a table or column added since
+    the last reload is unknown until the next one."""
     if request.method not in ("GET", "HEAD", "PATCH"):
         raise pgrst_error(
             400, "PGRST127", "Feature not implemented",
             f"This PostgREST stand-in serves GET and PATCH on tables, not {request.method}.",
         )  # fmt: skip
     table = request.table
-    columns = _columns(conn, schema, table)
+    columns = _columns(schema, table, cached_columns)
     target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
     select = _select_list(_first(request.query, "select"), table, columns)
     where, params = _where(request.query, table, columns)
