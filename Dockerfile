@@ -33,7 +33,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 # Only what the wheel is built from (pyproject's readme is README.md); .dockerignore keeps the rest of
 # the checkout (tests, .env, keys, .venv, .git) out of the build context altogether. migrations/ is
-# what the package's orchestrator/db/migrations links to: the wheel carries those files inside.
+# what the package's orchestrator/adapters/db/migrations links to: the wheel carries those files inside.
 COPY pyproject.toml README.md requirements.lock ./
 COPY orchestrator/ orchestrator/
 COPY migrations/ migrations/

@@ -5,10 +5,10 @@ Usage (from the repository root)::
     .venv/bin/python bench/chaos.py              # writes bench/results/chaos.md and chaos.json
     .venv/bin/python bench/chaos.py --seeds 10 --hours 24
 
-Where this sits: runs :func:`orchestrator.sim.chaos.soak` (the real ``plan()`` in virtual time under
+Where this sits: runs :func:`orchestrator.studies.chaos.soak` (the real ``plan()`` in virtual time under
 provider 5xx/429 bursts, pods that never boot, SSH failures, worker crashes and hangs, 20 orchestrator
 restarts at random points) and reports every invariant violation by name; then runs the same soak with
-:func:`orchestrator.sim.policies.broken_spawning_uncounted` to show the checks catch a real mistake.
+:func:`orchestrator.studies.policies.broken_spawning_uncounted` to show the checks catch a real mistake.
 Exit status 1 when the real policy violates anything or the broken one does not.
 """
 
@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.sim.chaos import ChaosConfig, chaos_faults, soak, summary  # noqa: E402
-from orchestrator.sim.policies import broken_spawning_uncounted  # noqa: E402
+from orchestrator.studies.chaos import ChaosConfig, chaos_faults, soak, summary  # noqa: E402
+from orchestrator.studies.policies import broken_spawning_uncounted  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{args.hours:g} virtual hours per seed of mixed traffic (a daily stream plus bursts of 20-40 tasks above",
         "the ceiling; 10% are 15-22 minute `_orchestrator` parents) against the daemon's own `plan()`",
-        "(`orchestrator/sim/chaos.py`), `MAX_ACTIVE_GPUS=8`, `MAX_HOURLY_SPEND=4` (6 pods at 0.59 USD/h),",
+        "(`orchestrator/studies/chaos.py`), `MAX_ACTIVE_GPUS=8`, `MAX_HOURLY_SPEND=4` (6 pods at 0.59 USD/h),",
         "with: Runpod outages of 0.5-5 min (~1 every 2 h; 5xx or 429: listing, creation and termination",
         "fail; 409: creations find no capacity), half the creations that fail with a 5xx creating the pod",
         "anyway, pods of ours that no row knows (another deployment's leftovers, ~1 every 4 h), 5% of pods",

@@ -1,10 +1,10 @@
 """Shared helpers for the control-loop benchmarks (``bench/reaction.py``, ``bench/tick.py``).
 
-Where it sits: benchmarks measure the daemon as it is built (``orchestrator.controller.Controller`` on
+Where it sits: benchmarks measure the daemon as it is built (``orchestrator.loop.controller.Controller`` on
 the adapters of ``orchestrator.wiring``) and must not change it. What they need to observe, they get by
 wrapping the two ports the controller talks through:
 
-* :class:`CountingTransport` wraps the Database port's ``Transport`` (``orchestrator/db/base.py``) and
+* :class:`CountingTransport` wraps the Database port's ``Transport`` (``orchestrator/adapters/db/base.py``) and
   counts SQL-function calls by name; over ``PostgresTransport`` each call is one statement, one round
   trip (``tick.py`` checks this against libpq's protocol trace);
 * :class:`CountingProvider` wraps the Runpod provider and counts (and timestamps) its method calls.
@@ -168,9 +168,9 @@ def _serve_emulator(argv: list[str]) -> int:
     import argparse
 
     from orchestrator.logs import configure_logging
-    from orchestrator.sim.emulator import EmulatorServer
-    from orchestrator.sim.emulator.server import _Handler
-    from orchestrator.sim.emulator.state import PodSpec
+    from orchestrator.standins.emulator import EmulatorServer
+    from orchestrator.standins.emulator.server import _Handler
+    from orchestrator.standins.emulator.state import PodSpec
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--api-key", default=None)

@@ -1,6 +1,6 @@
 """Benchmark: 100 emulated Runpod pods running at once, at zero boot delay.
 
-Where it sits: the Runpod emulator (``orchestrator/sim/emulator``) backs every test, the demo and the
+Where it sits: the Runpod emulator (``orchestrator/standins/emulator``) backs every test, the demo and the
 other benchmarks, so it must carry a realistic fleet on a small machine. This creates N pods through
 REST v2 in one burst (as an orchestrator scaling up would), with boot delays set to zero so what is
 measured is the emulator and its sandboxes (a real sshd per pod), then reports
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from orchestrator.logs import configure_logging  # noqa: E402
-from orchestrator.sim.emulator import EmulatorServer  # noqa: E402
+from orchestrator.standins.emulator import EmulatorServer  # noqa: E402
 
 GPU = "NVIDIA GeForce RTX 4090"
 DC = "EU-RO-1"

@@ -38,12 +38,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.config import defaults  # noqa: E402
-from orchestrator.policy import plan as real_plan  # noqa: E402
-from orchestrator.sim import traces as tr  # noqa: E402
-from orchestrator.sim.policies import RATE_LEAD_SEC, RATE_WINDOW_SEC, PolicySpec, RateClairvoyant, specs  # noqa: E402
-from orchestrator.sim.run import mean_metrics, run_one  # noqa: E402
-from orchestrator.sim.vtime import BootModel, oracle  # noqa: E402
+from orchestrator.core.config import defaults  # noqa: E402
+from orchestrator.core.policy import plan as real_plan  # noqa: E402
+from orchestrator.studies import traces as tr  # noqa: E402
+from orchestrator.studies.policies import RATE_LEAD_SEC, RATE_WINDOW_SEC, PolicySpec, RateClairvoyant, specs  # noqa: E402
+from orchestrator.studies.run import mean_metrics, run_one  # noqa: E402
+from orchestrator.studies.simulation import BootModel, oracle  # noqa: E402
 
 TRACES = ("steady", "bursty", "diurnal", "spike")
 TRACE_DIR = ROOT / "bench" / "traces"
@@ -151,7 +151,7 @@ def write_markdown(results: Mapping[str, Mapping[str, Mapping[str, Any]]], summa
         f"Generated {meta['generated']} by `.venv/bin/python bench/frontier.py` in {meta['seconds']:.0f} s "
         f"({meta['runs']} simulation runs, {meta['seeds']} seeds each, means shown; {meta['machine']}).",
         "",
-        "Every run drives the daemon's `plan()` in `orchestrator/sim/vtime.py` on the committed traces of "
+        "Every run drives the daemon's `plan()` in `orchestrator/studies/simulation.py` on the committed traces of "
         "`bench/traces/` (see `bench/results/policy.md` for the simulator's parameters). Runs:",
         "",
         "- `original`: the old system's rules (the baseline of issue 7's bar), `ours`: today's defaults;",

@@ -5,9 +5,9 @@ Usage (from the repository root)::
     .venv/bin/python bench/policy.py            # writes bench/results/policy.{md,json} and plots
     .venv/bin/python bench/policy.py --regen-traces --seeds 3 --jobs 2
 
-Where this sits: drives :mod:`orchestrator.sim.vtime` (the real ``plan()`` against a simulated
-provider, database and workers) with the policies of :mod:`orchestrator.sim.policies` on the traces
-of :mod:`orchestrator.sim.traces`, saved under ``bench/traces/`` (generated from their seeds when
+Where this sits: drives :mod:`orchestrator.studies.simulation` (the real ``plan()`` against a simulated
+provider, database and workers) with the policies of :mod:`orchestrator.studies.policies` on the traces
+of :mod:`orchestrator.studies.traces`, saved under ``bench/traces/`` (generated from their seeds when
 missing, or with ``--regen-traces``). Each (trace, policy) pair runs with ``--seeds`` simulation seeds
 (boot times, worker jitter) and the figures are their means. Besides the named policies it measures
 candidate default settings for ``ours`` (``cand_*``), so the choice of defaults is made from the same
@@ -32,19 +32,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.config import defaults  # noqa: E402
-from orchestrator.policy import plan as real_plan  # noqa: E402
-from orchestrator.sim import traces as tr  # noqa: E402
-from orchestrator.sim.policies import PolicySpec, busy_workers_count_themselves, specs  # noqa: E402
-from orchestrator.sim.run import mean_metrics  # noqa: E402
-from orchestrator.sim.vtime import GPU_PRICE, Simulation, oracle  # noqa: E402
+from orchestrator.core.config import defaults  # noqa: E402
+from orchestrator.core.policy import plan as real_plan  # noqa: E402
+from orchestrator.studies import traces as tr  # noqa: E402
+from orchestrator.studies.policies import PolicySpec, busy_workers_count_themselves, specs  # noqa: E402
+from orchestrator.studies.run import mean_metrics  # noqa: E402
+from orchestrator.studies.simulation import GPU_PRICE, Simulation, oracle  # noqa: E402
 
 TRACES = ("steady", "bursty", "diurnal", "spike", "heavy_tail")
 TRACE_DIR = ROOT / "bench" / "traces"
 RESULTS = ROOT / "bench" / "results"
 SERVERLESS_PRICE = 1.10  # USD/h for an RTX 4090 serverless worker (the emulator's catalog)
 
-# Candidate defaults for `ours`, measured beside it. Each changes only knobs of orchestrator/config.py.
+# Candidate defaults for `ours`, measured beside it. Each changes only knobs of orchestrator/core/config.py.
 # The defaults were chosen from this table: `prev_poll30_oc30` is the previous default (the old system's
 # 30 s poll and 30 s over-capacity timeout), kept so the choice stays visible and re-checkable.
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -52,7 +52,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "cand_th1_oc120": {"TASKS_PER_GPU_THRESHOLD": 1, "GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC": 120},
     "cand_th1_oc300": {"TASKS_PER_GPU_THRESHOLD": 1, "GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC": 300},
 }
-# Candidate policy rules: (the plan-like function, settings changes). See orchestrator/sim/policies.py.
+# Candidate policy rules: (the plan-like function, settings changes). See orchestrator/studies/policies.py.
 RULE_CANDIDATES: dict[str, tuple[Any, dict[str, Any]]] = {
     "rule_busy_count": (busy_workers_count_themselves, {}),
 }
@@ -135,13 +135,13 @@ def write_markdown(results: Mapping[str, Mapping[str, Mapping[str, Any]]], trace
         f"({meta['runs']} simulation runs: each (trace, policy) pair with {meta['seeds']} seeds, means shown; "
         f"{meta['machine']}).",
         "",
-        "Simulator: `orchestrator/sim/vtime.py` drives the daemon's own `plan()` in virtual time against an",
+        "Simulator: `orchestrator/studies/simulation.py` drives the daemon's own `plan()` in virtual time against an",
         "in-memory copy of the SQL the orchestrator and the real worker reach, a simulated Runpod (boot: 60% cached",
         f"~30 s, 40% cold ~165 s, lognormal spread; then ~12 s of SSH checks, 3 s start, ~15 s to the first heartbeat; {GPU_PRICE}",
         "USD/h per-second billing) and simulated workers as the real one behaves (one task at a time, a heartbeat",
         "guardian every 20 s, a claim poll every 10 s when idle and 1 s after a task; promotion at the first tick",
         "after the first heartbeat; a crash reported by the guardian).",
-        "Policies: `orchestrator/sim/policies.py`. Traces: `bench/traces/*.csv` (`orchestrator/sim/traces.py`).",
+        "Policies: `orchestrator/studies/policies.py`. Traces: `bench/traces/*.csv` (`orchestrator/studies/traces.py`).",
         "Wait = queued -> first claimed. `backlog` = seconds with tasks queued and no idle worker.",
         "`x oracle` = cost / (sum of task GPU-seconds at the price); `x old` = cost / `original` at the same",
         "floor (`original_min2` for `ours_min2`). The oracle's waits are the warm lower bound (0); from cold",
@@ -193,7 +193,7 @@ def write_markdown(results: Mapping[str, Mapping[str, Mapping[str, Any]]], trace
         "",
         *[f"- `{name}`: {', '.join(f'{k}={v}' for k, v in changes.items())}" for name, changes in CANDIDATES.items()],
         "",
-        "Candidate rules (`orchestrator/sim/policies.py`; the real `plan()` with its input transformed):",
+        "Candidate rules (`orchestrator/studies/policies.py`; the real `plan()` with its input transformed):",
         "",
         *[
             f"- `{name}`: `{fn.__name__}`" + (f" with {', '.join(f'{k}={v}' for k, v in ch.items())}" if ch else "")

@@ -1,12 +1,12 @@
 """Benchmark: seconds from a task being queued to the first pod creation request reaching Runpod.
 
-Where it sits: the daemon (``orchestrator.daemon.Daemon`` driving ``orchestrator.controller.Controller``)
+Where it sits: the daemon (``orchestrator.loop.daemon.Daemon`` driving ``orchestrator.loop.controller.Controller``)
 ticks every ``ORCHESTRATOR_POLL_SEC`` and, over the direct Postgres adapter, LISTENs on
 ``orchestrator_tasks`` (a statement trigger NOTIFYs on every INSERT of queued tasks) and ticks at once.
 Over the Supabase adapter there is no LISTEN, so a new task waits for the next tick. The system we
 replace polled every 30 s.
 
-Setting: the embedded default (``orchestrator.sim.stack.Stack``: throwaway Postgres, the
+Setting: the embedded default (``orchestrator.standins.stack.Stack``: throwaway Postgres, the
 PostgREST-compatible endpoint, the Runpod emulator), the daemon in-process as ``orchestrator demo``
 runs it (``Daemon`` + ``Controller`` + ``wiring.make_database``/``make_provider`` on the Stack's
 settings), ``MIN_ACTIVE_GPUS=0`` and an empty fleet. The emulator's pods are set never to become ready
@@ -56,10 +56,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from common import save_markdown  # noqa: E402
 
-from orchestrator.controller import Controller  # noqa: E402
-from orchestrator.daemon import Daemon  # noqa: E402
 from orchestrator.logs import configure_logging  # noqa: E402
-from orchestrator.sim.stack import Stack  # noqa: E402
+from orchestrator.loop.controller import Controller  # noqa: E402
+from orchestrator.loop.daemon import Daemon  # noqa: E402
+from orchestrator.standins.stack import Stack  # noqa: E402
 from orchestrator.wiring import make_database, make_provider  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "reaction.md"

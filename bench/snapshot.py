@@ -33,10 +33,10 @@ from psycopg import pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.db.base import Database  # noqa: E402
-from orchestrator.db.migrate import apply_migrations  # noqa: E402
-from orchestrator.db.postgres import PostgresTransport  # noqa: E402
-from orchestrator.sim.pg import TempPostgres  # noqa: E402
+from orchestrator.adapters.db.base import Database  # noqa: E402
+from orchestrator.adapters.db.migrate import apply_migrations  # noqa: E402
+from orchestrator.adapters.db.postgres import PostgresTransport  # noqa: E402
+from orchestrator.standins.pg import TempPostgres  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "snapshot.md"
 

@@ -41,9 +41,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.runpod.base import RetryPolicy  # noqa: E402
+from orchestrator.adapters.runpod.base import RetryPolicy  # noqa: E402
 from orchestrator.runpod_client import RunpodClient  # noqa: E402
-from orchestrator.sim.emulator import EmulatorServer  # noqa: E402
+from orchestrator.standins.emulator import EmulatorServer  # noqa: E402
 
 API_KEY = "rpa_BENCHKEY000000000000000000000000000"
 

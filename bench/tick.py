@@ -208,11 +208,11 @@ def daemon_env(base: dict[str, str], n: int) -> dict[str, str]:
 def child(args: argparse.Namespace) -> int:
     import httpx
 
-    from orchestrator import config
-    from orchestrator.controller import Controller
-    from orchestrator.db.base import Database
-    from orchestrator.db.postgres import PostgresTransport
+    from orchestrator.adapters.db.base import Database
+    from orchestrator.adapters.db.postgres import PostgresTransport
+    from orchestrator.core import config
     from orchestrator.logs import configure_logging
+    from orchestrator.loop.controller import Controller
     from orchestrator.wiring import make_provider
 
     settings = config.load_settings(os.environ, env_file=None)
@@ -281,8 +281,8 @@ def _breakdown(controller: Any, pg: Any, provider: Any, settings: Any, runs: int
 
     import httpx
 
-    from orchestrator import policy
-    from orchestrator.model import PodView, Snapshot
+    from orchestrator.core import policy
+    from orchestrator.core.observed import PodView, Snapshot
 
     parts: dict[str, list[float]] = {
         k: [] for k in ("lease", "snapshot_call", "snapshot_parse", "raw_get", "list_pods_call", "pods_parse", "plan")
@@ -405,11 +405,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.sizes, args.ticks, args.daemon_seconds = "10,100", 10, 8.0
 
-    from orchestrator.db.migrate import apply_migrations
+    from orchestrator.adapters.db.migrate import apply_migrations
     from orchestrator.logs import configure_logging
-    from orchestrator.sim.pg import TempPostgres
-    from orchestrator.sim.postgrest import PostgrestServer
-    from orchestrator.sim.stack import make_keypair
+    from orchestrator.standins.pg import TempPostgres
+    from orchestrator.standins.postgrest.server import PostgrestServer
+    from orchestrator.standins.stack import make_keypair
 
     load_start = os.getloadavg()[0]
     configure_logging(None, stream=sys.stderr, level="WARNING", fmt="json")

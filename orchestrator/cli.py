@@ -27,8 +27,8 @@ from typing import Any
 
 import structlog
 
-from orchestrator import config as config_mod
-from orchestrator.errors import ConfigError, LeaseLost, OrchestratorError
+from orchestrator.core import config as config_mod
+from orchestrator.core.errors import ConfigError, LeaseLost, OrchestratorError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -88,7 +88,7 @@ def cmd_config(args: argparse.Namespace, settings: config_mod.Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: config_mod.Settings) -> int:
-    from orchestrator.db.migrate import apply_migrations
+    from orchestrator.adapters.db.migrate import apply_migrations
 
     url = args.database_url or settings.database_url
     if not url:
@@ -105,7 +105,7 @@ def cmd_migrate(args: argparse.Namespace, settings: config_mod.Settings) -> int:
 
 
 def cmd_sim(args: argparse.Namespace, settings: config_mod.Settings) -> int:
-    from orchestrator.sim.emulator import serve_main
+    from orchestrator.standins.emulator import serve_main
 
     argv: list[str] = ["--port", str(args.port), "--speed", str(args.speed)]
     if args.state_dir:
@@ -117,7 +117,7 @@ def cmd_sim(args: argparse.Namespace, settings: config_mod.Settings) -> int:
 
 
 def cmd_sim_run(args: argparse.Namespace, settings: config_mod.Settings) -> int:
-    from orchestrator.sim import run as sim_run
+    from orchestrator.studies import run as sim_run
 
     # Check everything first and report every problem at once: a bad --set, an unknown policy and a
     # malformed trace file are all fixed in one round, and no run starts on half-valid input.
@@ -175,7 +175,7 @@ def _positive_int(text: str) -> int:
 
 
 def _controller(settings: config_mod.Settings, **kw: Any) -> Any:
-    from orchestrator.controller import Controller
+    from orchestrator.loop.controller import Controller
     from orchestrator.wiring import make_database, make_provider
 
     settings.require(database=True, runpod=True)
@@ -184,8 +184,8 @@ def _controller(settings: config_mod.Settings, **kw: Any) -> Any:
 
 
 def cmd_run(args: argparse.Namespace, settings: config_mod.Settings) -> int:
-    from orchestrator.daemon import Daemon
-    from orchestrator.metrics import MetricsServer
+    from orchestrator.loop.daemon import Daemon
+    from orchestrator.loop.metrics import MetricsServer
 
     # Logging is already set up by main(): the daemon's log is its product, JSON lines on stdout at
     # LOG_LEVEL, for the journal or a log pipeline.
@@ -200,7 +200,7 @@ def cmd_run(args: argparse.Namespace, settings: config_mod.Settings) -> int:
             controller.shutdown(timeout=0)
             controller.db.close()
             raise
-    listen = settings.database_url if settings.db_backend == "postgres" else None
+    listen = settings.database_url if settings.database_backend == "postgres" else None
     daemon = Daemon(
         controller,
         settings.orchestrator_poll_sec,
@@ -257,7 +257,7 @@ def _with_db(settings: config_mod.Settings, call: Callable[[Any], Any]) -> Any:
 
 
 def _snapshot(settings: config_mod.Settings) -> Any:
-    from orchestrator.model import Snapshot
+    from orchestrator.core.observed import Snapshot
 
     return Snapshot.from_json(_with_db(settings, lambda db: db.snapshot(settings.worker_id_prefix)))
 
@@ -274,7 +274,7 @@ def cmd_status(args: argparse.Namespace, settings: config_mod.Settings) -> int:
 
 
 def cmd_pods(args: argparse.Namespace, settings: config_mod.Settings) -> int:
-    from orchestrator.model import PodView
+    from orchestrator.core.observed import PodView
     from orchestrator.render import pods_rows, render_pods
     from orchestrator.wiring import make_provider
 
@@ -386,7 +386,7 @@ def cmd_volumes(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     from orchestrator.wiring import make_provider
 
     if args.json:
-        from orchestrator.errors import RunpodError
+        from orchestrator.core.errors import RunpodError
         from orchestrator.render import volumes_rows
 
         def rows(client: Any) -> dict[str, Any]:
@@ -513,7 +513,7 @@ def _doctor_edge(client: Any, url: str, key: str) -> list[Check]:
 
 
 def _doctor_migrations(settings: config_mod.Settings, client: Any) -> Check:
-    from orchestrator.db import migrate
+    from orchestrator.adapters.db import migrate
 
     name = "database: migrations"
     try:
@@ -582,7 +582,7 @@ def _doctor_database(settings: config_mod.Settings, client: Any) -> list[Check]:
         finally:
             db.close()
         workers = len(snapshot.get("workers") or []) if isinstance(snapshot, dict) else 0
-        checks.append(Check("database: orchestrator functions", OK, f"orch_snapshot answers ({workers} live workers) over {settings.db_backend}"))
+        checks.append(Check("database: orchestrator functions", OK, f"orch_snapshot answers ({workers} live workers) over {settings.database_backend}"))
     except Exception as exc:
         checks.append(Check("database: orchestrator functions", FAIL, f"orch_snapshot failed: {type(exc).__name__}: {str(exc)[:250]}"))
     checks.append(_doctor_migrations(settings, client))
@@ -858,7 +858,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--speed", type=float, default=1.0, help="boot-time divisor: 10 makes boots 10x faster")
     s.add_argument("--state-dir", default=None)
     s.add_argument("--api-key", default=None, help="accept only this key (default: any non-empty key)")
-    s.add_argument("extra", nargs=argparse.REMAINDER, help="fault knobs and --capacity, as `python -m orchestrator.sim.emulator --help` lists")
+    s.add_argument("extra", nargs=argparse.REMAINDER, help="fault knobs and --capacity, as `python -m orchestrator.standins.emulator --help` lists")
     s = _command(
         sim_sub, "run", "replay a trace in virtual time: cost and task waits of your settings vs other policies",
         ["orchestrator sim run --trace bursty --policy ours original --set MAX_ACTIVE_GPUS=4"],

@@ -1,6 +1,6 @@
 """``orchestrator demo`` (what ``make run`` calls): the main job on the embedded default.
 
-Brings up the stack of :mod:`orchestrator.sim.stack` (throwaway Postgres behind the PostgREST-compatible
+Brings up the stack of :mod:`orchestrator.standins.stack` (throwaway Postgres behind the PostgREST-compatible
 endpoint and the app's Edge Functions, the Runpod emulator with real sshd pods running the simulated
 worker, which speaks only the real worker's protocol), runs the real daemon
 against it, feeds it a stream of tasks in two bursts, shows the fleet while workers spawn, boot, work and
@@ -19,12 +19,12 @@ from typing import Any
 
 import structlog
 
-from orchestrator.controller import Controller
-from orchestrator.daemon import Daemon
+from orchestrator.core.observed import Snapshot
 from orchestrator.logs import configure_logging
-from orchestrator.model import Snapshot
+from orchestrator.loop.controller import Controller
+from orchestrator.loop.daemon import Daemon
 from orchestrator.render import render_status
-from orchestrator.sim.stack import Stack
+from orchestrator.standins.stack import Stack
 from orchestrator.wiring import make_database, make_provider
 
 log = structlog.get_logger(__name__)

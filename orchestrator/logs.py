@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from orchestrator.config import Settings
+from orchestrator.core.config import Settings
 
 REDACTED = "[REDACTED]"
 

@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.model import Plan, PodView, Snapshot, Worker
-from orchestrator.runpod.base import GpuType, NetworkVolume
+from orchestrator.adapters.runpod.base import GpuType, NetworkVolume
+from orchestrator.core.actions import Plan
+from orchestrator.core.observed import PodView, Snapshot, Worker
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -6,8 +6,8 @@ and return shape (``RunpodClient`` and its methods, ``SSHClient`` with ``execute
 async ``spawn_runpod_gpu`` / ``terminate_runpod_gpu`` / ``get_runpod_status``). The seed is the original
 orchestrator, banodoco/reigh-worker-orchestrator: ``orchestrator/runpod_client.py`` and
 ``structure_docs/runpod_integration.md`` of its first commit (later ``gpu_orchestrator/runpod_client.py``).
-Underneath, it talks to Runpod through the ``orchestrator.runpod`` port (REST v2 by default, the official
-SDK's GraphQL with ``RUNPOD_API=graphql``) and to pods through ``orchestrator.ssh``. The controller calls it
+Underneath, it talks to Runpod through the ``orchestrator.adapters.runpod`` port (REST v2 by default, the official
+SDK's GraphQL with ``RUNPOD_API=graphql``) and to pods through ``orchestrator.adapters.ssh``. The controller calls it
 from worker threads; nothing here touches the database: results come back as dicts and typed errors
 that the controller records.
 
@@ -23,12 +23,12 @@ Differences from the seed, on purpose:
   account does not have is skipped, as the original did.
 - Host keys are pinned (trust on first use): ``check_and_initialize_worker`` returns the fingerprint,
   and later connections refuse a different key.
-- Failures raise ``orchestrator.errors`` types (``spawn_worker``, ``create_pod_and_wait``,
+- Failures raise ``orchestrator.core.errors`` types (``spawn_worker``, ``create_pod_and_wait``,
   ``execute_command_on_worker``) or come back as ``{"status": "error", "error": ..., "step": ...}``
   (``check_and_initialize_worker``), never as a silent ``None``; ``terminate_worker`` is true only when
   Runpod confirms. ``get_pod_status`` answers ``None`` only for a pod Runpod no longer knows, as the seed.
 - The start command carries no secret: the credentials go over the SSH session's stdin (see
-  ``orchestrator.ssh.build_start_command`` and ``docs/worker-start.md``).
+  ``orchestrator.adapters.ssh.build_start_command`` and ``docs/worker-start.md``).
 """
 
 from __future__ import annotations
@@ -47,9 +47,7 @@ from typing import Any
 import paramiko
 import structlog
 
-from orchestrator import errors
-from orchestrator.config import parse_packages
-from orchestrator.runpod.base import (
+from orchestrator.adapters.runpod.base import (
     DEFAULT_RETRY,
     RUNNING,
     GpuType,
@@ -59,7 +57,7 @@ from orchestrator.runpod.base import (
     RetryPolicy,
     RunpodTransport,
 )
-from orchestrator.ssh import (
+from orchestrator.adapters.ssh import (
     DEFAULT_APT_PACKAGES,
     DEFAULT_WORKER_DIRS,
     LAUNCH_VENV,
@@ -73,6 +71,8 @@ from orchestrator.ssh import (
     truncate,
     validate_worker_id,
 )
+from orchestrator.core import errors
+from orchestrator.core.config import parse_packages
 
 __all__ = [
     "RunpodClient",
@@ -121,11 +121,11 @@ def make_transport(
     """The transport named by ``RUNPOD_API``: ``rest`` (default) or ``graphql``."""
     kind = (api or "rest").strip().lower()
     if kind == "rest":
-        from orchestrator.runpod.rest import RestTransport
+        from orchestrator.adapters.runpod.rest import RestTransport
 
         return RestTransport(api_key, base_url, retry=retry)
     if kind == "graphql":
-        from orchestrator.runpod.graphql import GraphQLTransport
+        from orchestrator.adapters.runpod.graphql import GraphQLTransport
 
         return GraphQLTransport(api_key, base_url, retry=retry)
     raise errors.ConfigError([f"RUNPOD_API={api!r}: expected 'rest' or 'graphql'"])
@@ -248,7 +248,7 @@ class RunpodClient:
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> RunpodClient:
-        """Build from the daemon's frozen ``orchestrator.config.Settings`` (not the live environment)."""
+        """Build from the daemon's frozen ``orchestrator.core.config.Settings`` (not the live environment)."""
         values: Mapping[str, Any] = settings.values
 
         def g(name: str) -> Any:
@@ -828,7 +828,7 @@ class RunpodClient:
     ) -> bool:
         """Start the worker on the pod, detached; true when the launch command succeeded.
 
-        The command (``orchestrator.ssh.build_start_command``) holds no secret; the credentials are
+        The command (``orchestrator.adapters.ssh.build_start_command``) holds no secret; the credentials are
         written to the session's stdin as NUL-terminated records, the values of the settings as they
         are, so the worker receives them byte for byte (``docs/worker-start.md``).
         """
@@ -939,7 +939,7 @@ class RunpodClient:
         constant 'PROVISIONING'). ``gpu_type_id`` may be an id or a display name. With a network volume
         the pod goes to the volume's data center. ``PUBLIC_KEY`` comes from ``public_key_string`` (the
         original's parameter), else ``env``, else the configured key. Failures raise
-        ``orchestrator.errors`` types (the original logged them and returned None).
+        ``orchestrator.core.errors`` types (the original logged them and returned None).
         """
         gpu = self.resolve_gpu_type(gpu_type_id)
         pod_env = dict(env or {})

@@ -2,7 +2,7 @@
 
 The Runpod and database adapters retry transient faults deep inside a call; the metrics live with the
 control loop, above them. An adapter calls :func:`retried` (cheap, never raises) and every registered
-listener hears it; :class:`orchestrator.metrics.Metrics` registers one. No listener, no cost.
+listener hears it; :class:`orchestrator.loop.metrics.Metrics` registers one. No listener, no cost.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.config import Settings
-from orchestrator.db.base import Database
+from orchestrator.adapters.db.base import Database
+from orchestrator.core.config import Settings
 
 
 def statement_timeout_ms(settings: Settings) -> int:
@@ -15,22 +15,24 @@ def statement_timeout_ms(settings: Settings) -> int:
     and with it the lease renewal, /healthz and SIGTERM, for as long as the lock is held. A third of
     the lease leaves the leader time to renew after one such failure.
     """
-    return int(max(1.0, min(60.0, float(settings.lease_ttl_sec) / 3.0)) * 1000)
+    return int(max(1.0, min(60.0, settings.lease_ttl_sec / 3.0)) * 1000)
 
 
 def make_database(settings: Settings) -> Database:
     """The Database over the transport the settings select (``DB_BACKEND``; Supabase when both)."""
-    settings.require(database=True)
-    if settings.db_backend == "supabase":
-        from orchestrator.db.supabase import SupabaseTransport
+    settings.require(database=True)  # so the URL and key the backend needs are set
+    if settings.database_backend == "supabase":
+        from orchestrator.adapters.db.supabase import SupabaseTransport
 
+        assert settings.supabase_url and settings.supabase_service_role_key
         return Database(SupabaseTransport(settings.supabase_url, settings.supabase_service_role_key))
     import psycopg
     from psycopg import sql
 
-    from orchestrator.db.postgres import PostgresTransport
+    from orchestrator.adapters.db.postgres import PostgresTransport
 
     limit_ms = statement_timeout_ms(settings)
+    assert settings.database_url
 
     def bound_statements(conn: psycopg.Connection) -> None:
         # Per session (the transport's connections are autocommit); LISTEN uses its own connection.
@@ -64,7 +66,7 @@ def make_provider(settings: Settings, **overrides: Any) -> Any:
         api_base_url=settings.runpod_api_base_url,
         ssh_connect_timeout=settings.ssh_connect_timeout_sec,
         ssh_command_timeout=settings.ssh_command_timeout_sec,
-        # How the worker starts on its pod (orchestrator.ssh.WorkerStart; docs/worker-start.md).
+        # How the worker starts on its pod (orchestrator.adapters.ssh.WorkerStart; docs/worker-start.md).
         worker_dirs=list(settings.worker_dirs),
         worker_launch=settings.worker_launch,
         worker_git_branch=settings.worker_git_branch,

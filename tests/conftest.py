@@ -1,6 +1,6 @@
 """Shared fixtures. The throwaway Postgres lives here; each stand-in's fixtures live in tests/plugins/.
 
-``pg`` is one PostgreSQL server per test session (``orchestrator.sim.pg.TempPostgres``); ``template_url``
+``pg`` is one PostgreSQL server per test session (``orchestrator.standins.pg.TempPostgres``); ``template_url``
 is a database with every migration applied, which ``database_url`` clones per test (CREATE DATABASE ...
 TEMPLATE, a file copy: tens of milliseconds), so each test starts from the same clean schema and no
 test sees another's rows. ``db`` is the ``Database`` facade over the direct Postgres transport.
@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.db.base import Database
-from orchestrator.db.migrate import apply_migrations
-from orchestrator.db.postgres import PostgresTransport
-from orchestrator.sim.pg import TempPostgres
+from orchestrator.adapters.db.base import Database
+from orchestrator.adapters.db.migrate import apply_migrations
+from orchestrator.adapters.db.postgres import PostgresTransport
+from orchestrator.standins.pg import TempPostgres
 
 pytest_plugins = ["tests.plugins.supabase", "tests.plugins.emulator", "tests.plugins.sandbox"]
 

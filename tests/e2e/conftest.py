@@ -3,7 +3,7 @@
 These tests sit on top of everything (issue 5, "What it must show"): a throwaway database in the
 session's PostgreSQL (``pg`` from tests/conftest.py) with the migrations applied, the PostgREST
 stand-in in front of it, the Runpod emulator whose pods are real sshd sandboxes running the simulated
-worker, and the real daemon. ``stack`` is :class:`orchestrator.sim.stack.Stack` per test (its database
+worker, and the real daemon. ``stack`` is :class:`orchestrator.standins.stack.Stack` per test (its database
 is dropped at teardown). ``in_process`` runs Controller + Daemon in this process (threads, shut down at
 teardown); ``cli_process`` runs ``orchestrator ...`` as a subprocess with the stack's environment and
 ``--env-file /dev/null``, writes its stdout (the daemon's JSON log) to a file the test parses, and
@@ -28,10 +28,10 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
-from orchestrator.controller import Controller
-from orchestrator.daemon import Daemon
-from orchestrator.sim.pg import TempPostgres
-from orchestrator.sim.stack import Stack
+from orchestrator.loop.controller import Controller
+from orchestrator.loop.daemon import Daemon
+from orchestrator.standins.pg import TempPostgres
+from orchestrator.standins.stack import Stack
 from orchestrator.wiring import make_database, make_provider
 
 # Boot delays divided by this: a cached boot is 30 s / 500 = 60 ms (the sshd sandbox start is real).

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.sim.stack import Stack
+from orchestrator.standins.stack import Stack
 from tests.e2e.conftest import all_done, drained, events, pods, wait_until, workers
 
 pytestmark = pytest.mark.e2e

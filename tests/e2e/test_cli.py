@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.sim.stack import Stack
+from orchestrator.standins.stack import Stack
 from orchestrator.wiring import make_provider
 from tests.e2e.conftest import FAST, all_done, events, live_pods, pods, run_cli, tasks, wait_until, workers
 

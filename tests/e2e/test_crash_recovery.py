@@ -2,7 +2,7 @@
 
 Issue 5, "What it must show", third bullet. ``orchestrator run`` runs as a subprocess with
 ``ORCHESTRATOR_TEST_CRASH_AT`` set, so it kills itself (SIGKILL, no cleanup) at that point of the
-executor (orchestrator/controller.py):
+executor (orchestrator/loop/controller.py):
 
 - ``after_register``: the intent row is written, no pod was asked for;
 - ``after_create``: the pod exists, its id is not recorded on the row (the window the issue names:
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.sim.stack import Stack
+from orchestrator.standins.stack import Stack
 from tests.e2e.conftest import all_done, drained, pods, tasks, wait_until, workers
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.sim.stack import Stack
+from orchestrator.standins.stack import Stack
 from tests.e2e.conftest import events, pods, tasks, wait_until, worker_log, workers
 
 pytestmark = pytest.mark.e2e

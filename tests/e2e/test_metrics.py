@@ -3,7 +3,7 @@
 Issue 5, "Metrics: Prometheus text on an opt-in port (workers by state, queue depth, oldest queued
 age, spend rate, spawn failures, tick duration) and ``/healthz`` that fails when the last tick is too
 old". The first test reads them from ``orchestrator run`` with ``METRICS_PORT`` set; the second drives
-:class:`orchestrator.metrics.Metrics` with a fake clock behind a real :class:`MetricsServer`, since a
+:class:`orchestrator.loop.metrics.Metrics` with a fake clock behind a real :class:`MetricsServer`, since a
 real daemon's limit is a minute or more.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.metrics import Metrics, MetricsServer
-from orchestrator.sim.stack import Stack
+from orchestrator.loop.metrics import Metrics, MetricsServer
+from orchestrator.standins.stack import Stack
 from tests.e2e.conftest import wait_until
 
 pytestmark = pytest.mark.e2e

@@ -1,6 +1,6 @@
 """End-to-end: the daemon with workers that speak only the real worker's protocol.
 
-Each pod runs the simulated Reigh worker (``orchestrator.sim.worker``): a heartbeat guardian process
+Each pod runs the simulated Reigh worker (``orchestrator.standins.worker``): a heartbeat guardian process
 posting the app's ``func_worker_heartbeat_with_logs``, the poll cycle over the app's Edge Functions
 (``task-counts``, ``claim-next-task``, ``update-task-status``, ``complete_task``) served by the Supabase
 stand-in over the database, and nothing else: no function of ours is called by a worker. These runs
@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator.controller import Controller
-from orchestrator.model import Reason, Snapshot, TerminatePod, WorkerState
-from orchestrator.sim.stack import Stack
+from orchestrator.core.actions import TerminatePod
+from orchestrator.core.observed import Snapshot
+from orchestrator.core.states import Reason, WorkerState
+from orchestrator.loop.controller import Controller
+from orchestrator.standins.stack import Stack
 from orchestrator.wiring import make_database, make_provider
 from tests.e2e.conftest import (
     FAST,

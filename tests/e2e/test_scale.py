@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.sim.stack import Stack
+from orchestrator.standins.stack import Stack
 from tests.e2e.conftest import (
     all_done,
     drained,

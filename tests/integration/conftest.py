@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from orchestrator.db.base import Database
+from orchestrator.adapters.db.base import Database
 from tests.integration.test_runpod_failures import Stub
 
 

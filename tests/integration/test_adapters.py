@@ -14,10 +14,10 @@ import psycopg
 import pytest
 from postgrest.exceptions import APIError
 
-from orchestrator import errors
-from orchestrator.db.base import Database
-from orchestrator.db.supabase import SupabaseTransport
-from orchestrator.sim.postgrest import PostgrestServer
+from orchestrator.adapters.db.base import Database
+from orchestrator.adapters.db.supabase import SupabaseTransport
+from orchestrator.core import errors
+from orchestrator.standins.postgrest.server import PostgrestServer
 from tests.plugins.supabase import RealWorkerSQL, make_supabase_transport
 
 ADAPTERS = ["db", "supabase_db"]

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from orchestrator.db.base import Database
-from orchestrator.db.postgres import PostgresTransport
+from orchestrator.adapters.db.base import Database
+from orchestrator.adapters.db.postgres import PostgresTransport
 
 THREADS = 8
 TASKS = 1000

@@ -21,9 +21,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestrator.db.migrate import discover
-from orchestrator.sim.emulator import EmulatorServer
-from orchestrator.sim.pg import TempPostgres
+from orchestrator.adapters.db.migrate import discover
+from orchestrator.standins.emulator import EmulatorServer
+from orchestrator.standins.pg import TempPostgres
 from tests.plugins.emulator import TEST_API_KEY
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]

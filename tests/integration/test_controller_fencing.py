@@ -17,10 +17,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestrator import config
-from orchestrator.controller import Controller
-from orchestrator.db.base import Database
-from orchestrator.model import Reason, StartProcess, TerminatePod, WorkerState
+from orchestrator.adapters.db.base import Database
+from orchestrator.core import config
+from orchestrator.core.actions import StartProcess, TerminatePod
+from orchestrator.core.states import Reason, WorkerState
+from orchestrator.loop.controller import Controller
 from orchestrator.runpod_client import RunpodClient
 from orchestrator.wiring import make_database
 from tests.e2e.conftest import wait_until

@@ -17,9 +17,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestrator.sim.emulator import EmulatorServer
-from orchestrator.sim.pg import TempPostgres
-from orchestrator.sim.stack import Stack
+from orchestrator.standins.emulator import EmulatorServer
+from orchestrator.standins.pg import TempPostgres
+from orchestrator.standins.stack import Stack
 
 
 @pytest.fixture

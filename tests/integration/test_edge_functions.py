@@ -6,7 +6,7 @@ at 3a6fd3d, ``supabase/functions``: ``_shared/edgeHandler.ts``, ``_shared/auth.t
 ``update-task-status/*.ts``, ``update-worker-model/index.ts``, ``generate-upload-url/index.ts``; the heartbeat
 RPC of ``supabase/migrations/20260331060000_add_crash_recovery_to_heartbeat.sql``) and from what the real
 worker sends (peteromallet/Headless-Wan2GP, banodoco/Reigh-Worker): parameter names, status codes, body
-keys, text versus JSON errors. Real HTTP (httpx) against ``orchestrator.sim.postgrest`` on a real Postgres.
+keys, text versus JSON errors. Real HTTP (httpx) against ``orchestrator.standins.postgrest`` on a real Postgres.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from orchestrator.sim.postgrest import PostgrestServer
+from orchestrator.standins.postgrest.server import PostgrestServer
 from tests.integration.test_sql_contract import add_tasks, add_worker, task_row, worker_row
 
 TRANSITIONS = {

@@ -20,7 +20,7 @@ import httpx
 import paramiko
 import pytest
 
-from orchestrator.sim.emulator import EmulatorServer
+from orchestrator.standins.emulator import EmulatorServer
 from tests.plugins.emulator import REPO_ROOT, check_rest
 from tests.plugins.sandbox import SSHKeyPair
 
@@ -225,7 +225,7 @@ def _start_fake_worker(emu: EmulatorServer, pod_id: str, key: SSHKeyPair) -> lis
             allow_agent=False,
             look_for_keys=False,
         )
-        cmd = "nohup python3 -c 'import time; time.sleep(120)' orchestrator.sim.worker >/dev/null 2>&1 &"
+        cmd = "nohup python3 -c 'import time; time.sleep(120)' orchestrator.standins.worker >/dev/null 2>&1 &"
         _, out, _ = client.exec_command(cmd, timeout=10)
         assert out.channel.recv_exit_status() == 0
     finally:
@@ -290,7 +290,7 @@ def test_cli_serves_with_knobs_until_sigterm(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "orchestrator.sim.emulator",
+            "orchestrator.standins.emulator",
             "--port",
             "0",
             "--speed",

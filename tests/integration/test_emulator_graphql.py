@@ -18,7 +18,7 @@ import requests
 import runpod
 from runpod import error as rp_error
 
-from orchestrator.sim.emulator import EmulatorServer
+from orchestrator.standins.emulator import EmulatorServer
 from tests.plugins.emulator import TEST_API_KEY
 
 GPU = "NVIDIA GeForce RTX 4090"

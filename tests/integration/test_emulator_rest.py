@@ -21,8 +21,8 @@ import httpx
 import paramiko
 import pytest
 
-from orchestrator.errors import ConfigError
-from orchestrator.sim.emulator import DEFAULT_CATALOG_PATH, EmulatorServer, load_catalog
+from orchestrator.core.errors import ConfigError
+from orchestrator.standins.emulator import DEFAULT_CATALOG_PATH, EmulatorServer, load_catalog
 from tests.plugins.emulator import TEST_API_KEY, OpenApiChecker
 from tests.plugins.sandbox import SSHKeyPair
 

@@ -18,10 +18,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestrator.config import defaults
-from orchestrator.controller import Controller
-from orchestrator.db.base import Database
-from orchestrator.model import TerminatePod
+from orchestrator.adapters.db.base import Database
+from orchestrator.core.actions import TerminatePod
+from orchestrator.core.config import defaults
+from orchestrator.loop.controller import Controller
 from tests.integration.test_runpod_contract import make_client
 from tests.integration.test_runpod_failures import Stub, _rest_pod
 

@@ -17,11 +17,11 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from orchestrator import errors
-from orchestrator.db.base import Database
-from orchestrator.db.migrate import apply_migrations, default_directory, discover
-from orchestrator.db.postgres import PostgresTransport
-from orchestrator.sim.pg import TempPostgres
+from orchestrator.adapters.db.base import Database
+from orchestrator.adapters.db.migrate import apply_migrations, default_directory, discover
+from orchestrator.adapters.db.postgres import PostgresTransport
+from orchestrator.core import errors
+from orchestrator.standins.pg import TempPostgres
 from tests.plugins.supabase import RealWorkerSQL
 
 

@@ -4,7 +4,7 @@ What a client can rely on, and must not: the pod's variables live in its init pr
 image's start script) and are readable by root at /proc/1/environ, never in an SSH session's
 environment; interactive shells get only RUNPOD_* and PATH (through /etc/rp_environment); PUBLIC_KEY
 decides whether sshd runs at all; apt's lists are empty until `apt-get update`. Sources are cited in
-orchestrator/sim/sandbox.py.
+orchestrator/standins/sandbox.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.sim.sandbox import _cmdline
+from orchestrator.standins.sandbox import _cmdline
 from tests.plugins.sandbox import SandboxFactory, SSHKeyPair, run, ssh_to
 
 # What sshd gives root's sessions (Debian's --with-superuser-path), and PID 1's PATH (the CUDA base image's).

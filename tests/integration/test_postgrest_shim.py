@@ -14,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from orchestrator.sim.postgrest import PostgrestServer, generate_keys, status_for_sqlstate
+from orchestrator.standins.postgrest.server import PostgrestServer, generate_keys, status_for_sqlstate
 
 SCHEMA_SQL = """
 create schema shimtest;

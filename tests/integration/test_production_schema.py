@@ -21,11 +21,11 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from orchestrator import errors
-from orchestrator.db.base import Database
-from orchestrator.db.migrate import apply_migrations, discover
-from orchestrator.db.postgres import PostgresTransport
-from orchestrator.sim.pg import TempPostgres
+from orchestrator.adapters.db.base import Database
+from orchestrator.adapters.db.migrate import apply_migrations, discover
+from orchestrator.adapters.db.postgres import PostgresTransport
+from orchestrator.core import errors
+from orchestrator.standins.pg import TempPostgres
 from tests.plugins.supabase import RealWorkerSQL
 
 APP_SQL = Path(__file__).with_name("test_production_schema_app.sql")

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from orchestrator.db.base import Database
+from orchestrator.adapters.db.base import Database
 from tests.integration.test_sql_contract import add_tasks, add_worker, task_row
 from tests.plugins.supabase import RealWorkerSQL
 

@@ -23,8 +23,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestrator.sim.pg import TempPostgres
-from orchestrator.sim.stack import Stack
+from orchestrator.standins.pg import TempPostgres
+from orchestrator.standins.stack import Stack
 from orchestrator.wiring import make_database
 
 
@@ -75,7 +75,7 @@ def start_worker(stack: Stack, worker_id: str, tmp_path: Path) -> tuple[subproce
     with out.open("wb") as sink:
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "orchestrator.sim.worker",
+                sys.executable, "-m", "orchestrator.standins.worker",
                 "--supabase-url", stack.supabase_url,
                 "--supabase-access-token", stack.service_role_key,
                 "--worker", worker_id,

@@ -22,10 +22,10 @@ import httpx
 import psycopg
 import pytest
 
-from orchestrator import errors
-from orchestrator.db.base import Database
-from orchestrator.db.migrate import default_directory
-from orchestrator.sim.postgrest import PostgrestServer
+from orchestrator.adapters.db.base import Database
+from orchestrator.adapters.db.migrate import default_directory
+from orchestrator.core import errors
+from orchestrator.standins.postgrest.server import PostgrestServer
 from tests.plugins.supabase import make_supabase_transport
 
 PROBE_FN = """

@@ -20,7 +20,7 @@ import httpx
 import paramiko
 import pytest
 
-from orchestrator.sim.emulator import EmulatorServer
+from orchestrator.standins.emulator import EmulatorServer
 from tests.plugins.emulator import TEST_API_KEY
 from tests.plugins.sandbox import SSHKeyPair
 
@@ -146,7 +146,7 @@ def test_sim_serve_takes_rtt_ms(tmp_path: Any) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "orchestrator.sim.emulator",
+        "orchestrator.standins.emulator",
         "--rtt-ms",
         "120",
         "--state-dir",
@@ -199,7 +199,7 @@ def echo_port() -> Iterator[int]:
 
 
 def test_the_relay_delays_each_direction_and_keeps_every_byte_in_order(echo_port: int) -> None:
-    from orchestrator.sim.emulator.latency import DelayRelay
+    from orchestrator.standins.emulator.latency import DelayRelay
 
     relay = DelayRelay(lambda: RTT_S)
     try:
@@ -256,7 +256,7 @@ def test_the_relay_delays_each_direction_and_keeps_every_byte_in_order(echo_port
 
 
 def test_faults_knob_validates_rtt_ms() -> None:
-    from orchestrator.sim.emulator import Faults
+    from orchestrator.standins.emulator import Faults
 
     f = Faults()
     assert f.update({"rtt_ms": -1}) and f.rtt_ms == 0

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.runpod.base import RetryPolicy
+from orchestrator.adapters.runpod.base import RetryPolicy
 from orchestrator.runpod_client import STATUS_KEYS, RunpodClient, format_gpus, format_volumes
 from tests.plugins.emulator import TEST_API_KEY
 
@@ -203,7 +203,7 @@ def test_async_wrappers_do_not_block_the_loop(api: str, emulator, client_factory
 
 
 def test_configuration_from_environment_and_settings(ssh_keypair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from orchestrator.config import load_settings
+    from orchestrator.core.config import load_settings
 
     env = {
         "RUNPOD_API_KEY": TEST_API_KEY,
@@ -249,8 +249,8 @@ def test_create_pod_and_wait_and_the_module_level_helpers(api: str, emulator, cl
 
 
 def test_rest_create_body_matches_the_openapi_schema(runpod_openapi) -> None:  # type: ignore[no-untyped-def]
-    from orchestrator.runpod.base import PodSpec
-    from orchestrator.runpod.rest import _create_body
+    from orchestrator.adapters.runpod.base import PodSpec
+    from orchestrator.adapters.runpod.rest import _create_body
 
     for volume in ("w0rk5p4ce1", None):
         spec = PodSpec(
@@ -375,9 +375,9 @@ def test_graphql_sends_the_disk_size_as_the_seed_did_even_with_a_network_volume(
 
 
 def test_rest_sends_the_disk_size_where_v2_takes_it() -> None:
-    from orchestrator import errors
-    from orchestrator.runpod.base import PodSpec
-    from orchestrator.runpod.rest import _create_body
+    from orchestrator.adapters.runpod.base import PodSpec
+    from orchestrator.adapters.runpod.rest import _create_body
+    from orchestrator.core import errors
 
     spec = dict(name="gpu-1", image="img", gpu_type_id="NVIDIA GeForce RTX 4090")
     body = _create_body(PodSpec(**spec, volume_gb=35))  # type: ignore[arg-type]

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator import errors
-from orchestrator.runpod.base import RetryPolicy
+from orchestrator.adapters.runpod.base import RetryPolicy
+from orchestrator.core import errors
 from tests.integration.test_runpod_contract import TRANSPORTS, make_client, wait_for
 from tests.plugins.emulator import TEST_API_KEY
 

@@ -1,7 +1,7 @@
 """Runpod fidelity: where the client or the emulator departed from the references (each test failed before its fix).
 
-Where it sits: the client (``orchestrator.runpod.rest``, ``orchestrator.runpod_client``) and the
-emulator (``orchestrator.sim.emulator``) are tested against each other elsewhere; when both share a
+Where it sits: the client (``orchestrator.adapters.runpod.rest``, ``orchestrator.runpod_client``) and the
+emulator (``orchestrator.standins.emulator``) are tested against each other elsewhere; when both share a
 misreading of Runpod, those tests pass while the daemon would fail against the real service. Each test
 here pins one such misreading against ``../shared/runpod/openapi-v2.json`` (REST v2), the reference the
 README names as authoritative for paths, bodies, shapes, status enums and errors. Client-side cases the
@@ -22,11 +22,11 @@ import httpx
 import jsonschema
 import pytest
 
-from orchestrator import errors
-from orchestrator.runpod.base import RetryPolicy
-from orchestrator.runpod.rest import RestTransport
+from orchestrator.adapters.runpod.base import RetryPolicy
+from orchestrator.adapters.runpod.rest import RestTransport
+from orchestrator.core import errors
 from orchestrator.runpod_client import RunpodClient
-from orchestrator.sim.emulator import EmulatorServer
+from orchestrator.standins.emulator import EmulatorServer
 from tests.integration.test_runpod_failures import Stub
 from tests.plugins.emulator import TEST_API_KEY, OpenApiChecker
 

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import structlog
 
-from orchestrator import errors
-from orchestrator.runpod.base import RetryPolicy
+from orchestrator.adapters.runpod.base import RetryPolicy
+from orchestrator.core import errors
 from tests.integration.test_runpod_contract import make_client
 from tests.integration.test_runpod_failures import _rest_pod
 

@@ -1,4 +1,4 @@
-"""Emulated pods (orchestrator.sim.sandbox): real sshd, real namespaces, checked from outside over SSH."""
+"""Emulated pods (orchestrator.standins.sandbox): real sshd, real namespaces, checked from outside over SSH."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 import paramiko
 import pytest
 
-from orchestrator.sim.sandbox import PodSandbox
+from orchestrator.standins.sandbox import PodSandbox
 from tests.plugins.sandbox import DEFAULT_GPU, DEFAULT_VRAM_MB, SandboxFactory, SSHKeyPair, run, ssh_to
 
 
@@ -88,7 +88,7 @@ def test_the_volume_checkout_reaches_the_projects_interpreter_from_a_clean_sessi
     with ssh_to(box, ssh_keypair) as client:
         command = (
             "cd /workspace/reigh/Headless-Wan2GP && . venv/bin/activate && "
-            "python -c 'import orchestrator.sim.worker, sys; print(sys.prefix)'"
+            "python -c 'import orchestrator.standins.worker, sys; print(sys.prefix)'"
         )
         code, out, err = run(client, f"bash -c {shlex.quote(command)}")
         assert code == 0, err
@@ -183,7 +183,7 @@ def test_crash_and_hang_the_worker_process(sandbox_factory: SandboxFactory, ssh_
     box = sandbox_factory()
     assert not box.crash_worker() and not box.hang_worker()
     # Any process whose command line names the simulated worker's module counts as the worker.
-    start = "nohup python3 -c 'import time; time.sleep(600)' orchestrator.sim.worker >/dev/null 2>&1 &"
+    start = "nohup python3 -c 'import time; time.sleep(600)' orchestrator.standins.worker >/dev/null 2>&1 &"
     with ssh_to(box, ssh_keypair) as client:
         run(client, start)
         first = _wait_for(box.worker_pids, what="the first worker")
@@ -208,7 +208,7 @@ def test_pods_die_with_the_process_that_started_them(tmp_path: Path, ssh_keypair
         f"""
         import sys, time
         from pathlib import Path
-        from orchestrator.sim.sandbox import PodSandbox
+        from orchestrator.standins.sandbox import PodSandbox
         box = PodSandbox("orphan", env={{"PUBLIC_KEY": {ssh_keypair.public_key!r}}}, volume_dir=None,
                          mount_path="/workspace", gpu_name="x", vram_mb=1, state_dir=Path({str(tmp_path)!r}))
         box.start()
@@ -251,7 +251,7 @@ def test_pods_die_with_the_process_that_started_them(tmp_path: Path, ssh_keypair
 _USERNS_SCRIPT = """
 import json, sys
 from pathlib import Path
-from orchestrator.sim.sandbox import PodSandbox, detect_mode
+from orchestrator.standins.sandbox import PodSandbox, detect_mode
 box = PodSandbox("userpod", env={"PUBLIC_KEY": sys.argv[1], "GREETING": "hi there"},
                  volume_dir=Path(sys.argv[2]), mount_path="/workspace", gpu_name="NVIDIA RTX A4000",
                  vram_mb=16376, state_dir=Path(sys.argv[3]))
@@ -373,7 +373,7 @@ def _cmd_of(pid: str) -> str:
 
 
 def detect_mode_for_test() -> str:
-    from orchestrator.sim.sandbox import detect_mode
+    from orchestrator.standins.sandbox import detect_mode
 
     return detect_mode()
 

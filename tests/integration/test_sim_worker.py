@@ -1,4 +1,4 @@
-"""The simulated Reigh worker (``orchestrator.sim.worker``) on the wire, against a recording HTTP server.
+"""The simulated Reigh worker (``orchestrator.standins.worker``) on the wire, against a recording HTTP server.
 
 The server stands where Supabase would (Edge Functions under ``/functions/v1``, PostgREST under
 ``/rest/v1``), records every request with its arrival time, method, path, headers and body, and
@@ -194,7 +194,7 @@ def launch(rec: Recorder, tmp_path: Path) -> Iterator[Callable[..., WorkerProc]]
         out = tmp_path / f"worker-{len(started)}.log"
         with out.open("wb") as sink:
             proc = subprocess.Popen(
-                (command or [sys.executable, "-m", "orchestrator.sim.worker"]) + argv,
+                (command or [sys.executable, "-m", "orchestrator.standins.worker"]) + argv,
                 env=environ,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
@@ -529,7 +529,7 @@ def test_no_supabase_url_means_upstream_production_which_is_never_reached(
 def test_the_laid_out_checkout_runs_as_worker_py_and_as_headless_py(
     rec: Recorder, launch: Callable[..., WorkerProc], tmp_path: Path
 ) -> None:
-    from orchestrator.sim.worker import lay_out_volume
+    from orchestrator.standins.worker.process import lay_out_volume
 
     volume = tmp_path / "volume"
     app = lay_out_volume(volume)

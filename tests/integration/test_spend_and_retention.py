@@ -12,10 +12,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestrator import config, errors
-from orchestrator.controller import Controller
-from orchestrator.db.base import Database
-from orchestrator.model import Promote, Reason
+from orchestrator.adapters.db.base import Database
+from orchestrator.core import config, errors
+from orchestrator.core.actions import Promote
+from orchestrator.core.states import Reason
+from orchestrator.loop.controller import Controller
 
 
 def register(db: Database, token: int, worker_id: str, price: float | None) -> None:

@@ -21,9 +21,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestrator import errors
-from orchestrator.db.base import Database
-from orchestrator.db.postgres import PostgresTransport
+from orchestrator.adapters.db.base import Database
+from orchestrator.adapters.db.postgres import PostgresTransport
+from orchestrator.core import errors
 from tests.plugins.supabase import RealWorkerSQL
 
 DATABASE_DOC = Path(__file__).resolve().parents[2] / "docs" / "database.md"

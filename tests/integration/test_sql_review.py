@@ -1,6 +1,6 @@
 """Adversarial review of the SQL contract (docs/database.md) and its two transports.
 
-Each test pins one defect found by reviewing migrations/*.sql, orchestrator/db/*.py and the PostgREST
+Each test pins one defect found by reviewing migrations/*.sql, orchestrator/adapters/db/*.py and the PostgREST
 stand-in against the contract workers and users rely on (lessons-from-the-original.md). Real Postgres,
 real supabase-py against the stand-in; races are made deterministic by holding a row lock in a second
 session, never by sleeping.
@@ -14,10 +14,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestrator import errors
-from orchestrator.db.base import Database
-from orchestrator.db.postgres import PostgresTransport
-from orchestrator.sim.postgrest import PostgrestServer
+from orchestrator.adapters.db.base import Database
+from orchestrator.adapters.db.postgres import PostgresTransport
+from orchestrator.core import errors
+from orchestrator.standins.postgrest.server import PostgrestServer
 from tests.plugins.supabase import RealWorkerSQL, make_supabase_transport
 
 

@@ -19,9 +19,15 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from orchestrator import errors
-from orchestrator.runpod.base import Pod
-from orchestrator.ssh import SSHClient, WorkerStart, build_start_command, credential_records, fingerprint
+from orchestrator.adapters.runpod.base import Pod
+from orchestrator.adapters.ssh import (
+    SSHClient,
+    WorkerStart,
+    build_start_command,
+    credential_records,
+    fingerprint,
+)
+from orchestrator.core import errors
 
 SSHD = "/usr/sbin/sshd"
 
@@ -311,7 +317,7 @@ def test_pinned_host_key_mismatch_is_refused_through_the_client(api: str, emulat
 
 
 def test_init_checks_name_the_failed_step_with_its_output(sandbox_factory, sim_volume, tmp_path: Path, ssh_keypair) -> None:  # type: ignore[no-untyped-def]
-    from orchestrator.ssh import run_init_checks
+    from orchestrator.adapters.ssh import run_init_checks
 
     good = sandbox_factory(volume_dir=sim_volume)
     with _client(good.port, ssh_keypair) as c:
@@ -473,7 +479,7 @@ def test_runpod_client_logs_in_with_the_pods_password_without_a_key(password_ssh
 def test_the_daemon_warns_once_at_start_up_when_it_has_no_key(tmp_path: Path, ssh_keypair) -> None:  # type: ignore[no-untyped-def]
     from structlog.testing import capture_logs
 
-    from orchestrator.daemon import Daemon
+    from orchestrator.loop.daemon import Daemon
     from orchestrator.runpod_client import RunpodClient
 
     class Controller:

@@ -19,10 +19,10 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from orchestrator import errors
-from orchestrator.config import defaults
-from orchestrator.controller import Controller
-from orchestrator.db.base import Database
+from orchestrator.adapters.db.base import Database
+from orchestrator.core import errors
+from orchestrator.core.config import defaults
+from orchestrator.loop.controller import Controller
 from tests.integration.test_runpod_contract import make_client
 from tests.integration.test_runpod_failures import Stub
 

@@ -28,20 +28,19 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestrator import config, errors
-from orchestrator.controller import Controller
-from orchestrator.db.base import Database
-from orchestrator.model import (
+from orchestrator.adapters.db.base import Database
+from orchestrator.adapters.runpod.base import PodSpec
+from orchestrator.core import config, errors
+from orchestrator.core.actions import (
     Action,
     FailWorker,
     Initialize,
     MarkTerminated,
-    Reason,
     StartProcess,
     TerminatePod,
-    WorkerState,
 )
-from orchestrator.runpod.base import PodSpec
+from orchestrator.core.states import Reason, WorkerState
+from orchestrator.loop.controller import Controller
 from orchestrator.runpod_client import RunpodClient
 from tests.integration.test_runpod_contract import make_client, wait_for
 

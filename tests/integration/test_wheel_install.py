@@ -1,7 +1,7 @@
 """Installable like a Python tool: build the wheel, install it into a clean virtualenv, migrate from anywhere.
 
 The migrations have one source, the top-level ``migrations/`` (what ``supabase db push`` users copy);
-``orchestrator/db/migrations`` is a symbolic link to it, and building the wheel copies the files it
+``orchestrator/adapters/db/migrations`` is a symbolic link to it, and building the wheel copies the files it
 points at into the package. So: the wheel must carry exactly those files, byte for byte, and an
 ``orchestrator migrate`` installed from it must apply them to a throwaway PostgreSQL from a directory
 that has no checkout in sight. Before this, the wheel carried no SQL at all and ``migrate`` looked for
@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from orchestrator.sim.pg import TempPostgres
+from orchestrator.standins.pg import TempPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = ROOT / "migrations"
@@ -66,7 +66,7 @@ def test_the_wheel_carries_exactly_the_top_level_migrations(wheel: Path) -> None
         packaged = {
             Path(name).name: hashlib.sha256(archive.read(name)).hexdigest()
             for name in archive.namelist()
-            if name.startswith("orchestrator/db/migrations/")
+            if name.startswith("orchestrator/adapters/db/migrations/")
         }
     source = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in MIGRATIONS.glob("*.sql")}
     assert source and packaged == source
@@ -74,7 +74,7 @@ def test_the_wheel_carries_exactly_the_top_level_migrations(wheel: Path) -> None
 
 def test_the_package_directory_is_the_top_level_one() -> None:
     # One source of truth in the checkout too: the package's directory resolves to migrations/.
-    packaged = ROOT / "orchestrator" / "db" / "migrations"
+    packaged = ROOT / "orchestrator" / "adapters" / "db" / "migrations"
     assert packaged.is_symlink() and packaged.resolve() == MIGRATIONS.resolve()
 
 
@@ -90,7 +90,7 @@ def test_installed_in_a_clean_virtualenv_migrate_works_from_any_directory(
 
     elsewhere = tmp_path / "somewhere" / "else"
     elsewhere.mkdir(parents=True)
-    where = _run([str(python), "-c", "import orchestrator.db.migrate as m; print(m.default_directory())"], cwd=elsewhere, env=env)
+    where = _run([str(python), "-c", "import orchestrator.adapters.db.migrate as m; print(m.default_directory())"], cwd=elsewhere, env=env)
     installed = Path(where.strip())
     assert venv in installed.parents and not installed.is_symlink()  # the wheel's copy, not the checkout
 

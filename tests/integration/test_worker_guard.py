@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from orchestrator import errors
-from orchestrator.db.base import Database
+from orchestrator.adapters.db.base import Database
+from orchestrator.core import errors
 from tests.integration.test_sql_contract import add_tasks, add_worker, task_row, worker_row
 from tests.plugins.supabase import RealWorkerSQL
 

@@ -1,7 +1,7 @@
 """The worker starts on an emulated Runpod pod with exactly the credentials of the settings.
 
 Parts: the Runpod emulator (``tests/plugins/emulator.py``) whose pods are real sshd sandboxes built
-like Runpod's official image (``orchestrator/sim/sandbox.py``: the pod's variables live in PID 1, SSH
+like Runpod's official image (``orchestrator/standins/sandbox.py``: the pod's variables live in PID 1, SSH
 sessions get sshd's clean environment, apt's lists are empty), the simulated worker laid out on the
 emulated network volume, and the daemon's own wiring (``config.load_settings`` ->
 ``wiring.make_provider``). The test drives spawn -> ``check_and_initialize_worker`` ->
@@ -23,8 +23,8 @@ import paramiko
 import pytest
 from structlog.testing import capture_logs
 
-from orchestrator import config
-from orchestrator.runpod.base import RetryPolicy
+from orchestrator.adapters.runpod.base import RetryPolicy
+from orchestrator.core import config
 from orchestrator.wiring import make_provider
 from tests.plugins.emulator import TEST_API_KEY
 

@@ -1,4 +1,4 @@
-"""Pytest fixtures for the Runpod emulator (``orchestrator.sim.emulator``).
+"""Pytest fixtures for the Runpod emulator (``orchestrator.standins.emulator``).
 
 ``emulator`` is a running :class:`EmulatorServer` whose boots are near-instant (speed 1000: a cached
 boot takes 30 ms, a cold one 165 ms), with its own state directory under ``tmp_path``; it yields the
@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.sim.emulator import EmulatorServer
+from orchestrator.standins.emulator import EmulatorServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OPENAPI_PATH = REPO_ROOT.parent / "shared" / "runpod" / "openapi-v2.json"

@@ -1,4 +1,4 @@
-"""Pytest fixtures for the emulated pods (``orchestrator.sim.sandbox``): real sshd in namespaces.
+"""Pytest fixtures for the emulated pods (``orchestrator.standins.sandbox``): real sshd in namespaces.
 
 ``ssh_keypair`` is one ed25519 key per session (generated with ``cryptography``; the public half goes
 into a pod's ``PUBLIC_KEY``, the private half is what paramiko logs in with). ``sandbox_factory``
@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from orchestrator.sim.sandbox import PodSandbox, lay_out_volume
+from orchestrator.standins.sandbox import PodSandbox, lay_out_volume
 
 DEFAULT_GPU = "NVIDIA GeForce RTX 4090"
 DEFAULT_VRAM_MB = 24564

@@ -1,6 +1,6 @@
 """Pytest fixtures for Supabase's REST layer: the PostgREST stand-in and the Database over it.
 
-``postgrest`` is a running ``orchestrator.sim.postgrest.PostgrestServer`` over the test's own database
+``postgrest`` is a running ``orchestrator.standins.postgrest.PostgrestServer`` over the test's own database
 (``database_url`` from tests/conftest.py, migrations applied), with freshly generated keys
 (``postgrest.service_role_key`` / ``postgrest.anon_key``). ``supabase_db`` is the ``Database`` facade
 over ``SupabaseTransport`` (supabase-py) against it, with short retry waits so fault tests stay fast.
@@ -17,9 +17,9 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from orchestrator.db.base import Database
-from orchestrator.db.supabase import SupabaseTransport
-from orchestrator.sim.postgrest import PostgrestServer, generate_keys
+from orchestrator.adapters.db.base import Database
+from orchestrator.adapters.db.supabase import SupabaseTransport
+from orchestrator.standins.postgrest.server import PostgrestServer, generate_keys
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The chaos soak (``orchestrator/sim/chaos.py``): the real policy passes, broken ones fail by name.
+"""The chaos soak (``orchestrator/studies/chaos.py``): the real policy passes, broken ones fail by name.
 
 The full 24-virtual-hour soak (20 restarts, every fault) runs in about a second, so it runs here in
 full, for a few seeds. Each broken variant is the real ``plan()`` with its inputs or outputs
@@ -15,21 +15,13 @@ from typing import Any
 
 import pytest
 
-from orchestrator.config import Settings
-from orchestrator.model import (
-    FailWorker,
-    MarkTerminated,
-    Plan,
-    PodView,
-    Reason,
-    RequeueTasks,
-    Snapshot,
-    TerminatePod,
-    WorkerState,
-)
-from orchestrator.policy import plan as real_plan
-from orchestrator.sim.chaos import ChaosConfig, chaos_faults, soak, summary
-from orchestrator.sim.policies import broken_spawning_uncounted
+from orchestrator.core.actions import FailWorker, MarkTerminated, Plan, RequeueTasks, TerminatePod
+from orchestrator.core.config import Settings
+from orchestrator.core.observed import PodView, Snapshot
+from orchestrator.core.policy import plan as real_plan
+from orchestrator.core.states import Reason, WorkerState
+from orchestrator.studies.chaos import ChaosConfig, chaos_faults, soak, summary
+from orchestrator.studies.policies import broken_spawning_uncounted
 
 
 @pytest.mark.parametrize("seed", [7, 11, 23])

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import config
-from orchestrator.errors import ConfigError
+from orchestrator.core import config
+from orchestrator.core.errors import ConfigError
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -418,3 +418,30 @@ def test_cli_logs_a_warning_for_a_misspelt_variable_and_still_runs(tmp_path: Pat
     proc = _cli("--env-file", "/dev/null", "config", env={"MAX_ACTIVE_GPU": "4"}, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stderr == ""
     assert "# warning: MAX_ACTIVE_GPU (in the environment) is not a setting" in proc.stdout
+
+
+def test_every_setting_is_a_typed_attribute_checked_against_the_table() -> None:
+    # One attribute per variable, in the table's order, with the type its kind parses to: mypy sees
+    # `settings.max_active_gpus` as an int, and no attribute lookup falls through to a mapping.
+    assert config.field_problems() == []
+    assert "__getattr__" not in vars(config.Settings)
+    s = config.defaults()
+    for var in config.VARIABLES:
+        assert getattr(s, var.name.lower()) == s.get(var.name) == s.values[var.name]
+    with pytest.raises(AttributeError):
+        s.no_such_setting  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_replace_refuses_a_name_that_is_not_a_setting() -> None:
+    # A misspelt override in a test or a benchmark candidate must not pass silently.
+    with pytest.raises(ConfigError, match="MAX_ACTIVE_GPU: not a setting"):
+        config.defaults().replace(MAX_ACTIVE_GPU=3)
+    assert config.defaults().replace(max_active_gpus=3).max_active_gpus == 3
+
+
+def test_a_blank_text_setting_reads_as_unset_so_its_default_holds() -> None:
+    # "  " was read as None, so a blank WORKER_ID_PREFIX named pods "None..." and a blank image sent none.
+    s = config.load_settings({"WORKER_ID_PREFIX": "  ", "RUNPOD_WORKER_IMAGE": " ", "SUPABASE_URL": " "}, env_file=None)
+    assert s.worker_id_prefix == "gpu-"
+    assert s.runpod_worker_image == config.BY_NAME["RUNPOD_WORKER_IMAGE"].default
+    assert s.supabase_url is None

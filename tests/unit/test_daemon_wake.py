@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.daemon import Daemon
+from orchestrator.loop.daemon import Daemon
 
 
 class BlockingController:

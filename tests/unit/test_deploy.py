@@ -27,7 +27,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from orchestrator import config
+from orchestrator.core import config
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -392,7 +392,7 @@ def test_dockerignore_excludes_every_dangerous_name() -> None:
     for name in DANGEROUS:
         assert is_ignored(name, rules), name
     for name in SECRET_FILES:
-        for allowed in ("orchestrator", "migrations", "orchestrator/sim/data"):
+        for allowed in ("orchestrator", "migrations", "orchestrator/standins/emulator/data"):
             assert is_ignored(f"{allowed}/{name}", rules), f"{allowed}/{name}"
 
 
@@ -776,7 +776,7 @@ def test_compose_file_is_consistent() -> None:
     assert daemon["network_mode"] == "service:emulator"
     assert daemon["environment"]["RUNPOD_API_BASE_URL"].startswith("http://127.0.0.1:")
     assert services["emulator"]["command"][:2] == ["sim", "serve"]
-    assert services["postgrest"]["entrypoint"] == ["python", "-m", "orchestrator.sim.postgrest"]
+    assert services["postgrest"]["entrypoint"] == ["python", "-m", "orchestrator.standins.postgrest"]
     assert services["migrate"]["command"] == ["migrate"]
     # Stop grace longer than one tick, like the systemd unit's TimeoutStopSec.
     grace = daemon["stop_grace_period"]
@@ -860,8 +860,8 @@ def _scalar(conn: psycopg.Connection, query: str, params: tuple[object, ...] = (
 
 def test_claimable_view_example_runs_on_postgres() -> None:
     """The documented CREATE OR REPLACE VIEW applies over the migrations and drives the snapshot."""
-    from orchestrator.db.migrate import apply_migrations, discover
-    from orchestrator.sim.pg import TempPostgres
+    from orchestrator.adapters.db.migrate import apply_migrations, discover
+    from orchestrator.standins.pg import TempPostgres
 
     with TempPostgres() as pg:
         url = pg.url()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import structlog
 
-from orchestrator import config
+from orchestrator.core import config
 from orchestrator.logs import configure_logging
 
 

@@ -11,7 +11,7 @@ import gc
 import re
 
 from orchestrator import telemetry
-from orchestrator.metrics import SPAWN_FAILURE_REASONS, TICK_STEPS, Metrics
+from orchestrator.loop.metrics import SPAWN_FAILURE_REASONS, TICK_STEPS, Metrics
 
 
 class FakeClock:

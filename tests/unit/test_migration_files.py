@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from orchestrator.db.migrate import MIGRATION_NAME, discover
+from orchestrator.adapters.db.migrate import MIGRATION_NAME, discover
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = ROOT / "migrations"

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from orchestrator import config
+from orchestrator.core import config
 from orchestrator.logs import Redactor
 
 # -- the CLI and configuration ---------------------------------------------------------------------------

@@ -15,31 +15,23 @@ from typing import Any
 
 import pytest
 
-from orchestrator.config import Settings, defaults
-from orchestrator.errors import DatabaseError
-from orchestrator.model import (
+from orchestrator.core.actions import (
     DESTRUCTIVE,
-    Blocked,
-    BootOutcome,
-    BreakerState,
     Drain,
     FailWorker,
     Initialize,
     MarkTerminated,
     Plan,
-    PodStatus,
-    PodView,
-    Queue,
     Reactivate,
-    Reason,
-    Snapshot,
     Spawn,
     StartProcess,
     TerminatePod,
-    Worker,
-    WorkerState,
 )
-from orchestrator.policy import plan
+from orchestrator.core.config import Settings, defaults
+from orchestrator.core.errors import DatabaseError
+from orchestrator.core.observed import BootOutcome, PodView, Queue, Snapshot, Worker
+from orchestrator.core.policy import plan
+from orchestrator.core.states import Blocked, BreakerState, PodStatus, Reason, WorkerState
 
 NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 GPU = "NVIDIA GeForce RTX 4090"

@@ -9,8 +9,8 @@ out, so the spawn falls through to the next type.
 
 from __future__ import annotations
 
-from orchestrator.config import Settings
-from orchestrator.policy import plan
+from orchestrator.core.config import Settings
+from orchestrator.core.policy import plan
 from tests.unit.test_policy import GPU, NOW, PRICES, boot, settings, snap, spawns
 
 A4000 = "NVIDIA RTX A4000"

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from orchestrator.model import FailWorker, Reason, TerminatePod
-from orchestrator.policy import plan
+from orchestrator.core.actions import FailWorker, TerminatePod
+from orchestrator.core.policy import plan
+from orchestrator.core.states import Reason
 from tests.unit.test_policy import NOW, PRICES, ago, pods_for, settings, snap, worker
 
 

@@ -16,31 +16,23 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from orchestrator.config import Settings
-from orchestrator.model import (
+from orchestrator.core.actions import (
     DESTRUCTIVE,
-    BootOutcome,
-    BreakerState,
     Drain,
     FailWorker,
     Initialize,
     MarkTerminated,
-    Meta,
     Plan,
-    PodStatus,
-    PodView,
     Promote,
-    Queue,
     Reactivate,
-    Reason,
-    Snapshot,
     Spawn,
     StartProcess,
     TerminatePod,
-    Worker,
-    WorkerState,
 )
-from orchestrator.policy import HEALTH_REASONS, plan
+from orchestrator.core.config import Settings
+from orchestrator.core.observed import BootOutcome, PodView, Queue, Snapshot, Worker
+from orchestrator.core.policy import HEALTH_REASONS, plan
+from orchestrator.core.states import BreakerState, Meta, PodStatus, Reason, WorkerState
 from tests.unit.test_policy import GPU, NOW, PRICES, ago, settings
 
 PROPS = hsettings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

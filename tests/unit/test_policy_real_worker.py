@@ -11,17 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.model import (
-    FailWorker,
-    Initialize,
-    Promote,
-    Reason,
-    Snapshot,
-    StartProcess,
-    TerminatePod,
-    Worker,
-    WorkerState,
-)
+from orchestrator.core.actions import FailWorker, Initialize, Promote, StartProcess, TerminatePod
+from orchestrator.core.observed import Snapshot, Worker
+from orchestrator.core.states import Reason, WorkerState
 from tests.unit.test_policy import ago, pod, pods_for, run, settings, snap, summary, worker
 
 

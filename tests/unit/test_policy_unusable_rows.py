@@ -17,19 +17,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from orchestrator import ssh
-from orchestrator.model import (
-    WORKER_ID_PATTERN,
-    FailWorker,
-    MarkTerminated,
-    Queue,
-    Reason,
-    RequeueUnownedTasks,
-    Snapshot,
-    TerminatePod,
-    WorkerState,
-)
-from orchestrator.policy import plan
+from orchestrator.adapters import ssh
+from orchestrator.core.actions import FailWorker, MarkTerminated, RequeueUnownedTasks, TerminatePod
+from orchestrator.core.observed import Queue, Snapshot
+from orchestrator.core.policy import plan
+from orchestrator.core.states import WORKER_ID_PATTERN, Reason, WorkerState
 from tests.unit.test_policy import NOW, pod, settings, snap, worker
 
 SHELLY = "gpu-20250912_101500-$(reboot)"

@@ -1,4 +1,4 @@
-"""The rate-clairvoyant staffing family of ``bench/frontier.py`` (``orchestrator.sim.policies``).
+"""The rate-clairvoyant staffing family of ``bench/frontier.py`` (``orchestrator.studies.policies``).
 
 Its figures are the evidence that part of issue 7's bar is out of reach of any rate-predicting rule,
 so its queueing arithmetic and its effect on the fleet are checked here against known answers.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.config import defaults
-from orchestrator.policy import plan
-from orchestrator.sim.policies import RATE_LEAD_SEC, RateClairvoyant, erlang_c, floor_schedule, staffing
-from orchestrator.sim.traces import Trace, TraceTask
-from orchestrator.sim.vtime import Simulation
+from orchestrator.core.config import defaults
+from orchestrator.core.policy import plan
+from orchestrator.studies.policies import RATE_LEAD_SEC, RateClairvoyant, erlang_c, floor_schedule, staffing
+from orchestrator.studies.simulation import Simulation
+from orchestrator.studies.traces import Trace, TraceTask
 
 
 def test_erlang_c_matches_closed_forms() -> None:

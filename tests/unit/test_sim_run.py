@@ -1,4 +1,4 @@
-"""``orchestrator sim run`` (``orchestrator/sim/run.py``): traffic replayed through the real CLI.
+"""``orchestrator sim run`` (``orchestrator/studies/run.py``): traffic replayed through the real CLI.
 
 Each test runs the command in a subprocess, as an operator would, with a clean environment and no
 ``.env`` unless the test writes one. Traces are a dozen tasks written to ``tmp_path`` (a run takes a
@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import ConfigError
-from orchestrator.sim import traces
-from orchestrator.sim.run import DEFAULT_POLICIES, METRIC_ORDER, mean_metrics
-from orchestrator.sim.vtime import GPU_PRICE
+from orchestrator.core.errors import ConfigError
+from orchestrator.studies import traces
+from orchestrator.studies.run import DEFAULT_POLICIES, METRIC_ORDER, mean_metrics
+from orchestrator.studies.simulation import GPU_PRICE
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import errors
-from orchestrator.ssh import (
+from orchestrator.adapters.ssh import (
     CREDENTIAL_VARS,
     WorkerStart,
     build_start_command,
@@ -31,6 +30,7 @@ from orchestrator.ssh import (
     init_checks,
     worker_log_path,
 )
+from orchestrator.core import errors
 
 WORKER_ID = "gpu-20250912_101500-1a2b3c4d"
 # Values a shell would mangle if they were ever interpolated: quotes, $, backticks, backslashes,

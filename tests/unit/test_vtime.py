@@ -1,4 +1,4 @@
-"""Unit tests of the virtual-time simulator's pieces (``orchestrator/sim/vtime.py``, issue 7).
+"""Unit tests of the virtual-time simulator's pieces (``orchestrator/studies/simulation.py``, issue 7).
 
 Billing, the seeded boot distribution, the in-memory database against the real SQL functions (one
 scripted sequence run on both, outcomes compared step by step), the executor's restart semantics, the
@@ -17,15 +17,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestrator import errors
-from orchestrator.config import defaults
-from orchestrator.db.base import Database
-from orchestrator.model import Meta, Reason, Snapshot, Spawn, WorkerState
-from orchestrator.policy import plan
-from orchestrator.sim import traces
-from orchestrator.sim.policies import busy_workers_count_themselves, specs
-from orchestrator.sim.traces import Trace, TraceTask
-from orchestrator.sim.vtime import (
+from orchestrator.adapters.db.base import Database
+from orchestrator.core import errors
+from orchestrator.core.actions import Spawn
+from orchestrator.core.config import defaults
+from orchestrator.core.observed import Snapshot
+from orchestrator.core.policy import plan
+from orchestrator.core.states import Meta, Reason, WorkerState
+from orchestrator.studies import traces
+from orchestrator.studies.policies import busy_workers_count_themselves, specs
+from orchestrator.studies.simulation import (
     EPOCH,
     GPU,
     GPU_PRICE,
@@ -36,6 +37,7 @@ from orchestrator.sim.vtime import (
     SimProvider,
     Simulation,
 )
+from orchestrator.studies.traces import Trace, TraceTask
 
 # --- the provider: billing and boots ---------------------------------------------------------------
 

@@ -1,0 +1,398 @@
+"""The Runpod provider port: one interface, two wire protocols.
+
+``RunpodTransport`` is what ``orchestrator.runpod_client`` (and through it the controller) sees of
+Runpod. Two adapters implement it: ``orchestrator.adapters.runpod.rest`` (REST API v2 over httpx, the default)
+and ``orchestrator.adapters.runpod.graphql`` (the official ``runpod`` SDK, which speaks GraphQL). Both return the
+frozen values defined here (``Pod``, ``GpuType``, ``NetworkVolume``), normalised from either API's
+shape, and both raise only ``orchestrator.core.errors`` types: the error mapping and the bounded retry
+policy shared by the adapters also live here, so "what is retried, how often, and for how long" is
+decided in one place.
+
+Retry policy, at this boundary:
+- 401/403: ``RunpodAuthError``, never retried.
+- 429: ``RunpodRateLimited``, retried after the server's reset time (``Retry-After`` or the
+  ``RateLimit`` header's exhausted window), bounded in attempts and in total wait.
+- 5xx, timeouts, connection faults: ``RunpodTransientError``, retried with jittered exponential
+  backoff (tenacity), bounded.
+- No capacity: ``RunpodCapacityError``, not retried here (the caller falls through to the next GPU type
+  and the control loop backs off).
+- Anything we cannot read: ``RunpodMalformedResponse`` carrying an excerpt of the payload.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol, TypeVar
+
+import structlog
+import tenacity
+
+from orchestrator import telemetry
+from orchestrator.core import errors
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+EXCERPT_CHARS = 400
+
+# Status values of REST v2's PodStatus enum; the GraphQL adapter derives the same vocabulary.
+PROVISIONING = "PROVISIONING"
+STARTING = "STARTING"
+RUNNING = "RUNNING"
+EXITED = "EXITED"
+ERROR = "ERROR"
+TERMINATED = "TERMINATED"
+
+# The real service's words for "no capacity" (the GraphQL error users of the SDK report, "There are no
+# longer any instances available with the requested specifications"; a resume on a full host, "There are
+# not enough free GPUs on the host machine") and REST v2's 400 "could not be placed" (Runpod's OpenAPI
+# document for REST v2, createPod); matched case-insensitively. A 400 in other words falls through to
+# the next candidate all the same (orchestrator.runpod_client.RunpodClient.spawn_worker).
+_CAPACITY_RE = re.compile(
+    r"no longer any instances available|no instances available|not enough free gpus|could not be placed"
+    r"|no capacity|insufficient capacity",
+    re.I,
+)
+
+
+def is_capacity_message(message: str) -> bool:
+    """True when a provider error message means "no machine for this spec right now"."""
+    return bool(_CAPACITY_RE.search(message or ""))
+
+
+def excerpt(payload: Any, limit: int = EXCERPT_CHARS) -> str:
+    """A short, printable excerpt of a payload for error messages (never the whole page)."""
+    if isinstance(payload, bytes):
+        text = payload.decode("utf-8", "replace")
+    elif isinstance(payload, str):
+        text = payload
+    else:
+        try:
+            text = json.dumps(payload, default=str)
+        except (TypeError, ValueError):
+            text = repr(payload)
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more chars]"
+
+
+# --- values ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """One published port of a running pod."""
+
+    private_port: int
+    public_port: int | None
+    ip: str | None
+    type: str
+    is_public: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        # The GraphQL shape, which the seed's ``get_pod_status()["ports"]`` returned.
+        return {
+            "ip": self.ip,
+            "isIpPublic": self.is_public,
+            "privatePort": self.private_port,
+            "publicPort": self.public_port,
+            "type": self.type,
+        }
+
+
+@dataclass(frozen=True)
+class Pod:
+    """A pod as the orchestrator needs it, whichever API described it."""
+
+    id: str
+    name: str
+    desired_status: str
+    actual_status: str
+    ip: str | None = None
+    ssh_port: int | None = None
+    ports: tuple[PortMapping, ...] = ()
+    cost_per_hr: float = 0.0
+    created_at: str | None = None
+    uptime_seconds: int = 0
+    gpu: str | None = None
+    data_center: str | None = None
+    ssh_password: str | None = None
+    # GraphQL's ``lastStatusChange`` (e.g. "Rented by User: ..."); REST v2 has no such field.
+    last_status_change: str | None = None
+    # Whether the pod asked for ``22/tcp``; with a running runtime and no mapping, that is a fault.
+    requested_ssh_port: bool = True
+    has_runtime: bool = False
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False, compare=False)
+
+    @property
+    def ssh_ready(self) -> bool:
+        """The provider reports a public address for sshd (readiness still needs a command to succeed)."""
+        return self.actual_status == RUNNING and self.ip is not None and self.ssh_port is not None
+
+    @property
+    def is_gone(self) -> bool:
+        return self.actual_status == TERMINATED or self.desired_status == TERMINATED
+
+    @property
+    def has_failed(self) -> bool:
+        return self.actual_status in (ERROR, EXITED)
+
+
+@dataclass(frozen=True)
+class GpuType:
+    """A GPU type of the catalog. ``available`` is None when the API did not say."""
+
+    id: str
+    display_name: str
+    memory_gb: int | None = None
+    secure_price: float | None = None
+    community_price: float | None = None
+    secure_cloud: bool | None = None
+    available: bool | None = None
+    availability: str | None = None
+    data_centers: tuple[str, ...] = ()
+
+    def matches(self, wanted: str) -> bool:
+        w = wanted.strip().casefold()
+        return w in (self.id.casefold(), self.display_name.casefold())
+
+
+@dataclass(frozen=True)
+class NetworkVolume:
+    id: str
+    name: str
+    size_gb: int | None
+    data_center: str
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    """Everything needed to create one worker pod (gpu count 1, Secure Cloud, ``22/tcp``)."""
+
+    name: str
+    image: str
+    gpu_type_id: str
+    gpu_count: int = 1
+    cloud: str = "SECURE"
+    data_center_id: str | None = None
+    network_volume_id: str | None = None
+    volume_mount_path: str = "/workspace"
+    container_disk_gb: int = 10
+    volume_gb: int = 20
+    ports: tuple[str, ...] = ("22/tcp",)
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    start_ssh: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+
+
+# --- the port --------------------------------------------------------------------------------------
+
+
+class RunpodTransport(Protocol):
+    """What the orchestrator needs from Runpod. Adapters raise only ``orchestrator.core.errors`` types."""
+
+    name: str
+
+    def list_gpu_types(self, *, with_availability: bool = False) -> list[GpuType]: ...
+
+    def list_network_volumes(self) -> list[NetworkVolume]: ...
+
+    def create_pod(self, spec: PodSpec) -> Pod: ...
+
+    def get_pod(self, pod_id: str) -> Pod | None: ...
+
+    def list_pods(self) -> list[Pod]: ...
+
+    def terminate_pod(self, pod_id: str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+# --- retries ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounds for retrying transient faults and rate limits (tests shrink them)."""
+
+    attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    # A rate-limit reset further away than this is not waited for: the caller gets RunpodRateLimited.
+    max_rate_limit_wait: float = 60.0
+    # Upper bound on the total time spent retrying one call.
+    max_total: float = 120.0
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def parse_rate_limit_reset(headers: Mapping[str, str]) -> float | None:
+    """Seconds until the server lets us in again, from ``Retry-After`` or the ``RateLimit`` header.
+
+    ``RateLimit`` is a structured-field list, one member per window, e.g.
+    ``"minute";r=0;t=12, "hour";r=2800;t=1812``: we wait for the latest reset among exhausted
+    windows (``r=0``); when none is marked exhausted, for the earliest reset.
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    retry_after = lower.get("retry-after")
+    if retry_after is not None:
+        try:
+            return max(0.0, float(retry_after.strip()))
+        except ValueError:
+            pass  # an HTTP date; fall back to the RateLimit header
+    raw = lower.get("ratelimit")
+    if not raw:
+        return None
+    exhausted: list[float] = []
+    resets: list[float] = []
+    for member in raw.split(","):
+        params: dict[str, str] = {}
+        for kv in (p.strip() for p in member.split(";")[1:]):
+            k, _, v = kv.partition("=")
+            params[k.strip()] = v.strip()
+        try:
+            t = float(params.get("t", ""))
+        except ValueError:
+            continue
+        resets.append(t)
+        if params.get("r", "").strip() == "0":
+            exhausted.append(t)
+    if exhausted:
+        return max(exhausted)
+    return min(resets) if resets else None
+
+
+def _is_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
+    if isinstance(exc, errors.RunpodRateLimited):
+        return exc.retry_after is None or exc.retry_after <= policy.max_rate_limit_wait
+    return isinstance(exc, errors.RunpodTransientError)
+
+
+def retry_reason(exc: BaseException | None) -> str:
+    """The ``reason`` label of ``orchestrator_api_retries_total`` for a retried Runpod fault."""
+    if isinstance(exc, errors.RunpodRateLimited):
+        return telemetry.RATE_LIMITED
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and status >= 500:
+        return telemetry.SERVER_ERROR
+    if "timed out" in str(exc).lower() or "timeout" in str(exc).lower():
+        return telemetry.TIMEOUT
+    return telemetry.CONNECTION
+
+
+def call_with_retries(
+    fn: Callable[[], T],
+    *,
+    op: str,
+    policy: RetryPolicy = DEFAULT_RETRY,
+    sleep: Callable[[float], None] | None = None,
+    api: str = telemetry.RUNPOD_REST,
+) -> T:
+    """Run ``fn`` with the boundary's retry policy; the last typed error is re-raised as is. Each retry
+    is counted (``api``: which Runpod API) through :mod:`orchestrator.telemetry`."""
+    backoff = tenacity.wait_random_exponential(multiplier=policy.base_delay, max=policy.max_delay)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, errors.RunpodRateLimited) and exc.retry_after is not None:
+            # The server told us when; a little jitter keeps a fleet of callers from stampeding.
+            return float(exc.retry_after) + float(tenacity.wait_random(0, policy.base_delay / 2)(state))
+        return float(backoff(state))
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        telemetry.retried(api, retry_reason(exc))
+        log.warning(
+            "runpod_call_retry",
+            op=op,
+            attempt=state.attempt_number,
+            error_type=type(exc).__name__,
+            error=str(exc)[:200],
+            wait_s=round(state.next_action.sleep, 3) if state.next_action else None,
+        )
+
+    kwargs: dict[str, Any] = {}
+    if sleep is not None:
+        kwargs["sleep"] = sleep
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.attempts) | tenacity.stop_after_delay(policy.max_total),
+        wait=wait,
+        retry=tenacity.retry_if_exception(lambda e: _is_retryable(e, policy)),
+        before_sleep=before_sleep,
+        reraise=True,
+        **kwargs,
+    )
+    return retrying(fn)
+
+
+# --- validation shared by both adapters -------------------------------------------------------------
+
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_POD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Env keys must be shell identifiers (anything else cannot be read back as ``$KEY``); values are
+    passed through intact, whatever they contain, as long as they are text."""
+    out: dict[str, str] = {}
+    for k, v in env.items():
+        if not isinstance(k, str) or not _ENV_KEY_RE.match(k):
+            raise errors.RunpodRequestError(
+                f"refused before sending: env name {k!r} is not a shell identifier ([A-Za-z_][A-Za-z0-9_]*)"
+            )
+        if not isinstance(v, str):
+            raise errors.RunpodRequestError(f"refused before sending: env {k} must be a string, got {type(v).__name__}")
+        if "\x00" in v:
+            raise errors.RunpodRequestError(f"refused before sending: env {k} contains a NUL byte")
+        out[k] = v
+    return out
+
+
+def check_pod_id(pod_id: str) -> str:
+    """Pod ids are short alphanumerics; anything else is refused before it reaches a URL or a query."""
+    if not isinstance(pod_id, str) or not _POD_ID_RE.match(pod_id):
+        raise errors.RunpodRequestError(f"refused before sending: {pod_id!r} is not a valid pod id")
+    return pod_id
+
+
+def lenient_pods(items: list[Any], parse: Any, *, transport: str) -> list[Pod]:
+    """Parse a pod listing entry by entry: one malformed entry must not hide the others.
+
+    An entry that does not parse but has a string ``id`` becomes a minimal pod in an unknown state
+    (never ready, never failed, so it neither boots nor kills a worker, but the orphan sweep and the
+    MAX_ACTIVE_GPUS count still see its name); one without an id cannot be acted on and is dropped.
+    """
+    pods: list[Pod] = []
+    for item in items:
+        try:
+            pods.append(parse(item))
+        except errors.RunpodMalformedResponse as e:
+            pid = item.get("id") if isinstance(item, Mapping) else None
+            log.warning("runpod_pod_unreadable", transport=transport, runpod_id=pid, error=str(e)[:300])
+            if isinstance(pid, str) and pid:
+                name = item.get("name")
+                name = name if isinstance(name, str) else ""
+                pods.append(Pod(id=pid, name=name, desired_status="UNKNOWN", actual_status="UNKNOWN"))
+    return pods
+
+
+def require(obj: Any, key: str, kind: type | tuple[type, ...], *, what: str, payload: Any) -> Any:
+    """Read a required field or raise ``RunpodMalformedResponse`` with an excerpt of the payload."""
+    if not isinstance(obj, Mapping) or key not in obj:
+        raise errors.RunpodMalformedResponse(
+            f"malformed {what}: missing field {key!r}; payload: {excerpt(payload)}", payload=excerpt(payload)
+        )
+    value = obj[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise errors.RunpodMalformedResponse(
+            f"malformed {what}: field {key!r} has type {type(value).__name__}; payload: {excerpt(payload)}",
+            payload=excerpt(payload),
+        )
+    return value

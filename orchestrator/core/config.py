@@ -1,0 +1,505 @@
+"""Frozen, typed settings, read once from the environment and an optional ``.env`` file, validated as a whole.
+
+Sits at the very bottom of the design, in the pure core: every other module receives a
+:class:`Settings` value and never reads the environment itself. Validation collects every problem before
+failing, so an operator fixes a bad deployment in one round (the CLI turns
+:class:`~orchestrator.core.errors.ConfigError` into exit code 2).
+
+The variables themselves (kind, default, help) are the table of :mod:`orchestrator.core.variables`;
+:class:`Settings` has one typed attribute per row, checked against the table when this module is
+imported (:func:`_check_fields`), so ``settings.max_active_gpus`` is an ``int`` mypy can see. Nothing is
+ignored without a word: an env file named explicitly must exist, and a name that looks meant for a
+setting becomes a :class:`ConfigWarning` (:mod:`orchestrator.core.env_names`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from orchestrator.core.env_names import KNOWN_NAMES as KNOWN_NAMES
+from orchestrator.core.env_names import ConfigWarning as ConfigWarning
+from orchestrator.core.env_names import closest_setting as closest_setting
+from orchestrator.core.env_names import name_warnings as name_warnings
+from orchestrator.core.env_names import read_env_file as read_env_file
+from orchestrator.core.env_names import read_env_lines
+from orchestrator.core.errors import ConfigError
+from orchestrator.core.variables import BY_NAME as BY_NAME
+from orchestrator.core.variables import REAL_RUNPOD_BASE_URL as REAL_RUNPOD_BASE_URL
+from orchestrator.core.variables import VARIABLES as VARIABLES
+from orchestrator.core.variables import Var as Var
+from orchestrator.core.variables import apt_package_problems as apt_package_problems
+from orchestrator.core.variables import default_value as default_value
+from orchestrator.core.variables import git_branch_problem as git_branch_problem
+from orchestrator.core.variables import mask as mask
+from orchestrator.core.variables import mask_url_password as mask_url_password
+from orchestrator.core.variables import parse_packages as parse_packages
+from orchestrator.core.variables import parse_value as parse_value
+from orchestrator.core.variables import worker_dir_problems as worker_dir_problems
+
+
+@dataclass(frozen=True)
+class EnvFile:
+    """An env file the settings were asked to read, and whether it was there."""
+
+    path: str  # as given (``.env``, ``/etc/orchestrator/orchestrator.env``)
+    resolved: str
+    read: bool
+    required: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "resolved": self.resolved, "read": self.read, "required": self.required}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every variable of :data:`VARIABLES` as a typed attribute (its name in lower case), plus where
+    each value came from.
+
+    ``sources`` maps a variable name to ``environment``, ``.env``, ``default`` or ``override``;
+    ``files`` are the env files asked for, in the order they were considered (the environment wins over
+    them, they win over the defaults); ``warnings`` what was ignored in the environment or those files.
+    Build one with :func:`load_settings`, :func:`defaults` or :meth:`replace`.
+    """
+
+    # --- runpod
+    runpod_api_key: str | None
+    runpod_api: str
+    runpod_api_base_url: str
+    runpod_gpu_type: tuple[str, ...]
+    runpod_worker_image: str
+    runpod_storage_name: tuple[str, ...] | None
+    runpod_volume_mount_path: str
+    runpod_disk_size_gb: int
+    runpod_container_disk_gb: int
+    worker_env: Mapping[str, str] | None
+    runpod_ssh_public_key_path: str | None
+    runpod_ssh_private_key_path: str | None
+    # --- worker
+    worker_dirs: tuple[str, ...]
+    worker_launch: str
+    worker_wgp_profile: int
+    worker_git_branch: str
+    worker_apt_packages: tuple[str, ...]
+    # --- database
+    supabase_url: str | None
+    supabase_service_role_key: str | None
+    supabase_anon_key: str | None
+    database_url: str | None
+    db_backend: str  # as configured: auto, supabase or postgres (the one in effect: database_backend)
+    # --- scaling
+    min_active_gpus: int
+    max_active_gpus: int
+    machines_to_keep_idle: int
+    tasks_per_gpu_threshold: int
+    max_hourly_spend: float
+    # --- timeouts
+    gpu_idle_timeout_sec: int
+    gpu_overcapacity_idle_timeout_sec: int
+    spawning_timeout_sec: int
+    heartbeat_timeout_sec: int
+    task_stuck_timeout_sec: int
+    error_cleanup_grace_period_sec: int
+    orphan_grace_sec: int
+    # --- safety
+    max_consecutive_failures: int
+    spawn_backoff_base_sec: int
+    spawn_backoff_max_sec: int
+    max_task_attempts: int
+    # --- daemon
+    orchestrator_poll_sec: float
+    wake_probe_sec: float
+    auto_start_worker_process: bool
+    worker_id_prefix: str
+    lease_ttl_sec: float
+    apply_concurrency: int
+    ssh_connect_timeout_sec: float
+    ssh_command_timeout_sec: float
+    events_retention_days: int
+    metrics_port: int
+    log_level: str
+    log_format: str
+    # --- where the values came from
+    sources: Mapping[str, str] = field(default_factory=dict)
+    files: tuple[EnvFile, ...] = ()
+    warnings: tuple[ConfigWarning, ...] = ()
+
+    @classmethod
+    def from_values(
+        cls,
+        values: Mapping[str, Any],
+        sources: Mapping[str, str] | None = None,
+        files: tuple[EnvFile, ...] = (),
+        warnings: tuple[ConfigWarning, ...] = (),
+    ) -> Settings:
+        """From ``{VARIABLE_NAME: parsed value}``; a variable missing from ``values`` takes its default."""
+        typed = {var.name.lower(): values[var.name] if var.name in values else default_value(var) for var in VARIABLES}
+        return cls(**typed, sources=dict(sources or {}), files=files, warnings=warnings)
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """``{VARIABLE_NAME: value}`` for every variable, in the table's order."""
+        return {var.name: getattr(self, var.name.lower()) for var in VARIABLES}
+
+    def get(self, name: str) -> Any:
+        """A value by its variable name (``MAX_ACTIVE_GPUS``): for tables that walk :data:`VARIABLES`."""
+        if name not in BY_NAME:
+            raise KeyError(name)
+        return getattr(self, name.lower())
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some values changed (tests, the demo, the simulator's candidates), by variable
+        name in either case; cross-checked like the original. Values are taken as given (parsed)."""
+        fields_: dict[str, Any] = {}
+        sources = dict(self.sources)
+        unknown = [key for key in changes if key.upper() not in BY_NAME]
+        if unknown:
+            raise ConfigError([f"{key}: not a setting (`orchestrator config` lists every variable)" for key in unknown])
+        for key, value in changes.items():
+            fields_[key.lower()] = value
+            sources[key.upper()] = "override"
+        new = dataclasses.replace(self, **fields_, sources=sources)
+        problems = _cross_checks(new.values)
+        if problems:
+            raise ConfigError(problems)
+        return new
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret value configured, including the database password and the private key's text."""
+        found: list[str] = []
+        for var in VARIABLES:
+            value = self.get(var.name)
+            if var.secret and value and isinstance(value, str):
+                found.append(value)
+        found.extend(v for v in (self.worker_env or {}).values() if v)
+        if self.database_url:
+            parts = urlsplit(self.database_url)
+            # libpq takes the password from user:password@ or from ?password=, percent-encoded in both.
+            candidates = [parts.password, *parse_qs(parts.query).get("password", [])]
+            for password in filter(None, candidates):
+                found.extend({password, unquote(password)})
+        if self.runpod_ssh_private_key_path:
+            try:
+                text = Path(self.runpod_ssh_private_key_path).read_text()
+            except OSError:
+                text = ""
+            found.extend(line for line in text.splitlines() if len(line) >= 16 and "-----" not in line)
+        return found
+
+    @property
+    def gpu_types(self) -> list[str]:
+        return list(self.runpod_gpu_type)
+
+    @property
+    def database_backend(self) -> str:
+        """The database transport in effect: ``supabase`` or ``postgres`` (or ``none``)."""
+        return _backend(self.values)
+
+    def display_value(self, name: str) -> str:
+        value = self.get(name)
+        var = BY_NAME[name]
+        if value is None:
+            return "(unset)"
+        if var.kind == "json":
+            return ", ".join(f"{k}={mask(v)}" for k, v in value.items()) or "(empty)"
+        if var.secret:
+            text = str(value)
+            if name == "DATABASE_URL" and "://" in text and urlsplit(text).password:
+                return mask_url_password(text)
+            return mask(value)
+        if var.kind == "list":
+            return ",".join(value)
+        if var.kind == "packages":
+            return ",".join(value) or "none"
+        if var.kind == "bool":
+            return "true" if value else "false"
+        return str(value)
+
+    def public_value(self, name: str) -> Any:
+        """The value as JSON may show it: typed, but masked like :meth:`display_value` when secret."""
+        value = self.get(name)
+        var = BY_NAME[name]
+        if value is None:
+            return None
+        if var.kind == "json":
+            return {k: mask(v) for k, v in value.items()}
+        if var.secret:
+            return self.display_value(name)
+        if isinstance(value, tuple):
+            return list(value)
+        return value
+
+    def require(self, *, database: bool = False, runpod: bool = False) -> None:
+        """Check what a command needs beyond well-formed values (the daemon needs both)."""
+        problems = _requirement_problems(self.values, database=database, runpod=runpod)
+        if problems:
+            raise ConfigError(problems)
+
+
+# What each kind of variable is as an attribute (``None`` is allowed where the default is None).
+_KIND_TYPES: dict[str, str] = {
+    "str": "str",
+    "path": "str",
+    "choice": "str",
+    "int": "int",
+    "float": "float",
+    "bool": "bool",
+    "list": "tuple[str, ...]",
+    "packages": "tuple[str, ...]",
+    "json": "Mapping[str, str]",
+}
+_META_FIELDS = ("sources", "files", "warnings")
+
+
+def field_problems() -> list[str]:
+    """Where :class:`Settings`' attributes and the table disagree (name, order or type); empty when
+    they agree. Checked at import, so a variable added to one and not the other fails at once."""
+    declared = [f for f in dataclasses.fields(Settings) if f.name not in _META_FIELDS]
+    problems: list[str] = []
+    names = [f.name for f in declared]
+    wanted = [var.name.lower() for var in VARIABLES]
+    if names != wanted:
+        problems.append(f"Settings attributes {sorted(set(names) ^ set(wanted)) or 'in another order'} differ from VARIABLES")
+    for f, var in zip(declared, VARIABLES, strict=False):
+        expected = _KIND_TYPES[var.kind]
+        if var.default is None:
+            expected += " | None"
+        if str(f.type) != expected:
+            problems.append(f"Settings.{f.name} is {f.type}, expected {expected} for a {var.kind} variable")
+    return problems
+
+
+def _check_fields() -> None:
+    problems = field_problems()
+    if problems:
+        raise TypeError("; ".join(problems))
+
+
+_check_fields()
+
+
+def _backend(values: Mapping[str, Any]) -> str:
+    chosen = values["DB_BACKEND"]
+    if chosen != "auto":
+        return str(chosen)
+    if values.get("SUPABASE_URL"):
+        return "supabase"
+    if values.get("DATABASE_URL"):
+        return "postgres"
+    return "none"
+
+
+def _requirement_problems(
+    values: Mapping[str, Any], *, database: bool, runpod: bool, skip: frozenset[str] = frozenset()
+) -> list[str]:
+    """What a command needs set; ``skip`` names variables already reported as malformed."""
+    found: list[tuple[str, str]] = []
+    if database:
+        backend = _backend(values)
+        if backend == "none":
+            found.append(
+                ("DATABASE_URL", "neither database is configured: set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY, or DATABASE_URL")
+            )
+        elif backend == "supabase":
+            if not values.get("SUPABASE_URL"):
+                found.append(("SUPABASE_URL", "DB_BACKEND=supabase but SUPABASE_URL is unset"))
+            if not values.get("SUPABASE_SERVICE_ROLE_KEY"):
+                found.append(
+                    ("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_ROLE_KEY is unset: the Supabase transport needs the service-role key")
+                )
+        elif backend == "postgres" and not values.get("DATABASE_URL"):
+            found.append(("DATABASE_URL", "DB_BACKEND=postgres but DATABASE_URL is unset"))
+    if runpod and not values.get("RUNPOD_API_KEY"):
+        found.append(("RUNPOD_API_KEY", "RUNPOD_API_KEY is unset: expected the API key of your Runpod account"))
+    # The SSH key paths are optional, as they were in the original: without a private key the daemon
+    # logs into pods with a password and says so once at start-up (RunpodClient.startup_warnings).
+    # A malformed value was reset to its default; calling it "unset" as well would report it twice.
+    return [problem for name, problem in found if name not in skip]
+
+
+def _cross_checks(values: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    lo, hi = values.get("MIN_ACTIVE_GPUS"), values.get("MAX_ACTIVE_GPUS")
+    if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
+        problems.append(f"MIN_ACTIVE_GPUS={lo} is greater than MAX_ACTIVE_GPUS={hi}: expected MIN <= MAX")
+    base, top = values.get("SPAWN_BACKOFF_BASE_SEC"), values.get("SPAWN_BACKOFF_MAX_SEC")
+    if isinstance(base, int) and isinstance(top, int) and base > top:
+        problems.append(f"SPAWN_BACKOFF_BASE_SEC={base} is greater than SPAWN_BACKOFF_MAX_SEC={top}")
+    ttl, poll = values.get("LEASE_TTL_SEC"), values.get("ORCHESTRATOR_POLL_SEC")
+    if isinstance(ttl, int | float) and isinstance(poll, int | float) and ttl <= poll:
+        problems.append(
+            f"LEASE_TTL_SEC={ttl:g} must be longer than ORCHESTRATOR_POLL_SEC={poll:g}, or the leader loses its lease between ticks"
+        )
+    for name in ("SUPABASE_URL", "RUNPOD_API_BASE_URL"):
+        url = values.get(name)
+        if url and urlsplit(str(url)).scheme not in ("http", "https"):
+            problems.append(f"{name}={url!r}: expected an http(s) URL")
+    db_url = values.get("DATABASE_URL")
+    if db_url and urlsplit(str(db_url)).scheme not in ("postgres", "postgresql"):
+        problems.append(f"DATABASE_URL={mask(db_url)}: expected a postgresql:// URL")
+    mount = values.get("RUNPOD_VOLUME_MOUNT_PATH")
+    if mount and not str(mount).startswith("/"):
+        problems.append(f"RUNPOD_VOLUME_MOUNT_PATH={mount!r}: expected an absolute path")
+    dirs = values.get("WORKER_DIRS")
+    if isinstance(dirs, tuple):
+        problems.extend(worker_dir_problems(dirs))
+    branch = values.get("WORKER_GIT_BRANCH")
+    if isinstance(branch, str):
+        problem = git_branch_problem(branch)
+        if problem:
+            problems.append(problem)
+    disk = values.get("RUNPOD_DISK_SIZE_GB")
+    if values.get("RUNPOD_API") == "rest" and not values.get("RUNPOD_STORAGE_NAME") and isinstance(disk, int) and 0 < disk < 10:
+        problems.append(
+            f"RUNPOD_DISK_SIZE_GB={disk}: REST v2's volume disk (persistent mount) takes 0 (none) or at least 10 GB"
+        )
+    prefix = values.get("WORKER_ID_PREFIX")
+    if prefix is not None and (not prefix or not all(c.isalnum() or c in "-_" for c in str(prefix))):
+        problems.append(f"WORKER_ID_PREFIX={prefix!r}: expected letters, digits, '-' or '_' (it names pods)")
+    return problems
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    env_file: Path | str | None = ".env",
+    *,
+    env_file_required: bool = False,
+    require_database: bool = False,
+    require_runpod: bool = False,
+) -> Settings:
+    """Read every variable once; raise ConfigError listing every problem found.
+
+    The process environment wins over ``.env`` (so a systemd EnvironmentFile or a container's
+    ``-e`` can override a checked-in default), and ``.env`` wins over the defaults. An absent
+    ``env_file`` is skipped unless ``env_file_required`` (the operator named it: a typo in its path
+    must not leave the defaults in force); one that exists but cannot be read is always a problem.
+    ``require_*`` add what the calling command needs (:meth:`Settings.require`) to the same single
+    report. Names that look like misspelt settings become :attr:`Settings.warnings`, and notes
+    (``add_note``) of the ConfigError when there is one.
+    """
+    env = dict(os.environ if environ is None else environ)
+    file_values: dict[str, str] = {}
+    problems: list[str] = []
+    warnings: list[ConfigWarning] = []
+    files: list[EnvFile] = []
+    if env_file is not None:
+        path = Path(env_file)
+        label = str(env_file)
+        try:
+            file_values, ignored, repeated = read_env_lines(path)
+        except FileNotFoundError:
+            files.append(EnvFile(label, str(path.absolute()), read=False, required=env_file_required))
+            if env_file_required:
+                problems.append(f"--env-file {label}: no such file")
+        except (OSError, UnicodeDecodeError) as exc:
+            files.append(EnvFile(label, str(path.absolute()), read=False, required=env_file_required))
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            problems.append(f"env file {label}: cannot be read ({reason})")
+        else:
+            files.append(EnvFile(label, str(path.resolve()), read=True, required=env_file_required))
+            warnings.extend(
+                ConfigWarning(
+                    "config_env_file_line_ignored",
+                    f"{label} line {n} is not NAME=value and is ignored",
+                    {"file": label, "line": n},
+                )
+                for n in ignored
+            )
+            warnings.extend(
+                ConfigWarning(
+                    "config_env_file_duplicate",
+                    f"{name} is set on lines {', '.join(map(str, lines))} of {label}; the last one counts",
+                    {"file": label, "name": name, "lines": lines},
+                )
+                for name, lines in repeated.items()
+            )
+    warnings.extend(name_warnings(env, file_values, str(env_file)))
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    malformed: set[str] = set()
+    for var in VARIABLES:
+        if var.name in env and env[var.name] != "":
+            raw, source = env[var.name], "environment"
+        elif var.name in file_values and file_values[var.name] != "":
+            raw, source = file_values[var.name], ".env"
+        else:
+            values[var.name] = default_value(var)
+            sources[var.name] = "default"
+            continue
+        value, problem = parse_value(var, raw)
+        if problem:
+            problems.append(problem)
+            malformed.add(var.name)
+        values[var.name] = value if problem is None else default_value(var)
+        sources[var.name] = source
+    problems.extend(p for p in _cross_checks(values) if p not in problems)
+    problems.extend(
+        _requirement_problems(values, database=require_database, runpod=require_runpod, skip=frozenset(malformed))
+    )
+    if problems:
+        error = ConfigError(problems)
+        for warning in warnings:
+            error.add_note(warning.message)
+        raise error
+    return Settings.from_values(values, sources, tuple(files), tuple(warnings))
+
+
+def defaults() -> Settings:
+    """The settings with nothing configured (the pure policy's tests and the simulator start here)."""
+    return load_settings(environ={}, env_file=None)
+
+
+def precedence(settings: Settings) -> list[str]:
+    """Where values come from, the winning source first."""
+    return ["environment", *(f.path for f in settings.files if f.read), "default"]
+
+
+def render(settings: Settings) -> str:
+    """The table `orchestrator config` prints: what was read, then name, effective value, source."""
+    lines = [f"# read, the first wins: {'; '.join(_describe_source(settings, s) for s in precedence(settings))}"]
+    lines += [f"# not read: {f.path} (no such file; optional)" for f in settings.files if not f.read]
+    lines += [f"# warning: {w.message}" for w in settings.warnings]
+    width = max(len(v.name) for v in VARIABLES)
+    lines.append(f"{'VARIABLE'.ljust(width)}  {'SOURCE':11}  VALUE")
+    group = None
+    for var in VARIABLES:
+        if var.group != group:
+            group = var.group
+            lines.append(f"# {group}")
+        lines.append(f"{var.name.ljust(width)}  {settings.sources.get(var.name, 'default'):11}  {settings.display_value(var.name)}")
+    return "\n".join(lines)
+
+
+def _describe_source(settings: Settings, source: str) -> str:
+    if source == "environment":
+        return "the process environment"
+    if source == "default":
+        return "the defaults"
+    read = next(f for f in settings.files if f.path == source)
+    shown = source if read.resolved == source else f"{source} = {read.resolved}"
+    return f"{shown} (SOURCE .env)"
+
+
+def to_json(settings: Settings) -> dict[str, Any]:
+    """``orchestrator config --json``: the same facts as :func:`render`, secrets masked."""
+    return {
+        "precedence": precedence(settings),
+        "files": [f.to_dict() for f in settings.files],
+        "warnings": [w.to_dict() for w in settings.warnings],
+        "settings": [
+            {
+                "name": var.name,
+                "group": var.group,
+                "source": settings.sources.get(var.name, "default"),
+                "value": settings.public_value(var.name),
+                "secret": var.secret,
+            }
+            for var in VARIABLES
+        ],
+    }

@@ -1,0 +1,567 @@
+"""What the policy observes: the snapshot of the database and the provider's view of each pod.
+
+Sits between gather and decide in the tick (gather -> decide -> apply -> record; ``docs/database.md``): the
+controller turns the database's one snapshot call into a :class:`Snapshot` (``Snapshot.from_json``),
+the provider's pod listing into :class:`PodView` values (``PodView.from_pod``), and hands both to
+``orchestrator.core.policy.plan``, which returns a :class:`~orchestrator.core.actions.Plan`. Everything
+here is a frozen value: no I/O, no clock, no logging. Parsing is tolerant where one bad row must not
+stop the fleet: a worker row that cannot be parsed but has an id becomes an :class:`UnreadableRow`,
+which the policy retires (its pod terminated, its tasks requeued), and every such row is reported in
+``Snapshot.problems``; a row without an id is only reported (nothing can address it).
+
+Promotion ``initializing -> active`` is the orchestrator's own decision from evidence it observes (a
+heartbeat at or after ``metadata.process_started_at``): the real worker's heartbeat function belongs to
+the app and only writes ``last_heartbeat`` (docs/database.md), so it cannot be the one to promote. What
+a worker says about itself (the heartbeat's ``status_param`` ``crashed``, the fatal-error handler's
+``error``) never changes ``status`` on a row the orchestrator manages; the database records it in
+``reported_status``/``reported_at``/``reported_details`` and :class:`Worker` carries them, so the policy
+decides what a report means. The metadata keys read here are named in
+:class:`~orchestrator.core.states.Meta`, so the policy and the executor agree on one spelling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from orchestrator.core import errors
+from orchestrator.core.states import CAPACITY_REASONS, NOT_BOOT_FAILURES, Meta, PodStatus, Reason, WorkerState
+
+# --- parsing helpers -------------------------------------------------------------------------------
+
+
+def as_utc(value: datetime) -> datetime:
+    """Aware UTC; a naive value is taken as UTC (Postgres returns timestamptz, tests may not)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def parse_ts(value: Any) -> datetime | None:
+    """A timestamp from the snapshot's JSON (ISO 8601 text), a datetime, or None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return as_utc(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        try:
+            return as_utc(datetime.fromisoformat(text))
+        except ValueError as exc:
+            raise ValueError(f"not an ISO 8601 timestamp: {value!r}") from exc
+    raise ValueError(f"not a timestamp: {value!r}")
+
+
+def _ts_or_none(value: Any) -> datetime | None:
+    """Like parse_ts, but a malformed value in free-form metadata reads as absent."""
+    try:
+        return parse_ts(value)
+    except ValueError:
+        return None
+
+
+def _int(value: Any, default: int = 0) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        raise ValueError(f"not a number: {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite number: {value!r}")
+    return int(number)
+
+
+def _float_or_none(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def row_id(row: Mapping[str, Any]) -> str | None:
+    """A row's id exactly as the database holds it (the functions look rows up by it), or None when it
+    has none a function could take (absent, not text, or blank)."""
+    value = row.get("id")
+    if isinstance(value, str) and value.strip():
+        return value
+    return None
+
+
+def _state_or_error(value: Any) -> WorkerState:
+    try:
+        return WorkerState(str(value).strip().lower())
+    except ValueError:
+        # A state this contract does not know (left by the replaced system, e.g. `inactive` or NULL)
+        # may only be retired (docs/database.md): read it as `error`, so its pod is terminated, its
+        # tasks requeued and the row closed once the provider confirms.
+        return WorkerState.ERROR
+
+
+def freeze(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+def _normalise_datetimes(obj: Any) -> None:
+    # Frozen dataclasses built directly (tests, the simulator) may pass naive datetimes; comparing
+    # naive with aware raises, so normalise once here rather than guard every comparison.
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, datetime) and value.tzinfo is not UTC:
+            object.__setattr__(obj, f.name, as_utc(value))
+
+
+# --- snapshot values -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One element of the snapshot's ``workers`` list (every live worker row, derived fields included)."""
+
+    id: str
+    status: WorkerState
+    instance_type: str | None = None
+    created_at: datetime | None = None
+    status_changed_at: datetime | None = None
+    activated_at: datetime | None = None
+    last_heartbeat: datetime | None = None
+    metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    running_task_ids: tuple[str, ...] = ()
+    running_count: int = 0
+    oldest_running_started_at: datetime | None = None
+    # Oldest running task whose type does not contain ``_orchestrator`` (those are exempt from the
+    # stuck-task timeout); computed in SQL.
+    oldest_stuckable_started_at: datetime | None = None
+    last_completion_at: datetime | None = None
+    # The last status the worker itself tried to write that was not 'active' (its heartbeat's
+    # 'crashed', its fatal handler's 'error', anything else), kept by the database instead of
+    # applied; absent fields (a database without the guard) read as None.
+    reported_status: str | None = None
+    reported_at: datetime | None = None
+    reported_details: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+
+    def __post_init__(self) -> None:
+        _normalise_datetimes(self)
+        if not isinstance(self.reported_details, MappingProxyType):
+            object.__setattr__(self, "reported_details", freeze(self.reported_details))
+        if not isinstance(self.metadata, MappingProxyType):
+            object.__setattr__(self, "metadata", freeze(self.metadata))
+        object.__setattr__(self, "running_task_ids", tuple(self.running_task_ids))
+        # The count is authoritative when the ids were truncated; never below the ids we can see.
+        object.__setattr__(self, "running_count", max(int(self.running_count), len(self.running_task_ids)))
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any], problems: list[str] | None = None) -> Worker:
+        """Parse one snapshot row; raise ValueError saying what is wrong with it.
+
+        Free-form fields written by other hands (``metadata``, ``reported_details``) that are not JSON
+        objects read as empty, with a line in ``problems`` when given: a hand-edited metadata must not
+        hide the row (and with it the pod it bills for) from the policy.
+        """
+        if not isinstance(row, Mapping):
+            raise ValueError(f"worker row is not an object: {type(row).__name__}")
+        worker_id = row_id(row)
+        if worker_id is None:
+            raise ValueError("worker row without an id")
+        status = _state_or_error(row.get("status"))
+        metadata = row.get("metadata") or {}
+        if not isinstance(metadata, Mapping):
+            if problems is not None:
+                problems.append(
+                    f"worker {worker_id}: metadata is a JSON {type(metadata).__name__}, not an object: read as empty"
+                )
+            metadata = {}
+        ids = row.get("running_task_ids") or []
+        if not isinstance(ids, list | tuple):
+            raise ValueError(f"worker {worker_id}: running_task_ids is not a list")
+        details = row.get("reported_details")
+        if not isinstance(details, Mapping):
+            # Free-form, written by the worker's side: anything but an object reads as none.
+            details = {}
+        try:
+            return cls(
+                id=worker_id,
+                status=status,
+                instance_type=_str_or_none(row.get("instance_type")),
+                created_at=parse_ts(row.get("created_at")),
+                status_changed_at=parse_ts(row.get("status_changed_at")),
+                activated_at=parse_ts(row.get("activated_at")),
+                last_heartbeat=parse_ts(row.get("last_heartbeat")),
+                metadata=freeze(metadata),
+                running_task_ids=tuple(str(i) for i in ids),
+                running_count=_int(row.get("running_count"), len(ids)),
+                oldest_running_started_at=parse_ts(row.get("oldest_running_started_at")),
+                oldest_stuckable_started_at=parse_ts(row.get("oldest_stuckable_started_at")),
+                last_completion_at=parse_ts(row.get("last_completion_at")),
+                reported_status=_str_or_none(row.get("reported_status")),
+                # A malformed report time must not hide the worker: read it as unknown.
+                reported_at=_ts_or_none(row.get("reported_at")),
+                reported_details=freeze(details),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"worker {worker_id}: {exc}") from exc
+
+    # -- metadata conveniences (absent or malformed values read as None) -----------------------------
+
+    def _meta_str(self, key: str) -> str | None:
+        return _str_or_none(self.metadata.get(key))
+
+    @property
+    def runpod_id(self) -> str | None:
+        return self._meta_str(Meta.RUNPOD_ID)
+
+    @property
+    def gpu_type(self) -> str | None:
+        return self._meta_str(Meta.GPU_TYPE) or self.instance_type
+
+    @property
+    def data_center(self) -> str | None:
+        return self._meta_str(Meta.DATA_CENTER)
+
+    @property
+    def host_key_fingerprint(self) -> str | None:
+        return self._meta_str(Meta.HOST_KEY_FINGERPRINT)
+
+    @property
+    def ssh_details(self) -> Mapping[str, Any] | None:
+        value = self.metadata.get(Meta.SSH_DETAILS)
+        return value if isinstance(value, Mapping) else None
+
+    @property
+    def cost_per_hr(self) -> float | None:
+        value = _float_or_none(self.metadata.get(Meta.COST_PER_HR))
+        return value if value is not None and value > 0 else None
+
+    @property
+    def initialized_at(self) -> datetime | None:
+        return _ts_or_none(self.metadata.get(Meta.INITIALIZED_AT))
+
+    @property
+    def process_started_at(self) -> datetime | None:
+        return _ts_or_none(self.metadata.get(Meta.PROCESS_STARTED_AT))
+
+    @property
+    def terminate_requested_at(self) -> datetime | None:
+        return _ts_or_none(self.metadata.get(Meta.TERMINATE_REQUESTED_AT))
+
+    @property
+    def pod_terminate_requested_at(self) -> datetime | None:
+        return _ts_or_none(self.metadata.get(Meta.POD_TERMINATE_REQUESTED_AT))
+
+    @property
+    def drain_reason(self) -> str | None:
+        return self._meta_str(Meta.DRAIN_REASON)
+
+    @property
+    def spawn_gpu_types(self) -> tuple[str, ...]:
+        value = self.metadata.get(Meta.GPU_TYPES)
+        if isinstance(value, list | tuple):
+            return tuple(str(v) for v in value if v)
+        return ()
+
+    @property
+    def capacity_misses(self) -> tuple[BootOutcome, ...]:
+        """Capacity misses of this worker's spawn, as failed boot outcomes for the back-off."""
+        value = self.metadata.get(Meta.CAPACITY_MISSES)
+        if not isinstance(value, list | tuple):
+            return ()
+        found: list[BootOutcome] = []
+        for item in value:
+            if not isinstance(item, Mapping):
+                continue
+            at = _ts_or_none(item.get("at"))
+            gpu = _str_or_none(item.get("gpu_type"))
+            if at is None or gpu is None:
+                continue
+            found.append(
+                BootOutcome(
+                    worker_id=self.id,
+                    gpu_type=gpu,
+                    data_center=_str_or_none(item.get("data_center")),
+                    ok=False,
+                    reason=Reason.SPAWN_NO_CAPACITY.value,
+                    at=at,
+                )
+            )
+        return tuple(found)
+
+
+@dataclass(frozen=True)
+class Queue:
+    """The snapshot's queue figures; ``claimable`` reads the operator-definable view."""
+
+    claimable: int = 0
+    queued_total: int = 0
+    oldest_claimable_age_sec: float | None = None
+    running: int = 0
+    # Workers that are not live (terminated, or no row) yet still hold In Progress tasks.
+    orphaned_worker_ids: tuple[str, ...] = ()
+    # In Progress tasks that name no worker at all, and how long the oldest has been In Progress. Not
+    # part of ``running`` (no worker of ours runs them, so they are no reason to spawn); requeued once
+    # past TASK_STUCK_TIMEOUT_SEC (RequeueUnownedTasks).
+    unowned_running: int = 0
+    oldest_unowned_age_sec: float | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> Queue:
+        if not isinstance(data, Mapping):
+            raise ValueError("queue is not an object")
+        return cls(
+            claimable=max(0, _int(data.get("claimable"))),
+            queued_total=max(0, _int(data.get("queued_total"))),
+            oldest_claimable_age_sec=_float_or_none(data.get("oldest_claimable_age_sec")),
+            running=max(0, _int(data.get("running"))),
+            orphaned_worker_ids=tuple(
+                str(i) for i in (data.get("orphaned_worker_ids") or ()) if isinstance(i, str) and i.strip()
+            ),
+            unowned_running=max(0, _int(data.get("unowned_running"))),
+            oldest_unowned_age_sec=_float_or_none(data.get("oldest_unowned_age_sec")),
+        )
+
+
+@dataclass(frozen=True)
+class UnreadableRow:
+    """A live worker row the snapshot lists but that could not be parsed as a :class:`Worker`.
+
+    Only what is needed to retire it is kept: its id (exactly as stored), its status when readable,
+    the pod id its metadata names when readable, and what was wrong. The policy retires it
+    (``Reason.UNUSABLE_ROW``): its pod, found by that id or by name, is terminated and its tasks
+    requeued, and the row is closed once the provider confirms no pod.
+    """
+
+    id: str
+    status: WorkerState
+    runpod_id: str | None
+    problem: str
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any], problem: str) -> UnreadableRow | None:
+        worker_id = row_id(row)
+        if worker_id is None:
+            return None  # nothing can address it: no function takes a row without an id
+        metadata = row.get("metadata")
+        runpod_id = _str_or_none(metadata.get(Meta.RUNPOD_ID)) if isinstance(metadata, Mapping) else None
+        return cls(id=worker_id, status=_state_or_error(row.get("status")), runpod_id=runpod_id, problem=problem)
+
+
+@dataclass(frozen=True)
+class BootOutcome:
+    """How one worker's boot ended: reached ``active`` (ok) or failed before it.
+
+    ``reason`` is the reason code of the transition that ended the boot (a :class:`Reason` value for
+    the ones this code writes). Capacity misses back off their GPU type and data center without
+    counting toward the breaker; see :data:`CAPACITY_REASONS` and :data:`NOT_BOOT_FAILURES`.
+    """
+
+    worker_id: str
+    gpu_type: str | None
+    data_center: str | None
+    ok: bool
+    reason: str | None
+    at: datetime
+
+    def __post_init__(self) -> None:
+        _normalise_datetimes(self)
+
+    @classmethod
+    def from_json(cls, row: Any) -> BootOutcome:
+        if not isinstance(row, Mapping):
+            raise ValueError("boot outcome is not an object")
+        at = parse_ts(row.get("at"))
+        if at is None:
+            raise ValueError("boot outcome without a time")
+        ok = row.get("ok")
+        if not isinstance(ok, bool):
+            raise ValueError(f"boot outcome ok is not a boolean: {ok!r}")
+        return cls(
+            worker_id=str(row.get("worker_id") or ""),
+            gpu_type=_str_or_none(row.get("gpu_type")),
+            data_center=_str_or_none(row.get("data_center")),
+            ok=ok,
+            reason=_str_or_none(row.get("reason")),
+            at=at,
+        )
+
+    @property
+    def is_capacity(self) -> bool:
+        return not self.ok and (self.reason or "") in CAPACITY_REASONS
+
+    @property
+    def counts_for_backoff(self) -> bool:
+        """A failure of this GPU type and data center (capacity misses included)."""
+        return not self.ok and (self.reason or "") not in NOT_BOOT_FAILURES
+
+    @property
+    def counts_for_breaker(self) -> bool:
+        """A failed worker in the breaker's sense: the boot broke, not the provider's stock."""
+        return self.counts_for_backoff and not self.is_capacity
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the policy knows about the database side, from one ``orch_snapshot`` call."""
+
+    now: datetime | None
+    paused: bool
+    queue: Queue
+    workers: tuple[Worker, ...]
+    recent_boots: tuple[BootOutcome, ...] = ()  # newest first
+    pause_reason: str | None = None
+    problems: tuple[str, ...] = ()  # rows skipped while parsing, and why
+    # Live rows that could not be parsed but have an id: the policy retires them (UnreadableRow).
+    unreadable: tuple[UnreadableRow, ...] = ()
+
+    def __post_init__(self) -> None:
+        _normalise_datetimes(self)
+        object.__setattr__(self, "workers", tuple(self.workers))
+        object.__setattr__(self, "recent_boots", tuple(self.recent_boots))
+        object.__setattr__(self, "problems", tuple(self.problems))
+        object.__setattr__(self, "unreadable", tuple(self.unreadable))
+
+    @classmethod
+    def from_json(cls, data: Any) -> Snapshot:
+        """Parse ``orch_snapshot``'s answer. One malformed row is skipped and reported, never fatal.
+
+        Raises :class:`~orchestrator.core.errors.DatabaseError` only when the answer as a whole is not a
+        snapshot (not an object, no worker list): then the tick must not act on it.
+        """
+        if not isinstance(data, Mapping):
+            raise errors.DatabaseError(
+                "orch_snapshot", f"snapshot is not a JSON object: {type(data).__name__}"
+            )
+        rows = data.get("workers")
+        if rows is None:
+            rows = []
+        if not isinstance(rows, list | tuple):
+            raise errors.DatabaseError("orch_snapshot", "snapshot.workers is not a list")
+        problems: list[str] = []
+        try:
+            now = parse_ts(data.get("now"))
+        except ValueError as exc:
+            problems.append(f"snapshot.now: {exc}")
+            now = None
+        try:
+            queue = Queue.from_json(data.get("queue") if data.get("queue") is not None else {})
+        except (TypeError, ValueError) as exc:
+            # Without queue figures the policy still heals; demand reads as zero (never spawns for it).
+            problems.append(f"snapshot.queue: {exc}")
+            queue = Queue()
+        workers: list[Worker] = []
+        unreadable: list[UnreadableRow] = []
+        seen: set[str] = set()
+        for index, row in enumerate(rows):
+            try:
+                worker = Worker.from_json(row, problems)
+            except (TypeError, ValueError) as exc:
+                retired = UnreadableRow.from_json(row, str(exc)) if isinstance(row, Mapping) else None
+                if retired is not None and retired.id not in seen:
+                    seen.add(retired.id)
+                    unreadable.append(retired)
+                    problems.append(f"workers[{index}] unreadable, retired: {exc}")
+                else:
+                    problems.append(f"workers[{index}] skipped: {exc}")
+                continue
+            if worker.id in seen:
+                problems.append(f"workers[{index}] skipped: duplicate id {worker.id}")
+                continue
+            raw_status = str(row.get("status")).strip().lower()
+            if raw_status not in WorkerState._value2member_map_:
+                problems.append(f"workers[{index}] {worker.id}: unknown status {row.get('status')!r}, retired as error")
+            seen.add(worker.id)
+            workers.append(worker)
+        boots: list[BootOutcome] = []
+        raw_boots = data.get("recent_boots") or []
+        if not isinstance(raw_boots, list | tuple):
+            problems.append("snapshot.recent_boots is not a list")
+            raw_boots = []
+        for index, row in enumerate(raw_boots):
+            try:
+                boots.append(BootOutcome.from_json(row))
+            except (TypeError, ValueError) as exc:
+                problems.append(f"recent_boots[{index}] skipped: {exc}")
+        return cls(
+            now=now,
+            paused=bool(data.get("paused") or False),
+            queue=queue,
+            workers=tuple(workers),
+            recent_boots=tuple(boots),
+            pause_reason=_str_or_none(data.get("pause_reason")),
+            problems=tuple(problems),
+            unreadable=tuple(unreadable),
+        )
+
+
+# --- the provider's view ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodView:
+    """The provider's view of one pod, as the policy needs it, whichever Runpod API described it.
+
+    ``ssh_ready`` means the provider publishes an address for the pod's ``22/tcp`` while RUNNING; it
+    is a precondition for initialization, not proof of readiness (the checks over SSH are). Age comes
+    from ``created_at`` when known, else from ``uptime_sec`` (GraphQL's ``uptimeSeconds`` is stuck at 0
+    on the real service, so adapters should pass ``None`` rather than 0 when they cannot tell).
+    """
+
+    id: str
+    name: str
+    status: PodStatus
+    ssh_ready: bool = False
+    cost_per_hr: float | None = None
+    created_at: datetime | None = None
+    uptime_sec: float | None = None
+    gpu_type: str | None = None
+    data_center: str | None = None
+
+    def __post_init__(self) -> None:
+        _normalise_datetimes(self)
+        if not isinstance(self.status, PodStatus):
+            object.__setattr__(self, "status", PodStatus.parse(self.status))
+
+    @classmethod
+    def from_pod(cls, pod: Any) -> PodView:
+        """From ``orchestrator.adapters.runpod.base.Pod`` (duck-typed: the pure core imports no adapter)."""
+        uptime = getattr(pod, "uptime_seconds", None)
+        status = PodStatus.parse(getattr(pod, "actual_status", None))
+        if str(getattr(pod, "desired_status", "") or "").upper() == PodStatus.TERMINATED.value:
+            status = PodStatus.TERMINATED  # asked to go: billing stops, the row may be closed
+        return cls(
+            id=str(pod.id),
+            name=str(getattr(pod, "name", "") or ""),
+            status=status,
+            ssh_ready=bool(getattr(pod, "ssh_ready", False)),
+            cost_per_hr=_float_or_none(getattr(pod, "cost_per_hr", None)),
+            created_at=_ts_or_none(getattr(pod, "created_at", None)),
+            uptime_sec=float(uptime) if isinstance(uptime, int | float) and uptime > 0 else None,
+            gpu_type=_str_or_none(getattr(pod, "gpu", None)),
+            data_center=_str_or_none(getattr(pod, "data_center", None)),
+        )
+
+    @property
+    def gone(self) -> bool:
+        return self.status is PodStatus.TERMINATED
+
+    @property
+    def failed(self) -> bool:
+        return self.status in (PodStatus.EXITED, PodStatus.ERROR)
+
+    def age_sec(self, now: datetime) -> float | None:
+        if self.created_at is not None:
+            return (as_utc(now) - self.created_at).total_seconds()
+        return self.uptime_sec

@@ -1,0 +1,195 @@
+"""Worker states, pod states, reason codes and the other names the policy and the executor share.
+
+The bottom of the pure core (``orchestrator.core``): plain enums and constants, no I/O. The worker
+states and their legal moves are the database's (the ``orchestrator_worker_transitions`` rows of
+``migrations/``, enforced by ``orch_transition_worker``); what a reason code means to the breaker and
+the back-off is decided here, once.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any
+
+
+class WorkerState(StrEnum):
+    """A worker row's ``status``; the legal moves are the SQL transition table of docs/database.md."""
+
+    SPAWNING = "spawning"  # the intent row, written before any pod exists
+    INITIALIZING = "initializing"  # the pod answered; checks and process start under way
+    ACTIVE = "active"  # first heartbeat after the process started
+    DRAINING = "draining"  # the claim function refuses it; terminated once idle
+    TERMINATING = "terminating"  # pod termination asked, not yet confirmed
+    ERROR = "error"  # failed; pod being terminated, tasks requeued
+    TERMINATED = "terminated"  # the provider confirmed the pod gone (terminal)
+
+    @property
+    def live(self) -> bool:
+        """Every state but ``terminated`` (docs/database.md: "Live = every state but terminated")."""
+        return self is not WorkerState.TERMINATED
+
+    @property
+    def claiming(self) -> bool:
+        """States in which the worker process may claim tasks."""
+        return self in (WorkerState.INITIALIZING, WorkerState.ACTIVE)
+
+    @property
+    def terminal(self) -> bool:
+        return self is WorkerState.TERMINATED
+
+    @property
+    def booting(self) -> bool:
+        """Not yet serving: counted as capacity so that booting pods never cause more spawns."""
+        return self in (WorkerState.SPAWNING, WorkerState.INITIALIZING)
+
+
+class PodStatus(StrEnum):
+    """REST v2's ``PodStatus`` enum; the GraphQL adapter derives the same vocabulary."""
+
+    PROVISIONING = "PROVISIONING"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    EXITED = "EXITED"
+    ERROR = "ERROR"
+    TERMINATED = "TERMINATED"
+
+    @classmethod
+    def parse(cls, value: Any) -> PodStatus:
+        text = str(value or "").strip().upper()
+        try:
+            return cls(text)
+        except ValueError:
+            # An unknown word is treated as "still coming up": it must neither kill a worker nor
+            # mark it ready.
+            return cls.PROVISIONING
+
+
+class Meta:
+    """Keys of ``workers.metadata`` the policy reads and the executor writes (one spelling, both sides)."""
+
+    RUNPOD_ID = "runpod_id"
+    SSH_DETAILS = "ssh_details"
+    GPU_TYPE = "gpu_type"  # the GPU type the pod was actually created with
+    GPU_TYPES = "gpu_types"  # the priority list the spawn was asked to try
+    DATA_CENTER = "data_center"
+    COST_PER_HR = "cost_per_hr"
+    HOST_KEY_FINGERPRINT = "host_key_fingerprint"
+    INITIALIZED_AT = "initialized_at"  # the initialization checks passed
+    PROCESS_STARTED_AT = "process_started_at"  # a heartbeat at or after it promotes (Promote)
+    TERMINATE_REQUESTED_AT = "terminate_requested_at"  # an operator asked (orch_request_termination)
+    POD_TERMINATE_REQUESTED_AT = "pod_terminate_requested_at"  # when we last asked the provider
+    DRAIN_REASON = "drain_reason"
+    DRAINED_AT = "drained_at"
+    ERROR_REASON = "error_reason"
+    ERROR_DETAILS = "error_details"
+    FAILED_AT = "failed_at"
+    # Capacity misses of a spawn that fell through to a later GPU type:
+    # [{"gpu_type", "data_center", "at"}]. They back off that GPU type without failing the worker.
+    CAPACITY_MISSES = "capacity_misses"
+    SPAWN_REASON = "spawn_reason"
+
+
+# --- reason codes ----------------------------------------------------------------------------------
+
+
+class Reason(StrEnum):
+    """Why an action is taken; also the ``p_reason`` of the transition the executor writes.
+
+    The executor's own outcomes (``SPAWN_*``, ``INIT_FAILED``, ``START_FAILED``, ``ACTIVATED``) come
+    back to the policy as ``BootOutcome.reason`` in the snapshot's ``recent_boots``.
+    """
+
+    # scale up
+    DEMAND = "demand"  # claimable + running tasks need another worker
+    SPARE = "keep_idle"  # MACHINES_TO_KEEP_IDLE above demand
+    FLOOR = "min_active_gpus"  # MIN_ACTIVE_GPUS
+    WORK_CAME_BACK = "work_came_back"  # draining -> active instead of a new spawn
+    # boot
+    POD_READY = "pod_ready"
+    START_PROCESS = "start_process"
+    FIRST_HEARTBEAT = "first_heartbeat"  # initializing -> active: heard from after the process started
+    # health
+    BOOT_TIMEOUT = "boot_timeout"
+    POD_FAILED = "pod_failed"  # EXITED or ERROR at the provider
+    POD_MISSING = "pod_missing"  # no pod at the provider for a row that had or should have one
+    HEARTBEAT_STALE = "heartbeat_stale"
+    TASK_STUCK = "task_stuck"
+    # The worker's own word (Worker.reported_status): its heartbeat guardian saw the process die
+    # ('crashed'), or its fatal-error handler gave up on the GPU ('error').
+    WORKER_CRASHED = "worker_crashed"
+    WORKER_ERROR = "worker_error"
+    # scale down
+    IDLE = "idle_timeout"
+    OVERCAPACITY = "overcapacity"
+    CANCEL_BOOT = "scale_down_before_boot"
+    OPERATOR_REQUEST = "operator_request"
+    DRAINED = "drained"
+    # reconcile
+    ORPHAN_POD = "orphan_pod"
+    TERMINATE_RETRY = "terminate_retry"
+    PROVIDER_CONFIRMED_GONE = "provider_confirmed_gone"
+    NO_POD_CREATED = "no_pod_created"  # a spawning row whose pod never appeared (crash mid-spawn)
+    REQUEUE_RETRY = "requeue_retry"
+    # A row the orchestrator cannot act on as a worker: the snapshot could not read it, or its id can
+    # name neither a pod nor a worker process (WORKER_ID_PATTERN). It is retired: error, its tasks
+    # requeued, its pod terminated, then terminated once the provider confirms.
+    UNUSABLE_ROW = "unusable_row"
+    # An In Progress task that names no worker (legacy data, a manual edit, a claim through a user's
+    # access token whose worker went away), In Progress past TASK_STUCK_TIMEOUT_SEC.
+    TASK_WITHOUT_WORKER = "task_without_worker"
+    # reported by the executor (recent_boots)
+    SPAWN_NO_CAPACITY = "spawn_no_capacity"
+    SPAWN_FAILED = "spawn_failed"
+    INIT_FAILED = "init_failed"
+    START_FAILED = "start_failed"
+    ACTIVATED = "activated"
+
+
+# Boot outcomes that are not a broken image: they back off their GPU type and data center but do not
+# count toward the breaker (a full data center says nothing about our image).
+CAPACITY_REASONS: frozenset[str] = frozenset({Reason.SPAWN_NO_CAPACITY.value, "no_capacity", "capacity"})
+# Boot endings that are not failures at all (we chose to stop the boot, or we crashed before the pod
+# existed): they neither back off nor count, nor do they reset the count. Anything else that is not
+# ``ok`` counts, including reasons this code does not know (the safe side).
+NOT_BOOT_FAILURES: frozenset[str] = frozenset(
+    {
+        Reason.CANCEL_BOOT.value,
+        Reason.OPERATOR_REQUEST.value,
+        Reason.NO_POD_CREATED.value,
+        Reason.OVERCAPACITY.value,
+        Reason.IDLE.value,
+        Reason.DRAINED.value,
+        Reason.ORPHAN_POD.value,
+        # Rows left by another system or a hand edit: nothing about our image.
+        Reason.UNUSABLE_ROW.value,
+    }
+)
+
+# What a worker id must look like to become a pod name, a log file name and a command-line argument
+# (the same rule as ``orchestrator.adapters.ssh.WORKER_ID_RE``, which refuses anything else; a test keeps the two
+# equal). Ids the policy makes always match; a row left by another system may not.
+WORKER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def usable_worker_id(worker_id: str) -> bool:
+    """Whether a pod can be named, and a worker process started, for this id."""
+    return bool(WORKER_ID_PATTERN.fullmatch(worker_id))  # (match would accept a trailing newline)
+
+
+class Blocked(StrEnum):
+    """Why the plan spawns fewer workers than it is missing (Plan.spawn_blocked)."""
+
+    PAUSED = "paused"
+    BREAKER_OPEN = "breaker_open"
+    BREAKER_HALF_OPEN = "breaker_half_open"  # one probe worker at a time while the breaker heals
+    BACKOFF = "backoff"  # every configured GPU type is backing off
+    SPEND_CAP = "spend_cap"
+    PRICE_UNKNOWN = "price_unknown"  # a spend cap is set and no price is known for any allowed type
+    MAX_REACHED = "max_reached"
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"

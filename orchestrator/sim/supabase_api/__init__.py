@@ -1,3 +1,0 @@
-"""The parts of Supabase's API the stand-in serves beside the RPC endpoint: PostgREST's table endpoints,
-the app's Edge Functions and Storage (``orchestrator.sim.postgrest`` is the server that routes to them).
-"""

@@ -1,0 +1,118 @@
+"""Fault and timing knobs of the Runpod emulator.
+
+Part of ``orchestrator/standins/emulator``. One mutable :class:`Faults` value lives in the state model;
+the admin endpoint (``GET/PATCH /_emulator/faults``) and the ``orchestrator sim serve`` options both
+go through :func:`Faults.update`, which checks every value, so a typo cannot silently disable a fault.
+Capacity, preemption and worker crash/hang are per-resource actions, so they have their own admin
+endpoints (see :mod:`.server`) rather than scalar knobs here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass
+class Faults:
+    # --- API ---------------------------------------------------------------------------------------
+    #: Share (0..1) of API requests answered with a 5xx before anything is done.
+    api_error_rate: float = 0.0
+    #: Share (0..1) of *mutating* API requests that are carried out and then answered with a 5xx,
+    #: the "response lost" case that makes idempotency matter.
+    api_error_after_rate: float = 0.0
+    #: The next N API requests are answered 429 (a burst); counts down to 0.
+    api_429_burst: int = 0
+    #: Retry-After (seconds) sent with burst 429s.
+    retry_after_s: int = 2
+    #: Added to every API request, in seconds (not scaled by speed: it is network time).
+    api_latency_s: float = 0.0
+    #: Round-trip time to Runpod, in ms (not scaled by speed), as from a machine whose pods and API are
+    #: 50-150 ms away. The API pays it on every request (three times on a new connection: TCP's and
+    #: TLS 1.3's handshakes); pods started while it is above 0 publish 22/tcp through a relay that
+    #: delays each direction by half of it (orchestrator.standins.emulator.latency). 0 = loopback.
+    rtt_ms: float = 0.0
+    #: Quotas of the three rate-limit windows (requests per window), per API key.
+    rate_limit_minute: int = 1000
+    rate_limit_hour: int = 20000
+    rate_limit_day: int = 200000
+    # --- pod lifecycle -----------------------------------------------------------------------------
+    #: Create -> SSH ready with the image already on the host (facts.md: about 30 s).
+    boot_cached_s: float = 30.0
+    #: Create -> SSH ready when the image must be pulled (facts.md: 165-170 s for 16 GB).
+    boot_cold_s: float = 165.0
+    #: Each boot delay is multiplied by uniform(1 - jitter, 1 + jitter).
+    boot_jitter: float = 0.2
+    #: Share (0..1) of boots forced cold even when the image is cached in that data center.
+    cold_share: float = 0.0
+    #: Share (0..1) of new pods that never become ready (stuck in STARTING, runtime null forever).
+    never_ready_share: float = 0.0
+    #: Share (0..1) of new pods whose sshd refuses logins (the sandbox's ``ssh_refuse``).
+    ssh_refuse_share: float = 0.0
+    #: Seed of the emulator's random generator; None draws from the OS.
+    seed: int | None = None
+
+    _SHARES = (
+        "api_error_rate",
+        "api_error_after_rate",
+        "boot_jitter",
+        "cold_share",
+        "never_ready_share",
+        "ssh_refuse_share",
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def update(self, changes: dict[str, Any]) -> list[str]:
+        """Apply ``changes`` (knob -> value) if all are valid; return the problems otherwise.
+
+        All-or-nothing: with any problem, nothing changes.
+        """
+        known = {f.name: f for f in fields(self)}
+        problems: list[str] = []
+        parsed: dict[str, Any] = {}
+        for name, value in changes.items():
+            f = known.get(name)
+            if f is None:
+                problems.append(f"unknown knob {name!r}; known: {', '.join(sorted(known))}")
+                continue
+            try:
+                parsed[name] = _coerce(name, value)
+            except (TypeError, ValueError) as exc:
+                problems.append(f"{name}: {exc}")
+                continue
+            v = parsed[name]
+            if v is None:
+                continue
+            if name in self._SHARES and not 0.0 <= v <= 1.0:
+                problems.append(f"{name}: {v} is not within 0..1")
+            elif v < 0:
+                problems.append(f"{name}: {v} is negative")
+        if not problems:
+            for name, v in parsed.items():
+                setattr(self, name, v)
+        return problems
+
+
+_INT_KNOBS = frozenset(
+    {"api_429_burst", "retry_after_s", "rate_limit_minute", "rate_limit_hour", "rate_limit_day", "seed"}
+)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Accept JSON numbers and command-line strings alike; reject booleans posing as numbers."""
+    if name == "seed" and value in (None, "", "none", "None"):
+        return None
+    if isinstance(value, bool):
+        raise TypeError("expected a number, got a boolean")
+    if name in _INT_KNOBS:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"expected an integer, got {value}")
+        return int(value)
+    return float(value)
+
+
+def knob_names() -> list[str]:
+    return [f.name for f in fields(Faults)]

@@ -1,0 +1,402 @@
+"""The simulated worker's HTTP calls: the app's Edge Functions and the PostgREST table calls.
+
+Where this sits: under ``orchestrator.standins.worker`` (the worker's loop), beside ``.guardian`` (its
+heartbeats). Everything here reproduces what banodoco/Reigh-Worker does on the wire (commit 4d09184,
+``source/core/db/edge_helpers.py``, ``task_claim.py``, ``task_status.py``,
+``source/task_handlers/worker/fatal_error_handler.py``, ``source/models/wgp/generation_helpers.py``):
+
+- Edge Functions: ``POST {SUPABASE_URL}/functions/v1/<name>`` with ``Content-Type: application/json``
+  and ``Authorization: Bearer <access token>``, no ``apikey``, through httpx. ``SUPABASE_EDGE_*_URL``
+  override a function's URL, as in the worker.
+- The retry helper (``_call_edge_function_with_retry``): 3 tries, the timeout growing by 15 s per
+  retry, sleeps of 1 then 2 s; retried: 500/502/503/504, timeouts and network errors, and (for
+  ``complete_task``) a 404 whose body says "not found"; success is 200 or 201. ``task-counts`` (10 s)
+  and ``claim-next-task`` (15 s) are single calls with no retry; ``update-worker-model`` is a single
+  5 s call with the service key as its Bearer.
+- Table calls go through supabase-py, as the worker's: the recovery read of its own In Progress task,
+  the fatal-error handler's read and PATCH of its ``workers`` row and its PATCH of the task (with the
+  ``error_details`` column ``tasks`` does not have), and the direct requeue fallback.
+
+Each call returns what the caller needs to decide and logs what happened; none raises on an HTTP or
+network failure, as none of the worker's does.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+
+log = structlog.get_logger(__name__)
+
+RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
+EDGE_FAIL_PREFIX = "[EDGE_FAIL"
+OK_STATUSES = (200, 201)
+NOT_FOUND_PATTERNS = ("Task not found", "not found")
+TASK_COUNTS_TIMEOUT = 10.0
+CLAIM_TIMEOUT = 15.0
+MODEL_NOTIFY_TIMEOUT = 5.0
+STATUS_TIMEOUT = 30.0
+COMPLETE_TIMEOUT = 60.0
+MAX_TRIES = 3
+RUN_TYPE = "gpu"
+
+# The worker's retryable error categories (fatal_error_handler.RETRYABLE_ERROR_PATTERNS): a failure whose
+# text matches is requeued with attempts + 1 while under the category's limit, else failed for good.
+RETRYABLE_ERRORS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
+    ("generation_no_output", 2, (r"No output generated", r"Generation produced no output")),
+    (
+        "edge_function_transient",
+        3,
+        (
+            r"\[EDGE_FAIL:.*:HTTP_500\]",
+            r"\[EDGE_FAIL:.*:5XX_TRANSIENT\]",
+            r"\[EDGE_FAIL:.*:TIMEOUT\]",
+            r"\[EDGE_FAIL:.*:NETWORK\]",
+            r"WORKER_ERROR.*Function exited due to an error",
+        ),
+    ),
+    (
+        "network_transient",
+        3,
+        (r"ConnectionError", r"Connection reset by peer", r"Connection refused", r"Network is unreachable", r"timed out"),
+    ),
+)
+
+
+def retryable_error(message: str) -> tuple[str, int] | None:
+    """``(category, max_attempts)`` when the worker would requeue a task failing with ``message``."""
+    for category, limit, patterns in RETRYABLE_ERRORS:
+        if any(re.search(p, message, re.IGNORECASE) for p in patterns):
+            return category, limit
+    return None
+
+
+@dataclass
+class EdgeResult:
+    """One call's outcome: the last response (if any) and the worker's error text (None on success)."""
+
+    response: httpx.Response | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.response is not None and self.response.status_code in OK_STATUSES
+
+    def json(self) -> Any:
+        if self.response is None:
+            return None
+        try:
+            return self.response.json()
+        except ValueError:
+            return None
+
+
+class EdgeClient:
+    """The worker's calls to the app, bound to one Supabase URL and access token."""
+
+    def __init__(
+        self,
+        supabase_url: str,
+        access_token: str,
+        *,
+        service_key: str | None = None,
+        env: Mapping[str, str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base = supabase_url.rstrip("/")
+        self.access_token = access_token
+        self.service_key = service_key
+        self.env = dict(os.environ if env is None else env)
+        self.sleep = sleep
+
+    # -- plumbing --------------------------------------------------------------------------------------
+
+    def url(self, function: str, override: str | None = None) -> str:
+        if override and self.env.get(override):
+            return self.env[override]
+        return f"{self.base}/functions/v1/{function}"
+
+    def _headers(self, token: str | None = None) -> dict[str, str]:
+        return {"Content-Type": "application/json", "Authorization": f"Bearer {token or self.access_token}"}
+
+    def _post_once(self, url: str, payload: Any, timeout: float, token: str | None = None) -> httpx.Response:
+        return httpx.post(url, json=payload, headers=self._headers(token), timeout=timeout)
+
+    def call_with_retry(
+        self,
+        url: str,
+        payload: Any,
+        function: str,
+        *,
+        context_id: str = "",
+        timeout: float = STATUS_TIMEOUT,
+        tries: int = MAX_TRIES,
+        retry_404: tuple[str, ...] = (),
+    ) -> EdgeResult:
+        """The worker's retry helper, the same tries, timeouts, sleeps and error texts."""
+        ctx = f" for {context_id}" if context_id else ""
+        for attempt in range(tries):
+            last = attempt == tries - 1
+            try:
+                resp = self._post_once(url, payload, timeout + attempt * 15)
+            except httpx.TimeoutException as exc:
+                if not last:
+                    self._retry_sleep(function, attempt, "timeout")
+                    continue
+                return EdgeResult(None, f"{EDGE_FAIL_PREFIX}:{function}:TIMEOUT] Timed out after {tries} attempts{ctx}: {exc}")
+            except httpx.RequestError as exc:
+                if not last:
+                    self._retry_sleep(function, attempt, "network")
+                    continue
+                return EdgeResult(None, f"{EDGE_FAIL_PREFIX}:{function}:NETWORK] Request failed after {tries} attempts{ctx}: {exc}")
+            if resp.status_code in OK_STATUSES:
+                return EdgeResult(resp, None)
+            if resp.status_code == 404 and retry_404 and not last:
+                text = resp.text.lower()
+                if any(p.lower() in text for p in retry_404):
+                    self._retry_sleep(function, attempt, "404")
+                    continue
+            if resp.status_code in RETRYABLE_STATUSES and not last:
+                self._retry_sleep(function, attempt, str(resp.status_code))
+                continue
+            kind = "5XX_TRANSIENT" if resp.status_code in RETRYABLE_STATUSES else f"HTTP_{resp.status_code}"
+            return EdgeResult(
+                resp,
+                f"{EDGE_FAIL_PREFIX}:{function}:{kind}] {resp.status_code} after {attempt + 1} attempts{ctx}: {resp.text[:200]}",
+            )
+        return EdgeResult(None, f"{EDGE_FAIL_PREFIX}:{function}:UNKNOWN] All retries exhausted{ctx}")
+
+    def _retry_sleep(self, function: str, attempt: int, why: str) -> None:
+        wait = float(2**attempt)
+        log.info("edge_call_retry", function=function, attempt=attempt + 1, why=why, wait_sec=wait)
+        self.sleep(wait)
+
+    # -- the poll cycle --------------------------------------------------------------------------------
+
+    def task_counts(self) -> dict[str, Any] | None:
+        """``task-counts {run_type, include_active}``: the counts, or None (the worker then claims anyway)."""
+        url = self.url("task-counts", "SUPABASE_EDGE_TASK_COUNTS_URL")
+        try:
+            resp = self._post_once(url, {"run_type": RUN_TYPE, "include_active": True}, TASK_COUNTS_TIMEOUT)
+        except (httpx.HTTPError, OSError) as exc:
+            log.warning("task_counts_failed", error=str(exc)[:300])
+            return None
+        if resp.status_code != 200:
+            log.warning("task_counts_failed", status=resp.status_code, body=resp.text[:300])
+            return None
+        try:
+            data = resp.json()
+        except ValueError:
+            log.warning("task_counts_failed", status=resp.status_code, body=resp.text[:300])
+            return None
+        return data if isinstance(data, dict) else None
+
+    def claim(self, worker_id: str) -> tuple[int | None, dict[str, Any] | None]:
+        """``claim-next-task {worker_id, run_type}``: (status, task) with the task only on a 200."""
+        url = self.env.get("SUPABASE_EDGE_CLAIM_TASK_URL") or self.url("claim-next-task")
+        try:
+            resp = self._post_once(url, {"worker_id": worker_id, "run_type": RUN_TYPE}, CLAIM_TIMEOUT)
+        except (httpx.HTTPError, OSError) as exc:
+            log.warning("claim_failed", error=str(exc)[:300])
+            return None, None
+        if resp.status_code == 200:
+            try:
+                data = resp.json()
+            except ValueError:
+                log.warning("claim_failed", status=200, body=resp.text[:300])
+                return 200, None
+            if not isinstance(data, dict) or not data.get("task_id"):
+                log.warning("claim_failed", status=200, body=resp.text[:300])
+                return 200, None
+            return 200, data
+        if resp.status_code != 204:
+            log.warning("claim_failed", status=resp.status_code, body=resp.text[:300])
+        return resp.status_code, None
+
+    # -- one task --------------------------------------------------------------------------------------
+
+    def update_worker_model(self, worker_id: str, model: str) -> int | None:
+        """``update-worker-model {worker_id, model}`` before a model load (service key; 5 s; no retry)."""
+        if not self.service_key:
+            return None  # the worker skips it without SUPABASE_SERVICE_ROLE_KEY
+        url = f"{self.base}/functions/v1/update-worker-model"
+        try:
+            resp = self._post_once(url, {"worker_id": worker_id, "model": model}, MODEL_NOTIFY_TIMEOUT, self.service_key)
+        except (httpx.HTTPError, OSError) as exc:
+            log.warning("model_switch_notify_failed", error=str(exc)[:300])
+            return None
+        if resp.status_code != 200:
+            log.warning("model_switch_notify_failed", status=resp.status_code, body=resp.text[:200])
+        return resp.status_code
+
+    def _status_url(self) -> str:
+        return self.url("update-task-status", "SUPABASE_EDGE_UPDATE_TASK_URL")
+
+    def reset_generation_started_at(self, task_id: str) -> bool:
+        """``update-task-status {In Progress, reset_generation_started_at}`` once the model is loaded."""
+        payload = {"task_id": task_id, "status": "In Progress", "reset_generation_started_at": True}
+        result = self.call_with_retry(self._status_url(), payload, "update-task-status", context_id=task_id)
+        if not result.ok:
+            log.warning("billing_reset_failed", task_id=task_id, error=result.error)
+        return result.ok
+
+    def mark_failed(self, task_id: str, message: str) -> bool:
+        """``update-task-status {Failed, output_location: <error text>}``."""
+        payload = {"task_id": task_id, "status": "Failed", "output_location": message}
+        result = self.call_with_retry(self._status_url(), payload, "update-task-status", context_id=task_id)
+        if not result.ok:
+            log.error("task_fail_report_failed", task_id=task_id, error=result.error)
+        return result.ok
+
+    def requeue_for_retry(self, task_id: str, message: str, attempts: int, category: str) -> bool:
+        """``update-task-status {Queued, attempts, error_details, clear_worker}`` (retryable errors)."""
+        new_attempts = attempts + 1
+        details = f"Retry {new_attempts} ({category}): {message[:500]}"
+        payload = {
+            "task_id": task_id,
+            "status": "Queued",
+            "attempts": new_attempts,
+            "error_details": details,
+            "clear_worker": True,
+        }
+        result = self.call_with_retry(self._status_url(), payload, "update-task-status", context_id=task_id)
+        if result.ok:
+            return True
+        log.error("task_requeue_failed", task_id=task_id, error=result.error)
+        return False
+
+    def complete_with_file(self, task_id: str, path: Path) -> dict[str, Any] | None:
+        """``complete_task {task_id, file_data (base64), filename}`` for an output under 2 MB.
+
+        A failure is reported as the worker does: ``update-task-status Failed`` with
+        ``Upload failed: <error>``. Returns the answer on success.
+        """
+        payload = {"task_id": task_id, "file_data": base64.b64encode(path.read_bytes()).decode(), "filename": path.name}
+        url = self.env.get("SUPABASE_EDGE_COMPLETE_TASK_URL") or self.url("complete_task")
+        result = self.call_with_retry(
+            url, payload, "complete_task", context_id=task_id, timeout=COMPLETE_TIMEOUT, retry_404=NOT_FOUND_PATTERNS
+        )
+        if result.response is not None and result.response.status_code == 200:
+            answer = result.json()
+            return answer if isinstance(answer, dict) else {}
+        error = result.error or f"{EDGE_FAIL_PREFIX}:complete_task:HTTP_N/A] No response"
+        log.error("task_complete_report_failed", task_id=task_id, error=error)
+        self.mark_failed(task_id, f"Upload failed: {error}")
+        return None
+
+
+class TableClient:
+    """The worker's supabase-py calls (PostgREST), with the key the worker picks for its client."""
+
+    def __init__(self, supabase_url: str, key: str) -> None:
+        from supabase import create_client
+
+        self.client = create_client(supabase_url, key)
+
+    def my_in_progress_task(self, worker_id: str) -> dict[str, Any] | None:
+        """The recovery read: a task already In Progress under this worker (a claim whose answer was lost)."""
+        try:
+            result = (
+                self.client.table("tasks")
+                .select("id, params, task_type, project_id")
+                .eq("worker_id", worker_id)
+                .eq("status", "In Progress")
+                .limit(1)
+                .execute()
+            )
+        except Exception as exc:  # the worker catches every client error here: recovery must not block
+            log.info("recovery_check_failed", error=str(exc)[:300])
+            return None
+        rows = result.data or []
+        if not rows or not isinstance(rows[0], dict):
+            return None
+        row = rows[0]
+        return {
+            "task_id": row.get("id"),
+            "params": row.get("params"),
+            "task_type": row.get("task_type"),
+            "project_id": row.get("project_id"),
+        }
+
+    def requeue_direct(self, task_id: str, attempts: int, details: str) -> bool:
+        """The fallback when the requeue Edge call failed: a PATCH naming ``error_details`` (no such column)."""
+        try:
+            result = (
+                self.client.table("tasks")
+                .update(
+                    {
+                        "status": "Queued",
+                        "worker_id": None,
+                        "attempts": attempts,
+                        "error_details": details,
+                        "generation_started_at": None,
+                    }
+                )
+                .eq("id", task_id)
+                .execute()
+            )
+        except Exception as exc:
+            log.error("task_requeue_direct_failed", task_id=task_id, error=str(exc)[:300])
+            return False
+        return bool(result.data)
+
+
+def mark_worker_for_termination(supabase_url: str, key: str, worker_id: str, task_id: str, reason: str) -> bool:
+    """The fatal-error handler's writes, in its order, with its own client (service key from the env).
+
+    Reads the worker's metadata (``.single()``), PATCHes ``workers`` with ``status: error`` and the
+    metadata plus ``error_reason``, ``error_time``, ``self_terminated``, then PATCHes the task back to
+    Queued naming ``error_details``, a column ``tasks`` does not have, so that PATCH fails as in
+    production (PGRST204). Returns whether the worker row was written.
+    """
+    from supabase import create_client
+
+    client = create_client(supabase_url, key)
+    try:
+        found = client.table("workers").select("id, metadata").eq("id", worker_id).single().execute()
+    except Exception as exc:
+        log.error("fatal_mark_failed", step="read_worker", error=str(exc)[:300])
+        return False
+    row = found.data if isinstance(found.data, dict) else {}
+    raw_metadata = row.get("metadata")
+    metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
+    body = {
+        "status": "error",
+        "metadata": {
+            **metadata,
+            "error_reason": reason,
+            "error_time": datetime.now(UTC).isoformat(),
+            "self_terminated": True,
+        },
+    }
+    try:
+        updated = client.table("workers").update(body).eq("id", worker_id).execute()
+    except Exception as exc:
+        log.error("fatal_mark_failed", step="patch_worker", error=str(exc)[:300])
+        return False
+    if not updated.data:
+        log.error("fatal_mark_failed", step="patch_worker", error="no row returned")
+        return False
+    try:
+        (
+            client.table("tasks")
+            .update({"status": "Queued", "worker_id": None, "generation_started_at": None, "error_details": reason})
+            .eq("id", task_id)
+            .eq("worker_id", worker_id)
+            .eq("status", "In Progress")
+            .execute()
+        )
+        log.info("fatal_task_reset", task_id=task_id)
+    except Exception as exc:
+        log.error("fatal_mark_failed", step="patch_task", task_id=task_id, error=str(exc)[:300])
+    return True

@@ -1,0 +1,456 @@
+"""The simulated Reigh worker (Headless-Wan2GP) that runs inside emulated pods, speaking the real protocol.
+
+Where this sits: ``orchestrator.standins`` emulates Runpod. Each emulated network volume gets the checkout
+the start command looks for (:func:`lay_out_volume`, ``orchestrator/standins/worker/volume.py``), so
+the orchestrator starts this worker over SSH exactly as it starts the real one::
+
+    python worker.py --supabase-url URL --supabase-access-token TOKEN --worker <id> [--wgp-profile 1 ...]
+
+(``python headless.py ...`` for the older layout runs the same worker). From then on it talks only to
+the app's public surface, never to a function of ours: the Edge Functions, PostgREST tables and the
+heartbeat RPC, with the real calls' paths, headers, bodies, status handling, retries and intervals.
+
+Sources (public; re-read for each change):
+
+- banodoco/Reigh-Worker @4d09184 (2026-03-01): ``worker.py`` (arguments, start-up, the main loop:
+  poll, process, sleep ``--poll-interval`` when idle and 1 s after a task, ``FatalWorkerError`` ->
+  exit 1), ``heartbeat_guardian.py`` and ``source/task_handlers/worker/heartbeat_utils.py`` (the
+  guardian process), ``source/core/db/task_claim.py`` (recovery read, ``task-counts``,
+  ``claim-next-task``), ``source/core/db/task_status.py`` and ``edge_helpers.py`` (``complete_task``
+  with base64 file data under 2 MB, ``update-task-status`` for failures, requeues and the billing
+  reset, the retry helper), ``source/core/db/config.py`` (retryable statuses),
+  ``source/task_handlers/worker/fatal_error_handler.py`` (retryable error patterns, the fatal path),
+  ``source/task_handlers/queue/task_processor.py`` (model switch, billing reset, generation),
+  ``source/models/wgp/generation_helpers.py`` (``update-worker-model``).
+- peteromallet/Headless-Wan2GP @50066ea (2026-01-16), which Reigh-Worker continues: the same
+  ``worker.py``, ``heartbeat_guardian.py`` and ``source/db_operations.py``; ``headless.py`` was renamed
+  ``worker.py`` there in 01cee19 (2025-08-08) and exists in neither repository today.
+- banodoco/reigh-worker-orchestrator @fcec14f, ``gpu_orchestrator/runpod/worker_startup.template.sh``:
+  how the current launcher starts it (``uv run ... python worker.py --supabase-url
+  --supabase-access-token --worker --wgp-profile 1``; ``SUPABASE_SERVICE_ROLE_KEY`` in the env).
+
+What it does, as the real worker does:
+
+- **Start.** ``--reigh-access-token`` (or the legacy ``--supabase-access-token``) is required (exit 1
+  without); ``--worker`` defaults to ``$RUNPOD_POD_ID``, else ``local-worker``; ``--supabase-url``
+  defaults to upstream's production project, which here is an address that resolves nowhere (so a
+  launch without the flag never reaches our database, as the real one would reach theirs instead).
+  The REST client's key: ``SUPABASE_SERVICE_ROLE_KEY``, else ``--supabase-anon-key``, else
+  ``SUPABASE_ANON_KEY`` (none: exit 1). Every other flag of the real parser is accepted and ignored
+  (``--db-type``, ``--wgp-*``, ``--main-output-dir``, ...); an unknown flag is an error (exit 2), as
+  with argparse there. ``--migrate-only`` exits 0.
+- **Heartbeat.** A separate guardian process (``reigh_worker/guardian.py``) posts
+  ``func_worker_heartbeat_with_logs`` at start, then every 20 s, with the log entries the worker
+  queued; one ``crashed`` beat when the worker process dies abruptly.
+- **Poll** (every ``--poll-interval`` s, default 10, while idle; 1 s after a task): GET its own In
+  Progress task (recovery: run it without claiming), then ``task-counts`` (no claim when
+  ``queued_only`` is 0 and no ``eligible_queued``), then ``claim-next-task`` (200: a task; 204:
+  none; anything else: none).
+- **A task.** ``update-worker-model`` when the task's model differs from the loaded one (the app
+  answers 400 to the worker's body), ``update-task-status`` ``In Progress`` with
+  ``reset_generation_started_at``, the "generation" (``params.duration_sec``, or
+  ``sim_duration_sec``, default 2 s, divided by ``SIM_WORKER_SPEED``), then a small output file
+  completed through ``complete_task`` with ``file_data`` (base64) and ``filename``; a failure is
+  ``update-task-status`` ``Failed`` with the error text as ``output_location``, or, for the worker's
+  retryable error texts, ``Queued`` with ``attempts: 1``, ``error_details`` and ``clear_worker``.
+- **Fatal error** (CUDA/NVML): the handler's client reads its ``workers`` row, PATCHes ``status:
+  error`` with ``error_reason``, ``error_time``, ``self_terminated``, then PATCHes the task back to
+  Queued naming ``error_details`` (a column ``tasks`` lacks: it fails, as in production), and the
+  worker exits 1 (its guardian is terminated with it: no ``crashed`` beat).
+
+Test knobs in ``params`` (the real worker would run them as generation parameters): ``duration_sec``,
+``fail: true`` (with ``error``: the failure text, e.g. "Connection refused" for a retryable one),
+``crash: true`` (the process dies halfway through: ``os._exit``), ``fatal: true`` or a category
+(``cuda_hardware``, ``cuda_driver``, ``nvml``, ``system_critical``: the fatal path halfway through),
+``model`` (the model to "load"). Environment knobs, passed in the pod's environment at creation:
+``SIM_WORKER_HEARTBEAT_SEC`` (20), ``SIM_WORKER_POLL_SEC`` (the ``--poll-interval``),
+``SIM_WORKER_SPEED`` (1).
+
+Known differences from the real worker:
+
+- No models, GPU or Wan2GP: "generation" is a sleep, the output a few bytes; outputs of 2 MB or more
+  (``generate-upload-url`` and a PUT) are never produced; no thumbnail (the real worker extracts one
+  with OpenCV and sends ``first_frame_data`` when it can read the video: ours is not a video).
+- No start-up time beyond Python's: the real one imports Wan2GP and may preload a model (minutes)
+  between its first heartbeat and its first claim.
+- Orchestrator task types (``*_orchestrator``) run like any task: the real worker creates child tasks
+  and waits, reporting ``In Progress``; its recovery of an orchestrator it holds is deferred as there,
+  but the children check (``get-orchestrator-children``) is not made.
+- ``load_dotenv`` is not called (the laid-out checkout has no ``.env``); ``.env`` values the real
+  worker would read are not simulated.
+- The fatal path: in Reigh-Worker the failing task PATCH raises postgrest's ``APIError``, which the
+  handler does not catch, so whether the process then exits is not evident from the source; we exit 1,
+  as the handler intends. The consecutive-error thresholds are not simulated (one fatal error suffices).
+- A malformed answer the real worker would crash on (e.g. ``task-counts`` totals that are not numbers)
+  is logged and read as "no answer" here.
+- The older entry ``headless.py`` (2025-05, ``--db-type`` defaulting to sqlite) spoke an older
+  protocol; launched as ``headless.py``, this worker speaks today's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from orchestrator.core import errors
+from orchestrator.standins.worker import guardian as guardian_mod
+from orchestrator.standins.worker.edge import (
+    EdgeClient,
+    TableClient,
+    mark_worker_for_termination,
+    retryable_error,
+)
+from orchestrator.standins.worker.volume import DEFAULT_ENTRIES, DEFAULT_WORKER_DIR
+from orchestrator.standins.worker.volume import lay_out_volume as _lay_out_volume
+
+log = structlog.get_logger(__name__)
+
+# Upstream's default --supabase-url is its own production project. A simulated worker must never reach
+# it: this address has the same meaning for us (not our database) and resolves nowhere (RFC 2606).
+UPSTREAM_DEFAULT_URL = "https://upstream-production.supabase.invalid"
+DEFAULT_POLL_SEC = 10
+AFTER_TASK_SEC = 1.0
+DEFAULT_DURATION_SEC = 2.0
+# The fake nvidia-smi of an emulated pod reads the used VRAM from here (orchestrator/standins/sandbox.py).
+GPU_STATE_FILE = "/tmp/.sim-gpu-used-mb"
+IDLE_VRAM_MB = 512
+BUSY_VRAM_MB = 16384
+ORCHESTRATOR_TYPES_NEEDING_PROJECT = frozenset({"travel_orchestrator", "edit_video_orchestrator"})
+# The fatal error categories of the worker's handler and an error text of each.
+FATAL_ERRORS: Mapping[str, str] = {
+    "cuda_hardware": "GPU has fallen off the bus",
+    "cuda_driver": "CUDA driver initialization failed, you might not have a CUDA gpu",
+    "nvml": "Failed to initialize NVML: could not load libnvidia-ml",
+    "system_critical": "Segmentation fault (core dumped)",
+}
+# A few bytes standing for a video (the real outputs are MP4 files; this is not a readable one).
+OUTPUT_BYTES = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(256)) * 4
+
+
+def _env_float(name: str, default: float, *, minimum: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise errors.ConfigError([f"{name} must be a number, got {raw!r}"]) from exc
+    if value < minimum:
+        raise errors.ConfigError([f"{name} must be >= {minimum}, got {value}"])
+    return value
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+
+def build_parser(prog: str = "worker.py") -> argparse.ArgumentParser:
+    """The real worker's parser (Reigh-Worker ``worker.py`` ``parse_args``), flag for flag."""
+    p = argparse.ArgumentParser(prog, description="Simulated Reigh worker (WanGP Worker Server)")
+    p.add_argument("--main-output-dir", type=str, default="./outputs")
+    p.add_argument("--poll-interval", type=int, default=DEFAULT_POLL_SEC)
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("--worker", type=str, default=None)
+    p.add_argument("--save-logging", type=str, nargs="?", const="logs/worker.log", default=None)
+    p.add_argument("--migrate-only", action="store_true")
+    p.add_argument("--colour-match-videos", action="store_true")
+    p.add_argument("--mask-active-frames", dest="mask_active_frames", action="store_true", default=True)
+    p.add_argument("--no-mask-active-frames", dest="mask_active_frames", action="store_false")
+    p.add_argument("--queue-workers", type=int, default=1)
+    p.add_argument("--preload-model", type=str, default="")
+    p.add_argument("--db-type", type=str, default="supabase")
+    p.add_argument("--supabase-url", type=str, default=UPSTREAM_DEFAULT_URL)
+    p.add_argument("--reigh-access-token", type=str, default=None)
+    p.add_argument("--supabase-access-token", type=str, default=None)
+    p.add_argument("--supabase-anon-key", type=str, default=None)
+    for name, kind in (
+        ("attention-mode", str), ("compile", str), ("profile", int), ("vae-config", int), ("boost", int),
+        ("transformer-quantization", str), ("transformer-dtype-policy", str),
+        ("text-encoder-quantization", str), ("vae-precision", str), ("mixed-precision", str),
+        ("preload-policy", str), ("preload", int),
+    ):
+        p.add_argument(f"--wgp-{name}", type=kind, default=None)
+    return p
+
+
+# --- the worker ----------------------------------------------------------------------------------------
+
+
+class ReighWorker:
+    """The main loop of ``worker.py``: poll, process one task, sleep; forever."""
+
+    def __init__(
+        self,
+        worker_id: str,
+        edge: EdgeClient,
+        table: TableClient,
+        *,
+        output_dir: Path,
+        poll_sec: float,
+        speed: float = 1.0,
+        log_queue: Any = None,
+        gpu_state_file: str | None = None,
+        preload_model: str | None = None,
+    ) -> None:
+        self.worker_id = worker_id
+        self.edge = edge
+        self.table = table
+        self.output_dir = output_dir
+        self.poll_sec = poll_sec
+        self.speed = speed
+        self.log_queue = log_queue
+        self.gpu_state_file = gpu_state_file
+        self.model: str | None = None
+        self.processed = 0
+        self.log = log.bind(worker_id=worker_id)
+        if preload_model:
+            self._switch_model(preload_model)
+
+    # -- what the guardian and the pod's nvidia-smi see --------------------------------------------
+
+    def say(self, level: str, message: str, task_id: str | None = None, **metadata: Any) -> None:
+        guardian_mod.offer(self.log_queue, guardian_mod.log_entry(level.upper(), message, task_id, **metadata))
+
+    def _publish_vram(self, busy: bool) -> None:
+        if self.gpu_state_file is None:
+            return
+        try:
+            Path(self.gpu_state_file).write_text(f"{BUSY_VRAM_MB if busy else IDLE_VRAM_MB}\n")
+        except OSError as exc:
+            self.log.debug("gpu_state_write_failed", error=str(exc))
+
+    # -- the poll ----------------------------------------------------------------------------------
+
+    def next_task(self) -> dict[str, Any] | None:
+        """``get_oldest_queued_task_supabase``: recovery, task counts, claim."""
+        assigned = self.table.my_in_progress_task(self.worker_id)
+        deferred = None
+        if assigned is not None:
+            if str(assigned.get("task_type") or "").lower().endswith("_orchestrator"):
+                deferred = assigned  # never starve queued tasks for an orchestrator waiting on children
+            else:
+                self.log.info("task_recovered", task_id=assigned.get("task_id"))
+                return assigned
+        counts = self.edge.task_counts()
+        if counts is not None:
+            raw_totals = counts.get("totals")
+            totals: Mapping[str, Any] = raw_totals if isinstance(raw_totals, dict) else {}
+            queued = _number(totals.get("queued_only"))
+            eligible = _number(totals.get("eligible_queued"))
+            if queued <= 0 and eligible <= 0:
+                return deferred
+        status, task = self.edge.claim(self.worker_id)
+        if status == 200 and task is not None:
+            self.log.info("task_claimed", task_id=task.get("task_id"), task_type=task.get("task_type"))
+            self.say("info", f"[CLAIM] Claimed task {task.get('task_id')}", str(task.get("task_id")))
+            return task
+        return deferred
+
+    def run(self) -> int:
+        self.log.info("worker_polling", poll_sec=self.poll_sec, speed=self.speed)
+        self._publish_vram(False)
+        while True:
+            task = self.next_task()
+            if task is None:
+                time.sleep(self.poll_sec)
+                continue
+            self.process(task)
+            self.processed += 1
+            time.sleep(AFTER_TASK_SEC)
+
+    # -- one task ----------------------------------------------------------------------------------
+
+    def _switch_model(self, model: str) -> None:
+        if model == self.model:
+            return
+        status = self.edge.update_worker_model(self.worker_id, model)
+        self.log.info("model_loaded", model=model, previous=self.model, notify_status=status)
+        self.model = model
+
+    def process(self, task: Mapping[str, Any]) -> str:
+        """Run one task to its end; returns the outcome (complete, failed, requeued, lost)."""
+        task_id = str(task.get("task_id"))
+        task_type = str(task.get("task_type") or "")
+        raw_params = task.get("params")
+        params: Mapping[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+        tlog = self.log.bind(task_id=task_id, task_type=task_type)
+        if task.get("project_id") is None and task_type in ORCHESTRATOR_TYPES_NEEDING_PROJECT:
+            self.edge.mark_failed(task_id, "Orchestrator missing project_id")
+            return "failed"
+        self._switch_model(str(params.get("model") or f"sim-{task_type or 'model'}"))
+        self.edge.reset_generation_started_at(task_id)
+        seconds = _duration(params) / self.speed
+        tlog.info("task_started", duration_sec=round(seconds, 3))
+        self.say("info", f"Processing {task_type} task", task_id)
+        self._publish_vram(True)
+        started = time.monotonic()
+        try:
+            if params.get("crash") is True:
+                time.sleep(seconds / 2)
+                # The process dies without a word (a segfault, an OOM kill): its guardian reports it.
+                tlog.error("task_crashing_worker")
+                sys.stdout.flush()
+                os._exit(70)
+            if params.get("fatal"):
+                time.sleep(seconds / 2)
+                self._fatal(task_id, params.get("fatal"))  # exits
+            time.sleep(seconds)
+            elapsed = round(time.monotonic() - started, 3)
+            if params.get("fail") is True:
+                return self._failed(task, str(params.get("error") or "simulated failure (params.fail)"), elapsed)
+            path = self._write_output(task_id)
+            try:
+                answer = self.edge.complete_with_file(task_id, path)
+            finally:
+                with contextlib.suppress(OSError):
+                    path.unlink()  # the worker removes generated files once uploaded
+            if answer is None:
+                return "lost"
+            tlog.info("task_completed", elapsed_sec=elapsed, public_url=answer.get("public_url"))
+            self.say("info", "Finished task (Success: True)", task_id)
+            return "complete"
+        finally:
+            self._publish_vram(False)
+
+    def _write_output(self, task_id: str) -> Path:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / f"{task_id}.mp4"
+        path.write_bytes(OUTPUT_BYTES)
+        return path
+
+    def _failed(self, task: Mapping[str, Any], message: str, elapsed: float) -> str:
+        task_id = str(task.get("task_id"))
+        tlog = self.log.bind(task_id=task_id)
+        self.say("error", f"Task failed: {message}", task_id)
+        retry = retryable_error(message)
+        # The claim's answer carries no attempts: the worker always counts from 0.
+        attempts = int(task.get("attempts") or 0) if isinstance(task.get("attempts"), int) else 0
+        if retry is not None and attempts < retry[1]:
+            category = retry[0]
+            if not self.edge.requeue_for_retry(task_id, message, attempts, category):
+                details = f"Retry {attempts + 1} ({category}): {message[:500]}"
+                self.table.requeue_direct(task_id, attempts + 1, details)
+            tlog.info("task_requeued", category=category, elapsed_sec=elapsed)
+            return "requeued"
+        self.edge.mark_failed(task_id, message)
+        tlog.info("task_failed", elapsed_sec=elapsed, error=message[:200])
+        return "failed"
+
+    def _fatal(self, task_id: str, fatal: Any) -> None:
+        category = str(fatal) if isinstance(fatal, str) and fatal in FATAL_ERRORS else "cuda_hardware"
+        message = FATAL_ERRORS[category]
+        reason = f"FATAL {category}: {message[:500]}"
+        self.log.critical("worker_fatal_error", task_id=task_id, category=category, error=message)
+        url = os.environ.get("SUPABASE_URL")
+        key = os.environ.get("SUPABASE_SERVICE_ROLE_KEY") or os.environ.get("SUPABASE_SERVICE_KEY")
+        if url and key:
+            marked = mark_worker_for_termination(url, key, self.worker_id, task_id, reason)
+            self.log.info("worker_marked_for_termination", marked=marked)
+        else:
+            self.log.warning("fatal_mark_skipped", problem="SUPABASE_URL or the service key is not in the environment")
+        sys.stdout.flush()
+        sys.exit(1)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value)
+
+
+def _duration(params: Mapping[str, Any]) -> float:
+    raw = params.get("duration_sec", params.get("sim_duration_sec", DEFAULT_DURATION_SEC))
+    try:
+        return max(0.0, float(raw))
+    except (TypeError, ValueError):
+        return DEFAULT_DURATION_SEC
+
+
+# --- start-up ----------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from orchestrator.logs import configure_logging
+
+    entry = os.environ.get("SIM_WORKER_ENTRY", "worker.py")
+    args = build_parser(entry).parse_args(list(sys.argv[1:] if argv is None else argv))
+    token = args.reigh_access_token or args.supabase_access_token
+    service_key = os.environ.get("SUPABASE_SERVICE_ROLE_KEY")
+    client_key = service_key or args.supabase_anon_key or os.environ.get("SUPABASE_ANON_KEY")
+    secrets = [s for s in (token, service_key, client_key, args.supabase_anon_key) if s]
+    configure_logging(fmt="json", extra_secrets=secrets)
+    if not token:
+        print("Error: Worker authentication credential is required", file=sys.stderr)
+        return 1
+    worker_id = args.worker or os.environ.get("RUNPOD_POD_ID") or "local-worker"
+    os.environ["WORKER_ID"] = worker_id
+    os.environ["WAN2GP_WORKER_MODE"] = "true"
+    wlog = log.bind(worker_id=worker_id)
+    try:
+        heartbeat_sec = _env_float("SIM_WORKER_HEARTBEAT_SEC", guardian_mod.HEARTBEAT_SEC, minimum=0.05)
+        poll_sec = _env_float("SIM_WORKER_POLL_SEC", float(args.poll_interval), minimum=0.01)
+        speed = _env_float("SIM_WORKER_SPEED", 1.0, minimum=1e-6)
+    except errors.ConfigError as exc:
+        wlog.error("worker_config_invalid", problems=exc.problems)
+        return 2
+    try:
+        if not client_key:
+            raise ValueError("No Supabase key found")
+        table = TableClient(args.supabase_url, client_key)
+    except Exception as exc:  # the worker: "Supabase init failed", exit 1
+        wlog.critical("worker_init_failed", error=str(exc)[:300])
+        return 1
+    # The fatal-error handler reads the URL from the environment (Reigh-Worker copies the flag there).
+    os.environ["SUPABASE_URL"] = args.supabase_url
+    if args.migrate_only:
+        return 0
+    output_dir = Path(args.main_output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # First, before any thread: the guardian is forked and beats at once.
+    guardian, log_queue = guardian_mod.start_guardian(
+        worker_id, args.supabase_url, service_key or client_key, interval=heartbeat_sec
+    )
+    wlog.info(
+        "worker_started",
+        pid=os.getpid(),
+        guardian_pid=guardian.pid,
+        entry=entry,
+        heartbeat_sec=heartbeat_sec,
+        poll_sec=poll_sec,
+        speed=speed,
+    )
+    edge = EdgeClient(args.supabase_url, token, service_key=service_key or os.environ.get("SUPABASE_SERVICE_KEY"))
+    worker = ReighWorker(
+        worker_id,
+        edge,
+        table,
+        output_dir=output_dir,
+        poll_sec=poll_sec,
+        speed=speed,
+        log_queue=log_queue,
+        gpu_state_file=GPU_STATE_FILE if os.environ.get("RUNPOD_POD_ID") else None,
+        preload_model=args.preload_model or None,
+    )
+    try:
+        return worker.run()
+    except KeyboardInterrupt:
+        wlog.info("worker_stopped", reason="interrupt", tasks_processed=worker.processed)
+        return 0
+
+
+# --- the volume layout -------------------------------------------------------------------------------
+
+
+def lay_out_volume(
+    volume_dir: Path, *, worker_dir: str = DEFAULT_WORKER_DIR, entries: Sequence[str] = DEFAULT_ENTRIES
+) -> Path:
+    """The simulated worker's checkout on an emulated volume (see ``reigh_worker/volume.py``)."""
+    return _lay_out_volume(volume_dir, worker_dir=worker_dir, entries=entries)
+
