@@ -41,9 +41,10 @@ sys.path.insert(0, str(ROOT))
 from orchestrator.core.config import defaults  # noqa: E402
 from orchestrator.core.policy import plan as real_plan  # noqa: E402
 from orchestrator.studies import traces as tr  # noqa: E402
+from orchestrator.studies.fleet import BootModel  # noqa: E402
 from orchestrator.studies.policies import RATE_LEAD_SEC, RATE_WINDOW_SEC, PolicySpec, RateClairvoyant, specs  # noqa: E402
 from orchestrator.studies.run import mean_metrics, run_one  # noqa: E402
-from orchestrator.studies.simulation import BootModel, oracle  # noqa: E402
+from orchestrator.studies.simulation import oracle  # noqa: E402
 
 TRACES = ("steady", "bursty", "diurnal", "spike")
 TRACE_DIR = ROOT / "bench" / "traces"

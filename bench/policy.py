@@ -35,9 +35,10 @@ sys.path.insert(0, str(ROOT))
 from orchestrator.core.config import defaults  # noqa: E402
 from orchestrator.core.policy import plan as real_plan  # noqa: E402
 from orchestrator.studies import traces as tr  # noqa: E402
+from orchestrator.studies.fleet import GPU_PRICE  # noqa: E402
 from orchestrator.studies.policies import PolicySpec, busy_workers_count_themselves, specs  # noqa: E402
 from orchestrator.studies.run import mean_metrics  # noqa: E402
-from orchestrator.studies.simulation import GPU_PRICE, Simulation, oracle  # noqa: E402
+from orchestrator.studies.simulation import Simulation, oracle  # noqa: E402
 
 TRACES = ("steady", "bursty", "diurnal", "spike", "heavy_tail")
 TRACE_DIR = ROOT / "bench" / "traces"

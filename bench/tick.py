@@ -304,7 +304,7 @@ def _breakdown(controller: Any, pg: Any, provider: Any, settings: Any, runs: int
         t4 = time.perf_counter()
         views = [PodView.from_pod(p) for p in pods]
         t5 = time.perf_counter()
-        policy.plan(snap, views, settings, snap.now or datetime.now(UTC), prices=controller._prices)
+        policy.plan(snap, views, settings, snap.now or datetime.now(UTC), prices=controller.gather().catalog.prices)
         t6 = time.perf_counter()
         for key, a, b in (("lease", t, t1), ("snapshot_call", t1, t2), ("snapshot_parse", t2, t3),
                           ("list_pods_call", t3, t4), ("pods_parse", t4, t5), ("plan", t5, t6)):

@@ -376,7 +376,7 @@ def cmd_gpus(args: argparse.Namespace, settings: config_mod.Settings) -> int:
 
         _print_json(_closing(make_provider(settings), rows))
     else:
-        from orchestrator.runpod_client import format_gpus
+        from orchestrator.render import format_gpus
 
         print(_closing(make_provider(settings), format_gpus))
     return EXIT_OK
@@ -401,7 +401,7 @@ def cmd_volumes(args: argparse.Namespace, settings: config_mod.Settings) -> int:
 
         _print_json(_closing(make_provider(settings), rows))
     else:
-        from orchestrator.runpod_client import format_volumes
+        from orchestrator.render import format_volumes
 
         print(_closing(make_provider(settings), format_volumes))
     return EXIT_OK

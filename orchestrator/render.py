@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator.adapters.provider import RunpodProvider
 from orchestrator.adapters.runpod.base import GpuType, NetworkVolume
+from orchestrator.core import errors
 from orchestrator.core.actions import Plan
 from orchestrator.core.observed import PodView, Snapshot, Worker
 
@@ -260,3 +262,78 @@ def termination_row(worker_id: str, row: Mapping[str, Any]) -> dict[str, Any]:
         "terminate_requested_at": metadata.get("terminate_requested_at"),
         "terminate_requested_by": metadata.get("terminate_requested_by"),
     }
+
+
+# --- the provider's catalog (`orchestrator gpus`, `orchestrator volumes`) -----------------------------
+
+
+def format_gpus(client: RunpodProvider) -> str:
+    """``orchestrator gpus``: GPU types, memory, Secure Cloud price and availability."""
+    gpus = client.list_gpu_types(with_availability=True)
+    wanted = [w.casefold() for w in client.gpu_types]
+    rows = []
+    for g in sorted(gpus, key=lambda g: (g.secure_price is None, g.secure_price or 0.0, g.display_name)):
+        prio = next((str(i + 1) for i, w in enumerate(wanted) if g.matches(w)), "")
+        rows.append(
+            [
+                prio,
+                g.display_name,
+                g.id,
+                f"{g.memory_gb} GB" if g.memory_gb is not None else "?",
+                f"${g.secure_price:.2f}/h" if g.secure_price is not None else "?",
+                g.availability or ("yes" if g.available else "no" if g.available is False else "?"),
+                ",".join(g.data_centers),
+            ]
+        )
+    head = table(["prio", "name", "id", "memory", "secure", "availability", "data centers"], rows)
+    return head + f"\n({len(gpus)} GPU types via {client.transport.name}; prio = RUNPOD_GPU_TYPE order)"
+
+
+def format_volumes(client: RunpodProvider) -> str:
+    """``orchestrator volumes``: the volumes of ``RUNPOD_STORAGE_NAME`` in priority order, each with its
+    data center and whether a spawn can use it, then the account's other volumes.
+
+    Usable means: the volume exists, and at least one GPU type of ``RUNPOD_GPU_TYPE`` is in stock in its
+    data center by the catalog's availability (REST v2 reports it per data center; over GraphQL it is
+    not known per data center, shown as "?"). Whether the volume holds the worker's checkout is only
+    known from inside a pod: the initialization checks say so.
+    """
+    vols = client.list_network_volumes(fresh=True)
+    stock: dict[str, list[str]] = {}
+    per_dc_known = False
+    catalog_error = ""
+    if client.storage_names:
+        try:
+            gpus = client.list_gpu_types(with_availability=True)
+        except errors.RunpodError as e:
+            gpus, catalog_error = [], f"{type(e).__name__}: {e}"[:120]
+        wanted = [g for g in gpus if any(g.matches(w) for w in client.gpu_types)]
+        per_dc_known = any(g.data_centers for g in gpus)
+        for g in wanted:
+            for dc in g.data_centers:
+                stock.setdefault(dc, []).append(g.display_name)
+    rows: list[list[str]] = []
+    for prio, name in enumerate(client.storage_names, start=1):
+        v = next((v for v in vols if v.name == name), None)
+        if v is None:
+            rows.append([str(prio), name, "-", "-", "-", "no: no such volume"])
+            continue
+        if catalog_error:
+            usable = f"exists; GPU availability unknown ({catalog_error})"
+        elif not per_dc_known:
+            usable = "? exists; GPU stock per data center unknown"
+        elif stock.get(v.data_center):
+            usable = "yes: " + ", ".join(stock[v.data_center])
+        else:
+            usable = "no: none of RUNPOD_GPU_TYPE in stock there now"
+        rows.append([str(prio), v.name, v.id, _size(v), v.data_center, usable])
+    for v in sorted(vols, key=lambda v: (v.data_center, v.name)):
+        if v.name not in client.storage_names:
+            rows.append(["-", v.name, v.id, _size(v), v.data_center, "not in RUNPOD_STORAGE_NAME"])
+    head = table(["prio", "name", "id", "size", "data center", "usable"], rows)
+    note = f"RUNPOD_STORAGE_NAME={client.storage_name!r}" if client.storage_name else "RUNPOD_STORAGE_NAME unset"
+    return head + f"\n({len(vols)} network volumes; {note}; prio = the order spawns try them)"
+
+
+def _size(v: NetworkVolume) -> str:
+    return f"{v.size_gb} GB" if v.size_gb is not None else "?"

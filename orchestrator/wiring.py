@@ -66,7 +66,7 @@ def make_provider(settings: Settings, **overrides: Any) -> Any:
         api_base_url=settings.runpod_api_base_url,
         ssh_connect_timeout=settings.ssh_connect_timeout_sec,
         ssh_command_timeout=settings.ssh_command_timeout_sec,
-        # How the worker starts on its pod (orchestrator.adapters.ssh.WorkerStart; docs/worker-start.md).
+        # How the worker starts on its pod (orchestrator.adapters.worker_recipe.WorkerStart; docs/worker-start.md).
         worker_dirs=list(settings.worker_dirs),
         worker_launch=settings.worker_launch,
         worker_git_branch=settings.worker_git_branch,

@@ -1,7 +1,8 @@
-"""SSH to worker pods: the paramiko wrapper, the worker's initialization checks and its start command.
+"""SSH to worker pods: the paramiko wrapper.
 
-Sits under ``orchestrator.runpod_client`` (which knows pods) and above paramiko (which knows bytes).
-The seed's wrapper is kept as it was used (the original orchestrator, banodoco/reigh-worker-orchestrator,
+Sits under ``orchestrator.adapters.provider`` (which knows pods) and above paramiko (which knows bytes);
+what runs over it to check and start the worker is :mod:`orchestrator.adapters.worker_recipe`. The
+seed's wrapper is kept as it was used (the original orchestrator, banodoco/reigh-worker-orchestrator,
 ``orchestrator/runpod_client.py`` of its first commit): ``SSHClient(hostname, port, username, password,
 private_key_path, timeout)``, ``connect()``, ``execute_command(command, timeout=600)`` returning
 ``(exit_code, stdout, stderr)``, ``disconnect()``; the private key when its file exists, else the
@@ -15,11 +16,6 @@ password. What it adds:
   remote command took too long), each chained to paramiko's exception.
 - Remote commands run with a hard deadline, may be fed bytes on stdin, and read stdout and stderr
   together, so a chatty command cannot deadlock and a hung one cannot hold a thread forever.
-- The start command (``build_start_command``) carries no secret: the credentials travel as
-  NUL-terminated ``NAME=value`` records on the session's stdin (``credential_records``), which the
-  remote script reads, checks against an allow-list and exports; the rest of the pod's own environment
-  comes from its init process (``/proc/1/environ``), because sshd gives every session a clean one.
-  ``docs/worker-start.md`` says why, step by step, and lists every difference from the seed's command.
 """
 
 from __future__ import annotations
@@ -27,14 +23,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import posixpath
-import re
-import secrets
 import select
-import shlex
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -43,27 +35,13 @@ from typing import Any
 import paramiko
 import structlog
 
-from orchestrator.core import config, errors
+from orchestrator.core import errors
 
 log = structlog.get_logger(__name__)
 
 OUTPUT_LOG_CHARS = 500
 # Passwords everyone knows (the seed's fallback for Runpod pods): not secrets to mask.
 PUBLIC_DEFAULT_PASSWORDS = ("runpod",)
-
-# Worker ids become pod names, file names and a command-line argument: keep them boring. The seed's
-# ids look like ``gpu-20250912_101500-1a2b3c4d``.
-WORKER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def validate_worker_id(worker_id: str) -> str:
-    """Refuse a worker id that is not ``[A-Za-z0-9][A-Za-z0-9._-]*`` (at most 128 chars)."""
-    if not isinstance(worker_id, str) or not WORKER_ID_RE.fullmatch(worker_id):
-        raise errors.RunpodRequestError(
-            f"refused: worker id {worker_id!r} must match {WORKER_ID_RE.pattern} "
-            "(it becomes the pod name, a log file name and a command-line argument)"
-        )
-    return worker_id
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -385,374 +363,6 @@ class SSHClient:
             **self._fields,
         )
         return CommandResult(code, stdout, stderr)
-
-
-# --- the worker's bootstrap ----------------------------------------------------------------------------
-
-# The seed's checkout on the network volume (relative entries are under the volume's mount path).
-# Later versions of the original system (banodoco/reigh-worker-orchestrator,
-# gpu_orchestrator/runpod/worker_startup.template.sh) look for Reigh-Worker, then Headless-Wan2GP,
-# directly under /workspace: WORKER_DIRS=Reigh-Worker,Headless-Wan2GP.
-DEFAULT_WORKER_DIRS = ("reigh/Headless-Wan2GP",)
-# The seed's packages (its start command: apt-get update && apt-get install -y python3.10-venv ffmpeg).
-DEFAULT_APT_PACKAGES = ("python3.10-venv", "ffmpeg")
-LAUNCH_VENV = "venv"  # the seed: `python worker.py|headless.py --db-type supabase ...` in the checkout's venv
-LAUNCH_UV = "uv"  # the newer worker: `uv run --python 3.10 --extra cuda124 python worker.py ...`
-LAUNCHES = (LAUNCH_VENV, LAUNCH_UV)
-# Where root reads the variables a pod was created with: its init process (sshd sessions do not see them).
-INIT_ENVIRON = "/proc/1/environ"
-
-# Names the start script accepts on stdin: an allow-list, so this channel can only ever set the
-# credentials the worker needs (never PATH, LD_PRELOAD, BASH_ENV and the like).
-CREDENTIAL_VARS = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY", "WORKER_ID")
-# Without these the worker cannot talk to the database: the start fails, naming them (never their values).
-REQUIRED_VARS = ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "WORKER_ID")
-# Never taken from PID 1: the session's own bookkeeping and bash's special variables (some read-only),
-# and variables that would change how the next shells start.
-INIT_ENV_SKIPPED = (
-    "_", "PWD", "OLDPWD", "SHLVL", "HOME", "USER", "LOGNAME", "SHELL", "MAIL", "TERM",
-    "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "SSH_AUTH_SOCK", "SSH_ORIGINAL_COMMAND",
-    "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "IFS", "PS1", "PS2", "PS4", "PROMPT_COMMAND", "CDPATH",
-    "GLOBIGNORE", "BASH_XTRACEFD", "UID", "EUID", "PPID", "BASHPID", "BASH_VERSINFO", "GROUPS",
-)
-
-def _problem(message: str) -> errors.ConfigError:
-    return errors.ConfigError([message])
-
-
-@dataclass(frozen=True)
-class WorkerStart:
-    """How the worker is started on a pod: where its checkout is, what runs before it, how it is run.
-
-    Built from the settings (``WORKER_DIRS``, ``WORKER_LAUNCH``, ``WORKER_GIT_BRANCH``,
-    ``WORKER_APT_PACKAGES``, ``WORKER_WGP_PROFILE``, ``RUNPOD_VOLUME_MOUNT_PATH``); the defaults are the
-    seed's. Invalid values raise ``ConfigError`` here too, so a library user gets the same message the
-    daemon's configuration gives.
-    """
-
-    mount_path: str = "/workspace"
-    dirs: tuple[str, ...] = DEFAULT_WORKER_DIRS
-    launch: str = LAUNCH_VENV
-    git_branch: str = "main"
-    apt_packages: tuple[str, ...] = DEFAULT_APT_PACKAGES
-    wgp_profile: int = 1
-    # The interpreter the venv launch runs (the seed's `python`, found on PATH after activation).
-    python: str = "python"
-    git_pull_timeout: int = 30
-    lock_wait: int = 60
-    apt_update_timeout: int = 300
-    apt_install_timeout: int = 900
-    init_environ: str = INIT_ENVIRON
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "dirs", tuple(self.dirs))
-        object.__setattr__(self, "apt_packages", tuple(self.apt_packages))
-        if not self.mount_path.startswith("/"):
-            raise _problem(f"RUNPOD_VOLUME_MOUNT_PATH={self.mount_path!r}: expected an absolute path")
-        problems = config.worker_dir_problems(self.dirs) + config.apt_package_problems(self.apt_packages)
-        branch = config.git_branch_problem(self.git_branch)
-        if self.launch not in LAUNCHES:
-            problems.append(f"WORKER_LAUNCH={self.launch!r}: expected one of {', '.join(LAUNCHES)}")
-        if problems or branch:
-            raise errors.ConfigError(problems + ([branch] if branch else []))
-        if isinstance(self.wgp_profile, bool) or not isinstance(self.wgp_profile, int) or self.wgp_profile < 1:
-            raise _problem(f"WORKER_WGP_PROFILE={self.wgp_profile!r}: expected a whole number >= 1")
-        if not self.python or "\x00" in self.python or "\n" in self.python:
-            raise _problem(f"worker python {self.python!r} is not usable")
-
-    def worker_dirs(self) -> tuple[str, ...]:
-        """The candidate checkouts, absolute, in search order."""
-        return tuple(resolve_worker_dir(self.mount_path, d) for d in self.dirs)
-
-
-def resolve_worker_dir(mount_path: str, directory: str) -> str:
-    """An absolute checkout path: a relative ``directory`` is taken under the volume's mount path."""
-    return posixpath.normpath(posixpath.join(mount_path, directory))
-
-
-def headless_dir(mount_path: str) -> str:
-    """The seed's checkout: ``<mount>/reigh/Headless-Wan2GP``."""
-    return resolve_worker_dir(mount_path, DEFAULT_WORKER_DIRS[0])
-
-
-def worker_log_path(mount_path: str, worker_id: str) -> str:
-    """One log file per worker on the volume (readable after the pod is gone), never a shared one."""
-    return str(Path(mount_path) / "reigh" / "logs" / f"{validate_worker_id(worker_id)}.log")
-
-
-@dataclass(frozen=True)
-class InitCheck:
-    name: str
-    command: str
-
-
-def init_checks(mount_path: str, dirs: Sequence[str] = DEFAULT_WORKER_DIRS) -> list[InitCheck]:
-    """The seed's four initialization checks, in order; the checkout check looks in ``dirs`` (in order)."""
-    q = shlex.quote
-    candidates = [resolve_worker_dir(mount_path, d) for d in dirs]
-    listed = " ".join(q(c) for c in candidates)
-    shown = q(", ".join(candidates))
-    checkout = (
-        f"for d in {listed}; do if [ -d \"$d\" ]; then ls -la \"$d\"; exit 0; fi; done; "
-        f"echo \"no worker checkout: \"{shown}\": No such file or directory\"; exit 2"
-    )
-    return [
-        InitCheck("storage_mount", f"ls -la {q(mount_path)}"),
-        InitCheck("headless_dir", checkout),
-        InitCheck("nvidia_smi", "nvidia-smi"),
-        InitCheck("python", "python3 --version 2>&1 || python --version 2>&1"),
-    ]
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    name: str
-    command: str
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
-
-
-def run_init_checks(
-    ssh: SSHClient, mount_path: str, *, dirs: Sequence[str] = DEFAULT_WORKER_DIRS, timeout: float = 30.0
-) -> list[CheckOutcome]:
-    """Run the checks in order in one remote command (one channel, one shell: a quarter of the round
-    trips and process starts of four separate commands); stop at the first failure, the one to report.
-    Each check's stdout and stderr are captured together, framed by markers carrying a per-call nonce
-    so a check's own output cannot forge them."""
-    checks = init_checks(mount_path, dirs)
-    nonce = secrets.token_hex(6)
-    parts = []
-    for c in checks:
-        parts.append(
-            f"printf '\\n@@{nonce} begin {c.name}\\n'; ( {c.command} ) 2>&1; rc=$?; "
-            f"printf '\\n@@{nonce} end {c.name} %d\\n' \"$rc\"; [ \"$rc\" -eq 0 ] || exit 0"
-        )
-    r = ssh.run("\n".join(parts), timeout=timeout, log_as=f"init checks: {', '.join(c.name for c in checks)}")
-    outcomes: list[CheckOutcome] = []
-    text = r.stdout
-    for c in checks:
-        begin = f"\n@@{nonce} begin {c.name}\n"
-        b = text.find(begin)
-        if b < 0:
-            if outcomes and not outcomes[-1].ok:
-                break
-            # The shell never reached this check: report what it said instead.
-            outcomes.append(CheckOutcome(c.name, c.command, r.exit_code or 255, text.strip(), r.stderr))
-            break
-        body_start = b + len(begin)
-        m = re.search(rf"\n@@{nonce} end {re.escape(c.name)} (\d+)\n", text[body_start:])
-        if m is None:
-            outcomes.append(CheckOutcome(c.name, c.command, r.exit_code or 255, text[body_start:], r.stderr))
-            break
-        body = text[body_start : body_start + m.start()]
-        outcomes.append(CheckOutcome(c.name, c.command, int(m.group(1)), body, ""))
-        text = text[body_start + m.end() - 1 :]
-        if outcomes[-1].exit_code != 0:
-            break
-    return outcomes
-
-
-def credential_records(values: Mapping[str, str | None]) -> bytes:
-    """The bytes the start command reads on stdin: one ``NAME=value`` record per credential, each
-    ended by a NUL byte (the one byte no environment value can hold, so values need no escaping at all:
-    quotes, ``$``, backslashes, spaces and newlines arrive as they are). Unset values are left out."""
-    out = bytearray()
-    for name, value in values.items():
-        if name not in CREDENTIAL_VARS:
-            raise errors.RunpodRequestError(f"refused: {name} is not one of the start command's credentials")
-        if value is None:
-            continue
-        if not isinstance(value, str) or "\x00" in value:
-            raise errors.RunpodRequestError(f"refused: {name} must be text without NUL bytes")
-        try:
-            out += f"{name}={value}".encode() + b"\x00"
-        except UnicodeEncodeError as e:
-            raise errors.RunpodRequestError(f"refused: {name} is not valid text ({e.reason})") from e
-    return bytes(out)
-
-
-def _fill(template: str, **values: str) -> str:
-    """Put already-quoted shell words into a script template at ``@NAME@`` (no braces to escape)."""
-    for key, value in values.items():
-        template = template.replace(f"@{key}@", value)
-    leftover = re.search(r"@[A-Z_]+@", template)
-    if leftover:
-        raise AssertionError(f"unfilled placeholder {leftover.group(0)} in the start script")
-    return template
-
-
-# Runs on the pod as `bash -c '<this>'`, in the SSH session: quick, in the foreground, so that whatever
-# prevents the start is reported to the caller with its exit code; then the slow steps are detached.
-_OUTER = r"""# Start of worker @WORKER_ID_TEXT@ (orchestrator.adapters.ssh.build_start_command; docs/worker-start.md).
-worker_id=@WORKER_ID@
-log=@LOG@
-# The detached shell must not source anything before it runs: BASH_ENV, or ~/.bashrc (which Debian's
-# bash sources for a shell it thinks sshd started), would run after the credentials were exported and
-# could overwrite them. Nor does a worker that outlives this session belong to it.
-unset BASH_ENV ENV SSH_CLIENT SSH2_CLIENT SSH_CONNECTION SSH_TTY SSH_AUTH_SOCK
-allowed=' @ALLOWED@ '
-skip=' @SKIPPED@ '
-given=' '
-# 1. Credentials: NUL-terminated NAME=value records on stdin, allow-listed names only. They are never
-#    in this command's text, in a file, or echoed.
-while IFS= read -r -d '' rec; do
-    case $rec in *=*) name=${rec%%=*} ;; *) echo "orchestrator: a malformed record on stdin was ignored" >&2; continue ;; esac
-    case $name in ''|[0-9]*|*[!A-Za-z0-9_]*) echo "orchestrator: a malformed record on stdin was ignored" >&2; continue ;; esac
-    case $allowed in
-        *" $name "*) export "$name=${rec#*=}"; given="$given$name " ;;
-        *) echo "orchestrator: $name is not accepted on stdin; ignored" >&2 ;;
-    esac
-done
-# 2. The pod's own environment (given at pod creation: WORKER_ENV, RUNPOD_*, the image's PATH) lives in
-#    its init process; sshd started this session with a clean one. Stdin's values win.
-if [ -r @INIT_ENVIRON@ ]; then
-    while IFS= read -r -d '' rec; do
-        case $rec in *=*) name=${rec%%=*} ;; *) continue ;; esac
-        case $name in ''|[0-9]*|*[!A-Za-z0-9_]*) continue ;; esac
-        case "$given$skip" in *" $name "*) continue ;; esac
-        if [ "$name" = PATH ]; then
-            PATH=${rec#*=}${PATH:+:$PATH}; export PATH
-        else
-            export "$name=${rec#*=}"
-        fi
-    done < @INIT_ENVIRON@
-else
-    echo "orchestrator: "@INIT_ENVIRON@" is not readable; the pod's own environment was not imported" >&2
-fi
-missing=
-for name in @REQUIRED@; do [ -n "${!name:-}" ] || missing="$missing $name"; done
-if [ -n "$missing" ]; then echo "orchestrator: not received:$missing" >&2; exit 2; fi
-if [ "$WORKER_ID" != "$worker_id" ]; then echo "orchestrator: WORKER_ID does not name this worker" >&2; exit 2; fi
-# 3. The checkout: the first configured directory that exists.
-dir=
-for d in @DIRS@; do if [ -d "$d" ]; then dir=$d; break; fi; done
-if [ -z "$dir" ]; then echo "orchestrator: no worker checkout at "@DIRS_SHOWN@ >&2; exit 4; fi
-cd "$dir" || exit 4
-@CHECKS@
-# 4. The slow steps and the worker, detached: own session, no stdin, output to this worker's log.
-mkdir -p @LOG_DIR@ || exit 3
-( umask 077; : >> "$log" ) || { echo "orchestrator: cannot write $log" >&2; exit 3; }
-if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=; fi
-$detach nohup bash --norc --noprofile -c @INNER@ orchestrator-worker-start >> "$log" 2>&1 < /dev/null &
-echo "started pid $!"
-"""
-
-_CHECKS_VENV = r"""if [ ! -f venv/bin/activate ]; then echo "orchestrator: no venv/bin/activate in $dir" >&2; exit 5; fi
-if [ ! -f worker.py ] && [ ! -f headless.py ]; then echo "orchestrator: neither worker.py nor headless.py in $dir" >&2; exit 6; fi"""
-
-_CHECKS_UV = r"""if ! command -v uv >/dev/null 2>&1; then echo "orchestrator: uv is not on the pod's PATH" >&2; exit 7; fi
-if [ ! -f worker.py ]; then echo "orchestrator: no worker.py in $dir" >&2; exit 6; fi"""
-
-# Runs detached, in the checkout, with the credentials exported: the seed's steps in the seed's order.
-_INNER = r"""echo "orchestrator: starting worker $WORKER_ID in $PWD at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-# Pods sharing the volume share this checkout: one pull at a time, and never for long.
-lock="${PWD%/*}/.${PWD##*/}.git-pull.lock"
-echo "orchestrator: git pull origin "@BRANCH@
-if command -v flock >/dev/null 2>&1; then
-    flock -w @LOCK_WAIT@ "$lock" timeout @PULL_TIMEOUT@ git pull origin @BRANCH@
-else
-    timeout @PULL_TIMEOUT@ git pull origin @BRANCH@
-fi
-rc=$?
-if [ "$rc" -eq 0 ]; then echo "orchestrator: git pull: ok"; else echo "orchestrator: git pull failed or timed out (exit $rc); starting the checked-out code"; fi
-@ACTIVATE@
-@APT@
-@LAUNCH@
-"""
-
-_ACTIVATE_VENV = r"""echo "orchestrator: activating venv/bin/activate"
-. venv/bin/activate || { echo "orchestrator: cannot activate venv/bin/activate"; exit 5; }"""
-
-# The package lists of a fresh pod are empty: install only works after update. Failures are
-# tolerated as in the seed, but the step ends before the worker starts.
-_APT = r"""echo "orchestrator: apt-get update"
-if timeout @UPDATE_TIMEOUT@ apt-get update -q; then
-    echo "orchestrator: apt-get update: ok"
-    echo "orchestrator: apt-get install -y "@PKGS_SHOWN@
-    DEBIAN_FRONTEND=noninteractive timeout @INSTALL_TIMEOUT@ apt-get install -y -q @PKGS@
-    rc=$?
-    if [ "$rc" -eq 0 ]; then echo "orchestrator: apt-get install: ok"; else echo "orchestrator: apt-get install failed (exit $rc); continuing"; fi
-else
-    echo "orchestrator: apt-get update failed (exit $?); apt-get install skipped; continuing"
-fi"""
-
-# The arguments are not echoed: they hold the credentials.
-_LAUNCH_VENV = r"""if [ -f worker.py ]; then entry=worker.py; else entry=headless.py; fi
-echo "orchestrator: exec python $entry --db-type supabase --supabase-url ... --supabase-anon-key ... --supabase-access-token ... --worker $WORKER_ID"
-exec @PYTHON@ "$entry" --db-type supabase --supabase-url "$SUPABASE_URL" --supabase-anon-key "${SUPABASE_ANON_KEY:-}" --supabase-access-token "$SUPABASE_SERVICE_ROLE_KEY" --worker "$WORKER_ID"
-"""
-
-_LAUNCH_UV = r"""echo "orchestrator: exec uv run --python 3.10 --extra cuda124 python worker.py --supabase-url ... --supabase-access-token ... --worker $WORKER_ID --wgp-profile "@PROFILE@
-exec uv run --python 3.10 --extra cuda124 python worker.py --supabase-url "$SUPABASE_URL" --supabase-access-token "$SUPABASE_SERVICE_ROLE_KEY" --worker "$WORKER_ID" --wgp-profile @PROFILE@"""
-
-
-def build_start_command(worker_id: str, start: WorkerStart | None = None) -> str:
-    """The command that starts the worker on its pod: ``bash -c '<script>'``, with no secret in it.
-
-    Feed it ``credential_records(...)`` on stdin (``SSHClient.run(..., stdin=...)``). In the SSH
-    session, in the foreground (so a failure is reported with its exit code): read the records and
-    export the allow-listed ones; import the pod's own environment from its init process
-    (``/proc/1/environ``), never overriding a value from stdin; check the credentials are all there (2),
-    find the checkout (4: the first of ``start.dirs`` that exists), its venv (5) and entry (6), or ``uv``
-    (7); create the worker's log (3). Then, detached (``setsid nohup``, stdin from /dev/null, output
-    to ``<mount>/reigh/logs/<worker id>.log``), the seed's steps in the seed's order:
-    ``timeout 30 git pull origin <branch>`` (serialised with ``flock`` among the pods sharing the
-    checkout; failure tolerated), venv activation, ``apt-get update`` then ``apt-get install -y
-    <packages>`` (failures tolerated, finished before the worker starts), then ``exec`` the worker:
-    ``python worker.py`` when the checkout has it, else the seed's ``python headless.py``, with the
-    seed's arguments (or the ``uv`` launch of the newer worker). The SSH call returns in about a second.
-    """
-    validate_worker_id(worker_id)
-    start = start or WorkerStart()
-    q = shlex.quote
-    logfile = worker_log_path(start.mount_path, worker_id)
-    dirs = start.worker_dirs()
-    if start.launch == LAUNCH_UV:
-        checks, activate = _CHECKS_UV, "# (uv runs the project's own environment: no venv to activate)"
-        launch = _fill(_LAUNCH_UV, PROFILE=str(int(start.wgp_profile)))
-    else:
-        checks, activate = _CHECKS_VENV, _ACTIVATE_VENV
-        launch = _fill(_LAUNCH_VENV, PYTHON=q(start.python))
-    if start.apt_packages:
-        apt = _fill(
-            _APT,
-            UPDATE_TIMEOUT=str(int(start.apt_update_timeout)),
-            INSTALL_TIMEOUT=str(int(start.apt_install_timeout)),
-            PKGS=" ".join(q(p) for p in start.apt_packages),
-            PKGS_SHOWN=q(" ".join(start.apt_packages)),
-        )
-    else:
-        apt = 'echo "orchestrator: no apt packages configured (WORKER_APT_PACKAGES=none)"'
-    inner = _fill(
-        _INNER,
-        BRANCH=q(start.git_branch),
-        LOCK_WAIT=str(int(start.lock_wait)),
-        PULL_TIMEOUT=str(int(start.git_pull_timeout)),
-        ACTIVATE=activate,
-        APT=apt,
-        LAUNCH=launch,
-    )
-    outer = _fill(
-        _OUTER,
-        WORKER_ID_TEXT=worker_id,
-        WORKER_ID=q(worker_id),
-        LOG=q(logfile),
-        LOG_DIR=q(str(Path(logfile).parent)),
-        ALLOWED=" ".join(CREDENTIAL_VARS),
-        SKIPPED=" ".join(INIT_ENV_SKIPPED),
-        INIT_ENVIRON=q(start.init_environ),
-        REQUIRED=" ".join(REQUIRED_VARS),
-        DIRS=" ".join(q(d) for d in dirs),
-        DIRS_SHOWN=q(", ".join(dirs)),
-        CHECKS=checks,
-        INNER=q(inner),
-    )
-    return f"bash --norc --noprofile -c {q(outer)}"
 
 
 def redact_command(command: str, secrets: Sequence[str]) -> str:

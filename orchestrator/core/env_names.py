@@ -23,7 +23,7 @@ OTHER_NAMES: frozenset[str] = frozenset(
     {
         "ORCHESTRATOR_MIGRATIONS_DIR",  # orchestrator.adapters.db.migrate: where migrations/ is
         "ORCHESTRATOR_PG_BINDIR",  # orchestrator.standins.pg: PostgreSQL's binaries for the embedded stack
-        "ORCHESTRATOR_TEST_CRASH_AT",  # orchestrator.loop.controller: the crash-recovery tests' crash point
+        "ORCHESTRATOR_TEST_CRASH_AT",  # orchestrator.loop.effects: the crash-recovery tests' crash point
     }
 )
 # Read by the runpod SDK this package depends on (runpod-python: runpod/__init__.py, runpod/api,

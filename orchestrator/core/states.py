@@ -9,7 +9,9 @@ the back-off is decided here, once.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 
@@ -42,6 +44,43 @@ class WorkerState(StrEnum):
     def booting(self) -> bool:
         """Not yet serving: counted as capacity so that booting pods never cause more spawns."""
         return self in (WorkerState.SPAWNING, WorkerState.INITIALIZING)
+
+
+_S = WorkerState
+# The legal moves of a worker row, each with its meaning: the ``orchestrator_worker_transitions`` rows
+# of migrations/20261129000100_orchestrator_schema.sql, which ``orch_transition_worker`` enforces (it
+# refuses any other move with OR002; a move to the current state is a no-op). The database is the
+# authority; this copy is what the in-memory database of the simulator enforces, and
+# tests/integration/test_sql_contract.py checks it equals the rows of a migrated database, meaning
+# for meaning.
+TRANSITIONS: Mapping[tuple[WorkerState, WorkerState], str] = MappingProxyType(
+    {
+        (_S.SPAWNING, _S.INITIALIZING): "the pod is ready: SSH answers",
+        (_S.SPAWNING, _S.TERMINATING): "scale-down before the pod booted",
+        (_S.SPAWNING, _S.ERROR): "the pod failed or the spawning timeout passed",
+        (_S.SPAWNING, _S.TERMINATED): "the provider confirms there is no pod",
+        (_S.INITIALIZING, _S.ACTIVE): "first heartbeat after the worker process started",
+        (_S.INITIALIZING, _S.TERMINATING): "scale-down during initialization",
+        (_S.INITIALIZING, _S.ERROR): "initialization checks or the process start failed",
+        (_S.INITIALIZING, _S.TERMINATED): "the provider confirms the pod is gone",
+        (_S.ACTIVE, _S.DRAINING): "idle past the idle timeout: stop claiming, then terminate",
+        (_S.ACTIVE, _S.TERMINATING): "an operator asked for termination",
+        (_S.ACTIVE, _S.ERROR): "unhealthy: stale heartbeat, stuck task, pod gone",
+        (_S.ACTIVE, _S.TERMINATED): "the provider confirms the pod is gone",
+        (_S.DRAINING, _S.ACTIVE): "work came back before the pod was terminated",
+        (_S.DRAINING, _S.TERMINATING): "pod termination asked of the provider",
+        (_S.DRAINING, _S.ERROR): "unhealthy while draining",
+        (_S.DRAINING, _S.TERMINATED): "the provider confirms the pod is gone",
+        (_S.TERMINATING, _S.ERROR): "termination failed badly: needs diagnostics and a retry",
+        (_S.TERMINATING, _S.TERMINATED): "the provider confirms the pod is gone",
+        (_S.ERROR, _S.TERMINATED): "the provider confirms the pod is gone",
+    }
+)
+
+
+def legal_move(from_status: str, to_status: str) -> bool:
+    """Whether the transition table has the edge ``from_status -> to_status`` (state names as text)."""
+    return (from_status, to_status) in TRANSITIONS
 
 
 class PodStatus(StrEnum):
@@ -166,9 +205,9 @@ NOT_BOOT_FAILURES: frozenset[str] = frozenset(
     }
 )
 
-# What a worker id must look like to become a pod name, a log file name and a command-line argument
-# (the same rule as ``orchestrator.adapters.ssh.WORKER_ID_RE``, which refuses anything else; a test keeps the two
-# equal). Ids the policy makes always match; a row left by another system may not.
+# What a worker id must look like to become a pod name, a log file name and a command-line argument.
+# The one definition: ``orchestrator.adapters.worker_recipe.validate_worker_id`` refuses anything else
+# with it. Ids the policy makes always match; a row left by another system may not.
 WORKER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 

@@ -167,6 +167,10 @@ class Metrics:
         if seconds >= 0:
             self.boot_seconds.labels(gpu_type=gpu_type or "unknown").observe(seconds)
 
+    def count_spawn_failure(self, reason: str) -> None:
+        """A pod creation or a boot failed (``reason``: the boot outcome's, or the error's type)."""
+        self.spawn_failures.labels(reason=reason).inc()
+
     def observe_tick_failure(self, step: str) -> None:
         self.tick_failures.labels(step=step).inc()
 

@@ -27,7 +27,8 @@ from typing import Any
 
 from orchestrator.core.config import Settings, defaults
 from orchestrator.core.policy import plan as real_plan
-from orchestrator.studies.simulation import BootModel, Faults, PlanFn, Result, Simulation
+from orchestrator.studies.fleet import BootModel, Faults
+from orchestrator.studies.simulation import PlanFn, Result, Simulation
 from orchestrator.studies.traces import HOUR, Trace, TraceTask
 
 

@@ -43,7 +43,7 @@ from orchestrator.core.config import Settings, defaults
 from orchestrator.core.observed import PodView, Snapshot
 from orchestrator.core.policy import plan as real_plan
 from orchestrator.core.states import Reason
-from orchestrator.studies.simulation import EPOCH
+from orchestrator.studies.clock import EPOCH
 from orchestrator.studies.traces import Trace
 
 PlanFn = Callable[..., Plan]

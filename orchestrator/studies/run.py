@@ -20,12 +20,12 @@ from orchestrator.core import config as config_mod
 from orchestrator.core.config import Settings
 from orchestrator.core.errors import ConfigError
 from orchestrator.studies import traces as tr
+from orchestrator.studies.fleet import GPU_PRICE, BootModel
 from orchestrator.studies.policies import PolicySpec, specs
-from orchestrator.studies.simulation import GPU_PRICE, BootModel, Simulation, oracle
+from orchestrator.studies.simulation import Simulation, oracle
 
 ORACLE = "oracle"
 DEFAULT_POLICIES = ("ours", "original", "serverless", ORACLE)
-DEFAULT_TRACE = "steady"
 # The metric names and order of bench/policy.py (its JSON and this command's use the same keys).
 METRIC_ORDER = (
     "cost_usd", "gpu_hours", "busy_share", "wait_p50_s", "wait_p95_s", "wait_p99_s",

@@ -38,18 +38,18 @@ class GatedClient(RunpodClient):
         self.started: list[str] = []
         self.terminated: list[str] = []
 
-    def spawn_worker(self, worker_id: str, *args: Any, **kwargs: Any) -> Any:
+    def spawn(self, worker_id: str, *args: Any, **kwargs: Any) -> Any:
         self.spawns.append(worker_id)
         self.release.wait(60)
-        return super().spawn_worker(worker_id, *args, **kwargs)
+        return super().spawn(worker_id, *args, **kwargs)
 
-    def start_worker_process(self, runpod_id: str, *args: Any, **kwargs: Any) -> Any:
+    def start_process(self, runpod_id: str, *args: Any, **kwargs: Any) -> Any:
         self.started.append(runpod_id)
-        return super().start_worker_process(runpod_id, *args, **kwargs)
+        return super().start_process(runpod_id, *args, **kwargs)
 
-    def terminate_worker(self, runpod_id: str, *args: Any, **kwargs: Any) -> Any:
+    def terminate(self, runpod_id: str, *args: Any, **kwargs: Any) -> Any:
         self.terminated.append(runpod_id)
-        return super().terminate_worker(runpod_id, *args, **kwargs)
+        return super().terminate(runpod_id, *args, **kwargs)
 
 
 @pytest.fixture

@@ -169,9 +169,9 @@ def test_one_malformed_pod_entry_does_not_blind_the_tick_to_the_others(
     foreign = _rest_pod(id="notebookpod001", name="alice-notebook", status="HIBERNATING")
     stub.routes[("GET", "/v2/pods")] = (200, "application/json", json.dumps({"pods": [orphan, foreign]}))
 
-    snapshot, pods = controller.gather()
-    assert pods is not None, "the whole listing was discarded because of one foreign pod"
-    decided = controller.decide(snapshot, pods)
+    gathered = controller.gather()
+    assert gathered.pods is not None, "the whole listing was discarded because of one foreign pod"
+    decided = controller.decide(gathered)
     assert any(isinstance(a, TerminatePod) and a.runpod_id == "orphanpod00001" for a in decided.actions)
 
 

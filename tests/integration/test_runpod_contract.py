@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from orchestrator.adapters.runpod.base import RetryPolicy
-from orchestrator.runpod_client import STATUS_KEYS, RunpodClient, format_gpus, format_volumes
+from orchestrator.render import format_gpus, format_volumes
+from orchestrator.runpod_client import STATUS_KEYS, RunpodClient
+from orchestrator.wiring import make_provider
 from tests.plugins.emulator import TEST_API_KEY
 
 TRANSPORTS = ["rest", "graphql"]
@@ -226,7 +228,7 @@ def test_configuration_from_environment_and_settings(ssh_keypair, tmp_path: Path
     assert c._public_key().split()[:2] == ssh_keypair.public_key.split()[:2]
 
     settings = load_settings({**env, "DATABASE_URL": "postgresql://u@127.0.0.1:9/db"}, env_file=None)
-    s = RunpodClient.from_settings(settings)
+    s = make_provider(settings)  # the daemon's one way from settings to a client
     assert s.gpu_types == ["NVIDIA GeForce RTX 4090", "RTX A4000"] and s.api == "graphql"
     assert s.ssh_private_key_path == str(ssh_keypair.private_key_path)
 

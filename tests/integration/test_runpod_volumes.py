@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from orchestrator.core import errors
-from orchestrator.runpod_client import format_volumes
+from orchestrator.render import format_volumes
 from tests.integration.test_runpod_contract import TRANSPORTS, make_client
 from tests.plugins.emulator import TEST_API_KEY
 

@@ -24,6 +24,7 @@ import pytest
 from orchestrator.adapters.db.base import Database
 from orchestrator.adapters.db.postgres import PostgresTransport
 from orchestrator.core import errors
+from orchestrator.core.states import TRANSITIONS, WorkerState
 from tests.plugins.supabase import RealWorkerSQL
 
 DATABASE_DOC = Path(__file__).resolve().parents[2] / "docs" / "database.md"
@@ -196,24 +197,37 @@ def _edges(raw: psycopg.Connection[Any]) -> set[tuple[str, str]]:
     return {(r["from_status"], r["to_status"]) for r in rows}
 
 
-STATES = ["spawning", "initializing", "active", "draining", "terminating", "error", "terminated"]
-
-# docs/database.md's table, written out independently of the migration so a drift is caught.
-DOCUMENTED_EDGES = {
-    ("spawning", "initializing"), ("spawning", "terminating"), ("spawning", "error"), ("spawning", "terminated"),
-    ("initializing", "active"), ("initializing", "terminating"), ("initializing", "error"),
-    ("initializing", "terminated"),
-    ("active", "draining"), ("active", "terminating"), ("active", "error"), ("active", "terminated"),
-    ("draining", "active"), ("draining", "terminating"), ("draining", "error"), ("draining", "terminated"),
-    ("terminating", "error"), ("terminating", "terminated"),
-    ("error", "terminated"),
-}  # fmt: skip
+STATES = [s.value for s in WorkerState]
+EDGES = {(a.value, b.value) for a, b in TRANSITIONS}
 
 
-def test_transition_table_matches_the_documentation(raw: psycopg.Connection[Any]) -> None:
-    assert _edges(raw) == DOCUMENTED_EDGES
-    meanings = raw.execute("select meaning from orchestrator_worker_transitions").fetchall()
-    assert all(m["meaning"].strip() for m in meanings)
+def _documented_edges() -> set[tuple[str, str]]:
+    """The edges of docs/database.md's table (a cell other than a dash is an edge)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "database.md").read_text()
+    section = text.split("## Worker states and the transition table", 1)[1].lstrip("\n")
+    rows: list[str] = []
+    for line in section.splitlines():
+        if not line.startswith("|"):
+            break  # the first table of the section ends here
+        rows.append(line)
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    edges: set[tuple[str, str]] = set()
+    for line in rows[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for to, cell in zip(header[1:], cells[1:], strict=False):
+            if cell and cell != "—" and not cell.startswith("("):
+                edges.add((cells[0], to))
+    return edges
+
+
+def test_transition_table_is_the_one_the_code_and_the_documentation_use(raw: psycopg.Connection[Any]) -> None:
+    # The migration's rows are the authority; core.states.TRANSITIONS (which the simulator's database
+    # enforces) must equal them edge for edge and meaning for meaning, and docs/database.md's table too.
+    rows = raw.execute("select from_status, to_status, meaning from orchestrator_worker_transitions").fetchall()
+    assert {(r["from_status"], r["to_status"]): r["meaning"] for r in rows} == {
+        (a.value, b.value): meaning for (a, b), meaning in TRANSITIONS.items()
+    }
+    assert _edges(raw) == EDGES == _documented_edges()
 
 
 def test_every_pair_of_states_is_allowed_or_refused_per_table(
@@ -225,7 +239,7 @@ def test_every_pair_of_states_is_allowed_or_refused_per_table(
                 continue
             wid = f"w-{source}-{target}"
             add_worker(raw, wid, source, runpod_id="pod-1")
-            if (source, target) in DOCUMENTED_EDGES:
+            if (source, target) in EDGES:
                 row = db.transition_worker(token, wid, target, "test", {"note": target})
                 assert row["status"] == target and row["metadata"]["note"] == target
                 assert row["metadata"]["runpod_id"] == "pod-1"

@@ -20,13 +20,8 @@ import paramiko
 import pytest
 
 from orchestrator.adapters.runpod.base import Pod
-from orchestrator.adapters.ssh import (
-    SSHClient,
-    WorkerStart,
-    build_start_command,
-    credential_records,
-    fingerprint,
-)
+from orchestrator.adapters.ssh import SSHClient, fingerprint
+from orchestrator.adapters.worker_recipe import WorkerStart, build_start_command, credential_records
 from orchestrator.core import errors
 
 SSHD = "/usr/sbin/sshd"
@@ -317,7 +312,7 @@ def test_pinned_host_key_mismatch_is_refused_through_the_client(api: str, emulat
 
 
 def test_init_checks_name_the_failed_step_with_its_output(sandbox_factory, sim_volume, tmp_path: Path, ssh_keypair) -> None:  # type: ignore[no-untyped-def]
-    from orchestrator.adapters.ssh import run_init_checks
+    from orchestrator.adapters.worker_recipe import run_init_checks
 
     good = sandbox_factory(volume_dir=sim_volume)
     with _client(good.port, ssh_keypair) as c:

@@ -41,6 +41,7 @@ from orchestrator.core.actions import (
 )
 from orchestrator.core.states import Reason, WorkerState
 from orchestrator.loop.controller import Controller
+from orchestrator.ports import BootCheck, SpawnedPod
 from orchestrator.runpod_client import RunpodClient
 from tests.integration.test_runpod_contract import make_client, wait_for
 
@@ -175,30 +176,30 @@ class RecordingProvider:
     def spawn_volumes(self) -> list[Any]:
         return []
 
-    def spawn_worker(self, worker_id: str, worker_env: Any = None, **kw: Any) -> dict[str, Any]:
+    def spawn(self, worker_id: str, worker_env: Any = None, **kw: Any) -> SpawnedPod:
         raise AssertionError("no spawn in these tests")
 
-    def check_and_initialize_worker(self, worker_id: str, runpod_id: str, *, expected_fingerprint: str | None = None) -> dict[str, Any]:
+    def check_boot(self, worker_id: str, runpod_id: str, *, expected_fingerprint: str | None = None) -> BootCheck:
         self._call("init_checks")
         # A check's output may hold anything, a NUL byte included (jsonb refuses \u0000).
-        return {"status": "error", "step": "venv", "error": "initialization check venv failed (exit 1): \x00\x01binary"}
+        return BootCheck("failed", worker_id, runpod_id, step="venv", error="initialization check venv failed (exit 1): \x00\x01binary")
 
-    def start_worker_process(self, runpod_id: str, worker_id: str, *, expected_fingerprint: str | None = None) -> bool:
+    def start_process(self, runpod_id: str, worker_id: str, *, expected_fingerprint: str | None = None) -> bool:
         self._call("start")
         return False
 
-    def terminate_worker(self, runpod_id: str) -> bool:
+    def terminate(self, runpod_id: str) -> bool:
         self._call("terminate")
         self.terminated.append(runpod_id)
         return True
 
-    def get_pod_status(self, runpod_id: str) -> dict[str, Any] | None:
+    def pod_status(self, runpod_id: str) -> dict[str, Any] | None:
         self._call("pod_status")
         return {"runpod_id": runpod_id, "desired_status": "RUNNING", "actual_status": "RUNNING", "cost_per_hr": 0.69}
 
-    def execute_command_on_worker(self, runpod_id: str, command: str, timeout: float = 60.0) -> tuple[int, str, str]:
+    def log_tail(self, runpod_id: str, worker_id: str, *, lines: int, timeout: float) -> str:
         self._call("log_tail")
-        return 0, "Traceback (most recent call last):\n  CUDA error: out of memory\n", ""
+        return "Traceback (most recent call last):\n  CUDA error: out of memory\n"
 
 
 class FaultyDatabase(Database):

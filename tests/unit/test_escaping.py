@@ -19,7 +19,7 @@ from runpod.api.mutations.pods import generate_pod_deployment_mutation
 from orchestrator.adapters.runpod import rest
 from orchestrator.adapters.runpod.base import check_env, check_pod_id, parse_rate_limit_reset
 from orchestrator.adapters.runpod.graphql import gql_escape
-from orchestrator.adapters.ssh import build_start_command, validate_worker_id
+from orchestrator.adapters.worker_recipe import build_start_command, validate_worker_id
 from orchestrator.core import errors
 
 HOSTILE = [
@@ -123,7 +123,7 @@ def test_start_command_never_holds_a_credential_whatever_its_value() -> None:
     """The credentials travel on stdin as NUL-terminated records (tests/unit/test_start_command.py runs
     them through bash): the command text is the same whatever their values, and the records carry each
     value byte for byte."""
-    from orchestrator.adapters.ssh import credential_records
+    from orchestrator.adapters.worker_recipe import credential_records
 
     command = build_start_command("gpu-20250912_101500-1a2b3c4d")
     for value in HOSTILE[:-1]:

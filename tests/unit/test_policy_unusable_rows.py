@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from orchestrator.adapters import ssh
+from orchestrator.adapters import worker_recipe
 from orchestrator.core.actions import FailWorker, MarkTerminated, RequeueUnownedTasks, TerminatePod
 from orchestrator.core.observed import Queue, Snapshot
 from orchestrator.core.policy import plan
@@ -29,7 +29,7 @@ LONG = "gpu-" + "x" * 140
 
 
 def test_the_worker_id_rule_is_the_one_the_ssh_layer_enforces() -> None:
-    assert WORKER_ID_PATTERN.pattern == ssh.WORKER_ID_RE.pattern
+    assert worker_recipe.WORKER_ID_RE is WORKER_ID_PATTERN
 
 
 def test_a_booting_row_whose_id_cannot_name_a_pod_is_retired_at_once() -> None:

@@ -16,8 +16,8 @@ from typing import Any
 
 from orchestrator.core.errors import ConfigError
 from orchestrator.studies import traces
+from orchestrator.studies.fleet import GPU_PRICE
 from orchestrator.studies.run import DEFAULT_POLICIES, METRIC_ORDER, mean_metrics
-from orchestrator.studies.simulation import GPU_PRICE
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.adapters.ssh import (
+from orchestrator.adapters.worker_recipe import (
     CREDENTIAL_VARS,
     WorkerStart,
     build_start_command,

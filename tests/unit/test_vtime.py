@@ -25,18 +25,11 @@ from orchestrator.core.observed import Snapshot
 from orchestrator.core.policy import plan
 from orchestrator.core.states import Meta, Reason, WorkerState
 from orchestrator.studies import traces
+from orchestrator.studies.clock import EPOCH, Clock
+from orchestrator.studies.fleet import GPU, GPU_PRICE, BootModel, Faults, SimProvider
+from orchestrator.studies.memdb import SimDB
 from orchestrator.studies.policies import busy_workers_count_themselves, specs
-from orchestrator.studies.simulation import (
-    EPOCH,
-    GPU,
-    GPU_PRICE,
-    BootModel,
-    Clock,
-    Faults,
-    SimDB,
-    SimProvider,
-    Simulation,
-)
+from orchestrator.studies.simulation import Simulation
 from orchestrator.studies.traces import Trace, TraceTask
 
 # --- the provider: billing and boots ---------------------------------------------------------------

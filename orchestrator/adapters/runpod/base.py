@@ -33,6 +33,7 @@ import tenacity
 
 from orchestrator import telemetry
 from orchestrator.core import errors
+from orchestrator.core.states import PodStatus
 
 log = structlog.get_logger(__name__)
 
@@ -40,13 +41,14 @@ T = TypeVar("T")
 
 EXCERPT_CHARS = 400
 
-# Status values of REST v2's PodStatus enum; the GraphQL adapter derives the same vocabulary.
-PROVISIONING = "PROVISIONING"
-STARTING = "STARTING"
-RUNNING = "RUNNING"
-EXITED = "EXITED"
-ERROR = "ERROR"
-TERMINATED = "TERMINATED"
+# Status values of REST v2's PodStatus enum, spelled once in core.states; the GraphQL adapter derives
+# the same vocabulary.
+PROVISIONING = PodStatus.PROVISIONING
+STARTING = PodStatus.STARTING
+RUNNING = PodStatus.RUNNING
+EXITED = PodStatus.EXITED
+ERROR = PodStatus.ERROR
+TERMINATED = PodStatus.TERMINATED
 
 # The real service's words for "no capacity" (the GraphQL error users of the SDK report, "There are no
 # longer any instances available with the requested specifications"; a resume on a full host, "There are

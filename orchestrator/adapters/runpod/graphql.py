@@ -370,6 +370,7 @@ def _pod(p: Any) -> Pod:
                 is_public=bool(rp.get("isIpPublic")),
             )
         )
+    actual: str
     if desired == TERMINATED:
         actual = TERMINATED
     elif desired == EXITED:

@@ -1,0 +1,461 @@
+"""The executor: one table from action type to the handler that carries it out.
+
+Where this sits: the "apply" step of the tick (gather -> decide -> apply -> record). Each action of
+:mod:`orchestrator.core.actions` has one handler here, written once, and :data:`HANDLERS` maps the
+action's class to it. The daemon's controller runs a handler with :class:`~orchestrator.loop.effects.
+LiveEffects` (each database or provider call made at once, on a worker thread); the virtual-time
+simulator (``orchestrator.studies.driver``) runs the same handler with effects that advance its clock
+by each call's modelled latency. So what the simulator measures is what the daemon does.
+
+A handler is a generator over :class:`~orchestrator.loop.effects.Effects`: every call outside itself is
+``yield from effects.<call>(...)``. It returns the action's outcome fields (``outcome`` when not
+``ok``; ``skipped_steps``; ``tasks_reset``; ...), which the controller counts and logs.
+
+An action that ends billing (fail a worker, a boot step's failure, terminate a pod, close a row) always
+finishes: each step around its ending (diagnostics, the log tail, the details it records, the requeue,
+the metadata merge, the event, the metrics) runs through :func:`_step`, which logs a failure as
+``action_step_failed`` with its context and goes on, so the transition, the requeue and the termination
+(by pod id, which needs nothing from the row) do not depend on one another. The outcome names what was
+skipped (``skipped_steps``; outcome ``partial``) and the next tick, level-triggered, repairs the rest.
+Only a lost lease stops an ending: the fence before the provider call refuses a stale leader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from orchestrator.core import errors
+from orchestrator.core.actions import (
+    Action,
+    Drain,
+    FailWorker,
+    Initialize,
+    MarkTerminated,
+    Promote,
+    Reactivate,
+    RequeueTasks,
+    RequeueUnownedTasks,
+    Spawn,
+    StartProcess,
+    TerminatePod,
+)
+from orchestrator.core.observed import Worker, parse_ts
+from orchestrator.core.states import Meta, Reason, WorkerState
+from orchestrator.loop.effects import Effects, Steps, iso
+from orchestrator.ports import Requeued
+
+T = TypeVar("T")
+Outcome = dict[str, Any]
+Handler = Callable[[Any, Worker | None, Effects], Steps[Outcome]]
+
+
+def action_key(action: Action) -> str:
+    """What one action is about: its worker, else its pod. One action per key is in flight at a time."""
+    worker = getattr(action, "worker_id", None)
+    if worker:
+        return f"w:{worker}"
+    pod = getattr(action, "runpod_id", None)
+    if pod:
+        return f"p:{pod}"
+    return f"k:{action.kind}"  # an action on no worker and no pod (RequeueUnownedTasks): one at a time
+
+
+def run(action: Action, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    """The steps of ``action`` (``worker`` is its row in the tick's snapshot, when it has one)."""
+    return HANDLERS[type(action)](action, worker, fx)
+
+
+# --- steps shared by the handlers ----------------------------------------------------------------------
+
+
+def _skipped(skipped: list[str]) -> Outcome:
+    return {"skipped_steps": skipped} if skipped else {}
+
+
+def _step(fx: Effects, action: str, step: str, skipped: list[str], steps: Steps[T]) -> Steps[tuple[bool, T | None]]:
+    """Run one step of an action that ends billing; ``(done, its value)``.
+
+    Whatever fails here (a database fault, a refused argument, a malformed answer, a bug) is logged
+    with its context and the step skipped, so the steps after it (the transition, the requeue, the
+    termination) still run. ``LeaseLost`` is the exception: a stale leader must stop everything,
+    and the fence before the provider call would refuse it anyway.
+    """
+    try:
+        return True, (yield from steps)
+    except errors.LeaseLost:
+        raise
+    except Exception as exc:
+        fx.log.warning("action_step_failed", action=action, step=step, error_type=type(exc).__name__, error=str(exc)[:300])
+        skipped.append(step)
+        return False, None
+
+
+def _local_step(fx: Effects, action: str, step: str, skipped: list[str], call: Callable[[], T]) -> T | None:
+    """:func:`_step` for a call that is not I/O (a metric, an estimate)."""
+    try:
+        return call()
+    except Exception as exc:
+        fx.log.warning("action_step_failed", action=action, step=step, error_type=type(exc).__name__, error=str(exc)[:300])
+        skipped.append(step)
+        return None
+
+
+def _event(fx: Effects, kind: str, skipped: list[str] | None, **fields: Any) -> Steps[None]:
+    try:
+        yield from fx.event(kind, **fields)
+    except errors.LeaseLost:
+        raise
+    except Exception as exc:  # the event log is a record: losing one line must not stop an action
+        fx.log.warning("event_not_recorded", kind=kind, error=f"{type(exc).__name__}: {exc}"[:300])
+        if skipped is not None:
+            skipped.append("event")
+
+
+def _to_error(
+    fx: Effects, action: str, worker_id: str, reason: str, metadata: Mapping[str, Any], skipped: list[str]
+) -> Steps[None]:
+    """Transition to ``error`` with the full details; failing that, with the reason alone.
+
+    The details (diagnostics, a log tail) are the likeliest thing to be refused (a NUL byte the
+    jsonb type rejects, a value too large), and a row that cannot say why it failed is still better
+    ended than left running. A row already moved on (terminated by a racing confirmation, deleted)
+    needs no transition: the rest of the ending goes ahead.
+    """
+    try:
+        yield from fx.transition(worker_id, WorkerState.ERROR, reason, metadata)
+        return
+    except errors.LeaseLost:
+        raise
+    except (errors.IllegalTransition, errors.NotFound) as exc:
+        fx.log.info("action_superseded", action=action, step="transition", error=str(exc)[:300])
+        return
+    except Exception as exc:
+        fx.log.warning(
+            "action_step_failed", action=action, step="transition_with_details", error_type=type(exc).__name__, error=str(exc)[:300]
+        )
+    bare = {
+        Meta.ERROR_REASON: reason,
+        Meta.FAILED_AT: iso(fx.now()),
+        Meta.ERROR_DETAILS: "details not recorded (see action_step_failed in the daemon's log)",
+    }
+    yield from _step(fx, action, "transition", skipped, fx.transition(worker_id, WorkerState.ERROR, reason, bare))
+
+
+def _requeue(fx: Effects, action: str, worker_id: str, reason: str, skipped: list[str]) -> Steps[Requeued]:
+    _done, requeued = yield from _step(fx, action, "requeue", skipped, fx.requeue(worker_id, reason))
+    return requeued if isinstance(requeued, Requeued) else Requeued()
+
+
+def _count_spawn_failure(fx: Effects, action: str, reason: str, skipped: list[str]) -> None:
+    _local_step(fx, action, "metrics", skipped, lambda: fx.count_spawn_failure(reason))
+
+
+def _terminate(
+    fx: Effects,
+    worker_id: str | None,
+    runpod_id: str,
+    reason: str,
+    *,
+    action: str = "terminate_pod",
+    skipped: list[str] | None = None,
+) -> Steps[bool]:
+    """Fence, then terminate ``runpod_id``; record it. Only the fence can stop the termination.
+
+    The provider call is by pod id alone (nothing about the row is needed). What follows it (the
+    metadata merge, the event) is recorded when it can be: if the merge is lost, the next tick
+    simply asks again.
+    """
+    steps = skipped if skipped is not None else []
+    yield from fx.fence("terminate_pod")
+    fx.crash_point("before_terminate")
+    done, answer = yield from _step(fx, action, "terminate", steps, fx.terminate(runpod_id))
+    confirmed = bool(answer) if done else False
+    fx.crash_point("after_terminate")
+    if worker_id:
+        stamp = {Meta.POD_TERMINATE_REQUESTED_AT: iso(fx.now())}
+        yield from _step(fx, action, "record_terminate", steps, fx.merge_metadata(worker_id, stamp))
+    kind = "pod_terminate_requested" if confirmed else "pod_terminate_unconfirmed"
+    yield from _event(fx, kind, steps, worker_id=worker_id, runpod_id=runpod_id, reason=reason)
+    return confirmed
+
+
+def _fail_after_boot_step(
+    fx: Effects, worker_id: str, runpod_id: str, reason: Reason, details: Any, *, action: str = "initialize"
+) -> Steps[list[str]]:
+    """A boot step failed: error with the output, requeue, then terminate at once (it bills until
+    then). Each step runs whatever happened to the one before it; returns the steps skipped."""
+    skipped: list[str] = []
+    metadata = {Meta.ERROR_REASON: reason.value, Meta.ERROR_DETAILS: storable(details), Meta.FAILED_AT: iso(fx.now())}
+    yield from _to_error(fx, action, worker_id, reason.value, metadata, skipped)
+    _count_spawn_failure(fx, action, reason.value, skipped)
+    yield from _requeue(fx, action, worker_id, reason.value, skipped)
+    yield from _terminate(fx, worker_id, runpod_id, reason.value, action=action, skipped=skipped)
+    return skipped
+
+
+def _start(fx: Effects, worker_id: str, runpod_id: str, fingerprint: str | None) -> Steps[Outcome]:
+    # A stale leader's start would run a second worker process beside the new leader's.
+    yield from fx.fence("start_process")
+    if (yield from fx.start_process(worker_id, runpod_id, fingerprint)):
+        yield from fx.merge_metadata(worker_id, {Meta.PROCESS_STARTED_AT: iso(fx.now())})
+        return {"outcome": "started"}
+    skipped = yield from _fail_after_boot_step(
+        fx, worker_id, runpod_id, Reason.START_FAILED, "the start command failed (see worker_start_failed)", action="start_process"
+    )
+    return {"outcome": "start_failed", **_skipped(skipped)}
+
+
+def _diagnostics(fx: Effects, action: FailWorker) -> Steps[dict[str, Any]]:
+    """What the pod and the worker's log say, for the row's error details. Never raises: a failure
+    is recorded in place of what it would have found, and the worker is failed all the same."""
+    found: dict[str, Any] = {"failed_at": iso(fx.now())}
+    if not action.runpod_id:
+        return found
+    try:
+        found["pod"] = yield from fx.pod_status(action.runpod_id)
+    except Exception as exc:
+        found["pod_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    if action.collect_logs and found.get("pod"):
+        try:
+            found["log_tail"] = (yield from fx.log_tail(action.runpod_id, action.worker_id))[-4000:]
+        except Exception as exc:
+            found["log_tail_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    return storable(found)
+
+
+# --- the handlers: each follows the executor contract written on its action class --------------------
+
+
+def spawn(a: Spawn, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    metadata = {**dict(a.metadata), Meta.GPU_TYPES: list(a.gpu_types), Meta.SPAWN_REASON: a.reason.value}
+    try:
+        yield from fx.register_worker(a.worker_id, a.gpu_types[0], metadata)
+    except errors.Conflict:
+        return {"outcome": "already_registered"}
+    fx.crash_point("after_register")
+    skipped: list[str] = []
+    try:
+        pod = yield from fx.spawn(a.worker_id, a.gpu_types, a.avoid)
+    except errors.RunpodCapacityError as exc:
+        # Only a provider that does not say which candidates it tried gets misses invented for it; an
+        # empty list means every candidate was skipped as backing off, and those need no new miss.
+        misses = getattr(exc, "capacity_misses", None)
+        if misses is None:
+            misses = [{"gpu_type": gpu, "data_center": None, "at": iso(fx.now())} for gpu in a.gpu_types]
+        # No pod was made. Should this transition be lost, the row is closed as never created
+        # once the grace passes (Reason.NO_POD_CREATED).
+        details = {
+            Meta.ERROR_REASON: Reason.SPAWN_NO_CAPACITY.value,
+            Meta.ERROR_DETAILS: str(exc)[:1000],
+            Meta.CAPACITY_MISSES: misses,
+        }
+        yield from _to_error(fx, a.kind, a.worker_id, Reason.SPAWN_NO_CAPACITY.value, details, skipped)
+        _count_spawn_failure(fx, a.kind, "no_capacity", skipped)
+        return {"outcome": "no_capacity", "error": str(exc)[:300], **_skipped(skipped)}
+    except (errors.RunpodError, errors.ConfigError) as exc:
+        failure: dict[str, Any] = {
+            Meta.ERROR_REASON: Reason.SPAWN_FAILED.value,
+            Meta.ERROR_DETAILS: f"{type(exc).__name__}: {exc}"[:1000],
+        }
+        # Candidates refused before the failure (no capacity, or a 400 whose wording is unknown)
+        # back off their (GPU type, data center) like any capacity miss.
+        refused = getattr(exc, "capacity_misses", None)
+        if refused:
+            failure[Meta.CAPACITY_MISSES] = refused
+        yield from _to_error(fx, a.kind, a.worker_id, Reason.SPAWN_FAILED.value, failure, skipped)
+        _count_spawn_failure(fx, a.kind, type(exc).__name__, skipped)
+        fx.log.warning("spawn_failed", worker_id=a.worker_id, error_type=type(exc).__name__, error=str(exc)[:500])
+        return {"outcome": "spawn_failed", "error": str(exc)[:300], **_skipped(skipped)}
+    # The pod exists, its id is not recorded yet: the next run must adopt it by name.
+    fx.crash_point("after_create")
+    recorded: dict[str, Any] = {
+        Meta.RUNPOD_ID: pod.runpod_id,
+        Meta.GPU_TYPE: pod.gpu_type,
+        Meta.DATA_CENTER: pod.data_center,
+        Meta.COST_PER_HR: pod.cost_per_hr,
+    }
+    if pod.capacity_misses:
+        recorded[Meta.CAPACITY_MISSES] = [dict(m) for m in pod.capacity_misses]
+    # Lost, the pod is adopted by name on the next tick (the row has no id for it yet).
+    yield from _step(fx, a.kind, "record_pod", skipped, fx.merge_metadata(a.worker_id, recorded))
+    # Which daemon created it, under which fencing token: proof that only the leader spawns.
+    created = {"gpu_type": pod.gpu_type, "data_center": pod.data_center, "cost_per_hr": pod.cost_per_hr, "holder": fx.holder, "token": fx.token}
+    yield from _event(fx, "pod_created", skipped, worker_id=a.worker_id, runpod_id=pod.runpod_id, reason=a.reason.value, details=created)
+    fx.log.info("worker_spawned", worker_id=a.worker_id, runpod_id=pod.runpod_id, gpu_type=pod.gpu_type, reason=a.reason.value)
+    return {"runpod_id": pod.runpod_id, **_skipped(skipped)}
+
+
+def initialize(a: Initialize, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    if a.from_status is WorkerState.SPAWNING:
+        yield from fx.transition(a.worker_id, WorkerState.INITIALIZING, Reason.POD_READY.value, {Meta.RUNPOD_ID: a.runpod_id})
+    expected = worker.host_key_fingerprint if worker else None
+    check = yield from fx.check_boot(a.worker_id, a.runpod_id, expected)
+    if check.status == "not_ready":
+        return {"outcome": "not_ready", "detail": str(check.ssh_error or check.detail or "")[:200]}
+    if check.status != "ready":
+        details = {k: v for k in ("step", "error", "ssh_error") if (v := getattr(check, k))}
+        fx.log.warning("worker_init_failed", worker_id=a.worker_id, **details)
+        skipped = yield from _fail_after_boot_step(fx, a.worker_id, a.runpod_id, Reason.INIT_FAILED, details)
+        return {"outcome": "init_failed", **details, **_skipped(skipped)}
+    ready = {
+        Meta.SSH_DETAILS: dict(check.ssh_details) if check.ssh_details is not None else None,
+        Meta.HOST_KEY_FINGERPRINT: check.host_key_fingerprint,
+        Meta.INITIALIZED_AT: iso(fx.now()),
+    }
+    yield from fx.merge_metadata(a.worker_id, ready)
+    if not a.start_process:
+        return {"outcome": "initialized"}
+    return (yield from _start(fx, a.worker_id, a.runpod_id, check.host_key_fingerprint))
+
+
+def start_process(a: StartProcess, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    if a.already_running:
+        yield from fx.merge_metadata(a.worker_id, {Meta.PROCESS_STARTED_AT: iso(fx.now())})
+        return {"outcome": "already_running"}
+    return (yield from _start(fx, a.worker_id, a.runpod_id, worker.host_key_fingerprint if worker else None))
+
+
+def promote(a: Promote, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    # The transition writes activated_at and the boot outcome `activated`; a worker moved since the
+    # snapshot (failed, cancelled) makes it refuse, which the caller counts as superseded.
+    row = yield from fx.transition(a.worker_id, WorkerState.ACTIVE, a.reason.value)
+    try:
+        # The cold-start figure: from the intent row (written just before the pod was created) to
+        # the first heartbeat after the process start.
+        activated = parse_ts(row.get("activated_at"))
+        created = parse_ts(row.get("created_at"))
+        if activated is not None and created is not None:
+            gpu = (row.get("metadata") or {}).get(Meta.GPU_TYPE) or row.get("instance_type")
+            fx.observe_boot(gpu, (activated - created).total_seconds())
+    except (TypeError, ValueError, AttributeError) as exc:
+        fx.log.debug("boot_time_unreadable", error=str(exc)[:200])
+    return {}
+
+
+def fail_worker(a: FailWorker, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    """Diagnostics, ``error``, requeue, terminate: each step runs whatever happened to the one
+    before it (:func:`_step`); only a lost lease stops the rest."""
+    kind = a.kind
+    skipped: list[str] = []
+    diagnostics = yield from _diagnostics(fx, a)
+    if a.from_status is not WorkerState.ERROR:
+        metadata = {**dict(a.metadata), Meta.ERROR_REASON: a.reason.value, Meta.ERROR_DETAILS: diagnostics}
+        yield from _to_error(fx, kind, a.worker_id, a.reason.value, metadata, skipped)
+    if a.from_status.booting:
+        # A boot that never got to serve (timeout, pod failed while booting) is a failed spawn for
+        # the metric as for the breaker, not only the boot steps that report their own failure.
+        _count_spawn_failure(fx, kind, a.reason.value, skipped)
+    requeued = yield from _requeue(fx, kind, a.worker_id, a.reason.value, skipped)
+    fx.log.warning(
+        "worker_failed",
+        worker_id=a.worker_id,
+        reason=a.reason.value,
+        requeued=len(requeued.requeued),
+        dead_lettered=len(requeued.failed),
+    )
+    confirmed = None
+    if a.runpod_id:
+        confirmed = yield from _terminate(fx, a.worker_id, a.runpod_id, a.reason.value, action=kind, skipped=skipped)
+    return {"tasks_reset": requeued.count, "terminate_confirmed": confirmed, **_skipped(skipped)}
+
+
+def drain(a: Drain, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    metadata = {**dict(a.metadata), Meta.DRAIN_REASON: a.reason.value, Meta.DRAINED_AT: iso(fx.now())}
+    yield from fx.transition(a.worker_id, WorkerState.DRAINING, a.reason.value, metadata)
+    return {}
+
+
+def reactivate(a: Reactivate, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    yield from fx.transition(a.worker_id, WorkerState.ACTIVE, a.reason.value)
+    return {}
+
+
+def terminate_pod(a: TerminatePod, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    skipped: list[str] = []
+    if a.worker_id and a.transition_from is not None:
+        try:
+            yield from fx.transition(a.worker_id, WorkerState.TERMINATING, a.reason.value)
+        except (errors.LeaseLost, errors.IllegalTransition):
+            # A stale leader stops; a refusal is the database's guard (the worker claimed a task
+            # after the plan was made, or moved on): the pod is left alone, the next tick re-plans.
+            raise
+        except Exception as exc:
+            # The plan found the worker holding no task and the pod ours. A row that cannot be moved
+            # (gone, an id the database refuses, a fault) must not keep its pod billing: terminate by
+            # pod id. A claim racing this costs one attempt, which the next tick requeues.
+            fx.log.warning("action_step_failed", action=a.kind, step="transition", error_type=type(exc).__name__, error=str(exc)[:300])
+            skipped.append("transition")
+    confirmed = yield from _terminate(fx, a.worker_id, a.runpod_id, a.reason.value, action=a.kind, skipped=skipped)
+    if a.worker_id is None:
+        fx.log.warning("orphan_pod_terminated", runpod_id=a.runpod_id, pod_name=a.pod_name, confirmed=confirmed)
+    return {"terminate_confirmed": confirmed, **_skipped(skipped)}
+
+
+def mark_terminated(a: MarkTerminated, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    """The provider confirms no pod: close the row. Tasks a failed requeue leaves behind are those of
+    a worker that is no longer live, which the next snapshot lists and the next tick requeues."""
+    kind = a.kind
+    skipped: list[str] = []
+    reset = 0
+    if a.requeue_tasks:
+        reset = (yield from _requeue(fx, kind, a.worker_id, a.reason.value, skipped)).count
+    cost = _local_step(fx, kind, "cost", skipped, lambda: estimated_cost(worker, fx.now().timestamp()) if worker else None)
+    yield from fx.transition(a.worker_id, WorkerState.TERMINATED, a.reason.value)
+    runpod_id = worker.runpod_id if worker else None
+    yield from _event(fx, "worker_terminated", skipped, worker_id=a.worker_id, runpod_id=runpod_id, reason=a.reason.value, cost_usd=cost)
+    return {"tasks_reset": reset, **_skipped(skipped)}
+
+
+def requeue_tasks(a: RequeueTasks, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    requeued = yield from fx.requeue(a.worker_id, a.reason.value)
+    return {"tasks_reset": requeued.count}
+
+
+def requeue_unowned_tasks(a: RequeueUnownedTasks, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    requeued = yield from fx.requeue_unowned(a.older_than_sec, a.reason.value)
+    if requeued.count:
+        fx.log.warning(
+            "unowned_tasks_requeued", requeued=len(requeued.requeued), dead_lettered=len(requeued.failed), older_than_sec=a.older_than_sec
+        )
+    return {"tasks_reset": requeued.count}
+
+
+HANDLERS: Mapping[type[Action], Handler] = {
+    Spawn: spawn,
+    Initialize: initialize,
+    StartProcess: start_process,
+    Promote: promote,
+    FailWorker: fail_worker,
+    Drain: drain,
+    Reactivate: reactivate,
+    TerminatePod: terminate_pod,
+    MarkTerminated: mark_terminated,
+    RequeueTasks: requeue_tasks,
+    RequeueUnownedTasks: requeue_unowned_tasks,
+}
+
+
+# --- values ---------------------------------------------------------------------------------------------
+
+
+def estimated_cost(worker: Worker, now_epoch: float) -> float | None:
+    """USD billed for a worker's pod, estimated from its price and lifetime (the provider's bill is authoritative)."""
+    price = worker.cost_per_hr
+    if not price or worker.created_at is None:
+        return None
+    hours = max(0.0, now_epoch - worker.created_at.timestamp()) / 3600.0
+    return round(price * hours, 6)
+
+
+def storable(value: Any) -> Any:
+    """``value`` with every NUL character removed from its text: PostgreSQL's jsonb refuses ``\\u0000``,
+    and a log tail or a provider's answer may carry one (a binary log line), which would make the
+    transition that records it fail."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, Mapping):
+        return {str(k).replace("\x00", ""): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value

@@ -1,0 +1,315 @@
+"""The simulator's provider and workers: Runpod's pods as the policy sees them, and the worker processes.
+
+Where this sits: the virtual-time simulator's stand-in for :class:`orchestrator.ports.Provider` (the
+executor reaches it through ``orchestrator.studies.driver``).
+
+* :class:`SimProvider` is Runpod as the policy sees it: pods that boot in a time drawn from a
+  distribution (cached image about 30 s, cold about 165 s for a 16 GB image, as users measure Runpod),
+  per-second billing, a capacity limit, and injected failures (pods that never boot, 5xx/429 bursts that
+  fail listing and creation, SSH failures during initialization).
+* :class:`SimWorker` is the worker process and its heartbeat guardian (banodoco/Reigh-Worker's
+  ``heartbeat_guardian.py``: a separate process beating every 20 s): it polls for a task every 10 s
+  when idle and 1 s after a task (``worker.py``'s ``--poll-interval`` default and its pause after a
+  task), runs one task at a time for the trace's duration; it can crash (the process dies, the task
+  is left In Progress, and the guardian's next beat says ``crashed``) or hang (the task never ends,
+  heartbeats go on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from orchestrator.core import errors
+from orchestrator.core.observed import PodView
+from orchestrator.core.states import PodStatus
+from orchestrator.studies.clock import Clock, at
+from orchestrator.studies.memdb import TaskRow
+
+if TYPE_CHECKING:
+    from orchestrator.studies.simulation import Simulation
+
+GPU = "NVIDIA GeForce RTX 4090"
+GPU_PRICE = 0.59  # USD/h, secure cloud, the emulator's catalog (third-party listings: ~0.60)
+PRICES: Mapping[str, float] = {GPU: GPU_PRICE}
+
+
+@dataclass
+class BootModel:
+    """How long pods take, in virtual seconds (measured by users: cached ~30 s, cold ~165-170 s for a 16 GB image)."""
+
+    cached_share: float = 0.6
+    cached_median: float = 30.0
+    cold_median: float = 165.0
+    sigma: float = 0.2  # lognormal spread
+    create_latency: float = 2.0  # the create call's round trip
+    api_latency: float = 0.5  # terminate, status
+    ssh_checks: float = 12.0  # the seed's initialization checks over SSH
+    start_latency: float = 3.0  # the start command over SSH
+    process_warmup: float = 15.0  # start -> first heartbeat (imports, model load)
+
+    def draw(self, rng: random.Random) -> float:
+        median = self.cached_median if rng.random() < self.cached_share else self.cold_median
+        return median * rng.lognormvariate(0.0, self.sigma)
+
+
+@dataclass
+class Faults:
+    """Injected failures; all zero for the policy benchmark, set for the chaos soak."""
+
+    never_boot: float = 0.0  # share of pods that stay PROVISIONING for ever
+    ssh_flaky: float = 0.0  # share of initialization attempts where SSH does not answer yet
+    init_fail: float = 0.0  # share of initializations whose checks fail (init_failed)
+    crash_per_hour: float = 0.0  # worker process crashes, per process-hour
+    hang: float = 0.0  # share of claimed tasks that hang (the task never ends, heartbeats go on)
+    # (start, end, HTTP status): 5xx and 429 fail every call; 409 makes creations find no capacity.
+    outages: tuple[tuple[float, float, int], ...] = ()
+    ghost_create: float = 0.0  # share of creations failing with a 5xx whose pod was created all the same
+    stray_pods_per_hour: float = 0.0  # pods with our prefix and no row (another deployment's leftovers)
+
+
+@dataclass
+class SimPod:
+    id: str
+    name: str
+    gpu: str
+    cost_per_hr: float
+    created_at: float
+    ready_at: float | None  # RUNNING with SSH published from then; None = never boots
+    terminated_at: float | None = None
+    process: SimWorker | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.terminated_at is None
+
+    def status(self, now: float) -> PodStatus:
+        if not self.alive:
+            return PodStatus.TERMINATED
+        if self.ready_at is not None and now >= self.ready_at:
+            return PodStatus.RUNNING
+        return PodStatus.PROVISIONING
+
+    def view(self, now: float) -> PodView:
+        status = self.status(now)
+        return PodView(
+            id=self.id,
+            name=self.name,
+            status=status,
+            ssh_ready=status is PodStatus.RUNNING,
+            cost_per_hr=self.cost_per_hr,
+            created_at=at(self.created_at),
+            gpu_type=self.gpu,
+            data_center="EU-RO-1",
+        )
+
+
+class SimProvider:
+    """Runpod as the policy sees it: listing, creation, termination, boot, billing, failures."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        rng: random.Random,
+        boot: BootModel,
+        faults: Faults,
+        capacity: int = 24,
+        prices: Mapping[str, float] = PRICES,
+    ) -> None:
+        self.clock = clock
+        self.rng = rng
+        self.boot = boot
+        self.faults = faults
+        self.capacity = capacity
+        self.prices = dict(prices)
+        self.pods: dict[str, SimPod] = {}
+        self._alive: dict[str, SimPod] = {}
+        self._n = 0
+        self.on_create: Callable[[SimPod], None] | None = None
+        self.on_terminate: Callable[[SimPod], None] | None = None
+
+    def outage(self) -> int | None:
+        now = self.clock.now
+        for start, end, status in self.faults.outages:
+            if start <= now < end:
+                return status
+        return None
+
+    def api_down(self) -> bool:
+        """The API fails every call now (a 409 window only refuses creations for lack of capacity)."""
+        status = self.outage()
+        return status is not None and status != 409
+
+    def _check_api(self, call: str) -> None:
+        status = self.outage()
+        if status is None or (status == 409 and call != "create_pod"):
+            return
+        if status == 409:
+            raise errors.RunpodCapacityError(f"{call}: no instances available", status=409)
+        if status == 429:
+            raise errors.RunpodRateLimited(f"{call}: 429 Too Many Requests", retry_after=30.0, status=429)
+        if status is not None:
+            raise errors.RunpodTransientError(f"{call}: HTTP {status}", status=status)
+
+    def list_pods(self) -> list[PodView]:
+        self._check_api("list_pods")
+        now = self.clock.now
+        # Terminated pods drop out of the listing, as on the real service.
+        return [p.view(now) for p in self._alive.values()]
+
+    def alive_pods(self) -> list[SimPod]:
+        return list(self._alive.values())
+
+    def create(self, name: str, gpu_types: Sequence[str]) -> SimPod:
+        try:
+            self._check_api("create_pod")
+        except errors.RunpodTransientError:
+            if self.rng.random() < self.faults.ghost_create and len(self._alive) < self.capacity:
+                self._make(name, gpu_types[0])  # the provider did it; the answer was lost
+            raise
+        if len(self._alive) >= self.capacity:
+            raise errors.RunpodCapacityError(f"no {gpu_types[0]} available", status=409)
+        return self._make(name, gpu_types[0])
+
+    def _make(self, name: str, gpu: str, *, ours: bool = True) -> SimPod:
+        self._n += 1
+        now = self.clock.now
+        never = self.rng.random() < self.faults.never_boot
+        boot = self.boot.draw(self.rng)
+        pod = SimPod(
+            id=f"pod{self._n:05d}",
+            name=name,
+            gpu=gpu,
+            cost_per_hr=self.prices.get(gpu, GPU_PRICE),
+            created_at=now,
+            ready_at=None if never else now + boot,
+        )
+        self.pods[pod.id] = pod
+        self._alive[pod.id] = pod
+        if ours and self.on_create is not None:
+            self.on_create(pod)  # the ceilings bind this orchestrator's creations, not a stranger's
+        return pod
+
+    def terminate(self, pod_id: str) -> bool:
+        """True when the provider confirms the pod gone (an unknown pod is gone); False on an API error."""
+        try:
+            self._check_api("terminate_pod")
+        except errors.RunpodError:
+            return False  # RunpodClient.terminate_worker logs and returns False
+        pod = self._alive.pop(pod_id, None)
+        if pod is not None:
+            pod.terminated_at = self.clock.now
+            if pod.process is not None:
+                pod.process.kill()
+            if self.on_terminate is not None:
+                self.on_terminate(pod)
+        return True
+
+    def billed_seconds(self, until: float) -> float:
+        return sum(max(0.0, min(p.terminated_at if p.terminated_at is not None else until, until) - p.created_at) for p in self.pods.values())
+
+    def cost(self, until: float) -> float:
+        return sum(
+            max(0.0, min(p.terminated_at if p.terminated_at is not None else until, until) - p.created_at) * p.cost_per_hr / 3600.0
+            for p in self.pods.values()
+        )
+
+
+# --- the worker process ----------------------------------------------------------------------------
+
+
+class SimWorker:
+    """A Reigh worker process on one pod, with its heartbeat guardian.
+
+    Modelled on banodoco/Reigh-Worker ``worker.py`` and ``heartbeat_guardian.py``: the guardian is a
+    separate process that beats every 20 s whatever the worker does; the worker polls every
+    ``--poll-interval`` (10 s) while idle and 1 s after finishing a task. A crash kills the worker
+    process only: the guardian's next check finds it gone and sends one ``crashed`` beat. A pod
+    termination kills both, silently.
+    """
+
+    HEARTBEAT_SEC = 20.0
+    CLAIM_POLL_SEC = 10.0
+    AFTER_TASK_SEC = 1.0
+
+    def __init__(self, sim: Simulation, pod: SimPod, worker_id: str) -> None:
+        self.sim = sim
+        self.pod = pod
+        self.worker_id = worker_id
+        self.alive = True
+        self.guardian_alive = True
+        self.hung = False
+        self.task: TaskRow | None = None
+        self.started = sim.clock.now
+        warmup = sim.boot.process_warmup * sim.rng_workers.uniform(0.7, 1.3)
+        sim.clock.schedule(warmup, self._heartbeat)
+        sim.clock.schedule(warmup + 0.5, self._claim)
+        if sim.faults.crash_per_hour > 0:
+            sim.clock.schedule(sim.rng_workers.expovariate(sim.faults.crash_per_hour / 3600.0), self.crash)
+
+    @property
+    def executing(self) -> bool:
+        """Able to finish (and so to write the result of) the task it holds."""
+        return self.alive and not self.hung and self.pod.alive and self.task is not None
+
+    def kill(self) -> None:
+        """The pod is gone: the worker and its guardian with it."""
+        self.guardian_alive = False
+        if self.alive:
+            self.alive = False
+            self.sim.on_worker_gone(self)
+
+    def crash(self) -> None:
+        """The worker process dies (a segfault, an OOM kill); its guardian lives on."""
+        if self.alive:
+            self.sim.counters["worker_crashes"] += 1
+            self.alive = False
+            self.sim.on_worker_gone(self)
+
+    def _heartbeat(self) -> None:
+        if not self.guardian_alive:
+            return
+        status = "active" if self.alive else "crashed"
+        with contextlib.suppress(errors.NotFound):  # a row deleted under it: keep beating, as the real one
+            self.sim.db.heartbeat(self.worker_id, status)
+        if status == "crashed":
+            self.guardian_alive = False  # one last beat, then the guardian exits
+            return
+        self.sim.clock.schedule(self.HEARTBEAT_SEC, self._heartbeat)
+
+    def _claim(self) -> None:
+        if not self.alive or self.task is not None:
+            return
+        try:
+            row = self.sim.db.claim(self.worker_id)
+        except errors.NotFound:
+            row = None
+        if row is None:
+            self.sim.clock.schedule(self.CLAIM_POLL_SEC, self._claim)
+            return
+        self.task = row
+        self.sim.on_claim(self, row)
+        if self.sim.faults.hang > 0 and self.sim.rng_workers.random() < self.sim.faults.hang:
+            self.hung = True
+            self.sim.counters["worker_hangs"] += 1
+            if "_orchestrator" in row.task_type:
+                # A long-running parent is exempt from the stuck timeout: its hang is modelled as the
+                # whole machine freezing (guardian included, so no heartbeat), which the heartbeat
+                # timeout catches. (A worker frozen alone keeps its guardian beating: nothing would.)
+                self.alive = False
+                self.guardian_alive = False
+            self.sim.on_worker_gone(self)
+            return
+        self.sim.clock.schedule(row.duration, functools.partial(self._finish, row))
+
+    def _finish(self, task: TaskRow) -> None:
+        if not self.alive or self.hung or self.task is not task:
+            return
+        self.sim.db.complete(self.worker_id, task.id)
+        self.sim.on_finish(self, task)
+        self.task = None
+        self.sim.clock.schedule(self.AFTER_TASK_SEC, self._claim)

@@ -1,0 +1,357 @@
+"""The simulator's database: the SQL functions of ``docs/database.md``, in memory, with the same semantics.
+
+Where this sits: the virtual-time simulator's stand-in for :class:`orchestrator.ports.Database` (the
+executor reaches it through ``orchestrator.studies.driver``) and for the app's functions the worker
+reaches (claim, heartbeat, complete). It reproduces the semantics of the SQL in ``migrations/``: the
+transition table (:data:`orchestrator.core.states.TRANSITIONS`, checked against the migration's rows by
+a test), the idempotent same-state move, ``boot_outcome`` written on the first move out of a booting
+state, ``draining -> terminating`` refused while the worker holds a task; the app's claim behind the
+guard on ``tasks`` (a task moves to In Progress only for a worker in a claiming state; oldest claimable
+first); the app's heartbeat function behind the guard on ``workers`` (``last_heartbeat`` on every row
+but a terminated one, the status never changed: a non-``active`` status is kept as
+``reported_status``, and ``crashed`` requeues the worker's tasks with the attempt counted, as the app's
+function does); the requeue (attempt counted, dead-lettered at ``MAX_TASK_ATTEMPTS``), and the
+snapshot (built straight into :class:`~orchestrator.core.observed.Snapshot`, the same fields
+``orch_snapshot`` returns, ``recent_boots`` and ``reported_*`` included).
+tests/unit/test_vtime.py runs one script against this and against the real SQL and compares the answers.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.core import errors
+from orchestrator.core.observed import BootOutcome, Queue, Snapshot, Worker
+from orchestrator.core.states import Meta, WorkerState, legal_move
+from orchestrator.studies.clock import Clock, at
+
+BOOTING = ("spawning", "initializing")
+
+
+@dataclass
+class TaskRow:
+    id: str
+    task_type: str
+    created_at: float
+    duration: float
+    status: str = "Queued"
+    attempts: int = 0
+    worker_id: str | None = None
+    started_at: float | None = None
+    processed_at: float | None = None
+    first_started_at: float | None = None
+    error_message: str | None = None
+
+
+@dataclass
+class WorkerRow:
+    id: str
+    instance_type: str | None
+    status: str
+    created_at: float
+    status_changed_at: float
+    metadata: dict[str, Any]
+    activated_at: float | None = None
+    last_heartbeat: float | None = None
+    status_reason: str | None = None
+    boot_outcome: str | None = None
+    boot_outcome_at: float | None = None
+    reported_status: str | None = None
+    reported_at: float | None = None
+
+
+class SimDB:
+    """The SQL functions of ``docs/database.md``, in memory, with the same semantics.
+
+    Times are virtual seconds; metadata timestamps are ISO strings as the executor writes them.
+    """
+
+    def __init__(self, clock: Clock, max_attempts: int = 3) -> None:
+        self.clock = clock
+        self.max_attempts = max_attempts
+        self.tasks: dict[str, TaskRow] = {}
+        self.workers: dict[str, WorkerRow] = {}
+        # Indexes kept beside ``workers`` so a snapshot costs the live fleet, not every row ever made
+        # (a week of traffic creates thousands of terminated rows).
+        self._live: dict[str, WorkerRow] = {}
+        self._boots: list[WorkerRow] = []  # in boot_outcome_at order (the clock only moves forward)
+        self._order: dict[str, int] = {}  # creation order, the tie-break of equal outcome times
+        self._boot_views: dict[str, BootOutcome] = {}
+        self._queued: list[tuple[float, str]] = []  # heap of (created_at, id); lazy deletion
+        self.claimable = 0
+        self.running: dict[str, set[str]] = {}  # worker id -> In Progress task ids
+        self.running_total = 0  # sum of the sets' sizes, kept so a snapshot need not add them up
+        self.last_completion: dict[str, float] = {}
+        self.on_queued: Callable[[], None] | None = None  # the NOTIFY trigger
+
+    # -- tasks ------------------------------------------------------------------------------------
+
+    def insert_task(self, task_id: str, task_type: str, duration: float) -> TaskRow:
+        row = TaskRow(task_id, task_type, self.clock.now, duration)
+        self.tasks[task_id] = row
+        self._enqueue(row)
+        return row
+
+    def _enqueue(self, row: TaskRow) -> None:
+        heapq.heappush(self._queued, (row.created_at, row.id))
+        self.claimable += 1
+        if self.on_queued is not None:
+            self.on_queued()
+
+    def _oldest_queued(self) -> TaskRow | None:
+        while self._queued:
+            _created, task_id = self._queued[0]
+            row = self.tasks[task_id]
+            if row.status == "Queued":
+                return row
+            heapq.heappop(self._queued)
+        return None
+
+    def claim(self, worker_id: str) -> TaskRow | None:
+        """The app's claim (``claim-next-task``): the oldest claimable task, for a worker in a claiming
+        state only (the guard on ``tasks`` makes the claim fail for any other managed row; the worker
+        sees no task and polls again)."""
+        w = self.workers.get(worker_id)
+        if w is None:
+            # tasks.worker_id references workers(id): the claim fails (HTTP 500); nothing claimed.
+            raise errors.NotFound("claim_next_task_service_role", f'unknown worker "{worker_id}"', code="23503")
+        if w.status not in ("initializing", "active"):
+            return None
+        row = self._oldest_queued()
+        if row is None:
+            return None
+        heapq.heappop(self._queued)
+        self.claimable -= 1
+        now = self.clock.now
+        row.status, row.worker_id, row.started_at = "In Progress", worker_id, now
+        if row.first_started_at is None:
+            row.first_started_at = now
+        self.running.setdefault(worker_id, set()).add(row.id)
+        self.running_total += 1
+        return row
+
+    def complete(self, worker_id: str, task_id: str) -> bool:
+        """``complete_task``: only while In Progress; the Edge Function does not check the worker, so a
+        late report completes the task for whichever worker holds it now."""
+        row = self.tasks[task_id]
+        if row.status != "In Progress" or row.worker_id is None:
+            return False
+        holder = row.worker_id
+        row.status, row.processed_at = "Complete", self.clock.now
+        ids = self.running[holder]  # In Progress under its holder: it is in the set
+        ids.discard(task_id)
+        if not ids:
+            del self.running[holder]  # only workers with work stay: the invariants walk this each tick
+        self.running_total -= 1
+        self.last_completion[holder] = self.clock.now
+        return True
+
+    def requeue_worker_tasks(self, worker_id: str, reason: str, max_attempts: int | None = None) -> dict[str, list[str]]:
+        """``orch_requeue_worker_tasks``: every In Progress task, attempt counted, dead-lettered at the limit."""
+        limit = self.max_attempts if max_attempts is None else max_attempts
+        ids = sorted(self.running.pop(worker_id, set()))
+        if worker_id not in self.workers and not ids:
+            raise errors.NotFound("orch_requeue_worker_tasks", f'unknown worker "{worker_id}"', code="OR003")
+        requeued: list[str] = []
+        failed: list[str] = []
+        for task_id in ids:
+            row = self.tasks[task_id]
+            row.attempts += 1
+            self.running_total -= 1
+            if row.attempts >= limit:
+                row.status, row.processed_at = "Failed", self.clock.now
+                row.error_message = f"dead-lettered: attempt {row.attempts} of {limit} ended when worker {worker_id} was requeued: {reason}"
+                failed.append(task_id)
+            else:
+                row.status, row.worker_id, row.started_at = "Queued", None, None
+                row.error_message = f"requeued from worker {worker_id} (attempt {row.attempts} of {limit}): {reason}"
+                requeued.append(task_id)
+                self._enqueue(row)
+        return {"requeued": requeued, "failed": failed}
+
+    def requeue_unowned_tasks(self, older_than_sec: float, reason: str, max_attempts: int | None = None) -> dict[str, list[str]]:
+        """``orch_requeue_unowned_tasks``: In Progress tasks that name no worker, In Progress longer than
+        ``older_than_sec``, attempt counted, dead-lettered at the limit. (The simulated workers always
+        name themselves, so none arises here; the function exists so every action has its effect.)"""
+        limit = self.max_attempts if max_attempts is None else max_attempts
+        requeued: list[str] = []
+        failed: list[str] = []
+        now = self.clock.now
+        for row in self.tasks.values():
+            if row.status != "In Progress" or row.worker_id is not None:
+                continue
+            if row.started_at is None or now - row.started_at <= older_than_sec:
+                continue
+            row.attempts += 1
+            if row.attempts >= limit:
+                row.status, row.processed_at = "Failed", now
+                row.error_message = f"dead-lettered: attempt {row.attempts} of {limit} ended: {reason}"
+                failed.append(row.id)
+            else:
+                row.status, row.started_at = "Queued", None
+                row.error_message = f"requeued (attempt {row.attempts} of {limit}): {reason}"
+                requeued.append(row.id)
+                self._enqueue(row)
+        return {"requeued": requeued, "failed": failed}
+
+    # -- workers ----------------------------------------------------------------------------------
+
+    def register_worker(self, worker_id: str, instance_type: str | None, metadata: Mapping[str, Any]) -> WorkerRow:
+        if worker_id in self.workers:
+            raise errors.Conflict("orch_register_worker", f'worker "{worker_id}" already exists', code="23505")
+        now = self.clock.now
+        row = WorkerRow(worker_id, instance_type, "spawning", now, now, dict(metadata))
+        self.workers[worker_id] = row
+        self._live[worker_id] = row
+        self._order[worker_id] = len(self._order)
+        return row
+
+    def _lock(self, worker_id: str, function: str) -> WorkerRow:
+        row = self.workers.get(worker_id)
+        if row is None:
+            raise errors.NotFound(function, f'unknown worker "{worker_id}"', code="OR003")
+        return row
+
+    def transition_worker(
+        self, worker_id: str, to: str, reason: str | None, metadata: Mapping[str, Any] | None = None
+    ) -> WorkerRow:
+        """``orch_transition_worker``: guarded by the table; a move to the current state is a no-op."""
+        w = self._lock(worker_id, "orch_transition_worker")
+        frm = w.status
+        if frm == to:
+            return w
+        if not legal_move(frm, to):
+            raise errors.IllegalTransition(
+                "orch_transition_worker", f'illegal transition for worker "{worker_id}": {frm} -> {to}', code="OR002"
+            )
+        if frm == "draining" and to == "terminating" and self.running.get(worker_id):
+            # The real worker keeps claiming after a drain until the guard refuses it: a claim that
+            # won the race holds a task, so the pod must not go.
+            raise errors.IllegalTransition(
+                "orch_transition_worker", f'worker "{worker_id}" holds an In Progress task', code="OR002"
+            )
+        now = self.clock.now
+        w.status, w.status_changed_at, w.status_reason = to, now, reason
+        if to == "active" and w.activated_at is None:
+            w.activated_at = now
+        if to == "terminated":
+            self._live.pop(worker_id, None)
+        if w.boot_outcome_at is None:
+            if to == "active":
+                w.boot_outcome, w.boot_outcome_at = "activated", now
+            elif frm in BOOTING and to not in BOOTING:
+                w.boot_outcome, w.boot_outcome_at = reason or to, now
+            if w.boot_outcome_at is not None:
+                self._boots.append(w)
+        w.metadata.update(metadata or {})
+        return w
+
+    def merge_worker_metadata(self, worker_id: str, metadata: Mapping[str, Any]) -> WorkerRow:
+        w = self._lock(worker_id, "orch_merge_worker_metadata")
+        w.metadata.update(metadata)
+        return w
+
+    def heartbeat(self, worker_id: str, status: str = "active") -> dict[str, Any]:
+        """``func_worker_heartbeat_with_logs`` (the app's) behind the guard trigger on ``workers``.
+
+        ``last_heartbeat`` on every row but a terminated one; the status itself is the orchestrator's,
+        so a non-``active`` status is only recorded as ``reported_status``. ``crashed`` also requeues
+        the worker's In Progress tasks with the attempt counted (dead-lettered at the limit), as the
+        app's function does.
+        """
+        w = self._lock(worker_id, "func_worker_heartbeat_with_logs")
+        now = self.clock.now
+        if w.status != "terminated":
+            w.last_heartbeat = now
+            # The guard cannot tell a status written unchanged from one not written: a word equal to
+            # our state is not recorded.
+            if status not in ("active", w.status):
+                w.reported_status, w.reported_at = status, now
+        crash: dict[str, list[str]] = {"requeued": [], "failed": []}
+        if status == "crashed":
+            crash = self.requeue_worker_tasks(worker_id, "worker crashed (heartbeat guardian)")
+        return {
+            "success": True,
+            "heartbeat_updated": w.status != "terminated",
+            "crash_requeued_tasks": len(crash["requeued"]),
+            "crash_failed_tasks": len(crash["failed"]),
+        }
+
+    # -- the one read -----------------------------------------------------------------------------
+
+    def snapshot(self, prefix: str | None = None) -> Snapshot:
+        """``orch_snapshot``, built straight into the model (same fields, same derivations)."""
+        now = self.clock.now
+        workers: list[Worker] = []
+        running_total = self.running_total
+        for w in self._live.values():
+            ids = self.running.get(w.id, set())
+            if prefix and not w.id.startswith(prefix):
+                continue
+            tasks = sorted((self.tasks[i] for i in ids), key=lambda r: (r.started_at or 0.0, r.id))
+            stuckable = [r.started_at for r in tasks if "_orchestrator" not in r.task_type and r.started_at is not None]
+            last = self.last_completion.get(w.id)
+            workers.append(
+                Worker(
+                    id=w.id,
+                    status=WorkerState(w.status),
+                    instance_type=w.instance_type,
+                    created_at=at(w.created_at),
+                    status_changed_at=at(w.status_changed_at),
+                    activated_at=at(w.activated_at) if w.activated_at is not None else None,
+                    last_heartbeat=at(w.last_heartbeat) if w.last_heartbeat is not None else None,
+                    metadata=dict(w.metadata),
+                    running_task_ids=tuple(r.id for r in tasks),
+                    running_count=len(tasks),
+                    oldest_running_started_at=at(tasks[0].started_at) if tasks and tasks[0].started_at is not None else None,
+                    oldest_stuckable_started_at=at(min(stuckable)) if stuckable else None,
+                    last_completion_at=at(last) if last is not None else None,
+                    reported_status=w.reported_status,
+                    reported_at=at(w.reported_at) if w.reported_at is not None else None,
+                )
+            )
+        workers.sort(key=lambda x: (x.created_at, x.id))
+        # The 50 newest outcomes, newest first (ties in creation order, as a stable sort of the table
+        # would give): walk back from the newest, keeping everything tied with the 50th.
+        tail: list[WorkerRow] = []
+        for w in reversed(self._boots):
+            if prefix and not w.id.startswith(prefix):
+                continue
+            if len(tail) >= 50 and w.boot_outcome_at != tail[-1].boot_outcome_at:
+                break
+            tail.append(w)
+        tail.sort(key=lambda w: self._order[w.id])
+        boots = sorted(tail, key=lambda w: w.boot_outcome_at or 0.0, reverse=True)[:50]
+        oldest = self._oldest_queued()
+        return Snapshot(
+            now=at(now),
+            paused=False,
+            queue=Queue(
+                claimable=self.claimable,
+                queued_total=self.claimable,
+                oldest_claimable_age_sec=round(now - oldest.created_at, 3) if oldest else None,
+                running=running_total,
+            ),
+            workers=tuple(workers),
+            recent_boots=tuple(self._boot_view(w) for w in boots),
+        )
+
+    def _boot_view(self, w: WorkerRow) -> BootOutcome:
+        # Built once per worker (an outcome never changes; the metadata it names rarely does): the
+        # same 50 outcomes are in every snapshot, tens of thousands of times a simulated day.
+        gpu, dc = w.metadata.get(Meta.GPU_TYPE) or w.instance_type, w.metadata.get(Meta.DATA_CENTER)
+        cached = self._boot_views.get(w.id)
+        if cached is not None and cached.gpu_type == gpu and cached.data_center == dc:
+            return cached
+        view = BootOutcome(
+            worker_id=w.id, gpu_type=gpu, data_center=dc, ok=w.boot_outcome == "activated",
+            reason=w.boot_outcome, at=at(w.boot_outcome_at or 0.0),
+        )
+        self._boot_views[w.id] = view
+        return view
+
+    def live_workers(self) -> list[WorkerRow]:
+        return list(self._live.values())
