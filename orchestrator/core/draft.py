@@ -1,0 +1,207 @@
+"""One ``plan()`` call's working state: its inputs, each worker row matched with its pod, prices, and the
+plan drafted so far.
+
+Where this sits in the pure core: :func:`orchestrator.core.policy.plan` builds one :class:`Draft` per call
+and passes it to the rules (``policy``: reconcile, boot, endings; ``health``: why a worker must fail;
+``staffing``: how many workers and which). Every rule reads the same matched view and appends to the same
+action list, so the rules agree on which pod is whose and on what each worker costs. The draft is built
+and dropped inside ``plan()``, which therefore stays pure.
+
+Matching: a live row claims its pod by ``metadata.runpod_id``, or by name (pod name = worker id) while it
+has no recorded id yet; two pods carrying one worker's name go to the oldest, the other is a duplicate
+that the orphan rule reaps. Pods without ``WORKER_ID_PREFIX`` are never acted on, not even when a row
+points at them (:meth:`Draft.touchable_id` says so in the plan's problems).
+
+Prices: ``prices`` maps a GPU display name to USD/h (the controller passes the catalog's current prices;
+the simulator its own). A worker's price is its pod's reported cost, else ``metadata.cost_per_hr``, else
+the catalog price of its GPU type, else (a spawn not yet placed) the dearest type of its list.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from orchestrator.core.actions import Action, Drain, TerminatePod
+from orchestrator.core.config import Settings
+from orchestrator.core.observed import PodView, Snapshot, Worker, freeze
+from orchestrator.core.states import Meta, Reason
+
+
+def age(now: datetime, since: datetime | None) -> float | None:
+    """Seconds from ``since`` to ``now``; None when ``since`` is unknown."""
+    return None if since is None else (now - since).total_seconds()
+
+
+def ts_key(value: datetime | None) -> float:
+    """A sort key for an optional time: unknown sorts as the epoch."""
+    return value.timestamp() if value is not None else 0.0
+
+
+@dataclass
+class Draft:
+    """One planning pass. Mutable scratch state, but built and dropped inside ``plan()``."""
+
+    snapshot: Snapshot
+    pods: Sequence[PodView] | None
+    settings: Settings
+    now: datetime
+    prices: dict[str, float]
+    data_centers: tuple[str, ...] = ()
+    actions: list[Action] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    # workers that leave capacity this tick (failed, drained, terminated), by id
+    leaving: set[str] = field(default_factory=set)
+    # pods an unreadable row's retirement terminates this tick (not terminated again as orphans)
+    retiring_pods: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.prefix: str = s.worker_id_prefix
+        self.grace: float = s.orphan_grace_sec
+        self.pods_known = self.pods is not None
+        pods = sorted(self.pods or (), key=lambda p: p.id)
+        self.by_id: dict[str, PodView] = {}
+        self.by_name: dict[str, list[PodView]] = {}
+        for pod in pods:
+            self.by_id.setdefault(pod.id, pod)
+            if pod.name:
+                self.by_name.setdefault(pod.name, []).append(pod)
+        for same in self.by_name.values():
+            # Oldest first: if two pods carry one worker's name, the row adopts the first, the
+            # other is a duplicate and is reaped as an orphan.
+            same.sort(key=lambda p: (p.created_at is None, ts_key(p.created_at), p.id))
+        self.workers: list[Worker] = sorted(self.snapshot.workers, key=lambda w: w.id)
+        self.pod_of: dict[str, PodView | None] = {w.id: self._resolve(w) for w in self.workers}
+
+    # -- pods ------------------------------------------------------------------------------------
+
+    def _resolve(self, worker: Worker) -> PodView | None:
+        if worker.status.terminal:
+            return None
+        if worker.runpod_id:
+            return self.by_id.get(worker.runpod_id)
+        for pod in self.by_name.get(worker.id, ()):
+            if not pod.gone:
+                return pod
+        return None
+
+    def ours(self, pod: PodView) -> bool:
+        return pod.name.startswith(self.prefix)
+
+    def alive(self, pod: PodView | None) -> bool:
+        return pod is not None and not pod.gone
+
+    def touchable_id(self, worker: Worker, pod: PodView | None) -> str | None:
+        """The pod id an action on this worker may terminate; None if it must not touch it."""
+        if pod is not None:
+            if self.ours(pod):
+                return pod.id
+            self.problems.append(
+                f"worker {worker.id} points at pod {pod.id} named {pod.name!r} without the prefix "
+                f"{self.prefix!r}: left alone"
+            )
+            return None
+        # Not listed: terminating an id the provider no longer lists is a harmless confirmation.
+        return worker.runpod_id
+
+    def cancellable_pod(self, worker: Worker) -> bool:
+        pod = self.pod_of[worker.id]
+        return pod is not None and not pod.gone and self.ours(pod)
+
+    def row_age(self, worker: Worker) -> float | None:
+        return age(self.now, worker.created_at or worker.status_changed_at)
+
+    def absent(self, worker: Worker, pod: PodView | None) -> bool:
+        """The provider confirms this row has no pod (only with a listing)."""
+        if not self.pods_known or self.alive(pod):
+            return False
+        if pod is not None and pod.gone:
+            return True
+        reason = str(worker.metadata.get(Meta.ERROR_REASON) or "")
+        if worker.runpod_id is None and reason in (Reason.SPAWN_NO_CAPACITY.value, Reason.SPAWN_FAILED.value):
+            # The executor knows creation failed; no pod to wait for.
+            return True
+        if worker.runpod_id is not None and worker.pod_terminate_requested_at is not None:
+            # We asked the provider to terminate this very pod and it no longer lists it: that is the
+            # confirmation. (The grace below covers a listing lagging a creation, not a termination.)
+            return True
+        row_age = self.row_age(worker)
+        # Grace: the listing may lag a creation, and a spawn may still be creating the pod.
+        return row_age is None or row_age >= self.grace
+
+    # -- prices ----------------------------------------------------------------------------------
+
+    def type_price(self, gpu_type: str | None) -> float | None:
+        if gpu_type is None:
+            return None
+        price = self.prices.get(gpu_type)
+        return float(price) if price is not None and math.isfinite(price) and price >= 0 else None
+
+    def worker_price(self, worker: Worker, pod: PodView | None) -> float | None:
+        if pod is not None and pod.cost_per_hr is not None and pod.cost_per_hr > 0:
+            return pod.cost_per_hr
+        if worker.cost_per_hr is not None:
+            return worker.cost_per_hr
+        price = self.type_price(worker.gpu_type)
+        if price is not None:
+            return price
+        # A spawn not yet placed may land on any type of its list: count the dearest.
+        candidates = [self.type_price(g) for g in (worker.spawn_gpu_types or self.settings.gpu_types)]
+        known = [c for c in candidates if c is not None]
+        return max(known) if known else None
+
+    def spend(self, orphan_spend: float) -> tuple[float, bool]:
+        """USD/h of the fleet now; and whether some worker's price is unknown."""
+        total = orphan_spend
+        unknown = False
+        for worker in self.workers:
+            if worker.status.terminal:
+                continue
+            pod = self.pod_of[worker.id]
+            if self.pods_known and not self.alive(pod) and self.absent(worker, pod):
+                continue  # no pod, no bill
+            price = self.worker_price(worker, pod)
+            if price is None:
+                unknown = True
+            else:
+                total += price
+        return total, unknown
+
+    def sort_victims(
+        self, workers: Iterable[Worker], newest: Callable[[Worker], datetime | None]
+    ) -> list[Worker]:
+        """Scale-down order: the most expensive first, then the newest (by ``newest``; an older worker
+        has a warm cache and a proven host), then by id."""
+
+        def key(w: Worker) -> tuple[float, float, str]:
+            price = self.worker_price(w, self.pod_of.get(w.id)) or 0.0
+            return (-price, -ts_key(newest(w)), w.id)
+
+        return sorted(workers, key=key)
+
+    # -- actions shared by the rules ---------------------------------------------------------------
+
+    def terminate(self, worker: Worker, pod: PodView, reason: Reason) -> None:
+        self.leaving.add(worker.id)
+        self.actions.append(
+            TerminatePod(
+                reason=reason,
+                runpod_id=pod.id,
+                pod_name=pod.name,
+                worker_id=worker.id,
+                transition_from=worker.status,
+            )
+        )
+
+    def drain(self, worker: Worker, reason: Reason) -> None:
+        self.leaving.add(worker.id)
+        self.actions.append(
+            Drain(
+                reason=reason,
+                worker_id=worker.id,
+                metadata=freeze({Meta.DRAIN_REASON: reason.value, Meta.DRAINED_AT: self.now.isoformat()}),
+            )
+        )

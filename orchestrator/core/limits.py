@@ -1,0 +1,117 @@
+"""Never run away: the spawn breaker and the capacity back-offs, computed from recent boot outcomes.
+
+Where this sits in the pure core: :func:`orchestrator.core.policy.plan` asks this module, each tick, how
+far spawning may go; :mod:`orchestrator.core.staffing` obeys the answer. Values in (the snapshot's boot
+outcomes, the settings, ``now``), values out: no I/O, no clock.
+
+* **Back-offs, per (GPU type, data center).** Consecutive failed boots or capacity misses of a pair,
+  counted back to its latest successful boot, back it off ``SPAWN_BACKOFF_BASE_SEC * 2**(n-1)`` up to
+  ``SPAWN_BACKOFF_MAX_SEC`` from the latest. The spawn skips the pairs backing off (``Spawn.avoid``) and
+  tries the type in the other data centers of the configured network volumes; a type backing off in
+  every one of them (or, when they are unknown, in any) is left out of the priority list, so spawns fall
+  through to the next type.
+* **The breaker.** After ``MAX_CONSECUTIVE_FAILURES`` failed workers in a row (capacity misses and boots
+  we cancelled do not count: ``BootOutcome.counts_for_breaker``), no spawn for
+  ``SPAWN_BACKOFF_BASE_SEC * 2**(n - MAX + 1)`` (capped) from the latest failure; after that, half-open:
+  one probe worker at a time until a boot succeeds. Healing and termination go on meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from orchestrator.core.actions import Backoff
+from orchestrator.core.config import Settings
+from orchestrator.core.observed import BootOutcome
+from orchestrator.core.states import BreakerState
+
+# Largest exponent used in a back-off (2**30 seconds is far past any cap; avoids huge integers).
+_MAX_EXPONENT = 30
+
+
+@dataclass(frozen=True)
+class Breaker:
+    """The breaker as of ``now``: its state, the failures in a row, and when the open pause ends."""
+
+    state: BreakerState = BreakerState.CLOSED
+    failures: int = 0
+    until: datetime | None = None
+
+
+def backoff_seconds(base: float, cap: float, exponent: int) -> float:
+    """``base * 2**exponent`` seconds, at most ``cap`` (a negative exponent counts as 0)."""
+    return float(min(cap, base * (2 ** max(0, min(exponent, _MAX_EXPONENT)))))
+
+
+def breaker(recent_boots: Iterable[BootOutcome], settings: Settings, now: datetime) -> Breaker:
+    """The breaker from the boots since the latest success (newest first)."""
+    failures = 0
+    latest: datetime | None = None
+    for outcome in sorted(recent_boots, key=lambda o: o.at, reverse=True):
+        if outcome.ok:
+            break
+        if outcome.counts_for_breaker:
+            failures += 1
+            latest = latest or outcome.at
+    limit = settings.max_consecutive_failures
+    if failures < limit or latest is None:
+        return Breaker(BreakerState.CLOSED, failures, None)
+    pause = backoff_seconds(
+        settings.spawn_backoff_base_sec, settings.spawn_backoff_max_sec, failures - limit + 1
+    )
+    until = latest + timedelta(seconds=pause)
+    state = BreakerState.OPEN if now < until else BreakerState.HALF_OPEN
+    return Breaker(state, failures, until)
+
+
+def backoffs(outcomes: Iterable[BootOutcome], settings: Settings, now: datetime) -> list[Backoff]:
+    """The (GPU type, data center) pairs backing off at ``now``, sorted by type then data center.
+
+    ``outcomes``: the recent boots and the capacity misses of the live workers. Among outcomes at the
+    same time, the order given is kept (the sort is stable).
+    """
+    ordered = sorted(outcomes, key=lambda o: (o.at, o.ok, o.worker_id), reverse=True)
+    done: set[tuple[str, str | None]] = set()
+    count: dict[tuple[str, str | None], int] = {}
+    latest: dict[tuple[str, str | None], datetime] = {}
+    for outcome in ordered:
+        if outcome.gpu_type is None:
+            continue
+        key = (outcome.gpu_type, outcome.data_center)
+        if key in done:
+            continue
+        if outcome.ok:
+            done.add(key)
+        elif outcome.counts_for_backoff:
+            count[key] = count.get(key, 0) + 1
+            latest.setdefault(key, outcome.at)
+    result = []
+    for key in sorted(count, key=lambda k: (k[0], k[1] or "")):
+        pause = backoff_seconds(
+            settings.spawn_backoff_base_sec, settings.spawn_backoff_max_sec, count[key] - 1
+        )
+        until = latest[key] + timedelta(seconds=pause)
+        if now < until:
+            result.append(Backoff(gpu_type=key[0], data_center=key[1], failures=count[key], until=until))
+    return result
+
+
+def backed_off_everywhere(gpu_type: str, active: Sequence[Backoff], data_centers: Sequence[str]) -> bool:
+    """Whether no data center is left for this GPU type. With the spawn's data centers known (one per
+    configured network volume), a type is out only when each of them backs it off; without them (no
+    volume, or the catalog unknown), any back-off of the type keeps it out (the safe side: the provider
+    would choose the data center, perhaps the failing one)."""
+    where = {b.data_center for b in active if b.gpu_type == gpu_type}
+    if not where:
+        return False
+    if None in where or not data_centers:
+        return True
+    return set(data_centers) <= where
+
+
+def avoided_pairs(active: Iterable[Backoff]) -> tuple[tuple[str, str | None], ...]:
+    """The (GPU type, data center) pairs a spawn skips: those backing off in one known data center (the
+    type may still be tried elsewhere)."""
+    return tuple(sorted({(b.gpu_type, b.data_center) for b in active if b.data_center is not None}))

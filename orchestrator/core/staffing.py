@@ -1,0 +1,269 @@
+"""Staffing: how many workers the queue wants, and which ones to add, keep or let go.
+
+Where this sits in the pure core: :func:`orchestrator.core.policy.plan` calls these after the per-row
+rules (reconcile, health, boot) have said which workers stay; they append drains, cancellations,
+reactivations and spawns to the :class:`~orchestrator.core.draft.Draft`. Spawns obey the limits of
+:mod:`orchestrator.core.limits`. Pure: no I/O, no clock, no randomness.
+
+* **Demand.** ``desired = clamp(ceil((claimable + running) / TASKS_PER_GPU_THRESHOLD) +
+  MACHINES_TO_KEEP_IDLE, MIN_ACTIVE_GPUS, MAX_ACTIVE_GPUS)``; capacity = spawning + initializing +
+  active rows that stay (booting pods count, so they never cause more spawns).
+* **Scale down** (capacity above desired). First booting workers, but only while no claimable task
+  waits (a booting pod with work waiting will soon be useful; with none it is pure cost) or while
+  above ``MAX_ACTIVE_GPUS`` (an operator lowering it to stop spending means now), then active
+  workers idle for ``GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC``. Idle = no running task, measured from the
+  last completion or the activation, whichever is later (never from the heartbeat, which idle workers
+  keep sending). Then, as a backstop, workers idle for ``GPU_IDLE_TIMEOUT_SEC`` are drained while more
+  than ``max(MIN_ACTIVE_GPUS, MACHINES_TO_KEEP_IDLE)`` stay (a worker idle that long while tasks wait
+  is not taking them). Victims: the most expensive first, then the newest (an older worker has a warm
+  cache and a proven host), then by id. Drained workers with no task are terminated on the next tick
+  (two steps, so a claim racing the drain is seen in the next snapshot before the pod goes; the
+  database also refuses ``draining -> terminating`` while the worker holds a task, since the real
+  worker keeps polling after a drain), and the row becomes ``terminated`` only on the provider's
+  confirmation. ``metadata.terminate_requested_at`` (the operator) terminates a drained worker once it
+  has no task.
+* **Scale up** (capacity below desired). Reactivate workers drained for overcapacity first (no new
+  pod), then spawn, never past ``MAX_ACTIVE_GPUS`` non-terminal workers (unclaimed pods of ours
+  included, they bill too) and never past ``MAX_HOURLY_SPEND`` at current prices. With a spend cap set,
+  a GPU type without a known price is never spawned (its cost cannot be bounded); without a cap, prices
+  only order scale-down victims.
+* **Pause.** No spawn while paused; everything else continues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from orchestrator.core.actions import Backoff, Initialize, Promote, Reactivate, Spawn, StartProcess
+from orchestrator.core.config import Settings
+from orchestrator.core.draft import Draft, age
+from orchestrator.core.limits import Breaker, avoided_pairs, backed_off_everywhere
+from orchestrator.core.observed import Queue, Worker, freeze
+from orchestrator.core.states import Blocked, BreakerState, Meta, Reason
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the queue asks for this tick, within the configured bounds."""
+
+    demand: int  # tasks claimable or running
+    needed: int  # workers the demand alone needs
+    desired: int  # needed + spare, clamped to [min_active, max_active]
+    min_active: int
+    max_active: int
+    keep_idle: int
+
+
+def target(queue: Queue, settings: Settings) -> Target:
+    demand = queue.claimable + queue.running
+    needed = math.ceil(demand / max(1, settings.tasks_per_gpu_threshold))
+    max_active = settings.max_active_gpus
+    min_active = min(settings.min_active_gpus, max_active)
+    keep_idle = settings.machines_to_keep_idle
+    desired = max(min_active, min(max_active, needed + keep_idle))
+    return Target(demand, needed, desired, min_active, max_active, keep_idle)
+
+
+def new_worker_id(prefix: str, now: datetime, index: int, taken: Iterable[str]) -> str:
+    """A worker id (= pod name) that depends only on the input: the same tick gives the same ids.
+
+    ``{prefix}{YYYYmmdd_HHMMSS}-{8 hex}``, the shape of the original orchestrator's worker ids
+    (banodoco/reigh-worker-orchestrator, ``gpu_orchestrator/worker_spawner.py``, ``generate_worker_id``);
+    the hash covers the time, the spawn's index in this plan and every id already taken, and a salt
+    bumps on a collision.
+    """
+    taken_set = set(taken)
+    digest = hashlib.sha256("\n".join(sorted(taken_set)).encode()).hexdigest()
+    stamp = f"{prefix}{now:%Y%m%d_%H%M%S}-"
+    salt = 0
+    while True:
+        token = hashlib.sha256(f"{now.isoformat()}|{index}|{salt}|{digest}".encode()).hexdigest()[:8]
+        candidate = stamp + token
+        if candidate not in taken_set:
+            return candidate
+        salt += 1
+
+
+def _later(*values: datetime | None) -> datetime | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _at_least(value: float | None, limit: float) -> bool:
+    return value is not None and value >= limit
+
+
+def _idle_sec(d: Draft, worker: Worker) -> float | None:
+    if worker.running_count > 0:
+        return None
+    since = (
+        _later(worker.last_completion_at, worker.activated_at)
+        or worker.status_changed_at
+        or worker.created_at
+    )
+    return age(d.now, since)
+
+
+def _activated(worker: Worker) -> datetime | None:
+    return worker.activated_at or worker.created_at
+
+
+# --- scale down -------------------------------------------------------------------------------------
+
+
+def scale_down(d: Draft, booting: list[Worker], active: list[Worker], aim: Target, capacity: int) -> int:
+    """Cancel boots and drain idle workers above desired; return how many left capacity."""
+    s = d.settings
+    removed = 0
+    excess = capacity - aim.desired
+    # With tasks waiting a booting pod will soon be useful, so only a lowered ceiling (an
+    # operator's MAX_ACTIVE_GPUS=0 emergency stop) cancels boots then.
+    cancel = excess if d.snapshot.queue.claimable == 0 else min(excess, capacity - aim.max_active)
+    if cancel > 0 and d.pods_known:
+        cancellable = [w for w in booting if w.running_count == 0 and d.cancellable_pod(w)]
+        for worker in d.sort_victims(cancellable, lambda w: w.created_at)[:cancel]:
+            pod = d.pod_of[worker.id]
+            assert pod is not None
+            # One state change per worker per tick: the boot step decided above is dropped.
+            d.actions = [
+                a
+                for a in d.actions
+                if not (isinstance(a, Initialize | StartProcess | Promote) and a.worker_id == worker.id)
+            ]
+            d.terminate(worker, pod, Reason.CANCEL_BOOT)
+            removed += 1
+        excess -= removed
+    overcap: float = s.gpu_overcapacity_idle_timeout_sec
+    remaining = [w for w in active if w.id not in d.leaving]
+    if excess > 0:
+        idle = [w for w in remaining if _at_least(_idle_sec(d, w), overcap)]
+        for worker in d.sort_victims(idle, _activated)[:excess]:
+            d.drain(worker, Reason.OVERCAPACITY)
+            removed += 1
+    floor = max(aim.min_active, min(aim.keep_idle, aim.max_active))
+    staying = capacity - removed
+    idle_limit: float = s.gpu_idle_timeout_sec
+    long_idle = [w for w in active if w.id not in d.leaving and _at_least(_idle_sec(d, w), idle_limit)]
+    for worker in d.sort_victims(long_idle, _activated):
+        if staying <= floor:
+            break
+        d.drain(worker, Reason.IDLE)
+        staying -= 1
+        removed += 1
+    return removed
+
+
+def draining(d: Draft, drained: list[Worker], missing: int) -> int:
+    """Reactivate drained workers while capacity is missing; terminate the idle rest. Returns how many
+    were reactivated."""
+    reactivated = 0
+    candidates = [
+        w
+        for w in drained
+        if w.drain_reason == Reason.OVERCAPACITY.value
+        and w.terminate_requested_at is None
+        and (not d.pods_known or d.alive(d.pod_of[w.id]))
+    ]
+    # Cheapest first: it is the one we would keep.
+    for worker in reversed(d.sort_victims(candidates, _activated)):
+        if reactivated >= missing:
+            break
+        d.actions.append(Reactivate(reason=Reason.WORK_CAME_BACK, worker_id=worker.id))
+        reactivated += 1
+        d.leaving.add(worker.id)  # not a drain victim any more: skip below
+    for worker in drained:
+        if worker.id in d.leaving or worker.running_count > 0 or not d.pods_known:
+            continue
+        pod = d.pod_of[worker.id]
+        if d.alive(pod) and d.touchable_id(worker, pod) is not None:
+            assert pod is not None
+            reason = Reason.OPERATOR_REQUEST if worker.terminate_requested_at else Reason.DRAINED
+            d.terminate(worker, pod, reason)
+    return reactivated
+
+
+# --- scale up ---------------------------------------------------------------------------------------
+
+
+def scale_up(
+    d: Draft,
+    missing: int,
+    capacity: int,
+    aim: Target,
+    live: int,
+    spend: float,
+    spend_unknown: bool,
+    breaker: Breaker,
+    backoffs: list[Backoff],
+    booting: list[Worker],
+) -> list[Blocked]:
+    """Spawn up to ``missing`` workers within the limits; return what held spawns back."""
+    s = d.settings
+    blocked: list[Blocked] = []
+    if d.snapshot.paused:
+        return [Blocked.PAUSED]
+    if breaker.state is BreakerState.OPEN:
+        return [Blocked.BREAKER_OPEN]
+    count = missing
+    if breaker.state is BreakerState.HALF_OPEN:
+        # One probe at a time: a still-broken image costs one pod per interval, not a fleet.
+        probe_in_flight = any(w.status.booting for w in d.workers if not w.status.terminal)
+        if probe_in_flight or booting:
+            return [Blocked.BREAKER_HALF_OPEN]
+        if count > 1:
+            blocked.append(Blocked.BREAKER_HALF_OPEN)
+        count = 1
+    room = s.max_active_gpus - live
+    if room < count:
+        blocked.append(Blocked.MAX_REACHED)
+        count = max(0, room)
+    allowed = [g for g in s.gpu_types if not backed_off_everywhere(g, backoffs, d.data_centers)]
+    avoid = avoided_pairs(backoffs)
+    if count > 0 and not allowed:
+        blocked.append(Blocked.BACKOFF)
+        count = 0
+    cap: float = s.max_hourly_spend
+    headroom = cap - spend if cap > 0 else math.inf
+    if cap > 0 and spend_unknown and count > 0:
+        # Some worker's price is unknown: the fleet's spend cannot be bounded, so do not add to it.
+        blocked.append(Blocked.PRICE_UNKNOWN)
+        count = 0
+    taken = {w.id for w in d.snapshot.workers} | set(d.by_name)
+    for index in range(count):
+        types = allowed
+        if cap > 0:
+            priced = [(g, d.type_price(g)) for g in allowed]
+            types = [g for g, p in priced if p is not None and p <= headroom + _EPS]
+            if not types:
+                blocked.append(
+                    Blocked.PRICE_UNKNOWN if all(p is None for _, p in priced) else Blocked.SPEND_CAP
+                )
+                break
+            # The spawn may fall through to any type of its list: reserve the dearest.
+            headroom -= max(d.type_price(g) or 0.0 for g in types)
+        total = capacity + index + 1
+        reason = (
+            Reason.DEMAND
+            if total <= aim.needed
+            else Reason.SPARE
+            if total <= aim.needed + aim.keep_idle
+            else Reason.FLOOR
+        )
+        worker_id = new_worker_id(d.prefix, d.now, index, taken)
+        taken.add(worker_id)
+        d.actions.append(
+            Spawn(
+                reason=reason,
+                worker_id=worker_id,
+                gpu_types=tuple(types),
+                avoid=avoid,
+                metadata=freeze({Meta.GPU_TYPES: list(types), Meta.SPAWN_REASON: reason.value}),
+            )
+        )
+    return blocked
