@@ -1,4 +1,4 @@
-"""The 24-virtual-hour chaos soak (issue 7), several seeds, and the broken variant that must fail.
+"""The 24-virtual-hour chaos soak, several seeds, and the broken variant that must fail.
 
 Usage (from the repository root)::
 

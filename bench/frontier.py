@@ -1,4 +1,4 @@
-"""Cost/wait frontier (issue 7): can any setting, or any rate-aware rule, meet the bar on every trace?
+"""Cost/wait frontier: can any setting, or any rate-aware rule, meet the cost/wait bar on every trace?
 
 Usage (from the repository root)::
 
@@ -6,9 +6,9 @@ Usage (from the repository root)::
     .venv/bin/python bench/frontier.py --seeds 2 --jobs 2
 
 Where this sits: ``bench/policy.py`` compares named policies at their settings; this script asks the
-question behind issue 7's bar instead. For each trace it runs, in one process pool and with the same
-simulation seeds, the old system's rules (the baseline), every combination of the two scaling knobs
-that move ``plan()`` between cheap and fast (``TASKS_PER_GPU_THRESHOLD`` x
+question behind the cost/wait bar (``docs/policy.md``) instead. For each trace it runs, in one process
+pool and with the same simulation seeds, the old system's rules (the baseline), every combination of
+the two scaling knobs that move ``plan()`` between cheap and fast (``TASKS_PER_GPU_THRESHOLD`` x
 ``GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC``), and a family the daemon cannot build: *rate-clairvoyant
 staffing*, ``plan()`` with ``MIN_ACTIVE_GPUS`` set at every tick to the Erlang-C staffing level for the
 arrival rate the trace will have a boot's time ahead. That family knows the future rate (not the
@@ -155,7 +155,7 @@ def write_markdown(results: Mapping[str, Mapping[str, Mapping[str, Any]]], summa
         "Every run drives the daemon's `plan()` in `orchestrator/studies/simulation.py` on the committed traces of "
         "`bench/traces/` (see `bench/results/policy.md` for the simulator's parameters). Runs:",
         "",
-        "- `original`: the old system's rules (the baseline of issue 7's bar), `ours`: today's defaults;",
+        "- `original`: the old system's rules (the baseline of the cost/wait bar), `ours`: today's defaults;",
         f"- `thT_ocO`: `plan()` with `TASKS_PER_GPU_THRESHOLD=T` and `GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC=O`, "
         f"T in {list(THRESHOLDS)}, O in {list(OVERCAPACITY)} s;",
         "- `rate_pwP`: rate-clairvoyant staffing, not buildable: `MIN_ACTIVE_GPUS` set every 30 s to the "

@@ -1,4 +1,4 @@
-"""Policy benchmark (issue 7): every policy on every trace, in virtual time, in one run.
+"""Policy benchmark: every policy on every trace, in virtual time, in one run.
 
 Usage (from the repository root)::
 
@@ -98,7 +98,7 @@ def _run_one(job: tuple[str, str, int, bool]) -> tuple[str, str, int, dict[str, 
 
 
 def bar_check(results: Mapping[str, Mapping[str, Mapping[str, Any]]], policy: str) -> list[str]:
-    """Issue 7's bar, for one policy: the lines saying what holds and what does not."""
+    """The cost/wait bar (docs/policy.md), for one policy: the lines saying what holds and what does not."""
     lines = []
     for name in ("steady", "bursty", "diurnal"):
         ratio = results[name][policy]["cost_usd"] / results[name]["oracle"]["cost_usd"]
@@ -183,7 +183,7 @@ def write_markdown(results: Mapping[str, Mapping[str, Mapping[str, Any]]], trace
             f"Plot: `plots/{name}.png`.",
             "",
         ]
-    out += ["## Issue 7's bar", ""]
+    out += ["## The cost/wait bar", ""]
     for policy in ("ours", "ours_min2", *CANDIDATES, *RULE_CANDIDATES):
         out.append(f"**`{policy}`**:")
         out.append("")

@@ -1,12 +1,12 @@
 """Benchmark: the orchestrator's one read per tick (``orch_snapshot``) against the old per-worker reads.
 
-Where it sits: design principle 2 ("constant round trips per tick"). The daemon reads its whole world
-with one SQL call; the system it replaces read the worker rows and then queried each worker's tasks.
-This script builds the fleet of the foundation issue on a throwaway PostgreSQL (``TempPostgres``):
-1,000 live workers, 100,000 queued and 1,000 running tasks, plus history a year of production leaves
-behind (terminated workers, completed tasks). It then times both ways through the real transports
-and counts their protocol round trips with libpq's trace, prints a table and writes it to
-``bench/results/snapshot.md``.
+Where it sits: the principle of constant round trips per tick (``docs/architecture.md``, principle 2).
+The daemon reads its whole world with one SQL call; the system it replaces read the worker rows and
+then queried each worker's tasks. This script builds a large production fleet on a throwaway
+PostgreSQL (``TempPostgres``): 1,000 live workers, 100,000 queued and 1,000 running tasks, plus the
+history a year of production leaves behind (terminated workers, completed tasks). It then times both
+ways through the real transports and counts their protocol round trips with libpq's trace, prints a
+table and writes it to ``bench/results/snapshot.md``.
 
 Run: ``.venv/bin/python bench/snapshot.py`` (``--quick`` for a smaller fleet while developing).
 """

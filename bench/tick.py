@@ -1,7 +1,7 @@
 """Benchmark: the whole tick at 10, 100 and 1,000 workers, beside the old per-worker reads; daemon memory.
 
-Where it sits: design principle 2 ("constant round trips per tick") for the whole tick, not just the
-snapshot (``bench/snapshot.py`` measures that one call). ``Controller.tick()`` is lease, snapshot and
+Where it sits: the principle of constant round trips per tick (``docs/architecture.md``, principle 2)
+for the whole tick, not just the snapshot (``bench/snapshot.py`` measures that one call). ``Controller.tick()`` is lease, snapshot and
 pod listing (concurrently), ``plan()``, apply, record. Setting, per fleet size N:
 
 * a throwaway PostgreSQL (``TempPostgres``) with the migrations, holding N active workers, each running

@@ -1,6 +1,6 @@
 """Fixtures for the end-to-end tests: the embedded default stack, the daemon in-process or as a process.
 
-These tests sit on top of everything (issue 5, "What it must show"): a throwaway database in the
+These tests sit on top of everything: a throwaway database in the
 session's PostgreSQL (``pg`` from tests/conftest.py) with the migrations applied, the PostgREST
 stand-in in front of it, the Runpod emulator whose pods are real sshd sandboxes running the simulated
 worker, and the real daemon. ``stack`` is :class:`orchestrator.standins.stack.Stack` per test (its database

@@ -1,6 +1,7 @@
 """End-to-end: an image whose worker never starts stops spawning; the fix lets spawning resume.
 
-Issue 5, "What it must show", fourth bullet. The emulator makes every new pod's sshd refuse connections
+Spawning stops after MAX_CONSECUTIVE_FAILURES, the pods created stay bounded, an event says why, and
+spawning resumes once the fault is fixed. The emulator makes every new pod's sshd refuse connections
 (``ssh_refuse_share = 1.0``, a container whose sshd never starts): the pod runs and bills, SSH never
 answers, so each boot ends at SPAWNING_TIMEOUT_SEC (``boot_timeout``; a refused connection alone is
 "not ready yet", never a failure). With

@@ -1,12 +1,12 @@
 """End-to-end: the daemon SIGKILLed half-way through a spawn or a termination; the next run repairs it.
 
-Issue 5, "What it must show", third bullet. ``orchestrator run`` runs as a subprocess with
+A crash must leave no orphaned pod, no duplicate and no lost task. ``orchestrator run`` runs as a subprocess with
 ``ORCHESTRATOR_TEST_CRASH_AT`` set, so it kills itself (SIGKILL, no cleanup) at that point of the
 executor (orchestrator/loop/controller.py):
 
 - ``after_register``: the intent row is written, no pod was asked for;
-- ``after_create``: the pod exists, its id is not recorded on the row (the window the issue names:
-  "between recording a worker and recording its pod id");
+- ``after_create``: the pod exists, its id is not recorded on the row (the window between recording a
+  worker and recording its pod id, where the original orchestrator leaked pods);
 - ``before_terminate`` / ``after_terminate``: mid-termination, the provider not yet asked / asked but
   nothing recorded.
 

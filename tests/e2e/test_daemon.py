@@ -1,8 +1,8 @@
 """End-to-end: ``orchestrator run`` as a process - one leader, clean SIGTERM, LISTEN/NOTIFY wake-ups.
 
-Issue 5: "Two ``orchestrator run`` processes: only one ever spawns; killing it hands over within the
-lease TTL"; "SIGTERM finishes the tick, releases the lease and exits 0"; "over the direct Postgres
-adapter, wakes at once when a task is queued (LISTEN/NOTIFY from a trigger)". Each daemon is a real
+What it must do: of two ``orchestrator run`` processes only one ever spawns, and killing it hands over
+within the lease TTL; SIGTERM finishes the tick, releases the lease and exits 0; over the direct
+Postgres adapter it wakes at once when a task is queued (LISTEN/NOTIFY from a trigger). Each daemon is a real
 subprocess (``--env-file /dev/null``, the stack's environment); assertions read its JSON log, the
 database and the emulator.
 """

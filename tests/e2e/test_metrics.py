@@ -1,8 +1,7 @@
 """The metrics port: Prometheus text from a running daemon, and ``/healthz`` that fails on a stale tick.
 
-Issue 5, "Metrics: Prometheus text on an opt-in port (workers by state, queue depth, oldest queued
-age, spend rate, spawn failures, tick duration) and ``/healthz`` that fails when the last tick is too
-old". The first test reads them from ``orchestrator run`` with ``METRICS_PORT`` set; the second drives
+The metrics port serves Prometheus text (workers by state, queue depth, oldest queued age, spend rate,
+spawn failures, tick duration) and ``/healthz`` fails when the last tick is too old. The first test reads them from ``orchestrator run`` with ``METRICS_PORT`` set; the second drives
 :class:`orchestrator.loop.metrics.Metrics` with a fake clock behind a real :class:`MetricsServer`, since a
 real daemon's limit is a minute or more.
 """

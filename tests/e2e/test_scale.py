@@ -1,6 +1,6 @@
 """End-to-end: a burst of work scales the fleet up to MAX_ACTIVE_GPUS and back down to zero.
 
-Issue 5, "What it must show", first bullet: 40 tasks with MAX_ACTIVE_GPUS=5 scale to 5 pods, never 6 at
+40 tasks with MAX_ACTIVE_GPUS=5 scale to 5 pods, never 6 at
 any instant (per the emulator's record of every pod's creation and termination), every task completes
 once, then the fleet drains to MIN_ACTIVE_GPUS=0 and no pod is left billing.
 """

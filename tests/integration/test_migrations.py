@@ -113,7 +113,8 @@ alter default privileges in schema public grant all on tables to anon, authentic
 alter default privileges in schema public grant all on functions to anon, authenticated, service_role;
 alter default privileges in schema public grant all on sequences to anon, authenticated, service_role;
 
--- The columns of lessons-from-the-original.md, plus production's extras; no orchestrator columns yet.
+-- The columns the original orchestrator's workers use (banodoco/reigh-worker-orchestrator), plus
+-- production's extras; no orchestrator columns yet.
 create table public.tasks (
     id uuid primary key default gen_random_uuid(),
     task_type text not null,

@@ -218,7 +218,7 @@ def test_configuration_from_environment_and_settings(ssh_keypair, tmp_path: Path
     c = RunpodClient(env=env)
     assert c.gpu_types == ["NVIDIA GeForce RTX 4090", "RTX A4000"]
     assert (c.api, c.api_base_url, c.storage_name) == ("graphql", "http://127.0.0.1:9", "workspace")
-    # The seed's defaults.
+    # The original orchestrator's defaults (banodoco/reigh-worker-orchestrator, orchestrator/runpod_client.py).
     assert c.worker_image == "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
     assert (c.volume_mount_path, c.disk_size_gb, c.container_disk_gb) == ("/workspace", 20, 10)
     # Explicit keyword arguments win over the environment.
@@ -242,7 +242,7 @@ def test_create_pod_and_wait_and_the_module_level_helpers(api: str, emulator, cl
     assert res is not None and res["status"] == "active" and res["ssh_details"]["host_key_fingerprint"]
     assert client.terminate_worker(res["runpod_id"]) is True
 
-    # The seed's module-level helpers read everything but the key from the environment.
+    # The original's module-level helpers read everything but the key from the environment.
     monkeypatch.setenv("RUNPOD_API", api)
     monkeypatch.setenv("RUNPOD_API_BASE_URL", emulator.base_url)
     assert any(v["name"] == "workspace" for v in runpod_client.get_network_volumes(TEST_API_KEY))
@@ -274,7 +274,7 @@ def test_rest_create_body_matches_the_openapi_schema(runpod_openapi) -> None:  #
             assert body["mounts"] == {"persistent": {"size": 20, "path": "/workspace"}}
 
 
-# --- the seed's API, exactly ------------------------------------------------------------------------------
+# --- the original orchestrator's API, exactly ---------------------------------------------------------------
 
 SEED_CREATE_PARAMS = [
     ("name", inspect.Parameter.empty),

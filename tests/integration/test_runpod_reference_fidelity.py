@@ -3,8 +3,9 @@
 Where it sits: the client (``orchestrator.adapters.runpod.rest``, ``orchestrator.runpod_client``) and the
 emulator (``orchestrator.standins.emulator``) are tested against each other elsewhere; when both share a
 misreading of Runpod, those tests pass while the daemon would fail against the real service. Each test
-here pins one such misreading against ``../shared/runpod/openapi-v2.json`` (REST v2), the reference the
-README names as authoritative for paths, bodies, shapes, status enums and errors. Client-side cases the
+here pins one such misreading against Runpod's OpenAPI document for REST API v2 (the schema linked from
+https://docs.runpod.io/api-reference-v2/overview; ``tests/plugins/emulator.py`` says where the tests look
+for a copy), the authority for paths, bodies, shapes, status enums and errors. Client-side cases the
 emulator cannot produce (it does not model them) are answered by the ``stub`` HTTP server of
 ``tests.integration.conftest``; every body the stub serves is first validated against the spec's schema,
 so it is a response the real service is documented to give.
@@ -151,8 +152,9 @@ def test_emulator_refuses_json_null_where_create_pod_schema_has_no_null(
 def test_emulator_pod_in_error_keeps_costing_as_the_reference_says(
     emulator: EmulatorServer, rest_client: Callable[..., httpx.Client]
 ) -> None:
-    """openapi ``Pod.cost``: "0.0 when EXITED or TERMINATED" - not when ERROR; facts.md: "billing is per
-    second while a pod exists and is not EXITED". The emulator reports an ERROR pod at cost 0 and stops
+    """openapi ``Pod.cost``: "0.0 when EXITED or TERMINATED" - not when ERROR; and Runpod bills compute
+    per second (https://docs.runpod.io/accounts-billing/billing), so a pod bills while it exists and is
+    not EXITED. The emulator reports an ERROR pod at cost 0 and stops
     billing it, so every emulator run (the benchmark's cost figures included) prices a pod left in
     ERROR at nothing, while on Runpod it bills until someone terminates it."""
     c = rest_client(emulator)
@@ -186,8 +188,8 @@ def test_rest_terminate_answered_409_for_an_already_terminated_pod_is_confirmed(
     stub: Stub, runpod_openapi: OpenApiChecker
 ) -> None:
     """podAction: ``terminate`` is valid only from PROVISIONING, STARTING, RUNNING, EXITED and ERROR, and
-    "an action that is not valid for the pod's current status returns 409"; facts.md and the emulator's
-    own notes say a terminated pod may still be shown as TERMINATED for a while. A second terminate (a
+    "an action that is not valid for the pod's current status returns 409"; and the status enum has
+    TERMINATED, so a terminated pod may still be listed as TERMINATED for a while. A second terminate (a
     retry after a lost 204, or the orphan sweep racing the reaper) then gets 409, which the client
     reports as a failure: ``terminate_worker`` returns False and the pod is treated as still alive,
     although Runpod reports it TERMINATED (cost 0). The emulator cannot show this because its

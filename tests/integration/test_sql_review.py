@@ -1,7 +1,9 @@
 """Adversarial review of the SQL contract (docs/database.md) and its two transports.
 
 Each test pins one defect found by reviewing migrations/*.sql, orchestrator/adapters/db/*.py and the PostgREST
-stand-in against the contract workers and users rely on (lessons-from-the-original.md). Real Postgres,
+stand-in against the contract workers and users of the original orchestrator rely on
+(banodoco/reigh-worker-orchestrator: the ``tasks`` and ``workers`` tables, the claim, the heartbeat, the
+attempt limit; ``docs/database.md``). Real Postgres,
 real supabase-py against the stand-in; races are made deterministic by holding a row lock in a second
 session, never by sleeping.
 """

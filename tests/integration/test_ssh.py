@@ -360,7 +360,7 @@ def test_logged_commands_and_outputs_mask_secrets(emulator, ssh_keypair, tmp_pat
     assert any("[REDACTED]" in str(e.get("stdout", "")) for e in logs)
 
 
-# --- the seed's API: execute_command, and the password when no key file exists -------------------------
+# --- the original's API: execute_command, and the password when no key file exists ---------------------
 
 
 @dataclass

@@ -169,7 +169,7 @@ def test_the_worker_receives_the_settings_byte_for_byte_and_they_leak_nowhere(
         assert provider.terminate_worker(runpod_id) is True
     assert elapsed < 10, f"the start command must return at once, not after the pull and the apt step ({elapsed:.1f}s)"
 
-    # The seed's arguments, each value exactly the setting's.
+    # The original orchestrator's arguments (banodoco/reigh-worker-orchestrator), each value exactly the setting's.
     assert argv[-10:] == [
         "--db-type", "supabase",
         "--supabase-url", URL,

@@ -5,9 +5,12 @@ boot takes 30 ms, a cold one 165 ms), with its own state directory under ``tmp_p
 server (``.base_url``, ``.admin`` for the ``/_emulator/`` endpoints, ``.state`` for white-box
 checks) and stops it - and with it every pod's sshd - at teardown. ``emulator_factory`` builds more
 with other options (an ``api_key``, knobs). ``runpod_openapi`` checks REST v2 responses against
-``../shared/runpod/openapi-v2.json`` (relative to the repository root) and skips, saying why, when
-that file is absent; ``rest_client(server)`` gives an httpx client that checks every response it
-receives whenever that file is there (``check_rest`` does the same for one response).
+Runpod's OpenAPI document for REST API v2 (the schema linked from
+https://docs.runpod.io/api-reference-v2/overview). The repository does not carry that document (it is
+Runpod's): the checks look for a copy at ``OPENAPI_PATH``, ``shared/runpod/openapi-v2.json`` in the
+folder that holds the checkout, and skip, saying why, when it is absent; ``rest_client(server)`` gives
+an httpx client that checks every response it receives whenever the copy is there (``check_rest`` does
+the same for one response).
 """
 
 from __future__ import annotations
@@ -128,7 +131,7 @@ _CHECKER: list[OpenApiChecker | None] = []
 
 
 def optional_checker() -> OpenApiChecker | None:
-    """The spec checker when ../shared/runpod/openapi-v2.json is there, else None (loaded once)."""
+    """The spec checker when the copy of Runpod's document is at OPENAPI_PATH, else None (loaded once)."""
     if not _CHECKER:
         _CHECKER.append(OpenApiChecker(OPENAPI_PATH) if OPENAPI_PATH.is_file() else None)
     return _CHECKER[0]
@@ -146,7 +149,7 @@ def check_rest(response: httpx.Response) -> httpx.Response:
 def runpod_openapi() -> OpenApiChecker:
     if not OPENAPI_PATH.is_file():
         pytest.skip(
-            f"Runpod's openapi-v2.json is not at {OPENAPI_PATH} (../shared/runpod/ next to the repository); "
+            f"Runpod's openapi-v2.json (REST API v2) is not at {OPENAPI_PATH}; "
             "the REST v2 response-schema checks need it"
         )
     checker = optional_checker()

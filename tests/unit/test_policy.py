@@ -1,4 +1,5 @@
-"""Scenario tests of the pure policy: one or more per rule of issue 5, each readable on its own.
+"""Scenario tests of the pure policy: one or more per rule (the sections of ``orchestrator/core/policy.py``),
+each readable on its own.
 
 Each builds a snapshot and a pod listing relative to one fixed instant, calls ``plan()`` and asserts
 the actions and their reason codes. The builders at the top are shared with

@@ -1,6 +1,6 @@
 """Hypothesis properties of the pure policy, over arbitrary well-typed fleets, listings and settings.
 
-The invariants of issue 5: never more non-terminal workers than the maximum; never terminates or
+The policy's invariants: never more non-terminal workers than the maximum; never terminates or
 fails a worker running a task unless that worker is failed; booting workers count as capacity; the
 same input gives the same actions; never spawns while paused; never touches a pod without the
 prefix; never raises. Plus the spend cap and the breaker.

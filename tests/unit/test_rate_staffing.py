@@ -1,6 +1,7 @@
 """The rate-clairvoyant staffing family of ``bench/frontier.py`` (``orchestrator.studies.policies``).
 
-Its figures are the evidence that part of issue 7's bar is out of reach of any rate-predicting rule,
+Its figures are the evidence that part of the cost/wait bar (``docs/policy.md``) is out of reach of any
+rate-predicting rule,
 so its queueing arithmetic and its effect on the fleet are checked here against known answers.
 """
 

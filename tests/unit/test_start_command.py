@@ -4,9 +4,9 @@ the credentials on stdin, the pod's own environment in an init-process ``environ
 Each test lays out a fake checkout whose entry (``worker.py`` / ``headless.py``, or a fake ``uv``)
 records the argv and environment it was started with, and a fake ``apt-get`` that keeps the rule of
 Runpod's images (their package lists are empty: ``install`` fails until ``update`` has run). What the
-fake entry records is what the real worker would have received. The seed's steps and arguments are
-those of the original orchestrator (banodoco/reigh-worker-orchestrator,
-``structure_docs/runpod_integration.md`` and ``orchestrator/runpod_client.py`` of its first commit).
+fake entry records is what the real worker would have received. The steps and arguments kept from the
+original orchestrator are those of banodoco/reigh-worker-orchestrator
+(``structure_docs/runpod_integration.md`` and ``orchestrator/runpod_client.py`` of its first commit).
 """
 
 from __future__ import annotations
