@@ -1,8 +1,10 @@
 """A local Runpod: emulated REST API v2 and GraphQL APIs whose pods are real SSH sandboxes.
 
 Where it sits: ``orchestrator/standins/`` holds everything that stands in for the outside world. This
-package is the Runpod side: one state model (:mod:`.state`) behind the REST v2 subset (:mod:`.rest`)
-and the GraphQL subset the official SDK 1.12 uses (:mod:`.gql`), served by :mod:`.server` with the
+package is the Runpod side: one state model (:mod:`.state` over the records of :mod:`.records`, with
+:mod:`.boot` booting its pods) behind the REST v2 subset (:mod:`.rest`, which checks create bodies in
+:mod:`.rest_create` and answers the catalog in :mod:`.rest_catalog`) and the GraphQL subset the official
+SDK 1.12 uses (:mod:`.gql`), served by :mod:`.server` with the
 fault knobs of :mod:`.faults` and a catalog from :mod:`.catalog` (default
 ``orchestrator/standins/emulator/data/catalog.json``: two data centers, one network volume in each, every volume
 holding the simulated worker's checkout). Each pod that boots gets a sandbox from
@@ -74,7 +76,8 @@ Known differences from the real service (deliberate, or where the real behaviour
   (real ones can keep stale ports).
 * Billing accrues per real second (not scaled by the speed factor) at the GPU's secure price
   (community price for ``cloud: COMMUNITY``) times the GPU count while the pod is PROVISIONING,
-  STARTING, RUNNING or ERROR (facts.md: billed while it exists and is not EXITED); EXITED pods cost
+  STARTING, RUNNING or ERROR (Runpod bills an active pod per second, docs.runpod.io/pods/pricing, and
+  openapi-v2.json's ``Pod.cost`` is 0 only when EXITED or TERMINATED); EXITED pods cost
   nothing, and an ERROR pod's GPUs go back to stock; there is no credit check. Volumes are free.
 * Stock is a plain count per (GPU type, data center); ``cloudType: ALL`` and SECURE/COMMUNITY share
   it. Catalog availability levels are the emulator's own thresholds (0 NONE, <=2 LOW, <=8 MEDIUM).

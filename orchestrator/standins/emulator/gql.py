@@ -31,7 +31,7 @@ from .state import (
     PodSpec,
 )
 
-#: Runpod's message when a network volume is used off Secure Cloud (facts.md).
+#: Runpod's message when a network volume is used off Secure Cloud (as users met it: github.com/runpod/runpodctl/issues/172).
 SOMETHING_WRONG = "Something went wrong. Please try again later or contact support."
 TERMINATE_NOT_FOUND = "pod not found to terminate"
 

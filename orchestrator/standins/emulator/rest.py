@@ -1,10 +1,12 @@
 """The REST API v2 subset of the Runpod emulator.
 
 Part of ``orchestrator/standins/emulator``: :mod:`.server` authenticates, applies the API fault knobs and
-rate limits, then calls :func:`handle` with the method, path, query and body. Shapes, field names and
-status codes follow ``openapi-v2.json`` (``Pod``, ``ListPodsResponse``, ``GpuType``, ``DataCenter``,
-``NetworkVolume``, ``ErrorResponse`` in RFC 9457 form). Every refusal of the state model
-(:class:`.state.EmulatorRefusal`) becomes a problem document here.
+rate limits, then calls :func:`handle` with the method, path, query and body. This module routes the
+request and answers the pod and network volume endpoints; the create body is checked by
+:mod:`.rest_create` (:func:`parse_create`, re-exported here) and the catalog endpoints are answered by
+:mod:`.rest_catalog`. Shapes, field names and status codes follow ``openapi-v2.json`` (``Pod``,
+``ListPodsResponse``, ``GpuType``, ``DataCenter``, ``NetworkVolume``, ``ErrorResponse`` in RFC 9457
+form). Every refusal of the state model (:class:`.state.EmulatorRefusal`) becomes a problem document here.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ import time
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from . import rest_catalog
+from .rest_create import parse_create
 from .state import (
     RUNNING,
     EmulatorRefusal,
     EmulatorState,
     Pod,
-    PodSpec,
     Volume,
     rfc3339,
 )
+
+__all__ = ["MUTATING", "TITLES", "Response", "handle", "parse_create", "problem", "render_pod", "render_volume"]
 
 TITLES = {
     400: "Bad Request",
@@ -41,30 +46,6 @@ TITLES = {
 }
 
 Response = tuple[int, Any, dict[str, str]]
-
-_CREATE_KEYS = frozenset(
-    {
-        "name",
-        "image",
-        "args",
-        "disk",
-        "env",
-        "ports",
-        "registry",
-        "cloud",
-        "cpu",
-        "dataCenterIds",
-        "globalNetworking",
-        "gpu",
-        "mounts",
-        "startJupyter",
-        "startSsh",
-        "templateId",
-    }
-)
-_GPU_KEYS = frozenset({"id", "count", "allowedCudaVersions", "minCudaVersion"})
-_CUDA_RE = re.compile(r"^\d+\.\d+$")
-_CC_RE = re.compile(r"^[A-Z]{2}$")
 
 
 def problem(status: int, detail: str, errors: list[str] | None = None) -> dict[str, Any]:
@@ -196,17 +177,6 @@ def render_volume(v: Volume) -> dict[str, Any]:
     return {"id": v.id, "name": v.name, "size": v.size, "dataCenter": v.data_center_id, "type": v.type}
 
 
-def _level(free: int) -> str:
-    # The real thresholds are not published; these make LOW mean "a handful".
-    if free <= 0:
-        return "NONE"
-    if free <= 2:
-        return "LOW"
-    if free <= 8:
-        return "MEDIUM"
-    return "HIGH"
-
-
 # --- pods -----------------------------------------------------------------------------------------
 
 
@@ -262,354 +232,27 @@ def _create_pod(state: EmulatorState, _m: dict[str, str], _p: dict[str, str], bo
         return 201, render_pod(state, pod), {}
 
 
-def parse_create(data: Any) -> PodSpec:
-    """Check a CreatePodRequest the way openapi-v2.json describes it: 422 for the schema, 400 for rules."""
-    errors: list[str] = []
-    if not isinstance(data, dict):
-        raise EmulatorRefusal("invalid", "Request validation failed.", errors=["body: must be an object"])
-
-    def typed(
-        key: str,
-        kind: type | tuple[type, ...],
-        where: dict[str, Any] = data,
-        prefix: str = "",
-        nullable: bool = False,
-    ) -> Any:
-        if key not in where:
-            return None
-        v = where[key]
-        if v is None:
-            # An explicit null is not "absent": the schema types these fields without null (422).
-            if not nullable:
-                errors.append(f"{prefix}{key}: must not be null")
-            return None
-        if isinstance(v, bool) and kind is int:
-            errors.append(f"{prefix}{key}: must be an integer")
-            return None
-        if not isinstance(v, kind):
-            errors.append(f"{prefix}{key}: wrong type")
-            return None
-        return v
-
-    for k in sorted(set(data) - _CREATE_KEYS):
-        errors.append(f"{k}: unexpected property")
-    name = typed("name", str)
-    if "name" not in data:
-        errors.append("name: required")
-    elif name == "":
-        errors.append("name: must not be empty")
-    image = typed("image", str)
-    if "templateId" not in data and "image" not in data:
-        errors.append("image: required unless templateId is set")
-    args = typed("args", str) or ""
-    disk = typed("disk", int)
-    if disk is not None and disk < 1:
-        errors.append("disk: must be at least 1")
-    env = typed("env", dict) or {}
-    for k, v in env.items():
-        if not isinstance(v, str):
-            errors.append(f"env.{k}: must be a string")
-    ports = typed("ports", list) or []
-    for p in ports:
-        if not isinstance(p, str):
-            errors.append("ports: items must be strings")
-    cloud = data.get("cloud", "SECURE")
-    if cloud not in ("SECURE", "COMMUNITY"):
-        errors.append("cloud: must be one of SECURE, COMMUNITY")
-    dcs = typed("dataCenterIds", list) or []
-    if any(not isinstance(d, str) for d in dcs):
-        errors.append("dataCenterIds: items must be strings")
-    for flag in ("startSsh", "startJupyter", "globalNetworking"):
-        typed(flag, bool)
-    typed("registry", str, nullable=True)
-    template_id = typed("templateId", str)
-    gpu = typed("gpu", dict)
-    gpu_count, min_cuda = 1, None
-    allowed: list[str] = []
-    if gpu is not None:
-        for k in sorted(set(gpu) - _GPU_KEYS):
-            errors.append(f"gpu.{k}: unexpected property")
-        if not isinstance(gpu.get("id"), str):
-            errors.append("gpu.id: required string")
-        c = typed("count", int, gpu, "gpu.")
-        if c is not None:
-            if c < 1:
-                errors.append("gpu.count: must be at least 1")
-            gpu_count = c
-        allowed = typed("allowedCudaVersions", list, gpu, "gpu.") or []
-        for v in allowed:
-            if not isinstance(v, str) or not _CUDA_RE.match(v):
-                errors.append(f"gpu.allowedCudaVersions: {v!r} is not major.minor")
-        min_cuda = typed("minCudaVersion", str, gpu, "gpu.")
-        if min_cuda is not None and not _CUDA_RE.match(min_cuda):
-            errors.append(f"gpu.minCudaVersion: {min_cuda!r} is not major.minor")
-    volume_id: str | None = None
-    mount_path: str | None = None
-    persistent = 0
-    mounts = typed("mounts", dict)
-    if mounts is not None:
-        for k in sorted(set(mounts) - {"persistent", "network"}):
-            errors.append(f"mounts.{k}: unexpected property")
-        for k in ("persistent", "network"):
-            if k in mounts and mounts[k] is None:
-                errors.append(f"mounts.{k}: must not be null")
-        net = mounts.get("network")
-        if net is not None:
-            if not isinstance(net, list):
-                errors.append("mounts.network: must be an array")
-            elif len(net) > 1:
-                errors.append("mounts.network: at most 1 item")
-            elif net:
-                item = net[0]
-                if not isinstance(item, dict):
-                    errors.append("mounts.network[0]: must be an object")
-                else:
-                    for k in sorted(set(item) - {"volumeId", "path"}):
-                        errors.append(f"mounts.network[0].{k}: unexpected property")
-                    if not isinstance(item.get("volumeId"), str):
-                        errors.append("mounts.network[0].volumeId: required string")
-                    if not isinstance(item.get("path"), str):
-                        errors.append("mounts.network[0].path: required string")
-                    volume_id, mount_path = item.get("volumeId"), item.get("path")
-        per = mounts.get("persistent")
-        if per is not None:
-            if not isinstance(per, dict):
-                errors.append("mounts.persistent: must be an object")
-            else:
-                for k in sorted(set(per) - {"size", "path"}):
-                    errors.append(f"mounts.persistent.{k}: unexpected property")
-                size = per.get("size")
-                if not isinstance(size, int) or isinstance(size, bool) or size < 10:
-                    errors.append("mounts.persistent.size: required integer >= 10")
-                if not isinstance(per.get("path"), str):
-                    errors.append("mounts.persistent.path: required string")
-                if not errors:
-                    persistent, mount_path = int(per["size"]), str(per["path"])
-    if errors:
-        raise EmulatorRefusal("invalid", "Request validation failed.", errors=errors)
-    # Cross-field rules: the body matches the schema but cannot be honoured -> 400.
-    if (gpu is None) == ("cpu" not in data):
-        raise EmulatorRefusal("bad_request", "exactly one of gpu or cpu must be set")
-    if gpu is None:
-        raise EmulatorRefusal("bad_request", "CPU pods are not offered by this emulator")
-    if mounts and mounts.get("network") and mounts.get("persistent"):
-        raise EmulatorRefusal("bad_request", "mounts: persistent and network are mutually exclusive")
-    if allowed and min_cuda:
-        raise EmulatorRefusal(
-            "bad_request", "gpu: allowedCudaVersions and minCudaVersion are mutually exclusive"
-        )
-    if template_id is not None:
-        raise EmulatorRefusal("not_found", f"template {template_id} not found")
-    return PodSpec(
-        name=name or "",
-        image=image or "",
-        gpu_id=gpu["id"],
-        gpu_count=gpu_count,
-        cloud=cloud,
-        data_center_ids=list(dcs),
-        volume_id=volume_id,
-        mount_path=mount_path,
-        persistent_gb=persistent,
-        disk_gb=disk if disk is not None else 50,
-        args=args,
-        ports=list(ports),
-        env=dict(env),
-        allowed_cuda=list(allowed),
-        min_cuda=min_cuda,
-        via="rest",
-    )
-
-
 def _not_implemented(state: EmulatorState, m: dict[str, str], _p: dict[str, str], _b: bytes) -> Response:
     return 501, problem(501, "updating a pod is not implemented by the emulator"), {}
 
 
-# --- catalog --------------------------------------------------------------------------------------
-
-
-def _csv(params: dict[str, str], key: str) -> list[str]:
-    raw = params.get(key)
-    return [x.strip() for x in raw.split(",") if x.strip()] if raw else []
-
-
-def _gpu_filters(state: EmulatorState, params: dict[str, str]) -> dict[str, Any]:
-    include = _csv(params, "include")
-    products = _csv(params, "product")
-    errors = [f"include: unknown value {v!r}" for v in include if v != "AVAILABILITY"]
-    errors += [f"product: unknown value {v!r}" for v in products if v not in ("POD", "CLUSTER", "SERVERLESS")]
-    cloud = params.get("cloud")
-    if cloud is not None and cloud not in ("SECURE", "COMMUNITY"):
-        errors.append("cloud: must be SECURE or COMMUNITY")
-    count_raw = params.get("count")
-    count = 1
-    if count_raw is not None:
-        try:
-            count = int(count_raw)
-            if count < 1:
-                raise ValueError
-        except ValueError:
-            errors.append("count: must be an integer >= 1")
-    countries = _csv(params, "countryCodes")
-    errors += [
-        f"countryCodes: {c!r} is not an ISO 3166-1 alpha-2 code" for c in countries if not _CC_RE.match(c)
-    ]
-    cudas = _csv(params, "cudaVersions")
-    errors += [f"cudaVersions: {c!r} is not major.minor" for c in cudas if not _CUDA_RE.match(c)]
-    min_cuda = params.get("minCudaVersion")
-    if min_cuda is not None and not re.match(r"^\d+(\.\d+)?$", min_cuda):
-        errors.append(f"minCudaVersion: {min_cuda!r} is malformed")
-    if errors:
-        raise EmulatorRefusal("invalid", "Request validation failed.", errors=errors)
-    avail = "AVAILABILITY" in include
-    if avail and not products:
-        raise EmulatorRefusal("bad_request", "product is required with include=AVAILABILITY")
-    if not avail:
-        for key in ("product", "count", "cloud", "countryCodes", "cudaVersions", "minCudaVersion"):
-            if key in params:
-                raise EmulatorRefusal("bad_request", f"{key} is valid only with include=AVAILABILITY")
-    if cudas and min_cuda:
-        raise EmulatorRefusal("bad_request", "cudaVersions and minCudaVersion are mutually exclusive")
-    return {"avail": avail, "count": count, "countries": countries, "cudas": cudas, "min_cuda": min_cuda}
-
-
-def _render_gpu(state: EmulatorState, gpu_id: str, f: dict[str, Any]) -> dict[str, Any] | None:
-    g = state.catalog.gpu(gpu_id)
-    assert g is not None
-    price: dict[str, Any] = {"secure": g.secure_price, "community": g.community_price}
-    if g.serverless_price is not None:
-        price["serverless"] = g.serverless_price
-    out: dict[str, Any] = {
-        "id": g.id,
-        "name": g.display_name,
-        "pool": g.pool,
-        "manufacturer": g.manufacturer if g.manufacturer in ("NVIDIA", "AMD") else "UNKNOWN",
-        "memory": g.memory_gb,
-        "secure": True,
-        "community": True,
-        "price": price,
-        "maxCount": {"secure": g.max_count_secure, "community": g.max_count_community},
-    }
-    if not f["avail"]:
-        return out
-    dcs = [state.catalog.data_center(d) for d in state.offered_in(g.id)]
-    if f["countries"]:
-        dcs = [d for d in dcs if d is not None and d.country_code in f["countries"]]
-    cuda_ok = (not f["cudas"] or g.cuda_version in f["cudas"]) and (
-        not f["min_cuda"] or _ver(g.cuda_version) >= _ver(f["min_cuda"])
-    )
-    entries = []
-    for d in dcs:
-        assert d is not None
-        free = state.free(g.id, d.id) if cuda_ok else 0
-        # Availability counts pods of the requested size that would still fit.
-        entries.append({"id": d.id, "name": d.name, "availability": _level(free // f["count"])})
-    best = max(
-        (e["availability"] for e in entries), key=["NONE", "LOW", "MEDIUM", "HIGH"].index, default="NONE"
-    )
-    out["availability"] = best
-    if best != "NONE":
-        out["dataCenters"] = entries
-    if cuda_ok:
-        out["cudaVersions"] = [{"version": g.cuda_version, "available": best != "NONE"}]
-    else:
-        out["cudaVersions"] = []
-    if f["countries"] and not dcs:
-        return None
-    return out
-
-
-def _ver(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in v.split("."))
+# --- catalog (bodies from .rest_catalog) ----------------------------------------------------------
 
 
 def _list_gpus(state: EmulatorState, _m: dict[str, str], params: dict[str, str], _b: bytes) -> Response:
-    f = _gpu_filters(state, params)
-    with state.lock:
-        gpus = [_render_gpu(state, g.id, f) for g in state.catalog.gpus]
-    return 200, {"gpus": [g for g in gpus if g is not None]}, {}
+    return 200, rest_catalog.list_gpus(state, params), {}
 
 
 def _get_gpu(state: EmulatorState, m: dict[str, str], params: dict[str, str], _b: bytes) -> Response:
-    f = _gpu_filters(state, params)
-    if state.catalog.gpu(m["id"]) is None:
-        return 404, problem(404, f"GPU type {m['id']} not found"), {}
-    with state.lock:
-        out = _render_gpu(state, m["id"], {**f, "countries": []}) or {}
-        if f["countries"] and f["avail"]:
-            # The single-GPU endpoint keeps the type and reports NONE outside those countries.
-            scoped = _render_gpu(state, m["id"], f)
-            if scoped is None:
-                out["availability"] = "NONE"
-                out.pop("dataCenters", None)
-            else:
-                out = scoped
-    return 200, out, {}
-
-
-def _dc_filters(params: dict[str, str]) -> dict[str, Any]:
-    include = _csv(params, "include")
-    errors = [
-        f"include: unknown value {v!r}" for v in include if v not in ("GPU_AVAILABILITY", "CPU_AVAILABILITY")
-    ]
-    regions = _csv(params, "regions")
-    from .catalog import REGIONS, VOLUME_TYPES
-
-    errors += [f"regions: unknown value {v!r}" for v in regions if v not in REGIONS]
-    vtypes = _csv(params, "networkVolumeTypes")
-    errors += [f"networkVolumeTypes: unknown value {v!r}" for v in vtypes if v not in VOLUME_TYPES]
-    compliance = _csv(params, "compliance")
-    gn = params.get("globalNetwork")
-    if gn is not None and gn not in ("true", "false"):
-        errors.append("globalNetwork: must be true or false")
-    if errors:
-        raise EmulatorRefusal("invalid", "Request validation failed.", errors=errors)
-    return {"include": include, "regions": regions, "vtypes": vtypes, "compliance": compliance, "gn": gn}
-
-
-def _render_dc(state: EmulatorState, dc_id: str, include: list[str]) -> dict[str, Any]:
-    d = state.catalog.data_center(dc_id)
-    assert d is not None
-    out: dict[str, Any] = {
-        "id": d.id,
-        "name": d.name,
-        "region": d.region,
-        "globalNetwork": d.global_network,
-        "networkVolumeTypes": list(d.network_volume_types),
-        "compliance": list(d.compliance),
-    }
-    if "GPU_AVAILABILITY" in include:
-        offered = [g for g in state.catalog.gpus if state.capacity.get((g.id, d.id), 0) > 0]
-        if offered:
-            out["gpuAvailability"] = [
-                {"id": g.id, "name": g.display_name, "availability": _level(state.free(g.id, d.id))}
-                for g in offered
-            ]
-    return out
+    return 200, rest_catalog.get_gpu(state, m["id"], params), {}
 
 
 def _list_dcs(state: EmulatorState, _m: dict[str, str], params: dict[str, str], _b: bytes) -> Response:
-    f = _dc_filters(params)
-    out = []
-    with state.lock:
-        for d in state.catalog.data_centers:
-            if f["regions"] and d.region not in f["regions"]:
-                continue
-            if any(t not in d.network_volume_types for t in f["vtypes"]):
-                continue
-            if any(c not in d.compliance for c in f["compliance"]):
-                continue
-            if f["gn"] is not None and d.global_network != (f["gn"] == "true"):
-                continue
-            out.append(_render_dc(state, d.id, f["include"]))
-    return 200, {"dataCenters": out}, {}
+    return 200, rest_catalog.list_dcs(state, params), {}
 
 
 def _get_dc(state: EmulatorState, m: dict[str, str], params: dict[str, str], _b: bytes) -> Response:
-    f = _dc_filters(params)
-    if state.catalog.data_center(m["id"]) is None:
-        return 404, problem(404, f"data center {m['id']} not found"), {}
-    with state.lock:
-        return 200, _render_dc(state, m["id"], f["include"]), {}
+    return 200, rest_catalog.get_dc(state, m["id"], params), {}
 
 
 # --- network volumes ------------------------------------------------------------------------------

@@ -17,7 +17,10 @@ psycopg transport talks to:
 - ``PUT {base}/storage/v1/object/upload/sign/...`` and ``GET .../object/public/...``
   (``orchestrator.standins.postgrest.storage``).
 The tests, the demo and the simulated workers all use it, so both the Supabase transport and the real
-worker's protocol are exercised end to end.
+worker's protocol are exercised end to end. This module holds the server (its lifecycle, the schema
+cache's listener, the test knobs, SQL run as a role) and its command line; the HTTP side (routing, keys,
+faults, error bodies) is ``orchestrator.standins.postgrest.handler`` and the RPC resolution over the
+schema cache is ``orchestrator.standins.postgrest.rpc``.
 
 What the RPC path does, following PostgREST's documentation (references/api/functions, references/errors):
 
@@ -89,21 +92,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
 import json
 import os
 import signal
-import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import Any
 
 import psycopg
 import structlog
@@ -115,7 +113,6 @@ from orchestrator.standins.postgrest.common import (
     ANON_ROLE,
     SERVICE_ROLE,
     ApiKeys,
-    HttpError,
     Reply,
     error_from_pg,
     generate_keys,
@@ -124,14 +121,23 @@ from orchestrator.standins.postgrest.common import (
     status_for_sqlstate,
 )
 from orchestrator.standins.postgrest.edge import EdgeFunctions
+from orchestrator.standins.postgrest.handler import (
+    FaultKind,
+    KeepAliveServer,
+    PostgrestHandler,
+    RequestRecord,
+)
+from orchestrator.standins.postgrest.rpc import Routine, SchemaCache, call_sql, choose, no_function_error
 from orchestrator.standins.postgrest.storage import ObjectStore
 
 __all__ = [
     "ANON_ROLE",
     "SERVICE_ROLE",
     "ApiKeys",
+    "FaultKind",
     "PostgrestServer",
     "RequestRecord",
+    "SchemaCache",
     "generate_keys",
     "make_api_key",
     "serve",
@@ -139,224 +145,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
-
-FaultKind = Literal["unavailable", "gateway", "disconnect"]
-
-# GET query parameters PostgREST reserves for reading table-valued results; we do not implement them.
-_RESERVED_QUERY_PARAMS = frozenset(
-    {"select", "order", "limit", "offset", "columns", "on_conflict", "and", "or"}
-)
-
-
-# --- the schema cache ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Routine:
-    schema: str
-    name: str
-    params: tuple[tuple[str, str], ...]  # (name, type) of the input parameters, "" when unnamed
-    required: int  # the first `required` input parameters have no default
-    variadic: bool
-    returns_set: bool
-    returns_void: bool
-    volatile: bool
-
-    @property
-    def param_names(self) -> list[str]:
-        return [n for n, _ in self.params]
-
-    def single_unnamed_json(self) -> bool:
-        return len(self.params) == 1 and self.params[0][0] == "" and self.params[0][1] in ("json", "jsonb")
-
-    def matches(self, keys: frozenset[str]) -> bool:
-        names = self.param_names
-        if "" in names[: self.required]:
-            return False  # an unnamed required parameter cannot be passed by name
-        return keys <= set(names) - {""} and set(names[: self.required]) <= keys
-
-
-_CATALOG_SQL = """
-SELECT p.proname,
-       p.pronargs,
-       p.pronargdefaults,
-       p.proargnames,
-       p.proargmodes::text[],
-       array(SELECT format_type(t.oid_, NULL) FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS t(oid_, i) ORDER BY t.i),
-       p.provariadic <> 0,
-       p.proretset,
-       p.prorettype = 'void'::regtype,
-       p.provolatile = 'v'
-FROM pg_catalog.pg_proc p
-JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname = %s AND p.prokind = 'f'
-ORDER BY p.proname, p.oid
-"""
-
-_RELATIONS_SQL = """
-SELECT c.relname, array_agg(a.attname::text ORDER BY a.attnum)
-FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
-GROUP BY c.relname
-"""
-
-
-@dataclass(frozen=True)
-class SchemaCache:
-    """What PostgREST knows of the exposed schema between reloads: its functions and its tables' columns.
-
-    PostgREST reads this metadata once and serves every request from it ("Schema Cache",
-    docs.postgrest.org/en/stable/references/schema_cache.html); it is refilled only when the server
-    starts, when its listener connection is re-established, and on ``NOTIFY pgrst`` with the payload
-    ``'reload schema'`` or an empty one ("Listener", docs.postgrest.org/en/stable/references/listener.html;
-    ``PostgREST.Workers.listener`` of the postgrest package: "When a NOTIFY db-channel - with an empty
-    payload - is done, it refills the schema cache"). So a function created after the last reload is
-    unknown (404 ``PGRST202``) until then, whatever ``pg_proc`` says, and one dropped since is still
-    "known" (its call then fails in Postgres, ``42883``, 404).
-    """
-
-    schema: str
-    routines: Mapping[str, tuple[_Routine, ...]]
-    columns: Mapping[str, tuple[str, ...]]
-    loaded_at: float
-
-    @classmethod
-    def load(cls, conn: psycopg.Connection[Any], schema: str) -> SchemaCache:
-        routines: dict[str, list[_Routine]] = {}
-        for (
-            proname, nargs, ndefaults, argnames, argmodes, argtypes, variadic, retset, retvoid, volatile,
-        ) in conn.execute(_CATALOG_SQL, (schema,)).fetchall():  # fmt: skip
-            names: list[str] = list(argnames or [])
-            if argmodes:
-                # proargnames covers every argument (OUT ones too) when modes are present; keep the inputs.
-                names = [
-                    n
-                    for n, m in zip(names or [""] * len(argmodes), argmodes, strict=False)
-                    if m in ("i", "b", "v")
-                ]
-            names = (names + [""] * nargs)[:nargs]
-            routines.setdefault(str(proname), []).append(
-                _Routine(
-                    schema=schema,
-                    name=str(proname),
-                    params=tuple(zip(names, argtypes, strict=True)),
-                    required=nargs - (ndefaults or 0),
-                    variadic=bool(variadic),
-                    returns_set=bool(retset),
-                    returns_void=bool(retvoid),
-                    volatile=bool(volatile),
-                )
-            )
-        columns = {
-            str(name): tuple(str(c) for c in cols)
-            for name, cols in conn.execute(_RELATIONS_SQL, (schema,)).fetchall()
-        }
-        return cls(
-            schema=schema,
-            routines={k: tuple(v) for k, v in routines.items()},
-            columns=columns,
-            loaded_at=time.time(),
-        )
-
-    def functions(self, name: str) -> list[_Routine]:
-        return list(self.routines.get(name, ()))
-
-    def table_columns(self, table: str) -> list[str] | None:
-        found = self.columns.get(table)
-        return list(found) if found is not None else None
-
-
-def _no_function_error(
-    cache: SchemaCache, name: str, keys: frozenset[str], overloads: list[_Routine]
-) -> HttpError:
-    schema = cache.schema
-    qualified = f"{schema}.{name}"
-    given = ", ".join(sorted(keys))
-    if keys:
-        message = f"Could not find the function {qualified}({given}) in the schema cache"
-        searched = f" with parameter{'s' if len(keys) > 1 else ''} {given}"
-    else:
-        message = f"Could not find the function {qualified} without parameters in the schema cache"
-        searched = " without parameters"
-    details = (
-        f"Searched for the function {qualified}{searched} or with a single unnamed json/jsonb parameter,"
-        " but no matches were found in the schema cache."
-    )
-    hint: str | None = None
-    if overloads:
-        # Same name, other parameters: suggest the closest parameter list, as PostgREST does.
-        lists = {"(" + ", ".join(sorted(r.param_names)) + ")": r for r in overloads}
-        close = difflib.get_close_matches("(" + given + ")", list(lists), n=1, cutoff=0.0)
-        if close:
-            hint = f"Perhaps you meant to call the function {qualified}{close[0]}"
-    else:
-        close = difflib.get_close_matches(name, sorted(cache.routines), n=1, cutoff=0.75)
-        if close:
-            hint = f"Perhaps you meant to call the function {schema}.{close[0]}"
-    return pgrst_error(404, "PGRST202", message, details, hint)
-
-
-def _choose(routines: list[_Routine], keys: frozenset[str], body_is_json_object: bool) -> _Routine | None:
-    candidates = [r for r in routines if r.matches(keys)]
-    if not candidates and body_is_json_object:
-        candidates = [r for r in routines if r.single_unnamed_json()]
-    if len(candidates) > 1:
-        exact = [r for r in candidates if set(r.param_names) == keys]
-        if len(exact) == 1:
-            return exact[0]
-        described = ", ".join(
-            f"{r.schema}.{r.name}(" + ", ".join(f"{n} => {t}" for n, t in r.params) + ")" for r in candidates
-        )
-        raise pgrst_error(
-            300,
-            "PGRST203",
-            f"Could not choose the best candidate function between: {described}",
-            None,
-            "Try renaming the parameters or the function itself in the database so function overloading can be resolved",
-        )
-    return candidates[0] if candidates else None
-
-
-def _call_sql(routine: _Routine, keys: list[str], whole_body: bool) -> sql.Composed:
-    """The statement calling ``routine``: one row whose last column is the response body (JSON text).
-
-    Arguments arrive as one JSON object (the only query parameter) and are typed by
-    ``json_to_record`` with the parameters' declared types, the way PostgREST converts them.
-    """
-    fn = sql.SQL("{}.{}").format(sql.Identifier(routine.schema), sql.Identifier(routine.name))
-    types = dict(routine.params)
-    last = routine.params[-1][0] if routine.params else None
-    source: sql.Composable = sql.SQL("")
-    if whole_body:
-        call: sql.Composable = sql.SQL("{}(%s::json)").format(fn)
-    elif keys:
-        call = sql.SQL("{}({})").format(
-            fn,
-            sql.SQL(", ").join(
-                sql.SQL("{variadic}{name} := _args.{name}").format(
-                    variadic=sql.SQL("VARIADIC " if routine.variadic and k == last else ""),
-                    name=sql.Identifier(k),
-                )
-                for k in keys
-            ),
-        )
-        # The types are format_type() output read from pg_catalog, not client input.
-        columns = sql.SQL(", ").join(
-            sql.SQL("{} {}").format(sql.Identifier(k), sql.SQL(types[k])) for k in keys
-        )
-        source = sql.SQL(" FROM json_to_record(%s::json) AS _args({})").format(columns)
-    else:
-        call = sql.SQL("{}()").format(fn)
-    if routine.returns_set:
-        # A scalar set-returning function's alias names its column; a composite one's names the row.
-        has_source = bool(keys) and not whole_body
-        lateral = sql.SQL(", LATERAL {} AS _r" if has_source else " FROM {} AS _r").format(call)
-        return sql.SQL("SELECT coalesce(json_agg(_r), '[]'::json)::text{}{}").format(source, lateral)
-    if routine.returns_void:
-        return sql.SQL("SELECT {}, 'null'{}").format(call, source)
-    return sql.SQL("SELECT coalesce(to_json({})::text, 'null'){}").format(call, source)
 
 
 # --- the server ------------------------------------------------------------------------------------
@@ -366,66 +154,6 @@ def _call_sql(routine: _Routine, keys: list[str], whole_body: bool) -> sql.Compo
 class _Fault:
     kind: FaultKind
     remaining: int
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One request as the server saw it: for tests that assert retries happened."""
-
-    method: str
-    path: str
-    status: int | None  # None when the connection was dropped without a response
-    role: str | None
-
-
-@dataclass(frozen=True)
-class _Routed:
-    """A reply and what the request log records about it."""
-
-    reply: Reply
-    role: str | None
-    function: str | None
-
-    @property
-    def status(self) -> int:
-        return self.reply.status
-
-    @property
-    def body(self) -> bytes | None:
-        return self.reply.body
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self.reply.headers
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server that can close its open keep-alive connections when it stops."""
-
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        super().__init__(address, handler)
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def close_open_connections(self) -> None:
-        # Clients pool connections; without this their handler threads would wait for a next request.
-        with self._open_lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
 
 
 class PostgrestServer:
@@ -453,7 +181,7 @@ class PostgrestServer:
         self._pool_size = pool_size
         self._pool_timeout = pool_timeout_sec
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
-        self._httpd: _HTTPServer | None = None
+        self._httpd: KeepAliveServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
@@ -494,8 +222,8 @@ class PostgrestServer:
         if not self._listening.wait(self._pool_timeout):
             self.stop()
             raise RuntimeError("the schema cache listener could not LISTEN on channel pgrst")
-        handler = type("_BoundHandler", (_Handler,), {"server_state": self})
-        httpd = _HTTPServer((self._host, self._port), handler)
+        handler = type("_BoundHandler", (PostgrestHandler,), {"server_state": self})
+        httpd = KeepAliveServer((self._host, self._port), handler)
         self._httpd = httpd
         host, port = httpd.server_address[:2]
         host_text = host.decode() if isinstance(host, bytes) else host
@@ -628,6 +356,11 @@ class PostgrestServer:
             self._faults.append(_Fault(kind, count))
 
     @property
+    def roles(self) -> Mapping[str, str]:
+        """The two configured keys and the role each one stands for."""
+        return self._roles
+
+    @property
     def service_role_key(self) -> str:
         return next(k for k, r in self._roles.items() if r == SERVICE_ROLE)
 
@@ -640,7 +373,7 @@ class PostgrestServer:
         with self._lock:
             return list(self._log)
 
-    def _take_fault(self) -> FaultKind | None:
+    def take_fault(self) -> FaultKind | None:
         with self._lock:
             while self._faults and self._faults[0].remaining <= 0:
                 self._faults.pop(0)
@@ -649,7 +382,7 @@ class PostgrestServer:
             self._faults[0].remaining -= 1
             return self._faults[0].kind
 
-    def _record(self, record: RequestRecord) -> None:
+    def record(self, record: RequestRecord) -> None:
         with self._lock:
             self._log.append(record)
 
@@ -705,9 +438,9 @@ class PostgrestServer:
         keys = frozenset(body) if body_is_object else frozenset()
         cache = self.schema_cache()
         routines = cache.functions(function)
-        routine = _choose(routines, keys, body_is_object and method == "POST")
+        routine = choose(routines, keys, body_is_object and method == "POST")
         if routine is None:
-            raise _no_function_error(cache, function, keys, routines)
+            raise no_function_error(cache, function, keys, routines)
         try:
             with pool.connection() as conn:
                 return self._call_in(conn, routine, body, keys, role, method, path)
@@ -721,7 +454,7 @@ class PostgrestServer:
     def _call_in(
         self,
         conn: psycopg.Connection[Any],
-        routine: _Routine,
+        routine: Routine,
         body: Any,
         keys: frozenset[str],
         role: str,
@@ -742,7 +475,7 @@ class PostgrestServer:
                 (role, claims, role, method, path),
             )
             ordered = [n for n in routine.param_names if n in keys]
-            statement = _call_sql(routine, ordered, whole_body)
+            statement = call_sql(routine, ordered, whole_body)
             params: tuple[Any, ...] = ()
             if whole_body:
                 params = (json.dumps(body),)
@@ -757,260 +490,6 @@ class PostgrestServer:
             raise
         result = row[-1] if row else "null"
         return str(result)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """HTTP side: auth, parsing, fault injection, response shaping. The database side is the server's."""
-
-    server_state: PostgrestServer
-    protocol_version = "HTTP/1.1"  # keep-alive, as clients pool connections
-    timeout = 30  # seconds an idle keep-alive connection may hold a handler thread
-    server_version = "postgrest-sim"
-    sys_version = ""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # structlog records requests; BaseHTTPRequestHandler would write to stderr
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_HEAD(self) -> None:
-        self._handle("HEAD")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
-    def do_PATCH(self) -> None:
-        self._handle("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def do_OPTIONS(self) -> None:
-        self._handle("OPTIONS")
-
-    # -- plumbing -----------------------------------------------------------------------------------
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline().strip():
-                        pass  # trailers
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _send(self, status: int, body: bytes | None, headers: Mapping[str, str], method: str) -> None:
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = ""
-        self.send_response(status, phrase)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body or b"")))
-        self.end_headers()
-        if body and method != "HEAD":
-            self.wfile.write(body)
-
-    def _handle(self, method: str) -> None:
-        state = self.server_state
-        started = time.monotonic()
-        split = urlsplit(self.path)
-        query = parse_qsl(split.query, keep_blank_values=True)
-        raw = self._read_body()
-        role: str | None = None
-        function: str | None = None
-        self._role: str | None = None
-        fault = state._take_fault()
-        if fault == "disconnect":
-            state._record(RequestRecord(method, split.path, None, None))
-            self.close_connection = True
-            log.info("postgrest_sim_fault", kind=fault, method=method, path=split.path)
-            return
-        if fault is not None:
-            if fault == "unavailable":
-                down = pgrst_error(503, "PGRST000", "Database connection error. Retrying the connection.")
-                status, headers = down.status, {"Proxy-Status": "PostgREST; error=PGRST000"}
-                payload = json.dumps(down.body).encode()
-                headers["Content-Type"] = "application/json; charset=utf-8"
-            else:
-                status, payload = 503, b"upstream connect error or disconnect/reset before headers"
-                headers = {"Content-Type": "text/plain"}
-            # Recorded before answering: a client that has its answer always finds its request logged.
-            state._record(RequestRecord(method, split.path, status, None))
-            self._send(status, payload, headers, method)
-            log.info("postgrest_sim_fault", kind=fault, method=method, path=split.path, status=status)
-            return
-        try:
-            reply = self._dispatch(method, split.path, split.query, query, raw)
-            status, payload, headers = reply.status, reply.body or b"", dict(reply.headers)
-            role = reply.role
-            function = reply.function
-        except HttpError as err:
-            status, payload = err.status, json.dumps(err.body).encode()
-            headers = {"Content-Type": "application/json; charset=utf-8", **err.headers}
-            if "code" in err.body:
-                headers.setdefault("Proxy-Status", f"PostgREST; error={err.body['code']}")
-        except Exception as exc:  # a bug here must still answer, like PostgREST's internal errors
-            log.exception("postgrest_sim_internal_error", method=method, path=split.path)
-            internal = pgrst_error(
-                500, "PGRSTX00", f"Internal error in the PostgREST stand-in: {type(exc).__name__}"
-            )
-            status, payload = 500, json.dumps(internal.body).encode()
-            headers = {"Content-Type": "application/json; charset=utf-8"}
-        role = role or self._role
-        state._record(RequestRecord(method, split.path, status, role))
-        self._send(status, payload, headers, method)
-        if status >= 500:
-            # PostgREST's default log level ("error") reports only server errors; so do we.
-            log.warning(
-                "postgrest_sim_server_error",
-                method=method,
-                function=function,
-                status=status,
-                role=role,
-                duration_ms=round((time.monotonic() - started) * 1000, 2),
-            )
-
-    def _dispatch(
-        self, method: str, path: str, query_text: str, query: list[tuple[str, str]], raw: bytes
-    ) -> _Routed:
-        """Route one request: Edge Functions, Storage, RPC or a table. Raises ``HttpError``."""
-        state = self.server_state
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        if path.startswith("/functions/v1/"):
-            name = unquote(path[len("/functions/v1/") :]).strip("/")
-            return _Routed(state.edge.handle(name, method, headers, raw), None, name)
-        if path.startswith("/storage/v1/"):
-            return _Routed(state.storage.handle(method, path, query_text, headers, raw), None, None)
-        role = self._role = self._authorize(query)
-        if path.startswith(("/rest/v1/rpc/", "/rpc/")):
-            function = self._route(path, method)
-            args = self._arguments(method, raw, query)
-            result = state.call(function, args, role=role, method=method, path=path)
-            reply = Reply(200, result.encode(), {"Content-Type": "application/json; charset=utf-8"})
-            return _Routed(reply, role, function)
-        table = path[len("/rest/v1/") :] if path.startswith("/rest/v1/") else ""
-        if not table or "/" in table:
-            raise pgrst_error(
-                404, "PGRST125", "Invalid path specified in request URL",
-                "This PostgREST stand-in serves /rest/v1/rpc/<function> and /rest/v1/<table>.",
-            )  # fmt: skip
-        request = tables.TableRequest(
-            method=method,
-            table=unquote(table),
-            query=query,
-            body=raw,
-            prefer=headers.get("prefer", ""),
-            accept=headers.get("accept", ""),
-        )
-        return _Routed(state.table(request, role=role), role, None)
-
-    def _authorize(self, query: list[tuple[str, str]]) -> str:
-        """Supabase's gateway checks ``apikey``; PostgREST then takes the role from the bearer token."""
-        roles = self.server_state._roles
-        apikey = self.headers.get("apikey") or next((v for k, v in query if k == "apikey"), None)
-        if not apikey:
-            raise HttpError(
-                401,
-                {
-                    "message": "No API key found in request",
-                    "hint": "No `apikey` request header or url param was found.",
-                },
-            )
-        if apikey not in roles:
-            raise HttpError(
-                401,
-                {
-                    "message": "Invalid API key",
-                    "hint": "Double check your Supabase `anon` or `service_role` API key.",
-                },
-            )
-        authorization = self.headers.get("Authorization")
-        if authorization is None:
-            return roles[apikey]
-        scheme, _, token = authorization.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise pgrst_error(
-                401, "PGRST301", "JWSError (CompactDecodeError Invalid number of parts: Expected 3 parts; got 1)",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )  # fmt: skip
-        if token not in roles:
-            parts = token.count(".") + 1
-            message = (
-                "JWSError JWSInvalidSignature"
-                if parts == 3
-                else f"JWSError (CompactDecodeError Invalid number of parts: Expected 3 parts; got {parts})"
-            )
-            raise pgrst_error(
-                401, "PGRST301", message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
-            )
-        return roles[token]
-
-    def _route(self, path: str, method: str) -> str:
-        for prefix in ("/rest/v1/rpc/", "/rpc/"):
-            if path.startswith(prefix):
-                function = path[len(prefix) :]
-                if not function or "/" in function:
-                    break
-                if method not in ("GET", "HEAD", "POST"):
-                    raise pgrst_error(405, "PGRST101", f"Cannot use the {method} method on RPC")
-                return unquote(function)
-        raise pgrst_error(
-            404,
-            "PGRST125",
-            "Invalid path specified in request URL",
-            "This PostgREST stand-in serves /rest/v1/rpc/<function> and /rest/v1/<table>.",
-        )
-
-    def _arguments(self, method: str, raw: bytes, query: list[tuple[str, str]]) -> Any:
-        if method in ("GET", "HEAD"):
-            reserved = sorted({k for k, _ in query if k in _RESERVED_QUERY_PARAMS})
-            if reserved:
-                raise pgrst_error(
-                    400, "PGRST127", "Feature not implemented",
-                    f"This PostgREST stand-in does not implement the query parameter(s): {', '.join(reserved)}",
-                )  # fmt: skip
-            args: dict[str, Any] = {}
-            for key, value in query:
-                if key == "apikey":
-                    continue
-                # A repeated parameter is a variadic call: PostgREST collects the values into an array.
-                if key in args:
-                    previous = args[key]
-                    args[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
-                else:
-                    args[key] = value
-            return args
-        content_type = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            raise pgrst_error(
-                415,
-                "PGRST107",
-                f"The Content-Type sent in the request is invalid: {content_type}",
-                "This PostgREST stand-in accepts only application/json request bodies.",
-            )
-        if not raw.strip():
-            return {}  # an RPC with an empty body is a call without arguments
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise pgrst_error(400, "PGRST102", f"Empty or invalid json: {exc}") from exc
-        if not isinstance(body, dict):
-            raise pgrst_error(
-                400, "PGRST102", "The request body must be a JSON object of named arguments for an RPC call"
-            )
-        return body
 
 
 # --- command line ----------------------------------------------------------------------------------
@@ -1083,4 +562,3 @@ def serve(argv: list[str] | None = None) -> int:
             print(f"serving {base_url}/rest/v1/rpc/<function>", flush=True)
         stop.wait()
     return 0
-

@@ -23,7 +23,7 @@ PostgREST semantics implemented (docs.postgrest.org, references/api/tables_views
   ``Prefer: return=representation`` 200 and the updated rows (``select`` applies). A PATCH without
   filters updates every row, as PostgREST does without pg-safeupdate.
 - An unknown table or view: 404 ``PGRST205`` "Could not find the table '<schema>.<table>' in the schema cache".
-  Tables and columns come from the server's schema cache (``orchestrator.standins.postgrest.SchemaCache``),
+  Tables and columns come from the server's schema cache (``orchestrator.standins.postgrest.rpc.SchemaCache``),
   refilled on ``NOTIFY pgrst, 'reload schema'`` as PostgREST's is.
 - The request runs as the key's role (grants and row level security apply); ``GET`` read-only.
 

@@ -119,7 +119,7 @@ UPSTREAM_DEFAULT_URL = "https://upstream-production.supabase.invalid"
 DEFAULT_POLL_SEC = 10
 AFTER_TASK_SEC = 1.0
 DEFAULT_DURATION_SEC = 2.0
-# The fake nvidia-smi of an emulated pod reads the used VRAM from here (orchestrator/standins/sandbox.py).
+# The fake nvidia-smi of an emulated pod reads the used VRAM from here (orchestrator/standins/sandbox_image.py).
 GPU_STATE_FILE = "/tmp/.sim-gpu-used-mb"
 IDLE_VRAM_MB = 512
 BUSY_VRAM_MB = 16384

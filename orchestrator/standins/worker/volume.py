@@ -6,8 +6,8 @@ orchestrator's start command looks for: a git checkout with an ``origin`` (so ``
 answers "Already up to date"), ``venv/bin/activate``, and the entry point. Upstream's checkout today
 (banodoco/Reigh-Worker @4d09184, and peteromallet/Headless-Wan2GP @50066ea it continues) has
 ``worker.py`` and no ``headless.py`` (renamed in Headless-Wan2GP 01cee19, 2025-08-08), so the default
-layout has ``worker.py`` only; ``entries=("headless.py",)`` lays out the older checkout the seed's
-command was written for. The directory defaults to ``reigh/Headless-Wan2GP``, where the start
+layout has ``worker.py`` only; ``entries=("headless.py",)`` lays out the older checkout the original
+orchestrator's start command (banodoco/reigh-worker-orchestrator) was written for. The directory defaults to ``reigh/Headless-Wan2GP``, where the start
 command looks first by default; the launcher of banodoco/reigh-worker-orchestrator
 (``gpu_orchestrator/runpod/worker_startup.template.sh``) uses ``/workspace/Reigh-Worker`` (else
 ``Headless-Wan2GP``), which ``worker_dir="Reigh-Worker"`` lays out.
