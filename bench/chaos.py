@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         result = soak(cfg)
         info = summary(result)
-        info.update(seed=seed, outages=len(chaos_faults(cfg).outages), wall_s=round(time.perf_counter() - t0, 2))
+        info.update(
+            seed=seed, outages=len(chaos_faults(cfg).outages), wall_s=round(time.perf_counter() - t0, 2)
+        )
         rows.append(info)
         print(json.dumps(info), flush=True)
         for v in result.violations[:10]:
@@ -53,11 +55,33 @@ def main(argv: list[str] | None = None) -> int:
     broken = summary(soak(broken_cfg, plan_fn=broken_spawning_uncounted))
     print("broken variant:", json.dumps(broken))
     ok = all(not r["violations"] for r in rows) and bool(broken["violations"])
-    cols = ["seed", "virtual_hours", "tasks", "tasks_complete", "tasks_dead_lettered", "restarts",
-            "restarts_mid_action", "outages", "listing_failures", "spawn_failures", "capacity_misses",
-            "stray_pods", "orphans_reaped", "rows_without_pod_closed", "boot_timeouts", "worker_crashes",
-            "heartbeat_failures", "worker_hangs", "stuck_tasks", "ssh_failures", "init_failures", "spawns",
-            "cost_usd", "violations", "wall_s"]
+    cols = [
+        "seed",
+        "virtual_hours",
+        "tasks",
+        "tasks_complete",
+        "tasks_dead_lettered",
+        "restarts",
+        "restarts_mid_action",
+        "outages",
+        "listing_failures",
+        "spawn_failures",
+        "capacity_misses",
+        "stray_pods",
+        "orphans_reaped",
+        "rows_without_pod_closed",
+        "boot_timeouts",
+        "worker_crashes",
+        "heartbeat_failures",
+        "worker_hangs",
+        "stuck_tasks",
+        "ssh_failures",
+        "init_failures",
+        "spawns",
+        "cost_usd",
+        "violations",
+        "wall_s",
+    ]
     lines = [
         "# Chaos soak",
         "",
@@ -82,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         "| " + " | ".join("---:" for _ in cols) + " |",
     ]
     for r in rows:
-        lines.append("| " + " | ".join(json.dumps(r.get(c)) if isinstance(r.get(c), dict) else str(r.get(c)) for c in cols) + " |")
+        lines.append(
+            "| "
+            + " | ".join(json.dumps(r.get(c)) if isinstance(r.get(c), dict) else str(r.get(c)) for c in cols)
+            + " |"
+        )
     lines += [
         "",
         f"Result: **{'zero violations' if all(not r['violations'] for r in rows) else 'VIOLATIONS'}** over "
@@ -98,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "chaos.md").write_text("\n".join(lines))
-    (args.out / "chaos.json").write_text(json.dumps({"soaks": rows, "broken_spawning_uncounted": broken}, indent=1) + "\n")
+    (args.out / "chaos.json").write_text(
+        json.dumps({"soaks": rows, "broken_spawning_uncounted": broken}, indent=1) + "\n"
+    )
     print(f"wrote {args.out / 'chaos.md'}")
     return 0 if ok else 1
 

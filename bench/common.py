@@ -211,7 +211,9 @@ def _serve_emulator(argv: list[str]) -> int:
         "rate_limit_day": 10**9,
         "seed": 7,
     }
-    emu = EmulatorServer(api_key=args.api_key, speed=1.0, faults=faults, sandbox_factory=light_sandbox_factory)
+    emu = EmulatorServer(
+        api_key=args.api_key, speed=1.0, faults=faults, sandbox_factory=light_sandbox_factory
+    )
     url = emu.start()
     assert emu._httpd is not None
     emu._httpd.RequestHandlerClass = CountingHandler
@@ -240,7 +242,9 @@ def _serve_emulator(argv: list[str]) -> int:
                     pod = state.create_pod(
                         PodSpec(
                             name=name,
-                            image=cmd.get("image", "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"),
+                            image=cmd.get(
+                                "image", "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
+                            ),
                             gpu_id=GPU,
                             data_center_ids=[DATA_CENTER],
                             volume_id=VOLUME_ID,
@@ -261,7 +265,10 @@ def _serve_emulator(argv: list[str]) -> int:
                 with counts_lock:
                     out = dict(counts)
             elif op == "mem":
-                out = {"VmHWM_kb": proc_status_kb("self", "VmHWM"), "VmRSS_kb": proc_status_kb("self", "VmRSS")}
+                out = {
+                    "VmHWM_kb": proc_status_kb("self", "VmHWM"),
+                    "VmRSS_kb": proc_status_kb("self", "VmRSS"),
+                }
             elif op == "quit":
                 print(json.dumps({"ok": True, "result": True}), flush=True)
                 break

@@ -64,13 +64,21 @@ def configurations() -> list[tuple[str, str, dict[str, Any]]]:
     found: list[tuple[str, str, dict[str, Any]]] = [("original", "original", {}), ("ours", "ours", {})]
     for threshold in THRESHOLDS:
         for oc in OVERCAPACITY:
-            found.append((f"th{threshold}_oc{oc}", "knobs", {"TASKS_PER_GPU_THRESHOLD": threshold, "GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC": oc}))
+            found.append(
+                (
+                    f"th{threshold}_oc{oc}",
+                    "knobs",
+                    {"TASKS_PER_GPU_THRESHOLD": threshold, "GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC": oc},
+                )
+            )
     for p in WAIT_PROBABILITIES:
         found.append((f"rate_pw{p:g}", "rate_clairvoyant", {"wait_probability": p}))
     # What-if, not a policy: the same rule if every boot found the image cached (what resuming a
     # stopped pod on its old host, or a small pre-cached image, would give). Kept out of the frontier.
     for threshold in (3, 4):
-        found.append((f"whatif_cached_th{threshold}", "whatif_cached", {"TASKS_PER_GPU_THRESHOLD": threshold}))
+        found.append(
+            (f"whatif_cached_th{threshold}", "whatif_cached", {"TASKS_PER_GPU_THRESHOLD": threshold})
+        )
     return found
 
 
@@ -112,7 +120,9 @@ def frontier(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return front
 
 
-def summarize(trace_name: str, all_results: Mapping[str, Mapping[str, Any]], oracle_cost: float) -> dict[str, Any]:
+def summarize(
+    trace_name: str, all_results: Mapping[str, Mapping[str, Any]], oracle_cost: float
+) -> dict[str, Any]:
     results = _policy_runs(all_results)
     old = results["original"]
     eligible = [n for n in results if n != "original" and results[n]["wait_p95_s"] <= old["wait_p95_s"]]
@@ -123,8 +133,12 @@ def summarize(trace_name: str, all_results: Mapping[str, Mapping[str, Any]], ora
         "original_wait_p95_s": old["wait_p95_s"],
         "oracle_cost_usd": oracle_cost,
         "cheapest_at_original_p95": best,
-        "cheapest_at_original_p95_x_old": round(results[best]["cost_usd"] / old["cost_usd"], 3) if best else None,
-        "cheapest_at_original_p95_x_oracle": round(results[best]["cost_usd"] / oracle_cost, 3) if best else None,
+        "cheapest_at_original_p95_x_old": round(results[best]["cost_usd"] / old["cost_usd"], 3)
+        if best
+        else None,
+        "cheapest_at_original_p95_x_oracle": round(results[best]["cost_usd"] / oracle_cost, 3)
+        if best
+        else None,
         "cheapest": cheapest,
         "cheapest_x_oracle": round(results[cheapest]["cost_usd"] / oracle_cost, 3),
         "frontier": frontier({n: r for n, r in results.items() if n != "original"}),
@@ -133,7 +147,9 @@ def summarize(trace_name: str, all_results: Mapping[str, Mapping[str, Any]], ora
         names = [c[0] for c in configurations() if c[1] == family and c[0] in eligible]
         pick = min(names, key=lambda n: results[n]["cost_usd"]) if names else None
         out[f"best_{family}_at_original_p95"] = pick
-        out[f"best_{family}_at_original_p95_x_old"] = round(results[pick]["cost_usd"] / old["cost_usd"], 3) if pick else None
+        out[f"best_{family}_at_original_p95_x_old"] = (
+            round(results[pick]["cost_usd"] / old["cost_usd"], 3) if pick else None
+        )
     return out
 
 
@@ -145,7 +161,11 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def write_markdown(results: Mapping[str, Mapping[str, Mapping[str, Any]]], summary: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
+def write_markdown(
+    results: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    summary: Mapping[str, Mapping[str, Any]],
+    meta: Mapping[str, Any],
+) -> str:
     lines = [
         "# Cost/wait frontier",
         "",
@@ -182,7 +202,11 @@ def write_markdown(results: Mapping[str, Mapping[str, Mapping[str, Any]]], summa
             f"{'`' + rate + '` (' + _fmt(s['best_rate_clairvoyant_at_original_p95_x_old']) + ')' if rate else 'none'} | "
             f"`{s['cheapest']}` ({s['cheapest_x_oracle']:.2f}) |"
         )
-    lines += ["", "The bar asks for x old <= 0.75 at p95 <= the original's (bursty, diurnal, spike) and x oracle <= 1.25 (steady, bursty, diurnal).", ""]
+    lines += [
+        "",
+        "The bar asks for x old <= 0.75 at p95 <= the original's (bursty, diurnal, spike) and x oracle <= 1.25 (steady, bursty, diurnal).",
+        "",
+    ]
     for name in results:
         s = summary[name]
         lines += [
@@ -229,7 +253,11 @@ def write_markdown(results: Mapping[str, Mapping[str, Mapping[str, Any]]], summa
     return "\n".join(lines) + "\n"
 
 
-def plot(results: Mapping[str, Mapping[str, Mapping[str, Any]]], summary: Mapping[str, Mapping[str, Any]], out: Path) -> Path | None:
+def plot(
+    results: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    summary: Mapping[str, Mapping[str, Any]],
+    out: Path,
+) -> Path | None:
     try:
         import matplotlib
 
@@ -240,21 +268,53 @@ def plot(results: Mapping[str, Mapping[str, Mapping[str, Any]]], summary: Mappin
         return None
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.2), squeeze=False)
     families = {c[0]: c[1] for c in configurations()}
-    style = {"knobs": ("tab:blue", "o"), "rate_clairvoyant": ("tab:green", "^"), "ours": ("tab:purple", "*"), "original": ("tab:red", "s")}
+    style = {
+        "knobs": ("tab:blue", "o"),
+        "rate_clairvoyant": ("tab:green", "^"),
+        "ours": ("tab:purple", "*"),
+        "original": ("tab:red", "s"),
+    }
     for ax, (name, runs) in zip(axes[0], results.items(), strict=True):
         s = summary[name]
         oc = s["oracle_cost_usd"]
         for family, (color, marker) in style.items():
-            pts = [(r["cost_usd"] / oc, r["wait_p95_s"]) for n, r in _policy_runs(runs).items() if families[n] == family]
+            pts = [
+                (r["cost_usd"] / oc, r["wait_p95_s"])
+                for n, r in _policy_runs(runs).items()
+                if families[n] == family
+            ]
             if pts:
-                ax.scatter([p[0] for p in pts], [p[1] for p in pts], c=color, marker=marker, s=60 if family in ("ours", "original") else 22, label=family, zorder=3)
+                ax.scatter(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    c=color,
+                    marker=marker,
+                    s=60 if family in ("ours", "original") else 22,
+                    label=family,
+                    zorder=3,
+                )
         x_bar = 0.75 * s["original_cost_usd"] / oc
         if name in ("bursty", "diurnal", "spike"):
-            ax.fill_between([0, x_bar], 0, s["original_wait_p95_s"], color="gold", alpha=0.35, label="bar: <=0.75x old, p95 <= old")
+            ax.fill_between(
+                [0, x_bar],
+                0,
+                s["original_wait_p95_s"],
+                color="gold",
+                alpha=0.35,
+                label="bar: <=0.75x old, p95 <= old",
+            )
         if name in ("bursty", "diurnal"):
             both = min(x_bar, 1.25)
             if both > 0.9:
-                ax.fill_between([0, both], 0, s["original_wait_p95_s"], facecolor="none", edgecolor="darkorange", hatch="///", label="whole bar (both checks)")
+                ax.fill_between(
+                    [0, both],
+                    0,
+                    s["original_wait_p95_s"],
+                    facecolor="none",
+                    edgecolor="darkorange",
+                    hatch="///",
+                    label="whole bar (both checks)",
+                )
         if name in ("steady", "bursty", "diurnal"):
             ax.axvline(1.25, color="gray", linestyle="--", linewidth=1, label="1.25x oracle")
         ax.set_title(name)
@@ -290,7 +350,10 @@ def main(argv: list[str] | None = None) -> int:
             raw.setdefault(trace_name, {}).setdefault(config_name, []).append(metrics)
     seconds = time.perf_counter() - started
     results = {t: {c: mean_metrics(rows) for c, rows in raw[t].items()} for t in args.traces}
-    summary = {t: summarize(t, results[t], float(oracle(tr.load(TRACE_DIR / f"{t}.csv"))["cost_usd"])) for t in args.traces}
+    summary = {
+        t: summarize(t, results[t], float(oracle(tr.load(TRACE_DIR / f"{t}.csv"))["cost_usd"]))
+        for t in args.traces
+    }
     violations = sum(r["violations"] for runs in results.values() for r in runs.values())
     meta = {
         "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -302,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     text = write_markdown(results, summary, meta)
     (args.out / "frontier.md").write_text(text)
-    (args.out / "frontier.json").write_text(json.dumps({"meta": meta, "summary": summary, "results": results}, indent=1, sort_keys=True) + "\n")
+    (args.out / "frontier.json").write_text(
+        json.dumps({"meta": meta, "summary": summary, "results": results}, indent=1, sort_keys=True) + "\n"
+    )
     plot(results, summary, args.out / "plots" / "frontier.png")
     print(text)
     if violations:

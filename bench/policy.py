@@ -60,8 +60,18 @@ RULE_CANDIDATES: dict[str, tuple[Any, dict[str, Any]]] = {
 # Which old-system run each policy is compared with (the same floor).
 BASELINE = {"ours_min2": "original_min2", "original_min2": "original_min2"}
 METRIC_ORDER = (
-    "cost_usd", "gpu_hours", "busy_share", "wait_p50_s", "wait_p95_s", "wait_p99_s",
-    "backlog_above_capacity_s", "spawns", "flaps", "tasks_lost", "tasks_duplicated", "pods_leaked",
+    "cost_usd",
+    "gpu_hours",
+    "busy_share",
+    "wait_p50_s",
+    "wait_p95_s",
+    "wait_p99_s",
+    "backlog_above_capacity_s",
+    "spawns",
+    "flaps",
+    "tasks_lost",
+    "tasks_duplicated",
+    "pods_leaked",
 )
 
 
@@ -71,7 +81,11 @@ def all_specs() -> list[PolicySpec]:
     for name, changes in CANDIDATES.items():
         found.append(PolicySpec(name, real_plan, base.replace(**changes), True, f"plan() with {changes}"))
     for name, (fn, changes) in RULE_CANDIDATES.items():
-        found.append(PolicySpec(name, fn, base.replace(**changes) if changes else base, True, f"{fn.__name__} {changes}"))
+        found.append(
+            PolicySpec(
+                name, fn, base.replace(**changes) if changes else base, True, f"{fn.__name__} {changes}"
+            )
+        )
     return found
 
 
@@ -85,12 +99,16 @@ def load_traces(regen: bool) -> dict[str, tr.Trace]:
     return loaded
 
 
-def _run_one(job: tuple[str, str, int, bool]) -> tuple[str, str, int, dict[str, Any], list[tuple[float, int, int, int]], float]:
+def _run_one(
+    job: tuple[str, str, int, bool],
+) -> tuple[str, str, int, dict[str, Any], list[tuple[float, int, int, int]], float]:
     trace_name, policy_name, seed, keep_samples = job
     trace = tr.load(TRACE_DIR / f"{trace_name}.csv")
     spec = next(s for s in all_specs() if s.name == policy_name)
     started = time.perf_counter()
-    result = Simulation(trace, spec.plan, spec.settings, name=spec.name, wake_on_tasks=spec.wake_on_tasks, seed=seed).run()
+    result = Simulation(
+        trace, spec.plan, spec.settings, name=spec.name, wake_on_tasks=spec.wake_on_tasks, seed=seed
+    ).run()
     metrics: dict[str, Any] = dict(result.metrics())
     metrics["violations"] = len(result.violations)
     samples = [(s.t, s.queued, s.pods, s.serving) for s in result.samples[::3]] if keep_samples else []
@@ -102,7 +120,9 @@ def bar_check(results: Mapping[str, Mapping[str, Mapping[str, Any]]], policy: st
     lines = []
     for name in ("steady", "bursty", "diurnal"):
         ratio = results[name][policy]["cost_usd"] / results[name]["oracle"]["cost_usd"]
-        lines.append(f"{name}: cost {ratio:.2f}x oracle ({'ok' if ratio <= 1.25 else 'MISSED'}, bar <= 1.25x)")
+        lines.append(
+            f"{name}: cost {ratio:.2f}x oracle ({'ok' if ratio <= 1.25 else 'MISSED'}, bar <= 1.25x)"
+        )
     base = BASELINE.get(policy, "original")
     for name in ("bursty", "diurnal", "spike"):
         ours, old = results[name][policy], results[name][base]
@@ -114,7 +134,8 @@ def bar_check(results: Mapping[str, Mapping[str, Mapping[str, Any]]], policy: st
             f"{old['wait_p95_s']:.0f} s ({verdict})"
         )
     worse = [
-        n for n in TRACES
+        n
+        for n in TRACES
         if results[n][policy]["cost_usd"] > results[n][base]["cost_usd"]
         and results[n][policy]["wait_p95_s"] > results[n][base]["wait_p95_s"]
     ]
@@ -128,7 +149,11 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def write_markdown(results: Mapping[str, Mapping[str, Mapping[str, Any]]], traces: Mapping[str, tr.Trace], meta: Mapping[str, Any]) -> str:
+def write_markdown(
+    results: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    traces: Mapping[str, tr.Trace],
+    meta: Mapping[str, Any],
+) -> str:
     out = [
         "# Policy benchmark",
         "",
@@ -151,8 +176,23 @@ def write_markdown(results: Mapping[str, Mapping[str, Mapping[str, Any]]], trace
         f"({SERVERLESS_PRICE} USD/h, flex workers), since that is what a user of the real thing pays.",
         "",
     ]
-    cols = ["policy", "cost $", "x oracle", "x old", "GPU-h", "busy", "p50 s", "p95 s", "p99 s", "backlog s",
-            "spawns", "flaps", "lost", "dup", "leaked"]
+    cols = [
+        "policy",
+        "cost $",
+        "x oracle",
+        "x old",
+        "GPU-h",
+        "busy",
+        "p50 s",
+        "p95 s",
+        "p99 s",
+        "backlog s",
+        "spawns",
+        "flaps",
+        "lost",
+        "dup",
+        "leaked",
+    ]
     for name in TRACES:
         trace = traces[name]
         out += [
@@ -169,10 +209,21 @@ def write_markdown(results: Mapping[str, Mapping[str, Mapping[str, Any]]], trace
             old = results[name][base]["cost_usd"] if policy != "oracle" else None
             cost = m["cost_usd"]
             cells = [
-                f"`{policy}`", _fmt(cost), f"{cost / orc:.2f}", f"{cost / old:.2f}" if old else "-",
-                _fmt(m["gpu_hours"]), f"{m['busy_share']:.2f}", _fmt(m["wait_p50_s"], 1), _fmt(m["wait_p95_s"], 1),
-                _fmt(m["wait_p99_s"], 1), _fmt(m["backlog_above_capacity_s"], 0), _fmt(m["spawns"], 1),
-                _fmt(m["flaps"], 1), str(m["tasks_lost"]), str(m["tasks_duplicated"]), str(m["pods_leaked"]),
+                f"`{policy}`",
+                _fmt(cost),
+                f"{cost / orc:.2f}",
+                f"{cost / old:.2f}" if old else "-",
+                _fmt(m["gpu_hours"]),
+                f"{m['busy_share']:.2f}",
+                _fmt(m["wait_p50_s"], 1),
+                _fmt(m["wait_p95_s"], 1),
+                _fmt(m["wait_p99_s"], 1),
+                _fmt(m["backlog_above_capacity_s"], 0),
+                _fmt(m["spawns"], 1),
+                _fmt(m["flaps"], 1),
+                str(m["tasks_lost"]),
+                str(m["tasks_duplicated"]),
+                str(m["pods_leaked"]),
             ]
             out.append("| " + " | ".join(cells) + " |")
         sl = results[name]["serverless"]
@@ -192,12 +243,16 @@ def write_markdown(results: Mapping[str, Mapping[str, Mapping[str, Any]]], trace
     out += [
         "Candidate settings (each `cand_*` is `ours` with only these changed):",
         "",
-        *[f"- `{name}`: {', '.join(f'{k}={v}' for k, v in changes.items())}" for name, changes in CANDIDATES.items()],
+        *[
+            f"- `{name}`: {', '.join(f'{k}={v}' for k, v in changes.items())}"
+            for name, changes in CANDIDATES.items()
+        ],
         "",
         "Candidate rules (`orchestrator/studies/policies.py`; the real `plan()` with its input transformed):",
         "",
         *[
-            f"- `{name}`: `{fn.__name__}`" + (f" with {', '.join(f'{k}={v}' for k, v in ch.items())}" if ch else "")
+            f"- `{name}`: `{fn.__name__}`"
+            + (f" with {', '.join(f'{k}={v}' for k, v in ch.items())}" if ch else "")
             + ": needed = running + ceil(claimable / TASKS_PER_GPU_THRESHOLD)"
             for name, (fn, ch) in RULE_CANDIDATES.items()
         ],
@@ -223,9 +278,13 @@ def plot(samples: Mapping[str, Mapping[str, list[tuple[float, int, int, int]]]],
         for ax, policy in zip(axes, names, strict=True):
             rows = by_policy[policy]
             hours = [r[0] / 3600 for r in rows]
-            ax.fill_between(hours, [r[1] for r in rows], step="post", alpha=0.35, color="tab:red", label="queued")
+            ax.fill_between(
+                hours, [r[1] for r in rows], step="post", alpha=0.35, color="tab:red", label="queued"
+            )
             ax.step(hours, [r[2] for r in rows], where="post", color="tab:blue", lw=0.9, label="pods billing")
-            ax.step(hours, [r[3] for r in rows], where="post", color="tab:green", lw=0.7, label="workers serving")
+            ax.step(
+                hours, [r[3] for r in rows], where="post", color="tab:green", lw=0.7, label="workers serving"
+            )
             ax.set_ylabel(policy, rotation=0, ha="right", fontsize=8)
             ax.tick_params(labelsize=7)
         axes[0].legend(loc="upper right", fontsize=7, ncol=3)
@@ -250,7 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     traces = load_traces(args.regen_traces)
     names = [s.name for s in all_specs()]
-    jobs = [(t, p, seed, seed == 0 and not args.no_plots) for t in TRACES for p in names for seed in range(args.seeds)]
+    jobs = [
+        (t, p, seed, seed == 0 and not args.no_plots)
+        for t in TRACES
+        for p in names
+        for seed in range(args.seeds)
+    ]
     raw: dict[tuple[str, str], list[dict[str, Any]]] = {}
     samples: dict[str, dict[str, list[tuple[float, int, int, int]]]] = {t: {} for t in TRACES}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -258,7 +322,10 @@ def main(argv: list[str] | None = None) -> int:
             raw.setdefault((trace_name, policy), []).append(metrics)
             if rows and not policy.startswith(("cand_", "rule_")):
                 samples[trace_name][policy] = rows
-            print(f"{trace_name:10s} {policy:14s} seed {_seed}  {secs:5.1f}s  cost {metrics['cost_usd']:7.2f}  p95 {metrics['wait_p95_s']:7.1f}", flush=True)
+            print(
+                f"{trace_name:10s} {policy:14s} seed {_seed}  {secs:5.1f}s  cost {metrics['cost_usd']:7.2f}  p95 {metrics['wait_p95_s']:7.1f}",
+                flush=True,
+            )
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for t in TRACES:
         results[t] = {p: mean_metrics(raw[(t, p)]) for p in names}
@@ -284,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nbar for {policy}:")
         for line in bar_check(results, policy):
             print("  " + line)
-    print(f"\nwrote {args.out / 'policy.md'}, {args.out / 'policy.json'} in {time.perf_counter() - started:.0f} s")
+    print(
+        f"\nwrote {args.out / 'policy.md'}, {args.out / 'policy.json'} in {time.perf_counter() - started:.0f} s"
+    )
     return 0
 
 

@@ -211,9 +211,31 @@ def main(argv: list[str] | None = None) -> int:
 
     configs = [
         Config("ours, Postgres adapter (LISTEN/NOTIFY)", "postgres", args.postgres_poll, True, 1.0, "< 1 s"),
-        Config(f"ours, Supabase adapter (wake probe every {args.probe:g} s)", "supabase", args.supabase_poll, False, args.probe + 1.0, f"< probe + 1 s ({args.probe + 1:g} s)", probe=args.probe),
-        Config("ours, Supabase adapter (poll only, WAKE_PROBE_SEC=0)", "supabase", args.supabase_poll, False, args.supabase_poll, f"< poll ({args.supabase_poll:g} s)"),
-        Config(f"old system: {args.old_poll:g} s poll (simulated: same controller, Supabase, no LISTEN)", "supabase", args.old_poll, False, float("nan"), "baseline"),
+        Config(
+            f"ours, Supabase adapter (wake probe every {args.probe:g} s)",
+            "supabase",
+            args.supabase_poll,
+            False,
+            args.probe + 1.0,
+            f"< probe + 1 s ({args.probe + 1:g} s)",
+            probe=args.probe,
+        ),
+        Config(
+            "ours, Supabase adapter (poll only, WAKE_PROBE_SEC=0)",
+            "supabase",
+            args.supabase_poll,
+            False,
+            args.supabase_poll,
+            f"< poll ({args.supabase_poll:g} s)",
+        ),
+        Config(
+            f"old system: {args.old_poll:g} s poll (simulated: same controller, Supabase, no LISTEN)",
+            "supabase",
+            args.old_poll,
+            False,
+            float("nan"),
+            "baseline",
+        ),
     ]
     rng = random.Random(args.seed)
     log_sink = io.StringIO()
@@ -230,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
                 reaction, actual = trial(stack, cfg, phase, clock, log_sink)
                 cfg.reactions.append(reaction)
                 cfg.phases.append(actual)
-                print(f"{cfg.name}: trial {k + 1}/{args.trials} phase {actual:6.2f} s -> {reaction:7.3f} s", flush=True)
+                print(
+                    f"{cfg.name}: trial {k + 1}/{args.trials} phase {actual:6.2f} s -> {reaction:7.3f} s",
+                    flush=True,
+                )
 
     header = (
         f"The embedded default (throwaway Postgres, PostgREST-compatible endpoint, Runpod emulator) on this machine "

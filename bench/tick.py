@@ -85,7 +85,9 @@ def _old_way_module() -> Any:
 
 
 def worker_ids(n: int) -> list[str]:
-    return [f"{PREFIX}20261129_{i:06d}-{hashlib.md5(str(i).encode()).hexdigest()[:8]}" for i in range(1, n + 1)]
+    return [
+        f"{PREFIX}20261129_{i:06d}-{hashlib.md5(str(i).encode()).hexdigest()[:8]}" for i in range(1, n + 1)
+    ]
 
 
 def populate(url: str, pods: list[dict[str, str]], queued: int, terminated: int, completed: int) -> None:
@@ -185,7 +187,11 @@ class Heartbeats:
 
 
 def daemon_env(base: dict[str, str], n: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "SUPABASE_", "DATABASE_", "DB_", "ORCHESTRATOR_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RUNPOD_", "SUPABASE_", "DATABASE_", "DB_", "ORCHESTRATOR_"))
+    }
     env.update(
         {
             "RUNPOD_API_KEY": "rpa_bench_emulator_key",
@@ -285,9 +291,20 @@ def _breakdown(controller: Any, pg: Any, provider: Any, settings: Any, runs: int
     from orchestrator.core.observed import PodView, Snapshot
 
     parts: dict[str, list[float]] = {
-        k: [] for k in ("lease", "snapshot_call", "snapshot_parse", "raw_get", "list_pods_call", "pods_parse", "plan")
+        k: []
+        for k in (
+            "lease",
+            "snapshot_call",
+            "snapshot_parse",
+            "raw_get",
+            "list_pods_call",
+            "pods_parse",
+            "plan",
+        )
     }
-    with httpx.Client(headers={"Authorization": f"Bearer {settings.runpod_api_key}"}, timeout=30) as raw_client:
+    with httpx.Client(
+        headers={"Authorization": f"Bearer {settings.runpod_api_key}"}, timeout=30
+    ) as raw_client:
         for _ in range(max(5, runs // 2)):
             t = time.perf_counter()
             raw_client.get(settings.runpod_api_base_url + "/v2/pods").raise_for_status()
@@ -304,10 +321,18 @@ def _breakdown(controller: Any, pg: Any, provider: Any, settings: Any, runs: int
         t4 = time.perf_counter()
         views = [PodView.from_pod(p) for p in pods]
         t5 = time.perf_counter()
-        policy.plan(snap, views, settings, snap.now or datetime.now(UTC), prices=controller.gather().catalog.prices)
+        policy.plan(
+            snap, views, settings, snap.now or datetime.now(UTC), prices=controller.gather().catalog.prices
+        )
         t6 = time.perf_counter()
-        for key, a, b in (("lease", t, t1), ("snapshot_call", t1, t2), ("snapshot_parse", t2, t3),
-                          ("list_pods_call", t3, t4), ("pods_parse", t4, t5), ("plan", t5, t6)):
+        for key, a, b in (
+            ("lease", t, t1),
+            ("snapshot_call", t1, t2),
+            ("snapshot_parse", t2, t3),
+            ("list_pods_call", t3, t4),
+            ("pods_parse", t4, t5),
+            ("plan", t5, t6),
+        ):
             parts[key].append((b - a) * 1000)
     return {k: round(statistics.median(v), 2) for k, v in parts.items()}
 
@@ -316,7 +341,17 @@ def run_child(env: dict[str, str], ticks: int, warmup: int, trace_ticks: int) ->
     """The child's JSON and its peak RSS in kB (ru_maxrss of that one process, from wait4)."""
     with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
         proc = subprocess.Popen(
-            [PYTHON, str(Path(__file__).resolve()), "--child", "--ticks", str(ticks), "--warmup", str(warmup), "--trace-ticks", str(trace_ticks)],
+            [
+                PYTHON,
+                str(Path(__file__).resolve()),
+                "--child",
+                "--ticks",
+                str(ticks),
+                "--warmup",
+                str(warmup),
+                "--trace-ticks",
+                str(trace_ticks),
+            ],
             env=env,
             stdout=out,
             stderr=err,
@@ -371,7 +406,9 @@ def daemon_memory(env: dict[str, str], seconds: float) -> dict[str, Any]:
         if rec.get("event") == "tick_summary":
             summaries.append(rec)
     if proc.returncode != 0 or not summaries:
-        raise RuntimeError(f"daemon run failed (exit {proc.returncode}, {len(summaries)} ticks): {errors_text[-2000:]} {lines[-5:]}")
+        raise RuntimeError(
+            f"daemon run failed (exit {proc.returncode}, {len(summaries)} ticks): {errors_text[-2000:]} {lines[-5:]}"
+        )
     durations = [float(s["duration_ms"]) for s in summaries[1:]] or [float(summaries[0]["duration_ms"])]
     spawned = sum(int(s["actions"]["spawned"]) for s in summaries)
     return {
@@ -446,8 +483,13 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         supabase_url = rest.start()
                         memory["supabase"] = daemon_memory(
-                            {**env, "DB_BACKEND": "supabase", "SUPABASE_URL": supabase_url,
-                             "SUPABASE_SERVICE_ROLE_KEY": "sb_service_bench", "SUPABASE_ANON_KEY": "sb_anon_bench"},
+                            {
+                                **env,
+                                "DB_BACKEND": "supabase",
+                                "SUPABASE_URL": supabase_url,
+                                "SUPABASE_SERVICE_ROLE_KEY": "sb_service_bench",
+                                "SUPABASE_ANON_KEY": "sb_anon_bench",
+                            },
                             args.daemon_seconds,
                         )
                     finally:
@@ -523,11 +565,15 @@ def main(argv: list[str] | None = None) -> int:
             f"HTTP requests at the emulator {r['http_detail']}; planned actions {r['actions'] or 'none'}; "
             f"tick runner peak RSS {r['child_rss_kb'] / 1024:.0f} MiB."
         )
-    details += ["", "Where the time goes (median ms of each part called alone, sequentially; in the tick the snapshot "
-                "and the pod listing overlap):", "",
-                "| workers | lease call | snapshot call (incl. JSON decode) | Snapshot.from_json | pod listing call "
-                "(incl. parsing) | of which the emulator's answer (a bare GET /v2/pods) | PodView.from_pod | plan() |",
-                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    details += [
+        "",
+        "Where the time goes (median ms of each part called alone, sequentially; in the tick the snapshot "
+        "and the pod listing overlap):",
+        "",
+        "| workers | lease call | snapshot call (incl. JSON decode) | Snapshot.from_json | pod listing call "
+        "(incl. parsing) | of which the emulator's answer (a bare GET /v2/pods) | PodView.from_pod | plan() |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
         b = r["breakdown"]
         details.append(
@@ -560,7 +606,9 @@ def main(argv: list[str] | None = None) -> int:
         verdict_mem = f"{'met' if peak < 150 else 'NOT met'} (worst {peak:.0f} MiB)"
         extra_spawns = sum(m["spawned"] for m in memory.values())
         if extra_spawns:
-            mem_lines.append(f"\nNote: the daemon spawned {extra_spawns} pods during the memory runs (not a steady state).")
+            mem_lines.append(
+                f"\nNote: the daemon spawned {extra_spawns} pods during the memory runs (not a steady state)."
+            )
     big = rows[-1]
     trips_list = ", ".join(f"{r['db_per_tick'] + r['http_per_tick']:g}" for r in rows)
     sizes_list = ", ".join(f"{r['n']:,}" for r in rows)
@@ -579,7 +627,15 @@ def main(argv: list[str] | None = None) -> int:
         "sequential round trips (the lease, then the snapshot and the pod listing concurrently). The GPU price listing "
         "(one provider call every 10 minutes) falls in the warm-up ticks."
     )
-    body = "\n\n".join([header, "\n".join(lines)]) + "\n" + "\n".join(details) + "\n" + "\n".join(mem_lines) + "\n" + summary
+    body = (
+        "\n\n".join([header, "\n".join(lines)])
+        + "\n"
+        + "\n".join(details)
+        + "\n"
+        + "\n".join(mem_lines)
+        + "\n"
+        + summary
+    )
     print(body)
     if not args.no_save and not args.quick:
         save_markdown(RESULTS, "Tick benchmark", COMMAND, body)

@@ -62,7 +62,9 @@ def package_version() -> str:
     import tomllib
 
     try:
-        project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+        project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())[
+            "project"
+        ]
         return f"{project['version']} (source checkout, not installed)"
     except (OSError, ValueError, KeyError, TypeError):
         return "unknown (not installed)"
@@ -89,7 +91,9 @@ def _events_limit(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number from 1 to {EVENTS_LIMIT_MAX}") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a whole number from 1 to {EVENTS_LIMIT_MAX}"
+        ) from None
     if not 1 <= value <= EVENTS_LIMIT_MAX:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number from 1 to {EVENTS_LIMIT_MAX}")
     return value
@@ -188,29 +192,42 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = _command(
-        sub, "config", "print every setting, its effective value and where it came from (secrets masked)",
-        ["orchestrator config --env-file /etc/orchestrator/orchestrator.env", "orchestrator config --json | jq .warnings"],
+        sub,
+        "config",
+        "print every setting, its effective value and where it came from (secrets masked)",
+        [
+            "orchestrator config --env-file /etc/orchestrator/orchestrator.env",
+            "orchestrator config --json | jq .warnings",
+        ],
         details="The first lines say which sources were read, the winning one first (the environment, then the "
         "env file, then the defaults), and warn about names that look like misspelt settings.",
-        handler=cmd_config, json_help="one JSON document: {precedence, files, warnings, settings: [{name, group, source, value, secret}]}",
+        handler=cmd_config,
+        json_help="one JSON document: {precedence, files, warnings, settings: [{name, group, source, value, secret}]}",
     )
     p.set_defaults(shows_warnings=True)
 
     p = _command(
-        sub, "migrate", "apply migrations/ to DATABASE_URL (a no-op when up to date)",
+        sub,
+        "migrate",
+        "apply migrations/ to DATABASE_URL (a no-op when up to date)",
         ["orchestrator migrate --database-url postgresql://postgres@127.0.0.1:5432/postgres"],
         details="Refuses an applied file that has changed since.",
-        handler=cmd_migrate, json_help='one JSON document: {"applied": [file names applied now]}',
+        handler=cmd_migrate,
+        json_help='one JSON document: {"applied": [file names applied now]}',
     )
     p.add_argument("--database-url", default=None, help="override DATABASE_URL")
 
     p = _command(
-        sub, "sim", "offline stand-ins: `sim serve` runs the Runpod emulator, `sim run` replays traffic",
+        sub,
+        "sim",
+        "offline stand-ins: `sim serve` runs the Runpod emulator, `sim run` replays traffic",
         ["orchestrator sim serve --port 8765 --speed 20", "orchestrator sim run --trace bursty --json"],
     )
     sim_sub = p.add_subparsers(dest="sim_command", required=True, metavar="SIM_COMMAND")
     s = _command(
-        sim_sub, "serve", "run the Runpod emulator (REST v2 and GraphQL) until interrupted",
+        sim_sub,
+        "serve",
+        "run the Runpod emulator (REST v2 and GraphQL) until interrupted",
         ["orchestrator sim serve --port 8765 --speed 20 --api-key rehearsal"],
         details="Prints its base URL on stdout; point RUNPOD_API_BASE_URL at it.",
         handler=cmd_sim,
@@ -219,132 +236,209 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--speed", type=float, default=1.0, help="boot-time divisor: 10 makes boots 10x faster")
     s.add_argument("--state-dir", default=None)
     s.add_argument("--api-key", default=None, help="accept only this key (default: any non-empty key)")
-    s.add_argument("extra", nargs=argparse.REMAINDER, help="fault knobs and --capacity, as `python -m orchestrator.standins.emulator --help` lists")
+    s.add_argument(
+        "extra",
+        nargs=argparse.REMAINDER,
+        help="fault knobs and --capacity, as `python -m orchestrator.standins.emulator --help` lists",
+    )
     s = _command(
-        sim_sub, "run", "replay a trace in virtual time: cost and task waits of your settings vs other policies",
+        sim_sub,
+        "run",
+        "replay a trace in virtual time: cost and task waits of your settings vs other policies",
         ["orchestrator sim run --trace bursty --policy ours original --set MAX_ACTIVE_GPUS=4"],
         details="Replays a trace of task arrivals against scaling policies in virtual time (seconds for a day) "
         "and prints each policy's cost, GPU-hours and task waits. `ours` is your configuration (environment, .env, "
         "then --set). See docs/operations.md, 'Replaying traffic with `orchestrator sim run`'.",
-        handler=cmd_sim_run, json_help="one JSON document: trace -> policy -> metric",
+        handler=cmd_sim_run,
+        json_help="one JSON document: trace -> policy -> metric",
     )
     s.add_argument(
-        "--trace", default="steady", metavar="NAME_OR_CSV",
+        "--trace",
+        default="steady",
+        metavar="NAME_OR_CSV",
         help="steady, bursty, diurnal, spike, heavy_tail, or a CSV file with columns id,at,duration,task_type (default: steady)",
     )
     s.add_argument(
-        "--policy", dest="policies", action="extend", nargs="+", default=None, metavar="NAME",
+        "--policy",
+        dest="policies",
+        action="extend",
+        nargs="+",
+        default=None,
+        metavar="NAME",
         help="ours, ours_min2, original, original_min2, serverless, static, oracle (default: ours original serverless oracle)",
     )
     s.add_argument(
-        "--set", dest="changes", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="changes",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="change a setting for `ours` (and ours_min2) only; repeatable",
     )
-    s.add_argument("--seeds", type=_positive_int, default=1, help="simulation seeds per policy; means are shown (default: 1)")
+    s.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=1,
+        help="simulation seeds per policy; means are shown (default: 1)",
+    )
 
     p = _command(
-        sub, "doctor", "pre-flight: is everything the daemon and the real worker need there? (exit 0 only when it is)",
+        sub,
+        "doctor",
+        "pre-flight: is everything the daemon and the real worker need there? (exit 0 only when it is)",
         ["orchestrator doctor", "orchestrator doctor --json | jq '.checks[] | select(.status != \"ok\")'"],
         details="Checks, without changing anything: the configuration's names, the database (our migrations, the "
         "worker's heartbeat RPC and claim function, the app's Edge Functions answering with the workers' token), "
         "the Runpod key, GPU types and network volumes, and the SSH key files. Exit 0 when nothing is missing, "
         "1 otherwise.",
-        handler=cmd_doctor, json_help="one JSON document: {ok, checks: [{check, status, detail}]}",
+        handler=cmd_doctor,
+        json_help="one JSON document: {ok, checks: [{check, status, detail}]}",
     )
     p.set_defaults(shows_warnings=True)
 
     _command(
-        sub, "run", "the daemon: tick every ORCHESTRATOR_POLL_SEC until SIGTERM",
+        sub,
+        "run",
+        "the daemon: tick every ORCHESTRATOR_POLL_SEC until SIGTERM",
         ["orchestrator --env-file /etc/orchestrator/orchestrator.env run"],
         details="Logs one JSON line per event on stdout at LOG_LEVEL; SIGTERM finishes the tick, releases the "
         "lease and exits 0.",
-        handler=cmd_run, needs=DAEMON_NEEDS,
+        handler=cmd_run,
+        needs=DAEMON_NEEDS,
     )
 
     p = _command(
-        sub, "tick", "run one cycle now and print its JSON summary (exit 3 when another orchestrator leads)",
+        sub,
+        "tick",
+        "run one cycle now and print its JSON summary (exit 3 when another orchestrator leads)",
         ["orchestrator tick --wait 60"],
-        handler=cmd_tick, needs=DAEMON_NEEDS, json_help="accepted for symmetry: the summary is always one JSON line",
+        handler=cmd_tick,
+        needs=DAEMON_NEEDS,
+        json_help="accepted for symmetry: the summary is always one JSON line",
     )
-    p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the tick's slow actions (SSH)")
+    p.add_argument(
+        "--wait", type=float, default=120.0, help="seconds to wait for the tick's slow actions (SSH)"
+    )
 
     _command(
-        sub, "plan", "dry run: the actions and reasons a tick would take now, changing nothing",
+        sub,
+        "plan",
+        "dry run: the actions and reasons a tick would take now, changing nothing",
         ["orchestrator plan", "orchestrator plan --json | jq .actions"],
-        handler=cmd_plan, needs=DAEMON_NEEDS, json_help="one JSON document: the plan, its actions and their reasons",
+        handler=cmd_plan,
+        needs=DAEMON_NEEDS,
+        json_help="one JSON document: the plan, its actions and their reasons",
     )
 
     _command(
-        sub, "status", "the fleet: workers, states, ages, heartbeats, tasks, cost; the queue",
+        sub,
+        "status",
+        "the fleet: workers, states, ages, heartbeats, tasks, cost; the queue",
         ["orchestrator status", "orchestrator status --json | jq .queue"],
-        handler=cmd_status, needs=DB_NEEDS, json_help="one JSON document: {now, paused, queue, workers, spend_per_hr, spend_usd}",
+        handler=cmd_status,
+        needs=DB_NEEDS,
+        json_help="one JSON document: {now, paused, queue, workers, spend_per_hr, spend_usd}",
     )
 
     _command(
-        sub, "pods", "the provider's pods beside the database's workers, orphans marked",
+        sub,
+        "pods",
+        "the provider's pods beside the database's workers, orphans marked",
         ["orchestrator pods --json | jq '.[] | select(.orphan)'"],
-        handler=cmd_pods, needs=DB_NEEDS, json_help="one JSON array: a row per pod (and per worker whose pod is gone)",
+        handler=cmd_pods,
+        needs=DB_NEEDS,
+        json_help="one JSON array: a row per pod (and per worker whose pod is gone)",
     )
 
     p = _command(
-        sub, "events", "the newest orchestrator events",
+        sub,
+        "events",
+        "the newest orchestrator events",
         ["orchestrator events --limit 200 --worker gpu-20261129_101500-1a2b3c4d"],
-        handler=cmd_events, needs=DB_NEEDS, json_help="one JSON array of events, newest first",
+        handler=cmd_events,
+        needs=DB_NEEDS,
+        json_help="one JSON array of events, newest first",
     )
     p.add_argument("--limit", type=_events_limit, default=50, help=f"1 to {EVENTS_LIMIT_MAX} (default: 50)")
     p.add_argument("--worker", default=None, help="only this worker's events")
 
     p = _command(
-        sub, "pause", "stop spawning (healing, draining and termination go on)",
+        sub,
+        "pause",
+        "stop spawning (healing, draining and termination go on)",
         ['orchestrator pause --reason "image rollout"'],
-        handler=cmd_pause, needs=DB_NEEDS, json_help="one JSON document: the pause switch as the database now has it",
+        handler=cmd_pause,
+        needs=DB_NEEDS,
+        json_help="one JSON document: the pause switch as the database now has it",
     )
     p.add_argument("--reason", default=None)
     _command(
-        sub, "resume", "allow spawning again",
+        sub,
+        "resume",
+        "allow spawning again",
         ["orchestrator resume --json"],
-        handler=cmd_pause, needs=DB_NEEDS, json_help="one JSON document: the pause switch as the database now has it",
+        handler=cmd_pause,
+        needs=DB_NEEDS,
+        json_help="one JSON document: the pause switch as the database now has it",
     )
 
     p = _command(
-        sub, "workers", "operate on one worker",
+        sub,
+        "workers",
+        "operate on one worker",
         ["orchestrator workers terminate gpu-20261129_101500-1a2b3c4d"],
     )
     w_sub = p.add_subparsers(dest="workers_command", required=True, metavar="ACTION")
     w = _command(
-        w_sub, "terminate", "drain the worker and terminate its pod (the next tick does it)",
+        w_sub,
+        "terminate",
+        "drain the worker and terminate its pod (the next tick does it)",
         ["orchestrator workers terminate gpu-20261129_101500-1a2b3c4d --json"],
-        handler=cmd_workers, needs=DB_NEEDS,
+        handler=cmd_workers,
+        needs=DB_NEEDS,
         json_help="one JSON document: {worker_id, status, terminate_requested_at, terminate_requested_by}",
     )
     w.add_argument("worker_id")
 
     p = _command(
-        sub, "ssh", "run a command on a worker's pod (host key pinned): orchestrator ssh ID -- CMD",
+        sub,
+        "ssh",
+        "run a command on a worker's pod (host key pinned): orchestrator ssh ID -- CMD",
         ["orchestrator ssh gpu-20261129_101500-1a2b3c4d --timeout 30 -- nvidia-smi"],
         details="Everything after `--` is the remote command. Its stdout and stderr are passed through and its "
         "exit code is the command's.",
-        handler=cmd_ssh, needs=DB_NEEDS, json_help="one JSON document: {worker_id, runpod_id, exit_code, stdout, stderr}",
+        handler=cmd_ssh,
+        needs=DB_NEEDS,
+        json_help="one JSON document: {worker_id, runpod_id, exit_code, stdout, stderr}",
     )
     p.add_argument("worker_id")
     p.add_argument("cmd", nargs="*", metavar="-- CMD")
     p.add_argument("--timeout", type=float, default=60.0)
 
     _command(
-        sub, "gpus", "GPU types: memory, price, availability",
+        sub,
+        "gpus",
+        "GPU types: memory, price, availability",
         ["orchestrator gpus", "orchestrator gpus --json | jq '.gpu_types[] | select(.priority != null)'"],
-        handler=cmd_gpus, json_help="one JSON document: {transport, gpu_types: [...]}, cheapest first",
+        handler=cmd_gpus,
+        json_help="one JSON document: {transport, gpu_types: [...]}, cheapest first",
     )
     _command(
-        sub, "volumes", "network volumes: name, size, data center, usable now",
+        sub,
+        "volumes",
+        "network volumes: name, size, data center, usable now",
         ["orchestrator volumes --json"],
-        handler=cmd_volumes, json_help="one JSON document: {storage_names, gpu_stock_error, volumes: [...]}",
+        handler=cmd_volumes,
+        json_help="one JSON document: {storage_names, gpu_stock_error, volumes: [...]}",
     )
 
     p = _command(
-        sub, "demo", "the whole system offline: Postgres, the emulator, the daemon, a stream of tasks",
+        sub,
+        "demo",
+        "the whole system offline: Postgres, the emulator, the daemon, a stream of tasks",
         ["orchestrator demo --tasks 12 --max-gpus 2"],
-        handler=cmd_demo, json_help="end with one JSON line of totals (no live table)",
+        handler=cmd_demo,
+        json_help="end with one JSON line of totals (no live table)",
     )
     p.add_argument("--tasks", type=int, default=24)
     p.add_argument("--max-gpus", type=int, default=4)
@@ -385,7 +479,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
     if unknown and getattr(args, "sim_command", None) == "serve":
         args.extra = [*unknown, *args.extra]
     elif unknown and args.command == "ssh":
-        parser.error(f"unrecognized arguments: {' '.join(unknown)} (the remote command goes after `--`: orchestrator ssh ID -- CMD)")
+        parser.error(
+            f"unrecognized arguments: {' '.join(unknown)} (the remote command goes after `--`: orchestrator ssh ID -- CMD)"
+        )
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args
@@ -398,7 +494,9 @@ def _log_warnings(settings: config_mod.Settings) -> None:
         f = warning.fields
         # Spelt out per event so that the event names and their fields reach the documented table.
         if warning.event == "config_unknown_variable":
-            log.warning("config_unknown_variable", name=f["name"], source=f["source"], suggestion=f["suggestion"])
+            log.warning(
+                "config_unknown_variable", name=f["name"], source=f["source"], suggestion=f["suggestion"]
+            )
         elif warning.event == "config_env_file_duplicate":
             log.warning("config_env_file_duplicate", file=f["file"], name=f["name"], lines=f["lines"])
         else:

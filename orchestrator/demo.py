@@ -48,7 +48,9 @@ WORKER_ENV = {"SIM_WORKER_HEARTBEAT_SEC": "1", "SIM_WORKER_POLL_SEC": "0.2"}
 
 def _totals(stack: Stack) -> dict[str, Any]:
     pods = stack.admin.pods()
-    done = stack.sql("SELECT count(*) FILTER (WHERE status = 'Complete'), count(*) FILTER (WHERE status = 'Failed'), count(*) FROM tasks")[0]
+    done = stack.sql(
+        "SELECT count(*) FILTER (WHERE status = 'Complete'), count(*) FILTER (WHERE status = 'Failed'), count(*) FROM tasks"
+    )[0]
     billed_s = sum(float(p.get("billedSeconds") or 0) for p in pods)
     return {
         "tasks_completed": int(done[0]),
@@ -68,12 +70,16 @@ def run_demo(*, tasks: int = 24, as_json: bool = False, max_gpus: int = 4, timeo
     log_sink: Any = io.StringIO() if as_json else sys.stderr
     configure_logging(None, stream=log_sink, level="WARNING", fmt="json")
     say = (lambda *a: None) if as_json else (lambda *a: print(*a, file=out, flush=True))
-    say("starting the embedded default: throwaway Postgres, PostgREST-compatible endpoint, Runpod emulator ...")
+    say(
+        "starting the embedded default: throwaway Postgres, PostgREST-compatible endpoint, Runpod emulator ..."
+    )
     started = time.monotonic()
     with Stack(speed=60.0) as stack:
         settings = stack.settings(MAX_ACTIVE_GPUS=max_gpus, **DEMO_SETTINGS)
         configure_logging(settings, stream=log_sink, level="WARNING", fmt="json")
-        controller = Controller(settings, make_database(settings), make_provider(settings), worker_env=WORKER_ENV)
+        controller = Controller(
+            settings, make_database(settings), make_provider(settings), worker_env=WORKER_ENV
+        )
         daemon = Daemon(
             controller,
             settings.orchestrator_poll_sec,
@@ -103,7 +109,12 @@ def run_demo(*, tasks: int = 24, as_json: bool = False, max_gpus: int = 4, timeo
                     # On a terminal the table redraws in place (a live view); in a log it scrolls.
                     clear = "\033[H\033[J" if out.isatty() else "\n"
                     say(f"{clear}[{now - started:5.0f}s] " + render_status(snapshot))
-                if second == 0 and snapshot.queue.claimable == 0 and snapshot.queue.running == 0 and not snapshot.workers:
+                if (
+                    second == 0
+                    and snapshot.queue.claimable == 0
+                    and snapshot.queue.running == 0
+                    and not snapshot.workers
+                ):
                     live_pods = [p for p in stack.admin.pods() if p.get("status") != "TERMINATED"]
                     if not live_pods:
                         finished = True

@@ -44,7 +44,9 @@ def cmd_run(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     if settings.metrics_port:
         try:
             server = MetricsServer(
-                controller.metrics, settings.metrics_port, max_tick_age=max(3 * settings.orchestrator_poll_sec, 60.0)
+                controller.metrics,
+                settings.metrics_port,
+                max_tick_age=max(3 * settings.orchestrator_poll_sec, 60.0),
             ).start()
         except OrchestratorError:
             controller.shutdown(timeout=0)
@@ -75,7 +77,9 @@ def cmd_tick(args: argparse.Namespace, settings: config_mod.Settings) -> int:
         controller.shutdown()
     print(json.dumps(result.summary, default=str))
     if result.role == "follower":
-        print("orchestrator: another orchestrator holds the lease; this tick changed nothing", file=sys.stderr)
+        print(
+            "orchestrator: another orchestrator holds the lease; this tick changed nothing", file=sys.stderr
+        )
         return EXIT_LEASE
     return EXIT_OK if result.role == "leader" else EXIT_FAILED
 
@@ -189,7 +193,9 @@ def cmd_ssh(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     from orchestrator.wiring import make_provider
 
     snapshot = _snapshot(settings)
-    worker = next((w for w in snapshot.workers if w.id == args.worker_id or w.runpod_id == args.worker_id), None)
+    worker = next(
+        (w for w in snapshot.workers if w.id == args.worker_id or w.runpod_id == args.worker_id), None
+    )
     if worker is None or not worker.runpod_id:
         print(f"orchestrator: no live worker {args.worker_id!r} with a pod", file=sys.stderr)
         return EXIT_FAILED
@@ -202,7 +208,13 @@ def cmd_ssh(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     code, out, err = provider.execute_command_on_worker(worker.runpod_id, command, timeout=args.timeout)
     if args.json:
         # The remote output as it came: it is the pod's, and the operator asked for it.
-        answer = {"worker_id": worker.id, "runpod_id": worker.runpod_id, "exit_code": int(code), "stdout": out, "stderr": err}
+        answer = {
+            "worker_id": worker.id,
+            "runpod_id": worker.runpod_id,
+            "exit_code": int(code),
+            "stdout": out,
+            "stderr": err,
+        }
         print(json.dumps(answer))
     else:
         sys.stdout.write(out)

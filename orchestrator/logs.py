@@ -28,9 +28,15 @@ REDACTED = "[REDACTED]"
 # (Supabase keys are JWTs), a private key block.
 _PATTERNS = (
     # The user name may be empty (``postgresql://:pw@host``), which libpq accepts.
-    (re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+(?P<post>@)", re.I), r"\g<pre>" + REDACTED + r"\g<post>"),
+    (
+        re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+(?P<post>@)", re.I),
+        r"\g<pre>" + REDACTED + r"\g<post>",
+    ),
     # libpq's other places for a password: a URL parameter and a keyword DSN.
-    (re.compile(r"(?P<pre>\b(?:password|passwd)=)(?:'(?:[^'\\]|\\.)*'|[^&\s\"']+)", re.I), r"\g<pre>" + REDACTED),
+    (
+        re.compile(r"(?P<pre>\b(?:password|passwd)=)(?:'(?:[^'\\]|\\.)*'|[^&\s\"']+)", re.I),
+        r"\g<pre>" + REDACTED,
+    ),
     (re.compile(r"(?P<pre>bearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.I), r"\g<pre>" + REDACTED),
     (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"), REDACTED),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S), REDACTED),
@@ -77,7 +83,9 @@ class Redactor:
             return value
         return self.text(str(value))
 
-    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def __call__(
+        self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         return {k: self.value(v) for k, v in event_dict.items()}
 
 
@@ -131,8 +139,10 @@ def configure_logging(
     fmt = fmt or "auto"
     console = fmt == "console" or (fmt == "auto" and hasattr(out, "isatty") and out.isatty())
 
-    renderer: Any = structlog.dev.ConsoleRenderer(colors=False) if console else structlog.processors.JSONRenderer(
-        default=str, sort_keys=False
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if console
+        else structlog.processors.JSONRenderer(default=str, sort_keys=False)
     )
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,

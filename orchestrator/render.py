@@ -84,7 +84,12 @@ def render_status(snapshot: Snapshot) -> str:
     rows = [
         (
             w["worker_id"],
-            w["state"] + (f" (said {w['reported_status']} {_fmt_age(w['reported_age_sec'])} ago)" if w["reported_status"] else ""),
+            w["state"]
+            + (
+                f" (said {w['reported_status']} {_fmt_age(w['reported_age_sec'])} ago)"
+                if w["reported_status"]
+                else ""
+            ),
             _fmt_age(w["age_sec"]),
             _fmt_age(w["heartbeat_age_sec"]),
             w["current_task"] or "-",
@@ -97,8 +102,7 @@ def render_status(snapshot: Snapshot) -> str:
     head = (
         f"queue: {q['claimable']} claimable ({q['queued_total']} queued), {q['running']} running, "
         f"oldest waiting {_fmt_age(q['oldest_claimable_age_sec'])}"
-        f"   fleet: {len(rows)} live, ${data['spend_per_hr']:.2f}/h"
-        + ("   PAUSED" if data["paused"] else "")
+        f"   fleet: {len(rows)} live, ${data['spend_per_hr']:.2f}/h" + ("   PAUSED" if data["paused"] else "")
     )
     return head + "\n" + table(("WORKER", "STATE", "AGE", "HEARTBEAT", "TASK", "$/H", "SPENT $"), rows)
 
@@ -112,7 +116,9 @@ def render_plan(snapshot: Snapshot, pods: Sequence[PodView] | None, plan: Plan) 
         f"pods listed: {'unavailable' if pods is None else len(pods)}",
     ]
     for b in d["backoffs"]:
-        lines.append(f"backoff: {b['gpu_type']} in {b['data_center'] or 'any'} after {b['failures']} failures, until {b['until']}")
+        lines.append(
+            f"backoff: {b['gpu_type']} in {b['data_center'] or 'any'} after {b['failures']} failures, until {b['until']}"
+        )
     if not plan.actions:
         lines.append("no action: the fleet matches the queue")
     else:
@@ -120,7 +126,14 @@ def render_plan(snapshot: Snapshot, pods: Sequence[PodView] | None, plan: Plan) 
         for a in d["actions"]:
             target = a.get("worker_id") or a.get("runpod_id") or "-"
             extra = {k: v for k, v in a.items() if k not in ("kind", "reason", "worker_id", "metadata")}
-            rows.append((a["kind"], target, a["reason"], ", ".join(f"{k}={v}" for k, v in extra.items() if v not in (None, [], {}, ""))))
+            rows.append(
+                (
+                    a["kind"],
+                    target,
+                    a["reason"],
+                    ", ".join(f"{k}={v}" for k, v in extra.items() if v not in (None, [], {}, "")),
+                )
+            )
         lines.append(table(("ACTION", "TARGET", "REASON", "DETAILS"), rows))
     for problem in d["problems"]:
         lines.append(f"problem: {problem}")
@@ -179,7 +192,9 @@ def render_pods(rows: Sequence[Mapping[str, Any]]) -> str:
                 r["cost_per_hr"],
                 r["worker_id"],
                 r["worker_state"],
-                "ORPHAN" if r["orphan"] else ("not ours" if not r["ours"] else ("no pod" if r["status"] == "MISSING" else "")),
+                "ORPHAN"
+                if r["orphan"]
+                else ("not ours" if not r["ours"] else ("no pod" if r["status"] == "MISSING" else "")),
             )
             for r in rows
         ],
@@ -189,7 +204,17 @@ def render_pods(rows: Sequence[Mapping[str, Any]]) -> str:
 def render_events(events: Sequence[Mapping[str, Any]]) -> str:
     return table(
         ("AT", "KIND", "WORKER", "POD", "REASON", "COST $"),
-        [(e.get("at"), e.get("kind"), e.get("worker_id"), e.get("runpod_id"), e.get("reason"), e.get("cost_usd")) for e in events],
+        [
+            (
+                e.get("at"),
+                e.get("kind"),
+                e.get("worker_id"),
+                e.get("runpod_id"),
+                e.get("reason"),
+                e.get("cost_usd"),
+            )
+            for e in events
+        ],
     )
 
 
@@ -244,11 +269,20 @@ def volumes_rows(
             "size_gb": v.size_gb if v else None,
             "data_center": v.data_center if v else None,
             "configured": priority is not None,
-            "gpu_types_in_stock": stock.get(v.data_center, []) if v is not None and per_dc_known and priority else None,
+            "gpu_types_in_stock": stock.get(v.data_center, [])
+            if v is not None and per_dc_known and priority
+            else None,
         }
 
-    rows = [row(i, name, next((v for v in volumes if v.name == name), None)) for i, name in enumerate(storage_names, start=1)]
-    rows += [row(None, v.name, v) for v in sorted(volumes, key=lambda v: (v.data_center, v.name)) if v.name not in storage_names]
+    rows = [
+        row(i, name, next((v for v in volumes if v.name == name), None))
+        for i, name in enumerate(storage_names, start=1)
+    ]
+    rows += [
+        row(None, v.name, v)
+        for v in sorted(volumes, key=lambda v: (v.data_center, v.name))
+        if v.name not in storage_names
+    ]
     return {"storage_names": list(storage_names), "gpu_stock_error": gpu_error, "volumes": rows}
 
 
@@ -331,7 +365,9 @@ def format_volumes(client: RunpodProvider) -> str:
         if v.name not in client.storage_names:
             rows.append(["-", v.name, v.id, _size(v), v.data_center, "not in RUNPOD_STORAGE_NAME"])
     head = table(["prio", "name", "id", "size", "data center", "usable"], rows)
-    note = f"RUNPOD_STORAGE_NAME={client.storage_name!r}" if client.storage_name else "RUNPOD_STORAGE_NAME unset"
+    note = (
+        f"RUNPOD_STORAGE_NAME={client.storage_name!r}" if client.storage_name else "RUNPOD_STORAGE_NAME unset"
+    )
     return head + f"\n({len(vols)} network volumes; {note}; prio = the order spawns try them)"
 
 

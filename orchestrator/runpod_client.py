@@ -101,10 +101,25 @@ _BOOT_STATUS = {"not_ready": "spawning", "ready": "active", "failed": "error"}
 
 def boot_dict(check: BootCheck) -> dict[str, Any]:
     """The original's ``check_and_initialize_worker`` dict for a typed boot check."""
-    out: dict[str, Any] = {"worker_id": check.worker_id, "runpod_id": check.runpod_id, "status": _BOOT_STATUS[check.status]}
-    for key in ("step", "error", "ssh_error", "detail", "actual_status", "ssh_details", "host_key_fingerprint", "checks"):
+    out: dict[str, Any] = {
+        "worker_id": check.worker_id,
+        "runpod_id": check.runpod_id,
+        "status": _BOOT_STATUS[check.status],
+    }
+    for key in (
+        "step",
+        "error",
+        "ssh_error",
+        "detail",
+        "actual_status",
+        "ssh_details",
+        "host_key_fingerprint",
+        "checks",
+    ):
         value = getattr(check, key)
-        if value is not None or (check.status == "ready" and key in ("ssh_details", "host_key_fingerprint", "checks")):
+        if value is not None or (
+            check.status == "ready" and key in ("ssh_details", "host_key_fingerprint", "checks")
+        ):
             out[key] = dict(value) if isinstance(value, Mapping) else value
     return out
 
@@ -141,9 +156,13 @@ class RunpodClient(RunpodProvider):
         output otherwise. ``ssh_error`` (refused / timeout / auth_failed / host_key_changed) tells
         SSH failures apart. Never raises for provider or SSH faults.
         """
-        return boot_dict(self.check_boot(worker_id, runpod_id, expected_fingerprint=expected_fingerprint, pod=pod))
+        return boot_dict(
+            self.check_boot(worker_id, runpod_id, expected_fingerprint=expected_fingerprint, pod=pod)
+        )
 
-    def start_worker_process(self, runpod_id: str, worker_id: str, *, expected_fingerprint: str | None = None) -> bool:
+    def start_worker_process(
+        self, runpod_id: str, worker_id: str, *, expected_fingerprint: str | None = None
+    ) -> bool:
         """Start the worker on the pod, detached; true when the launch command succeeded."""
         return self.start_process(runpod_id, worker_id, expected_fingerprint=expected_fingerprint)
 
@@ -155,7 +174,9 @@ class RunpodClient(RunpodProvider):
         """The original's status dict (exactly its keys), or None when Runpod no longer knows the pod."""
         return self.pod_status(runpod_id)
 
-    def execute_command_on_worker(self, runpod_id: str, command: str, timeout: float = 600) -> tuple[int, str, str]:
+    def execute_command_on_worker(
+        self, runpod_id: str, command: str, timeout: float = 600
+    ) -> tuple[int, str, str]:
         """Run a command on the pod: ``(exit_code, stdout, stderr)`` (the original's default timeout,
         600 s). SSH failures raise ``SSHError``s where the original returned None."""
         return self.run_command(runpod_id, command, timeout=timeout)
@@ -196,7 +217,11 @@ class RunpodClient(RunpodProvider):
         fingerprints = fingerprints or {}
         fns: list[Callable[[], Any]] = [
             functools.partial(
-                self.check_and_initialize_worker, w, r, pod=pods.get(r), expected_fingerprint=fingerprints.get(r)
+                self.check_and_initialize_worker,
+                w,
+                r,
+                pod=pods.get(r),
+                expected_fingerprint=fingerprints.get(r),
             )
             for w, r in pairs
         ]

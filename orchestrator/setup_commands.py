@@ -37,7 +37,9 @@ def cmd_migrate(args: argparse.Namespace, settings: config_mod.Settings) -> int:
 
     url = args.database_url or settings.database_url
     if not url:
-        raise ConfigError(["DATABASE_URL is unset: `orchestrator migrate` applies migrations/ over direct Postgres"])
+        raise ConfigError(
+            ["DATABASE_URL is unset: `orchestrator migrate` applies migrations/ over direct Postgres"]
+        )
     applied = apply_migrations(url)
     if args.json:
         print(json.dumps({"applied": applied}))
@@ -93,8 +95,6 @@ def cmd_sim_run(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     return EXIT_OK
 
 
-
-
 def cmd_demo(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     from orchestrator.demo import run_demo
 
@@ -148,9 +148,17 @@ def _probe_rpc(client: Any, url: str, key: str, function: str, args: dict[str, A
     if resp.status_code in (200, 204):
         return Check(name, OK, "present")
     if resp.status_code == 404 or code == "PGRST202":
-        return Check(name, FAIL, f"missing: the database has no {function} taking the worker's arguments; apply migrations/")
+        return Check(
+            name,
+            FAIL,
+            f"missing: the database has no {function} taking the worker's arguments; apply migrations/",
+        )
     if resp.status_code in (401, 403):
-        return Check(name, FAIL, f"refused ({resp.status_code}): SUPABASE_SERVICE_ROLE_KEY is not this project's service key")
+        return Check(
+            name,
+            FAIL,
+            f"refused ({resp.status_code}): SUPABASE_SERVICE_ROLE_KEY is not this project's service key",
+        )
     if resp.status_code == 300 or code == "PGRST203":
         return Check(name, WARN, "present, but overloads make the worker's call ambiguous (PGRST203)")
     return Check(name, FAIL, f"unexpected answer {resp.status_code}: {resp.text[:200]}")
@@ -176,7 +184,9 @@ def _doctor_edge(client: Any, url: str, key: str) -> list[Check]:
         if resp.status_code in (200, 204):
             checks.append(Check(name, OK, "deployed (OPTIONS answered)"))
         elif resp.status_code == 404:
-            checks.append(Check(name, FAIL, "not deployed (404): the real worker cannot claim, complete or fail tasks"))
+            checks.append(
+                Check(name, FAIL, "not deployed (404): the real worker cannot claim, complete or fail tasks")
+            )
         else:
             checks.append(Check(name, FAIL, f"OPTIONS answered {resp.status_code}: {resp.text[:200]}"))
     # task-counts only reads: with the token the workers get (the service key), it must answer 200.
@@ -195,7 +205,13 @@ def _doctor_edge(client: Any, url: str, key: str) -> list[Check]:
         totals = body["totals"]
         checks.append(Check(name, OK, f"service role accepted; queued_only={totals.get('queued_only')}"))
     elif resp.status_code in (401, 403):
-        checks.append(Check(name, FAIL, f"{resp.status_code}: the function does not take SUPABASE_SERVICE_ROLE_KEY as the service role"))
+        checks.append(
+            Check(
+                name,
+                FAIL,
+                f"{resp.status_code}: the function does not take SUPABASE_SERVICE_ROLE_KEY as the service role",
+            )
+        )
     else:
         checks.append(Check(name, FAIL, f"answered {resp.status_code}: {resp.text[:200]}"))
     return checks
@@ -227,7 +243,9 @@ def _doctor_migrations(settings: config_mod.Settings, client: Any) -> Check:
         url, key = settings.supabase_url.rstrip("/"), settings.supabase_service_role_key
         try:
             resp = client.get(
-                f"{url}/rest/v1/orchestrator_schema_migrations", params={"select": "filename,sha256"}, headers=_rest_headers(key)
+                f"{url}/rest/v1/orchestrator_schema_migrations",
+                params={"select": "filename,sha256"},
+                headers=_rest_headers(key),
             )
         except Exception as exc:
             return Check(name, FAIL, f"unreachable: {type(exc).__name__}: {exc}"[:300])
@@ -249,7 +267,9 @@ def _doctor_migrations(settings: config_mod.Settings, client: Any) -> Check:
     if pending or changed:
         parts = []
         if pending:
-            parts.append(f"{len(pending)} not applied ({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}): run `orchestrator migrate`")
+            parts.append(
+                f"{len(pending)} not applied ({', '.join(pending[:3])}{', ...' if len(pending) > 3 else ''}): run `orchestrator migrate`"
+            )
         if changed:
             parts.append(f"changed since applied: {', '.join(changed[:3])}")
         return Check(name, FAIL, "; ".join(parts))
@@ -271,9 +291,21 @@ def _doctor_database(settings: config_mod.Settings, client: Any) -> list[Check]:
         finally:
             db.close()
         workers = len(snapshot.get("workers") or []) if isinstance(snapshot, dict) else 0
-        checks.append(Check("database: orchestrator functions", OK, f"orch_snapshot answers ({workers} live workers) over {settings.database_backend}"))
+        checks.append(
+            Check(
+                "database: orchestrator functions",
+                OK,
+                f"orch_snapshot answers ({workers} live workers) over {settings.database_backend}",
+            )
+        )
     except Exception as exc:
-        checks.append(Check("database: orchestrator functions", FAIL, f"orch_snapshot failed: {type(exc).__name__}: {str(exc)[:250]}"))
+        checks.append(
+            Check(
+                "database: orchestrator functions",
+                FAIL,
+                f"orch_snapshot failed: {type(exc).__name__}: {str(exc)[:250]}",
+            )
+        )
     checks.append(_doctor_migrations(settings, client))
     if settings.supabase_url and settings.supabase_service_role_key:
         url, key = settings.supabase_url.rstrip("/"), settings.supabase_service_role_key
@@ -286,7 +318,13 @@ def _doctor_database(settings: config_mod.Settings, client: Any) -> list[Check]:
         }
         checks.append(_probe_rpc(client, url, key, HEARTBEAT_RPC, heartbeat_args))
         checks.append(
-            _probe_rpc(client, url, key, CLAIM_RPC, {"p_worker_id": "orchestrator-doctor-probe", "p_include_active": "not-a-boolean"})
+            _probe_rpc(
+                client,
+                url,
+                key,
+                CLAIM_RPC,
+                {"p_worker_id": "orchestrator-doctor-probe", "p_include_active": "not-a-boolean"},
+            )
         )
         checks.extend(_doctor_edge(client, url, key))
     else:
@@ -316,7 +354,11 @@ def _doctor_functions_sql(database_url: str) -> list[Check]:
         return [Check("database: worker functions", FAIL, str(exc).strip()[:250])]
     found = {str(r[0]) for r in rows}
     return [
-        Check(f"database: {fn}()", OK if fn in found else FAIL, "present" if fn in found else "missing: apply migrations/")
+        Check(
+            f"database: {fn}()",
+            OK if fn in found else FAIL,
+            "present" if fn in found else "missing: apply migrations/",
+        )
         for fn in (HEARTBEAT_RPC, CLAIM_RPC)
     ]
 
@@ -335,7 +377,13 @@ def _doctor_runpod(settings: config_mod.Settings) -> list[Check]:
             gpus = provider.list_gpu_types(fresh=True)
         except Exception as exc:
             return [Check("runpod: API key", FAIL, f"{type(exc).__name__}: {str(exc)[:250]}")]
-        checks.append(Check("runpod: API key", OK, f"accepted by {settings.runpod_api_base_url} ({len(gpus)} GPU types listed)"))
+        checks.append(
+            Check(
+                "runpod: API key",
+                OK,
+                f"accepted by {settings.runpod_api_base_url} ({len(gpus)} GPU types listed)",
+            )
+        )
         for gpu in settings.gpu_types:
             try:
                 found = provider.resolve_gpu_type(gpu)
@@ -344,7 +392,13 @@ def _doctor_runpod(settings: config_mod.Settings) -> list[Check]:
                 checks.append(Check(f"runpod: GPU type {gpu}", FAIL, str(exc)[:250]))
         volumes = list(settings.runpod_storage_name or ())
         if not volumes:
-            checks.append(Check("runpod: network volume", WARN, "RUNPOD_STORAGE_NAME unset: pods get no volume, so no worker checkout"))
+            checks.append(
+                Check(
+                    "runpod: network volume",
+                    WARN,
+                    "RUNPOD_STORAGE_NAME unset: pods get no volume, so no worker checkout",
+                )
+            )
         for name in volumes:
             try:
                 vol = provider.find_volume(name)
@@ -367,7 +421,11 @@ def _doctor_ssh(settings: config_mod.Settings) -> list[Check]:
     public = settings.runpod_ssh_public_key_path
     if not private:
         checks.append(
-            Check("ssh: private key", WARN, "RUNPOD_SSH_PRIVATE_KEY_PATH unset: pods are logged into with a password, which Runpod's images rarely allow")
+            Check(
+                "ssh: private key",
+                WARN,
+                "RUNPOD_SSH_PRIVATE_KEY_PATH unset: pods are logged into with a password, which Runpod's images rarely allow",
+            )
         )
     else:
         path = Path(str(private)).expanduser()
@@ -416,7 +474,11 @@ def render_doctor(checks: Sequence[Check]) -> str:
     lines = [f"{c.status:<4}  {c.name:<{width}}  {redact(c.detail)}" for c in checks]
     failed = sum(1 for c in checks if c.status == FAIL)
     warned = sum(1 for c in checks if c.status == WARN)
-    verdict = "ready: everything the daemon and the real worker need is there" if not failed else f"NOT READY: {failed} problem(s)"
+    verdict = (
+        "ready: everything the daemon and the real worker need is there"
+        if not failed
+        else f"NOT READY: {failed} problem(s)"
+    )
     lines.append(f"{verdict}" + (f" ({warned} warning(s))" if warned else ""))
     return "\n".join(lines)
 

@@ -40,7 +40,9 @@ def make_database(settings: Settings) -> Database:
 
     return Database(
         PostgresTransport(
-            settings.database_url, max_size=max(4, min(16, settings.apply_concurrency)), configure=bound_statements
+            settings.database_url,
+            max_size=max(4, min(16, settings.apply_concurrency)),
+            configure=bound_statements,
         )
     )
 

@@ -88,7 +88,9 @@ def render() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true", help="exit 1 if the file differs from what would be written")
+    mode.add_argument(
+        "--check", action="store_true", help="exit 1 if the file differs from what would be written"
+    )
     mode.add_argument("--stdout", action="store_true", help="print the file instead of writing it")
     parser.add_argument("--output", type=Path, default=OUTPUT, help=f"default: {OUTPUT.relative_to(ROOT)}")
     args = parser.parse_args(argv)

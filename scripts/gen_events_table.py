@@ -35,7 +35,9 @@ def _is_logger(node: ast.expr) -> bool:
 
 def collect(package: Path = ROOT / "orchestrator") -> dict[str, dict[str, set[str]]]:
     """event name -> {"levels", "modules", "fields"}."""
-    found: dict[str, dict[str, set[str]]] = defaultdict(lambda: {"levels": set(), "modules": set(), "fields": set()})
+    found: dict[str, dict[str, set[str]]] = defaultdict(
+        lambda: {"levels": set(), "modules": set(), "fields": set()}
+    )
     for path in sorted(package.rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
@@ -61,7 +63,9 @@ def _dict_literal_keys(tree: ast.AST) -> dict[str, set[str]]:
     keys: dict[str, set[str]] = defaultdict(set)
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
-            literal = {k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+            literal = {
+                k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)
+            }
             for target in node.targets:
                 if isinstance(target, ast.Name):
                     keys[target.id] |= literal
@@ -97,7 +101,10 @@ def main(argv: list[str]) -> int:
     new = updated_doc(text, render(collect()))
     if "--check" in argv:
         if new != text:
-            print("docs/operations.md: the log events table is stale; run scripts/gen_events_table.py", file=sys.stderr)
+            print(
+                "docs/operations.md: the log events table is stale; run scripts/gen_events_table.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     DOC.write_text(new)

@@ -59,10 +59,15 @@ def create(
             data_center = volume.data_center if volume else None
             if is_avoided(gpu, data_center, avoid):
                 skipped.append({"gpu_type": gpu.display_name, "data_center": data_center})
-                log.info("runpod_candidate_avoided", worker_id=worker_id, gpu_type=gpu.id, data_center=data_center)
+                log.info(
+                    "runpod_candidate_avoided", worker_id=worker_id, gpu_type=gpu.id, data_center=data_center
+                )
                 continue
             candidate = dataclasses.replace(
-                spec, gpu_type_id=gpu.id, data_center_id=data_center, network_volume_id=volume.id if volume else None
+                spec,
+                gpu_type_id=gpu.id,
+                data_center_id=data_center,
+                network_volume_id=volume.id if volume else None,
             )
             started = time.monotonic()
             try:
@@ -170,9 +175,8 @@ def create(
     if refused:
         # Not known to be capacity: a spec Runpod refuses everywhere (a bad image name, say) must
         # count as a failed spawn, or the breaker would never see it.
-        message = (
-            f"Runpod refused every candidate of {[g.display_name for g in gpus]}{where}: "
-            + "; ".join(refused + refusals + avoided)
+        message = f"Runpod refused every candidate of {[g.display_name for g in gpus]}{where}: " + "; ".join(
+            refused + refusals + avoided
         )
         failure = errors.RunpodRequestError(message, status=400)
         failure.capacity_misses = misses  # type: ignore[attr-defined]

@@ -120,7 +120,9 @@ class PodSSH:
 
         Refuses an id that cannot name a file (another system's row): then there is no log."""
         path = worker_log_path(self.volume_mount_path, worker_id)
-        _code, out, err = self.run_command(runpod_id, f"tail -n {int(lines)} {shlex.quote(path)} 2>&1", timeout=timeout)
+        _code, out, err = self.run_command(
+            runpod_id, f"tail -n {int(lines)} {shlex.quote(path)} 2>&1", timeout=timeout
+        )
         return str(out) + str(err)
 
     def check_boot(
@@ -145,11 +147,21 @@ class PodSSH:
         except (errors.RunpodTransientError, errors.RunpodRateLimited) as e:
             return BootCheck("not_ready", worker_id, runpod_id, detail=f"provider unavailable: {e}")
         except errors.RunpodError as e:
-            return BootCheck("failed", worker_id, runpod_id, step="provider", error=f"{type(e).__name__}: {e}")
+            return BootCheck(
+                "failed", worker_id, runpod_id, step="provider", error=f"{type(e).__name__}: {e}"
+            )
         if pod is None:
-            return BootCheck("failed", worker_id, runpod_id, step="provider", error="pod not found (terminated or never created)")
+            return BootCheck(
+                "failed",
+                worker_id,
+                runpod_id,
+                step="provider",
+                error="pod not found (terminated or never created)",
+            )
         if pod.has_failed:
-            return BootCheck("failed", worker_id, runpod_id, step="provider", error=f"pod is {pod.actual_status}")
+            return BootCheck(
+                "failed", worker_id, runpod_id, step="provider", error=f"pod is {pod.actual_status}"
+            )
         if not pod.ssh_ready:
             # Other ports published but not 22: this pod will not get one. No ports at all yet: the
             # container is still coming up (seen on GraphQL), so keep waiting.
@@ -163,9 +175,13 @@ class PodSSH:
             with ssh:
                 outcomes = run_init_checks(ssh, self.volume_mount_path, dirs=self.worker_start.dirs)
         except errors.SSHHostKeyChanged as e:
-            return BootCheck("failed", worker_id, runpod_id, step="ssh", ssh_error="host_key_changed", error=str(e))
+            return BootCheck(
+                "failed", worker_id, runpod_id, step="ssh", ssh_error="host_key_changed", error=str(e)
+            )
         except errors.SSHAuthFailed as e:
-            return BootCheck("failed", worker_id, runpod_id, step="ssh", ssh_error="auth_failed", error=str(e))
+            return BootCheck(
+                "failed", worker_id, runpod_id, step="ssh", ssh_error="auth_failed", error=str(e)
+            )
         except errors.SSHTimeout as e:
             return BootCheck("not_ready", worker_id, runpod_id, ssh_error="timeout", detail=str(e))
         except errors.SSHRefused as e:
@@ -178,7 +194,9 @@ class PodSSH:
         if failed is not None:
             output = (failed.stdout + failed.stderr).strip()
             error = f"initialization check {failed.name} failed (exit {failed.exit_code}): {truncate(output, 500)}"
-            return BootCheck("failed", worker_id, runpod_id, step=failed.name, error=error, host_key_fingerprint=fp)
+            return BootCheck(
+                "failed", worker_id, runpod_id, step=failed.name, error=error, host_key_fingerprint=fp
+            )
         details = {"ip": pod.ip, "port": pod.ssh_port, "username": "root", "host_key_fingerprint": fp}
         log.info("worker_initialized", worker_id=worker_id, runpod_id=runpod_id, **details)
         return BootCheck(
@@ -199,7 +217,10 @@ class PodSSH:
         written to the session's stdin as NUL-terminated records, the values of the settings as they
         are, so the worker receives them byte for byte (``docs/worker-start.md``).
         """
-        needed = {"SUPABASE_URL": self.supabase_url, "SUPABASE_SERVICE_ROLE_KEY": self.supabase_service_role_key}
+        needed = {
+            "SUPABASE_URL": self.supabase_url,
+            "SUPABASE_SERVICE_ROLE_KEY": self.supabase_service_role_key,
+        }
         missing = [name for name, value in needed.items() if not value]
         if missing:
             log.info(

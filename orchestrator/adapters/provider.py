@@ -166,15 +166,21 @@ class RunpodProvider(PodSSH):
         # One network volume per data center, in priority order (the seed had one name).
         self.storage_names: list[str] = _split_list(pick(storage_name, "RUNPOD_STORAGE_NAME"))
         self.storage_name: str | None = ",".join(self.storage_names) or None
-        self.volume_mount_path: str = pick(volume_mount_path, "RUNPOD_VOLUME_MOUNT_PATH", DEFAULT_VOLUME_MOUNT_PATH)
+        self.volume_mount_path: str = pick(
+            volume_mount_path, "RUNPOD_VOLUME_MOUNT_PATH", DEFAULT_VOLUME_MOUNT_PATH
+        )
         self.disk_size_gb = int(pick(disk_size_gb, "RUNPOD_DISK_SIZE_GB", DEFAULT_DISK_SIZE_GB))
-        self.container_disk_gb = int(pick(container_disk_gb, "RUNPOD_CONTAINER_DISK_GB", DEFAULT_CONTAINER_DISK_GB))
+        self.container_disk_gb = int(
+            pick(container_disk_gb, "RUNPOD_CONTAINER_DISK_GB", DEFAULT_CONTAINER_DISK_GB)
+        )
         pub = pick(ssh_public_key_path, "RUNPOD_SSH_PUBLIC_KEY_PATH")
         priv = pick(ssh_private_key_path, "RUNPOD_SSH_PRIVATE_KEY_PATH")
         self.ssh_public_key_path = str(Path(pub).expanduser()) if pub else None
         self.ssh_private_key_path = str(Path(priv).expanduser()) if priv else None
         self.supabase_url: str | None = pick(supabase_url, "SUPABASE_URL")
-        self.supabase_service_role_key: str | None = pick(supabase_service_role_key, "SUPABASE_SERVICE_ROLE_KEY")
+        self.supabase_service_role_key: str | None = pick(
+            supabase_service_role_key, "SUPABASE_SERVICE_ROLE_KEY"
+        )
         self.supabase_anon_key: str | None = pick(supabase_anon_key, "SUPABASE_ANON_KEY")
         self.api: str = str(pick(api, "RUNPOD_API", "rest")).lower()
         self.api_base_url: str = str(pick(api_base_url, "RUNPOD_API_BASE_URL", DEFAULT_BASE_URL)).rstrip("/")
@@ -194,7 +200,9 @@ class RunpodProvider(PodSSH):
         )
         self.retry = retry or DEFAULT_RETRY
         self._secrets = [
-            s for s in (self.api_key, self.supabase_service_role_key, self.supabase_anon_key, ssh_password) if s
+            s
+            for s in (self.api_key, self.supabase_service_role_key, self.supabase_anon_key, ssh_password)
+            if s
         ]
         _register_secrets(self._secrets)
         self._transport = transport
@@ -210,7 +218,9 @@ class RunpodProvider(PodSSH):
     def transport(self) -> RunpodTransport:
         with self._lock:
             if self._transport is None:
-                self._transport = make_transport(self.api, self.api_key or "", self.api_base_url, retry=self.retry)
+                self._transport = make_transport(
+                    self.api, self.api_key or "", self.api_base_url, retry=self.retry
+                )
             return self._transport
 
     def close(self) -> None:
@@ -230,7 +240,9 @@ class RunpodProvider(PodSSH):
             try:
                 return Path(self.ssh_public_key_path).read_text().strip()
             except OSError as e:
-                raise errors.ConfigError([f"RUNPOD_SSH_PUBLIC_KEY_PATH={self.ssh_public_key_path}: {e}"]) from e
+                raise errors.ConfigError(
+                    [f"RUNPOD_SSH_PUBLIC_KEY_PATH={self.ssh_public_key_path}: {e}"]
+                ) from e
         key = self._private_key()
         if key is not None:
             # No public key file: derive it from the private key, as ssh-keygen -y would.
@@ -244,7 +256,9 @@ class RunpodProvider(PodSSH):
             try:
                 self._pkey = paramiko.PKey.from_path(self.ssh_private_key_path)
             except (OSError, paramiko.SSHException) as e:
-                raise errors.ConfigError([f"RUNPOD_SSH_PRIVATE_KEY_PATH={self.ssh_private_key_path}: {e}"]) from e
+                raise errors.ConfigError(
+                    [f"RUNPOD_SSH_PRIVATE_KEY_PATH={self.ssh_private_key_path}: {e}"]
+                ) from e
         return self._pkey
 
     def startup_warnings(self) -> list[tuple[str, str]]:
@@ -301,7 +315,9 @@ class RunpodProvider(PodSSH):
             if v.name == name:
                 return v
         listed = ", ".join(f"{v.name} ({v.id}, {v.data_center})" for v in vols) or "none"
-        raise errors.VolumeNotFound(f"network volume {name!r} not found (RUNPOD_STORAGE_NAME); volumes: {listed}")
+        raise errors.VolumeNotFound(
+            f"network volume {name!r} not found (RUNPOD_STORAGE_NAME); volumes: {listed}"
+        )
 
     # --- pods ------------------------------------------------------------------------------------
 
@@ -434,6 +450,7 @@ class RunpodProvider(PodSSH):
         with self._lock:
             self._host_keys.pop(runpod_id, None)
         return ok
+
 
 def pod_status_dict(pod: Pod) -> dict[str, Any]:
     """The seed's ``get_pod_status`` dict: exactly ``STATUS_KEYS``, those of the original's code.

@@ -197,7 +197,12 @@ class SSHClient:
             # caller only sees the follow-up ("No existing session"): report the real one.
             transport = client.get_transport()
             saved = getattr(transport, "saved_exception", None) if transport is not None else None
-            if saved is None and transport is not None and transport.is_active() and not transport.remote_version:
+            if (
+                saved is None
+                and transport is not None
+                and transport.is_active()
+                and not transport.remote_version
+            ):
                 # start_client gave up waiting (paramiko then fails with "No existing session"): the
                 # port accepted the connection but never sent an SSH banner within the timeout.
                 saved = TimeoutError(f"no SSH banner within {self.connect_timeout}s")
@@ -215,7 +220,9 @@ class SSHClient:
         )
         return self
 
-    def _connect_once(self, client: paramiko.SSHClient, key: paramiko.PKey | None, password: str | None) -> None:
+    def _connect_once(
+        self, client: paramiko.SSHClient, key: paramiko.PKey | None, password: str | None
+    ) -> None:
         client.connect(
             self.host,
             port=self.port,
@@ -243,7 +250,9 @@ class SSHClient:
         if isinstance(e, paramiko.SSHException):
             text = str(e) if saved is None else f"{saved} ({e})"
             chain = _exception_chain(saved) + _exception_chain(e)
-            if "timed out" in text.lower() or any(isinstance(c, TimeoutError | socket.timeout) for c in chain):
+            if "timed out" in text.lower() or any(
+                isinstance(c, TimeoutError | socket.timeout) for c in chain
+            ):
                 return errors.SSHTimeout(f"SSH to {where} timed out before authentication: {text}")
             # e.g. "Error reading SSH protocol banner" after EOF: the port accepted, then hung up.
             return errors.SSHRefused(f"SSH to {where} failed before authentication: {text}")
@@ -259,7 +268,9 @@ class SSHClient:
     def __enter__(self) -> SSHClient:
         return self.connect()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.disconnect()
 
     # --- commands --------------------------------------------------------------------------------
@@ -278,14 +289,24 @@ class SSHClient:
         return self.execute(command, timeout=timeout)
 
     def execute(
-        self, command: str, timeout: float | None = None, *, log_as: str | None = None, stdin: bytes | None = None
+        self,
+        command: str,
+        timeout: float | None = None,
+        *,
+        log_as: str | None = None,
+        stdin: bytes | None = None,
     ) -> tuple[int, str, str]:
         """Run ``command``; return ``(exit_code, stdout, stderr)``. ``log_as`` is what gets logged."""
         r = self.run(command, timeout=timeout, log_as=log_as, stdin=stdin)
         return r.exit_code, r.stdout, r.stderr
 
     def run(
-        self, command: str, timeout: float | None = None, *, log_as: str | None = None, stdin: bytes | None = None
+        self,
+        command: str,
+        timeout: float | None = None,
+        *,
+        log_as: str | None = None,
+        stdin: bytes | None = None,
     ) -> CommandResult:
         """Run ``command`` with a deadline; ``stdin`` (if any) is sent and then the channel's write side
         is shut, so the remote reads EOF after it. ``stdin`` is never logged, only its length."""
@@ -345,7 +366,9 @@ class SSHClient:
                 select.select([chan], [], [], min(0.05, remaining))
             code = chan.recv_exit_status()
         except (OSError, EOFError, paramiko.SSHException) as e:
-            raise errors.SSHRefused(f"SSH session to {self.host}:{self.port} broke: {type(e).__name__}: {e}") from e
+            raise errors.SSHRefused(
+                f"SSH session to {self.host}:{self.port} broke: {type(e).__name__}: {e}"
+            ) from e
         finally:
             chan.close()
         stdout = out.decode("utf-8", "replace")

@@ -61,11 +61,41 @@ REQUIRED_VARS = ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "WORKER_ID")
 # Never taken from PID 1: the session's own bookkeeping and bash's special variables (some read-only),
 # and variables that would change how the next shells start.
 INIT_ENV_SKIPPED = (
-    "_", "PWD", "OLDPWD", "SHLVL", "HOME", "USER", "LOGNAME", "SHELL", "MAIL", "TERM",
-    "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "SSH_AUTH_SOCK", "SSH_ORIGINAL_COMMAND",
-    "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "IFS", "PS1", "PS2", "PS4", "PROMPT_COMMAND", "CDPATH",
-    "GLOBIGNORE", "BASH_XTRACEFD", "UID", "EUID", "PPID", "BASHPID", "BASH_VERSINFO", "GROUPS",
+    "_",
+    "PWD",
+    "OLDPWD",
+    "SHLVL",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "MAIL",
+    "TERM",
+    "SSH_CLIENT",
+    "SSH_CONNECTION",
+    "SSH_TTY",
+    "SSH_AUTH_SOCK",
+    "SSH_ORIGINAL_COMMAND",
+    "BASH_ENV",
+    "ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "IFS",
+    "PS1",
+    "PS2",
+    "PS4",
+    "PROMPT_COMMAND",
+    "CDPATH",
+    "GLOBIGNORE",
+    "BASH_XTRACEFD",
+    "UID",
+    "EUID",
+    "PPID",
+    "BASHPID",
+    "BASH_VERSINFO",
+    "GROUPS",
 )
+
 
 def _problem(message: str) -> errors.ConfigError:
     return errors.ConfigError([message])
@@ -106,7 +136,11 @@ class WorkerStart:
             problems.append(f"WORKER_LAUNCH={self.launch!r}: expected one of {', '.join(LAUNCHES)}")
         if problems or branch:
             raise errors.ConfigError(problems + ([branch] if branch else []))
-        if isinstance(self.wgp_profile, bool) or not isinstance(self.wgp_profile, int) or self.wgp_profile < 1:
+        if (
+            isinstance(self.wgp_profile, bool)
+            or not isinstance(self.wgp_profile, int)
+            or self.wgp_profile < 1
+        ):
             raise _problem(f"WORKER_WGP_PROFILE={self.wgp_profile!r}: expected a whole number >= 1")
         if not self.python or "\x00" in self.python or "\n" in self.python:
             raise _problem(f"worker python {self.python!r} is not usable")
@@ -144,8 +178,8 @@ def init_checks(mount_path: str, dirs: Sequence[str] = DEFAULT_WORKER_DIRS) -> l
     listed = " ".join(q(c) for c in candidates)
     shown = q(", ".join(candidates))
     checkout = (
-        f"for d in {listed}; do if [ -d \"$d\" ]; then ls -la \"$d\"; exit 0; fi; done; "
-        f"echo \"no worker checkout: \"{shown}\": No such file or directory\"; exit 2"
+        f'for d in {listed}; do if [ -d "$d" ]; then ls -la "$d"; exit 0; fi; done; '
+        f'echo "no worker checkout: "{shown}": No such file or directory"; exit 2'
     )
     return [
         InitCheck("storage_mount", f"ls -la {q(mount_path)}"),
@@ -181,7 +215,7 @@ def run_init_checks(
     for c in checks:
         parts.append(
             f"printf '\\n@@{nonce} begin {c.name}\\n'; ( {c.command} ) 2>&1; rc=$?; "
-            f"printf '\\n@@{nonce} end {c.name} %d\\n' \"$rc\"; [ \"$rc\" -eq 0 ] || exit 0"
+            f'printf \'\\n@@{nonce} end {c.name} %d\\n\' "$rc"; [ "$rc" -eq 0 ] || exit 0'
         )
     r = ssh.run("\n".join(parts), timeout=timeout, log_as=f"init checks: {', '.join(c.name for c in checks)}")
     outcomes: list[CheckOutcome] = []

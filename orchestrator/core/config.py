@@ -138,7 +138,10 @@ class Settings:
         warnings: tuple[ConfigWarning, ...] = (),
     ) -> Settings:
         """From ``{VARIABLE_NAME: parsed value}``; a variable missing from ``values`` takes its default."""
-        typed = {var.name.lower(): values[var.name] if var.name in values else default_value(var) for var in VARIABLES}
+        typed = {
+            var.name.lower(): values[var.name] if var.name in values else default_value(var)
+            for var in VARIABLES
+        }
         return cls(**typed, sources=dict(sources or {}), files=files, warnings=warnings)
 
     @property
@@ -159,7 +162,9 @@ class Settings:
         sources = dict(self.sources)
         unknown = [key for key in changes if key.upper() not in BY_NAME]
         if unknown:
-            raise ConfigError([f"{key}: not a setting (`orchestrator config` lists every variable)" for key in unknown])
+            raise ConfigError(
+                [f"{key}: not a setting (`orchestrator config` lists every variable)" for key in unknown]
+            )
         for key, value in changes.items():
             fields_[key.lower()] = value
             sources[key.upper()] = "override"
@@ -265,7 +270,9 @@ def field_problems() -> list[str]:
     names = [f.name for f in declared]
     wanted = [var.name.lower() for var in VARIABLES]
     if names != wanted:
-        problems.append(f"Settings attributes {sorted(set(names) ^ set(wanted)) or 'in another order'} differ from VARIABLES")
+        problems.append(
+            f"Settings attributes {sorted(set(names) ^ set(wanted)) or 'in another order'} differ from VARIABLES"
+        )
     for f, var in zip(declared, VARIABLES, strict=False):
         expected = _KIND_TYPES[var.kind]
         if var.default is None:
@@ -304,19 +311,27 @@ def _requirement_problems(
         backend = _backend(values)
         if backend == "none":
             found.append(
-                ("DATABASE_URL", "neither database is configured: set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY, or DATABASE_URL")
+                (
+                    "DATABASE_URL",
+                    "neither database is configured: set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY, or DATABASE_URL",
+                )
             )
         elif backend == "supabase":
             if not values.get("SUPABASE_URL"):
                 found.append(("SUPABASE_URL", "DB_BACKEND=supabase but SUPABASE_URL is unset"))
             if not values.get("SUPABASE_SERVICE_ROLE_KEY"):
                 found.append(
-                    ("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_ROLE_KEY is unset: the Supabase transport needs the service-role key")
+                    (
+                        "SUPABASE_SERVICE_ROLE_KEY",
+                        "SUPABASE_SERVICE_ROLE_KEY is unset: the Supabase transport needs the service-role key",
+                    )
                 )
         elif backend == "postgres" and not values.get("DATABASE_URL"):
             found.append(("DATABASE_URL", "DB_BACKEND=postgres but DATABASE_URL is unset"))
     if runpod and not values.get("RUNPOD_API_KEY"):
-        found.append(("RUNPOD_API_KEY", "RUNPOD_API_KEY is unset: expected the API key of your Runpod account"))
+        found.append(
+            ("RUNPOD_API_KEY", "RUNPOD_API_KEY is unset: expected the API key of your Runpod account")
+        )
     # The SSH key paths are optional, as they were in the original: without a private key the daemon
     # logs into pods with a password and says so once at start-up (RunpodClient.startup_warnings).
     # A malformed value was reset to its default; calling it "unset" as well would report it twice.
@@ -355,7 +370,12 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
         if problem:
             problems.append(problem)
     disk = values.get("RUNPOD_DISK_SIZE_GB")
-    if values.get("RUNPOD_API") == "rest" and not values.get("RUNPOD_STORAGE_NAME") and isinstance(disk, int) and 0 < disk < 10:
+    if (
+        values.get("RUNPOD_API") == "rest"
+        and not values.get("RUNPOD_STORAGE_NAME")
+        and isinstance(disk, int)
+        and 0 < disk < 10
+    ):
         problems.append(
             f"RUNPOD_DISK_SIZE_GB={disk}: REST v2's volume disk (persistent mount) takes 0 (none) or at least 10 GB"
         )
@@ -440,7 +460,9 @@ def load_settings(
         sources[var.name] = source
     problems.extend(p for p in _cross_checks(values) if p not in problems)
     problems.extend(
-        _requirement_problems(values, database=require_database, runpod=require_runpod, skip=frozenset(malformed))
+        _requirement_problems(
+            values, database=require_database, runpod=require_runpod, skip=frozenset(malformed)
+        )
     )
     if problems:
         error = ConfigError(problems)
@@ -462,7 +484,9 @@ def precedence(settings: Settings) -> list[str]:
 
 def render(settings: Settings) -> str:
     """The table `orchestrator config` prints: what was read, then name, effective value, source."""
-    lines = [f"# read, the first wins: {'; '.join(_describe_source(settings, s) for s in precedence(settings))}"]
+    lines = [
+        f"# read, the first wins: {'; '.join(_describe_source(settings, s) for s in precedence(settings))}"
+    ]
     lines += [f"# not read: {f.path} (no such file; optional)" for f in settings.files if not f.read]
     lines += [f"# warning: {w.message}" for w in settings.warnings]
     width = max(len(v.name) for v in VARIABLES)
@@ -472,7 +496,9 @@ def render(settings: Settings) -> str:
         if var.group != group:
             group = var.group
             lines.append(f"# {group}")
-        lines.append(f"{var.name.ljust(width)}  {settings.sources.get(var.name, 'default'):11}  {settings.display_value(var.name)}")
+        lines.append(
+            f"{var.name.ljust(width)}  {settings.sources.get(var.name, 'default'):11}  {settings.display_value(var.name)}"
+        )
     return "\n".join(lines)
 
 

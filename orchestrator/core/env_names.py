@@ -30,12 +30,29 @@ OTHER_NAMES: frozenset[str] = frozenset(
 # runpod/serverless): they may be set beside ours on purpose, and some look like near misses of ours.
 RUNPOD_SDK_NAMES: frozenset[str] = frozenset(
     {
-        "RUNPOD_AI_API_KEY", "RUNPOD_DEBUG_LEVEL", "RUNPOD_ENDPOINT_ID", "RUNPOD_POD_HOSTNAME", "RUNPOD_POD_ID",
-        "RUNPOD_PROJECT_ID", "RUNPOD_UA_INTEGRATION", "RUNPOD_PING_INTERVAL", "RUNPOD_REALTIME_CONCURRENCY",
-        "RUNPOD_REALTIME_PORT", "RUNPOD_WEBHOOK_GET_JOB", "RUNPOD_WEBHOOK_PING", "RUNPOD_WEBHOOK_POST_OUTPUT",
-        "RUNPOD_WEBHOOK_POST_STREAM", "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS", "RUNPOD_SKIP_GPU_CHECK",
-        "RUNPOD_GPU_BENCHMARK_TIMEOUT", "RUNPOD_GPU_MAX_ERROR_MESSAGES", "RUNPOD_GPU_TEST_TIMEOUT",
-        "RUNPOD_MIN_CUDA_VERSION", "RUNPOD_MIN_DISK_PERCENT", "RUNPOD_MIN_MEMORY_GB", "RUNPOD_NETWORK_CHECK_TIMEOUT",
+        "RUNPOD_AI_API_KEY",
+        "RUNPOD_DEBUG_LEVEL",
+        "RUNPOD_ENDPOINT_ID",
+        "RUNPOD_POD_HOSTNAME",
+        "RUNPOD_POD_ID",
+        "RUNPOD_PROJECT_ID",
+        "RUNPOD_UA_INTEGRATION",
+        "RUNPOD_PING_INTERVAL",
+        "RUNPOD_REALTIME_CONCURRENCY",
+        "RUNPOD_REALTIME_PORT",
+        "RUNPOD_WEBHOOK_GET_JOB",
+        "RUNPOD_WEBHOOK_PING",
+        "RUNPOD_WEBHOOK_POST_OUTPUT",
+        "RUNPOD_WEBHOOK_POST_STREAM",
+        "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS",
+        "RUNPOD_SKIP_GPU_CHECK",
+        "RUNPOD_GPU_BENCHMARK_TIMEOUT",
+        "RUNPOD_GPU_MAX_ERROR_MESSAGES",
+        "RUNPOD_GPU_TEST_TIMEOUT",
+        "RUNPOD_MIN_CUDA_VERSION",
+        "RUNPOD_MIN_DISK_PERCENT",
+        "RUNPOD_MIN_MEMORY_GB",
+        "RUNPOD_NETWORK_CHECK_TIMEOUT",
     }
 )
 KNOWN_NAMES: frozenset[str] = frozenset(BY_NAME) | OTHER_NAMES | RUNPOD_SDK_NAMES
@@ -145,7 +162,9 @@ def _family_suggestion(name: str) -> str | None:
     return closest_setting(upper, FILE_CUTOFF)
 
 
-def name_warnings(environ: Mapping[str, str], file_values: Mapping[str, str], file_label: str = ".env") -> list[ConfigWarning]:
+def name_warnings(
+    environ: Mapping[str, str], file_values: Mapping[str, str], file_label: str = ".env"
+) -> list[ConfigWarning]:
     """Names that are not settings but look meant for one, from the environment and the env file.
 
     Reported: any unknown ``ORCHESTRATOR_*`` name; in the env file also any unknown ``RUNPOD_*`` or

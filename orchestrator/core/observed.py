@@ -356,7 +356,9 @@ class UnreadableRow:
             return None  # nothing can address it: no function takes a row without an id
         metadata = row.get("metadata")
         runpod_id = _str_or_none(metadata.get(Meta.RUNPOD_ID)) if isinstance(metadata, Mapping) else None
-        return cls(id=worker_id, status=_state_or_error(row.get("status")), runpod_id=runpod_id, problem=problem)
+        return cls(
+            id=worker_id, status=_state_or_error(row.get("status")), runpod_id=runpod_id, problem=problem
+        )
 
 
 @dataclass(frozen=True)
@@ -481,7 +483,9 @@ class Snapshot:
                 continue
             raw_status = str(row.get("status")).strip().lower()
             if raw_status not in WorkerState._value2member_map_:
-                problems.append(f"workers[{index}] {worker.id}: unknown status {row.get('status')!r}, retired as error")
+                problems.append(
+                    f"workers[{index}] {worker.id}: unknown status {row.get('status')!r}, retired as error"
+                )
             seen.add(worker.id)
             workers.append(worker)
         boots: list[BootOutcome] = []

@@ -43,68 +43,365 @@ def _v(name: str, kind: str, default: Any, help: str, group: str, **kw: Any) -> 
 # The order here is the order of `orchestrator config` and of deploy/orchestrator.env.example.
 VARIABLES: tuple[Var, ...] = (
     # --- Runpod -----------------------------------------------------------------------------------
-    _v("RUNPOD_API_KEY", "str", None, "Runpod API key (required; the emulator accepts any non-empty key)", "runpod", secret=True),
-    _v("RUNPOD_API", "choice", "rest", "Runpod transport: rest (REST v2, default) or graphql (official SDK)", "runpod", choices=("rest", "graphql")),
-    _v("RUNPOD_API_BASE_URL", "str", REAL_RUNPOD_BASE_URL, "Runpod API base URL (point it at `orchestrator sim serve` to rehearse offline)", "runpod"),
-    _v("RUNPOD_GPU_TYPE", "list", "NVIDIA GeForce RTX 4090", "GPU display names in priority order, comma-separated; no capacity on one falls through to the next", "runpod"),
-    _v("RUNPOD_WORKER_IMAGE", "str", "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04", "container image of the worker pods", "runpod"),
-    _v("RUNPOD_STORAGE_NAME", "list", None, "network volumes holding the worker's checkout, comma-separated in priority order (one per data center); a volume pins its pods to its data center, and a spawn tries each GPU type in every volume before the next GPU type", "runpod"),
-    _v("RUNPOD_VOLUME_MOUNT_PATH", "str", "/workspace", "where the network volume is mounted in each pod", "runpod"),
-    _v("RUNPOD_DISK_SIZE_GB", "int", 20, "pod volume disk, GB, sent as GraphQL volumeInGb or REST v2's persistent mount (0, or 10 and up); with a network volume REST v2 cannot take it (the network volume replaces the volume disk)", "runpod", minimum=0),
+    _v(
+        "RUNPOD_API_KEY",
+        "str",
+        None,
+        "Runpod API key (required; the emulator accepts any non-empty key)",
+        "runpod",
+        secret=True,
+    ),
+    _v(
+        "RUNPOD_API",
+        "choice",
+        "rest",
+        "Runpod transport: rest (REST v2, default) or graphql (official SDK)",
+        "runpod",
+        choices=("rest", "graphql"),
+    ),
+    _v(
+        "RUNPOD_API_BASE_URL",
+        "str",
+        REAL_RUNPOD_BASE_URL,
+        "Runpod API base URL (point it at `orchestrator sim serve` to rehearse offline)",
+        "runpod",
+    ),
+    _v(
+        "RUNPOD_GPU_TYPE",
+        "list",
+        "NVIDIA GeForce RTX 4090",
+        "GPU display names in priority order, comma-separated; no capacity on one falls through to the next",
+        "runpod",
+    ),
+    _v(
+        "RUNPOD_WORKER_IMAGE",
+        "str",
+        "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04",
+        "container image of the worker pods",
+        "runpod",
+    ),
+    _v(
+        "RUNPOD_STORAGE_NAME",
+        "list",
+        None,
+        "network volumes holding the worker's checkout, comma-separated in priority order (one per data center); a volume pins its pods to its data center, and a spawn tries each GPU type in every volume before the next GPU type",
+        "runpod",
+    ),
+    _v(
+        "RUNPOD_VOLUME_MOUNT_PATH",
+        "str",
+        "/workspace",
+        "where the network volume is mounted in each pod",
+        "runpod",
+    ),
+    _v(
+        "RUNPOD_DISK_SIZE_GB",
+        "int",
+        20,
+        "pod volume disk, GB, sent as GraphQL volumeInGb or REST v2's persistent mount (0, or 10 and up); with a network volume REST v2 cannot take it (the network volume replaces the volume disk)",
+        "runpod",
+        minimum=0,
+    ),
     _v("RUNPOD_CONTAINER_DISK_GB", "int", 10, "container disk size, GB", "runpod", minimum=1),
-    _v("WORKER_ENV", "json", None, 'extra environment for every worker pod, a JSON object of strings, e.g. {"HF_HOME": "/workspace/hf"}', "runpod", secret=True),
-    _v("RUNPOD_SSH_PUBLIC_KEY_PATH", "path", None, "SSH public key injected into pods as PUBLIC_KEY (optional: derived from the private key when unset)", "runpod"),
-    _v("RUNPOD_SSH_PRIVATE_KEY_PATH", "path", None, "SSH private key the orchestrator logs into pods with (optional: without it, the pod's SSH password, default runpod, which Runpod's images rarely accept)", "runpod"),
+    _v(
+        "WORKER_ENV",
+        "json",
+        None,
+        'extra environment for every worker pod, a JSON object of strings, e.g. {"HF_HOME": "/workspace/hf"}',
+        "runpod",
+        secret=True,
+    ),
+    _v(
+        "RUNPOD_SSH_PUBLIC_KEY_PATH",
+        "path",
+        None,
+        "SSH public key injected into pods as PUBLIC_KEY (optional: derived from the private key when unset)",
+        "runpod",
+    ),
+    _v(
+        "RUNPOD_SSH_PRIVATE_KEY_PATH",
+        "path",
+        None,
+        "SSH private key the orchestrator logs into pods with (optional: without it, the pod's SSH password, default runpod, which Runpod's images rarely accept)",
+        "runpod",
+    ),
     # --- Worker start -----------------------------------------------------------------------------
-    _v("WORKER_DIRS", "list", "reigh/Headless-Wan2GP", "the worker's checkout, searched in order, comma-separated, relative to RUNPOD_VOLUME_MOUNT_PATH unless absolute (later versions of the original used Reigh-Worker,Headless-Wan2GP)", "worker"),
-    _v("WORKER_LAUNCH", "choice", "venv", "venv: python worker.py (else headless.py) --db-type supabase ... in the checkout's venv, as the original; uv: uv run --python 3.10 --extra cuda124 python worker.py ... --wgp-profile N, as its later versions", "worker", choices=("venv", "uv")),
+    _v(
+        "WORKER_DIRS",
+        "list",
+        "reigh/Headless-Wan2GP",
+        "the worker's checkout, searched in order, comma-separated, relative to RUNPOD_VOLUME_MOUNT_PATH unless absolute (later versions of the original used Reigh-Worker,Headless-Wan2GP)",
+        "worker",
+    ),
+    _v(
+        "WORKER_LAUNCH",
+        "choice",
+        "venv",
+        "venv: python worker.py (else headless.py) --db-type supabase ... in the checkout's venv, as the original; uv: uv run --python 3.10 --extra cuda124 python worker.py ... --wgp-profile N, as its later versions",
+        "worker",
+        choices=("venv", "uv"),
+    ),
     _v("WORKER_WGP_PROFILE", "int", 1, "--wgp-profile of the uv launch", "worker", minimum=1),
-    _v("WORKER_GIT_BRANCH", "str", "main", "branch pulled before each start (timeout 30 git pull origin BRANCH; failure tolerated)", "worker"),
-    _v("WORKER_APT_PACKAGES", "packages", "python3.10-venv,ffmpeg", "apt packages installed after apt-get update before each start, comma-separated; none skips the apt step", "worker"),
+    _v(
+        "WORKER_GIT_BRANCH",
+        "str",
+        "main",
+        "branch pulled before each start (timeout 30 git pull origin BRANCH; failure tolerated)",
+        "worker",
+    ),
+    _v(
+        "WORKER_APT_PACKAGES",
+        "packages",
+        "python3.10-venv,ffmpeg",
+        "apt packages installed after apt-get update before each start, comma-separated; none skips the apt step",
+        "worker",
+    ),
     # --- Database ---------------------------------------------------------------------------------
-    _v("SUPABASE_URL", "str", None, "Supabase project URL (REST API transport, the default when set)", "database"),
-    _v("SUPABASE_SERVICE_ROLE_KEY", "str", None, "Supabase service-role key (orchestrator and workers)", "database", secret=True),
+    _v(
+        "SUPABASE_URL",
+        "str",
+        None,
+        "Supabase project URL (REST API transport, the default when set)",
+        "database",
+    ),
+    _v(
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "str",
+        None,
+        "Supabase service-role key (orchestrator and workers)",
+        "database",
+        secret=True,
+    ),
     _v("SUPABASE_ANON_KEY", "str", None, "Supabase anon key, passed to workers", "database", secret=True),
-    _v("DATABASE_URL", "str", None, "direct Postgres URL; the alternative to Supabase's REST API, enables instant wake-up on new tasks", "database", secret=True),
-    _v("DB_BACKEND", "choice", "auto", "auto (Supabase when SUPABASE_URL is set, else Postgres), supabase or postgres", "database", choices=("auto", "supabase", "postgres")),
+    _v(
+        "DATABASE_URL",
+        "str",
+        None,
+        "direct Postgres URL; the alternative to Supabase's REST API, enables instant wake-up on new tasks",
+        "database",
+        secret=True,
+    ),
+    _v(
+        "DB_BACKEND",
+        "choice",
+        "auto",
+        "auto (Supabase when SUPABASE_URL is set, else Postgres), supabase or postgres",
+        "database",
+        choices=("auto", "supabase", "postgres"),
+    ),
     # --- Scaling ----------------------------------------------------------------------------------
-    _v("MIN_ACTIVE_GPUS", "int", 0, "floor of live workers; 0 scales to zero when the queue is empty", "scaling", minimum=0),
-    _v("MAX_ACTIVE_GPUS", "int", 10, "ceiling of non-terminal workers (spawning ones included)", "scaling", minimum=0),
-    _v("MACHINES_TO_KEEP_IDLE", "int", 0, "spare idle workers kept above demand for fast starts", "scaling", minimum=0),
-    _v("TASKS_PER_GPU_THRESHOLD", "int", 3, "claimable-plus-running tasks one worker is expected to absorb before another is spawned", "scaling", minimum=1),
-    _v("MAX_HOURLY_SPEND", "float", 0.0, "cap on the fleet's USD per hour at current prices; 0 = no cap", "scaling", minimum=0),
+    _v(
+        "MIN_ACTIVE_GPUS",
+        "int",
+        0,
+        "floor of live workers; 0 scales to zero when the queue is empty",
+        "scaling",
+        minimum=0,
+    ),
+    _v(
+        "MAX_ACTIVE_GPUS",
+        "int",
+        10,
+        "ceiling of non-terminal workers (spawning ones included)",
+        "scaling",
+        minimum=0,
+    ),
+    _v(
+        "MACHINES_TO_KEEP_IDLE",
+        "int",
+        0,
+        "spare idle workers kept above demand for fast starts",
+        "scaling",
+        minimum=0,
+    ),
+    _v(
+        "TASKS_PER_GPU_THRESHOLD",
+        "int",
+        3,
+        "claimable-plus-running tasks one worker is expected to absorb before another is spawned",
+        "scaling",
+        minimum=1,
+    ),
+    _v(
+        "MAX_HOURLY_SPEND",
+        "float",
+        0.0,
+        "cap on the fleet's USD per hour at current prices; 0 = no cap",
+        "scaling",
+        minimum=0,
+    ),
     # --- Timeouts ---------------------------------------------------------------------------------
-    _v("GPU_IDLE_TIMEOUT_SEC", "int", 600, "idle time (no running task, measured from the last completion or activation) before a worker above the floor is drained", "timeouts", minimum=0),
+    _v(
+        "GPU_IDLE_TIMEOUT_SEC",
+        "int",
+        600,
+        "idle time (no running task, measured from the last completion or activation) before a worker above the floor is drained",
+        "timeouts",
+        minimum=0,
+    ),
     # 10, not the old 30: measured in bench/results/policy.md (docs/policy.md), 2-9% cheaper on every
     # trace at the same p95 wait.
-    _v("GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC", "int", 10, "idle time before draining a worker that is above the desired count", "timeouts", minimum=0),
+    _v(
+        "GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC",
+        "int",
+        10,
+        "idle time before draining a worker that is above the desired count",
+        "timeouts",
+        minimum=0,
+    ),
     # 20 minutes, not the old 10: cold image pulls plus a first PyTorch install take 5-20 minutes, and
     # the old default killed healthy cold starts (lessons file, "premature kills").
-    _v("SPAWNING_TIMEOUT_SEC", "int", 1200, "creation-to-active deadline for a new worker before it is failed", "timeouts", minimum=1),
-    _v("HEARTBEAT_TIMEOUT_SEC", "int", 120, "heartbeat age that fails a worker while it runs a task or tasks wait", "timeouts", minimum=1),
-    _v("TASK_STUCK_TIMEOUT_SEC", "int", 1200, "a task running longer fails its worker and is requeued (types containing _orchestrator exempt)", "timeouts", minimum=1),
-    _v("ERROR_CLEANUP_GRACE_PERIOD_SEC", "int", 600, "accepted for old env files and ignored: an errored worker's pod is terminated at once, its row closed when the provider confirms", "timeouts", minimum=0),
-    _v("ORPHAN_GRACE_SEC", "int", 120, "age a prefixed pod no live row claims must reach before it is terminated", "timeouts", minimum=0),
+    _v(
+        "SPAWNING_TIMEOUT_SEC",
+        "int",
+        1200,
+        "creation-to-active deadline for a new worker before it is failed",
+        "timeouts",
+        minimum=1,
+    ),
+    _v(
+        "HEARTBEAT_TIMEOUT_SEC",
+        "int",
+        120,
+        "heartbeat age that fails a worker while it runs a task or tasks wait",
+        "timeouts",
+        minimum=1,
+    ),
+    _v(
+        "TASK_STUCK_TIMEOUT_SEC",
+        "int",
+        1200,
+        "a task running longer fails its worker and is requeued (types containing _orchestrator exempt)",
+        "timeouts",
+        minimum=1,
+    ),
+    _v(
+        "ERROR_CLEANUP_GRACE_PERIOD_SEC",
+        "int",
+        600,
+        "accepted for old env files and ignored: an errored worker's pod is terminated at once, its row closed when the provider confirms",
+        "timeouts",
+        minimum=0,
+    ),
+    _v(
+        "ORPHAN_GRACE_SEC",
+        "int",
+        120,
+        "age a prefixed pod no live row claims must reach before it is terminated",
+        "timeouts",
+        minimum=0,
+    ),
     # --- Safety -----------------------------------------------------------------------------------
-    _v("MAX_CONSECUTIVE_FAILURES", "int", 3, "failed workers in a row that stop spawning for a growing interval", "safety", minimum=1),
-    _v("SPAWN_BACKOFF_BASE_SEC", "int", 60, "first back-off after a failed spawn or boot (per GPU type and data center), doubling", "safety", minimum=1),
+    _v(
+        "MAX_CONSECUTIVE_FAILURES",
+        "int",
+        3,
+        "failed workers in a row that stop spawning for a growing interval",
+        "safety",
+        minimum=1,
+    ),
+    _v(
+        "SPAWN_BACKOFF_BASE_SEC",
+        "int",
+        60,
+        "first back-off after a failed spawn or boot (per GPU type and data center), doubling",
+        "safety",
+        minimum=1,
+    ),
     _v("SPAWN_BACKOFF_MAX_SEC", "int", 3600, "longest back-off", "safety", minimum=1),
-    _v("MAX_TASK_ATTEMPTS", "int", 3, "attempts before a task is dead-lettered as Failed", "safety", minimum=1),
+    _v(
+        "MAX_TASK_ATTEMPTS",
+        "int",
+        3,
+        "attempts before a task is dead-lettered as Failed",
+        "safety",
+        minimum=1,
+    ),
     # --- Daemon -----------------------------------------------------------------------------------
     # 10, not the old 30: a tick costs three round trips whatever the fleet size (bench/results/tick.md);
     # over Supabase the poll is the reaction time to new work, and the policy bench measured it cheaper.
-    _v("ORCHESTRATOR_POLL_SEC", "float", 10, "seconds between ticks (new tasks wake the Postgres transport at once)", "daemon", minimum=0.05),
-    _v("WAKE_PROBE_SEC", "float", 2, "over Supabase's REST API (no LISTEN), how often a one-row query checks for newly queued or requeued tasks to tick at once; 0 = off", "daemon", minimum=0),
-    _v("AUTO_START_WORKER_PROCESS", "bool", True, "start Headless-Wan2GP over SSH once a pod passes its checks", "daemon"),
-    _v("WORKER_ID_PREFIX", "str", "gpu-", "prefix of worker ids and pod names; pods without it are never touched", "daemon"),
-    _v("LEASE_TTL_SEC", "float", 90, "leader lease lifetime; a follower takes over within it when the leader dies", "daemon", minimum=1),
-    _v("APPLY_CONCURRENCY", "int", 64, "actions (SSH, API calls) run at once within a tick; pods 50-150 ms away make each SSH step wait on round trips, not CPU (bench/ssh_fanout.py)", "daemon", minimum=1),
+    _v(
+        "ORCHESTRATOR_POLL_SEC",
+        "float",
+        10,
+        "seconds between ticks (new tasks wake the Postgres transport at once)",
+        "daemon",
+        minimum=0.05,
+    ),
+    _v(
+        "WAKE_PROBE_SEC",
+        "float",
+        2,
+        "over Supabase's REST API (no LISTEN), how often a one-row query checks for newly queued or requeued tasks to tick at once; 0 = off",
+        "daemon",
+        minimum=0,
+    ),
+    _v(
+        "AUTO_START_WORKER_PROCESS",
+        "bool",
+        True,
+        "start Headless-Wan2GP over SSH once a pod passes its checks",
+        "daemon",
+    ),
+    _v(
+        "WORKER_ID_PREFIX",
+        "str",
+        "gpu-",
+        "prefix of worker ids and pod names; pods without it are never touched",
+        "daemon",
+    ),
+    _v(
+        "LEASE_TTL_SEC",
+        "float",
+        90,
+        "leader lease lifetime; a follower takes over within it when the leader dies",
+        "daemon",
+        minimum=1,
+    ),
+    _v(
+        "APPLY_CONCURRENCY",
+        "int",
+        64,
+        "actions (SSH, API calls) run at once within a tick; pods 50-150 ms away make each SSH step wait on round trips, not CPU (bench/ssh_fanout.py)",
+        "daemon",
+        minimum=1,
+    ),
     _v("SSH_CONNECT_TIMEOUT_SEC", "float", 10, "SSH connect and handshake timeout", "daemon", minimum=0.1),
-    _v("SSH_COMMAND_TIMEOUT_SEC", "float", 60, "default timeout of one remote command", "daemon", minimum=0.1),
-    _v("EVENTS_RETENTION_DAYS", "int", 90, "days orchestrator_events keeps a row; the leader prunes older ones in bounded batches; 0 = keep for ever", "daemon", minimum=0),
-    _v("METRICS_PORT", "int", 0, "port of the Prometheus /metrics and /healthz endpoint; 0 = off", "daemon", minimum=0),
-    _v("LOG_LEVEL", "choice", "INFO", "the daemon's log level: DEBUG, INFO, WARNING or ERROR (one-off commands log WARNING and above unless -v)", "daemon", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
-    _v("LOG_FORMAT", "choice", "auto", "json, console, or auto (console on a terminal, json otherwise)", "daemon", choices=("auto", "json", "console")),
+    _v(
+        "SSH_COMMAND_TIMEOUT_SEC", "float", 60, "default timeout of one remote command", "daemon", minimum=0.1
+    ),
+    _v(
+        "EVENTS_RETENTION_DAYS",
+        "int",
+        90,
+        "days orchestrator_events keeps a row; the leader prunes older ones in bounded batches; 0 = keep for ever",
+        "daemon",
+        minimum=0,
+    ),
+    _v(
+        "METRICS_PORT",
+        "int",
+        0,
+        "port of the Prometheus /metrics and /healthz endpoint; 0 = off",
+        "daemon",
+        minimum=0,
+    ),
+    _v(
+        "LOG_LEVEL",
+        "choice",
+        "INFO",
+        "the daemon's log level: DEBUG, INFO, WARNING or ERROR (one-off commands log WARNING and above unless -v)",
+        "daemon",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    ),
+    _v(
+        "LOG_FORMAT",
+        "choice",
+        "auto",
+        "json, console, or auto (console on a terminal, json otherwise)",
+        "daemon",
+        choices=("auto", "json", "console"),
+    ),
 )
 
 BY_NAME: dict[str, Var] = {v.name: v for v in VARIABLES}
@@ -142,6 +439,8 @@ def git_branch_problem(branch: str) -> str | None:
     if GIT_BRANCH_RE.match(branch):
         return None
     return f"WORKER_GIT_BRANCH={branch!r}: expected a branch name (letters, digits, '.', '_', '-', '/')"
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -183,9 +482,18 @@ def _parse(var: Var, raw: str) -> tuple[Any, str | None]:
             parsed = json.loads(text)
         except ValueError:
             parsed = None
-        if not isinstance(parsed, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()):
-            return None, f"{var.name}={shown()}: expected a JSON object of string values, e.g. {{\"KEY\": \"value\"}}"
-        bad = [k for k in parsed if not k or not (k[0].isalpha() or k[0] == "_") or not all(c.isalnum() or c == "_" for c in k)]
+        if not isinstance(parsed, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()
+        ):
+            return (
+                None,
+                f'{var.name}={shown()}: expected a JSON object of string values, e.g. {{"KEY": "value"}}',
+            )
+        bad = [
+            k
+            for k in parsed
+            if not k or not (k[0].isalpha() or k[0] == "_") or not all(c.isalnum() or c == "_" for c in k)
+        ]
         if bad:
             return None, f"{var.name}: {', '.join(map(repr, bad))} are not environment variable names"
         return dict(parsed), None

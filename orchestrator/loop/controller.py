@@ -99,7 +99,9 @@ class Controller:
         self.worker_env = dict(worker_env or {})
         # Wait for the tick's own actions at most this long; the rest finish in the background.
         self.apply_budget_sec = (
-            apply_budget_sec if apply_budget_sec is not None else max(0.5, min(20.0, settings.orchestrator_poll_sec * 0.6))
+            apply_budget_sec
+            if apply_budget_sec is not None
+            else max(0.5, min(20.0, settings.orchestrator_poll_sec * 0.6))
         )
         self.lease = Lease(db, self.holder, settings.lease_ttl_sec)
         self.recorder = Recorder(db, settings, self.metrics, clock)
@@ -157,7 +159,11 @@ class Controller:
             return
         prices: dict[str, float] = {}
         for gpu in gpus:
-            price = getattr(gpu, "secure_price", None) or getattr(gpu, "price", None) or getattr(gpu, "lowest_price", None)
+            price = (
+                getattr(gpu, "secure_price", None)
+                or getattr(gpu, "price", None)
+                or getattr(gpu, "lowest_price", None)
+            )
             name = getattr(gpu, "display_name", None)
             if name and isinstance(price, int | float) and price > 0:
                 prices[str(name)] = float(price)
@@ -205,7 +211,12 @@ class Controller:
         snapshot, catalog = gathered.snapshot, gathered.catalog
         now = snapshot.now or datetime.now(UTC)
         return policy.plan(
-            snapshot, gathered.pods, self.settings, now, prices=catalog.prices, data_centers=catalog.data_centers
+            snapshot,
+            gathered.pods,
+            self.settings,
+            now,
+            prices=catalog.prices,
+            data_centers=catalog.data_centers,
         )
 
     def dry_run(self) -> tuple[Snapshot, list[PodView] | None, Plan]:
@@ -243,7 +254,9 @@ class Controller:
         snapshot, pods = gathered.snapshot, gathered.pods
         plan = self.decide(gathered)
         outcomes = self.apply(plan.actions, snapshot, token)
-        summary = self.recorder.record(self.tick_no, snapshot, pods, plan, outcomes, time.monotonic() - started, self.token)
+        summary = self.recorder.record(
+            self.tick_no, snapshot, pods, plan, outcomes, time.monotonic() - started, self.token
+        )
         if not self.recorder.prune_events(token):
             self.token = None
         return TickResult("leader", summary, plan, snapshot, outcomes)
@@ -311,7 +324,9 @@ class Controller:
                 log.info("action_superseded", action=action.kind, error=str(exc)[:300])
                 outcome, result = "superseded", {}
             except errors.OrchestratorError as exc:
-                log.warning("action_failed", action=action.kind, error_type=type(exc).__name__, error=str(exc)[:500])
+                log.warning(
+                    "action_failed", action=action.kind, error_type=type(exc).__name__, error=str(exc)[:500]
+                )
                 outcome, result = "failed", {"error": str(exc)[:500]}
             except Exception as exc:  # a bug in one action must not take the loop down
                 log.exception("action_crashed", action=action.kind)
@@ -322,7 +337,13 @@ class Controller:
                 self.metrics.actions.labels(kind=action.kind, outcome=outcome).inc()
             except Exception:  # a metrics fault must not lose the outcome
                 log.exception("metrics_failed", action=action.kind)
-            return {"kind": action.kind, "reason": action.reason.value, "worker_id": worker_id, "outcome": outcome, **result}
+            return {
+                "kind": action.kind,
+                "reason": action.reason.value,
+                "worker_id": worker_id,
+                "outcome": outcome,
+                **result,
+            }
 
     # -- shutdown -------------------------------------------------------------------------------------
 

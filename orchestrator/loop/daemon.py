@@ -164,7 +164,9 @@ class Daemon:
             self._listener = threading.Thread(target=self._listen, name="listen-notify", daemon=True)
             self._listener.start()
         elif probing:
-            self._prober = threading.Thread(target=self._probe_loop, args=(baseline,), name="wake-probe", daemon=True)
+            self._prober = threading.Thread(
+                target=self._probe_loop, args=(baseline,), name="wake-probe", daemon=True
+            )
             self._prober.start()
         log.info(
             "daemon_started",

@@ -61,7 +61,9 @@ class Effects(Protocol):
 
     def now(self) -> datetime: ...
 
-    def register_worker(self, worker_id: str, instance_type: str, metadata: Mapping[str, Any]) -> Steps[None]: ...
+    def register_worker(
+        self, worker_id: str, instance_type: str, metadata: Mapping[str, Any]
+    ) -> Steps[None]: ...
 
     def transition(
         self, worker_id: str, to: WorkerState, reason: str, metadata: Mapping[str, Any] | None = None
@@ -86,11 +88,17 @@ class Effects(Protocol):
 
     def fence(self, before: str) -> Steps[None]: ...
 
-    def spawn(self, worker_id: str, gpu_types: Sequence[str], avoid: Collection[tuple[str, str | None]]) -> Steps[SpawnedPod]: ...
+    def spawn(
+        self, worker_id: str, gpu_types: Sequence[str], avoid: Collection[tuple[str, str | None]]
+    ) -> Steps[SpawnedPod]: ...
 
-    def check_boot(self, worker_id: str, runpod_id: str, expected_fingerprint: str | None) -> Steps[BootCheck]: ...
+    def check_boot(
+        self, worker_id: str, runpod_id: str, expected_fingerprint: str | None
+    ) -> Steps[BootCheck]: ...
 
-    def start_process(self, worker_id: str, runpod_id: str, expected_fingerprint: str | None) -> Steps[bool]: ...
+    def start_process(
+        self, worker_id: str, runpod_id: str, expected_fingerprint: str | None
+    ) -> Steps[bool]: ...
 
     def terminate(self, runpod_id: str) -> Steps[bool]: ...
 
@@ -220,14 +228,26 @@ class LiveEffects:
     def fence(self, before: str) -> Steps[None]:
         return at_once(lambda: self.fence_call(self.token, before))
 
-    def spawn(self, worker_id: str, gpu_types: Sequence[str], avoid: Collection[tuple[str, str | None]]) -> Steps[SpawnedPod]:
-        return at_once(lambda: self.provider.spawn(worker_id, self.worker_env, gpu_types=list(gpu_types), avoid=avoid))
+    def spawn(
+        self, worker_id: str, gpu_types: Sequence[str], avoid: Collection[tuple[str, str | None]]
+    ) -> Steps[SpawnedPod]:
+        return at_once(
+            lambda: self.provider.spawn(worker_id, self.worker_env, gpu_types=list(gpu_types), avoid=avoid)
+        )
 
-    def check_boot(self, worker_id: str, runpod_id: str, expected_fingerprint: str | None) -> Steps[BootCheck]:
-        return at_once(lambda: self.provider.check_boot(worker_id, runpod_id, expected_fingerprint=expected_fingerprint))
+    def check_boot(
+        self, worker_id: str, runpod_id: str, expected_fingerprint: str | None
+    ) -> Steps[BootCheck]:
+        return at_once(
+            lambda: self.provider.check_boot(worker_id, runpod_id, expected_fingerprint=expected_fingerprint)
+        )
 
     def start_process(self, worker_id: str, runpod_id: str, expected_fingerprint: str | None) -> Steps[bool]:
-        return at_once(lambda: self.provider.start_process(runpod_id, worker_id, expected_fingerprint=expected_fingerprint))
+        return at_once(
+            lambda: self.provider.start_process(
+                runpod_id, worker_id, expected_fingerprint=expected_fingerprint
+            )
+        )
 
     def terminate(self, runpod_id: str) -> Steps[bool]:
         return at_once(lambda: self.provider.terminate(runpod_id))
@@ -237,7 +257,9 @@ class LiveEffects:
 
     def log_tail(self, runpod_id: str, worker_id: str) -> Steps[str]:
         return at_once(
-            lambda: self.provider.log_tail(runpod_id, worker_id, lines=LOG_TAIL_LINES, timeout=DIAGNOSTICS_SSH_TIMEOUT_SEC)
+            lambda: self.provider.log_tail(
+                runpod_id, worker_id, lines=LOG_TAIL_LINES, timeout=DIAGNOSTICS_SSH_TIMEOUT_SEC
+            )
         )
 
     def count_spawn_failure(self, reason: str) -> None:

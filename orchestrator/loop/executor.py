@@ -73,7 +73,9 @@ def _skipped(skipped: list[str]) -> Outcome:
     return {"skipped_steps": skipped} if skipped else {}
 
 
-def _step(fx: Effects, action: str, step: str, skipped: list[str], steps: Steps[T]) -> Steps[tuple[bool, T | None]]:
+def _step(
+    fx: Effects, action: str, step: str, skipped: list[str], steps: Steps[T]
+) -> Steps[tuple[bool, T | None]]:
     """Run one step of an action that ends billing; ``(done, its value)``.
 
     Whatever fails here (a database fault, a refused argument, a malformed answer, a bug) is logged
@@ -86,7 +88,13 @@ def _step(fx: Effects, action: str, step: str, skipped: list[str], steps: Steps[
     except errors.LeaseLost:
         raise
     except Exception as exc:
-        fx.log.warning("action_step_failed", action=action, step=step, error_type=type(exc).__name__, error=str(exc)[:300])
+        fx.log.warning(
+            "action_step_failed",
+            action=action,
+            step=step,
+            error_type=type(exc).__name__,
+            error=str(exc)[:300],
+        )
         skipped.append(step)
         return False, None
 
@@ -96,7 +104,13 @@ def _local_step(fx: Effects, action: str, step: str, skipped: list[str], call: C
     try:
         return call()
     except Exception as exc:
-        fx.log.warning("action_step_failed", action=action, step=step, error_type=type(exc).__name__, error=str(exc)[:300])
+        fx.log.warning(
+            "action_step_failed",
+            action=action,
+            step=step,
+            error_type=type(exc).__name__,
+            error=str(exc)[:300],
+        )
         skipped.append(step)
         return None
 
@@ -132,14 +146,20 @@ def _to_error(
         return
     except Exception as exc:
         fx.log.warning(
-            "action_step_failed", action=action, step="transition_with_details", error_type=type(exc).__name__, error=str(exc)[:300]
+            "action_step_failed",
+            action=action,
+            step="transition_with_details",
+            error_type=type(exc).__name__,
+            error=str(exc)[:300],
         )
     bare = {
         Meta.ERROR_REASON: reason,
         Meta.FAILED_AT: iso(fx.now()),
         Meta.ERROR_DETAILS: "details not recorded (see action_step_failed in the daemon's log)",
     }
-    yield from _step(fx, action, "transition", skipped, fx.transition(worker_id, WorkerState.ERROR, reason, bare))
+    yield from _step(
+        fx, action, "transition", skipped, fx.transition(worker_id, WorkerState.ERROR, reason, bare)
+    )
 
 
 def _requeue(fx: Effects, action: str, worker_id: str, reason: str, skipped: list[str]) -> Steps[Requeued]:
@@ -186,7 +206,11 @@ def _fail_after_boot_step(
     """A boot step failed: error with the output, requeue, then terminate at once (it bills until
     then). Each step runs whatever happened to the one before it; returns the steps skipped."""
     skipped: list[str] = []
-    metadata = {Meta.ERROR_REASON: reason.value, Meta.ERROR_DETAILS: storable(details), Meta.FAILED_AT: iso(fx.now())}
+    metadata = {
+        Meta.ERROR_REASON: reason.value,
+        Meta.ERROR_DETAILS: storable(details),
+        Meta.FAILED_AT: iso(fx.now()),
+    }
     yield from _to_error(fx, action, worker_id, reason.value, metadata, skipped)
     _count_spawn_failure(fx, action, reason.value, skipped)
     yield from _requeue(fx, action, worker_id, reason.value, skipped)
@@ -201,7 +225,12 @@ def _start(fx: Effects, worker_id: str, runpod_id: str, fingerprint: str | None)
         yield from fx.merge_metadata(worker_id, {Meta.PROCESS_STARTED_AT: iso(fx.now())})
         return {"outcome": "started"}
     skipped = yield from _fail_after_boot_step(
-        fx, worker_id, runpod_id, Reason.START_FAILED, "the start command failed (see worker_start_failed)", action="start_process"
+        fx,
+        worker_id,
+        runpod_id,
+        Reason.START_FAILED,
+        "the start command failed (see worker_start_failed)",
+        action="start_process",
     )
     return {"outcome": "start_failed", **_skipped(skipped)}
 
@@ -265,7 +294,9 @@ def spawn(a: Spawn, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
             failure[Meta.CAPACITY_MISSES] = refused
         yield from _to_error(fx, a.kind, a.worker_id, Reason.SPAWN_FAILED.value, failure, skipped)
         _count_spawn_failure(fx, a.kind, type(exc).__name__, skipped)
-        fx.log.warning("spawn_failed", worker_id=a.worker_id, error_type=type(exc).__name__, error=str(exc)[:500])
+        fx.log.warning(
+            "spawn_failed", worker_id=a.worker_id, error_type=type(exc).__name__, error=str(exc)[:500]
+        )
         return {"outcome": "spawn_failed", "error": str(exc)[:300], **_skipped(skipped)}
     # The pod exists, its id is not recorded yet: the next run must adopt it by name.
     fx.crash_point("after_create")
@@ -280,15 +311,37 @@ def spawn(a: Spawn, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
     # Lost, the pod is adopted by name on the next tick (the row has no id for it yet).
     yield from _step(fx, a.kind, "record_pod", skipped, fx.merge_metadata(a.worker_id, recorded))
     # Which daemon created it, under which fencing token: proof that only the leader spawns.
-    created = {"gpu_type": pod.gpu_type, "data_center": pod.data_center, "cost_per_hr": pod.cost_per_hr, "holder": fx.holder, "token": fx.token}
-    yield from _event(fx, "pod_created", skipped, worker_id=a.worker_id, runpod_id=pod.runpod_id, reason=a.reason.value, details=created)
-    fx.log.info("worker_spawned", worker_id=a.worker_id, runpod_id=pod.runpod_id, gpu_type=pod.gpu_type, reason=a.reason.value)
+    created = {
+        "gpu_type": pod.gpu_type,
+        "data_center": pod.data_center,
+        "cost_per_hr": pod.cost_per_hr,
+        "holder": fx.holder,
+        "token": fx.token,
+    }
+    yield from _event(
+        fx,
+        "pod_created",
+        skipped,
+        worker_id=a.worker_id,
+        runpod_id=pod.runpod_id,
+        reason=a.reason.value,
+        details=created,
+    )
+    fx.log.info(
+        "worker_spawned",
+        worker_id=a.worker_id,
+        runpod_id=pod.runpod_id,
+        gpu_type=pod.gpu_type,
+        reason=a.reason.value,
+    )
     return {"runpod_id": pod.runpod_id, **_skipped(skipped)}
 
 
 def initialize(a: Initialize, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
     if a.from_status is WorkerState.SPAWNING:
-        yield from fx.transition(a.worker_id, WorkerState.INITIALIZING, Reason.POD_READY.value, {Meta.RUNPOD_ID: a.runpod_id})
+        yield from fx.transition(
+            a.worker_id, WorkerState.INITIALIZING, Reason.POD_READY.value, {Meta.RUNPOD_ID: a.runpod_id}
+        )
     expected = worker.host_key_fingerprint if worker else None
     check = yield from fx.check_boot(a.worker_id, a.runpod_id, expected)
     if check.status == "not_ready":
@@ -356,7 +409,9 @@ def fail_worker(a: FailWorker, worker: Worker | None, fx: Effects) -> Steps[Outc
     )
     confirmed = None
     if a.runpod_id:
-        confirmed = yield from _terminate(fx, a.worker_id, a.runpod_id, a.reason.value, action=kind, skipped=skipped)
+        confirmed = yield from _terminate(
+            fx, a.worker_id, a.runpod_id, a.reason.value, action=kind, skipped=skipped
+        )
     return {"tasks_reset": requeued.count, "terminate_confirmed": confirmed, **_skipped(skipped)}
 
 
@@ -384,11 +439,21 @@ def terminate_pod(a: TerminatePod, worker: Worker | None, fx: Effects) -> Steps[
             # The plan found the worker holding no task and the pod ours. A row that cannot be moved
             # (gone, an id the database refuses, a fault) must not keep its pod billing: terminate by
             # pod id. A claim racing this costs one attempt, which the next tick requeues.
-            fx.log.warning("action_step_failed", action=a.kind, step="transition", error_type=type(exc).__name__, error=str(exc)[:300])
+            fx.log.warning(
+                "action_step_failed",
+                action=a.kind,
+                step="transition",
+                error_type=type(exc).__name__,
+                error=str(exc)[:300],
+            )
             skipped.append("transition")
-    confirmed = yield from _terminate(fx, a.worker_id, a.runpod_id, a.reason.value, action=a.kind, skipped=skipped)
+    confirmed = yield from _terminate(
+        fx, a.worker_id, a.runpod_id, a.reason.value, action=a.kind, skipped=skipped
+    )
     if a.worker_id is None:
-        fx.log.warning("orphan_pod_terminated", runpod_id=a.runpod_id, pod_name=a.pod_name, confirmed=confirmed)
+        fx.log.warning(
+            "orphan_pod_terminated", runpod_id=a.runpod_id, pod_name=a.pod_name, confirmed=confirmed
+        )
     return {"terminate_confirmed": confirmed, **_skipped(skipped)}
 
 
@@ -400,10 +465,20 @@ def mark_terminated(a: MarkTerminated, worker: Worker | None, fx: Effects) -> St
     reset = 0
     if a.requeue_tasks:
         reset = (yield from _requeue(fx, kind, a.worker_id, a.reason.value, skipped)).count
-    cost = _local_step(fx, kind, "cost", skipped, lambda: estimated_cost(worker, fx.now().timestamp()) if worker else None)
+    cost = _local_step(
+        fx, kind, "cost", skipped, lambda: estimated_cost(worker, fx.now().timestamp()) if worker else None
+    )
     yield from fx.transition(a.worker_id, WorkerState.TERMINATED, a.reason.value)
     runpod_id = worker.runpod_id if worker else None
-    yield from _event(fx, "worker_terminated", skipped, worker_id=a.worker_id, runpod_id=runpod_id, reason=a.reason.value, cost_usd=cost)
+    yield from _event(
+        fx,
+        "worker_terminated",
+        skipped,
+        worker_id=a.worker_id,
+        runpod_id=runpod_id,
+        reason=a.reason.value,
+        cost_usd=cost,
+    )
     return {"tasks_reset": reset, **_skipped(skipped)}
 
 
@@ -416,7 +491,10 @@ def requeue_unowned_tasks(a: RequeueUnownedTasks, worker: Worker | None, fx: Eff
     requeued = yield from fx.requeue_unowned(a.older_than_sec, a.reason.value)
     if requeued.count:
         fx.log.warning(
-            "unowned_tasks_requeued", requeued=len(requeued.requeued), dead_lettered=len(requeued.failed), older_than_sec=a.older_than_sec
+            "unowned_tasks_requeued",
+            requeued=len(requeued.requeued),
+            dead_lettered=len(requeued.failed),
+            older_than_sec=a.older_than_sec,
         )
     return {"tasks_reset": requeued.count}
 

@@ -43,13 +43,20 @@ class Lease:
             token = int(answer["token"])
             fresh = token != self.token
             if fresh:
-                log.info("lease_acquired", holder=self.holder, token=token, expires_at=answer.get("expires_at"))
+                log.info(
+                    "lease_acquired", holder=self.holder, token=token, expires_at=answer.get("expires_at")
+                )
             self.token = token
             return token, fresh
         if self.token is not None:
             log.warning("lease_lost", holder=self.holder, now_held_by=answer.get("holder"))
         else:
-            log.info("lease_held_elsewhere", holder=self.holder, leader=answer.get("holder"), expires_at=answer.get("expires_at"))
+            log.info(
+                "lease_held_elsewhere",
+                holder=self.holder,
+                leader=answer.get("holder"),
+                expires_at=answer.get("expires_at"),
+            )
         self.token = None
         return None, False
 
@@ -62,7 +69,9 @@ class Lease:
         """
         answer = self.db.lease_renew(self.holder, token, self.ttl_sec)
         if not answer.get("renewed"):
-            raise errors.LeaseLost("orch_lease_renew", f"lease no longer held by {self.holder} (before {before})")
+            raise errors.LeaseLost(
+                "orch_lease_renew", f"lease no longer held by {self.holder} (before {before})"
+            )
 
     def release(self) -> None:
         if self.token is None:

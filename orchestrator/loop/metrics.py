@@ -65,19 +65,26 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.workers = Gauge("orchestrator_workers", "Live workers by state", ["state"], registry=r)
-        self.queue_claimable = Gauge("orchestrator_queue_claimable", "Tasks a worker may claim now", registry=r)
+        self.queue_claimable = Gauge(
+            "orchestrator_queue_claimable", "Tasks a worker may claim now", registry=r
+        )
         self.queue_running = Gauge("orchestrator_queue_running", "Tasks in progress", registry=r)
         self.oldest_queued_age = Gauge(
             "orchestrator_oldest_queued_age_seconds", "Age of the oldest claimable task", registry=r
         )
-        self.spend_rate = Gauge("orchestrator_spend_rate_usd_per_hour", "Current fleet cost per hour", registry=r)
+        self.spend_rate = Gauge(
+            "orchestrator_spend_rate_usd_per_hour", "Current fleet cost per hour", registry=r
+        )
         self.spawn_failures = Counter(
             "orchestrator_spawn_failures", "Failed pod creations and failed boots", ["reason"], registry=r
         )
         for reason in SPAWN_FAILURE_REASONS:
             self.spawn_failures.labels(reason=reason)
         self.tick_failures = Counter(
-            "orchestrator_tick_failures", "Ticks that failed as a whole, by the step that failed", ["step"], registry=r
+            "orchestrator_tick_failures",
+            "Ticks that failed as a whole, by the step that failed",
+            ["step"],
+            registry=r,
         )
         for step in TICK_STEPS:
             self.tick_failures.labels(step=step)
@@ -98,7 +105,9 @@ class Metrics:
             registry=r,
         )
         self.spend_usd = Counter(
-            "orchestrator_spend_usd", "Fleet spend accumulated by this process (USD, from the spend rate)", registry=r
+            "orchestrator_spend_usd",
+            "Fleet spend accumulated by this process (USD, from the spend rate)",
+            registry=r,
         )
         self.build = Info("orchestrator_build", "The running orchestrator's version", registry=r)
         self.build.info(build_info())
@@ -114,7 +123,9 @@ class Metrics:
         )
         for blocked in Blocked:
             self.spawning_blocked.labels(reason=blocked.value)
-        self.actions = Counter("orchestrator_actions", "Actions applied, by kind and outcome", ["kind", "outcome"], registry=r)
+        self.actions = Counter(
+            "orchestrator_actions", "Actions applied, by kind and outcome", ["kind", "outcome"], registry=r
+        )
         self.tick_duration = Histogram(
             "orchestrator_tick_duration_seconds",
             "Wall time of one tick",
@@ -122,7 +133,9 @@ class Metrics:
             registry=r,
         )
         self.leader = Gauge("orchestrator_is_leader", "1 while this process holds the lease", registry=r)
-        self.last_tick = Gauge("orchestrator_last_tick_timestamp_seconds", "When the last tick ended", registry=r)
+        self.last_tick = Gauge(
+            "orchestrator_last_tick_timestamp_seconds", "When the last tick ended", registry=r
+        )
         self._last_tick_at: float | None = None
         self.started_at = clock()
 
@@ -248,7 +261,9 @@ class MetricsServer:
             self._server = ThreadingHTTPServer((host, port), Handler)
         except OSError as exc:
             # A taken or forbidden port is the operator's to fix; say which setting, not a traceback.
-            raise OrchestratorError(f"METRICS_PORT={port}: cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+            raise OrchestratorError(
+                f"METRICS_PORT={port}: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from exc
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)

@@ -36,7 +36,9 @@ class Recorder:
     """What the controller remembers between ticks for the record: the breaker's last state and when
     to prune next."""
 
-    def __init__(self, db: Database, settings: Settings, metrics: Metrics, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, metrics: Metrics, clock: Callable[[], float]
+    ) -> None:
         self.db = db
         self.settings = settings
         self.metrics = metrics
@@ -66,10 +68,16 @@ class Recorder:
             "terminated": by_kind.get("mark_terminated", 0),
             "terminate_requested": by_kind.get("terminate_pod", 0),
             "drained": by_kind.get("drain", 0),
-            "initialized": sum(1 for o in outcomes if o["kind"] in ("initialize", "start_process") and o.get("outcome") in started),
+            "initialized": sum(
+                1
+                for o in outcomes
+                if o["kind"] in ("initialize", "start_process") and o.get("outcome") in started
+            ),
             "tasks_reset": sum(int(o.get("tasks_reset") or 0) for o in outcomes),
             "in_flight": sum(1 for o in outcomes if o.get("outcome") == "in_flight"),
-            "errors": sum(1 for o in outcomes if o.get("outcome") in ("failed", "crashed") or o.get("skipped_steps")),
+            "errors": sum(
+                1 for o in outcomes if o.get("outcome") in ("failed", "crashed") or o.get("skipped_steps")
+            ),
         }
         status = {
             "queued": snapshot.queue.claimable,
@@ -122,17 +130,34 @@ class Recorder:
         limit = self.settings.max_consecutive_failures
         until = plan.breaker_until.isoformat() if plan.breaker_until else None
         was = previous.value if previous is not None else None
-        details = {"consecutive_failures": failures, "max_consecutive_failures": limit, "until": until, "previous": was}
+        details = {
+            "consecutive_failures": failures,
+            "max_consecutive_failures": limit,
+            "until": until,
+            "previous": was,
+        }
         # Literal event names, so that the operations guide's generated table lists them for alerts.
         if current is BreakerState.OPEN:
             kind, reason = "spawning_stopped", "max_consecutive_failures"
-            log.warning("spawning_stopped", reason=reason, consecutive_failures=failures, max_consecutive_failures=limit, until=until, previous=was)
+            log.warning(
+                "spawning_stopped",
+                reason=reason,
+                consecutive_failures=failures,
+                max_consecutive_failures=limit,
+                until=until,
+                previous=was,
+            )
         elif current is BreakerState.CLOSED and previous is not None:
             kind, reason = "spawning_resumed", "boot_succeeded"
             log.info("spawning_resumed", reason=reason, consecutive_failures=failures, previous=was)
         else:
             # -> half-open: one probe worker may spawn now; no event, the probe's own spawn is one.
-            log.info("spawning_probe_allowed", consecutive_failures=failures, max_consecutive_failures=limit, previous=was)
+            log.info(
+                "spawning_probe_allowed",
+                consecutive_failures=failures,
+                max_consecutive_failures=limit,
+                previous=was,
+            )
             return
         if token is None:
             return
@@ -160,6 +185,11 @@ class Recorder:
             self._next_prune_at = self.clock() + EVENTS_PRUNE_SEC
             return True
         if answer.get("deleted"):
-            log.info("events_pruned", deleted=answer.get("deleted"), retention_days=days, oldest_kept_at=answer.get("oldest_kept_at"))
+            log.info(
+                "events_pruned",
+                deleted=answer.get("deleted"),
+                retention_days=days,
+                oldest_kept_at=answer.get("oldest_kept_at"),
+            )
         self._next_prune_at = self.clock() + (0.0 if answer.get("more") else EVENTS_PRUNE_SEC)
         return True

@@ -107,9 +107,7 @@ def lay_out(box: PodSandbox, mode: Mode) -> None:
         atomic_write(c / "root" / ".bashrc", BASHRC)
         atomic_write(c / "root" / ".profile", PROFILE)
         text = Path(DPKG_STATUS).read_text(errors="surrogateescape")
-        (c / "dpkg-status").write_text(
-            dpkg_status_without(text, ABSENT_PACKAGES), errors="surrogateescape"
-        )
+        (c / "dpkg-status").write_text(dpkg_status_without(text, ABSENT_PACKAGES), errors="surrogateescape")
 
     if mode == "root":
         # sshd's privilege separation chroots there; Debian creates it only when the service runs.
@@ -149,7 +147,6 @@ def upper_for(box: PodSandbox, directory: str) -> Path:
     return upper
 
 
-
 def init_script(box: PodSandbox, mode: Mode) -> str:
     """The namespace init's first stage, as a container runtime: mounts, watchdog, exec PID 1's script."""
     q = shlex.quote
@@ -187,9 +184,7 @@ def init_script(box: PodSandbox, mode: Mode) -> str:
                 target = q(str(private) + path[len(top) :])
                 bind = f"{mount} --bind {q(path)} {target}"
                 # The pod's own dir is essential; an interpreter path we may not read is not.
-                lines.append(
-                    bind if path == d or under(d, path) else f"{{ {bind}; }} 2>/dev/null || true"
-                )
+                lines.append(bind if path == d or under(d, path) else f"{{ {bind}; }} 2>/dev/null || true")
         lines.append(f"{mount} --rbind {q(str(private))} {top}")
     # Watchdog: when the emulator's process dies, the lifeline pipe reads EOF; end the pod then.
     # PID 1 only takes signals it handles: the start script traps SIGUSR1. Until it has (a pod

@@ -48,7 +48,9 @@ def make_keypair(directory: Path) -> tuple[Path, Path]:
 class Stack:
     """Starts and stops the embedded default; every part is torn down by ``stop()``."""
 
-    def __init__(self, *, speed: float = 50.0, state_dir: Path | None = None, pg: TempPostgres | None = None) -> None:
+    def __init__(
+        self, *, speed: float = 50.0, state_dir: Path | None = None, pg: TempPostgres | None = None
+    ) -> None:
         self.speed = speed
         self._own_dir = state_dir is None
         self.dir = Path(state_dir or tempfile.mkdtemp(prefix="orchestrator-stack-"))
@@ -115,13 +117,22 @@ class Stack:
     def settings(self, **overrides: Any) -> config.Settings:
         return config.load_settings(self.environ(**overrides), env_file=None)
 
-    def sql(self, query: str, params: Mapping[str, Any] | tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
+    def sql(
+        self, query: str, params: Mapping[str, Any] | tuple[Any, ...] | None = None
+    ) -> list[tuple[Any, ...]]:
         """Run one statement on the stack's database (tests and the demo's task stream)."""
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             cur = conn.execute(query, params)
             return list(cur.fetchall()) if cur.description else []
 
-    def enqueue(self, count: int, *, duration_sec: float = 2.0, task_type: str = "generate_video", params: Mapping[str, Any] | None = None) -> list[str]:
+    def enqueue(
+        self,
+        count: int,
+        *,
+        duration_sec: float = 2.0,
+        task_type: str = "generate_video",
+        params: Mapping[str, Any] | None = None,
+    ) -> list[str]:
         import json
 
         body = json.dumps({"duration_sec": duration_sec, **dict(params or {})})

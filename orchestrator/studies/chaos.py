@@ -96,7 +96,9 @@ def chaos_settings(cfg: ChaosConfig, base: Settings | None = None) -> Settings:
     )
 
 
-def soak(cfg: ChaosConfig | None = None, plan_fn: PlanFn = real_plan, settings: Settings | None = None) -> Result:
+def soak(
+    cfg: ChaosConfig | None = None, plan_fn: PlanFn = real_plan, settings: Settings | None = None
+) -> Result:
     """Run the soak; the result's ``violations`` is empty when every invariant held."""
     cfg = cfg or ChaosConfig()
     rng = random.Random(cfg.seed * 17 + 3)

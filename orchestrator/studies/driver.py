@@ -38,7 +38,9 @@ DATA_CENTER = "EU-RO-1"  # the one data center of the simulated fleet
 LOG_TAIL_SEC = 2.0  # the log tail over SSH (bounded by its own timeout)
 SSH_TIMEOUT_SEC = 10.0  # an SSH connect that times out: the pod is not ready yet
 # Terminations that take capacity away on purpose: a spawn soon after one is a flap.
-SCALE_DOWN = frozenset({Reason.IDLE.value, Reason.OVERCAPACITY.value, Reason.DRAINED.value, Reason.CANCEL_BOOT.value})
+SCALE_DOWN = frozenset(
+    {Reason.IDLE.value, Reason.OVERCAPACITY.value, Reason.DRAINED.value, Reason.CANCEL_BOOT.value}
+)
 
 
 class VirtualEffects:
@@ -64,7 +66,9 @@ class VirtualEffects:
     ) -> Steps[Mapping[str, Any]]:
         return at_once(lambda: self._transition(worker_id, to, reason, metadata))
 
-    def _transition(self, worker_id: str, to: WorkerState, reason: str, metadata: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    def _transition(
+        self, worker_id: str, to: WorkerState, reason: str, metadata: Mapping[str, Any] | None
+    ) -> Mapping[str, Any]:
         self.sim.db.transition_worker(worker_id, to.value, reason, metadata)
         if to is WorkerState.TERMINATING and reason in SCALE_DOWN:
             self.sim.note_scale_down()
@@ -87,7 +91,9 @@ class VirtualEffects:
 
     # -- the provider: each call after its round trip -------------------------------------------------
 
-    def spawn(self, worker_id: str, gpu_types: Sequence[str], avoid: Collection[tuple[str, str | None]]) -> Steps[SpawnedPod]:
+    def spawn(
+        self, worker_id: str, gpu_types: Sequence[str], avoid: Collection[tuple[str, str | None]]
+    ) -> Steps[SpawnedPod]:
         sim = self.sim
         latency = sim.boot.create_latency
         yield latency / 2  # the request travels; the pod exists before the answer comes back
@@ -104,7 +110,9 @@ class VirtualEffects:
         yield latency / 2
         return SpawnedPod(worker_id, pod.id, pod.gpu, DATA_CENTER, pod.cost_per_hr)
 
-    def check_boot(self, worker_id: str, runpod_id: str, expected_fingerprint: str | None) -> Steps[BootCheck]:
+    def check_boot(
+        self, worker_id: str, runpod_id: str, expected_fingerprint: str | None
+    ) -> Steps[BootCheck]:
         sim, rng = self.sim, self.sim.rng_ssh
         pod = sim.provider.pods.get(runpod_id)
         if pod is None or not pod.alive:
@@ -121,7 +129,9 @@ class VirtualEffects:
             sim.counters["init_failures"] += 1
             return BootCheck("failed", worker_id, runpod_id, step="checks")
         ssh = {"ip": "10.0.0.1", "port": 22}
-        return BootCheck("ready", worker_id, runpod_id, ssh_details=ssh, host_key_fingerprint=f"SHA256:{pod.id}")
+        return BootCheck(
+            "ready", worker_id, runpod_id, ssh_details=ssh, host_key_fingerprint=f"SHA256:{pod.id}"
+        )
 
     def start_process(self, worker_id: str, runpod_id: str, expected_fingerprint: str | None) -> Steps[bool]:
         sim = self.sim
@@ -149,7 +159,11 @@ class VirtualEffects:
     def pod_status(self, runpod_id: str) -> Steps[Mapping[str, Any] | None]:
         yield self.sim.boot.api_latency
         pod = self.sim.provider.pods.get(runpod_id)
-        return None if pod is None else {"runpod_id": pod.id, "actual_status": pod.status(self.sim.clock.now).value}
+        return (
+            None
+            if pod is None
+            else {"runpod_id": pod.id, "actual_status": pod.status(self.sim.clock.now).value}
+        )
 
     def log_tail(self, runpod_id: str, worker_id: str) -> Steps[str]:
         yield LOG_TAIL_SEC

@@ -210,11 +210,16 @@ class SimProvider:
         return True
 
     def billed_seconds(self, until: float) -> float:
-        return sum(max(0.0, min(p.terminated_at if p.terminated_at is not None else until, until) - p.created_at) for p in self.pods.values())
+        return sum(
+            max(0.0, min(p.terminated_at if p.terminated_at is not None else until, until) - p.created_at)
+            for p in self.pods.values()
+        )
 
     def cost(self, until: float) -> float:
         return sum(
-            max(0.0, min(p.terminated_at if p.terminated_at is not None else until, until) - p.created_at) * p.cost_per_hr / 3600.0
+            max(0.0, min(p.terminated_at if p.terminated_at is not None else until, until) - p.created_at)
+            * p.cost_per_hr
+            / 3600.0
             for p in self.pods.values()
         )
 

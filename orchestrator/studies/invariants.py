@@ -15,6 +15,7 @@ from orchestrator.studies.fleet import SimPod
 if TYPE_CHECKING:
     from orchestrator.studies.simulation import Simulation
 
+
 @dataclass
 class Violation:
     # max_exceeded | spend_cap_exceeded | pod_leaked | task_run_twice | task_lost | task_orphaned | two_processes

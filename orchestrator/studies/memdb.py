@@ -117,7 +117,9 @@ class SimDB:
         w = self.workers.get(worker_id)
         if w is None:
             # tasks.worker_id references workers(id): the claim fails (HTTP 500); nothing claimed.
-            raise errors.NotFound("claim_next_task_service_role", f'unknown worker "{worker_id}"', code="23503")
+            raise errors.NotFound(
+                "claim_next_task_service_role", f'unknown worker "{worker_id}"', code="23503"
+            )
         if w.status not in ("initializing", "active"):
             return None
         row = self._oldest_queued()
@@ -149,7 +151,9 @@ class SimDB:
         self.last_completion[holder] = self.clock.now
         return True
 
-    def requeue_worker_tasks(self, worker_id: str, reason: str, max_attempts: int | None = None) -> dict[str, list[str]]:
+    def requeue_worker_tasks(
+        self, worker_id: str, reason: str, max_attempts: int | None = None
+    ) -> dict[str, list[str]]:
         """``orch_requeue_worker_tasks``: every In Progress task, attempt counted, dead-lettered at the limit."""
         limit = self.max_attempts if max_attempts is None else max_attempts
         ids = sorted(self.running.pop(worker_id, set()))
@@ -167,12 +171,16 @@ class SimDB:
                 failed.append(task_id)
             else:
                 row.status, row.worker_id, row.started_at = "Queued", None, None
-                row.error_message = f"requeued from worker {worker_id} (attempt {row.attempts} of {limit}): {reason}"
+                row.error_message = (
+                    f"requeued from worker {worker_id} (attempt {row.attempts} of {limit}): {reason}"
+                )
                 requeued.append(task_id)
                 self._enqueue(row)
         return {"requeued": requeued, "failed": failed}
 
-    def requeue_unowned_tasks(self, older_than_sec: float, reason: str, max_attempts: int | None = None) -> dict[str, list[str]]:
+    def requeue_unowned_tasks(
+        self, older_than_sec: float, reason: str, max_attempts: int | None = None
+    ) -> dict[str, list[str]]:
         """``orch_requeue_unowned_tasks``: In Progress tasks that name no worker, In Progress longer than
         ``older_than_sec``, attempt counted, dead-lettered at the limit. (The simulated workers always
         name themselves, so none arises here; the function exists so every action has its effect.)"""
@@ -199,9 +207,13 @@ class SimDB:
 
     # -- workers ----------------------------------------------------------------------------------
 
-    def register_worker(self, worker_id: str, instance_type: str | None, metadata: Mapping[str, Any]) -> WorkerRow:
+    def register_worker(
+        self, worker_id: str, instance_type: str | None, metadata: Mapping[str, Any]
+    ) -> WorkerRow:
         if worker_id in self.workers:
-            raise errors.Conflict("orch_register_worker", f'worker "{worker_id}" already exists', code="23505")
+            raise errors.Conflict(
+                "orch_register_worker", f'worker "{worker_id}" already exists', code="23505"
+            )
         now = self.clock.now
         row = WorkerRow(worker_id, instance_type, "spawning", now, now, dict(metadata))
         self.workers[worker_id] = row
@@ -225,7 +237,9 @@ class SimDB:
             return w
         if not legal_move(frm, to):
             raise errors.IllegalTransition(
-                "orch_transition_worker", f'illegal transition for worker "{worker_id}": {frm} -> {to}', code="OR002"
+                "orch_transition_worker",
+                f'illegal transition for worker "{worker_id}": {frm} -> {to}',
+                code="OR002",
             )
         if frm == "draining" and to == "terminating" and self.running.get(worker_id):
             # The real worker keeps claiming after a drain until the guard refuses it: a claim that
@@ -292,7 +306,9 @@ class SimDB:
             if prefix and not w.id.startswith(prefix):
                 continue
             tasks = sorted((self.tasks[i] for i in ids), key=lambda r: (r.started_at or 0.0, r.id))
-            stuckable = [r.started_at for r in tasks if "_orchestrator" not in r.task_type and r.started_at is not None]
+            stuckable = [
+                r.started_at for r in tasks if "_orchestrator" not in r.task_type and r.started_at is not None
+            ]
             last = self.last_completion.get(w.id)
             workers.append(
                 Worker(
@@ -306,7 +322,9 @@ class SimDB:
                     metadata=dict(w.metadata),
                     running_task_ids=tuple(r.id for r in tasks),
                     running_count=len(tasks),
-                    oldest_running_started_at=at(tasks[0].started_at) if tasks and tasks[0].started_at is not None else None,
+                    oldest_running_started_at=at(tasks[0].started_at)
+                    if tasks and tasks[0].started_at is not None
+                    else None,
                     oldest_stuckable_started_at=at(min(stuckable)) if stuckable else None,
                     last_completion_at=at(last) if last is not None else None,
                     reported_status=w.reported_status,
@@ -347,8 +365,12 @@ class SimDB:
         if cached is not None and cached.gpu_type == gpu and cached.data_center == dc:
             return cached
         view = BootOutcome(
-            worker_id=w.id, gpu_type=gpu, data_center=dc, ok=w.boot_outcome == "activated",
-            reason=w.boot_outcome, at=at(w.boot_outcome_at or 0.0),
+            worker_id=w.id,
+            gpu_type=gpu,
+            data_center=dc,
+            ok=w.boot_outcome == "activated",
+            reason=w.boot_outcome,
+            at=at(w.boot_outcome_at or 0.0),
         )
         self._boot_views[w.id] = view
         return view

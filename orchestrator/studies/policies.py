@@ -131,7 +131,9 @@ def broken_spawning_uncounted(
     booting = {w.id for w in snapshot.workers if w.status.booting}
     booting_pods = {str(w.runpod_id) for w in snapshot.workers if w.status.booting and w.runpod_id}
     hidden_snapshot = replace(snapshot, workers=tuple(w for w in snapshot.workers if w.id not in booting))
-    hidden_pods = None if pods is None else [p for p in pods if p.id not in booting_pods and p.name not in booting]
+    hidden_pods = (
+        None if pods is None else [p for p in pods if p.id not in booting_pods and p.name not in booting]
+    )
     blind = real_plan(hidden_snapshot, hidden_pods, settings, now, prices=prices)
     actions = [a for a in full.actions if not isinstance(a, Spawn)]
     actions += [a for a in blind.actions if isinstance(a, Spawn)]
@@ -227,9 +229,17 @@ def specs(base: Settings | None = None, ours_changes: Mapping[str, Any] | None =
     max_gpus = int(base.max_active_gpus)
     return [
         PolicySpec("ours", real_plan, ours, True, "plan() with the default settings"),
-        PolicySpec("ours_min2", real_plan, ours.replace(MIN_ACTIVE_GPUS=2), True, "plan(), MIN_ACTIVE_GPUS=2"),
+        PolicySpec(
+            "ours_min2", real_plan, ours.replace(MIN_ACTIVE_GPUS=2), True, "plan(), MIN_ACTIVE_GPUS=2"
+        ),
         PolicySpec("original", _original_plan, old, False, "the old rules, floor 0"),
-        PolicySpec("original_min2", _original_plan, old.replace(MIN_ACTIVE_GPUS=2), False, "the old rules, floor 2"),
-        PolicySpec("serverless", _serverless_plan, serverless, False, "queue delay > 4 s, idle 5 s, 2 s checks"),
-        PolicySpec("static", real_plan, base.replace(MIN_ACTIVE_GPUS=max_gpus), True, f"{max_gpus} workers always"),
+        PolicySpec(
+            "original_min2", _original_plan, old.replace(MIN_ACTIVE_GPUS=2), False, "the old rules, floor 2"
+        ),
+        PolicySpec(
+            "serverless", _serverless_plan, serverless, False, "queue delay > 4 s, idle 5 s, 2 s checks"
+        ),
+        PolicySpec(
+            "static", real_plan, base.replace(MIN_ACTIVE_GPUS=max_gpus), True, f"{max_gpus} workers always"
+        ),
     ]

@@ -28,8 +28,18 @@ ORACLE = "oracle"
 DEFAULT_POLICIES = ("ours", "original", "serverless", ORACLE)
 # The metric names and order of bench/policy.py (its JSON and this command's use the same keys).
 METRIC_ORDER = (
-    "cost_usd", "gpu_hours", "busy_share", "wait_p50_s", "wait_p95_s", "wait_p99_s",
-    "backlog_above_capacity_s", "spawns", "flaps", "tasks_lost", "tasks_duplicated", "pods_leaked",
+    "cost_usd",
+    "gpu_hours",
+    "busy_share",
+    "wait_p50_s",
+    "wait_p95_s",
+    "wait_p99_s",
+    "backlog_above_capacity_s",
+    "spawns",
+    "flaps",
+    "tasks_lost",
+    "tasks_duplicated",
+    "pods_leaked",
 )
 # Safety counts are summed over seeds, not averaged: one lost task in any seed must show.
 SUMMED = ("tasks_lost", "tasks_duplicated", "pods_leaked", "violations")
@@ -49,7 +59,9 @@ def check_policies(names: Sequence[str]) -> list[str]:
     known = policy_names()
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ConfigError([f"--policy {n!r}: unknown policy; expected one of {', '.join(known)}" for n in unknown])
+        raise ConfigError(
+            [f"--policy {n!r}: unknown policy; expected one of {', '.join(known)}" for n in unknown]
+        )
     return list(dict.fromkeys(names))
 
 
@@ -124,7 +136,13 @@ def mean_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def run_one(trace: tr.Trace, spec: PolicySpec, seed: int, *, boot: BootModel | None = None) -> dict[str, Any]:
     """One simulation: the metrics of ``Result.metrics()`` plus the count of invariant violations."""
     result = Simulation(
-        trace, spec.plan, spec.settings, name=spec.name, wake_on_tasks=spec.wake_on_tasks, seed=seed, boot=boot
+        trace,
+        spec.plan,
+        spec.settings,
+        name=spec.name,
+        wake_on_tasks=spec.wake_on_tasks,
+        seed=seed,
+        boot=boot,
     ).run()
     metrics: dict[str, Any] = dict(result.metrics())
     metrics["violations"] = len(result.violations)
@@ -166,7 +184,11 @@ def ours_description(settings: Settings, changes: Mapping[str, Any]) -> str:
         if value == base.get(var.name):
             continue
         source = "--set" if var.name in changes else settings.sources.get(var.name, "default")
-        parts.append(f"{var.name}={value:g} ({source})" if isinstance(value, float) else f"{var.name}={value} ({source})")
+        parts.append(
+            f"{var.name}={value:g} ({source})"
+            if isinstance(value, float)
+            else f"{var.name}={value} ({source})"
+        )
     return "the defaults" if not parts else "the defaults except " + ", ".join(parts)
 
 
@@ -181,26 +203,51 @@ def render_table(
 ) -> str:
     """The plain-text report: the trace, one row per policy, then how to read it."""
     oracle_cost = float(oracle(trace)["cost_usd"])
-    cols = ["policy", "cost $", "x oracle", "GPU-h", "busy", "p50 s", "p95 s", "p99 s", "spawns", "lost", "dup", "leaked"]
+    cols = [
+        "policy",
+        "cost $",
+        "x oracle",
+        "GPU-h",
+        "busy",
+        "p50 s",
+        "p95 s",
+        "p99 s",
+        "spawns",
+        "lost",
+        "dup",
+        "leaked",
+    ]
     rows: list[list[str]] = []
     for policy, m in results.items():
         ratio = f"{m['cost_usd'] / oracle_cost:.2f}" if oracle_cost > 0 else "-"
         rows.append(
             [
-                policy, _cell(m["cost_usd"], 2), ratio, _cell(m["gpu_hours"], 2), f"{m['busy_share']:.2f}",
-                _cell(m["wait_p50_s"], 1), _cell(m["wait_p95_s"], 1), _cell(m["wait_p99_s"], 1),
-                _cell(m["spawns"], 1), str(m["tasks_lost"]), str(m["tasks_duplicated"]), str(m["pods_leaked"]),
+                policy,
+                _cell(m["cost_usd"], 2),
+                ratio,
+                _cell(m["gpu_hours"], 2),
+                f"{m['busy_share']:.2f}",
+                _cell(m["wait_p50_s"], 1),
+                _cell(m["wait_p95_s"], 1),
+                _cell(m["wait_p99_s"], 1),
+                _cell(m["spawns"], 1),
+                str(m["tasks_lost"]),
+                str(m["tasks_duplicated"]),
+                str(m["pods_leaked"]),
             ]
         )
     widths = [max(len(r[i]) for r in [cols, *rows]) for i in range(len(cols))]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
 
     hours = trace.duration / 3600.0
     out = [
         f"trace {trace.name}: {len(trace.tasks)} tasks over {hours:.1f} h, {trace.gpu_seconds / 3600.0:.2f} GPU-hours "
-        f"of work; {seeds} seed{'s' if seeds != 1 else ''} per policy" + (" (means shown)" if seeds > 1 else ""),
+        f"of work; {seeds} seed{'s' if seeds != 1 else ''} per policy"
+        + (" (means shown)" if seeds > 1 else ""),
     ]
     if ours is not None:
         out.append(f"ours: {ours}")
@@ -212,5 +259,7 @@ def render_table(
     broken = [p for p, m in results.items() if m.get("violations")]
     if broken:
         out.append(f"invariant violations (see bench/chaos.py): {', '.join(broken)}")
-    out.append("What the simulator leaves out: docs/operations.md, 'Replaying traffic with `orchestrator sim run`'.")
+    out.append(
+        "What the simulator leaves out: docs/operations.md, 'Replaying traffic with `orchestrator sim run`'."
+    )
     return "\n".join(out)

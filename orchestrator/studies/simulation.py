@@ -155,16 +155,30 @@ class Simulation:
         self.rng_workers = random.Random(seed * 7919 + 1)
         self.rng_ssh = random.Random(seed * 7919 + 2)
         self.db = SimDB(self.clock, int(settings.max_task_attempts))
-        self.provider = SimProvider(self.clock, random.Random(seed * 7919 + 3), self.boot, self.faults, capacity, prices)
+        self.provider = SimProvider(
+            self.clock, random.Random(seed * 7919 + 3), self.boot, self.faults, capacity, prices
+        )
         self.executor = VirtualExecutor(self)
         self.invariants = Invariants(self)
         self.provider.on_create = self._on_create
         self.db.on_queued = self._on_queued if wake_on_tasks else None
         self.counters: dict[str, int] = {
             k: 0
-            for k in ("spawns", "worker_crashes", "worker_hangs", "ssh_failures", "init_failures", "restarts",
-                      "second_process_refused", "listing_failures", "scale_downs", "restarts_mid_action",
-                      "capacity_misses", "spawn_failures", "stray_pods")
+            for k in (
+                "spawns",
+                "worker_crashes",
+                "worker_hangs",
+                "ssh_failures",
+                "init_failures",
+                "restarts",
+                "second_process_refused",
+                "listing_failures",
+                "scale_downs",
+                "restarts_mid_action",
+                "capacity_misses",
+                "spawn_failures",
+                "stray_pods",
+            )
         }
         self.duplicates: set[str] = set()
         self.executing: dict[str, set[SimWorker]] = {}
@@ -203,7 +217,10 @@ class Simulation:
         others = {w for w in self.executing.get(task.id, set()) if w.executing and w.task is task}
         if others:
             self.duplicates.add(task.id)
-            self.invariants.add("task_run_twice", f"task {task.id} claimed by {worker.worker_id} while {sorted(o.worker_id for o in others)} run it")
+            self.invariants.add(
+                "task_run_twice",
+                f"task {task.id} claimed by {worker.worker_id} while {sorted(o.worker_id for o in others)} run it",
+            )
         self.executing.setdefault(task.id, set()).add(worker)
 
     def on_finish(self, worker: SimWorker, task: TaskRow) -> None:
@@ -215,7 +232,9 @@ class Simulation:
             self.executing.get(worker.task.id, set()).discard(worker)
             # Time spent on a task that will never finish still occupied the GPU.
             if worker.task.started_at is not None:
-                self.busy_seconds += max(0.0, self.clock.now - worker.task.started_at) if not worker.hung else 0.0
+                self.busy_seconds += (
+                    max(0.0, self.clock.now - worker.task.started_at) if not worker.hung else 0.0
+                )
 
     def _on_queued(self) -> None:
         self.wake()
@@ -281,8 +300,12 @@ class Simulation:
 
     def _stray_pod(self) -> None:
         self.counters["stray_pods"] += 1
-        self.provider._make(f"{self.settings.worker_id_prefix}stray-{self.counters['stray_pods']}", GPU, ours=False)
-        self.clock.schedule(self.rng_workers.expovariate(self.faults.stray_pods_per_hour / 3600.0), self._stray_pod)
+        self.provider._make(
+            f"{self.settings.worker_id_prefix}stray-{self.counters['stray_pods']}", GPU, ours=False
+        )
+        self.clock.schedule(
+            self.rng_workers.expovariate(self.faults.stray_pods_per_hour / 3600.0), self._stray_pod
+        )
 
     def _arm(self) -> None:
         self._arm_seq += 1
@@ -311,18 +334,24 @@ class Simulation:
         running = db.running_total
         if db.claimable > 0 and idle == 0:
             self.backlog_s += SAMPLE_SEC
-        self.samples.append(Sample(self.clock.now, db.claimable, running, serving, booting, len(self.provider.alive_pods())))
+        self.samples.append(
+            Sample(self.clock.now, db.claimable, running, serving, booting, len(self.provider.alive_pods()))
+        )
         self.clock.schedule(SAMPLE_SEC, self._sample)
 
     # -- the run --------------------------------------------------------------------------------------
 
     def run(self) -> Result:
         for task in self.trace.tasks:
-            self.clock.schedule(task.at, functools.partial(self.db.insert_task, task.id, task.task_type, task.duration))
+            self.clock.schedule(
+                task.at, functools.partial(self.db.insert_task, task.id, task.task_type, task.duration)
+            )
         for i, t in enumerate(self.restarts):
             self.clock.schedule(t, self._arm if self.restart_mid_action and i % 2 else self.restart)
         if self.faults.stray_pods_per_hour > 0:
-            self.clock.schedule(self.rng_workers.expovariate(self.faults.stray_pods_per_hour / 3600.0), self._stray_pod)
+            self.clock.schedule(
+                self.rng_workers.expovariate(self.faults.stray_pods_per_hour / 3600.0), self._stray_pod
+            )
         self._schedule_tick(0.0)
         self.clock.schedule(0.0, self._sample)
         self.clock.run_until(self.horizon)

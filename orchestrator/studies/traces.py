@@ -60,7 +60,9 @@ def _short_duration(rng: random.Random) -> float:
     return min(180.0, max(60.0, rng.lognormvariate(math.log(110.0), 0.3)))
 
 
-def _poisson_times(rng: random.Random, rate_at: Callable[[float], float], peak: float, end: float) -> list[float]:
+def _poisson_times(
+    rng: random.Random, rate_at: Callable[[float], float], peak: float, end: float
+) -> list[float]:
     """Arrival times of an inhomogeneous Poisson process (thinning), rates in tasks per second."""
     times: list[float] = []
     t = 0.0
@@ -96,7 +98,9 @@ def bursty(seed: int = 2, hours: float = 12.0) -> Trace:
     while t < end - 1800:
         size = rng.randint(15, 45)
         spread = rng.uniform(60, 300)  # the burst arrives within a few minutes
-        items.extend((t + rng.uniform(0, spread), _short_duration(rng), "generate_video") for _ in range(size))
+        items.extend(
+            (t + rng.uniform(0, spread), _short_duration(rng), "generate_video") for _ in range(size)
+        )
         t += spread + rng.expovariate(1 / 2700.0) + 600  # then quiet, 10 min at least, 55 min mean
     return _build("bursty", seed, end, items)
 
@@ -286,4 +290,6 @@ def load(path: Path) -> Trace:
     rows.sort(key=lambda r: r[0])  # stable: equal arrivals keep the file's order
     tasks = tuple(TraceTask(id=i, at=a, duration=d, task_type=k) for a, d, i, k in rows)
     duration = float(meta["duration"]) if "duration" in meta else max(t.at + t.duration for t in tasks)
-    return Trace(name=meta.get("trace") or path.stem, tasks=tasks, duration=duration, seed=int(meta.get("seed", 0)))
+    return Trace(
+        name=meta.get("trace") or path.stem, tasks=tasks, duration=duration, seed=int(meta.get("seed", 0))
+    )

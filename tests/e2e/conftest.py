@@ -93,7 +93,14 @@ def tasks(stack: Stack) -> list[dict[str, Any]]:
         "error_message FROM tasks ORDER BY created_at, id"
     )
     return [
-        {"id": r[0], "status": r[1], "attempts": r[2], "worker_id": r[3], "has_result": r[4], "error_message": r[5]}
+        {
+            "id": r[0],
+            "status": r[1],
+            "attempts": r[2],
+            "worker_id": r[3],
+            "has_result": r[4],
+            "error_message": r[5],
+        }
         for r in rows
     ]
 
@@ -207,7 +214,9 @@ def in_process(stack: Stack) -> Iterator[Callable[..., InProcessDaemon]]:
 
     def start(*, listen: bool = False, **overrides: Any) -> InProcessDaemon:
         settings = stack.settings(**{**FAST, **overrides})
-        controller = Controller(settings, make_database(settings), make_provider(settings), worker_env=WORKER_ENV)
+        controller = Controller(
+            settings, make_database(settings), make_provider(settings), worker_env=WORKER_ENV
+        )
         daemon = Daemon(
             controller,
             settings.orchestrator_poll_sec,
@@ -324,7 +333,9 @@ def cli_process(stack: Stack, tmp_path: Path) -> Iterator[Callable[..., CliProce
         handle.kill()
 
 
-def run_cli(stack: Stack, tmp_path: Path, *args: str, timeout: float = 60.0, **env: Any) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    stack: Stack, tmp_path: Path, *args: str, timeout: float = 60.0, **env: Any
+) -> subprocess.CompletedProcess[str]:
     """Run one short ``orchestrator`` command to completion and return its output."""
     environ = {**_base_env(), **stack.environ(**{**FAST, **env})}
     return subprocess.run(

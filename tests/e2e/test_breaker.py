@@ -56,7 +56,9 @@ def test_broken_image_trips_the_breaker_then_spawning_resumes(stack: Stack, in_p
     wait_until(lambda: len(failed_workers()) == 4, 40, "the half-open probe to fail too", interval=0.05)
     stack.admin.set_faults(ssh_refuse_share=0.0)  # the fix
     faulty_pods = pods(stack)
-    assert len(faulty_pods) == 4, f"expected 3 + 1 probe pods while the image was broken, got {len(faulty_pods)}"
+    assert len(faulty_pods) == 4, (
+        f"expected 3 + 1 probe pods while the image was broken, got {len(faulty_pods)}"
+    )
     assert all(p["sshRefuse"] for p in faulty_pods)
     again = wait_until(lambda: events(stack, "spawning_stopped")[1:], 10, "the breaker to open again")
     assert again[0]["details"]["consecutive_failures"] == 4

@@ -20,7 +20,12 @@ from tests.e2e.conftest import FAST, all_done, events, live_pods, pods, run_cli,
 pytestmark = pytest.mark.e2e
 
 # Idle workers stay (long idle timeouts), so the operator's termination is the only one.
-CLI_SETTINGS = {"MAX_ACTIVE_GPUS": 2, "ORPHAN_GRACE_SEC": 0, "GPU_IDLE_TIMEOUT_SEC": 600, "GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC": 600}
+CLI_SETTINGS = {
+    "MAX_ACTIVE_GPUS": 2,
+    "ORPHAN_GRACE_SEC": 0,
+    "GPU_IDLE_TIMEOUT_SEC": 600,
+    "GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC": 600,
+}
 
 
 def _orphan(stack: Stack) -> str:
@@ -54,7 +59,9 @@ def _view(stack: Stack) -> dict[str, Any]:
 def test_operator_commands(stack: Stack, tmp_path: Path, in_process: Any) -> None:
     def cli(*args: str, expect: int = 0) -> str:
         done = run_cli(stack, tmp_path, *args, **CLI_SETTINGS)
-        assert done.returncode == expect, f"orchestrator {' '.join(args)} -> {done.returncode}\n{done.stdout}\n{done.stderr}"
+        assert done.returncode == expect, (
+            f"orchestrator {' '.join(args)} -> {done.returncode}\n{done.stdout}\n{done.stderr}"
+        )
         return done.stdout
 
     stack.enqueue(3, duration_sec=0.5)
@@ -70,7 +77,10 @@ def test_operator_commands(stack: Stack, tmp_path: Path, in_process: Any) -> Non
     # The orphan still bills and holds a GPU: it counts under MAX_ACTIVE_GPUS until it is gone.
     assert kinds.count("spawn") == 1 and plan["desired"] == 2 and plan["live"] == 1
     assert "max_reached" in plan["spawn_blocked"]
-    assert any(a["kind"] == "terminate_pod" and a["runpod_id"] == stray and a["reason"] == "orphan_pod" for a in plan["actions"])
+    assert any(
+        a["kind"] == "terminate_pod" and a["runpod_id"] == stray and a["reason"] == "orphan_pod"
+        for a in plan["actions"]
+    )
     assert _view(stack) == before, "plan changed something"
 
     # pause: no spawns, but healing (the orphan's termination) goes on.

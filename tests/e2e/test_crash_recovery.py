@@ -34,7 +34,9 @@ def test_sigkill_mid_action_then_restart_repairs(stack: Stack, cli_process: Any,
     stack.enqueue(3, duration_sec=1.0)
     crashing = cli_process("run", env={**SETTINGS, "ORCHESTRATOR_TEST_CRASH_AT": point})
     code = crashing.wait(timeout=60)
-    assert code == -9, f"expected a SIGKILL at {point}, exit {code}:\n{crashing.text()[-2000:]}\n{crashing.stderr()[-2000:]}"
+    assert code == -9, (
+        f"expected a SIGKILL at {point}, exit {code}:\n{crashing.text()[-2000:]}\n{crashing.stderr()[-2000:]}"
+    )
     assert [line["point"] for line in crashing.logged("test_crash_point")] == [point]
 
     rows_at_crash = {w["id"]: w for w in workers(stack)}
@@ -53,7 +55,9 @@ def test_sigkill_mid_action_then_restart_repairs(stack: Stack, cli_process: Any,
         # Idle workers are drained together, so several terminations may be under way at the kill.
         cut = [w for w in rows_at_crash.values() if w["status"] == "terminating"]
         assert cut, rows_at_crash
-        assert all("pod_terminate_requested_at" not in w["metadata"] for w in cut), "nothing recorded after the call"
+        assert all("pod_terminate_requested_at" not in w["metadata"] for w in cut), (
+            "nothing recorded after the call"
+        )
         cut_pods = [pods_at_crash[w["metadata"]["runpod_id"]]["status"] for w in cut]
         if point == "before_terminate":
             # Every termination stops at the crash point before the call: the provider was never asked.

@@ -28,7 +28,9 @@ def _ts(line: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(line["ts"]).replace("Z", "+00:00")).timestamp()
 
 
-def test_two_daemons_one_spawns_and_the_follower_takes_over_within_the_ttl(stack: Stack, cli_process: Any) -> None:
+def test_two_daemons_one_spawns_and_the_follower_takes_over_within_the_ttl(
+    stack: Stack, cli_process: Any
+) -> None:
     env = {"MAX_ACTIVE_GPUS": 2, "LEASE_TTL_SEC": LEASE_TTL}
     leader = cli_process("run", env=env)
     [acquired] = leader.wait_logged("lease_acquired", 30)
@@ -85,7 +87,9 @@ def test_two_daemons_one_spawns_and_the_follower_takes_over_within_the_ttl(stack
 FAST_POLL = 1.0
 
 
-def test_a_frozen_leader_that_wakes_up_after_the_handover_does_not_spawn(stack: Stack, cli_process: Any) -> None:
+def test_a_frozen_leader_that_wakes_up_after_the_handover_does_not_spawn(
+    stack: Stack, cli_process: Any
+) -> None:
     """SIGSTOP past the TTL (a long GC pause, a suspended VM): the fencing token keeps it out."""
     env = {"MAX_ACTIVE_GPUS": 2, "LEASE_TTL_SEC": 4}
     old = cli_process("run", env=env)
@@ -100,7 +104,9 @@ def test_a_frozen_leader_that_wakes_up_after_the_handover_does_not_spawn(stack: 
         [new_lease] = new.wait_logged("lease_acquired", 15)
         stack.enqueue(4, duration_sec=0.5)
         wait_until(
-            lambda: [e for e in events(stack, "pod_created") if e["details"]["holder"] == new_lease["holder"]],
+            lambda: [
+                e for e in events(stack, "pod_created") if e["details"]["holder"] == new_lease["holder"]
+            ],
             30,
             "a spawn by the new leader",
         )
@@ -111,7 +117,11 @@ def test_a_frozen_leader_that_wakes_up_after_the_handover_does_not_spawn(stack: 
     wait_until(lambda: all_done(stack, 6), 60, "every task done", interval=0.25)
     wait_until(lambda: drained(stack), 60, "scale to zero", interval=0.25)
     resumed_at = _ts(old.logged("lease_lost")[0])
-    late = [e for e in events(stack, "pod_created") if e["details"]["holder"] == old_lease["holder"] and e["at"].timestamp() >= _ts(new_lease)]
+    late = [
+        e
+        for e in events(stack, "pod_created")
+        if e["details"]["holder"] == old_lease["holder"] and e["at"].timestamp() >= _ts(new_lease)
+    ]
     assert not late, f"the stale leader spawned after the handover: {late}"
     assert old.proc.poll() is None and new.proc.poll() is None
     assert not [line for line in old.logged("worker_spawned") if _ts(line) >= resumed_at]
@@ -134,7 +144,9 @@ def test_sigterm_finishes_the_tick_releases_the_lease_and_exits_0(stack: Stack, 
     names = [line["event"] for line in daemon.lines()]
     assert "signal_received" in names
     assert names.index("signal_received") < names.index("lease_released") < names.index("daemon_stopped")
-    [lease] = stack.sql("SELECT holder, expires_at <= now() FROM orchestrator_lease WHERE name = 'orchestrator'")
+    [lease] = stack.sql(
+        "SELECT holder, expires_at <= now() FROM orchestrator_lease WHERE name = 'orchestrator'"
+    )
     assert lease[0] is None and lease[1], f"lease still held: {lease}"
     assert events(stack, "lease_released")
     # Every spawn the last tick started was finished: each row has its pod recorded.
@@ -149,7 +161,15 @@ def test_sigterm_finishes_the_tick_releases_the_lease_and_exits_0(stack: Stack, 
 
 
 def test_a_queued_task_wakes_the_daemon_over_listen_notify(stack: Stack, cli_process: Any) -> None:
-    daemon = cli_process("run", env={"DB_BACKEND": "postgres", "ORCHESTRATOR_POLL_SEC": 300, "LEASE_TTL_SEC": 600, "MAX_ACTIVE_GPUS": 1})
+    daemon = cli_process(
+        "run",
+        env={
+            "DB_BACKEND": "postgres",
+            "ORCHESTRATOR_POLL_SEC": 300,
+            "LEASE_TTL_SEC": 600,
+            "MAX_ACTIVE_GPUS": 1,
+        },
+    )
     daemon.wait_logged("listen_started", 30)
     daemon.wait_logged("tick_summary", 30)
     assert not pods(stack)
@@ -165,11 +185,19 @@ def test_a_queued_task_wakes_the_daemon_over_listen_notify(stack: Stack, cli_pro
     assert daemon.wait(30) == 0
 
 
-def test_over_supabase_the_wake_probe_sees_a_queued_task_long_before_the_poll(stack: Stack, cli_process: Any) -> None:
+def test_over_supabase_the_wake_probe_sees_a_queued_task_long_before_the_poll(
+    stack: Stack, cli_process: Any
+) -> None:
     # Supabase's REST API cannot LISTEN; a one-row probe every WAKE_PROBE_SEC stands in for NOTIFY.
     daemon = cli_process(
         "run",
-        env={"DB_BACKEND": "supabase", "ORCHESTRATOR_POLL_SEC": 300, "WAKE_PROBE_SEC": 0.5, "LEASE_TTL_SEC": 600, "MAX_ACTIVE_GPUS": 1},
+        env={
+            "DB_BACKEND": "supabase",
+            "ORCHESTRATOR_POLL_SEC": 300,
+            "WAKE_PROBE_SEC": 0.5,
+            "LEASE_TTL_SEC": 600,
+            "MAX_ACTIVE_GPUS": 1,
+        },
     )
     [started] = daemon.wait_logged("daemon_started", 30)
     assert started["wake_probe_sec"] == 0.5 and started["listen"] is False

@@ -66,10 +66,14 @@ def test_worker_dying_mid_task_is_replaced_and_its_task_requeued(
     [failed] = [w for w in workers(stack) if w["id"] == dead_worker]
     assert failed["metadata"].get("error_reason") == reason, failed
     assert failed["status"] in ("error", "terminated")
-    terminations = [e for e in events(stack) if e["runpod_id"] == dead_pod and e["kind"] == "pod_terminate_requested"]
+    terminations = [
+        e for e in events(stack) if e["runpod_id"] == dead_pod and e["kind"] == "pod_terminate_requested"
+    ]
     assert terminations and terminations[0]["reason"] == reason
     wait_until(
-        lambda: next(w for w in workers(stack) if w["id"] == dead_worker)["status"] == "terminated", 30, "the dead row to close"
+        lambda: next(w for w in workers(stack) if w["id"] == dead_worker)["status"] == "terminated",
+        30,
+        "the dead row to close",
     )
 
 
@@ -86,10 +90,17 @@ def test_preempted_pod_fails_its_worker_and_the_task_moves_on(stack: Stack, in_p
     lost_pod = next(w for w in workers(stack) if w["id"] == lost_worker)["metadata"]["runpod_id"]
     stack.admin.preempt(lost_pod, "EXITED")
 
-    done = wait_until(lambda: (r := tasks(stack)[0])["status"] == "Complete" and r, 60, "the task done elsewhere", interval=0.25)
+    done = wait_until(
+        lambda: (r := tasks(stack)[0])["status"] == "Complete" and r,
+        60,
+        "the task done elsewhere",
+        interval=0.25,
+    )
     assert done["attempts"] == 1 and done["worker_id"] != lost_worker
     failed = next(w for w in workers(stack) if w["id"] == lost_worker)
     assert failed["metadata"].get("error_reason") == "pod_failed", failed
     # An EXITED pod bills no GPU but keeps its disk: it is terminated all the same.
-    wait_until(lambda: stack.admin.pod(lost_pod)["status"] == "TERMINATED", 30, "the preempted pod terminated")
+    wait_until(
+        lambda: stack.admin.pod(lost_pod)["status"] == "TERMINATED", 30, "the preempted pod terminated"
+    )
     assert task_id == done["id"]

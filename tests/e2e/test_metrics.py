@@ -63,7 +63,9 @@ def test_run_exposes_metrics_and_health(stack: Stack, cli_process: Any) -> None:
     assert "# TYPE orchestrator_spawn_failures_total counter" in text
     assert 'orchestrator_spawning_blocked{reason="breaker_open"} 0.0' in text
     assert (_sample(text, "orchestrator_spend_rate_usd_per_hour") or 0) > 0
-    assert (_sample(text, "orchestrator_queue_running") or 0) + (_sample(text, "orchestrator_queue_claimable") or 0) >= 1
+    assert (_sample(text, "orchestrator_queue_running") or 0) + (
+        _sample(text, "orchestrator_queue_claimable") or 0
+    ) >= 1
     assert _sample(text, "orchestrator_is_leader") == 1.0
     health = httpx.get(f"{base}/healthz", timeout=5)
     assert health.status_code == 200, health.text

@@ -74,7 +74,9 @@ def test_tasks_complete_with_workers_speaking_only_the_real_protocol(stack: Stac
     assert live_pods(stack) == []
 
 
-def test_a_crashing_worker_is_reported_crashed_replaced_and_its_task_counted(stack: Stack, in_process: Any) -> None:
+def test_a_crashing_worker_is_reported_crashed_replaced_and_its_task_counted(
+    stack: Stack, in_process: Any
+) -> None:
     """``params.crash`` kills every worker that runs it: each death is reported by the guardian,
     failed as ``worker_crashed``, replaced; the attempts reach MAX_TASK_ATTEMPTS and the task is
     dead-lettered, while the other tasks complete."""
@@ -102,7 +104,9 @@ def test_a_crashing_worker_is_reported_crashed_replaced_and_its_task_counted(sta
     # Each crashed worker ran the poison task, and its pod was terminated for it.
     logged = worker_log(stack)
     for w in crashed:
-        runs = [line["event"] for line in logged if line.get("_file") == w["id"] and line.get("task_id") == poison]
+        runs = [
+            line["event"] for line in logged if line.get("_file") == w["id"] and line.get("task_id") == poison
+        ]
         assert "task_crashing_worker" in runs, (w["id"], runs)
         terminations = [e for e in events(stack, "pod_terminate_requested") if e["worker_id"] == w["id"]]
         assert terminations and terminations[0]["reason"] == "worker_crashed"
@@ -114,7 +118,9 @@ def test_a_draining_worker_is_terminated_only_once_it_holds_no_task(stack: Stack
     """Ticks driven by hand, so each step is seen: the real worker keeps polling once drained, the
     database refuses it a task and refuses its termination while it holds one; the executor takes that
     refusal as superseded and leaves the pod alone; once idle, the worker is terminated."""
-    settings = stack.settings(**{**FAST, "MAX_ACTIVE_GPUS": 1, "ORCHESTRATOR_POLL_SEC": 30, "LEASE_TTL_SEC": 120})
+    settings = stack.settings(
+        **{**FAST, "MAX_ACTIVE_GPUS": 1, "ORCHESTRATOR_POLL_SEC": 30, "LEASE_TTL_SEC": 120}
+    )
     controller = Controller(settings, make_database(settings), make_provider(settings), worker_env=WORKER_ENV)
 
     def tick_until(predicate: Any, timeout: float, what: str) -> Any:
@@ -146,7 +152,11 @@ def test_a_draining_worker_is_terminated_only_once_it_holds_no_task(stack: Stack
         token = controller.token
         assert token is not None
         race = TerminatePod(
-            reason=Reason.DRAINED, runpod_id=pod_id, pod_name=busy, worker_id=busy, transition_from=WorkerState.DRAINING
+            reason=Reason.DRAINED,
+            runpod_id=pod_id,
+            pod_name=busy,
+            worker_id=busy,
+            transition_from=WorkerState.DRAINING,
         )
         [outcome] = controller.apply([race], Snapshot.from_json(controller.db.snapshot("gpu-")), token)
         assert outcome["outcome"] == "superseded", outcome
@@ -158,7 +168,9 @@ def test_a_draining_worker_is_terminated_only_once_it_holds_no_task(stack: Stack
             lambda: [
                 line
                 for line in worker_log(stack)
-                if line.get("_file") == busy and line.get("event") == "claim_failed" and line.get("status") == 500
+                if line.get("_file") == busy
+                and line.get("event") == "claim_failed"
+                and line.get("status") == 500
             ],
             20,
             "a claim of the draining worker refused",
@@ -166,7 +178,9 @@ def test_a_draining_worker_is_terminated_only_once_it_holds_no_task(stack: Stack
         assert all(task_row(t)["status"] == "Queued" and task_row(t)["worker_id"] is None for t in later)
 
         # Idle now: the next tick terminates it (an operator's request), the slot frees, the work moves on.
-        tick_until(lambda: stack.admin.pod(pod_id)["status"] == "TERMINATED", 20, "the drained pod terminated")
+        tick_until(
+            lambda: stack.admin.pod(pod_id)["status"] == "TERMINATED", 20, "the drained pod terminated"
+        )
         ends = [e for e in events(stack) if e["worker_id"] == busy and e["kind"] == "pod_terminate_requested"]
         assert ends and ends[0]["reason"] == "operator_request"
         tick_until(lambda: all_done(stack, 3), 90, "every task complete")

@@ -52,7 +52,9 @@ def test_burst_scales_to_max_never_past_it_and_drains_to_zero(stack: Stack, in_p
         in_process(MAX_ACTIVE_GPUS=5)
         wait_until(lambda: all_done(stack, 40), 90, "all 40 tasks complete", interval=0.25)
         done_after = time.monotonic() - started
-        wait_until(lambda: drained(stack), 60, "the fleet to drain to zero with no pod billing", interval=0.25)
+        wait_until(
+            lambda: drained(stack), 60, "the fleet to drain to zero with no pod billing", interval=0.25
+        )
     finally:
         stop.set()
         sampler.join(timeout=5)
@@ -66,7 +68,9 @@ def test_burst_scales_to_max_never_past_it_and_drains_to_zero(stack: Stack, in_p
     rows = tasks(stack)
     assert {r["id"] for r in rows} == set(ids)
     assert task_counts(stack) == {"Complete": 40}
-    assert all(r["attempts"] == 0 and r["has_result"] for r in rows), [r for r in rows if r["attempts"] or not r["has_result"]]
+    assert all(r["attempts"] == 0 and r["has_result"] for r in rows), [
+        r for r in rows if r["attempts"] or not r["has_result"]
+    ]
     worker_ids = {w["id"] for w in workers(stack)}
     assert {r["worker_id"] for r in rows} <= worker_ids
     # One run and one completion (complete_task answered 200) per task, per the workers' own logs on the volume.

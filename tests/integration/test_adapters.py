@@ -304,13 +304,13 @@ def test_both_adapters_return_identical_json(db: Database, supabase_db: Database
         snap["queue"].pop("oldest_claimable_age_sec", None)
     assert over_pg == over_rest
     beats = [
-        database.transport.call("func_worker_heartbeat_with_logs", {"worker_id_param": name, "status_param": "crashed"})
+        database.transport.call(
+            "func_worker_heartbeat_with_logs", {"worker_id_param": name, "status_param": "crashed"}
+        )
         for database, name in ((db, "w-a"), (supabase_db, "w-b"))
     ]
     assert beats[0] == beats[1]
-    reported = [
-        {k: w[k] for k in ("status", "reported_status")} for w in supabase_db.snapshot()["workers"]
-    ]
+    reported = [{k: w[k] for k in ("status", "reported_status")} for w in supabase_db.snapshot()["workers"]]
     assert reported == [{"status": "initializing", "reported_status": "crashed"}] * 2
 
 

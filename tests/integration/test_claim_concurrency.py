@@ -36,16 +36,22 @@ class AppSide:
     """The app's SQL as its Edge Functions and the heartbeat RPC run it: as the service role, pooled."""
 
     def __init__(self, database_url: str) -> None:
-        self.pool = ConnectionPool(database_url, min_size=2, max_size=THREADS, kwargs={"autocommit": True}, open=True)
+        self.pool = ConnectionPool(
+            database_url, min_size=2, max_size=THREADS, kwargs={"autocommit": True}, open=True
+        )
 
     def run(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         with self.pool.connection() as conn, conn.transaction():
-            conn.execute("select set_config('role', 'service_role', true), set_config('request.jwt.claim.role', 'service_role', true)")
+            conn.execute(
+                "select set_config('role', 'service_role', true), set_config('request.jwt.claim.role', 'service_role', true)"
+            )
             cur = conn.execute(query, params)
             return list(cur.fetchall()) if cur.description else []
 
     def claim(self, worker_id: str) -> str | None:
-        rows = self.run("select task_id::text from public.claim_next_task_service_role(p_worker_id => %s)", (worker_id,))
+        rows = self.run(
+            "select task_id::text from public.claim_next_task_service_role(p_worker_id => %s)", (worker_id,)
+        )
         return rows[0][0] if rows else None
 
     def complete(self, task_id: str, by: str) -> int:
@@ -78,7 +84,8 @@ def seed(database_url: str, workers: list[str], tasks: int, worker_status: str =
     with psycopg.connect(database_url, autocommit=True) as conn:
         for wid in workers:
             conn.execute(
-                "insert into workers (id, status, orchestrator_managed) values (%s, %s, true)", (wid, worker_status)
+                "insert into workers (id, status, orchestrator_managed) values (%s, %s, true)",
+                (wid, worker_status),
             )
         conn.execute(
             "insert into tasks (task_type, created_at) "
@@ -156,7 +163,9 @@ def test_no_claim_succeeds_after_draining_returned(pooled: Database, app: AppSid
     assert any(got for _, got in log)
 
 
-def test_heartbeats_racing_an_error_transition_never_revive(pooled: Database, app: AppSide, database_url: str) -> None:
+def test_heartbeats_racing_an_error_transition_never_revive(
+    pooled: Database, app: AppSide, database_url: str
+) -> None:
     seed(database_url, ["w1"], 0)
     token = pooled.lease_acquire("leader", 60)["token"]
     results: list[tuple[float, dict[str, Any]]] = []

@@ -30,7 +30,11 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def _cli(env: dict[str, str], tmp_path: Path) -> Cli:
-    keep = {k: os.environ[k] for k in ("PATH", "PYTHONPATH", "HOME", "LANG", "TMPDIR", "ORCHESTRATOR_PG_BINDIR") if k in os.environ}
+    keep = {
+        k: os.environ[k]
+        for k in ("PATH", "PYTHONPATH", "HOME", "LANG", "TMPDIR", "ORCHESTRATOR_PG_BINDIR")
+        if k in os.environ
+    }
 
     def run(*args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
@@ -43,7 +47,9 @@ def _cli(env: dict[str, str], tmp_path: Path) -> Cli:
             stdin=subprocess.DEVNULL,
             check=False,
         )
-        assert proc.returncode == expect, f"orchestrator {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        assert proc.returncode == expect, (
+            f"orchestrator {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
         return proc
 
     return run
@@ -76,7 +82,9 @@ def test_migrate_answers_alone_on_stdout_and_in_json(empty_database: str, tmp_pa
 def test_pause_resume_and_terminate_answer_in_json(database_url: str, tmp_path: Path) -> None:
     cli = _cli({"DATABASE_URL": database_url}, tmp_path)
     paused = json.loads(cli("pause", "--reason", "image rollout", "--json").stdout)
-    assert paused["paused"] is True and paused["paused_reason"] == "image rollout" and "@" in paused["paused_by"]
+    assert (
+        paused["paused"] is True and paused["paused_reason"] == "image rollout" and "@" in paused["paused_by"]
+    )
     assert "spawning paused" in cli("pause").stdout
     resumed = cli("resume", "--json")
     assert json.loads(resumed.stdout)["paused"] is False and resumed.stderr == ""
@@ -84,7 +92,10 @@ def test_pause_resume_and_terminate_answer_in_json(database_url: str, tmp_path: 
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "insert into workers (id, instance_type, status, metadata) values (%s, 'NVIDIA GeForce RTX 4090', 'active', %s)",
-            ("gpu-cli-json", json.dumps({"runpod_id": "pod-cli-json", "ssh_details": {"ip": "10.0.0.1", "port": 22}})),
+            (
+                "gpu-cli-json",
+                json.dumps({"runpod_id": "pod-cli-json", "ssh_details": {"ip": "10.0.0.1", "port": 22}}),
+            ),
         )
     answer = json.loads(cli("workers", "terminate", "gpu-cli-json", "--json").stdout)
     assert answer["worker_id"] == "gpu-cli-json" and answer["status"] == "active"

@@ -71,7 +71,9 @@ def test_slow_actions_in_flight_do_not_hold_the_next_tick(db: Database, client: 
     the next tick blocked in ``gather`` until one finished: the lease went unrenewed (another daemon
     takes over), /healthz turned 503, new tasks waited, and SIGTERM waited for the slow calls.
     """
-    settings = config.defaults().replace(min_active_gpus=1, apply_concurrency=1, orchestrator_poll_sec=1.0, lease_ttl_sec=30)
+    settings = config.defaults().replace(
+        min_active_gpus=1, apply_concurrency=1, orchestrator_poll_sec=1.0, lease_ttl_sec=30
+    )
     controller = Controller(settings, db, client, apply_budget_sec=0.2)
     try:
         first = controller.tick()
@@ -99,7 +101,11 @@ def _hand_over(db: Database, settings: config.Settings, client: GatedClient) -> 
     stale = Controller(settings, db, client, holder="stale-leader")
     token = stale._ensure_lease()
     assert token is not None
-    wait_until(lambda: db.lease_acquire("new-leader", 60).get("acquired"), 10, "the new leader to take the expired lease")
+    wait_until(
+        lambda: db.lease_acquire("new-leader", 60).get("acquired"),
+        10,
+        "the new leader to take the expired lease",
+    )
     return stale, token
 
 
@@ -118,11 +124,23 @@ def test_a_stale_leader_does_not_start_a_second_worker_process(db: Database, cli
     token = stale._ensure_lease()
     assert token is not None
     db.register_worker(token, "gpu-review-1", "NVIDIA GeForce RTX 4090", {})
-    db.transition_worker(token, "gpu-review-1", WorkerState.INITIALIZING.value, Reason.POD_READY.value, {"runpod_id": pod["runpod_id"]})
-    wait_until(lambda: db.lease_acquire("new-leader", 60).get("acquired"), 10, "the new leader to take the expired lease")
+    db.transition_worker(
+        token,
+        "gpu-review-1",
+        WorkerState.INITIALIZING.value,
+        Reason.POD_READY.value,
+        {"runpod_id": pod["runpod_id"]},
+    )
+    wait_until(
+        lambda: db.lease_acquire("new-leader", 60).get("acquired"),
+        10,
+        "the new leader to take the expired lease",
+    )
     try:
         outcome = stale._run_action(
-            StartProcess(reason=Reason.START_PROCESS, worker_id="gpu-review-1", runpod_id=pod["runpod_id"]), {}, token
+            StartProcess(reason=Reason.START_PROCESS, worker_id="gpu-review-1", runpod_id=pod["runpod_id"]),
+            {},
+            token,
         )
         assert client.started == [], "the stale leader started the worker process"
         assert outcome["outcome"] == "lease_lost"
@@ -143,7 +161,9 @@ def test_a_stale_leader_does_not_terminate_pods(db: Database, client: GatedClien
     stale, token = _hand_over(db, settings, client)
     try:
         outcome = stale._run_action(
-            TerminatePod(reason=Reason.ORPHAN_POD, runpod_id=pod["runpod_id"], pod_name="gpu-review-2"), {}, token
+            TerminatePod(reason=Reason.ORPHAN_POD, runpod_id=pod["runpod_id"], pod_name="gpu-review-2"),
+            {},
+            token,
         )
         assert client.terminated == [], "the stale leader terminated a pod"
         assert outcome["outcome"] == "lease_lost"
@@ -161,7 +181,9 @@ def test_a_blocked_database_call_fails_within_the_lease_instead_of_hanging(datab
     for as long as that lock was held: the leader stopped healing and scaling, its /healthz failed, and
     SIGTERM (which waits for the running tick) could not stop it.
     """
-    settings = config.load_settings({"DATABASE_URL": database_url, "ORCHESTRATOR_POLL_SEC": "1", "LEASE_TTL_SEC": "6"}, env_file=None)
+    settings = config.load_settings(
+        {"DATABASE_URL": database_url, "ORCHESTRATOR_POLL_SEC": "1", "LEASE_TTL_SEC": "6"}, env_file=None
+    )
     db = make_database(settings)
     outcome: list[BaseException | dict[str, Any]] = []
     done = threading.Event()

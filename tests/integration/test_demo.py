@@ -12,7 +12,19 @@ import pytest
 @pytest.mark.timeout(400)
 def test_demo_completes_every_task_and_leaks_no_pod() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "--env-file", "/dev/null", "demo", "--tasks", "6", "--max-gpus", "2", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "--env-file",
+            "/dev/null",
+            "demo",
+            "--tasks",
+            "6",
+            "--max-gpus",
+            "2",
+            "--json",
+        ],
         capture_output=True,
         text=True,
         timeout=380,

@@ -86,7 +86,9 @@ def test_the_embedded_stack_is_ready(stack: Stack) -> None:
 
 
 def test_every_missing_piece_is_named(stack: Stack, tmp_path: Path) -> None:
-    stack.sql("drop function public.func_worker_heartbeat_with_logs(text, integer, integer, jsonb, uuid, text)")
+    stack.sql(
+        "drop function public.func_worker_heartbeat_with_logs(text, integer, integer, jsonb, uuid, text)"
+    )
     newest = stack.sql("select max(filename) from orchestrator_schema_migrations")[0][0]
     stack.sql("delete from orchestrator_schema_migrations where filename = %s", (newest,))
     garbage = tmp_path / "not_a_key"
@@ -124,7 +126,10 @@ class _NoFunctions(BaseHTTPRequestHandler):
         if self.path.startswith("/functions/v1/"):
             status, body = 404, {"code": "NOT_FOUND", "message": "Requested function was not found"}
         else:
-            status, body = 404, {"code": "PGRST202", "message": "Could not find the function", "details": None, "hint": None}
+            status, body = (
+                404,
+                {"code": "PGRST202", "message": "Could not find the function", "details": None, "hint": None},
+            )
         data = json.dumps(body).encode()
         length = int(self.headers.get("Content-Length") or 0)
         if length:
@@ -145,7 +150,9 @@ def test_a_project_without_the_apps_edge_functions_fails_for_each_of_them(stack:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _NoFunctions)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        env = stack.environ(SUPABASE_URL=f"http://127.0.0.1:{server.server_address[1]}", DB_BACKEND="postgres")
+        env = stack.environ(
+            SUPABASE_URL=f"http://127.0.0.1:{server.server_address[1]}", DB_BACKEND="postgres"
+        )
         result = doctor(env, "--json")
     finally:
         server.shutdown()
@@ -168,7 +175,9 @@ def test_a_project_without_the_apps_edge_functions_fails_for_each_of_them(stack:
 
 
 def test_a_runpod_key_the_api_refuses(stack: Stack) -> None:
-    with EmulatorServer(api_key="the-right-key", speed=500.0, state_dir=stack.dir / "emulator-keyed") as emulator:
+    with EmulatorServer(
+        api_key="the-right-key", speed=500.0, state_dir=stack.dir / "emulator-keyed"
+    ) as emulator:
         env = stack.environ(RUNPOD_API_BASE_URL=emulator.base_url, RUNPOD_API_KEY="a-wrong-key")
         result = doctor(env, "--json")
     assert result.returncode == 1

@@ -43,7 +43,9 @@ class Edge:
         self.bearer = {"Authorization": f"Bearer {server.service_role_key}"}
 
     def fn(self, name: str, body: Any = None, *, headers: dict[str, str] | None = None) -> httpx.Response:
-        return self.http.post(f"/functions/v1/{name}", json=body, headers=headers if headers is not None else self.bearer)
+        return self.http.post(
+            f"/functions/v1/{name}", json=body, headers=headers if headers is not None else self.bearer
+        )
 
     def rest(self, method: str, path: str, **kw: Any) -> httpx.Response:
         headers = {"apikey": self.server.service_role_key, **kw.pop("headers", {})}
@@ -88,7 +90,13 @@ def test_auth_method_and_preflight_rules(edge: Edge) -> None:
     assert r.status_code == 401 and envelope_code(r) == "authentication_failed"
     r = edge.fn("complete_task", {}, headers={"Authorization": "Bearer not-a-key"})
     assert r.status_code == 403 and envelope_code(r) == "forbidden"
-    for name in ("claim-next-task", "task-counts", "complete_task", "update-task-status", "update-worker-model"):
+    for name in (
+        "claim-next-task",
+        "task-counts",
+        "complete_task",
+        "update-task-status",
+        "update-worker-model",
+    ):
         r = edge.http.get(f"/functions/v1/{name}", headers=edge.bearer)
         assert r.status_code == 405 and r.headers["Allow"] == "POST", name
         r = edge.http.options(f"/functions/v1/{name}")
@@ -172,10 +180,14 @@ def test_update_task_status_validation(edge: Edge, raw_conn: Any) -> None:
 
 
 @pytest.mark.parametrize("current", list(TRANSITIONS))
-def test_update_task_status_follows_the_apps_transition_table(edge: Edge, raw_conn: Any, current: str) -> None:
+def test_update_task_status_follows_the_apps_transition_table(
+    edge: Edge, raw_conn: Any, current: str
+) -> None:
     add_worker(raw_conn, "gpu-1", "active")
     for requested in TRANSITIONS:
-        (task_id,) = add_tasks(raw_conn, 1, status=current, worker_id="gpu-1" if current == "In Progress" else None)
+        (task_id,) = add_tasks(
+            raw_conn, 1, status=current, worker_id="gpu-1" if current == "In Progress" else None
+        )
         r = edge.fn("update-task-status", {"task_id": task_id, "status": requested})
         if requested in TRANSITIONS[current]:
             assert r.status_code == 200, (current, requested, r.text)
@@ -194,9 +206,14 @@ def test_update_task_status_fields_and_the_timestamp_only_reset(edge: Edge, raw_
     add_worker(raw_conn, "gpu-1", "active")
     (task_id,) = add_tasks(raw_conn, 1, status="In Progress", worker_id="gpu-1")
     # After a model load the worker resets its start time: In Progress -> In Progress is allowed only so.
-    r = edge.fn("update-task-status", {"task_id": task_id, "status": "In Progress", "reset_generation_started_at": True})
+    r = edge.fn(
+        "update-task-status",
+        {"task_id": task_id, "status": "In Progress", "reset_generation_started_at": True},
+    )
     assert r.status_code == 200
-    r = edge.fn("update-task-status", {"task_id": task_id, "status": "In Progress", "output_location": "waiting"})
+    r = edge.fn(
+        "update-task-status", {"task_id": task_id, "status": "In Progress", "output_location": "waiting"}
+    )
     assert r.status_code == 409
     # A retryable error: back to the queue, worker cleared, error_details -> error_message; the worker's
     # attempts (n+1 from a claim that carries none, so 1) does not lower the count the database keeps.
@@ -209,7 +226,9 @@ def test_update_task_status_fields_and_the_timestamp_only_reset(edge: Edge, raw_
     assert (row["attempts"], row["error_message"]) == (2, "CUDA out of memory")
     # A failure: the error text travels in output_location, as the worker sends it.
     raw_conn.execute("update tasks set status = 'In Progress', worker_id = 'gpu-1' where id = %s", (task_id,))
-    r = edge.fn("update-task-status", {"task_id": task_id, "status": "Failed", "output_location": "Traceback ..."})
+    r = edge.fn(
+        "update-task-status", {"task_id": task_id, "status": "Failed", "output_location": "Traceback ..."}
+    )
     assert r.status_code == 200
     row = task_row(raw_conn, task_id)
     assert (row["status"], row["output_location"], row["attempts"]) == ("Failed", "Traceback ...", 3)
@@ -228,7 +247,9 @@ def test_complete_task_base64_answers_200_even_when_no_longer_in_progress(edge: 
     answer = r.json()
     assert set(answer) == {"success", "public_url", "thumbnail_url", "follow_up", "message"}
     assert answer["success"] is True and answer["follow_up"] == {"status": "ok", "issues": []}
-    assert answer["public_url"].endswith(f"/storage/v1/object/public/image_uploads/system/tasks/{running}/out.mp4")
+    assert answer["public_url"].endswith(
+        f"/storage/v1/object/public/image_uploads/system/tasks/{running}/out.mp4"
+    )
     assert edge.http.get(answer["public_url"]).content == data
     row = task_row(raw_conn, running)
     assert (row["status"], row["output_location"]) == ("Complete", answer["public_url"])
@@ -246,7 +267,10 @@ def test_complete_task_refusals(edge: Edge, raw_conn: Any) -> None:
     assert r.status_code == 400 and envelope_code(r) == "missing_base64_upload_fields"
     r = edge.fn("complete_task", {"task_id": task_id, "file_data": "***", "filename": "a.mp4"})
     assert r.status_code == 400 and envelope_code(r) == "invalid_base64_file_data"
-    r = edge.fn("complete_task", {"task_id": "11111111-1111-1111-1111-111111111111", "file_data": "AAAA", "filename": "a.mp4"})
+    r = edge.fn(
+        "complete_task",
+        {"task_id": "11111111-1111-1111-1111-111111111111", "file_data": "AAAA", "filename": "a.mp4"},
+    )
     assert r.status_code == 404 and envelope_code(r) == "task_actor_resolution_failed"
     other = f"system/tasks/{'2' * 8}-2222-2222-2222-222222222222/out.mp4"
     r = edge.fn("complete_task", {"task_id": task_id, "storage_path": other})
@@ -284,7 +308,9 @@ def test_a_large_output_goes_through_a_signed_upload(edge: Edge, raw_conn: Any) 
 
 def test_update_worker_model_refuses_the_workers_body(edge: Edge, raw_conn: Any) -> None:
     add_worker(raw_conn, "gpu-1", "draining")
-    r = edge.fn("update-worker-model", {"worker_id": "gpu-1", "model": "wan_2_2_i2v"})  # what the worker sends
+    r = edge.fn(
+        "update-worker-model", {"worker_id": "gpu-1", "model": "wan_2_2_i2v"}
+    )  # what the worker sends
     assert (r.status_code, r.text) == (400, "Missing required field: current_model")
     r = edge.fn("update-worker-model", {"worker_id": "gpu-1", "current_model": "wan_2_2_i2v"})
     assert r.status_code == 200 and r.json()["action"] == "updated"
@@ -307,7 +333,12 @@ def test_the_heartbeat_rpc_as_the_guardian_sends_it(edge: Edge, raw_conn: Any) -
                         "crash_requeued_tasks": 0, "crash_failed_tasks": 0}  # fmt: skip
     row = worker_row(raw_conn, "gpu-1")
     assert row["status"] == "initializing" and row["metadata"]["vram_used_mb"] == 1024
-    r = edge.rest("POST", "rpc/func_worker_heartbeat_with_logs", json={**body, "status_param": "crashed"}, headers=headers)
+    r = edge.rest(
+        "POST",
+        "rpc/func_worker_heartbeat_with_logs",
+        json={**body, "status_param": "crashed"},
+        headers=headers,
+    )
     assert r.status_code == 200 and worker_row(raw_conn, "gpu-1")["reported_status"] == "crashed"
     r = edge.rest("POST", "rpc/func_worker_heartbeat_with_logs", json={"worker_id": "gpu-1"}, headers=headers)
     assert r.status_code == 404 and r.json()["code"] == "PGRST202"
@@ -320,8 +351,15 @@ def test_the_workers_own_in_progress_lookup(edge: Edge, raw_conn: Any) -> None:
     add_worker(raw_conn, "gpu-1", "active")
     (mine,) = add_tasks(raw_conn, 1, status="In Progress", worker_id="gpu-1")
     add_tasks(raw_conn, 2)
-    params = {"select": "id,params,task_type,project_id", "worker_id": "eq.gpu-1", "status": "eq.In Progress", "limit": "1"}
-    r = edge.rest("GET", "tasks", params=params, headers={"Authorization": f"Bearer {edge.server.service_role_key}"})
+    params = {
+        "select": "id,params,task_type,project_id",
+        "worker_id": "eq.gpu-1",
+        "status": "eq.In Progress",
+        "limit": "1",
+    }
+    r = edge.rest(
+        "GET", "tasks", params=params, headers={"Authorization": f"Bearer {edge.server.service_role_key}"}
+    )
     assert r.status_code == 200
     assert r.json() == [{"id": mine, "params": {}, "task_type": "generate", "project_id": None}]
     r = edge.rest("GET", "tasks", params={**params, "worker_id": "eq.gpu-2"})
@@ -339,7 +377,9 @@ def test_the_patches_of_the_launcher_and_the_fatal_handler(edge: Edge, raw_conn:
     (held,) = add_tasks(raw_conn, 1, status="In Progress", worker_id="gpu-1")
     # The launcher: metadata.startup_phase, expects 204.
     meta = worker_row(raw_conn, "gpu-1")["metadata"]
-    r = edge.rest("PATCH", "workers", params={"id": "eq.gpu-1"}, json={"metadata": {**meta, "startup_phase": "ready"}})
+    r = edge.rest(
+        "PATCH", "workers", params={"id": "eq.gpu-1"}, json={"metadata": {**meta, "startup_phase": "ready"}}
+    )
     assert r.status_code == 204 and r.content == b""
     # The fatal handler (supabase-py: Prefer return=representation): status 'error', then the tasks PATCH
     # with error_details, a column tasks does not have.
@@ -388,8 +428,17 @@ def test_the_table_calls_through_supabase_py(edge: Edge, raw_conn: Any) -> None:
     with pytest.raises(APIError) as none:
         client.table("workers").select("id").eq("id", "nobody").single().execute()
     assert none.value.code == "PGRST116"
-    updated = client.table("workers").update({"status": "error", "metadata": {"error_reason": "x"}}).eq("id", "gpu-1").execute()
-    assert updated.data and updated.data[0]["status"] == "active" and updated.data[0]["reported_status"] == "error"
+    updated = (
+        client.table("workers")
+        .update({"status": "error", "metadata": {"error_reason": "x"}})
+        .eq("id", "gpu-1")
+        .execute()
+    )
+    assert (
+        updated.data
+        and updated.data[0]["status"] == "active"
+        and updated.data[0]["reported_status"] == "error"
+    )
     with pytest.raises(APIError) as refused:
         client.table("tasks").update({"status": "Queued", "error_details": "x"}).eq("id", held).execute()
     assert refused.value.code == "PGRST204"

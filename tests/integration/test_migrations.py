@@ -192,8 +192,14 @@ def test_onto_production_schema_with_rows(empty_url: str) -> None:
 
     with connect(empty_url) as conn:
         # The text status became the enum task_status: the same values, read back as text.
-        assert conn.execute("select pg_typeof(status)::text as t from tasks limit 1").fetchone()["t"] == "task_status"  # type: ignore[index]
-        assert dump(conn, "tasks", ORIGINAL_TASK_COLUMNS.replace("status,", "status::text as status,")) == tasks_before
+        assert (
+            conn.execute("select pg_typeof(status)::text as t from tasks limit 1").fetchone()["t"]
+            == "task_status"
+        )  # type: ignore[index]
+        assert (
+            dump(conn, "tasks", ORIGINAL_TASK_COLUMNS.replace("status,", "status::text as status,"))
+            == tasks_before
+        )
         assert dump(conn, "workers", ORIGINAL_WORKER_COLUMNS) == workers_before
         added = conn.execute(
             "select id, status_changed_at = created_at as backfilled, activated_at, orchestrator_prefix from workers"
@@ -242,7 +248,9 @@ def test_onto_production_schema_with_rows(empty_url: str) -> None:
         "33333333-3333-3333-3333-333333333333",
         "44444444-4444-4444-4444-444444444444",
     ]
-    row = worker.set_status("44444444-4444-4444-4444-444444444444", "Queued", error_details="boom", clear_worker=True)
+    row = worker.set_status(
+        "44444444-4444-4444-4444-444444444444", "Queued", error_details="boom", clear_worker=True
+    )
     assert (row["status"], row["attempts"]) == ("Failed", 3)  # attempts was 2: the limit, dead-lettered
 
 
@@ -330,7 +338,9 @@ def test_upgrading_a_database_the_earlier_migrations_built(empty_url: str, earli
         db.register_worker(token, "gpu-old", "RTX 4090", {"runpod_id": "pod-old"})
         db.transition_worker(token, "gpu-old", "initializing", "pod_ready")
         with connect(empty_url) as conn:
-            conn.execute("insert into tasks (task_type, status, worker_id) values ('t', 'In Progress', 'gpu-old')")
+            conn.execute(
+                "insert into tasks (task_type, status, worker_id) values ('t', 'In Progress', 'gpu-old')"
+            )
         assert apply_migrations(empty_url) == [m.filename for m in discover() if m.filename >= "20261206"]
         with connect(empty_url) as conn:
             row = conn.execute(
@@ -345,7 +355,9 @@ def test_upgrading_a_database_the_earlier_migrations_built(empty_url: str, earli
         db.close()
 
 
-def test_a_redefined_claimable_view_stops_the_enum_conversion_clearly(empty_url: str, earlier_migrations: Path) -> None:
+def test_a_redefined_claimable_view_stops_the_enum_conversion_clearly(
+    empty_url: str, earlier_migrations: Path
+) -> None:
     apply_migrations(empty_url, earlier_migrations)
     with connect(empty_url) as conn:
         conn.execute(
@@ -358,4 +370,7 @@ def test_a_redefined_claimable_view_stops_the_enum_conversion_clearly(empty_url:
         assert conn.execute(
             "select format_type(atttypid, atttypmod) as t from pg_attribute where attrelid = 'tasks'::regclass and attname = 'status'"
         ).fetchone() == {"t": "text"}
-        assert "held" in conn.execute("select pg_get_viewdef('orchestrator_claimable_tasks') as d").fetchone()["d"]  # type: ignore[index]
+        assert (
+            "held"
+            in conn.execute("select pg_get_viewdef('orchestrator_claimable_tasks') as d").fetchone()["d"]
+        )  # type: ignore[index]

@@ -34,7 +34,11 @@ def _runnable_script() -> str:
 
 @pytest.mark.timeout(600)
 def test_the_quick_start_brings_up_a_working_fleet_and_leaves_nothing_billing() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "SUPABASE_", "DATABASE_", "METRICS_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RUNPOD_", "SUPABASE_", "DATABASE_", "METRICS_"))
+    }
     env.update(
         PGPORT_LOCAL=str(_free_port()),
         REST_PORT=str(_free_port()),

@@ -58,7 +58,9 @@ def app_url(pg: TempPostgres) -> Iterator[str]:
         conn.execute("insert into users (id, credits) values (%s, 100)", (USER,))
         conn.execute("insert into projects (id, user_id) values (%s, %s)", (PROJECT, USER))
         conn.execute("insert into task_types (name, run_type) values ('wan_2_2_i2v', 'gpu')")
-        conn.execute("insert into workers (id, instance_type, status) values ('app-worker', 'external', 'active')")
+        conn.execute(
+            "insert into workers (id, instance_type, status) values ('app-worker', 'external', 'active')"
+        )
     try:
         yield url
     finally:
@@ -139,7 +141,17 @@ def test_the_migrations_extend_the_check_keep_the_enum_and_the_key(migrated: str
             "select format_type(atttypid, atttypmod) as t from pg_attribute where attrelid = 'tasks'::regclass and attname = 'status'"
         ).fetchone()
     assert len(checks) == 1
-    for value in ("active", "inactive", "terminated", "crashed", "error", "spawning", "initializing", "draining", "terminating"):
+    for value in (
+        "active",
+        "inactive",
+        "terminated",
+        "crashed",
+        "error",
+        "spawning",
+        "initializing",
+        "draining",
+        "terminating",
+    ):
         assert f"'{value}'::text" in checks[0]["d"], value
     assert [k["conname"] for k in keys] == ["tasks_worker_id_fkey"]
     assert status_type == {"t": "task_status"}
@@ -223,7 +235,9 @@ def test_the_crash_beat_is_recorded_and_its_tasks_counted_once(
     beat = real_worker_app.heartbeat("gpu-1", 0, 0, status="crashed")
     assert beat["success"] is True
     row = worker(migrated, "gpu-1")
-    assert row["status"] == "active" and row["reported_status"] == "crashed" and row["reported_at"] is not None
+    assert (
+        row["status"] == "active" and row["reported_status"] == "crashed" and row["reported_at"] is not None
+    )
     assert row["metadata"]["process_started_at"] == "2026-12-06T00:00:00Z"
     assert (task(migrated, held)["status"], task(migrated, held)["attempts"]) == ("Queued", 1)
     # The app requeued it at its third attempt; at the orchestrator's limit (3) it is dead-lettered.

@@ -65,7 +65,10 @@ def test_every_way_back_to_queued_changes_the_answer_and_nothing_else_does(
     assert db.queue_probe() == baseline
 
     # The worker sends its task back through update-task-status below the attempt limit: requeued.
-    assert real_worker.set_status(second, "Queued", error_details="cuda oom", clear_worker=True)["status"] == "Queued"
+    assert (
+        real_worker.set_status(second, "Queued", error_details="cuda oom", clear_worker=True)["status"]
+        == "Queued"
+    )
     after_fail = db.queue_probe()
     assert after_fail == {**baseline, "requeues": 1}  # newest_queued_at did not move: created_at is old
 
@@ -104,7 +107,10 @@ def test_a_dead_lettered_failure_does_not_change_the_answer(
     (first, _, _), _newest = busy_worker
     baseline = db.queue_probe()
     db.set_task_attempt_limit(token, 1)
-    assert real_worker.set_status(first, "Queued", error_details="bad input", clear_worker=True)["status"] == "Failed"
+    assert (
+        real_worker.set_status(first, "Queued", error_details="bad input", clear_worker=True)["status"]
+        == "Failed"
+    )
     assert db.queue_probe() == baseline
 
 
@@ -209,7 +215,9 @@ def test_a_task_committed_late_with_an_old_created_at_changes_the_answer(
             "returning id, created_at"
         ).fetchone()
         assert late is not None and late["created_at"] == started["t"]
-        assert db.queue_probe() == baseline  # not visible yet: announcing it now would wake a tick for nothing
+        assert (
+            db.queue_probe() == baseline
+        )  # not visible yet: announcing it now would wake a tick for nothing
         slow.commit()
     assert task_row(raw, str(late["id"]))["created_at"] < task_row(raw, newer)["created_at"]
     after = db.queue_probe()
@@ -227,6 +235,8 @@ def test_inserts_bump_once_per_transaction_and_only_for_queued_tasks(
     add_tasks(raw, 2, status="In Progress", worker_id=None)
     assert db.queue_probe()["enqueued"] == before + 1
     with psycopg.connect(database_url) as rolled_back:
-        rolled_back.execute("insert into tasks (task_type, params, status) values ('t', '{}'::jsonb, 'Queued')")
+        rolled_back.execute(
+            "insert into tasks (task_type, params, status) values ('t', '{}'::jsonb, 'Queued')"
+        )
         rolled_back.rollback()
     assert db.queue_probe()["enqueued"] == before + 1

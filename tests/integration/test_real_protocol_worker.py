@@ -75,11 +75,17 @@ def start_worker(stack: Stack, worker_id: str, tmp_path: Path) -> tuple[subproce
     with out.open("wb") as sink:
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "orchestrator.standins.worker",
-                "--supabase-url", stack.supabase_url,
-                "--supabase-access-token", stack.service_role_key,
-                "--worker", worker_id,
-                "--wgp-profile", "1",
+                sys.executable,
+                "-m",
+                "orchestrator.standins.worker",
+                "--supabase-url",
+                stack.supabase_url,
+                "--supabase-access-token",
+                stack.service_role_key,
+                "--worker",
+                worker_id,
+                "--wgp-profile",
+                "1",
             ],
             env=env,
             stdout=sink,
@@ -103,9 +109,12 @@ def row(stack: Stack, worker_id: str) -> dict[str, Any]:
 
 def task(stack: Stack, task_id: str) -> dict[str, Any]:
     rows = stack.sql(
-        "select status::text, attempts, worker_id, output_location, error_message from tasks where id = %s", (task_id,)
+        "select status::text, attempts, worker_id, output_location, error_message from tasks where id = %s",
+        (task_id,),
     )
-    return dict(zip(("status", "attempts", "worker_id", "output_location", "error_message"), rows[0], strict=True))
+    return dict(
+        zip(("status", "attempts", "worker_id", "output_location", "error_message"), rows[0], strict=True)
+    )
 
 
 @pytest.fixture
@@ -125,7 +134,9 @@ def test_a_worker_heartbeats_claims_and_completes_without_changing_our_state(
     [task_id] = stack.enqueue(1, duration_sec=0.3)
     proc, log = start_worker(stack, "gpu-w-ok", tmp_path)
     killer.append(proc)
-    done = wait_for(lambda: (t := task(stack, task_id))["status"] == "Complete" and t, what="the task complete")
+    done = wait_for(
+        lambda: (t := task(stack, task_id))["status"] == "Complete" and t, what="the task complete"
+    )
     assert done["worker_id"] == "gpu-w-ok" and done["attempts"] == 0 and done["output_location"]
     w = wait_for(lambda: (r := row(stack, "gpu-w-ok"))["last_heartbeat"] and r, what="a heartbeat")
     # The heartbeat RPC said 'active' every beat; our state stays ours until the policy promotes.

@@ -124,7 +124,9 @@ def test_table_columns_come_from_the_cache_too(postgrest: PostgrestServer, datab
     assert fresh.status_code == 200 and fresh.json()[0]["cache_probe"] == "x", fresh.text
 
 
-def test_a_lost_listener_reconnects_and_reloads(postgrest: PostgrestServer, rest: Database, database_url: str) -> None:
+def test_a_lost_listener_reconnects_and_reloads(
+    postgrest: PostgrestServer, rest: Database, database_url: str
+) -> None:
     """PostgREST refills the cache whenever its listener connection is re-established (its connection
     worker obtains "a healthy connection to pg and an up-to-date schema cache")."""
     with psycopg.connect(database_url, autocommit=True) as conn:

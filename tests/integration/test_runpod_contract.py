@@ -27,7 +27,13 @@ FAST_RETRY = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05, max_rate_l
 
 
 def make_client(
-    emulator: Any, keypair: Any, tmp_path: Path, api: str, *, cls: type[RunpodClient] = RunpodClient, **overrides: Any
+    emulator: Any,
+    keypair: Any,
+    tmp_path: Path,
+    api: str,
+    *,
+    cls: type[RunpodClient] = RunpodClient,
+    **overrides: Any,
 ) -> RunpodClient:
     """A RunpodClient (or a subclass of it) configured as the daemon would, pointed at the emulator."""
     pub = tmp_path / f"id_{api}.pub"
@@ -119,7 +125,9 @@ def test_worker_lifecycle_contract(api: str, emulator, client_factory, postgrest
     fp = ready["host_key_fingerprint"]
     assert fp and fp.startswith("SHA256:") and ready["ssh_details"]["host_key_fingerprint"] == fp
     assert set(ready["checks"]) == {"storage_mount", "headless_dir", "nvidia_smi", "python"}
-    assert "Headless-Wan2GP" in ready["checks"]["storage_mount"] or "reigh" in ready["checks"]["storage_mount"]
+    assert (
+        "Headless-Wan2GP" in ready["checks"]["storage_mount"] or "reigh" in ready["checks"]["storage_mount"]
+    )
 
     status = client.get_pod_status(runpod_id)
     assert status is not None and tuple(status) == STATUS_KEYS
@@ -234,7 +242,9 @@ def test_configuration_from_environment_and_settings(ssh_keypair, tmp_path: Path
 
 
 @pytest.mark.parametrize("api", TRANSPORTS)
-def test_create_pod_and_wait_and_the_module_level_helpers(api: str, emulator, client_factory, ssh_keypair, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_create_pod_and_wait_and_the_module_level_helpers(
+    api: str, emulator, client_factory, ssh_keypair, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     from orchestrator import runpod_client
 
     client = client_factory(api)
@@ -300,16 +310,22 @@ def test_create_pod_and_wait_has_the_seeds_parameters_and_defaults() -> None:
 
     for fn in (runpod_client.create_pod_and_wait, RunpodClient.create_pod_and_wait):
         params = [p for p in inspect.signature(fn).parameters.values() if p.name != "self"]
-        positional = [(p.name, p.default) for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        positional = [
+            (p.name, p.default) for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        ]
         assert positional == SEED_CREATE_PARAMS, fn
     # The original's id generator, on the client as it was.
     import re
 
-    assert re.fullmatch(r"gpu-\d{8}_\d{6}-[0-9a-f]{8}", RunpodClient(api_key="x", env={}).generate_worker_id())
+    assert re.fullmatch(
+        r"gpu-\d{8}_\d{6}-[0-9a-f]{8}", RunpodClient(api_key="x", env={}).generate_worker_id()
+    )
 
 
 @pytest.mark.parametrize("api", TRANSPORTS)
-def test_create_pod_and_wait_creates_the_pod_the_seed_describes(api: str, emulator, client_factory, ssh_keypair, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_create_pod_and_wait_creates_the_pod_the_seed_describes(
+    api: str, emulator, client_factory, ssh_keypair, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     from orchestrator import runpod_client
 
     client = client_factory(api)
@@ -358,7 +374,9 @@ def test_get_pod_status_of_a_pod_runpod_no_longer_knows_is_none(api: str, client
     assert client.get_pod_status(spawned["runpod_id"]) is None
 
 
-def test_graphql_sends_the_disk_size_as_the_seed_did_even_with_a_network_volume(emulator, client_factory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_graphql_sends_the_disk_size_as_the_seed_did_even_with_a_network_volume(
+    emulator, client_factory, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     """The original passed volume_in_gb=RUNPOD_DISK_SIZE_GB to runpod.create_pod with its network volume."""
     import runpod
 

@@ -85,7 +85,12 @@ def test_no_capacity_falls_through_the_priority_list_then_is_typed(api: str, cli
     with pytest.raises(errors.RunpodCapacityError) as info:
         client.spawn_worker(f"gpu-nocap-{api}")
     msg = str(info.value)
-    assert "no capacity for any GPU type" in msg and "EU-RO-1" in msg and "RTX 4090" in msg and "RTX A4000" in msg
+    assert (
+        "no capacity for any GPU type" in msg
+        and "EU-RO-1" in msg
+        and "RTX 4090" in msg
+        and "RTX A4000" in msg
+    )
     assert [p["name"] for p in emulator.admin.pods()] == [f"gpu-fallthrough-{api}"]
 
 
@@ -228,7 +233,10 @@ class Stub:
                 if n:
                     self.rfile.read(n)
                 path = self.path.split("?")[0]
-                status, ctype, body = stub.routes.get((method, path), (404, "application/problem+json", '{"title":"Not Found","status":404,"detail":"nope"}'))
+                status, ctype, body = stub.routes.get(
+                    (method, path),
+                    (404, "application/problem+json", '{"title":"Not Found","status":404,"detail":"nope"}'),
+                )
                 data = body.encode()
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
@@ -266,7 +274,10 @@ def _rest_pod(**over: Any) -> dict[str, Any]:
         "cost": 0.59,
         "createdAt": "2026-11-29T00:00:00Z",
         "ssh": {"proxy": None, "direct": None},
-        "runtime": {"uptime": 5, "ports": [{"private": 8888, "public": 40000, "type": "http", "ip": "127.0.0.1"}]},
+        "runtime": {
+            "uptime": 5,
+            "ports": [{"private": 8888, "public": 40000, "type": "http", "ip": "127.0.0.1"}],
+        },
     }
     pod.update(over)
     return pod
@@ -275,7 +286,11 @@ def _rest_pod(**over: Any) -> dict[str, Any]:
 def test_rest_malformed_bodies_are_typed_with_an_excerpt(clients, stub: Stub) -> None:  # type: ignore[no-untyped-def]
     client = clients("rest", stub)
     pid = "abcdefghijklmn"
-    stub.routes[("GET", f"/v2/pods/{pid}")] = (200, "text/html", "<html><body>Cloudflare says hi</body></html>")
+    stub.routes[("GET", f"/v2/pods/{pid}")] = (
+        200,
+        "text/html",
+        "<html><body>Cloudflare says hi</body></html>",
+    )
     with pytest.raises(errors.RunpodMalformedResponse, match=r"not JSON.*Cloudflare says hi"):
         client.get_pod_status(pid)
 
@@ -284,7 +299,11 @@ def test_rest_malformed_bodies_are_typed_with_an_excerpt(clients, stub: Stub) ->
         client.get_pod_status(pid)
     assert '"name": "x"' in str(info.value.payload)
 
-    stub.routes[("GET", f"/v2/pods/{pid}")] = (200, "application/json", json.dumps({"id": pid, "status": "PAUSED"}))
+    stub.routes[("GET", f"/v2/pods/{pid}")] = (
+        200,
+        "application/json",
+        json.dumps({"id": pid, "status": "PAUSED"}),
+    )
     with pytest.raises(errors.RunpodMalformedResponse, match="unknown status 'PAUSED'"):
         client.get_pod_status(pid)
     res = client.check_and_initialize_worker("gpu-stub", pid)
@@ -317,7 +336,11 @@ def test_graphql_malformed_bodies_are_typed_with_an_excerpt(clients, stub: Stub)
     with pytest.raises(errors.RunpodMalformedResponse, match="unexpected response shape"):
         client.get_network_volumes()
 
-    stub.routes[("POST", "/graphql")] = (200, "application/json", json.dumps({"data": {"pod": {"id": "abcdefghijklmn"}}}))
+    stub.routes[("POST", "/graphql")] = (
+        200,
+        "application/json",
+        json.dumps({"data": {"pod": {"id": "abcdefghijklmn"}}}),
+    )
     with pytest.raises(errors.RunpodMalformedResponse, match="missing field 'desiredStatus'"):
         client.get_pod_status("abcdefghijklmn")
 
@@ -326,9 +349,17 @@ def test_graphql_malformed_bodies_are_typed_with_an_excerpt(clients, stub: Stub)
         "name": "gpu-stub",
         "desiredStatus": "RUNNING",
         "ports": "22/tcp",
-        "runtime": {"ports": [{"ip": "10.0.0.1", "isIpPublic": False, "privatePort": 22, "publicPort": 22, "type": "tcp"}]},
+        "runtime": {
+            "ports": [
+                {"ip": "10.0.0.1", "isIpPublic": False, "privatePort": 22, "publicPort": 22, "type": "tcp"}
+            ]
+        },
     }
-    stub.routes[("POST", "/graphql")] = (200, "application/json", json.dumps({"data": {"pod": runtime_no_ssh}}))
+    stub.routes[("POST", "/graphql")] = (
+        200,
+        "application/json",
+        json.dumps({"data": {"pod": runtime_no_ssh}}),
+    )
     res = client.check_and_initialize_worker("gpu-stub", "abcdefghijklmn")
     assert res["status"] == "error" and "no public 22/tcp mapping" in res["error"]
 
@@ -341,8 +372,14 @@ def test_ssh_timeout_is_reported_as_still_spawning(clients, stub: Stub) -> None:
     try:
         port = silent.getsockname()[1]
         pod = _rest_pod(
-            ssh={"proxy": None, "direct": {"host": "127.0.0.1", "port": port, "username": "root", "command": "ssh"}},
-            runtime={"uptime": 5, "ports": [{"private": 22, "public": port, "type": "tcp", "ip": "127.0.0.1"}]},
+            ssh={
+                "proxy": None,
+                "direct": {"host": "127.0.0.1", "port": port, "username": "root", "command": "ssh"},
+            },
+            runtime={
+                "uptime": 5,
+                "ports": [{"private": 22, "public": port, "type": "tcp", "ip": "127.0.0.1"}],
+            },
         )
         stub.routes[("GET", "/v2/pods/abcdefghijklmn")] = (200, "application/json", json.dumps(pod))
         client = clients("rest", stub, ssh_connect_timeout=1.0)

@@ -87,12 +87,18 @@ class Candidates:
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 if path == "/v2/catalog/gpus":
-                    gpus = [{"id": g, "name": g, "memory": 24, "price": {"secure": 0.5}} for g in (FIRST, SECOND)]
+                    gpus = [
+                        {"id": g, "name": g, "memory": 24, "price": {"secure": 0.5}} for g in (FIRST, SECOND)
+                    ]
                     self._send(200, {"gpus": gpus})
                 elif path == "/v2/pods":
                     self._send(200, {"pods": []})
                 else:
-                    self._send(404, {"title": "Not Found", "status": 404, "detail": "nope"}, "application/problem+json")
+                    self._send(
+                        404,
+                        {"title": "Not Found", "status": 404, "detail": "nope"},
+                        "application/problem+json",
+                    )
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
@@ -103,7 +109,13 @@ class Candidates:
                     self._send(400, problem, "application/problem+json")
                     return
                 outer.created.append(gpu)
-                pod = _rest_pod(id="podcreatedabcd", name=body["name"], gpu={"id": gpu, "count": 1}, status="PROVISIONING", runtime=None)
+                pod = _rest_pod(
+                    id="podcreatedabcd",
+                    name=body["name"],
+                    gpu={"id": gpu, "count": 1},
+                    status="PROVISIONING",
+                    runtime=None,
+                )
                 self._send(201, pod)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -130,7 +142,9 @@ def candidates() -> Iterator[Candidates]:
 def test_a_rest_400_in_unknown_words_falls_through_to_the_next_gpu_type(
     candidates: Candidates, ssh_keypair: Any, tmp_path: Path
 ) -> None:
-    client = make_client(candidates, ssh_keypair, tmp_path, "rest", storage_name=None, gpu_type=f"{FIRST}, {SECOND}")
+    client = make_client(
+        candidates, ssh_keypair, tmp_path, "rest", storage_name=None, gpu_type=f"{FIRST}, {SECOND}"
+    )
     try:
         with structlog.testing.capture_logs() as logs:
             spawned = client.spawn_worker("gpu-20261206_010000-fa11f00d")
@@ -148,7 +162,9 @@ def test_when_every_candidate_refuses_the_spawn_fails_listing_each(
     candidates: Candidates, ssh_keypair: Any, tmp_path: Path
 ) -> None:
     candidates.refuse = {FIRST, SECOND}
-    client = make_client(candidates, ssh_keypair, tmp_path, "rest", storage_name=None, gpu_type=f"{FIRST}, {SECOND}")
+    client = make_client(
+        candidates, ssh_keypair, tmp_path, "rest", storage_name=None, gpu_type=f"{FIRST}, {SECOND}"
+    )
     try:
         with pytest.raises(errors.RunpodRequestError) as info:
             client.spawn_worker("gpu-20261206_010000-fa11f00e")

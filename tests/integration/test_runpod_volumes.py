@@ -26,7 +26,9 @@ SECOND = "workspace-ks-test"
 
 
 def add_volume(emulator: Any, name: str = SECOND, data_center: str = "US-KS-2") -> dict[str, Any]:
-    with httpx.Client(base_url=emulator.base_url, headers={"Authorization": f"Bearer {TEST_API_KEY}"}, timeout=30) as http:
+    with httpx.Client(
+        base_url=emulator.base_url, headers={"Authorization": f"Bearer {TEST_API_KEY}"}, timeout=30
+    ) as http:
         r = http.post("/v2/network-volumes", json={"name": name, "size": 50, "dataCenter": data_center})
     assert r.status_code == 201, r.text
     return dict(r.json())
@@ -47,7 +49,9 @@ def clients(emulator: Any, ssh_keypair: Any, tmp_path: Path) -> Any:
 
 
 @pytest.mark.parametrize("api", TRANSPORTS)
-def test_a_gpu_type_is_tried_in_every_volume_before_the_next_gpu_type(api: str, clients: Any, emulator: Any) -> None:
+def test_a_gpu_type_is_tried_in_every_volume_before_the_next_gpu_type(
+    api: str, clients: Any, emulator: Any
+) -> None:
     second = add_volume(emulator)
     emulator.admin.set_capacity(RTX4090, "EU-RO-1", 0)
     client = clients(api, gpu_type=f"{RTX4090}, {A4000}", storage_name=f"workspace, {SECOND}")
@@ -71,7 +75,9 @@ def test_avoided_pairs_are_skipped_without_asking_runpod(api: str, clients: Any,
     spawned = client.spawn_worker(f"gpu-avoid-{api}", avoid={("RTX 4090", "US-KS-2")})
     assert (spawned["gpu_type_id"], spawned["data_center"]) == (A4000, "EU-RO-1")
     assert spawned["skipped"] == [{"gpu_type": "RTX 4090", "data_center": "US-KS-2"}]
-    assert [(m["gpu_type"], m["data_center"]) for m in spawned["capacity_misses"]] == [("RTX 4090", "EU-RO-1")]
+    assert [(m["gpu_type"], m["data_center"]) for m in spawned["capacity_misses"]] == [
+        ("RTX 4090", "EU-RO-1")
+    ]
 
     # A data center of None avoids the GPU type everywhere.
     spawned = client.spawn_worker(f"gpu-avoid2-{api}", avoid=[(RTX4090, None), ("RTX A4000", "EU-RO-1")])
@@ -88,7 +94,9 @@ def test_avoided_pairs_are_skipped_without_asking_runpod(api: str, clients: Any,
 
 
 @pytest.mark.parametrize("api", TRANSPORTS)
-def test_every_candidate_without_capacity_is_a_typed_error_naming_each_data_center(api: str, clients: Any, emulator: Any) -> None:
+def test_every_candidate_without_capacity_is_a_typed_error_naming_each_data_center(
+    api: str, clients: Any, emulator: Any
+) -> None:
     add_volume(emulator)
     for dc in ("EU-RO-1", "US-KS-2"):
         emulator.admin.set_capacity(RTX4090, dc, 0)
@@ -99,7 +107,9 @@ def test_every_candidate_without_capacity_is_a_typed_error_naming_each_data_cent
     assert [m["data_center"] for m in info.value.capacity_misses] == ["EU-RO-1", "US-KS-2"]  # type: ignore[attr-defined]
 
 
-def test_a_volume_the_account_lacks_is_skipped_and_none_at_all_is_an_error(clients: Any, emulator: Any) -> None:
+def test_a_volume_the_account_lacks_is_skipped_and_none_at_all_is_an_error(
+    clients: Any, emulator: Any
+) -> None:
     client = clients("rest", storage_name="gone-volume, workspace")
     spawned = client.spawn_worker("gpu-skip-missing")
     assert spawned["network_volume"] == "workspace"
@@ -108,15 +118,29 @@ def test_a_volume_the_account_lacks_is_skipped_and_none_at_all_is_an_error(clien
     assert "workspace" in str(info.value) and "EU-RO-1" in str(info.value)
 
 
-def test_orchestrator_volumes_shows_each_configured_volume_and_whether_it_is_usable(clients: Any, emulator: Any) -> None:
+def test_orchestrator_volumes_shows_each_configured_volume_and_whether_it_is_usable(
+    clients: Any, emulator: Any
+) -> None:
     add_volume(emulator)
     add_volume(emulator, "unlisted-volume", "EU-RO-1")
     emulator.admin.set_capacity(RTX4090, "US-KS-2", 0)
     client = clients("rest", gpu_type=RTX4090, storage_name=f"workspace,{SECOND},gone-volume")
     lines = format_volumes(client).splitlines()
-    row = {line.split()[1]: line for line in lines[1:] if line.split() and line.split()[0] in ("1", "2", "3", "-")}
-    assert row["workspace"].split()[0] == "1" and "EU-RO-1" in row["workspace"] and "yes: RTX 4090" in row["workspace"]
-    assert row[SECOND].split()[0] == "2" and "US-KS-2" in row[SECOND] and "no: none of RUNPOD_GPU_TYPE in stock" in row[SECOND]
+    row = {
+        line.split()[1]: line
+        for line in lines[1:]
+        if line.split() and line.split()[0] in ("1", "2", "3", "-")
+    }
+    assert (
+        row["workspace"].split()[0] == "1"
+        and "EU-RO-1" in row["workspace"]
+        and "yes: RTX 4090" in row["workspace"]
+    )
+    assert (
+        row[SECOND].split()[0] == "2"
+        and "US-KS-2" in row[SECOND]
+        and "no: none of RUNPOD_GPU_TYPE in stock" in row[SECOND]
+    )
     assert row["gone-volume"].split()[0] == "3" and "no such volume" in row["gone-volume"]
     assert "not in RUNPOD_STORAGE_NAME" in row["unlisted-volume"]
     assert "prio = the order spawns try them" in lines[-1]

@@ -72,7 +72,11 @@ class Recorder:
 
     def calls(self, method: str | None = None, path: str | None = None) -> list[Request]:
         with self.lock:
-            return [r for r in self.requests if (method is None or r.method == method) and (path is None or r.path == path)]
+            return [
+                r
+                for r in self.requests
+                if (method is None or r.method == method) and (path is None or r.path == path)
+            ]
 
     def beats(self) -> list[Request]:
         return self.calls("POST", HEARTBEAT_PATH)
@@ -182,14 +186,26 @@ def launch(rec: Recorder, tmp_path: Path) -> Iterator[Callable[..., WorkerProc]]
         beat: float = BEAT_SEC,
         poll: float | None = POLL_SEC,
     ) -> WorkerProc:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "SIM_WORKER_", "RUNPOD_"))}
+        environ = {
+            k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "SIM_WORKER_", "RUNPOD_"))
+        }
         environ |= {"SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY, "SIM_WORKER_HEARTBEAT_SEC": str(beat)}
         if poll is not None:
             environ["SIM_WORKER_POLL_SEC"] = str(poll)
         environ |= env or {}
         argv = list(args) or [
-            "--supabase-url", rec.url, "--supabase-access-token", SERVICE_KEY, "--worker", "gpu-w1",
-            "--db-type", "supabase", "--supabase-anon-key", ANON_KEY, "--wgp-profile", "1",
+            "--supabase-url",
+            rec.url,
+            "--supabase-access-token",
+            SERVICE_KEY,
+            "--worker",
+            "gpu-w1",
+            "--db-type",
+            "supabase",
+            "--supabase-anon-key",
+            ANON_KEY,
+            "--wgp-profile",
+            "1",
         ]
         out = tmp_path / f"worker-{len(started)}.log"
         with out.open("wb") as sink:
@@ -260,7 +276,13 @@ def test_the_guardian_beats_at_start_then_every_interval_with_the_real_headers_a
     assert h["apikey"] == SERVICE_KEY and "authorization" not in h
     assert h["content-type"] == "application/json" and h["prefer"] == "return=representation"
     body = first.json
-    assert set(body) == {"worker_id_param", "vram_total_mb_param", "vram_used_mb_param", "logs_param", "status_param"}
+    assert set(body) == {
+        "worker_id_param",
+        "vram_total_mb_param",
+        "vram_used_mb_param",
+        "logs_param",
+        "status_param",
+    }
     assert body["worker_id_param"] == "gpu-w1" and body["status_param"] == "active"
     assert isinstance(body["vram_total_mb_param"], int) and isinstance(body["vram_used_mb_param"], int)
     assert isinstance(body["logs_param"], list)
@@ -270,7 +292,9 @@ def test_the_guardian_beats_at_start_then_every_interval_with_the_real_headers_a
     assert started["guardian_pid"] != started["pid"] and guardian["pid"] == started["guardian_pid"]
 
 
-def test_the_real_default_interval_is_twenty_seconds(rec: Recorder, launch: Callable[..., WorkerProc]) -> None:
+def test_the_real_default_interval_is_twenty_seconds(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
     w = launch(env={"SIM_WORKER_HEARTBEAT_SEC": ""}, poll=None)
     wait_for(lambda: rec.beats(), what="the first heartbeat")
     started = next(line for line in w.lines() if line.get("event") == "worker_started")
@@ -306,7 +330,9 @@ def test_an_idle_poll_is_a_recovery_read_and_task_counts_without_a_claim(
     assert reads[0].at <= counts[0].at
 
 
-def test_a_claimed_task_is_run_and_completed_with_its_file(rec: Recorder, launch: Callable[..., WorkerProc]) -> None:
+def test_a_claimed_task_is_run_and_completed_with_its_file(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
     claims_once(rec, task("t-1", duration_sec=0.3, model="wan_2_2"))
     w = launch()
     done = wait_for(lambda: rec.edge("complete_task"), what="complete_task")
@@ -331,7 +357,9 @@ def test_a_claimed_task_is_run_and_completed_with_its_file(rec: Recorder, launch
     assert len(rec.edge("update-worker-model")) == 1
 
 
-def test_a_claim_answered_204_or_an_error_gives_no_task(rec: Recorder, launch: Callable[..., WorkerProc]) -> None:
+def test_a_claim_answered_204_or_an_error_gives_no_task(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
     rec.on("POST", "/functions/v1/task-counts", (200, {"totals": {"queued_only": 3}}))
     answers = iter([(204, None), (500, {"error": "boom"}), (403, {"error": "Invalid token"})])
     rec.on("POST", "/functions/v1/claim-next-task", lambda _r: next(answers, (204, None)))
@@ -340,14 +368,18 @@ def test_a_claim_answered_204_or_an_error_gives_no_task(rec: Recorder, launch: C
     assert rec.edge("update-task-status") == [] and rec.edge("complete_task") == []
 
 
-def test_task_counts_failing_makes_the_worker_claim_anyway(rec: Recorder, launch: Callable[..., WorkerProc]) -> None:
+def test_task_counts_failing_makes_the_worker_claim_anyway(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
     rec.on("POST", "/functions/v1/task-counts", (500, {"error": "down"}))
     launch()
     wait_for(lambda: len(rec.edge("claim-next-task")) >= 2, what="claims without counts")
     assert len(rec.edge("task-counts")) >= 2  # one try per cycle, no retry before the claim
 
 
-def test_its_own_in_progress_task_is_recovered_without_a_claim(rec: Recorder, launch: Callable[..., WorkerProc]) -> None:
+def test_its_own_in_progress_task_is_recovered_without_a_claim(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
     held = [{"id": "t-9", "params": {"duration_sec": 0.1}, "task_type": "vace", "project_id": "p-1"}]
     rec.on("GET", "/rest/v1/tasks", lambda _r: (200, held.copy() if not rec.edge("complete_task") else []))
     launch()
@@ -360,7 +392,9 @@ def test_its_own_in_progress_task_is_recovered_without_a_claim(rec: Recorder, la
 # --- failures --------------------------------------------------------------------------------------------
 
 
-def test_a_failure_is_reported_failed_and_a_retryable_one_requeued(rec: Recorder, launch: Callable[..., WorkerProc]) -> None:
+def test_a_failure_is_reported_failed_and_a_retryable_one_requeued(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
     claims_once(
         rec,
         task("t-1", duration_sec=0.05, fail=True, error="CUDA out of memory"),
@@ -368,9 +402,11 @@ def test_a_failure_is_reported_failed_and_a_retryable_one_requeued(rec: Recorder
     )
     launch()
     statuses = wait_for(
-        lambda: (s := [r.json for r in rec.edge("update-task-status") if r.json.get("status") != "In Progress"])
-        and len(s) >= 2
-        and s,
+        lambda: (
+            (s := [r.json for r in rec.edge("update-task-status") if r.json.get("status") != "In Progress"])
+            and len(s) >= 2
+            and s
+        ),
         what="two failure reports",
     )
     assert statuses[0] == {"task_id": "t-1", "status": "Failed", "output_location": "CUDA out of memory"}
@@ -385,10 +421,14 @@ def test_the_retry_helper_retries_5xx_and_not_found_with_growing_sleeps(
     rec: Recorder, launch: Callable[..., WorkerProc]
 ) -> None:
     claims_once(rec, task("t-1", duration_sec=0.05))
-    answers = iter([(503, {"error": "unavailable"}), (404, {"error": "Task not found"}), (200, {"success": True})])
+    answers = iter(
+        [(503, {"error": "unavailable"}), (404, {"error": "Task not found"}), (200, {"success": True})]
+    )
     rec.on("POST", "/functions/v1/complete_task", lambda _r: next(answers))
     launch()
-    calls = wait_for(lambda: len(rec.edge("complete_task")) >= 3 and rec.edge("complete_task"), what="three tries")
+    calls = wait_for(
+        lambda: len(rec.edge("complete_task")) >= 3 and rec.edge("complete_task"), what="three tries"
+    )
     gaps = [b.at - a.at for a, b in itertools.pairwise(calls)]
     # Sleeps of 1 s then 2 s (upper bounds loose: a loaded machine adds to each).
     assert 0.9 <= gaps[0] < 4.0 and 1.9 <= gaps[1] < 5.0 and gaps[1] - gaps[0] >= 0.7, gaps
@@ -409,7 +449,9 @@ def test_a_refused_completion_fails_the_task_without_retrying_a_4xx(
         what="the failure report",
     )
     assert len(rec.edge("complete_task")) == 1
-    assert failed[0]["output_location"].startswith("Upload failed: [EDGE_FAIL:complete_task:HTTP_400] 400 after 1 attempts")
+    assert failed[0]["output_location"].startswith(
+        "Upload failed: [EDGE_FAIL:complete_task:HTTP_400] 400 after 1 attempts"
+    )
 
 
 # --- crash, fatal error, clean stop ------------------------------------------------------------------------
@@ -421,7 +463,9 @@ def test_an_abrupt_death_is_reported_once_as_crashed_by_the_guardian(
     claims_once(rec, task("t-1", duration_sec=0.4, crash=True))
     w = launch()
     assert w.proc.wait(timeout=30) == 70  # reaped: the guardian's liveness check sees it gone
-    crashed = wait_for(lambda: [b for b in rec.beats() if b.json["status_param"] == "crashed"], what="the crash beat")
+    crashed = wait_for(
+        lambda: [b for b in rec.beats() if b.json["status_param"] == "crashed"], what="the crash beat"
+    )
     assert crashed[0].json == {
         "worker_id_param": "gpu-w1",
         "vram_total_mb_param": 0,
@@ -432,7 +476,9 @@ def test_an_abrupt_death_is_reported_once_as_crashed_by_the_guardian(
     assert crashed[0].headers["apikey"] == SERVICE_KEY
     time.sleep(BEAT_SEC * 3)
     assert rec.beats()[-1] is not None and len([b for b in rec.beats() if b.at > crashed[0].at]) == 0
-    assert rec.edge("complete_task") == [] and [r.json["status"] for r in rec.edge("update-task-status")] == ["In Progress"]
+    assert rec.edge("complete_task") == [] and [r.json["status"] for r in rec.edge("update-task-status")] == [
+        "In Progress"
+    ]
     assert "guardian_worker_gone" in w.events()
 
 
@@ -446,8 +492,15 @@ def test_a_fatal_error_marks_the_worker_row_fails_the_task_patch_and_exits_1(
     rec.on(
         "PATCH",
         "/rest/v1/tasks",
-        (400, {"code": "PGRST204", "details": None, "hint": None,
-               "message": "Could not find the 'error_details' column of 'tasks' in the schema cache"}),
+        (
+            400,
+            {
+                "code": "PGRST204",
+                "details": None,
+                "hint": None,
+                "message": "Could not find the 'error_details' column of 'tasks' in the schema cache",
+            },
+        ),
     )
     w = launch()
     assert w.proc.wait(timeout=30) == 1
@@ -466,7 +519,9 @@ def test_a_fatal_error_marks_the_worker_row_fails_the_task_patch_and_exits_1(
     assert meta["self_terminated"] is True and "error_time" in meta
     [task_patch] = rec.calls("PATCH", "/rest/v1/tasks")
     assert task_patch.json == {
-        "status": "Queued", "worker_id": None, "generation_started_at": None,
+        "status": "Queued",
+        "worker_id": None,
+        "generation_started_at": None,
         "error_details": "FATAL cuda_hardware: GPU has fallen off the bus",
     }
     assert task_patch.query == {"id": ["eq.t-1"], "worker_id": ["eq.gpu-w1"], "status": ["eq.In Progress"]}
@@ -478,7 +533,9 @@ def test_a_fatal_error_marks_the_worker_row_fails_the_task_patch_and_exits_1(
     assert "fatal_mark_failed" in w.events()  # the task PATCH failed, as in production
 
 
-def test_an_interrupt_stops_cleanly_without_a_crash_beat(rec: Recorder, launch: Callable[..., WorkerProc]) -> None:
+def test_an_interrupt_stops_cleanly_without_a_crash_beat(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
     w = launch()
     wait_for(lambda: len(rec.beats()) >= 2, what="two beats")
     os.kill(w.proc.pid, signal.SIGINT)
@@ -490,7 +547,9 @@ def test_an_interrupt_stops_cleanly_without_a_crash_beat(rec: Recorder, launch: 
 # --- start-up and arguments ----------------------------------------------------------------------------------
 
 
-def test_start_up_arguments_as_the_real_worker_reads_them(rec: Recorder, launch: Callable[..., WorkerProc]) -> None:
+def test_start_up_arguments_as_the_real_worker_reads_them(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
     # No access token: exit 1, nothing sent.
     w = launch("--supabase-url", rec.url, "--worker", "gpu-w1")
     assert w.proc.wait(timeout=30) == 1 and "authentication credential is required" in w.text()
@@ -503,7 +562,12 @@ def test_start_up_arguments_as_the_real_worker_reads_them(rec: Recorder, launch:
     assert rec.requests == []
     # No --worker: $RUNPOD_POD_ID, and the anon key flag is used only without the service key.
     launch(
-        "--supabase-url", rec.url, "--reigh-access-token", "tok-xyz", "--supabase-anon-key", ANON_KEY,
+        "--supabase-url",
+        rec.url,
+        "--reigh-access-token",
+        "tok-xyz",
+        "--supabase-anon-key",
+        ANON_KEY,
         env={"RUNPOD_POD_ID": "podabc123", "SUPABASE_SERVICE_ROLE_KEY": ""},
     )
     beat = wait_for(lambda: rec.beats(), what="a heartbeat")[0]
@@ -537,9 +601,13 @@ def test_the_laid_out_checkout_runs_as_worker_py_and_as_headless_py(
     assert os.access(app / "worker.py", os.X_OK) and not (app / "headless.py").exists()  # upstream today
     assert (app / "venv" / "bin" / "activate").is_file()
     lay_out_volume(volume)  # idempotent: a restarted emulator on the same state
-    git = subprocess.run(["git", "status", "--porcelain"], cwd=app, capture_output=True, text=True, check=True)
+    git = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=app, capture_output=True, text=True, check=True
+    )
     assert git.stdout == ""
-    pull = subprocess.run(["git", "pull", "origin", "main"], cwd=app, capture_output=True, text=True, check=False)
+    pull = subprocess.run(
+        ["git", "pull", "origin", "main"], cwd=app, capture_output=True, text=True, check=False
+    )
     assert pull.returncode == 0 and "Already up to date" in pull.stdout, pull.stderr
     old = lay_out_volume(volume, worker_dir="Reigh-Worker", entries=("headless.py",))
     assert (old / "headless.py").is_file() and not (old / "worker.py").exists()

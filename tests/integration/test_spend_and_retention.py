@@ -140,7 +140,9 @@ def controller(db: Database, **changes: Any) -> Controller:
     return Controller(settings, db, QuietProvider())  # type: ignore[arg-type]
 
 
-def test_the_leader_prunes_expired_events_in_its_tick(db: Database, raw: psycopg.Connection[dict[str, Any]]) -> None:
+def test_the_leader_prunes_expired_events_in_its_tick(
+    db: Database, raw: psycopg.Connection[dict[str, Any]]
+) -> None:
     raw.execute("insert into orchestrator_events (at, kind) values (now() - interval '40 days', 'expired')")
     raw.execute("insert into orchestrator_events (at, kind) values (now() - interval '10 days', 'kept')")
     c = controller(db, events_retention_days=30)
@@ -167,7 +169,9 @@ def test_a_promotion_reports_the_boot_time(db: Database, raw: psycopg.Connection
     try:
         token = c._ensure_lease()
         assert token is not None
-        db.register_worker(token, "gpu-boot", "NVIDIA GeForce RTX 4090", {"gpu_type": "NVIDIA GeForce RTX 4090"})
+        db.register_worker(
+            token, "gpu-boot", "NVIDIA GeForce RTX 4090", {"gpu_type": "NVIDIA GeForce RTX 4090"}
+        )
         raw.execute("update workers set created_at = now() - interval '95 seconds' where id = 'gpu-boot'")
         db.transition_worker(token, "gpu-boot", "initializing", "pod_ready")
         outcome = c._run_action(Promote(reason=Reason.FIRST_HEARTBEAT, worker_id="gpu-boot"), {}, token)
@@ -175,12 +179,18 @@ def test_a_promotion_reports_the_boot_time(db: Database, raw: psycopg.Connection
         text = c.metrics.render().decode()
     finally:
         c.shutdown()
-    count = re.search(r'^orchestrator_boot_seconds_count\{gpu_type="NVIDIA GeForce RTX 4090"\} (\S+)$', text, re.M)
+    count = re.search(
+        r'^orchestrator_boot_seconds_count\{gpu_type="NVIDIA GeForce RTX 4090"\} (\S+)$', text, re.M
+    )
     under_120 = re.search(
-        r'^orchestrator_boot_seconds_bucket\{gpu_type="NVIDIA GeForce RTX 4090",le="120.0"\} (\S+)$', text, re.M
+        r'^orchestrator_boot_seconds_bucket\{gpu_type="NVIDIA GeForce RTX 4090",le="120.0"\} (\S+)$',
+        text,
+        re.M,
     )
     under_90 = re.search(
-        r'^orchestrator_boot_seconds_bucket\{gpu_type="NVIDIA GeForce RTX 4090",le="90.0"\} (\S+)$', text, re.M
+        r'^orchestrator_boot_seconds_bucket\{gpu_type="NVIDIA GeForce RTX 4090",le="90.0"\} (\S+)$',
+        text,
+        re.M,
     )
     assert count and float(count.group(1)) == 1.0
     assert under_120 and float(under_120.group(1)) == 1.0 and under_90 and float(under_90.group(1)) == 0.0

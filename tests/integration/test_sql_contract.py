@@ -223,7 +223,9 @@ def _documented_edges() -> set[tuple[str, str]]:
 def test_transition_table_is_the_one_the_code_and_the_documentation_use(raw: psycopg.Connection[Any]) -> None:
     # The migration's rows are the authority; core.states.TRANSITIONS (which the simulator's database
     # enforces) must equal them edge for edge and meaning for meaning, and docs/database.md's table too.
-    rows = raw.execute("select from_status, to_status, meaning from orchestrator_worker_transitions").fetchall()
+    rows = raw.execute(
+        "select from_status, to_status, meaning from orchestrator_worker_transitions"
+    ).fetchall()
     assert {(r["from_status"], r["to_status"]): r["meaning"] for r in rows} == {
         (a.value, b.value): meaning for (a, b), meaning in TRANSITIONS.items()
     }
@@ -303,7 +305,9 @@ def test_merge_metadata_is_top_level(db: Database, token: int) -> None:
 
 
 @pytest.mark.parametrize("status", ["terminating", "error", "terminated"])
-def test_heartbeat_cannot_revive(raw: psycopg.Connection[Any], real_worker: RealWorkerSQL, status: str) -> None:
+def test_heartbeat_cannot_revive(
+    raw: psycopg.Connection[Any], real_worker: RealWorkerSQL, status: str
+) -> None:
     add_worker(raw, "w1", status, process_started_at="2026-01-01T00:00:00Z")
     answer = real_worker.heartbeat("w1", 24000, 1000)
     assert answer["success"] is True and answer["heartbeat_updated"] is True
@@ -342,7 +346,9 @@ def test_heartbeat_records_vram_and_never_promotes(
     assert "vram_timestamp" in row["metadata"] and row["activated_at"] is None
     # Promotion is the policy's, from the heartbeat it observes: the executor's transition.
     row = db.transition_worker(token, "w1", "active", "first_heartbeat")
-    assert row["status"] == "active" and row["activated_at"] is not None and row["boot_outcome"] == "activated"
+    assert (
+        row["status"] == "active" and row["activated_at"] is not None and row["boot_outcome"] == "activated"
+    )
     real_worker.heartbeat("w1")  # no figures: the app's RPC keeps the last ones
     assert worker_row(raw, "w1")["metadata"]["vram_used_mb"] == 1200
     assert any(e["reason"] == "first_heartbeat" for e in db.events(worker_id="w1"))
@@ -395,7 +401,11 @@ def test_claim_takes_oldest_and_respects_the_view_and_dependencies(
     task = real_worker.claim("w1")
     assert task is not None and task["task_id"] == old[0] and task["task_type"] == "a"
     row = task_row(raw, old[0])
-    assert row["status"] == "In Progress" and row["worker_id"] == "w1" and row["generation_started_at"] is not None
+    assert (
+        row["status"] == "In Progress"
+        and row["worker_id"] == "w1"
+        and row["generation_started_at"] is not None
+    )
     task = real_worker.claim("w2")  # `waiting` is older but waits for `newer`
     assert task is not None and task["task_id"] == newer[0]
     assert real_worker.claim("w1") is None
@@ -447,7 +457,9 @@ def test_failures_through_the_app_count_attempts_and_dead_letter(
     assert real_worker.claim("w1") is None
 
 
-def test_a_failure_report_counts_one_attempt(raw: psycopg.Connection[Any], real_worker: RealWorkerSQL) -> None:
+def test_a_failure_report_counts_one_attempt(
+    raw: psycopg.Connection[Any], real_worker: RealWorkerSQL
+) -> None:
     add_worker(raw, "w1", "active")
     (task_id,) = add_tasks(raw, 1)
     real_worker.claim("w1")
@@ -741,10 +753,15 @@ def test_rls_on_and_nothing_granted_to_anon(raw: psycopg.Connection[Any]) -> Non
     public_functions = [f["sig"] for f in functions if f["nspname"] == "public"]
     # docs/database.md lists each one (the orch_* functions and the real worker's two); no worker_* any more.
     documented = set(
-        re.findall(r"`(?:POST /rest/v1/rpc/)?((?:orch|func_worker|claim_next_task)_[a-z_]+)\(", DATABASE_DOC.read_text())
+        re.findall(
+            r"`(?:POST /rest/v1/rpc/)?((?:orch|func_worker|claim_next_task)_[a-z_]+)\(",
+            DATABASE_DOC.read_text(),
+        )
     )
     assert {sig.split("(")[0] for sig in public_functions} == documented
-    assert len(public_functions) == len(documented) and not [f for f in public_functions if f.startswith("worker_")]
+    assert len(public_functions) == len(documented) and not [
+        f for f in public_functions if f.startswith("worker_")
+    ]
     for f in functions:
         for role in ("anon", "authenticated"):
             ok = one(raw, "select has_function_privilege(%s, %s, 'EXECUTE') as ok", (role, f["sig"]))
@@ -762,7 +779,10 @@ def test_rls_on_and_nothing_granted_to_anon(raw: psycopg.Connection[Any]) -> Non
 def test_service_role_can_call_and_anon_cannot(raw: psycopg.Connection[Any]) -> None:
     add_worker(raw, "w1", "active")
     raw.execute("set role service_role")
-    assert one(raw, "select func_worker_heartbeat_with_logs(worker_id_param => 'w1') as r")["r"]["success"] is True
+    assert (
+        one(raw, "select func_worker_heartbeat_with_logs(worker_id_param => 'w1') as r")["r"]["success"]
+        is True
+    )
     rows = raw.execute("select * from orchestrator_worker_health").fetchall()
     assert [r["id"] for r in rows] == ["w1"]
     raw.execute("reset role")
@@ -875,12 +895,16 @@ def test_repr_never_shows_the_password(pg: Any) -> None:
         transport.close()
 
 
-def test_snapshot_reports_how_recent_boots_ended(db: Database, real_worker: RealWorkerSQL, token: int) -> None:
+def test_snapshot_reports_how_recent_boots_ended(
+    db: Database, real_worker: RealWorkerSQL, token: int
+) -> None:
     """The breaker and the back-off are derived from these rows, so they survive a daemon restart."""
     db.register_worker(token, "gpu-a", "RTX 4090", {"gpu_type": "RTX 4090", "data_center": "EU-RO-1"})
     db.transition_worker(token, "gpu-a", "initializing", "pod_ready")
     db.transition_worker(token, "gpu-a", "error", "init_failed")
-    db.transition_worker(token, "gpu-a", "terminated", "provider_confirmed_gone")  # does not rewrite the outcome
+    db.transition_worker(
+        token, "gpu-a", "terminated", "provider_confirmed_gone"
+    )  # does not rewrite the outcome
     db.register_worker(token, "gpu-b", "RTX 4090", {"gpu_type": "RTX 4090"})
     db.transition_worker(token, "gpu-b", "initializing", "pod_ready")
     db.merge_worker_metadata(token, "gpu-b", {"process_started_at": "2026-11-29T00:00:00Z"})
@@ -895,7 +919,9 @@ def test_snapshot_reports_how_recent_boots_ended(db: Database, real_worker: Real
     assert boots[1]["gpu_type"] == "RTX 4090" and boots[1]["data_center"] == "EU-RO-1"
 
 
-def test_queue_probe_changes_when_a_task_is_queued_and_only_then(db: Database, raw: psycopg.Connection[Any]) -> None:
+def test_queue_probe_changes_when_a_task_is_queued_and_only_then(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
     assert db.queue_probe() == {"newest_queued_at": None, "requeues": 0, "enqueued": 0}
     add_tasks(raw, 2, age_sec=60)
     first = db.queue_probe()

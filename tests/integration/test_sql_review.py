@@ -121,7 +121,9 @@ def test_a_claim_reads_a_constant_number_of_rows_behind_a_long_queue(
     )
     raw.execute("analyze tasks")
     with psycopg.connect(database_url) as conn:  # one transaction: its own statistics counters
-        row = conn.execute("select task_id, task_type from public.claim_next_task_service_role('w-b')").fetchone()
+        row = conn.execute(
+            "select task_id, task_type from public.claim_next_task_service_role('w-b')"
+        ).fetchone()
         assert row is not None and row[1] == "a"
         counters = conn.execute(
             "select coalesce(idx_tup_fetch, 0) + coalesce(seq_tup_read, 0) "

@@ -52,7 +52,9 @@ class Sshd:
     def new_host_key(self) -> None:
         for p in (self.host_key_path, Path(f"{self.host_key_path}.pub")):
             p.unlink(missing_ok=True)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.host_key_path)], check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.host_key_path)], check=True
+        )
 
     def host_fingerprint(self) -> str:
         return fingerprint(paramiko.PKey.from_path(str(self.host_key_path)))
@@ -71,7 +73,9 @@ class Sshd:
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "UsePAM no\nStrictModes no\nPrintMotd no\nLogLevel ERROR\nMaxStartups 200\n"
         )
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -189,7 +193,9 @@ def test_remote_command_deadline_and_streams(sshd: Sshd, ssh_keypair) -> None:  
         code, out, err = c.execute("echo out; echo err >&2; exit 3")
         assert (code, out, err) == (3, "out\n", "err\n")
         # Large output on both streams does not deadlock.
-        code, out, err = c.execute("head -c 300000 /dev/zero | tr '\\0' a; head -c 300000 /dev/zero | tr '\\0' b >&2")
+        code, out, err = c.execute(
+            "head -c 300000 /dev/zero | tr '\\0' a; head -c 300000 /dev/zero | tr '\\0' b >&2"
+        )
         assert code == 0 and len(out) == 300000 and len(err) == 300000
         started = time.monotonic()
         with pytest.raises(errors.SSHTimeout, match=r"did not finish within 0\.5s"):
@@ -206,7 +212,9 @@ def test_sandbox_pod_refusing_ssh_is_refused(sandbox_factory, ssh_keypair) -> No
         _client(box.port, ssh_keypair).connect()
 
 
-def test_start_command_in_a_sandbox_keeps_hostile_values_intact(sandbox_factory, sim_volume, ssh_keypair) -> None:  # type: ignore[no-untyped-def]
+def test_start_command_in_a_sandbox_keeps_hostile_values_intact(
+    sandbox_factory, sim_volume, ssh_keypair
+) -> None:  # type: ignore[no-untyped-def]
     """Credentials sent on the session's stdin reach the worker's argv untouched; nothing in them runs."""
     from tests.integration.test_worker_start import caught_worker
 
@@ -218,7 +226,9 @@ def test_start_command_in_a_sandbox_keeps_hostile_values_intact(sandbox_factory,
     box = sandbox_factory(volume_dir=sim_volume)
     with _client(box.port, ssh_keypair) as c:
         records = credential_records({**hostile, "WORKER_ID": "w-hostile"})
-        code, out, err = c.execute(build_start_command("w-hostile", WorkerStart(apt_packages=())), stdin=records)
+        code, out, err = c.execute(
+            build_start_command("w-hostile", WorkerStart(apt_packages=())), stdin=records
+        )
         assert code == 0, err
         assert out.startswith("started pid ")
         argv, env = caught_worker(box)
@@ -238,7 +248,7 @@ def test_start_command_in_a_sandbox_keeps_hostile_values_intact(sandbox_factory,
 # --- through RunpodClient and the emulator, over both transports ------------------------------------------
 
 HOSTILE_ENV = {
-    "HOSTILE_QUOTES": 'double " single \' back ` end',
+    "HOSTILE_QUOTES": "double \" single ' back ` end",
     "HOSTILE_BACKSLASH": "C:\\path\\n\\\\ not-a-newline \\",
     "HOSTILE_NEWLINES": "line1\nline2\r\nline3\t",
     "HOSTILE_SUBST": "$(touch /tmp/pwned-env-test) ${HOME} `id`; rm -rf /nonexistent",
@@ -248,7 +258,9 @@ HOSTILE_ENV = {
 
 @pytest.mark.parametrize("api", ["rest", "graphql"])
 @pytest.mark.parametrize("worker_id", ["w;reboot", "w$(id)", "w'q", 'w"q', "w\\x", "w\nx", "w x"])
-def test_hostile_worker_ids_are_refused_before_any_call(api: str, worker_id: str, emulator, ssh_keypair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_worker_ids_are_refused_before_any_call(
+    api: str, worker_id: str, emulator, ssh_keypair, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     from tests.integration.test_runpod_contract import make_client
 
     with make_client(emulator, ssh_keypair, tmp_path, api) as client:
@@ -259,12 +271,16 @@ def test_hostile_worker_ids_are_refused_before_any_call(api: str, worker_id: str
 
 
 @pytest.mark.parametrize("api", ["rest", "graphql"])
-def test_hostile_env_values_arrive_intact_and_are_never_executed(api: str, emulator, ssh_keypair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_env_values_arrive_intact_and_are_never_executed(
+    api: str, emulator, ssh_keypair, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     """WORKER_ENV values travel API -> the pod's init process -> the started worker's environment intact."""
     from tests.integration.test_runpod_contract import initialize, make_client
     from tests.integration.test_worker_start import caught_worker, sandbox_of
 
-    with make_client(emulator, ssh_keypair, tmp_path, api, supabase_anon_key='anon"key\\with\nnewline') as client:
+    with make_client(
+        emulator, ssh_keypair, tmp_path, api, supabase_anon_key='anon"key\\with\nnewline'
+    ) as client:
         worker_id = f"gpu-hostile-{api}"
         spawned = client.spawn_worker(worker_id, HOSTILE_ENV)
         runpod_id = spawned["runpod_id"]
@@ -279,13 +295,17 @@ def test_hostile_env_values_arrive_intact_and_are_never_executed(api: str, emula
         for k, v in HOSTILE_ENV.items():
             assert env.get(k) == v, k
         assert argv[argv.index("--supabase-anon-key") + 1] == 'anon"key\\with\nnewline'
-        _code, out, _ = client.execute_command_on_worker(runpod_id, "test -e /tmp/pwned-env-test && echo PWNED || echo clean")
+        _code, out, _ = client.execute_command_on_worker(
+            runpod_id, "test -e /tmp/pwned-env-test && echo PWNED || echo clean"
+        )
         assert out.strip() == "clean"
         assert client.terminate_worker(runpod_id) is True
 
 
 @pytest.mark.parametrize("api", ["rest", "graphql"])
-def test_pinned_host_key_mismatch_is_refused_through_the_client(api: str, emulator, ssh_keypair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_pinned_host_key_mismatch_is_refused_through_the_client(
+    api: str, emulator, ssh_keypair, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     from tests.integration.test_runpod_contract import initialize, make_client
 
     with make_client(emulator, ssh_keypair, tmp_path, api) as client:
@@ -303,7 +323,9 @@ def test_pinned_host_key_mismatch_is_refused_through_the_client(api: str, emulat
         other = "SHA256:" + "A" * 43
         res = client.check_and_initialize_worker(spawned["worker_id"], runpod_id, expected_fingerprint=other)
         assert res["status"] == "error" and res["ssh_error"] == "host_key_changed", res
-        assert client.start_worker_process(runpod_id, spawned["worker_id"], expected_fingerprint=other) is False
+        assert (
+            client.start_worker_process(runpod_id, spawned["worker_id"], expected_fingerprint=other) is False
+        )
         with make_client(emulator, ssh_keypair, tmp_path, api) as wary:
             wary.remember_host_key(runpod_id, other)
             with pytest.raises(errors.SSHHostKeyChanged):
@@ -311,7 +333,9 @@ def test_pinned_host_key_mismatch_is_refused_through_the_client(api: str, emulat
         assert client.terminate_worker(runpod_id) is True
 
 
-def test_init_checks_name_the_failed_step_with_its_output(sandbox_factory, sim_volume, tmp_path: Path, ssh_keypair) -> None:  # type: ignore[no-untyped-def]
+def test_init_checks_name_the_failed_step_with_its_output(
+    sandbox_factory, sim_volume, tmp_path: Path, ssh_keypair
+) -> None:  # type: ignore[no-untyped-def]
     from orchestrator.adapters.worker_recipe import run_init_checks
 
     good = sandbox_factory(volume_dir=sim_volume)
@@ -327,7 +351,9 @@ def test_init_checks_name_the_failed_step_with_its_output(sandbox_factory, sim_v
     assert "venv" in outcomes[1].stdout and "Python 3" in outcomes[3].stdout
     assert all(o.ok for o in later) and "venv" in later[1].stdout
     assert [o.ok for o in missing] == [True, False]
-    assert "/workspace/Reigh-Worker, /workspace/Headless-Wan2GP: No such file or directory" in missing[1].stdout
+    assert (
+        "/workspace/Reigh-Worker, /workspace/Headless-Wan2GP: No such file or directory" in missing[1].stdout
+    )
 
     empty = tmp_path / "volumes" / "empty"
     empty.mkdir(parents=True)
@@ -348,11 +374,19 @@ def test_logged_commands_and_outputs_mask_secrets(emulator, ssh_keypair, tmp_pat
     with capture_logs() as logs, make_client(emulator, ssh_keypair, tmp_path, "rest") as client:
         spawned = client.spawn_worker("gpu-logs")
         initialize(client, "gpu-logs", spawned["runpod_id"])
-        code, out, _ = client.execute_command_on_worker(spawned["runpod_id"], f"echo {secret}; echo {secret} >&2")
+        code, out, _ = client.execute_command_on_worker(
+            spawned["runpod_id"], f"echo {secret}; echo {secret} >&2"
+        )
         assert code == 0 and out.count(secret) == 1  # the caller gets the real output...
         assert client.start_worker_process(spawned["runpod_id"], "gpu-logs") is True
         assert client.terminate_worker(spawned["runpod_id"]) is True
-    ours = {"runpod_pod_created", "ssh_connected", "ssh_command_result", "worker_process_started", "runpod_pod_terminated"}
+    ours = {
+        "runpod_pod_created",
+        "ssh_connected",
+        "ssh_command_result",
+        "worker_process_started",
+        "runpod_pod_terminated",
+    }
     assert ours <= {e["event"] for e in logs}
     assert all(e["log_level"] == "info" for e in logs if e["event"] in ours)
     # ...the log lines do not.
@@ -381,7 +415,11 @@ class PasswordSshd:
         key = self.root / "ssh_host_ed25519_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         hashed = subprocess.run(
-            ["openssl", "passwd", "-6", "-stdin"], input=self.password, capture_output=True, text=True, check=True
+            ["openssl", "passwd", "-6", "-stdin"],
+            input=self.password,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         shadow = self.root / "shadow"
         shadow.write_text(f"root:{hashed}:19000:0:99999:7:::\n")
@@ -429,7 +467,9 @@ def password_sshd(tmp_path: Path) -> Iterator[PasswordSshd]:
         server.stop()
 
 
-def test_the_seed_usage_pattern_and_its_password_fallback(password_sshd: PasswordSshd, tmp_path: Path) -> None:
+def test_the_seed_usage_pattern_and_its_password_fallback(
+    password_sshd: PasswordSshd, tmp_path: Path
+) -> None:
     """The original: ``SSHClient(hostname, port, username, password, private_key_path)``, the key when
     its file exists, else the password; ``connect(); execute_command(cmd) -> (exit, out, err); disconnect()``."""
     ssh_client = SSHClient("127.0.0.1", password_sshd.port, "root", "runpod", str(tmp_path / "no-such-key"))
@@ -441,7 +481,9 @@ def test_the_seed_usage_pattern_and_its_password_fallback(password_sshd: Passwor
     with pytest.raises(errors.SSHAuthFailed):
         SSHClient("127.0.0.1", password_sshd.port, "root", "not-the-password", timeout=5).connect()
     with pytest.raises(errors.SSHAuthFailed, match=r"no-such-key does not exist\) and no password"):
-        SSHClient("127.0.0.1", password_sshd.port, "root", private_key_path=str(tmp_path / "no-such-key")).connect()
+        SSHClient(
+            "127.0.0.1", password_sshd.port, "root", private_key_path=str(tmp_path / "no-such-key")
+        ).connect()
 
 
 def _pod_at(port: int, *, password: str | None = None) -> Pod:
@@ -451,7 +493,9 @@ def _pod_at(port: int, *, password: str | None = None) -> Pod:
     )  # fmt: skip
 
 
-def test_runpod_client_logs_in_with_the_pods_password_without_a_key(password_sshd: PasswordSshd, ssh_keypair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_runpod_client_logs_in_with_the_pods_password_without_a_key(
+    password_sshd: PasswordSshd, ssh_keypair, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     from orchestrator.runpod_client import RunpodClient
 
     # No key configured, or a key path whose file does not exist: the pod's password, "runpod" by default.

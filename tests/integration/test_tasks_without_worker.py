@@ -29,7 +29,9 @@ from tests.integration.test_runpod_failures import Stub
 STUCK = 1200.0  # TASK_STUCK_TIMEOUT_SEC's default
 
 
-def _unowned(raw: psycopg.Connection[Any], *, minutes: float | None, attempts: int = 0, task_type: str = "generate") -> str:
+def _unowned(
+    raw: psycopg.Connection[Any], *, minutes: float | None, attempts: int = 0, task_type: str = "generate"
+) -> str:
     """An In Progress task with no worker, In Progress for ``minutes`` (None: no start recorded, only its
     last update three hours ago, as a hand-edited row may have)."""
     if minutes is None:
@@ -51,7 +53,10 @@ def _unowned(raw: psycopg.Connection[Any], *, minutes: float | None, attempts: i
 
 
 def _task(raw: psycopg.Connection[Any], task_id: str) -> dict[str, Any]:
-    row = raw.execute("select status::text as status, attempts, worker_id, error_message from tasks where id = %s", (task_id,)).fetchone()
+    row = raw.execute(
+        "select status::text as status, attempts, worker_id, error_message from tasks where id = %s",
+        (task_id,),
+    ).fetchone()
     assert row is not None
     return dict(row)
 
@@ -65,7 +70,9 @@ def test_the_snapshot_counts_them_apart_from_running(db: Database, raw: psycopg.
     assert queue["running"] == 0  # no worker of ours runs them
 
 
-def test_a_task_with_no_start_recorded_is_aged_from_its_last_update(db: Database, raw: psycopg.Connection[Any], token: int) -> None:
+def test_a_task_with_no_start_recorded_is_aged_from_its_last_update(
+    db: Database, raw: psycopg.Connection[Any], token: int
+) -> None:
     task = _unowned(raw, minutes=None)
     assert 3 * 3600 <= db.snapshot()["queue"]["oldest_unowned_age_sec"] < 3 * 3600 + 60
     assert db.requeue_unowned_tasks(token, STUCK, "task_without_worker") == {"requeued": [task], "failed": []}
@@ -89,7 +96,10 @@ def test_requeue_counts_an_attempt_and_dead_letters_at_the_limit(
     assert "dead-lettered" in _task(raw, last_try)["error_message"]
     assert _task(raw, young)["status"] == "In Progress"
     # Again: nothing left past the limit.
-    assert database.requeue_unowned_tasks(token, STUCK, "task_without_worker", 3) == {"requeued": [], "failed": []}
+    assert database.requeue_unowned_tasks(token, STUCK, "task_without_worker", 3) == {
+        "requeued": [],
+        "failed": [],
+    }
     event = raw.execute(
         "select worker_id, reason, details from orchestrator_events where kind = 'tasks_requeued' order by id desc limit 1"
     ).fetchone()
@@ -97,7 +107,9 @@ def test_requeue_counts_an_attempt_and_dead_letters_at_the_limit(
     assert event["details"]["without_worker"] is True
 
 
-def test_requeue_is_fenced_and_checks_its_arguments(db: Database, raw: psycopg.Connection[Any], token: int) -> None:
+def test_requeue_is_fenced_and_checks_its_arguments(
+    db: Database, raw: psycopg.Connection[Any], token: int
+) -> None:
     task = _unowned(raw, minutes=30)
     with pytest.raises(errors.LeaseLost):
         db.requeue_unowned_tasks(token + 1, STUCK, "x")
@@ -127,7 +139,13 @@ def controller(db: Database, stub: Stub, ssh_keypair: Any, tmp_path: Path) -> It
     stub.routes[("GET", "/v2/catalog/gpus")] = (200, "application/json", json.dumps({"gpus": []}))
     client = make_client(stub, ssh_keypair, tmp_path, "rest")
     provider: Any = client
-    ctl = Controller(defaults().replace(min_active_gpus=0, max_active_gpus=0), db, provider, holder="t", apply_budget_sec=10.0)
+    ctl = Controller(
+        defaults().replace(min_active_gpus=0, max_active_gpus=0),
+        db,
+        provider,
+        holder="t",
+        apply_budget_sec=10.0,
+    )
     try:
         yield ctl
     finally:

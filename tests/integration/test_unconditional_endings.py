@@ -101,7 +101,11 @@ def test_a_row_with_a_refused_id_is_ended_and_its_pod_terminated(
 ) -> None:
     # A pod named after the row, as the replaced system made them (its create does not check names).
     pod = rest_client.transport.create_pod(
-        PodSpec(name=worker_id, image="runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04", gpu_type_id="NVIDIA GeForce RTX 4090")
+        PodSpec(
+            name=worker_id,
+            image="runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04",
+            gpu_type_id="NVIDIA GeForce RTX 4090",
+        )
     )
     wait_for(lambda: (emulator.admin.pod(pod.id) or {}).get("status") == "RUNNING", 30)
     lease = any_db.lease_acquire("setup", 60)
@@ -179,12 +183,22 @@ class RecordingProvider:
     def spawn(self, worker_id: str, worker_env: Any = None, **kw: Any) -> SpawnedPod:
         raise AssertionError("no spawn in these tests")
 
-    def check_boot(self, worker_id: str, runpod_id: str, *, expected_fingerprint: str | None = None) -> BootCheck:
+    def check_boot(
+        self, worker_id: str, runpod_id: str, *, expected_fingerprint: str | None = None
+    ) -> BootCheck:
         self._call("init_checks")
         # A check's output may hold anything, a NUL byte included (jsonb refuses \u0000).
-        return BootCheck("failed", worker_id, runpod_id, step="venv", error="initialization check venv failed (exit 1): \x00\x01binary")
+        return BootCheck(
+            "failed",
+            worker_id,
+            runpod_id,
+            step="venv",
+            error="initialization check venv failed (exit 1): \x00\x01binary",
+        )
 
-    def start_process(self, runpod_id: str, worker_id: str, *, expected_fingerprint: str | None = None) -> bool:
+    def start_process(
+        self, runpod_id: str, worker_id: str, *, expected_fingerprint: str | None = None
+    ) -> bool:
         self._call("start")
         return False
 
@@ -195,7 +209,12 @@ class RecordingProvider:
 
     def pod_status(self, runpod_id: str) -> dict[str, Any] | None:
         self._call("pod_status")
-        return {"runpod_id": runpod_id, "desired_status": "RUNNING", "actual_status": "RUNNING", "cost_per_hr": 0.69}
+        return {
+            "runpod_id": runpod_id,
+            "desired_status": "RUNNING",
+            "actual_status": "RUNNING",
+            "cost_per_hr": 0.69,
+        }
 
     def log_tail(self, runpod_id: str, worker_id: str, *, lines: int, timeout: float) -> str:
         self._call("log_tail")
@@ -217,11 +236,15 @@ class FaultyDatabase(Database):
         if entry is not None and entry[1](*args, **kwargs):
             raise entry[0]
 
-    def transition_worker(self, token: int, worker_id: str, to: str, reason: str, metadata: Any = None) -> dict[str, Any]:
+    def transition_worker(
+        self, token: int, worker_id: str, to: str, reason: str, metadata: Any = None
+    ) -> dict[str, Any]:
         self._maybe("transition_worker", token, worker_id, to, reason, metadata)
         return super().transition_worker(token, worker_id, to, reason, metadata)
 
-    def requeue_worker_tasks(self, token: int, worker_id: str, reason: str, max_attempts: int = 3) -> dict[str, Any]:
+    def requeue_worker_tasks(
+        self, token: int, worker_id: str, reason: str, max_attempts: int = 3
+    ) -> dict[str, Any]:
         self._maybe("requeue_worker_tasks", token, worker_id, reason, max_attempts)
         return super().requeue_worker_tasks(token, worker_id, reason, max_attempts)
 
@@ -299,24 +322,47 @@ CASES = [
     Case(
         "fail_worker from spawning (boot timeout)",
         "spawning",
-        lambda w: FailWorker(reason=Reason.BOOT_TIMEOUT, worker_id=w, runpod_id=POD, from_status=WorkerState.SPAWNING),
+        lambda w: FailWorker(
+            reason=Reason.BOOT_TIMEOUT, worker_id=w, runpod_id=POD, from_status=WorkerState.SPAWNING
+        ),
         "error",
         True,
-        ("pod_status", "log_tail", "transition_details", "transition", "requeue", "record_terminate", "event", "metrics"),
+        (
+            "pod_status",
+            "log_tail",
+            "transition_details",
+            "transition",
+            "requeue",
+            "record_terminate",
+            "event",
+            "metrics",
+        ),
         with_task=False,
     ),
     Case(
         "fail_worker from active (stale heartbeat, a task running)",
         "active",
-        lambda w: FailWorker(reason=Reason.HEARTBEAT_STALE, worker_id=w, runpod_id=POD, from_status=WorkerState.ACTIVE),
+        lambda w: FailWorker(
+            reason=Reason.HEARTBEAT_STALE, worker_id=w, runpod_id=POD, from_status=WorkerState.ACTIVE
+        ),
         "error",
         True,
-        ("pod_status", "log_tail", "transition_details", "transition", "requeue", "record_terminate", "event"),
+        (
+            "pod_status",
+            "log_tail",
+            "transition_details",
+            "transition",
+            "requeue",
+            "record_terminate",
+            "event",
+        ),
     ),
     Case(
         "fail_worker of a row whose id names no file",
         "active",
-        lambda w: FailWorker(reason=Reason.HEARTBEAT_STALE, worker_id=w, runpod_id=POD, from_status=WorkerState.ACTIVE),
+        lambda w: FailWorker(
+            reason=Reason.HEARTBEAT_STALE, worker_id=w, runpod_id=POD, from_status=WorkerState.ACTIVE
+        ),
         "error",
         True,
         ("pod_status", "transition", "requeue", "record_terminate", "event"),
@@ -325,7 +371,9 @@ CASES = [
     Case(
         "initialize: the checks failed (init_failed)",
         "initializing",
-        lambda w: Initialize(reason=Reason.POD_READY, worker_id=w, runpod_id=POD, from_status=WorkerState.INITIALIZING),
+        lambda w: Initialize(
+            reason=Reason.POD_READY, worker_id=w, runpod_id=POD, from_status=WorkerState.INITIALIZING
+        ),
         "error",
         True,
         ("transition_details", "transition", "requeue", "record_terminate", "event", "metrics"),
@@ -341,7 +389,13 @@ CASES = [
     Case(
         "terminate_pod cancelling a boot",
         "spawning",
-        lambda w: TerminatePod(reason=Reason.CANCEL_BOOT, runpod_id=POD, pod_name=w, worker_id=w, transition_from=WorkerState.SPAWNING),
+        lambda w: TerminatePod(
+            reason=Reason.CANCEL_BOOT,
+            runpod_id=POD,
+            pod_name=w,
+            worker_id=w,
+            transition_from=WorkerState.SPAWNING,
+        ),
         "terminating",
         True,
         ("transition_terminating", "record_terminate", "event"),
@@ -367,7 +421,12 @@ CASES = [
     Case(
         "mark_terminated once the provider confirms",
         "error",
-        lambda w: MarkTerminated(reason=Reason.PROVIDER_CONFIRMED_GONE, worker_id=w, from_status=WorkerState.ERROR, requeue_tasks=True),
+        lambda w: MarkTerminated(
+            reason=Reason.PROVIDER_CONFIRMED_GONE,
+            worker_id=w,
+            from_status=WorkerState.ERROR,
+            requeue_tasks=True,
+        ),
         "terminated",
         False,
         ("requeue", "event"),
@@ -417,16 +476,26 @@ def _add_task(database_url: str, worker_id: str) -> str:
     return str(found[0])
 
 
-def _inject(step: str, bug: bool, provider: RecordingProvider, faulty: FaultyDatabase, controller: Controller) -> None:
+def _inject(
+    step: str, bug: bool, provider: RecordingProvider, faulty: FaultyDatabase, controller: Controller
+) -> None:
     where, what, when, _skipped = STEPS[step]
     if where == "provider":
-        provider.fail[what] = RuntimeError(f"bug at {step}") if bug else (
-            errors.SSHTimeout(f"injected at {step}") if what == "log_tail" else errors.RunpodTransientError(f"injected at {step}")
+        provider.fail[what] = (
+            RuntimeError(f"bug at {step}")
+            if bug
+            else (
+                errors.SSHTimeout(f"injected at {step}")
+                if what == "log_tail"
+                else errors.RunpodTransientError(f"injected at {step}")
+            )
         )
     elif where == "db":
         faulty.fail[what] = (RuntimeError(f"bug at {step}") if bug else _db_error(step), when)
     else:
-        controller.metrics.spawn_failures = BrokenCounter(RuntimeError(f"bug at {step}") if bug else ValueError(step))  # type: ignore[assignment]
+        controller.metrics.spawn_failures = BrokenCounter(
+            RuntimeError(f"bug at {step}") if bug else ValueError(step)
+        )  # type: ignore[assignment]
 
 
 @pytest.mark.parametrize(("case", "step", "bug"), MATRIX)
@@ -440,7 +509,11 @@ def test_an_injected_failure_still_ends_the_pod_and_the_row(
         token = controller._ensure_lease()
         assert token is not None
         _prepare(db, token, case)
-        task_id = _add_task(database_url, case.worker_id) if case.worker_status is not None and case.with_task else None
+        task_id = (
+            _add_task(database_url, case.worker_id)
+            if case.worker_status is not None and case.with_task
+            else None
+        )
         _inject(step, bug, provider, faulty, controller)
 
         outcome = controller._run_action(case.action(case.worker_id), {}, token)
@@ -473,9 +546,17 @@ def test_a_lost_lease_at_the_transition_stops_the_ending(db: Database, faulty: F
         token = controller._ensure_lease()
         assert token is not None
         db.register_worker(token, "gpu-lease", "NVIDIA GeForce RTX 4090", {"runpod_id": POD})
-        faulty.fail["transition_worker"] = (errors.LeaseLost("orch_transition_worker", "stale token"), _always)
+        faulty.fail["transition_worker"] = (
+            errors.LeaseLost("orch_transition_worker", "stale token"),
+            _always,
+        )
         outcome = controller._run_action(
-            FailWorker(reason=Reason.BOOT_TIMEOUT, worker_id="gpu-lease", runpod_id=POD, from_status=WorkerState.SPAWNING),
+            FailWorker(
+                reason=Reason.BOOT_TIMEOUT,
+                worker_id="gpu-lease",
+                runpod_id=POD,
+                from_status=WorkerState.SPAWNING,
+            ),
             {},
             token,
         )

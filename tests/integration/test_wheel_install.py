@@ -56,7 +56,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT / "orchestrator", src / "orchestrator", symlinks=True, ignore=ignore)
     shutil.copytree(MIGRATIONS, src / "migrations", ignore=ignore)
     out = tmp_path_factory.mktemp("dist")
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(out), str(src)], cwd=src, env=_clean_env())
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(out), str(src)],
+        cwd=src,
+        env=_clean_env(),
+    )
     [built] = sorted(out.glob("runpod_fleet_orchestrator-*.whl"))
     return built
 
@@ -85,28 +89,57 @@ def test_installed_in_a_clean_virtualenv_migrate_works_from_any_directory(
     _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path, env=_clean_env())
     python = venv / "bin" / "python"
     env = _clean_env()
-    _run([str(python), "-m", "pip", "install", "-q", "--require-hashes", "-r", str(ROOT / "requirements.lock")], cwd=tmp_path, env=env)
+    _run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--require-hashes",
+            "-r",
+            str(ROOT / "requirements.lock"),
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
     _run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], cwd=tmp_path, env=env)
 
     elsewhere = tmp_path / "somewhere" / "else"
     elsewhere.mkdir(parents=True)
-    where = _run([str(python), "-c", "import orchestrator.adapters.db.migrate as m; print(m.default_directory())"], cwd=elsewhere, env=env)
+    where = _run(
+        [str(python), "-c", "import orchestrator.adapters.db.migrate as m; print(m.default_directory())"],
+        cwd=elsewhere,
+        env=env,
+    )
     installed = Path(where.strip())
     assert venv in installed.parents and not installed.is_symlink()  # the wheel's copy, not the checkout
 
     url = pg.create_database("wheel_install")
     try:
-        out = _run([str(venv / "bin" / "orchestrator"), "migrate", "--database-url", url], cwd=elsewhere, env=env)
+        out = _run(
+            [str(venv / "bin" / "orchestrator"), "migrate", "--database-url", url], cwd=elsewhere, env=env
+        )
         names = sorted(p.name for p in MIGRATIONS.glob("*.sql"))
-        assert [line.removeprefix("applied ") for line in out.splitlines() if line.startswith("applied ")] == names
+        assert [
+            line.removeprefix("applied ") for line in out.splitlines() if line.startswith("applied ")
+        ] == names
         with psycopg.connect(url) as conn:
-            tables = {r[0] for r in conn.execute("select tablename from pg_tables where schemaname = 'public'")}
-            ledger = [r[0] for r in conn.execute("select filename from orchestrator_schema_migrations order by 1")]
-            functions = {r[0] for r in conn.execute("select proname from pg_proc where proname like 'orch\\_%'")}
+            tables = {
+                r[0] for r in conn.execute("select tablename from pg_tables where schemaname = 'public'")
+            }
+            ledger = [
+                r[0] for r in conn.execute("select filename from orchestrator_schema_migrations order by 1")
+            ]
+            functions = {
+                r[0] for r in conn.execute("select proname from pg_proc where proname like 'orch\\_%'")
+            }
         assert {"tasks", "workers", "orchestrator_events", "orchestrator_lease"} <= tables
         assert ledger == names
         assert {"orch_snapshot", "orch_requeue_unowned_tasks", "orch_queue_probe"} <= functions
-        again = _run([str(venv / "bin" / "orchestrator"), "migrate", "--database-url", url], cwd=elsewhere, env=env)
+        again = _run(
+            [str(venv / "bin" / "orchestrator"), "migrate", "--database-url", url], cwd=elsewhere, env=env
+        )
         assert "nothing to apply" in again
     finally:
         pg.drop_database("wheel_install")

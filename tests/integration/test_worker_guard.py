@@ -119,7 +119,9 @@ def test_draining_to_terminating_waits_for_the_held_task_on_both_transports(
         database.transition_worker(token, "gpu-1", "terminating", "drained")
     assert info.value.code == "OR005" and "holds 1 In Progress task" in info.value.message
     assert worker_row(raw, "gpu-1")["status"] == "draining"
-    assert database.transition_worker(token, "gpu-1", "error", "heartbeat_stale")["status"] == "error"  # not blocked
+    assert (
+        database.transition_worker(token, "gpu-1", "error", "heartbeat_stale")["status"] == "error"
+    )  # not blocked
     real_worker.complete(task_id)
 
 

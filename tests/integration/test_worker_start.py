@@ -32,10 +32,10 @@ FAST_RETRY = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05, max_rate_l
 
 # The settings hold what a shell would mangle if it ever saw them: quotes, $, backticks,
 # backslashes, spaces, tabs, newlines.
-URL = "http://127.0.0.1:9/it's \"quoted\" $HOME `id` \\back\\slash\nnext line"
+URL = 'http://127.0.0.1:9/it\'s "quoted" $HOME `id` \\back\\slash\nnext line'
 ANON = "anon 'single' \"double\" $(touch /tmp/pwned-worker-start) ${PATH} \\ \t tab\nsecond line"
 SERVICE = "svc-role \\\\ '\" $USER `whoami` ;rm -rf /nonexistent\n\n  after two newlines"
-EXTRA = {"HF_HOME": "/workspace/hf 'cache' $HOME", "WORKER_NOTE": "line1\nline2 \"q\""}
+EXTRA = {"HF_HOME": "/workspace/hf 'cache' $HOME", "WORKER_NOTE": 'line1\nline2 "q"'}
 SECRETS = (ANON, SERVICE)
 
 
@@ -75,7 +75,9 @@ def _read_nul(path: str) -> list[bytes]:
     return data.split(b"\0")[:-1] if data.endswith(b"\0") else data.split(b"\0")
 
 
-def caught_worker(box: Any, *, marker: bytes = b"--supabase-access-token", timeout: float = 60.0) -> tuple[list[str], dict[str, str]]:
+def caught_worker(
+    box: Any, *, marker: bytes = b"--supabase-access-token", timeout: float = 60.0
+) -> tuple[list[str], dict[str, str]]:
     """The first process of the pod started with the worker's arguments, stopped (SIGSTOP) the moment it
     is seen so that nothing it does afterwards matters; its argv and environment, as the kernel holds them."""
     deadline = time.monotonic() + timeout
@@ -152,22 +154,41 @@ def test_the_worker_receives_the_settings_byte_for_byte_and_they_leak_nowhere(
     # The pod is created by a daemon whose keys were then rotated; the one that starts the worker (after
     # a restart, say) holds the new ones, and those are what the worker must get.
     before = settings_for(
-        emulator, ssh_keypair, tmp_path, SUPABASE_SERVICE_ROLE_KEY="stale-service-role-key", SUPABASE_ANON_KEY="stale-anon-key"
+        emulator,
+        ssh_keypair,
+        tmp_path,
+        SUPABASE_SERVICE_ROLE_KEY="stale-service-role-key",
+        SUPABASE_ANON_KEY="stale-anon-key",
     )
     settings = settings_for(emulator, ssh_keypair, tmp_path)
-    assert (settings.supabase_url, settings.supabase_anon_key, settings.supabase_service_role_key) == (URL, ANON, SERVICE)
-    with capture_logs() as logs, make_provider(before, retry=FAST_RETRY) as spawner, make_provider(settings, retry=FAST_RETRY) as provider:
+    assert (settings.supabase_url, settings.supabase_anon_key, settings.supabase_service_role_key) == (
+        URL,
+        ANON,
+        SERVICE,
+    )
+    with (
+        capture_logs() as logs,
+        make_provider(before, retry=FAST_RETRY) as spawner,
+        make_provider(settings, retry=FAST_RETRY) as provider,
+    ):
         spawned = spawner.spawn_worker(worker_id, before.worker_env)
         runpod_id = spawned["runpod_id"]
         ready = initialize(provider, worker_id, runpod_id)
         started = time.monotonic()
-        assert provider.start_worker_process(runpod_id, worker_id, expected_fingerprint=ready["host_key_fingerprint"]) is True
+        assert (
+            provider.start_worker_process(
+                runpod_id, worker_id, expected_fingerprint=ready["host_key_fingerprint"]
+            )
+            is True
+        )
         elapsed = time.monotonic() - started
         argv, env = caught_worker(sandbox_of(emulator, runpod_id))
         volume = emulator.state.volumes[spawned["network_volume_id"]].path
         log = (volume / "reigh" / "logs" / f"{worker_id}.log").read_text()
         assert provider.terminate_worker(runpod_id) is True
-    assert elapsed < 10, f"the start command must return at once, not after the pull and the apt step ({elapsed:.1f}s)"
+    assert elapsed < 10, (
+        f"the start command must return at once, not after the pull and the apt step ({elapsed:.1f}s)"
+    )
 
     # The original orchestrator's arguments (banodoco/reigh-worker-orchestrator), each value exactly the setting's.
     assert argv[-10:] == [
@@ -179,7 +200,11 @@ def test_the_worker_receives_the_settings_byte_for_byte_and_they_leak_nowhere(
     ]  # fmt: skip
     # The same values in its environment (the real worker reads SUPABASE_SERVICE_ROLE_KEY and the others
     # from there too), with the pod's own variables: WORKER_ENV and Runpod's.
-    assert (env["SUPABASE_URL"], env["SUPABASE_ANON_KEY"], env["SUPABASE_SERVICE_ROLE_KEY"]) == (URL, ANON, SERVICE)
+    assert (env["SUPABASE_URL"], env["SUPABASE_ANON_KEY"], env["SUPABASE_SERVICE_ROLE_KEY"]) == (
+        URL,
+        ANON,
+        SERVICE,
+    )
     assert env["WORKER_ID"] == worker_id
     for name, value in EXTRA.items():
         assert env[name] == value, name
@@ -190,7 +215,13 @@ def test_the_worker_receives_the_settings_byte_for_byte_and_they_leak_nowhere(
     # fresh Runpod image `apt-get install` only works after `apt-get update`.
     # The entry is worker.py when the checkout has it (upstream's name since 2025-08), else headless.py.
     entry = "worker.py" if (volume / "reigh" / "Headless-Wan2GP" / "worker.py").exists() else "headless.py"
-    steps = ["git pull origin main", "activating venv", "apt-get update: ok", "apt-get install: ok", f"exec python {entry} "]
+    steps = [
+        "git pull origin main",
+        "activating venv",
+        "apt-get update: ok",
+        "apt-get install: ok",
+        f"exec python {entry} ",
+    ]
     positions = [log.find(step) for step in steps]
     assert -1 not in positions and positions == sorted(positions), log
 
@@ -198,7 +229,9 @@ def test_the_worker_receives_the_settings_byte_for_byte_and_they_leak_nowhere(
     assert sent_commands and all(leaks(c.encode()) == [] for c in sent_commands)
     assert any(c.startswith("bash --norc --noprofile -c ") and "read -r -d" in c for c in sent_commands)
     assert leaks("\n".join(strings(logs)).encode()) == []
-    assert {"runpod_pod_created", "ssh_command_result", "worker_process_started"} <= {e["event"] for e in logs}
+    assert {"runpod_pod_created", "ssh_command_result", "worker_process_started"} <= {
+        e["event"] for e in logs
+    }
     for path in volume.rglob("*"):
         if path.is_file() and not path.is_symlink():
             assert leaks(path.read_bytes()) == [], path

@@ -60,7 +60,9 @@ def wait_ready(box: PodSandbox, timeout: float = 10.0) -> None:
         if not box.alive:
             raise AssertionError(f"pod {box.pod_id} died before sshd answered:\n{pod_logs(box)}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"pod {box.pod_id}: sshd did not answer within {timeout} s:\n{pod_logs(box)}")
+            raise AssertionError(
+                f"pod {box.pod_id}: sshd did not answer within {timeout} s:\n{pod_logs(box)}"
+            )
         time.sleep(0.02)
 
 
@@ -72,7 +74,9 @@ def wait_booted(box: PodSandbox, timeout: float = 10.0) -> None:
         if not box.alive:
             raise AssertionError(f"pod {box.pod_id} died while starting:\n{pod_logs(box)}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"pod {box.pod_id}: start script not done within {timeout} s:\n{pod_logs(box)}")
+            raise AssertionError(
+                f"pod {box.pod_id}: start script not done within {timeout} s:\n{pod_logs(box)}"
+            )
         time.sleep(0.02)
 
 

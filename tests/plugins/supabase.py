@@ -103,7 +103,14 @@ class RealWorkerSQL:
 
     def claim(self, worker_id: str) -> dict[str, Any] | None:
         rows = self._run("select * from public.claim_next_task_service_role(p_worker_id => %s)", (worker_id,))
-        return {k: (str(v) if k in ("task_id", "project_id") and v is not None else v) for k, v in rows[0].items()} if rows else None
+        return (
+            {
+                k: (str(v) if k in ("task_id", "project_id") and v is not None else v)
+                for k, v in rows[0].items()
+            }
+            if rows
+            else None
+        )
 
     def complete(self, task_id: str, output_location: str = "https://example.invalid/out.mp4") -> int:
         rows = self._run(

@@ -70,7 +70,9 @@ def _old_termination_bugs(
         if isinstance(a, TerminatePod) and a.worker_id is None:
             continue  # no orphan sweep
         if isinstance(a, TerminatePod) and a.worker_id and a.transition_from is not None:
-            actions.append(MarkTerminated(reason=a.reason, worker_id=a.worker_id, from_status=a.transition_from))
+            actions.append(
+                MarkTerminated(reason=a.reason, worker_id=a.worker_id, from_status=a.transition_from)
+            )
             continue
         actions.append(a)
     return replace(result, actions=tuple(actions))
@@ -99,7 +101,9 @@ def _forgets_tasks(
         if isinstance(a, MarkTerminated):
             a = replace(a, requeue_tasks=False)
         if isinstance(a, FailWorker) and a.runpod_id and a.from_status is not WorkerState.ERROR:
-            a = TerminatePod(reason=a.reason, runpod_id=a.runpod_id, worker_id=a.worker_id, transition_from=a.from_status)
+            a = TerminatePod(
+                reason=a.reason, runpod_id=a.runpod_id, worker_id=a.worker_id, transition_from=a.from_status
+            )
         actions.append(a)
     return replace(result, actions=tuple(actions))
 

@@ -25,7 +25,9 @@ from orchestrator import cli
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+def _commands(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, child in action.choices.items():
@@ -55,7 +57,9 @@ def test_every_command_has_a_one_line_description_and_an_example_that_parses() -
         assert summary and "\n" not in summary.strip(), f"{name}: no one-line description"
         text = sub.format_help()
         assert summary.split()[0] in text, name
-        examples = [line.strip() for line in (sub.epilog or "").splitlines() if line.startswith("  orchestrator ")]
+        examples = [
+            line.strip() for line in (sub.epilog or "").splitlines() if line.startswith("  orchestrator ")
+        ]
         assert examples and "example" in text, f"{name}: no example in --help"
         for example in examples:
             words = shlex.split(example.split(" | ")[0])[1:]
@@ -108,8 +112,15 @@ def test_ssh_options_before_the_double_dash_are_the_commands_own() -> None:
     Before: everything after ID went to the remote command, so the pod was asked to run
     ``--timeout 30 -- nvidia-smi`` and the timeout stayed 60 s.
     """
-    args = cli.parse_args(cli.build_parser(), ["ssh", "gpu-x", "--timeout", "30", "--json", "--", "ls", "-la", "--", "x"])
-    assert (args.worker_id, args.timeout, args.json, args.cmd) == ("gpu-x", 30.0, True, ["ls", "-la", "--", "x"])
+    args = cli.parse_args(
+        cli.build_parser(), ["ssh", "gpu-x", "--timeout", "30", "--json", "--", "ls", "-la", "--", "x"]
+    )
+    assert (args.worker_id, args.timeout, args.json, args.cmd) == (
+        "gpu-x",
+        30.0,
+        True,
+        ["ls", "-la", "--", "x"],
+    )
     assert cli.parse_args(cli.build_parser(), ["ssh", "gpu-x", "uptime"]).cmd == ["uptime"]
 
 
@@ -155,7 +166,9 @@ def test_help_goes_to_stdout_and_exits_0(tmp_path: Path) -> None:
 
 def test_the_readme_command_table_shows_each_json_flag_and_version() -> None:
     """The README's table is where operators look first: each command that takes ``--json`` says so."""
-    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `orchestrator ")]
+    rows = [
+        line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `orchestrator ")
+    ]
     cells = [cell for row in rows for cell in re.findall(r"`([^`]+)`", row.split(" | ")[0])]
     for path, sub in _commands(cli.build_parser()):
         if not any("--json" in action.option_strings for action in sub._actions):

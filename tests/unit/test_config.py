@@ -76,7 +76,9 @@ def test_daemon_requirements_name_what_is_missing() -> None:
 def test_ssh_key_paths_are_optional_as_in_the_original() -> None:
     """The original's table lists RUNPOD_SSH_PUBLIC_KEY_PATH and RUNPOD_SSH_PRIVATE_KEY_PATH with no
     default: without them it logged in with the pod's password. The daemon starts (and warns)."""
-    s = config.load_settings({"RUNPOD_API_KEY": "rpa_x", "DATABASE_URL": "postgresql://u@127.0.0.1:9/db"}, env_file=None)
+    s = config.load_settings(
+        {"RUNPOD_API_KEY": "rpa_x", "DATABASE_URL": "postgresql://u@127.0.0.1:9/db"}, env_file=None
+    )
     s.require(database=True, runpod=True)
     assert s.runpod_ssh_private_key_path is None and s.runpod_ssh_public_key_path is None
 
@@ -129,7 +131,12 @@ def test_worker_start_settings_default_to_the_original_and_are_validated() -> No
 def test_cli_exits_2_listing_every_bad_worker_start_setting() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "--env-file", "/nonexistent/.env", "config"],
-        env={"PATH": "/usr/bin:/bin", "WORKER_GIT_BRANCH": "a..b", "WORKER_APT_PACKAGES": "Bad_Name", "WORKER_LAUNCH": "x"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "WORKER_GIT_BRANCH": "a..b",
+            "WORKER_APT_PACKAGES": "Bad_Name",
+            "WORKER_LAUNCH": "x",
+        },
         capture_output=True,
         text=True,
         timeout=60,
@@ -189,7 +196,9 @@ def test_cli_config_shows_sources(tmp_path: Path) -> None:
 
 
 def test_worker_env_is_a_json_object_of_strings_masked_in_the_printout() -> None:
-    s = config.load_settings({"WORKER_ENV": '{"HF_TOKEN": "hf_abcdefghijklmnop", "HF_HOME": "/workspace/hf"}'}, env_file=None)
+    s = config.load_settings(
+        {"WORKER_ENV": '{"HF_TOKEN": "hf_abcdefghijklmnop", "HF_HOME": "/workspace/hf"}'}, env_file=None
+    )
     assert s.worker_env == {"HF_TOKEN": "hf_abcdefghijklmnop", "HF_HOME": "/workspace/hf"}
     assert "hf_abcdefghijklmnop" in s.secrets
     out = config.render(s)
@@ -202,7 +211,9 @@ def test_worker_env_is_a_json_object_of_strings_masked_in_the_printout() -> None
 # -- nothing ignored without a word -----------------------------------------------------------------
 
 
-def _cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", *args],
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **(env or {})},
@@ -222,7 +233,9 @@ def test_a_named_env_file_that_does_not_exist_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stdout[-500:]
     assert f"--env-file {tmp_path / 'typo.env'}: no such file" in proc.stderr
     # Listed with every other problem, in one report.
-    proc = _cli("--env-file", str(tmp_path / "typo.env"), "config", env={"MAX_ACTIVE_GPUS": "ten"}, cwd=tmp_path)
+    proc = _cli(
+        "--env-file", str(tmp_path / "typo.env"), "config", env={"MAX_ACTIVE_GPUS": "ten"}, cwd=tmp_path
+    )
     assert proc.returncode == 2 and "no such file" in proc.stderr and "MAX_ACTIVE_GPUS='ten'" in proc.stderr
     # The default ./.env stays optional, and /dev/null (the tests' "no file") reads as empty.
     assert _cli("config", cwd=tmp_path).returncode == 0
@@ -245,10 +258,15 @@ def test_env_file_is_accepted_after_the_command_too(tmp_path: Path) -> None:
     """``orchestrator config --env-file x`` reads x (before: "unrecognized arguments", exit 2)."""
     env_file = tmp_path / "orchestrator.env"
     env_file.write_text("MACHINES_TO_KEEP_IDLE=2\n")
-    for args in (("config", "--env-file", str(env_file)), ("--env-file", "/dev/null", "config", "--env-file", str(env_file))):
+    for args in (
+        ("config", "--env-file", str(env_file)),
+        ("--env-file", "/dev/null", "config", "--env-file", str(env_file)),
+    ):
         proc = _cli(*args, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
-        row = next(line.split() for line in proc.stdout.splitlines() if line.startswith("MACHINES_TO_KEEP_IDLE"))
+        row = next(
+            line.split() for line in proc.stdout.splitlines() if line.startswith("MACHINES_TO_KEEP_IDLE")
+        )
         assert row[1:] == [".env", "2"], args
 
 
@@ -269,20 +287,35 @@ def test_config_json_has_sources_files_warnings_and_masked_values(tmp_path: Path
     env_file = tmp_path / "orchestrator.env"
     env_file.write_text("MACHINES_TO_KEEP_IDLE=2\nRUNPOD_GPU_TYPES=A\n")
     proc = _cli(
-        "config", "--json", "--env-file", str(env_file), cwd=tmp_path,
-        env={"MAX_ACTIVE_GPUS": "3", "RUNPOD_API_KEY": "rpa_SECRETSECRETSECRET", "WORKER_ENV": '{"HF_TOKEN": "hf_abcdefghijklmnop"}'},
+        "config",
+        "--json",
+        "--env-file",
+        str(env_file),
+        cwd=tmp_path,
+        env={
+            "MAX_ACTIVE_GPUS": "3",
+            "RUNPOD_API_KEY": "rpa_SECRETSECRETSECRET",
+            "WORKER_ENV": '{"HF_TOKEN": "hf_abcdefghijklmnop"}',
+        },
     )
     assert proc.returncode == 0, proc.stderr
     assert "SECRETSECRET" not in proc.stdout and "hf_abcdefghijklmnop" not in proc.stdout
     doc = json.loads(proc.stdout)
     assert doc["precedence"] == ["environment", str(env_file), "default"]
-    assert doc["files"] == [{"path": str(env_file), "resolved": str(env_file.resolve()), "read": True, "required": True}]
+    assert doc["files"] == [
+        {"path": str(env_file), "resolved": str(env_file.resolve()), "read": True, "required": True}
+    ]
     settings = {s["name"]: s for s in doc["settings"]}
     assert [s["name"] for s in doc["settings"]] == [v.name for v in config.VARIABLES]
     assert (settings["MAX_ACTIVE_GPUS"]["value"], settings["MAX_ACTIVE_GPUS"]["source"]) == (3, "environment")
-    assert (settings["MACHINES_TO_KEEP_IDLE"]["value"], settings["MACHINES_TO_KEEP_IDLE"]["source"]) == (2, ".env")
+    assert (settings["MACHINES_TO_KEEP_IDLE"]["value"], settings["MACHINES_TO_KEEP_IDLE"]["source"]) == (
+        2,
+        ".env",
+    )
     assert settings["RUNPOD_GPU_TYPE"]["value"] == ["NVIDIA GeForce RTX 4090"]
-    assert settings["RUNPOD_API_KEY"]["secret"] is True and settings["RUNPOD_API_KEY"]["value"].startswith("rpa")
+    assert settings["RUNPOD_API_KEY"]["secret"] is True and settings["RUNPOD_API_KEY"]["value"].startswith(
+        "rpa"
+    )
     assert settings["SUPABASE_URL"]["value"] is None
     assert [(w["event"], w["name"], w["suggestion"]) for w in doc["warnings"]] == [
         ("config_unknown_variable", "RUNPOD_GPU_TYPES", "RUNPOD_GPU_TYPE")
@@ -290,7 +323,10 @@ def test_config_json_has_sources_files_warnings_and_masked_values(tmp_path: Path
 
 
 def _warned(environ: dict[str, str], file_values: dict[str, str] | None = None) -> dict[str, str | None]:
-    return {w.fields["name"]: w.fields["suggestion"] for w in config.name_warnings(environ, file_values or {}, "orch.env")}
+    return {
+        w.fields["name"]: w.fields["suggestion"]
+        for w in config.name_warnings(environ, file_values or {}, "orch.env")
+    }
 
 
 def test_misspelt_names_are_reported_with_the_closest_setting() -> None:
@@ -332,23 +368,78 @@ def test_an_ordinary_environment_is_not_reported() -> None:
     them close to ours; none is reported, and neither are the names the package itself reads."""
     ordinary = dict.fromkeys(
         [
-            "PATH", "HOME", "LANG", "LC_ALL", "TERM", "SHELL", "USER", "LOGNAME", "PWD", "OLDPWD", "HOSTNAME",
-            "TZ", "PYTHONPATH", "VIRTUAL_ENV", "SSH_AUTH_SOCK", "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY",
-            "INVOCATION_ID", "JOURNAL_STREAM", "SYSTEMD_EXEC_PID", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
-            "http_proxy", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "HF_HOME", "HF_TOKEN", "PGHOST",
-            "PGPASSWORD", "PGDATABASE", "DATABASE_USER", "DATABASE_HOST", "DATABASE_NAME", "DB_HOST", "DB_PORT",
-            "LOG_FILE", "LOG_DIR", "METRICS_PATH", "METRICS_ADDR", "WEB_CONCURRENCY", "MAX_WORKERS",
-            "TASK_TIMEOUT", "PUBLIC_KEY", "JUPYTER_PASSWORD", "RUNPOD_POD_ID", "RUNPOD_PUBLIC_IP",
-            "RUNPOD_TCP_PORT_22", "RUNPOD_GPU_COUNT", "RUNPOD_CPU_COUNT", "RUNPOD_DC_ID", "RUNPOD_VOLUME_ID",
-            "RUNPOD_POD_HOSTNAME", "RUNPOD_AI_API_KEY", "RUNPOD_DEBUG_LEVEL", "RUNPOD_ENDPOINT_ID",
-            "SUPABASE_ACCESS_TOKEN", "SUPABASE_DB_PASSWORD", "SUPABASE_PROJECT_ID", "ORCHESTRATOR_PG_BINDIR",
-            "ORCHESTRATOR_MIGRATIONS_DIR", "ORCHESTRATOR_TEST_CRASH_AT",
+            "PATH",
+            "HOME",
+            "LANG",
+            "LC_ALL",
+            "TERM",
+            "SHELL",
+            "USER",
+            "LOGNAME",
+            "PWD",
+            "OLDPWD",
+            "HOSTNAME",
+            "TZ",
+            "PYTHONPATH",
+            "VIRTUAL_ENV",
+            "SSH_AUTH_SOCK",
+            "SSH_CLIENT",
+            "SSH_CONNECTION",
+            "SSH_TTY",
+            "INVOCATION_ID",
+            "JOURNAL_STREAM",
+            "SYSTEMD_EXEC_PID",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+            "http_proxy",
+            "CUDA_VISIBLE_DEVICES",
+            "NVIDIA_VISIBLE_DEVICES",
+            "HF_HOME",
+            "HF_TOKEN",
+            "PGHOST",
+            "PGPASSWORD",
+            "PGDATABASE",
+            "DATABASE_USER",
+            "DATABASE_HOST",
+            "DATABASE_NAME",
+            "DB_HOST",
+            "DB_PORT",
+            "LOG_FILE",
+            "LOG_DIR",
+            "METRICS_PATH",
+            "METRICS_ADDR",
+            "WEB_CONCURRENCY",
+            "MAX_WORKERS",
+            "TASK_TIMEOUT",
+            "PUBLIC_KEY",
+            "JUPYTER_PASSWORD",
+            "RUNPOD_POD_ID",
+            "RUNPOD_PUBLIC_IP",
+            "RUNPOD_TCP_PORT_22",
+            "RUNPOD_GPU_COUNT",
+            "RUNPOD_CPU_COUNT",
+            "RUNPOD_DC_ID",
+            "RUNPOD_VOLUME_ID",
+            "RUNPOD_POD_HOSTNAME",
+            "RUNPOD_AI_API_KEY",
+            "RUNPOD_DEBUG_LEVEL",
+            "RUNPOD_ENDPOINT_ID",
+            "SUPABASE_ACCESS_TOKEN",
+            "SUPABASE_DB_PASSWORD",
+            "SUPABASE_PROJECT_ID",
+            "ORCHESTRATOR_PG_BINDIR",
+            "ORCHESTRATOR_MIGRATIONS_DIR",
+            "ORCHESTRATOR_TEST_CRASH_AT",
         ],
         "x",
     )
     assert _warned(ordinary) == {}
     # The SDK's own names are not ours, but not mistakes either, even in the env file.
-    assert _warned({}, {"RUNPOD_DEBUG_LEVEL": "DEBUG", "RUNPOD_UA_INTEGRATION": "x", "MAX_ACTIVE_GPUS": "3"}) == {}
+    assert (
+        _warned({}, {"RUNPOD_DEBUG_LEVEL": "DEBUG", "RUNPOD_UA_INTEGRATION": "x", "MAX_ACTIVE_GPUS": "3"})
+        == {}
+    )
 
 
 def test_every_orchestrator_name_the_package_reads_is_known() -> None:
@@ -387,12 +478,18 @@ def test_env_file_lines_that_are_not_assignments_or_repeat_a_name_are_reported(t
 def test_cli_names_a_misspelt_variable_beside_the_problems_it_causes(tmp_path: Path) -> None:
     """``RUNPOD_API_KY=...``: the report says RUNPOD_API_KEY is unset, and why, without the key."""
     proc = _cli(
-        "--env-file", "/dev/null", "run", cwd=tmp_path,
+        "--env-file",
+        "/dev/null",
+        "run",
+        cwd=tmp_path,
         env={"RUNPOD_API_KY": "rpa_SECRETSECRETSECRET", "DATABASE_URL": "postgresql://u@127.0.0.1:9/db"},
     )
     assert proc.returncode == 2
     assert "RUNPOD_API_KEY is unset" in proc.stderr
-    assert "RUNPOD_API_KY (in the environment) is not a setting of the orchestrator and is ignored; did you mean RUNPOD_API_KEY?" in proc.stderr
+    assert (
+        "RUNPOD_API_KY (in the environment) is not a setting of the orchestrator and is ignored; did you mean RUNPOD_API_KEY?"
+        in proc.stderr
+    )
     assert "SECRETSECRET" not in proc.stderr
 
 
@@ -401,16 +498,34 @@ def test_cli_logs_a_warning_for_a_misspelt_variable_and_still_runs(tmp_path: Pat
     env_file = tmp_path / "orchestrator.env"
     env_file.write_text("MAX_ACTIVE_GPUS 3\nMIN_ACTIVE_GPUS=1\nMIN_ACTIVE_GPUS=0\n")
     proc = _cli(
-        "--env-file", str(env_file), "sim", "run", "--trace", "spike", "--policy", "ours", env={"MAX_ACTIVE_GPU": "4"}, cwd=tmp_path
+        "--env-file",
+        str(env_file),
+        "sim",
+        "run",
+        "--trace",
+        "spike",
+        "--policy",
+        "ours",
+        env={"MAX_ACTIVE_GPU": "4"},
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stderr.splitlines()]
     assert [{k: v for k, v in e.items() if k != "ts"} for e in lines] == [
         {"event": "config_env_file_line_ignored", "level": "warning", "file": str(env_file), "line": 1},
-        {"event": "config_env_file_duplicate", "level": "warning", "file": str(env_file), "name": "MIN_ACTIVE_GPUS", "lines": [2, 3]},
         {
-            "event": "config_unknown_variable", "level": "warning",
-            "name": "MAX_ACTIVE_GPU", "source": "the environment", "suggestion": "MAX_ACTIVE_GPUS",
+            "event": "config_env_file_duplicate",
+            "level": "warning",
+            "file": str(env_file),
+            "name": "MIN_ACTIVE_GPUS",
+            "lines": [2, 3],
+        },
+        {
+            "event": "config_unknown_variable",
+            "level": "warning",
+            "name": "MAX_ACTIVE_GPU",
+            "source": "the environment",
+            "suggestion": "MAX_ACTIVE_GPUS",
         },
     ]
     assert "config_" not in proc.stdout
@@ -441,7 +556,9 @@ def test_replace_refuses_a_name_that_is_not_a_setting() -> None:
 
 def test_a_blank_text_setting_reads_as_unset_so_its_default_holds() -> None:
     # "  " was read as None, so a blank WORKER_ID_PREFIX named pods "None..." and a blank image sent none.
-    s = config.load_settings({"WORKER_ID_PREFIX": "  ", "RUNPOD_WORKER_IMAGE": " ", "SUPABASE_URL": " "}, env_file=None)
+    s = config.load_settings(
+        {"WORKER_ID_PREFIX": "  ", "RUNPOD_WORKER_IMAGE": " ", "SUPABASE_URL": " "}, env_file=None
+    )
     assert s.worker_id_prefix == "gpu-"
     assert s.runpod_worker_image == config.BY_NAME["RUNPOD_WORKER_IMAGE"].default
     assert s.supabase_url is None

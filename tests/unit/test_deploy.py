@@ -299,7 +299,9 @@ def dockerfile_problems(text: str, ignore_text: str | None, context: Path) -> li
         if inst is not None:
             exec_words = inst.exec_form()
             if exec_words is None:
-                problems.append(f"{inst.keyword} is in shell form: SIGTERM would go to /bin/sh, not the daemon")
+                problems.append(
+                    f"{inst.keyword} is in shell form: SIGTERM would go to /bin/sh, not the daemon"
+                )
                 exec_words = ["/bin/sh", "-c", inst.args]
             words += exec_words
     if words != ["orchestrator", "run"]:
@@ -336,7 +338,9 @@ def dockerfile_problems(text: str, ignore_text: str | None, context: Path) -> li
             for name, value in _env_pairs(inst):
                 # A build argument ends up in the image history even without a default.
                 if (name in _SECRET_VARS or _SECRET_NAME.search(name)) and (inst.keyword == "ARG" or value):
-                    problems.append(f"line {inst.line}: {inst.keyword} {name} carries a secret into the image")
+                    problems.append(
+                        f"line {inst.line}: {inst.keyword} {name} carries a secret into the image"
+                    )
     return problems
 
 
@@ -441,7 +445,7 @@ def test_the_checks_fail_on_a_careless_dockerfile(tmp_path: Path) -> None:
     fixed = (
         "FROM python:3.11-slim AS build\nCOPY . /src\n"
         "FROM python:3.11-slim\nUSER 10001\n"
-        "HEALTHCHECK CMD [\"python\", \"-c\", \"import os; print(os.environ['METRICS_PORT'], '/healthz')\"]\n"
+        'HEALTHCHECK CMD ["python", "-c", "import os; print(os.environ[\'METRICS_PORT\'], \'/healthz\')"]\n'
         'ENTRYPOINT ["orchestrator"]\nCMD ["run"]\n'
     )
     assert dockerfile_problems(fixed, DOCKERIGNORE.read_text(), tmp_path) == []
@@ -518,7 +522,10 @@ def _systemd_analyze() -> str:
         subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, capture_output=True, timeout=110)
         subprocess.run(
             ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "systemd"],
-            env=env, check=True, capture_output=True, timeout=110,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=110,
         )
         tool = shutil.which("systemd-analyze")
     if tool is None:
@@ -552,7 +559,9 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     assert result.stderr.strip() == "", result.stderr
     security = subprocess.run(
         [tool, "security", "--offline=yes", "--threshold=20", str(unit)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert security.returncode == 0, "exposure above 2.0:\n" + security.stdout[-3000:]
 
@@ -581,8 +590,12 @@ def test_unit_settings() -> None:
     tick = d.orchestrator_poll_sec + d.ssh_connect_timeout_sec + d.ssh_command_timeout_sec
     assert int(service["TimeoutStopSec"]) > tick
     for key, value in {
-        "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
-        "StandardOutput": "journal", "StandardError": "journal",
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "StandardOutput": "journal",
+        "StandardError": "journal",
         "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
     }.items():
         assert service[key] == value, key
@@ -599,7 +612,7 @@ def test_runtime_survives_memory_deny_write_execute() -> None:
     is on (cffi's ffi.callback, which needs such memory, fails), then does what the daemon does: TLS
     contexts, libpq, ctypes callbacks, and a whole SSH handshake with public-key auth through paramiko.
     """
-    script = r'''
+    script = r"""
 import ctypes, socket, ssl, sys
 libc = ctypes.CDLL(None, use_errno=True)
 if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
@@ -632,9 +645,13 @@ channel = client.open_session()
 assert client.is_authenticated() and client.get_remote_server_key() == host_key
 channel.close(); client.close(); server.close()
 print("MDWE-OK")
-'''
+"""
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=100, cwd=ROOT,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=ROOT,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert result.returncode == 0 and "MDWE-OK" in result.stdout, result.stdout + result.stderr[-3000:]
@@ -701,7 +718,10 @@ def test_orchestrator_config_reads_the_example_as_the_defaults(tmp_path: Path) -
     env_file.write_text(uncommented)
     result = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "--env-file", str(env_file), "config"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
         env={"PATH": os.environ.get("PATH", ""), "LOG_FORMAT": "json"},
     )
     assert result.returncode == 0, result.stderr
@@ -734,7 +754,9 @@ def _compose() -> dict:
     except ImportError:
         # Without PyYAML: the structure by indentation (top-level keys, then the services' names).
         text = COMPOSE.read_text()
-        services = re.findall(r"(?m)^  ([a-z][a-z0-9_-]*):\s*$", text.split("\nservices:\n", 1)[1].split("\nvolumes:\n")[0])
+        services = re.findall(
+            r"(?m)^  ([a-z][a-z0-9_-]*):\s*$", text.split("\nservices:\n", 1)[1].split("\nvolumes:\n")[0]
+        )
         return {"services": {name: {} for name in services}, "_unparsed": True}
     loaded = yaml.safe_load(COMPOSE.read_text())
     assert isinstance(loaded, dict)
@@ -758,9 +780,16 @@ def test_compose_file_is_consistent() -> None:
             assert build.get("target") in stage_names, name
         for dep, spec in (service.get("depends_on") or {}).items():
             assert dep in services, f"{name} depends on unknown {dep}"
-            assert spec["condition"] in {"service_started", "service_healthy", "service_completed_successfully"}
+            assert spec["condition"] in {
+                "service_started",
+                "service_healthy",
+                "service_completed_successfully",
+            }
             if spec["condition"] == "service_healthy":
-                assert "healthcheck" in services[dep] or services[dep].get("build", {}).get("target") == "runtime"
+                assert (
+                    "healthcheck" in services[dep]
+                    or services[dep].get("build", {}).get("target") == "runtime"
+                )
         mode = service.get("network_mode", "")
         if mode.startswith("service:"):
             assert mode.split(":", 1)[1] in services
@@ -799,16 +828,30 @@ def _runnable_section() -> str:
 def test_operations_doc_structure() -> None:
     text = OPERATIONS.read_text()
     for heading in (
-        "## Installing", "## First run: `orchestrator plan`", "## Supabase set-up", "### Dashboard views",
-        "## Tuning the scaling knobs", "## Runbook", "## Reading the logs", "## Log events", "## Upgrading",
+        "## Installing",
+        "## First run: `orchestrator plan`",
+        "## Supabase set-up",
+        "### Dashboard views",
+        "## Tuning the scaling knobs",
+        "## Runbook",
+        "## Reading the logs",
+        "## Log events",
+        "## Upgrading",
     ):
         assert f"\n{heading}\n" in text, heading
     log_events = text.split("\n## Log events\n", 1)[1].split("\n## ", 1)[0]
     assert "<!-- events-table -->" in log_events
     for view in ("orchestrator_fleet_status", "orchestrator_worker_health", "orchestrator_queue"):
         assert f"`{view}`" in text
-    for failure in ("GPU type not found", "Storage volume missing", "SSH failures", "Initialization timeouts",
-                    "Spawning paused after consecutive failures", "Orphan pods reaped", "Lease lost"):
+    for failure in (
+        "GPU type not found",
+        "Storage volume missing",
+        "SSH failures",
+        "Initialization timeouts",
+        "Spawning paused after consecutive failures",
+        "Orphan pods reaped",
+        "Lease lost",
+    ):
         assert f"**{failure}" in text, failure
 
 
@@ -818,8 +861,14 @@ def test_runnable_section_is_valid_shell() -> None:
     script = "\n".join(blocks)
     result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
-    for step in ("orchestrator sim serve --port", "orchestrator migrate", "orchestrator plan", "orchestrator run",
-                 "orchestrator status", "trap cleanup EXIT"):
+    for step in (
+        "orchestrator sim serve --port",
+        "orchestrator migrate",
+        "orchestrator plan",
+        "orchestrator run",
+        "orchestrator status",
+        "trap cleanup EXIT",
+    ):
         assert step in script, step
     assert re.search(r"(?m)^orchestrator sim serve .*--speed 20 .*&$", script)
 
@@ -839,8 +888,14 @@ def test_tuning_table_matches_the_defaults() -> None:
             assert name in config.BY_NAME, name
             assert float(number) == float(config.BY_NAME[name].default), f"{name}: doc {number}"
             seen.add(name)
-    for name in ("MIN_ACTIVE_GPUS", "SPAWNING_TIMEOUT_SEC", "HEARTBEAT_TIMEOUT_SEC", "MAX_CONSECUTIVE_FAILURES",
-                 "MAX_HOURLY_SPEND", "GPU_IDLE_TIMEOUT_SEC"):
+    for name in (
+        "MIN_ACTIVE_GPUS",
+        "SPAWNING_TIMEOUT_SEC",
+        "HEARTBEAT_TIMEOUT_SEC",
+        "MAX_CONSECUTIVE_FAILURES",
+        "MAX_HOURLY_SPEND",
+        "GPU_IDLE_TIMEOUT_SEC",
+    ):
         assert name in seen, name
 
 
@@ -871,8 +926,12 @@ def test_claimable_view_example_runs_on_postgres() -> None:
             # the migrations, which give a database built from them alone the app's shape.
             conn.execute(_claimable_view_sql())
             p1, p2 = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
-            done = _scalar(conn, "insert into tasks (task_type, status) values ('t', 'Complete') returning id")
-            waiting = _scalar(conn, "insert into tasks (task_type, status) values ('t', 'Queued') returning id")
+            done = _scalar(
+                conn, "insert into tasks (task_type, status) values ('t', 'Complete') returning id"
+            )
+            waiting = _scalar(
+                conn, "insert into tasks (task_type, status) values ('t', 'Queued') returning id"
+            )
             conn.execute(
                 "insert into tasks (task_type, status, project_id) values ('t', 'In Progress', %s), ('t', 'In Progress', %s)",
                 (p1, p1),

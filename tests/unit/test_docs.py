@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _generator():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("gen_events_table", ROOT / "scripts" / "gen_events_table.py")
+    spec = importlib.util.spec_from_file_location(
+        "gen_events_table", ROOT / "scripts" / "gen_events_table.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -21,14 +23,23 @@ def _generator():  # type: ignore[no-untyped-def]
 
 def test_events_table_in_the_docs_matches_the_code() -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "gen_events_table.py"), "--check"], capture_output=True, text=True, timeout=60
+        [sys.executable, str(ROOT / "scripts" / "gen_events_table.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
 
 
 def test_event_names_are_stable_snake_case_and_cover_the_tick() -> None:
     events = _generator().collect()
-    assert {"tick_summary", "lease_acquired", "worker_spawned", "worker_failed", "orphan_pod_terminated"} <= set(events)
+    assert {
+        "tick_summary",
+        "lease_acquired",
+        "worker_spawned",
+        "worker_failed",
+        "orphan_pod_terminated",
+    } <= set(events)
     bad = [name for name in events if not re.fullmatch(r"[a-z][a-z0-9_]*", name)]
     assert bad == []
 

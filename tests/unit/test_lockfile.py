@@ -43,7 +43,9 @@ def project_requirements() -> list[Requirement]:
     return [Requirement(r) for r in data["project"]["dependencies"]]
 
 
-def lock_problems(lock: dict[str, tuple[str, Requirement, list[str]]], wanted: list[Requirement]) -> list[str]:
+def lock_problems(
+    lock: dict[str, tuple[str, Requirement, list[str]]], wanted: list[Requirement]
+) -> list[str]:
     problems = []
     for req in wanted:
         name = canonicalize_name(req.name)

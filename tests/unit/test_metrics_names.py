@@ -59,7 +59,9 @@ def test_known_series_exist_at_zero_before_anything_happens() -> None:
         for reason in telemetry.RETRY_REASONS:
             assert sample(text, "orchestrator_api_retries_total", api=api, reason=reason) == 0.0
     assert sample(text, "orchestrator_spend_usd_total") == 0.0
-    assert re.search(r'^orchestrator_build_info\{python_version="[0-9.]+",version="[^"]+"\} 1\.0$', text, re.M)
+    assert re.search(
+        r'^orchestrator_build_info\{python_version="[0-9.]+",version="[^"]+"\} 1\.0$', text, re.M
+    )
     assert sample(text, "process_resident_memory_bytes") is not None
     assert re.search(r"^python_info\{", text, re.M)
 
@@ -82,7 +84,9 @@ def test_boot_time_histogram_per_gpu_type() -> None:
     m.observe_boot("NVIDIA GeForce RTX 4090", 200.0)
     text = m.render().decode()
     assert sample(text, "orchestrator_boot_seconds_count", gpu_type="NVIDIA GeForce RTX 4090") == 2.0
-    assert sample(text, "orchestrator_boot_seconds_bucket", gpu_type="NVIDIA GeForce RTX 4090", le="45.0") == 1.0
+    assert (
+        sample(text, "orchestrator_boot_seconds_bucket", gpu_type="NVIDIA GeForce RTX 4090", le="45.0") == 1.0
+    )
 
 
 def test_retries_reported_by_adapters_are_counted_and_finished_metrics_drop_out() -> None:
@@ -126,7 +130,11 @@ def test_the_documented_alert_rules_use_metrics_the_daemon_exposes() -> None:
     }
     m = Metrics()
     m.observe_boot("x", 1.0)
-    exposed = {line.split("{")[0].split(" ")[0] for line in m.render().decode().splitlines() if not line.startswith("#")}
+    exposed = {
+        line.split("{")[0].split(" ")[0]
+        for line in m.render().decode().splitlines()
+        if not line.startswith("#")
+    }
     for rule in rules:
         for name in re.findall(r"\b(orchestrator_[a-z_]+)", rule["expr"]):
             assert name in exposed, f"{rule['alert']}: {name} is not exposed"

@@ -43,12 +43,22 @@ def test_run_lists_malformed_and_missing_settings_in_one_report(tmp_path: Path) 
     proc = _cli(["run"], {"MAX_ACTIVE_GPUS": "ten", "ORCHESTRATOR_POLL_SEC": "fast"}, tmp_path)
     assert proc.returncode == 2, proc.stderr
     # (RUNPOD_SSH_PRIVATE_KEY_PATH is optional: without it pods are logged into with their password.)
-    for needle in ("MAX_ACTIVE_GPUS", "ORCHESTRATOR_POLL_SEC", "RUNPOD_API_KEY", "neither database is configured"):
+    for needle in (
+        "MAX_ACTIVE_GPUS",
+        "ORCHESTRATOR_POLL_SEC",
+        "RUNPOD_API_KEY",
+        "neither database is configured",
+    ):
         assert needle in proc.stderr, f"{needle} missing from:\n{proc.stderr}"
     # One report, each problem once: a key whose path does not exist is not also called "unset".
-    proc = _cli(["run"], {"RUNPOD_SSH_PRIVATE_KEY_PATH": str(tmp_path / "nope"), "MAX_ACTIVE_GPUS": "ten"}, tmp_path)
+    proc = _cli(
+        ["run"], {"RUNPOD_SSH_PRIVATE_KEY_PATH": str(tmp_path / "nope"), "MAX_ACTIVE_GPUS": "ten"}, tmp_path
+    )
     assert proc.returncode == 2
-    assert "RUNPOD_SSH_PRIVATE_KEY_PATH" in proc.stderr and "RUNPOD_SSH_PRIVATE_KEY_PATH is unset" not in proc.stderr, proc.stderr
+    assert (
+        "RUNPOD_SSH_PRIVATE_KEY_PATH" in proc.stderr
+        and "RUNPOD_SSH_PRIVATE_KEY_PATH is unset" not in proc.stderr
+    ), proc.stderr
 
 
 def test_events_with_an_out_of_range_limit_is_a_usage_error(tmp_path: Path) -> None:
@@ -57,7 +67,9 @@ def test_events_with_an_out_of_range_limit_is_a_usage_error(tmp_path: Path) -> N
     Consequence on the reviewed code: the value goes to the database, which refuses it, and the command
     exits 1 ("the operation failed"), so a script or an alert cannot tell a typo from an outage.
     """
-    proc = _cli(["events", "--limit", "0"], {"DATABASE_URL": "postgresql://review@127.0.0.1:1/none"}, tmp_path)
+    proc = _cli(
+        ["events", "--limit", "0"], {"DATABASE_URL": "postgresql://review@127.0.0.1:1/none"}, tmp_path
+    )
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-500:])
     assert "--limit" in proc.stderr
 
@@ -115,7 +127,9 @@ def test_a_password_given_as_a_url_parameter_is_a_registered_secret() -> None:
     up in an error or a printout, is not masked.
     """
     settings = config.load_settings(
-        {"DATABASE_URL": "postgresql://orch@db.internal:5432/postgres?password=Pg-Review-Pass-2&sslmode=require"},
+        {
+            "DATABASE_URL": "postgresql://orch@db.internal:5432/postgres?password=Pg-Review-Pass-2&sslmode=require"
+        },
         env_file=None,
     )
     assert "Pg-Review-Pass-2" in settings.secrets

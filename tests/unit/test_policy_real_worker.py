@@ -33,7 +33,9 @@ def reported(w: Worker, status: str | None, seconds_ago: float | None, **details
 
 
 def test_a_heartbeat_after_the_process_started_promotes_at_the_next_tick() -> None:
-    w = worker("gpu-a", "initializing", created=200, heartbeat=3, initialized_at=ago(60), process_started_at=ago(50))
+    w = worker(
+        "gpu-a", "initializing", created=200, heartbeat=3, initialized_at=ago(60), process_started_at=ago(50)
+    )
     result = run(snap([w], claimable=1), pods_for([w]))
     assert summary(result) == [("promote", "gpu-a", "first_heartbeat")]
     [promote] = result.of_kind(Promote)
@@ -42,14 +44,25 @@ def test_a_heartbeat_after_the_process_started_promotes_at_the_next_tick() -> No
 
 
 def test_a_heartbeat_at_the_very_instant_of_the_start_promotes() -> None:
-    w = worker("gpu-a", "initializing", created=200, heartbeat=50, initialized_at=ago(60), process_started_at=ago(50))
+    w = worker(
+        "gpu-a", "initializing", created=200, heartbeat=50, initialized_at=ago(60), process_started_at=ago(50)
+    )
     assert run(snap([w], claimable=1), pods_for([w])).of_kind(Promote) != []
 
 
 def test_no_promotion_without_a_heartbeat_since_the_process_started() -> None:
     # Heard only before the start was recorded (a process that beat once, then the start finished).
-    before = worker("gpu-a", "initializing", created=200, heartbeat=55, initialized_at=ago(60), process_started_at=ago(50))
-    never = worker("gpu-b", "initializing", created=200, heartbeat=None, initialized_at=ago(60), process_started_at=ago(50))
+    before = worker(
+        "gpu-a", "initializing", created=200, heartbeat=55, initialized_at=ago(60), process_started_at=ago(50)
+    )
+    never = worker(
+        "gpu-b",
+        "initializing",
+        created=200,
+        heartbeat=None,
+        initialized_at=ago(60),
+        process_started_at=ago(50),
+    )
     # Heard, but no start recorded: StartProcess records it (already_running), it is not a promotion.
     unstarted = worker("gpu-c", "initializing", created=200, heartbeat=3, initialized_at=ago(60))
     result = run(snap([before, never, unstarted], claimable=3), pods_for([before, never, unstarted]))
@@ -68,19 +81,28 @@ def test_only_initializing_rows_are_promoted() -> None:
 
 
 def test_promotion_needs_no_pod_listing() -> None:
-    w = worker("gpu-a", "initializing", created=200, heartbeat=3, initialized_at=ago(60), process_started_at=ago(50))
+    w = worker(
+        "gpu-a", "initializing", created=200, heartbeat=3, initialized_at=ago(60), process_started_at=ago(50)
+    )
     assert summary(run(snap([w], claimable=1), None)) == [("promote", "gpu-a", "first_heartbeat")]
 
 
 def test_a_booting_worker_cancelled_for_overcapacity_is_not_promoted_in_the_same_tick() -> None:
-    w = worker("gpu-a", "initializing", created=200, heartbeat=3, initialized_at=ago(60), process_started_at=ago(50))
+    w = worker(
+        "gpu-a", "initializing", created=200, heartbeat=3, initialized_at=ago(60), process_started_at=ago(50)
+    )
     result = run(snap([w]), pods_for([w]), settings(max_active_gpus=0, min_active_gpus=0))
     assert summary(result) == [("terminate_pod", "gpu-a", "scale_down_before_boot")]
 
 
 def test_an_operator_termination_wins_over_promotion() -> None:
     w = worker(
-        "gpu-a", "initializing", created=200, heartbeat=3, initialized_at=ago(60), process_started_at=ago(50),
+        "gpu-a",
+        "initializing",
+        created=200,
+        heartbeat=3,
+        initialized_at=ago(60),
+        process_started_at=ago(50),
         terminate_requested_at=ago(5),
     )
     assert summary(run(snap([w]), pods_for([w]))) == [("terminate_pod", "gpu-a", "operator_request")]
@@ -135,10 +157,19 @@ def test_reports_other_than_crashed_and_error_are_left_to_the_other_checks() -> 
 
 def test_a_crash_of_a_draining_or_booting_worker_fails_it_too() -> None:
     draining = reported(
-        worker("gpu-a", "draining", heartbeat=2, changed=30, process_started_at=ago(900), running=["t1"]), "crashed", 2
+        worker("gpu-a", "draining", heartbeat=2, changed=30, process_started_at=ago(900), running=["t1"]),
+        "crashed",
+        2,
     )
     booting = reported(
-        worker("gpu-b", "initializing", created=120, heartbeat=2, initialized_at=ago(60), process_started_at=ago(50)),
+        worker(
+            "gpu-b",
+            "initializing",
+            created=120,
+            heartbeat=2,
+            initialized_at=ago(60),
+            process_started_at=ago(50),
+        ),
         "crashed",
         2,
     )

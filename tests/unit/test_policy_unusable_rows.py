@@ -78,11 +78,18 @@ def test_an_id_is_kept_exactly_as_the_database_holds_it() -> None:
 
 
 def test_an_unreadable_row_with_a_pod_is_failed_and_its_pod_terminated() -> None:
-    data = {"now": NOW.isoformat(), "workers": [_row(created_at="yesterday", metadata={"runpod_id": "pod-a"})]}
+    data = {
+        "now": NOW.isoformat(),
+        "workers": [_row(created_at="yesterday", metadata={"runpod_id": "pod-a"})],
+    }
     parsed = Snapshot.from_json(data)
     assert parsed.workers == () and len(parsed.unreadable) == 1
     [row] = parsed.unreadable
-    assert row.id == "gpu-20250912_101500-1a2b3c4d" and row.status is WorkerState.ACTIVE and row.runpod_id == "pod-a"
+    assert (
+        row.id == "gpu-20250912_101500-1a2b3c4d"
+        and row.status is WorkerState.ACTIVE
+        and row.runpod_id == "pod-a"
+    )
     listing = [pod("gpu-20250912_101500-1a2b3c4d", pod_id="pod-a", age=7200)]
     result = plan(parsed, listing, settings(min_active_gpus=0), NOW)
     [failed] = [a for a in result.actions if isinstance(a, FailWorker)]
@@ -118,15 +125,25 @@ def test_an_unreadable_row_pointing_at_a_pod_not_ours_is_left_alone() -> None:
 def test_tasks_in_progress_with_no_worker_are_requeued_past_the_stuck_timeout() -> None:
     limit = settings().task_stuck_timeout_sec
     young = replace(snap(), queue=Queue(unowned_running=2, oldest_unowned_age_sec=limit - 1))
-    assert not [a for a in plan(young, [], settings(min_active_gpus=0), NOW).actions if isinstance(a, RequeueUnownedTasks)]
+    assert not [
+        a
+        for a in plan(young, [], settings(min_active_gpus=0), NOW).actions
+        if isinstance(a, RequeueUnownedTasks)
+    ]
     old = replace(snap(), queue=Queue(unowned_running=2, oldest_unowned_age_sec=limit + 1))
-    [action] = [a for a in plan(old, [], settings(min_active_gpus=0), NOW).actions if isinstance(a, RequeueUnownedTasks)]
+    [action] = [
+        a
+        for a in plan(old, [], settings(min_active_gpus=0), NOW).actions
+        if isinstance(a, RequeueUnownedTasks)
+    ]
     assert action.reason is Reason.TASK_WITHOUT_WORKER and action.older_than_sec == limit
     # Not demand: no worker of ours runs them, so they do not make the plan spawn.
     assert plan(old, [], settings(min_active_gpus=0), NOW).desired == 0
 
 
 def test_the_snapshot_reads_the_unowned_figures() -> None:
-    parsed = Snapshot.from_json({"queue": {"unowned_running": 3, "oldest_unowned_age_sec": 4000.5, "running": 1}})
+    parsed = Snapshot.from_json(
+        {"queue": {"unowned_running": 3, "oldest_unowned_age_sec": 4000.5, "running": 1}}
+    )
     assert parsed.queue.unowned_running == 3 and parsed.queue.oldest_unowned_age_sec == 4000.5
     assert parsed.queue.running == 1

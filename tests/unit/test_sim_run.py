@@ -45,10 +45,14 @@ def _json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 def _small_csv(tmp_path: Path, n: int = 12) -> tuple[Path, list[float]]:
     """A user-export-like file: no comment line, rows shuffled, a task every ~45 s for ~9 minutes."""
     rng = random.Random(7)
-    rows = [(f"task-{i}", round(i * 45 + rng.uniform(0, 20), 1), round(rng.uniform(60, 150), 1)) for i in range(n)]
+    rows = [
+        (f"task-{i}", round(i * 45 + rng.uniform(0, 20), 1), round(rng.uniform(60, 150), 1)) for i in range(n)
+    ]
     rng.shuffle(rows)
     path = tmp_path / "week.csv"
-    path.write_text("id,at,duration,task_type\n" + "".join(f"{i},{a},{d},generate_video\n" for i, a, d in rows))
+    path.write_text(
+        "id,at,duration,task_type\n" + "".join(f"{i},{a},{d},generate_video\n" for i, a, d in rows)
+    )
     return path, [d for _i, _a, d in rows]
 
 
@@ -59,9 +63,30 @@ def test_a_named_trace_prints_a_table_of_every_requested_policy(tmp_path: Path) 
     assert lines[0].startswith(f"trace spike: {len(traces.generate('spike').tasks)} tasks over 9.0 h")
     assert lines[1] == "ours: the defaults"
     header = next(line for line in lines if line.startswith("policy"))
-    assert header.split() == ["policy", "cost", "$", "x", "oracle", "GPU-h", "busy", "p50", "s", "p95", "s",
-                              "p99", "s", "spawns", "lost", "dup", "leaked"]
-    rows = {line.split()[0]: line.split() for line in lines if line.split() and line.split()[0] in ("ours", "oracle")}
+    assert header.split() == [
+        "policy",
+        "cost",
+        "$",
+        "x",
+        "oracle",
+        "GPU-h",
+        "busy",
+        "p50",
+        "s",
+        "p95",
+        "s",
+        "p99",
+        "s",
+        "spawns",
+        "lost",
+        "dup",
+        "leaked",
+    ]
+    rows = {
+        line.split()[0]: line.split()
+        for line in lines
+        if line.split() and line.split()[0] in ("ours", "oracle")
+    }
     assert set(rows) == {"ours", "oracle"}
     assert rows["oracle"][2] == "1.00" and float(rows["ours"][2]) > 1.0  # x oracle
     assert rows["ours"][-3:] == ["0", "0", "0"]  # lost, duplicated, leaked
@@ -78,7 +103,9 @@ def test_a_csv_export_runs_the_default_policies_and_they_differ(tmp_path: Path) 
     assert results["oracle"]["wait_p95_s"] == 0.0
     for name in ("ours", "original", "serverless"):
         m = results[name]
-        assert (m["tasks_lost"], m["tasks_duplicated"], m["pods_leaked"], m["violations"]) == (0, 0, 0, 0), name
+        assert (m["tasks_lost"], m["tasks_duplicated"], m["pods_leaked"], m["violations"]) == (0, 0, 0, 0), (
+            name
+        )
         assert m["cost_usd"] > results["oracle"]["cost_usd"], name
     costs = {results[n]["cost_usd"] for n in ("ours", "original", "serverless")}
     assert len(costs) == 3
@@ -91,7 +118,17 @@ def test_set_changes_ours_and_only_ours_and_matches_the_same_value_from_env(tmp_
     path, _ = _small_csv(tmp_path)
     base = _json(_cli(tmp_path, "--trace", str(path), "--policy", "ours", "original", "--json"))["week"]
     changed = _json(
-        _cli(tmp_path, "--trace", str(path), "--policy", "ours", "original", "--set", "MIN_ACTIVE_GPUS=2", "--json")
+        _cli(
+            tmp_path,
+            "--trace",
+            str(path),
+            "--policy",
+            "ours",
+            "original",
+            "--set",
+            "MIN_ACTIVE_GPUS=2",
+            "--json",
+        )
     )["week"]
     assert changed["ours"]["cost_usd"] > base["ours"]["cost_usd"]  # two pods kept for the whole horizon
     assert changed["original"] == base["original"]  # --set is for `ours` only
@@ -99,18 +136,25 @@ def test_set_changes_ours_and_only_ours_and_matches_the_same_value_from_env(tmp_
     (tmp_path / ".env").write_text("MIN_ACTIVE_GPUS=2\n")
     from_env = _json(_cli(tmp_path, "--trace", str(path), "--policy", "ours", "--json"))["week"]
     assert from_env["ours"] == changed["ours"]
-    overridden = _json(_cli(tmp_path, "--trace", str(path), "--policy", "ours", "--set", "MIN_ACTIVE_GPUS=0", "--json"))
+    overridden = _json(
+        _cli(tmp_path, "--trace", str(path), "--policy", "ours", "--set", "MIN_ACTIVE_GPUS=0", "--json")
+    )
     assert overridden["week"]["ours"] == base["ours"]
     table = _cli(tmp_path, "--trace", str(path), "--policy", "ours", env={"TASKS_PER_GPU_THRESHOLD": "1"})
     assert table.returncode == 0, table.stderr
-    assert "ours: the defaults except MIN_ACTIVE_GPUS=2 (.env), TASKS_PER_GPU_THRESHOLD=1 (environment)" in table.stdout
+    assert (
+        "ours: the defaults except MIN_ACTIVE_GPUS=2 (.env), TASKS_PER_GPU_THRESHOLD=1 (environment)"
+        in table.stdout
+    )
 
 
 def test_json_has_the_documented_shape_and_seeds_average(tmp_path: Path) -> None:
     path, _ = _small_csv(tmp_path, n=6)
     header = "# trace=mine seed=9 duration=600\n"
     path.write_text(header + path.read_text())
-    doc = _json(_cli(tmp_path, "--trace", str(path), "--policy", "ours", "static", "oracle", "--seeds", "2", "--json"))
+    doc = _json(
+        _cli(tmp_path, "--trace", str(path), "--policy", "ours", "static", "oracle", "--seeds", "2", "--json")
+    )
     assert list(doc) == ["mine"]  # the comment line names it
     assert list(doc["mine"]) == ["ours", "static", "oracle"]
     for policy, metrics in doc["mine"].items():
@@ -121,9 +165,22 @@ def test_json_has_the_documented_shape_and_seeds_average(tmp_path: Path) -> None
 
 def test_a_bad_set_exits_2_listing_every_problem_and_runs_nothing(tmp_path: Path) -> None:
     proc = _cli(
-        tmp_path, "--set", "MIN_ACTIVE_GPUS=x", "--set", "MAX_ACTIVE_GPUZ=3", "--set", "GPU_IDLE_TIMEOUT_SEC=-5",
-        "--set", "novalue", "--set", "MACHINES_TO_KEEP_IDLE=1", "--set", "MIN_ACTIVE_GPUS=11",
-        "--policy", "ours", "fastest",
+        tmp_path,
+        "--set",
+        "MIN_ACTIVE_GPUS=x",
+        "--set",
+        "MAX_ACTIVE_GPUZ=3",
+        "--set",
+        "GPU_IDLE_TIMEOUT_SEC=-5",
+        "--set",
+        "novalue",
+        "--set",
+        "MACHINES_TO_KEEP_IDLE=1",
+        "--set",
+        "MIN_ACTIVE_GPUS=11",
+        "--policy",
+        "ours",
+        "fastest",
     )
     assert proc.returncode == 2
     assert proc.stdout == ""
@@ -133,7 +190,9 @@ def test_a_bad_set_exits_2_listing_every_problem_and_runs_nothing(tmp_path: Path
     assert "MAX_ACTIVE_GPUZ: unknown setting; did you mean MAX_ACTIVE_GPUS?" in err
     assert "GPU_IDLE_TIMEOUT_SEC='-5': expected a number >= 0" in err
     assert "'novalue': expected KEY=VALUE" in err
-    assert "MIN_ACTIVE_GPUS=11 is greater than MAX_ACTIVE_GPUS=10" in err  # the cross-check of Settings.replace
+    assert (
+        "MIN_ACTIVE_GPUS=11 is greater than MAX_ACTIVE_GPUS=10" in err
+    )  # the cross-check of Settings.replace
     assert "--policy 'fastest': unknown policy" in err
 
 
@@ -180,7 +239,9 @@ def test_load_sorts_rows_and_fills_optional_columns(tmp_path: Path) -> None:
     path.write_text("\ufeffat,duration\n30,5\n0,10\n12.5,0\n")  # a byte-order mark, as spreadsheets write
     trace = traces.load(path)
     assert [(t.at, t.duration, t.task_type) for t in trace.tasks] == [
-        (0.0, 10.0, "generate_video"), (12.5, 0.0, "generate_video"), (30.0, 5.0, "generate_video")
+        (0.0, 10.0, "generate_video"),
+        (12.5, 0.0, "generate_video"),
+        (30.0, 5.0, "generate_video"),
     ]
     assert len({t.id for t in trace.tasks}) == 3
     assert trace.name == "export" and trace.duration == 35.0

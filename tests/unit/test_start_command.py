@@ -117,7 +117,13 @@ class Pod:
         apt.chmod(0o755)
         self.set_init_env({"PATH": f"{self.bin}:/usr/bin:/bin"})
 
-    def checkout(self, relative: str = "reigh/Headless-Wan2GP", *, entries: tuple[str, ...] = ("headless.py",), venv: bool = True) -> Path:
+    def checkout(
+        self,
+        relative: str = "reigh/Headless-Wan2GP",
+        *,
+        entries: tuple[str, ...] = ("headless.py",),
+        venv: bool = True,
+    ) -> Path:
         app = self.mount / relative
         app.mkdir(parents=True, exist_ok=True)
         if venv:
@@ -135,7 +141,9 @@ class Pod:
         data = b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items()) + extra
         self.init_environ.write_bytes(data)
 
-    def start(self, worker_id: str = WORKER_ID, stdin: bytes | None = None, **kw: Any) -> subprocess.CompletedProcess[str]:
+    def start(
+        self, worker_id: str = WORKER_ID, stdin: bytes | None = None, **kw: Any
+    ) -> subprocess.CompletedProcess[str]:
         kw.setdefault("mount_path", str(self.mount))
         kw.setdefault("python", sys.executable)
         kw.setdefault("init_environ", str(self.init_environ))
@@ -152,14 +160,18 @@ class Pod:
         )
         self.elapsed = time.monotonic() - started
         self.command = command
-        return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
+        return subprocess.CompletedProcess(
+            done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
+        )
 
     def received(self, timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while not self.out.exists():
             if time.monotonic() > deadline:
                 log = Path(worker_log_path(str(self.mount), WORKER_ID))
-                raise AssertionError(f"the worker never started; its log:\n{log.read_text() if log.exists() else '(none)'}")
+                raise AssertionError(
+                    f"the worker never started; its log:\n{log.read_text() if log.exists() else '(none)'}"
+                )
             time.sleep(0.02)
         return dict(json.loads(self.out.read_text()))
 
@@ -336,22 +348,36 @@ def test_the_checkout_is_the_first_configured_directory_that_exists(pod: Pod) ->
 
 def test_the_initialization_check_follows_the_configured_directory(pod: Pod) -> None:
     pod.checkout("Headless-Wan2GP")
-    check = {c.name: c for c in init_checks(str(pod.mount), ("Reigh-Worker", "Headless-Wan2GP"))}["headless_dir"]
-    ok = subprocess.run(["bash", "-c", check.command], capture_output=True, text=True, timeout=10, check=False)
+    check = {c.name: c for c in init_checks(str(pod.mount), ("Reigh-Worker", "Headless-Wan2GP"))}[
+        "headless_dir"
+    ]
+    ok = subprocess.run(
+        ["bash", "-c", check.command], capture_output=True, text=True, timeout=10, check=False
+    )
     assert ok.returncode == 0 and "venv" in ok.stdout and "headless.py" in ok.stdout
     check = {c.name: c for c in init_checks(str(pod.mount), ("Reigh-Worker",))}["headless_dir"]
-    bad = subprocess.run(["bash", "-c", check.command], capture_output=True, text=True, timeout=10, check=False)
+    bad = subprocess.run(
+        ["bash", "-c", check.command], capture_output=True, text=True, timeout=10, check=False
+    )
     assert bad.returncode != 0 and "Reigh-Worker" in bad.stdout and "No such file or directory" in bad.stdout
 
 
 def test_missing_credentials_fail_at_once_naming_them_not_their_values(pod: Pod) -> None:
     pod.checkout()
-    done = pod.start(stdin=credential_records({"SUPABASE_ANON_KEY": HOSTILE["SUPABASE_ANON_KEY"], "WORKER_ID": WORKER_ID}))
+    done = pod.start(
+        stdin=credential_records({"SUPABASE_ANON_KEY": HOSTILE["SUPABASE_ANON_KEY"], "WORKER_ID": WORKER_ID})
+    )
     assert done.returncode == 2
     assert "not received: SUPABASE_URL SUPABASE_SERVICE_ROLE_KEY" in done.stderr
     assert _secrets_in(done.stderr) == [] and not pod.out.exists()
     # The pod's own environment (given at creation) completes what stdin lacks.
-    pod.set_init_env({"PATH": "/usr/bin:/bin", "SUPABASE_URL": "https://from-pod-env", "SUPABASE_SERVICE_ROLE_KEY": "k" * 20})
+    pod.set_init_env(
+        {
+            "PATH": "/usr/bin:/bin",
+            "SUPABASE_URL": "https://from-pod-env",
+            "SUPABASE_SERVICE_ROLE_KEY": "k" * 20,
+        }
+    )
     assert pod.start(stdin=credential_records({"WORKER_ID": WORKER_ID}), apt_packages=()).returncode == 0
     assert pod.received()["argv"][3] == "https://from-pod-env"
 
@@ -371,7 +397,12 @@ def test_only_allow_listed_names_are_taken_from_stdin(pod: Pod) -> None:
         credential_records({"LD_PRELOAD": "x"})
     with pytest.raises(errors.RunpodRequestError, match="NUL"):
         credential_records({"SUPABASE_URL": "a\0b"})
-    assert set(CREDENTIAL_VARS) == {"SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY", "WORKER_ID"}
+    assert set(CREDENTIAL_VARS) == {
+        "SUPABASE_URL",
+        "SUPABASE_ANON_KEY",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "WORKER_ID",
+    }
 
 
 def test_a_record_for_another_worker_is_refused(pod: Pod) -> None:
@@ -392,7 +423,9 @@ def test_the_command_is_a_fixed_bash_c_with_the_original_steps(pod: Pod) -> None
     assert "setsid" in script and "nohup" in script and "< /dev/null" in script
     assert "/mnt/my volume/reigh/logs/gpu-20250912_101500-1a2b3c4d.log" in script
     # The same worker, the same command: nothing in it varies with the credentials.
-    assert command == build_start_command(WORKER_ID, WorkerStart(mount_path="/mnt/my volume", git_branch="release/x"))
+    assert command == build_start_command(
+        WORKER_ID, WorkerStart(mount_path="/mnt/my volume", git_branch="release/x")
+    )
 
 
 @pytest.mark.parametrize(

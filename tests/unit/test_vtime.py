@@ -241,7 +241,9 @@ class SimSide:
 
     def requeue(self, wid: str) -> tuple[list[int], list[int]]:
         r = self.db.requeue_worker_tasks(wid, "test", 3)
-        return sorted(self.ids.index(x) for x in r["requeued"]), sorted(self.ids.index(x) for x in r["failed"])
+        return sorted(self.ids.index(x) for x in r["requeued"]), sorted(
+            self.ids.index(x) for x in r["failed"]
+        )
 
     def tasks(self) -> list[tuple[str, int]]:
         return [(self.db.tasks[i].status, self.db.tasks[i].attempts) for i in self.ids]
@@ -309,9 +311,17 @@ def script(side: Any) -> list[Any]:
     out.append((snap.queue.claimable, snap.queue.running))
     out.append(
         [
-            (w.id, w.status.value, w.running_count, w.activated_at is not None, w.last_heartbeat is not None,
-             w.oldest_stuckable_started_at is not None, w.last_completion_at is not None, w.reported_status,
-             w.reported_at is not None)
+            (
+                w.id,
+                w.status.value,
+                w.running_count,
+                w.activated_at is not None,
+                w.last_heartbeat is not None,
+                w.oldest_stuckable_started_at is not None,
+                w.last_completion_at is not None,
+                w.reported_status,
+                w.reported_at is not None,
+            )
             for w in snap.workers
         ]
     )

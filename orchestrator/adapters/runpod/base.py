@@ -350,7 +350,9 @@ def check_env(env: Mapping[str, str]) -> dict[str, str]:
                 f"refused before sending: env name {k!r} is not a shell identifier ([A-Za-z_][A-Za-z0-9_]*)"
             )
         if not isinstance(v, str):
-            raise errors.RunpodRequestError(f"refused before sending: env {k} must be a string, got {type(v).__name__}")
+            raise errors.RunpodRequestError(
+                f"refused before sending: env {k} must be a string, got {type(v).__name__}"
+            )
         if "\x00" in v:
             raise errors.RunpodRequestError(f"refused before sending: env {k} contains a NUL byte")
         out[k] = v

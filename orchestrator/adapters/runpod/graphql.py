@@ -134,7 +134,8 @@ class GraphQLTransport:
                 body = getattr(e, "doc", "") or ""
                 if _TRANSIENT_RE.search(body[:2000]) or not body.strip():
                     raise errors.RunpodTransientError(
-                        f"{op}: gateway error page instead of JSON: {excerpt(body, 200)}", payload=excerpt(body)
+                        f"{op}: gateway error page instead of JSON: {excerpt(body, 200)}",
+                        payload=excerpt(body),
                     ) from e
                 raise errors.RunpodMalformedResponse(
                     f"{op}: response is not JSON: {excerpt(body)}", payload=excerpt(body)
@@ -161,14 +162,18 @@ class GraphQLTransport:
                     os.environ["RUNPOD_API_BASE_URL"] = previous_url
 
     def _call(self, op: str, fn: Callable[[], T]) -> T:
-        return call_with_retries(lambda: self._sdk(op, fn), op=op, policy=self.retry, api=telemetry.RUNPOD_GRAPHQL)
+        return call_with_retries(
+            lambda: self._sdk(op, fn), op=op, policy=self.retry, api=telemetry.RUNPOD_GRAPHQL
+        )
 
     # --- port ------------------------------------------------------------------------------------
 
     def list_gpu_types(self, *, with_availability: bool = False) -> list[GpuType]:
         items = self._call("get_gpus", lambda: runpod.get_gpus(api_key=self._key))
         if not isinstance(items, list):
-            raise errors.RunpodMalformedResponse(f"get_gpus: expected a list, got {excerpt(items)}", payload=excerpt(items))
+            raise errors.RunpodMalformedResponse(
+                f"get_gpus: expected a list, got {excerpt(items)}", payload=excerpt(items)
+            )
         out = []
         for g in items:
             gid = require(g, "id", str, what="GPU type", payload=g)
@@ -299,7 +304,9 @@ class GraphQLTransport:
     def list_pods(self) -> list[Pod]:
         items = self._call("get_pods", lambda: runpod.get_pods(api_key=self._key))
         if not isinstance(items, list):
-            raise errors.RunpodMalformedResponse(f"get_pods: expected a list, got {excerpt(items)}", payload=excerpt(items))
+            raise errors.RunpodMalformedResponse(
+                f"get_pods: expected a list, got {excerpt(items)}", payload=excerpt(items)
+            )
         return lenient_pods(items, _pod, transport=self.name)
 
     def terminate_pod(self, pod_id: str) -> bool:
@@ -352,7 +359,8 @@ def _pod(p: Any) -> Pod:
     runtime = p.get("runtime")
     if runtime is not None and not isinstance(runtime, dict):
         raise errors.RunpodMalformedResponse(
-            f"malformed pod {pid}: runtime is {type(runtime).__name__}; payload: {excerpt(p)}", payload=excerpt(p)
+            f"malformed pod {pid}: runtime is {type(runtime).__name__}; payload: {excerpt(p)}",
+            payload=excerpt(p),
         )
     mappings: list[PortMapping] = []
     for rp in (runtime or {}).get("ports") or []:

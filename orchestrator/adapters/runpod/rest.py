@@ -85,7 +85,9 @@ class RestTransport:
 
     # --- wire ------------------------------------------------------------------------------------
 
-    def _send(self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None) -> httpx.Response:
+    def _send(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None
+    ) -> httpx.Response:
         """One request, its failure mapped to our types (no retries here)."""
         try:
             resp = self._http.request(method, path, json=json, params=params)
@@ -109,7 +111,10 @@ class RestTransport:
             raise errors.RunpodNotFound(msg, status=status, payload=excerpt(resp.text))
         if status == 429:
             raise errors.RunpodRateLimited(
-                msg, retry_after=parse_rate_limit_reset(resp.headers), status=status, payload=excerpt(resp.text)
+                msg,
+                retry_after=parse_rate_limit_reset(resp.headers),
+                status=status,
+                payload=excerpt(resp.text),
             )
         if status >= 500:
             raise errors.RunpodTransientError(msg, status=status, payload=excerpt(resp.text))
@@ -336,7 +341,8 @@ def _pod(p: Any) -> Pod:
     runtime = p.get("runtime")
     if runtime is not None and not isinstance(runtime, dict):
         raise errors.RunpodMalformedResponse(
-            f"malformed pod {pid}: runtime is {type(runtime).__name__}; payload: {excerpt(p)}", payload=excerpt(p)
+            f"malformed pod {pid}: runtime is {type(runtime).__name__}; payload: {excerpt(p)}",
+            payload=excerpt(p),
         )
     mappings: list[PortMapping] = []
     for rp in (runtime or {}).get("ports") or []:

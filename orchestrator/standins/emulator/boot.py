@@ -355,7 +355,6 @@ class PodEngine:
                 pod.probe_step = min(pod.probe_step * 1.5, _PROBE_MAX_S)
 
 
-
 def _safe_stop(sb: Sandbox) -> None:
     try:
         sb.stop()

@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default=None, help="where volumes and pod dirs live (default: a temp dir)")
     p.add_argument("--api-key", default=None, help="accept only this key (default: any non-empty key)")
     p.add_argument(
-        "--catalog", default=None, help="catalog JSON replacing orchestrator/standins/emulator/data/catalog.json"
+        "--catalog",
+        default=None,
+        help="catalog JSON replacing orchestrator/standins/emulator/data/catalog.json",
     )
     p.add_argument("--log-level", default="INFO", help="log level of the emulator's own lines (to stderr)")
     p.add_argument(

@@ -28,7 +28,16 @@ from .state import (
     rfc3339,
 )
 
-__all__ = ["MUTATING", "TITLES", "Response", "handle", "parse_create", "problem", "render_pod", "render_volume"]
+__all__ = [
+    "MUTATING",
+    "TITLES",
+    "Response",
+    "handle",
+    "parse_create",
+    "problem",
+    "render_pod",
+    "render_volume",
+]
 
 TITLES = {
     400: "Bad Request",

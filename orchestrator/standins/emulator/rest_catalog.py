@@ -65,7 +65,11 @@ def _gpu_filter_errors(params: dict[str, str], include: list[str], products: lis
         for c in _csv(params, "countryCodes")
         if not _COUNTRY_CODE.match(c)
     ]
-    errors += [f"cudaVersions: {c!r} is not major.minor" for c in _csv(params, "cudaVersions") if not CUDA_VERSION.match(c)]
+    errors += [
+        f"cudaVersions: {c!r} is not major.minor"
+        for c in _csv(params, "cudaVersions")
+        if not CUDA_VERSION.match(c)
+    ]
     min_cuda = params.get("minCudaVersion")
     if min_cuda is not None and not re.match(r"^\d+(\.\d+)?$", min_cuda):
         errors.append(f"minCudaVersion: {min_cuda!r} is malformed")
@@ -222,7 +226,9 @@ def list_dcs(state: EmulatorState, params: dict[str, str]) -> dict[str, Any]:
     """``GET /v2/catalog/datacenters``, filtered by region, volume types, compliance and global network."""
     f = dc_filters(params)
     with state.lock:
-        out = [_render_dc(state, d.id, f["include"]) for d in state.catalog.data_centers if _dc_selected(d, f)]
+        out = [
+            _render_dc(state, d.id, f["include"]) for d in state.catalog.data_centers if _dc_selected(d, f)
+        ]
     return {"dataCenters": out}
 
 

@@ -76,7 +76,9 @@ def _matches(pattern: re.Pattern[str]) -> Check:
 def _each_item_matches(pattern: re.Pattern[str]) -> Check:
     def check(path: str, value: Any) -> list[str]:
         return [
-            f"{path}: {v!r} is not major.minor" for v in value if not isinstance(v, str) or not pattern.match(v)
+            f"{path}: {v!r} is not major.minor"
+            for v in value
+            if not isinstance(v, str) or not pattern.match(v)
         ]
 
     return check
@@ -147,7 +149,11 @@ def check_value(spec: Field, value: Any, path: str) -> list[str]:
 
 
 def _conforms(spec: Field, value: Any, path: str) -> bool:
-    return value is not None and _type_problem(spec, value) is None and not any(c(path, value) for c in spec.checks)
+    return (
+        value is not None
+        and _type_problem(spec, value) is None
+        and not any(c(path, value) for c in spec.checks)
+    )
 
 
 def check_field(spec: Field, obj: Mapping[str, Any], key: str, path: str) -> list[str]:
@@ -168,7 +174,9 @@ def check_field(spec: Field, obj: Mapping[str, Any], key: str, path: str) -> lis
 def check_object(schema: Schema, obj: Mapping[str, Any], path: str = "") -> list[str]:
     """Every problem of ``obj``: unexpected properties (sorted), early nulls, then each property in turn."""
     problems = [f"{_join(path, k)}: unexpected property" for k in sorted(set(obj) - set(schema.fields))]
-    problems += [f"{_join(path, k)}: must not be null" for k in schema.nulls_first if k in obj and obj[k] is None]
+    problems += [
+        f"{_join(path, k)}: must not be null" for k in schema.nulls_first if k in obj and obj[k] is None
+    ]
     for key, spec in schema.fields.items():
         if key in schema.nulls_first and obj.get(key) is None:
             continue
@@ -200,7 +208,12 @@ _MOUNTS = Schema(
             checks=(
                 _at_most_items(1),
                 _each_item(
-                    Field(dict, on_null="must be an object", wrong_type="must be an object", checks=(_object(_NETWORK_MOUNT),))
+                    Field(
+                        dict,
+                        on_null="must be an object",
+                        wrong_type="must be an object",
+                        checks=(_object(_NETWORK_MOUNT),),
+                    )
                 ),
             ),
         ),
@@ -261,7 +274,11 @@ def _gpu(data: dict[str, Any]) -> dict[str, Any]:
 
 #: Checked in order once the schema holds; the first broken rule is the answer.
 CROSS_FIELD_RULES: tuple[Rule, ...] = (
-    Rule("bad_request", lambda d: ("gpu" in d) == ("cpu" in d), lambda d: "exactly one of gpu or cpu must be set"),
+    Rule(
+        "bad_request",
+        lambda d: ("gpu" in d) == ("cpu" in d),
+        lambda d: "exactly one of gpu or cpu must be set",
+    ),
     Rule("bad_request", lambda d: "gpu" not in d, lambda d: "CPU pods are not offered by this emulator"),
     Rule(
         "bad_request",
@@ -273,7 +290,11 @@ CROSS_FIELD_RULES: tuple[Rule, ...] = (
         lambda d: bool(_gpu(d).get("allowedCudaVersions") and _gpu(d).get("minCudaVersion")),
         lambda d: "gpu: allowedCudaVersions and minCudaVersion are mutually exclusive",
     ),
-    Rule("not_found", lambda d: d.get("templateId") is not None, lambda d: f"template {d['templateId']} not found"),
+    Rule(
+        "not_found",
+        lambda d: d.get("templateId") is not None,
+        lambda d: f"template {d['templateId']} not found",
+    ),
 )
 
 

@@ -476,7 +476,6 @@ class EmulatorState(PodEngine):
         }
 
 
-
 def _cuda_ok(version: str, allowed: list[str], minimum: str | None) -> bool:
     def key(v: str) -> tuple[int, ...]:
         return tuple(int(x) for x in v.split("."))

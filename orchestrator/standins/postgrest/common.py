@@ -199,4 +199,3 @@ def raise_pgrst(message: str, detail: str | None) -> HttpError:
         },
         headers,
     )
-

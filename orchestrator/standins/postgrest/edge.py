@@ -96,7 +96,14 @@ from orchestrator.standins.postgrest.edge_shared import (
 from orchestrator.standins.postgrest.edge_tasks import ALLOWED_TRANSITIONS, TASK_STATUSES
 from orchestrator.standins.postgrest.storage import MEDIA_BUCKET
 
-__all__ = ["ALLOWED_TRANSITIONS", "FUNCTION_NAMES", "SYSTEM_USER_ID", "TASK_STATUSES", "Backend", "EdgeFunctions"]
+__all__ = [
+    "ALLOWED_TRANSITIONS",
+    "FUNCTION_NAMES",
+    "SYSTEM_USER_ID",
+    "TASK_STATUSES",
+    "Backend",
+    "EdgeFunctions",
+]
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,9 @@ class EdgeFunctions(EdgeContext):
                 parsed = {}
             if not is_object(parsed):
                 if route.parse == "strict":
-                    return self._parse_failure("invalid_json_body_shape", "JSON body must be an object", route.errors)
+                    return self._parse_failure(
+                        "invalid_json_body_shape", "JSON body must be an object", route.errors
+                    )
                 parsed = {}
             body = parsed
         try:
@@ -171,7 +180,11 @@ class EdgeFunctions(EdgeContext):
         worker_id = body["worker_id"] if isinstance(body.get("worker_id"), str) else f"edge_{uuid.uuid4()}"
         run_type = body.get("run_type") if body.get("run_type") in ("gpu", "api") else None
         wait = body.get("max_task_wait_minutes")
-        if isinstance(wait, bool) or not isinstance(wait, int | float) or not (wait > 0 and math.isfinite(wait)):
+        if (
+            isinstance(wait, bool)
+            or not isinstance(wait, int | float)
+            or not (wait > 0 and math.isfinite(wait))
+        ):
             wait = 5
         args = {
             "p_worker_id": worker_id,
@@ -183,7 +196,10 @@ class EdgeFunctions(EdgeContext):
         try:
             result = json.loads(
                 self.backend.call(
-                    "claim_next_task_service_role", args, role=SERVICE_ROLE, method="POST",
+                    "claim_next_task_service_role",
+                    args,
+                    role=SERVICE_ROLE,
+                    method="POST",
                     path="/rest/v1/rpc/claim_next_task_service_role",
                 )
             )
@@ -230,20 +246,28 @@ class EdgeFunctions(EdgeContext):
                     "potentially_claimable": queued_only,
                 },
                 "queued_tasks": [
-                    {"task_id": str(r["id"]), "task_type": r["task_type"], "user_id": SYSTEM_USER_ID,
-                     "created_at": r["created_at"].isoformat()}
+                    {
+                        "task_id": str(r["id"]),
+                        "task_type": r["task_type"],
+                        "user_id": SYSTEM_USER_ID,
+                        "created_at": r["created_at"].isoformat(),
+                    }
                     for r in queued
                 ],
                 "active_tasks": [
-                    {"task_id": str(r["id"]), "task_type": r["task_type"], "worker_id": r["worker_id"],
-                     "user_id": SYSTEM_USER_ID, "started_at": r["updated_at"].isoformat() if r["updated_at"] else None}
+                    {
+                        "task_id": str(r["id"]),
+                        "task_type": r["task_type"],
+                        "worker_id": r["worker_id"],
+                        "user_id": SYSTEM_USER_ID,
+                        "started_at": r["updated_at"].isoformat() if r["updated_at"] else None,
+                    }
                     for r in active
                 ],
                 "users": [],
             },
             {"Content-Type": "application/json"},
         )
-
 
     # -- update-worker-model ------------------------------------------------------------------------
 
@@ -291,7 +315,9 @@ class EdgeFunctions(EdgeContext):
 
     def generate_upload_url(self, body: dict[str, Any], raw: bytes, headers: dict[str, str]) -> Reply:
         raw_id = body.get("task_id")
-        task_id = str(raw_id) if isinstance(raw_id, str | int | float) and not isinstance(raw_id, bool) else ""
+        task_id = (
+            str(raw_id) if isinstance(raw_id, str | int | float) and not isinstance(raw_id, bool) else ""
+        )
         filename = body.get("filename") if isinstance(body.get("filename"), str) else ""
         content_type = body.get("content_type") if isinstance(body.get("content_type"), str) else ""
         if not task_id or not filename or not content_type:
@@ -346,7 +372,6 @@ select t.id, t.task_type, t.worker_id, t.updated_at from public.tasks t
    and coalesce(t.task_type, '') not ilike '%orchestrator%'
  order by t.updated_at limit 100
 """
-
 
 
 _ROUTES: dict[str, _Route] = {

@@ -41,7 +41,6 @@ class Backend(Protocol):
     def transaction(self, role: str) -> AbstractContextManager[psycopg.Connection[Any]]: ...
 
 
-
 class Denied(Exception):
     """A function answers early with ``reply`` (a refusal raised from a helper)."""
 
@@ -64,7 +63,13 @@ def json_answer(status: int, value: Any, *, cors: bool = False) -> Reply:
     return json_reply(status, value, CORS if cors else None)
 
 
-def envelope(status: int, code: str, message: str, recoverable: bool | None = None, headers: dict[str, str] | None = None) -> Reply:
+def envelope(
+    status: int,
+    code: str,
+    message: str,
+    recoverable: bool | None = None,
+    headers: dict[str, str] | None = None,
+) -> Reply:
     value = {
         "error": code,
         "errorCode": code,
@@ -80,7 +85,9 @@ def _derive_error_code(message: str, status: int) -> str:
         return "method_not_allowed"
     if normalized == "authentication failed" or status == 401:
         return "authentication_failed"
-    if normalized == "unauthorized - service role required" or ("unauthorized" in normalized and "service role" in normalized):
+    if normalized == "unauthorized - service role required" or (
+        "unauthorized" in normalized and "service role" in normalized
+    ):
         return "service_role_required"
     if normalized == "internal server error" or status >= 500:
         return "internal_server_error"

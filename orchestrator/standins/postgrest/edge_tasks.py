@@ -69,8 +69,10 @@ def complete_task(fns: EdgeContext, body: dict[str, Any], raw: bytes, headers: d
     """``complete_task``: store the output (or check the pre-uploaded one) and mark the task Complete."""
     if "multipart/form-data" in headers.get("content-type", ""):
         return envelope(
-            400, "multipart_not_supported",
-            "Multipart upload (MODE 2) is not supported. Use MODE 1 (base64 JSON) or MODE 3 (pre-signed URL).", False,
+            400,
+            "multipart_not_supported",
+            "Multipart upload (MODE 2) is not supported. Use MODE 1 (base64 JSON) or MODE 3 (pre-signed URL).",
+            False,
         )
     try:
         parsed = json.loads(raw) if raw else {}
@@ -90,7 +92,8 @@ def complete_task(fns: EdgeContext, body: dict[str, Any], raw: bytes, headers: d
             allowed = False
         if not allowed:
             return envelope(
-                403, "storage_path_access_denied",
+                403,
+                "storage_path_access_denied",
                 "storage_path does not match task_id. Files must be uploaded for the correct task.",
             )
 
@@ -104,7 +107,9 @@ def complete_task(fns: EdgeContext, body: dict[str, Any], raw: bytes, headers: d
         and not fns.store.exists(MEDIA_BUCKET, request.storage_path.strip("/"))
     ):
         return envelope(
-            404, "storage_reference_not_found", "Referenced file does not exist or is not accessible in storage"
+            404,
+            "storage_reference_not_found",
+            "Referenced file does not exist or is not accessible in storage",
         )
 
     thumbnail_url: str | None = None
@@ -119,7 +124,9 @@ def complete_task(fns: EdgeContext, body: dict[str, Any], raw: bytes, headers: d
         public_url = fns.public_url(path)
         if request.thumbnail_data is not None and request.thumbnail_filename:
             thumb = f"{user_id}/tasks/{request.task_id}/thumbnails/{request.thumbnail_filename}"
-            fns.store.put(MEDIA_BUCKET, thumb, request.thumbnail_data, _content_type(request.thumbnail_filename))
+            fns.store.put(
+                MEDIA_BUCKET, thumb, request.thumbnail_data, _content_type(request.thumbnail_filename)
+            )
             thumbnail_url = fns.public_url(thumb)
         elif _content_type(request.filename).startswith("image/"):
             thumbnail_url = public_url  # the app's fallback without image transformations
@@ -144,6 +151,7 @@ def complete_task(fns: EdgeContext, body: dict[str, Any], raw: bytes, headers: d
         },
         CORS,
     )
+
 
 def _mark_failed(fns: EdgeContext, task_id: str, message: str) -> None:
     """``markTaskFailed``: best effort, its own errors swallowed."""
@@ -171,11 +179,19 @@ def update_task_status(fns: EdgeContext, body: dict[str, Any], raw: bytes, heade
     if status not in TASK_STATUSES:
         return text_reply(400, f"Invalid status. Must be one of: {', '.join(TASK_STATUSES)}")
     checks = (
-        ("attempts", lambda v: isinstance(v, int | float) and not isinstance(v, bool), "attempts must be a number"),
+        (
+            "attempts",
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+            "attempts must be a number",
+        ),
         ("output_location", lambda v: isinstance(v, str), "output_location must be a string"),
         ("error_details", lambda v: isinstance(v, str), "error_details must be a string"),
         ("clear_worker", lambda v: isinstance(v, bool), "clear_worker must be a boolean"),
-        ("reset_generation_started_at", lambda v: isinstance(v, bool), "reset_generation_started_at must be a boolean"),
+        (
+            "reset_generation_started_at",
+            lambda v: isinstance(v, bool),
+            "reset_generation_started_at must be a boolean",
+        ),
     )
     for key, valid, message in checks:
         # JSON null is not undefined in the app's checks: it fails them as any other wrong type.
@@ -185,7 +201,11 @@ def update_task_status(fns: EdgeContext, body: dict[str, Any], raw: bytes, heade
     try:
         current = fns.single("select id, status::text as status from public.tasks where id = %s", (task_id,))
     except (psycopg.Error, SingleError) as exc:
-        message = exc.diag.message_primary if isinstance(exc, psycopg.Error) and exc.diag.message_primary else str(exc)
+        message = (
+            exc.diag.message_primary
+            if isinstance(exc, psycopg.Error) and exc.diag.message_primary
+            else str(exc)
+        )
         return text_reply(500, f"Failed to check current task status: {message}")
     reset_only = (
         request.get("reset_generation_started_at") is True
@@ -235,9 +255,15 @@ def update_task_status(fns: EdgeContext, body: dict[str, Any], raw: bytes, heade
         _cascade(fns, task_id, status, updated[0].get("params"))
     return json_reply(
         200,
-        {"success": True, "task_id": task_id, "status": status, "message": f"Task status updated to '{status}'"},
+        {
+            "success": True,
+            "task_id": task_id,
+            "status": status,
+            "message": f"Task status updated to '{status}'",
+        },
         {"Content-Type": "application/json"},
     )
+
 
 def _cascade(fns: EdgeContext, task_id: str, status: str, params: Any) -> None:
     """``handleCascadingTaskFailure``: only when the database has the app's ``cascade_task_failure``."""
@@ -261,7 +287,8 @@ def _cascade(fns: EdgeContext, task_id: str, status: str, params: Any) -> None:
         if not fns.rows("select 1 from pg_proc where proname = 'cascade_task_failure'"):
             return
         fns.rows(
-            "select public.cascade_task_failure(%s::uuid, %s::uuid, %s, %s)", (ref, task_id, status, is_orchestrator)
+            "select public.cascade_task_failure(%s::uuid, %s::uuid, %s, %s)",
+            (ref, task_id, status, is_orchestrator),
         )
     except psycopg.Error:
         pass  # the app logs the cascade's error and answers 200 all the same
@@ -293,13 +320,21 @@ def _parse_completion(body: dict[str, Any]) -> _Completion | Reply:
         presigned = len(parts) >= 4 and parts[1] == "tasks"
         if not presigned and len(parts) < 2:
             return envelope(
-                400, "invalid_storage_path_format", "Invalid storage_path format. Must be at least userId/filename", False
+                400,
+                "invalid_storage_path_format",
+                "Invalid storage_path format. Must be at least userId/filename",
+                False,
             )
         other = presigned and parts[2] != task_id
         if presigned and thumb:
             thumb_parts = thumb.split("/")
             if len(thumb_parts) < 4 or thumb_parts[1] != "tasks":
-                return envelope(400, "invalid_thumbnail_storage_path_format", "Invalid thumbnail_storage_path format.", False)
+                return envelope(
+                    400,
+                    "invalid_thumbnail_storage_path_format",
+                    "Invalid thumbnail_storage_path format.",
+                    False,
+                )
             other = other or thumb_parts[2] != task_id
         return _Completion(
             task_id=task_id,
@@ -316,13 +351,25 @@ def _parse_completion(body: dict[str, Any]) -> _Completion | Reply:
     first_frame_name = _nonempty_str(body.get("first_frame_filename"))
     if not task_id or not file_data or not filename:
         return envelope(
-            400, "missing_base64_upload_fields",
-            "task_id, file_data (base64), and filename required (or use storage_path for pre-uploaded files)", False,
+            400,
+            "missing_base64_upload_fields",
+            "task_id, file_data (base64), and filename required (or use storage_path for pre-uploaded files)",
+            False,
         )
     if first_frame and not first_frame_name:
-        return envelope(400, "first_frame_filename_required", "first_frame_filename required when first_frame_data is provided", False)
+        return envelope(
+            400,
+            "first_frame_filename_required",
+            "first_frame_filename required when first_frame_data is provided",
+            False,
+        )
     if first_frame_name and not first_frame:
-        return envelope(400, "first_frame_data_required", "first_frame_data required when first_frame_filename is provided", False)
+        return envelope(
+            400,
+            "first_frame_data_required",
+            "first_frame_data required when first_frame_filename is provided",
+            False,
+        )
     try:
         data = _decode_base64(file_data)
     except (binascii.Error, ValueError):
@@ -334,7 +381,11 @@ def _parse_completion(body: dict[str, Any]) -> _Completion | Reply:
         except (binascii.Error, ValueError):
             thumbnail, first_frame_name = None, None  # non-fatal in the app too
     return _Completion(
-        task_id=task_id, filename=filename, file_data=data, thumbnail_filename=first_frame_name, thumbnail_data=thumbnail
+        task_id=task_id,
+        filename=filename,
+        file_data=data,
+        thumbnail_filename=first_frame_name,
+        thumbnail_data=thumbnail,
     )
 
 

@@ -415,7 +415,9 @@ class PostgrestServer:
                             conn.execute("ROLLBACK")
                     raise
         except PoolTimeout as exc:
-            raise pgrst_error(504, "PGRST003", "Timed out acquiring connection from connection pool.") from exc
+            raise pgrst_error(
+                504, "PGRST003", "Timed out acquiring connection from connection pool."
+            ) from exc
 
     def table(self, request: tables.TableRequest, *, role: str) -> Reply:
         """One table request (``GET``/``PATCH /rest/v1/<table>``) as ``role``. Raises ``HttpError``."""

@@ -84,7 +84,9 @@ class ObjectStore:
             if found is None:
                 return _storage_error("404", "not_found", "Object not found")
             return Reply(200, found.data, {"Content-Type": found.content_type})
-        return _storage_error("404", "not_found", f"This Storage stand-in does not serve {method} {path}", 404)
+        return _storage_error(
+            "404", "not_found", f"This Storage stand-in does not serve {method} {path}", 404
+        )
 
     def _signed_put(self, rest: str, query: str, headers: dict[str, str], body: bytes) -> Reply:
         bucket, _, key = rest.partition("/")
@@ -96,7 +98,9 @@ class ObjectStore:
         if issued[2] < time.time():
             return _storage_error("400", "InvalidJWT", '"exp" claim timestamp check failed')
         if len(body) > MAX_OBJECT_BYTES:
-            return _storage_error("413", "Payload too large", "The object exceeded the maximum allowed size", 413)
+            return _storage_error(
+                "413", "Payload too large", "The object exceeded the maximum allowed size", 413
+            )
         content_type = headers.get("content-type") or "application/octet-stream"
         upsert = headers.get("x-upsert", "").lower() == "true"
         if not self.put(bucket, key, body, content_type, upsert=upsert):

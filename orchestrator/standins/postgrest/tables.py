@@ -43,10 +43,20 @@ from psycopg import sql
 
 from orchestrator.standins.postgrest.common import JSON_TYPE, HttpError, Reply, pgrst_error
 
-_OPERATORS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "like": "LIKE", "ilike": "ILIKE"}
+_OPERATORS = {
+    "eq": "=",
+    "neq": "<>",
+    "gt": ">",
+    "gte": ">=",
+    "lt": "<",
+    "lte": "<=",
+    "like": "LIKE",
+    "ilike": "ILIKE",
+}
 _RESERVED = frozenset({"select", "order", "limit", "offset", "columns", "on_conflict", "apikey"})
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SINGULAR = "application/vnd.pgrst.object+json"
+
 
 @dataclass(frozen=True)
 class TableRequest:
@@ -71,7 +81,13 @@ def _columns(schema: str, table: str, cached: list[str] | None) -> list[str]:
 def _check_column(table: str, name: str, columns: list[str]) -> None:
     if name not in columns:
         raise HttpError(
-            400, {"code": "42703", "details": None, "hint": None, "message": f"column {table}.{name} does not exist"}
+            400,
+            {
+                "code": "42703",
+                "details": None,
+                "hint": None,
+                "message": f"column {table}.{name} does not exist",
+            },
         )
 
 
@@ -127,7 +143,12 @@ def _where(
         if key in _RESERVED:
             continue
         if key in ("and", "or", "not.and", "not.or"):
-            raise pgrst_error(400, "PGRST127", "Feature not implemented", f"logic trees ({key}=...) are not implemented here")
+            raise pgrst_error(
+                400,
+                "PGRST127",
+                "Feature not implemented",
+                f"logic trees ({key}=...) are not implemented here",
+            )
         _check_column(table, key, columns)
         column = sql.Identifier(alias, key) if alias else sql.Identifier(key)
         negate, rest = False, value
@@ -142,7 +163,9 @@ def _where(
             clause: sql.Composable = sql.SQL("{} {} %s").format(column, sql.SQL(_OPERATORS[op]))
             params.append(operand)
         elif op == "is":
-            literal = {"null": "NULL", "true": "TRUE", "false": "FALSE", "unknown": "UNKNOWN"}.get(operand.lower())
+            literal = {"null": "NULL", "true": "TRUE", "false": "FALSE", "unknown": "UNKNOWN"}.get(
+                operand.lower()
+            )
             if literal is None:
                 raise pgrst_error(400, "PGRST100", f'"failed to parse filter ({value})" (line 1, column 4)')
             clause = sql.SQL("{} IS {}").format(column, sql.SQL(literal))
@@ -154,7 +177,9 @@ def _where(
             if not values:
                 clause = sql.SQL("FALSE")
             else:
-                clause = sql.SQL("{} IN ({})").format(column, sql.SQL(", ").join(sql.SQL("%s") for _ in values))
+                clause = sql.SQL("{} IN ({})").format(
+                    column, sql.SQL(", ").join(sql.SQL("%s") for _ in values)
+                )
                 params.extend(values)
         else:
             raise pgrst_error(
@@ -176,7 +201,9 @@ def _order(value: str | None, table: str, columns: list[str]) -> sql.Composable:
         _check_column(table, name, columns)
         piece: sql.Composable = sql.Identifier(name)
         for mod in mods:
-            word = {"asc": "ASC", "desc": "DESC", "nullsfirst": "NULLS FIRST", "nullslast": "NULLS LAST"}.get(mod)
+            word = {"asc": "ASC", "desc": "DESC", "nullsfirst": "NULLS FIRST", "nullslast": "NULLS LAST"}.get(
+                mod
+            )
             if word is None:
                 raise pgrst_error(400, "PGRST100", f'"failed to parse order ({value})"')
             piece = sql.SQL("{} {}").format(piece, sql.SQL(word))
@@ -205,7 +232,9 @@ def _rows_reply(text: str, request: TableRequest, status: int) -> Reply:
                 406, "PGRST116", "Cannot coerce the result to a single JSON object",
                 f"The result contains {len(rows)} rows",
             )  # fmt: skip
-        return Reply(status, json.dumps(rows[0]).encode(), {**headers, "Content-Type": f"{SINGULAR}; charset=utf-8"})
+        return Reply(
+            status, json.dumps(rows[0]).encode(), {**headers, "Content-Type": f"{SINGULAR}; charset=utf-8"}
+        )
     return Reply(status, text.encode(), headers)
 
 
@@ -247,7 +276,9 @@ def handle(
         raise pgrst_error(400, "PGRST102", "The body of a PATCH must be a JSON object")
     for key in body:
         if key not in columns:
-            raise pgrst_error(400, "PGRST204", f"Could not find the '{key}' column of '{table}' in the schema cache")
+            raise pgrst_error(
+                400, "PGRST204", f"Could not find the '{key}' column of '{table}' in the schema cache"
+            )
     representation = "return=representation" in request.prefer
     if body:
         assignments = sql.SQL(", ").join(

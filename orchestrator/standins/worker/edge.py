@@ -68,7 +68,13 @@ RETRYABLE_ERRORS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
     (
         "network_transient",
         3,
-        (r"ConnectionError", r"Connection reset by peer", r"Connection refused", r"Network is unreachable", r"timed out"),
+        (
+            r"ConnectionError",
+            r"Connection reset by peer",
+            r"Connection refused",
+            r"Network is unreachable",
+            r"timed out",
+        ),
     ),
 )
 
@@ -153,12 +159,18 @@ class EdgeClient:
                 if not last:
                     self._retry_sleep(function, attempt, "timeout")
                     continue
-                return EdgeResult(None, f"{EDGE_FAIL_PREFIX}:{function}:TIMEOUT] Timed out after {tries} attempts{ctx}: {exc}")
+                return EdgeResult(
+                    None,
+                    f"{EDGE_FAIL_PREFIX}:{function}:TIMEOUT] Timed out after {tries} attempts{ctx}: {exc}",
+                )
             except httpx.RequestError as exc:
                 if not last:
                     self._retry_sleep(function, attempt, "network")
                     continue
-                return EdgeResult(None, f"{EDGE_FAIL_PREFIX}:{function}:NETWORK] Request failed after {tries} attempts{ctx}: {exc}")
+                return EdgeResult(
+                    None,
+                    f"{EDGE_FAIL_PREFIX}:{function}:NETWORK] Request failed after {tries} attempts{ctx}: {exc}",
+                )
             if resp.status_code in OK_STATUSES:
                 return EdgeResult(resp, None)
             if resp.status_code == 404 and retry_404 and not last:
@@ -231,7 +243,9 @@ class EdgeClient:
             return None  # the worker skips it without SUPABASE_SERVICE_ROLE_KEY
         url = f"{self.base}/functions/v1/update-worker-model"
         try:
-            resp = self._post_once(url, {"worker_id": worker_id, "model": model}, MODEL_NOTIFY_TIMEOUT, self.service_key)
+            resp = self._post_once(
+                url, {"worker_id": worker_id, "model": model}, MODEL_NOTIFY_TIMEOUT, self.service_key
+            )
         except (httpx.HTTPError, OSError) as exc:
             log.warning("model_switch_notify_failed", error=str(exc)[:300])
             return None
@@ -281,10 +295,19 @@ class EdgeClient:
         A failure is reported as the worker does: ``update-task-status Failed`` with
         ``Upload failed: <error>``. Returns the answer on success.
         """
-        payload = {"task_id": task_id, "file_data": base64.b64encode(path.read_bytes()).decode(), "filename": path.name}
+        payload = {
+            "task_id": task_id,
+            "file_data": base64.b64encode(path.read_bytes()).decode(),
+            "filename": path.name,
+        }
         url = self.env.get("SUPABASE_EDGE_COMPLETE_TASK_URL") or self.url("complete_task")
         result = self.call_with_retry(
-            url, payload, "complete_task", context_id=task_id, timeout=COMPLETE_TIMEOUT, retry_404=NOT_FOUND_PATTERNS
+            url,
+            payload,
+            "complete_task",
+            context_id=task_id,
+            timeout=COMPLETE_TIMEOUT,
+            retry_404=NOT_FOUND_PATTERNS,
         )
         if result.response is not None and result.response.status_code == 200:
             answer = result.json()
@@ -351,7 +374,9 @@ class TableClient:
         return bool(result.data)
 
 
-def mark_worker_for_termination(supabase_url: str, key: str, worker_id: str, task_id: str, reason: str) -> bool:
+def mark_worker_for_termination(
+    supabase_url: str, key: str, worker_id: str, task_id: str, reason: str
+) -> bool:
     """The fatal-error handler's writes, in its order, with its own client (service key from the env).
 
     Reads the worker's metadata (``.single()``), PATCHes ``workers`` with ``status: error`` and the
@@ -390,7 +415,14 @@ def mark_worker_for_termination(supabase_url: str, key: str, worker_id: str, tas
     try:
         (
             client.table("tasks")
-            .update({"status": "Queued", "worker_id": None, "generation_started_at": None, "error_details": reason})
+            .update(
+                {
+                    "status": "Queued",
+                    "worker_id": None,
+                    "generation_started_at": None,
+                    "error_details": reason,
+                }
+            )
             .eq("id", task_id)
             .eq("worker_id", worker_id)
             .eq("status", "In Progress")

@@ -111,7 +111,9 @@ def collect_logs(log_queue: Any, limit: int = LOGS_PER_BEAT) -> list[dict[str, A
     return entries
 
 
-def heartbeat_payload(worker_id: str, total: int, used: int, logs: list[dict[str, Any]], status: str) -> dict[str, Any]:
+def heartbeat_payload(
+    worker_id: str, total: int, used: int, logs: list[dict[str, Any]], status: str
+) -> dict[str, Any]:
     return {
         "worker_id_param": worker_id,
         "vram_total_mb_param": total,
@@ -130,11 +132,21 @@ def send_heartbeat(config: Mapping[str, str], payload: Mapping[str, Any]) -> boo
         if curl is not None:
             done = subprocess.run(
                 [
-                    curl, "-s", "-X", "POST", "-m", str(CURL_MAX_TIME), url,
-                    "-H", f"apikey: {config['api_key']}",
-                    "-H", "Content-Type: application/json",
-                    "-H", "Prefer: return=representation",
-                    "-d", body,
+                    curl,
+                    "-s",
+                    "-X",
+                    "POST",
+                    "-m",
+                    str(CURL_MAX_TIME),
+                    url,
+                    "-H",
+                    f"apikey: {config['api_key']}",
+                    "-H",
+                    "Content-Type: application/json",
+                    "-H",
+                    "Prefer: return=representation",
+                    "-d",
+                    body,
                 ],
                 capture_output=True,
                 timeout=CURL_TIMEOUT,
@@ -167,7 +179,11 @@ def send_heartbeat(config: Mapping[str, str], payload: Mapping[str, Any]) -> boo
 
 
 def guardian_main(
-    worker_id: str, worker_pid: int, log_queue: Any, config: Mapping[str, str], interval: float = HEARTBEAT_SEC
+    worker_id: str,
+    worker_pid: int,
+    log_queue: Any,
+    config: Mapping[str, str],
+    interval: float = HEARTBEAT_SEC,
 ) -> None:
     start_time = process_start_time(worker_pid)
     log.info("guardian_started", worker_pid=worker_pid, interval_sec=interval, pid=os.getpid())
@@ -183,7 +199,13 @@ def guardian_main(
             if send_heartbeat(config, heartbeat_payload(worker_id, total, used, logs, "active")):
                 beats += 1
                 if beats % 15 == 1:
-                    log.info("guardian_heartbeat", beats=beats, logs=len(logs), vram_total_mb=total, vram_used_mb=used)
+                    log.info(
+                        "guardian_heartbeat",
+                        beats=beats,
+                        logs=len(logs),
+                        vram_total_mb=total,
+                        vram_used_mb=used,
+                    )
         except Exception as exc:  # as the worker's guardian: never crash on anything
             log.warning("guardian_loop_error", error=str(exc)[:300])
         time.sleep(interval)
@@ -196,7 +218,12 @@ def start_guardian(
     """Fork the guardian (before the worker starts any thread) and return it with its log queue."""
     ctx = multiprocessing.get_context("fork")
     log_queue: Queue[Any] = ctx.Queue(maxsize=LOG_QUEUE_MAX)
-    config = {"worker_id": worker_id, "worker_pid": str(os.getpid()), "db_url": supabase_url, "api_key": api_key}
+    config = {
+        "worker_id": worker_id,
+        "worker_pid": str(os.getpid()),
+        "db_url": supabase_url,
+        "api_key": api_key,
+    }
     process = ctx.Process(
         target=guardian_main,
         args=(worker_id, os.getpid(), log_queue, config, interval),

@@ -171,10 +171,18 @@ def build_parser(prog: str = "worker.py") -> argparse.ArgumentParser:
     p.add_argument("--supabase-access-token", type=str, default=None)
     p.add_argument("--supabase-anon-key", type=str, default=None)
     for name, kind in (
-        ("attention-mode", str), ("compile", str), ("profile", int), ("vae-config", int), ("boost", int),
-        ("transformer-quantization", str), ("transformer-dtype-policy", str),
-        ("text-encoder-quantization", str), ("vae-precision", str), ("mixed-precision", str),
-        ("preload-policy", str), ("preload", int),
+        ("attention-mode", str),
+        ("compile", str),
+        ("profile", int),
+        ("vae-config", int),
+        ("boost", int),
+        ("transformer-quantization", str),
+        ("transformer-dtype-policy", str),
+        ("text-encoder-quantization", str),
+        ("vae-precision", str),
+        ("mixed-precision", str),
+        ("preload-policy", str),
+        ("preload", int),
     ):
         p.add_argument(f"--wgp-{name}", type=kind, default=None)
     return p
@@ -216,7 +224,9 @@ class ReighWorker:
     # -- what the guardian and the pod's nvidia-smi see --------------------------------------------
 
     def say(self, level: str, message: str, task_id: str | None = None, **metadata: Any) -> None:
-        guardian_mod.offer(self.log_queue, guardian_mod.log_entry(level.upper(), message, task_id, **metadata))
+        guardian_mod.offer(
+            self.log_queue, guardian_mod.log_entry(level.upper(), message, task_id, **metadata)
+        )
 
     def _publish_vram(self, busy: bool) -> None:
         if self.gpu_state_file is None:
@@ -304,7 +314,9 @@ class ReighWorker:
             time.sleep(seconds)
             elapsed = round(time.monotonic() - started, 3)
             if params.get("fail") is True:
-                return self._failed(task, str(params.get("error") or "simulated failure (params.fail)"), elapsed)
+                return self._failed(
+                    task, str(params.get("error") or "simulated failure (params.fail)"), elapsed
+                )
             path = self._write_output(task_id)
             try:
                 answer = self.edge.complete_with_file(task_id, path)
@@ -354,7 +366,9 @@ class ReighWorker:
             marked = mark_worker_for_termination(url, key, self.worker_id, task_id, reason)
             self.log.info("worker_marked_for_termination", marked=marked)
         else:
-            self.log.warning("fatal_mark_skipped", problem="SUPABASE_URL or the service key is not in the environment")
+            self.log.warning(
+                "fatal_mark_skipped", problem="SUPABASE_URL or the service key is not in the environment"
+            )
         sys.stdout.flush()
         sys.exit(1)
 
@@ -426,7 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         poll_sec=poll_sec,
         speed=speed,
     )
-    edge = EdgeClient(args.supabase_url, token, service_key=service_key or os.environ.get("SUPABASE_SERVICE_KEY"))
+    edge = EdgeClient(
+        args.supabase_url, token, service_key=service_key or os.environ.get("SUPABASE_SERVICE_KEY")
+    )
     worker = ReighWorker(
         worker_id,
         edge,
@@ -453,4 +469,3 @@ def lay_out_volume(
 ) -> Path:
     """The simulated worker's checkout on an emulated volume (see ``reigh_worker/volume.py``)."""
     return _lay_out_volume(volume_dir, worker_dir=worker_dir, entries=entries)
-

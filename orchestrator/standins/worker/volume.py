@@ -125,7 +125,10 @@ def lay_out_volume(
     (app / "venv" / "bin").mkdir(parents=True, exist_ok=True)
     files: dict[Path, tuple[str, int]] = {
         app / "venv" / "bin" / "activate": (_activate(), 0o644),
-        app / "requirements.txt": ("# Simulated Reigh worker: no dependencies beyond the orchestrator.\n", 0o644),
+        app / "requirements.txt": (
+            "# Simulated Reigh worker: no dependencies beyond the orchestrator.\n",
+            0o644,
+        ),
         app / ".gitignore": ("venv/\n*.log\noutputs/\nlogs/\n", 0o644),
     }
     for name in entries:
