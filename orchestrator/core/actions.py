@@ -8,8 +8,8 @@ another lookup; each is meant to be applied idempotently (twice, or after a cras
 same state, and the next tick's snapshot shows what happened).
 
 The action set is small on purpose: Spawn, Initialize, StartProcess, Promote, FailWorker, Drain,
-Reactivate, TerminatePod, MarkTerminated, RequeueTasks, RequeueUnownedTasks (each documented below with
-what its executor does).
+Reactivate, TerminatePod, MarkTerminated, RequeueTasks, RequeueUnownedTasks, and for the warm pool
+StopPod and ResumePod (each documented below with what its executor does).
 """
 
 from __future__ import annotations
@@ -207,6 +207,36 @@ class RequeueUnownedTasks(Action):
 
     kind: ClassVar[str] = "requeue_unowned_tasks"
     older_than_sec: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopPod(Action):
+    """Stop an idle worker's pod into the warm pool instead of terminating it.
+
+    Executor: transition ``transition_from`` (``draining``) -> ``stopping`` (the database refuses it,
+    like ``draining -> terminating``, while the worker holds an In Progress task), record
+    ``pod_stop_requested_at`` and the pinned host key as ``previous_host_key_fingerprint``, then ask the
+    provider to stop the pod. With ``transition_from`` None the row is already ``stopping`` and this is a
+    retry. ``stopping -> stopped`` follows when the provider shows the pod stopped (``stopped_at``).
+    """
+
+    kind: ClassVar[str] = "stop_pod"
+    worker_id: str
+    runpod_id: str
+    transition_from: WorkerState | None = WorkerState.DRAINING
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResumePod(Action):
+    """Start a pooled pod again: ``stopped -> resuming``, ``resume_requested_at``, then the provider's
+    start. Refused for lack of GPUs on its host (or started without one): terminate it (reason
+    ``resume_no_gpu``, not a boot failure) and let the next tick spawn anew. Once the pod runs, the
+    usual Initialize (``resuming -> initializing``: checks over SSH, a host key re-pinned once, the
+    worker process started) and Promote follow."""
+
+    kind: ClassVar[str] = "resume_pod"
+    worker_id: str
+    runpod_id: str
 
 
 # Actions that end a worker's life or its pod (for the "never terminates a busy worker" property).

@@ -21,10 +21,16 @@ class WorkerState(StrEnum):
     SPAWNING = "spawning"  # the intent row, written before any pod exists
     INITIALIZING = "initializing"  # the pod answered; checks and process start under way
     ACTIVE = "active"  # first heartbeat after the process started
-    DRAINING = "draining"  # the claim function refuses it; terminated once idle
+    DRAINING = "draining"  # the claim function refuses it; terminated (or stopped) once idle
     TERMINATING = "terminating"  # pod termination asked, not yet confirmed
     ERROR = "error"  # failed; pod being terminated, tasks requeued
     TERMINATED = "terminated"  # the provider confirmed the pod gone (terminal)
+    # The warm pool: an idle worker's pod stopped instead of terminated (its GPU freed, only its disk
+    # billed) and resumed on the same host when work comes back. Runpod's docs, "Manage Pods": pods with
+    # a network volume can be stopped as well as terminated.
+    STOPPING = "stopping"  # pod stop asked, not yet confirmed (the GPU still bills)
+    STOPPED = "stopped"  # the provider confirms the pod stopped: in the pool, billing its disk only
+    RESUMING = "resuming"  # pod start asked; then initializing -> active as after a spawn
 
     @property
     def live(self) -> bool:
@@ -43,7 +49,18 @@ class WorkerState(StrEnum):
     @property
     def booting(self) -> bool:
         """Not yet serving: counted as capacity so that booting pods never cause more spawns."""
-        return self in (WorkerState.SPAWNING, WorkerState.INITIALIZING)
+        return self in (WorkerState.SPAWNING, WorkerState.INITIALIZING, WorkerState.RESUMING)
+
+    @property
+    def pooled(self) -> bool:
+        """In the warm pool or on its way in: no worker process, no task, a pod we keep."""
+        return self in (WorkerState.STOPPING, WorkerState.STOPPED)
+
+    @property
+    def holds_gpu(self) -> bool:
+        """Its pod holds (and bills) a GPU: every live state but ``stopped``, which bills only its
+        disk and does not count toward MAX_ACTIVE_GPUS."""
+        return self.live and self is not WorkerState.STOPPED
 
 
 _S = WorkerState
@@ -74,6 +91,20 @@ TRANSITIONS: Mapping[tuple[WorkerState, WorkerState], str] = MappingProxyType(
         (_S.TERMINATING, _S.ERROR): "termination failed badly: needs diagnostics and a retry",
         (_S.TERMINATING, _S.TERMINATED): "the provider confirms the pod is gone",
         (_S.ERROR, _S.TERMINATED): "the provider confirms the pod is gone",
+        # The warm pool (migrations/20261207000100_warm_pool.sql).
+        (_S.DRAINING, _S.STOPPING): "idle and the pool has room: pod stop asked of the provider",
+        (_S.STOPPING, _S.STOPPED): "the provider confirms the pod stopped: in the warm pool",
+        (_S.STOPPING, _S.TERMINATING): "the stop did not take, or the pool has no room: terminate",
+        (_S.STOPPING, _S.ERROR): "the pod failed while stopping",
+        (_S.STOPPING, _S.TERMINATED): "the provider confirms the pod is gone",
+        (_S.STOPPED, _S.RESUMING): "work came back: pod start asked of the provider",
+        (_S.STOPPED, _S.TERMINATING): "pool past its time to live, shrunk, or paused",
+        (_S.STOPPED, _S.ERROR): "the stopped pod failed",
+        (_S.STOPPED, _S.TERMINATED): "the provider confirms the pod is gone",
+        (_S.RESUMING, _S.INITIALIZING): "the resumed pod is ready: checks and process start again",
+        (_S.RESUMING, _S.TERMINATING): "the resume failed (no GPU on the host) or was cancelled",
+        (_S.RESUMING, _S.ERROR): "the resume failed or timed out",
+        (_S.RESUMING, _S.TERMINATED): "the provider confirms the pod is gone",
     }
 )
 
@@ -127,6 +158,15 @@ class Meta:
     # [{"gpu_type", "data_center", "at"}]. They back off that GPU type without failing the worker.
     CAPACITY_MISSES = "capacity_misses"
     SPAWN_REASON = "spawn_reason"
+    # The warm pool.
+    POD_STOP_REQUESTED_AT = "pod_stop_requested_at"  # when we last asked the provider to stop the pod
+    STOPPED_AT = "stopped_at"  # the provider confirmed the stop (the pool's time to live counts from here)
+    RESUME_REQUESTED_AT = "resume_requested_at"  # the boot clock of a resume (its timeout, its duration)
+    RESUMES = "resumes"  # how many times this pod was resumed
+    # The host key pinned before the stop. The image writes its host keys to the container disk, which a
+    # stop wipes, so a resume the orchestrator asked for may present a new key: the executor re-pins it
+    # once and records both in an event; a changed key at any other time is refused.
+    PREVIOUS_HOST_KEY_FINGERPRINT = "previous_host_key_fingerprint"
 
 
 # --- reason codes ----------------------------------------------------------------------------------
@@ -144,6 +184,8 @@ class Reason(StrEnum):
     SPARE = "keep_idle"  # MACHINES_TO_KEEP_IDLE above demand
     FLOOR = "min_active_gpus"  # MIN_ACTIVE_GPUS
     WORK_CAME_BACK = "work_came_back"  # draining -> active instead of a new spawn
+    WAIT_TARGET = "wait_target"  # the queueing model's headroom for WAIT_TARGET_SEC
+    RESUME = "resume"  # stopped -> resuming: a pooled pod before a new spawn
     # boot
     POD_READY = "pod_ready"
     START_PROCESS = "start_process"
@@ -164,6 +206,15 @@ class Reason(StrEnum):
     CANCEL_BOOT = "scale_down_before_boot"
     OPERATOR_REQUEST = "operator_request"
     DRAINED = "drained"
+    # the warm pool
+    POOLED = "pooled"  # an idle worker's pod stopped into the pool instead of terminated
+    POD_STOPPED = "provider_confirmed_stopped"
+    STOP_RETRY = "stop_retry"
+    POOL_TTL = "pool_ttl"  # stopped longer than WARM_POOL_TTL_SEC
+    POOL_SHRINK = "pool_shrink"  # more stopped pods than WARM_POOL_MAX
+    POOL_PAUSED = "pool_paused"  # paused with WARM_POOL_TERMINATE_ON_PAUSE
+    RESUME_NO_GPU = "resume_no_gpu"  # the host's GPUs were taken: refused, or started without one
+    RESUME_FAILED = "resume_failed"  # the start call failed otherwise
     # reconcile
     ORPHAN_POD = "orphan_pod"
     TERMINATE_RETRY = "terminate_retry"
@@ -202,6 +253,13 @@ NOT_BOOT_FAILURES: frozenset[str] = frozenset(
         Reason.ORPHAN_POD.value,
         # Rows left by another system or a hand edit: nothing about our image.
         Reason.UNUSABLE_ROW.value,
+        # The pool's own endings, and a resume that found its host full: the provider's stock, not our
+        # image (a normal event, never a breaker failure).
+        Reason.POOLED.value,
+        Reason.POOL_TTL.value,
+        Reason.POOL_SHRINK.value,
+        Reason.POOL_PAUSED.value,
+        Reason.RESUME_NO_GPU.value,
     }
 )
 
