@@ -5,7 +5,7 @@ loop (:mod:`orchestrator.loop`), which depends on these protocols only. Each has
 (:class:`orchestrator.adapters.db.base.Database` over PostgREST or psycopg;
 :class:`orchestrator.adapters.provider.RunpodProvider` over Runpod's REST v2 or GraphQL and SSH) and
 one in-memory stand-in in the virtual-time simulator (:mod:`orchestrator.studies`). The provider's
-answers are values (:class:`SpawnedPod`, :class:`BootCheck`), not the seed's dicts: those are built
+answers are values (:class:`SpawnedPod`, :class:`BootCheck`), not the dicts of the original orchestrator (banodoco/reigh-worker-orchestrator): those are built
 from these by :mod:`orchestrator.runpod_client` for the users of the original's API.
 """
 
@@ -29,7 +29,7 @@ class SpawnedPod:
     cost_per_hr: float | None
     # (GPU type, data center) candidates that had no capacity before this one: the loop backs them off.
     capacity_misses: tuple[Mapping[str, Any], ...] = ()
-    # Everything else the provider said, for the seed's dict (``RunpodClient.spawn_worker``).
+    # Everything else the provider said, for the original's dict (``RunpodClient.spawn_worker``).
     details: Mapping[str, Any] = field(default_factory=dict)
 
 

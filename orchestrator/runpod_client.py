@@ -182,7 +182,7 @@ class RunpodClient(RunpodProvider):
         return self.run_command(runpod_id, command, timeout=timeout)
 
     def get_network_volumes(self) -> list[dict[str, Any]]:
-        """The account's network volumes: ``[{id, name, size, dataCenterId}]`` (the seed's shape)."""
+        """The account's network volumes: ``[{id, name, size, dataCenterId}]`` (the original's shape)."""
         return [_volume_dict(v) for v in self.list_network_volumes(fresh=True)]
 
     def find_gpu_type(self, gpu_display_name: str) -> dict[str, Any] | None:
@@ -266,7 +266,7 @@ class RunpodClient(RunpodProvider):
         *,
         public_key_string: str | None = None,
     ) -> dict[str, Any]:
-        """The seed's low-level pod creation, with its parameters and defaults.
+        """The original's low-level pod creation, with its parameters and defaults.
 
         The original (banodoco/reigh-worker-orchestrator, ``orchestrator/runpod_client.py`` and
         ``structure_docs/runpod_integration.md``) documented ``create_pod_and_wait(name, image_name,
@@ -350,7 +350,7 @@ def _gpu_dict(g: GpuType) -> dict[str, Any]:
     }
 
 
-# --- module-level helpers of the seed --------------------------------------------------------------------
+# --- module-level helpers of the original --------------------------------------------------------------------
 
 
 def _helper_client(api_key: str | None) -> RunpodClient:
@@ -388,7 +388,7 @@ def create_pod_and_wait(
     public_key_string: str | None = None,
     wait_timeout: float | None = None,
 ) -> dict[str, Any]:
-    """The seed's pod creation (see ``RunpodClient.create_pod_and_wait``), configured from the environment.
+    """The original's pod creation (see ``RunpodClient.create_pod_and_wait``), configured from the environment.
 
     The parameters are those the original documented; the keyword names its code used as well
     (``api_key``, ``disk_in_gb`` for ``volume_in_gb``, ``env_vars`` for ``env``, ``public_key_string``,

@@ -43,7 +43,7 @@ def create(
     """Create the pod ``spec`` describes on the first candidate that has capacity; its details.
 
     ``spec`` carries everything but the placement (GPU type, data center, network volume), which each
-    candidate fills in. Returns the seed's spawn dict (``capacity_misses``: the (GPU type, data center)
+    candidate fills in. Returns the original's spawn dict (``capacity_misses``: the (GPU type, data center)
     pairs that had none; ``skipped``: those avoided). Raises ``RunpodCapacityError`` (every candidate
     exhausted or avoided; it carries ``capacity_misses`` and ``skipped``), ``RunpodRequestError``
     (status 400: every candidate refused, at least one for a reason not known to be capacity) and the

@@ -29,7 +29,7 @@ from orchestrator.ports import BootCheck
 
 log = structlog.get_logger(__name__)
 
-# The seed's SSH password when a pod reports none and no key file exists (its get_pod_ssh_details).
+# The original orchestrator's (banodoco/reigh-worker-orchestrator) SSH password when a pod reports none and no key file exists (its get_pod_ssh_details).
 DEFAULT_SSH_PASSWORD = "runpod"
 
 
@@ -74,7 +74,7 @@ class PodSSH:
             # The key; a password only if one is configured explicitly (tried when the key is refused).
             password = self.ssh_password
         else:
-            # The seed's fallback without a key file: the pod's SSH password, "runpod" when it has none.
+            # The original's fallback without a key file: the pod's SSH password, "runpod" when it has none.
             password = self.ssh_password or pod.ssh_password or DEFAULT_SSH_PASSWORD
         return SSHClient(
             pod.ip,
@@ -98,7 +98,7 @@ class PodSSH:
     def get_ssh_client(self, runpod_id: str, *, expected_fingerprint: str | None = None) -> SSHClient:
         """A connected SSHClient to the pod (the private key when its file exists, else the password).
 
-        The seed returned it unconnected; ``connect()`` on a connected client does nothing, so the seed's
+        The original returned it unconnected; ``connect()`` on a connected client does nothing, so the original's
         ``ssh = get_ssh_client(id); ssh.connect(); ssh.execute_command(...); ssh.disconnect()`` works."""
         pod = self.transport.get_pod(runpod_id)
         if pod is None:
@@ -110,8 +110,8 @@ class PodSSH:
         return ssh
 
     def run_command(self, runpod_id: str, command: str, timeout: float = 600) -> tuple[int, str, str]:
-        """Run a command on the pod: ``(exit_code, stdout, stderr)`` (the seed's default timeout, 600 s).
-        SSH failures raise ``SSHError``s where the seed returned None."""
+        """Run a command on the pod: ``(exit_code, stdout, stderr)`` (the original's default timeout, 600 s).
+        SSH failures raise ``SSHError``s where the original returned None."""
         with self.get_ssh_client(runpod_id) as ssh:
             return ssh.execute(command, timeout=timeout)
 

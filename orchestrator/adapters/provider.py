@@ -54,7 +54,7 @@ from orchestrator.ports import SpawnedPod
 
 log = structlog.get_logger(__name__)
 
-# The seed's defaults.
+# The original's defaults.
 DEFAULT_GPU_TYPE = "NVIDIA GeForce RTX 4090"
 DEFAULT_WORKER_IMAGE = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
 DEFAULT_VOLUME_MOUNT_PATH = "/workspace"
@@ -118,7 +118,7 @@ def _register_secrets(values: Sequence[str | None]) -> None:
 
 
 class RunpodProvider(PodSSH):
-    """Spawns, checks, starts and terminates worker pods. Configured from the environment (the seed's
+    """Spawns, checks, starts and terminates worker pods. Configured from the environment (the original's
     variables and defaults); explicit keyword arguments win over the environment."""
 
     def __init__(
@@ -163,7 +163,7 @@ class RunpodProvider(PodSSH):
         self.gpu_types: list[str] = _split_list(pick(gpu_type, "RUNPOD_GPU_TYPE", DEFAULT_GPU_TYPE))
         self.gpu_type = self.gpu_types[0] if self.gpu_types else DEFAULT_GPU_TYPE
         self.worker_image: str = pick(worker_image, "RUNPOD_WORKER_IMAGE", DEFAULT_WORKER_IMAGE)
-        # One network volume per data center, in priority order (the seed had one name).
+        # One network volume per data center, in priority order (the original had one name).
         self.storage_names: list[str] = _split_list(pick(storage_name, "RUNPOD_STORAGE_NAME"))
         self.storage_name: str | None = ",".join(self.storage_names) or None
         self.volume_mount_path: str = pick(
@@ -235,7 +235,7 @@ class RunpodProvider(PodSSH):
 
     def _public_key(self) -> str | None:
         """What pods get as ``PUBLIC_KEY``; None when no key is configured (then REST v2's ``startSsh``
-        puts the account's registered keys there, and the seed's password login is the fallback)."""
+        puts the account's registered keys there, and the original's password login is the fallback)."""
         if self.ssh_public_key_path and Path(self.ssh_public_key_path).exists():
             try:
                 return Path(self.ssh_public_key_path).read_text().strip()
@@ -250,7 +250,7 @@ class RunpodProvider(PodSSH):
         return None
 
     def _private_key(self) -> paramiko.PKey | None:
-        """The key to log into pods with: the seed's rule, the key when its file exists, else None
+        """The key to log into pods with: the original's rule, the key when its file exists, else None
         (and the password is used)."""
         if self._pkey is None and self.ssh_private_key_path and Path(self.ssh_private_key_path).exists():
             try:
@@ -322,7 +322,7 @@ class RunpodProvider(PodSSH):
     # --- pods ------------------------------------------------------------------------------------
 
     def _worker_env(self, worker_id: str, worker_env: Mapping[str, str] | None) -> dict[str, str]:
-        # The seed's pod env (its structure_docs/runpod_integration.md, "Environment Variables
+        # The original's pod env (its structure_docs/runpod_integration.md, "Environment Variables
         # Injected"). The start command does not rely on it for the credentials: they go over SSH.
         env: dict[str, str] = {"WORKER_ID": worker_id}
         for k, v in (
@@ -422,7 +422,7 @@ class RunpodProvider(PodSSH):
         return self.transport.list_pods()
 
     def pod_status(self, runpod_id: str) -> dict[str, Any] | None:
-        """The seed's status dict (exactly its keys), or None when Runpod no longer knows the pod."""
+        """The original's status dict (exactly its keys), or None when Runpod no longer knows the pod."""
         pod = self.transport.get_pod(runpod_id)
         return None if pod is None else pod_status_dict(pod)
 
@@ -453,7 +453,7 @@ class RunpodProvider(PodSSH):
 
 
 def pod_status_dict(pod: Pod) -> dict[str, Any]:
-    """The seed's ``get_pod_status`` dict: exactly ``STATUS_KEYS``, those of the original's code.
+    """The original's ``get_pod_status`` dict: exactly ``STATUS_KEYS``, those of the original's code.
 
     ``ssh_password`` is what the API reports, which is nothing (None): the original read
     ``runtime.sshPassword``, a field the SDK's query never asks for, so it returned None too (its docs'

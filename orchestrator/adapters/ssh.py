@@ -2,7 +2,7 @@
 
 Sits under ``orchestrator.adapters.provider`` (which knows pods) and above paramiko (which knows bytes);
 what runs over it to check and start the worker is :mod:`orchestrator.adapters.worker_recipe`. The
-seed's wrapper is kept as it was used (the original orchestrator, banodoco/reigh-worker-orchestrator,
+original's wrapper is kept as it was used (the original orchestrator, banodoco/reigh-worker-orchestrator,
 ``orchestrator/runpod_client.py`` of its first commit): ``SSHClient(hostname, port, username, password,
 private_key_path, timeout)``, ``connect()``, ``execute_command(command, timeout=600)`` returning
 ``(exit_code, stdout, stderr)``, ``disconnect()``; the private key when its file exists, else the
@@ -40,7 +40,7 @@ from orchestrator.core import errors
 log = structlog.get_logger(__name__)
 
 OUTPUT_LOG_CHARS = 500
-# Passwords everyone knows (the seed's fallback for Runpod pods): not secrets to mask.
+# Passwords everyone knows (the original's fallback for Runpod pods): not secrets to mask.
 PUBLIC_DEFAULT_PASSWORDS = ("runpod",)
 
 
@@ -96,15 +96,15 @@ class CommandResult:
 
 
 class SSHClient:
-    """One SSH connection to a pod. Use as a context manager, or the seed's pattern::
+    """One SSH connection to a pod. Use as a context manager, or the original's pattern::
 
         ssh = SSHClient(ip, port, "root", password="runpod", private_key_path="~/.ssh/id_ed25519")
         ssh.connect()
         exit_code, stdout, stderr = ssh.execute_command("nvidia-smi")
         ssh.disconnect()
 
-    The positional parameters are the seed's (``hostname, port, username, password, private_key_path,
-    timeout``; ``timeout`` bounds the connection). Authentication as the seed did it: the private key
+    The positional parameters are the original's (``hostname, port, username, password, private_key_path,
+    timeout``; ``timeout`` bounds the connection). Authentication as the original did it: the private key
     when ``pkey`` is given or ``private_key_path`` names an existing file, else the password; with both
     a key and a password, the password is tried only if the key is refused.
     """
@@ -134,7 +134,7 @@ class SSHClient:
         self.connect_timeout = float(timeout if connect_timeout is None else connect_timeout)
         self.command_timeout = command_timeout
         self.expected_fingerprint = expected_fingerprint
-        # The seed's default password is public knowledge: masking it would only garble outputs.
+        # The original's default password is public knowledge: masking it would only garble outputs.
         self._secrets = tuple(
             s for s in (*secrets, password or "") if s and len(s) >= 4 and s not in PUBLIC_DEFAULT_PASSWORDS
         )
@@ -160,7 +160,7 @@ class SSHClient:
             return None
         path = os.path.expanduser(self.private_key_path)
         if not os.path.exists(path):
-            # The seed's rule: the key when its file exists, else the password.
+            # The original's rule: the key when its file exists, else the password.
             return None
         try:
             self.pkey = paramiko.PKey.from_path(path)
@@ -281,9 +281,9 @@ class SSHClient:
         return text
 
     def execute_command(self, command: str, timeout: float = 600) -> tuple[int, str, str]:
-        """The seed's call: run ``command`` and return ``(exit_code, stdout, stderr)``.
+        """The original's call: run ``command`` and return ``(exit_code, stdout, stderr)``.
 
-        The seed's default timeout (600 s). Unlike the seed, an unconnected client connects first, and
+        The original's default timeout (600 s). Unlike the original, an unconnected client connects first, and
         failures raise ``orchestrator.core.errors.SSHError`` types instead of paramiko's.
         """
         return self.execute(command, timeout=timeout)

@@ -25,7 +25,7 @@ from orchestrator.adapters.ssh import SSHClient
 from orchestrator.core import config, errors
 from orchestrator.core.states import WORKER_ID_PATTERN
 
-# Worker ids become pod names, file names and a command-line argument: keep them boring. The seed's
+# Worker ids become pod names, file names and a command-line argument: keep them boring. The original's
 # ids look like ``gpu-20250912_101500-1a2b3c4d``; the rule is the policy's (one pattern, in core).
 WORKER_ID_RE = WORKER_ID_PATTERN
 
@@ -40,14 +40,16 @@ def validate_worker_id(worker_id: str) -> str:
     return worker_id
 
 
-# The seed's checkout on the network volume (relative entries are under the volume's mount path).
+# The original's checkout on the network volume (relative entries are under the volume's mount path).
 # Later versions of the original system (banodoco/reigh-worker-orchestrator,
 # gpu_orchestrator/runpod/worker_startup.template.sh) look for Reigh-Worker, then Headless-Wan2GP,
 # directly under /workspace: WORKER_DIRS=Reigh-Worker,Headless-Wan2GP.
 DEFAULT_WORKER_DIRS = ("reigh/Headless-Wan2GP",)
-# The seed's packages (its start command: apt-get update && apt-get install -y python3.10-venv ffmpeg).
+# The original's packages (its start command: apt-get update && apt-get install -y python3.10-venv ffmpeg).
 DEFAULT_APT_PACKAGES = ("python3.10-venv", "ffmpeg")
-LAUNCH_VENV = "venv"  # the seed: `python worker.py|headless.py --db-type supabase ...` in the checkout's venv
+LAUNCH_VENV = (
+    "venv"  # the original: `python worker.py|headless.py --db-type supabase ...` in the checkout's venv
+)
 LAUNCH_UV = "uv"  # the newer worker: `uv run --python 3.10 --extra cuda124 python worker.py ...`
 LAUNCHES = (LAUNCH_VENV, LAUNCH_UV)
 # Where root reads the variables a pod was created with: its init process (sshd sessions do not see them).
@@ -107,7 +109,7 @@ class WorkerStart:
 
     Built from the settings (``WORKER_DIRS``, ``WORKER_LAUNCH``, ``WORKER_GIT_BRANCH``,
     ``WORKER_APT_PACKAGES``, ``WORKER_WGP_PROFILE``, ``RUNPOD_VOLUME_MOUNT_PATH``); the defaults are the
-    seed's. Invalid values raise ``ConfigError`` here too, so a library user gets the same message the
+    original's. Invalid values raise ``ConfigError`` here too, so a library user gets the same message the
     daemon's configuration gives.
     """
 
@@ -117,7 +119,7 @@ class WorkerStart:
     git_branch: str = "main"
     apt_packages: tuple[str, ...] = DEFAULT_APT_PACKAGES
     wgp_profile: int = 1
-    # The interpreter the venv launch runs (the seed's `python`, found on PATH after activation).
+    # The interpreter the venv launch runs (the original's `python`, found on PATH after activation).
     python: str = "python"
     git_pull_timeout: int = 30
     lock_wait: int = 60
@@ -156,7 +158,7 @@ def resolve_worker_dir(mount_path: str, directory: str) -> str:
 
 
 def headless_dir(mount_path: str) -> str:
-    """The seed's checkout: ``<mount>/reigh/Headless-Wan2GP``."""
+    """The original's checkout: ``<mount>/reigh/Headless-Wan2GP``."""
     return resolve_worker_dir(mount_path, DEFAULT_WORKER_DIRS[0])
 
 
@@ -172,7 +174,7 @@ class InitCheck:
 
 
 def init_checks(mount_path: str, dirs: Sequence[str] = DEFAULT_WORKER_DIRS) -> list[InitCheck]:
-    """The seed's four initialization checks, in order; the checkout check looks in ``dirs`` (in order)."""
+    """The original's four initialization checks, in order; the checkout check looks in ``dirs`` (in order)."""
     q = shlex.quote
     candidates = [resolve_worker_dir(mount_path, d) for d in dirs]
     listed = " ".join(q(c) for c in candidates)
@@ -333,7 +335,7 @@ if [ ! -f worker.py ] && [ ! -f headless.py ]; then echo "orchestrator: neither 
 _CHECKS_UV = r"""if ! command -v uv >/dev/null 2>&1; then echo "orchestrator: uv is not on the pod's PATH" >&2; exit 7; fi
 if [ ! -f worker.py ]; then echo "orchestrator: no worker.py in $dir" >&2; exit 6; fi"""
 
-# Runs detached, in the checkout, with the credentials exported: the seed's steps in the seed's order.
+# Runs detached, in the checkout, with the credentials exported: the original's steps in the original's order.
 _INNER = r"""echo "orchestrator: starting worker $WORKER_ID in $PWD at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 # Pods sharing the volume share this checkout: one pull at a time, and never for long.
 lock="${PWD%/*}/.${PWD##*/}.git-pull.lock"
@@ -354,7 +356,7 @@ _ACTIVATE_VENV = r"""echo "orchestrator: activating venv/bin/activate"
 . venv/bin/activate || { echo "orchestrator: cannot activate venv/bin/activate"; exit 5; }"""
 
 # The package lists of a fresh pod are empty: install only works after update. Failures are
-# tolerated as in the seed, but the step ends before the worker starts.
+# tolerated as in the original, but the step ends before the worker starts.
 _APT = r"""echo "orchestrator: apt-get update"
 if timeout @UPDATE_TIMEOUT@ apt-get update -q; then
     echo "orchestrator: apt-get update: ok"
@@ -385,12 +387,12 @@ def build_start_command(worker_id: str, start: WorkerStart | None = None) -> str
     (``/proc/1/environ``), never overriding a value from stdin; check the credentials are all there (2),
     find the checkout (4: the first of ``start.dirs`` that exists), its venv (5) and entry (6), or ``uv``
     (7); create the worker's log (3). Then, detached (``setsid nohup``, stdin from /dev/null, output
-    to ``<mount>/reigh/logs/<worker id>.log``), the seed's steps in the seed's order:
+    to ``<mount>/reigh/logs/<worker id>.log``), the original's steps in the original's order:
     ``timeout 30 git pull origin <branch>`` (serialised with ``flock`` among the pods sharing the
     checkout; failure tolerated), venv activation, ``apt-get update`` then ``apt-get install -y
     <packages>`` (failures tolerated, finished before the worker starts), then ``exec`` the worker:
-    ``python worker.py`` when the checkout has it, else the seed's ``python headless.py``, with the
-    seed's arguments (or the ``uv`` launch of the newer worker). The SSH call returns in about a second.
+    ``python worker.py`` when the checkout has it, else the original's ``python headless.py``, with the
+    original's arguments (or the ``uv`` launch of the newer worker). The SSH call returns in about a second.
     """
     validate_worker_id(worker_id)
     start = start or WorkerStart()

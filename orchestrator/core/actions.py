@@ -71,7 +71,7 @@ class Initialize(Action):
     """Run the initialization checks on a booting worker whose pod is RUNNING with SSH published.
 
     Executor: if ``from_status`` is ``spawning``, transition to ``initializing`` (reason
-    ``pod_ready``, merging ``runpod_id`` so a pod found by name is recorded); run the seed's checks;
+    ``pod_ready``, merging ``runpod_id`` so a pod found by name is recorded); run the original orchestrator's checks (banodoco/reigh-worker-orchestrator);
     on success merge ``ssh_details``, ``host_key_fingerprint`` and ``initialized_at``, and when
     ``start_process`` start the worker process and merge ``process_started_at``. SSH not answering
     yet: change nothing (the next tick retries; the boot timeout bounds it). A check that ran and
@@ -89,7 +89,7 @@ class Initialize(Action):
 class StartProcess(Action):
     """Start the worker process on an initialized worker whose process was never started.
 
-    Executor: the seed's start command over SSH; merge ``process_started_at`` on success (its first
+    Executor: the original's start command over SSH; merge ``process_started_at`` on success (its first
     heartbeat after that gets it a :class:`Promote`); ``error`` with reason ``start_failed`` otherwise. With
     ``already_running`` (the worker has heartbeated since its checks passed), only merge
     ``process_started_at``: starting a second process would run two workers under one id.

@@ -249,8 +249,8 @@ VARIABLES: tuple[Var, ...] = (
         "timeouts",
         minimum=0,
     ),
-    # 20 minutes, not the old 10: cold image pulls plus a first PyTorch install take 5-20 minutes, and
-    # the old default killed healthy cold starts (lessons file, "premature kills").
+    # 20 minutes, not the original orchestrator's 10 (banodoco/reigh-worker-orchestrator): cold image pulls plus a first PyTorch install take
+    # 5-20 minutes, and the shorter timeout killed healthy cold starts.
     _v(
         "SPAWNING_TIMEOUT_SEC",
         "int",

@@ -1,4 +1,4 @@
-"""The chaos soak (issue 7): the real control loop in virtual time, under every failure at once.
+"""The chaos soak: the real control loop in virtual time, under every failure at once.
 
 Where this sits: built on :mod:`orchestrator.studies.simulation`. ``bench/chaos.py`` runs the full 24-virtual-hour
 soak and writes ``bench/results/chaos.md``; ``tests/unit/test_chaos.py`` runs a shorter one (same

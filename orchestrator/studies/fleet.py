@@ -48,7 +48,7 @@ class BootModel:
     sigma: float = 0.2  # lognormal spread
     create_latency: float = 2.0  # the create call's round trip
     api_latency: float = 0.5  # terminate, status
-    ssh_checks: float = 12.0  # the seed's initialization checks over SSH
+    ssh_checks: float = 12.0  # the original orchestrator's initialization checks over SSH
     start_latency: float = 3.0  # the start command over SSH
     process_warmup: float = 15.0  # start -> first heartbeat (imports, model load)
 

@@ -1,4 +1,4 @@
-"""The policies the simulator compares (issue 7), each a ``plan``-like function plus how it is driven.
+"""The policies the simulator compares, each a ``plan``-like function plus how it is driven.
 
 Where this sits: ``orchestrator.studies.simulation`` drives any function with the signature of
 ``orchestrator.core.policy.plan``; ``bench/policy.py`` runs every :class:`PolicySpec` below on every trace.

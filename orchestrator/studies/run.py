@@ -1,6 +1,6 @@
 """``orchestrator sim run``: what a fleet would cost, and how long tasks would wait, on given traffic.
 
-Where this sits: the operator-facing face of the policy benchmark (issue 7). It takes a trace (one of
+Where this sits: the operator-facing face of the policy benchmark. It takes a trace (one of
 the named generators of :mod:`orchestrator.studies.traces`, or an operator's own CSV export), the
 policies of :mod:`orchestrator.studies.policies` plus the oracle, and the operator's configuration (the
 settings the CLI loaded from the environment and ``.env``, with ``--set`` changes for ``ours``), runs

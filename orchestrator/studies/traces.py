@@ -1,4 +1,4 @@
-"""Task arrival traces for the discrete-event simulator (issue 7), generated from a seed and saved as CSV.
+"""Task arrival traces for the discrete-event simulator, generated from a seed and saved as CSV.
 
 Where this sits: ``orchestrator.studies.simulation`` replays a trace against a policy in virtual time;
 ``bench/policy.py`` generates the five named traces below into ``bench/traces/`` (so a result can be

@@ -5,17 +5,18 @@ boot takes 30 ms, a cold one 165 ms), with its own state directory under ``tmp_p
 server (``.base_url``, ``.admin`` for the ``/_emulator/`` endpoints, ``.state`` for white-box
 checks) and stops it - and with it every pod's sshd - at teardown. ``emulator_factory`` builds more
 with other options (an ``api_key``, knobs). ``runpod_openapi`` checks REST v2 responses against
-Runpod's OpenAPI document for REST API v2 (the schema linked from
-https://docs.runpod.io/api-reference-v2/overview). The repository does not carry that document (it is
-Runpod's): the checks look for a copy at ``OPENAPI_PATH``, ``shared/runpod/openapi-v2.json`` in the
-folder that holds the checkout, and skip, saying why, when it is absent; ``rest_client(server)`` gives
-an httpx client that checks every response it receives whenever the copy is there (``check_rest`` does
-the same for one response).
+Runpod's OpenAPI document for REST API v2 (linked from https://docs.runpod.io/api-reference-v2/overview).
+The repository keeps that document's machine-checkable facts (paths, methods, statuses, headers,
+schemas; its prose left out) in ``tests/data/runpod-rest-v2-contract.json``, written from the document
+by ``scripts/runpod_contract.py``; a full copy at ``$RUNPOD_OPENAPI`` is used instead when set.
+``rest_client(server)`` gives an httpx client that checks every response it receives (``check_rest``
+does the same for one response).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +28,8 @@ import pytest
 from orchestrator.standins.emulator import EmulatorServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-OPENAPI_PATH = REPO_ROOT.parent / "shared" / "runpod" / "openapi-v2.json"
+CONTRACT_PATH = REPO_ROOT / "tests" / "data" / "runpod-rest-v2-contract.json"
+OPENAPI_PATH = Path(os.environ["RUNPOD_OPENAPI"]) if os.environ.get("RUNPOD_OPENAPI") else CONTRACT_PATH
 TEST_API_KEY = "rpa_TESTKEY0000000000000000000000000000"
 FAST_SPEED = 1000.0
 
@@ -127,34 +129,25 @@ class OpenApiChecker:
         self.checked += 1
 
 
-_CHECKER: list[OpenApiChecker | None] = []
+_CHECKER: list[OpenApiChecker] = []
 
 
-def optional_checker() -> OpenApiChecker | None:
-    """The spec checker when the copy of Runpod's document is at OPENAPI_PATH, else None (loaded once)."""
+def spec_checker() -> OpenApiChecker:
+    """The spec checker (loaded once)."""
     if not _CHECKER:
-        _CHECKER.append(OpenApiChecker(OPENAPI_PATH) if OPENAPI_PATH.is_file() else None)
+        _CHECKER.append(OpenApiChecker(OPENAPI_PATH))
     return _CHECKER[0]
 
 
 def check_rest(response: httpx.Response) -> httpx.Response:
-    """Validate a REST v2 response against the spec when the spec is available; returns it."""
-    checker = optional_checker()
-    if checker is not None:
-        checker.check(response)
+    """Validate a REST v2 response against the spec; returns it."""
+    spec_checker().check(response)
     return response
 
 
 @pytest.fixture(scope="session")
 def runpod_openapi() -> OpenApiChecker:
-    if not OPENAPI_PATH.is_file():
-        pytest.skip(
-            f"Runpod's openapi-v2.json (REST API v2) is not at {OPENAPI_PATH}; "
-            "the REST v2 response-schema checks need it"
-        )
-    checker = optional_checker()
-    assert checker is not None
-    return checker
+    return spec_checker()
 
 
 @pytest.fixture

@@ -96,7 +96,8 @@ class PortMapping:
     is_public: bool
 
     def as_dict(self) -> dict[str, Any]:
-        # The GraphQL shape, which the seed's ``get_pod_status()["ports"]`` returned.
+        # The GraphQL shape, which the original orchestrator's ``get_pod_status()["ports"]`` returned
+        # (banodoco/reigh-worker-orchestrator).
         return {
             "ip": self.ip,
             "isIpPublic": self.is_public,

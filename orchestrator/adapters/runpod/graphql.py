@@ -1,6 +1,6 @@
 """Runpod GraphQL adapter, through the official ``runpod`` SDK (``RUNPOD_API=graphql``).
 
-The seed talked to Runpod this way (``runpod.get_gpus()``, ``runpod.create_pod(...)``,
+The original orchestrator (banodoco/reigh-worker-orchestrator) talked to Runpod this way (``runpod.get_gpus()``, ``runpod.create_pod(...)``,
 ``runpod.terminate_pod(...)``); GraphQL is due to be retired in early 2027, so REST v2
 (``orchestrator.adapters.runpod.rest``) is the default and this adapter is kept for users who need the SDK.
 The wire facts come from the SDK's own source (runpod/runpod-python: ``runpod/api/graphql.py``,
