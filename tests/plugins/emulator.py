@@ -8,14 +8,16 @@ with other options (an ``api_key``, knobs). ``runpod_openapi`` checks REST v2 re
 Runpod's OpenAPI document for REST API v2 (the schema linked from
 https://docs.runpod.io/api-reference-v2/overview). The repository does not carry that document (it is
 Runpod's): the checks look for a copy at ``OPENAPI_PATH``, ``shared/runpod/openapi-v2.json`` in the
-folder that holds the checkout, and skip, saying why, when it is absent; ``rest_client(server)`` gives
-an httpx client that checks every response it receives whenever the copy is there (``check_rest`` does
-the same for one response).
+folder that holds the checkout (or at ``$RUNPOD_OPENAPI_PATH``), and skip, saying why, when it is
+absent; ``rest_client(server)`` gives an httpx client that checks every response it receives whenever
+the copy is there (``check_rest`` does the same for one response, ``check_rest_request`` for one
+request: its operation and JSON body).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +29,10 @@ import pytest
 from orchestrator.standins.emulator import EmulatorServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-OPENAPI_PATH = REPO_ROOT.parent / "shared" / "runpod" / "openapi-v2.json"
+# RUNPOD_OPENAPI_PATH names a copy elsewhere (a checkout in a worktree away from the shared folder).
+OPENAPI_PATH = Path(
+    os.environ.get("RUNPOD_OPENAPI_PATH") or REPO_ROOT.parent / "shared" / "runpod" / "openapi-v2.json"
+)
 TEST_API_KEY = "rpa_TESTKEY0000000000000000000000000000"
 FAST_SPEED = 1000.0
 
@@ -72,6 +77,7 @@ class OpenApiChecker:
             (re.compile("^" + re.sub(r"\{\w+\}", "[^/]+", p) + "$"), p) for p in self.doc["paths"]
         ]
         self.checked = 0
+        self.requests_checked = 0
 
     def _resolve(self, obj: dict[str, Any]) -> dict[str, Any]:
         while "$ref" in obj:
@@ -126,6 +132,26 @@ class OpenApiChecker:
             assert response.headers.get("Retry-After", "").isdigit()
         self.checked += 1
 
+    def check_request(self, request: httpx.Request) -> None:
+        """Validate a REST v2 request (path, method, JSON body) against the spec's operation."""
+        path = request.url.path
+        template = next((t for rx, t in self._routes if rx.match(path)), None)
+        assert template is not None, f"{path} is not a REST v2 path of the spec"
+        op = self.doc["paths"][template].get(request.method.lower())
+        assert op is not None, f"{request.method} {template} is not an operation of the spec"
+        body = self._resolve(op["requestBody"]) if "requestBody" in op else None
+        content = request.read()
+        if body is None:
+            assert content == b"", f"{request.method} {template} takes no body, got {content[:200]!r}"
+        else:
+            if body.get("required"):
+                assert content, f"{request.method} {template} requires a body"
+            if content:
+                ctype = request.headers.get("content-type", "").split(";")[0]
+                assert ctype in body["content"], f"{request.method} {template}: content type {ctype!r}"
+                self.validate(json.loads(content), body["content"][ctype]["schema"])
+        self.requests_checked += 1
+
 
 _CHECKER: list[OpenApiChecker | None] = []
 
@@ -143,6 +169,13 @@ def check_rest(response: httpx.Response) -> httpx.Response:
     if checker is not None:
         checker.check(response)
     return response
+
+
+def check_rest_request(request: httpx.Request) -> None:
+    """Validate a REST v2 request against the spec when the spec is available (an httpx request hook)."""
+    checker = optional_checker()
+    if checker is not None:
+        checker.check_request(request)
 
 
 @pytest.fixture(scope="session")
