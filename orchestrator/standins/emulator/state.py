@@ -534,10 +534,10 @@ class EmulatorState(PodEngine):
             "costPerHr": round(p.rate, 4),
             "billedSeconds": round(p.billed_seconds(mono), 3),
             # GPUs (billedSeconds at costPerHr) plus the volume disk while stopped (stoppedDiskUsd).
-            "billedUsd": round(self.billed_usd(p, mono), 9),
+            "billedUsd": round(self.billed_usd(p, mono), 12),
             "stoppedSeconds": round(p.stopped_seconds(mono), 3),
             "stoppedDiskUsdPerHr": round(p.stopped_disk_rate, 9),
-            "stoppedDiskUsd": round(self.stopped_disk_usd(p, mono), 9),
+            "stoppedDiskUsd": round(self.stopped_disk_usd(p, mono), 12),
             "specGpuCount": p.spec_gpu_count,
             "hostGpuTakenBy": p.host_gpu_taken_by,
             "bootKind": p.boot_kind,
