@@ -129,6 +129,8 @@ def test_stop_then_resume_keeps_the_volume_and_presents_a_new_host_key(
     stopped = provider.get_pod(runpod_id)
     assert stopped is not None and stopped.is_stopped and stopped.ssh_port is None
     assert stopped.cost_per_hr == 0.0  # the API shows no cost for an EXITED pod (openapi Pod.cost)
+    listed = [p for p in provider.list_pods() if p.id == runpod_id]
+    assert len(listed) == 1 and listed[0].is_stopped and listed[0].gpu_count == 1
     # The container disk goes with the stop (the sandbox's processes are ended first).
     wait_for(lambda: not (emulator.state.state_dir / "pods" / runpod_id / "container").exists(), what="wipe")
 

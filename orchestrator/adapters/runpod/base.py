@@ -15,7 +15,8 @@ Retry policy, at this boundary:
 - 5xx, timeouts, connection faults: ``RunpodTransientError``, retried with jittered exponential
   backoff (tenacity), bounded.
 - No capacity: ``RunpodCapacityError``, not retried here (the caller falls through to the next GPU type
-  and the control loop backs off).
+  and the control loop backs off); a stopped pod whose host has no free GPU for it any more:
+  ``RunpodNoGpuOnHost``, a kind of it, whatever the HTTP status (the caller terminates the pod).
 - Anything we cannot read: ``RunpodMalformedResponse`` carrying an excerpt of the payload.
 """
 
