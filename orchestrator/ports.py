@@ -5,7 +5,8 @@ loop (:mod:`orchestrator.loop`), which depends on these protocols only. Each has
 (:class:`orchestrator.adapters.db.base.Database` over PostgREST or psycopg;
 :class:`orchestrator.adapters.provider.RunpodProvider` over Runpod's REST v2 or GraphQL and SSH) and
 one in-memory stand-in in the virtual-time simulator (:mod:`orchestrator.studies`). The provider's
-answers are values (:class:`SpawnedPod`, :class:`BootCheck`), not the dicts of the original orchestrator (banodoco/reigh-worker-orchestrator): those are built
+answers are values (:class:`SpawnedPod`, :class:`BootCheck`, :class:`ResumeResult`), not the dicts of the
+original orchestrator (banodoco/reigh-worker-orchestrator): those are built
 from these by :mod:`orchestrator.runpod_client` for the users of the original's API.
 """
 
@@ -57,6 +58,25 @@ class BootCheck:
     ssh_details: Mapping[str, Any] | None = None
     host_key_fingerprint: str | None = None
     checks: Mapping[str, str] | None = None
+
+
+ResumeStatus = Literal["resumed", "no_gpu", "failed", "gone"]
+
+
+@dataclass(frozen=True)
+class ResumeResult:
+    """How a stopped pod answered a resume (:meth:`Provider.resume`).
+
+    ``resumed``: the provider accepted the start and the pod has its GPU (it boots: check it as after a
+    spawn). ``no_gpu``: its host has no free GPU for it, refused ("There are not enough free GPUs on the
+    host machine to start this pod") or started with none (``gpu_count`` 0, a pod left running for the
+    caller to terminate). ``failed``: anything else went wrong (``detail`` says what; the pod is as it
+    was). ``gone``: the provider no longer knows the pod (terminated, or never ours).
+    """
+
+    status: ResumeStatus
+    detail: str = ""
+    gpu_count: int | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +186,10 @@ class Provider(Protocol):
     ) -> bool: ...
 
     def terminate(self, runpod_id: str) -> bool: ...
+
+    def stop(self, runpod_id: str) -> bool: ...
+
+    def resume(self, runpod_id: str) -> ResumeResult: ...
 
     def pod_status(self, runpod_id: str) -> dict[str, Any] | None: ...
 

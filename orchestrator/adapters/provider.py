@@ -1,4 +1,5 @@
-"""The typed Runpod provider: worker pods created, checked, started, inspected and terminated.
+"""The typed Runpod provider: worker pods created, checked, started, inspected, stopped, resumed and
+terminated.
 
 Where this sits: the loop's :class:`orchestrator.ports.Provider`, built by ``orchestrator.wiring``. It
 talks to Runpod through ``orchestrator.adapters.runpod`` (REST v2 by default, the official SDK's
@@ -13,7 +14,8 @@ orchestrator's dict API (banodoco/reigh-worker-orchestrator, ``orchestrator/runp
 - Host keys are pinned (trust on first use): :meth:`RunpodProvider.check_boot` returns the
   fingerprint, and later connections refuse a different key.
 - ``terminate`` is true only when Runpod confirms; a boot check never raises for provider or SSH
-  faults (they come back as ``not_ready`` or ``failed``).
+  faults (they come back as ``not_ready`` or ``failed``); nor do ``stop`` (false) and ``resume``
+  (:class:`~orchestrator.ports.ResumeResult` ``failed``).
 - The start command carries no secret: the credentials go over the SSH session's stdin (see
   ``orchestrator.adapters.worker_recipe.build_start_command`` and ``docs/worker-start.md``).
 """
@@ -34,6 +36,9 @@ from orchestrator.adapters import placement
 from orchestrator.adapters.pod_ssh import DEFAULT_SSH_PASSWORD, PodSSH
 from orchestrator.adapters.runpod.base import (
     DEFAULT_RETRY,
+    ERROR,
+    EXITED,
+    RUNNING,
     GpuType,
     NetworkVolume,
     Pod,
@@ -50,7 +55,7 @@ from orchestrator.adapters.worker_recipe import (
 )
 from orchestrator.core import errors
 from orchestrator.core.config import parse_packages
-from orchestrator.ports import SpawnedPod
+from orchestrator.ports import ResumeResult, ResumeStatus, SpawnedPod
 
 log = structlog.get_logger(__name__)
 
@@ -450,6 +455,104 @@ class RunpodProvider(PodSSH):
         with self._lock:
             self._host_keys.pop(runpod_id, None)
         return ok
+
+    def stop(self, runpod_id: str) -> bool:
+        """Stop the pod (its GPU freed, its container disk wiped, its volume disk kept and billed).
+
+        True when Runpod accepted the stop or the pod is stopped (EXITED) already. False, logged, when
+        Runpod refused (a pod in ERROR cannot be stopped: terminate it), could not be asked, or no longer
+        knows the pod (nothing is left to stop; the tick's reconciliation sees it gone). Never raises
+        for provider faults, as :meth:`terminate`.
+        """
+        started = time.monotonic()
+        try:
+            pod = self.transport.stop_pod(runpod_id)
+        except errors.RunpodError as e:
+            log.info(
+                "runpod_pod_stop_failed",
+                runpod_id=runpod_id,
+                error_type=type(e).__name__,
+                error=str(e)[:300],
+                transport=self.transport.name,
+            )
+            return False
+        log.info(
+            "runpod_pod_stopped",
+            runpod_id=runpod_id,
+            actual_status=pod.actual_status,
+            transport=self.transport.name,
+            elapsed_ms=round((time.monotonic() - started) * 1000),
+        )
+        return True
+
+    def resume(self, runpod_id: str) -> ResumeResult:
+        """Start a stopped pod again on its host, with the GPUs it had (see :class:`ResumeResult`).
+
+        ``no_gpu`` covers both ways a full host shows: Runpod refuses the start ("There are not enough
+        free GPUs on the host machine to start this pod"; the pod stays stopped), or the pod starts with
+        no GPU (``gpu_count`` 0, docs.runpod.io/references/troubleshooting/pod-migration). In the second
+        case the pod is left running, and billing, for the caller to terminate. A pod already on its way
+        to RUNNING (a resume repeated after a crash) is judged as it is, without a second start.
+
+        The pod comes back with new SSH host keys (the image makes them at start-up, in the container
+        disk the stop wiped), so an accepted resume forgets the key pinned in memory: the next boot
+        check trusts the new key on first use, and the caller records it. Never raises for provider
+        faults: they come back as ``failed``.
+        """
+        started = time.monotonic()
+        transport = self.transport
+        try:
+            pod = transport.get_pod(runpod_id)
+        except errors.RunpodError as e:
+            return self._resumed(
+                runpod_id, "failed", f"cannot read the pod: {type(e).__name__}: {e}", started
+            )
+        if pod is None:
+            return self._resumed(runpod_id, "gone", "Runpod no longer knows the pod", started)
+        if pod.actual_status not in (EXITED, ERROR) and pod.desired_status == RUNNING:
+            log.info("runpod_pod_resume_already_started", runpod_id=runpod_id, status=pod.actual_status)
+        else:
+            count = pod.gpu_count if pod.gpu_count else 1
+            try:
+                pod = transport.start_pod(runpod_id, count)
+            except errors.RunpodNoGpuOnHost as e:
+                return self._resumed(runpod_id, "no_gpu", str(e), started)
+            except errors.RunpodNotFound as e:
+                return self._resumed(runpod_id, "gone", str(e), started)
+            except errors.RunpodError as e:
+                return self._resumed(runpod_id, "failed", f"{type(e).__name__}: {e}", started)
+        with self._lock:
+            self._host_keys.pop(runpod_id, None)
+        if pod.gpu_count is not None and pod.gpu_count < 1:
+            detail = (
+                f"the pod started with {pod.gpu_count} GPUs (its host's GPUs are taken); it is "
+                f"{pod.actual_status} and billing until it is terminated"
+            )
+            return self._resumed(runpod_id, "no_gpu", detail, started, gpu_count=pod.gpu_count)
+        detail = f"pod is {pod.actual_status}" + (
+            "" if pod.gpu_count is not None else "; GPU count not reported"
+        )
+        return self._resumed(runpod_id, "resumed", detail, started, gpu_count=pod.gpu_count)
+
+    def _resumed(
+        self,
+        runpod_id: str,
+        status: ResumeStatus,
+        detail: str,
+        started: float,
+        *,
+        gpu_count: int | None = None,
+    ) -> ResumeResult:
+        log.info(
+            "runpod_pod_resume",
+            runpod_id=runpod_id,
+            outcome=status,
+            detail=detail[:300],
+            gpu_count=gpu_count,
+            transport=self.transport.name,
+            elapsed_ms=round((time.monotonic() - started) * 1000),
+        )
+        return ResumeResult(status, detail, gpu_count)
 
 
 def pod_status_dict(pod: Pod) -> dict[str, Any]:

@@ -104,6 +104,14 @@ class RunpodCapacityError(RunpodError):
     """No instances available with the requested specification; back off or try another GPU type."""
 
 
+class RunpodNoGpuOnHost(RunpodCapacityError):
+    """A stopped pod cannot start: its host machine has no free GPU of its type any more.
+
+    Runpod's words: "There are not enough free GPUs on the host machine to start this pod". A stopped
+    pod is tied to its host, so no retry elsewhere helps: terminate it and create a new pod.
+    """
+
+
 class RunpodRateLimited(RunpodError):
     """429 after the retries we allow; ``retry_after`` seconds is the server's reset time if given."""
 

@@ -48,10 +48,15 @@ OpenSSH packaging (``AcceptEnv LANG LC_*``, ``--with-superuser-path``).
   time fails on the lock. ``ffmpeg`` is absent at start (hidden if the host has one), ``python3`` and
   ``python`` are present (the host's; where the host has none, links to the project's interpreter).
 - **The container disk**: ``/etc`` and ``/usr/bin`` are overlays whose upper layers, ``/root``,
-  ``/tmp``, ``/var/lib/apt/lists`` and ``/var/lib/dpkg/status`` live in the pod's own directory. A
-  fresh start (create, or resume after a stop) wipes it, so apt's work, ``~/.bashrc``'s lines and the
-  SSH host key (generated per container disk, as the image does at start-up) are new; a restart
-  (``keep_container_disk=True``) keeps it, and the start script appends its lines once more.
+  ``/tmp``, ``/var/lib/apt/lists`` and ``/var/lib/dpkg/status`` live in the pod's own directory.
+  :meth:`PodSandbox.stop_and_wipe` (the emulator's stop and terminate) deletes it, and a fresh start
+  (create, or resume after a stop) begins on a new one, so apt's work, ``~/.bashrc``'s lines and the
+  SSH host key are new: the start script generates the host key when it is missing, as the image's
+  does (``container-template/start.sh``, ``setup_ssh``: ``ssh-keygen`` for each key type whose file is
+  absent), so a resumed pod presents a different host key. A restart (``keep_container_disk=True``)
+  keeps the disk, its host key, and the start script appends its lines once more. The volume at
+  ``mount_path`` survives all of these.
+- The fake ``nvidia-smi`` sees no device in a pod started without a GPU (``RUNPOD_GPU_COUNT=0``).
 - ``mount_path`` (default ``/workspace``) is a bind mount of the network volume's directory, so pods on
   one volume share files, as real network volumes do.
 - a fake ``/usr/bin/nvidia-smi`` (one GPU of the pod's type); no ``SetEnv``/``BASH_ENV``: every
@@ -120,7 +125,7 @@ import structlog
 
 from orchestrator.core.errors import SandboxError
 from orchestrator.standins.sandbox_apt import APT_CATALOG, APT_INSTALL_S_PER_PACKAGE, APT_UPDATE_S
-from orchestrator.standins.sandbox_container import lay_out, namespace_command
+from orchestrator.standins.sandbox_container import lay_out, namespace_command, wipe_container_disk
 from orchestrator.standins.sandbox_host import (
     APT_LISTS,
     DPKG_STATUS,
@@ -296,6 +301,12 @@ class PodSandbox:
         return bool(self.env.get("PUBLIC_KEY")) and not self.ssh_refuse
 
     @property
+    def gpu_count(self) -> int:
+        """GPUs the pod has (``RUNPOD_GPU_COUNT``, 1 when unset): 0 for a pod started without one."""
+        raw = self.env.get("RUNPOD_GPU_COUNT", "1").strip()
+        return int(raw) if raw.isdigit() else 1
+
+    @property
     def container_dir(self) -> Path:
         """The pod's container disk on the host: overlay upper layers, /root, /tmp, apt's state."""
         return self.dir / "container"
@@ -385,7 +396,17 @@ class PodSandbox:
         return self._ready_seen
 
     def stop(self) -> None:
-        """End every process in the pod (sshd, sessions, nohup'd workers); idempotent."""
+        """End every process in the pod (sshd, sessions, nohup'd workers); idempotent. The container
+        disk stays (a container restart, ``keep_container_disk=True``, starts on it again)."""
+        self._stop(wipe=False)
+
+    def stop_and_wipe(self) -> None:
+        """Stop the pod, then delete its container disk (everything but the volume: apt's work, the SSH
+        host key, ``/root``, ``/tmp``), as stopping or terminating a real pod does. Only the call that
+        stops the pod wipes: a pod already stopped by a new start of the same pod is left to that start."""
+        self._stop(wipe=True)
+
+    def _stop(self, *, wipe: bool) -> None:
         with self._lock:
             proc = self._proc
             if proc is None or self._stopped:
@@ -414,10 +435,16 @@ class PodSandbox:
                 self._ns_fd = None
             if self._log_file is not None:
                 self._log_file.close()
+            if wipe:
+                # Before leaving the live set: a new start of this pod waits for us there.
+                try:
+                    wipe_container_disk(self)
+                except OSError as exc:
+                    log.warning("sandbox_wipe_failed", pod_id=self.pod_id, error=repr(exc))
             release_port(self.port)
             with _live_lock:
                 _live.pop(id(self), None)
-            log.info("sandbox_stopped", pod_id=self.pod_id, port=self.port, leftovers=leftovers)
+            log.info("sandbox_stopped", pod_id=self.pod_id, port=self.port, leftovers=leftovers, wiped=wipe)
 
     # -- faults -----------------------------------------------------------------------------------
 

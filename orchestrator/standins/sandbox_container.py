@@ -46,8 +46,8 @@ from orchestrator.standins.sandbox_image import (
     start_script,
 )
 from orchestrator.standins.sandbox_sshd import (
+    HOST_KEY,
     USERNS_SSHD_UID,
-    generate_host_key,
     sshd_config,
     start_sshd_lines,
     write_userns_passwd,
@@ -61,35 +61,30 @@ def lay_out(box: PodSandbox, mode: Mode) -> None:
     """Write the pod's container disk and its init stage (a fresh disk unless the pod keeps its own)."""
     d, c = box.dir, box.container_dir
     d.mkdir(parents=True, exist_ok=True)
-    if c.exists() and not box.keep_container_disk:
-        # A new container disk. Rename first: a dying instance of this pod may still have it mounted.
-        trash = d / f".container-old-{os.getpid()}-{time.monotonic_ns()}"
-        c.rename(trash)
-        rmtree(trash)
+    if not box.keep_container_disk:
+        # A new container disk. Renamed first: a dying instance of this pod may still have it mounted.
+        wipe_container_disk(box)
     fresh = not c.exists()
     for sub in ("etc/ssh", "etc/sim-pod", "usr-bin", "root", "tmp", "apt-lists", "work"):
         (c / sub).mkdir(parents=True, exist_ok=True)
     (c / "tmp").chmod(0o1777)
     (c / "root").chmod(0o700)
 
-    # /etc: sshd's files and host key, PID 1's script; the host's own host keys hidden.
+    # /etc: sshd's files, PID 1's script; the host's own host keys hidden, so that the start script finds
+    # none on a new container disk and generates the pod's own at start-up, as the image does.
     etc = c / "etc"
-    hostkey = etc / "ssh" / "ssh_host_ed25519_key"
-    if not hostkey.exists():
-        # The image generates host keys at start-up when missing, in the container disk.
-        generate_host_key(hostkey, hostname=box.hostname, pod_id=box.pod_id)
     for host_file in Path("/etc/ssh").glob("ssh_host_*"):
         whiteout(etc / "ssh" / host_file.name)
     atomic_write(etc / "ssh" / "sshd_config", sshd_config(box.port, mode), 0o644)
     atomic_write(etc / "hostname", box.hostname + "\n")
-    pid1 = start_script(box.pod_id, start_sshd=start_sshd_lines(ssh_refuse=box.ssh_refuse))
+    pid1 = start_script(box.pod_id, start_sshd=start_sshd_lines(ssh_refuse=box.ssh_refuse), host_key=HOST_KEY)
     atomic_write(etc / "sim-pod" / "start.sh", pid1, 0o755)
     if mode == "userns":
         write_userns_passwd(etc)
 
     # /usr/bin: the fake nvidia-smi and apt, an interpreter where the host has none, no ffmpeg.
     usr_bin = c / "usr-bin"
-    atomic_write(usr_bin / "nvidia-smi", nvidia_smi_script(box.gpu_name, box.vram_mb), 0o755)
+    atomic_write(usr_bin / "nvidia-smi", nvidia_smi_script(box.gpu_name, box.vram_mb, box.gpu_count), 0o755)
     apt = apt_script(APT_UPDATE_S, APT_INSTALL_S_PER_PACKAGE)
     for name in ("apt-get", "apt"):
         atomic_write(usr_bin / name, apt, 0o755)
@@ -124,6 +119,16 @@ def lay_out(box: PodSandbox, mode: Mode) -> None:
             ) from exc
     if box.volume_dir is not None and not box.volume_dir.is_dir():
         raise SandboxError(f"pod {box.pod_id}: volume directory {box.volume_dir} does not exist")
+
+
+def wipe_container_disk(box: PodSandbox) -> None:
+    """Delete the pod's container disk (everything but its volume), as a stop or termination does."""
+    c = box.container_dir
+    if c.exists():
+        # Renamed first, as in lay_out: the name is free at once for a new start.
+        trash = box.dir / f".container-old-{os.getpid()}-{time.monotonic_ns()}"
+        c.rename(trash)
+        rmtree(trash)
 
 
 def overlays(box: PodSandbox) -> list[tuple[str, Path]]:

@@ -36,7 +36,14 @@ ABSENT_PROGRAMS = ("ffmpeg", "ffprobe", "ffplay")
 ABSENT_PACKAGES = ("ffmpeg",)
 
 
-def nvidia_smi_script(gpu_name: str, vram_mb: int) -> str:
+def nvidia_smi_script(gpu_name: str, vram_mb: int, gpu_count: int = 1) -> str:
+    """The fake ``nvidia-smi``: one GPU of the pod's type, or none for a pod started without a GPU
+    (then it answers as the real one does when it sees no device: "No devices were found", exit 6)."""
+    if gpu_count < 1:
+        return (
+            "#!/bin/sh\n# Fake nvidia-smi of an emulated Runpod pod started without a GPU.\n"
+            'echo "No devices were found"\nexit 6\n'
+        )
     name = shlex.quote(gpu_name)
     return f"""#!/bin/sh
 # Fake nvidia-smi of an emulated Runpod pod (orchestrator.standins.sandbox): one GPU, {gpu_name}.
@@ -108,13 +115,18 @@ echo "+-----------------------------------------+------------------------+------
 """
 
 
-def start_script(pod_id: str, *, start_sshd: str) -> str:
-    """PID 1 of the pod: what runpod/containers container-template/start.sh does, in our own words."""
+def start_script(pod_id: str, *, start_sshd: str, host_key: str) -> str:
+    """PID 1 of the pod: what runpod/containers container-template/start.sh does, in our own words.
+
+    ``host_key``: where sshd reads its host key; the script makes it when it is missing, as the image's
+    does (the image makes RSA, DSA, ECDSA and ed25519 keys; the sandbox only an ed25519 one)."""
     return f"""#!/bin/bash
 # PID 1 of emulated Runpod pod {pod_id} (orchestrator.standins.sandbox). It does what the start script of
-# Runpod's official images does (github.com/runpod/containers, container-template/start.sh): install
-# PUBLIC_KEY and start sshd when PUBLIC_KEY is set, write RUNPOD_*, PATH and _ to /etc/rp_environment,
-# have ~/.bashrc source it, then sleep forever.
+# Runpod's official images does (github.com/runpod/containers, container-template/start.sh): when
+# PUBLIC_KEY is set, install it, generate the SSH host key if the container disk has none (a new
+# container disk, after a create or a stop, has none: so a resumed pod presents a new host key) and
+# start sshd; write RUNPOD_*, PATH and _ to /etc/rp_environment, have ~/.bashrc source it, then sleep
+# forever.
 # The emulator's lifeline watchdog ends the pod with SIGUSR1 (a PID 1 ignores signals it does not trap).
 trap 'exit 0' USR1
 set -e
@@ -124,6 +136,11 @@ if [[ $PUBLIC_KEY ]]; then
     mkdir -p ~/.ssh
     printf '%s\\n' "$PUBLIC_KEY" >> ~/.ssh/authorized_keys
     chmod -R 700 ~/.ssh
+    if [ ! -f {host_key} ]; then
+        ssh-keygen -t ed25519 -f {host_key} -q -N '' -C "root@$HOSTNAME"
+        echo "ED25519 key fingerprint:"
+        ssh-keygen -lf {host_key}.pub
+    fi
 {start_sshd}
 fi
 echo "Exporting environment variables..."

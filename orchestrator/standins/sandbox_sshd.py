@@ -3,7 +3,8 @@
 Part of the pod sandboxes (``orchestrator.standins.sandbox``). Each pod runs the host's OpenSSH sshd,
 started by its start script when ``PUBLIC_KEY`` is set, as Runpod's official images do. sshd listens on a
 loopback port picked here (the emulator publishes it, or a delaying relay in front of it, as the pod's
-``22/tcp``), with an ed25519 host key generated per container disk and Ubuntu's defaults where they
+``22/tcp``), with an ed25519 host key that the pod's start script generates on each new container disk
+(``orchestrator.standins.sandbox_image``), and Ubuntu's defaults where they
 matter (``AcceptEnv LANG LC_*``, no ``PermitUserEnvironment``). In the unprivileged mode the pod's root
 is a non-zero uid, which the pod's own ``/etc/passwd``, ``group`` and ``shadow`` name ``root``.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import random
 import socket
-import subprocess
 import threading
 from pathlib import Path
 
@@ -95,19 +95,6 @@ def start_sshd_lines(*, ssh_refuse: bool) -> str:
         return '    echo "(emulated pod: sshd is not started: ssh_refuse)"'
     # `service ssh start` runs sshd with a cleaned environment.
     return f"    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin {SSHD} -f {SSHD_CONFIG} -E {SSHD_LOG}"
-
-
-def generate_host_key(hostkey: Path, *, hostname: str, pod_id: str) -> None:
-    """An ed25519 host key at ``hostkey``, as the image generates one at start-up when it is missing."""
-    try:
-        subprocess.run(
-            [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", f"root@{hostname}", "-f", str(hostkey)],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise SandboxError(f"pod {pod_id}: ssh-keygen failed: {exc}") from exc
 
 
 def write_userns_passwd(etc: Path) -> None:

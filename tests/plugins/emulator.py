@@ -10,7 +10,8 @@ The repository keeps that document's machine-checkable facts (paths, methods, st
 schemas; its prose left out) in ``tests/data/runpod-rest-v2-contract.json``, written from the document
 by ``scripts/runpod_contract.py``; a full copy at ``$RUNPOD_OPENAPI`` is used instead when set.
 ``rest_client(server)`` gives an httpx client that checks every response it receives (``check_rest``
-does the same for one response).
+does the same for one response, ``check_rest_request`` for one request:
+its operation and JSON body).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class OpenApiChecker:
             (re.compile("^" + re.sub(r"\{\w+\}", "[^/]+", p) + "$"), p) for p in self.doc["paths"]
         ]
         self.checked = 0
+        self.requests_checked = 0
 
     def _resolve(self, obj: dict[str, Any]) -> dict[str, Any]:
         while "$ref" in obj:
@@ -128,6 +130,26 @@ class OpenApiChecker:
             assert response.headers.get("Retry-After", "").isdigit()
         self.checked += 1
 
+    def check_request(self, request: httpx.Request) -> None:
+        """Validate a REST v2 request (path, method, JSON body) against the spec's operation."""
+        path = request.url.path
+        template = next((t for rx, t in self._routes if rx.match(path)), None)
+        assert template is not None, f"{path} is not a REST v2 path of the spec"
+        op = self.doc["paths"][template].get(request.method.lower())
+        assert op is not None, f"{request.method} {template} is not an operation of the spec"
+        body = self._resolve(op["requestBody"]) if "requestBody" in op else None
+        content = request.read()
+        if body is None:
+            assert content == b"", f"{request.method} {template} takes no body, got {content[:200]!r}"
+        else:
+            if body.get("required"):
+                assert content, f"{request.method} {template} requires a body"
+            if content:
+                ctype = request.headers.get("content-type", "").split(";")[0]
+                assert ctype in body["content"], f"{request.method} {template}: content type {ctype!r}"
+                self.validate(json.loads(content), body["content"][ctype]["schema"])
+        self.requests_checked += 1
+
 
 _CHECKER: list[OpenApiChecker] = []
 
@@ -143,6 +165,11 @@ def check_rest(response: httpx.Response) -> httpx.Response:
     """Validate a REST v2 response against the spec; returns it."""
     spec_checker().check(response)
     return response
+
+
+def check_rest_request(request: httpx.Request) -> None:
+    """Validate a REST v2 request against the spec (an httpx request hook)."""
+    spec_checker().check_request(request)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ Retry policy, at this boundary:
 - 5xx, timeouts, connection faults: ``RunpodTransientError``, retried with jittered exponential
   backoff (tenacity), bounded.
 - No capacity: ``RunpodCapacityError``, not retried here (the caller falls through to the next GPU type
-  and the control loop backs off).
+  and the control loop backs off); a stopped pod whose host has no free GPU for it any more:
+  ``RunpodNoGpuOnHost``, a kind of it, whatever the HTTP status (the caller terminates the pod).
 - Anything we cannot read: ``RunpodMalformedResponse`` carrying an excerpt of the payload.
 """
 
@@ -65,6 +66,17 @@ _CAPACITY_RE = re.compile(
 def is_capacity_message(message: str) -> bool:
     """True when a provider error message means "no machine for this spec right now"."""
     return bool(_CAPACITY_RE.search(message or ""))
+
+
+# A stopped pod's host has no free GPU for it any more (Runpod: "There are not enough free GPUs on the
+# host machine to start this pod"; docs.runpod.io/references/troubleshooting/pod-migration explains
+# why: a stopped pod stays tied to its machine, whose GPU another user may have rented meanwhile).
+_NO_GPU_ON_HOST_RE = re.compile(r"not enough free gpus", re.I)
+
+
+def is_no_gpu_on_host_message(message: str) -> bool:
+    """True when a refused start means the pod's host machine has no free GPU for it."""
+    return bool(_NO_GPU_ON_HOST_RE.search(message or ""))
 
 
 def excerpt(payload: Any, limit: int = EXCERPT_CHARS) -> str:
@@ -130,6 +142,10 @@ class Pod:
     requested_ssh_port: bool = True
     has_runtime: bool = False
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False, compare=False)
+    # GPUs attached to the pod (REST ``gpu.count``, absent for a pod without a GPU; GraphQL
+    # ``gpuCount``); None when the answer did not say. A stopped pod whose host GPU was taken may be
+    # started with none (docs.runpod.io/references/troubleshooting/pod-migration, "Start Pod with CPUs").
+    gpu_count: int | None = None
 
     @property
     def ssh_ready(self) -> bool:
@@ -143,6 +159,11 @@ class Pod:
     @property
     def has_failed(self) -> bool:
         return self.actual_status in (ERROR, EXITED)
+
+    @property
+    def is_stopped(self) -> bool:
+        """Stopped (EXITED and meant to be): its GPU freed, its volume disk kept and billed."""
+        return self.actual_status == EXITED and self.desired_status == EXITED
 
 
 @dataclass(frozen=True)
@@ -213,6 +234,22 @@ class RunpodTransport(Protocol):
     def list_pods(self) -> list[Pod]: ...
 
     def terminate_pod(self, pod_id: str) -> bool: ...
+
+    def stop_pod(self, pod_id: str) -> Pod:
+        """Stop the pod (its GPU freed, its container disk wiped, its volume disk kept).
+
+        Returns the pod as the provider reports it after the stop; an already stopped pod is returned
+        as it is. Raises ``RunpodNotFound`` for a pod the provider does not know and
+        ``RunpodRequestError`` (409 on REST) when the pod's status allows no stop (ERROR)."""
+        ...
+
+    def start_pod(self, pod_id: str, gpu_count: int) -> Pod:
+        """Start (resume) a stopped pod on its host with ``gpu_count`` GPUs.
+
+        Returns the pod as reported after the start, ``gpu_count`` read back (0: it started without a
+        GPU). Raises ``RunpodNoGpuOnHost`` when the host has no free GPU for it, ``RunpodNotFound`` for
+        an unknown pod, ``RunpodRequestError`` when its status allows no start."""
+        ...
 
     def close(self) -> None: ...
 

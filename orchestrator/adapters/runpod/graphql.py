@@ -1,7 +1,8 @@
 """Runpod GraphQL adapter, through the official ``runpod`` SDK (``RUNPOD_API=graphql``).
 
-The original orchestrator (banodoco/reigh-worker-orchestrator) talked to Runpod this way (``runpod.get_gpus()``, ``runpod.create_pod(...)``,
-``runpod.terminate_pod(...)``); GraphQL is due to be retired in early 2027, so REST v2
+The original orchestrator (banodoco/reigh-worker-orchestrator) talked to Runpod this way
+(``runpod.get_gpus()``, ``runpod.create_pod(...)``, ``runpod.terminate_pod(...)``; ``runpod.stop_pod`` /
+``resume_pod`` for the warm pool); GraphQL is due to be retired in early 2027, so REST v2
 (``orchestrator.adapters.runpod.rest``) is the default and this adapter is kept for users who need the SDK.
 The wire facts come from the SDK's own source (runpod/runpod-python: ``runpod/api/graphql.py``,
 ``runpod/api/ctl_commands.py``, ``runpod/api/mutations/pods.py``, ``runpod/error.py``).
@@ -51,6 +52,7 @@ from orchestrator.adapters.runpod.base import (
     check_pod_id,
     excerpt,
     is_capacity_message,
+    is_no_gpu_on_host_message,
     lenient_pods,
     require,
 )
@@ -318,6 +320,58 @@ class GraphQLTransport:
             return True
         return True
 
+    def stop_pod(self, pod_id: str) -> Pod:
+        """The SDK's ``stop_pod`` (``podStop``); the pod read back after it (``podStop`` answers only
+        ``id`` and ``desiredStatus``). A stop refused for a pod that is stopped already counts as done."""
+        pid = check_pod_id(pod_id)
+        try:
+            answer = self._call("stop_pod", lambda: runpod.stop_pod(pid))
+        except errors.RunpodRequestError as e:
+            # Runpod's words for "stopping an EXITED pod" are not known: whatever the refusal, a pod
+            # found EXITED is stopped, as asked.
+            pod = self.get_pod(pid)
+            if pod is not None and pod.actual_status == EXITED:
+                log.info("runpod_action_already_done", runpod_id=pid, status=EXITED)
+                return pod
+            if pod is None:
+                raise errors.RunpodNotFound(f"{e}; and pod {pid} is not found", status=404) from e
+            raise
+        return self._after_action(pid, answer, "stop_pod")
+
+    def start_pod(self, pod_id: str, gpu_count: int) -> Pod:
+        """The SDK's ``resume_pod`` (``podResume`` with ``gpuCount``); the pod read back after it for its
+        ``gpuCount`` (``podResume`` does not answer it): 0 means it started without a GPU. "There are
+        not enough free GPUs on the host machine to start this pod" raises ``RunpodNoGpuOnHost``."""
+        pid = check_pod_id(pod_id)
+        count = int(gpu_count)
+        try:
+            answer = self._call("resume_pod", lambda: runpod.resume_pod(pid, count))
+        except errors.RunpodRequestError:
+            # A retried resume whose first answer was lost is refused: the pod is already on its way.
+            pod = self.get_pod(pid)
+            if pod is not None and pod.desired_status == RUNNING:
+                log.info("runpod_action_already_done", runpod_id=pid, status=pod.actual_status)
+                return pod
+            raise
+        return self._after_action(pid, answer, "resume_pod")
+
+    def _after_action(self, pid: str, answer: Any, op: str) -> Pod:
+        """The pod after a stop or resume: read back, else what the mutation answered."""
+        if not isinstance(answer, dict) or not isinstance(answer.get("id"), str):
+            raise errors.RunpodMalformedResponse(
+                f"{op}: no pod in {excerpt(answer)}", payload=excerpt(answer)
+            )
+        try:
+            pod = self.get_pod(pid)
+        except errors.RunpodError as e:
+            log.info("runpod_pod_read_back_failed", runpod_id=pid, op=op, error=str(e)[:200])
+            pod = None
+        if pod is not None:
+            return pod
+        desired = str(answer.get("desiredStatus") or "")
+        actual = EXITED if desired == EXITED else TERMINATED if desired == TERMINATED else STARTING
+        return Pod(id=pid, name="", desired_status=desired, actual_status=actual)
+
 
 # --- mapping -----------------------------------------------------------------------------------------
 
@@ -326,6 +380,8 @@ def _map_query_error(op: str, message: str) -> errors.RunpodError:
     msg = f"{op}: {message}"
     if _UNAUTHORIZED_RE.search(message):
         return errors.RunpodAuthError(f"{msg} (check RUNPOD_API_KEY and its permissions)", status=403)
+    if is_no_gpu_on_host_message(message):
+        return errors.RunpodNoGpuOnHost(msg)
     if is_capacity_message(message):
         return errors.RunpodCapacityError(msg)
     if _RATE_RE.search(message):
@@ -398,6 +454,7 @@ def _pod(p: Any) -> Pod:
     requested = str(p.get("ports") or "")
     machine = p.get("machine") if isinstance(p.get("machine"), dict) else {}
     uptime = p.get("uptimeSeconds")
+    gpu_count = p.get("gpuCount")
     return Pod(
         id=pid,
         name=str(p.get("name") or ""),
@@ -415,4 +472,5 @@ def _pod(p: Any) -> Pod:
         requested_ssh_port="22/tcp" in requested.replace(" ", "").split(","),
         has_runtime=bool(runtime),
         env=_env_from_list(p.get("env")),
+        gpu_count=gpu_count if isinstance(gpu_count, int) and not isinstance(gpu_count, bool) else None,
     )

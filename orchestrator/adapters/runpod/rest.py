@@ -1,12 +1,16 @@
 """Runpod REST API v2 adapter (httpx), the default transport of ``RunpodTransport``.
 
 Paths, bodies and shapes follow ``openapi-v2.json``: ``GET/POST /v2/pods``, ``GET /v2/pods/{id}``,
-``POST /v2/pods/{id}/action`` (terminate), ``GET /v2/catalog/gpus``, ``GET /v2/network-volumes``.
-Errors arrive in RFC 9457 form (``{title, status, detail, errors?}``) and are mapped here to
-``orchestrator.core.errors`` types; the retry policy is ``orchestrator.adapters.runpod.base.call_with_retries``.
-Two mappings follow the spec's per-operation meaning rather than the status alone: createPod's 403
-("cannot access the requested pool: skip this candidate") is a ``RunpodCapacityError``, and a 409 to
-``terminate`` (the pod is already TERMINATED) is confirmed by reading the pod.
+``POST /v2/pods/{id}/action`` (``terminate``, ``stop``, ``start``), ``GET /v2/catalog/gpus``,
+``GET /v2/network-volumes``. Errors arrive in RFC 9457 form (``{title, status, detail, errors?}``) and
+are mapped here to ``orchestrator.core.errors`` types; the retry policy is
+``orchestrator.adapters.runpod.base.call_with_retries``. Some mappings follow the spec's per-operation
+meaning rather than the status alone: createPod's 403 ("cannot access the requested pool: skip this
+candidate") is a ``RunpodCapacityError``; podAction answers 409 to an action the pod's status does not
+allow, so a 409 to ``terminate`` (already TERMINATED), ``stop`` (already EXITED) or ``start`` (already
+on its way to RUNNING, after a retried start whose first answer was lost) is confirmed by reading the
+pod. A refusal in Runpod's words for a full host ("There are not enough free GPUs on the host machine
+to start this pod"), whatever its status (the spec does not say which), is ``RunpodNoGpuOnHost``.
 
 Pod creation is not idempotent on the wire. A 429 means the server did nothing, so it is retried as
 it is; a 5xx may come after the pod was made (a lost response) and a timeout or dropped connection is
@@ -41,6 +45,7 @@ from orchestrator.adapters.runpod.base import (
     check_pod_id,
     excerpt,
     is_capacity_message,
+    is_no_gpu_on_host_message,
     lenient_pods,
     parse_rate_limit_reset,
     require,
@@ -116,6 +121,9 @@ class RestTransport:
                 status=status,
                 payload=excerpt(resp.text),
             )
+        if is_no_gpu_on_host_message(detail):
+            # Not retried, whatever the status: the pod's host stays full until someone else leaves it.
+            raise errors.RunpodNoGpuOnHost(msg, status=status, payload=excerpt(resp.text))
         if status >= 500:
             raise errors.RunpodTransientError(msg, status=status, payload=excerpt(resp.text))
         if status == 400 and is_capacity_message(detail):
@@ -243,6 +251,62 @@ class RestTransport:
             return resp.status_code in (200, 202, 204)
 
         return call_with_retries(once, op=f"POST {path}", policy=self.retry)
+
+    def stop_pod(self, pod_id: str) -> Pod:
+        """``{"action": "stop"}``: the pod as Runpod reports it after the stop (``EXITED``)."""
+        path = f"/pods/{quote(check_pod_id(pod_id), safe='')}/action"
+
+        def once() -> Pod:
+            try:
+                resp = self._send("POST", path, json={"action": "stop"})
+            except _Ambiguous as e:
+                # Stopping twice is harmless: a stop that did go through makes the retry a 409, below.
+                raise errors.RunpodTransientError(str(e)) from e
+            except errors.RunpodRequestError as e:
+                # Only EXITED and ERROR lack ``stop``: an EXITED pod is stopped already (an ERROR one is
+                # not, and the 409 stands).
+                if e.status != 409:
+                    raise
+                return self._confirm_after_conflict(pod_id, e, (EXITED,))
+            return _pod(self._json(resp, "stopped pod"))
+
+        return call_with_retries(once, op=f"POST {path} stop", policy=self.retry)
+
+    def start_pod(self, pod_id: str, gpu_count: int) -> Pod:
+        """``{"action": "start"}``: the pod as reported after the start. REST v2's start takes no GPU
+        count (``PodActionRequest`` allows ``action`` only): the pod asks for what it was created with,
+        and ``gpu_count`` of the answer says what it got."""
+        path = f"/pods/{quote(check_pod_id(pod_id), safe='')}/action"
+
+        def once() -> Pod:
+            try:
+                resp = self._send("POST", path, json={"action": "start"})
+            except _Ambiguous as e:
+                # A start that reached the server makes the retry a 409 (the pod is no longer EXITED).
+                raise errors.RunpodTransientError(str(e)) from e
+            except errors.RunpodNoGpuOnHost:
+                raise
+            except errors.RunpodRequestError as e:
+                if e.status != 409:
+                    raise
+                return self._confirm_after_conflict(pod_id, e, (PROVISIONING, STARTING, RUNNING))
+            return _pod(self._json(resp, "started pod"))
+
+        return call_with_retries(once, op=f"POST {path} start", policy=self.retry)
+
+    def _confirm_after_conflict(
+        self, pod_id: str, conflict: errors.RunpodRequestError, wanted: tuple[str, ...]
+    ) -> Pod:
+        """After a 409 to an action: the pod when it already is where the action leads, else the 409."""
+        try:
+            data = self._json(self._send("GET", f"/pods/{quote(pod_id, safe='')}"), "pod")
+        except errors.RunpodNotFound as e:
+            raise errors.RunpodNotFound(f"{conflict}; and pod {pod_id} is not found", status=404) from e
+        pod = _pod(data)
+        if pod.actual_status in wanted:
+            log.info("runpod_action_already_done", runpod_id=pod_id, status=pod.actual_status)
+            return pod
+        raise conflict
 
     def _confirm_terminated(self, pod_id: str, conflict: errors.RunpodRequestError) -> bool:
         """After a 409 to ``terminate``: True if the pod is gone or TERMINATED, else the 409 stands."""
@@ -377,6 +441,13 @@ def _pod(p: Any) -> Pod:
     gpu = p.get("gpu") if isinstance(p.get("gpu"), dict) else {}
     desired = {EXITED: EXITED, TERMINATED: TERMINATED}.get(status, RUNNING)
     uptime = (runtime or {}).get("uptime")
+    # ``gpu`` is "present for GPU pods; omitted from CPU pods" (openapi Pod), its count defaulting to 1:
+    # a pod without it has no GPU, as a stopped pod started without one (counted 0, leniently, too).
+    raw_gpu = p.get("gpu")
+    gpu_count: int | None = 0
+    if isinstance(raw_gpu, dict):
+        count = raw_gpu.get("count", 1)
+        gpu_count = count if isinstance(count, int) and not isinstance(count, bool) else None
     return Pod(
         id=pid,
         name=str(p.get("name") or ""),
@@ -393,4 +464,5 @@ def _pod(p: Any) -> Pod:
         requested_ssh_port="22/tcp" in requested,
         has_runtime=bool(runtime),
         env={str(k): str(v) for k, v in env.items()},
+        gpu_count=gpu_count,
     )

@@ -65,8 +65,22 @@ Known differences from the real service (deliberate, or where the real behaviour
   The exception is a pod without sshd (no ``PUBLIC_KEY``, or the SSH-refusal knob): it is RUNNING with
   its port published as soon as its container runs, and connections to the port are refused (as when
   a real image never starts sshd). A restart keeps the container disk (apt's work, the SSH host key,
-  the start script's lines appended once more); a stop wipes it, so a resumed pod has a new host key
-  and empty apt lists.
+  the start script's lines appended once more), kinder than Runpod's storage docs
+  (docs.runpod.io/pods/storage: the container disk is "lost on stop/restart"); a stop or a termination
+  wipes it, so a resumed pod's start script makes a new host key and apt's lists are empty again,
+  while its volume (volume disk or network volume) is as it was.
+* Stop and start (REST ``stop``/``start`` actions, GraphQL ``podStop``/``podResume``): a stopped pod is
+  EXITED with ``desiredStatus`` EXITED, ``runtime`` null, and holds no GPU (another create can take
+  it). A start boots in ``resume_sec`` (default 20 s, jittered and divided by the speed like the boots:
+  the image is still on the host, so there is no pull; Runpod publishes no figure). It is refused with
+  Runpod's "There are not enough free GPUs on the host machine to start this pod" (REST 400, whose real
+  status is not documented) when its host's GPU was taken, when the data center's stock is short, or
+  at the ``resume_no_gpu_share`` knob's share; at ``resume_zero_gpu_share`` it starts with no GPU
+  (GraphQL ``gpuCount`` 0, REST without ``gpu``, an ``nvidia-smi`` that finds no device), as a stopped
+  pod whose host GPU was taken may (docs.runpod.io/references/troubleshooting/pod-migration, "Start Pod
+  with CPUs"). There are no machines: a stopped pod's "host GPU" is modelled as taken by the first
+  create of its GPU type in its data center after the stop (the longest stopped first), whatever other
+  stock is free, until that pod gives it back (the harsher reading).
   Boot delays are drawn from the fault knobs (cached about 30 s, cold about 165 s, +-20 %, divided by
   the speed factor); an image counts as cached in a data center after its first pull there. 10 % of
   the delay is PROVISIONING, the rest STARTING. A restart takes 5 s / speed. Pods that "never become
@@ -77,12 +91,17 @@ Known differences from the real service (deliberate, or where the real behaviour
 * Billing accrues per real second (not scaled by the speed factor) at the GPU's secure price
   (community price for ``cloud: COMMUNITY``) times the GPU count while the pod is PROVISIONING,
   STARTING, RUNNING or ERROR (Runpod bills an active pod per second, docs.runpod.io/pods/pricing, and
-  openapi-v2.json's ``Pod.cost`` is 0 only when EXITED or TERMINATED); EXITED pods cost
-  nothing, and an ERROR pod's GPUs go back to stock; there is no credit check. Volumes are free.
+  openapi-v2.json's ``Pod.cost`` is 0 only when EXITED or TERMINATED); an ERROR pod's GPUs go back to
+  stock; there is no credit check. An EXITED pod bills its volume disk at $0.20/GB/month (30-day
+  months; docs.runpod.io/pods/storage and get-started/billing-information), shown by the admin view
+  (``stoppedDiskUsd``, part of ``billedUsd``) but not by the API's ``cost``, which the spec fixes at 0;
+  its container disk is wiped and costs nothing, and a network volume replaces the volume disk. Kinder
+  than Runpod: a running pod's storage ($0.10/GB/month) and network volumes ($0.07/GB/month) are
+  free. A pod started without a GPU bills at its GPU price (the real price of that case is not
+  published).
 * Stock is a plain count per (GPU type, data center); ``cloudType: ALL`` and SECURE/COMMUNITY share
   it. Catalog availability levels are the emulator's own thresholds (0 NONE, <=2 LOW, <=8 MEDIUM).
-  Resume fails with the real "not enough free GPUs" message when the data center is full
-  (there is no notion of a host).
+  Stopped pods' GPUs count as free stock (see stop and start above).
 * Errors whose real wording is unknown are the emulator's own: REST 400 details (unknown GPU type,
   unknown data center, volume/data-center mismatch, volume on COMMUNITY), 404 for an unknown volume
   id, 409 for an action invalid in the pod's status; GraphQL messages for the same cases (the known
@@ -104,7 +123,8 @@ Known differences from the real service (deliberate, or where the real behaviour
 
 Admin endpoints (JSON; :class:`EmulatorAdmin` wraps them): ``GET /_emulator/health``;
 ``GET /_emulator/pods`` and ``GET /_emulator/pods/{id}`` (every pod ever created, with
-``billedSeconds``, ``billedUsd``, ``createToReadySeconds``, ``bootKind``, ``stuck``...);
+``billedSeconds``, ``billedUsd``, ``stoppedSeconds``, ``stoppedDiskUsd``, ``createToReadySeconds``,
+``bootToReadySeconds``, ``bootKind`` (cached, cold, resume), ``hostGpuTakenBy``, ``stuck``...);
 ``GET``/``PATCH /_emulator/faults`` (any :class:`Faults` knob; all-or-nothing, 422 on a bad one);
 ``GET``/``PATCH /_emulator/capacity`` (``{"gpu", "dataCenter", "total"}``);
 ``POST /_emulator/pods/{id}/preempt`` (``{"to": "EXITED"}``); ``POST /_emulator/pods/{id}/worker``

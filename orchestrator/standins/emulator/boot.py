@@ -124,9 +124,12 @@ class PodEngine:
             for f in futures:
                 f.result()
 
-    def _stop_later(self, sb: Sandbox) -> None:
-        """Stop a sandbox on the pool (never under the lock: stopping kills and reaps processes)."""
-        self._pool.submit(_safe_stop, sb)
+    def _stop_later(self, sb: Sandbox, *, wipe: bool = True) -> None:
+        """Stop a sandbox on the pool (never under the lock: stopping kills and reaps processes).
+
+        ``wipe``: its container disk goes too, as when a real pod is stopped or terminated (only a
+        container restart keeps it)."""
+        self._pool.submit(_safe_stop, sb, wipe)
 
     # --- boot phases -------------------------------------------------------------------------------
 
@@ -135,15 +138,17 @@ class PodEngine:
         self._booting.add(pod.id)
         self._cond.notify_all()
 
-    def _boot_delay(self, cold: bool) -> float:
+    def _boot_delay(self, cold: bool, *, base: float | None = None) -> float:
         f = self.faults
-        base = f.boot_cold_s if cold else f.boot_cached_s
+        if base is None:
+            base = f.boot_cold_s if cold else f.boot_cached_s
         jitter = self.rng.uniform(1 - f.boot_jitter, 1 + f.boot_jitter) if f.boot_jitter else 1.0
         return max(0.0, base * jitter / self.speed)
 
     def _begin_boot(self, pod: Pod, mono: float, *, cold: bool, delay: float | None = None) -> None:
         pod.boot_kind = "cold" if cold else "cached"
         pod.boot_delay_s = self._boot_delay(cold) if delay is None else delay
+        pod.boot_began_mono = mono
         pod.status = PROVISIONING
         pod.phase_until = mono + pod.boot_delay_s * _PROVISION_SHARE
         pod.running_since = None
@@ -157,10 +162,22 @@ class PodEngine:
     # --- leaving the GPU-holding states --------------------------------------------------------------
 
     def _release(self, pod: Pod, status: str, mono: float) -> Sandbox | None:
-        """Leave the GPU-holding states: stop billing, drop the sandbox (returned for stopping)."""
+        """Leave the GPU-holding states: stop billing, drop the sandbox (returned for stopping).
+
+        The GPUs go back to stock; an EXITED or ERROR pod's host keeps its GPU for it until a new pod
+        takes it (``host_gpu_taken_by``, set by the state model's create), and the GPUs this pod took
+        from stopped pods' hosts go back to them. EXITED bills the volume disk."""
         if pod.billing_since is not None:
             pod.billed_s += mono - pod.billing_since
             pod.billing_since = None
+        pod.end_stopped(mono)
+        if status == EXITED:
+            pod.stopped_since = mono
+        pod.released_mono = mono
+        for other in self.pods.values():
+            if other.host_gpu_taken_by == pod.id:
+                other.host_gpu_taken_by = None
+        pod.gpu_count = pod.spec_gpu_count
         pod.status = status
         pod.generation += 1
         pod.phase_until = None
@@ -355,8 +372,13 @@ class PodEngine:
                 pod.probe_step = min(pod.probe_step * 1.5, _PROBE_MAX_S)
 
 
-def _safe_stop(sb: Sandbox) -> None:
+def _safe_stop(sb: Sandbox, wipe: bool = False) -> None:
     try:
-        sb.stop()
+        # A test double may have no container disk to wipe (the protocol's optional stop_and_wipe).
+        stop_and_wipe = getattr(sb, "stop_and_wipe", None) if wipe else None
+        if stop_and_wipe is not None:
+            stop_and_wipe()
+        else:
+            sb.stop()
     except Exception as exc:  # stopping is best effort; a leak is logged, not raised into a request
         log.warning("emulator_sandbox_stop_failed", error=repr(exc))

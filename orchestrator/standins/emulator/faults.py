@@ -52,6 +52,16 @@ class Faults:
     never_ready_share: float = 0.0
     #: Share (0..1) of new pods whose sshd refuses logins (the sandbox's ``ssh_refuse``).
     ssh_refuse_share: float = 0.0
+    #: Start of a stopped pod -> SSH ready, in seconds (jittered and divided by the speed like the
+    #: boots). A stopped pod restarts on its host, whose disk still holds its image, so there is no pull;
+    #: Runpod publishes no figure, so this is the harsh end of "faster than a cached create" (30 s).
+    resume_sec: float = 20.0
+    #: Share (0..1) of resumes refused with Runpod's "There are not enough free GPUs on the host machine
+    #: to start this pod", whatever the stock (another user rented the host's GPU meanwhile).
+    resume_no_gpu_share: float = 0.0
+    #: Share (0..1) of resumes that start the pod with no GPU (``gpuCount`` 0; REST: no ``gpu``), as a
+    #: stopped pod whose host GPU was taken may (docs.runpod.io/references/troubleshooting/pod-migration).
+    resume_zero_gpu_share: float = 0.0
     #: Seed of the emulator's random generator; None draws from the OS.
     seed: int | None = None
 
@@ -62,6 +72,8 @@ class Faults:
         "cold_share",
         "never_ready_share",
         "ssh_refuse_share",
+        "resume_no_gpu_share",
+        "resume_zero_gpu_share",
     )
 
     def to_dict(self) -> dict[str, Any]:

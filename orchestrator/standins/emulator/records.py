@@ -46,11 +46,21 @@ ACTIONS: dict[str, list[str]] = {
     TERMINATED: [],
 }
 
+#: A stopped pod's volume disk bills $0.20 per GB per month (running pods: $0.10 for all storage);
+#: the container disk, wiped by the stop, bills nothing (docs.runpod.io/pods/storage and "Storage
+#: billing" of docs.runpod.io/get-started/billing-information; charged per minute there).
+STOPPED_DISK_USD_PER_GB_MONTH = 0.20
+#: Hours in the month those prices mean; Runpod does not say. 30 days gives the higher hourly rate.
+HOURS_PER_MONTH = 720.0
+
 NO_CAPACITY = (
     "There are no longer any instances available with the requested specifications. "
     "Please refresh and try again."
 )
 NOT_ENOUGH_GPUS = "There are not enough free GPUs on the host machine to start this pod"
+
+#: ``Pod.host_gpu_taken_by`` of a pod that started without a GPU: no pod of ours will give it back.
+HOST_GPU_ELSEWHERE = "another user"
 
 #: First interval between readiness probes of one pod, in real seconds (it backs off from there).
 PROBE_FIRST_S = 0.01
@@ -99,6 +109,8 @@ class Sandbox(Protocol):
     def start(self) -> int: ...
     def ready(self) -> bool: ...
     def stop(self) -> None: ...
+    # Optional (test doubles may lack it): ``stop_and_wipe()`` stops the pod and deletes its container
+    # disk, as a stop or termination of a real pod does; the emulator calls it when present.
     def crash_worker(self) -> bool: ...
     def hang_worker(self) -> bool: ...
 
@@ -220,6 +232,18 @@ class Pod:
     error: str | None = None
     #: True once a never-ready pod has reached the end of its boot delay and will stay STARTING.
     stuck: bool = False
+    #: GPUs the pod was created with (``gpu_count`` is what it has now: 0 after a start without GPU).
+    spec_gpu_count: int = 1
+    #: When the container's last boot began (create, start or restart), for the admin view.
+    boot_began_mono: float | None = None
+    #: When the pod last gave its GPUs back (stop, error, preemption); oldest are taken first.
+    released_mono: float | None = None
+    #: The pod that took the GPU this stopped pod's host kept for it (it cannot start there until that
+    #: pod gives it back); ``HOST_GPU_ELSEWHERE`` after a start without a GPU.
+    host_gpu_taken_by: str | None = None
+    #: Seconds spent EXITED (billed for the volume disk), and since when it is EXITED now.
+    stopped_s: float = 0.0
+    stopped_since: float | None = None
 
     @property
     def actions(self) -> list[str]:
@@ -228,6 +252,21 @@ class Pod:
     def billed_seconds(self, now_mono: float) -> float:
         extra = now_mono - self.billing_since if self.billing_since is not None else 0.0
         return self.billed_s + extra
+
+    def end_stopped(self, now_mono: float) -> None:
+        """The pod leaves EXITED (started or terminated): its volume disk's stopped billing ends."""
+        if self.stopped_since is not None:
+            self.stopped_s += now_mono - self.stopped_since
+            self.stopped_since = None
+
+    def stopped_seconds(self, now_mono: float) -> float:
+        extra = now_mono - self.stopped_since if self.stopped_since is not None else 0.0
+        return self.stopped_s + extra
+
+    @property
+    def stopped_disk_rate(self) -> float:
+        """USD/h while EXITED: the volume disk only (a network volume is billed on its own)."""
+        return self.persistent_gb * STOPPED_DISK_USD_PER_GB_MONTH / HOURS_PER_MONTH
 
     def current_cost(self) -> float:
         """USD/h now: 0 unless the pod bills (openapi: 0.0 when EXITED or TERMINATED)."""

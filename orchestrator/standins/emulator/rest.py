@@ -147,7 +147,7 @@ def render_pod(state: EmulatorState, pod: Pod, mono: float | None = None) -> dic
         mounts = {"persistent": {"size": pod.persistent_gb, "path": pod.mount_path}}
     else:
         mounts = {}
-    return {
+    body: dict[str, Any] = {
         "id": pod.id,
         "name": pod.name,
         "image": pod.image,
@@ -180,6 +180,12 @@ def render_pod(state: EmulatorState, pod: Pod, mono: float | None = None) -> dic
         "createdAt": rfc3339(pod.created_at),
         "startedAt": rfc3339(pod.started_at),
     }
+    if pod.gpu_count == 0:
+        # Started without a GPU (its host's was taken): openapi's GpuConfig cannot say 0 (count >= 1)
+        # and ``gpu`` is "omitted from CPU pods", so the pod is shown as one. The real rendering of this
+        # case is not documented.
+        del body["gpu"]
+    return body
 
 
 def render_volume(v: Volume) -> dict[str, Any]:

@@ -10,10 +10,12 @@ readiness and liveness probes). The model owns
   start, stop, restart, terminate and the host's preemption; a restart keeps the pod's container disk,
   anything else starts it fresh;
 * GPU stock per (GPU type, data center): a pod holds ``gpu_count`` GPUs while it is PROVISIONING,
-  STARTING or RUNNING and gives them back when it stops, fails or is terminated;
+  STARTING or RUNNING and gives them back when it stops, fails or is terminated; a new pod takes a
+  stopped pod's GPU first, and that pod cannot start again until it is given back;
 * network volumes (directories under ``state_dir/volumes/<id>``) that pin pods to their data center;
 * billing: per second at the pod's rate while it holds its GPUs or sits in ERROR (``Pod.cost`` in
-  openapi-v2.json is 0 only when EXITED or TERMINATED), kept after termination.
+  openapi-v2.json is 0 only when EXITED or TERMINATED), and for its volume disk while EXITED, kept
+  after termination.
 
 The records, statuses and :class:`EmulatorRefusal` live in :mod:`.records` and are re-exported here,
 where the rest of the package has always imported them.
@@ -39,6 +41,7 @@ from .records import (
     ERROR,
     EXITED,
     HOLDS_GPU,
+    HOST_GPU_ELSEWHERE,
     NO_CAPACITY,
     NOT_ENOUGH_GPUS,
     PROVISIONING,
@@ -211,6 +214,7 @@ class EmulatorState(PodEngine):
                 raise EmulatorRefusal("no_capacity", NO_CAPACITY)
             pod = self._new_pod(spec, gpu, placed, volume)
             self.pods[pod.id] = pod
+            self._take_host_gpus(pod)
             self._schedule_boot(pod)
         log.info(
             "emulator_pod_created",
@@ -245,6 +249,7 @@ class EmulatorState(PodEngine):
             env=dict(spec.env),
             gpu=gpu,
             gpu_count=spec.gpu_count,
+            spec_gpu_count=spec.gpu_count,
             cloud=spec.cloud,
             dc_id=dc_id,
             volume_id=volume.id if volume else None,
@@ -264,6 +269,37 @@ class EmulatorState(PodEngine):
         self._begin_boot(pod, mono, cold=cold)
         pod.billing_since = mono
         return pod
+
+    def _take_host_gpus(self, new: Pod) -> None:
+        """A new pod takes GPUs that stopped pods gave back before any other (called under the lock).
+
+        The emulator has no machines, only stock per data center; a stopped pod's GPU goes back to that
+        stock and a resume needs it again (docs.runpod.io/references/troubleshooting/pod-migration: a
+        stopped pod stays tied to its machine, and "if another user rents the GPU while your Pod is
+        stopped", it cannot start there; "the GPU will become available once another user stops their
+        Pod on that machine"). The harsher reading: every create takes the GPUs of stopped pods of its
+        type in its data center first, the longest stopped first, and a pod whose GPU was taken is
+        refused when it starts, even if other GPUs of the data center are free, until the pod that took
+        it gives it back (stops, fails or is terminated).
+        """
+        need = new.spec_gpu_count
+        idle = sorted(
+            (
+                p
+                for p in self.pods.values()
+                if p.status in (EXITED, ERROR)
+                and p.host_gpu_taken_by is None
+                and p.gpu.id == new.gpu.id
+                and p.dc_id == new.dc_id
+            ),
+            key=lambda p: p.released_mono or 0.0,
+        )
+        for p in idle:
+            if need <= 0:
+                break
+            p.host_gpu_taken_by = new.id
+            need -= p.spec_gpu_count
+            log.info("emulator_host_gpu_taken", pod_id=p.id, by=new.id, gpu=new.gpu.id, data_center=new.dc_id)
 
     # --- pods: read --------------------------------------------------------------------------------
 
@@ -307,33 +343,61 @@ class EmulatorState(PodEngine):
             pod.last_status_change = f"Exited by User: {js_date(time.time())}"
         if sb is not None:
             self._stop_later(sb)
-        log.info("emulator_pod_stopped", pod_id=pod_id)
+        log.info("emulator_pod_stopped", pod_id=pod_id, disk_usd_per_hr=round(pod.stopped_disk_rate, 6))
         return pod
 
     def start_pod(self, pod_id: str, gpu_count: int | None = None) -> Pod:
+        """Start a stopped (or failed) pod on its host: refused with Runpod's "not enough free GPUs"
+        when its GPU was taken (:meth:`_take_host_gpus`), the stock is short, or the refusal knob says
+        so; started with no GPU at the zero-GPU knob's share; else booted in ``resume_sec``."""
         with self._cond:
             pod = self._require(pod_id)
             if "start" not in pod.actions:
                 raise EmulatorRefusal("conflict", f"cannot start a pod in status {pod.status}")
-            count = gpu_count or pod.gpu_count
-            # Resuming goes back to the same host (same data center); it fails when that host is full.
-            if self.free(pod.gpu.id, pod.dc_id) < count:
+            count = gpu_count or pod.spec_gpu_count
+            f = self.faults
+            # Draw every random number unconditionally and in a fixed order, so a seed reproduces a run.
+            refuse_roll, zero_roll, never_roll = self.rng.random(), self.rng.random(), self.rng.random()
+            refusal = (
+                "host_gpu_taken"
+                if pod.host_gpu_taken_by is not None
+                else "no_stock"
+                if self.free(pod.gpu.id, pod.dc_id) < count
+                else "resume_no_gpu_share"
+                if refuse_roll < f.resume_no_gpu_share
+                else None
+            )
+            if refusal is not None:
+                log.info("emulator_pod_start_refused", pod_id=pod_id, reason=refusal)
                 raise EmulatorRefusal("no_capacity", NOT_ENOUGH_GPUS)
+            zero = zero_roll < f.resume_zero_gpu_share
             mono = time.monotonic()
-            pod.gpu_count = count
+            pod.end_stopped(mono)
+            pod.spec_gpu_count = count
+            # Without a GPU the pod holds none of the stock; its price then is not published, so it
+            # bills on as if it had its GPUs (the harsher reading).
+            pod.gpu_count = 0 if zero else count
+            pod.host_gpu_taken_by = HOST_GPU_ELSEWHERE if zero else None
             pod.rate = pod.gpu.price(pod.cloud) * count
             pod.generation += 1
             # A resumed pod gets a new container start, so it may (not) get stuck again.
-            pod.never_ready = self.rng.random() < self.faults.never_ready_share
+            pod.never_ready = never_roll < f.never_ready_share
             pod.stuck = False
-            self._begin_boot(pod, mono, cold=False)
+            # Its image is still on its host: no pull, ``resume_sec`` to SSH ready.
+            self._begin_boot(pod, mono, cold=False, delay=self._boot_delay(False, base=f.resume_sec))
+            pod.boot_kind = "resume"
             pod.desired_status = RUNNING
             if pod.billing_since is not None:  # resumed from ERROR, which was billing already
                 pod.billed_s += mono - pod.billing_since
             pod.billing_since = mono
             pod.last_status_change = f"Rented by User: {js_date(time.time())}"
             self._schedule_boot(pod)
-        log.info("emulator_pod_started", pod_id=pod_id)
+        log.info(
+            "emulator_pod_started",
+            pod_id=pod_id,
+            gpu_count=pod.gpu_count,
+            boot_delay_s=round(pod.boot_delay_s, 3),
+        )
         return pod
 
     def restart_pod(self, pod_id: str) -> Pod:
@@ -352,7 +416,7 @@ class EmulatorState(PodEngine):
             pod.phase_until = mono + pod.boot_delay_s
             self._schedule_boot(pod)
         if sb is not None:
-            self._stop_later(sb)
+            self._stop_later(sb, wipe=False)
         log.info("emulator_pod_restarted", pod_id=pod_id)
         return pod
 
@@ -393,8 +457,13 @@ class EmulatorState(PodEngine):
     # --- billing -----------------------------------------------------------------------------------
 
     def billed_usd(self, pod: Pod, now_mono: float | None = None) -> float:
+        """Everything the pod cost: its GPUs while they bill, its volume disk while it is stopped."""
         mono = time.monotonic() if now_mono is None else now_mono
-        return pod.billed_seconds(mono) * pod.rate / 3600.0
+        return pod.billed_seconds(mono) * pod.rate / 3600.0 + self.stopped_disk_usd(pod, mono)
+
+    @staticmethod
+    def stopped_disk_usd(pod: Pod, now_mono: float) -> float:
+        return pod.stopped_seconds(now_mono) * pod.stopped_disk_rate / 3600.0
 
     # --- volumes -----------------------------------------------------------------------------------
 
@@ -464,10 +533,22 @@ class EmulatorState(PodEngine):
             "terminatedAtEpoch": p.terminated_at,
             "costPerHr": round(p.rate, 4),
             "billedSeconds": round(p.billed_seconds(mono), 3),
-            "billedUsd": round(p.billed_seconds(mono) * p.rate / 3600.0, 9),
+            # GPUs (billedSeconds at costPerHr) plus the volume disk while stopped (stoppedDiskUsd).
+            "billedUsd": round(self.billed_usd(p, mono), 12),
+            "stoppedSeconds": round(p.stopped_seconds(mono), 3),
+            "stoppedDiskUsdPerHr": round(p.stopped_disk_rate, 9),
+            "stoppedDiskUsd": round(self.stopped_disk_usd(p, mono), 12),
+            "specGpuCount": p.spec_gpu_count,
+            "hostGpuTakenBy": p.host_gpu_taken_by,
             "bootKind": p.boot_kind,
             "bootDelaySeconds": round(p.boot_delay_s, 3),
             "createToReadySeconds": None if p.ready_mono is None else round(p.ready_mono - p.created_mono, 4),
+            # From the start of the last boot (create, start or restart) to SSH ready.
+            "bootToReadySeconds": (
+                None
+                if p.ready_mono is None or p.boot_began_mono is None
+                else round(p.ready_mono - p.boot_began_mono, 4)
+            ),
             "neverReady": p.never_ready,
             "stuck": p.stuck,
             "sshRefuse": p.ssh_refuse,
