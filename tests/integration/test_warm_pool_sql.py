@@ -10,6 +10,7 @@ within one statement).
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,9 +18,12 @@ import psycopg
 import pytest
 
 from orchestrator.adapters.db.base import Database
+from orchestrator.adapters.db.migrate import apply_migrations
 from orchestrator.core import errors
 from orchestrator.core.observed import Snapshot
 from orchestrator.render import worker_billing
+from orchestrator.standins.pg import TempPostgres
+from tests.integration.test_migrations import PRODUCTION_DDL
 from tests.integration.test_sql_contract import add_tasks, add_worker, worker_row
 from tests.plugins.supabase import RealWorkerSQL
 
@@ -337,3 +341,62 @@ def test_leaving_the_pool_counts_the_stay_once(
     [spent] = as_service_role(raw, "select spend_usd from orchestrator_worker_spend where id = 'gpu-1'")
     # 2 h of GPU, 3 h of 100 GB of disk.
     assert float(spent["spend_usd"]) == pytest.approx(2.0 + 3 * 100 * DISK_RATE_PER_GB_HR, abs=0.002)
+
+
+# -- the cost: bounded by recent activity, not by the history -------------------------------------
+
+
+def _task_reads(raw: psycopg.Connection[Any]) -> tuple[int, int]:
+    """(sequential scans of tasks, blocks of tasks and its indexes read) so far, by the statistics."""
+    raw.execute("select pg_stat_force_next_flush()")
+    row = raw.execute(
+        "select s.seq_scan, io.heap_blks_hit + io.heap_blks_read + coalesce(io.idx_blks_hit, 0)"
+        " + coalesce(io.idx_blks_read, 0) as blocks"
+        " from pg_stat_user_tables s join pg_statio_user_tables io using (relid) where s.relname = 'tasks'"
+    ).fetchone()
+    assert row is not None
+    return int(row["seq_scan"]), int(row["blocks"])
+
+
+def test_the_snapshot_reads_recent_rows_not_the_history(raw: psycopg.Connection[Any]) -> None:
+    # A year's worth of history in twenty task types (older than every window), and a little today.
+    raw.execute(
+        "insert into tasks (task_type, status, created_at, updated_at, generation_started_at,"
+        " generation_processed_at) select 'type_' || (g % 20), 'Complete', t - interval '10 minutes', t,"
+        " t - interval '5 minutes', t from generate_series(1, 100000) g,"
+        " lateral (select now() - interval '2 days' - make_interval(mins => g * 5) as t) x"
+    )
+    for i in range(30):
+        done(raw, f"type_{i % 3}", 60 + i, 600 + 60 * i)
+    add_tasks(raw, 10, task_type="type_1", age_sec=60)
+    raw.execute("vacuum analyze tasks")
+    raw.execute("select orch_snapshot()")
+    seq_before, blocks_before = _task_reads(raw)
+    snap = raw.execute("select orch_snapshot() as s").fetchone()["s"]  # type: ignore[index]
+    seq_after, blocks_after = _task_reads(raw)
+    assert [t["completions"] for t in snap["task_stats"]["types"]] == [10, 10, 10]
+    assert snap["arrivals"][0]["count"] == 10
+    assert seq_after == seq_before, "orch_snapshot scanned tasks"
+    # The table and its indexes: thousands of blocks. The snapshot reads a few index pages per part and
+    # per task type ever completed (the walk over types: two probes of a few pages each).
+    size = raw.execute(
+        "select (pg_relation_size('tasks') + pg_indexes_size('tasks')) / current_setting('block_size')::int as n"
+    ).fetchone()["n"]  # type: ignore[index]
+    assert size > 4000, size
+    assert blocks_after - blocks_before < 20 * 8 + 60, blocks_after - blocks_before
+
+
+def test_an_index_on_created_at_the_app_already_has_serves_the_arrivals(pg: TempPostgres) -> None:
+    name = f"p_{uuid.uuid4().hex[:16]}"
+    url = pg.create_database(name)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(PRODUCTION_DDL.encode())
+            conn.execute("create index idx_tasks_created_at on public.tasks (created_at desc)")
+        apply_migrations(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            names = {r[0] for r in conn.execute("select indexname from pg_indexes where tablename = 'tasks'")}
+        assert "idx_tasks_created_at" in names and "tasks_orch_created_idx" not in names
+        assert "tasks_orch_completed_type_idx" in names
+    finally:
+        pg.drop_database(name)
