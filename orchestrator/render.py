@@ -51,11 +51,8 @@ def _age(now: datetime, then: datetime | None) -> float | None:
     return max(0.0, (now - then).total_seconds())
 
 
-def _fmt_usd(amount: float | None) -> str:
-    """Dollars to the cent; a small amount (a stopped pod's disk) to a hundredth of a cent."""
-    if not amount:
-        return "-"
-    return f"{amount:.2f}" if amount >= 0.1 else f"{amount:.4f}"
+def _fmt_usd(amount: float | None, places: int = 2) -> str:
+    return f"{amount:.{places}f}" if amount else "-"
 
 
 def _fmt_age(seconds: float | None) -> str:
@@ -244,7 +241,8 @@ def render_status(snapshot: Snapshot) -> str:
             _fmt_age(w["age_sec"]),
             _fmt_age(w["heartbeat_age_sec"]),
             w["current_task"] or "-",
-            _fmt_usd(w["cost_per_hr"]),
+            # A stopped pod's disk costs cents a day: shown to a hundredth of a cent.
+            _fmt_usd(w["cost_per_hr"], 4 if w["state"] == WorkerState.STOPPED.value else 2),
             _fmt_usd(w["spend_usd"]),
         )
         for w in data["workers"]
