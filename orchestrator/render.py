@@ -4,11 +4,19 @@ live view.
 
 Pure functions of values (a Snapshot, pods, a Plan, the catalog); nothing here talks to a service. Secrets
 never reach these tables: metadata is shown only through the fields named below.
+
+What a worker costs (``worker_billing``) follows the database's spend views, formula for formula
+(``orchestrator_dashboard.worker_spend_from`` in migrations/20261207000200_warm_pool_snapshot_and_spend.sql):
+its GPU price while its pod holds a GPU, and while it is stopped in the warm pool its volume disk at
+Runpod's stopped-storage price, $0.20 per GB per month ("Billing information",
+docs.runpod.io/get-started/billing-information), a month taken as 30 days.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +24,19 @@ from orchestrator.adapters.provider import RunpodProvider
 from orchestrator.adapters.runpod.base import GpuType, NetworkVolume
 from orchestrator.core import errors
 from orchestrator.core.actions import Plan
-from orchestrator.core.observed import PodView, Snapshot, Worker
+from orchestrator.core.observed import PodView, Snapshot, Worker, parse_ts
+from orchestrator.core.states import Meta, WorkerState
+
+# Runpod bills a stopped pod's volume disk at $0.20 per GB per month; a month read as 30 days (the
+# dearer reading of a price per month).
+STOPPED_DISK_USD_PER_GB_MONTH = 0.20
+HOURS_PER_MONTH = 720.0
+# Worker metadata the pool's figures read: the pod's volume disk in GB (written by the executor from
+# what the spawn asked for; absent reads as 0: no disk billed) and the seconds spent stopped in earlier
+# stays (written by orch_transition_worker when a stay ends).
+DISK_GB = "disk_gb"
+STOPPED_SEC = "stopped_sec"
+POOL_STATES = (WorkerState.STOPPING, WorkerState.STOPPED, WorkerState.RESUMING)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -31,6 +51,10 @@ def _age(now: datetime, then: datetime | None) -> float | None:
     return max(0.0, (now - then).total_seconds())
 
 
+def _fmt_usd(amount: float | None, places: int = 2) -> str:
+    return f"{amount:.{places}f}" if amount else "-"
+
+
 def _fmt_age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -41,23 +65,117 @@ def _fmt_age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def worker_row(w: Worker, now: datetime) -> dict[str, Any]:
-    age = _age(now, w.created_at)
+def _meta_number(metadata: Mapping[str, Any], key: str) -> float:
+    """A positive number from free-form metadata; anything else reads as 0 (as the SQL reads it)."""
+    value = metadata.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0.0
+    return float(value) if value > 0 else 0.0
+
+
+def _meta_ts(metadata: Mapping[str, Any], key: str) -> datetime | None:
+    try:
+        return parse_ts(metadata.get(key))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Billing:
+    """What one worker's pod bills now and has billed so far (estimates; Runpod's invoice decides)."""
+
+    rate_per_hr: float | None  # USD/h now: the disk's while stopped, else the GPU price (None: unknown)
+    spend_usd: float | None  # so far (None when the GPU price is unknown)
+    stopped_since: datetime | None  # the current stay in the pool began (stopped workers only)
+    pool_sec: float  # seconds stopped, this stay and earlier ones
+    disk_gb: float
+    disk_rate_per_hr: float  # what its disk bills while stopped
+    disk_spend_usd: float  # what its stays in the pool have cost
+
+
+def worker_billing(w: Worker, now: datetime) -> Billing:
+    """The pod's bill: GPU price from the row's creation to the end of billing (the termination asked
+    of Runpod, else now), less its time stopped, which bills the volume disk instead."""
     price = w.cost_per_hr
+    disk_gb = _meta_number(w.metadata, DISK_GB)
+    disk_rate = disk_gb * STOPPED_DISK_USD_PER_GB_MONTH / HOURS_PER_MONTH
+    asked = _meta_ts(w.metadata, Meta.POD_TERMINATE_REQUESTED_AT)
+    until = min(asked, now) if asked is not None else now
+    since: datetime | None = None
+    if w.status is WorkerState.STOPPED:
+        # The later of the move to stopped and the executor's stopped_at: the GPU counts until then.
+        marks = [t for t in (w.status_changed_at, _meta_ts(w.metadata, Meta.STOPPED_AT)) if t is not None]
+        since = min(now, max(marks)) if marks else now
+    past = _meta_number(w.metadata, STOPPED_SEC)
+    current = max(0.0, (until - since).total_seconds()) if since is not None else 0.0
+    pool_sec = past + current
+    spend: float | None = None
+    if price is not None and w.created_at is not None:
+        if since is not None:
+            since = min(max(since, w.created_at), until)
+            current = max(0.0, (until - since).total_seconds())
+        life_before = max(0.0, ((since or until) - w.created_at).total_seconds())
+        gpu_sec = life_before - min(past, life_before)
+        spend = round((price * gpu_sec + disk_rate * (min(past, life_before) + current)) / 3600.0, 4)
+    return Billing(
+        rate_per_hr=disk_rate if w.status is WorkerState.STOPPED else price,
+        spend_usd=spend,
+        stopped_since=since,
+        pool_sec=pool_sec,
+        disk_gb=disk_gb,
+        disk_rate_per_hr=disk_rate,
+        disk_spend_usd=round(disk_rate * pool_sec / 3600.0, 4),
+    )
+
+
+def worker_row(w: Worker, now: datetime) -> dict[str, Any]:
+    bill = worker_billing(w, now)
     return {
         "worker_id": w.id,
         "state": w.status.value,
         "runpod_id": w.runpod_id,
         "gpu_type": w.gpu_type or w.instance_type,
-        "age_sec": age,
+        "age_sec": _age(now, w.created_at),
         "heartbeat_age_sec": _age(now, w.last_heartbeat),
         "current_task": w.running_task_ids[0] if w.running_task_ids else None,
         "running": w.running_count,
-        "cost_per_hr": price,
-        "spend_usd": round(price * (age or 0) / 3600.0, 4) if price else None,
+        # What it bills now: a stopped pod its disk only.
+        "cost_per_hr": round(bill.rate_per_hr, 6) if bill.rate_per_hr is not None else None,
+        "spend_usd": bill.spend_usd,
         # What the worker last said about itself (crashed, error), kept beside our own state.
         "reported_status": w.reported_status,
         "reported_age_sec": _age(now, w.reported_at),
+    }
+
+
+def pool_row(w: Worker, now: datetime) -> dict[str, Any]:
+    """One worker of the warm pool: since when stopped, its disk and what that has cost."""
+    bill = worker_billing(w, now)
+    resumes = _meta_number(w.metadata, Meta.RESUMES)
+    return {
+        "worker_id": w.id,
+        "state": w.status.value,
+        "runpod_id": w.runpod_id,
+        "gpu_type": w.gpu_type or w.instance_type,
+        "state_age_sec": _age(now, w.status_changed_at),
+        "stopped_since": bill.stopped_since.isoformat() if bill.stopped_since else None,
+        "stopped_age_sec": _age(now, bill.stopped_since),
+        "disk_gb": bill.disk_gb,
+        "disk_cost_per_hr": round(bill.disk_rate_per_hr, 6),
+        "disk_spend_usd": bill.disk_spend_usd,
+        "resumes": int(resumes),
+    }
+
+
+def pool_summary(snapshot: Snapshot, now: datetime) -> dict[str, Any]:
+    """The warm pool: how many workers are on their way in, in it and on their way out, and each one."""
+    members = [pool_row(w, now) for w in snapshot.workers if w.status in POOL_STATES]
+    stopped = [m for m in members if m["state"] == WorkerState.STOPPED.value]
+    return {
+        **{state.value: sum(1 for m in members if m["state"] == state.value) for state in POOL_STATES},
+        "disk_cost_per_hr": round(sum(m["disk_cost_per_hr"] for m in stopped), 6),
+        "disk_spend_usd": round(sum(m["disk_spend_usd"] for m in members), 4),
+        "workers": members,
     }
 
 
@@ -74,9 +192,39 @@ def status_rows(snapshot: Snapshot) -> dict[str, Any]:
             "oldest_claimable_age_sec": snapshot.queue.oldest_claimable_age_sec,
         },
         "workers": workers,
+        "pool": pool_summary(snapshot, now),
         "spend_per_hr": round(sum(w["cost_per_hr"] or 0 for w in workers), 4),
         "spend_usd": round(sum(w["spend_usd"] or 0 for w in workers), 4),
     }
+
+
+def _pool_line(pool: Mapping[str, Any]) -> str:
+    counts = ", ".join(f"{pool[state.value]} {state.value}" for state in POOL_STATES)
+    if not pool["workers"]:
+        return "pool: empty"
+    return f"pool: {counts}; disk ${pool['disk_cost_per_hr']:.4f}/h, ${pool['disk_spend_usd']:.4f} so far"
+
+
+def render_pool(pool: Mapping[str, Any]) -> str:
+    """The pool line, then a row per pooled worker (none when the pool is empty)."""
+    if not pool["workers"]:
+        return _pool_line(pool)
+    rows = [
+        (
+            m["worker_id"],
+            m["state"],
+            m["runpod_id"],
+            m["gpu_type"],
+            _fmt_age(m["stopped_age_sec"] if m["stopped_age_sec"] is not None else m["state_age_sec"]),
+            f"{m['disk_gb']:g}",
+            f"{m['disk_cost_per_hr']:.4f}",
+            f"{m['disk_spend_usd']:.4f}",
+            m["resumes"],
+        )
+        for m in pool["workers"]
+    ]
+    headers = ("POOLED", "STATE", "POD", "GPU", "FOR", "DISK GB", "DISK $/H", "DISK SPENT $", "RESUMES")
+    return _pool_line(pool) + "\n" + table(headers, rows)
 
 
 def render_status(snapshot: Snapshot) -> str:
@@ -93,8 +241,9 @@ def render_status(snapshot: Snapshot) -> str:
             _fmt_age(w["age_sec"]),
             _fmt_age(w["heartbeat_age_sec"]),
             w["current_task"] or "-",
-            f"{w['cost_per_hr']:.2f}" if w["cost_per_hr"] else "-",
-            f"{w['spend_usd']:.2f}" if w["spend_usd"] else "-",
+            # A stopped pod's disk costs cents a day: shown to a hundredth of a cent.
+            _fmt_usd(w["cost_per_hr"], 4 if w["state"] == WorkerState.STOPPED.value else 2),
+            _fmt_usd(w["spend_usd"]),
         )
         for w in data["workers"]
     ]
@@ -104,7 +253,8 @@ def render_status(snapshot: Snapshot) -> str:
         f"oldest waiting {_fmt_age(q['oldest_claimable_age_sec'])}"
         f"   fleet: {len(rows)} live, ${data['spend_per_hr']:.2f}/h" + ("   PAUSED" if data["paused"] else "")
     )
-    return head + "\n" + table(("WORKER", "STATE", "AGE", "HEARTBEAT", "TASK", "$/H", "SPENT $"), rows)
+    workers = table(("WORKER", "STATE", "AGE", "HEARTBEAT", "TASK", "$/H", "SPENT $"), rows)
+    return head + "\n" + render_pool(data["pool"]) + "\n" + workers
 
 
 def render_plan(snapshot: Snapshot, pods: Sequence[PodView] | None, plan: Plan) -> str:
@@ -140,8 +290,18 @@ def render_plan(snapshot: Snapshot, pods: Sequence[PodView] | None, plan: Plan) 
     return "\n".join(lines)
 
 
+def _pod_pool_fields(worker: Worker | None, now: datetime) -> dict[str, Any]:
+    """For a pod whose worker is in the warm pool: since when stopped and what its disk costs."""
+    if worker is None or worker.status not in POOL_STATES:
+        return {"stopped_age_sec": None, "disk_cost_per_hr": None, "disk_spend_usd": None}
+    row = pool_row(worker, now)
+    return {key: row[key] for key in ("stopped_age_sec", "disk_cost_per_hr", "disk_spend_usd")}
+
+
 def pods_rows(snapshot: Snapshot, pods: Sequence[PodView], prefix: str) -> list[dict[str, Any]]:
-    """Each pod beside the live row that claims it (by recorded id, else by name); orphans marked."""
+    """Each pod beside the live row that claims it (by recorded id, else by name); orphans marked; a
+    pod in the warm pool with its time stopped and its disk's cost."""
+    now = snapshot.now or datetime.now(UTC)
     by_runpod = {w.runpod_id: w for w in snapshot.workers if w.runpod_id}
     by_name = {w.id: w for w in snapshot.workers}
     rows = []
@@ -159,6 +319,7 @@ def pods_rows(snapshot: Snapshot, pods: Sequence[PodView], prefix: str) -> list[
                 "worker_state": worker.status.value if worker else None,
                 "orphan": ours and worker is None,
                 "ours": ours,
+                **_pod_pool_fields(worker, now),
             }
         )
     listed = {p.id for p in pods} | {p.name for p in pods}
@@ -175,13 +336,28 @@ def pods_rows(snapshot: Snapshot, pods: Sequence[PodView], prefix: str) -> list[
                     "worker_state": w.status.value,
                     "orphan": False,
                     "ours": True,
+                    **_pod_pool_fields(w, now),
                 }
             )
     return rows
 
 
+def _pod_note(r: Mapping[str, Any]) -> str:
+    if r["orphan"]:
+        return "ORPHAN"
+    if not r["ours"]:
+        return "not ours"
+    if r["status"] == "MISSING":
+        return "no pod"
+    if r["worker_state"] in {s.value for s in POOL_STATES}:
+        since = f" {_fmt_age(r['stopped_age_sec'])}" if r["stopped_age_sec"] is not None else ""
+        return f"pool{since}, disk ${r['disk_cost_per_hr']:.4f}/h"
+    return ""
+
+
 def render_pods(rows: Sequence[Mapping[str, Any]]) -> str:
-    return table(
+    """The pods, then the pool line: how many of our pods are stopping, stopped or resuming."""
+    pods = table(
         ("POD", "NAME", "STATUS", "SSH", "$/H", "WORKER", "STATE", "NOTE"),
         [
             (
@@ -192,12 +368,17 @@ def render_pods(rows: Sequence[Mapping[str, Any]]) -> str:
                 r["cost_per_hr"],
                 r["worker_id"],
                 r["worker_state"],
-                "ORPHAN"
-                if r["orphan"]
-                else ("not ours" if not r["ours"] else ("no pod" if r["status"] == "MISSING" else "")),
+                _pod_note(r),
             )
             for r in rows
         ],
+    )
+    counts = {s.value: sum(1 for r in rows if r["worker_state"] == s.value) for s in POOL_STATES}
+    if not any(counts.values()):
+        return pods + "\npool: empty"
+    disk = sum(r["disk_cost_per_hr"] or 0 for r in rows if r["worker_state"] == WorkerState.STOPPED.value)
+    return (
+        pods + "\npool: " + ", ".join(f"{n} {state}" for state, n in counts.items()) + f"; disk ${disk:.4f}/h"
     )
 
 

@@ -732,7 +732,8 @@ def test_unsendable_python_value_is_refused_before_the_call(db: Database) -> Non
 OUR_TABLES = ["orchestrator_lease", "orchestrator_events", "orchestrator_control",
               "orchestrator_worker_transitions", "orchestrator_schema_migrations"]  # fmt: skip
 OUR_VIEWS = ["orchestrator_claimable_tasks", "orchestrator_fleet_status", "orchestrator_worker_health",
-             "orchestrator_queue"]  # fmt: skip
+             "orchestrator_queue", "orchestrator_worker_spend", "orchestrator_spend",
+             "orchestrator_pool"]  # fmt: skip
 
 
 def test_rls_on_and_nothing_granted_to_anon(raw: psycopg.Connection[Any]) -> None:

@@ -26,7 +26,8 @@ SQLSTATE_TO_ERROR: dict[str, type[errors.DatabaseError]] = {
     "OR003": errors.NotFound,
     # A task cannot go In Progress for a worker the orchestrator is ending (the tasks guard).
     "OR004": errors.IllegalTransition,
-    # draining -> terminating while the worker still holds an In Progress task.
+    # draining -> terminating (or -> stopping, into the warm pool) while the worker still holds an In
+    # Progress task.
     "OR005": errors.IllegalTransition,
     "22023": errors.InvalidArgument,
     "22004": errors.InvalidArgument,
