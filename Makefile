@@ -10,8 +10,10 @@ run: $(STAMP) system-deps
 	$(BIN)/orchestrator demo
 
 # CI runs `make test`, so the lint gates (style, types, the layers) fail a build as a failing test does.
+# TEST_WORKERS=0 runs them in the make process itself, one after another.
+TEST_WORKERS ?= 2
 test: lint system-deps
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # core is held to mypy --strict on its own: it is the part every other layer trusts. lint-imports checks
 # the layers of docs/architecture.md (the contracts in pyproject.toml); --no-cache because it takes well
