@@ -103,7 +103,7 @@ class Settings:
     gpu_overcapacity_idle_timeout_sec: int
     spawning_timeout_sec: int
     heartbeat_timeout_sec: int
-    task_stuck_timeout_sec: int
+    task_stuck_timeout_sec: int | None
     error_cleanup_grace_period_sec: int
     orphan_grace_sec: int
     # --- safety

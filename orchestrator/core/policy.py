@@ -34,9 +34,9 @@ The rules kept here:
 * **Rows and tasks nobody else moves.** In Progress tasks of a worker that is not live (terminated, or
   no row: ``queue.orphaned_worker_ids``) are requeued. In Progress tasks that name no worker at all
   (legacy data, a hand edit, a claim through a user's access token whose worker went away) are
-  requeued, an attempt counted, once In Progress past ``TASK_STUCK_TIMEOUT_SEC`` (``_orchestrator``
-  types too: their exemption rests on a live worker heartbeating for them, and here nothing says anyone
-  runs them). A row in a state this contract does not know is read as ``error`` and retired. A row the
+  requeued, an attempt counted, once In Progress past ``TASK_STUCK_TIMEOUT_SEC`` (unset: the 1200 s
+  floor of :func:`~orchestrator.core.health.stuck_limit`; ``_orchestrator`` types too: their exemption
+  rests on a live worker heartbeating for them, and here nothing says anyone runs them). A row in a state this contract does not know is read as ``error`` and retired. A row the
   orchestrator cannot act on as a worker is retired with ``unusable_row``: a booting row whose id
   cannot name a pod or a worker process (``WORKER_ID_PATTERN``), and a row the snapshot could not parse
   (``Snapshot.unreadable``: its pod, found by the id its metadata names or by name, is terminated; with
@@ -75,7 +75,7 @@ from orchestrator.core.actions import (
 )
 from orchestrator.core.config import Settings
 from orchestrator.core.draft import Draft
-from orchestrator.core.health import HEALTH_REASONS, REPORTED_FAILURES, health
+from orchestrator.core.health import HEALTH_REASONS, REPORTED_FAILURES, health, unowned_stuck_limit
 from orchestrator.core.limits import backoffs, breaker
 from orchestrator.core.observed import BootOutcome, PodView, Snapshot, Worker, as_utc, freeze
 from orchestrator.core.staffing import draining, new_worker_id, scale_down, scale_up, target
@@ -167,7 +167,7 @@ def plan(
         # In Progress tasks of a worker that is not live: nobody else will ever requeue them.
         d.actions.append(RequeueTasks(reason=Reason.REQUEUE_RETRY, worker_id=worker_id))
     queue = snapshot.queue
-    stuck_limit = float(settings.task_stuck_timeout_sec)
+    stuck_limit = unowned_stuck_limit(settings)
     unowned_age = queue.oldest_unowned_age_sec
     if queue.unowned_running > 0 and unowned_age is not None and unowned_age > stuck_limit:
         # In Progress with no worker named: no row to fail, no heartbeat to go stale, so nothing else

@@ -267,11 +267,14 @@ VARIABLES: tuple[Var, ...] = (
         "timeouts",
         minimum=1,
     ),
+    # Unset, not the old fixed 1200: long task types (a long video, a LoRA training: 10-25 minutes) ran
+    # past it on healthy workers and were dead-lettered after three attempts (docs/policy.md, "Long
+    # tasks"). Unset, each running task is judged against its own type's observed durations.
     _v(
         "TASK_STUCK_TIMEOUT_SEC",
         "int",
-        1200,
-        "a task running longer fails its worker and is requeued (types containing _orchestrator exempt)",
+        None,
+        "an explicit stuck-task limit: a task running longer fails its worker and is requeued (types containing _orchestrator exempt); unset (the default) = judged from evidence: past 3x its type's p99 duration over the last day, never before 1200 s, and 3600 s for a type with fewer than 10 completions",
         "timeouts",
         minimum=1,
     ),

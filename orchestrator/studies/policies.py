@@ -217,6 +217,8 @@ def specs(base: Settings | None = None, ours_changes: Mapping[str, Any] | None =
         GPU_IDLE_TIMEOUT_SEC=600,
         GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC=600,
         ORCHESTRATOR_POLL_SEC=30,
+        # The old system's fixed stuck-task timeout (it failed long tasks' healthy workers at 20 minutes).
+        TASK_STUCK_TIMEOUT_SEC=1200,
     )
     serverless = base.replace(
         MIN_ACTIVE_GPUS=0,

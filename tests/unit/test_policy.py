@@ -337,12 +337,15 @@ def test_stale_heartbeat_matters_only_while_it_runs_a_task_or_tasks_wait() -> No
 
 
 def test_a_stuck_task_fails_its_worker_but_orchestrator_parents_are_exempt() -> None:
+    # The explicit limit (TASK_STUCK_TIMEOUT_SEC, formerly the fixed default; the evidence-based default
+    # is tested in test_policy_long_tasks.py). A snapshot without per-task rows: the oldest stuckable task.
+    fixed = settings(task_stuck_timeout_sec=1200)
     stuck = worker("gpu-a", running=["t1"], stuck_since=1300)
-    [fail] = run(snap([stuck]), pods_for([stuck])).of_kind(FailWorker)
+    [fail] = run(snap([stuck]), pods_for([stuck]), fixed).of_kind(FailWorker)
     assert fail.reason is Reason.TASK_STUCK and fail.running_task_ids == ("t1",)
     # SQL leaves oldest_stuckable_started_at empty when only `_orchestrator` tasks run.
     parent = replace(stuck, id="gpu-b", oldest_stuckable_started_at=None, metadata={"runpod_id": "pod-gpu-b"})
-    assert run(snap([parent]), pods_for([parent])).of_kind(FailWorker) == []
+    assert run(snap([parent]), pods_for([parent]), fixed).of_kind(FailWorker) == []
 
 
 def test_a_pod_exited_or_errored_at_the_provider_fails_the_worker() -> None:
