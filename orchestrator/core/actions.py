@@ -282,6 +282,9 @@ class Plan:
     missing: int = 0  # desired - capacity, when positive
     paused: bool = False
     problems: tuple[str, ...] = ()
+    pool: int = 0  # stopping + stopped workers (the warm pool) before this plan
+    # What the wait target's queueing model saw and decided (empty when WAIT_TARGET_SEC is 0).
+    sizing: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
     def of_kind(self, cls: type[Action]) -> list[Any]:
         return [a for a in self.actions if isinstance(a, cls)]
@@ -300,6 +303,8 @@ class Plan:
             "breaker_until": self.breaker_until.isoformat() if self.breaker_until else None,
             "backoffs": [b.to_dict() for b in self.backoffs],
             "spawn_blocked": [b.value for b in self.spawn_blocked],
+            "pool": self.pool,
+            "sizing": dict(self.sizing),
             "problems": list(self.problems),
             "actions": [a.to_dict() for a in self.actions],
         }

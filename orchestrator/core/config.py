@@ -98,6 +98,10 @@ class Settings:
     machines_to_keep_idle: int
     tasks_per_gpu_threshold: int
     max_hourly_spend: float
+    wait_target_sec: float
+    warm_pool_max: int
+    warm_pool_ttl_sec: int
+    warm_pool_terminate_on_pause: bool
     # --- timeouts
     gpu_idle_timeout_sec: int
     gpu_overcapacity_idle_timeout_sec: int

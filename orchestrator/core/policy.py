@@ -78,7 +78,7 @@ from orchestrator.core.draft import Draft
 from orchestrator.core.health import HEALTH_REASONS, REPORTED_FAILURES, health, unowned_stuck_limit
 from orchestrator.core.limits import backoffs, breaker
 from orchestrator.core.observed import BootOutcome, PodView, Snapshot, Worker, as_utc, freeze
-from orchestrator.core.staffing import draining, new_worker_id, scale_down, scale_up, target
+from orchestrator.core.staffing import draining, new_worker_id, scale_down, scale_up, target, wait_model
 from orchestrator.core.states import Blocked, Meta, PodStatus, Reason, WorkerState, usable_worker_id
 
 __all__ = ["HEALTH_REASONS", "REPORTED_FAILURES", "TERMINATE_RETRY_SEC", "new_worker_id", "plan"]
@@ -177,7 +177,7 @@ def plan(
     live, orphan_spend = _orphans(d)
     spend, spend_unknown = d.spend(orphan_spend)
 
-    aim = target(queue, settings)
+    aim = target(queue, settings, wait_model(d, booting, active, pool=0, pool_room=False))
     capacity = len(booting) + len(active)
     capacity -= scale_down(d, booting, active, aim, capacity)
     missing = max(0, aim.desired - capacity)
@@ -209,6 +209,7 @@ def plan(
         missing=missing,
         paused=snapshot.paused,
         problems=tuple(dict.fromkeys((*snapshot.problems, *d.problems))),
+        sizing=aim.model.summary() if aim.model is not None else {},
     )
 
 

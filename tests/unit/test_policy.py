@@ -43,8 +43,14 @@ def ago(seconds: float) -> datetime:
     return NOW - timedelta(seconds=seconds)
 
 
+# The scenarios here specify the threshold rule and termination on scale-down, the behaviour with the
+# wait target and the warm pool off (WAIT_TARGET_SEC=0, WARM_POOL_MAX=0); those two are specified in
+# test_policy_wait_target.py and test_policy_pool.py.
+PLAIN = {"wait_target_sec": 0, "warm_pool_max": 0}
+
+
 def settings(**changes: Any) -> Settings:
-    return defaults().replace(**changes) if changes else defaults()
+    return defaults().replace(**{**PLAIN, **changes})
 
 
 def worker(
