@@ -39,7 +39,8 @@ from orchestrator.core.config import Settings
 from orchestrator.core.draft import Draft, age
 from orchestrator.core.evidence import TaskStats
 from orchestrator.core.observed import PodView, Worker
-from orchestrator.core.states import Reason, WorkerState
+from orchestrator.core.pool import RESUME_TIMEOUT_SEC
+from orchestrator.core.states import PodStatus, Reason, WorkerState
 
 # Stuck-ness from evidence (TASK_STUCK_TIMEOUT_SEC unset). 3x the p99: for the task durations users see
 # (lognormal-like, coefficient of variation up to about 0.5) a healthy run past three times the p99 is
@@ -73,7 +74,12 @@ def health(d: Draft, worker: Worker, pod: PodView | None) -> tuple[Reason, dict[
     """Why this worker must fail now (the reason and its details), or None."""
     s = d.settings
     if d.pods_known:
-        if pod is not None and pod.failed:
+        # A resuming pod is listed EXITED until the provider starts it (its retries and its timeout
+        # are the pool's business, orchestrator.core.pool).
+        starting = (
+            worker.status is WorkerState.RESUMING and pod is not None and pod.status is PodStatus.EXITED
+        )
+        if pod is not None and pod.failed and not starting:
             return Reason.POD_FAILED, {"pod_status": pod.status.value}
         if d.absent(worker, pod):
             return Reason.POD_MISSING, {"runpod_id": worker.runpod_id}
@@ -81,13 +87,16 @@ def health(d: Draft, worker: Worker, pod: PodView | None) -> tuple[Reason, dict[
     if reported is not None:
         return reported
     if worker.status.booting:
-        row_age = d.row_age(worker)
+        # A resume's boot counts from its request, with the shorter timeout of a cached image.
+        resumed = worker.resume_requested_at is not None
+        row_age = age(d.now, worker.boot_started_at) if resumed else d.row_age(worker)
+        limit = min(float(s.spawning_timeout_sec), RESUME_TIMEOUT_SEC) if resumed else s.spawning_timeout_sec
         waiting_for_operator = (
             not s.auto_start_worker_process
             and worker.initialized_at is not None
             and worker.process_started_at is None
         )
-        if row_age is not None and row_age > s.spawning_timeout_sec and not waiting_for_operator:
+        if row_age is not None and row_age > limit and not waiting_for_operator:
             return Reason.BOOT_TIMEOUT, {"age_sec": round(row_age, 1)}
         if worker.running_count == 0:
             return None
@@ -97,8 +106,13 @@ def health(d: Draft, worker: Worker, pod: PodView | None) -> tuple[Reason, dict[
     stuck = stuck_task(d, worker)
     if stuck is not None:
         return Reason.TASK_STUCK, stuck
-    if worker.status.booting and worker.last_heartbeat is None:
-        return None  # a process may claim while still loading its models: no heartbeat yet proves nothing
+    boot = worker.boot_started_at
+    if worker.status.booting and (
+        worker.last_heartbeat is None or (boot is not None and worker.last_heartbeat < boot)
+    ):
+        # A process may claim while still loading its models: no heartbeat yet (from this boot: a
+        # resumed pod's last beat is from before its stop) proves nothing.
+        return None
     heard = worker.last_heartbeat or worker.activated_at or worker.status_changed_at or worker.created_at
     silent = age(d.now, heard)
     if (
@@ -121,8 +135,12 @@ def reported_failure(worker: Worker) -> tuple[Reason, dict[str, Any]] | None:
     reason = REPORTED_FAILURES.get((worker.reported_status or "").strip().lower())
     if reason is None or worker.reported_at is None:
         return None
-    # Rows are never reused, so without a recorded process start the row's creation bounds it.
-    since = worker.process_started_at or worker.created_at
+    # Rows are never reused, so without a recorded process start the row's creation bounds it, or the
+    # resume request for a resumed pod (its process is new; the one before the stop is history).
+    since = max(
+        (t for t in (worker.process_started_at, worker.resume_requested_at, worker.created_at) if t),
+        default=None,
+    )
     if since is not None and worker.reported_at < since:
         return None  # a previous process's report: history
     details: dict[str, Any] = {

@@ -62,6 +62,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from orchestrator.core import pool
 from orchestrator.core.actions import (
     FailWorker,
     Initialize,
@@ -110,6 +111,7 @@ def plan(
     booting: list[Worker] = []
     active: list[Worker] = []
     drained: list[Worker] = []
+    stopped: list[Worker] = []
     for worker in d.workers:
         pod = d.pod_of[worker.id]
         status = worker.status
@@ -117,6 +119,12 @@ def plan(
             continue
         if status in (WorkerState.ERROR, WorkerState.TERMINATING):
             _reap(d, worker, pod)
+            continue
+        if status.pooled and worker.running_count == 0:
+            # (A pooled row holding a task, which the database's guards prevent, takes the health
+            # checks below: its EXITED pod fails it and its tasks are requeued.)
+            if pool.pooled(d, worker, pod):
+                stopped.append(worker)
             continue
         if (
             status is WorkerState.SPAWNING
@@ -177,11 +185,15 @@ def plan(
     live, orphan_spend = _orphans(d)
     spend, spend_unknown = d.spend(orphan_spend)
 
-    aim = target(queue, settings, wait_model(d, booting, active, pool=0, pool_room=False))
+    stopped = pool.trim(d, stopped)
+    resumable = [] if snapshot.paused else stopped
+    pooled = pool.size(d)
+    room = pooled < settings.warm_pool_max
+    aim = target(queue, settings, wait_model(d, booting, active, pool=len(resumable), pool_room=room))
     capacity = len(booting) + len(active)
     capacity -= scale_down(d, booting, active, aim, capacity)
     missing = max(0, aim.desired - capacity)
-    reactivated = draining(d, drained, missing)
+    reactivated = draining(d, drained, missing, pooled)
     capacity += reactivated
     missing -= reactivated
 
@@ -192,7 +204,9 @@ def plan(
     pauses = backoffs(outcomes, settings, d.now)
     blocked: list[Blocked] = []
     if missing > 0:
-        blocked = scale_up(d, missing, capacity, aim, live, spend, spend_unknown, brk, pauses, booting)
+        blocked = scale_up(
+            d, missing, capacity, aim, live, spend, spend_unknown, brk, pauses, booting, resumable
+        )
 
     return Plan(
         actions=tuple(d.actions),
@@ -209,6 +223,7 @@ def plan(
         missing=missing,
         paused=snapshot.paused,
         problems=tuple(dict.fromkeys((*snapshot.problems, *d.problems))),
+        pool=pooled,
         sizing=aim.model.summary() if aim.model is not None else {},
     )
 
@@ -300,10 +315,12 @@ def _boot(d: Draft, worker: Worker, pod: PodView | None) -> None:
     if not d.pods_known or pod is None or not d.ours(pod):
         # Without a listing readiness is unknown; a pod without our prefix is not ours to boot.
         return
+    if pool.resuming(d, worker, pod):
+        return
     if (
         pod.status is PodStatus.RUNNING
         and pod.ssh_ready
-        and (status is WorkerState.SPAWNING or worker.initialized_at is None)
+        and (status in (WorkerState.SPAWNING, WorkerState.RESUMING) or worker.initialized_at is None)
     ):
         d.actions.append(
             Initialize(
@@ -402,7 +419,8 @@ def _retire_unreadable(d: Draft) -> None:
 def _orphans(d: Draft) -> tuple[int, float]:
     """Terminate our unclaimed pods; return (live count incl. unclaimed pods, their spend)."""
     claimed = {pod.id for pod in d.pod_of.values() if pod is not None}
-    live = sum(1 for w in d.workers if not w.status.terminal)
+    # Toward MAX_ACTIVE_GPUS: rows whose pod holds a GPU (a stopped pod holds none).
+    live = sum(1 for w in d.workers if w.status.holds_gpu)
     spend = 0.0
     for pod in sorted(d.by_id.values(), key=lambda p: p.id):
         if pod.id in claimed or pod.gone or not d.ours(pod):

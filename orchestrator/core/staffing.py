@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from orchestrator.core import sizing
+from orchestrator.core import pool, sizing
 from orchestrator.core.actions import Backoff, Initialize, Promote, Reactivate, Spawn, StartProcess
 from orchestrator.core.config import Settings
 from orchestrator.core.draft import Draft, age
@@ -179,7 +179,8 @@ def _idle_sec(d: Draft, worker: Worker) -> float | None:
     if worker.running_count > 0:
         return None
     since = (
-        _later(worker.last_completion_at, worker.activated_at)
+        # A resumed worker's idle time counts from its resume, not from before its stop.
+        _later(worker.last_completion_at, worker.activated_at, worker.resume_requested_at)
         or worker.status_changed_at
         or worker.created_at
     )
@@ -248,9 +249,9 @@ def scale_down(d: Draft, booting: list[Worker], active: list[Worker], aim: Targe
     return removed
 
 
-def draining(d: Draft, drained: list[Worker], missing: int) -> int:
-    """Reactivate drained workers while capacity is missing; terminate the idle rest. Returns how many
-    were reactivated."""
+def draining(d: Draft, drained: list[Worker], missing: int, pooled: int = 0) -> int:
+    """Reactivate drained workers while capacity is missing; stop the idle rest into the warm pool while
+    it has room (``pooled``: its size now), terminate the others. Returns how many were reactivated."""
     reactivated = 0
     candidates = [
         w
@@ -272,6 +273,10 @@ def draining(d: Draft, drained: list[Worker], missing: int) -> int:
         pod = d.pod_of[worker.id]
         if d.alive(pod) and d.touchable_id(worker, pod) is not None:
             assert pod is not None
+            if pool.can_stop(d, worker, pod, pooled):
+                pool.stop(d, worker, pod)
+                pooled += 1
+                continue
             reason = Reason.OPERATOR_REQUEST if worker.terminate_requested_at else Reason.DRAINED
             d.terminate(worker, pod, reason)
     return reactivated
@@ -291,12 +296,25 @@ def scale_up(
     breaker: Breaker,
     backoffs: list[Backoff],
     booting: list[Worker],
+    stopped: list[Worker] | None = None,
 ) -> list[Blocked]:
-    """Spawn up to ``missing`` workers within the limits; return what held spawns back."""
+    """Resume pooled pods, then spawn, up to ``missing`` workers within the limits; return what held
+    spawns back. Resumes are not held back by the breaker: a resume's failure is its host's stock, not
+    our image, and a pooled pod has served before."""
     s = d.settings
     blocked: list[Blocked] = []
     if d.snapshot.paused:
         return [Blocked.PAUSED]
+    cap: float = s.max_hourly_spend
+    if stopped and not (cap > 0 and spend_unknown):
+        headroom_now = cap - spend if cap > 0 else None
+        resumed, added = pool.resume(d, stopped, missing, s.max_active_gpus - live, headroom_now)
+        missing -= resumed
+        capacity += resumed
+        live += resumed
+        spend += added
+        if missing <= 0:
+            return blocked
     if breaker.state is BreakerState.OPEN:
         return [Blocked.BREAKER_OPEN]
     count = missing
@@ -317,7 +335,6 @@ def scale_up(
     if count > 0 and not allowed:
         blocked.append(Blocked.BACKOFF)
         count = 0
-    cap: float = s.max_hourly_spend
     headroom = cap - spend if cap > 0 else math.inf
     if cap > 0 and spend_unknown and count > 0:
         # Some worker's price is unknown: the fleet's spend cannot be bounded, so do not add to it.

@@ -69,6 +69,7 @@ class WorkerRow:
     boot_outcome_at: float | None = None
     reported_status: str | None = None
     reported_at: float | None = None
+    resume_started_at: float | None = None  # a resume under way (its outcome not yet written)
 
 
 class SimDB:
@@ -98,6 +99,7 @@ class SimDB:
         self.claimable_by_type: dict[str, int] = {}
         self._durations: dict[str, list[tuple[float, float]]] = {}  # type -> [(completed at, seconds)]
         self._stats: tuple[float, dict[str, TaskStats]] | None = None
+        self._resumes: list[BootOutcome] = []  # each resume's outcome, in time order
 
     # -- tasks ------------------------------------------------------------------------------------
 
@@ -265,7 +267,7 @@ class SimDB:
                 f'illegal transition for worker "{worker_id}": {frm} -> {to}',
                 code="OR002",
             )
-        if frm == "draining" and to == "terminating" and self.running.get(worker_id):
+        if frm == "draining" and to in ("terminating", "stopping") and self.running.get(worker_id):
             # The real worker keeps claiming after a drain until the guard refuses it: a claim that
             # won the race holds a task, so the pod must not go.
             raise errors.IllegalTransition(
@@ -277,6 +279,10 @@ class SimDB:
             w.activated_at = now
         if to == "terminated":
             self._live.pop(worker_id, None)
+        if to == "resuming":
+            w.resume_started_at = now
+        elif w.resume_started_at is not None and to not in ("resuming", "initializing"):
+            self._resume_outcome(w, to, reason, now)
         if w.boot_outcome_at is None:
             if to == "active":
                 w.boot_outcome, w.boot_outcome_at = "activated", now
@@ -286,6 +292,24 @@ class SimDB:
                 self._boots.append(w)
         w.metadata.update(metadata or {})
         return w
+
+    def _resume_outcome(self, w: WorkerRow, to: str, reason: str | None, now: float) -> None:
+        """A resume ended: activated (ok, with its seconds from the request) or not (its reason)."""
+        ok = to == "active"
+        started = w.resume_started_at or now
+        self._resumes.append(
+            BootOutcome(
+                worker_id=w.id,
+                gpu_type=w.metadata.get(Meta.GPU_TYPE) or w.instance_type,
+                data_center=w.metadata.get(Meta.DATA_CENTER),
+                ok=ok,
+                reason="activated" if ok else (reason or to),
+                at=at(now),
+                kind="resume",
+                seconds=round(now - started, 3) if ok else None,
+            )
+        )
+        w.resume_started_at = None
 
     def merge_worker_metadata(self, worker_id: str, metadata: Mapping[str, Any]) -> WorkerRow:
         w = self._lock(worker_id, "orch_merge_worker_metadata")
@@ -384,11 +408,20 @@ class SimDB:
                 claimable_by_type=dict(self.claimable_by_type),
             ),
             workers=tuple(workers),
-            recent_boots=tuple(self._boot_view(w) for w in boots),
+            recent_boots=self._recent_boots(boots, prefix),
             arrivals=tuple((window, self._arrived_within(window)) for window in ARRIVAL_WINDOWS),
             task_stats=self.task_stats(),
             task_stats_window_sec=TASK_STATS_WINDOW_SEC,
         )
+
+    def _recent_boots(self, boots: list[WorkerRow], prefix: str | None) -> tuple[BootOutcome, ...]:
+        """The 50 newest boot and resume outcomes, newest first."""
+        views = [self._boot_view(w) for w in boots]
+        resumes = [r for r in self._resumes[-50:] if not prefix or r.worker_id.startswith(prefix)]
+        if not resumes:
+            return tuple(views)
+        merged = sorted([*views, *resumes], key=lambda o: o.at, reverse=True)
+        return tuple(merged[:50])
 
     def _arrived_within(self, window: float) -> int:
         """Tasks created in the last ``window`` seconds (``created_at > now() - window``)."""
