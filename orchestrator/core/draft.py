@@ -27,7 +27,18 @@ from datetime import datetime
 from orchestrator.core.actions import Action, Drain, TerminatePod
 from orchestrator.core.config import Settings
 from orchestrator.core.observed import PodView, Snapshot, Worker, freeze
-from orchestrator.core.states import Meta, Reason
+from orchestrator.core.states import Meta, PodStatus, Reason, WorkerState
+
+# A stopped pod bills its volume disk only: 0.20 USD per GB and month (Runpod's pricing page, "Storage":
+# volume disk 0.10 USD/GB/month while running, 0.20 while stopped). A month counted as 30 days (720 h),
+# the harsher reading of "per month".
+STOPPED_DISK_USD_PER_GB_MONTH = 0.20
+HOURS_PER_MONTH = 720.0
+
+
+def stopped_disk_usd_per_hr(settings: Settings) -> float:
+    """What one stopped pod of this configuration bills per hour (its volume disk)."""
+    return float(settings.runpod_disk_size_gb) * STOPPED_DISK_USD_PER_GB_MONTH / HOURS_PER_MONTH
 
 
 def age(now: datetime, since: datetime | None) -> float | None:
@@ -163,12 +174,23 @@ class Draft:
             pod = self.pod_of[worker.id]
             if self.pods_known and not self.alive(pod) and self.absent(worker, pod):
                 continue  # no pod, no bill
+            if self.disk_only(worker, pod):
+                total += stopped_disk_usd_per_hr(self.settings)
+                continue
             price = self.worker_price(worker, pod)
             if price is None:
                 unknown = True
             else:
                 total += price
         return total, unknown
+
+    def disk_only(self, worker: Worker, pod: PodView | None) -> bool:
+        """Its pod is stopped: it bills its disk, not a GPU (a ``stopped`` row, or a ``stopping`` or
+        ``resuming`` one whose pod is listed EXITED)."""
+        if worker.status is WorkerState.STOPPED:
+            return True
+        pooling = worker.status in (WorkerState.STOPPING, WorkerState.RESUMING)
+        return pooling and pod is not None and pod.status is PodStatus.EXITED
 
     def sort_victims(
         self, workers: Iterable[Worker], newest: Callable[[Worker], datetime | None]

@@ -215,6 +215,7 @@ class Reason(StrEnum):
     POOL_PAUSED = "pool_paused"  # paused with WARM_POOL_TERMINATE_ON_PAUSE
     RESUME_NO_GPU = "resume_no_gpu"  # the host's GPUs were taken: refused, or started without one
     RESUME_FAILED = "resume_failed"  # the start call failed otherwise
+    STOP_FAILED = "stop_failed"  # a stop the provider did not confirm in time: terminated instead
     # reconcile
     ORPHAN_POD = "orphan_pod"
     TERMINATE_RETRY = "terminate_retry"
