@@ -214,10 +214,11 @@ class StopPod(Action):
     """Stop an idle worker's pod into the warm pool instead of terminating it.
 
     Executor: transition ``transition_from`` (``draining``) -> ``stopping`` (the database refuses it,
-    like ``draining -> terminating``, while the worker holds an In Progress task), record
-    ``pod_stop_requested_at`` and the pinned host key as ``previous_host_key_fingerprint``, then ask the
-    provider to stop the pod. With ``transition_from`` None the row is already ``stopping`` and this is a
-    retry. ``stopping -> stopped`` follows when the provider shows the pod stopped (``stopped_at``).
+    like ``draining -> terminating``, while the worker holds an In Progress task) recording the pinned
+    host key as ``previous_host_key_fingerprint``, ask the provider to stop the pod, then record
+    ``pod_stop_requested_at`` (after the call, as ``pod_terminate_requested_at``: a crash before it leaves
+    none, and the next tick asks at once). With ``transition_from`` None the row is already ``stopping``
+    and this is a retry. ``stopping -> stopped`` follows when the provider shows the pod stopped (``stopped_at``).
     """
 
     kind: ClassVar[str] = "stop_pod"

@@ -36,9 +36,26 @@ STOPPED_DISK_USD_PER_GB_MONTH = 0.20
 HOURS_PER_MONTH = 720.0
 
 
-def stopped_disk_usd_per_hr(settings: Settings) -> float:
-    """What one stopped pod of this configuration bills per hour (its volume disk)."""
-    return float(settings.runpod_disk_size_gb) * STOPPED_DISK_USD_PER_GB_MONTH / HOURS_PER_MONTH
+def volume_disk_gb(settings: Settings) -> int:
+    """The volume disk (GB) a spawn's create call asks for: what its pod bills while stopped.
+
+    ``RUNPOD_DISK_SIZE_GB``, except over REST v2 with a network volume (``RUNPOD_STORAGE_NAME``): there the
+    body cannot carry it (a network mount and a persistent one exclude each other in Runpod's OpenAPI
+    document for REST v2; the network volume takes the volume disk's place), so 0. GraphQL sends
+    ``volumeInGb`` beside the network volume; whether Runpod then bills a volume disk too is not
+    documented, so it is counted (the dearer reading).
+    """
+    if settings.runpod_storage_name and settings.runpod_api.strip().lower() == "rest":
+        return 0
+    return int(settings.runpod_disk_size_gb)
+
+
+def stopped_disk_usd_per_hr(settings: Settings, worker: Worker | None = None) -> float:
+    """What one stopped pod bills per hour (its volume disk): the worker's own disk as its spawn recorded
+    it (``metadata.disk_gb``), else this configuration's (a row spawned before the key was recorded)."""
+    disk = worker.disk_gb if worker is not None else None
+    gb = float(volume_disk_gb(settings)) if disk is None else disk
+    return gb * STOPPED_DISK_USD_PER_GB_MONTH / HOURS_PER_MONTH
 
 
 def age(now: datetime, since: datetime | None) -> float | None:
@@ -175,7 +192,7 @@ class Draft:
             if self.pods_known and not self.alive(pod) and self.absent(worker, pod):
                 continue  # no pod, no bill
             if self.disk_only(worker, pod):
-                total += stopped_disk_usd_per_hr(self.settings)
+                total += stopped_disk_usd_per_hr(self.settings, worker)
                 continue
             price = self.worker_price(worker, pod)
             if price is None:

@@ -234,6 +234,12 @@ class Worker:
         return ts_or_none(self.metadata.get(Meta.RESUME_REQUESTED_AT))
 
     @property
+    def disk_gb(self) -> float | None:
+        """The pod's volume disk as its spawn recorded it; None when absent, malformed or negative."""
+        value = float_or_none(self.metadata.get(Meta.DISK_GB))
+        return value if value is not None and value >= 0 else None
+
+    @property
     def resumes(self) -> int:
         value = float_or_none(self.metadata.get(Meta.RESUMES))
         return max(0, int(value)) if value is not None else 0

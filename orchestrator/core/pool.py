@@ -2,7 +2,7 @@
 
 Where this sits in the pure core: :func:`orchestrator.core.policy.plan` hands each ``stopping`` and
 ``stopped`` row to :func:`pooled` before any other rule, trims the pool with :func:`trim`, and
-:mod:`orchestrator.core.staffing` stops drained workers into it (:func:`stop_or_terminate`) and resumes
+:mod:`orchestrator.core.staffing` stops drained workers into it (:func:`can_stop`, :func:`stop`) and resumes
 from it before spawning (:func:`resume`). Pure: reads the :class:`~orchestrator.core.draft.Draft`, appends
 actions to it.
 
@@ -144,13 +144,13 @@ def resume(
     cap, None without one); return how many, and the spend they add."""
     resumed = 0
     added = 0.0
-    disk = stopped_disk_usd_per_hr(d.settings)
     for worker in stopped:
         if resumed >= missing or resumed >= room:
             break
         pod = d.pod_of[worker.id]
         assert pod is not None
         price = d.worker_price(worker, pod)
+        disk = stopped_disk_usd_per_hr(d.settings, worker)  # billed now; the resume bills the GPU instead
         if headroom is not None and (price is None or price - disk > headroom - added + 1e-9):
             break
         added += (price or 0.0) - disk

@@ -41,7 +41,7 @@ from datetime import datetime
 from orchestrator.core import pool, sizing
 from orchestrator.core.actions import Backoff, Initialize, Promote, Reactivate, Spawn, StartProcess
 from orchestrator.core.config import Settings
-from orchestrator.core.draft import Draft, age
+from orchestrator.core.draft import Draft, age, volume_disk_gb
 from orchestrator.core.limits import Breaker, avoided_pairs, backed_off_everywhere
 from orchestrator.core.observed import Queue, Worker, freeze
 from orchestrator.core.states import Blocked, BreakerState, Meta, Reason, WorkerState
@@ -371,7 +371,13 @@ def scale_up(
                 worker_id=worker_id,
                 gpu_types=tuple(types),
                 avoid=avoid,
-                metadata=freeze({Meta.GPU_TYPES: list(types), Meta.SPAWN_REASON: reason.value}),
+                metadata=freeze(
+                    {
+                        Meta.GPU_TYPES: list(types),
+                        Meta.SPAWN_REASON: reason.value,
+                        Meta.DISK_GB: volume_disk_gb(s),
+                    }
+                ),
             )
         )
     return blocked

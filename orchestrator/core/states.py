@@ -167,6 +167,10 @@ class Meta:
     # stop wipes, so a resume the orchestrator asked for may present a new key: the executor re-pins it
     # once and records both in an event; a changed key at any other time is refused.
     PREVIOUS_HOST_KEY_FINGERPRINT = "previous_host_key_fingerprint"
+    # The pod's volume disk in GB as the spawn's create call asks for it (RUNPOD_DISK_SIZE_GB; 0 over REST
+    # v2 with a network volume in its place): what it bills while stopped (the policy's spend, the spend
+    # views and the spend cap read it).
+    DISK_GB = "disk_gb"
 
 
 # --- reason codes ----------------------------------------------------------------------------------

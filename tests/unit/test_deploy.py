@@ -722,7 +722,8 @@ def test_orchestrator_config_reads_the_example_as_the_defaults(tmp_path: Path) -
         text=True,
         timeout=60,
         cwd=tmp_path,
-        env={"PATH": os.environ.get("PATH", ""), "LOG_FORMAT": "json"},
+        # This checkout's package, whatever else the environment has installed.
+        env={"PATH": os.environ.get("PATH", ""), "LOG_FORMAT": "json", "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stderr
     rows = {}
