@@ -381,22 +381,21 @@ def requeue_unowned_tasks(a: RequeueUnownedTasks, worker: Worker | None, fx: Eff
 
 def stop_pod(a: StopPod, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
     """``draining -> stopping`` (refused while the worker holds a task: superseded), then the provider's
-    stop. The row is written first, so a crash before the stop leaves a ``stopping`` row whose pod still
-    runs, which the next tick stops again: nothing bills untracked."""
+    stop, then ``pod_stop_requested_at``. The row is written first, so a crash before the stop leaves a
+    ``stopping`` row whose pod still runs; with no request recorded, the next tick stops it at once:
+    nothing bills untracked, nor for long."""
     skipped: list[str] = []
-    now = iso(fx.now())
     if a.transition_from is not None:
-        pinned = worker.host_key_fingerprint if worker else None
-        stamp = {Meta.POD_STOP_REQUESTED_AT: now, Meta.PREVIOUS_HOST_KEY_FINGERPRINT: pinned}
-        yield from fx.transition(a.worker_id, WorkerState.STOPPING, a.reason.value, stamp)
+        pinned = {Meta.PREVIOUS_HOST_KEY_FINGERPRINT: worker.host_key_fingerprint if worker else None}
+        yield from fx.transition(a.worker_id, WorkerState.STOPPING, a.reason.value, pinned)
     yield from fx.fence("stop_pod")
     fx.crash_point("before_stop")
     done, answer = yield from run_step(fx, a.kind, "stop", skipped, fx.stop(a.runpod_id))
     accepted = bool(answer) if done else False
     fx.crash_point("after_stop")
-    if a.transition_from is None:
-        stamp = {Meta.POD_STOP_REQUESTED_AT: now}
-        yield from run_step(fx, a.kind, "record_stop", skipped, fx.merge_metadata(a.worker_id, stamp))
+    # When we last asked (accepted or not): the retries are spaced from it. Lost, the next tick asks again.
+    stamp = {Meta.POD_STOP_REQUESTED_AT: iso(fx.now())}
+    yield from run_step(fx, a.kind, "record_stop", skipped, fx.merge_metadata(a.worker_id, stamp))
     kind = "pod_stop_requested" if accepted else "pod_stop_unconfirmed"
     yield from event(fx, kind, skipped, worker_id=a.worker_id, runpod_id=a.runpod_id, reason=a.reason.value)
     return {"stop_accepted": accepted, **skipped_steps(skipped)}
