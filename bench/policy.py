@@ -40,7 +40,7 @@ from orchestrator.studies.policies import PolicySpec, busy_workers_count_themsel
 from orchestrator.studies.run import mean_metrics  # noqa: E402
 from orchestrator.studies.simulation import Simulation, oracle  # noqa: E402
 
-TRACES = ("steady", "bursty", "diurnal", "spike", "heavy_tail")
+TRACES = ("steady", "bursty", "diurnal", "spike", "heavy_tail", "long_tasks")
 TRACE_DIR = ROOT / "bench" / "traces"
 RESULTS = ROOT / "bench" / "results"
 SERVERLESS_PRICE = 1.10  # USD/h for an RTX 4090 serverless worker (the emulator's catalog)

@@ -9,7 +9,7 @@ same state, and the next tick's snapshot shows what happened).
 
 The action set is small on purpose: Spawn, Initialize, StartProcess, Promote, FailWorker, Drain,
 Reactivate, TerminatePod, MarkTerminated, RequeueTasks, RequeueUnownedTasks, and for the warm pool
-StopPod and ResumePod (each documented below with what its executor does).
+StopPod, MarkStopped and ResumePod (each documented below with what its executor does).
 """
 
 from __future__ import annotations
@@ -214,10 +214,11 @@ class StopPod(Action):
     """Stop an idle worker's pod into the warm pool instead of terminating it.
 
     Executor: transition ``transition_from`` (``draining``) -> ``stopping`` (the database refuses it,
-    like ``draining -> terminating``, while the worker holds an In Progress task), record
-    ``pod_stop_requested_at`` and the pinned host key as ``previous_host_key_fingerprint``, then ask the
-    provider to stop the pod. With ``transition_from`` None the row is already ``stopping`` and this is a
-    retry. ``stopping -> stopped`` follows when the provider shows the pod stopped (``stopped_at``).
+    like ``draining -> terminating``, while the worker holds an In Progress task) recording the pinned
+    host key as ``previous_host_key_fingerprint``, ask the provider to stop the pod, then record
+    ``pod_stop_requested_at`` (after the call, as ``pod_terminate_requested_at``: a crash before it leaves
+    none, and the next tick asks at once). With ``transition_from`` None the row is already ``stopping``
+    and this is a retry. ``stopping -> stopped`` follows when the provider shows the pod stopped (``stopped_at``).
     """
 
     kind: ClassVar[str] = "stop_pod"
@@ -227,12 +228,30 @@ class StopPod(Action):
 
 
 @dataclass(frozen=True, kw_only=True)
+class MarkStopped(Action):
+    """``stopping -> stopped``: the provider lists the pod EXITED (reason ``provider_confirmed_stopped``);
+    merge ``stopped_at``, from which the pool's time to live counts. A row moved meanwhile makes the
+    transition refuse: superseded."""
+
+    kind: ClassVar[str] = "mark_stopped"
+    worker_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class ResumePod(Action):
     """Start a pooled pod again: ``stopped -> resuming``, ``resume_requested_at``, then the provider's
     start. Refused for lack of GPUs on its host (or started without one): terminate it (reason
     ``resume_no_gpu``, not a boot failure) and let the next tick spawn anew. Once the pod runs, the
     usual Initialize (``resuming -> initializing``: checks over SSH, a host key re-pinned once, the
-    worker process started) and Promote follow."""
+    worker process started) and Promote follow.
+
+    Executor: from ``stopped``, ``orch_transition_worker(worker_id, 'resuming', reason, metadata)`` with
+    ``resume_requested_at``, ``resumes`` + 1, and ``initialized_at``, ``process_started_at``,
+    ``ssh_details`` and ``host_key_fingerprint`` cleared (the stop wiped the container disk: the checks
+    and the process start are redone, and the key pinned before the stop is kept in
+    ``previous_host_key_fingerprint``); from ``resuming`` (a retry: the pod is still listed EXITED) no
+    transition. Then the provider's start. Any other failure leaves the row ``resuming``: the policy
+    retries, and the boot timeout of a resume bounds it."""
 
     kind: ClassVar[str] = "resume_pod"
     worker_id: str
@@ -240,7 +259,7 @@ class ResumePod(Action):
 
 
 # Actions that end a worker's life or its pod (for the "never terminates a busy worker" property).
-DESTRUCTIVE: tuple[type[Action], ...] = (FailWorker, TerminatePod, MarkTerminated)
+DESTRUCTIVE: tuple[type[Action], ...] = (FailWorker, TerminatePod, MarkTerminated, StopPod)
 
 
 # --- the plan --------------------------------------------------------------------------------------
@@ -282,6 +301,9 @@ class Plan:
     missing: int = 0  # desired - capacity, when positive
     paused: bool = False
     problems: tuple[str, ...] = ()
+    pool: int = 0  # stopping + stopped workers (the warm pool) before this plan
+    # What the wait target's queueing model saw and decided (empty when WAIT_TARGET_SEC is 0).
+    sizing: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
     def of_kind(self, cls: type[Action]) -> list[Any]:
         return [a for a in self.actions if isinstance(a, cls)]
@@ -300,6 +322,8 @@ class Plan:
             "breaker_until": self.breaker_until.isoformat() if self.breaker_until else None,
             "backoffs": [b.to_dict() for b in self.backoffs],
             "spawn_blocked": [b.value for b in self.spawn_blocked],
+            "pool": self.pool,
+            "sizing": dict(self.sizing),
             "problems": list(self.problems),
             "actions": [a.to_dict() for a in self.actions],
         }

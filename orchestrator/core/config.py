@@ -98,12 +98,16 @@ class Settings:
     machines_to_keep_idle: int
     tasks_per_gpu_threshold: int
     max_hourly_spend: float
+    wait_target_sec: float
+    warm_pool_max: int
+    warm_pool_ttl_sec: int
+    warm_pool_terminate_on_pause: bool
     # --- timeouts
     gpu_idle_timeout_sec: int
     gpu_overcapacity_idle_timeout_sec: int
     spawning_timeout_sec: int
     heartbeat_timeout_sec: int
-    task_stuck_timeout_sec: int
+    task_stuck_timeout_sec: int | None
     error_cleanup_grace_period_sec: int
     orphan_grace_sec: int
     # --- safety

@@ -27,7 +27,35 @@ from datetime import datetime
 from orchestrator.core.actions import Action, Drain, TerminatePod
 from orchestrator.core.config import Settings
 from orchestrator.core.observed import PodView, Snapshot, Worker, freeze
-from orchestrator.core.states import Meta, Reason
+from orchestrator.core.states import Meta, PodStatus, Reason, WorkerState
+
+# A stopped pod bills its volume disk only: 0.20 USD per GB and month (Runpod's pricing page, "Storage":
+# volume disk 0.10 USD/GB/month while running, 0.20 while stopped). A month counted as 30 days (720 h),
+# the harsher reading of "per month".
+STOPPED_DISK_USD_PER_GB_MONTH = 0.20
+HOURS_PER_MONTH = 720.0
+
+
+def volume_disk_gb(settings: Settings) -> int:
+    """The volume disk (GB) a spawn's create call asks for: what its pod bills while stopped.
+
+    ``RUNPOD_DISK_SIZE_GB``, except over REST v2 with a network volume (``RUNPOD_STORAGE_NAME``): there the
+    body cannot carry it (a network mount and a persistent one exclude each other in Runpod's OpenAPI
+    document for REST v2; the network volume takes the volume disk's place), so 0. GraphQL sends
+    ``volumeInGb`` beside the network volume; whether Runpod then bills a volume disk too is not
+    documented, so it is counted (the dearer reading).
+    """
+    if settings.runpod_storage_name and settings.runpod_api.strip().lower() == "rest":
+        return 0
+    return int(settings.runpod_disk_size_gb)
+
+
+def stopped_disk_usd_per_hr(settings: Settings, worker: Worker | None = None) -> float:
+    """What one stopped pod bills per hour (its volume disk): the worker's own disk as its spawn recorded
+    it (``metadata.disk_gb``), else this configuration's (a row spawned before the key was recorded)."""
+    disk = worker.disk_gb if worker is not None else None
+    gb = float(volume_disk_gb(settings)) if disk is None else disk
+    return gb * STOPPED_DISK_USD_PER_GB_MONTH / HOURS_PER_MONTH
 
 
 def age(now: datetime, since: datetime | None) -> float | None:
@@ -163,12 +191,23 @@ class Draft:
             pod = self.pod_of[worker.id]
             if self.pods_known and not self.alive(pod) and self.absent(worker, pod):
                 continue  # no pod, no bill
+            if self.disk_only(worker, pod):
+                total += stopped_disk_usd_per_hr(self.settings, worker)
+                continue
             price = self.worker_price(worker, pod)
             if price is None:
                 unknown = True
             else:
                 total += price
         return total, unknown
+
+    def disk_only(self, worker: Worker, pod: PodView | None) -> bool:
+        """Its pod is stopped: it bills its disk, not a GPU (a ``stopped`` row, or a ``stopping`` or
+        ``resuming`` one whose pod is listed EXITED)."""
+        if worker.status is WorkerState.STOPPED:
+            return True
+        pooling = worker.status in (WorkerState.STOPPING, WorkerState.RESUMING)
+        return pooling and pod is not None and pod.status is PodStatus.EXITED
 
     def sort_victims(
         self, workers: Iterable[Worker], newest: Callable[[Worker], datetime | None]

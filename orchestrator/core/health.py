@@ -18,8 +18,13 @@ nothing else.
   heartbeated since (draining heartbeats are recorded); a booting worker that already claimed a task
   (``initializing`` claims; with ``AUTO_START_WORKER_PROCESS=false`` it is never promoted) gets these
   checks too, the heartbeat one once it has heartbeated at all (it may claim while loading its models).
-* A task running past ``TASK_STUCK_TIMEOUT_SEC`` (SQL excludes ``_orchestrator`` types) -> error and its
-  tasks requeued.
+* A task stuck (``_orchestrator`` types exempt: their liveness is the heartbeat's) -> error and its tasks
+  requeued. Stuck means running past :func:`stuck_limit`: ``TASK_STUCK_TIMEOUT_SEC`` when an operator
+  sets it; otherwise, from evidence, ``STUCK_P99_FACTOR`` times the p99 of the type's completions over
+  the snapshot's window (``task_stats``), never below ``STUCK_FLOOR_SEC``, and for a type with fewer than
+  ``STUCK_MIN_COMPLETIONS`` completions ``STUCK_P99_FACTOR`` times the larger of the floor and its longest
+  run. A long video or a LoRA training (10-25 minutes) is then never stuck at 20 minutes, while a hung
+  1-3 minute task is found at the floor, as with the old fixed timeout.
 
 SSH probes are not a health signal here at all, so a failed probe can never kill a heartbeating worker;
 the heartbeat is the worker's own word that it lives.
@@ -30,9 +35,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from orchestrator.core.config import Settings
 from orchestrator.core.draft import Draft, age
+from orchestrator.core.evidence import TaskStats
 from orchestrator.core.observed import PodView, Worker
-from orchestrator.core.states import Reason, WorkerState
+from orchestrator.core.pool import RESUME_TIMEOUT_SEC
+from orchestrator.core.states import PodStatus, Reason, WorkerState
+
+# Stuck-ness from evidence (TASK_STUCK_TIMEOUT_SEC unset). 3x the p99: for the task durations users see
+# (lognormal-like, coefficient of variation up to about 0.5) a healthy run past three times the p99 is
+# rarer than one in a million, and the p99 of a few dozen completions is close to their maximum. The
+# floor is the old fixed timeout, so a hung short task costs no more than before (the chaos soak's hangs
+# are found as fast); a type seen fewer than 10 times gets 3x the floor (an hour) or 3x its longest run.
+STUCK_P99_FACTOR = 3.0
+STUCK_FLOOR_SEC = 1200.0
+STUCK_MIN_COMPLETIONS = 10
 
 # Health reasons: the only reasons for which a worker running a task may be failed.
 HEALTH_REASONS: frozenset[Reason] = frozenset(
@@ -57,7 +74,12 @@ def health(d: Draft, worker: Worker, pod: PodView | None) -> tuple[Reason, dict[
     """Why this worker must fail now (the reason and its details), or None."""
     s = d.settings
     if d.pods_known:
-        if pod is not None and pod.failed:
+        # A resuming pod is listed EXITED until the provider starts it (its retries and its timeout
+        # are the pool's business, orchestrator.core.pool).
+        starting = (
+            worker.status is WorkerState.RESUMING and pod is not None and pod.status is PodStatus.EXITED
+        )
+        if pod is not None and pod.failed and not starting:
             return Reason.POD_FAILED, {"pod_status": pod.status.value}
         if d.absent(worker, pod):
             return Reason.POD_MISSING, {"runpod_id": worker.runpod_id}
@@ -65,24 +87,32 @@ def health(d: Draft, worker: Worker, pod: PodView | None) -> tuple[Reason, dict[
     if reported is not None:
         return reported
     if worker.status.booting:
-        row_age = d.row_age(worker)
+        # A resume's boot counts from its request, with the shorter timeout of a cached image.
+        resumed = worker.resume_requested_at is not None
+        row_age = age(d.now, worker.boot_started_at) if resumed else d.row_age(worker)
+        limit = min(float(s.spawning_timeout_sec), RESUME_TIMEOUT_SEC) if resumed else s.spawning_timeout_sec
         waiting_for_operator = (
             not s.auto_start_worker_process
             and worker.initialized_at is not None
             and worker.process_started_at is None
         )
-        if row_age is not None and row_age > s.spawning_timeout_sec and not waiting_for_operator:
+        if row_age is not None and row_age > limit and not waiting_for_operator:
             return Reason.BOOT_TIMEOUT, {"age_sec": round(row_age, 1)}
         if worker.running_count == 0:
             return None
         # `initializing` is a claiming state (and with AUTO_START_WORKER_PROCESS=false a worker is
         # never promoted): one that holds a task gets the stuck-task check below, and the
         # heartbeat check once it has heartbeated.
-    stuck_age = age(d.now, worker.oldest_stuckable_started_at)
-    if worker.running_count > 0 and stuck_age is not None and stuck_age > s.task_stuck_timeout_sec:
-        return Reason.TASK_STUCK, {"task_age_sec": round(stuck_age, 1)}
-    if worker.status.booting and worker.last_heartbeat is None:
-        return None  # a process may claim while still loading its models: no heartbeat yet proves nothing
+    stuck = stuck_task(d, worker)
+    if stuck is not None:
+        return Reason.TASK_STUCK, stuck
+    boot = worker.boot_started_at
+    if worker.status.booting and (
+        worker.last_heartbeat is None or (boot is not None and worker.last_heartbeat < boot)
+    ):
+        # A process may claim while still loading its models: no heartbeat yet (from this boot: a
+        # resumed pod's last beat is from before its stop) proves nothing.
+        return None
     heard = worker.last_heartbeat or worker.activated_at or worker.status_changed_at or worker.created_at
     silent = age(d.now, heard)
     if (
@@ -105,8 +135,12 @@ def reported_failure(worker: Worker) -> tuple[Reason, dict[str, Any]] | None:
     reason = REPORTED_FAILURES.get((worker.reported_status or "").strip().lower())
     if reason is None or worker.reported_at is None:
         return None
-    # Rows are never reused, so without a recorded process start the row's creation bounds it.
-    since = worker.process_started_at or worker.created_at
+    # Rows are never reused, so without a recorded process start the row's creation bounds it, or the
+    # resume request for a resumed pod (its process is new; the one before the stop is history).
+    since = max(
+        (t for t in (worker.process_started_at, worker.resume_requested_at, worker.created_at) if t),
+        default=None,
+    )
     if since is not None and worker.reported_at < since:
         return None  # a previous process's report: history
     details: dict[str, Any] = {
@@ -116,3 +150,48 @@ def reported_failure(worker: Worker) -> tuple[Reason, dict[str, Any]] | None:
     if worker.reported_details:
         details["reported_details"] = dict(worker.reported_details)
     return reason, details
+
+
+def stuck_limit(settings: Settings, stats: TaskStats | None) -> float:
+    """Seconds a task of a type with these statistics may run before it is stuck (see the module's doc)."""
+    if settings.task_stuck_timeout_sec is not None:
+        return float(settings.task_stuck_timeout_sec)
+    if stats is not None and stats.completions >= STUCK_MIN_COMPLETIONS and stats.p99_sec is not None:
+        return max(STUCK_FLOOR_SEC, STUCK_P99_FACTOR * stats.p99_sec)
+    longest = stats.max_sec if stats is not None and stats.max_sec is not None else 0.0
+    return STUCK_P99_FACTOR * max(STUCK_FLOOR_SEC, longest)
+
+
+def unowned_stuck_limit(settings: Settings) -> float:
+    """In Progress tasks that name no worker: no heartbeat and no worker to judge, so the explicit limit
+    or the floor (the old fixed timeout)."""
+    if settings.task_stuck_timeout_sec is not None:
+        return float(settings.task_stuck_timeout_sec)
+    return STUCK_FLOOR_SEC
+
+
+def stuck_task(d: Draft, worker: Worker) -> dict[str, Any] | None:
+    """The details of this worker's stuck task, or None. Each running task against its own type's limit;
+    a snapshot without per-task rows: the oldest non-parent task against an unknown type's limit."""
+    if worker.running_count == 0:
+        return None
+    stats = d.snapshot.task_stats
+    if worker.running_tasks:
+        for task in worker.running_tasks:
+            if task.is_parent:
+                continue
+            task_age = age(d.now, task.started_at)
+            limit = stuck_limit(d.settings, stats.get(task.task_type))
+            if task_age is not None and task_age > limit:
+                return {
+                    "task_id": task.id,
+                    "task_type": task.task_type,
+                    "task_age_sec": round(task_age, 1),
+                    "limit_sec": round(limit, 1),
+                }
+        return None
+    task_age = age(d.now, worker.oldest_stuckable_started_at)
+    limit = stuck_limit(d.settings, None)
+    if task_age is not None and task_age > limit:
+        return {"task_age_sec": round(task_age, 1), "limit_sec": round(limit, 1)}
+    return None

@@ -21,7 +21,6 @@ decides what a report means. The metadata keys read here are named in
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -29,69 +28,18 @@ from types import MappingProxyType
 from typing import Any
 
 from orchestrator.core import errors
+from orchestrator.core.evidence import (
+    RunningTask,
+    TaskStats,
+    parse_arrivals,
+    parse_claimable_by_type,
+    parse_running_tasks,
+    parse_task_stats,
+)
+from orchestrator.core.parsing import as_int, float_or_none, str_or_none, ts_or_none
+from orchestrator.core.parsing import as_utc as as_utc
+from orchestrator.core.parsing import parse_ts as parse_ts
 from orchestrator.core.states import CAPACITY_REASONS, NOT_BOOT_FAILURES, Meta, PodStatus, Reason, WorkerState
-
-# --- parsing helpers -------------------------------------------------------------------------------
-
-
-def as_utc(value: datetime) -> datetime:
-    """Aware UTC; a naive value is taken as UTC (Postgres returns timestamptz, tests may not)."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def parse_ts(value: Any) -> datetime | None:
-    """A timestamp from the snapshot's JSON (ISO 8601 text), a datetime, or None."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return as_utc(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith("Z"):
-            text = text[:-1] + "+00:00"
-        try:
-            return as_utc(datetime.fromisoformat(text))
-        except ValueError as exc:
-            raise ValueError(f"not an ISO 8601 timestamp: {value!r}") from exc
-    raise ValueError(f"not a timestamp: {value!r}")
-
-
-def _ts_or_none(value: Any) -> datetime | None:
-    """Like parse_ts, but a malformed value in free-form metadata reads as absent."""
-    try:
-        return parse_ts(value)
-    except ValueError:
-        return None
-
-
-def _int(value: Any, default: int = 0) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        raise ValueError(f"not a number: {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"not a finite number: {value!r}")
-    return int(number)
-
-
-def _float_or_none(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _str_or_none(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
 
 
 def row_id(row: Mapping[str, Any]) -> str | None:
@@ -154,9 +102,12 @@ class Worker:
     reported_status: str | None = None
     reported_at: datetime | None = None
     reported_details: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    # Each In Progress task with its type and start (absent from an older snapshot: empty).
+    running_tasks: tuple[RunningTask, ...] = ()
 
     def __post_init__(self) -> None:
         _normalise_datetimes(self)
+        object.__setattr__(self, "running_tasks", tuple(self.running_tasks))
         if not isinstance(self.reported_details, MappingProxyType):
             object.__setattr__(self, "reported_details", freeze(self.reported_details))
         if not isinstance(self.metadata, MappingProxyType):
@@ -197,21 +148,22 @@ class Worker:
             return cls(
                 id=worker_id,
                 status=status,
-                instance_type=_str_or_none(row.get("instance_type")),
+                instance_type=str_or_none(row.get("instance_type")),
                 created_at=parse_ts(row.get("created_at")),
                 status_changed_at=parse_ts(row.get("status_changed_at")),
                 activated_at=parse_ts(row.get("activated_at")),
                 last_heartbeat=parse_ts(row.get("last_heartbeat")),
                 metadata=freeze(metadata),
                 running_task_ids=tuple(str(i) for i in ids),
-                running_count=_int(row.get("running_count"), len(ids)),
+                running_count=as_int(row.get("running_count"), len(ids)),
                 oldest_running_started_at=parse_ts(row.get("oldest_running_started_at")),
                 oldest_stuckable_started_at=parse_ts(row.get("oldest_stuckable_started_at")),
                 last_completion_at=parse_ts(row.get("last_completion_at")),
-                reported_status=_str_or_none(row.get("reported_status")),
+                reported_status=str_or_none(row.get("reported_status")),
                 # A malformed report time must not hide the worker: read it as unknown.
-                reported_at=_ts_or_none(row.get("reported_at")),
+                reported_at=ts_or_none(row.get("reported_at")),
                 reported_details=freeze(details),
+                running_tasks=parse_running_tasks(row.get("running_tasks"), worker_id, problems),
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"worker {worker_id}: {exc}") from exc
@@ -219,7 +171,7 @@ class Worker:
     # -- metadata conveniences (absent or malformed values read as None) -----------------------------
 
     def _meta_str(self, key: str) -> str | None:
-        return _str_or_none(self.metadata.get(key))
+        return str_or_none(self.metadata.get(key))
 
     @property
     def runpod_id(self) -> str | None:
@@ -244,28 +196,69 @@ class Worker:
 
     @property
     def cost_per_hr(self) -> float | None:
-        value = _float_or_none(self.metadata.get(Meta.COST_PER_HR))
+        value = float_or_none(self.metadata.get(Meta.COST_PER_HR))
         return value if value is not None and value > 0 else None
 
     @property
     def initialized_at(self) -> datetime | None:
-        return _ts_or_none(self.metadata.get(Meta.INITIALIZED_AT))
+        return ts_or_none(self.metadata.get(Meta.INITIALIZED_AT))
 
     @property
     def process_started_at(self) -> datetime | None:
-        return _ts_or_none(self.metadata.get(Meta.PROCESS_STARTED_AT))
+        return ts_or_none(self.metadata.get(Meta.PROCESS_STARTED_AT))
 
     @property
     def terminate_requested_at(self) -> datetime | None:
-        return _ts_or_none(self.metadata.get(Meta.TERMINATE_REQUESTED_AT))
+        return ts_or_none(self.metadata.get(Meta.TERMINATE_REQUESTED_AT))
 
     @property
     def pod_terminate_requested_at(self) -> datetime | None:
-        return _ts_or_none(self.metadata.get(Meta.POD_TERMINATE_REQUESTED_AT))
+        return ts_or_none(self.metadata.get(Meta.POD_TERMINATE_REQUESTED_AT))
 
     @property
     def drain_reason(self) -> str | None:
         return self._meta_str(Meta.DRAIN_REASON)
+
+    # -- the warm pool ----------------------------------------------------------------------------
+
+    @property
+    def pod_stop_requested_at(self) -> datetime | None:
+        return ts_or_none(self.metadata.get(Meta.POD_STOP_REQUESTED_AT))
+
+    @property
+    def stopped_at(self) -> datetime | None:
+        return ts_or_none(self.metadata.get(Meta.STOPPED_AT))
+
+    @property
+    def resume_requested_at(self) -> datetime | None:
+        return ts_or_none(self.metadata.get(Meta.RESUME_REQUESTED_AT))
+
+    @property
+    def disk_gb(self) -> float | None:
+        """The pod's volume disk as its spawn recorded it; None when absent, malformed or negative."""
+        value = float_or_none(self.metadata.get(Meta.DISK_GB))
+        return value if value is not None and value >= 0 else None
+
+    @property
+    def resumes(self) -> int:
+        value = float_or_none(self.metadata.get(Meta.RESUMES))
+        return max(0, int(value)) if value is not None else 0
+
+    @property
+    def resumed_boot(self) -> bool:
+        """Booting from a resume the orchestrator asked for (not yet initialized since)."""
+        asked = self.resume_requested_at
+        if asked is None or not self.status.booting:
+            return False
+        done = self.initialized_at
+        return done is None or done < asked
+
+    @property
+    def boot_started_at(self) -> datetime | None:
+        """When the current boot began: the resume request for a resumed pod, else the row's creation."""
+        if self.status.booting and self.resume_requested_at is not None:
+            return self.resume_requested_at
+        return self.created_at or self.status_changed_at
 
     @property
     def spawn_gpu_types(self) -> tuple[str, ...]:
@@ -284,15 +277,15 @@ class Worker:
         for item in value:
             if not isinstance(item, Mapping):
                 continue
-            at = _ts_or_none(item.get("at"))
-            gpu = _str_or_none(item.get("gpu_type"))
+            at = ts_or_none(item.get("at"))
+            gpu = str_or_none(item.get("gpu_type"))
             if at is None or gpu is None:
                 continue
             found.append(
                 BootOutcome(
                     worker_id=self.id,
                     gpu_type=gpu,
-                    data_center=_str_or_none(item.get("data_center")),
+                    data_center=str_or_none(item.get("data_center")),
                     ok=False,
                     reason=Reason.SPAWN_NO_CAPACITY.value,
                     at=at,
@@ -316,21 +309,32 @@ class Queue:
     # past TASK_STUCK_TIMEOUT_SEC (RequeueUnownedTasks).
     unowned_running: int = 0
     oldest_unowned_age_sec: float | None = None
+    # Claimable tasks per type (sizing by work); absent from an older snapshot: empty.
+    claimable_by_type: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.claimable_by_type, MappingProxyType):
+            object.__setattr__(self, "claimable_by_type", freeze(self.claimable_by_type))
 
     @classmethod
-    def from_json(cls, data: Any) -> Queue:
+    def from_json(cls, data: Any, problems: list[str] | None = None) -> Queue:
         if not isinstance(data, Mapping):
             raise ValueError("queue is not an object")
+        found: list[str] = []
+        by_type = parse_claimable_by_type(data.get("claimable_by_type"), found)
+        if problems is not None:
+            problems.extend(found)
         return cls(
-            claimable=max(0, _int(data.get("claimable"))),
-            queued_total=max(0, _int(data.get("queued_total"))),
-            oldest_claimable_age_sec=_float_or_none(data.get("oldest_claimable_age_sec")),
-            running=max(0, _int(data.get("running"))),
+            claimable_by_type=freeze(by_type),
+            claimable=max(0, as_int(data.get("claimable"))),
+            queued_total=max(0, as_int(data.get("queued_total"))),
+            oldest_claimable_age_sec=float_or_none(data.get("oldest_claimable_age_sec")),
+            running=max(0, as_int(data.get("running"))),
             orphaned_worker_ids=tuple(
                 str(i) for i in (data.get("orphaned_worker_ids") or ()) if isinstance(i, str) and i.strip()
             ),
-            unowned_running=max(0, _int(data.get("unowned_running"))),
-            oldest_unowned_age_sec=_float_or_none(data.get("oldest_unowned_age_sec")),
+            unowned_running=max(0, as_int(data.get("unowned_running"))),
+            oldest_unowned_age_sec=float_or_none(data.get("oldest_unowned_age_sec")),
         )
 
 
@@ -355,7 +359,7 @@ class UnreadableRow:
         if worker_id is None:
             return None  # nothing can address it: no function takes a row without an id
         metadata = row.get("metadata")
-        runpod_id = _str_or_none(metadata.get(Meta.RUNPOD_ID)) if isinstance(metadata, Mapping) else None
+        runpod_id = str_or_none(metadata.get(Meta.RUNPOD_ID)) if isinstance(metadata, Mapping) else None
         return cls(
             id=worker_id, status=_state_or_error(row.get("status")), runpod_id=runpod_id, problem=problem
         )
@@ -376,9 +380,17 @@ class BootOutcome:
     ok: bool
     reason: str | None
     at: datetime
+    # "boot" (a new pod) or "resume" (a stopped pod started again), and the seconds from the intent row
+    # (or the resume request) to the activation, when ok and known: the lead times the wait target uses.
+    kind: str = "boot"
+    seconds: float | None = None
 
     def __post_init__(self) -> None:
         _normalise_datetimes(self)
+
+    @property
+    def is_resume(self) -> bool:
+        return self.kind == "resume"
 
     @classmethod
     def from_json(cls, row: Any) -> BootOutcome:
@@ -392,11 +404,13 @@ class BootOutcome:
             raise ValueError(f"boot outcome ok is not a boolean: {ok!r}")
         return cls(
             worker_id=str(row.get("worker_id") or ""),
-            gpu_type=_str_or_none(row.get("gpu_type")),
-            data_center=_str_or_none(row.get("data_center")),
+            gpu_type=str_or_none(row.get("gpu_type")),
+            data_center=str_or_none(row.get("data_center")),
             ok=ok,
-            reason=_str_or_none(row.get("reason")),
+            reason=str_or_none(row.get("reason")),
             at=at,
+            kind="resume" if str(row.get("kind") or "").strip().lower() == "resume" else "boot",
+            seconds=float_or_none(row.get("seconds")),
         )
 
     @property
@@ -427,9 +441,16 @@ class Snapshot:
     problems: tuple[str, ...] = ()  # rows skipped while parsing, and why
     # Live rows that could not be parsed but have an id: the policy retires them (UnreadableRow).
     unreadable: tuple[UnreadableRow, ...] = ()
+    # Evidence about the work (orchestrator.core.evidence); absent from an older snapshot: empty.
+    arrivals: tuple[tuple[float, int], ...] = ()  # (window_sec, tasks created in it), shortest first
+    task_stats: Mapping[str, TaskStats] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    task_stats_window_sec: float | None = None
 
     def __post_init__(self) -> None:
         _normalise_datetimes(self)
+        object.__setattr__(self, "arrivals", tuple((float(w), int(c)) for w, c in self.arrivals))
+        if not isinstance(self.task_stats, MappingProxyType):
+            object.__setattr__(self, "task_stats", freeze(self.task_stats))
         object.__setattr__(self, "workers", tuple(self.workers))
         object.__setattr__(self, "recent_boots", tuple(self.recent_boots))
         object.__setattr__(self, "problems", tuple(self.problems))
@@ -458,7 +479,7 @@ class Snapshot:
             problems.append(f"snapshot.now: {exc}")
             now = None
         try:
-            queue = Queue.from_json(data.get("queue") if data.get("queue") is not None else {})
+            queue = Queue.from_json(data.get("queue") if data.get("queue") is not None else {}, problems)
         except (TypeError, ValueError) as exc:
             # Without queue figures the policy still heals; demand reads as zero (never spawns for it).
             problems.append(f"snapshot.queue: {exc}")
@@ -498,13 +519,18 @@ class Snapshot:
                 boots.append(BootOutcome.from_json(row))
             except (TypeError, ValueError) as exc:
                 problems.append(f"recent_boots[{index}] skipped: {exc}")
+        stats_window, stats = parse_task_stats(data.get("task_stats"), problems)
+        arrivals = parse_arrivals(data.get("arrivals"), problems)
         return cls(
+            arrivals=arrivals,
+            task_stats=freeze(stats),
+            task_stats_window_sec=stats_window,
             now=now,
             paused=bool(data.get("paused") or False),
             queue=queue,
             workers=tuple(workers),
             recent_boots=tuple(boots),
-            pause_reason=_str_or_none(data.get("pause_reason")),
+            pause_reason=str_or_none(data.get("pause_reason")),
             problems=tuple(problems),
             unreadable=tuple(unreadable),
         )
@@ -550,11 +576,11 @@ class PodView:
             name=str(getattr(pod, "name", "") or ""),
             status=status,
             ssh_ready=bool(getattr(pod, "ssh_ready", False)),
-            cost_per_hr=_float_or_none(getattr(pod, "cost_per_hr", None)),
-            created_at=_ts_or_none(getattr(pod, "created_at", None)),
+            cost_per_hr=float_or_none(getattr(pod, "cost_per_hr", None)),
+            created_at=ts_or_none(getattr(pod, "created_at", None)),
             uptime_sec=float(uptime) if isinstance(uptime, int | float) and uptime > 0 else None,
-            gpu_type=_str_or_none(getattr(pod, "gpu", None)),
-            data_center=_str_or_none(getattr(pod, "data_center", None)),
+            gpu_type=str_or_none(getattr(pod, "gpu", None)),
+            data_center=str_or_none(getattr(pod, "data_center", None)),
         )
 
     @property

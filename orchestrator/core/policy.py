@@ -34,9 +34,9 @@ The rules kept here:
 * **Rows and tasks nobody else moves.** In Progress tasks of a worker that is not live (terminated, or
   no row: ``queue.orphaned_worker_ids``) are requeued. In Progress tasks that name no worker at all
   (legacy data, a hand edit, a claim through a user's access token whose worker went away) are
-  requeued, an attempt counted, once In Progress past ``TASK_STUCK_TIMEOUT_SEC`` (``_orchestrator``
-  types too: their exemption rests on a live worker heartbeating for them, and here nothing says anyone
-  runs them). A row in a state this contract does not know is read as ``error`` and retired. A row the
+  requeued, an attempt counted, once In Progress past ``TASK_STUCK_TIMEOUT_SEC`` (unset: the 1200 s
+  floor of :func:`~orchestrator.core.health.stuck_limit`; ``_orchestrator`` types too: their exemption
+  rests on a live worker heartbeating for them, and here nothing says anyone runs them). A row in a state this contract does not know is read as ``error`` and retired. A row the
   orchestrator cannot act on as a worker is retired with ``unusable_row``: a booting row whose id
   cannot name a pod or a worker process (``WORKER_ID_PATTERN``), and a row the snapshot could not parse
   (``Snapshot.unreadable``: its pod, found by the id its metadata names or by name, is terminated; with
@@ -62,6 +62,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from orchestrator.core import pool
 from orchestrator.core.actions import (
     FailWorker,
     Initialize,
@@ -75,10 +76,10 @@ from orchestrator.core.actions import (
 )
 from orchestrator.core.config import Settings
 from orchestrator.core.draft import Draft
-from orchestrator.core.health import HEALTH_REASONS, REPORTED_FAILURES, health
+from orchestrator.core.health import HEALTH_REASONS, REPORTED_FAILURES, health, unowned_stuck_limit
 from orchestrator.core.limits import backoffs, breaker
 from orchestrator.core.observed import BootOutcome, PodView, Snapshot, Worker, as_utc, freeze
-from orchestrator.core.staffing import draining, new_worker_id, scale_down, scale_up, target
+from orchestrator.core.staffing import draining, new_worker_id, scale_down, scale_up, target, wait_model
 from orchestrator.core.states import Blocked, Meta, PodStatus, Reason, WorkerState, usable_worker_id
 
 __all__ = ["HEALTH_REASONS", "REPORTED_FAILURES", "TERMINATE_RETRY_SEC", "new_worker_id", "plan"]
@@ -110,6 +111,7 @@ def plan(
     booting: list[Worker] = []
     active: list[Worker] = []
     drained: list[Worker] = []
+    stopped: list[Worker] = []
     for worker in d.workers:
         pod = d.pod_of[worker.id]
         status = worker.status
@@ -117,6 +119,12 @@ def plan(
             continue
         if status in (WorkerState.ERROR, WorkerState.TERMINATING):
             _reap(d, worker, pod)
+            continue
+        if status.pooled and worker.running_count == 0:
+            # (A pooled row holding a task, which the database's guards prevent, takes the health
+            # checks below: its EXITED pod fails it and its tasks are requeued.)
+            if pool.pooled(d, worker, pod):
+                stopped.append(worker)
             continue
         if (
             status is WorkerState.SPAWNING
@@ -167,7 +175,7 @@ def plan(
         # In Progress tasks of a worker that is not live: nobody else will ever requeue them.
         d.actions.append(RequeueTasks(reason=Reason.REQUEUE_RETRY, worker_id=worker_id))
     queue = snapshot.queue
-    stuck_limit = float(settings.task_stuck_timeout_sec)
+    stuck_limit = unowned_stuck_limit(settings)
     unowned_age = queue.oldest_unowned_age_sec
     if queue.unowned_running > 0 and unowned_age is not None and unowned_age > stuck_limit:
         # In Progress with no worker named: no row to fail, no heartbeat to go stale, so nothing else
@@ -177,11 +185,15 @@ def plan(
     live, orphan_spend = _orphans(d)
     spend, spend_unknown = d.spend(orphan_spend)
 
-    aim = target(queue, settings)
+    stopped = pool.trim(d, stopped)
+    resumable = [] if snapshot.paused else stopped
+    pooled = pool.size(d)
+    room = pooled < settings.warm_pool_max
+    aim = target(queue, settings, wait_model(d, booting, active, pool=len(resumable), pool_room=room))
     capacity = len(booting) + len(active)
     capacity -= scale_down(d, booting, active, aim, capacity)
     missing = max(0, aim.desired - capacity)
-    reactivated = draining(d, drained, missing)
+    reactivated = draining(d, drained, missing, pooled)
     capacity += reactivated
     missing -= reactivated
 
@@ -192,7 +204,9 @@ def plan(
     pauses = backoffs(outcomes, settings, d.now)
     blocked: list[Blocked] = []
     if missing > 0:
-        blocked = scale_up(d, missing, capacity, aim, live, spend, spend_unknown, brk, pauses, booting)
+        blocked = scale_up(
+            d, missing, capacity, aim, live, spend, spend_unknown, brk, pauses, booting, resumable
+        )
 
     return Plan(
         actions=tuple(d.actions),
@@ -209,6 +223,8 @@ def plan(
         missing=missing,
         paused=snapshot.paused,
         problems=tuple(dict.fromkeys((*snapshot.problems, *d.problems))),
+        pool=pooled,
+        sizing=aim.model.summary() if aim.model is not None else {},
     )
 
 
@@ -299,10 +315,12 @@ def _boot(d: Draft, worker: Worker, pod: PodView | None) -> None:
     if not d.pods_known or pod is None or not d.ours(pod):
         # Without a listing readiness is unknown; a pod without our prefix is not ours to boot.
         return
+    if pool.resuming(d, worker, pod):
+        return
     if (
         pod.status is PodStatus.RUNNING
         and pod.ssh_ready
-        and (status is WorkerState.SPAWNING or worker.initialized_at is None)
+        and (status in (WorkerState.SPAWNING, WorkerState.RESUMING) or worker.initialized_at is None)
     ):
         d.actions.append(
             Initialize(
@@ -401,7 +419,8 @@ def _retire_unreadable(d: Draft) -> None:
 def _orphans(d: Draft) -> tuple[int, float]:
     """Terminate our unclaimed pods; return (live count incl. unclaimed pods, their spend)."""
     claimed = {pod.id for pod in d.pod_of.values() if pod is not None}
-    live = sum(1 for w in d.workers if not w.status.terminal)
+    # Toward MAX_ACTIVE_GPUS: rows whose pod holds a GPU (a stopped pod holds none).
+    live = sum(1 for w in d.workers if w.status.holds_gpu)
     spend = 0.0
     for pod in sorted(d.by_id.values(), key=lambda p: p.id):
         if pod.id in claimed or pod.gone or not d.ours(pod):

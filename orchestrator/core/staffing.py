@@ -38,14 +38,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from orchestrator.core import pool, sizing
 from orchestrator.core.actions import Backoff, Initialize, Promote, Reactivate, Spawn, StartProcess
 from orchestrator.core.config import Settings
-from orchestrator.core.draft import Draft, age
+from orchestrator.core.draft import Draft, age, volume_disk_gb
 from orchestrator.core.limits import Breaker, avoided_pairs, backed_off_everywhere
 from orchestrator.core.observed import Queue, Worker, freeze
-from orchestrator.core.states import Blocked, BreakerState, Meta, Reason
+from orchestrator.core.states import Blocked, BreakerState, Meta, Reason, WorkerState
 
 _EPS = 1e-9
+# With the wait target, the long-idle backstop drains a worker the model keeps only once a task has
+# waited this long: idle workers poll for work every 10 s (the real worker's --poll-interval), so a task
+# queued a moment ago proves nothing against them.
+BACKSTOP_WAIT_SEC = 60.0
 
 
 @dataclass(frozen=True)
@@ -53,21 +58,92 @@ class Target:
     """What the queue asks for this tick, within the configured bounds."""
 
     demand: int  # tasks claimable or running
-    needed: int  # workers the demand alone needs
-    desired: int  # needed + spare, clamped to [min_active, max_active]
+    needed: int  # workers the demand alone needs (TASKS_PER_GPU_THRESHOLD)
+    desired: int  # max(needed, modelled) + spare, clamped to [min_active, max_active]
     min_active: int
     max_active: int
     keep_idle: int
+    modelled: int = 0  # workers the wait target's queueing model asks for (0: off)
+    keep: int = 0  # fewest workers scale-down keeps: at least desired
+    release_after_sec: float = 0.0  # the model's idle time before a surplus worker goes
+    model: sizing.Sizing | None = None
 
 
-def target(queue: Queue, settings: Settings) -> Target:
+def target(queue: Queue, settings: Settings, model: sizing.Sizing | None = None) -> Target:
     demand = queue.claimable + queue.running
     needed = math.ceil(demand / max(1, settings.tasks_per_gpu_threshold))
     max_active = settings.max_active_gpus
     min_active = min(settings.min_active_gpus, max_active)
     keep_idle = settings.machines_to_keep_idle
-    desired = max(min_active, min(max_active, needed + keep_idle))
-    return Target(demand, needed, desired, min_active, max_active, keep_idle)
+    modelled = model.workers if model is not None else 0
+    desired = max(min_active, min(max_active, max(needed, modelled) + keep_idle))
+    keep = desired
+    if model is not None:
+        keep = max(desired, min(max_active, model.keep + keep_idle))
+    release = model.release_after_sec if model is not None else 0.0
+    return Target(demand, needed, desired, min_active, max_active, keep_idle, modelled, keep, release, model)
+
+
+def wait_model(
+    d: Draft, booting: list[Worker], active: list[Worker], pool: int, pool_room: bool
+) -> sizing.Sizing | None:
+    """The wait target's sizing from what the snapshot says (None when WAIT_TARGET_SEC is 0).
+
+    Serving workers with a task are busy (each running its oldest task: one at a time), without one
+    idle; booting ones count with the chance their boot (or resume) is over in time; claimable tasks
+    by type, oldest first as far as the snapshot tells (types in name order, then the untyped rest).
+    """
+    s = d.settings
+    wait = float(s.wait_target_sec)
+    if wait <= 0:
+        return None
+    snap = d.snapshot
+    types = sizing.TypeModel.from_stats(snap.task_stats)
+    busy: list[sizing.Busy] = []
+    idle = 0
+    boots: list[sizing.Booting] = []
+    for worker in active:
+        if worker.id in d.leaving:
+            continue
+        if worker.running_count == 0:
+            idle += 1
+        else:
+            busy.append(_busy(d, worker, types))
+    for worker in booting:
+        if worker.id in d.leaving:
+            continue
+        if worker.running_count > 0:
+            busy.append(_busy(d, worker, types))  # claimed while still initializing
+            continue
+        started = age(d.now, worker.boot_started_at) or 0.0
+        boots.append(sizing.Booting(resume=worker.resume_requested_at is not None, age=max(0.0, started)))
+    queued: list[sizing.Durations] = []
+    by_type = dict(snap.queue.claimable_by_type)
+    for task_type in sorted(by_type):
+        queued.extend([types.of(task_type)] * by_type[task_type])
+    queued.extend([types.fallback] * max(0, snap.queue.claimable - sum(by_type.values())))
+    state = sizing.FleetState(
+        rate=sizing.arrival_rate(snap.arrivals),
+        rate_high=sizing.arrival_rate(snap.arrivals, sizing.KEEP_RATE_SDS),
+        types=types,
+        busy=tuple(busy),
+        idle=idle,
+        booting=tuple(boots),
+        queued=tuple(queued),
+        pool=pool,
+        leads=sizing.Leads.from_boots(snap.recent_boots),
+        max_workers=int(s.max_active_gpus),
+        pool_room=pool_room,
+    )
+    return sizing.size(state, wait, sizing.LATE_TASK_COST_GPU_SEC)
+
+
+def _busy(d: Draft, worker: Worker, types: sizing.TypeModel) -> sizing.Busy:
+    tasks = sorted(worker.running_tasks, key=lambda t: (t.started_at is None, t.started_at or d.now))
+    if tasks:
+        first = tasks[0]
+        return sizing.Busy(types.of(first.task_type), max(0.0, age(d.now, first.started_at) or 0.0))
+    return sizing.Busy(types.fallback, max(0.0, age(d.now, worker.oldest_running_started_at) or 0.0))
 
 
 def new_worker_id(prefix: str, now: datetime, index: int, taken: Iterable[str]) -> str:
@@ -103,7 +179,8 @@ def _idle_sec(d: Draft, worker: Worker) -> float | None:
     if worker.running_count > 0:
         return None
     since = (
-        _later(worker.last_completion_at, worker.activated_at)
+        # A resumed worker's idle time counts from its resume, not from before its stop.
+        _later(worker.last_completion_at, worker.activated_at, worker.resume_requested_at)
         or worker.status_changed_at
         or worker.created_at
     )
@@ -121,12 +198,20 @@ def scale_down(d: Draft, booting: list[Worker], active: list[Worker], aim: Targe
     """Cancel boots and drain idle workers above desired; return how many left capacity."""
     s = d.settings
     removed = 0
-    excess = capacity - aim.desired
+    modelled = aim.model is not None
+    excess = capacity - aim.keep
     # With tasks waiting a booting pod will soon be useful, so only a lowered ceiling (an
-    # operator's MAX_ACTIVE_GPUS=0 emergency stop) cancels boots then.
-    cancel = excess if d.snapshot.queue.claimable == 0 else min(excess, capacity - aim.max_active)
+    # operator's MAX_ACTIVE_GPUS=0 emergency stop) cancels boots then. With the wait target, a boot it
+    # asked for is never cancelled for a dip of its estimate either: most of the boot is billed
+    # already, and once serving the worker is released like any other (to the pool when it has room).
+    quiet = d.snapshot.queue.claimable == 0 and not modelled
+    cancel = excess if quiet else min(excess, capacity - aim.max_active)
     if cancel > 0 and d.pods_known:
-        cancellable = [w for w in booting if w.running_count == 0 and d.cancellable_pod(w)]
+        cancellable = [
+            w
+            for w in booting
+            if w.running_count == 0 and d.cancellable_pod(w) and w.status is not WorkerState.RESUMING
+        ]
         for worker in d.sort_victims(cancellable, lambda w: w.created_at)[:cancel]:
             pod = d.pod_of[worker.id]
             assert pod is not None
@@ -139,7 +224,7 @@ def scale_down(d: Draft, booting: list[Worker], active: list[Worker], aim: Targe
             d.terminate(worker, pod, Reason.CANCEL_BOOT)
             removed += 1
         excess -= removed
-    overcap: float = s.gpu_overcapacity_idle_timeout_sec
+    overcap: float = max(float(s.gpu_overcapacity_idle_timeout_sec), aim.release_after_sec)
     remaining = [w for w in active if w.id not in d.leaving]
     if excess > 0:
         idle = [w for w in remaining if _at_least(_idle_sec(d, w), overcap)]
@@ -147,6 +232,11 @@ def scale_down(d: Draft, booting: list[Worker], active: list[Worker], aim: Targe
             d.drain(worker, Reason.OVERCAPACITY)
             removed += 1
     floor = max(aim.min_active, min(aim.keep_idle, aim.max_active))
+    oldest = d.snapshot.queue.oldest_claimable_age_sec
+    if modelled and (oldest is None or oldest < BACKSTOP_WAIT_SEC):
+        # The model keeps these idle on purpose (headroom for the wait target); the backstop is for a
+        # worker idle while tasks wait, i.e. one not taking them.
+        floor = max(floor, aim.keep)
     staying = capacity - removed
     idle_limit: float = s.gpu_idle_timeout_sec
     long_idle = [w for w in active if w.id not in d.leaving and _at_least(_idle_sec(d, w), idle_limit)]
@@ -159,9 +249,9 @@ def scale_down(d: Draft, booting: list[Worker], active: list[Worker], aim: Targe
     return removed
 
 
-def draining(d: Draft, drained: list[Worker], missing: int) -> int:
-    """Reactivate drained workers while capacity is missing; terminate the idle rest. Returns how many
-    were reactivated."""
+def draining(d: Draft, drained: list[Worker], missing: int, pooled: int = 0) -> int:
+    """Reactivate drained workers while capacity is missing; stop the idle rest into the warm pool while
+    it has room (``pooled``: its size now), terminate the others. Returns how many were reactivated."""
     reactivated = 0
     candidates = [
         w
@@ -183,6 +273,10 @@ def draining(d: Draft, drained: list[Worker], missing: int) -> int:
         pod = d.pod_of[worker.id]
         if d.alive(pod) and d.touchable_id(worker, pod) is not None:
             assert pod is not None
+            if pool.can_stop(d, worker, pod, pooled):
+                pool.stop(d, worker, pod)
+                pooled += 1
+                continue
             reason = Reason.OPERATOR_REQUEST if worker.terminate_requested_at else Reason.DRAINED
             d.terminate(worker, pod, reason)
     return reactivated
@@ -202,12 +296,25 @@ def scale_up(
     breaker: Breaker,
     backoffs: list[Backoff],
     booting: list[Worker],
+    stopped: list[Worker] | None = None,
 ) -> list[Blocked]:
-    """Spawn up to ``missing`` workers within the limits; return what held spawns back."""
+    """Resume pooled pods, then spawn, up to ``missing`` workers within the limits; return what held
+    spawns back. Resumes are not held back by the breaker: a resume's failure is its host's stock, not
+    our image, and a pooled pod has served before."""
     s = d.settings
     blocked: list[Blocked] = []
     if d.snapshot.paused:
         return [Blocked.PAUSED]
+    cap: float = s.max_hourly_spend
+    if stopped and not (cap > 0 and spend_unknown):
+        headroom_now = cap - spend if cap > 0 else None
+        resumed, added = pool.resume(d, stopped, missing, s.max_active_gpus - live, headroom_now)
+        missing -= resumed
+        capacity += resumed
+        live += resumed
+        spend += added
+        if missing <= 0:
+            return blocked
     if breaker.state is BreakerState.OPEN:
         return [Blocked.BREAKER_OPEN]
     count = missing
@@ -228,7 +335,6 @@ def scale_up(
     if count > 0 and not allowed:
         blocked.append(Blocked.BACKOFF)
         count = 0
-    cap: float = s.max_hourly_spend
     headroom = cap - spend if cap > 0 else math.inf
     if cap > 0 and spend_unknown and count > 0:
         # Some worker's price is unknown: the fleet's spend cannot be bounded, so do not add to it.
@@ -251,6 +357,8 @@ def scale_up(
         reason = (
             Reason.DEMAND
             if total <= aim.needed
+            else Reason.WAIT_TARGET
+            if total <= max(aim.needed, aim.modelled)
             else Reason.SPARE
             if total <= aim.needed + aim.keep_idle
             else Reason.FLOOR
@@ -263,7 +371,13 @@ def scale_up(
                 worker_id=worker_id,
                 gpu_types=tuple(types),
                 avoid=avoid,
-                metadata=freeze({Meta.GPU_TYPES: list(types), Meta.SPAWN_REASON: reason.value}),
+                metadata=freeze(
+                    {
+                        Meta.GPU_TYPES: list(types),
+                        Meta.SPAWN_REASON: reason.value,
+                        Meta.DISK_GB: volume_disk_gb(s),
+                    }
+                ),
             )
         )
     return blocked

@@ -167,6 +167,10 @@ class Meta:
     # stop wipes, so a resume the orchestrator asked for may present a new key: the executor re-pins it
     # once and records both in an event; a changed key at any other time is refused.
     PREVIOUS_HOST_KEY_FINGERPRINT = "previous_host_key_fingerprint"
+    # The pod's volume disk in GB as the spawn's create call asks for it (RUNPOD_DISK_SIZE_GB; 0 over REST
+    # v2 with a network volume in its place): what it bills while stopped (the policy's spend, the spend
+    # views and the spend cap read it).
+    DISK_GB = "disk_gb"
 
 
 # --- reason codes ----------------------------------------------------------------------------------
@@ -215,6 +219,7 @@ class Reason(StrEnum):
     POOL_PAUSED = "pool_paused"  # paused with WARM_POOL_TERMINATE_ON_PAUSE
     RESUME_NO_GPU = "resume_no_gpu"  # the host's GPUs were taken: refused, or started without one
     RESUME_FAILED = "resume_failed"  # the start call failed otherwise
+    STOP_FAILED = "stop_failed"  # a stop the provider did not confirm in time: terminated instead
     # reconcile
     ORPHAN_POD = "orphan_pod"
     TERMINATE_RETRY = "terminate_retry"

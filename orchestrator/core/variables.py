@@ -226,9 +226,41 @@ VARIABLES: tuple[Var, ...] = (
         "MAX_HOURLY_SPEND",
         "float",
         0.0,
-        "cap on the fleet's USD per hour at current prices; 0 = no cap",
+        "cap on the fleet's USD per hour at current prices (stopped pods' disks included); 0 = no cap",
         "scaling",
         minimum=0,
+    ),
+    # Chosen on the policy benchmark (docs/policy.md, "The wait target").
+    _v(
+        "WAIT_TARGET_SEC",
+        "float",
+        20,
+        "p95 queue wait (queued -> claimed) the fleet is sized for at least cost, from the recent arrival rate, each task type's durations and the recent boot and resume times; 0 = off (TASKS_PER_GPU_THRESHOLD alone, the earlier rule)",
+        "scaling",
+        minimum=0,
+    ),
+    _v(
+        "WARM_POOL_MAX",
+        "int",
+        10,
+        "stopped pods kept for fast resumes (Runpod stops pods that have a network volume; a stopped pod bills its volume disk only): scale-down stops idle workers into the pool while it has room, scale-up resumes them before spawning; 0 = terminate as before",
+        "scaling",
+        minimum=0,
+    ),
+    _v(
+        "WARM_POOL_TTL_SEC",
+        "int",
+        21600,
+        "a pod stopped longer than this is terminated (the longer it waits, the likelier its host's GPUs are taken); 0 = no limit",
+        "scaling",
+        minimum=0,
+    ),
+    _v(
+        "WARM_POOL_TERMINATE_ON_PAUSE",
+        "bool",
+        False,
+        "terminate the pool's stopped pods while the orchestrator is paused",
+        "scaling",
     ),
     # --- Timeouts ---------------------------------------------------------------------------------
     _v(
@@ -267,11 +299,14 @@ VARIABLES: tuple[Var, ...] = (
         "timeouts",
         minimum=1,
     ),
+    # Unset, not the old fixed 1200: long task types (a long video, a LoRA training: 10-25 minutes) ran
+    # past it on healthy workers and were dead-lettered after three attempts (docs/policy.md, "Long
+    # tasks"). Unset, each running task is judged against its own type's observed durations.
     _v(
         "TASK_STUCK_TIMEOUT_SEC",
         "int",
-        1200,
-        "a task running longer fails its worker and is requeued (types containing _orchestrator exempt)",
+        None,
+        "an explicit stuck-task limit: a task running longer fails its worker and is requeued (types containing _orchestrator exempt); unset (the default) = judged from evidence: past 3x its type's p99 duration over the last day, never before 1200 s, and 3600 s for a type with fewer than 10 completions",
         "timeouts",
         minimum=1,
     ),

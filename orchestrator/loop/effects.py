@@ -20,7 +20,7 @@ import signal
 from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import structlog
 
@@ -36,7 +36,8 @@ The daemon's effects never yield; the simulator's yield the modelled latency of 
 # Fault injection for the crash-recovery tests: the daemon SIGKILLs itself at the named point, the way
 # an OOM kill or a power cut would, so the tests can prove the next run repairs whatever was half done.
 # Points: after_register (intent row written, no pod), after_create (pod created, its id not recorded),
-# before_terminate and after_terminate (around the provider's termination call).
+# before_terminate and after_terminate (around the provider's termination call), before_stop and
+# after_stop, before_resume and after_resume (around the warm pool's provider calls).
 CRASH_POINT_ENV = "ORCHESTRATOR_TEST_CRASH_AT"
 LOG_TAIL_LINES = 40
 DIAGNOSTICS_SSH_TIMEOUT_SEC = 8.0
@@ -50,6 +51,26 @@ class Log(Protocol):
     def info(self, event: str, **fields: Any) -> Any: ...
 
     def warning(self, event: str, **fields: Any) -> Any: ...
+
+
+class ResumeAnswer(Protocol):
+    """The provider's answer to a resume (``ports.ResumeResult``): ``status`` is ``resumed``, ``no_gpu``
+    (the host's GPUs were taken: refused, or started without one), ``gone`` or ``failed``."""
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def detail(self) -> str: ...
+
+
+class PoolProvider(Protocol):
+    """The provider's warm-pool calls (``ports.Provider.stop`` and ``resume``): REST v2's
+    ``POST /v2/pods/{id}/action`` with ``stop`` / ``start``, or GraphQL's ``podStop`` / ``podResume``."""
+
+    def stop(self, runpod_id: str) -> bool: ...
+
+    def resume(self, runpod_id: str) -> ResumeAnswer: ...
 
 
 class Effects(Protocol):
@@ -101,6 +122,10 @@ class Effects(Protocol):
     ) -> Steps[bool]: ...
 
     def terminate(self, runpod_id: str) -> Steps[bool]: ...
+
+    def stop(self, runpod_id: str) -> Steps[bool]: ...
+
+    def resume(self, runpod_id: str) -> Steps[ResumeAnswer]: ...
 
     def pod_status(self, runpod_id: str) -> Steps[Mapping[str, Any] | None]: ...
 
@@ -251,6 +276,12 @@ class LiveEffects:
 
     def terminate(self, runpod_id: str) -> Steps[bool]:
         return at_once(lambda: self.provider.terminate(runpod_id))
+
+    def stop(self, runpod_id: str) -> Steps[bool]:
+        return at_once(lambda: cast(PoolProvider, self.provider).stop(runpod_id))
+
+    def resume(self, runpod_id: str) -> Steps[ResumeAnswer]:
+        return at_once(lambda: cast(PoolProvider, self.provider).resume(runpod_id))
 
     def pod_status(self, runpod_id: str) -> Steps[Mapping[str, Any] | None]:
         return at_once(lambda: self.provider.pod_status(runpod_id))

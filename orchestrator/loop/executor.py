@@ -13,9 +13,9 @@ A handler is a generator over :class:`~orchestrator.loop.effects.Effects`: every
 
 An action that ends billing (fail a worker, a boot step's failure, terminate a pod, close a row) always
 finishes: each step around its ending (diagnostics, the log tail, the details it records, the requeue,
-the metadata merge, the event, the metrics) runs through :func:`_step`, which logs a failure as
-``action_step_failed`` with its context and goes on, so the transition, the requeue and the termination
-(by pod id, which needs nothing from the row) do not depend on one another. The outcome names what was
+the metadata merge, the event, the metrics) runs through :func:`~orchestrator.loop.steps.run_step`,
+which logs a failure as ``action_step_failed`` with its context and goes on, so the transition, the
+requeue and the termination (by pod id, which needs nothing from the row) do not depend on one another. The outcome names what was
 skipped (``skipped_steps``; outcome ``partial``) and the next tick, level-triggered, repairs the rest.
 Only a lost lease stops an ending: the fence before the provider call refuses a stale leader.
 """
@@ -31,19 +31,34 @@ from orchestrator.core.actions import (
     Drain,
     FailWorker,
     Initialize,
+    MarkStopped,
     MarkTerminated,
     Promote,
     Reactivate,
     RequeueTasks,
     RequeueUnownedTasks,
+    ResumePod,
     Spawn,
     StartProcess,
+    StopPod,
     TerminatePod,
 )
 from orchestrator.core.observed import Worker, parse_ts
 from orchestrator.core.states import Meta, Reason, WorkerState
 from orchestrator.loop.effects import Effects, Steps, iso
-from orchestrator.ports import Requeued
+from orchestrator.loop.steps import (
+    count_spawn_failure,
+    estimated_cost,
+    event,
+    fail_after_boot_step,
+    local_step,
+    requeue,
+    run_step,
+    skipped_steps,
+    storable,
+    terminate,
+    to_error,
+)
 
 T = TypeVar("T")
 Outcome = dict[str, Any]
@@ -66,165 +81,13 @@ def run(action: Action, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
     return HANDLERS[type(action)](action, worker, fx)
 
 
-# --- steps shared by the handlers ----------------------------------------------------------------------
-
-
-def _skipped(skipped: list[str]) -> Outcome:
-    return {"skipped_steps": skipped} if skipped else {}
-
-
-def _step(
-    fx: Effects, action: str, step: str, skipped: list[str], steps: Steps[T]
-) -> Steps[tuple[bool, T | None]]:
-    """Run one step of an action that ends billing; ``(done, its value)``.
-
-    Whatever fails here (a database fault, a refused argument, a malformed answer, a bug) is logged
-    with its context and the step skipped, so the steps after it (the transition, the requeue, the
-    termination) still run. ``LeaseLost`` is the exception: a stale leader must stop everything,
-    and the fence before the provider call would refuse it anyway.
-    """
-    try:
-        return True, (yield from steps)
-    except errors.LeaseLost:
-        raise
-    except Exception as exc:
-        fx.log.warning(
-            "action_step_failed",
-            action=action,
-            step=step,
-            error_type=type(exc).__name__,
-            error=str(exc)[:300],
-        )
-        skipped.append(step)
-        return False, None
-
-
-def _local_step(fx: Effects, action: str, step: str, skipped: list[str], call: Callable[[], T]) -> T | None:
-    """:func:`_step` for a call that is not I/O (a metric, an estimate)."""
-    try:
-        return call()
-    except Exception as exc:
-        fx.log.warning(
-            "action_step_failed",
-            action=action,
-            step=step,
-            error_type=type(exc).__name__,
-            error=str(exc)[:300],
-        )
-        skipped.append(step)
-        return None
-
-
-def _event(fx: Effects, kind: str, skipped: list[str] | None, **fields: Any) -> Steps[None]:
-    try:
-        yield from fx.event(kind, **fields)
-    except errors.LeaseLost:
-        raise
-    except Exception as exc:  # the event log is a record: losing one line must not stop an action
-        fx.log.warning("event_not_recorded", kind=kind, error=f"{type(exc).__name__}: {exc}"[:300])
-        if skipped is not None:
-            skipped.append("event")
-
-
-def _to_error(
-    fx: Effects, action: str, worker_id: str, reason: str, metadata: Mapping[str, Any], skipped: list[str]
-) -> Steps[None]:
-    """Transition to ``error`` with the full details; failing that, with the reason alone.
-
-    The details (diagnostics, a log tail) are the likeliest thing to be refused (a NUL byte the
-    jsonb type rejects, a value too large), and a row that cannot say why it failed is still better
-    ended than left running. A row already moved on (terminated by a racing confirmation, deleted)
-    needs no transition: the rest of the ending goes ahead.
-    """
-    try:
-        yield from fx.transition(worker_id, WorkerState.ERROR, reason, metadata)
-        return
-    except errors.LeaseLost:
-        raise
-    except (errors.IllegalTransition, errors.NotFound) as exc:
-        fx.log.info("action_superseded", action=action, step="transition", error=str(exc)[:300])
-        return
-    except Exception as exc:
-        fx.log.warning(
-            "action_step_failed",
-            action=action,
-            step="transition_with_details",
-            error_type=type(exc).__name__,
-            error=str(exc)[:300],
-        )
-    bare = {
-        Meta.ERROR_REASON: reason,
-        Meta.FAILED_AT: iso(fx.now()),
-        Meta.ERROR_DETAILS: "details not recorded (see action_step_failed in the daemon's log)",
-    }
-    yield from _step(
-        fx, action, "transition", skipped, fx.transition(worker_id, WorkerState.ERROR, reason, bare)
-    )
-
-
-def _requeue(fx: Effects, action: str, worker_id: str, reason: str, skipped: list[str]) -> Steps[Requeued]:
-    _done, requeued = yield from _step(fx, action, "requeue", skipped, fx.requeue(worker_id, reason))
-    return requeued if isinstance(requeued, Requeued) else Requeued()
-
-
-def _count_spawn_failure(fx: Effects, action: str, reason: str, skipped: list[str]) -> None:
-    _local_step(fx, action, "metrics", skipped, lambda: fx.count_spawn_failure(reason))
-
-
-def _terminate(
-    fx: Effects,
-    worker_id: str | None,
-    runpod_id: str,
-    reason: str,
-    *,
-    action: str = "terminate_pod",
-    skipped: list[str] | None = None,
-) -> Steps[bool]:
-    """Fence, then terminate ``runpod_id``; record it. Only the fence can stop the termination.
-
-    The provider call is by pod id alone (nothing about the row is needed). What follows it (the
-    metadata merge, the event) is recorded when it can be: if the merge is lost, the next tick
-    simply asks again.
-    """
-    steps = skipped if skipped is not None else []
-    yield from fx.fence("terminate_pod")
-    fx.crash_point("before_terminate")
-    done, answer = yield from _step(fx, action, "terminate", steps, fx.terminate(runpod_id))
-    confirmed = bool(answer) if done else False
-    fx.crash_point("after_terminate")
-    if worker_id:
-        stamp = {Meta.POD_TERMINATE_REQUESTED_AT: iso(fx.now())}
-        yield from _step(fx, action, "record_terminate", steps, fx.merge_metadata(worker_id, stamp))
-    kind = "pod_terminate_requested" if confirmed else "pod_terminate_unconfirmed"
-    yield from _event(fx, kind, steps, worker_id=worker_id, runpod_id=runpod_id, reason=reason)
-    return confirmed
-
-
-def _fail_after_boot_step(
-    fx: Effects, worker_id: str, runpod_id: str, reason: Reason, details: Any, *, action: str = "initialize"
-) -> Steps[list[str]]:
-    """A boot step failed: error with the output, requeue, then terminate at once (it bills until
-    then). Each step runs whatever happened to the one before it; returns the steps skipped."""
-    skipped: list[str] = []
-    metadata = {
-        Meta.ERROR_REASON: reason.value,
-        Meta.ERROR_DETAILS: storable(details),
-        Meta.FAILED_AT: iso(fx.now()),
-    }
-    yield from _to_error(fx, action, worker_id, reason.value, metadata, skipped)
-    _count_spawn_failure(fx, action, reason.value, skipped)
-    yield from _requeue(fx, action, worker_id, reason.value, skipped)
-    yield from _terminate(fx, worker_id, runpod_id, reason.value, action=action, skipped=skipped)
-    return skipped
-
-
 def _start(fx: Effects, worker_id: str, runpod_id: str, fingerprint: str | None) -> Steps[Outcome]:
     # A stale leader's start would run a second worker process beside the new leader's.
     yield from fx.fence("start_process")
     if (yield from fx.start_process(worker_id, runpod_id, fingerprint)):
         yield from fx.merge_metadata(worker_id, {Meta.PROCESS_STARTED_AT: iso(fx.now())})
         return {"outcome": "started"}
-    skipped = yield from _fail_after_boot_step(
+    skipped = yield from fail_after_boot_step(
         fx,
         worker_id,
         runpod_id,
@@ -232,7 +95,7 @@ def _start(fx: Effects, worker_id: str, runpod_id: str, fingerprint: str | None)
         "the start command failed (see worker_start_failed)",
         action="start_process",
     )
-    return {"outcome": "start_failed", **_skipped(skipped)}
+    return {"outcome": "start_failed", **skipped_steps(skipped)}
 
 
 def _diagnostics(fx: Effects, action: FailWorker) -> Steps[dict[str, Any]]:
@@ -279,9 +142,9 @@ def spawn(a: Spawn, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
             Meta.ERROR_DETAILS: str(exc)[:1000],
             Meta.CAPACITY_MISSES: misses,
         }
-        yield from _to_error(fx, a.kind, a.worker_id, Reason.SPAWN_NO_CAPACITY.value, details, skipped)
-        _count_spawn_failure(fx, a.kind, "no_capacity", skipped)
-        return {"outcome": "no_capacity", "error": str(exc)[:300], **_skipped(skipped)}
+        yield from to_error(fx, a.kind, a.worker_id, Reason.SPAWN_NO_CAPACITY.value, details, skipped)
+        count_spawn_failure(fx, a.kind, "no_capacity", skipped)
+        return {"outcome": "no_capacity", "error": str(exc)[:300], **skipped_steps(skipped)}
     except (errors.RunpodError, errors.ConfigError) as exc:
         failure: dict[str, Any] = {
             Meta.ERROR_REASON: Reason.SPAWN_FAILED.value,
@@ -292,12 +155,12 @@ def spawn(a: Spawn, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
         refused = getattr(exc, "capacity_misses", None)
         if refused:
             failure[Meta.CAPACITY_MISSES] = refused
-        yield from _to_error(fx, a.kind, a.worker_id, Reason.SPAWN_FAILED.value, failure, skipped)
-        _count_spawn_failure(fx, a.kind, type(exc).__name__, skipped)
+        yield from to_error(fx, a.kind, a.worker_id, Reason.SPAWN_FAILED.value, failure, skipped)
+        count_spawn_failure(fx, a.kind, type(exc).__name__, skipped)
         fx.log.warning(
             "spawn_failed", worker_id=a.worker_id, error_type=type(exc).__name__, error=str(exc)[:500]
         )
-        return {"outcome": "spawn_failed", "error": str(exc)[:300], **_skipped(skipped)}
+        return {"outcome": "spawn_failed", "error": str(exc)[:300], **skipped_steps(skipped)}
     # The pod exists, its id is not recorded yet: the next run must adopt it by name.
     fx.crash_point("after_create")
     recorded: dict[str, Any] = {
@@ -309,7 +172,7 @@ def spawn(a: Spawn, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
     if pod.capacity_misses:
         recorded[Meta.CAPACITY_MISSES] = [dict(m) for m in pod.capacity_misses]
     # Lost, the pod is adopted by name on the next tick (the row has no id for it yet).
-    yield from _step(fx, a.kind, "record_pod", skipped, fx.merge_metadata(a.worker_id, recorded))
+    yield from run_step(fx, a.kind, "record_pod", skipped, fx.merge_metadata(a.worker_id, recorded))
     # Which daemon created it, under which fencing token: proof that only the leader spawns.
     created = {
         "gpu_type": pod.gpu_type,
@@ -318,7 +181,7 @@ def spawn(a: Spawn, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
         "holder": fx.holder,
         "token": fx.token,
     }
-    yield from _event(
+    yield from event(
         fx,
         "pod_created",
         skipped,
@@ -334,29 +197,40 @@ def spawn(a: Spawn, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
         gpu_type=pod.gpu_type,
         reason=a.reason.value,
     )
-    return {"runpod_id": pod.runpod_id, **_skipped(skipped)}
+    return {"runpod_id": pod.runpod_id, **skipped_steps(skipped)}
 
 
 def initialize(a: Initialize, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
-    if a.from_status is WorkerState.SPAWNING:
+    if a.from_status in (WorkerState.SPAWNING, WorkerState.RESUMING):
         yield from fx.transition(
             a.worker_id, WorkerState.INITIALIZING, Reason.POD_READY.value, {Meta.RUNPOD_ID: a.runpod_id}
         )
-    expected = worker.host_key_fingerprint if worker else None
+    # A resume the orchestrator asked for (requested after the last initialization) may present a new
+    # host key: the image writes its keys to the container disk, which the stop wiped. Accept the key
+    # once, here, and record both; anywhere else a changed key is refused as ever.
+    resumed = worker is not None and worker.resumed_boot
+    expected = None if resumed or worker is None else worker.host_key_fingerprint
     check = yield from fx.check_boot(a.worker_id, a.runpod_id, expected)
     if check.status == "not_ready":
         return {"outcome": "not_ready", "detail": str(check.ssh_error or check.detail or "")[:200]}
     if check.status != "ready":
         details = {k: v for k in ("step", "error", "ssh_error") if (v := getattr(check, k))}
         fx.log.warning("worker_init_failed", worker_id=a.worker_id, **details)
-        skipped = yield from _fail_after_boot_step(fx, a.worker_id, a.runpod_id, Reason.INIT_FAILED, details)
-        return {"outcome": "init_failed", **details, **_skipped(skipped)}
+        skipped = yield from fail_after_boot_step(fx, a.worker_id, a.runpod_id, Reason.INIT_FAILED, details)
+        return {"outcome": "init_failed", **details, **skipped_steps(skipped)}
     ready = {
         Meta.SSH_DETAILS: dict(check.ssh_details) if check.ssh_details is not None else None,
         Meta.HOST_KEY_FINGERPRINT: check.host_key_fingerprint,
         Meta.INITIALIZED_AT: iso(fx.now()),
     }
     yield from fx.merge_metadata(a.worker_id, ready)
+    previous = worker.metadata.get(Meta.PREVIOUS_HOST_KEY_FINGERPRINT) if worker else None
+    if resumed and check.host_key_fingerprint != previous:
+        keys = {"old": previous, "new": check.host_key_fingerprint}
+        yield from event(
+            fx, "host_key_repinned", None, worker_id=a.worker_id, runpod_id=a.runpod_id, details=keys
+        )
+        fx.log.info("host_key_repinned", worker_id=a.worker_id, runpod_id=a.runpod_id, **keys)
     if not a.start_process:
         return {"outcome": "initialized"}
     return (yield from _start(fx, a.worker_id, a.runpod_id, check.host_key_fingerprint))
@@ -378,6 +252,12 @@ def promote(a: Promote, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
         # the first heartbeat after the process start.
         activated = parse_ts(row.get("activated_at"))
         created = parse_ts(row.get("created_at"))
+        if worker is not None and worker.resume_requested_at is not None:
+            # A resumed pod's boot: from the resume request to this activation.
+            activated, created = (
+                parse_ts(row.get("status_changed_at")) or fx.now(),
+                worker.resume_requested_at,
+            )
         if activated is not None and created is not None:
             gpu = (row.get("metadata") or {}).get(Meta.GPU_TYPE) or row.get("instance_type")
             fx.observe_boot(gpu, (activated - created).total_seconds())
@@ -388,18 +268,18 @@ def promote(a: Promote, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
 
 def fail_worker(a: FailWorker, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
     """Diagnostics, ``error``, requeue, terminate: each step runs whatever happened to the one
-    before it (:func:`_step`); only a lost lease stops the rest."""
+    before it (:func:`~orchestrator.loop.steps.run_step`); only a lost lease stops the rest."""
     kind = a.kind
     skipped: list[str] = []
     diagnostics = yield from _diagnostics(fx, a)
     if a.from_status is not WorkerState.ERROR:
         metadata = {**dict(a.metadata), Meta.ERROR_REASON: a.reason.value, Meta.ERROR_DETAILS: diagnostics}
-        yield from _to_error(fx, kind, a.worker_id, a.reason.value, metadata, skipped)
+        yield from to_error(fx, kind, a.worker_id, a.reason.value, metadata, skipped)
     if a.from_status.booting:
         # A boot that never got to serve (timeout, pod failed while booting) is a failed spawn for
         # the metric as for the breaker, not only the boot steps that report their own failure.
-        _count_spawn_failure(fx, kind, a.reason.value, skipped)
-    requeued = yield from _requeue(fx, kind, a.worker_id, a.reason.value, skipped)
+        count_spawn_failure(fx, kind, a.reason.value, skipped)
+    requeued = yield from requeue(fx, kind, a.worker_id, a.reason.value, skipped)
     fx.log.warning(
         "worker_failed",
         worker_id=a.worker_id,
@@ -409,10 +289,10 @@ def fail_worker(a: FailWorker, worker: Worker | None, fx: Effects) -> Steps[Outc
     )
     confirmed = None
     if a.runpod_id:
-        confirmed = yield from _terminate(
+        confirmed = yield from terminate(
             fx, a.worker_id, a.runpod_id, a.reason.value, action=kind, skipped=skipped
         )
-    return {"tasks_reset": requeued.count, "terminate_confirmed": confirmed, **_skipped(skipped)}
+    return {"tasks_reset": requeued.count, "terminate_confirmed": confirmed, **skipped_steps(skipped)}
 
 
 def drain(a: Drain, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
@@ -447,14 +327,14 @@ def terminate_pod(a: TerminatePod, worker: Worker | None, fx: Effects) -> Steps[
                 error=str(exc)[:300],
             )
             skipped.append("transition")
-    confirmed = yield from _terminate(
+    confirmed = yield from terminate(
         fx, a.worker_id, a.runpod_id, a.reason.value, action=a.kind, skipped=skipped
     )
     if a.worker_id is None:
         fx.log.warning(
             "orphan_pod_terminated", runpod_id=a.runpod_id, pod_name=a.pod_name, confirmed=confirmed
         )
-    return {"terminate_confirmed": confirmed, **_skipped(skipped)}
+    return {"terminate_confirmed": confirmed, **skipped_steps(skipped)}
 
 
 def mark_terminated(a: MarkTerminated, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
@@ -464,13 +344,13 @@ def mark_terminated(a: MarkTerminated, worker: Worker | None, fx: Effects) -> St
     skipped: list[str] = []
     reset = 0
     if a.requeue_tasks:
-        reset = (yield from _requeue(fx, kind, a.worker_id, a.reason.value, skipped)).count
-    cost = _local_step(
+        reset = (yield from requeue(fx, kind, a.worker_id, a.reason.value, skipped)).count
+    cost = local_step(
         fx, kind, "cost", skipped, lambda: estimated_cost(worker, fx.now().timestamp()) if worker else None
     )
     yield from fx.transition(a.worker_id, WorkerState.TERMINATED, a.reason.value)
     runpod_id = worker.runpod_id if worker else None
-    yield from _event(
+    yield from event(
         fx,
         "worker_terminated",
         skipped,
@@ -479,7 +359,7 @@ def mark_terminated(a: MarkTerminated, worker: Worker | None, fx: Effects) -> St
         reason=a.reason.value,
         cost_usd=cost,
     )
-    return {"tasks_reset": reset, **_skipped(skipped)}
+    return {"tasks_reset": reset, **skipped_steps(skipped)}
 
 
 def requeue_tasks(a: RequeueTasks, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
@@ -499,6 +379,80 @@ def requeue_unowned_tasks(a: RequeueUnownedTasks, worker: Worker | None, fx: Eff
     return {"tasks_reset": requeued.count}
 
 
+def stop_pod(a: StopPod, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    """``draining -> stopping`` (refused while the worker holds a task: superseded), then the provider's
+    stop, then ``pod_stop_requested_at``. The row is written first, so a crash before the stop leaves a
+    ``stopping`` row whose pod still runs; with no request recorded, the next tick stops it at once:
+    nothing bills untracked, nor for long."""
+    skipped: list[str] = []
+    if a.transition_from is not None:
+        pinned = {Meta.PREVIOUS_HOST_KEY_FINGERPRINT: worker.host_key_fingerprint if worker else None}
+        yield from fx.transition(a.worker_id, WorkerState.STOPPING, a.reason.value, pinned)
+    yield from fx.fence("stop_pod")
+    fx.crash_point("before_stop")
+    done, answer = yield from run_step(fx, a.kind, "stop", skipped, fx.stop(a.runpod_id))
+    accepted = bool(answer) if done else False
+    fx.crash_point("after_stop")
+    # When we last asked (accepted or not): the retries are spaced from it. Lost, the next tick asks again.
+    stamp = {Meta.POD_STOP_REQUESTED_AT: iso(fx.now())}
+    yield from run_step(fx, a.kind, "record_stop", skipped, fx.merge_metadata(a.worker_id, stamp))
+    kind = "pod_stop_requested" if accepted else "pod_stop_unconfirmed"
+    yield from event(fx, kind, skipped, worker_id=a.worker_id, runpod_id=a.runpod_id, reason=a.reason.value)
+    return {"stop_accepted": accepted, **skipped_steps(skipped)}
+
+
+def mark_stopped(a: MarkStopped, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    yield from fx.transition(
+        a.worker_id, WorkerState.STOPPED, a.reason.value, {Meta.STOPPED_AT: iso(fx.now())}
+    )
+    return {}
+
+
+def resume_pod(a: ResumePod, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    """``stopped -> resuming`` (the row first: a crash before the start leaves a ``resuming`` row whose
+    pod is still EXITED, which the next tick starts again), then the provider's start. No GPU on the
+    host: the pod is terminated (``resume_no_gpu``, not a boot failure) and the next tick spawns."""
+    skipped: list[str] = []
+    if worker is None or worker.status is WorkerState.STOPPED:
+        previous = worker.metadata.get(Meta.PREVIOUS_HOST_KEY_FINGERPRINT) if worker else None
+        fresh = {
+            Meta.RESUME_REQUESTED_AT: iso(fx.now()),
+            Meta.RESUMES: (worker.resumes if worker else 0) + 1,
+            # The stop wiped the container disk: the checks and the process start are redone.
+            Meta.INITIALIZED_AT: None,
+            Meta.PROCESS_STARTED_AT: None,
+            Meta.SSH_DETAILS: None,
+            Meta.HOST_KEY_FINGERPRINT: None,
+            Meta.PREVIOUS_HOST_KEY_FINGERPRINT: previous or (worker.host_key_fingerprint if worker else None),
+        }
+        yield from fx.transition(a.worker_id, WorkerState.RESUMING, a.reason.value, fresh)
+    yield from fx.fence("resume_pod")
+    fx.crash_point("before_resume")
+    done, answer = yield from run_step(fx, a.kind, "resume", skipped, fx.resume(a.runpod_id))
+    fx.crash_point("after_resume")
+    status = str(getattr(answer, "status", "failed")) if done else "failed"
+    detail = str(getattr(answer, "detail", "") or "")[:500]
+    if status == "resumed":
+        yield from event(fx, "pod_resume_requested", skipped, worker_id=a.worker_id, runpod_id=a.runpod_id)
+        return {"outcome": "resumed", **skipped_steps(skipped)}
+    if status == "no_gpu":
+        # The host's GPUs were taken: a normal event. End the pod; the next tick spawns a replacement.
+        fx.log.info("pod_resume_no_gpu", worker_id=a.worker_id, runpod_id=a.runpod_id, detail=detail)
+        why = {Meta.ERROR_DETAILS: detail}
+        moved = fx.transition(a.worker_id, WorkerState.TERMINATING, Reason.RESUME_NO_GPU.value, why)
+        yield from run_step(fx, a.kind, "transition", skipped, moved)
+        confirmed = yield from terminate(
+            fx, a.worker_id, a.runpod_id, Reason.RESUME_NO_GPU.value, action=a.kind, skipped=skipped
+        )
+        return {"outcome": "no_gpu", "terminate_confirmed": confirmed, **skipped_steps(skipped)}
+    # Gone (the next tick's listing closes the row) or failed otherwise (the policy re-sends the start;
+    # the resume's boot timeout bounds it).
+    fx.log.warning(
+        "pod_resume_failed", worker_id=a.worker_id, runpod_id=a.runpod_id, status=status, detail=detail
+    )
+    return {"outcome": f"resume_{status}", **skipped_steps(skipped)}
+
+
 HANDLERS: Mapping[type[Action], Handler] = {
     Spawn: spawn,
     Initialize: initialize,
@@ -511,29 +465,7 @@ HANDLERS: Mapping[type[Action], Handler] = {
     MarkTerminated: mark_terminated,
     RequeueTasks: requeue_tasks,
     RequeueUnownedTasks: requeue_unowned_tasks,
+    StopPod: stop_pod,
+    MarkStopped: mark_stopped,
+    ResumePod: resume_pod,
 }
-
-
-# --- values ---------------------------------------------------------------------------------------------
-
-
-def estimated_cost(worker: Worker, now_epoch: float) -> float | None:
-    """USD billed for a worker's pod, estimated from its price and lifetime (the provider's bill is authoritative)."""
-    price = worker.cost_per_hr
-    if not price or worker.created_at is None:
-        return None
-    hours = max(0.0, now_epoch - worker.created_at.timestamp()) / 3600.0
-    return round(price * hours, 6)
-
-
-def storable(value: Any) -> Any:
-    """``value`` with every NUL character removed from its text: PostgreSQL's jsonb refuses ``\\u0000``,
-    and a log tail or a provider's answer may carry one (a binary log line), which would make the
-    transition that records it fail."""
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, Mapping):
-        return {str(k).replace("\x00", ""): storable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [storable(v) for v in value]
-    return value

@@ -18,6 +18,7 @@ simulated daemon loses every step not yet run (:meth:`VirtualExecutor.restart`).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,15 @@ SSH_TIMEOUT_SEC = 10.0  # an SSH connect that times out: the pod is not ready ye
 SCALE_DOWN = frozenset(
     {Reason.IDLE.value, Reason.OVERCAPACITY.value, Reason.DRAINED.value, Reason.CANCEL_BOOT.value}
 )
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """The provider port's answer to a resume (``ports.ResumeResult``'s fields the executor reads)."""
+
+    status: str
+    detail: str = ""
+    gpu_count: int | None = None
 
 
 class VirtualEffects:
@@ -128,10 +138,16 @@ class VirtualEffects:
         if rng.random() < sim.faults.init_fail:
             sim.counters["init_failures"] += 1
             return BootCheck("failed", worker_id, runpod_id, step="checks")
+        # The image writes new host keys at each start, on the container disk a stop wipes: a resumed
+        # pod presents a new key, which only a caller that expects none (a resume it asked for) accepts.
+        key = f"SHA256:{pod.id}" + (f":{pod.resumes}" if pod.resumes else "")
+        if expected_fingerprint is not None and expected_fingerprint != key:
+            sim.counters["host_key_refused"] += 1
+            return BootCheck("failed", worker_id, runpod_id, step="ssh", ssh_error="host_key_changed")
+        if pod.resumes and expected_fingerprint is None:
+            sim.counters["host_key_repins"] += 1
         ssh = {"ip": "10.0.0.1", "port": 22}
-        return BootCheck(
-            "ready", worker_id, runpod_id, ssh_details=ssh, host_key_fingerprint=f"SHA256:{pod.id}"
-        )
+        return BootCheck("ready", worker_id, runpod_id, ssh_details=ssh, host_key_fingerprint=key)
 
     def start_process(self, worker_id: str, runpod_id: str, expected_fingerprint: str | None) -> Steps[bool]:
         sim = self.sim
@@ -155,6 +171,25 @@ class VirtualEffects:
     def terminate(self, runpod_id: str) -> Steps[bool]:
         yield self.sim.boot.api_latency
         return self.sim.provider.terminate(runpod_id)
+
+    def stop(self, runpod_id: str) -> Steps[bool]:
+        yield self.sim.boot.api_latency / 2
+        accepted = self.sim.provider.stop(runpod_id)
+        if accepted:
+            self.sim.counters["stops"] += 1
+        yield self.sim.boot.api_latency / 2
+        return accepted
+
+    def resume(self, runpod_id: str) -> Steps[Resumed]:
+        sim = self.sim
+        yield sim.boot.api_latency / 2
+        status, detail = sim.provider.start(runpod_id)
+        if status == "resumed":
+            sim.counters["resumes"] += 1
+        elif status == "no_gpu":
+            sim.counters["resume_failures"] += 1
+        yield sim.boot.api_latency / 2
+        return Resumed(status, detail)
 
     def pod_status(self, runpod_id: str) -> Steps[Mapping[str, Any] | None]:
         yield self.sim.boot.api_latency

@@ -21,7 +21,7 @@ import contextlib
 import functools
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from orchestrator.core import errors
@@ -58,6 +58,40 @@ class BootModel:
 
 
 @dataclass
+class ResumeModel:
+    """Stopping and resuming pods (the warm pool), in virtual seconds and dollars.
+
+    Runpod's docs ("Manage Pods"; troubleshooting, "Pod migration", docs.runpod.io): a pod with a network
+    volume can be stopped; it frees its GPU, keeps its volume disk and starts again on the same host with
+    its image cached there, unless another user took the host's GPUs meanwhile: then the start is refused
+    ("There are not enough free GPUs on the host machine to start this pod") or the pod comes back
+    without a GPU, and must be replaced. The stop wipes the container disk, where the image writes its
+    SSH host keys at start-up, so a resumed pod presents a new host key. Prices (Runpod's pricing page,
+    docs.runpod.io/pods/pricing): a stopped volume disk bills 0.20 USD/GB/month.
+
+    Where the sources are silent, the harsher case: a resume is as slow as a cached-image boot with more
+    spread (median 30 s, sigma 0.3 against 0.2); a stop takes ``stop_latency`` seconds (Docker's default
+    10 s grace before it kills the container) during which the GPU still bills, and the worker process
+    dies at once; a month of disk billing is 30 days; the failure share is a flat knob
+    (``failure_share``), each resume drawing on its own.
+    """
+
+    failure_share: float = 0.3  # share of resumes that find the host's GPUs taken ("no_gpu")
+    median: float = 30.0  # start asked -> RUNNING with SSH published
+    sigma: float = 0.3
+    stop_latency: float = 10.0  # stop asked -> EXITED (the GPU bills until then)
+    disk_gb: float = 20.0  # RUNPOD_DISK_SIZE_GB: the volume disk a stopped pod keeps
+    disk_usd_per_gb_month: float = 0.20
+
+    @property
+    def stopped_usd_per_hr(self) -> float:
+        return self.disk_gb * self.disk_usd_per_gb_month / 720.0
+
+    def draw(self, rng: random.Random) -> float:
+        return self.median * rng.lognormvariate(0.0, self.sigma)
+
+
+@dataclass
 class Faults:
     """Injected failures; all zero for the policy benchmark, set for the chaos soak."""
 
@@ -82,17 +116,45 @@ class SimPod:
     ready_at: float | None  # RUNNING with SSH published from then; None = never boots
     terminated_at: float | None = None
     process: SimWorker | None = None
+    # Billing spans [start, end or None]: the GPU from each start to the stop taking effect (or the
+    # termination), the volume disk while stopped.
+    gpu_spans: list[list[float | None]] = field(default_factory=list)
+    disk_spans: list[list[float | None]] = field(default_factory=list)
+    stopped_from: float | None = None  # EXITED from then (None: not stopped)
+    resumes: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.gpu_spans:
+            self.gpu_spans = [[self.created_at, None]]
 
     @property
     def alive(self) -> bool:
         return self.terminated_at is None
 
+    @property
+    def holds_gpu(self) -> bool:
+        """Alive and not stopped (a stopping pod bills its GPU until the stop takes effect)."""
+        return self.alive and self.stopped_from is None
+
     def status(self, now: float) -> PodStatus:
         if not self.alive:
             return PodStatus.TERMINATED
+        if self.stopped_from is not None:
+            return PodStatus.EXITED if now >= self.stopped_from else PodStatus.RUNNING
         if self.ready_at is not None and now >= self.ready_at:
             return PodStatus.RUNNING
         return PodStatus.PROVISIONING
+
+    def gpu_seconds(self, until: float) -> float:
+        return _span_seconds(self.gpu_spans, until)
+
+    def disk_seconds(self, until: float) -> float:
+        return _span_seconds(self.disk_spans, until)
+
+    def close_spans(self, when: float) -> None:
+        for spans in (self.gpu_spans, self.disk_spans):
+            if spans and spans[-1][1] is None:
+                spans[-1][1] = max(when, spans[-1][0] or when)
 
     def view(self, now: float) -> PodView:
         status = self.status(now)
@@ -119,6 +181,8 @@ class SimProvider:
         faults: Faults,
         capacity: int = 24,
         prices: Mapping[str, float] = PRICES,
+        resume: ResumeModel | None = None,
+        seed: int = 0,
     ) -> None:
         self.clock = clock
         self.rng = rng
@@ -126,6 +190,10 @@ class SimProvider:
         self.faults = faults
         self.capacity = capacity
         self.prices = dict(prices)
+        self.resume = resume or ResumeModel()
+        # Its own stream: the pool's draws must not shift the boots' (a run without the pool stays the
+        # run it was).
+        self.rng_resume = random.Random(f"resume-{seed}")
         self.pods: dict[str, SimPod] = {}
         self._alive: dict[str, SimPod] = {}
         self._n = 0
@@ -164,14 +232,66 @@ class SimProvider:
     def alive_pods(self) -> list[SimPod]:
         return list(self._alive.values())
 
+    def gpu_pods(self) -> list[SimPod]:
+        """Pods holding a GPU (a stopped pod holds none: the capacity and MAX_ACTIVE_GPUS count these)."""
+        return [p for p in self._alive.values() if p.holds_gpu]
+
+    def stop(self, pod_id: str) -> bool:
+        """``POST /v2/pods/{id}/action {"action": "stop"}``: accepted (True, or already stopping or
+        stopped); the worker process dies at once, the pod is EXITED ``stop_latency`` later and bills
+        its GPU until then, its disk after. False on an API error or an unknown pod."""
+        try:
+            self._check_api("stop_pod")
+        except errors.RunpodError:
+            return False
+        pod = self._alive.get(pod_id)
+        if pod is None:
+            return False
+        if pod.stopped_from is not None:
+            return True
+        when = self.clock.now + self.resume.stop_latency
+        pod.stopped_from = when
+        if pod.process is not None:
+            pod.process.kill()
+            pod.process = None
+        pod.gpu_spans[-1][1] = when
+        pod.disk_spans.append([when, None])
+        return True
+
+    def start(self, pod_id: str) -> tuple[str, str]:
+        """``POST /v2/pods/{id}/action {"action": "start"}`` on the pod's old host: ``(status, detail)``
+        with the provider port's statuses (``resumed``, ``no_gpu``, ``gone``, ``failed``)."""
+        try:
+            self._check_api("start_pod")
+        except errors.RunpodError as exc:
+            return "failed", str(exc)
+        pod = self._alive.get(pod_id)
+        if pod is None:
+            return "gone", f"pod {pod_id} not found"
+        now = self.clock.now
+        if pod.stopped_from is None:
+            return "resumed", "already running"
+        if now < pod.stopped_from:
+            return "failed", "the pod is still stopping"
+        if self.rng_resume.random() < self.resume.failure_share:
+            return "no_gpu", "There are not enough free GPUs on the host machine to start this pod"
+        if len(self.gpu_pods()) >= self.capacity:
+            return "no_gpu", "There are not enough free GPUs on the host machine to start this pod"
+        pod.disk_spans[-1][1] = now
+        pod.gpu_spans.append([now, None])
+        pod.stopped_from = None
+        pod.resumes += 1
+        pod.ready_at = now + self.resume.draw(self.rng_resume)
+        return "resumed", ""
+
     def create(self, name: str, gpu_types: Sequence[str]) -> SimPod:
         try:
             self._check_api("create_pod")
         except errors.RunpodTransientError:
-            if self.rng.random() < self.faults.ghost_create and len(self._alive) < self.capacity:
+            if self.rng.random() < self.faults.ghost_create and len(self.gpu_pods()) < self.capacity:
                 self._make(name, gpu_types[0])  # the provider did it; the answer was lost
             raise
-        if len(self._alive) >= self.capacity:
+        if len(self.gpu_pods()) >= self.capacity:
             raise errors.RunpodCapacityError(f"no {gpu_types[0]} available", status=409)
         return self._make(name, gpu_types[0])
 
@@ -203,6 +323,7 @@ class SimProvider:
         pod = self._alive.pop(pod_id, None)
         if pod is not None:
             pod.terminated_at = self.clock.now
+            pod.close_spans(self.clock.now)
             if pod.process is not None:
                 pod.process.kill()
             if self.on_terminate is not None:
@@ -210,18 +331,18 @@ class SimProvider:
         return True
 
     def billed_seconds(self, until: float) -> float:
-        return sum(
-            max(0.0, min(p.terminated_at if p.terminated_at is not None else until, until) - p.created_at)
-            for p in self.pods.values()
-        )
+        """GPU-seconds billed (stopped pods' disks are :meth:`disk_cost`)."""
+        return sum(p.gpu_seconds(until) for p in self.pods.values())
+
+    def disk_cost(self, until: float) -> float:
+        """USD billed for stopped pods' volume disks."""
+        seconds = sum(p.disk_seconds(until) for p in self.pods.values())
+        return seconds * self.resume.stopped_usd_per_hr / 3600.0
 
     def cost(self, until: float) -> float:
-        return sum(
-            max(0.0, min(p.terminated_at if p.terminated_at is not None else until, until) - p.created_at)
-            * p.cost_per_hr
-            / 3600.0
-            for p in self.pods.values()
-        )
+        """Everything billed: GPUs while held, volume disks while stopped."""
+        gpus = sum(p.gpu_seconds(until) * p.cost_per_hr / 3600.0 for p in self.pods.values())
+        return gpus + self.disk_cost(until)
 
 
 # --- the worker process ----------------------------------------------------------------------------
@@ -318,3 +439,12 @@ class SimWorker:
         self.sim.on_finish(self, task)
         self.task = None
         self.sim.clock.schedule(self.AFTER_TASK_SEC, self._claim)
+
+
+def _span_seconds(spans: list[list[float | None]], until: float) -> float:
+    total = 0.0
+    for start, end in spans:
+        begin = start or 0.0
+        stop = until if end is None else min(end, until)
+        total += max(0.0, stop - begin)
+    return total

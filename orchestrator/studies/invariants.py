@@ -41,11 +41,13 @@ class Invariants:
 
     def on_create(self, pod: SimPod) -> None:
         s = self.sim.settings
-        alive = self.sim.provider.alive_pods()
+        provider = self.sim.provider
+        alive = provider.gpu_pods()  # a stopped pod holds no GPU and bills its disk only
         if len(alive) > int(s.max_active_gpus):
-            self.add("max_exceeded", f"{len(alive)} pods alive > MAX_ACTIVE_GPUS={s.max_active_gpus}")
+            self.add("max_exceeded", f"{len(alive)} pods holding a GPU > MAX_ACTIVE_GPUS={s.max_active_gpus}")
         cap = float(s.max_hourly_spend)
-        spend = sum(p.cost_per_hr for p in alive)
+        stopped = len(provider.alive_pods()) - len(alive)
+        spend = sum(p.cost_per_hr for p in alive) + stopped * provider.resume.stopped_usd_per_hr
         if cap > 0 and spend > cap + 1e-9:
             self.add("spend_cap_exceeded", f"{spend:.2f} USD/h > MAX_HOURLY_SPEND={cap:g}")
 
@@ -67,7 +69,7 @@ class Invariants:
     def on_tick(self, listing_ok: bool) -> None:
         sim, s = self.sim, self.sim.settings
         now = sim.clock.now
-        live_rows = sum(1 for w in sim.db.live_workers())
+        live_rows = sum(1 for w in sim.db.live_workers() if w.status != "stopped")
         if live_rows > int(s.max_active_gpus):
             self.add("max_exceeded", f"{live_rows} live worker rows > MAX_ACTIVE_GPUS={s.max_active_gpus}")
         # Leaks: a pod of ours no live row claims, past the orphan grace, still alive after two

@@ -18,17 +18,25 @@ tests/unit/test_vtime.py runs one script against this and against the real SQL a
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.core import errors
+from orchestrator.core.evidence import RunningTask, TaskStats
 from orchestrator.core.observed import BootOutcome, Queue, Snapshot, Worker
 from orchestrator.core.states import Meta, WorkerState, legal_move
 from orchestrator.studies.clock import Clock, at
 
 BOOTING = ("spawning", "initializing")
+# orch_snapshot's evidence windows: arrivals counted over these, durations over the last day.
+ARRIVAL_WINDOWS = (600.0, 3600.0)
+TASK_STATS_WINDOW_SEC = 86400.0
+# The day's statistics are recomputed on a completion and, as the window slides, at most this often.
+STATS_REFRESH_SEC = 600.0
 
 
 @dataclass
@@ -61,6 +69,7 @@ class WorkerRow:
     boot_outcome_at: float | None = None
     reported_status: str | None = None
     reported_at: float | None = None
+    resume_started_at: float | None = None  # a resume under way (its outcome not yet written)
 
 
 class SimDB:
@@ -86,18 +95,25 @@ class SimDB:
         self.running_total = 0  # sum of the sets' sizes, kept so a snapshot need not add them up
         self.last_completion: dict[str, float] = {}
         self.on_queued: Callable[[], None] | None = None  # the NOTIFY trigger
+        self._arrivals: list[float] = []  # created_at of every task, in order (the clock only moves on)
+        self.claimable_by_type: dict[str, int] = {}
+        self._durations: dict[str, list[tuple[float, float]]] = {}  # type -> [(completed at, seconds)]
+        self._stats: tuple[float, dict[str, TaskStats]] | None = None
+        self._resumes: list[BootOutcome] = []  # each resume's outcome, in time order
 
     # -- tasks ------------------------------------------------------------------------------------
 
     def insert_task(self, task_id: str, task_type: str, duration: float) -> TaskRow:
         row = TaskRow(task_id, task_type, self.clock.now, duration)
         self.tasks[task_id] = row
+        self._arrivals.append(row.created_at)
         self._enqueue(row)
         return row
 
     def _enqueue(self, row: TaskRow) -> None:
         heapq.heappush(self._queued, (row.created_at, row.id))
         self.claimable += 1
+        self.claimable_by_type[row.task_type] = self.claimable_by_type.get(row.task_type, 0) + 1
         if self.on_queued is not None:
             self.on_queued()
 
@@ -127,6 +143,11 @@ class SimDB:
             return None
         heapq.heappop(self._queued)
         self.claimable -= 1
+        left = self.claimable_by_type[row.task_type] - 1
+        if left:
+            self.claimable_by_type[row.task_type] = left
+        else:
+            del self.claimable_by_type[row.task_type]
         now = self.clock.now
         row.status, row.worker_id, row.started_at = "In Progress", worker_id, now
         if row.first_started_at is None:
@@ -143,6 +164,11 @@ class SimDB:
             return False
         holder = row.worker_id
         row.status, row.processed_at = "Complete", self.clock.now
+        if row.started_at is not None:
+            self._durations.setdefault(row.task_type, []).append(
+                (row.processed_at, row.processed_at - row.started_at)
+            )
+            self._stats = None
         ids = self.running[holder]  # In Progress under its holder: it is in the set
         ids.discard(task_id)
         if not ids:
@@ -241,7 +267,7 @@ class SimDB:
                 f'illegal transition for worker "{worker_id}": {frm} -> {to}',
                 code="OR002",
             )
-        if frm == "draining" and to == "terminating" and self.running.get(worker_id):
+        if frm == "draining" and to in ("terminating", "stopping") and self.running.get(worker_id):
             # The real worker keeps claiming after a drain until the guard refuses it: a claim that
             # won the race holds a task, so the pod must not go.
             raise errors.IllegalTransition(
@@ -253,6 +279,10 @@ class SimDB:
             w.activated_at = now
         if to == "terminated":
             self._live.pop(worker_id, None)
+        if to == "resuming":
+            w.resume_started_at = now
+        elif w.resume_started_at is not None and to not in ("resuming", "initializing"):
+            self._resume_outcome(w, to, reason, now)
         if w.boot_outcome_at is None:
             if to == "active":
                 w.boot_outcome, w.boot_outcome_at = "activated", now
@@ -262,6 +292,24 @@ class SimDB:
                 self._boots.append(w)
         w.metadata.update(metadata or {})
         return w
+
+    def _resume_outcome(self, w: WorkerRow, to: str, reason: str | None, now: float) -> None:
+        """A resume ended: activated (ok, with its seconds from the request) or not (its reason)."""
+        ok = to == "active"
+        started = w.resume_started_at or now
+        self._resumes.append(
+            BootOutcome(
+                worker_id=w.id,
+                gpu_type=w.metadata.get(Meta.GPU_TYPE) or w.instance_type,
+                data_center=w.metadata.get(Meta.DATA_CENTER),
+                ok=ok,
+                reason="activated" if ok else (reason or to),
+                at=at(now),
+                kind="resume",
+                seconds=round(now - started, 3) if ok else None,
+            )
+        )
+        w.resume_started_at = None
 
     def merge_worker_metadata(self, worker_id: str, metadata: Mapping[str, Any]) -> WorkerRow:
         w = self._lock(worker_id, "orch_merge_worker_metadata")
@@ -310,6 +358,10 @@ class SimDB:
                 r.started_at for r in tasks if "_orchestrator" not in r.task_type and r.started_at is not None
             ]
             last = self.last_completion.get(w.id)
+            running_tasks = tuple(
+                RunningTask(r.id, r.task_type, at(r.started_at) if r.started_at is not None else None)
+                for r in tasks
+            )
             workers.append(
                 Worker(
                     id=w.id,
@@ -329,6 +381,7 @@ class SimDB:
                     last_completion_at=at(last) if last is not None else None,
                     reported_status=w.reported_status,
                     reported_at=at(w.reported_at) if w.reported_at is not None else None,
+                    running_tasks=running_tasks,
                 )
             )
         workers.sort(key=lambda x: (x.created_at, x.id))
@@ -352,10 +405,43 @@ class SimDB:
                 queued_total=self.claimable,
                 oldest_claimable_age_sec=round(now - oldest.created_at, 3) if oldest else None,
                 running=running_total,
+                claimable_by_type=dict(self.claimable_by_type),
             ),
             workers=tuple(workers),
-            recent_boots=tuple(self._boot_view(w) for w in boots),
+            recent_boots=self._recent_boots(boots, prefix),
+            arrivals=tuple((window, self._arrived_within(window)) for window in ARRIVAL_WINDOWS),
+            task_stats=self.task_stats(),
+            task_stats_window_sec=TASK_STATS_WINDOW_SEC,
         )
+
+    def _recent_boots(self, boots: list[WorkerRow], prefix: str | None) -> tuple[BootOutcome, ...]:
+        """The 50 newest boot and resume outcomes, newest first."""
+        views = [self._boot_view(w) for w in boots]
+        resumes = [r for r in self._resumes[-50:] if not prefix or r.worker_id.startswith(prefix)]
+        if not resumes:
+            return tuple(views)
+        merged = sorted([*views, *resumes], key=lambda o: o.at, reverse=True)
+        return tuple(merged[:50])
+
+    def _arrived_within(self, window: float) -> int:
+        """Tasks created in the last ``window`` seconds (``created_at > now() - window``)."""
+        return len(self._arrivals) - bisect.bisect_right(self._arrivals, self.clock.now - window)
+
+    def task_stats(self) -> dict[str, TaskStats]:
+        """Per type, the durations of the completions of the last day (orch_snapshot's ``task_stats``):
+        count, mean, sample standard deviation, percentiles interpolated as ``percentile_cont``, max."""
+        now = self.clock.now
+        if self._stats is not None and now - self._stats[0] < STATS_REFRESH_SEC:
+            return self._stats[1]
+        out: dict[str, TaskStats] = {}
+        for task_type, rows in self._durations.items():
+            cut = bisect.bisect_right(rows, (now - TASK_STATS_WINDOW_SEC, math.inf))
+            if cut:
+                del rows[:cut]
+            if rows:
+                out[task_type] = _stats(task_type, [d for _t, d in rows])
+        self._stats = (now, out)
+        return out
 
     def _boot_view(self, w: WorkerRow) -> BootOutcome:
         # Built once per worker (an outcome never changes; the metadata it names rarely does): the
@@ -364,16 +450,43 @@ class SimDB:
         cached = self._boot_views.get(w.id)
         if cached is not None and cached.gpu_type == gpu and cached.data_center == dc:
             return cached
+        ok = w.boot_outcome == "activated"
         view = BootOutcome(
             worker_id=w.id,
             gpu_type=gpu,
             data_center=dc,
-            ok=w.boot_outcome == "activated",
+            ok=ok,
             reason=w.boot_outcome,
             at=at(w.boot_outcome_at or 0.0),
+            kind="boot",
+            # The intent row's creation to the activation: the boot's lead time.
+            seconds=round((w.boot_outcome_at or w.created_at) - w.created_at, 3) if ok else None,
         )
         self._boot_views[w.id] = view
         return view
 
     def live_workers(self) -> list[WorkerRow]:
         return list(self._live.values())
+
+
+def _stats(task_type: str, durations: list[float]) -> TaskStats:
+    n = len(durations)
+    mean = sum(durations) / n
+    std = math.sqrt(sum((d - mean) ** 2 for d in durations) / (n - 1)) if n > 1 else 0.0
+    ordered = sorted(durations)
+
+    def pct(q: float) -> float:
+        k = (n - 1) * q
+        lo, hi = math.floor(k), math.ceil(k)
+        return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+    return TaskStats(
+        task_type=task_type,
+        completions=n,
+        mean_sec=round(mean, 3),
+        stddev_sec=round(std, 3),
+        p50_sec=round(pct(0.50), 3),
+        p95_sec=round(pct(0.95), 3),
+        p99_sec=round(pct(0.99), 3),
+        max_sec=round(ordered[-1], 3),
+    )

@@ -49,6 +49,9 @@ from orchestrator.studies.traces import Trace
 PlanFn = Callable[..., Plan]
 
 SERVERLESS_QUEUE_DELAY_SEC = 4.0
+# What turns this daemon's wait target and warm pool off: the earlier rule (TASKS_PER_GPU_THRESHOLD alone,
+# idle workers terminated). The competitors run without them.
+PLAIN: Mapping[str, Any] = {"WAIT_TARGET_SEC": 0, "WARM_POOL_MAX": 0}
 # Rate-clairvoyant staffing (``bench/frontier.py``): the arrival rate is counted over this window ...
 RATE_WINDOW_SEC = 1200.0
 # ... centred this far ahead: about one boot, the checks and the first heartbeat.
@@ -210,15 +213,20 @@ def specs(base: Settings | None = None, ours_changes: Mapping[str, Any] | None =
     """Every policy of the benchmark, from one base configuration (defaults unless given)."""
     base = base or defaults()
     ours = base.replace(**ours_changes) if ours_changes else base
-    old = base.replace(
+    # The competitors are scaling rules of their own: no wait target, no warm pool (the old system could
+    # only terminate, Serverless's workers are not ours to stop).
+    plain = base.replace(**PLAIN)
+    old = plain.replace(
         MIN_ACTIVE_GPUS=0,
         TASKS_PER_GPU_THRESHOLD=1,
         MACHINES_TO_KEEP_IDLE=0,
         GPU_IDLE_TIMEOUT_SEC=600,
         GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC=600,
         ORCHESTRATOR_POLL_SEC=30,
+        # The old system's fixed stuck-task timeout (it failed long tasks' healthy workers at 20 minutes).
+        TASK_STUCK_TIMEOUT_SEC=1200,
     )
-    serverless = base.replace(
+    serverless = plain.replace(
         MIN_ACTIVE_GPUS=0,
         TASKS_PER_GPU_THRESHOLD=1,
         MACHINES_TO_KEEP_IDLE=0,
@@ -240,6 +248,6 @@ def specs(base: Settings | None = None, ours_changes: Mapping[str, Any] | None =
             "serverless", _serverless_plan, serverless, False, "queue delay > 4 s, idle 5 s, 2 s checks"
         ),
         PolicySpec(
-            "static", real_plan, base.replace(MIN_ACTIVE_GPUS=max_gpus), True, f"{max_gpus} workers always"
+            "static", real_plan, plain.replace(MIN_ACTIVE_GPUS=max_gpus), True, f"{max_gpus} workers always"
         ),
     ]

@@ -39,6 +39,7 @@ from orchestrator.studies.fleet import (
     PRICES,
     BootModel,
     Faults,
+    ResumeModel,
     SimPod,
     SimProvider,
     SimWorker,
@@ -89,6 +90,7 @@ class Result:
     samples: list[Sample]
     counters: dict[str, int]
     actions: dict[str, int]  # "kind:reason" -> actions started by the executor
+    stopped_disk_cost_usd: float = 0.0  # the pool's volume disks while stopped (in cost_usd too)
 
     def percentile(self, q: float) -> float:
         if not self.waits:
@@ -113,6 +115,11 @@ class Result:
             "flaps": self.flaps,
             "backlog_above_capacity_s": round(self.backlog_above_capacity_s, 1),
             "tasks_dead_lettered": self.tasks_dead_lettered,
+            # the warm pool
+            "stops": self.counters.get("stops", 0),
+            "resumes": self.counters.get("resumes", 0),
+            "resume_failures": self.counters.get("resume_failures", 0),
+            "stopped_disk_cost_usd": round(self.stopped_disk_cost_usd, 4),
         }
 
 
@@ -140,6 +147,7 @@ class Simulation:
         settle_sec: float = 1800.0,
         capacity: int = 24,
         prices: Mapping[str, float] = PRICES,
+        resume: ResumeModel | None = None,
     ) -> None:
         self.trace = trace
         self.plan_fn = plan_fn
@@ -155,8 +163,17 @@ class Simulation:
         self.rng_workers = random.Random(seed * 7919 + 1)
         self.rng_ssh = random.Random(seed * 7919 + 2)
         self.db = SimDB(self.clock, int(settings.max_task_attempts))
+        # The volume disk a stopped pod keeps is the configured one.
+        self.resume = resume or ResumeModel(disk_gb=float(settings.runpod_disk_size_gb))
         self.provider = SimProvider(
-            self.clock, random.Random(seed * 7919 + 3), self.boot, self.faults, capacity, prices
+            self.clock,
+            random.Random(seed * 7919 + 3),
+            self.boot,
+            self.faults,
+            capacity,
+            prices,
+            self.resume,
+            seed=seed,
         )
         self.executor = VirtualExecutor(self)
         self.invariants = Invariants(self)
@@ -178,6 +195,11 @@ class Simulation:
                 "capacity_misses",
                 "spawn_failures",
                 "stray_pods",
+                "stops",
+                "resumes",
+                "resume_failures",
+                "host_key_repins",
+                "host_key_refused",
             )
         }
         self.duplicates: set[str] = set()
@@ -334,14 +356,22 @@ class Simulation:
         running = db.running_total
         if db.claimable > 0 and idle == 0:
             self.backlog_s += SAMPLE_SEC
-        self.samples.append(
-            Sample(self.clock.now, db.claimable, running, serving, booting, len(self.provider.alive_pods()))
-        )
+        # Pods billing a GPU (stopped ones bill their disk only).
+        pods = len(self.provider.gpu_pods())
+        self.samples.append(Sample(self.clock.now, db.claimable, running, serving, booting, pods))
         self.clock.schedule(SAMPLE_SEC, self._sample)
 
     # -- the run --------------------------------------------------------------------------------------
 
     def run(self) -> Result:
+        self.start()
+        self.clock.run_until(self.horizon)
+        self.invariants.at_end()
+        return self.result()
+
+    def start(self) -> None:
+        """Schedule the trace's arrivals, the restarts, the first tick and the sampling (``run`` then
+        runs the clock to the horizon; a test may run it step by step instead)."""
         for task in self.trace.tasks:
             self.clock.schedule(
                 task.at, functools.partial(self.db.insert_task, task.id, task.task_type, task.duration)
@@ -354,9 +384,6 @@ class Simulation:
             )
         self._schedule_tick(0.0)
         self.clock.schedule(0.0, self._sample)
-        self.clock.run_until(self.horizon)
-        self.invariants.at_end()
-        return self.result()
 
     def result(self) -> Result:
         horizon = self.horizon
@@ -396,6 +423,7 @@ class Simulation:
             samples=self.samples,
             counters=dict(self.counters),
             actions=dict(self.executor.by_reason),
+            stopped_disk_cost_usd=self.provider.disk_cost(horizon),
         )
 
 
@@ -419,4 +447,8 @@ def oracle(trace: Trace, price: float = GPU_PRICE, boot: BootModel | None = None
         "flaps": 0,
         "backlog_above_capacity_s": 0.0,
         "tasks_dead_lettered": 0,
+        "stops": 0,
+        "resumes": 0,
+        "resume_failures": 0,
+        "stopped_disk_cost_usd": 0.0,
     }

@@ -16,6 +16,9 @@ The shapes (all 1 task = 1 GPU at a time, as Headless-Wan2GP runs them):
 * ``spike``: hours of nothing, then a large batch at once, twice.
 * ``heavy_tail``: steady arrivals where most tasks take 1-3 minutes and some are 20-minute
   ``*_orchestrator`` parents.
+* ``long_tasks``: 64 tasks of 10-25 minutes (a long video, a LoRA training: ordinary types, not
+  ``_orchestrator`` parents) at a low steady rate, 5 an hour: the traffic a fixed 20-minute stuck-task
+  timeout dead-letters and a task-count threshold leaves waiting.
 """
 
 from __future__ import annotations
@@ -141,12 +144,31 @@ def heavy_tail(seed: int = 5, hours: float = 12.0, per_min: float = 1.0, parent_
     return _build("heavy_tail", seed, end, items)
 
 
+def long_tasks(seed: int = 6, count: int = 64, per_hour: float = 5.0) -> Trace:
+    rng = random.Random(seed)
+    items: list[tuple[float, float, str]] = []
+    t = 0.0
+    for _ in range(count):
+        t += rng.expovariate(per_hour / HOUR)
+        if rng.random() < 0.6:
+            # a long video: ~13 minutes, 10-25
+            duration = min(1500.0, max(600.0, rng.lognormvariate(math.log(780.0), 0.3)))
+            items.append((t, duration, "long_video"))
+        else:
+            # a LoRA training: ~19 minutes, 15-25
+            duration = min(1500.0, max(900.0, rng.lognormvariate(math.log(1150.0), 0.2)))
+            items.append((t, duration, "lora_training"))
+    end = math.ceil((t + 2 * HOUR) / HOUR) * HOUR  # room for the last tasks to finish
+    return _build("long_tasks", seed, end, items)
+
+
 GENERATORS: dict[str, Callable[..., Trace]] = {
     "steady": steady,
     "bursty": bursty,
     "diurnal": diurnal,
     "spike": spike,
     "heavy_tail": heavy_tail,
+    "long_tasks": long_tasks,
 }
 
 

@@ -49,6 +49,11 @@ FAST: dict[str, Any] = {
     "HEARTBEAT_TIMEOUT_SEC": 20,
     "ORPHAN_GRACE_SEC": 5,
     "SPAWN_BACKOFF_BASE_SEC": 2,
+    # The scenarios end at scale to zero with no pod left at the provider: idle pods are terminated
+    # (no warm pool; tests/e2e/test_warm_pool.py turns it on) and the fleet follows the queue alone (the
+    # wait target keeps a worker warm while tasks arrived in the last minutes).
+    "WARM_POOL_MAX": 0,
+    "WAIT_TARGET_SEC": 0,
     "LOG_LEVEL": "INFO",
 }
 # The simulated worker inside each pod: quick heartbeats and claims (in-process daemons pass these).
@@ -300,9 +305,16 @@ class CliProcess:
                 self.proc.wait(timeout=10)
 
 
+# The checkout these tests belong to: the subprocesses import its package first, whatever else is
+# installed in the environment (an editable install of another checkout, a wheel).
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def _base_env() -> dict[str, str]:
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "ORCHESTRATOR_PG_BINDIR")
-    return {k: os.environ[k] for k in keep if k in os.environ}
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return env
 
 
 @pytest.fixture

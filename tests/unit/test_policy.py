@@ -43,8 +43,14 @@ def ago(seconds: float) -> datetime:
     return NOW - timedelta(seconds=seconds)
 
 
+# The scenarios here specify the threshold rule and termination on scale-down, the behaviour with the
+# wait target and the warm pool off (WAIT_TARGET_SEC=0, WARM_POOL_MAX=0); those two are specified in
+# test_policy_wait_target.py and test_policy_pool.py.
+PLAIN = {"wait_target_sec": 0, "warm_pool_max": 0}
+
+
 def settings(**changes: Any) -> Settings:
-    return defaults().replace(**changes) if changes else defaults()
+    return defaults().replace(**{**PLAIN, **changes})
 
 
 def worker(
@@ -337,12 +343,15 @@ def test_stale_heartbeat_matters_only_while_it_runs_a_task_or_tasks_wait() -> No
 
 
 def test_a_stuck_task_fails_its_worker_but_orchestrator_parents_are_exempt() -> None:
+    # The explicit limit (TASK_STUCK_TIMEOUT_SEC, formerly the fixed default; the evidence-based default
+    # is tested in test_policy_long_tasks.py). A snapshot without per-task rows: the oldest stuckable task.
+    fixed = settings(task_stuck_timeout_sec=1200)
     stuck = worker("gpu-a", running=["t1"], stuck_since=1300)
-    [fail] = run(snap([stuck]), pods_for([stuck])).of_kind(FailWorker)
+    [fail] = run(snap([stuck]), pods_for([stuck]), fixed).of_kind(FailWorker)
     assert fail.reason is Reason.TASK_STUCK and fail.running_task_ids == ("t1",)
     # SQL leaves oldest_stuckable_started_at empty when only `_orchestrator` tasks run.
     parent = replace(stuck, id="gpu-b", oldest_stuckable_started_at=None, metadata={"runpod_id": "pod-gpu-b"})
-    assert run(snap([parent]), pods_for([parent])).of_kind(FailWorker) == []
+    assert run(snap([parent]), pods_for([parent]), fixed).of_kind(FailWorker) == []
 
 
 def test_a_pod_exited_or_errored_at_the_provider_fails_the_worker() -> None:

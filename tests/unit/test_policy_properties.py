@@ -25,6 +25,7 @@ from orchestrator.core.actions import (
     Plan,
     Promote,
     Reactivate,
+    ResumePod,
     Spawn,
     StartProcess,
     TerminatePod,
@@ -190,11 +191,15 @@ def decide(case: tuple[Snapshot, list[PodView] | None, Settings, dict[str, float
 def test_never_more_non_terminal_workers_than_the_maximum(case: Any) -> None:
     snapshot, _, cfg, _ = case
     result = decide(case)
-    spawned = len(result.of_kind(Spawn))
-    non_terminal = sum(1 for w in snapshot.workers if w.status.live)
-    if spawned:
-        assert non_terminal + spawned <= cfg.max_active_gpus
-        assert result.live + spawned <= cfg.max_active_gpus
+    # A stopped pod holds no GPU and does not count; resuming it takes one again, like a spawn (a
+    # resume re-sent for a row already resuming is counted among those holding one).
+    stopped = {w.id for w in snapshot.workers if w.status is WorkerState.STOPPED}
+    resumed = [a for a in result.of_kind(ResumePod) if a.worker_id in stopped]
+    added = len(result.of_kind(Spawn)) + len(resumed)
+    holding = sum(1 for w in snapshot.workers if w.status.holds_gpu)
+    if added:
+        assert holding + added <= cfg.max_active_gpus
+        assert result.live + added <= cfg.max_active_gpus
     ids = [a.worker_id for a in result.of_kind(Spawn)]
     assert len(set(ids)) == len(ids) and not set(ids) & {w.id for w in snapshot.workers}
     assert all(i.startswith(cfg.worker_id_prefix) for i in ids)

@@ -19,6 +19,7 @@ from typing import Any
 
 from orchestrator.adapters import worker_recipe
 from orchestrator.core.actions import FailWorker, MarkTerminated, RequeueUnownedTasks, TerminatePod
+from orchestrator.core.health import unowned_stuck_limit
 from orchestrator.core.observed import Queue, Snapshot
 from orchestrator.core.policy import plan
 from orchestrator.core.states import WORKER_ID_PATTERN, Reason, WorkerState
@@ -123,7 +124,10 @@ def test_an_unreadable_row_pointing_at_a_pod_not_ours_is_left_alone() -> None:
 
 
 def test_tasks_in_progress_with_no_worker_are_requeued_past_the_stuck_timeout() -> None:
-    limit = settings().task_stuck_timeout_sec
+    # TASK_STUCK_TIMEOUT_SEC is unset by default: such tasks have no worker and no heartbeat to judge,
+    # so the evidence-based rule's floor (the old fixed timeout) applies.
+    limit = unowned_stuck_limit(settings())
+    assert settings().task_stuck_timeout_sec is None and limit == 1200
     young = replace(snap(), queue=Queue(unowned_running=2, oldest_unowned_age_sec=limit - 1))
     assert not [
         a

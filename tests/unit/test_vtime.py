@@ -523,7 +523,8 @@ def test_original_spawns_one_pod_per_tick_and_serverless_waits_for_queue_delay()
     snap = side.snapshot()
     now = snap.now
     assert now is not None
-    ours = plan(snap, [], by_name["ours"].settings, now)
+    # The threshold rule alone (the wait target off), which the old system's rule is compared with.
+    ours = plan(snap, [], by_name["ours"].settings.replace(WAIT_TARGET_SEC=0), now)
     old = by_name["original"].plan(snap, [], by_name["original"].settings, now)
     assert len(ours.of_kind(Spawn)) == 2  # ceil(6 / TASKS_PER_GPU_THRESHOLD=3)
     assert len(old.of_kind(Spawn)) == 1  # sequential, though it wants 6
@@ -556,6 +557,6 @@ def test_the_busy_rule_candidate_counts_each_running_task_as_a_gpu() -> None:
     side.claim("gpu-a")
     snap = side.snapshot()  # 1 running, 4 claimable
     assert snap.now is not None
-    settings = defaults()
+    settings = defaults().replace(WAIT_TARGET_SEC=0)  # the threshold rule, which the candidate transforms
     assert plan(snap, [], settings, snap.now).desired == 2  # ceil((4 + 1) / 3)
     assert busy_workers_count_themselves(snap, [], settings, snap.now).desired == 3  # 1 + ceil(4 / 3)

@@ -1,0 +1,189 @@
+"""What the snapshot says about the work itself: running tasks, task durations, arrivals, queued types.
+
+Where this sits in the pure core: :meth:`orchestrator.core.observed.Snapshot.from_json` parses these parts
+of ``orch_snapshot``'s answer with the functions below; the wait target's queueing model
+(:mod:`orchestrator.core.sizing`) and the stuck-task check (:mod:`orchestrator.core.health`) read them.
+Every part is optional: a database without these fields (before the migration that adds them) parses as
+empty, and the policy then falls back on the settings alone. One malformed item is skipped and reported,
+never fatal. No I/O.
+
+The contract (``orch_snapshot``):
+
+* ``workers[].running_tasks``: ``[{"id", "task_type", "started_at"}]``, the same rows as
+  ``running_task_ids``;
+* ``queue.claimable_by_type``: ``[{"task_type", "count"}]``, claimable queued tasks per type;
+* ``task_stats``: ``{"window_sec": W, "types": [{"task_type", "completions", "mean_sec", "stddev_sec",
+  "p50_sec", "p95_sec", "p99_sec", "max_sec"}]}`` over the tasks completed within the last W seconds;
+* ``arrivals``: ``[{"window_sec": 600, "count": n}, {"window_sec": 3600, "count": m}]``, tasks created
+  in each window ending now (any status).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from orchestrator.core.parsing import as_int, as_utc, float_or_none, str_or_none, ts_or_none
+
+# Task types whose name contains this are long-running parents (``travel_orchestrator``): exempt from the
+# stuck-task check, as the SQL's ``oldest_stuckable_started_at`` exempts them.
+PARENT_MARK = "_orchestrator"
+
+
+@dataclass(frozen=True)
+class RunningTask:
+    """One In Progress task of a worker: its type and since when it runs."""
+
+    id: str
+    task_type: str
+    started_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.started_at is not None and self.started_at.tzinfo is None:
+            object.__setattr__(self, "started_at", as_utc(self.started_at))
+
+    @property
+    def is_parent(self) -> bool:
+        return PARENT_MARK in self.task_type
+
+    @classmethod
+    def from_json(cls, row: Any) -> RunningTask:
+        if not isinstance(row, Mapping):
+            raise ValueError("running task is not an object")
+        task_id = str_or_none(row.get("id"))
+        if task_id is None:
+            raise ValueError("running task without an id")
+        return cls(
+            id=task_id,
+            task_type=str(row.get("task_type") or ""),
+            started_at=ts_or_none(row.get("started_at")),
+        )
+
+
+@dataclass(frozen=True)
+class TaskStats:
+    """The durations (seconds, claimed to completed) of one task type's recent completions."""
+
+    task_type: str
+    completions: int
+    mean_sec: float
+    stddev_sec: float = 0.0
+    p50_sec: float | None = None
+    p95_sec: float | None = None
+    p99_sec: float | None = None
+    max_sec: float | None = None
+
+    @classmethod
+    def from_json(cls, row: Any) -> TaskStats:
+        if not isinstance(row, Mapping):
+            raise ValueError("task stats row is not an object")
+        task_type = str_or_none(row.get("task_type"))
+        if task_type is None:
+            raise ValueError("task stats row without a task_type")
+        completions = as_int(row.get("completions"))
+        mean = float_or_none(row.get("mean_sec"))
+        if completions <= 0 or mean is None or mean < 0:
+            raise ValueError(f"task stats of {task_type!r}: no usable completions or mean")
+
+        def seconds(key: str) -> float | None:
+            value = float_or_none(row.get(key))
+            return value if value is not None and value >= 0 else None
+
+        return cls(
+            task_type=task_type,
+            completions=completions,
+            mean_sec=mean,
+            stddev_sec=seconds("stddev_sec") or 0.0,
+            p50_sec=seconds("p50_sec"),
+            p95_sec=seconds("p95_sec"),
+            p99_sec=seconds("p99_sec"),
+            max_sec=seconds("max_sec"),
+        )
+
+
+def parse_running_tasks(value: Any, worker_id: str, problems: list[str] | None) -> tuple[RunningTask, ...]:
+    """``workers[].running_tasks``; absent reads as none."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        if problems is not None:
+            problems.append(f"worker {worker_id}: running_tasks is not a list: read as none")
+        return ()
+    found: list[RunningTask] = []
+    for item in value:
+        try:
+            found.append(RunningTask.from_json(item))
+        except (TypeError, ValueError) as exc:
+            if problems is not None:
+                problems.append(f"worker {worker_id}: running task skipped: {exc}")
+    return tuple(found)
+
+
+def parse_claimable_by_type(value: Any, problems: list[str]) -> dict[str, int]:
+    """``queue.claimable_by_type``: ``{task_type: count}`` (counts above zero only)."""
+    if value is None:
+        return {}
+    if not isinstance(value, list | tuple):
+        problems.append("snapshot.queue.claimable_by_type is not a list: read as none")
+        return {}
+    found: dict[str, int] = {}
+    for item in value:
+        try:
+            if not isinstance(item, Mapping):
+                raise ValueError("not an object")
+            task_type = str(item.get("task_type") or "")
+            count = as_int(item.get("count"))
+        except (TypeError, ValueError) as exc:
+            problems.append(f"snapshot.queue.claimable_by_type: skipped {str(item)[:80]}: {exc}")
+            continue
+        if count > 0:
+            found[task_type] = found.get(task_type, 0) + count
+    return found
+
+
+def parse_task_stats(value: Any, problems: list[str]) -> tuple[float | None, dict[str, TaskStats]]:
+    """``task_stats``: (its window in seconds, ``{task_type: TaskStats}``)."""
+    if value is None:
+        return None, {}
+    if not isinstance(value, Mapping):
+        problems.append("snapshot.task_stats is not an object: read as none")
+        return None, {}
+    window = float_or_none(value.get("window_sec"))
+    rows = value.get("types") or []
+    if not isinstance(rows, list | tuple):
+        problems.append("snapshot.task_stats.types is not a list: read as none")
+        return window, {}
+    found: dict[str, TaskStats] = {}
+    for index, row in enumerate(rows):
+        try:
+            stats = TaskStats.from_json(row)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"snapshot.task_stats.types[{index}] skipped: {exc}")
+            continue
+        found[stats.task_type] = stats
+    return window, found
+
+
+def parse_arrivals(value: Any, problems: list[str]) -> tuple[tuple[float, int], ...]:
+    """``arrivals``: ``((window_sec, count), ...)``, shortest window first."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        problems.append("snapshot.arrivals is not a list: read as none")
+        return ()
+    found: dict[float, int] = {}
+    for item in value:
+        try:
+            if not isinstance(item, Mapping):
+                raise ValueError("not an object")
+            window = float_or_none(item.get("window_sec"))
+            count = as_int(item.get("count"))
+            if window is None or window <= 0 or count < 0:
+                raise ValueError("expected a positive window and a count >= 0")
+        except (TypeError, ValueError) as exc:
+            problems.append(f"snapshot.arrivals: skipped {str(item)[:80]}: {exc}")
+            continue
+        found[window] = count
+    return tuple(sorted(found.items()))
