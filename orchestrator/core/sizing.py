@@ -68,30 +68,30 @@ PRIOR_SPAWN_SEC: tuple[float, ...] = (60.0, 65.0, 70.0, 75.0, 80.0, 90.0, 180.0,
 PRIOR_RESUME_SEC: tuple[float, ...] = (50.0, 55.0, 60.0, 65.0, 75.0)
 # The prior share of resumes that fail (the host's GPUs taken), as pseudo-outcomes: 1 of 4.
 PRIOR_RESUME_FAILURES = (1, 4)
-# Seconds a failed resume takes to be known: the start call's answer (a refusal), or a start with no
-# GPU found by the checks; in between, what follows is a spawn.
+# Seconds a failed resume takes to be known (the start call's answer: refused, or started without a
+# GPU) and the replacement spawn asked for: the next tick.
 RESUME_FAILURE_DETECT_SEC = 30.0
 # What a late task (one that waits past WAIT_TARGET_SEC) is worth, in idle GPU-seconds: the model adds a
 # worker only while the late tasks it saves, at this price, outweigh what it bills. At a low arrival rate
 # an idle worker saves too few tasks, and tasks wait for a resume or a boot instead.
 LATE_TASK_COST_GPU_SEC = 1500.0
-# The queueing model's own bound on the share of late tasks per moment: below the fleet-wide 5% of a
-# p95, because bursts, rate changes and the M/G/infinity count's optimism add late tasks it does not see.
-EPSILON = 0.05
-# Scale-down keeps the workers a stricter bound wants (EPSILON * KEEP_FACTOR, and a late task worth
-# KEEP_COST_FACTOR times more): a band of about one worker between adding and letting go.
-KEEP_FACTOR = 1.0
+# The queueing model's bound on the chance that an arrival is late, per moment. Not the p95's 5%: the
+# model answers a late moment at once when tasks wait (the need "now", below), so the bound for the
+# steady state can be looser; chosen on the policy benchmark (docs/policy.md, "The wait target").
+EPSILON = 0.1
+# Scale-down sizes for an arrival rate this many Poisson standard deviations high: a band of about one
+# worker between adding and letting go, so that the count's noise does not stop and resume a worker
+# with every arrival.
 KEEP_RATE_SDS = 1.0
-KEEP_NOW = True
-KEEP_COST_FACTOR = 1.0
 # When, after the lead time, an added worker's worth is judged (P_late averaged over these).
 ADD_AT: tuple[float, ...] = (600.0,)
 # A surplus worker goes once idle this many times what getting one back would bill (ski rental).
 RELEASE_FACTOR = 1.0
-# The arrival windows the rate is estimated over (the snapshot returns counts for these and others).
+# The arrival windows the rate is estimated over (the snapshot returns counts for these).
 RATE_WINDOWS: tuple[float, ...] = (600.0, 3600.0)
 RATE_CAP_SEC: tuple[float, ...] = (600.0,)
 RATE_CAP_SLACK = 0.0
+RATE_SHIFT_SDS = 1.0
 # At most this many queued tasks are list-scheduled one by one; the rest count as waiting (certain).
 MAX_SCHEDULED = 400
 
@@ -521,16 +521,15 @@ def size(state: FleetState, target: float, late_cost_gpu_sec: float) -> Sizing:
     reaction = lead + release
     for_lead, p_lead = _need(state, add_times, target, EPSILON, late_cost_gpu_sec, reaction)
     workers = max(for_queue, for_lead)
+    # The need now: the arrivals of [0, L] with the fleet as it is. A worker let go now cannot be back
+    # before L, so scale-down keeps it; and while tasks wait that no idle worker will take, the fleet
+    # is short now, so scale-up asks for it too (it serves from L on, as the shortage goes on).
     keep_times = (0.0, lead / 2.0, lead)
-    for_now = 0
-    if KEEP_NOW:
-        for_now, _ = _need(
-            state, keep_times, target, EPSILON * KEEP_FACTOR, late_cost_gpu_sec * KEEP_COST_FACTOR
-        )
+    for_now, _ = _need(state, keep_times, target, EPSILON, late_cost_gpu_sec)
+    if len(state.queued) > state.idle:
+        workers = max(workers, for_now)
     high = replace(state, rate=state.rate_high)
-    keep_far, _ = _need(
-        high, add_times, target, EPSILON * KEEP_FACTOR, late_cost_gpu_sec * KEEP_COST_FACTOR, reaction
-    )
+    keep_far, _ = _need(high, add_times, target, EPSILON, late_cost_gpu_sec, reaction)
     keep = max(workers, for_now, keep_far)
     return Sizing(
         release_after_sec=round(release, 1),
@@ -548,24 +547,32 @@ def size(state: FleetState, target: float, late_cost_gpu_sec: float) -> Sizing:
 def arrival_rate(arrivals: Sequence[tuple[float, int]], sds: float = 0.0) -> float:
     """Tasks per second the next minutes will likely bring, ``sds`` standard deviations high.
 
-    The counts of the nested windows of ``RATE_WINDOWS`` (10, 30 and 60 minutes) pooled over their
-    summed lengths: a task of the last 10 minutes counts three times, one of the last hour once, so
-    the estimate leans on recent traffic and moves smoothly (no window switching on one arrival), and
-    at a low rate the long windows keep it from reading zero. It is capped by the smallest of the 5-
-    and 15-minute upper estimates (count plus ``RATE_CAP_SLACK``): once a burst is over, its tasks are
-    queued or running, and headroom for more of them would only idle. ``sds`` adds that many Poisson
-    standard deviations: the scale-down side sizes with it, so that the count's noise around one
-    threshold does not stop and resume a worker with every arrival.
+    The counts of the snapshot's windows (``RATE_WINDOWS``: the last 10 minutes and the last hour)
+    pooled over their summed lengths: a task of the last 10 minutes counts twice, one of the last hour
+    once, so the estimate leans on recent traffic, moves smoothly (no window switching on one arrival)
+    and at a low rate does not read zero. Two corrections from the short window alone:
+
+    * a level shift up (traffic that started or grew within the hour, which the hour's count dilutes):
+      when the last 10 minutes' count, ``RATE_SHIFT_SDS`` Poisson standard deviations low, is still
+      above the pooled rate, it is the estimate;
+    * a burst that is over: the estimate is capped by the last 10 minutes' count (plus
+      ``RATE_CAP_SLACK``): its tasks are queued or running, and headroom for more would only idle.
+
+    ``sds`` adds that many Poisson standard deviations: the scale-down side sizes with it, so that the
+    count's noise around one threshold does not stop and resume a worker with every arrival.
     """
     by_window = dict(arrivals)
 
-    def high(count: float, window: float) -> float:
-        return (count + sds * math.sqrt(max(count, 0.0))) / window
+    def high(count: float, window: float, z: float = sds) -> float:
+        return max(0.0, count + z * math.sqrt(max(count, 0.0))) / window
 
     known = [w for w in RATE_WINDOWS if w in by_window] or sorted(by_window)
     if not known:
         return 0.0
     rate = high(float(sum(by_window[w] for w in known)), float(sum(known)))
+    short = min(by_window)
+    if short < max(by_window):
+        rate = max(rate, high(float(by_window[short]), short, sds - RATE_SHIFT_SDS))
     caps = [high(by_window[w] + RATE_CAP_SLACK, w) for w in RATE_CAP_SEC if w in by_window]
     if caps:
         rate = min(rate, *caps)
