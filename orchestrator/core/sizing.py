@@ -2,10 +2,10 @@
 
 Where this sits in the pure core: a helper of :func:`orchestrator.core.policy.plan` (the "decide" step),
 called through :mod:`orchestrator.core.staffing`, with no I/O, no clock and no randomness. ``plan()``
-hands it what the snapshot says (the recent arrival rate, each task
-type's recent durations, the running and queued tasks, the booting and pooled workers, the recent boot
-and resume times) and gets back the number of workers to have, with the figures that led to it (the
-tick summary and ``orchestrator plan`` show them).
+hands it what the snapshot says (the recent arrival counts, each task type's recent durations, the
+running and queued tasks, the booting and pooled workers, the recent boot and resume times), never
+anything about the future, and gets back the number of workers to have and to keep, with the figures
+that led to it (``Plan.sizing``: the tick summary and ``orchestrator plan`` show them).
 
 The model, in the words of ``docs/policy.md`` ("The wait target"):
 
@@ -18,16 +18,20 @@ The model, in the words of ``docs/policy.md`` ("The wait target"):
   (list scheduling on expected durations) and is still there with the probability its type gives; the
   tasks that arrive between now and t form a Poisson stream at the recent rate, each still in the
   system at t + T with the probability its duration exceeds what remains (an M/G/infinity count, which
-  ignores the queueing among new arrivals: ``EPSILON`` is kept low for it). Workers not yet serving
+  ignores the queueing among new arrivals). Workers not yet serving
   count as absent with the probability that their boot (or resume, or a spawn after a failed resume)
   has not finished by t + T, from the distribution of recent boot and resume times. So
   ``P(late at t) = P(Y >= n)`` for a Poisson-binomial ``Y``, computed exactly by convolution.
 * **The transient, and the lead time.** Capacity asked for now arrives after a lead time L (a resume
-  when the pool has a pod, else a boot). What happens before L is decided by what already exists; the
-  decision now is about t in [0, L]: the model takes the largest need at t = 0 (what must not be
-  scaled down) and t = L (what must be asked for now). A burst is in the queue, so it is seen at once
-  and sized by its work (list scheduling), not by its count; the in-flight boots are in the count with
-  their chance of being ready.
+  when the pool has a pod, with the chance it fails and a spawn follows; else a boot). Adding is judged
+  for the arrivals after L (at L + ``ADD_AT``, counting only the arrivals of the last reaction time
+  before then: older ones are the fleet's state by then, which later ticks answer); keeping is judged
+  for the arrivals of [0, L] with the fleet as it is (a worker let go now cannot be back sooner), and
+  that same "need now" is also asked for while tasks wait that no idle worker will take (the fleet is
+  short now, and a worker that comes at L still shortens the shortage). Scale-down sizes for a rate
+  ``KEEP_RATE_SDS`` standard deviations high: a band between adding and letting go. A burst is in the
+  queue, so it is seen at once and sized by its work (list scheduling), not by its count; the in-flight
+  boots are in the count with their chance of being ready.
 * **At least cost.** Adding a worker costs its GPU-seconds; it saves ``lambda * (P_late(n) - P_late(n+1))``
   late tasks per second. The model adds workers while the target is not met (``P_late > EPSILON``)
   and the saving is worth its cost at ``LATE_TASK_COST_GPU_SEC`` per late task. At a low arrival rate a
@@ -37,6 +41,10 @@ The model, in the words of ``docs/policy.md`` ("The wait target"):
 * **The queue.** Queued tasks that would start later than a new worker could start them (lead plus T)
   each justify one more worker: sizing by queued work, since a queue of short tasks behind workers
   about to finish needs none, and one long task needs one.
+
+The arrival rate: :func:`arrival_rate` (the last 10 minutes and the last hour pooled, following a level
+shift up at once and forgetting an ended burst). Releasing: an idle worker above the keep goes once it has
+been idle ``RELEASE_FACTOR`` times what getting one back would bill (a resume when the pool has room).
 
 Distributions: each task type's durations are fitted as a lognormal from the snapshot's mean and
 standard deviation of its recent completions (a type with fewer than ``MIN_SAMPLES`` completions uses
@@ -78,7 +86,7 @@ LATE_TASK_COST_GPU_SEC = 1500.0
 # The queueing model's bound on the chance that an arrival is late, per moment. Not the p95's 5%: the
 # model answers a late moment at once when tasks wait (the need "now", below), so the bound for the
 # steady state can be looser; chosen on the policy benchmark (docs/policy.md, "The wait target").
-EPSILON = 0.1
+EPSILON = 0.08
 # Scale-down sizes for an arrival rate this many Poisson standard deviations high: a band of about one
 # worker between adding and letting go, so that the count's noise does not stop and resume a worker
 # with every arrival.
