@@ -62,6 +62,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from orchestrator.core.evidence import TaskStats
+from orchestrator.core.evidence import arrival_rate as arrival_rate
 from orchestrator.core.observed import BootOutcome
 
 # A type needs this many completions before its own fit is trusted.
@@ -95,11 +96,10 @@ KEEP_RATE_SDS = 1.0
 ADD_AT: tuple[float, ...] = (600.0,)
 # A surplus worker goes once idle this many times what getting one back would bill (ski rental).
 RELEASE_FACTOR = 1.0
-# The arrival windows the rate is estimated over (the snapshot returns counts for these).
-RATE_WINDOWS: tuple[float, ...] = (600.0, 3600.0)
-RATE_CAP_SEC: tuple[float, ...] = (600.0,)
-RATE_CAP_SLACK = 0.0
-RATE_SHIFT_SDS = 1.0
+# Above this many workers the late count's tail is taken as normal (see _poisson_binomial_tail).
+EXACT_UP_TO = 64
+# Least-cost search: counts tried in one pass (a fleet whose band is wider is searched coarse, then fine).
+NEED_SCAN = 40
 # At most this many queued tasks are list-scheduled one by one; the rest count as waiting (certain).
 MAX_SCHEDULED = 400
 
@@ -366,9 +366,17 @@ class Sizing:
 
 
 def _poisson_binomial_tail(probs: Sequence[float], mean: float, n: int) -> float:
-    """P(sum of Bernoulli(probs) + Poisson(mean) >= n), exactly (the count truncated at n)."""
+    """P(sum of Bernoulli(probs) + Poisson(mean) >= n): exactly (the count truncated at n) up to
+    ``EXACT_UP_TO`` workers, beyond by the normal approximation with a continuity correction (the
+    exact convolution costs n times the terms, and a count of hundreds is close to normal)."""
     if n <= 0:
         return 1.0
+    if n > EXACT_UP_TO:
+        mu = sum(probs) + mean
+        var = sum(p * (1.0 - p) for p in probs) + mean
+        if var <= 1e-12:
+            return 1.0 if mu >= n else 0.0
+        return min(1.0, max(0.0, 1.0 - _phi((n - 0.5 - mu) / math.sqrt(var))))
     dist = [0.0] * (n + 1)  # dist[k] = P(sum == k) for k < n; dist[n] = P(sum >= n)
     dist[0] = 1.0
     for p in probs:
@@ -491,24 +499,46 @@ def _need(
     late_cost_gpu_sec: float,
     window: float | None = None,
 ) -> tuple[int, float]:
-    """Fewest workers for arrivals at ``times`` (P_late averaged over them): the target met
-    (P_late <= epsilon), or the next worker not worth its cost. Returns (workers, P_late with them)."""
+    """Workers for arrivals at ``times`` (P_late averaged over them) at least cost: between the busy
+    workers and the fewest that meet the target (P_late <= epsilon), the count that minimises what the
+    fleet bills plus its late tasks at ``late_cost_gpu_sec`` each, per second. Not a step-by-step
+    search: far below the load one more worker saves almost nothing, and only a whole band of them is
+    worth its cost. Returns (workers, P_late with them)."""
 
     def p_late(n: int) -> float:
         return sum(_p_late(state, n, t, target, window) for t in times) / len(times)
 
-    n = len(state.busy)
-    p = p_late(n)
-    while n < state.max_workers:
-        if p <= epsilon:
-            break
-        p_next = p_late(n + 1)
-        # Worth a worker when the late tasks it saves per second, at their cost in GPU-seconds, exceed
-        # the GPU-second per second it bills.
-        if state.rate * (p - p_next) * late_cost_gpu_sec < 1.0:
-            break
-        n, p = n + 1, p_next
-    return n, p
+    low = min(len(state.busy), state.max_workers)
+    p_low = p_late(low)
+    if p_low <= epsilon or low >= state.max_workers:
+        return low, p_low
+    # The fewest meeting the target: P_late falls as workers are added, so a binary search.
+    high, p_high = state.max_workers, p_late(state.max_workers)
+    if p_high <= epsilon:
+        lo = low
+        while high - lo > 1:
+            mid = (lo + high) // 2
+            p_mid = p_late(mid)
+            if p_mid <= epsilon:
+                high, p_high = mid, p_mid
+            else:
+                lo = mid
+    known = {low: p_low, high: p_high}
+
+    def bill(n: int) -> float:
+        if n not in known:
+            known[n] = p_late(n)
+        return n + state.rate * late_cost_gpu_sec * known[n]
+
+    # The least cost over [low, high]: every count when few, else a coarse pass and its neighbourhood.
+    step = max(1, (high - low) // NEED_SCAN)
+    best = min(range(low, high + 1, step), key=lambda n: (bill(n), -n))
+    if step > 1:
+        best = min(range(max(low, best - step), min(high, best + step) + 1), key=lambda n: (bill(n), -n))
+    bill(high)
+    if bill(high) <= bill(best):
+        best = high
+    return best, known[best]
 
 
 def size(state: FleetState, target: float, late_cost_gpu_sec: float) -> Sizing:
@@ -550,38 +580,3 @@ def size(state: FleetState, target: float, late_cost_gpu_sec: float) -> Sizing:
         rate_per_min=round(state.rate * 60.0, 3),
         p_late=round(p_lead, 4),
     )
-
-
-def arrival_rate(arrivals: Sequence[tuple[float, int]], sds: float = 0.0) -> float:
-    """Tasks per second the next minutes will likely bring, ``sds`` standard deviations high.
-
-    The counts of the snapshot's windows (``RATE_WINDOWS``: the last 10 minutes and the last hour)
-    pooled over their summed lengths: a task of the last 10 minutes counts twice, one of the last hour
-    once, so the estimate leans on recent traffic, moves smoothly (no window switching on one arrival)
-    and at a low rate does not read zero. Two corrections from the short window alone:
-
-    * a level shift up (traffic that started or grew within the hour, which the hour's count dilutes):
-      when the last 10 minutes' count, ``RATE_SHIFT_SDS`` Poisson standard deviations low, is still
-      above the pooled rate, it is the estimate;
-    * a burst that is over: the estimate is capped by the last 10 minutes' count (plus
-      ``RATE_CAP_SLACK``): its tasks are queued or running, and headroom for more would only idle.
-
-    ``sds`` adds that many Poisson standard deviations: the scale-down side sizes with it, so that the
-    count's noise around one threshold does not stop and resume a worker with every arrival.
-    """
-    by_window = dict(arrivals)
-
-    def high(count: float, window: float, z: float = sds) -> float:
-        return max(0.0, count + z * math.sqrt(max(count, 0.0))) / window
-
-    known = [w for w in RATE_WINDOWS if w in by_window] or sorted(by_window)
-    if not known:
-        return 0.0
-    rate = high(float(sum(by_window[w] for w in known)), float(sum(known)))
-    short = min(by_window)
-    if short < max(by_window):
-        rate = max(rate, high(float(by_window[short]), short, sds - RATE_SHIFT_SDS))
-    caps = [high(by_window[w] + RATE_CAP_SLACK, w) for w in RATE_CAP_SEC if w in by_window]
-    if caps:
-        rate = min(rate, *caps)
-    return rate
