@@ -16,11 +16,14 @@ The contract (``orch_snapshot``):
   "p50_sec", "p95_sec", "p99_sec", "max_sec"}]}`` over the tasks completed within the last W seconds;
 * ``arrivals``: ``[{"window_sec": 600, "count": n}, {"window_sec": 3600, "count": m}]``, tasks created
   in each window ending now (any status).
+
+:func:`arrival_rate` turns the arrival counts into the rate the wait target sizes for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -187,3 +190,47 @@ def parse_arrivals(value: Any, problems: list[str]) -> tuple[tuple[float, int], 
             continue
         found[window] = count
     return tuple(sorted(found.items()))
+
+
+# --- the arrival rate the wait target sizes for (orchestrator.core.sizing) ---------------------------
+
+# The arrival windows the rate is estimated over (the snapshot returns counts for these).
+RATE_WINDOWS: tuple[float, ...] = (600.0, 3600.0)
+RATE_CAP_SEC: tuple[float, ...] = (600.0,)
+RATE_CAP_SLACK = 0.0
+RATE_SHIFT_SDS = 1.0
+
+
+def arrival_rate(arrivals: Sequence[tuple[float, int]], sds: float = 0.0) -> float:
+    """Tasks per second the next minutes will likely bring, ``sds`` standard deviations high.
+
+    The counts of the snapshot's windows (``RATE_WINDOWS``: the last 10 minutes and the last hour)
+    pooled over their summed lengths: a task of the last 10 minutes counts twice, one of the last hour
+    once, so the estimate leans on recent traffic, moves smoothly (no window switching on one arrival)
+    and at a low rate does not read zero. Two corrections from the short window alone:
+
+    * a level shift up (traffic that started or grew within the hour, which the hour's count dilutes):
+      when the last 10 minutes' count, ``RATE_SHIFT_SDS`` Poisson standard deviations low, is still
+      above the pooled rate, it is the estimate;
+    * a burst that is over: the estimate is capped by the last 10 minutes' count (plus
+      ``RATE_CAP_SLACK``): its tasks are queued or running, and headroom for more would only idle.
+
+    ``sds`` adds that many Poisson standard deviations: the scale-down side sizes with it, so that the
+    count's noise around one threshold does not stop and resume a worker with every arrival.
+    """
+    by_window = dict(arrivals)
+
+    def high(count: float, window: float, z: float = sds) -> float:
+        return max(0.0, count + z * math.sqrt(max(count, 0.0))) / window
+
+    known = [w for w in RATE_WINDOWS if w in by_window] or sorted(by_window)
+    if not known:
+        return 0.0
+    rate = high(float(sum(by_window[w] for w in known)), float(sum(known)))
+    short = min(by_window)
+    if short < max(by_window):
+        rate = max(rate, high(float(by_window[short]), short, sds - RATE_SHIFT_SDS))
+    caps = [high(by_window[w] + RATE_CAP_SLACK, w) for w in RATE_CAP_SEC if w in by_window]
+    if caps:
+        rate = min(rate, *caps)
+    return rate

@@ -6,7 +6,9 @@ executor reaches it through ``orchestrator.studies.driver``).
 * :class:`SimProvider` is Runpod as the policy sees it: pods that boot in a time drawn from a
   distribution (cached image about 30 s, cold about 165 s for a 16 GB image, as users measure Runpod),
   per-second billing, a capacity limit, and injected failures (pods that never boot, 5xx/429 bursts that
-  fail listing and creation, SSH failures during initialization).
+  fail listing and creation, SSH failures during initialization); pods stopped and resumed
+  (:class:`ResumeModel`: the GPU freed and the disk billed while stopped, a resume's time, the share of
+  resumes that find their host's GPUs taken, a new host key after each resume).
 * :class:`SimWorker` is the worker process and its heartbeat guardian (banodoco/Reigh-Worker's
   ``heartbeat_guardian.py``: a separate process beating every 20 s): it polls for a task every 10 s
   when idle and 1 s after a task (``worker.py``'s ``--poll-interval`` default and its pause after a

@@ -12,7 +12,12 @@ but a terminated one, the status never changed: a non-``active`` status is kept 
 ``reported_status``, and ``crashed`` requeues the worker's tasks with the attempt counted, as the app's
 function does); the requeue (attempt counted, dead-lettered at ``MAX_TASK_ATTEMPTS``), and the
 snapshot (built straight into :class:`~orchestrator.core.observed.Snapshot`, the same fields
-``orch_snapshot`` returns, ``recent_boots`` and ``reported_*`` included).
+``orch_snapshot`` returns, ``recent_boots`` and ``reported_*`` included, and the evidence of
+:mod:`orchestrator.core.evidence`: each worker's running tasks with their types, claimable tasks per
+type, per-type durations of the last day's completions, the arrival counts of the last 10 minutes and
+hour, each boot's and each resume's seconds to activation). ``draining -> stopping`` is refused like
+``draining -> terminating`` while the worker holds a task; each resume's outcome is recorded when the
+resumed row leaves ``resuming``/``initializing`` (kind ``resume``).
 tests/unit/test_vtime.py runs one script against this and against the real SQL and compares the answers.
 """
 
