@@ -216,9 +216,10 @@ class StopPod(Action):
     Executor: transition ``transition_from`` (``draining``) -> ``stopping`` (the database refuses it,
     like ``draining -> terminating``, while the worker holds an In Progress task) recording the pinned
     host key as ``previous_host_key_fingerprint``, ask the provider to stop the pod, then record
-    ``pod_stop_requested_at`` (after the call, as ``pod_terminate_requested_at``: a crash before it leaves
-    none, and the next tick asks at once). With ``transition_from`` None the row is already ``stopping``
-    and this is a retry. ``stopping -> stopped`` follows when the provider shows the pod stopped (``stopped_at``).
+    ``pod_stop_requested_at`` (after the call, as ``pod_terminate_requested_at``: a crash before it
+    leaves none, and the next tick asks at once). With ``transition_from`` None the row is already
+    ``stopping`` and this is a retry. ``stopping -> stopped`` follows when the provider shows the pod
+    stopped (``stopped_at``).
     """
 
     kind: ClassVar[str] = "stop_pod"

@@ -313,7 +313,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def _base_env() -> dict[str, str]:
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "ORCHESTRATOR_PG_BINDIR")
     env = {k: os.environ[k] for k in keep if k in os.environ}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    inherited = os.environ.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), inherited) if p)
     return env
 
 
