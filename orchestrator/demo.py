@@ -41,6 +41,12 @@ DEMO_SETTINGS = {
     "HEARTBEAT_TIMEOUT_SEC": 20,
     "ORPHAN_GRACE_SEC": 20,
     "SPAWN_BACKOFF_BASE_SEC": 5,
+    # The warm pool as the defaults keep it, with a time to live this short story can show end to end:
+    # idle pods stop into the pool, the second burst resumes them, and the pool is terminated at the end.
+    "WARM_POOL_TTL_SEC": 15,
+    # The wait target keeps headroom while tasks keep arriving; this story ends at zero workers, which
+    # the threshold rule alone reaches within its idle timeouts.
+    "WAIT_TARGET_SEC": 0,
     "LOG_LEVEL": "WARNING",
 }
 WORKER_ENV = {"SIM_WORKER_HEARTBEAT_SEC": "1", "SIM_WORKER_POLL_SEC": "0.2"}
