@@ -32,9 +32,10 @@ The model, in the words of ``docs/policy.md`` ("The wait target"):
   ``KEEP_RATE_SDS`` standard deviations high: a band between adding and letting go. A burst is in the
   queue, so it is seen at once and sized by its work (list scheduling), not by its count; the in-flight
   boots are in the count with their chance of being ready.
-* **At least cost.** Adding a worker costs its GPU-seconds; it saves ``lambda * (P_late(n) - P_late(n+1))``
-  late tasks per second. The model adds workers while the target is not met (``P_late > EPSILON``)
-  and the saving is worth its cost at ``LATE_TASK_COST_GPU_SEC`` per late task. At a low arrival rate a
+* **At least cost.** A worker costs its GPU-seconds; ``lambda * P_late(n)`` tasks a second are late
+  with n workers, each worth ``LATE_TASK_COST_GPU_SEC``. Between the busy workers and the fewest that
+  meet the target (``P_late <= EPSILON``) the model takes the count of least total cost, searching the
+  whole band (far below the load one more worker alone saves almost nothing). At a low arrival rate a
   spare worker saves too few tasks to be worth it, and tasks wait for a resume or boot instead: that is
   where a fleet-wide p95 is cheapest to spend (a constant shadow price per late task is what minimises
   cost under a bound on the share of late tasks).
