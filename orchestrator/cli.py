@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--trace",
         default="steady",
         metavar="NAME_OR_CSV",
-        help="steady, bursty, diurnal, spike, heavy_tail, or a CSV file with columns id,at,duration,task_type (default: steady)",
+        help="steady, bursty, diurnal, spike, heavy_tail, long_tasks, or a CSV file with columns id,at,duration,task_type (default: steady)",
     )
     s.add_argument(
         "--policy",
