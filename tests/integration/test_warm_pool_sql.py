@@ -382,8 +382,11 @@ def test_the_snapshot_reads_recent_rows_not_the_history(raw: psycopg.Connection[
     size = raw.execute(
         "select (pg_relation_size('tasks') + pg_indexes_size('tasks')) / current_setting('block_size')::int as n"
     ).fetchone()["n"]  # type: ignore[index]
-    assert size > 4000, size
-    assert blocks_after - blocks_before < 20 * 8 + 60, blocks_after - blocks_before
+    # Page layout differs between PostgreSQL builds (about 4,000 blocks here), so the setup is checked
+    # only to be ten times the budget: a scan of the table could not hide under it.
+    budget = 20 * 8 + 60
+    assert size > 10 * budget, size
+    assert blocks_after - blocks_before < budget, blocks_after - blocks_before
 
 
 def test_an_index_on_created_at_the_app_already_has_serves_the_arrivals(pg: TempPostgres) -> None:
