@@ -219,13 +219,16 @@ class StopPod(Action):
     ``pod_stop_requested_at`` (after the call, as ``pod_terminate_requested_at``: a crash before it
     leaves none, and the next tick asks at once). With ``transition_from`` None the row is already
     ``stopping`` and this is a retry. ``stopping -> stopped`` follows when the provider shows the pod
-    stopped (``stopped_at``).
+    stopped (``stopped_at``). ``disk_gb``, when set, is recorded with the transition: a row spawned
+    before the spawn recorded its volume disk gets the one the policy bills it for, so the database's
+    spend views and the spend cap count the same figure.
     """
 
     kind: ClassVar[str] = "stop_pod"
     worker_id: str
     runpod_id: str
     transition_from: WorkerState | None = WorkerState.DRAINING
+    disk_gb: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

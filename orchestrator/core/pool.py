@@ -35,7 +35,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from orchestrator.core.actions import MarkStopped, MarkTerminated, ResumePod, StopPod
-from orchestrator.core.draft import Draft, age, stopped_disk_usd_per_hr, ts_key
+from orchestrator.core.draft import Draft, age, stopped_disk_usd_per_hr, ts_key, volume_disk_gb
 from orchestrator.core.observed import PodView, Worker
 from orchestrator.core.states import PodStatus, Reason, WorkerState
 
@@ -133,7 +133,13 @@ def can_stop(d: Draft, worker: Worker, pod: PodView, pool: int) -> bool:
 def stop(d: Draft, worker: Worker, pod: PodView) -> None:
     d.leaving.add(worker.id)
     d.actions.append(
-        StopPod(reason=Reason.POOLED, worker_id=worker.id, runpod_id=pod.id, transition_from=worker.status)
+        StopPod(
+            reason=Reason.POOLED,
+            worker_id=worker.id,
+            runpod_id=pod.id,
+            transition_from=worker.status,
+            disk_gb=volume_disk_gb(d.settings) if worker.disk_gb is None else None,
+        )
     )
 
 

@@ -386,7 +386,11 @@ def stop_pod(a: StopPod, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
     nothing bills untracked, nor for long."""
     skipped: list[str] = []
     if a.transition_from is not None:
-        pinned = {Meta.PREVIOUS_HOST_KEY_FINGERPRINT: worker.host_key_fingerprint if worker else None}
+        pinned: dict[str, Any] = {
+            Meta.PREVIOUS_HOST_KEY_FINGERPRINT: worker.host_key_fingerprint if worker else None
+        }
+        if a.disk_gb is not None:
+            pinned[Meta.DISK_GB] = a.disk_gb
         yield from fx.transition(a.worker_id, WorkerState.STOPPING, a.reason.value, pinned)
     yield from fx.fence("stop_pod")
     fx.crash_point("before_stop")

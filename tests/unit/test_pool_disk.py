@@ -12,10 +12,15 @@ from typing import Any
 
 import pytest
 
-from orchestrator.core.actions import ResumePod, Spawn
+from orchestrator.core.actions import ResumePod, Spawn, StopPod
+from orchestrator.core.config import defaults
 from orchestrator.core.draft import HOURS_PER_MONTH, STOPPED_DISK_USD_PER_GB_MONTH, volume_disk_gb
+from orchestrator.core.policy import plan
 from orchestrator.core.states import Meta
+from orchestrator.studies.fleet import ResumeModel
+from orchestrator.studies.simulation import Simulation
 from tests.unit.test_policy import ago, pods_for, run, settings, snap, worker
+from tests.unit.test_pool_sim import waves
 
 PER_GB_HR = STOPPED_DISK_USD_PER_GB_MONTH / HOURS_PER_MONTH
 
@@ -62,3 +67,31 @@ def test_a_resume_under_the_spend_cap_trades_the_pods_own_disk_for_its_gpu() -> 
     result = run(snap([big], claimable=1), pods_for([big], "EXITED"), cfg)
     assert result.spend_per_hr == pytest.approx(7200 * PER_GB_HR)
     assert [r.worker_id for r in result.of_kind(ResumePod)] == ["gpu-big"]
+
+
+def test_a_row_without_its_disk_is_stopped_with_the_disk_the_policy_bills() -> None:
+    # A row spawned before the spawn recorded its disk: the stop records the configuration's, so the
+    # database's spend views (which read metadata.disk_gb) and the policy bill the same figure.
+    cfg = settings(warm_pool_max=2, runpod_disk_size_gb=30)
+    old = worker("gpu-old", "draining", drain_reason="overcapacity", completed=100)
+    [stop] = run(snap([old]), pods_for([old]), cfg).of_kind(StopPod)
+    assert stop.disk_gb == 30
+    recorded = worker("gpu-new", "draining", drain_reason="overcapacity", completed=100, disk_gb=200)
+    [stop] = run(snap([recorded]), pods_for([recorded]), cfg).of_kind(StopPod)
+    assert stop.disk_gb is None  # its own figure stands
+
+
+def test_the_stop_handler_writes_the_disk_into_the_row() -> None:
+    # The executor's own stop handler, in virtual time, on rows whose spawn recorded no disk.
+    cfg = defaults()
+    sim = Simulation(waves(), plan, cfg, seed=2, resume=ResumeModel(failure_share=0.0))
+    register = sim.db.register_worker
+
+    def register_without_disk(worker_id: str, instance_type: str | None, metadata: Any) -> Any:
+        return register(worker_id, instance_type, {k: v for k, v in metadata.items() if k != Meta.DISK_GB})
+
+    sim.db.register_worker = register_without_disk  # type: ignore[method-assign]
+    result = sim.run()
+    assert result.counters["stops"] > 0
+    stopped = [w for w in sim.db.workers.values() if w.metadata.get(Meta.STOPPED_AT)]
+    assert stopped and all(w.metadata.get(Meta.DISK_GB) == volume_disk_gb(cfg) for w in stopped)
