@@ -301,7 +301,7 @@ SEED_CREATE_PARAMS = [
 ]
 
 
-def test_create_pod_and_wait_has_the_seeds_parameters_and_defaults() -> None:
+def test_create_pod_and_wait_has_the_original_parameters_and_defaults() -> None:
     """banodoco/reigh-worker-orchestrator, structure_docs/runpod_integration.md: create_pod_and_wait(name,
     image_name, gpu_type_id, gpu_count (always 1), cloud_type (always SECURE), volume_in_gb,
     container_disk_in_gb, ports (always 22/tcp), network_volume_id, volume_mount_path (/workspace), env);
@@ -323,7 +323,7 @@ def test_create_pod_and_wait_has_the_seeds_parameters_and_defaults() -> None:
 
 
 @pytest.mark.parametrize("api", TRANSPORTS)
-def test_create_pod_and_wait_creates_the_pod_the_seed_describes(
+def test_create_pod_and_wait_creates_the_pod_the_original_describes(
     api: str, emulator, client_factory, ssh_keypair, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     from orchestrator import runpod_client
@@ -374,7 +374,7 @@ def test_get_pod_status_of_a_pod_runpod_no_longer_knows_is_none(api: str, client
     assert client.get_pod_status(spawned["runpod_id"]) is None
 
 
-def test_graphql_sends_the_disk_size_as_the_seed_did_even_with_a_network_volume(
+def test_graphql_sends_the_disk_size_as_the_original_did_even_with_a_network_volume(
     emulator, client_factory, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     """The original passed volume_in_gb=RUNPOD_DISK_SIZE_GB to runpod.create_pod with its network volume."""

@@ -467,7 +467,7 @@ def password_sshd(tmp_path: Path) -> Iterator[PasswordSshd]:
         server.stop()
 
 
-def test_the_seed_usage_pattern_and_its_password_fallback(
+def test_the_original_usage_pattern_and_its_password_fallback(
     password_sshd: PasswordSshd, tmp_path: Path
 ) -> None:
     """The original: ``SSHClient(hostname, port, username, password, private_key_path)``, the key when

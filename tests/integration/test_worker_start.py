@@ -238,11 +238,11 @@ def test_the_worker_receives_the_settings_byte_for_byte_and_they_leak_nowhere(
     assert not Path("/tmp/pwned-worker-start").exists()
 
 
-def test_the_seed_ssh_pattern_on_an_emulated_pod(emulator: Any, ssh_keypair: Any, tmp_path: Path) -> None:
+def test_the_original_ssh_pattern_on_an_emulated_pod(emulator: Any, ssh_keypair: Any, tmp_path: Path) -> None:
     """The original's documented usage: get_ssh_client(id); connect(); execute_command(...); disconnect()."""
     with make_provider(settings_for(emulator, ssh_keypair, tmp_path), retry=FAST_RETRY) as provider:
-        spawned = provider.spawn_worker("gpu-seed-pattern")
-        initialize(provider, "gpu-seed-pattern", spawned["runpod_id"])
+        spawned = provider.spawn_worker("gpu-original-pattern")
+        initialize(provider, "gpu-original-pattern", spawned["runpod_id"])
         ssh_client = provider.get_ssh_client(spawned["runpod_id"])
         ssh_client.connect()
         exit_code, stdout, stderr = ssh_client.execute_command("echo hello; echo oops >&2; exit 3")
