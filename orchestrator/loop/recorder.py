@@ -73,6 +73,15 @@ class Recorder:
                 for o in outcomes
                 if o["kind"] in ("initialize", "start_process") and o.get("outcome") in started
             ),
+            # The warm pool: stops the provider accepted, resumes it started, resumes refused for lack
+            # of a GPU (the pod was terminated; a spawn replaces it).
+            "stopped": sum(1 for o in outcomes if o["kind"] == "stop_pod" and o.get("stop_accepted")),
+            "resumed": sum(
+                1 for o in outcomes if o["kind"] == "resume_pod" and o.get("outcome") == "resumed"
+            ),
+            "resume_no_gpu": sum(
+                1 for o in outcomes if o["kind"] == "resume_pod" and o.get("outcome") == "no_gpu"
+            ),
             "tasks_reset": sum(int(o.get("tasks_reset") or 0) for o in outcomes),
             "in_flight": sum(1 for o in outcomes if o.get("outcome") == "in_flight"),
             "errors": sum(
