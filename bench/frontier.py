@@ -3,21 +3,21 @@
 Usage (from the repository root)::
 
     .venv/bin/python bench/frontier.py             # writes bench/results/frontier.{md,json} and plots/frontier.png
-    .venv/bin/python bench/frontier.py --seeds 2 --jobs 2
+    .venv/bin/python bench/frontier.py --seeds 2 --jobs 2 --traces diurnal
 
 Where this sits: ``bench/policy.py`` compares named policies at their settings; this script asks the
-question behind the cost/wait bar (``docs/policy.md``) instead. For each trace it runs, in one process
-pool and with the same simulation seeds, the old system's rules (the baseline), every combination of
-the two scaling knobs that move ``plan()`` between cheap and fast (``TASKS_PER_GPU_THRESHOLD`` x
-``GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC``), and a family the daemon cannot build: *rate-clairvoyant
-staffing*, ``plan()`` with ``MIN_ACTIVE_GPUS`` set at every tick to the Erlang-C staffing level for the
-arrival rate the trace will have a boot's time ahead. That family knows the future rate (not the
-individual arrivals), so it is an optimistic estimate of what any rate-predicting rule could do.
+question behind the bar (``docs/policy.md``: at most 0.9x the old system's cost at most 1.1x its p95
+wait) instead. For each trace it runs, in one process pool and with the same simulation seeds, the
+old system's rules (the baseline), ``WAIT_TARGET_SEC`` from 5 to 160 s, every combination of the two
+knobs of the threshold rule (``TASKS_PER_GPU_THRESHOLD`` x ``GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC``, the
+wait target off), and a family the daemon cannot build: *rate-clairvoyant staffing*, ``plan()`` with
+``MIN_ACTIVE_GPUS`` set at every tick to the Erlang-C staffing level for the arrival rate the trace will
+have a boot's time ahead. That family knows the future rate (not the individual arrivals), so it is an
+optimistic estimate of what any rate-predicting rule could do. Every run but the old system's has the
+warm pool at its defaults, and 30% of resumes find no GPU (as in ``bench/policy.py``).
 
-For each trace the report gives the cheapest run whose p95 wait is at most the old system's, and its
-cost against the old system's and against the oracle's: the bar's "at least 25% below the old system
-at an equal or better p95" and "at most 1.25x the oracle" are met somewhere on the frontier, or by no
-run measured.
+For each trace the report gives the cheapest run whose p95 wait is at most 1.1x the old system's (the
+bar) and at most the old system's (the goal of 0.75x), and its cost against the old system's.
 """
 
 from __future__ import annotations
@@ -41,14 +41,17 @@ sys.path.insert(0, str(ROOT))
 from orchestrator.core.config import defaults  # noqa: E402
 from orchestrator.core.policy import plan as real_plan  # noqa: E402
 from orchestrator.studies import traces as tr  # noqa: E402
-from orchestrator.studies.fleet import BootModel  # noqa: E402
-from orchestrator.studies.policies import RATE_LEAD_SEC, RATE_WINDOW_SEC, PolicySpec, RateClairvoyant, specs  # noqa: E402
-from orchestrator.studies.run import mean_metrics, run_one  # noqa: E402
-from orchestrator.studies.simulation import oracle  # noqa: E402
+from orchestrator.studies.fleet import ResumeModel  # noqa: E402
+from orchestrator.studies.policies import RATE_LEAD_SEC, RATE_WINDOW_SEC, RateClairvoyant, specs  # noqa: E402
+from orchestrator.studies.run import mean_metrics  # noqa: E402
+from orchestrator.studies.simulation import Simulation, oracle  # noqa: E402
 
-TRACES = ("steady", "bursty", "diurnal", "spike")
+TRACES = ("steady", "bursty", "diurnal", "spike", "heavy_tail", "long_tasks")
 TRACE_DIR = ROOT / "bench" / "traces"
 RESULTS = ROOT / "bench" / "results"
+BAR_COST, BAR_P95, GOAL_COST = 0.9, 1.1, 0.75
+RESUME_FAILURE = 0.3  # the share of resumes finding no GPU, as bench/policy.py's default rows
+WAIT_TARGETS = (5, 10, 15, 20, 30, 40, 80, 160)
 THRESHOLDS = (1, 2, 3, 4, 6)
 OVERCAPACITY = (10, 60, 120, 300, 600)
 # Rate-clairvoyant staffing: the chance a task finds every worker busy, by Erlang C, that the floor
@@ -62,29 +65,27 @@ WAIT_PROBABILITIES = (0.6, 0.4, 0.25, 0.15, 0.08, 0.04, 0.02)
 def configurations() -> list[tuple[str, str, dict[str, Any]]]:
     """(name, family, parameters) for every run of a trace."""
     found: list[tuple[str, str, dict[str, Any]]] = [("original", "original", {}), ("ours", "ours", {})]
+    for target in WAIT_TARGETS:
+        found.append((f"wt{target}", "wait_target", {"WAIT_TARGET_SEC": target}))
     for threshold in THRESHOLDS:
         for oc in OVERCAPACITY:
             found.append(
                 (
                     f"th{threshold}_oc{oc}",
                     "knobs",
-                    {"TASKS_PER_GPU_THRESHOLD": threshold, "GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC": oc},
+                    {
+                        "WAIT_TARGET_SEC": 0,
+                        "TASKS_PER_GPU_THRESHOLD": threshold,
+                        "GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC": oc,
+                    },
                 )
             )
     for p in WAIT_PROBABILITIES:
         found.append((f"rate_pw{p:g}", "rate_clairvoyant", {"wait_probability": p}))
-    # What-if, not a policy: the same rule if every boot found the image cached (what resuming a
-    # stopped pod on its old host, or a small pre-cached image, would give). Kept out of the frontier.
-    for threshold in (3, 4):
-        found.append(
-            (f"whatif_cached_th{threshold}", "whatif_cached", {"TASKS_PER_GPU_THRESHOLD": threshold})
-        )
     return found
 
 
-def _policy_runs(results: Mapping[str, Any]) -> dict[str, Any]:
-    whatif = {c[0] for c in configurations() if c[1] == "whatif_cached"}
-    return {n: r for n, r in results.items() if n not in whatif}
+FAMILIES = ("wait_target", "knobs", "rate_clairvoyant")
 
 
 def _run_one(job: tuple[str, str, int]) -> tuple[str, str, int, dict[str, Any]]:
@@ -96,16 +97,22 @@ def _run_one(job: tuple[str, str, int]) -> tuple[str, str, int, dict[str, Any]]:
     if family in ("original", "ours"):
         spec = by_name[family]
         plan_fn, settings, wake = spec.plan, spec.settings, spec.wake_on_tasks
-    elif family in ("knobs", "whatif_cached"):
+    elif family in ("knobs", "wait_target"):
         plan_fn, settings, wake = real_plan, base.replace(**params), True
     else:
-        # The daemon's rule with threshold 1 (one worker per task beyond the floor) and a short
-        # over-capacity timeout: the floor alone decides how many idle workers stay.
-        settings = base.replace(TASKS_PER_GPU_THRESHOLD=1, GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC=10)
+        # The daemon's threshold rule with threshold 1 (one worker per task beyond the floor) and a
+        # short over-capacity timeout: the floor alone decides how many idle workers stay.
+        settings = base.replace(
+            WAIT_TARGET_SEC=0, TASKS_PER_GPU_THRESHOLD=1, GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC=10
+        )
         plan_fn, wake = RateClairvoyant(trace, settings, float(params["wait_probability"])), True
-    boot = BootModel(cached_share=1.0) if family == "whatif_cached" else None
-    spec = PolicySpec(config_name, plan_fn, settings, wake, family)
-    return trace_name, config_name, seed, run_one(trace, spec, seed, boot=boot)
+    resume = ResumeModel(failure_share=RESUME_FAILURE, disk_gb=float(settings.runpod_disk_size_gb))
+    result = Simulation(
+        trace, plan_fn, settings, name=config_name, wake_on_tasks=wake, seed=seed, resume=resume
+    ).run()
+    metrics: dict[str, Any] = dict(result.metrics())
+    metrics["violations"] = len(result.violations)
+    return trace_name, config_name, seed, metrics
 
 
 def frontier(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -120,36 +127,31 @@ def frontier(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return front
 
 
+def _cheapest(results: Mapping[str, Mapping[str, Any]], names: list[str], p95: float) -> str | None:
+    ok = [n for n in names if results[n]["wait_p95_s"] <= p95]
+    return min(ok, key=lambda n: results[n]["cost_usd"]) if ok else None
+
+
 def summarize(
-    trace_name: str, all_results: Mapping[str, Mapping[str, Any]], oracle_cost: float
+    trace_name: str, results: Mapping[str, Mapping[str, Any]], oracle_cost: float
 ) -> dict[str, Any]:
-    results = _policy_runs(all_results)
     old = results["original"]
-    eligible = [n for n in results if n != "original" and results[n]["wait_p95_s"] <= old["wait_p95_s"]]
-    best = min(eligible, key=lambda n: results[n]["cost_usd"]) if eligible else None
-    cheapest = min((n for n in results if n != "original"), key=lambda n: results[n]["cost_usd"])
+    families = {c[0]: c[1] for c in configurations()}
+    others = [n for n in results if n != "original"]
     out: dict[str, Any] = {
         "original_cost_usd": old["cost_usd"],
         "original_wait_p95_s": old["wait_p95_s"],
         "oracle_cost_usd": oracle_cost,
-        "cheapest_at_original_p95": best,
-        "cheapest_at_original_p95_x_old": round(results[best]["cost_usd"] / old["cost_usd"], 3)
-        if best
-        else None,
-        "cheapest_at_original_p95_x_oracle": round(results[best]["cost_usd"] / oracle_cost, 3)
-        if best
-        else None,
-        "cheapest": cheapest,
-        "cheapest_x_oracle": round(results[cheapest]["cost_usd"] / oracle_cost, 3),
-        "frontier": frontier({n: r for n, r in results.items() if n != "original"}),
+        "frontier": frontier({n: results[n] for n in others}),
     }
-    for family in ("knobs", "rate_clairvoyant"):
-        names = [c[0] for c in configurations() if c[1] == family and c[0] in eligible]
-        pick = min(names, key=lambda n: results[n]["cost_usd"]) if names else None
-        out[f"best_{family}_at_original_p95"] = pick
-        out[f"best_{family}_at_original_p95_x_old"] = (
-            round(results[pick]["cost_usd"] / old["cost_usd"], 3) if pick else None
-        )
+    for label, p95 in (("bar", BAR_P95 * old["wait_p95_s"]), ("goal", old["wait_p95_s"])):
+        for family in ("all", *FAMILIES):
+            names = others if family == "all" else [n for n in others if families[n] == family]
+            pick = _cheapest(results, names, p95)
+            out[f"{label}_{family}"] = pick
+            out[f"{label}_{family}_x_old"] = (
+                round(results[pick]["cost_usd"] / old["cost_usd"], 3) if pick else None
+            )
     return out
 
 
@@ -173,11 +175,13 @@ def write_markdown(
         f"({meta['runs']} simulation runs, {meta['seeds']} seeds each, means shown; {meta['machine']}).",
         "",
         "Every run drives the daemon's `plan()` in `orchestrator/studies/simulation.py` on the committed traces of "
-        "`bench/traces/` (see `bench/results/policy.md` for the simulator's parameters). Runs:",
+        "`bench/traces/` (see `bench/results/policy.md` for the simulator's parameters). Every run but "
+        f"`original` has the warm pool at its defaults, {RESUME_FAILURE:.0%} of resumes finding no GPU. Runs:",
         "",
-        "- `original`: the old system's rules (the baseline of the cost/wait bar), `ours`: today's defaults;",
-        f"- `thT_ocO`: `plan()` with `TASKS_PER_GPU_THRESHOLD=T` and `GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC=O`, "
-        f"T in {list(THRESHOLDS)}, O in {list(OVERCAPACITY)} s;",
+        "- `original`: the old system's rules (the baseline of the bar), `ours`: today's defaults;",
+        f"- `wtW`: `WAIT_TARGET_SEC=W`, W in {list(WAIT_TARGETS)} s;",
+        f"- `thT_ocO`: the threshold rule (`WAIT_TARGET_SEC=0`) with `TASKS_PER_GPU_THRESHOLD=T` and "
+        f"`GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC=O`, T in {list(THRESHOLDS)}, O in {list(OVERCAPACITY)} s;",
         "- `rate_pwP`: rate-clairvoyant staffing, not buildable: `MIN_ACTIVE_GPUS` set every 30 s to the "
         "Erlang-C number of workers for which a task finds all busy with probability P, at the arrival "
         f"rate the trace has {RATE_LEAD_SEC:.0f} s later (counted over {RATE_WINDOW_SEC / 60:.0f} min), "
@@ -186,27 +190,25 @@ def write_markdown(
         "",
         "## The bar, trace by trace",
         "",
-        "| trace | oracle $ | original $, p95 s | cheapest run at p95 <= original | its $ | x old | x oracle | best knobs (x old) | best rate-clairvoyant (x old) | cheapest run overall (x oracle) |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: | --- | --- | --- |",
+        f"The bar: cost at most {BAR_COST}x the old system's at a p95 wait at most {BAR_P95}x its p95. The goal "
+        f"beyond it: {GOAL_COST}x at a p95 at most the old system's. Each cell: the cheapest run of the "
+        "family within that p95, and its cost x old (`none`: no run of the family is that fast).",
+        "",
+        "| trace | original $, p95 s | bar: any run | wait target | threshold knobs | rate-clairvoyant | goal: any run |",
+        "| --- | ---: | --- | --- | --- | --- | --- |",
     ]
+
+    def cell(s: Mapping[str, Any], key: str) -> str:
+        name = s[key]
+        return f"`{name}` ({_fmt(s[key + '_x_old'], 3)})" if name else "none"
+
     for name, s in summary.items():
-        best = s["cheapest_at_original_p95"]
-        best_cost = results[name][best]["cost_usd"] if best else None
-        knobs = s["best_knobs_at_original_p95"]
-        rate = s["best_rate_clairvoyant_at_original_p95"]
         lines.append(
-            f"| {name} | {s['oracle_cost_usd']:.2f} | {s['original_cost_usd']:.2f}, {s['original_wait_p95_s']:.0f} | "
-            f"{'`' + best + '`' if best else 'none'} | {_fmt(best_cost)} | {_fmt(s['cheapest_at_original_p95_x_old'])} | "
-            f"{_fmt(s['cheapest_at_original_p95_x_oracle'])} | "
-            f"{'`' + knobs + '` (' + _fmt(s['best_knobs_at_original_p95_x_old']) + ')' if knobs else 'none'} | "
-            f"{'`' + rate + '` (' + _fmt(s['best_rate_clairvoyant_at_original_p95_x_old']) + ')' if rate else 'none'} | "
-            f"`{s['cheapest']}` ({s['cheapest_x_oracle']:.2f}) |"
+            f"| {name} | {s['original_cost_usd']:.2f}, {s['original_wait_p95_s']:.1f} | {cell(s, 'bar_all')} | "
+            f"{cell(s, 'bar_wait_target')} | {cell(s, 'bar_knobs')} | {cell(s, 'bar_rate_clairvoyant')} | "
+            f"{cell(s, 'goal_all')} |"
         )
-    lines += [
-        "",
-        "The bar asks for x old <= 0.75 at p95 <= the original's (bursty, diurnal, spike) and x oracle <= 1.25 (steady, bursty, diurnal).",
-        "",
-    ]
+    lines.append("")
     for name in results:
         s = summary[name]
         lines += [
@@ -214,42 +216,20 @@ def write_markdown(
             "",
             "Pareto front (no other run is both cheaper and faster), cheapest first:",
             "",
-            "| run | cost $ | x oracle | x old | p50 s | p95 s | p99 s | spawns | lost | dup | leaked |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| run | cost $ | x oracle | x old | p50 s | p95 s | p95 x old | p99 s | spawns | resumes | lost | dup | leaked |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
-        old_cost = s["original_cost_usd"]
+        old_cost, old_p95 = s["original_cost_usd"], s["original_wait_p95_s"]
         for run in s["frontier"] + ["original"]:
             r = results[name][run]
+            p95_x = r["wait_p95_s"] / old_p95 if old_p95 else float("inf")
             lines.append(
                 f"| `{run}` | {r['cost_usd']:.2f} | {r['cost_usd'] / s['oracle_cost_usd']:.2f} | {r['cost_usd'] / old_cost:.2f} | "
-                f"{r['wait_p50_s']:.1f} | {r['wait_p95_s']:.1f} | {r['wait_p99_s']:.1f} | {r['spawns']:.1f} | "
-                f"{r['tasks_lost']:g} | {r['tasks_duplicated']:g} | {r['pods_leaked']:g} |"
+                f"{r['wait_p50_s']:.1f} | {r['wait_p95_s']:.1f} | {p95_x:.2f} | {r['wait_p99_s']:.1f} | {r['spawns']:.1f} | "
+                f"{r['resumes']:.1f} | {r['tasks_lost']:g} | {r['tasks_duplicated']:g} | {r['pods_leaked']:g} |"
             )
         lines.append("")
-    lines += [
-        "## What-if: every boot cached",
-        "",
-        "Not a policy: `ours` (threshold 3) and threshold 4 on a provider where every pod finds its image "
-        "cached (~30 s boots instead of 40% pulling it for ~165 s), as resuming a stopped pod on its old "
-        "host, or a small image every host has, would give. It shows how much of the cost above the "
-        "oracle is image pulls (the old system would gain from cached boots too, so no ratio to it here).",
-        "",
-        "| trace | run | cost $ | x oracle | p95 s | the same rule with today's boots: x oracle, p95 s |",
-        "| --- | --- | ---: | ---: | ---: | --- |",
-    ]
-    for name in results:
-        s = summary[name]
-        for threshold in (3, 4):
-            r = results[name].get(f"whatif_cached_th{threshold}")
-            base = results[name]["ours" if threshold == 3 else f"th{threshold}_oc10"]
-            if r is None:
-                continue
-            lines.append(
-                f"| {name} | `whatif_cached_th{threshold}` | {r['cost_usd']:.2f} | {r['cost_usd'] / s['oracle_cost_usd']:.2f} | "
-                f"{r['wait_p95_s']:.1f} | "
-                f"{base['cost_usd'] / s['oracle_cost_usd']:.2f}, {base['wait_p95_s']:.1f} |"
-            )
-    lines += ["", "Every run of every trace is in `bench/results/frontier.json`; plot: `plots/frontier.png`."]
+    lines += ["Every run of every trace is in `bench/results/frontier.json`; plot: `plots/frontier.png`."]
     return "\n".join(lines) + "\n"
 
 
@@ -270,18 +250,17 @@ def plot(
     families = {c[0]: c[1] for c in configurations()}
     style = {
         "knobs": ("tab:blue", "o"),
+        "wait_target": ("tab:orange", "D"),
         "rate_clairvoyant": ("tab:green", "^"),
         "ours": ("tab:purple", "*"),
         "original": ("tab:red", "s"),
     }
     for ax, (name, runs) in zip(axes[0], results.items(), strict=True):
         s = summary[name]
-        oc = s["oracle_cost_usd"]
+        old_cost, old_p95 = s["original_cost_usd"], s["original_wait_p95_s"]
         for family, (color, marker) in style.items():
             pts = [
-                (r["cost_usd"] / oc, r["wait_p95_s"])
-                for n, r in _policy_runs(runs).items()
-                if families[n] == family
+                (r["cost_usd"] / old_cost, r["wait_p95_s"]) for n, r in runs.items() if families[n] == family
             ]
             if pts:
                 ax.scatter(
@@ -293,35 +272,19 @@ def plot(
                     label=family,
                     zorder=3,
                 )
-        x_bar = 0.75 * s["original_cost_usd"] / oc
-        if name in ("bursty", "diurnal", "spike"):
-            ax.fill_between(
-                [0, x_bar],
-                0,
-                s["original_wait_p95_s"],
-                color="gold",
-                alpha=0.35,
-                label="bar: <=0.75x old, p95 <= old",
-            )
-        if name in ("bursty", "diurnal"):
-            both = min(x_bar, 1.25)
-            if both > 0.9:
-                ax.fill_between(
-                    [0, both],
-                    0,
-                    s["original_wait_p95_s"],
-                    facecolor="none",
-                    edgecolor="darkorange",
-                    hatch="///",
-                    label="whole bar (both checks)",
-                )
-        if name in ("steady", "bursty", "diurnal"):
-            ax.axvline(1.25, color="gray", linestyle="--", linewidth=1, label="1.25x oracle")
+        ax.fill_between(
+            [0, BAR_COST],
+            0,
+            BAR_P95 * old_p95,
+            color="gold",
+            alpha=0.35,
+            label=f"bar: <={BAR_COST}x old, p95 <={BAR_P95}x",
+        )
         ax.set_title(name)
-        ax.set_xlabel("cost / oracle")
+        ax.set_xlabel("cost / old system's")
         ax.set_ylabel("p95 wait (s)")
-        ax.set_xlim(left=0.9)
-        ax.set_ylim(bottom=0)
+        ax.set_xlim(left=0.3)
+        ax.set_ylim(bottom=0, top=max(4 * old_p95, 60))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="upper right")
     fig.tight_layout()
@@ -354,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         t: summarize(t, results[t], float(oracle(tr.load(TRACE_DIR / f"{t}.csv"))["cost_usd"]))
         for t in args.traces
     }
-    violations = sum(r["violations"] for runs in results.values() for r in runs.values())
+    # The old system's own failures are part of the baseline (its fixed stuck-task timeout fails healthy
+    # workers mid-task, and their tasks run twice on long_tasks); any other run's are a defect.
+    violations = sum(r["violations"] for runs in results.values() for n, r in runs.items() if n != "original")
     meta = {
         "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": seconds,
