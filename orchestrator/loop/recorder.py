@@ -108,6 +108,8 @@ class Recorder:
             "paused": plan.paused,
             "breaker": plan.breaker.value,
             "spawn_blocked": [b.value for b in plan.spawn_blocked],
+            # Why the fleet is the size it is: the wait target's model (empty when WAIT_TARGET_SEC is 0).
+            "sizing": dict(plan.sizing),
             "duration_ms": round(duration * 1000, 1),
         }
         log.info("tick_summary", **summary)
