@@ -265,6 +265,14 @@ def render_plan(snapshot: Snapshot, pods: Sequence[PodView] | None, plan: Plan) 
         + (f", spawning blocked: {', '.join(d['spawn_blocked'])}" if d["spawn_blocked"] else ""),
         f"pods listed: {'unavailable' if pods is None else len(pods)}",
     ]
+    sizing = d["sizing"]
+    if sizing:
+        lines.append(
+            f"wait target: {sizing['workers']} workers wanted, {sizing['keep']} kept (queue {sizing['for_queue']}, "
+            f"now {sizing['for_now']}, after the lead time {sizing['for_lead']}); "
+            f"{sizing['rate_per_min']:g} arrivals/min, lead {sizing['lead_sec']:g} s, "
+            f"P(late) {sizing['p_late']:g}, idle surplus let go after {sizing['release_after_sec']:g} s"
+        )
     for b in d["backoffs"]:
         lines.append(
             f"backoff: {b['gpu_type']} in {b['data_center'] or 'any'} after {b['failures']} failures, until {b['until']}"

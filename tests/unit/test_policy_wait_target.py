@@ -16,6 +16,7 @@ from orchestrator.core.actions import Spawn
 from orchestrator.core.evidence import RunningTask, TaskStats
 from orchestrator.core.observed import Queue, Snapshot
 from orchestrator.core.states import Reason
+from orchestrator.render import render_plan
 from tests.unit.test_policy import ago, pods_for, run, settings, snap, worker
 
 SHORT = TaskStats("generate_video", completions=200, mean_sec=110, stddev_sec=30, p99_sec=180, max_sec=185)
@@ -110,3 +111,15 @@ def test_a_large_fleet_far_below_its_load_is_sized_for_the_whole_band() -> None:
     assert time.perf_counter() - started < 5.0
     assert result.sizing["for_lead"] > 450, result.sizing
     assert result.sizing["p_late"] <= sizing.EPSILON
+
+
+def test_orchestrator_plan_says_why_the_fleet_is_its_size() -> None:
+    s = evidence(snap([busy("gpu-a")], claimable=2), 30, 120, SHORT)
+    text = render_plan(s, pods_for(s.workers), run(s, pods_for(s.workers), target()))
+    [line] = [x for x in text.splitlines() if x.startswith("wait target:")]
+    assert "workers wanted" in line and "arrivals/min" in line and "lead" in line, line
+    sized = run(s, pods_for(s.workers), target()).sizing
+    assert f"{sized['rate_per_min']:g} arrivals/min" in line and f"{sized['keep']} kept" in line, line
+    # Off, the threshold rule alone: no such line.
+    off = render_plan(s, pods_for(s.workers), run(s, pods_for(s.workers), settings(wait_target_sec=0)))
+    assert "wait target:" not in off
