@@ -17,6 +17,7 @@ two daemons never both spawn.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -73,6 +74,9 @@ class Gathered:
     snapshot: Snapshot
     pods: list[PodView] | None
     catalog: Catalog
+    # time.monotonic() just before the snapshot was asked for: an action that finished after it may
+    # have changed what the snapshot says about its worker (see Controller.apply).
+    read_at: float | None = None
 
 
 class Controller:
@@ -111,7 +115,9 @@ class Controller:
         # from earlier ticks, and the tick (with its lease renewal) would wait for them.
         self._gather_pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gather")
         self._in_flight: dict[str, cf.Future[dict[str, Any]]] = {}
-        self._lock = threading.Lock()
+        self._finished_at: dict[str, float] = {}  # action key -> when its last action finished
+        # Reentrant: a future already done when its callback is added runs it here, under the lock.
+        self._lock = threading.RLock()
         self._catalog = Catalog()
         self._catalog_at = 0.0
         self._closed = False
@@ -195,6 +201,7 @@ class Controller:
 
     def gather(self) -> Gathered:
         """One snapshot call and one pod listing, concurrently, with the catalog they are judged by."""
+        read_at = time.monotonic()
         pods_future = self._gather_pool.submit(self._list_pods)
         try:
             raw = self.db.snapshot(self.settings.worker_id_prefix)
@@ -204,7 +211,7 @@ class Controller:
         for problem in snapshot.problems:
             log.warning("snapshot_row_skipped", problem=problem)
         self._refresh_catalog()
-        return Gathered(snapshot, pods, self._catalog)
+        return Gathered(snapshot, pods, self._catalog, read_at)
 
     def decide(self, gathered: Gathered) -> Plan:
         """The pure policy on what gather returned (nothing else reaches it)."""
@@ -253,7 +260,7 @@ class Controller:
             return TickResult("failed", {"error": str(exc)[:500]})
         snapshot, pods = gathered.snapshot, gathered.pods
         plan = self.decide(gathered)
-        outcomes = self.apply(plan.actions, snapshot, token)
+        outcomes = self.apply(plan.actions, snapshot, token, read_at=gathered.read_at)
         summary = self.recorder.record(
             self.tick_no, snapshot, pods, plan, outcomes, time.monotonic() - started, self.token
         )
@@ -263,25 +270,47 @@ class Controller:
 
     # -- apply --------------------------------------------------------------------------------------
 
-    def apply(self, actions: Sequence[Action], snapshot: Snapshot, token: int) -> list[dict[str, Any]]:
+    def apply(
+        self, actions: Sequence[Action], snapshot: Snapshot, token: int, *, read_at: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Run the plan's actions, one in flight per worker (or pod).
+
+        An action of an earlier tick that finished after this tick's snapshot was read (``read_at``)
+        may have moved its worker on: this tick's decision about that worker was made on what the row
+        said before, so it is dropped (``stale``) and the next tick decides again (None: not checked). Without this, an
+        initialization still starting the worker process while the snapshot was read left a row with
+        ``initialized_at`` and no ``process_started_at``, and the tick, applying after the start had
+        finished, started a second worker process on the pod.
+        """
         workers = {w.id: w for w in snapshot.workers}
         submitted: list[cf.Future[dict[str, Any]]] = []
         skipped: list[dict[str, Any]] = []
         with self._lock:
             for key in [k for k, f in self._in_flight.items() if f.done()]:
                 del self._in_flight[key]
+            if read_at is not None:
+                for key in [k for k, at in self._finished_at.items() if at < read_at]:
+                    del self._finished_at[key]  # older than this snapshot: it shows their effects
             for action in actions:
                 key = executor.action_key(action)
                 if key in self._in_flight:
                     skipped.append({"kind": action.kind, "key": key, "outcome": "in_flight"})
                     continue
+                if read_at is not None and self._finished_at.get(key, float("-inf")) >= read_at:
+                    skipped.append({"kind": action.kind, "key": key, "outcome": "stale"})
+                    continue
                 future = self._pool.submit(self._run_action, action, workers, token)
+                future.add_done_callback(functools.partial(self._mark_finished, key))
                 self._in_flight[key] = future
                 submitted.append(future)
         done, _pending = cf.wait(submitted, timeout=self.apply_budget_sec)
         outcomes = [self._outcome_of(f) for f in done]
         outcomes += [{"kind": "pending", "outcome": "in_flight"} for _ in _pending]
         return outcomes + skipped
+
+    def _mark_finished(self, key: str, _future: object = None) -> None:
+        with self._lock:
+            self._finished_at[key] = time.monotonic()
 
     @staticmethod
     def _outcome_of(future: cf.Future[dict[str, Any]]) -> dict[str, Any]:

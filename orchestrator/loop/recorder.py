@@ -59,7 +59,9 @@ class Recorder:
     ) -> dict[str, Any]:
         """Log ``tick_summary``, record the breaker's change, update the metrics; the summary."""
         states = Counter(w.status.value for w in snapshot.workers)
-        by_kind = Counter(o["kind"] for o in outcomes if o.get("outcome") not in ("in_flight", "lease_lost"))
+        by_kind = Counter(
+            o["kind"] for o in outcomes if o.get("outcome") not in ("in_flight", "stale", "lease_lost")
+        )
         started = ("started", "initialized", "already_running")
         actions = {
             "promoted": sum(1 for o in outcomes if o["kind"] == "promote" and o.get("outcome") == "ok"),
@@ -84,6 +86,8 @@ class Recorder:
             ),
             "tasks_reset": sum(int(o.get("tasks_reset") or 0) for o in outcomes),
             "in_flight": sum(1 for o in outcomes if o.get("outcome") == "in_flight"),
+            # Decided on a row an earlier tick's action changed meanwhile: dropped, decided again next tick.
+            "stale": sum(1 for o in outcomes if o.get("outcome") == "stale"),
             "errors": sum(
                 1 for o in outcomes if o.get("outcome") in ("failed", "crashed") or o.get("skipped_steps")
             ),

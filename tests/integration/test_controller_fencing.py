@@ -19,7 +19,7 @@ import pytest
 
 from orchestrator.adapters.db.base import Database
 from orchestrator.core import config
-from orchestrator.core.actions import StartProcess, TerminatePod
+from orchestrator.core.actions import Initialize, StartProcess, TerminatePod
 from orchestrator.core.states import Reason, WorkerState
 from orchestrator.loop.controller import Controller
 from orchestrator.runpod_client import RunpodClient
@@ -34,6 +34,8 @@ class GatedClient(RunpodClient):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.release = threading.Event()
+        self.starts_release = threading.Event()  # set: starts go through at once
+        self.starts_release.set()
         self.spawns: list[str] = []
         self.started: list[str] = []
         self.terminated: list[str] = []
@@ -45,6 +47,7 @@ class GatedClient(RunpodClient):
 
     def start_process(self, runpod_id: str, *args: Any, **kwargs: Any) -> Any:
         self.started.append(runpod_id)
+        self.starts_release.wait(60)
         return super().start_process(runpod_id, *args, **kwargs)
 
     def terminate(self, runpod_id: str, *args: Any, **kwargs: Any) -> Any:
@@ -60,6 +63,7 @@ def client(emulator: Any, ssh_keypair: Any, tmp_path: Path) -> Iterator[GatedCli
         yield gated
     finally:
         gated.release.set()
+        gated.starts_release.set()
         gated.close()
 
 
@@ -207,3 +211,50 @@ def test_a_blocked_database_call_fails_within_the_lease_instead_of_hanging(datab
     done.wait(30)
     db.close()
     assert outcome and isinstance(outcome[0], Exception), outcome
+
+
+def test_a_decision_on_a_row_an_action_changed_meanwhile_is_dropped(
+    db: Database, client: GatedClient
+) -> None:
+    """A tick whose snapshot was read while an earlier action on the same worker ran must not act on it.
+
+    Found in an end-to-end run's daemon log: an initialization was still starting the worker process when
+    the next tick read its snapshot (``initialized_at`` written, ``process_started_at`` not yet); the
+    start finished before that tick applied its plan, so nothing was in flight any more, and the plan's
+    ``StartProcess`` (decided on the old row) started a second worker process on the pod.
+    """
+    client.release.set()
+    pod = client.spawn_worker("gpu-review-3")
+    settings = config.defaults().replace(orchestrator_poll_sec=0.2, lease_ttl_sec=30)
+    controller = Controller(settings, db, client, apply_budget_sec=0.2)
+    try:
+        token = controller._ensure_lease()
+        assert token is not None
+        db.register_worker(token, "gpu-review-3", "NVIDIA GeForce RTX 4090", {"runpod_id": pod["runpod_id"]})
+        client.starts_release.clear()
+
+        def initializing() -> bool:  # ticks until the pod is ready and the worker initialized
+            result = controller.tick()
+            return result.plan is not None and bool(result.plan.of_kind(Initialize))
+
+        wait_until(initializing, 60, "a tick that initializes the worker")  # its process start is held
+        wait_until(lambda: client.started, 30, "the initialization to reach the process start")
+        stale = controller.gather()  # read while the start is under way
+        client.starts_release.set()
+        wait_until(
+            lambda: not controller._in_flight or all(f.done() for f in controller._in_flight.values()),
+            30,
+            "the initialization to finish",
+        )
+        plan = controller.decide(stale)
+        assert plan.of_kind(StartProcess), "the old row asks for a start: the race this test is about"
+        outcomes = controller.apply(plan.actions, stale.snapshot, token, read_at=stale.read_at)
+        assert [o["outcome"] for o in outcomes if o["kind"] == "start_process"] == ["stale"], outcomes
+        assert client.started == [pod["runpod_id"]], "a second worker process was started"
+        # The next tick reads the row as the start left it and has nothing to start.
+        after = controller.tick()
+        assert after.plan is not None and not after.plan.of_kind(StartProcess), after.plan
+        assert client.started == [pod["runpod_id"]]
+    finally:
+        client.starts_release.set()
+        controller.shutdown(timeout=30)
