@@ -269,13 +269,17 @@ class PodSSH:
                 error=str(e)[:300],
             )
             return False
-        log.info(
-            "worker_process_started" if code == 0 else "worker_start_failed",
-            worker_id=worker_id,
-            runpod_id=runpod_id,
-            exit_code=code,
-            launch=self.worker_start.launch,
-            stdout=truncate(redact_command(out, self._secrets), 300),
-            stderr=truncate(redact_command(err, self._secrets), 300),
-        )
+        reply = {
+            "worker_id": worker_id,
+            "runpod_id": runpod_id,
+            "exit_code": code,
+            "launch": self.worker_start.launch,
+            "stdout": truncate(redact_command(out, self._secrets), 300),
+            "stderr": truncate(redact_command(err, self._secrets), 300),
+        }
+        if code == 0 and out.startswith("already running"):
+            # The pod's lock says a process of this worker runs: none was started beside it.
+            log.info("worker_already_running", **reply)
+        else:
+            log.info("worker_process_started" if code == 0 else "worker_start_failed", **reply)
         return code == 0

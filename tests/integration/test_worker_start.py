@@ -26,6 +26,7 @@ from structlog.testing import capture_logs
 from orchestrator.adapters.runpod.base import RetryPolicy
 from orchestrator.core import config
 from orchestrator.wiring import make_provider
+from tests.e2e.conftest import wait_until
 from tests.plugins.emulator import TEST_API_KEY
 
 FAST_RETRY = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05, max_rate_limit_wait=5.0, max_total=20.0)
@@ -250,3 +251,44 @@ def test_the_original_ssh_pattern_on_an_emulated_pod(emulator: Any, ssh_keypair:
         assert (exit_code, stdout, stderr) == (3, "hello\n", "oops\n")
         assert not ssh_client.connected
         assert provider.terminate_worker(spawned["runpod_id"]) is True
+
+
+def test_a_second_start_of_a_running_worker_starts_nothing(
+    emulator: Any, ssh_keypair: Any, tmp_path: Path
+) -> None:
+    """Two worker processes on one GPU would both load the model and claim tasks: whatever asks for a
+    second start of a running worker (a retry, a decision made on an old row), the pod starts none."""
+    worker_id = "gpu-20250912_101500-5e6f7a8b"
+    settings = settings_for(emulator, ssh_keypair, tmp_path)
+    with capture_logs() as logs, make_provider(settings, retry=FAST_RETRY) as provider:
+        runpod_id = provider.spawn_worker(worker_id, settings.worker_env)["runpod_id"]
+        ready = initialize(provider, worker_id, runpod_id)
+        pinned = ready["host_key_fingerprint"]
+        assert provider.start_worker_process(runpod_id, worker_id, expected_fingerprint=pinned) is True
+        box = sandbox_of(emulator, runpod_id)
+
+        def workers_running() -> list[int]:
+            found = []
+            for pid in box.pids():
+                try:
+                    argv = _read_nul(f"/proc/{pid}/cmdline")
+                except OSError:
+                    continue
+                if b"--supabase-access-token" in argv:
+                    found.append(pid)
+            return found
+
+        wait_until(workers_running, 60, "the worker process")
+        # Asked again while it runs: reported as a success (a process runs), and nothing started.
+        assert provider.start_worker_process(runpod_id, worker_id, expected_fingerprint=pinned) is True
+        first = workers_running()
+        assert len(first) == 1, first
+        # Once it is gone (a crash), a start starts it again.
+        os.kill(first[0], signal.SIGKILL)
+        wait_until(lambda: not workers_running(), 30, "the worker process gone")
+        assert provider.start_worker_process(runpod_id, worker_id, expected_fingerprint=pinned) is True
+        again = wait_until(workers_running, 60, "the worker process started again")
+        assert len(again) == 1 and again != first, again
+        assert provider.terminate_worker(runpod_id) is True
+    events = [e["event"] for e in logs if e["event"].startswith("worker_")]
+    assert events.count("worker_process_started") == 2 and events.count("worker_already_running") == 1, events
