@@ -326,10 +326,11 @@ mkdir -p @LOG_DIR@ || exit 3
 ( umask 077; : >> "$log" ) || { echo "orchestrator: cannot write $log" >&2; exit 3; }
 # 5. One worker process per pod: the detached worker inherits this lock and holds it for as long as it
 #    runs (the container disk's /tmp: a stop wipes it with the process), so a second start of a running
-#    worker starts nothing. Without flock (not in the image) there is no such guard.
-if command -v flock >/dev/null 2>&1; then
-    exec 9>>"${TMPDIR:-/tmp}/orchestrator-worker-$worker_id.lock" || { echo "orchestrator: cannot open the worker's lock" >&2; exit 3; }
+#    worker starts nothing. Without flock, or a lock file, there is no such guard (never a failed start).
+if command -v flock >/dev/null 2>&1 && { exec 9>>"${TMPDIR:-/tmp}/orchestrator-worker-$worker_id.lock"; } 2>/dev/null; then
     if ! flock -n 9; then echo "already running: worker $worker_id"; exit 0; fi
+else
+    echo "orchestrator: no flock or no lock file: a second start would not be refused" >&2
 fi
 if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=; fi
 $detach nohup bash --norc --noprofile -c @INNER@ orchestrator-worker-start >> "$log" 2>&1 < /dev/null &
