@@ -42,9 +42,15 @@ from orchestrator.core.config import defaults  # noqa: E402
 from orchestrator.core.policy import plan as real_plan  # noqa: E402
 from orchestrator.studies import traces as tr  # noqa: E402
 from orchestrator.studies.fleet import ResumeModel  # noqa: E402
-from orchestrator.studies.policies import RATE_LEAD_SEC, RATE_WINDOW_SEC, RateClairvoyant, specs  # noqa: E402
-from orchestrator.studies.run import mean_metrics  # noqa: E402
-from orchestrator.studies.simulation import Simulation, oracle  # noqa: E402
+from orchestrator.studies.policies import (  # noqa: E402
+    RATE_LEAD_SEC,
+    RATE_WINDOW_SEC,
+    PolicySpec,
+    RateClairvoyant,
+    specs,
+)
+from orchestrator.studies.run import mean_metrics, run_one  # noqa: E402
+from orchestrator.studies.simulation import oracle  # noqa: E402
 
 TRACES = ("steady", "bursty", "diurnal", "spike", "heavy_tail", "long_tasks")
 TRACE_DIR = ROOT / "bench" / "traces"
@@ -107,12 +113,8 @@ def _run_one(job: tuple[str, str, int]) -> tuple[str, str, int, dict[str, Any]]:
         )
         plan_fn, wake = RateClairvoyant(trace, settings, float(params["wait_probability"])), True
     resume = ResumeModel(failure_share=RESUME_FAILURE, disk_gb=float(settings.runpod_disk_size_gb))
-    result = Simulation(
-        trace, plan_fn, settings, name=config_name, wake_on_tasks=wake, seed=seed, resume=resume
-    ).run()
-    metrics: dict[str, Any] = dict(result.metrics())
-    metrics["violations"] = len(result.violations)
-    return trace_name, config_name, seed, metrics
+    spec = PolicySpec(config_name, plan_fn, settings, wake, family)
+    return trace_name, config_name, seed, run_one(trace, spec, seed, resume=resume)
 
 
 def frontier(results: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from orchestrator.core.actions import Action, Drain, TerminatePod
+from orchestrator.core.actions import Action, Drain, MarkTerminated, TerminatePod
 from orchestrator.core.config import Settings
 from orchestrator.core.observed import PodView, Snapshot, Worker, freeze
 from orchestrator.core.states import Meta, PodStatus, Reason, WorkerState
@@ -232,6 +232,17 @@ class Draft:
                 pod_name=pod.name,
                 worker_id=worker.id,
                 transition_from=worker.status,
+            )
+        )
+
+    def mark_gone(self, worker: Worker) -> None:
+        """The provider no longer has the worker's pod: close the row, its tasks back in the queue."""
+        self.actions.append(
+            MarkTerminated(
+                reason=Reason.PROVIDER_CONFIRMED_GONE,
+                worker_id=worker.id,
+                from_status=worker.status,
+                requeue_tasks=worker.running_count > 0,
             )
         )
 

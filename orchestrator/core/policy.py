@@ -277,14 +277,7 @@ def _reap(d: Draft, worker: Worker, pod: PodView | None) -> None:
                 )
             )
     elif d.absent(worker, pod):
-        d.actions.append(
-            MarkTerminated(
-                reason=Reason.PROVIDER_CONFIRMED_GONE,
-                worker_id=worker.id,
-                from_status=worker.status,
-                requeue_tasks=worker.running_count > 0,
-            )
-        )
+        d.mark_gone(worker)
     elif worker.status is WorkerState.ERROR and worker.running_count > 0:
         d.actions.append(
             RequeueTasks(

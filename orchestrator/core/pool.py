@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from orchestrator.core.actions import MarkStopped, MarkTerminated, ResumePod, StopPod
+from orchestrator.core.actions import MarkStopped, ResumePod, StopPod
 from orchestrator.core.draft import Draft, age, stopped_disk_usd_per_hr, ts_key, volume_disk_gb
 from orchestrator.core.observed import PodView, Worker
 from orchestrator.core.states import PodStatus, Reason, WorkerState
@@ -59,14 +59,7 @@ def pooled(d: Draft, worker: Worker, pod: PodView | None) -> bool:
         return False  # whether the pod is stopped, running or gone is unknown this tick
     if not d.alive(pod):
         if d.absent(worker, pod):
-            d.actions.append(
-                MarkTerminated(
-                    reason=Reason.PROVIDER_CONFIRMED_GONE,
-                    worker_id=worker.id,
-                    from_status=worker.status,
-                    requeue_tasks=worker.running_count > 0,
-                )
-            )
+            d.mark_gone(worker)
         return False
     assert pod is not None
     if d.touchable_id(worker, pod) is None:

@@ -41,31 +41,24 @@ def run_step(
     except errors.LeaseLost:
         raise
     except Exception as exc:
-        fx.log.warning(
-            "action_step_failed",
-            action=action,
-            step=step,
-            error_type=type(exc).__name__,
-            error=str(exc)[:300],
-        )
-        skipped.append(step)
+        _skip(fx, action, step, skipped, exc)
         return False, None
 
 
 def local_step(fx: Effects, action: str, step: str, skipped: list[str], call: Callable[[], T]) -> T | None:
-    """:func:`_step` for a call that is not I/O (a metric, an estimate)."""
+    """:func:`run_step` for a call that is not I/O (a metric, an estimate)."""
     try:
         return call()
     except Exception as exc:
-        fx.log.warning(
-            "action_step_failed",
-            action=action,
-            step=step,
-            error_type=type(exc).__name__,
-            error=str(exc)[:300],
-        )
-        skipped.append(step)
+        _skip(fx, action, step, skipped, exc)
         return None
+
+
+def _skip(fx: Effects, action: str, step: str, skipped: list[str], exc: Exception) -> None:
+    fx.log.warning(
+        "action_step_failed", action=action, step=step, error_type=type(exc).__name__, error=str(exc)[:300]
+    )
+    skipped.append(step)
 
 
 def event(fx: Effects, kind: str, skipped: list[str] | None, **fields: Any) -> Steps[None]:

@@ -20,7 +20,7 @@ from orchestrator.core import config as config_mod
 from orchestrator.core.config import Settings
 from orchestrator.core.errors import ConfigError
 from orchestrator.studies import traces as tr
-from orchestrator.studies.fleet import GPU_PRICE, BootModel
+from orchestrator.studies.fleet import GPU_PRICE, BootModel, ResumeModel
 from orchestrator.studies.policies import PolicySpec, specs
 from orchestrator.studies.simulation import Simulation, oracle
 
@@ -133,7 +133,14 @@ def mean_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run_one(trace: tr.Trace, spec: PolicySpec, seed: int, *, boot: BootModel | None = None) -> dict[str, Any]:
+def run_one(
+    trace: tr.Trace,
+    spec: PolicySpec,
+    seed: int,
+    *,
+    boot: BootModel | None = None,
+    resume: ResumeModel | None = None,
+) -> dict[str, Any]:
     """One simulation: the metrics of ``Result.metrics()`` plus the count of invariant violations."""
     result = Simulation(
         trace,
@@ -143,6 +150,7 @@ def run_one(trace: tr.Trace, spec: PolicySpec, seed: int, *, boot: BootModel | N
         wake_on_tasks=spec.wake_on_tasks,
         seed=seed,
         boot=boot,
+        resume=resume,
     ).run()
     metrics: dict[str, Any] = dict(result.metrics())
     metrics["violations"] = len(result.violations)

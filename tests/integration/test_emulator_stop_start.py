@@ -9,7 +9,6 @@ making the host key that the next start replaces.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,22 +21,14 @@ import runpod.error as rp_error
 from orchestrator.core.errors import RunpodError
 from orchestrator.standins.emulator import EmulatorServer, Faults
 from orchestrator.standins.emulator.cli import build_parser
+from tests.e2e.conftest import wait_until
+from tests.integration.test_emulator_rest import wait_pod
 from tests.plugins.emulator import TEST_API_KEY
 from tests.plugins.sandbox import SandboxFactory, SSHKeyPair, run, ssh_to
 
 GPU = "NVIDIA GeForce RTX 4090"
 IMAGE = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
 NOT_ENOUGH = "There are not enough free GPUs on the host machine to start this pod"
-
-
-def wait_pod(client: httpx.Client, pod_id: str, status: str, timeout: float = 15.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        pod = client.get(f"/v2/pods/{pod_id}").json()
-        if pod["status"] == status:
-            return pod
-        assert time.monotonic() < deadline, f"pod {pod_id} stayed {pod['status']}, wanted {status}"
-        time.sleep(0.02)
 
 
 def create(client: httpx.Client, **over: Any) -> str:
@@ -148,13 +139,13 @@ def sdk(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> EmulatorSe
 
 
 def sdk_ready(pod_id: str, timeout: float = 15.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        pod = runpod.get_pod(pod_id)
-        if pod and pod["runtime"]:
-            return dict(pod)
-        assert time.monotonic() < deadline, f"pod {pod_id} not ready: {pod}"
-        time.sleep(0.02)
+    pod = wait_until(
+        lambda: p if (p := runpod.get_pod(pod_id)) and p["runtime"] else None,
+        timeout,
+        f"pod {pod_id} ready",
+        interval=0.02,
+    )
+    return dict(pod)
 
 
 def test_sdk_pod_stop_and_resume_with_and_without_gpu(sdk: EmulatorServer) -> None:

@@ -10,7 +10,6 @@ start with no GPU) is ``no_gpu``; an unknown pod is ``gone``.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from orchestrator.adapters.provider import RunpodProvider
 from orchestrator.adapters.runpod.base import EXITED, RUNNING, RetryPolicy
 from orchestrator.adapters.runpod.rest import RestTransport
 from orchestrator.standins.emulator import EmulatorServer
+from tests.e2e.conftest import wait_until
 from tests.plugins.emulator import TEST_API_KEY, OpenApiChecker, check_rest, check_rest_request
 from tests.plugins.sandbox import SSHKeyPair
 
@@ -35,15 +35,7 @@ VOLUME_DC = "EU-RO-1"
 
 
 def wait_for(fn: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``fn`` until it returns something truthy; fail with its last value at the deadline."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.02)
-    raise AssertionError(f"{what} not met within {timeout} s; last value: {last!r}")
+    return wait_until(fn, timeout, what, interval=0.02)
 
 
 @pytest.fixture
