@@ -53,8 +53,9 @@ OpenSSH packaging (``AcceptEnv LANG LC_*``, ``--with-superuser-path``).
   (create, or resume after a stop) begins on a new one, so apt's work, ``~/.bashrc``'s lines and the
   SSH host key are new: the start script generates the host key when it is missing, as the image's
   does (``container-template/start.sh``, ``setup_ssh``: ``ssh-keygen`` for each key type whose file is
-  absent), so a resumed pod presents a different host key. A restart (``keep_container_disk=True``)
-  keeps the disk, its host key, and the start script appends its lines once more. The volume at
+  absent), so a resumed pod presents a different host key. ``keep_container_disk=True`` (a container
+  runtime's restart; the emulator never asks for it, Runpod's docs saying the disk is lost on a
+  restart too) keeps the disk, its host key, and the start script appends its lines once more. The volume at
   ``mount_path`` survives all of these.
 - The fake ``nvidia-smi`` sees no device in a pod started without a GPU (``RUNPOD_GPU_COUNT=0``).
 - ``mount_path`` (default ``/workspace``) is a bind mount of the network volume's directory, so pods on

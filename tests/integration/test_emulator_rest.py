@@ -40,6 +40,13 @@ def wait_pod(client: httpx.Client, pod_id: str, status: str, timeout: float = 15
         time.sleep(0.02)
 
 
+def host_key(port: int) -> str:
+    """The SSH host key the pod's sshd presents (no login needed)."""
+    with paramiko.Transport(("127.0.0.1", port)) as transport:
+        transport.start_client(timeout=10)
+        return transport.get_remote_server_key().get_base64()
+
+
 def ssh_banner(port: int) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.settimeout(5)
@@ -216,9 +223,12 @@ def test_stop_start_restart_actions(
     again = wait_pod(c, pod_id, "RUNNING")
     assert ssh_banner(again["ssh"]["direct"]["port"]).startswith(b"SSH-")
 
+    before = host_key(again["ssh"]["direct"]["port"])
     restarted = c.post(f"/v2/pods/{pod_id}/action", json={"action": "restart"}).json()
     assert restarted["status"] == "STARTING" and restarted["runtime"] is None
-    wait_pod(c, pod_id, "RUNNING")
+    back = wait_pod(c, pod_id, "RUNNING")
+    # The container disk is "lost on stop/restart" (docs.runpod.io/pods/storage): a new host key.
+    assert host_key(back["ssh"]["direct"]["port"]) != before
     assert c.post(f"/v2/pods/{pod_id}/action", json={"action": "terminate"}).status_code == 204
     assert c.get(f"/v2/pods/{pod_id}").status_code == 404
     with pytest.raises(OSError):

@@ -64,11 +64,10 @@ Known differences from the real service (deliberate, or where the real behaviour
   answers; the real service reports RUNNING when the container is up, whether or not sshd answers.
   The exception is a pod without sshd (no ``PUBLIC_KEY``, or the SSH-refusal knob): it is RUNNING with
   its port published as soon as its container runs, and connections to the port are refused (as when
-  a real image never starts sshd). A restart keeps the container disk (apt's work, the SSH host key,
-  the start script's lines appended once more), kinder than Runpod's storage docs
-  (docs.runpod.io/pods/storage: the container disk is "lost on stop/restart"); a stop or a termination
-  wipes it, so a resumed pod's start script makes a new host key and apt's lists are empty again,
-  while its volume (volume disk or network volume) is as it was.
+  a real image never starts sshd). A stop, a restart or a termination wipes the container disk, as
+  Runpod's storage docs say (docs.runpod.io/pods/storage: the container disk is "lost on
+  stop/restart"), so a resumed or restarted pod's start script makes a new host key and apt's lists are
+  empty again, while its volume (volume disk or network volume) is as it was.
 * Stop and start (REST ``stop``/``start`` actions, GraphQL ``podStop``/``podResume``): a stopped pod is
   EXITED with ``desiredStatus`` EXITED, ``runtime`` null, and holds no GPU (another create can take
   it). A start boots in ``resume_sec`` (default 20 s, jittered and divided by the speed like the boots:

@@ -157,7 +157,6 @@ class PodEngine:
         pod.awaiting_ready = False
         pod.starting_sandbox = False
         pod.probe_step = PROBE_FIRST_S
-        pod.keep_disk = False
 
     # --- leaving the GPU-holding states --------------------------------------------------------------
 
@@ -296,7 +295,6 @@ class PodEngine:
                 "vram_mb": pod.gpu.memory_gb * 1024,
                 "state_dir": self.state_dir / "pods",
                 "ssh_refuse": pod.ssh_refuse,
-                "keep_container_disk": pod.keep_disk,
             }
             far = self.faults.rtt_ms > 0
             serves = self.serves_ssh(pod)

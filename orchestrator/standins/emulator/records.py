@@ -218,8 +218,6 @@ class Pod:
     ssh_port: int | None = None
     #: The delaying relay published as the pod's 22/tcp when ``rtt_ms`` > 0 (else sshd's own port).
     relay_port: RelayPort | None = None
-    #: The next container start keeps the container disk (a restart); a create or resume does not.
-    keep_disk: bool = False
     starting_sandbox: bool = False
     awaiting_ready: bool = False
     probe_next: float = 0.0

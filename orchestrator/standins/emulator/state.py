@@ -7,8 +7,8 @@ side of the model; its base, :class:`.boot.PodEngine`, boots the pods (the ticke
 readiness and liveness probes). The model owns
 
 * pods and their lifecycle PROVISIONING -> STARTING -> RUNNING (-> EXITED / ERROR / TERMINATED): create,
-  start, stop, restart, terminate and the host's preemption; a restart keeps the pod's container disk,
-  anything else starts it fresh;
+  start, stop, restart, terminate and the host's preemption; each of them starts the pod on a fresh
+  container disk (Runpod's storage docs: the container disk is "lost on stop/restart");
 * GPU stock per (GPU type, data center): a pod holds ``gpu_count`` GPUs while it is PROVISIONING,
   STARTING or RUNNING and gives them back when it stops, fails or is terminated; a new pod takes a
   stopped pod's GPU first, and that pod cannot start again until it is given back;
@@ -409,14 +409,14 @@ class EmulatorState(PodEngine):
             pod.generation += 1
             mono = time.monotonic()
             self._begin_boot(pod, mono, cold=False, delay=_RESTART_DELAY_S / self.speed)
-            # A container restart keeps its writable layer (the container disk); a stop wipes it.
-            pod.keep_disk = True
             # A restart keeps the allocation: no PROVISIONING phase, straight to the container start.
             pod.status = STARTING
             pod.phase_until = mono + pod.boot_delay_s
             self._schedule_boot(pod)
         if sb is not None:
-            self._stop_later(sb, wipe=False)
+            # Runpod's storage docs (docs.runpod.io/pods/storage): the container disk is "lost on
+            # stop/restart". A container runtime's restart would keep it; the docs are the harsher case.
+            self._stop_later(sb, wipe=True)
         log.info("emulator_pod_restarted", pod_id=pod_id)
         return pod
 
