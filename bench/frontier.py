@@ -13,7 +13,11 @@ knobs of the threshold rule (``TASKS_PER_GPU_THRESHOLD`` x ``GPU_OVERCAPACITY_ID
 wait target off), and a family the daemon cannot build: *rate-clairvoyant staffing*, ``plan()`` with
 ``MIN_ACTIVE_GPUS`` set at every tick to the Erlang-C staffing level for the arrival rate the trace will
 have a boot's time ahead. That family knows the future rate (not the individual arrivals), so it is an
-optimistic estimate of what any rate-predicting rule could do. Every run but the old system's has the
+optimistic estimate of what any rate-predicting rule could do. Two more families the daemon cannot
+build run the daemon's own ``plan()`` at ``WAIT_TARGET_SEC`` from 10 to 40 s with the snapshot's arrival
+counts replaced: *exact rate*, by the rate the trace's generator draws its arrivals from a boot's time
+ahead (a perfect estimator of the rate; traces with such a rate only), and *foresight*, by the trace's
+realized arrivals around then (the rate and the chance bunching of the coming minutes). Every run but the old system's has the
 warm pool at its defaults, and 30% of resumes find no GPU (as in ``bench/policy.py``).
 
 For each trace the report gives the cheapest run whose p95 wait is at most 1.1x the old system's (the
@@ -45,6 +49,7 @@ from orchestrator.studies.fleet import ResumeModel  # noqa: E402
 from orchestrator.studies.policies import (  # noqa: E402
     RATE_LEAD_SEC,
     RATE_WINDOW_SEC,
+    ForesightRate,
     PolicySpec,
     RateClairvoyant,
     specs,
@@ -63,6 +68,8 @@ OVERCAPACITY = (10, 60, 120, 300, 600)
 # Rate-clairvoyant staffing: the chance a task finds every worker busy, by Erlang C, that the floor
 # is sized for. Lower = more idle workers kept.
 WAIT_PROBABILITIES = (0.6, 0.4, 0.25, 0.15, 0.08, 0.04, 0.02)
+# The wait target's own model told the rate ahead (ForesightRate): exact (erW) and realized (fsW).
+FORESIGHT_TARGETS = (10, 20, 25, 30, 40)
 
 
 # --- the runs --------------------------------------------------------------------------------------
@@ -88,10 +95,19 @@ def configurations() -> list[tuple[str, str, dict[str, Any]]]:
             )
     for p in WAIT_PROBABILITIES:
         found.append((f"rate_pw{p:g}", "rate_clairvoyant", {"wait_probability": p}))
+    for target in FORESIGHT_TARGETS:
+        found.append((f"er{target}", "exact_rate", {"WAIT_TARGET_SEC": target}))
+    for target in FORESIGHT_TARGETS:
+        found.append((f"fs{target}", "foresight", {"WAIT_TARGET_SEC": target}))
     return found
 
 
-FAMILIES = ("wait_target", "knobs", "rate_clairvoyant")
+FAMILIES = ("wait_target", "knobs", "rate_clairvoyant", "exact_rate", "foresight")
+
+
+def runs_of(trace_name: str) -> list[str]:
+    """The configurations run on a trace: the exact-rate family needs the generator's rate function."""
+    return [c[0] for c in configurations() if c[1] != "exact_rate" or trace_name in tr.ARRIVAL_RATES]
 
 
 def _run_one(job: tuple[str, str, int]) -> tuple[str, str, int, dict[str, Any]]:
@@ -105,6 +121,11 @@ def _run_one(job: tuple[str, str, int]) -> tuple[str, str, int, dict[str, Any]]:
         plan_fn, settings, wake = spec.plan, spec.settings, spec.wake_on_tasks
     elif family in ("knobs", "wait_target"):
         plan_fn, settings, wake = real_plan, base.replace(**params), True
+    elif family == "foresight":
+        plan_fn, settings, wake = ForesightRate(trace), base.replace(**params), True
+    elif family == "exact_rate":
+        exact = ForesightRate(trace, tr.ARRIVAL_RATES[trace_name])
+        plan_fn, settings, wake = exact, base.replace(**params), True
     else:
         # The daemon's threshold rule with threshold 1 (one worker per task beyond the floor) and a
         # short over-capacity timeout: the floor alone decides how many idle workers stay.
@@ -151,6 +172,7 @@ def summarize(
             names = others if family == "all" else [n for n in others if families[n] == family]
             pick = _cheapest(results, names, p95)
             out[f"{label}_{family}"] = pick
+            out[f"{label}_{family}_ran"] = bool(names)
             out[f"{label}_{family}_x_old"] = (
                 round(results[pick]["cost_usd"] / old["cost_usd"], 3) if pick else None
             )
@@ -188,19 +210,29 @@ def write_markdown(
         "Erlang-C number of workers for which a task finds all busy with probability P, at the arrival "
         f"rate the trace has {RATE_LEAD_SEC:.0f} s later (counted over {RATE_WINDOW_SEC / 60:.0f} min), "
         "with threshold 1 and a 10 s over-capacity timeout. It knows the future rate, so it estimates "
-        "the best any rate-predicting rule could do.",
+        "the best any rate-predicting rule could do;",
+        f"- `erW`: exact rate, not buildable: the daemon's `plan()` at `WAIT_TARGET_SEC=W`, W in "
+        f"{list(FORESIGHT_TARGETS)} s, its snapshot's arrival counts replaced by those of the rate the trace's "
+        f"generator draws arrivals from, {RATE_LEAD_SEC:.0f} s ahead: the wait target's model with a perfect "
+        "estimate of the rate (steady, diurnal, heavy_tail, long_tasks: bursty and spike place their batches "
+        "at random);",
+        "- `fsW`: foresight, not buildable: the same with the counts of the trace's realized arrivals (over "
+        f"{RATE_WINDOW_SEC / 60:.0f} min, centred {RATE_LEAD_SEC:.0f} s ahead): the rate plus the chance "
+        "bunching of the coming minutes, which nothing that reads the past can know.",
         "",
         "## The bar, trace by trace",
         "",
         f"The bar: cost at most {BAR_COST}x the old system's at a p95 wait at most {BAR_P95}x its p95. The goal "
         f"beyond it: {GOAL_COST}x at a p95 at most the old system's. Each cell: the cheapest run of the "
-        "family within that p95, and its cost x old (`none`: no run of the family is that fast).",
+        "family within that p95, and its cost x old (`none`: no run of the family is that fast; `n/a`: not run).",
         "",
-        "| trace | original $, p95 s | bar: any run | wait target | threshold knobs | rate-clairvoyant | goal: any run |",
-        "| --- | ---: | --- | --- | --- | --- | --- |",
+        "| trace | original $, p95 s | bar: any run | wait target | threshold knobs | rate-clairvoyant | exact rate | foresight | goal: any run |",
+        "| --- | ---: | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def cell(s: Mapping[str, Any], key: str) -> str:
+        if not s.get(key + "_ran", True):
+            return "n/a"
         name = s[key]
         return f"`{name}` ({_fmt(s[key + '_x_old'], 3)})" if name else "none"
 
@@ -208,7 +240,7 @@ def write_markdown(
         lines.append(
             f"| {name} | {s['original_cost_usd']:.2f}, {s['original_wait_p95_s']:.1f} | {cell(s, 'bar_all')} | "
             f"{cell(s, 'bar_wait_target')} | {cell(s, 'bar_knobs')} | {cell(s, 'bar_rate_clairvoyant')} | "
-            f"{cell(s, 'goal_all')} |"
+            f"{cell(s, 'bar_exact_rate')} | {cell(s, 'bar_foresight')} | {cell(s, 'goal_all')} |"
         )
     lines.append("")
     for name in results:
@@ -254,6 +286,8 @@ def plot(
         "knobs": ("tab:blue", "o"),
         "wait_target": ("tab:orange", "D"),
         "rate_clairvoyant": ("tab:green", "^"),
+        "exact_rate": ("tab:gray", "P"),
+        "foresight": ("tab:brown", "v"),
         "ours": ("tab:purple", "*"),
         "original": ("tab:red", "s"),
     }
@@ -307,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         path = TRACE_DIR / f"{name}.csv"
         if not path.exists():
             tr.save(tr.generate(name), path)
-    jobs = [(t, c[0], seed) for t in args.traces for c in configurations() for seed in range(args.seeds)]
+    jobs = [(t, name, seed) for t in args.traces for name in runs_of(t) for seed in range(args.seeds)]
     started = time.perf_counter()
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:

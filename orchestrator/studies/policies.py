@@ -25,6 +25,9 @@ they keep), so the table compares scaling rules, not bookkeeping:
   ``MIN_ACTIVE_GPUS`` moved every 30 s to the Erlang-C staffing level for the arrival rate the trace
   *will* have a boot's time ahead. It knows the future rate (not the single arrivals), so what it
   achieves estimates the best any rate-predicting rule could.
+* :class:`ForesightRate`: for ``bench/frontier.py`` only, not buildable: ``plan()`` itself (the wait
+  target's model) with the snapshot's arrival counts replaced by those of the rate a boot's time ahead,
+  either the generator's exact rate (a perfect estimator) or the trace's realized arrivals (foresight).
 * ``broken_spawning_uncounted``: for the chaos test only: ``plan()`` whose spawn decision is made on a
   snapshot and listing with the booting workers (and their pods) hidden, i.e. booting workers do not
   count as capacity or toward the maximum. It must make the soak fail.
@@ -32,6 +35,7 @@ they keep), so the table compares scaling rules, not bookkeeping:
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -184,13 +188,8 @@ def floor_schedule(trace: Trace, wait_probability: float, ceiling: int) -> list[
     return schedule
 
 
-class RateClairvoyant:
-    """``plan()`` with the floor moved ahead of the rate; everything else is the daemon's rule."""
-
-    def __init__(self, trace: Trace, settings: Settings, wait_probability: float) -> None:
-        self.schedule = floor_schedule(trace, wait_probability, int(settings.max_active_gpus))
-        self._by_floor: dict[int, Settings] = {}
-        self.settings = settings
+class _ToldAhead:
+    """``plan()`` itself, handed inputs changed by what the trace will bring (``told``)."""
 
     def __call__(
         self,
@@ -201,12 +200,57 @@ class RateClairvoyant:
         *,
         prices: Mapping[str, float] | None = None,
     ) -> Plan:
-        step = int((now - EPOCH).total_seconds() // STEP_SEC)
-        floor = self.schedule[min(max(step, 0), len(self.schedule) - 1)]
+        told_snapshot, told_settings = self.told(snapshot, settings, (now - EPOCH).total_seconds())
+        return real_plan(told_snapshot, pods, told_settings, now, prices=prices)
+
+    def told(self, snapshot: Snapshot, settings: Settings, t: float) -> tuple[Snapshot, Settings]:
+        raise NotImplementedError
+
+
+class RateClairvoyant(_ToldAhead):
+    """``plan()`` with the floor moved ahead of the rate; everything else is the daemon's rule."""
+
+    def __init__(self, trace: Trace, settings: Settings, wait_probability: float) -> None:
+        self.schedule = floor_schedule(trace, wait_probability, int(settings.max_active_gpus))
+        self._by_floor: dict[int, Settings] = {}
+        self.settings = settings
+
+    def told(self, snapshot: Snapshot, settings: Settings, t: float) -> tuple[Snapshot, Settings]:
+        floor = self.schedule[min(max(int(t // STEP_SEC), 0), len(self.schedule) - 1)]
         adjusted = self._by_floor.get(floor)
         if adjusted is None:
             adjusted = self._by_floor[floor] = settings.replace(MIN_ACTIVE_GPUS=floor)
-        return real_plan(snapshot, pods, adjusted, now, prices=prices)
+        return snapshot, adjusted
+
+
+class ForesightRate(_ToldAhead):
+    """``plan()`` unchanged, told the rate of the coming minutes: the wait target's own model with a rate
+    no estimate from the past can give. Each snapshot's arrival windows are refilled with the counts that
+    rate would give them (so every window, and the estimate pooled from them, reads it). Two kinds:
+
+    * ``exact`` given (the generator's own rate function, ``traces.ARRIVAL_RATES``): the rate the arrivals
+      are drawn from, ``RATE_LEAD_SEC`` ahead: a perfect estimator of the rate, no more;
+    * else the trace's *realized* arrivals over ``RATE_WINDOW_SEC`` centred ``RATE_LEAD_SEC`` ahead: that
+      rate plus the chance bunching of the coming minutes' arrivals, which no estimator can know.
+    """
+
+    def __init__(self, trace: Trace, exact: Callable[[float], float] | None = None) -> None:
+        self.arrivals = sorted(t.at for t in trace.tasks)
+        self.exact = exact
+
+    def rate_at(self, t: float) -> float:
+        """The rate (per second) told at ``t`` (virtual seconds)."""
+        centre = t + RATE_LEAD_SEC
+        if self.exact is not None:
+            return self.exact(centre)
+        lo = bisect.bisect_left(self.arrivals, centre - RATE_WINDOW_SEC / 2)
+        hi = bisect.bisect_left(self.arrivals, centre + RATE_WINDOW_SEC / 2)
+        return (hi - lo) / RATE_WINDOW_SEC
+
+    def told(self, snapshot: Snapshot, settings: Settings, t: float) -> tuple[Snapshot, Settings]:
+        rate = self.rate_at(t)
+        windows = [w for w, _count in snapshot.arrivals] or [600.0, 3600.0]
+        return replace(snapshot, arrivals=tuple((w, round(rate * w)) for w in windows)), settings
 
 
 def specs(base: Settings | None = None, ours_changes: Mapping[str, Any] | None = None) -> list[PolicySpec]:

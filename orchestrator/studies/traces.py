@@ -108,16 +108,17 @@ def bursty(seed: int = 2, hours: float = 12.0) -> Trace:
     return _build("bursty", seed, end, items)
 
 
+def diurnal_rate(t: float, peak_per_min: float = 3.0) -> float:
+    """The diurnal trace's arrival rate (tasks per second) at ``t``: peak at 14:00, trough at 02:00; the
+    night floor is 3% of the peak."""
+    phase = 2 * math.pi * ((t / HOUR - 14.0) / 24.0)
+    return peak_per_min / 60.0 * (0.03 + 0.97 * (0.5 + 0.5 * math.cos(phase)) ** 2)
+
+
 def diurnal(seed: int = 3, hours: float = 24.0, peak_per_min: float = 3.0) -> Trace:
     rng = random.Random(seed)
     end = hours * HOUR
-
-    def rate(t: float) -> float:
-        # Peak at 14:00, trough at 02:00; the night floor is 3% of the peak.
-        phase = 2 * math.pi * ((t / HOUR - 14.0) / 24.0)
-        return peak_per_min / 60.0 * (0.03 + 0.97 * (0.5 + 0.5 * math.cos(phase)) ** 2)
-
-    times = _poisson_times(rng, rate, peak_per_min / 60.0, end)
+    times = _poisson_times(rng, lambda t: diurnal_rate(t, peak_per_min), peak_per_min / 60.0, end)
     return _build("diurnal", seed, end, ((t, _short_duration(rng), "generate_video") for t in times))
 
 
@@ -169,6 +170,17 @@ GENERATORS: dict[str, Callable[..., Trace]] = {
     "spike": spike,
     "heavy_tail": heavy_tail,
     "long_tasks": long_tasks,
+}
+
+
+# The rate each generator draws its Poisson arrivals from at its default parameters (tasks per second),
+# for the generators that have one (bursty and spike place their batches at random): what a perfect
+# estimate of the arrival rate would read (``bench/frontier.py``'s exact-rate family).
+ARRIVAL_RATES: dict[str, Callable[[float], float]] = {
+    "steady": lambda _t: 1.5 / 60.0,
+    "diurnal": diurnal_rate,
+    "heavy_tail": lambda _t: 1.0 / 60.0,
+    "long_tasks": lambda _t: 5.0 / HOUR,
 }
 
 
