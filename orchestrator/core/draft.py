@@ -202,11 +202,12 @@ class Draft:
         return total, unknown
 
     def disk_only(self, worker: Worker, pod: PodView | None) -> bool:
-        """Its pod is stopped: it bills its disk, not a GPU (a ``stopped`` row, or a ``stopping`` or
-        ``resuming`` one whose pod is listed EXITED)."""
+        """Its pod is stopped: it bills its disk, not a GPU (a ``stopped`` row, or a ``stopping``,
+        ``resuming`` or ``terminating`` one whose pod is listed EXITED: a pooled pod being ended stays
+        stopped until the termination takes it)."""
         if worker.status is WorkerState.STOPPED:
             return True
-        pooling = worker.status in (WorkerState.STOPPING, WorkerState.RESUMING)
+        pooling = worker.status in (WorkerState.STOPPING, WorkerState.RESUMING, WorkerState.TERMINATING)
         return pooling and pod is not None and pod.status is PodStatus.EXITED
 
     def sort_victims(

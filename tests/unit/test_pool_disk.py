@@ -57,6 +57,18 @@ def test_a_stopped_pod_bills_its_own_disk_not_the_current_setting() -> None:
     assert result.spend_per_hr == pytest.approx((200 + 0 + 20) * PER_GB_HR)
 
 
+def test_a_pooled_pod_being_terminated_bills_its_disk_until_it_is_gone() -> None:
+    # A pod ended from the pool (its time to live, a smaller pool, a pause) is still stopped while its
+    # row says terminating: the spend cap must not count a GPU it does not hold.
+    cfg = settings(warm_pool_max=0, runpod_disk_size_gb=20)
+    ending = worker("gpu-end", "terminating", changed=5, stopped_at=ago(600), disk_gb=100, cost_per_hr=0.69)
+    result = run(snap([ending]), pods_for([ending], "EXITED"), cfg)
+    assert result.spend_per_hr == pytest.approx(100 * PER_GB_HR)
+    # A terminating row whose pod still runs bills its GPU until the termination.
+    result = run(snap([ending]), pods_for([ending], "RUNNING"), cfg)
+    assert result.spend_per_hr == pytest.approx(0.69)
+
+
 def test_a_resume_under_the_spend_cap_trades_the_pods_own_disk_for_its_gpu() -> None:
     price = 0.69  # the listing's cost of the test pods
     big = pooled("gpu-big", disk_gb=7200, cost_per_hr=price)  # 7,200 GB: 2 USD/h while stopped

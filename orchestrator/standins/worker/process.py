@@ -92,6 +92,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -217,6 +218,9 @@ class ReighWorker:
         self.gpu_state_file = gpu_state_file
         self.model: str | None = None
         self.processed = 0
+        # Set by the SIGINT handler: an interrupt that lands in a finalizer (a socket's or a response's
+        # __del__) is printed as "ignored" and lost; the loop still ends at its next turn.
+        self.interrupted = False
         self.log = log.bind(worker_id=worker_id)
         if preload_model:
             self._switch_model(preload_model)
@@ -267,6 +271,8 @@ class ReighWorker:
         self.log.info("worker_polling", poll_sec=self.poll_sec, speed=self.speed)
         self._publish_vram(False)
         while True:
+            if self.interrupted:
+                raise KeyboardInterrupt
             task = self.next_task()
             if task is None:
                 time.sleep(self.poll_sec)
@@ -454,6 +460,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         gpu_state_file=GPU_STATE_FILE if os.environ.get("RUNPOD_POD_ID") else None,
         preload_model=args.preload_model or None,
     )
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        worker.interrupted = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
     try:
         return worker.run()
     except KeyboardInterrupt:
