@@ -6,10 +6,11 @@ Pure functions of values (a Snapshot, pods, a Plan, the catalog); nothing here t
 never reach these tables: metadata is shown only through the fields named below.
 
 What a worker costs (``worker_billing``) follows the database's spend views, formula for formula
-(``orchestrator_dashboard.worker_spend_from`` in migrations/20261207000200_warm_pool_snapshot_and_spend.sql):
-its GPU price while its pod holds a GPU, and while it is stopped in the warm pool its volume disk at
-Runpod's stopped-storage price, $0.20 per GB per month ("Billing information",
-docs.runpod.io/get-started/billing-information), a month taken as 30 days.
+(``orchestrator_dashboard.worker_spend_from`` in migrations/20261207000200_warm_pool_snapshot_and_spend.sql,
+``worker_rate_per_hr`` in migrations/20261208000100_rate_now_of_ending_pods.sql): its GPU price while its
+pod holds a GPU, and while it is stopped in the warm pool its volume disk at Runpod's stopped-storage
+price, $0.20 per GB per month ("Billing information", docs.runpod.io/get-started/billing-information), a
+month taken as 30 days; nothing from the moment its termination was asked.
 """
 
 from __future__ import annotations
@@ -84,13 +85,25 @@ def _meta_ts(metadata: Mapping[str, Any], key: str) -> datetime | None:
 class Billing:
     """What one worker's pod bills now and has billed so far (estimates; Runpod's invoice decides)."""
 
-    rate_per_hr: float | None  # USD/h now: the disk's while stopped, else the GPU price (None: unknown)
+    # USD/h now: 0 once billing ended, the disk's while the pod is stopped (in the pool or being
+    # terminated out of it), else the GPU price (None: unknown).
+    rate_per_hr: float | None
     spend_usd: float | None  # so far (None when the GPU price is unknown)
     stopped_since: datetime | None  # the current stay in the pool began (stopped workers only)
     pool_sec: float  # seconds stopped, this stay and earlier ones
     disk_gb: float
     disk_rate_per_hr: float  # what its disk bills while stopped
     disk_spend_usd: float  # what its stays in the pool have cost
+
+
+def ending_from_pool(w: Worker) -> bool:
+    """A ``terminating`` worker whose pod we last stopped and did not resume since: still stopped until
+    the termination takes it, so it bills its disk (``orchestrator_dashboard.worker_ending_from_pool``)."""
+    if w.status is not WorkerState.TERMINATING:
+        return False
+    stopped = _meta_ts(w.metadata, Meta.STOPPED_AT)
+    resumed = _meta_ts(w.metadata, Meta.RESUME_REQUESTED_AT)
+    return stopped is not None and (resumed is None or resumed < stopped)
 
 
 def worker_billing(w: Worker, now: datetime) -> Billing:
@@ -117,8 +130,13 @@ def worker_billing(w: Worker, now: datetime) -> Billing:
         life_before = max(0.0, ((since or until) - w.created_at).total_seconds())
         gpu_sec = life_before - min(past, life_before)
         spend = round((price * gpu_sec + disk_rate * (min(past, life_before) + current)) / 3600.0, 4)
+    rate: float | None = price
+    if w.status is WorkerState.TERMINATED or (asked is not None and asked <= now):
+        rate = 0.0  # billing ended: the spend estimate stops there too
+    elif w.status is WorkerState.STOPPED or ending_from_pool(w):
+        rate = disk_rate
     return Billing(
-        rate_per_hr=disk_rate if w.status is WorkerState.STOPPED else price,
+        rate_per_hr=rate,
         spend_usd=spend,
         stopped_since=since,
         pool_sec=pool_sec,

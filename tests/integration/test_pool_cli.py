@@ -174,7 +174,9 @@ def old_database(pg: TempPostgres, tmp_path: Path) -> Iterator[str]:
     """Every migration up to, not including, the pool's SQL (the state before the upgrade)."""
     directory = tmp_path / "migrations"
     shutil.copytree(default_directory(), directory)
-    (directory / POOL_MIGRATION).unlink()
+    for later in directory.glob("*.sql"):
+        if later.name >= POOL_MIGRATION:
+            later.unlink()
     name = f"o_{uuid.uuid4().hex[:16]}"
     url = pg.create_database(name)
     try:

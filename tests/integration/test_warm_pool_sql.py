@@ -346,6 +346,49 @@ def test_leaving_the_pool_counts_the_stay_once(
 # -- the cost: bounded by recent activity, not by the history -------------------------------------
 
 
+def test_what_an_ending_pod_bills_now(db: Database, raw: psycopg.Connection[dict[str, Any]]) -> None:
+    # Taken out of the pool, the termination not asked yet: its pod is still stopped, so its disk.
+    add_worker(
+        raw, "gpu-ending", "terminating", cost_per_hr=1.0, disk_gb=100, stopped_at="2026-12-06T10:00:00Z"
+    )
+    # Its resume was asked after its last stop, then it failed: it may hold a GPU again.
+    add_worker(
+        raw,
+        "gpu-resumed",
+        "terminating",
+        cost_per_hr=1.0,
+        disk_gb=100,
+        stopped_at="2026-12-06T10:00:00Z",
+        resume_requested_at="2026-12-06T10:05:00Z",
+    )
+    # Asked of Runpod: billing ended (the spend estimate stops there), pooled or not.
+    add_worker(
+        raw,
+        "gpu-asked",
+        "terminating",
+        cost_per_hr=1.0,
+        stopped_at="2026-12-06T10:00:00Z",
+        pod_terminate_requested_at="2026-12-06T10:10:00Z",
+    )
+    add_worker(raw, "gpu-gone", "terminated", cost_per_hr=1.0)
+    add_worker(raw, "gpu-live", "active", cost_per_hr=2.0, stopped_at="2026-12-06T10:00:00Z")
+    as_orchestrator(raw, "update workers set created_at = now() - interval '1 hour'")
+    rows = {r["id"]: r for r in as_service_role(raw, "select * from orchestrator_worker_spend")}
+    rates = {k: float(r["cost_per_hr"]) for k, r in rows.items()}
+    disk = 100 * DISK_RATE_PER_GB_HR
+    assert rates == pytest.approx(
+        {"gpu-ending": disk, "gpu-resumed": 1.0, "gpu-asked": 0.0, "gpu-gone": 0.0, "gpu-live": 2.0}, abs=1e-6
+    )
+    [spend] = as_service_role(raw, "select cost_per_hr from orchestrator_spend")
+    assert float(spend["cost_per_hr"]) == pytest.approx(disk + 1.0 + 2.0, abs=1e-4)
+    # The operator's figures (orchestrator status, pods, the demo's fleet line) are the views'.
+    snap = Snapshot.from_json(db.snapshot())
+    assert snap.now is not None
+    shown = {w.id: worker_billing(w, snap.now).rate_per_hr for w in snap.workers}
+    assert shown == pytest.approx({k: v for k, v in rates.items() if k in shown}, abs=1e-6)
+    assert set(shown) >= {"gpu-ending", "gpu-resumed", "gpu-asked", "gpu-live"}
+
+
 def _task_reads(raw: psycopg.Connection[Any]) -> tuple[int, int]:
     """(sequential scans of tasks, blocks of tasks and its indexes read) so far, by the statistics."""
     raw.execute("select pg_stat_force_next_flush()")
