@@ -362,17 +362,16 @@ def test_what_an_ending_pod_bills_now(db: Database, raw: psycopg.Connection[dict
         resume_requested_at="2026-12-06T10:05:00Z",
     )
     # Asked of Runpod: billing ended (the spend estimate stops there), pooled or not.
-    add_worker(
-        raw,
-        "gpu-asked",
-        "terminating",
-        cost_per_hr=1.0,
-        stopped_at="2026-12-06T10:00:00Z",
-        pod_terminate_requested_at="2026-12-06T10:10:00Z",
-    )
+    add_worker(raw, "gpu-asked", "terminating", cost_per_hr=1.0, stopped_at="2026-12-06T10:00:00Z")
     add_worker(raw, "gpu-gone", "terminated", cost_per_hr=1.0)
     add_worker(raw, "gpu-live", "active", cost_per_hr=2.0, stopped_at="2026-12-06T10:00:00Z")
-    as_orchestrator(raw, "update workers set created_at = now() - interval '1 hour'")
+    # Times that must be past are relative to the database's clock, not to the day this was written.
+    as_orchestrator(
+        raw,
+        "update workers set created_at = now() - interval '1 hour', metadata = case when id = 'gpu-asked'"
+        " then metadata || jsonb_build_object('pod_terminate_requested_at', now() - interval '1 minute')"
+        " else metadata end",
+    )
     rows = {r["id"]: r for r in as_service_role(raw, "select * from orchestrator_worker_spend")}
     rates = {k: float(r["cost_per_hr"]) for k, r in rows.items()}
     disk = 100 * DISK_RATE_PER_GB_HR
