@@ -260,7 +260,9 @@ def render_status(snapshot: Snapshot) -> str:
             _fmt_age(w["heartbeat_age_sec"]),
             w["current_task"] or "-",
             # A stopped pod's disk costs cents a day: shown to a hundredth of a cent.
-            _fmt_usd(w["cost_per_hr"], 4 if w["state"] == WorkerState.STOPPED.value else 2),
+            # A disk's price (a stopped pod's, or one's terminated out of the pool) is cents a day; no
+            # GPU bills under 10 cents an hour.
+            _fmt_usd(w["cost_per_hr"], 4 if 0 < (w["cost_per_hr"] or 0) < 0.10 else 2),
             _fmt_usd(w["spend_usd"]),
         )
         for w in data["workers"]

@@ -21,7 +21,7 @@ from orchestrator.adapters.db.base import Database
 from orchestrator.adapters.db.migrate import apply_migrations
 from orchestrator.core import errors
 from orchestrator.core.observed import Snapshot
-from orchestrator.render import worker_billing
+from orchestrator.render import render_status, worker_billing
 from orchestrator.standins.pg import TempPostgres
 from tests.integration.test_migrations import PRODUCTION_DDL
 from tests.integration.test_sql_contract import add_tasks, add_worker, worker_row
@@ -386,6 +386,9 @@ def test_what_an_ending_pod_bills_now(db: Database, raw: psycopg.Connection[dict
     shown = {w.id: worker_billing(w, snap.now).rate_per_hr for w in snap.workers}
     assert shown == pytest.approx({k: v for k, v in rates.items() if k in shown}, abs=1e-6)
     assert set(shown) >= {"gpu-ending", "gpu-resumed", "gpu-asked", "gpu-live"}
+    # orchestrator status prints a disk's price to the hundredth of a cent, not as 0.00.
+    [line] = [row for row in render_status(snap).splitlines() if row.startswith("gpu-ending ")]
+    assert f"{disk:.4f}" in line.split()
 
 
 def _task_reads(raw: psycopg.Connection[Any]) -> tuple[int, int]:

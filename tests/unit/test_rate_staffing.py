@@ -108,15 +108,18 @@ def test_exact_rate_is_told_a_lead_time_ahead() -> None:
 
 @pytest.mark.parametrize("name", sorted(ARRIVAL_RATES))
 def test_each_generators_rate_is_the_one_its_arrivals_follow(name: str) -> None:
-    # The exact-rate family is only as exact as this table: a generator changed without it fails here.
+    # The exact-rate family is only as exact as this table: the committed traces' counts must lie within
+    # 3 Poisson standard deviations of the table's (today 1.3 at most), so a generator whose rate moved
+    # without the table fails here: by a tenth for steady, an eighth for diurnal, about 40% for the 64
+    # tasks of long_tasks.
     trace = generate(name)
     rate = ARRIVAL_RATES[name]
     last = trace.tasks[-1].at
     step = 60.0
     expected = sum(rate((i + 0.5) * step) * step for i in range(int(last // step) + 1))
-    assert abs(len(trace.tasks) - expected) < 4 * expected**0.5
+    assert abs(len(trace.tasks) - expected) < 3 * expected**0.5
     if name == "diurnal":
         # And its shape, not only its total: the busiest six hours hold the share the curve gives them.
         peak = sum(1 for t in trace.tasks if 11 * 3600 <= t.at < 17 * 3600)
         due = sum(rate((i + 0.5) * step) * step for i in range(int(11 * 3600 / step), int(17 * 3600 / step)))
-        assert abs(peak - due) < 4 * due**0.5
+        assert abs(peak - due) < 3 * due**0.5

@@ -274,6 +274,9 @@ class ReighWorker:
             if self.interrupted:
                 raise KeyboardInterrupt
             task = self.next_task()
+            if self.interrupted:
+                # Lost during the claim: stop before the work, as an interrupt that arrived would have.
+                raise KeyboardInterrupt
             if task is None:
                 time.sleep(self.poll_sec)
                 continue
