@@ -11,9 +11,44 @@
 --    bills its volume disk, not a GPU ("Billing information", docs.runpod.io/get-started/billing-information).
 --    A `terminating` worker whose resume was asked after its last stop may hold a GPU again: its GPU price.
 --
+-- 3. Timestamps in metadata are read as the orchestrator's Python reads them (orchestrator.core.parsing
+--    parse_ts, what `orchestrator status` shows): ISO 8601 text only, and a value without an offset taken
+--    as UTC whatever the session's time zone. Before this a session in another zone read such a value in
+--    that zone, and Postgres's other spellings ('now', 'epoch', 'Dec 6 2026') counted as times.
+--    orchestrator_dashboard.worker_billed_until reads the termination request through the same function.
+--
 -- Only the rate now changes: the spend so far still counts the moment between `stopped -> terminating` and
 -- the termination request at the GPU price (the dearer reading; one executor step, usually well under a
 -- second). Idempotent, like every migration of this project.
+
+-- A timestamp from free-form metadata text; anything but ISO 8601 reads as absent.
+create or replace function orchestrator_dashboard.as_timestamptz(p_value text)
+returns timestamptz language plpgsql stable set timezone = 'UTC' as $$
+begin
+    if p_value is null or p_value !~ '^\s*\d{4}-\d{2}-\d{2}' then
+        return null;
+    end if;
+    return p_value::timestamptz;
+exception when others then
+    return null;
+end
+$$;
+
+create or replace function orchestrator_dashboard.worker_billed_until(
+    p_status text, p_status_changed_at timestamptz, p_metadata jsonb
+) returns timestamptz language plpgsql stable as $$
+declare
+    v_asked timestamptz := orchestrator_dashboard.as_timestamptz(p_metadata ->> 'pod_terminate_requested_at');
+begin
+    if v_asked is not null then
+        return least(v_asked, now());
+    end if;
+    if p_status = 'terminated' then
+        return coalesce(p_status_changed_at, now());
+    end if;
+    return now();
+end
+$$;
 
 -- A terminating worker whose pod was last stopped by us and not resumed since.
 create or replace function orchestrator_dashboard.worker_ending_from_pool(p_status text, p_metadata jsonb)

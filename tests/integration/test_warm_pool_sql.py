@@ -391,6 +391,37 @@ def test_what_an_ending_pod_bills_now(db: Database, raw: psycopg.Connection[dict
     assert f"{disk:.4f}" in line.split()
 
 
+def test_metadata_times_read_alike_in_sql_and_in_status_whatever_the_session_zone(
+    db: Database, raw: psycopg.Connection[dict[str, Any]]
+) -> None:
+    # Without an offset: UTC in both (10:00Z, after the 09:30Z resume), so the pod left the pool stopped.
+    add_worker(
+        raw,
+        "gpu-naive",
+        "terminating",
+        cost_per_hr=1.0,
+        disk_gb=100,
+        stopped_at="2026-12-06T10:00:00",
+        resume_requested_at="2026-12-06T10:30:00+01:00",
+    )
+    # Spellings Postgres accepts and ISO 8601 does not read as absent in both.
+    add_worker(raw, "gpu-epoch", "terminating", cost_per_hr=1.0, pod_terminate_requested_at="epoch")
+    add_worker(raw, "gpu-now", "terminating", cost_per_hr=1.0, disk_gb=100, stopped_at="now")
+    as_orchestrator(raw, "update workers set created_at = now() - interval '1 hour'")
+    raw.execute("set timezone to 'Asia/Tokyo'")
+    rows = {r["id"]: r for r in as_service_role(raw, "select * from orchestrator_worker_spend")}
+    rates = {k: float(r["cost_per_hr"]) for k, r in rows.items()}
+    assert rates == pytest.approx({"gpu-naive": 100 * DISK_RATE_PER_GB_HR, "gpu-epoch": 1.0, "gpu-now": 1.0})
+    # The spend so far too: an hour at $1 for the one whose termination time is not a time.
+    assert float(rows["gpu-epoch"]["spend_usd"]) == pytest.approx(1.0, abs=0.01)
+    snap = Snapshot.from_json(db.snapshot())
+    assert snap.now is not None
+    for w in snap.workers:
+        bill = worker_billing(w, snap.now)
+        assert bill.rate_per_hr == pytest.approx(rates[w.id]), w.id
+        assert bill.spend_usd == pytest.approx(float(rows[w.id]["spend_usd"]), abs=0.001), w.id
+
+
 def _task_reads(raw: psycopg.Connection[Any]) -> tuple[int, int]:
     """(sequential scans of tasks, blocks of tasks and its indexes read) so far, by the statistics."""
     raw.execute("select pg_stat_force_next_flush()")
