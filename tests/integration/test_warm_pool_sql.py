@@ -263,6 +263,18 @@ def test_a_worker_cannot_undo_the_pools_bookkeeping(
 # -- spend: a stopped pod bills its disk ------------------------------------------------------------
 
 
+def status_shows_the_views(db: Database, rows: dict[str, dict[str, Any]]) -> Snapshot:
+    """The operator's figures (``orchestrator status``, ``pods``, the demo: orchestrator.render) are the
+    spend view's, worker by worker: what it bills now and has billed so far."""
+    snap = Snapshot.from_json(db.snapshot())
+    assert snap.now is not None
+    for w in snap.workers:
+        bill = worker_billing(w, snap.now)
+        assert bill.rate_per_hr == pytest.approx(float(rows[w.id]["cost_per_hr"]), abs=1e-6), w.id
+        assert bill.spend_usd == pytest.approx(float(rows[w.id]["spend_usd"]), abs=0.001), w.id
+    return snap
+
+
 def test_spend_views_bill_a_stopped_pods_disk_not_its_gpu(
     db: Database, raw: psycopg.Connection[dict[str, Any]], token: int
 ) -> None:
@@ -313,12 +325,7 @@ def test_spend_views_bill_a_stopped_pods_disk_not_its_gpu(
     assert float(pool["gpu-nodisk"]["disk_gb"]) == 0 and float(pool["gpu-nodisk"]["disk_spend_usd"]) == 0
 
     # The operator's figures (orchestrator.render) are the views' figures.
-    snap = Snapshot.from_json(db.snapshot())
-    assert snap.now is not None
-    for w in snap.workers:
-        bill = worker_billing(w, snap.now)
-        assert bill.spend_usd == pytest.approx(float(rows[w.id]["spend_usd"]), abs=0.001), w.id
-        assert bill.rate_per_hr == pytest.approx(float(rows[w.id]["cost_per_hr"]), abs=1e-6), w.id
+    status_shows_the_views(db, rows)
 
 
 def test_leaving_the_pool_counts_the_stay_once(
@@ -381,11 +388,8 @@ def test_what_an_ending_pod_bills_now(db: Database, raw: psycopg.Connection[dict
     [spend] = as_service_role(raw, "select cost_per_hr from orchestrator_spend")
     assert float(spend["cost_per_hr"]) == pytest.approx(disk + 1.0 + 2.0, abs=1e-4)
     # The operator's figures (orchestrator status, pods, the demo's fleet line) are the views'.
-    snap = Snapshot.from_json(db.snapshot())
-    assert snap.now is not None
-    shown = {w.id: worker_billing(w, snap.now).rate_per_hr for w in snap.workers}
-    assert shown == pytest.approx({k: v for k, v in rates.items() if k in shown}, abs=1e-6)
-    assert set(shown) >= {"gpu-ending", "gpu-resumed", "gpu-asked", "gpu-live"}
+    snap = status_shows_the_views(db, rows)
+    assert {w.id for w in snap.workers} >= {"gpu-ending", "gpu-resumed", "gpu-asked", "gpu-live"}
     # orchestrator status prints a disk's price to the hundredth of a cent, not as 0.00.
     [line] = [row for row in render_status(snap).splitlines() if row.startswith("gpu-ending ")]
     assert f"{disk:.4f}" in line.split()
@@ -414,12 +418,7 @@ def test_metadata_times_read_alike_in_sql_and_in_status_whatever_the_session_zon
     assert rates == pytest.approx({"gpu-naive": 100 * DISK_RATE_PER_GB_HR, "gpu-epoch": 1.0, "gpu-now": 1.0})
     # The spend so far too: an hour at $1 for the one whose termination time is not a time.
     assert float(rows["gpu-epoch"]["spend_usd"]) == pytest.approx(1.0, abs=0.01)
-    snap = Snapshot.from_json(db.snapshot())
-    assert snap.now is not None
-    for w in snap.workers:
-        bill = worker_billing(w, snap.now)
-        assert bill.rate_per_hr == pytest.approx(rates[w.id]), w.id
-        assert bill.spend_usd == pytest.approx(float(rows[w.id]["spend_usd"]), abs=0.001), w.id
+    status_shows_the_views(db, rows)
 
 
 def _task_reads(raw: psycopg.Connection[Any]) -> tuple[int, int]:
