@@ -250,7 +250,12 @@ class ForesightRate(_ToldAhead):
     def told(self, snapshot: Snapshot, settings: Settings, t: float) -> tuple[Snapshot, Settings]:
         rate = self.rate_at(t)
         windows = [w for w, _count in snapshot.arrivals] or [600.0, 3600.0]
-        return replace(snapshot, arrivals=tuple((w, round(rate * w)) for w in windows)), settings
+        told = replace(snapshot)
+        # The expected counts, not whole ones: a snapshot's counts are integers, and at a few tasks an
+        # hour rounding them (with the 10-minute count capping the estimate) would misstate the rate by
+        # up to a third. With these, every window and the estimate pooled from them read ``rate``.
+        object.__setattr__(told, "arrivals", tuple((w, rate * w) for w in windows))
+        return told, settings
 
 
 def specs(base: Settings | None = None, ours_changes: Mapping[str, Any] | None = None) -> list[PolicySpec]:
