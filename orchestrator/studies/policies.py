@@ -35,6 +35,7 @@ they keep), so the table compares scaling rules, not bookkeeping:
 
 from __future__ import annotations
 
+import abc
 import bisect
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -188,7 +189,7 @@ def floor_schedule(trace: Trace, wait_probability: float, ceiling: int) -> list[
     return schedule
 
 
-class _ToldAhead:
+class _ToldAhead(abc.ABC):
     """``plan()`` itself, handed inputs changed by what the trace will bring (``told``)."""
 
     def __call__(
@@ -203,8 +204,9 @@ class _ToldAhead:
         told_snapshot, told_settings = self.told(snapshot, settings, (now - EPOCH).total_seconds())
         return real_plan(told_snapshot, pods, told_settings, now, prices=prices)
 
+    @abc.abstractmethod
     def told(self, snapshot: Snapshot, settings: Settings, t: float) -> tuple[Snapshot, Settings]:
-        raise NotImplementedError
+        """The snapshot and settings ``plan()`` sees at ``t`` (virtual seconds)."""
 
 
 class RateClairvoyant(_ToldAhead):

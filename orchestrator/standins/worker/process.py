@@ -83,6 +83,10 @@ Known differences from the real worker:
   as the handler intends. The consecutive-error thresholds are not simulated (one fatal error suffices).
 - A malformed answer the real worker would crash on (e.g. ``task-counts`` totals that are not numbers)
   is logged and read as "no answer" here.
+- SIGINT: both end on ``KeyboardInterrupt`` (exit 0). An interrupt that lands in a finalizer is lost to
+  Python (printed as "ignored"); the real worker would then go on polling, ours also keeps a flag and
+  stops at its next turn. Kinder, and on purpose: the orchestrator never interrupts a worker (it stops
+  or terminates the pod), so only our own test harness sends SIGINT, and it needs the exit to be sure.
 - The older entry ``headless.py`` (2025-05, ``--db-type`` defaulting to sqlite) spoke an older
   protocol; launched as ``headless.py``, this worker speaks today's.
 """
