@@ -106,19 +106,31 @@ def ending_from_pool(w: Worker) -> bool:
     return stopped is not None and (resumed is None or resumed < stopped)
 
 
+def termination_taken(w: Worker) -> datetime | None:
+    """When the termination Runpod took was asked: the end of billing
+    (``orchestrator_dashboard.worker_termination_taken``). None when none was asked, or the last request
+    was not confirmed (the call failed or its answer did not say so): the pod may still bill."""
+    if w.metadata.get(Meta.POD_TERMINATE_CONFIRMED) is False:
+        return None
+    return _meta_ts(w.metadata, Meta.POD_TERMINATE_REQUESTED_AT)
+
+
 def worker_billing(w: Worker, now: datetime) -> Billing:
-    """The pod's bill: GPU price from the row's creation to the end of billing (the termination asked
-    of Runpod, else now), less its time stopped, which bills the volume disk instead."""
+    """The pod's bill: GPU price from the row's creation to the end of billing (the termination Runpod
+    took, else now), less its time stopped, which bills the volume disk instead."""
     price = w.cost_per_hr
     disk_gb = _meta_number(w.metadata, DISK_GB)
     disk_rate = disk_gb * STOPPED_DISK_USD_PER_GB_MONTH / HOURS_PER_MONTH
-    asked = _meta_ts(w.metadata, Meta.POD_TERMINATE_REQUESTED_AT)
+    asked = termination_taken(w)
     until = min(asked, now) if asked is not None else now
     since: datetime | None = None
     if w.status is WorkerState.STOPPED:
         # The later of the move to stopped and the executor's stopped_at: the GPU counts until then.
         marks = [t for t in (w.status_changed_at, _meta_ts(w.metadata, Meta.STOPPED_AT)) if t is not None]
         since = min(now, max(marks)) if marks else now
+    elif ending_from_pool(w):
+        # The stay before the move to terminating is in stopped_sec; the pod is still stopped after it.
+        since = min(now, w.status_changed_at) if w.status_changed_at is not None else now
     past = _meta_number(w.metadata, STOPPED_SEC)
     current = max(0.0, (until - since).total_seconds()) if since is not None else 0.0
     pool_sec = past + current

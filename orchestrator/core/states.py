@@ -149,6 +149,9 @@ class Meta:
     PROCESS_STARTED_AT = "process_started_at"  # a heartbeat at or after it promotes (Promote)
     TERMINATE_REQUESTED_AT = "terminate_requested_at"  # an operator asked (orch_request_termination)
     POD_TERMINATE_REQUESTED_AT = "pod_terminate_requested_at"  # when we last asked the provider
+    # Whether the provider confirmed that request (false: the call failed or its answer did not confirm
+    # it, so the pod may still bill; the spend estimate keeps counting until a confirmed one).
+    POD_TERMINATE_CONFIRMED = "pod_terminate_confirmed"
     DRAIN_REASON = "drain_reason"
     DRAINED_AT = "drained_at"
     ERROR_REASON = "error_reason"

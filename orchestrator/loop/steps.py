@@ -139,7 +139,7 @@ def terminate(
     confirmed = bool(answer) if done else False
     fx.crash_point("after_terminate")
     if worker_id:
-        stamp = {Meta.POD_TERMINATE_REQUESTED_AT: iso(fx.now())}
+        stamp = {Meta.POD_TERMINATE_REQUESTED_AT: iso(fx.now()), Meta.POD_TERMINATE_CONFIRMED: confirmed}
         yield from run_step(fx, action, "record_terminate", steps, fx.merge_metadata(worker_id, stamp))
     kind = "pod_terminate_requested" if confirmed else "pod_terminate_unconfirmed"
     yield from event(fx, kind, steps, worker_id=worker_id, runpod_id=runpod_id, reason=reason)

@@ -584,3 +584,44 @@ def test_a_lease_taken_over_before_the_termination_leaves_the_pod(db: Database) 
         controller.shutdown(timeout=10)
     assert outcome["outcome"] == "lease_lost"
     assert provider.terminated == []
+
+
+def _spend_row(database_url: str, worker_id: str) -> dict[str, Any]:
+    with psycopg.connect(database_url, autocommit=True) as raw, raw.cursor() as cur, raw.transaction():
+        cur.execute("set local role service_role")
+        cur.execute("select cost_per_hr, spend_usd from orchestrator_worker_spend where id = %s", (worker_id,))
+        found = cur.fetchone()
+    assert found is not None
+    return {"cost_per_hr": float(found[0]), "spend_usd": float(found[1])}
+
+
+def test_a_termination_runpod_did_not_take_still_bills_until_one_it_does(
+    db: Database, database_url: str
+) -> None:
+    """The spend figures end a pod's billing at the termination Runpod took, not at a call that failed:
+    between that call and the retry the pod may still bill, and the dashboard must say so."""
+    provider = RecordingProvider(fail={"terminate": errors.RunpodTransientError("injected: API down")})
+    controller = Controller(config.defaults(), db, provider, holder="billing")
+    worker = "gpu-unanswered"
+    retry = TerminatePod(reason=Reason.TERMINATE_RETRY, runpod_id=POD, pod_name=worker, worker_id=worker)
+    try:
+        token = controller._ensure_lease()
+        assert token is not None
+        db.register_worker(token, worker, "NVIDIA GeForce RTX 4090", {"runpod_id": POD, "cost_per_hr": 0.69})
+        for state in ("initializing", "active", "error"):
+            db.transition_worker(token, worker, state, "setup")
+        failed = controller._run_action(retry, {}, token)
+        with psycopg.connect(database_url, autocommit=True) as raw:
+            meta = _row(raw, worker)["metadata"]
+        # Asked (the retry is paced from it), not taken: still billing at its GPU price.
+        assert meta["pod_terminate_requested_at"] and meta["pod_terminate_confirmed"] is False, failed
+        assert _spend_row(database_url, worker)["cost_per_hr"] == pytest.approx(0.69)
+
+        del provider.fail["terminate"]
+        taken = controller._run_action(retry, {}, token)
+    finally:
+        controller.shutdown(timeout=10)
+    assert provider.terminated == [POD], taken
+    with psycopg.connect(database_url, autocommit=True) as raw:
+        assert _row(raw, worker)["metadata"]["pod_terminate_confirmed"] is True
+    assert _spend_row(database_url, worker)["cost_per_hr"] == 0.0

@@ -21,6 +21,7 @@ from orchestrator.adapters.db.base import Database
 from orchestrator.adapters.db.migrate import apply_migrations
 from orchestrator.core import errors
 from orchestrator.core.observed import Snapshot
+from orchestrator.core.states import Meta
 from orchestrator.render import render_status, worker_billing
 from orchestrator.standins.pg import TempPostgres
 from tests.integration.test_migrations import PRODUCTION_DDL
@@ -260,6 +261,16 @@ def test_a_worker_cannot_undo_the_pools_bookkeeping(
     assert meta["vram_used_mb"] == 5
 
 
+def test_every_key_the_orchestrator_writes_is_one_a_heartbeat_cannot_undo(
+    raw: psycopg.Connection[dict[str, Any]],
+) -> None:
+    # The real worker's heartbeat writes its whole (possibly stale) metadata object back; a key of ours
+    # missing from the guard's list could be reverted by it (a termination read as taken, a stay lost).
+    [row] = raw.execute("select orchestrator_private.owned_metadata_keys() as keys").fetchall()
+    ours = {v for k, v in vars(Meta).items() if k.isupper() and isinstance(v, str)}
+    assert ours - set(row["keys"]) == set()
+
+
 # -- spend: a stopped pod bills its disk ------------------------------------------------------------
 
 
@@ -393,6 +404,37 @@ def test_what_an_ending_pod_bills_now(db: Database, raw: psycopg.Connection[dict
     # orchestrator status prints a disk's price to the hundredth of a cent, not as 0.00.
     [line] = [row for row in render_status(snap).splitlines() if row.startswith("gpu-ending ")]
     assert f"{disk:.4f}" in line.split()
+
+
+def test_billing_ends_at_the_termination_runpod_took_and_a_pooled_pod_ends_on_its_disk(
+    db: Database, raw: psycopg.Connection[dict[str, Any]]
+) -> None:
+    # Created an hour ago at $1/h; asked to terminate 30 minutes ago, the call failed: still billing.
+    add_worker(raw, "gpu-refused", "terminating", cost_per_hr=1.0, pod_terminate_confirmed=False)
+    # The same, taken: billing ended there.
+    add_worker(raw, "gpu-taken", "terminating", cost_per_hr=1.0, pod_terminate_confirmed=True)
+    # Stopped 40 minutes ago (a GPU for its first 20), taken out of the pool 10 minutes ago (the stay of
+    # 30 minutes closed into stopped_sec), its termination not asked yet: 40 minutes of 100 GB of disk.
+    add_worker(raw, "gpu-pooled", "terminating", cost_per_hr=1.0, disk_gb=100, stopped_sec=1800)
+    as_orchestrator(
+        raw,
+        "update workers set created_at = now() - interval '1 hour',"
+        " status_changed_at = now() - interval '10 minutes',"
+        " metadata = metadata || case when id = 'gpu-pooled'"
+        " then jsonb_build_object('stopped_at', now() - interval '40 minutes')"
+        " else jsonb_build_object('pod_terminate_requested_at', now() - interval '30 minutes') end",
+    )
+    rows = {r["id"]: r for r in as_service_role(raw, "select * from orchestrator_worker_spend")}
+    disk = 100 * DISK_RATE_PER_GB_HR
+    rates = {k: float(r["cost_per_hr"]) for k, r in rows.items()}
+    assert rates == pytest.approx({"gpu-refused": 1.0, "gpu-taken": 0.0, "gpu-pooled": disk}, abs=1e-6)
+    spends = {k: float(r["spend_usd"]) for k, r in rows.items()}
+    assert spends == pytest.approx(
+        {"gpu-refused": 1.0, "gpu-taken": 0.5, "gpu-pooled": 20 / 60 + disk * 40 / 60}, abs=0.002
+    )
+    [spend] = as_service_role(raw, "select cost_per_hr from orchestrator_spend")
+    assert float(spend["cost_per_hr"]) == pytest.approx(1.0 + disk, abs=1e-4)
+    status_shows_the_views(db, rows)
 
 
 def test_metadata_times_read_alike_in_sql_and_in_status_whatever_the_session_zone(
