@@ -175,7 +175,16 @@ def worker_row(w: Worker, now: datetime) -> dict[str, Any]:
         # What the worker last said about itself (crashed, error), kept beside our own state.
         "reported_status": w.reported_status,
         "reported_age_sec": _age(now, w.reported_at),
+        # Its pod's termination: "taken" by Runpod (billing ended), "unconfirmed" (the last call failed
+        # or was not confirmed: the pod may still bill, and the next tick asks again), or None (not asked).
+        "termination": termination_state(w),
     }
+
+
+def termination_state(w: Worker) -> str | None:
+    if w.pod_terminate_requested_at is None:
+        return None
+    return "taken" if termination_taken(w) is not None else "unconfirmed"
 
 
 def pool_row(w: Worker, now: datetime) -> dict[str, Any]:
@@ -267,11 +276,11 @@ def render_status(snapshot: Snapshot) -> str:
                 f" (said {w['reported_status']} {_fmt_age(w['reported_age_sec'])} ago)"
                 if w["reported_status"]
                 else ""
-            ),
+            )
+            + (" (termination unconfirmed, retrying)" if w["termination"] == "unconfirmed" else ""),
             _fmt_age(w["age_sec"]),
             _fmt_age(w["heartbeat_age_sec"]),
             w["current_task"] or "-",
-            # A stopped pod's disk costs cents a day: shown to a hundredth of a cent.
             # A disk's price (a stopped pod's, or one's terminated out of the pool) is cents a day; no
             # GPU bills under 10 cents an hour.
             _fmt_usd(w["cost_per_hr"], 4 if 0 < (w["cost_per_hr"] or 0) < 0.10 else 2),

@@ -434,7 +434,11 @@ def test_billing_ends_at_the_termination_runpod_took_and_a_pooled_pod_ends_on_it
     )
     [spend] = as_service_role(raw, "select cost_per_hr from orchestrator_spend")
     assert float(spend["cost_per_hr"]) == pytest.approx(1.0 + disk, abs=1e-4)
-    status_shows_the_views(db, rows)
+    snap = status_shows_the_views(db, rows)
+    # orchestrator status says which termination is still being retried.
+    lines = {row.split()[0]: row for row in render_status(snap).splitlines() if row.startswith("gpu-")}
+    assert "termination unconfirmed" in lines["gpu-refused"]
+    assert "termination" not in lines["gpu-taken"] and "termination" not in lines["gpu-pooled"]
 
 
 def test_metadata_times_read_alike_in_sql_and_in_status_whatever_the_session_zone(
