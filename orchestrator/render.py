@@ -7,10 +7,12 @@ never reach these tables: metadata is shown only through the fields named below.
 
 What a worker costs (``worker_billing``) follows the database's spend views, formula for formula
 (``orchestrator_dashboard.worker_spend_from`` in migrations/20261207000200_warm_pool_snapshot_and_spend.sql,
-``worker_rate_per_hr`` in migrations/20261208000100_rate_now_of_ending_pods.sql): its GPU price while its
-pod holds a GPU, and while it is stopped in the warm pool its volume disk at Runpod's stopped-storage
-price, $0.20 per GB per month ("Billing information", docs.runpod.io/get-started/billing-information), a
-month taken as 30 days; nothing from the moment its termination was asked.
+``worker_rate_per_hr`` in migrations/20261208000100_rate_now_of_ending_pods.sql, the end of billing and a
+pod ended from the pool in migrations/20261208000200_unconfirmed_terminations_bill.sql): its GPU price while
+its pod holds a GPU, and while it is stopped (in the warm pool, or being terminated out of it) its volume
+disk at Runpod's stopped-storage price, $0.20 per GB per month ("Billing information",
+docs.runpod.io/get-started/billing-information), a month taken as 30 days; nothing from the first
+termination request Runpod confirmed.
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ class Billing:
     # terminated out of it), else the GPU price (None: unknown).
     rate_per_hr: float | None
     spend_usd: float | None  # so far (None when the GPU price is unknown)
-    stopped_since: datetime | None  # the current stay in the pool began (stopped workers only)
+    # The current stay began (a stopped worker, or one being terminated out of the pool; else None).
+    stopped_since: datetime | None
     pool_sec: float  # seconds stopped, this stay and earlier ones
     disk_gb: float
     disk_rate_per_hr: float  # what its disk bills while stopped
@@ -107,10 +110,13 @@ def ending_from_pool(w: Worker) -> bool:
 
 
 def termination_taken(w: Worker) -> datetime | None:
-    """When the termination Runpod took was asked: the end of billing
-    (``orchestrator_dashboard.worker_termination_taken``). None when none was asked, or the last request
-    was not confirmed (the call failed or its answer did not say so): the pod may still bill."""
-    if w.metadata.get(Meta.POD_TERMINATE_CONFIRMED) is False:
+    """When the first termination Runpod confirmed was asked: the end of billing
+    (``orchestrator_dashboard.worker_termination_taken``). None when none was asked or none confirmed
+    yet (the calls failed or their answers did not say so): the pod may still bill. A row stamped before
+    confirmations were recorded ends at its last request."""
+    if Meta.POD_TERMINATE_TAKEN_AT in w.metadata:
+        return _meta_ts(w.metadata, Meta.POD_TERMINATE_TAKEN_AT)
+    if Meta.POD_TERMINATE_CONFIRMED in w.metadata:
         return None
     return _meta_ts(w.metadata, Meta.POD_TERMINATE_REQUESTED_AT)
 

@@ -149,9 +149,12 @@ class Meta:
     PROCESS_STARTED_AT = "process_started_at"  # a heartbeat at or after it promotes (Promote)
     TERMINATE_REQUESTED_AT = "terminate_requested_at"  # an operator asked (orch_request_termination)
     POD_TERMINATE_REQUESTED_AT = "pod_terminate_requested_at"  # when we last asked the provider
-    # Whether the provider confirmed that request (false: the call failed or its answer did not confirm
-    # it, so the pod may still bill; the spend estimate keeps counting until a confirmed one).
+    # Whether the provider confirmed that last request (false: the call failed or its answer did not
+    # confirm it; the next tick asks again).
     POD_TERMINATE_CONFIRMED = "pod_terminate_confirmed"
+    # The first request the provider confirmed: the end of billing in the spend figures (a row that has
+    # the key above and not this one still bills).
+    POD_TERMINATE_TAKEN_AT = "pod_terminate_taken_at"
     DRAIN_REASON = "drain_reason"
     DRAINED_AT = "drained_at"
     ERROR_REASON = "error_reason"

@@ -290,7 +290,7 @@ def fail_worker(a: FailWorker, worker: Worker | None, fx: Effects) -> Steps[Outc
     confirmed = None
     if a.runpod_id:
         confirmed = yield from terminate(
-            fx, a.worker_id, a.runpod_id, a.reason.value, action=kind, skipped=skipped
+            fx, a.worker_id, a.runpod_id, a.reason.value, action=kind, skipped=skipped, worker=worker
         )
     return {"tasks_reset": requeued.count, "terminate_confirmed": confirmed, **skipped_steps(skipped)}
 
@@ -328,7 +328,7 @@ def terminate_pod(a: TerminatePod, worker: Worker | None, fx: Effects) -> Steps[
             )
             skipped.append("transition")
     confirmed = yield from terminate(
-        fx, a.worker_id, a.runpod_id, a.reason.value, action=a.kind, skipped=skipped
+        fx, a.worker_id, a.runpod_id, a.reason.value, action=a.kind, skipped=skipped, worker=worker
     )
     if a.worker_id is None:
         fx.log.warning(
@@ -446,7 +446,13 @@ def resume_pod(a: ResumePod, worker: Worker | None, fx: Effects) -> Steps[Outcom
         moved = fx.transition(a.worker_id, WorkerState.TERMINATING, Reason.RESUME_NO_GPU.value, why)
         yield from run_step(fx, a.kind, "transition", skipped, moved)
         confirmed = yield from terminate(
-            fx, a.worker_id, a.runpod_id, Reason.RESUME_NO_GPU.value, action=a.kind, skipped=skipped
+            fx,
+            a.worker_id,
+            a.runpod_id,
+            Reason.RESUME_NO_GPU.value,
+            action=a.kind,
+            skipped=skipped,
+            worker=worker,
         )
         return {"outcome": "no_gpu", "terminate_confirmed": confirmed, **skipped_steps(skipped)}
     # Gone (the next tick's listing closes the row) or failed otherwise (the policy re-sends the start;

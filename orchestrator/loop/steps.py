@@ -125,12 +125,15 @@ def terminate(
     *,
     action: str = "terminate_pod",
     skipped: list[str] | None = None,
+    worker: Worker | None = None,
 ) -> Steps[bool]:
     """Fence, then terminate ``runpod_id``; record it. Only the fence can stop the termination.
 
     The provider call is by pod id alone (nothing about the row is needed). What follows it (the
     metadata merge, the event) is recorded when it can be: if the merge is lost, the next tick
-    simply asks again.
+    simply asks again. Every call stamps when it was made and whether the provider confirmed it; the
+    first confirmed one also stamps ``pod_terminate_taken_at`` (``worker``, the row as the snapshot
+    read it, says whether an earlier call already did), where the spend figures end its billing.
     """
     steps = skipped if skipped is not None else []
     yield from fx.fence("terminate_pod")
@@ -139,7 +142,10 @@ def terminate(
     confirmed = bool(answer) if done else False
     fx.crash_point("after_terminate")
     if worker_id:
-        stamp = {Meta.POD_TERMINATE_REQUESTED_AT: iso(fx.now()), Meta.POD_TERMINATE_CONFIRMED: confirmed}
+        at = iso(fx.now())
+        stamp: dict[str, Any] = {Meta.POD_TERMINATE_REQUESTED_AT: at, Meta.POD_TERMINATE_CONFIRMED: confirmed}
+        if confirmed and (worker is None or worker.metadata.get(Meta.POD_TERMINATE_TAKEN_AT) is None):
+            stamp[Meta.POD_TERMINATE_TAKEN_AT] = at
         yield from run_step(fx, action, "record_terminate", steps, fx.merge_metadata(worker_id, stamp))
     kind = "pod_terminate_requested" if confirmed else "pod_terminate_unconfirmed"
     yield from event(fx, kind, steps, worker_id=worker_id, runpod_id=runpod_id, reason=reason)

@@ -39,6 +39,7 @@ from orchestrator.core.actions import (
     StartProcess,
     TerminatePod,
 )
+from orchestrator.core.observed import Snapshot, Worker
 from orchestrator.core.states import Reason, WorkerState
 from orchestrator.loop.controller import Controller
 from orchestrator.ports import BootCheck, SpawnedPod
@@ -595,11 +596,18 @@ def _spend_row(database_url: str, worker_id: str) -> dict[str, Any]:
     return {"cost_per_hr": float(found[0]), "spend_usd": float(found[1])}
 
 
+def _as_read(db: Database, worker_id: str) -> dict[str, Worker]:
+    """The row as the next tick's snapshot reads it (what the executor is handed)."""
+    snap = Snapshot.from_json(db.snapshot())
+    return {w.id: w for w in snap.workers if w.id == worker_id}
+
+
 def test_a_termination_runpod_did_not_take_still_bills_until_one_it_does(
     db: Database, database_url: str
 ) -> None:
-    """The spend figures end a pod's billing at the termination Runpod took, not at a call that failed:
-    between that call and the retry the pod may still bill, and the dashboard must say so."""
+    """The spend figures end a pod's billing at the first termination Runpod confirmed, not at a call
+    that failed (between it and the retry the pod may still bill, and the dashboard must say so), and a
+    retry that fails later does not undo it."""
     provider = RecordingProvider(fail={"terminate": errors.RunpodTransientError("injected: API down")})
     controller = Controller(config.defaults(), db, provider, holder="billing")
     worker = "gpu-unanswered"
@@ -610,18 +618,38 @@ def test_a_termination_runpod_did_not_take_still_bills_until_one_it_does(
         db.register_worker(token, worker, "NVIDIA GeForce RTX 4090", {"runpod_id": POD, "cost_per_hr": 0.69})
         for state in ("initializing", "active", "error"):
             db.transition_worker(token, worker, state, "setup")
-        failed = controller._run_action(retry, {}, token)
+        with psycopg.connect(database_url, autocommit=True) as raw:
+            raw.execute("update workers set created_at = now() - interval '1 hour' where id = %s", (worker,))
+        failed = controller._run_action(retry, _as_read(db, worker), token)
+        assert failed["terminate_confirmed"] is False, failed
         with psycopg.connect(database_url, autocommit=True) as raw:
             meta = _row(raw, worker)["metadata"]
-        # Asked (the retry is paced from it), not taken: still billing at its GPU price.
-        assert meta["pod_terminate_requested_at"] and meta["pod_terminate_confirmed"] is False, failed
-        assert _spend_row(database_url, worker)["cost_per_hr"] == pytest.approx(0.69)
+        # Asked (the retry is paced from it), not taken: still billing at its GPU price, an hour so far.
+        assert meta["pod_terminate_requested_at"] and meta["pod_terminate_confirmed"] is False, meta
+        assert "pod_terminate_taken_at" not in meta
+        assert _spend_row(database_url, worker) == pytest.approx({"cost_per_hr": 0.69, "spend_usd": 0.69}, abs=0.01)
 
         del provider.fail["terminate"]
-        taken = controller._run_action(retry, {}, token)
+        taken = controller._run_action(retry, _as_read(db, worker), token)
+        assert taken["terminate_confirmed"] is True, taken
+        with psycopg.connect(database_url, autocommit=True) as raw:
+            taken_at = _row(raw, worker)["metadata"]["pod_terminate_taken_at"]
+        ended = _spend_row(database_url, worker)
+        assert ended["cost_per_hr"] == 0.0
+
+        # The pod still listed a while, a retry during an outage: billing stays ended where it ended.
+        provider.fail["terminate"] = errors.RunpodTransientError("injected: API down again")
+        controller._run_action(retry, _as_read(db, worker), token)
+        with psycopg.connect(database_url, autocommit=True) as raw:
+            meta = _row(raw, worker)["metadata"]
+        assert meta["pod_terminate_confirmed"] is False and meta["pod_terminate_taken_at"] == taken_at
+        assert _spend_row(database_url, worker) == ended
+        # ... nor a retry Runpod confirms again: the first one it took ended the bill.
+        del provider.fail["terminate"]
+        controller._run_action(retry, _as_read(db, worker), token)
     finally:
         controller.shutdown(timeout=10)
-    assert provider.terminated == [POD], taken
+    assert provider.terminated == [POD, POD]
     with psycopg.connect(database_url, autocommit=True) as raw:
-        assert _row(raw, worker)["metadata"]["pod_terminate_confirmed"] is True
-    assert _spend_row(database_url, worker)["cost_per_hr"] == 0.0
+        assert _row(raw, worker)["metadata"]["pod_terminate_taken_at"] == taken_at
+    assert _spend_row(database_url, worker) == ended

@@ -411,8 +411,8 @@ def test_billing_ends_at_the_termination_runpod_took_and_a_pooled_pod_ends_on_it
 ) -> None:
     # Created an hour ago at $1/h; asked to terminate 30 minutes ago, the call failed: still billing.
     add_worker(raw, "gpu-refused", "terminating", cost_per_hr=1.0, pod_terminate_confirmed=False)
-    # The same, taken: billing ended there.
-    add_worker(raw, "gpu-taken", "terminating", cost_per_hr=1.0, pod_terminate_confirmed=True)
+    # The same, taken: billing ended there, whatever a later retry answered.
+    add_worker(raw, "gpu-taken", "terminating", cost_per_hr=1.0, pod_terminate_confirmed=False)
     # Stopped 40 minutes ago (a GPU for its first 20), taken out of the pool 10 minutes ago (the stay of
     # 30 minutes closed into stopped_sec), its termination not asked yet: 40 minutes of 100 GB of disk.
     add_worker(raw, "gpu-pooled", "terminating", cost_per_hr=1.0, disk_gb=100, stopped_sec=1800)
@@ -422,6 +422,8 @@ def test_billing_ends_at_the_termination_runpod_took_and_a_pooled_pod_ends_on_it
         " status_changed_at = now() - interval '10 minutes',"
         " metadata = metadata || case when id = 'gpu-pooled'"
         " then jsonb_build_object('stopped_at', now() - interval '40 minutes')"
+        " when id = 'gpu-taken' then jsonb_build_object('pod_terminate_requested_at', now(),"
+        " 'pod_terminate_taken_at', now() - interval '30 minutes')"
         " else jsonb_build_object('pod_terminate_requested_at', now() - interval '30 minutes') end",
     )
     rows = {r["id"]: r for r in as_service_role(raw, "select * from orchestrator_worker_spend")}
@@ -439,6 +441,44 @@ def test_billing_ends_at_the_termination_runpod_took_and_a_pooled_pod_ends_on_it
     lines = {row.split()[0]: row for row in render_status(snap).splitlines() if row.startswith("gpu-")}
     assert "termination unconfirmed" in lines["gpu-refused"]
     assert "termination" not in lines["gpu-taken"] and "termination" not in lines["gpu-pooled"]
+
+
+@pytest.mark.parametrize("closed_as", ["terminated", "error"])
+def test_a_pod_ended_from_the_pool_keeps_its_spend_when_its_row_is_closed(
+    closed_as: str, db: Database, raw: psycopg.Connection[dict[str, Any]], token: int
+) -> None:
+    add_worker(raw, "gpu-1", "stopped", cost_per_hr=1.0, disk_gb=100)
+    as_orchestrator(
+        raw,
+        "update workers set created_at = now() - interval '60 minutes',"
+        " status_changed_at = now() - interval '40 minutes',"
+        " metadata = metadata || jsonb_build_object('stopped_at', now() - interval '40 minutes')",
+    )
+    db.transition_worker(token, "gpu-1", "terminating", "pool_ttl")
+    # Ten minutes later (every time moved back): created 70 minutes ago, a GPU for 20, stopped for 50
+    # (40 in the pool, 10 being terminated); Runpod took the termination 5 minutes ago.
+    as_orchestrator(
+        raw,
+        "update workers set created_at = created_at - interval '10 minutes',"
+        " status_changed_at = status_changed_at - interval '10 minutes',"
+        " metadata = metadata || jsonb_build_object("
+        " 'stopped_at', now() - interval '50 minutes',"
+        " 'pod_terminate_requested_at', now() - interval '5 minutes',"
+        " 'pod_terminate_confirmed', true, 'pod_terminate_taken_at', now() - interval '5 minutes')",
+    )
+    disk = 100 * DISK_RATE_PER_GB_HR
+    expected = 20 / 60 + disk * 45 / 60
+
+    def spend() -> float:
+        [row] = as_service_role(raw, "select spend_usd, cost_per_hr from orchestrator_worker_spend")
+        assert float(row["cost_per_hr"]) == 0.0
+        return float(row["spend_usd"])
+
+    assert spend() == pytest.approx(expected, abs=0.002)
+    db.transition_worker(token, "gpu-1", closed_as, "provider_confirmed_gone")
+    # Closing the row changes nothing about what the pod billed.
+    assert spend() == pytest.approx(expected, abs=0.002)
+    assert 45 * 60 - 5 <= worker_row(raw, "gpu-1")["metadata"]["stopped_sec"] <= 45 * 60 + 5
 
 
 def test_metadata_times_read_alike_in_sql_and_in_status_whatever_the_session_zone(
