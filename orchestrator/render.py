@@ -129,12 +129,13 @@ def worker_billing(w: Worker, now: datetime) -> Billing:
     disk_rate = disk_gb * STOPPED_DISK_USD_PER_GB_MONTH / HOURS_PER_MONTH
     asked = termination_taken(w)
     until = min(asked, now) if asked is not None else now
+    ending = ending_from_pool(w)
     since: datetime | None = None
     if w.status is WorkerState.STOPPED:
         # The later of the move to stopped and the executor's stopped_at: the GPU counts until then.
         marks = [t for t in (w.status_changed_at, _meta_ts(w.metadata, Meta.STOPPED_AT)) if t is not None]
         since = min(now, max(marks)) if marks else now
-    elif ending_from_pool(w):
+    elif ending:
         # The stay before the move to terminating is in stopped_sec; the pod is still stopped after it.
         since = min(now, w.status_changed_at) if w.status_changed_at is not None else now
     past = _meta_number(w.metadata, STOPPED_SEC)
@@ -151,7 +152,7 @@ def worker_billing(w: Worker, now: datetime) -> Billing:
     rate: float | None = price
     if w.status is WorkerState.TERMINATED or (asked is not None and asked <= now):
         rate = 0.0  # billing ended: the spend estimate stops there too
-    elif w.status is WorkerState.STOPPED or ending_from_pool(w):
+    elif w.status is WorkerState.STOPPED or ending:
         rate = disk_rate
     return Billing(
         rate_per_hr=rate,

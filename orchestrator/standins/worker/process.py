@@ -83,7 +83,8 @@ Known differences from the real worker:
   as the handler intends. The consecutive-error thresholds are not simulated (one fatal error suffices).
 - A malformed answer the real worker would crash on (e.g. ``task-counts`` totals that are not numbers)
   is logged and read as "no answer" here.
-- SIGINT: both end on ``KeyboardInterrupt`` (exit 0). An interrupt that lands in a finalizer is lost to
+- SIGINT: both end on ``KeyboardInterrupt`` (exit 0; Reigh-Worker ``worker.py``'s main loop catches it,
+  logs "Shutting down..." and stops its queue and heartbeat). An interrupt that lands in a finalizer is lost to
   Python (printed as "ignored"); the real worker would then go on polling, ours also keeps a flag and
   stops at its next turn. Kinder, and on purpose: the orchestrator never interrupts a worker (it stops
   or terminates the pod), so only our own test harness sends SIGINT, and it needs the exit to be sure.
