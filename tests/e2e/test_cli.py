@@ -111,9 +111,17 @@ def test_operator_commands(stack: Stack, tmp_path: Path, in_process: Any) -> Non
     wait_until(lambda: [w for w in workers(stack) if w["status"] == "active"], 30, "an active worker")
     # A one-off tick beside a running daemon changes nothing: exit 3, the lease is held elsewhere.
     assert json.loads(cli("tick", expect=3).strip().splitlines()[-1])["role"] == "follower"
-    status = json.loads(cli("status", "--json"))
+    # The daemon keeps ending idle workers beside these reads: compare status with the rows read just
+    # before and after it, until no worker ended in between.
+    def settled_status() -> dict[str, Any] | None:
+        before = workers(stack)
+        answer = json.loads(cli("status", "--json"))
+        return answer if workers(stack) == before and {w["worker_id"] for w in answer["workers"]} == {
+            w["id"] for w in before if w["status"] != "terminated"
+        } else None
+
+    status = wait_until(settled_status, 30, "status to list the live workers")
     assert status["queue"]["claimable"] == 0 and status["paused"] is False
-    assert {w["worker_id"] for w in status["workers"]} == {w["id"] for w in workers(stack)}
     assert target_like_rows(cli("status"), workers(stack))
     pod_rows = json.loads(cli("pods", "--json"))
     assert {r["runpod_id"] for r in pod_rows} == {p["id"] for p in live_pods(stack)}

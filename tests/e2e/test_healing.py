@@ -52,10 +52,18 @@ def test_worker_dying_mid_task_is_replaced_and_its_task_requeued(
     assert done["attempts"] == 1, done
     assert done["worker_id"] != dead_worker
     assert done["has_result"]
-    # Per the workers' own logs: the dead one started it and never finished, the new one did.
-    runs = [(line["_file"], line["event"]) for line in worker_log(stack) if line.get("task_id") == task_id]
-    assert (dead_worker, "task_claimed") in runs and (dead_worker, "task_completed") not in runs
-    assert (done["worker_id"], "task_completed") in runs
+    # Per the workers' own logs: the dead one started it and never finished, the new one did. The worker
+    # logs the completion after the database has it, so its line may come a moment after the row.
+    def runs() -> list[tuple[str, str]]:
+        return [(line["_file"], line["event"]) for line in worker_log(stack) if line.get("task_id") == task_id]
+
+    seen = wait_until(
+        lambda: (lambda r: r if (done["worker_id"], "task_completed") in r else None)(runs()),
+        10,
+        "the new worker's log to record the completion",
+    )
+    assert (dead_worker, "task_claimed") in seen and (dead_worker, "task_completed") not in seen
+    assert (done["worker_id"], "task_completed") in seen
 
     # The dead worker failed for the right reason, its pod terminated.
     wait_until(

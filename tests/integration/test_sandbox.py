@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -294,7 +296,34 @@ def _has_user(name: str) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _reachable_by_others(path: Path) -> Iterator[None]:
+    """Let an ordinary user reach ``path`` (the checkout, with its venv): a clone made in a private
+    directory (``mktemp -d`` makes one 0700) is out of its reach. Adds search permission alone (o+x: no
+    listing) to the directories from / down to ``path`` that lack it, and restores them afterwards."""
+    changed: list[tuple[Path, int]] = []
+    try:
+        for d in [*reversed(path.resolve().parents), path.resolve()]:
+            mode = stat.S_IMODE(d.stat().st_mode)
+            if not mode & stat.S_IXOTH:
+                d.chmod(mode | stat.S_IXOTH)
+                changed.append((d, mode))
+        yield
+    finally:
+        for d, mode in reversed(changed):
+            d.chmod(mode)
+
+
 def test_works_as_an_ordinary_user_in_a_user_namespace(ssh_keypair: SSHKeyPair) -> None:
+    checkout = Path(__file__).resolve().parents[2]
+    if os.geteuid() != 0:
+        _works_as_an_ordinary_user(ssh_keypair)
+        return
+    with _reachable_by_others(checkout):
+        _works_as_an_ordinary_user(ssh_keypair)
+
+
+def _works_as_an_ordinary_user(ssh_keypair: SSHKeyPair) -> None:
     import json
     import shutil
     import tempfile
