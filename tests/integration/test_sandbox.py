@@ -298,15 +298,18 @@ def _has_user(name: str) -> bool:
 
 @contextlib.contextmanager
 def _reachable_by_others(path: Path) -> Iterator[None]:
-    """Let an ordinary user reach ``path`` (the checkout, with its venv): a clone made in a private
-    directory (``mktemp -d`` makes one 0700) is out of its reach. Adds search permission alone (o+x: no
-    listing) to the directories from / down to ``path`` that lack it, and restores them afterwards."""
+    """Let an ordinary user import from ``path`` (the checkout): a clone made in a private directory
+    (``mktemp -d`` makes one 0700) is out of its reach. Adds search permission (o+x) to the directories
+    above it that lack it, and to ``path`` listing too (o+rx: Python's importer lists a path entry to find
+    a package in it); restores them afterwards."""
     changed: list[tuple[Path, int]] = []
+    target = path.resolve()
     try:
-        for d in [*reversed(path.resolve().parents), path.resolve()]:
+        for d in [*reversed(target.parents), target]:
             mode = stat.S_IMODE(d.stat().st_mode)
-            if not mode & stat.S_IXOTH:
-                d.chmod(mode | stat.S_IXOTH)
+            wanted = mode | stat.S_IXOTH | (stat.S_IROTH if d == target else 0)
+            if wanted != mode:
+                d.chmod(wanted)
                 changed.append((d, mode))
         yield
     finally:
