@@ -271,6 +271,28 @@ def test_every_key_the_orchestrator_writes_is_one_a_heartbeat_cannot_undo(
     assert ours - set(row["keys"]) == set()
 
 
+def test_every_key_the_sql_writes_is_one_a_heartbeat_cannot_undo(
+    db: Database, raw: psycopg.Connection[dict[str, Any]], token: int, real_worker: RealWorkerSQL
+) -> None:
+    # The keys only SQL writes (the time a pod spent in the pool, a resume's clock, an operator's
+    # request) are not in Meta. Walk one row through every function of ours that writes metadata: with
+    # only the orchestrator writing, every key the row then has must be one the guard keeps.
+    db.register_worker(token, "gpu-1", "RTX 4090", {"runpod_id": "pod-1"})
+    pool_cycle = ("draining", "stopping", "stopped", "resuming", "initializing", "active")
+    for to in ("initializing", "active", *pool_cycle):
+        db.transition_worker(token, "gpu-1", to, "test")
+    db.request_termination("gpu-1", by="operator")
+    written = worker_row(raw, "gpu-1")["metadata"]
+    sql_only = {"stopped_sec", "resume_requested_at", "terminate_requested_at", "terminate_requested_by"}
+    assert sql_only <= set(written)
+    [row] = raw.execute("select orchestrator_private.owned_metadata_keys() as keys").fetchall()
+    assert set(written) - set(row["keys"]) == set()
+    # The heartbeat's stale whole-object write-back undoes none of them.
+    real_worker.patch_worker("gpu-1", metadata={"vram_used_mb": 5})
+    after = worker_row(raw, "gpu-1")["metadata"]
+    assert {k: after.get(k) for k in written} == written and after["vram_used_mb"] == 5
+
+
 # -- spend: a stopped pod bills its disk ------------------------------------------------------------
 
 
