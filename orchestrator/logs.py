@@ -7,6 +7,12 @@ that leaks into an exception message, a nested dict or a command line is masked 
 
 The daemon logs on stdout at ``LOG_LEVEL`` (its log is its product); a one-off command logs on stderr
 at WARNING (:func:`command_level`), so its own output on stdout is all a script or a reader sees.
+
+A log call never raises. Its sink can fail under a running daemon (a log file on a full disk, a pipe
+whose reader died, a closed stream), and the calls sit inside the very paths that end billing and in
+the handlers that keep the tick thread alive: one raising there would leave pods billing with nothing
+to end them. A line that cannot be written is counted and dropped; the next line that can be written
+is followed by ``log_lines_dropped`` with the count.
 """
 
 from __future__ import annotations
@@ -120,6 +126,46 @@ def redact(value: Any) -> Any:
     return REDACTOR.value(value)
 
 
+class _Dropped:
+    """Lines lost to a failing sink since the last one written (shared by every logger)."""
+
+    lock = threading.Lock()
+    count = 0
+
+    @classmethod
+    def add(cls) -> None:
+        with cls.lock:
+            cls.count += 1
+
+    @classmethod
+    def take(cls) -> int:
+        with cls.lock:
+            count, cls.count = cls.count, 0
+            return count
+
+
+def _never_raising(bound: type[Any]) -> type[Any]:
+    """``bound`` (a structlog bound-logger class) whose calls drop what they cannot write."""
+
+    class NeverRaising(bound):
+        def _proxy_to_logger(self, method_name: str, event: str | None = None, **event_kw: Any) -> Any:
+            try:
+                result = super()._proxy_to_logger(method_name, event, **event_kw)
+            except Exception:  # the sink's OSError, a closed stream's ValueError, a processor's bug
+                _Dropped.add()
+                return None
+            dropped = _Dropped.take()
+            if dropped:
+                try:
+                    super()._proxy_to_logger("warning", "log_lines_dropped", count=dropped)
+                except Exception:
+                    for _ in range(dropped):
+                        _Dropped.add()
+            return result
+
+    return NeverRaising
+
+
 def configure_logging(
     settings: Settings | None = None,
     *,
@@ -156,7 +202,9 @@ def configure_logging(
     ]
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level, logging.INFO)),
+        wrapper_class=_never_raising(
+            structlog.make_filtering_bound_logger(getattr(logging, level, logging.INFO))
+        ),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )

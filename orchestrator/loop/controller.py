@@ -160,8 +160,8 @@ class Controller:
             return
         try:
             gpus = self.provider.list_gpu_types()
-        except errors.OrchestratorError as exc:
-            log.warning("prices_unavailable", error=str(exc)[:300])
+        except Exception as exc:  # as _list_pods: an unforeseen reply must not crash the tick
+            log.warning("prices_unavailable", error_type=type(exc).__name__, error=str(exc)[:300])
             return
         prices: dict[str, float] = {}
         for gpu in gpus:
@@ -179,8 +179,8 @@ class Controller:
         # Refreshed with the prices (both change rarely).
         try:
             volumes = self.provider.spawn_volumes()
-        except errors.OrchestratorError as exc:
-            log.warning("volumes_unavailable", error=str(exc)[:300])
+        except Exception as exc:
+            log.warning("volumes_unavailable", error_type=type(exc).__name__, error=str(exc)[:300])
             return
         centers = [str(v.data_center) for v in volumes if getattr(v, "data_center", None)]
         self._catalog = Catalog(self._catalog.prices, tuple(dict.fromkeys(centers)))
@@ -188,7 +188,10 @@ class Controller:
     def _list_pods(self) -> list[PodView] | None:
         try:
             pods = self.provider.list_pods()
-        except errors.OrchestratorError as exc:
+        except Exception as exc:
+            # Not only the client's typed errors: a reply shaped in a way its parser did not foresee
+            # raises whatever Python raises (a TypeError iterating a number), and a tick that crashed
+            # on it would end nothing, on every tick while the reply lasts. Unknown is what it is.
             log.warning("pods_listing_failed", error_type=type(exc).__name__, error=str(exc)[:300])
             return None
         views: list[PodView] = []
@@ -210,7 +213,10 @@ class Controller:
         snapshot = Snapshot.from_json(raw)
         for problem in snapshot.problems:
             log.warning("snapshot_row_skipped", problem=problem)
-        self._refresh_catalog()
+        try:
+            self._refresh_catalog()
+        except Exception as exc:  # the last catalog serves: prices change rarely
+            log.warning("catalog_refresh_failed", error_type=type(exc).__name__, error=str(exc)[:300])
         return Gathered(snapshot, pods, self._catalog, read_at)
 
     def decide(self, gathered: Gathered) -> Plan:

@@ -55,6 +55,8 @@ class Daemon:
         self.listen_url = listen_url
         self._stop = threading.Event()
         self._wake = threading.Event()
+        # The tick thread ended without being asked to (run_forever then exits non-zero).
+        self.died = False
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._job: Any = None
         self._ticker: threading.Thread | None = None
@@ -68,6 +70,17 @@ class Daemon:
     # -- scheduling -----------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        try:
+            self._ticks()
+        except BaseException:
+            # Only a BaseException gets here (the ticks survive every Exception): a SystemExit from a
+            # library, say. A process whose ticks have stopped must not stay up, since nothing would end
+            # its pods and a supervisor restarts only a process that exits: run_forever returns 1.
+            log.exception("tick_thread_died")
+            self.died = True
+            self._stop.set()
+
+    def _ticks(self) -> None:
         while True:
             self._wake.wait()
             if self._stop.is_set():
@@ -217,4 +230,4 @@ class Daemon:
             self.shutdown()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        return 0
+        return 1 if self.died else 0

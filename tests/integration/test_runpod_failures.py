@@ -326,6 +326,23 @@ def test_rest_malformed_bodies_are_typed_with_an_excerpt(clients, stub: Stub) ->
         client.get_network_volumes()
 
 
+def test_a_listing_entry_of_an_unforeseen_shape_hides_no_other_pod(clients, stub: Stub) -> None:  # type: ignore[no-untyped-def]
+    # Shapes the parser does not check field by field raise whatever Python raises on them (a
+    # TypeError iterating a number), not the client's typed error; the entry must still be the only
+    # casualty, kept by its id so that the orphan sweep and the GPU count still see it.
+    client = clients("rest", stub)
+    odd = _rest_pod(id="bcdefghijklmno", name="gpu-odd", runtime={"uptime": 5, "ports": 7})
+    stub.routes[("GET", "/v2/pods")] = (
+        200,
+        "application/json",
+        json.dumps({"pods": [_rest_pod(), odd, {"name": "no id", "status": 3}]}),
+    )
+    pods = {p.id: p for p in client.transport.list_pods()}
+    assert set(pods) == {"abcdefghijklmn", "bcdefghijklmno"}
+    assert pods["abcdefghijklmn"].actual_status == "RUNNING"
+    assert (pods["bcdefghijklmno"].name, pods["bcdefghijklmno"].actual_status) == ("gpu-odd", "UNKNOWN")
+
+
 def test_graphql_malformed_bodies_are_typed_with_an_excerpt(clients, stub: Stub) -> None:  # type: ignore[no-untyped-def]
     client = clients("graphql", stub)
     stub.routes[("POST", "/graphql")] = (200, "text/html", "<html><body>Welcome to nginx!</body></html>")

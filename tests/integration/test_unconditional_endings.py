@@ -18,6 +18,8 @@ Two parts, both over real PostgreSQL (the migrated per-test database of ``tests/
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,7 +43,9 @@ from orchestrator.core.actions import (
 )
 from orchestrator.core.observed import Snapshot, Worker
 from orchestrator.core.states import Reason, WorkerState
+from orchestrator.logs import configure_logging
 from orchestrator.loop.controller import Controller
+from orchestrator.loop.daemon import Daemon
 from orchestrator.ports import BootCheck, SpawnedPod
 from orchestrator.runpod_client import RunpodClient
 from tests.integration.test_runpod_contract import make_client, wait_for
@@ -590,7 +594,9 @@ def test_a_lease_taken_over_before_the_termination_leaves_the_pod(db: Database) 
 def _spend_row(database_url: str, worker_id: str) -> dict[str, Any]:
     with psycopg.connect(database_url, autocommit=True) as raw, raw.cursor() as cur, raw.transaction():
         cur.execute("set local role service_role")
-        cur.execute("select cost_per_hr, spend_usd from orchestrator_worker_spend where id = %s", (worker_id,))
+        cur.execute(
+            "select cost_per_hr, spend_usd from orchestrator_worker_spend where id = %s", (worker_id,)
+        )
         found = cur.fetchone()
     assert found is not None
     return {"cost_per_hr": float(found[0]), "spend_usd": float(found[1])}
@@ -627,7 +633,9 @@ def test_a_termination_runpod_did_not_take_still_bills_until_one_it_does(
         # Asked (the retry is paced from it), not taken: still billing at its GPU price, an hour so far.
         assert meta["pod_terminate_requested_at"] and meta["pod_terminate_confirmed"] is False, meta
         assert "pod_terminate_taken_at" not in meta
-        assert _spend_row(database_url, worker) == pytest.approx({"cost_per_hr": 0.69, "spend_usd": 0.69}, abs=0.01)
+        assert _spend_row(database_url, worker) == pytest.approx(
+            {"cost_per_hr": 0.69, "spend_usd": 0.69}, abs=0.01
+        )
 
         del provider.fail["terminate"]
         taken = controller._run_action(retry, _as_read(db, worker), token)
@@ -653,3 +661,70 @@ def test_a_termination_runpod_did_not_take_still_bills_until_one_it_does(
     with psycopg.connect(database_url, autocommit=True) as raw:
         assert _row(raw, worker)["metadata"]["pod_terminate_taken_at"] == taken_at
     assert _spend_row(database_url, worker) == ended
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop itself: what fails around every action at once.
+
+
+class FullDisk(io.TextIOBase):
+    """stdout as a daemon sees it when its log file's disk fills up (or its pipe's reader dies)."""
+
+    def __init__(self, full: bool) -> None:
+        self.full = full
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> int:
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.lines.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@dataclass
+class OddListingProvider(RecordingProvider):
+    """A listing the client's parser did not foresee raises what Python raises, not a typed error."""
+
+    def list_pods(self) -> list[Any]:
+        raise TypeError("'int' object is not iterable")
+
+
+@pytest.mark.parametrize("fault", ["log_sink", "listing"])
+def test_the_loop_survives_a_failing_log_sink_or_an_unforeseen_listing_and_ends_the_pod(
+    fault: str, db: Database, database_url: str
+) -> None:
+    sink = FullDisk(full=fault == "log_sink")
+    provider = RecordingProvider() if fault == "log_sink" else OddListingProvider()
+    settings = config.defaults().replace(min_active_gpus=0, max_active_gpus=0)
+    controller = Controller(settings, db, provider, holder="loop", apply_budget_sec=5.0)
+    token = controller._ensure_lease()
+    assert token is not None
+    worker = "gpu-20261206_010000-0badc0de"
+    db.register_worker(token, worker, "NVIDIA GeForce RTX 4090", {"runpod_id": POD})
+    for state in ("initializing", "active"):
+        db.transition_worker(token, worker, state, "setup")
+    task_id = _add_task(database_url, worker)
+    with psycopg.connect(database_url, autocommit=True) as raw:  # its worker went silent an hour ago
+        raw.execute("update workers set last_heartbeat = now() - interval '1 hour' where id = %s", (worker,))
+    configure_logging(stream=sink, level="INFO", fmt="json")
+    daemon = Daemon(controller, interval=0.2)
+    try:
+        daemon.start()
+        wait_for(lambda: provider.terminated == [POD], 30)
+        seen = controller.tick_no
+        wait_for(lambda: controller.tick_no >= seen + 2, 30)  # and the ticks go on
+        assert daemon._ticker is not None and daemon._ticker.is_alive() and not daemon.died
+        with psycopg.connect(database_url, autocommit=True) as raw:
+            # Failed; closed too once a listing (the empty one) no longer shows its terminated pod.
+            assert _row(raw, worker)["status"] == ("terminated" if fault == "log_sink" else "error")
+            assert _task_status(raw, task_id) == ("Queued", 1)
+        if fault == "log_sink":
+            sink.full = False  # space freed: the log says how much it lost
+            wait_for(lambda: any('"log_lines_dropped"' in line for line in sink.lines), 30)
+    finally:
+        daemon.shutdown()
+        configure_logging(stream=io.StringIO(), fmt="json")

@@ -107,3 +107,24 @@ def test_a_wake_while_idle_ticks_at_once_and_shutdown_waits_for_the_tick() -> No
         assert controller.wait_for_ticks(2, 10)
     finally:
         daemon.shutdown()
+
+
+class DyingController:
+    """A tick that ends its thread: what no ``except Exception`` in the loop can catch."""
+
+    def tick(self) -> object:
+        raise SystemExit("a library called sys.exit() inside a tick")
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_a_daemon_whose_ticks_stopped_exits_non_zero_for_its_supervisor_to_restart() -> None:
+    # Staying up with no tick thread would look healthy to systemd while nothing ends any pod.
+    daemon = Daemon(DyingController(), interval=300)
+    daemon.start()
+    try:
+        assert daemon._stop.wait(10), "the process would have stayed up with no ticks"
+        assert daemon.died
+    finally:
+        daemon.shutdown()

@@ -415,9 +415,15 @@ def lenient_pods(items: list[Any], parse: Any, *, transport: str) -> list[Pod]:
     for item in items:
         try:
             pods.append(parse(item))
-        except errors.RunpodMalformedResponse as e:
+        except Exception as e:  # the parser's own error, or whatever an unforeseen shape raises in it
             pid = item.get("id") if isinstance(item, Mapping) else None
-            log.warning("runpod_pod_unreadable", transport=transport, runpod_id=pid, error=str(e)[:300])
+            log.warning(
+                "runpod_pod_unreadable",
+                transport=transport,
+                runpod_id=pid,
+                error_type=type(e).__name__,
+                error=str(e)[:300],
+            )
             if isinstance(pid, str) and pid:
                 name = item.get("name")
                 name = name if isinstance(name, str) else ""
