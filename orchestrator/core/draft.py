@@ -29,6 +29,9 @@ from orchestrator.core.config import Settings
 from orchestrator.core.observed import PodView, Snapshot, Worker, freeze
 from orchestrator.core.states import Meta, PodStatus, Reason, WorkerState
 
+# A heartbeat younger than this outweighs a listing without the worker's pod: three of the real worker's
+# beats (its guardian beats every 20 s; banodoco/Reigh-Worker heartbeat_guardian.py).
+LISTING_OUTWEIGHED_BY_BEAT_SEC = 60.0
 # A stopped pod bills its volume disk only: 0.20 USD per GB and month (Runpod's pricing page, "Storage":
 # volume disk 0.10 USD/GB/month while running, 0.20 while stopped). A month counted as 30 days (720 h),
 # the harsher reading of "per month".
@@ -156,6 +159,14 @@ class Draft:
             # We asked the provider to terminate this very pod and it no longer lists it: that is the
             # confirmation. (The grace below covers a listing lagging a creation, not a termination.)
             return True
+        beat = age(self.now, worker.last_heartbeat)
+        # (Not a pooled row: a stop ends the worker process, so its last beat says nothing of the pod.)
+        if not worker.status.pooled and beat is not None and beat < LISTING_OUTWEIGHED_BY_BEAT_SEC:
+            # A worker that beat moments ago runs on a pod, whatever one listing says. An empty or
+            # partial listing during a provider incident would otherwise fail every healthy worker,
+            # requeue (and, at the attempt limit, dead-letter) their tasks and terminate their pods;
+            # a pod really gone stops beating, and its silence lets the absence count soon after.
+            return False
         row_age = self.row_age(worker)
         # Grace: the listing may lag a creation, and a spawn may still be creating the pod.
         return row_age is None or row_age >= self.grace

@@ -24,6 +24,7 @@ from orchestrator.core.actions import (
     MarkTerminated,
     Plan,
     Reactivate,
+    RequeueTasks,
     Spawn,
     StartProcess,
     TerminatePod,
@@ -534,7 +535,7 @@ def test_pods_without_the_prefix_are_never_touched_even_when_a_row_points_at_the
 
 def test_live_rows_whose_pod_is_missing_go_to_error_and_zero_pods_is_a_valid_listing() -> None:
     fleet = [
-        worker("gpu-a", running=["t1"]),
+        worker("gpu-a", running=["t1"], heartbeat=70),
         worker("gpu-b", "initializing", created=400, initialized_at=ago(5)),
     ]
     result = run(snap(fleet), [])
@@ -542,6 +543,21 @@ def test_live_rows_whose_pod_is_missing_go_to_error_and_zero_pods_is_a_valid_lis
         ("gpu-a", Reason.POD_MISSING),
         ("gpu-b", Reason.POD_MISSING),
     ]
+
+
+def test_a_listing_without_the_pods_of_beating_workers_fails_none_of_them() -> None:
+    # A provider incident: the listing comes back empty (or partial) while every worker beats.
+    fleet = [worker(f"gpu-{i}", running=[f"t{i}"], heartbeat=5 + 10 * i) for i in range(5)]
+    result = run(snap(fleet), [])
+    assert (
+        not result.of_kind(FailWorker)
+        and not result.of_kind(TerminatePod)
+        and not result.of_kind(RequeueTasks)
+    )
+    # Once a worker has been silent for three beats, its pod's absence counts.
+    fleet[0] = worker("gpu-0", running=["t0"], heartbeat=61)
+    [fail] = run(snap(fleet), []).of_kind(FailWorker)
+    assert (fail.worker_id, fail.reason) == ("gpu-0", Reason.POD_MISSING)
 
 
 def test_a_spawning_row_without_a_pod_waits_for_the_grace_then_is_closed() -> None:
