@@ -45,7 +45,7 @@ The rules kept here:
   rows get the pod termination re-sent every ``TERMINATE_RETRY_SEC`` while the pod is listed, their
   leftover tasks requeued, and :class:`MarkTerminated` once the provider confirms the pod gone.
 * **The operator.** ``metadata.terminate_requested_at`` drains an active worker and terminates a booting
-  or drained one once it has no task.
+  or drained one once it has no task, and a pooled one without resuming it (:mod:`.pool`).
 
 Not used here: ``ERROR_CLEANUP_GRACE_PERIOD_SEC`` (an errored row becomes ``terminated`` as soon as the
 provider confirms its pod gone, so it stops holding a slot under ``MAX_ACTIVE_GPUS``; how long errored

@@ -25,6 +25,9 @@ starts again on the same host, unless another user took that host's GPUs meanwhi
 * **Trimmed.** Stopped pods are terminated past ``WARM_POOL_TTL_SEC`` (``pool_ttl``), beyond
   ``WARM_POOL_MAX`` (``pool_shrink``, the oldest first) and, while paused, with
   ``WARM_POOL_TERMINATE_ON_PAUSE`` (``pool_paused``).
+* **The operator.** A pooled row with ``metadata.terminate_requested_at`` is never resumed: a ``stopped``
+  one is terminated at the next tick (``operator_request``, as a draining one), a ``stopping`` one once
+  its stop is confirmed (as on pause or when the pool shrinks), or by ``STOP_GIVE_UP_SEC``.
 * **Ours.** A pooled row claims its pod like any live row, so an EXITED pod of a stopped row is neither
   an orphan nor a failed pod; a stopped row does not count toward ``MAX_ACTIVE_GPUS`` and its spend is
   its disk (:meth:`~orchestrator.core.draft.Draft.spend`).
@@ -65,6 +68,8 @@ def pooled(d: Draft, worker: Worker, pod: PodView | None) -> bool:
     if d.touchable_id(worker, pod) is None:
         return False
     if worker.status is WorkerState.STOPPING:
+        # An operator's request waits for the stop like a paused or shrinking pool does: ending the row
+        # from ``stopped`` keeps its ``stopped_at`` bookkeeping, which the spend views read.
         if pod.status is PodStatus.EXITED:
             d.actions.append(MarkStopped(reason=Reason.POD_STOPPED, worker_id=worker.id))
             return False
@@ -81,6 +86,11 @@ def pooled(d: Draft, worker: Worker, pod: PodView | None) -> bool:
         # Running or starting while the row says stopped: nobody of ours asked (a resume transitions
         # first), and it bills a GPU with no worker process of ours on it.
         d.terminate(worker, pod, Reason.POD_FAILED)
+        return False
+    if worker.terminate_requested_at is not None:
+        # Kept out of the resumable list: a resume would bill a GPU for a whole boot only for the
+        # operator's request to end it then.
+        d.terminate(worker, pod, Reason.OPERATOR_REQUEST)
         return False
     return True
 

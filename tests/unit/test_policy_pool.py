@@ -150,3 +150,56 @@ def test_a_resumed_worker_is_judged_from_its_resume() -> None:
     w = replace(w, reported_status="crashed", reported_at=ago(2000))
     assert run(snap([w], claimable=1), pods_for([w]), pool_settings()).of_kind(FailWorker) == []
     assert ago(60) < NOW
+
+
+# --- an operator's termination request (orchestrator workers terminate) ----------------------------
+
+
+def test_a_stopped_worker_an_operator_asked_to_end_is_terminated_at_the_next_plan() -> None:
+    w = stopped("gpu-a", terminate_requested_at=ago(5))
+    listing = pods_for([w], "EXITED")
+    for claimable in (0, 3):
+        result = run(snap([w], claimable=claimable), listing, pool_settings())
+        [term] = result.of_kind(TerminatePod)
+        assert (term.worker_id, term.runpod_id, term.reason, term.transition_from) == (
+            "gpu-a",
+            "pod-gpu-a",
+            Reason.OPERATOR_REQUEST,
+            WorkerState.STOPPED,
+        )
+        assert result.of_kind(ResumePod) == []
+
+
+def test_work_resumes_another_pooled_worker_or_spawns_never_the_one_asked_to_end() -> None:
+    # The asked one was stopped last: without the request it would be the first resumed.
+    asked = stopped("gpu-asked", since=100, terminate_requested_at=ago(5))
+    other = stopped("gpu-other", since=900)
+    result = run(snap([asked, other], claimable=3), pods_for([asked, other], "EXITED"), pool_settings())
+    assert [r.worker_id for r in result.of_kind(ResumePod)] == ["gpu-other"]
+    assert {a.worker_id: a.reason for a in result.of_kind(TerminatePod)} == {
+        "gpu-asked": Reason.OPERATOR_REQUEST
+    }
+    assert result.of_kind(Spawn) == []
+    # Alone in the pool: a new pod is spawned instead.
+    alone = run(snap([asked], claimable=3), pods_for([asked], "EXITED"), pool_settings())
+    assert alone.of_kind(ResumePod) == []
+    assert len(alone.of_kind(Spawn)) == 1
+    assert [a.worker_id for a in alone.of_kind(TerminatePod)] == ["gpu-asked"]
+
+
+def test_a_stopping_worker_an_operator_asked_to_end_is_terminated_once_stopped() -> None:
+    asked = {"terminate_requested_at": ago(30)}
+    w = worker("gpu-a", "stopping", changed=20, pod_stop_requested_at=ago(20), **asked)
+    # Work waits throughout: the row is never resumed on its way out.
+    [done] = run(snap([w], claimable=3), pods_for([w], "EXITED"), pool_settings()).of_kind(MarkStopped)
+    assert done.worker_id == "gpu-a"
+    # The tick after the stop was confirmed (what MarkStopped leaves: stopped, stopped_at now).
+    confirmed = worker("gpu-a", "stopped", changed=0, stopped_at=NOW, pod_stop_requested_at=ago(20), **asked)
+    result = run(snap([confirmed], claimable=3), pods_for([confirmed], "EXITED"), pool_settings())
+    assert result.of_kind(ResumePod) == []
+    [term] = result.of_kind(TerminatePod)
+    assert (term.worker_id, term.reason, term.transition_from) == (
+        "gpu-a",
+        Reason.OPERATOR_REQUEST,
+        WorkerState.STOPPED,
+    )
