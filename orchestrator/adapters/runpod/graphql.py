@@ -134,6 +134,12 @@ class GraphQLTransport:
                 raise _map_query_error(op, str(e)) from e
             except requests.exceptions.JSONDecodeError as e:
                 body = getattr(e, "doc", "") or ""
+                if _RATE_RE.search(body[:2000]):
+                    # A gateway's 429 page: the SDK decodes before it looks at the status.
+                    raise errors.RunpodRateLimited(
+                        f"{op}: rate limited (a gateway page instead of JSON): {excerpt(body, 200)}",
+                        status=429,
+                    ) from e
                 if _TRANSIENT_RE.search(body[:2000]) or not body.strip():
                     raise errors.RunpodTransientError(
                         f"{op}: gateway error page instead of JSON: {excerpt(body, 200)}",

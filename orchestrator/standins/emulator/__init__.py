@@ -112,7 +112,8 @@ Known differences from the real service (deliberate, or where the real behaviour
   do everything, and createPod never answers 402 (balance) or 403 (pool not accessible).
 * Rate limits: fixed windows per key with configurable quotas (default 1000/min, 20000/h,
   200000/day; the real quotas are not published); headers only on REST responses. GraphQL 429s
-  carry a JSON ``errors`` body; the real one is unknown.
+  carry a gateway's HTML page ("429 Too Many Requests"): the real body is unknown, and a page the
+  SDK cannot decode is the harsher case.
 * API 5xx faults: REST answers 503 (before the request is applied) or 502 (after it was applied)
   as problem+json; GraphQL answers 502 with an HTML body, as a gateway would.
 * Preemption is an admin action that ends a RUNNING pod at once (to EXITED, ERROR or TERMINATED):

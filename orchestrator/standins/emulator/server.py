@@ -288,12 +288,9 @@ class _Handler(BaseHTTPRequestHandler):
         limited, _headers = self._api_faults(emu, key)
         if limited is not None:
             retry_after = limited[0]
-            self._send(
-                429,
-                {"errors": [{"message": "Too many requests, please try again later."}]},
-                _JSON,
-                {"Retry-After": str(retry_after)},
-            )
+            # The real body is unknown (the SDK shows none); a gateway's HTML page is the harsher
+            # case: the SDK then fails decoding it, with neither the status nor the header in sight.
+            self._send(429, _TOO_MANY_HTML, "text/html", {"Retry-After": str(retry_after)})
             return
         if self._roll(emu, "api_error_rate"):
             log.info("emulator_fault_5xx", api="graphql", when="before")
@@ -327,6 +324,11 @@ class _Handler(BaseHTTPRequestHandler):
 _BAD_GATEWAY_HTML = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     "<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"
+)
+
+_TOO_MANY_HTML = (
+    "<html>\r\n<head><title>429 Too Many Requests</title></head>\r\n<body>\r\n"
+    "<center><h1>429 Too Many Requests</h1></center>\r\n</body>\r\n</html>\r\n"
 )
 
 _POD_ADMIN = re.compile(r"^/_emulator/pods/(?P<id>[^/]+)(?P<rest>/preempt|/worker)?$")
