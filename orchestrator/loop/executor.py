@@ -17,7 +17,8 @@ the metadata merge, the event, the metrics) runs through :func:`~orchestrator.lo
 which logs a failure as ``action_step_failed`` with its context and goes on, so the transition, the
 requeue and the termination (by pod id, which needs nothing from the row) do not depend on one another. The outcome names what was
 skipped (``skipped_steps``; outcome ``partial``) and the next tick, level-triggered, repairs the rest.
-Only a lost lease stops an ending: the fence before the provider call refuses a stale leader.
+Only the fence stops an ending: a lost lease, or one it cannot check, until the next tick
+(:mod:`orchestrator.loop.steps`).
 """
 
 from __future__ import annotations

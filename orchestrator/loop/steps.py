@@ -4,7 +4,9 @@ Where this sits: :mod:`orchestrator.loop.executor` writes each action's steps on
 action shares (the transition to ``error`` with its details, the requeue, the termination by pod id, the
 event, the metric) live here, each through :func:`step`, which logs a failure as ``action_step_failed``
 with its context and goes on, so the transition, the requeue and the termination do not depend on one
-another. Only a lost lease stops an ending: the fence before the provider call refuses a stale leader.
+another. Only the fence stops an ending: before the provider call it refuses a stale leader, and a
+lease it cannot check (the database unreachable at that moment) counts as lost until the next tick,
+which asks again.
 """
 
 from __future__ import annotations
