@@ -105,7 +105,7 @@ def wait_model(
     for worker in active:
         if worker.id in d.leaving:
             continue
-        if worker.running_count == 0:
+        if worker.running_count == 0 or _holds_only_parents(worker):
             idle += 1
         else:
             busy.append(_busy(d, worker, types))
@@ -138,8 +138,28 @@ def wait_model(
     return sizing.size(state, wait, sizing.LATE_TASK_COST_GPU_SEC)
 
 
+def _holds_only_parents(worker: Worker) -> bool:
+    """Every task the worker holds is a parent (``*_orchestrator``), each one known.
+
+    The real worker keeps a parent it has run In Progress while its children run, and claims other
+    work meanwhile: a parent is run "only when nothing is claimable and no child is unfinished", and the
+    app completes it with its last child (banodoco/Reigh-Worker ``worker.py``, the poll's look-up of
+    its own In Progress task). So a worker holding only parents serves the queue like an idle one; taken
+    as busy for the parent's whole life, it made the model ask for a worker more per parent in flight.
+    (It is still never released while it holds one: the database refuses to end a worker holding a
+    task, and a parent handed to another worker would be run again.)"""
+    return (
+        0 < len(worker.running_tasks) == worker.running_count
+        and all(t.is_parent for t in worker.running_tasks)
+    )
+
+
 def _busy(d: Draft, worker: Worker, types: sizing.TypeModel) -> sizing.Busy:
-    tasks = sorted(worker.running_tasks, key=lambda t: (t.started_at is None, t.started_at or d.now))
+    # Busy with what it runs, not with a parent it holds (see _holds_only_parents).
+    tasks = sorted(
+        [t for t in worker.running_tasks if not t.is_parent] or list(worker.running_tasks),
+        key=lambda t: (t.started_at is None, t.started_at or d.now),
+    )
     if tasks:
         first = tasks[0]
         return sizing.Busy(types.of(first.task_type), max(0.0, age(d.now, first.started_at) or 0.0))

@@ -14,7 +14,12 @@ executor reaches it through ``orchestrator.studies.driver``).
   when idle and 1 s after a task (``worker.py``'s ``--poll-interval`` default and its pause after a
   task), runs one task at a time for the trace's duration; it can crash (the process dies, the task
   is left In Progress, and the guardian's next beat says ``crashed``) or hang (the task never ends,
-  heartbeats go on).
+  heartbeats go on). A parent task (``*_orchestrator``) runs as the real worker runs one: briefly (it
+  creates its children through ``create-task``), then it stays In Progress under the worker, which goes
+  back to claiming; the parent completes with its last child (the app's ``complete_task``). The rest of
+  the parent's duration in the trace is its children's work: ``travel_segment`` tasks of about 2
+  minutes, each claimable once the one before it is done (a Reigh travel segment reads its
+  predecessor's output), run by whichever worker claims them (``Simulation.launch_child``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from orchestrator.core import errors
+from orchestrator.core.evidence import PARENT_MARK
 from orchestrator.core.observed import PodView
 from orchestrator.core.states import PodStatus
 from orchestrator.studies.clock import Clock, at
@@ -363,6 +369,8 @@ class SimWorker:
     HEARTBEAT_SEC = 20.0
     CLAIM_POLL_SEC = 10.0
     AFTER_TASK_SEC = 1.0
+    # A parent's own run: reading its inputs and creating its children through the Edge Functions.
+    PARENT_RUN_SEC = 5.0
 
     def __init__(self, sim: Simulation, pod: SimPod, worker_id: str) -> None:
         self.sim = sim
@@ -432,13 +440,25 @@ class SimWorker:
                 self.guardian_alive = False
             self.sim.on_worker_gone(self)
             return
+        if PARENT_MARK in row.task_type:
+            self.sim.clock.schedule(self.PARENT_RUN_SEC, functools.partial(self._launch, row))
+            return
         self.sim.clock.schedule(row.duration, functools.partial(self._finish, row))
+
+    def _launch(self, parent: TaskRow) -> None:
+        """The parent has run: its child exists; the worker keeps the parent In Progress and claims on."""
+        if not self.alive or self.hung or self.task is not parent:
+            return
+        self.sim.launch_child(self, parent)
+        self.task = None
+        self.sim.clock.schedule(self.AFTER_TASK_SEC, self._claim)
 
     def _finish(self, task: TaskRow) -> None:
         if not self.alive or self.hung or self.task is not task:
             return
         self.sim.db.complete(self.worker_id, task.id)
         self.sim.on_finish(self, task)
+        self.sim.on_child_done(self, task)
         self.task = None
         self.sim.clock.schedule(self.AFTER_TASK_SEC, self._claim)
 

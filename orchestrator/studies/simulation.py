@@ -123,6 +123,10 @@ class Result:
         }
 
 
+# The children a parent task creates (Reigh's travel_orchestrator creates travel_segment tasks), each
+# about this long, one claimable after the other (a segment reads its predecessor's output).
+CHILD_TYPE = "travel_segment"
+SEGMENT_SEC = 120.0
 FLAP_WINDOW_SEC = 300.0  # a spawn this soon after a scale-down termination is a flap
 SAMPLE_SEC = 10.0
 WAKE_DELAY_SEC = 0.1  # NOTIFY -> tick
@@ -203,6 +207,8 @@ class Simulation:
             )
         }
         self.duplicates: set[str] = set()
+        self.parent_of: dict[str, str] = {}  # child task id -> its parent's
+        self.segments_done: dict[str, int] = {}  # parent task id -> its segments completed
         self.executing: dict[str, set[SimWorker]] = {}
         self.busy_seconds = 0.0
         self.samples: list[Sample] = []
@@ -248,6 +254,41 @@ class Simulation:
     def on_finish(self, worker: SimWorker, task: TaskRow) -> None:
         self.busy_seconds += task.duration
         self.executing.get(task.id, set()).discard(worker)
+
+    def launch_child(self, worker: SimWorker, parent: TaskRow) -> None:
+        """A parent's run: its first segment, once (a parent run again after a requeue finds its
+        children, as the real one asks ``get-orchestrator-children`` first); completed if all are done."""
+        self.busy_seconds += SimWorker.PARENT_RUN_SEC
+        self.executing.get(parent.id, set()).discard(worker)
+        done = self.segments_done.get(parent.id)
+        if done is None:
+            self.segments_done[parent.id] = 0
+            self._next_segment(parent)
+        elif done >= self._segments(parent):
+            self.db.complete(worker.worker_id, parent.id)
+
+    def _segments(self, parent: TaskRow) -> int:
+        return max(1, round((parent.duration - SimWorker.PARENT_RUN_SEC) / SEGMENT_SEC))
+
+    def _next_segment(self, parent: TaskRow) -> None:
+        n = self._segments(parent)
+        k = self.segments_done[parent.id]
+        child_id = f"{parent.id}-s{k + 1}"
+        self.parent_of[child_id] = parent.id
+        self.db.insert_task(child_id, CHILD_TYPE, max(1.0, (parent.duration - SimWorker.PARENT_RUN_SEC) / n))
+
+    def on_child_done(self, worker: SimWorker, task: TaskRow) -> None:
+        """A segment done: the next one becomes claimable, and the app completes the parent with its
+        last (``complete_task``); a parent requeued meanwhile is completed by its next run."""
+        parent_id = self.parent_of.get(task.id)
+        if parent_id is None or self.db.tasks[task.id].status != "Complete":
+            return
+        parent = self.db.tasks[parent_id]
+        self.segments_done[parent_id] += 1
+        if self.segments_done[parent_id] < self._segments(parent):
+            self._next_segment(parent)
+        else:
+            self.db.complete(worker.worker_id, parent_id)
 
     def on_worker_gone(self, worker: SimWorker) -> None:
         if worker.task is not None:

@@ -123,3 +123,36 @@ def test_orchestrator_plan_says_why_the_fleet_is_its_size() -> None:
     # Off, the threshold rule alone: no such line.
     off = render_plan(s, pods_for(s.workers), run(s, pods_for(s.workers), settings(wait_target_sec=0)))
     assert "wait target:" not in off
+
+
+PARENT = TaskStats(
+    "travel_orchestrator", completions=20, mean_sec=1800, stddev_sec=300, p99_sec=2500, max_sec=2600
+)
+
+
+def test_a_worker_holding_only_a_parent_serves_the_queue_like_an_idle_one() -> None:
+    # The real worker keeps a parent it ran In Progress until its last child completes, and claims the
+    # children (and any other task) meanwhile: a parent is no reason to add a worker.
+    holders = [busy(f"gpu-{i}", "travel_orchestrator", since=600) for i in range(3)]
+    idle = [worker(f"gpu-{i}", completed=30) for i in range(3)]
+
+    def plan_for(workers: list[Any], claimable: int = 3) -> Any:
+        queue = Queue(
+            claimable=claimable, claimable_by_type={"generate_video": claimable} if claimable else {}
+        )
+        s = evidence(replace(snap(workers, claimable=claimable), queue=queue), 6, 36, SHORT, PARENT)
+        return run(s, pods_for(workers), target())
+
+    assert plan_for(holders).desired == plan_for(idle).desired
+    assert len(plan_for(holders).of_kind(Spawn)) == len(plan_for(idle).of_kind(Spawn))
+    # One running a child besides its parent is busy with the child.
+    child = replace(
+        holders[0],
+        running_task_ids=("t-gpu-0", "c-0"),
+        running_count=2,
+        running_tasks=(*holders[0].running_tasks, RunningTask("c-0", "generate_video", ago(20))),
+    )
+    assert plan_for([child, *holders[1:]]).desired >= plan_for(holders).desired
+    # Still never let go while it holds the parent: the app completes it with its last child.
+    quiet = plan_for(holders, claimable=0)
+    assert not [a for a in quiet.actions if getattr(a, "worker_id", None) in {h.id for h in holders}]

@@ -1,0 +1,67 @@
+"""Parent tasks in the simulator run as the real worker runs them (docs/policy.md, "Method").
+
+banodoco/Reigh-Worker ``worker.py``: a worker that ran a parent (``*_orchestrator``) keeps it In
+Progress and claims on (the parent is run again "only when nothing is claimable and no child is
+unfinished"); the app completes the parent with its last child. The simulator models the children as
+a chain of ``travel_segment`` tasks carrying the rest of the parent's duration.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from orchestrator.core.config import defaults
+from orchestrator.core.policy import plan
+from orchestrator.studies.fleet import ResumeModel, SimWorker
+from orchestrator.studies.simulation import CHILD_TYPE, SEGMENT_SEC, Simulation
+from orchestrator.studies.traces import Trace, TraceTask
+
+
+def test_a_parent_is_held_while_its_segments_run_one_after_the_other_then_completes_with_the_last() -> None:
+    parent = TraceTask("p0", 30.0, SimWorker.PARENT_RUN_SEC + 3 * SEGMENT_SEC, "travel_orchestrator")
+    shorts = tuple(TraceTask(f"s{i}", 200.0 + 30.0 * i, 60.0, "generate_video") for i in range(4))
+    sim = Simulation(
+        Trace("parents", (parent, *shorts), 3600.0), plan, defaults(), seed=3, resume=ResumeModel()
+    )
+    held_while_working: list[str] = []
+    original = sim.on_claim
+
+    def watch(worker, task):  # type: ignore[no-untyped-def]
+        # A worker claiming while the parent is In Progress under it: it serves the queue meanwhile.
+        p = sim.db.tasks["p0"]
+        if p.status == "In Progress" and p.worker_id == worker.worker_id and task.id != "p0":
+            held_while_working.append(task.id)
+        original(worker, task)
+
+    sim.on_claim = watch  # type: ignore[method-assign]
+    result = sim.run()
+
+    assert result.violations == [] and result.tasks_complete == result.tasks_total
+    segments = sorted(t for t in sim.db.tasks if t.startswith("p0-"))
+    assert segments == ["p0-s1", "p0-s2", "p0-s3"]
+    rows = [sim.db.tasks[t] for t in segments]
+    assert all(r.task_type == CHILD_TYPE and abs(r.duration - SEGMENT_SEC) < 1e-6 for r in rows)
+    # One after the other: each created when the one before it completed.
+    for before, after in itertools.pairwise(rows):
+        assert before.processed_at is not None and after.created_at >= before.processed_at
+    # Completed with its last segment, not before; and its worker took other work while holding it.
+    p = sim.db.tasks["p0"]
+    assert p.status == "Complete" and p.processed_at == rows[-1].processed_at
+    assert held_while_working
+
+
+def test_a_parent_run_again_after_a_requeue_creates_no_second_chain() -> None:
+    parent = TraceTask("p0", 30.0, SimWorker.PARENT_RUN_SEC + 2 * SEGMENT_SEC, "travel_orchestrator")
+    sim = Simulation(Trace("requeue", (parent,), 3000.0), plan, defaults(), seed=3, resume=ResumeModel())
+    sim.start()
+    sim.clock.run_until(400.0)
+    holder = [w for w in sim.provider.alive_pods() if w.process is not None]
+    assert sim.db.tasks["p0"].status == "In Progress" and holder
+    # Its holder's process dies: the daemon requeues the parent and another worker runs it again.
+    for pod in holder:
+        assert pod.process is not None
+        pod.process.crash()
+    sim.clock.run_until(3000.0)
+    result = sim.result()
+    assert [t for t in sim.db.tasks if t.startswith("p0-")] == ["p0-s1", "p0-s2"]
+    assert sim.db.tasks["p0"].status == "Complete" and result.tasks_complete == result.tasks_total
