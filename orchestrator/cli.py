@@ -511,8 +511,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     handler: Handler = args.handler
     try:
+        from orchestrator.logs import configure_logging
+
+        # Before the settings: a crash while reading them logs through the redacting set-up, never
+        # structlog's default, which prints a traceback with every local variable's value.
+        configure_logging(stream=sys.stderr, level="WARNING")
         settings = _settings(args)
-        from orchestrator.logs import command_level, configure_logging
+        from orchestrator.logs import command_level
 
         daemon = args.command == "run"
         configure_logging(
@@ -525,9 +530,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, settings)
     except ConfigError as exc:
         # Notes are the names that look like misspelt settings: often the cause of the problems above.
+        from orchestrator.logs import redact
+
         for note in getattr(exc, "__notes__", ()):
-            print(f"orchestrator: warning: {note}", file=sys.stderr)
-        print(f"orchestrator: {exc}", file=sys.stderr)
+            print(f"orchestrator: warning: {redact(note)}", file=sys.stderr)
+        # Secret settings are masked in the problems already; a key pasted into another setting is
+        # caught by its shape here.
+        print(f"orchestrator: {redact(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     except LeaseLost as exc:
         print(f"orchestrator: {exc}", file=sys.stderr)

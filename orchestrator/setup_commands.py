@@ -432,7 +432,7 @@ def _doctor_ssh(settings: config_mod.Settings) -> list[Check]:
         try:
             key = paramiko.PKey.from_path(path)
             checks.append(Check("ssh: private key", OK, f"{path} readable ({key.get_name()})"))
-        except (OSError, paramiko.SSHException, ValueError) as exc:
+        except Exception as exc:  # a passphrase raises TypeError, a file that is not a key ValueError
             checks.append(Check("ssh: private key", FAIL, f"{path}: {type(exc).__name__}: {exc}"[:300]))
     if public:
         path = Path(str(public)).expanduser()

@@ -260,9 +260,14 @@ class RunpodProvider(PodSSH):
         if self._pkey is None and self.ssh_private_key_path and Path(self.ssh_private_key_path).exists():
             try:
                 self._pkey = paramiko.PKey.from_path(self.ssh_private_key_path)
-            except (OSError, paramiko.SSHException) as e:
+            except Exception as e:
+                # paramiko raises TypeError for a key protected by a passphrase and ValueError (or
+                # UnknownKeyType) for a file that is not a key: all the same configuration problem.
                 raise errors.ConfigError(
-                    [f"RUNPOD_SSH_PRIVATE_KEY_PATH={self.ssh_private_key_path}: {e}"]
+                    [
+                        f"RUNPOD_SSH_PRIVATE_KEY_PATH={self.ssh_private_key_path}: not a usable private key"
+                        f" ({type(e).__name__}: {e}); it must be unencrypted (no passphrase)"
+                    ]
                 ) from e
         return self._pkey
 

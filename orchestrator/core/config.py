@@ -342,8 +342,26 @@ def _requirement_problems(
     return [problem for name, problem in found if name not in skip]
 
 
-def _cross_checks(values: Mapping[str, Any]) -> list[str]:
+def _url_problem(name: str, url: str, schemes: tuple[str, ...], expected: str) -> str | None:
+    """What is wrong with a URL setting, or None. Checked here rather than at first use: a URL that
+    does not parse (``https://[bad``) or names a port beyond 65535 raised deep in a client, after the
+    configuration had been accepted, as a crash (exit 1, and a restart loop under systemd)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (reading it is the check: out of range raises)
+    except ValueError as exc:
+        return f"{name}={mask(url)}: not a valid URL ({exc}); expected {expected}"
+    if parts.scheme not in schemes:
+        # Shown masked: a value that is not the URL asked for is often a key pasted in the wrong place.
+        return f"{name}={mask(url)}: expected {expected}"
+    if not parts.hostname:
+        return f"{name}={mask(url)}: no host; expected {expected}"
+    return None
+
+
+def _cross_checks(values: Mapping[str, Any], skip: frozenset[str] = frozenset()) -> list[str]:
     problems: list[str] = []
+    values = {k: v for k, v in values.items() if k not in skip}
     lo, hi = values.get("MIN_ACTIVE_GPUS"), values.get("MAX_ACTIVE_GPUS")
     if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
         problems.append(f"MIN_ACTIVE_GPUS={lo} is greater than MAX_ACTIVE_GPUS={hi}: expected MIN <= MAX")
@@ -355,13 +373,20 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
         problems.append(
             f"LEASE_TTL_SEC={ttl:g} must be longer than ORCHESTRATOR_POLL_SEC={poll:g}, or the leader loses its lease between ticks"
         )
+    port = values.get("METRICS_PORT")
+    if isinstance(port, int) and port > 65535:
+        problems.append(f"METRICS_PORT={port}: expected a TCP port up to 65535 (0 = off)")
     for name in ("SUPABASE_URL", "RUNPOD_API_BASE_URL"):
         url = values.get(name)
-        if url and urlsplit(str(url)).scheme not in ("http", "https"):
-            problems.append(f"{name}={url!r}: expected an http(s) URL")
+        if url:
+            problem = _url_problem(name, str(url), ("http", "https"), "an http(s) URL")
+            if problem:
+                problems.append(problem)
     db_url = values.get("DATABASE_URL")
-    if db_url and urlsplit(str(db_url)).scheme not in ("postgres", "postgresql"):
-        problems.append(f"DATABASE_URL={mask(db_url)}: expected a postgresql:// URL")
+    if db_url:
+        problem = _url_problem("DATABASE_URL", str(db_url), ("postgres", "postgresql"), "a postgresql:// URL")
+        if problem:
+            problems.append(problem)
     mount = values.get("RUNPOD_VOLUME_MOUNT_PATH")
     if mount and not str(mount).startswith("/"):
         problems.append(f"RUNPOD_VOLUME_MOUNT_PATH={mount!r}: expected an absolute path")
@@ -462,7 +487,9 @@ def load_settings(
             malformed.add(var.name)
         values[var.name] = value if problem is None else default_value(var)
         sources[var.name] = source
-    problems.extend(p for p in _cross_checks(values) if p not in problems)
+    # A malformed value stands at its default here: a cross-check naming it would quote a value the
+    # operator never wrote, so checks about it wait for a value that parses.
+    problems.extend(p for p in _cross_checks(values, skip=frozenset(malformed)) if p not in problems)
     problems.extend(
         _requirement_problems(
             values, database=require_database, runpod=require_runpod, skip=frozenset(malformed)

@@ -489,10 +489,18 @@ def mask(value: Any) -> str:
 
 
 def mask_url_password(url: str) -> str:
-    parts = urlsplit(url)
+    """The URL with its password masked wherever libpq reads one: ``user:password@`` and
+    ``?password=`` (a URL that does not parse is masked whole)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return mask(url)
     if parts.password:
-        return url.replace(f":{parts.password}@", ":****@", 1)
-    return url
+        url = url.replace(f":{parts.password}@", ":****@", 1)
+    return _QUERY_PASSWORD.sub(r"\g<key>****", url)
+
+
+_QUERY_PASSWORD = re.compile(r"(?P<key>[?&](?:password|passwd)=)[^&#\s]*", re.I)
 
 
 def _parse(var: Var, raw: str) -> tuple[Any, str | None]:

@@ -61,6 +61,53 @@ def test_run_lists_malformed_and_missing_settings_in_one_report(tmp_path: Path) 
     ), proc.stderr
 
 
+def test_values_that_would_fail_at_first_use_are_configuration_errors_that_show_no_secret(
+    tmp_path: Path,
+) -> None:
+    """A URL that does not parse, a port out of range, a key with a passphrase: exit 2, all listed.
+
+    Consequence on the reviewed code: ``DATABASE_URL=postgresql://u:pw@[bad/db`` crashed the command
+    before logging was set up, and structlog's default traceback printed every local variable (the
+    Runpod key and the database password among them) in the clear, exit 1; the others passed the
+    check and crashed later (exit 1, so systemd restarted a daemon that could never start), and
+    ``orchestrator config`` showed a ``?password=`` in DATABASE_URL as typed.
+    """
+    key = tmp_path / "id_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f", str(key)], check=True, timeout=30
+    )
+    env = {
+        "RUNPOD_API_KEY": "rk_SECRETAPIKEY123456",
+        "DATABASE_URL": "postgresql://u:P4SSWORDzz@[bad/db",
+        "SUPABASE_URL": "https://x.supabase.co:99999",
+        "METRICS_PORT": "70000",
+    }
+    proc = _cli(["run"], env, tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    for needle in (
+        "DATABASE_URL",
+        "not a valid URL",
+        "SUPABASE_URL",
+        "Port out of range",
+        "METRICS_PORT=70000",
+    ):
+        assert needle in proc.stderr, f"{needle} missing from:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    for secret in ("rk_SECRETAPIKEY123456", "P4SSWORDzz"):
+        assert secret not in proc.stderr + proc.stdout
+    db = {"DATABASE_URL": "postgresql://review@127.0.0.1:1/none"}
+    proc = _cli(["run"], {"RUNPOD_API_KEY": "rk_x", "RUNPOD_SSH_PRIVATE_KEY_PATH": str(key), **db}, tmp_path)
+    assert proc.returncode == 2 and "passphrase" in proc.stderr and "Traceback" not in proc.stderr, (
+        proc.stderr
+    )
+    shown = config.load_settings(
+        {"DATABASE_URL": "postgresql://u:P4SSWORDzz@h:5432/db?sslmode=require&password=QSECRETzz"},
+        env_file=None,
+    )
+    table = config.render(shown)
+    assert "QSECRETzz" not in table and "P4SSWORDzz" not in table and "password=****" in table
+
+
 def test_events_with_an_out_of_range_limit_is_a_usage_error(tmp_path: Path) -> None:
     """``orchestrator events --limit 0`` is bad usage: exit 2 before touching the database.
 
