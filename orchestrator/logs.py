@@ -22,6 +22,7 @@ import re
 import sys
 import threading
 from collections.abc import Iterable, MutableMapping
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import structlog
@@ -229,6 +230,7 @@ class _StdlibRedactingFormatter(logging.Formatter):
                 "event": "library_log",
                 "logger": record.name,
                 "level": record.levelname.lower(),
+                "ts": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
                 "message": REDACTOR.text(message),
             }
         )

@@ -72,3 +72,15 @@ def test_secret_shapes_are_masked_without_configuration() -> None:
     )
     text = out.getvalue()
     assert jwt not in text and "abcdef123456" not in text
+
+
+def test_a_library_line_keeps_the_log_contract() -> None:
+    # psycopg, paramiko and the others log through the stdlib: one JSON event with its time, masked.
+    import logging
+
+    out = io.StringIO()
+    configure_logging(None, stream=out, fmt="console")
+    logging.getLogger("psycopg").warning("error connecting: postgresql://u:Pg-Pass-981273@db/x")
+    [line] = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert line["event"] == "library_log" and line["level"] == "warning" and line["ts"].endswith("Z")
+    assert "Pg-Pass-981273" not in line["message"]
