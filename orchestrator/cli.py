@@ -143,7 +143,7 @@ def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--verbose",
         action="count",
         default=0 if top else argparse.SUPPRESS,
-        help="log INFO lines on stderr (-vv: DEBUG); one-off commands log only warnings and errors otherwise",
+        help="log INFO lines (-vv: DEBUG), on stderr for a one-off command (which otherwise logs only warnings and errors) and on stdout for the daemon (run)",
     )
 
 
