@@ -14,6 +14,7 @@ httpx client and the real SDK read them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -26,8 +27,9 @@ from typing import Any
 import pytest
 
 from orchestrator.adapters.runpod.base import RetryPolicy
+from orchestrator.adapters.runpod.rest import RATE_LIMIT_RESERVE
 from orchestrator.core import errors
-from tests.integration.test_runpod_contract import TRANSPORTS, make_client, wait_for
+from tests.integration.test_runpod_contract import FAST_RETRY, TRANSPORTS, make_client, wait_for
 from tests.plugins.emulator import TEST_API_KEY
 
 RTX4090 = "NVIDIA GeForce RTX 4090"
@@ -128,6 +130,29 @@ def test_rate_limit_reset_beyond_the_bound_is_not_waited_for(clients, emulator) 
         client.get_network_volumes()
     assert info.value.retry_after == 600
     assert time.monotonic() - started < 2
+
+
+def test_near_the_end_of_a_window_only_endings_and_the_listing_are_sent(clients, emulator) -> None:  # type: ignore[no-untyped-def]
+    # Reads and creations spending a window's last requests would leave a termination to a 429 and
+    # its pod billing until the reset (an hour, for the hour window).
+    client = clients("rest", retry=dataclasses.replace(FAST_RETRY, max_rate_limit_wait=0.0))
+    pod_id = client.spawn_worker("gpu-quota")["runpod_id"]
+    transport = client.transport
+    assert transport.get_pod(pod_id) is not None
+    left, _until = transport._windows["hour"]
+    used = emulator.admin.faults()["rate_limit_hour"] - left
+    emulator.admin.set_faults(rate_limit_hour=used + RATE_LIMIT_RESERVE + 3)
+    sent = 0
+    with pytest.raises(errors.RunpodRateLimited, match=r"held back.*kept for terminations") as info:
+        for _ in range(10):
+            transport.get_pod(pod_id)
+            sent += 1
+    assert sent == 3 and info.value.retry_after is not None and info.value.retry_after > 60
+    # The listing and the termination still go out, inside the quota: the server refused nothing.
+    assert any(p.id == pod_id for p in transport.list_pods())
+    assert transport.terminate_pod(pod_id) is True
+    assert emulator.admin.pod(pod_id)["status"] == "TERMINATED"
+    assert 0 < transport._windows["hour"][0] < RATE_LIMIT_RESERVE
 
 
 def test_rate_limit_over_graphql_is_retried(clients, emulator) -> None:  # type: ignore[no-untyped-def]

@@ -273,6 +273,21 @@ class RetryPolicy:
 DEFAULT_RETRY = RetryPolicy()
 
 
+def parse_rate_limit_windows(headers: Mapping[str, str]) -> dict[str, tuple[int, float]]:
+    """``RateLimit``'s windows as ``{name: (requests left, seconds to reset)}``; members it cannot read
+    are left out (openapi ``RateLimitHeader``: ``"minute";r=0;t=12, "hour";r=2800;t=1812, ...``)."""
+    raw = next((v for k, v in headers.items() if k.lower() == "ratelimit"), None)
+    windows: dict[str, tuple[int, float]] = {}
+    for member in (raw or "").split(","):
+        name, *pairs = (p.strip() for p in member.split(";"))
+        params = dict(p.partition("=")[::2] for p in pairs)
+        try:
+            windows[name.strip('"')] = (int(params.get("r", "")), float(params.get("t", "")))
+        except ValueError:
+            continue
+    return windows
+
+
 def parse_rate_limit_reset(headers: Mapping[str, str]) -> float | None:
     """Seconds until the server lets us in again, from ``Retry-After`` or the ``RateLimit`` header.
 

@@ -20,6 +20,10 @@ worker) and return it if it exists.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -48,6 +52,7 @@ from orchestrator.adapters.runpod.base import (
     is_no_gpu_on_host_message,
     lenient_pods,
     parse_rate_limit_reset,
+    parse_rate_limit_windows,
     require,
 )
 from orchestrator.core import errors
@@ -61,8 +66,19 @@ class _Ambiguous(errors.RunpodTransientError):
     """The request may have reached the server (timeout or broken connection after sending)."""
 
 
+# Requests kept, in every rate-limit window, for what ends billing (terminations, stops) and for the
+# pod listing that confirms them: below this many left, other requests (creations, reads, starts) wait
+# for the window's reset instead of spending what an ending may need. Runpod publishes no quota; its
+# openapi example is 60 a minute, 3,000 an hour, 50,000 a day (``RateLimitPolicyHeader``).
+RATE_LIMIT_RESERVE = 10
+
+
 class RestTransport:
-    """``RunpodTransport`` over REST v2."""
+    """``RunpodTransport`` over REST v2.
+
+    Every authenticated answer carries ``RateLimit`` (openapi: requests left and seconds to reset, per
+    window); the transport keeps the latest, counts its own requests down from it, and holds back all
+    but endings near the end of a window (``RATE_LIMIT_RESERVE``)."""
 
     name = "rest"
 
@@ -79,6 +95,9 @@ class RestTransport:
             raise errors.RunpodAuthError("no Runpod API key configured (RUNPOD_API_KEY)")
         self.base_url = base_url.rstrip("/") + "/v2"
         self.retry = retry
+        self._windows: dict[str, tuple[int, float]] = {}  # name -> (left, resets at, monotonic)
+        self._windows_lock = threading.Lock()
+        self._ending = threading.local()
         self._http = client or httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
@@ -94,6 +113,7 @@ class RestTransport:
         self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None
     ) -> httpx.Response:
         """One request, its failure mapped to our types (no retries here)."""
+        self._spend_one(method, path)
         try:
             resp = self._http.request(method, path, json=json, params=params)
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
@@ -101,6 +121,7 @@ class RestTransport:
             raise errors.RunpodTransientError(f"{method} {path}: cannot connect to Runpod: {e}") from e
         except (httpx.TimeoutException, httpx.TransportError) as e:
             raise _Ambiguous(f"{method} {path}: {type(e).__name__}: {e}") from e
+        self._note_windows(resp.headers)
         status = resp.status_code
         if status < 400:
             return resp
@@ -129,6 +150,41 @@ class RestTransport:
         if status == 400 and is_capacity_message(detail):
             raise errors.RunpodCapacityError(msg, status=status, payload=excerpt(resp.text))
         raise errors.RunpodRequestError(msg, status=status, payload=excerpt(resp.text))
+
+    @contextlib.contextmanager
+    def _as_ending(self) -> Iterator[None]:
+        """Requests made inside may use the reserve (thread by thread: actions run concurrently)."""
+        before = getattr(self._ending, "on", False)
+        self._ending.on = True
+        try:
+            yield
+        finally:
+            self._ending.on = before
+
+    def _spend_one(self, method: str, path: str) -> None:
+        now = time.monotonic()
+        with self._windows_lock:
+            if not getattr(self._ending, "on", False):
+                for window, (left, until) in self._windows.items():
+                    if now < until and left <= RATE_LIMIT_RESERVE:
+                        # Not sent, so safe to retry once the window resets (call_with_retries waits
+                        # for it when it is near enough).
+                        raise errors.RunpodRateLimited(
+                            f"{method} {path}: held back: {left} requests left in Runpod's {window}"
+                            f" rate-limit window, kept for terminations, stops and the pod listing"
+                            f" (it resets in {until - now:.0f} s)",
+                            retry_after=until - now,
+                        )
+            for window, (left, until) in list(self._windows.items()):
+                if now < until:
+                    self._windows[window] = (left - 1, until)
+
+    def _note_windows(self, headers: Mapping[str, str]) -> None:
+        windows = parse_rate_limit_windows(headers)
+        if windows:
+            now = time.monotonic()
+            with self._windows_lock:
+                self._windows.update({name: (left, now + t) for name, (left, t) in windows.items()})
 
     def _json(self, resp: httpx.Response, what: str) -> Any:
         try:
@@ -225,7 +281,8 @@ class RestTransport:
         return None if pod.actual_status == TERMINATED else pod
 
     def list_pods(self) -> list[Pod]:
-        body = self._get("/pods", "pod list")
+        with self._as_ending():  # the listing is what confirms an ending, and what health is judged on
+            body = self._get("/pods", "pod list")
         items = require(body, "pods", list, what="pod list", payload=body)
         return lenient_pods(items, _pod, transport=self.name)
 
@@ -250,7 +307,8 @@ class RestTransport:
                 return self._confirm_terminated(pod_id, e)
             return resp.status_code in (200, 202, 204)
 
-        return call_with_retries(once, op=f"POST {path}", policy=self.retry)
+        with self._as_ending():
+            return call_with_retries(once, op=f"POST {path}", policy=self.retry)
 
     def stop_pod(self, pod_id: str) -> Pod:
         """``{"action": "stop"}``: the pod as Runpod reports it after the stop (``EXITED``)."""
@@ -270,7 +328,8 @@ class RestTransport:
                 return self._confirm_after_conflict(pod_id, e, (EXITED,))
             return _pod(self._json(resp, "stopped pod"))
 
-        return call_with_retries(once, op=f"POST {path} stop", policy=self.retry)
+        with self._as_ending():
+            return call_with_retries(once, op=f"POST {path} stop", policy=self.retry)
 
     def start_pod(self, pod_id: str, gpu_count: int) -> Pod:
         """``{"action": "start"}``: the pod as reported after the start. REST v2's start takes no GPU
