@@ -111,10 +111,10 @@ Known differences from the real service (deliberate, or where the real behaviour
   lacking permission (real: HTTP 200 ``Unauthorized``; REST 403) is not modelled: any accepted key may
   do everything, and createPod never answers 402 (balance) or 403 (pool not accessible).
 * Rate limits: fixed windows per key with configurable quotas (default 1000/min, 20000/h,
-  200000/day; the real quotas are not published, and openapi's ``RateLimitPolicyHeader`` example,
-  60/min, 3000/h, 50000/day, is kinder to nothing but a daemon polling every 10 s: the tests and the
-  demo run time compressed, a tick a second, whose listing alone would spend 60 a minute); headers only
-  on REST responses. GraphQL 429s
+  200000/day). The real quotas are not published; openapi's ``RateLimitPolicyHeader`` example, 60/min,
+  3000/h, 50000/day, is harsher, but the tests and the demo run time compressed (a tick a second, whose
+  listing alone spends 60 a minute), so the defaults are higher and the tests that need a quota set a
+  small one. Headers only on REST responses. GraphQL 429s
   carry a gateway's HTML page ("429 Too Many Requests"): the real body is unknown, and a page the
   SDK cannot decode is the harsher case.
 * API 5xx faults: REST answers 503 (before the request is applied) or 502 (after it was applied)
