@@ -65,3 +65,11 @@ def test_a_parent_run_again_after_a_requeue_creates_no_second_chain() -> None:
     result = sim.result()
     assert [t for t in sim.db.tasks if t.startswith("p0-")] == ["p0-s1", "p0-s2"]
     assert sim.db.tasks["p0"].status == "Complete" and result.tasks_complete == result.tasks_total
+
+
+def test_a_chain_still_running_at_the_horizon_is_finished_and_billed_not_counted_lost() -> None:
+    parent = TraceTask("p0", 30.0, SimWorker.PARENT_RUN_SEC + 4 * SEGMENT_SEC, "travel_orchestrator")
+    trace = Trace("late", (parent,), 60.0)
+    result = Simulation(trace, plan, defaults(), seed=3, resume=ResumeModel(), settle_sec=60.0).run()
+    assert result.violations == [] and result.tasks_complete == result.tasks_total == 5
+    assert result.horizon > 60.0 + 60.0 + 4 * SEGMENT_SEC
