@@ -342,18 +342,33 @@ def _requirement_problems(
     return [problem for name, problem in found if name not in skip]
 
 
-def _url_problem(name: str, url: str, schemes: tuple[str, ...], expected: str) -> str | None:
+def _url_problem(
+    name: str, url: str, schemes: tuple[str, ...], expected: str, *, libpq: bool = False
+) -> str | None:
     """What is wrong with a URL setting, or None. Checked here rather than at first use: a URL that
     does not parse (``https://[bad``) or names a port beyond 65535 raised deep in a client, after the
-    configuration had been accepted, as a crash (exit 1, and a restart loop under systemd)."""
+    configuration had been accepted, as a crash (exit 1, and a restart loop under systemd).
+
+    ``libpq``: a PostgreSQL connection URI, which may name no host (a Unix socket, or ``?host=``) or
+    several (``h1:5432,h2:5432``), both of which the URL parser's own host and port reading refuses."""
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 (reading it is the check: out of range raises)
     except ValueError as exc:
         return f"{name}={mask(url)}: not a valid URL ({exc}); expected {expected}"
     if parts.scheme not in schemes:
         # Shown masked: a value that is not the URL asked for is often a key pasted in the wrong place.
         return f"{name}={mask(url)}: expected {expected}"
+    if libpq:
+        for host in filter(None, parts.netloc.rpartition("@")[2].split(",")):
+            after_address = host.rpartition("]")[2]  # past an IPv6 literal's brackets
+            port = after_address.rpartition(":")[2] if ":" in after_address else ""
+            if port and not (port.isdigit() and 0 < int(port) <= 65535):
+                return f"{name}={mask(url)}: port {port!r} is not a TCP port (1 to 65535)"
+        return None
+    try:
+        parts.port  # noqa: B018 (reading it is the check: out of range raises)
+    except ValueError as exc:
+        return f"{name}={mask(url)}: not a valid URL ({exc}); expected {expected}"
     if not parts.hostname:
         return f"{name}={mask(url)}: no host; expected {expected}"
     return None
@@ -384,7 +399,9 @@ def _cross_checks(values: Mapping[str, Any], skip: frozenset[str] = frozenset())
                 problems.append(problem)
     db_url = values.get("DATABASE_URL")
     if db_url:
-        problem = _url_problem("DATABASE_URL", str(db_url), ("postgres", "postgresql"), "a postgresql:// URL")
+        problem = _url_problem(
+            "DATABASE_URL", str(db_url), ("postgres", "postgresql"), "a postgresql:// URL", libpq=True
+        )
         if problem:
             problems.append(problem)
     mount = values.get("RUNPOD_VOLUME_MOUNT_PATH")

@@ -106,6 +106,13 @@ def test_values_that_would_fail_at_first_use_are_configuration_errors_that_show_
     )
     table = config.render(shown)
     assert "QSECRETzz" not in table and "P4SSWORDzz" not in table and "password=****" in table
+    # What libpq accepts stays accepted: no host (a Unix socket), several hosts, an IPv6 literal.
+    for url in (
+        "postgresql:///db?host=/var/run/postgresql",
+        "postgresql://u:pw@h1:5432,h2:5433/db?target_session_attrs=read-write",
+        "postgresql://u@[::1]:5432/db",
+    ):
+        assert config.load_settings({"DATABASE_URL": url}, env_file=None).database_url == url
 
 
 def test_events_with_an_out_of_range_limit_is_a_usage_error(tmp_path: Path) -> None:
