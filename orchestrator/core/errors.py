@@ -115,8 +115,13 @@ class RunpodNoGpuOnHost(RunpodCapacityError):
 class RunpodRateLimited(RunpodError):
     """429 after the retries we allow; ``retry_after`` seconds is the server's reset time if given."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, held_back: bool = False, **kw: Any
+    ) -> None:
         self.retry_after = retry_after
+        # Refused by our own client to keep a rate-limit reserve, never sent: not waited for, the
+        # caller's next attempt (a next tick) asks again.
+        self.held_back = held_back
         super().__init__(message, **kw)
 
 

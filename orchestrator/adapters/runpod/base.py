@@ -326,6 +326,8 @@ def parse_rate_limit_reset(headers: Mapping[str, str]) -> float | None:
 
 def _is_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
     if isinstance(exc, errors.RunpodRateLimited):
+        if exc.held_back:
+            return False
         return exc.retry_after is None or exc.retry_after <= policy.max_rate_limit_wait
     return isinstance(exc, errors.RunpodTransientError)
 

@@ -71,6 +71,9 @@ class _Ambiguous(errors.RunpodTransientError):
 # for the window's reset instead of spending what an ending may need. Runpod publishes no quota; its
 # openapi example is 60 a minute, 3,000 an hour, 50,000 a day (``RateLimitPolicyHeader``).
 RATE_LIMIT_RESERVE = 10
+# Two answers whose reset times differ by at most this much speak of the same window (``t`` is whole
+# seconds, and answers arrive a round trip apart).
+WINDOW_SAME_SEC = 2.0
 
 
 class RestTransport:
@@ -167,13 +170,17 @@ class RestTransport:
             if not getattr(self._ending, "on", False):
                 for window, (left, until) in self._windows.items():
                     if now < until and left <= RATE_LIMIT_RESERVE:
-                        # Not sent, so safe to retry once the window resets (call_with_retries waits
-                        # for it when it is near enough).
+                        # Not sent, so safe to send later. A creation or a start waits for the reset
+                        # (call_with_retries, when it is near enough), as it would after a 429; a read
+                        # does not: the diagnostics read before a failed worker's termination, or the
+                        # catalog refresh on the tick thread, would hold up endings, and the next tick
+                        # reads again.
                         raise errors.RunpodRateLimited(
                             f"{method} {path}: held back: {left} requests left in Runpod's {window}"
                             f" rate-limit window, kept for terminations, stops and the pod listing"
                             f" (it resets in {until - now:.0f} s)",
                             retry_after=until - now,
+                            held_back=method == "GET",
                         )
             for window, (left, until) in list(self._windows.items()):
                 if now < until:
@@ -184,7 +191,14 @@ class RestTransport:
         if windows:
             now = time.monotonic()
             with self._windows_lock:
-                self._windows.update({name: (left, now + t) for name, (left, t) in windows.items()})
+                for name, (left, t) in windows.items():
+                    until = now + t
+                    known = self._windows.get(name)
+                    if known is not None and now < known[1] and abs(until - known[1]) <= WINDOW_SAME_SEC:
+                        # The same window: an answer counts none of the requests still in flight, and a
+                        # slow one carries an older, higher count. Requests spent stay spent.
+                        left = min(left, known[0])
+                    self._windows[name] = (left, until)
 
     def _json(self, resp: httpx.Response, what: str) -> Any:
         try:
@@ -262,6 +276,12 @@ class RestTransport:
         return call_with_retries(once, op="POST /pods", policy=self.retry)
 
     def _find_by_name(self, name: str) -> Pod | None:
+        # May use the reserve: held back, the look-up after a lost create answer would read as "no
+        # such pod", and the retry would create a second one.
+        with self._as_ending():
+            return self._find_by_name_once(name)
+
+    def _find_by_name_once(self, name: str) -> Pod | None:
         """One un-retried look at the pod list (it runs inside the create's own retry budget)."""
         try:
             body = self._json(self._send("GET", "/pods"), "pod list")
