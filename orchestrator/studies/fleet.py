@@ -456,9 +456,10 @@ class SimWorker:
     def _finish(self, task: TaskRow) -> None:
         if not self.alive or self.hung or self.task is not task:
             return
-        self.sim.db.complete(self.worker_id, task.id)
+        completed = self.sim.db.complete(self.worker_id, task.id)
         self.sim.on_finish(self, task)
-        self.sim.on_child_done(self, task)
+        if completed:  # a late second finish of a requeued segment must not move its chain twice
+            self.sim.on_child_done(self, task)
         self.task = None
         self.sim.clock.schedule(self.AFTER_TASK_SEC, self._claim)
 
