@@ -495,12 +495,14 @@ class Snapshot:
                 if retired is not None and retired.id not in seen:
                     seen.add(retired.id)
                     unreadable.append(retired)
-                    problems.append(f"workers[{index}] unreadable, retired: {exc}")
+                    problems.append(f"worker {retired.id}: unreadable, retired: {exc}")
+                elif retired is not None:
+                    problems.append(f"worker {retired.id}: skipped (workers[{index}]): {exc}")
                 else:
                     problems.append(f"workers[{index}] skipped: {exc}")
                 continue
             if worker.id in seen:
-                problems.append(f"workers[{index}] skipped: duplicate id {worker.id}")
+                problems.append(f"worker {worker.id}: skipped (workers[{index}]): a duplicate row")
                 continue
             raw_status = str(row.get("status")).strip().lower()
             if raw_status not in WorkerState._value2member_map_:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +42,9 @@ from orchestrator.ports import Database, Provider
 log = structlog.get_logger(__name__)
 
 PRICE_REFRESH_SEC = 600.0
+# A snapshot problem already logged is logged again at most this often (with its count meanwhile).
+PROBLEM_REPEAT_SEC = 3600.0
+_PROBLEM_WORKER = re.compile(r"^worker (\S+): ")
 
 __all__ = ["Catalog", "Controller", "Gathered", "TickResult", "default_holder"]
 
@@ -120,6 +124,7 @@ class Controller:
         self._lock = threading.RLock()
         self._catalog = Catalog()
         self._catalog_at = 0.0
+        self._problems_logged: dict[str, tuple[float | None, int]] = {}  # problem -> (logged at, repeats)
         self._closed = False
 
     # -- the lease ----------------------------------------------------------------------------------
@@ -211,13 +216,33 @@ class Controller:
         finally:
             pods = pods_future.result()
         snapshot = Snapshot.from_json(raw)
-        for problem in snapshot.problems:
-            log.warning("snapshot_row_skipped", problem=problem)
+        self._log_problems(snapshot.problems)
         try:
             self._refresh_catalog()
         except Exception as exc:  # the last catalog serves: prices change rarely
             log.warning("catalog_refresh_failed", error_type=type(exc).__name__, error=str(exc)[:300])
         return Gathered(snapshot, pods, self._catalog, read_at)
+
+    def _log_problems(self, problems: Sequence[str]) -> None:
+        """Each problem of the snapshot once, then again hourly with how often it recurred: a bad row
+        is read every tick, and a line per tick per row buried every other line of the log."""
+        now = self.clock()
+        for problem in problems:
+            last, repeats = self._problems_logged.get(problem, (None, 0))
+            if last is not None and now - last < PROBLEM_REPEAT_SEC:
+                self._problems_logged[problem] = (last, repeats + 1)
+                continue
+            self._problems_logged[problem] = (now, 0)
+            about = _PROBLEM_WORKER.match(problem)
+            log.warning(
+                "snapshot_row_skipped",
+                problem=problem,
+                worker_id=about.group(1) if about else None,
+                repeats_since_last=repeats,
+            )
+        if len(self._problems_logged) > 10_000:  # rows come and go: forget the oldest
+            for key in sorted(self._problems_logged, key=lambda k: self._problems_logged[k][0] or 0)[:5_000]:
+                del self._problems_logged[key]
 
     def decide(self, gathered: Gathered) -> Plan:
         """The pure policy on what gather returned (nothing else reaches it)."""
