@@ -273,16 +273,28 @@ class RetryPolicy:
 DEFAULT_RETRY = RetryPolicy()
 
 
-def parse_rate_limit_windows(headers: Mapping[str, str]) -> dict[str, tuple[int, float]]:
-    """``RateLimit``'s windows as ``{name: (requests left, seconds to reset)}``; members it cannot read
-    are left out (openapi ``RateLimitHeader``: ``"minute";r=0;t=12, "hour";r=2800;t=1812, ...``)."""
+def _rate_limit_members(headers: Mapping[str, str]) -> list[tuple[str, str, float]]:
+    """``RateLimit``'s members as ``(window, r as written, t)``; one without a readable ``t`` is left
+    out (openapi ``RateLimitHeader``: ``"minute";r=0;t=12, "hour";r=2800;t=1812, ...``)."""
     raw = next((v for k, v in headers.items() if k.lower() == "ratelimit"), None)
-    windows: dict[str, tuple[int, float]] = {}
+    members: list[tuple[str, str, float]] = []
     for member in (raw or "").split(","):
         name, *pairs = (p.strip() for p in member.split(";"))
-        params = dict(p.partition("=")[::2] for p in pairs)
+        params = {k.strip(): v.strip() for k, _, v in (p.partition("=") for p in pairs)}
         try:
-            windows[name.strip('"')] = (int(params.get("r", "")), float(params.get("t", "")))
+            members.append((name.strip('"'), params.get("r", ""), float(params.get("t", ""))))
+        except ValueError:
+            continue
+    return members
+
+
+def parse_rate_limit_windows(headers: Mapping[str, str]) -> dict[str, tuple[int, float]]:
+    """``RateLimit``'s windows as ``{name: (requests left, seconds to reset)}``; members it cannot read
+    are left out."""
+    windows: dict[str, tuple[int, float]] = {}
+    for name, left, reset in _rate_limit_members(headers):
+        try:
+            windows[name] = (int(left), reset)
         except ValueError:
             continue
     return windows
@@ -302,23 +314,9 @@ def parse_rate_limit_reset(headers: Mapping[str, str]) -> float | None:
             return max(0.0, float(retry_after.strip()))
         except ValueError:
             pass  # an HTTP date; fall back to the RateLimit header
-    raw = lower.get("ratelimit")
-    if not raw:
-        return None
-    exhausted: list[float] = []
-    resets: list[float] = []
-    for member in raw.split(","):
-        params: dict[str, str] = {}
-        for kv in (p.strip() for p in member.split(";")[1:]):
-            k, _, v = kv.partition("=")
-            params[k.strip()] = v.strip()
-        try:
-            t = float(params.get("t", ""))
-        except ValueError:
-            continue
-        resets.append(t)
-        if params.get("r", "").strip() == "0":
-            exhausted.append(t)
+    members = _rate_limit_members(headers)
+    resets = [t for _name, _left, t in members]
+    exhausted = [t for _name, left, t in members if left == "0"]
     if exhausted:
         return max(exhausted)
     return min(resets) if resets else None
