@@ -288,8 +288,9 @@ class _Handler(BaseHTTPRequestHandler):
         limited, _headers = self._api_faults(emu, key)
         if limited is not None:
             retry_after = limited[0]
-            # The real body is unknown (the SDK shows none); a gateway's HTML page is the harsher
-            # case: the SDK then fails decoding it, with neither the status nor the header in sight.
+            # The real body is unknown; a gateway's HTML page is the harsher case. The SDK
+            # (runpod-python runpod/api/graphql.py, run_graphql_query) checks only for 401, then calls
+            # response.json(): it fails decoding the page, with neither the status nor the header in sight.
             self._send(429, _TOO_MANY_HTML, "text/html", {"Retry-After": str(retry_after)})
             return
         if self._roll(emu, "api_error_rate"):
