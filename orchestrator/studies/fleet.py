@@ -16,10 +16,17 @@ executor reaches it through ``orchestrator.studies.driver``).
   is left In Progress, and the guardian's next beat says ``crashed``) or hang (the task never ends,
   heartbeats go on). A parent task (``*_orchestrator``) runs as the real worker runs one: briefly (it
   creates its children through ``create-task``), then it stays In Progress under the worker, which goes
-  back to claiming; the parent completes with its last child (the app's ``complete_task``). The rest of
-  the parent's duration in the trace is its children's work: ``travel_segment`` tasks of about 2
-  minutes, each claimable once the one before it is done (a Reigh travel segment reads its
-  predecessor's output), run by whichever worker claims them (``Simulation.launch_child``).
+  back to claiming; the parent completes with its last child (the app's ``complete_task``). Sources:
+  banodoco/Reigh-Worker ``worker.py`` (the poll runs an orchestrator row it holds "only when nothing is
+  claimable and no child is unfinished"), banodoco/reigh-app's ``complete_task`` Edge Function (parents
+  completed on the last child) and its ``get-predecessor-output`` (a travel segment reads the one
+  before it). The rest of the parent's duration in the trace is its children's work:
+  ``travel_segment`` tasks of about 2 minutes, each claimable once the one before it is done, run by
+  whichever worker claims them (``Simulation.launch_child``). Where this is kinder than the real
+  thing: the real parent creates all its segments at once (the later ones waiting on their
+  dependencies), so the arrival counts the policy reads jump by the chain's length when it runs; here
+  each segment arrives when it becomes claimable. The number and length of segments are ours (the
+  sources give none).
 """
 
 from __future__ import annotations
