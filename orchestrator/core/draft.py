@@ -152,7 +152,11 @@ class Draft:
         if pod is not None and pod.gone:
             return True
         reason = str(worker.metadata.get(Meta.ERROR_REASON) or "")
-        if worker.runpod_id is None and reason in (Reason.SPAWN_NO_CAPACITY.value, Reason.SPAWN_FAILED.value):
+        if worker.runpod_id is None and reason in (
+            Reason.SPAWN_NO_CAPACITY.value,
+            Reason.SPAWN_FAILED.value,
+            Reason.SPAWN_RATE_LIMITED.value,
+        ):
             # The executor knows creation failed; no pod to wait for.
             return True
         if worker.runpod_id is not None and worker.pod_terminate_requested_at is not None:

@@ -10,8 +10,8 @@ outcomes, the settings, ``now``), values out: no I/O, no clock.
   tries the type in the other data centers of the configured network volumes; a type backing off in
   every one of them (or, when they are unknown, in any) is left out of the priority list, so spawns fall
   through to the next type.
-* **The breaker.** After ``MAX_CONSECUTIVE_FAILURES`` failed workers in a row (capacity misses and boots
-  we cancelled do not count: ``BootOutcome.counts_for_breaker``), no spawn for
+* **The breaker.** After ``MAX_CONSECUTIVE_FAILURES`` failed workers in a row (capacity misses, creations
+  refused by the rate limit and boots we cancelled do not count: ``BootOutcome.counts_for_breaker``), no spawn for
   ``SPAWN_BACKOFF_BASE_SEC * 2**(n - MAX + 1)`` (capped) from the latest failure; after that, half-open:
   one probe worker at a time until a boot succeeds. Healing and termination go on meanwhile.
 """

@@ -242,6 +242,9 @@ class Reason(StrEnum):
     # reported by the executor (recent_boots)
     SPAWN_NO_CAPACITY = "spawn_no_capacity"
     SPAWN_FAILED = "spawn_failed"
+    # Runpod's rate limit refused the creation, or the client kept a window's last requests for
+    # endings: nothing was made, and nothing is wrong with the GPU type or the image.
+    SPAWN_RATE_LIMITED = "spawn_rate_limited"
     INIT_FAILED = "init_failed"
     START_FAILED = "start_failed"
     ACTIVATED = "activated"
@@ -271,6 +274,9 @@ NOT_BOOT_FAILURES: frozenset[str] = frozenset(
         Reason.POOL_SHRINK.value,
         Reason.POOL_PAUSED.value,
         Reason.RESUME_NO_GPU.value,
+        # The account's request quota, not the GPU type nor the image: a burst of these must neither
+        # back the type off nor open the breaker, or the fleet stops growing well after the window resets.
+        Reason.SPAWN_RATE_LIMITED.value,
     }
 )
 

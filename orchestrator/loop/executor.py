@@ -146,6 +146,25 @@ def spawn(a: Spawn, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
         yield from to_error(fx, a.kind, a.worker_id, Reason.SPAWN_NO_CAPACITY.value, details, skipped)
         count_spawn_failure(fx, a.kind, "no_capacity", skipped)
         return {"outcome": "no_capacity", "error": str(exc)[:300], **skipped_steps(skipped)}
+    except errors.RunpodRateLimited as exc:
+        # A 429 (or a request held back for endings) made nothing. It says nothing about the GPU type or
+        # the image, so it is not a failed boot: the policy spawns again once the window resets.
+        limited: dict[str, Any] = {
+            Meta.ERROR_REASON: Reason.SPAWN_RATE_LIMITED.value,
+            Meta.ERROR_DETAILS: f"{type(exc).__name__}: {exc}"[:1000],
+        }
+        refused_first = getattr(exc, "capacity_misses", None)
+        if refused_first:
+            limited[Meta.CAPACITY_MISSES] = refused_first
+        yield from to_error(fx, a.kind, a.worker_id, Reason.SPAWN_RATE_LIMITED.value, limited, skipped)
+        count_spawn_failure(fx, a.kind, Reason.SPAWN_RATE_LIMITED.value, skipped)
+        fx.log.warning(
+            "spawn_rate_limited",
+            worker_id=a.worker_id,
+            retry_after_sec=exc.retry_after,
+            error=str(exc)[:500],
+        )
+        return {"outcome": "rate_limited", "error": str(exc)[:300], **skipped_steps(skipped)}
     except (errors.RunpodError, errors.ConfigError) as exc:
         failure: dict[str, Any] = {
             Meta.ERROR_REASON: Reason.SPAWN_FAILED.value,

@@ -44,6 +44,7 @@ TICK_STEPS = ("lease", "gather", "decide", "apply", "record")
 SPAWN_FAILURE_REASONS = (
     "spawn_no_capacity",
     "spawn_failed",
+    "spawn_rate_limited",
     "init_failed",
     "start_failed",
     "boot_timeout",
