@@ -146,28 +146,13 @@ def spawn(a: Spawn, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
         yield from to_error(fx, a.kind, a.worker_id, Reason.SPAWN_NO_CAPACITY.value, details, skipped)
         count_spawn_failure(fx, a.kind, "no_capacity", skipped)
         return {"outcome": "no_capacity", "error": str(exc)[:300], **skipped_steps(skipped)}
-    except errors.RunpodRateLimited as exc:
-        # A 429 (or a request held back for endings) made nothing. It says nothing about the GPU type or
-        # the image, so it is not a failed boot: the policy spawns again once the window resets.
-        limited: dict[str, Any] = {
-            Meta.ERROR_REASON: Reason.SPAWN_RATE_LIMITED.value,
-            Meta.ERROR_DETAILS: f"{type(exc).__name__}: {exc}"[:1000],
-        }
-        refused_first = getattr(exc, "capacity_misses", None)
-        if refused_first:
-            limited[Meta.CAPACITY_MISSES] = refused_first
-        yield from to_error(fx, a.kind, a.worker_id, Reason.SPAWN_RATE_LIMITED.value, limited, skipped)
-        count_spawn_failure(fx, a.kind, Reason.SPAWN_RATE_LIMITED.value, skipped)
-        fx.log.warning(
-            "spawn_rate_limited",
-            worker_id=a.worker_id,
-            retry_after_sec=exc.retry_after,
-            error=str(exc)[:500],
-        )
-        return {"outcome": "rate_limited", "error": str(exc)[:300], **skipped_steps(skipped)}
     except (errors.RunpodError, errors.ConfigError) as exc:
+        # A 429 (or a request held back for endings) made nothing, and says nothing about the GPU type
+        # or the image: not a failed boot, so the policy spawns again once the window resets.
+        limited = isinstance(exc, errors.RunpodRateLimited)
+        reason = Reason.SPAWN_RATE_LIMITED if limited else Reason.SPAWN_FAILED
         failure: dict[str, Any] = {
-            Meta.ERROR_REASON: Reason.SPAWN_FAILED.value,
+            Meta.ERROR_REASON: reason.value,
             Meta.ERROR_DETAILS: f"{type(exc).__name__}: {exc}"[:1000],
         }
         # Candidates refused before the failure (no capacity, or a 400 whose wording is unknown)
@@ -175,12 +160,14 @@ def spawn(a: Spawn, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
         refused = getattr(exc, "capacity_misses", None)
         if refused:
             failure[Meta.CAPACITY_MISSES] = refused
-        yield from to_error(fx, a.kind, a.worker_id, Reason.SPAWN_FAILED.value, failure, skipped)
-        count_spawn_failure(fx, a.kind, type(exc).__name__, skipped)
-        fx.log.warning(
-            "spawn_failed", worker_id=a.worker_id, error_type=type(exc).__name__, error=str(exc)[:500]
-        )
-        return {"outcome": "spawn_failed", "error": str(exc)[:300], **skipped_steps(skipped)}
+        yield from to_error(fx, a.kind, a.worker_id, reason.value, failure, skipped)
+        count_spawn_failure(fx, a.kind, reason.value if limited else type(exc).__name__, skipped)
+        fields = {"worker_id": a.worker_id, "error_type": type(exc).__name__, "error": str(exc)[:500]}
+        if limited:
+            fx.log.warning("spawn_rate_limited", **fields)
+        else:
+            fx.log.warning("spawn_failed", **fields)
+        return {"outcome": reason.value, "error": str(exc)[:300], **skipped_steps(skipped)}
     # The pod exists, its id is not recorded yet: the next run must adopt it by name.
     fx.crash_point("after_create")
     recorded: dict[str, Any] = {
