@@ -497,6 +497,8 @@ def _log_warnings(settings: config_mod.Settings) -> None:
             log.warning(
                 "config_unknown_variable", name=f["name"], source=f["source"], suggestion=f["suggestion"]
             )
+        elif warning.event == "config_heartbeat_timeout_short":
+            log.warning("config_heartbeat_timeout_short", name=f["name"], value=f["value"], below=f["below"])
         elif warning.event == "config_env_file_duplicate":
             log.warning("config_env_file_duplicate", file=f["file"], name=f["name"], lines=f["lines"])
         else:

@@ -374,6 +374,29 @@ def _url_problem(
     return None
 
 
+# Headless-Wan2GP's heartbeat_guardian.py beats every 20 s (curl -m 10): a timeout under three beats
+# fails a healthy worker, mid-task, after one late or lost beat.
+WORKER_BEAT_SEC = 20
+HEARTBEAT_TIMEOUT_WARN_BELOW_SEC = 3 * WORKER_BEAT_SEC
+
+
+def _value_warnings(values: Mapping[str, Any]) -> list[ConfigWarning]:
+    """Values that parse and are allowed, but that hurt with the real worker (the tests' fast stand-in
+    worker beats every second, so they are not errors)."""
+    timeout = values.get("HEARTBEAT_TIMEOUT_SEC")
+    if isinstance(timeout, int) and timeout < HEARTBEAT_TIMEOUT_WARN_BELOW_SEC:
+        return [
+            ConfigWarning(
+                "config_heartbeat_timeout_short",
+                f"HEARTBEAT_TIMEOUT_SEC={timeout} is under {HEARTBEAT_TIMEOUT_WARN_BELOW_SEC} s, three beats of "
+                f"the Headless-Wan2GP worker's {WORKER_BEAT_SEC} s heartbeat: one late beat fails a healthy "
+                "worker and requeues its task",
+                {"name": "HEARTBEAT_TIMEOUT_SEC", "value": timeout, "below": HEARTBEAT_TIMEOUT_WARN_BELOW_SEC},
+            )
+        ]
+    return []
+
+
 def _cross_checks(values: Mapping[str, Any], skip: frozenset[str] = frozenset()) -> list[str]:
     problems: list[str] = []
     values = {k: v for k, v in values.items() if k not in skip}
@@ -512,6 +535,7 @@ def load_settings(
             values, database=require_database, runpod=require_runpod, skip=frozenset(malformed)
         )
     )
+    warnings.extend(_value_warnings(values))
     if problems:
         error = ConfigError(problems)
         for warning in warnings:

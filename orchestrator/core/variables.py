@@ -295,7 +295,7 @@ VARIABLES: tuple[Var, ...] = (
         "HEARTBEAT_TIMEOUT_SEC",
         "int",
         120,
-        "heartbeat age that fails a worker while it runs a task or tasks wait",
+        "heartbeat age that fails a worker while it runs a task or tasks wait; under 60 s (three beats of the worker's 20 s heartbeat) is warned about",
         "timeouts",
         minimum=1,
     ),

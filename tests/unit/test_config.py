@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
+from orchestrator import cli
 from orchestrator.core import config
 from orchestrator.core.errors import ConfigError
 
@@ -562,3 +564,21 @@ def test_a_blank_text_setting_reads_as_unset_so_its_default_holds() -> None:
     assert s.worker_id_prefix == "gpu-"
     assert s.runpod_worker_image == config.BY_NAME["RUNPOD_WORKER_IMAGE"].default
     assert s.supabase_url is None
+
+
+def test_a_heartbeat_timeout_under_three_of_the_workers_beats_is_warned_about(tmp_path: Path) -> None:
+    # Headless-Wan2GP's guardian beats every 20 s: at 30 s one late beat fails a worker mid-task.
+    assert config.load_settings({"HEARTBEAT_TIMEOUT_SEC": "60"}).warnings == ()
+    assert config.defaults().warnings == ()
+    proc = _cli("config", cwd=tmp_path, env={"HEARTBEAT_TIMEOUT_SEC": "30"})
+    assert proc.returncode == 0, proc.stderr
+    assert "# warning: HEARTBEAT_TIMEOUT_SEC=30 is under 60 s" in proc.stdout, proc.stdout[:600]
+    doc = json.loads(_cli("config", "--json", cwd=tmp_path, env={"HEARTBEAT_TIMEOUT_SEC": "30"}).stdout)
+    assert [(w["event"], w["value"]) for w in doc["warnings"]] == [("config_heartbeat_timeout_short", 30)]
+    # Beside the problems of a configuration that fails, as for a misspelt name.
+    failed = _cli("plan", cwd=tmp_path, env={"HEARTBEAT_TIMEOUT_SEC": "30"})
+    assert failed.returncode == 2 and "warning: HEARTBEAT_TIMEOUT_SEC=30 is under 60 s" in failed.stderr
+    # And as an event, once, from every command that starts (the daemon's log for alerts).
+    with structlog.testing.capture_logs() as logs:
+        cli._log_warnings(config.load_settings({"HEARTBEAT_TIMEOUT_SEC": "30"}))
+    assert [(e["event"], e["value"], e["below"]) for e in logs] == [("config_heartbeat_timeout_short", 30, 60)]
