@@ -351,6 +351,34 @@ def test_rest_malformed_bodies_are_typed_with_an_excerpt(clients, stub: Stub) ->
         client.get_network_volumes()
 
 
+def test_an_internal_address_in_the_rest_ports_is_not_taken_for_the_pods_ssh_address(clients, stub: Stub) -> None:  # type: ignore[no-untyped-def]
+    # REST v2's PodRuntimePort has no isIpPublic. Runpod's internal entries are 100.65.x.x (the
+    # SDK's GraphQL reads flag them isIpPublic false), inside the carrier-grade NAT range 100.64/10,
+    # which Python's ipaddress does not call private: read as public, SSH would wait out its timeout.
+    client = clients("rest", stub)
+    pid = "abcdefghijklmn"
+
+    def ports(*entries: tuple[str, int]) -> dict[str, Any]:
+        return {
+            "uptime": 5,
+            "ports": [{"private": 22, "public": pub, "type": "tcp", "ip": ip} for ip, pub in entries],
+        }
+
+    for internal in ("100.65.3.4", "10.2.0.7", "169.254.1.1"):
+        stub.routes[("GET", f"/v2/pods/{pid}")] = (
+            200, "application/json", json.dumps(_rest_pod(runtime=ports((internal, 22))))
+        )
+        pod = client.transport.get_pod(pid)
+        assert (pod.ip, pod.ssh_port) == (None, None), internal
+    stub.routes[("GET", f"/v2/pods/{pid}")] = (
+        200,
+        "application/json",
+        json.dumps(_rest_pod(runtime=ports(("100.65.3.4", 22), ("213.173.104.74", 40022)))),
+    )
+    pod = client.transport.get_pod(pid)
+    assert (pod.ip, pod.ssh_port) == ("213.173.104.74", 40022)
+
+
 def test_a_listing_entry_of_an_unforeseen_shape_hides_no_other_pod(clients, stub: Stub) -> None:  # type: ignore[no-untyped-def]
     # Shapes the parser does not check field by field raise whatever Python raises on them (a
     # TypeError iterating a number), not the client's typed error; the entry must still be the only

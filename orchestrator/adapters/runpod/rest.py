@@ -21,6 +21,7 @@ worker) and return it if it exists.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -471,6 +472,26 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
+# Runpod's internal addresses: the GraphQL API lists them beside the public mapping with isIpPublic
+# false (runpod-python's pod queries read ``isIpPublic``); REST v2's PodRuntimePort has no such flag.
+_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
+
+
+def _reachable(host: str) -> bool:
+    """Whether a runtime port's ``ip`` can be reached from outside the data center. Private, link-local
+    and carrier-grade NAT (100.64/10, which Python does not count as private) addresses cannot. Loopback
+    can (a pod on this machine); a host name is taken as given."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    if address.is_loopback:
+        return True
+    if address.version == 4 and address in _SHARED_ADDRESS_SPACE:
+        return False
+    return not (address.is_private or address.is_link_local or address.is_unspecified)
+
+
 def _pod(p: Any) -> Pod:
     """Normalise a v2 ``Pod``; a body that contradicts the schema raises ``RunpodMalformedResponse``."""
     pid = require(p, "id", str, what="pod", payload=p)
@@ -501,7 +522,7 @@ def _pod(p: Any) -> Pod:
                 public_port=public,
                 ip=port_ip,
                 type=str(rp.get("type") or ""),
-                is_public=public is not None and port_ip is not None,
+                is_public=public is not None and port_ip is not None and _reachable(port_ip),
             )
         )
     ip: str | None = None
