@@ -62,7 +62,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from orchestrator.core.evidence import TaskStats
+from orchestrator.core.evidence import PARENT_MARK, TaskStats
 from orchestrator.core.evidence import arrival_rate as arrival_rate
 from orchestrator.core.observed import BootOutcome
 
@@ -71,6 +71,11 @@ MIN_SAMPLES = 5
 # Prior for a task type nothing is known about: lognormal, mean 120 s, coefficient of variation 1.
 PRIOR_TASK_MEAN_SEC = 120.0
 PRIOR_TASK_CV = 1.0
+# A parent (``*_orchestrator``) holds its worker only while it creates its children, a few database
+# calls (Reigh-Worker's orchestrator handlers); then the worker claims on. Its recorded duration is its
+# whole chain's, In Progress until the app completes it with its last child, and that work arrives again
+# as the children themselves: fitted from it, each parent counted its chain twice.
+PARENT_RUN_SEC = 10.0
 # Priors for lead times (seconds from the request to a worker serving), as pseudo-samples: a spawn
 # (60% of hosts have the image cached, ~30 s, 40% pull it, ~165 s; then ~30 s of checks, start and
 # first heartbeat, as users measure Runpod) and a resume (cached image, ~30 s, plus the same ~30 s).
@@ -185,6 +190,9 @@ class Mixture:
         return sum(w * d.partial(x) for w, d in self.parts)
 
 
+_PARENT_RUN = Durations.fit(PARENT_RUN_SEC, PARENT_RUN_SEC * PRIOR_TASK_CV)
+
+
 def prior_durations() -> Durations:
     return Durations.fit(PRIOR_TASK_MEAN_SEC, PRIOR_TASK_MEAN_SEC * PRIOR_TASK_CV)
 
@@ -200,7 +208,7 @@ class TypeModel:
     @classmethod
     def from_stats(cls, stats: Mapping[str, TaskStats]) -> TypeModel:
         fitted = {
-            t: Durations.fit(s.mean_sec, s.stddev_sec)
+            t: _PARENT_RUN if PARENT_MARK in t else Durations.fit(s.mean_sec, s.stddev_sec)
             for t, s in stats.items()
             if s.completions >= MIN_SAMPLES
         }
@@ -219,6 +227,8 @@ class TypeModel:
         return cls(by_type=fitted, mixture=mixture, fallback=fallback)
 
     def of(self, task_type: str | None) -> Durations:
+        if task_type and PARENT_MARK in task_type and task_type not in self.by_type:
+            return _PARENT_RUN
         return self.by_type.get(task_type or "", self.fallback)
 
 

@@ -156,3 +156,20 @@ def test_a_worker_holding_only_a_parent_serves_the_queue_like_an_idle_one() -> N
     # Still never let go while it holds the parent: the app completes it with its last child.
     quiet = plan_for(holders, claimable=0)
     assert not [a for a in quiet.actions if getattr(a, "worker_id", None) in {h.id for h in holders}]
+
+
+def test_a_parent_is_sized_as_the_children_it_creates_not_as_its_whole_chain() -> None:
+    # A parent's recorded duration is its chain's (In Progress until its last child completes), but its
+    # worker is busy only while it creates the children, which then arrive and are counted as tasks of
+    # their own. Fitted from its record, each parent counted its chain twice.
+    workers = [worker(f"gpu-{i}", completed=30) for i in range(2)]
+    queue = Queue(claimable=4, claimable_by_type={"travel_orchestrator": 4})
+    parents = run(
+        evidence(replace(snap(workers, claimable=4), queue=queue), 4, 24, SHORT, PARENT), pods_for(workers), target()
+    )
+    # Four queued parents take seconds of two idle workers: no new pod for them.
+    assert parents.of_kind(Spawn) == [], parents.sizing
+    model = sizing.TypeModel.from_stats({PARENT.task_type: PARENT, SHORT.task_type: SHORT})
+    assert model.of("travel_orchestrator").mean == sizing.PARENT_RUN_SEC
+    assert model.of("join_clips_orchestrator").mean == sizing.PARENT_RUN_SEC  # one never seen yet
+    assert model.of("generate_video").mean == SHORT.mean_sec
