@@ -499,6 +499,8 @@ def _log_warnings(settings: config_mod.Settings) -> None:
             )
         elif warning.event == "config_heartbeat_timeout_short":
             log.warning("config_heartbeat_timeout_short", name=f["name"], value=f["value"], below=f["below"])
+        elif warning.event == "config_env_file_inline_comment":
+            log.warning("config_env_file_inline_comment", file=f["file"], line=f["line"], name=f["name"])
         elif warning.event == "config_env_file_duplicate":
             log.warning("config_env_file_duplicate", file=f["file"], name=f["name"], lines=f["lines"])
         else:

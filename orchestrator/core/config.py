@@ -481,7 +481,7 @@ def load_settings(
         path = Path(env_file)
         label = str(env_file)
         try:
-            file_values, ignored, repeated = read_env_lines(path)
+            file_values, ignored, repeated, commented = read_env_lines(path)
         except FileNotFoundError:
             files.append(EnvFile(label, str(path.absolute()), read=False, required=env_file_required))
             if env_file_required:
@@ -507,6 +507,16 @@ def load_settings(
                     {"file": label, "name": name, "lines": lines},
                 )
                 for name, lines in repeated.items()
+            )
+            warnings.extend(
+                ConfigWarning(
+                    "config_env_file_inline_comment",
+                    f"{label} line {n}: the text after ' #' in {name}'s value is read here as a comment, but "
+                    "systemd's EnvironmentFile and `docker run --env-file` keep it in the value; put the "
+                    "comment on a line of its own",
+                    {"file": label, "line": n, "name": name},
+                )
+                for n, name in commented
             )
     warnings.extend(name_warnings(env, file_values, str(env_file)))
     values: dict[str, Any] = {}

@@ -89,11 +89,15 @@ def read_env_file(path: Path) -> dict[str, str]:
     return read_env_lines(path)[0]
 
 
-def read_env_lines(path: Path) -> tuple[dict[str, str], list[int], dict[str, list[int]]]:
-    """(values, numbers of lines without ``=``, names assigned on more than one line -> their lines)."""
+def read_env_lines(
+    path: Path,
+) -> tuple[dict[str, str], list[int], dict[str, list[int]], list[tuple[int, str]]]:
+    """(values, numbers of lines without ``=``, names assigned on more than one line -> their lines,
+    (line, name) of unquoted values cut at an inline `` #`` comment)."""
     result: dict[str, str] = {}
     ignored: list[int] = []
     seen: dict[str, list[int]] = {}
+    commented: list[tuple[int, str]] = []
     for number, raw in enumerate(path.read_text().splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -108,10 +112,13 @@ def read_env_lines(path: Path) -> tuple[dict[str, str], list[int], dict[str, lis
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
         elif " #" in value:
+            # Read the dotenv way (python-dotenv, Compose's env_file), but systemd's EnvironmentFile and
+            # `docker run --env-file` keep the comment in the value: the caller warns.
             value = value.split(" #", 1)[0].rstrip()
+            commented.append((number, key.strip()))
         result[key.strip()] = value
         seen.setdefault(key.strip(), []).append(number)
-    return result, ignored, {k: v for k, v in seen.items() if len(v) > 1}
+    return result, ignored, {k: v for k, v in seen.items() if len(v) > 1}, commented
 
 
 def _one_word_apart(a: str, b: str) -> bool:

@@ -582,3 +582,18 @@ def test_a_heartbeat_timeout_under_three_of_the_workers_beats_is_warned_about(tm
     with structlog.testing.capture_logs() as logs:
         cli._log_warnings(config.load_settings({"HEARTBEAT_TIMEOUT_SEC": "30"}))
     assert [(e["event"], e["value"], e["below"]) for e in logs] == [("config_heartbeat_timeout_short", 30, 60)]
+
+
+def test_an_inline_comment_in_the_env_file_is_warned_about_with_its_line(tmp_path: Path) -> None:
+    # systemd's EnvironmentFile (systemd.exec(5): only lines beginning with '#' or ';' are comments) and
+    # `docker run --env-file` keep "4 # four" whole, so the deployed daemon would read another value
+    # (or fail to start) than `orchestrator config` shows.
+    env_file = tmp_path / "orchestrator.env"
+    env_file.write_text('MAX_ACTIVE_GPUS=4 # four\nRUNPOD_API_KEY="rpa_A #B"\n# MIN_ACTIVE_GPUS=1 # off\n')
+    settings = config.load_settings({}, env_file=env_file)
+    assert settings.max_active_gpus == 4
+    found = [(w.event, dict(w.fields)) for w in settings.warnings]
+    assert found == [
+        ("config_env_file_inline_comment", {"file": str(env_file), "line": 1, "name": "MAX_ACTIVE_GPUS"})
+    ]
+    assert "rpa_A" not in json.dumps([w.to_dict() for w in settings.warnings])
