@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -442,3 +443,173 @@ def test_the_table_calls_through_supabase_py(edge: Edge, raw_conn: Any) -> None:
     with pytest.raises(APIError) as refused:
         client.table("tasks").update({"status": "Queued", "error_details": "x"}).eq("id", held).execute()
     assert refused.value.code == "PGRST204"
+
+
+# -- an orchestrator's children: create-task, get-orchestrator-children, the parent on its last child --
+
+PROJECT = "5b3c2f4e-1111-4a2b-9c3d-000000000001"
+
+
+def _parent(raw_conn: Any, segments: int | None = 2) -> str:
+    """A travel orchestrator In Progress under gpu-1, as the worker holds it while its children run."""
+    if not raw_conn.execute("select 1 from workers where id = 'gpu-1'").fetchone():
+        add_worker(raw_conn, "gpu-1", "active")
+    details = {} if segments is None else {"num_new_segments_to_generate": segments}
+    row = raw_conn.execute(
+        "insert into tasks (task_type, params, status, worker_id, project_id, generation_started_at)"
+        " values ('travel_orchestrator', %s, 'In Progress', 'gpu-1', %s, now()) returning id::text as id",
+        (json.dumps({"orchestrator_details": details}), PROJECT),
+    ).fetchone()
+    return str(row["id"])
+
+
+def _child(edge: Edge, parent: str, index: int, after: str | None = None, **extra: Any) -> str:
+    """One travel segment through create-task, as the worker's handler creates it."""
+    child_id = str(uuid.uuid4())
+    child_input = {"orchestrator_task_id_ref": parent, "orchestrator_run_id": parent, "segment_index": index,
+                   "task_id": child_id, **extra}  # fmt: skip
+    if after is not None:
+        child_input["dependant_on"] = [after]
+    r = edge.fn("create-task", {"family": "travel_segment", "project_id": PROJECT, "input": child_input})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"task_id": child_id, "status": "Task queued"}
+    return child_id
+
+
+def _run(edge: Edge, raw_conn: Any, task_id: str) -> dict[str, Any]:
+    """gpu-1 claims the task (it must be the one claimable) and completes it with a small file."""
+    r = edge.fn("claim-next-task", {"worker_id": "gpu-1", "run_type": "gpu"})
+    assert r.status_code == 200 and r.json()["task_id"] == task_id, r.text
+    body = {"task_id": task_id, "file_data": base64.b64encode(b"segment").decode(), "filename": "seg.mp4"}
+    r = edge.fn("complete_task", body)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_create_task_takes_the_worker_passthrough_shape_and_refuses_the_legacy_body(
+    edge: Edge, raw_conn: Any
+) -> None:
+    parent = _parent(raw_conn)
+    # What the public workers send (add_task_to_db): refused since the app requires a family.
+    legacy = {"task_id": str(uuid.uuid4()), "params": {"orchestrator_task_id_ref": parent},
+              "task_type": "travel_segment", "project_id": PROJECT, "dependant_on": None}  # fmt: skip
+    r = edge.fn("create-task", legacy)
+    assert r.status_code == 400 and envelope_code(r) == "invalid_request_body"
+    assert r.json()["message"] == "family field is required"
+    first = _child(edge, parent, 0)
+    second = _child(edge, parent, 1, after=first)
+    row = task_row(raw_conn, second)
+    assert (row["status"], row["task_type"], str(row["project_id"])) == ("Queued", "travel_segment", PROJECT)
+    assert [str(d) for d in row["dependant_on"]] == [first]
+    assert row["params"]["orchestrator_task_id_ref"] == parent and row["params"]["task_id"] == second
+    # The chain: only the first child is claimable until it completes.
+    counts = edge.fn("task-counts", {"run_type": "gpu"}).json()["totals"]
+    assert (counts["queued_only"], counts["blocked_by_deps"]) == (1, 1)
+    base = {"family": "travel_segment", "project_id": PROJECT, "input": {}}
+    for body, status, message in (
+        ({**base, "family": " "}, 400, "family must be a non-empty string when provided"),
+        ({k: v for k, v in base.items() if k != "project_id"}, 400, "project_id required"),
+        ({**base, "input": [1]}, 400, "input must be an object when family is provided"),
+        ({**base, "input": {"task_id": first}}, 500, None),  # the id is taken
+        ({**base, "input": {"dependant_on": ["not-a-uuid"]}}, 500, None),
+        ({**base, "idempotency_key": "k-1"}, 500, None),  # no such column in this database
+    ):
+        r = edge.fn("create-task", body)
+        assert r.status_code == status, (body, r.text)
+        assert envelope_code(r) == ("task_insert_failed" if status == 500 else "invalid_request_body")
+        assert message is None or r.json()["message"] == message
+    r = edge.http.post("/functions/v1/create-task", content=b"{oops", headers=edge.bearer)
+    assert r.status_code == 400 and envelope_code(r) == "invalid_json_body"
+    r = edge.fn("create-task", base, headers={"Authorization": f"Bearer {edge.server.anon_key}"})
+    assert r.status_code == 403 and envelope_code(r) == "forbidden"
+    assert int(raw_conn.execute("select count(*) as n from tasks").fetchone()["n"]) == 3
+
+
+def test_get_orchestrator_children_lists_every_task_naming_the_parent(edge: Edge, raw_conn: Any) -> None:
+    parent = _parent(raw_conn)
+    first = _child(edge, parent, 0)
+    second = _child(edge, parent, 1, after=first)
+    legacy = add_tasks(raw_conn, 1)[0]  # a child naming its parent the legacy way
+    raw_conn.execute(
+        "update tasks set params = %s where id = %s",
+        (json.dumps({"orchestrator_details": {"orchestrator_task_id": parent}}), legacy),
+    )
+    add_tasks(raw_conn, 1)  # a stranger
+    r = edge.fn("get-orchestrator-children", {"orchestrator_task_id": parent})
+    assert r.status_code == 200
+    children = r.json()["tasks"]
+    assert [c["id"] for c in children] == [first, second, legacy]  # oldest first
+    assert set(children[0]) == {"id", "task_type", "status", "params", "output_location"}
+    assert children[0]["status"] == "Queued" and children[0]["params"]["segment_index"] == 0
+    r = edge.fn("get-orchestrator-children", {"orchestrator_task_id": first})
+    assert r.status_code == 200 and r.json() == {"tasks": []}
+    r = edge.fn("get-orchestrator-children", {})
+    assert (r.status_code, r.text) == (400, "orchestrator_task_id is required")
+    r = edge.fn("get-orchestrator-children", {"orchestrator_task_id": parent}, headers={})
+    assert (r.status_code, r.text) == (401, "Missing or invalid Authorization header")
+
+
+def test_the_last_child_completes_the_parent_and_a_late_report_changes_nothing(
+    edge: Edge, raw_conn: Any
+) -> None:
+    parent = _parent(raw_conn, segments=2)
+    first = _child(edge, parent, 0)
+    second = _child(edge, parent, 1, after=first)
+    # The worker's "still orchestrating" report: refused, the row stays its own.
+    r = edge.fn("update-task-status", {"task_id": parent, "status": "In Progress", "output_location": "Successfully enqueued 2 new segment tasks"})  # fmt: skip
+    assert r.status_code == 409
+    answer = _run(edge, raw_conn, first)
+    assert answer["follow_up"] == {"status": "ok", "issues": []}
+    assert task_row(raw_conn, parent)["status"] == "In Progress"  # one sibling still queued
+    answer = _run(edge, raw_conn, second)
+    assert answer["follow_up"] == {"status": "ok", "issues": []}
+    row = task_row(raw_conn, parent)
+    children = [task_row(raw_conn, t) for t in (first, second)]
+    assert (row["status"], row["worker_id"], row["output_location"]) == ("Complete", "gpu-1", None)
+    assert row["generation_processed_at"] >= children[1]["generation_processed_at"]
+    assert row["generation_started_at"] == children[0]["generation_started_at"]  # its chain's start
+    # A parent run again in a race reports the last child's output: the app's guard keeps what it wrote.
+    storage_path = answer["public_url"].split("/image_uploads/", 1)[1]
+    r = edge.fn("complete_task", {"task_id": parent, "storage_path": storage_path})
+    assert r.status_code == 200
+    again = task_row(raw_conn, parent)
+    assert (again["status"], again["output_location"]) == ("Complete", None)
+    assert again["generation_processed_at"] == row["generation_processed_at"]
+
+
+def test_the_parent_fails_on_a_failed_or_missing_sibling_and_a_bad_reference_degrades_the_answer(
+    edge: Edge, raw_conn: Any
+) -> None:
+    # A sibling failed: the parent fails once the other completes.
+    parent = _parent(raw_conn, segments=2)
+    first = _child(edge, parent, 0)
+    second = _child(edge, parent, 1)  # independent of the first
+    raw_conn.execute("update tasks set status = 'Failed' where id = %s", (first,))
+    _run(edge, raw_conn, second)
+    row = task_row(raw_conn, parent)
+    assert (row["status"], row["error_message"]) == ("Failed", "1 of 2 segments failed")
+    # Fewer siblings than the parent announced: failed too.
+    short = _parent(raw_conn, segments=3)
+    only = _child(edge, short, 0)
+    _run(edge, raw_conn, only)
+    row = task_row(raw_conn, short)
+    assert (row["status"], row["error_message"]) == ("Failed", "Only 1 of 3 expected segments were found")
+    # A child naming no task: completed all the same, the follow-up degraded and recorded.
+    stray = _child(edge, str(uuid.uuid4()), 0)
+    answer = _run(edge, raw_conn, stray)
+    assert answer["follow_up"]["status"] == "degraded"
+    assert answer["message"] == "Task completed with follow-up warnings"
+    [issue] = answer["follow_up"]["issues"]
+    assert issue["step"] == "orchestrator_completion" and issue["code"] == "orchestrator_follow_up_failed"
+    row = task_row(raw_conn, stray)
+    assert row["status"] == "Complete"
+    assert row["result_data"]["completion_follow_up"]["issues"] == [issue]
+    # A type the app does not count (not a segment) never completes a parent.
+    other = _parent(raw_conn, segments=1)
+    plain = add_tasks(raw_conn, 1)[0]
+    raw_conn.execute(
+        "update tasks set params = %s, project_id = %s where id = %s",
+        (json.dumps({"orchestrator_task_id_ref": other}), PROJECT, plain),
+    )
+    answer = _run(edge, raw_conn, plain)
+    assert answer["follow_up"]["status"] == "ok" and task_row(raw_conn, other)["status"] == "In Progress"

@@ -454,6 +454,113 @@ def test_a_refused_completion_fails_the_task_without_retrying_a_4xx(
     )
 
 
+# --- an orchestrator task -------------------------------------------------------------------------------
+
+PROJECT = "5b3c2f4e-1111-4a2b-9c3d-000000000001"
+
+
+def scripted_app(rec: Recorder, parent: dict[str, Any]) -> list[dict[str, Any]]:
+    """The app around one parent: create-task stores the children (returned, their status the test's to
+    set), get-orchestrator-children lists them, the recovery read answers the parent once it has some
+    and until complete_task is called, and "still orchestrating" is refused with 409 as the app does."""
+    children: list[dict[str, Any]] = []
+
+    def create(r: Request) -> Answer:
+        body = r.json
+        child = {"id": body["input"]["task_id"], "task_type": body["family"], "status": "Queued",
+                 "params": body["input"], "output_location": None}  # fmt: skip
+        children.append(child)
+        return 200, {"task_id": child["id"], "status": "Task queued"}
+
+    def status(r: Request) -> Answer:
+        if r.json.get("status") == "In Progress" and "reset_generation_started_at" not in r.json:
+            return 409, {"success": False, "current_status": "In Progress", "requested_status": "In Progress"}
+        return 200, {"success": True}
+
+    def held(_r: Request) -> Answer:
+        row = {"id": parent["task_id"], "params": parent["params"], "task_type": parent["task_type"],
+               "project_id": parent["project_id"]}  # fmt: skip
+        return 200, [row] if children and not rec.edge("complete_task") else []
+
+    claims_once(rec, parent)
+    rec.on("POST", "/functions/v1/create-task", create)
+    rec.on("POST", "/functions/v1/get-orchestrator-children", lambda _r: (200, {"tasks": children}))
+    rec.on("POST", "/functions/v1/update-task-status", status)
+    rec.on("GET", "/rest/v1/tasks", held)
+    return children
+
+
+def test_a_claimed_orchestrator_creates_its_chain_waits_and_reports_the_finished_chain(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
+    parent = {"task_id": "p-1", "task_type": "travel_orchestrator", "project_id": PROJECT,
+              "params": {"duration_sec": 0.2, "orchestrator_details": {"num_new_segments_to_generate": 3}}}  # fmt: skip
+    children = scripted_app(rec, parent)
+    w = launch()
+    reported = wait_for(
+        lambda: [r for r in rec.edge("update-task-status") if r.json.get("output_location")],
+        what='the "still orchestrating" report',
+    )
+    # Asked which children exist, then created the chain through create-task, the app's passthrough shape.
+    [asked] = [r for r in rec.edge("get-orchestrator-children") if r.at < reported[0].at]
+    assert asked.json == {"orchestrator_task_id": "p-1"}
+    assert asked.headers["authorization"] == f"Bearer {SERVICE_KEY}"
+    creates = [r.json for r in rec.edge("create-task")]
+    assert [set(c) for c in creates] == [{"family", "project_id", "input"}] * 3
+    assert [(c["family"], c["project_id"]) for c in creates] == [("travel_segment", PROJECT)] * 3
+    inputs = [c["input"] for c in creates]
+    assert [i["segment_index"] for i in inputs] == [0, 1, 2]
+    assert all(i["orchestrator_task_id_ref"] == "p-1" and i["orchestrator_run_id"] == "p-1" for i in inputs)
+    assert all(i["duration_sec"] == 0.2 and i["project_id"] == PROJECT for i in inputs)
+    assert "dependant_on" not in inputs[0]
+    assert [i["dependant_on"] for i in inputs[1:]] == [[inputs[0]["task_id"]], [inputs[1]["task_id"]]]
+    assert (inputs[0]["is_first_segment"], inputs[2]["is_last_segment"]) == (True, True)
+    assert reported[0].json == {"task_id": "p-1", "status": "In Progress", "output_location":
+                                "Successfully enqueued 3 new segment tasks for run p-1. (Total expected: 3 segments)"}  # fmt: skip
+    # Dispatched outside the generation queue: no model load, no billing reset.
+    assert rec.edge("update-worker-model") == [] and len(rec.edge("update-task-status")) == 1
+    # Held, deferred, not run again while a child is unfinished: nothing more created or reported.
+    wait_for(
+        lambda: len([r for r in rec.edge("get-orchestrator-children") if r.at > reported[0].at]) >= 3,
+        what="three children checks",
+    )
+    assert len(rec.edge("create-task")) == 3 and len(rec.edge("update-task-status")) == 1
+    assert rec.edge("claim-next-task")[1:] == []  # task-counts said nothing is queued
+    # The chain finished without the parent (here nobody completed it): run again, it reports completion
+    # with the last child's output, as a storage path, and creates nothing.
+    for child in children:
+        child["status"] = "Complete"
+        child["output_location"] = (
+            f"{rec.url}/storage/v1/object/public/image_uploads/system/tasks/{child['id']}/o.mp4"
+        )
+    done = wait_for(lambda: rec.edge("complete_task"), what="the parent's completion")
+    assert done[0].json == {"task_id": "p-1", "storage_path": f"system/tasks/{children[2]['id']}/o.mp4"}
+    assert len(rec.edge("create-task")) == 3
+    assert "orchestrator_children_created" in w.events()
+
+
+def test_an_orchestrator_that_cannot_make_its_children_fails(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
+    parent = {"task_id": "p-1", "task_type": "travel_orchestrator", "project_id": PROJECT,
+              "params": {"orchestrator_details": {}}}  # fmt: skip
+    scripted_app(rec, parent)
+    # The legacy body's answer from today's app: every create-task refused.
+    rec.on("POST", "/functions/v1/create-task", (400, {"error": "invalid_request_body",
+                                                       "message": "family field is required"}))  # fmt: skip
+    launch()
+    failed = wait_for(
+        lambda: [r.json for r in rec.edge("update-task-status") if r.json.get("status") == "Failed"],
+        what="the failure report",
+    )
+    assert len(rec.edge("create-task")) == 1  # a 4xx is not retried; the first refusal ends the run
+    assert failed[0]["task_id"] == "p-1" and failed[0]["output_location"].startswith(
+        "Failed during travel orchestration processing: Edge Function create-task failed:"
+        " [EDGE_FAIL:create-task:HTTP_400]"
+    )
+    assert rec.edge("complete_task") == []
+
+
 # --- crash, fatal error, clean stop ------------------------------------------------------------------------
 
 

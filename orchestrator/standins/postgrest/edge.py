@@ -5,9 +5,10 @@ banodoco/Reigh-Worker: ``worker.py``, ``source/core/db/*.py``) claims, counts, c
 through Edge Functions of the app it serves, banodoco/reigh-app (read at commit 3a6fd3d), each rebuilt
 here from its source with the same parameter names, checks, answers and status codes. This module
 routes and authenticates (the app's ``_shared``) and serves claim-next-task, task-counts,
-update-worker-model and generate-upload-url; ``orchestrator.standins.postgrest.edge_tasks`` serves
-complete_task and update-task-status, and ``orchestrator.standins.postgrest.edge_shared`` holds the reply
-shapes and database helpers they all use:
+update-worker-model, generate-upload-url and the two an orchestrator task's handler calls, create-task and
+get-orchestrator-children; ``orchestrator.standins.postgrest.edge_tasks`` serves complete_task (with the
+parent's completion on its last child) and update-task-status, and
+``orchestrator.standins.postgrest.edge_shared`` holds the reply shapes and database helpers they all use:
 
 - ``_shared/edgeHandler.ts`` (``bootstrapEdgeHandler``): ``OPTIONS`` answers 200 ``{"ok": true}``; any
   method but ``POST`` answers 405 "Method not allowed" (``Allow: POST``); then the body is parsed
@@ -51,13 +52,42 @@ shapes and database helpers they all use:
 - ``generate-upload-url/index.ts``: ``{task_id, filename, content_type, generate_thumbnail_url}`` -> 200
   ``{upload_url, storage_path: "<user>/tasks/<task>/<file>", token, expires_at, [thumbnail_*]}``; 400
   ``{error: "task_id, filename, and content_type required"}``; 404 ``{error: "Task not found"}``.
+- ``create-task/index.ts`` (since 5cac01b, 2026-03-26; "strict" body, JSON errors, service role or a
+  user): ``{family, project_id, input, [idempotency_key]}``. No ``family`` key: 400
+  ``invalid_request_body`` "family field is required"; an empty ``family``, no ``project_id`` or an
+  ``input`` that is not an object: 400 ``invalid_request_body`` with the app's message; then the project's
+  ``aspect_ratio`` is read (no row: 404 ``project_not_found`` "Project not found"). A family without a
+  resolver of the app's registry is inserted by ``resolvers/workerPassthrough.ts``, the path of the
+  worker's child tasks: ``task_type`` = the family, ``params`` = ``input`` whole, ``id`` =
+  ``input.task_id`` (the worker picks the id, so that the next child's ``dependant_on`` names it),
+  ``dependant_on`` = ``input.dependant_on`` when it is an array, ``status`` Queued. 200 ``{task_id,
+  status: "Task queued"}``; an INSERT the database refuses (a malformed uuid, an id taken): 500
+  ``task_insert_failed`` with its message. The public workers (Reigh-Worker @4d09184
+  ``source/core/db/task_completion.py``, Headless-Wan2GP @50066ea ``source/db_operations.py``,
+  ``add_task_to_db``) send the body the app took until then, ``{task_id, params, task_type, project_id,
+  dependant_on}`` (reigh-app 395bfa6 ``create-task/request.ts``); the app at 3a6fd3d answers it 400
+  "family field is required", and so does this stand-in: the deployed worker, newer than both, must send
+  the passthrough shape, which is what ours sends.
+- ``get-orchestrator-children/index.ts`` ("strict" body, text errors): ``{orchestrator_task_id}`` (else 400
+  "orchestrator_task_id is required") -> 200 ``{tasks: [{id, task_type, status, params,
+  output_location}]}``, oldest first, every task whose params name it through
+  ``orchestration_contract.orchestrator_task_id``, ``orchestrator_task_id_ref``, ``orchestrator_task_id``
+  or ``orchestrator_details.orchestrator_task_id`` (``_shared/orchestratorReference.ts``); a query the
+  database refuses: 500 "Error fetching tasks: ...".
 
 Known differences (the app's tables this database does not have): no users, projects, credits,
 ``task_types`` or generations, so the owner of every task is the app's fallback ``system`` user,
-``run_type`` filters nothing, ``task-counts`` counts ``orchestrator_claimable_tasks`` (no per-user
-capacity: ``blocked_by_capacity`` and ``blocked_by_settings`` are 0, ``users`` is empty), and
-``complete_task`` creates no generation, places nothing on a timeline, bills nothing and runs no
-orchestrator follow-up; ``update-task-status`` calls ``cascade_task_failure`` only when the database has
+``run_type`` filters nothing, ``task-counts`` counts the tasks of ``orchestrator_claimable_tasks`` whose
+dependencies are all Complete (the app's ``count_eligible_tasks_service_role``, migration
+20260121000000, checks ``all_dependencies_complete``; the view itself does not) with no per-user
+capacity (``blocked_by_capacity`` and ``blocked_by_settings`` are 0, ``users`` is empty), and
+``complete_task`` creates no generation, places nothing on a timeline and bills nothing (its parent
+completion runs, see :mod:`.edge_tasks`); ``create-task`` rebuilds none of the app's family resolvers
+(every family is inserted as the worker passthrough inserts it, where the app would validate and reshape
+the ones its frontend sends, and with no ``task_types`` table no family is refused as unknown), reads a
+project only when a ``projects`` table exists, rate-limits nobody and, ``tasks`` having no
+``idempotency_key`` column here, answers a request naming one 500 as the app's INSERT into such a table
+would; ``update-task-status`` calls ``cascade_task_failure`` only when the database has
 it and skips the cancellation billing call; no rate limiting; the claim RPC is whatever the database has:
 over our migrations alone that is ours (migrations/20261206000300), which locks the row it takes, so two
 racing claims never get the same task, where the app's (which locks nothing and returns the row its
@@ -347,30 +377,117 @@ class EdgeFunctions(EdgeContext):
     def _signed_url(self, path: str, token: str) -> str:
         return f"{self.backend.base_url}/storage/v1/object/upload/sign/{MEDIA_BUCKET}/{path}?token={token}"
 
+    # -- create-task --------------------------------------------------------------------------------
+
+    def create_task(self, body: dict[str, Any], raw: bytes, headers: dict[str, str]) -> Reply:
+        if "family" not in body:
+            return envelope(400, "invalid_request_body", "family field is required", False)
+        family = _trimmed(body.get("family"))
+        if family is None:
+            return envelope(
+                400, "invalid_request_body", "family must be a non-empty string when provided", False
+            )
+        project_id = _trimmed(body.get("project_id"))
+        if project_id is None:
+            return envelope(400, "invalid_request_body", "project_id required", False)
+        request_input = body.get("input")
+        if not isinstance(request_input, dict):
+            return envelope(
+                400, "invalid_request_body", "input must be an object when family is provided", False
+            )
+        if not self._project_found(project_id):
+            return envelope(404, "project_not_found", "Project not found", False)
+        if _trimmed(body.get("idempotency_key")) is not None:
+            # The app inserts the key with the row; this database's tasks has no such column (PGRST204).
+            return envelope(
+                500,
+                "task_insert_failed",
+                "Could not find the 'idempotency_key' column of 'tasks' in the schema cache",
+            )
+        # resolvers/workerPassthrough.ts: the input is the params, whole.
+        task_id = request_input.get("task_id") if isinstance(request_input.get("task_id"), str) else None
+        depends = request_input.get("dependant_on")
+        dependant_on = [str(d) for d in depends] if isinstance(depends, list) else None
+        try:
+            rows = self.rows(
+                "insert into public.tasks (id, project_id, task_type, params, status, created_at, dependant_on)"
+                " values (coalesce(%s::uuid, gen_random_uuid()), %s::uuid, %s, %s::jsonb, 'Queued', %s,"
+                " %s::uuid[]) returning id::text as id",
+                (task_id, project_id, family, json.dumps(request_input), now_iso(), dependant_on),
+            )
+        except psycopg.Error as exc:
+            return envelope(500, "task_insert_failed", exc.diag.message_primary or str(exc))
+        return json_answer(200, {"task_id": rows[0]["id"], "status": "Task queued"}, cors=True)
+
+    def _project_found(self, project_id: str) -> bool:
+        """The aspect-ratio read of a service-role request (``.single()``): only where ``projects`` exists."""
+        try:
+            if not self.rows("select 1 from pg_class where oid = to_regclass('public.projects')"):
+                return True
+            return len(self.rows("select 1 from public.projects where id::text = %s", (project_id,))) == 1
+        except psycopg.Error:
+            return False
+
+    # -- get-orchestrator-children ------------------------------------------------------------------
+
+    def get_orchestrator_children(self, body: dict[str, Any], raw: bytes, headers: dict[str, str]) -> Reply:
+        parent = body.get("orchestrator_task_id")
+        if not isinstance(parent, str) or not parent:
+            return text_reply(400, "orchestrator_task_id is required")
+        try:
+            rows = self.rows(_CHILDREN_SQL, (parent,) * 4)
+        except psycopg.Error as exc:
+            return text_reply(500, f"Error fetching tasks: {exc.diag.message_primary or exc}")
+        return json_reply(200, {"tasks": rows}, {"Content-Type": "application/json"})
+
+
+def _trimmed(value: Any) -> str | None:
+    """``asNonEmptyString``: a string with something in it once trimmed, trimmed."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip()
+
 
 # What task-counts reads (see the module docstring for how it differs from the app's RPCs).
-_COUNTS_SQL = """
-select (select count(*) from public.orchestrator_claimable_tasks) as queued_only,
+# A queued task with a dependency not yet Complete (the app's ``all_dependencies_complete``, on its
+# uuid[] column or the single uuid it had before): blocked, not claimable.
+_DEPENDENCY_PENDING = """
+exists (select 1 from jsonb_array_elements_text(
+                case jsonb_typeof(to_jsonb(t.dependant_on)) when 'array' then to_jsonb(t.dependant_on)
+                     else jsonb_build_array(to_jsonb(t.dependant_on)) end) d(dep_id)
+         where not exists (select 1 from public.tasks x where x.id = d.dep_id::uuid and x.status = 'Complete'))
+"""
+_COUNTS_SQL = f"""
+select (select count(*) from public.orchestrator_claimable_tasks c join public.tasks t on t.id = c.id
+         where t.dependant_on is null or not {_DEPENDENCY_PENDING}) as queued_only,
        (select count(*) from public.tasks t
          where t.status = 'In Progress' and coalesce(t.task_type, '') not ilike '%orchestrator%') as active_only,
        (select count(*) from public.tasks t
-         where t.status = 'Queued' and t.dependant_on is not null
-           and exists (select 1 from jsonb_array_elements_text(
-                                   case jsonb_typeof(to_jsonb(t.dependant_on)) when 'array' then to_jsonb(t.dependant_on)
-                                        else jsonb_build_array(to_jsonb(t.dependant_on)) end) d(dep_id)
-                        where not exists (select 1 from public.tasks x
-                                           where x.id = d.dep_id::uuid and x.status = 'Complete')))
-           as blocked_by_deps
+         where t.status = 'Queued' and t.dependant_on is not null and {_DEPENDENCY_PENDING}) as blocked_by_deps
 """
-_QUEUED_TASKS_SQL = """
-select c.id, c.task_type, c.created_at from public.orchestrator_claimable_tasks c
- where coalesce(c.task_type, '') not ilike '%orchestrator%' order by c.created_at limit 100
+_QUEUED_TASKS_SQL = f"""
+select c.id, c.task_type, c.created_at from public.orchestrator_claimable_tasks c join public.tasks t on t.id = c.id
+ where coalesce(c.task_type, '') not ilike '%orchestrator%'
+   and (t.dependant_on is null or not {_DEPENDENCY_PENDING})
+ order by c.created_at limit 100
 """
 _ACTIVE_TASKS_SQL = """
 select t.id, t.task_type, t.worker_id, t.updated_at from public.tasks t
  where t.status = 'In Progress' and t.worker_id is not null
    and coalesce(t.task_type, '') not ilike '%orchestrator%'
  order by t.updated_at limit 100
+"""
+
+
+# get-orchestrator-children's one ``.or(...)``: the canonical references and the legacy ones alike.
+_CHILDREN_SQL = """
+select t.id::text as id, t.task_type, t.status::text as status, t.params, t.output_location
+  from public.tasks t
+ where t.params -> 'orchestration_contract' ->> 'orchestrator_task_id' = %s
+    or t.params ->> 'orchestrator_task_id_ref' = %s
+    or t.params ->> 'orchestrator_task_id' = %s
+    or t.params -> 'orchestrator_details' ->> 'orchestrator_task_id' = %s
+ order by t.created_at
 """
 
 
@@ -381,6 +498,8 @@ _ROUTES: dict[str, _Route] = {
     "update-task-status": _Route("none", "json", False, edge_tasks.update_task_status),
     "update-worker-model": _Route("strict", "json", True, EdgeFunctions.update_worker_model),
     "generate-upload-url": _Route("strict", "json", False, EdgeFunctions.generate_upload_url),
+    "create-task": _Route("strict", "json", False, EdgeFunctions.create_task),
+    "get-orchestrator-children": _Route("strict", "text", False, EdgeFunctions.get_orchestrator_children),
 }
 
 FUNCTION_NAMES: tuple[str, ...] = tuple(_ROUTES)

@@ -9,6 +9,7 @@ light functions) and :mod:`.edge_tasks` (the functions that end a task) build on
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -121,7 +122,7 @@ class EdgeContext:
         """One supabase-js call of the function: its own transaction, as the service role."""
         return self.backend.transaction(SERVICE_ROLE)
 
-    def rows(self, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    def rows(self, query: str, params: tuple[Any, ...] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
         with self.sql() as conn:
             cur = conn.cursor(row_factory=dict_row)
             cur.execute(query, params or None)

@@ -5,6 +5,29 @@ Part of the Supabase stand-in (``orchestrator.standins.postgrest``); :mod:`.edge
 the caller. Each is rebuilt from banodoco/reigh-app (``complete_task/handler.ts`` and ``request.ts``,
 ``update-task-status/index.ts`` and its modules) with the same checks, answers and status codes; what
 they do and where they differ from the app is in :mod:`.edge`'s docstring.
+
+The parent's completion (``complete_task/orchestratorCore.ts`` ``checkOrchestratorCompletion``, with
+``constants.ts``, ``orchestratorPolicy.ts`` and ``_shared/orchestratorReference*.ts``, reigh-app
+3a6fd3d): after the UPDATE of a completed task, whether or not it touched a row, a task of a segment type
+(``travel_segment``; ``join_clips_segment``, which also waits for its ``join_final_stitch``;
+``join_final_stitch``, the final step) that names a parent (``orchestration_contract.orchestrator_task_id``,
+``orchestrator_task_id_ref``, ``orchestrator_details.orchestrator_task_id``,
+``originalParams.orchestrator_details.orchestrator_task_id`` or ``orchestrator_task_id``) looks up its
+siblings of the same type and project, by run id first (``orchestration_contract.run_id``, then
+``orchestrator_run_id``, ``run_id``, ``orchestrator_details.run_id``), else by the parent reference. No
+sibling or one still Queued or In Progress: the parent waits. One Failed or Cancelled: the parent is
+Failed ("N of M segments failed"). Fewer than the parent's
+``orchestrator_details.num_new_segments_to_generate`` (or ``num_new_segments_to_generate``): Failed
+("Only N of M expected segments were found"). Otherwise the parent, if still Queued or In Progress, is
+Complete with ``generation_started_at`` = its earliest sibling's start and ``generation_processed_at`` =
+now; its ``output_location`` and ``worker_id`` are left as they are (only a final step's completion
+writes the final step's public URL there), so a travel parent completed this way keeps the
+``output_location`` it had: none, the worker's "waiting" report having been refused. A parent already
+Complete is left alone. A failure of this follow-up (an unknown parent, a malformed reference or count,
+a sibling lookup without a project: supabase-js's ``.eq("project_id", null)``) does not fail the child:
+the answer's ``follow_up`` becomes ``degraded`` with the issue, which is also saved under the child's
+``result_data.completion_follow_up``. Not rebuilt: the parent's cost calculation (``calculate-task-cost``)
+and the billing outcome the app stores in its ``result_data``.
 """
 
 from __future__ import annotations
@@ -140,17 +163,263 @@ def complete_task(fns: EdgeContext, body: dict[str, Any], raw: bytes, headers: d
     except psycopg.Error as exc:
         _mark_failed(fns, request.task_id, f"Task completion DB update failed: {exc}")
         return envelope(500, "internal_server_error", "Internal server error")
+
+    issues: list[dict[str, str]] = []
+    try:
+        _complete_parent(fns, request.task_id, public_url)
+    except (_FollowUpFailed, psycopg.Error):
+        # toCompletionError re-wraps every failure of the follow-up under this one message.
+        message = f"[OrchestratorComplete] Completion flow failed for task {request.task_id}"
+        issues.append(
+            {"step": "orchestrator_completion", "code": "orchestrator_follow_up_failed", "message": message}
+        )
+    if issues:
+        _save_follow_up(fns, request.task_id, issues)
     return json_reply(
         200,
         {
             "success": True,
             "public_url": public_url,
             "thumbnail_url": thumbnail_url,
-            "follow_up": {"status": "ok", "issues": []},
-            "message": "Task completed and file uploaded successfully",
+            "follow_up": {"status": "degraded" if issues else "ok", "issues": issues},
+            "message": "Task completed with follow-up warnings"
+            if issues
+            else "Task completed and file uploaded successfully",
         },
         CORS,
     )
+
+
+# --- the parent's completion on its last child (complete_task/orchestratorCore.ts) --------------------
+
+
+@dataclass(frozen=True)
+class _SegmentType:
+    """``SEGMENT_TYPE_CONFIG`` (complete_task/constants.ts): how a child's completion may end its parent."""
+
+    final_step: bool = False
+    siblings_type: str | None = None  # the type counted instead of the child's own (a final step's)
+    wait_for: str | None = None  # a final step that must be complete first
+
+
+_SEGMENT_TYPES: dict[str, _SegmentType] = {
+    "travel_segment": _SegmentType(),
+    "join_clips_segment": _SegmentType(wait_for="join_final_stitch"),
+    "join_final_stitch": _SegmentType(final_step=True, siblings_type="join_clips_segment"),
+}
+_FAILURE_STATUSES = ("Failed", "Cancelled")
+_PROCESSING_STATUSES = ("Queued", "In Progress")
+# _shared/orchestratorReference.ts: where a child names its parent and its run, canonical then legacy.
+_REF_PATHS = (
+    ("orchestration_contract", "orchestrator_task_id"),
+    ("orchestrator_task_id_ref",),
+    ("orchestrator_details", "orchestrator_task_id"),
+    ("originalParams", "orchestrator_details", "orchestrator_task_id"),
+    ("orchestrator_task_id",),
+)
+_RUN_ID_PATHS = (
+    ("orchestration_contract", "run_id"),
+    ("orchestrator_run_id",),
+    ("run_id",),
+    ("orchestrator_details", "run_id"),
+    ("originalParams", "orchestrator_details", "run_id"),
+    ("full_orchestrator_payload", "run_id"),
+)
+_RUN_LOOKUPS = (
+    "t.params -> 'orchestration_contract' ->> 'run_id' = %(key)s",
+    "t.params ->> 'orchestrator_run_id' = %(key)s or t.params ->> 'run_id' = %(key)s"
+    " or t.params -> 'orchestrator_details' ->> 'run_id' = %(key)s",
+)
+_REF_LOOKUPS = (
+    "t.params -> 'orchestration_contract' ->> 'orchestrator_task_id' = %(key)s"
+    " or t.params ->> 'orchestrator_task_id_ref' = %(key)s",
+    "t.params ->> 'orchestrator_task_id' = %(key)s"
+    " or t.params -> 'orchestrator_details' ->> 'orchestrator_task_id' = %(key)s",
+)
+
+
+class _FollowUpFailed(Exception):
+    """A ``CompletionError`` of the follow-up: recorded as an issue, the child stays completed."""
+
+
+def _param_path(params: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = params
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _orchestrator_ref(params: dict[str, Any]) -> str | None:
+    """``extractOrchestratorRef`` (_shared/billing.ts): the first non-empty reference, as JavaScript's ``||``."""
+    for path in _REF_PATHS:
+        value = _param_path(params, path)
+        if value:
+            return value if isinstance(value, str) else json.dumps(value)
+    return None
+
+
+def _run_id(params: dict[str, Any]) -> str | None:
+    """``extractRunIdParam``: the first present value, a run id only if it is a string."""
+    for path in _RUN_ID_PATHS:
+        value = _param_path(params, path)
+        if value is not None:
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _siblings(
+    fns: EdgeContext, task_type: str, project_id: Any, lookups: tuple[str, ...], key: str
+) -> list[dict[str, Any]]:
+    """``lookupTasksBy*WithFallback``: the canonical references, then the legacy ones if none matched."""
+    if project_id is None:
+        # supabase-js sends .eq("project_id", null) as project_id=eq.null: not a uuid, the query fails.
+        raise _FollowUpFailed('invalid input syntax for type uuid: "null"')
+    for condition in lookups:
+        rows = fns.rows(
+            "select t.id::text as id, t.status::text as status, t.generation_started_at from public.tasks t"
+            f" where t.task_type = %(type)s and t.project_id = %(project)s and ({condition})",
+            {"type": task_type, "project": str(project_id), "key": key},
+        )
+        if rows:
+            return rows
+    return []
+
+
+def _expected_count(task_type: str, parent_params: dict[str, Any]) -> int | None:
+    """``resolveExpectedSegmentCount``: how many siblings the parent announced (None: not said)."""
+    details = parent_params.get("orchestrator_details")
+    details = details if isinstance(details, dict) else {}
+    if task_type == "travel_segment":
+        candidates = [
+            details.get("num_new_segments_to_generate"),
+            parent_params.get("num_new_segments_to_generate"),
+        ]
+    elif task_type == "join_clips_segment":
+        clips = details.get("clip_list")
+        if isinstance(clips, list) and len(clips) > 1:
+            return len(clips) - 1
+        candidates = [details.get("num_joins")]
+    else:
+        return None
+    for value in candidates:
+        parsed = _non_negative_int(value)
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def _non_negative_int(value: Any) -> int | None:
+    """``parseNonNegativeIntCandidate``: None when absent; a bad value fails the follow-up."""
+    if value is None:
+        return None
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str) and value.strip():
+        with contextlib.suppress(ValueError):
+            number = float(value.strip())
+    if number is None or not number.is_integer() or number < 0 or number != number:
+        raise _FollowUpFailed(f"invalid expected segment count {value!r}")
+    return int(number)
+
+
+def _complete_parent(fns: EdgeContext, task_id: str, public_url: str) -> None:
+    """``checkOrchestratorCompletion`` for the task just completed (see the module docstring)."""
+    try:
+        child = fns.single("select task_type, project_id, params from public.tasks where id = %s", (task_id,))
+    except SingleError:
+        return
+    task_type = str(child.get("task_type") or "")
+    config = _SEGMENT_TYPES.get(task_type)
+    raw_params = child.get("params")
+    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+    parent_id = _orchestrator_ref(params) if config is not None else None
+    if config is None or parent_id is None:
+        return
+    try:
+        # .eq("id", ref).single(): a ref that is no uuid fails as one naming no task does.
+        parent = fns.single(
+            "select id::text as id, status::text as status, params from public.tasks where id = %s",
+            (str(uuid.UUID(parent_id)),),
+        )
+    except (ValueError, SingleError) as exc:
+        raise _FollowUpFailed(f"no orchestrator task {parent_id}") from exc
+    counted = config.siblings_type or task_type
+    run_id = _run_id(params)
+    siblings: list[dict[str, Any]] = []
+    if run_id is not None:
+        siblings = _siblings(fns, counted, child.get("project_id"), _RUN_LOOKUPS, run_id)
+    if not siblings:
+        siblings = _siblings(fns, counted, child.get("project_id"), _REF_LOOKUPS, parent_id)
+    if parent["status"] == "Complete":
+        return
+    if config.final_step:
+        _mark_parent_complete(fns, parent["id"], siblings, public_url)
+        return
+    parent_params = parent["params"] if isinstance(parent.get("params"), dict) else {}
+    expected = _expected_count(task_type, parent_params)
+    done = sum(1 for s in siblings if s["status"] == "Complete")
+    failed = sum(1 for s in siblings if s["status"] in _FAILURE_STATUSES)
+    if not siblings or len(siblings) > done + failed:
+        return
+    if failed:
+        _mark_parent_failed(fns, parent["id"], f"{failed} of {len(siblings)} segments failed")
+        return
+    if expected is not None and len(siblings) < expected:
+        _mark_parent_failed(
+            fns, parent["id"], f"Only {len(siblings)} of {expected} expected segments were found"
+        )
+        return
+    if config.wait_for is not None:
+        finals: list[dict[str, Any]] = []
+        if run_id is not None:
+            finals = _siblings(fns, config.wait_for, child.get("project_id"), _RUN_LOOKUPS, run_id)
+        if not finals:
+            finals = _siblings(fns, config.wait_for, child.get("project_id"), _REF_LOOKUPS, parent_id)
+        statuses = {f["status"] for f in finals}
+        if statuses & set(_FAILURE_STATUSES):
+            _mark_parent_failed(fns, parent["id"], "1 of 1 segments failed")
+            return
+        if finals and "Complete" not in statuses:
+            return  # pending (or, in the app, "unknown"): wait
+    _mark_parent_complete(fns, parent["id"], siblings, None)
+
+
+def _mark_parent_complete(
+    fns: EdgeContext, parent_id: str, siblings: list[dict[str, Any]], output_location: str | None
+) -> None:
+    """``markOrchestratorComplete``: guarded on a processing status; the output only for a final step."""
+    starts = [s["generation_started_at"] for s in siblings if s.get("generation_started_at") is not None]
+    now = now_iso()
+    started = min(starts).isoformat() if starts else now
+    fns.rows(
+        "update public.tasks set status = 'Complete', generation_started_at = %s,"
+        " generation_processed_at = %s, output_location = coalesce(%s, output_location)"
+        " where id = %s and status::text = any(%s)",
+        (started, now, output_location, parent_id, list(_PROCESSING_STATUSES)),
+    )
+
+
+def _mark_parent_failed(fns: EdgeContext, parent_id: str, message: str) -> None:
+    """``markOrchestratorFailed``: guarded on a processing status."""
+    fns.rows(
+        "update public.tasks set status = 'Failed', error_message = %s, generation_processed_at = %s"
+        " where id = %s and status::text = any(%s)",
+        (message, now_iso(), parent_id, list(_PROCESSING_STATUSES)),
+    )
+
+
+def _save_follow_up(fns: EdgeContext, task_id: str, issues: list[dict[str, str]]) -> None:
+    """``persistCompletionFollowUpIssues``: under ``result_data.completion_follow_up``; best effort."""
+    record = {"status": "degraded", "recorded_at": now_iso(), "issues": issues}
+    with contextlib.suppress(psycopg.Error):
+        fns.rows(
+            "update public.tasks set result_data = coalesce(result_data, '{}'::jsonb)"
+            " || jsonb_build_object('completion_follow_up', %s::jsonb) where id = %s",
+            (json.dumps(record), task_id),
+        )
 
 
 def _mark_failed(fns: EdgeContext, task_id: str, message: str) -> None:

@@ -13,9 +13,25 @@ heartbeats). Everything here reproduces what banodoco/Reigh-Worker does on the w
   ``complete_task``) a 404 whose body says "not found"; success is 200 or 201. ``task-counts`` (10 s)
   and ``claim-next-task`` (15 s) are single calls with no retry; ``update-worker-model`` is a single
   5 s call with the service key as its Bearer.
+- An orchestrator task's calls (``task_claim.py`` ``_orchestrator_has_incomplete_children``,
+  ``task_dependencies.py`` ``get_orchestrator_child_tasks``, ``task_completion.py`` ``add_task_to_db``,
+  ``task_status.py`` ``update_task_status_supabase``): ``get-orchestrator-children
+  {orchestrator_task_id}`` (the poll's check: one 30 s call; the handler's: the retry helper, 30 s, a 404
+  saying "not found" retried), each falling back on failure to the table read of tasks whose ``params``
+  contain ``orchestrator_task_id_ref`` (a ``cs`` filter, which the PostgREST stand-in does not implement:
+  there the fallback finds nothing, as the real one does when its read fails); ``create-task`` (the retry helper, 45 s) for each child;
+  ``update-task-status {In Progress, output_location: <message>}`` for "still orchestrating", which the
+  app answers 409; and ``complete_task`` with the ``storage_path`` of the output a finished parent
+  reports (a public ``image_uploads`` URL; any other text goes as ``output_location``).
+  ``create-task``'s body: the public workers send ``{task_id, params, task_type, project_id,
+  dependant_on}``, which the app has refused since 2026-03-26 (reigh-app 5cac01b, ``create-task/index.ts``:
+  400 "family field is required"); this one sends what the app's worker passthrough resolver reads
+  (``create-task/resolvers/workerPassthrough.ts``): ``{family: <task type>, project_id, input: {<params>,
+  task_id, dependant_on: [<id>]}}``, the id chosen by the worker as ``add_task_to_db`` chooses it.
 - Table calls go through supabase-py, as the worker's: the recovery read of its own In Progress task,
   the fatal-error handler's read and PATCH of its ``workers`` row and its PATCH of the task (with the
-  ``error_details`` column ``tasks`` does not have), and the direct requeue fallback.
+  ``error_details`` column ``tasks`` does not have), the direct requeue fallback and the children
+  fallback above.
 
 Each call returns what the caller needs to decide and logs what happened; none raises on an HTTP or
 network failure, as none of the worker's does.
@@ -27,6 +43,7 @@ import base64
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +64,10 @@ CLAIM_TIMEOUT = 15.0
 MODEL_NOTIFY_TIMEOUT = 5.0
 STATUS_TIMEOUT = 30.0
 COMPLETE_TIMEOUT = 60.0
+CREATE_TASK_TIMEOUT = 45.0
+CHILDREN_TIMEOUT = 30.0
+# An output already in the media bucket (a parent reporting its child's) is completed by its path there.
+PUBLIC_MEDIA_MARK = "/storage/v1/object/public/image_uploads/"
 MAX_TRIES = 3
 RUN_TYPE = "gpu"
 
@@ -317,6 +338,95 @@ class EdgeClient:
         self.mark_failed(task_id, f"Upload failed: {error}")
         return None
 
+    # -- an orchestrator task -----------------------------------------------------------------------
+
+    def _children_url(self) -> str:
+        return self.url("get-orchestrator-children", "SUPABASE_EDGE_GET_ORCHESTRATOR_CHILDREN_URL")
+
+    def children_now(self, task_id: str) -> list[dict[str, Any]] | None:
+        """The poll's ``get-orchestrator-children``: one call; the children, or None when it failed."""
+        try:
+            resp = self._post_once(self._children_url(), {"orchestrator_task_id": task_id}, CHILDREN_TIMEOUT)
+            if resp.status_code != 200:
+                return None
+            data = resp.json()
+        except (httpx.HTTPError, OSError, ValueError) as exc:
+            log.debug("orchestrator_children_failed", task_id=task_id, error=str(exc)[:300])
+            return None
+        tasks = data.get("tasks", []) if isinstance(data, dict) else None
+        return [t for t in tasks if isinstance(t, dict)] if isinstance(tasks, list) else None
+
+    def children(self, task_id: str) -> list[dict[str, Any]] | None:
+        """The handler's ``get-orchestrator-children``, through the retry helper; None when it failed."""
+        result = self.call_with_retry(
+            self._children_url(),
+            {"orchestrator_task_id": task_id},
+            "get-orchestrator-children",
+            context_id=task_id,
+            timeout=CHILDREN_TIMEOUT,
+            retry_404=("not found",),
+        )
+        if not result.ok:
+            log.debug("orchestrator_children_failed", task_id=task_id, error=result.error)
+            return None
+        data = result.json()
+        tasks = data.get("tasks", []) if isinstance(data, dict) else None
+        return [t for t in tasks if isinstance(t, dict)] if isinstance(tasks, list) else None
+
+    def create_task(
+        self, task_type: str, project_id: Any, params: Mapping[str, Any], dependant_on: str | None
+    ) -> tuple[str, str | None]:
+        """``create-task`` for one child: (the id the worker chose for it, the error text or None)."""
+        task_id = str(uuid.uuid4())
+        child_input: dict[str, Any] = {**params, "task_id": task_id}
+        if dependant_on is not None:
+            child_input["dependant_on"] = [dependant_on]
+        payload = {"family": task_type, "project_id": project_id, "input": child_input}
+        result = self.call_with_retry(
+            self.url("create-task", "SUPABASE_EDGE_CREATE_TASK_URL"),
+            payload,
+            "create-task",
+            context_id=f"{task_type}:{task_id[:8]}",
+            timeout=CREATE_TASK_TIMEOUT,
+        )
+        if result.response is not None and result.response.status_code == 200:
+            return task_id, None
+        return task_id, result.error or f"{EDGE_FAIL_PREFIX}:create-task:HTTP_N/A] No response"
+
+    def report_orchestrating(self, task_id: str, message: str) -> int | None:
+        """``update-task-status {In Progress, output_location}``: "still orchestrating"; the answer's status.
+
+        The app refuses In Progress -> In Progress (409); the worker logs the error and goes on."""
+        payload: dict[str, Any] = {"task_id": task_id, "status": "In Progress"}
+        if message:
+            payload["output_location"] = message
+        result = self.call_with_retry(self._status_url(), payload, "update-task-status", context_id=task_id)
+        if not result.ok:
+            log.info("orchestrator_waiting_refused", task_id=task_id, error=result.error)
+        return result.response.status_code if result.response is not None else None
+
+    def complete_with_output(self, task_id: str, output: str) -> dict[str, Any] | None:
+        """``complete_task`` for an output that is not a local file (a finished parent's).
+
+        A public URL of the media bucket goes as ``storage_path``, anything else as
+        ``output_location`` (which the app refuses); a failure is reported as ``update-task-status
+        Failed`` with ``Completion failed: <error>``."""
+        if PUBLIC_MEDIA_MARK in output:
+            payload = {"task_id": task_id, "storage_path": output.split(PUBLIC_MEDIA_MARK, 1)[1]}
+        else:
+            payload = {"task_id": task_id, "output_location": output}
+        url = self.env.get("SUPABASE_EDGE_COMPLETE_TASK_URL") or self.url("complete_task")
+        result = self.call_with_retry(
+            url, payload, "complete_task", context_id=task_id, retry_404=NOT_FOUND_PATTERNS
+        )
+        if result.response is not None and result.response.status_code == 200:
+            answer = result.json()
+            return answer if isinstance(answer, dict) else {}
+        error = result.error or f"{EDGE_FAIL_PREFIX}:complete_task:HTTP_N/A] No response"
+        log.error("task_complete_report_failed", task_id=task_id, error=error)
+        self.mark_failed(task_id, f"Completion failed: {error}")
+        return None
+
 
 class TableClient:
     """The worker's supabase-py calls (PostgREST), with the key the worker picks for its client."""
@@ -350,6 +460,21 @@ class TableClient:
             "task_type": row.get("task_type"),
             "project_id": row.get("project_id"),
         }
+
+    def children_by_ref(self, task_id: str, columns: str) -> list[dict[str, Any]] | None:
+        """The children fallback: tasks whose ``params`` contain ``orchestrator_task_id_ref``; None on error."""
+        try:
+            result = (
+                self.client.table("tasks")
+                .select(columns)
+                .contains("params", {"orchestrator_task_id_ref": task_id})
+                .order("created_at")
+                .execute()
+            )
+        except Exception as exc:  # the worker catches every client error here: the check must not block
+            log.debug("orchestrator_children_failed", task_id=task_id, error=str(exc)[:300])
+            return None
+        return [row for row in result.data or [] if isinstance(row, dict)]
 
     def requeue_direct(self, task_id: str, attempts: int, details: str) -> bool:
         """The fallback when the requeue Edge call failed: a PATCH naming ``error_details`` (no such column)."""

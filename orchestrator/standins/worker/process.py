@@ -28,6 +28,14 @@ Sources (public; re-read for each change):
 - banodoco/reigh-worker-orchestrator @fcec14f, ``gpu_orchestrator/runpod/worker_startup.template.sh``:
   how the current launcher starts it (``uv run ... python worker.py --supabase-url
   --supabase-access-token --worker --wgp-profile 1``; ``SUPABASE_SERVICE_ROLE_KEY`` in the env).
+- For orchestrator tasks: Reigh-Worker ``worker.py`` (the orchestrator outcomes of the main loop),
+  ``source/core/db/task_claim.py`` (the deferred recovery and ``_orchestrator_has_incomplete_children``),
+  ``source/task_handlers/travel/orchestrator.py`` (``handle_travel_orchestrator_task``: the idempotency
+  check, the segment chain, the returned messages), ``source/core/params/task_result.py``,
+  ``source/core/db/task_dependencies.py`` (``get_orchestrator_child_tasks``), ``task_completion.py``
+  (``add_task_to_db``); and banodoco/reigh-app @3a6fd3d, ``supabase/functions/create-task/index.ts`` with
+  ``resolvers/workerPassthrough.ts``, ``get-orchestrator-children/index.ts`` and
+  ``complete_task/orchestratorCore.ts`` (the app completes the parent with its last child).
 
 What it does, as the real worker does:
 
@@ -53,6 +61,24 @@ What it does, as the real worker does:
   completed through ``complete_task`` with ``file_data`` (base64) and ``filename``; a failure is
   ``update-task-status`` ``Failed`` with the error text as ``output_location``, or, for the worker's
   retryable error texts, ``Queued`` with ``attempts: 1``, ``error_details`` and ``clear_worker``.
+- **An orchestrator task** (a type ending in ``_orchestrator``), run as the travel orchestrator's
+  handler runs one, without a model load or a billing reset: it needs ``params.orchestrator_details``
+  (else it fails, "orchestrator_details missing"); it asks ``get-orchestrator-children`` which of its
+  children exist; then it creates the missing ones through ``create-task``: a chain of N
+  ``travel_segment`` tasks, each ``dependant_on`` the one before, each naming the parent as
+  ``orchestrator_task_id_ref`` (with ``orchestrator_run_id``, ``segment_index``, ``is_first_segment``,
+  ``is_last_segment``, ``child_order``, ``project_id``) and carrying the parent's ``duration_sec`` (and
+  ``model``) as its own; then it reports "still orchestrating" (``update-task-status {In Progress,
+  output_location: "Successfully enqueued N new segment tasks for run R. ..."}``), which the app refuses
+  with a 409, and goes back to polling: the row stays In Progress under this worker. A failed
+  ``create-task`` fails the parent (or requeues it, for the retryable error texts), the children made so
+  far staying. The app completes the parent when its last child completes. Until then the poll reads
+  the parent first, defers it, claims what it can (the children included), and runs the parent again only
+  when the claim found nothing and, if ``task-counts`` said nothing is queued, no child is unfinished.
+  Run again with every child there, it reports a failed child as a failure of its own, a chain not yet
+  finished as "still orchestrating" again (409), and a finished chain with ``complete_task`` naming the
+  last child's output (its ``storage_path``): the app's UPDATE is guarded on In Progress, so a parent the
+  app completed already stays as the app left it; no child is ever created twice.
 - **Fatal error** (CUDA/NVML): the handler's client reads its ``workers`` row, PATCHes ``status:
   error`` with ``error_reason``, ``error_time``, ``self_terminated``, then PATCHes the task back to
   Queued naming ``error_details`` (a column ``tasks`` lacks: it fails, as in production), and the
@@ -62,7 +88,9 @@ Test knobs in ``params`` (the real worker would run them as generation parameter
 ``fail: true`` (with ``error``: the failure text, e.g. "Connection refused" for a retryable one),
 ``crash: true`` (the process dies halfway through: ``os._exit``), ``fatal: true`` or a category
 (``cuda_hardware``, ``cuda_driver``, ``nvml``, ``system_critical``: the fatal path halfway through),
-``model`` (the model to "load"). Environment knobs, passed in the pod's environment at creation:
+``model`` (the model to "load"); for an orchestrator, ``segments`` (N, 2 by default; the app's own
+``orchestrator_details.num_new_segments_to_generate`` wins when set) and ``duration_sec`` (each
+child's). Environment knobs, passed in the pod's environment at creation:
 ``SIM_WORKER_HEARTBEAT_SEC`` (20), ``SIM_WORKER_POLL_SEC`` (the ``--poll-interval``),
 ``SIM_WORKER_SPEED`` (1).
 
@@ -73,9 +101,24 @@ Known differences from the real worker:
   with OpenCV and sends ``first_frame_data`` when it can read the video: ours is not a video).
 - No start-up time beyond Python's: the real one imports Wan2GP and may preload a model (minutes)
   between its first heartbeat and its first claim.
-- Orchestrator task types (``*_orchestrator``) run like any task: the real worker creates child tasks
-  and waits, reporting ``In Progress``; its recovery of an orchestrator it holds is deferred as there,
-  but the children check (``get-orchestrator-children``) is not made.
+- Every ``*_orchestrator`` type runs the travel orchestrator's handler (the real worker has other
+  handlers for ``join_clips_orchestrator`` and ``edit_video_orchestrator``, and none for other names), with
+  none of its media work (prompts, frames, guide videos, LoRAs, phase configs). Its chain is the
+  sequential one (VACE with ``chain_segments``, or SVI) without the ``travel_stitch`` task the real handler
+  adds after the last segment (and without the ``join_clips_orchestrator`` of a ``stitch_config``): the
+  app completes the parent on its last segment whether or not a stitch is still queued, so the stitch
+  would only be one more ordinary task after the parent. The re-run's check therefore counts no stitch.
+- Of an orchestrator's reads only the children's are made: not the check that each ``dependant_on``
+  exists before ``create-task``, the reads that verify a new child is visible and its dependency saved,
+  or the parent's status before each child (a parent Cancelled meanwhile would make the real handler
+  cancel the children it made and fail); nor the duplicate clean-up (``cleanup_duplicate_child_tasks``)
+  of the re-run, which here never finds duplicates to remove.
+- ``create-task``'s body is the app's current passthrough shape, not the legacy one both public workers
+  send (see ``orchestrator/standins/worker/edge.py``).
+- A failed child fails nothing by itself here: the app's ``update-task-status`` would cascade it
+  (``cascade_task_failure``) and the stand-in does so only where the database has that function; without
+  it the later children wait on their dependency forever, and this worker holds the parent, as the real
+  one would, until something else ends the parent.
 - ``load_dotenv`` is not called (the laid-out checkout has no ``.env``); ``.env`` values the real
   worker would read are not simulated.
 - The fatal path: in Reigh-Worker the failing task PATCH raises postgrest's ``APIError``, which the
@@ -130,6 +173,12 @@ GPU_STATE_FILE = "/tmp/.sim-gpu-used-mb"
 IDLE_VRAM_MB = 512
 BUSY_VRAM_MB = 16384
 ORCHESTRATOR_TYPES_NEEDING_PROJECT = frozenset({"travel_orchestrator", "edit_video_orchestrator"})
+# What an orchestrator creates, and how many when its params do not say (see the module docstring).
+CHILD_TASK_TYPE = "travel_segment"
+DEFAULT_SEGMENTS = 2
+# A child in one of these is no longer awaited by the poll's check; the handler counts the failed ones.
+FINISHED_STATUSES = frozenset({"complete", "failed", "cancelled", "canceled", "error"})
+FAILED_STATUSES = frozenset({"failed", "cancelled", "canceled", "error"})
 # The fatal error categories of the worker's handler and an error text of each.
 FATAL_ERRORS: Mapping[str, str] = {
     "cuda_hardware": "GPU has fallen off the bus",
@@ -248,11 +297,15 @@ class ReighWorker:
     # -- the poll ----------------------------------------------------------------------------------
 
     def next_task(self) -> dict[str, Any] | None:
-        """``get_oldest_queued_task_supabase``: recovery, task counts, claim."""
+        """``get_oldest_queued_task_supabase``: recovery, task counts, claim.
+
+        An orchestrator this worker holds is run again only after the claim found nothing, and, when
+        ``task-counts`` says nothing is queued, only if none of its children is unfinished; the claim's
+        204 or error hands it back without that check, as the real poll does."""
         assigned = self.table.my_in_progress_task(self.worker_id)
         deferred = None
         if assigned is not None:
-            if str(assigned.get("task_type") or "").lower().endswith("_orchestrator"):
+            if _is_orchestrator(assigned.get("task_type")):
                 deferred = assigned  # never starve queued tasks for an orchestrator waiting on children
             else:
                 self.log.info("task_recovered", task_id=assigned.get("task_id"))
@@ -264,13 +317,31 @@ class ReighWorker:
             queued = _number(totals.get("queued_only"))
             eligible = _number(totals.get("eligible_queued"))
             if queued <= 0 and eligible <= 0:
-                return deferred
+                if deferred is not None and self._has_unfinished_children(str(deferred.get("task_id"))):
+                    # It completes with its last child (the app's complete_task), not by running again.
+                    self.log.debug("orchestrator_recovery_skipped", task_id=deferred.get("task_id"))
+                    return None
+                return self._recovered(deferred)
         status, task = self.edge.claim(self.worker_id)
         if status == 200 and task is not None:
             self.log.info("task_claimed", task_id=task.get("task_id"), task_type=task.get("task_type"))
             self.say("info", f"[CLAIM] Claimed task {task.get('task_id')}", str(task.get("task_id")))
             return task
+        return self._recovered(deferred)
+
+    def _recovered(self, deferred: dict[str, Any] | None) -> dict[str, Any] | None:
+        if deferred is not None:
+            self.log.info("task_recovered", task_id=deferred.get("task_id"))
         return deferred
+
+    def _has_unfinished_children(self, task_id: str) -> bool:
+        """``_orchestrator_has_incomplete_children``: the Edge Function, else the table; unknown = no."""
+        children = self.edge.children_now(task_id)
+        if children is None:
+            children = self.table.children_by_ref(task_id, "id, status")
+        if not children:
+            return False
+        return any(str(c.get("status") or "").lower() not in FINISHED_STATUSES for c in children)
 
     def run(self) -> int:
         self.log.info("worker_polling", poll_sec=self.poll_sec, speed=self.speed)
@@ -299,7 +370,7 @@ class ReighWorker:
         self.model = model
 
     def process(self, task: Mapping[str, Any]) -> str:
-        """Run one task to its end; returns the outcome (complete, failed, requeued, lost)."""
+        """Run one task to its end; returns the outcome (complete, failed, requeued, lost, waiting)."""
         task_id = str(task.get("task_id"))
         task_type = str(task.get("task_type") or "")
         raw_params = task.get("params")
@@ -308,6 +379,9 @@ class ReighWorker:
         if task.get("project_id") is None and task_type in ORCHESTRATOR_TYPES_NEEDING_PROJECT:
             self.edge.mark_failed(task_id, "Orchestrator missing project_id")
             return "failed"
+        if _is_orchestrator(task_type):
+            self.say("info", f"Processing {task_type} task", task_id)
+            return self._orchestrate(task, params, tlog)
         self._switch_model(str(params.get("model") or f"sim-{task_type or 'model'}"))
         self.edge.reset_generation_started_at(task_id)
         seconds = _duration(params) / self.speed
@@ -351,6 +425,95 @@ class ReighWorker:
         path.write_bytes(OUTPUT_BYTES)
         return path
 
+    # -- an orchestrator task ------------------------------------------------------------------------
+
+    def _orchestrate(self, task: Mapping[str, Any], params: Mapping[str, Any], tlog: Any) -> str:
+        """The travel orchestrator's handler (its idempotency check, then the chain), as the worker reports it.
+
+        No model load and no billing reset: the worker dispatches orchestrators to their handler
+        directly, outside its generation queue."""
+        task_id = str(task.get("task_id"))
+        started = time.monotonic()
+
+        def elapsed() -> float:
+            return round(time.monotonic() - started, 3)
+
+        raw_details = params.get("orchestrator_details")
+        if not isinstance(raw_details, dict):
+            return self._failed(task, "orchestrator_details missing", elapsed())
+        details: Mapping[str, Any] = raw_details
+        count = _segment_count(params, details)
+        run_id = str(details.get("run_id") or task_id)
+        children = self.edge.children(task_id)
+        if children is None:
+            children = (
+                self.table.children_by_ref(task_id, "id, task_type, status, params, output_location") or []
+            )
+        segments = [c for c in children if c.get("task_type") == CHILD_TASK_TYPE]
+        if segments and len(segments) >= count:
+            return self._orchestrated_again(task, segments, tlog, elapsed())
+        if count == 0:
+            # Held and run again at every idle poll from now on (no child will ever be unfinished), as there.
+            message = "No new segments to generate based on orchestrator payload. Orchestration complete (vacuously)."
+            status = self.edge.report_orchestrating(task_id, message)
+            tlog.info("orchestrator_waiting", report_status=status, elapsed_sec=elapsed())
+            return "waiting"
+        made: dict[int, str] = {}
+        for segment in segments:
+            index = _segment_index(segment)
+            if index >= 0:
+                made[index] = str(segment.get("id"))
+        created = 0
+        for index in range(count):
+            if index in made:
+                continue
+            child, error = self.edge.create_task(
+                CHILD_TASK_TYPE,
+                task.get("project_id"),
+                _segment_params(task_id, run_id, task.get("project_id"), params, index, count),
+                made.get(index - 1),
+            )
+            if error is not None:
+                message = f"Failed during travel orchestration processing: Edge Function create-task failed: {error}"
+                return self._failed(task, message, elapsed())
+            made[index] = child
+            created += 1
+        tlog.info("orchestrator_children_created", run_id=run_id, created=created, expected=count)
+        if created:
+            message = f"Successfully enqueued {created} new segment tasks for run {run_id}. (Total expected: {count} segments)"
+        else:
+            message = f"All child tasks already exist for run {run_id}. No new tasks created."
+        status = self.edge.report_orchestrating(task_id, message)
+        tlog.info("orchestrator_waiting", report_status=status, elapsed_sec=elapsed())
+        return "waiting"
+
+    def _orchestrated_again(
+        self, task: Mapping[str, Any], segments: list[dict[str, Any]], tlog: Any, elapsed: float
+    ) -> str:
+        """Every child exists: failed if one failed, complete with the last one's output if all are, else waiting."""
+        task_id = str(task.get("task_id"))
+        statuses = [str(s.get("status") or "").lower() for s in segments]
+        failed = sum(1 for status in statuses if status in FAILED_STATUSES)
+        if failed:
+            message = f"[ORCHESTRATOR_FAILED] Child tasks failed: {failed} segment(s) failed/cancelled"
+            return self._failed(task, message, elapsed)
+        done = statuses.count("complete")
+        if done < len(segments):
+            message = (
+                f"[IDEMPOTENT] Child tasks already exist but not all complete: {done}/{len(segments)} "
+                "segments complete. Cleaned up 0 duplicate segments."
+            )
+            status = self.edge.report_orchestrating(task_id, message)
+            tlog.info("orchestrator_waiting", report_status=status, elapsed_sec=elapsed)
+            return "waiting"
+        last = max(segments, key=_segment_index)
+        output = str(last.get("output_location") or "Completed via idempotency")
+        answer = self.edge.complete_with_output(task_id, output)
+        if answer is None:
+            return "lost"
+        tlog.info("task_completed", elapsed_sec=elapsed, public_url=answer.get("public_url"))
+        return "complete"
+
     def _failed(self, task: Mapping[str, Any], message: str, elapsed: float) -> str:
         task_id = str(task.get("task_id"))
         tlog = self.log.bind(task_id=task_id)
@@ -385,6 +548,44 @@ class ReighWorker:
             )
         sys.stdout.flush()
         sys.exit(1)
+
+
+def _is_orchestrator(task_type: Any) -> bool:
+    return str(task_type or "").lower().endswith("_orchestrator")
+
+
+def _segment_count(params: Mapping[str, Any], details: Mapping[str, Any]) -> int:
+    """The app's ``num_new_segments_to_generate`` when it says, else the ``segments`` knob, else 2."""
+    for raw in (details.get("num_new_segments_to_generate"), params.get("segments")):
+        if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+            return raw
+    return DEFAULT_SEGMENTS
+
+
+def _segment_index(segment: Mapping[str, Any]) -> int:
+    params = segment.get("params")
+    raw = params.get("segment_index", -1) if isinstance(params, dict) else -1
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) else -1
+
+
+def _segment_params(
+    parent_id: str, run_id: str, project_id: Any, params: Mapping[str, Any], index: int, count: int
+) -> dict[str, Any]:
+    """A travel segment's params: the parent references the app reads, and our knobs (duration, model)."""
+    child: dict[str, Any] = {
+        "orchestrator_task_id_ref": parent_id,
+        "orchestrator_run_id": run_id,
+        "project_id": project_id,
+        "segment_index": index,
+        "is_first_segment": index == 0,
+        "is_last_segment": index == count - 1,
+        "child_order": index,
+        "is_single_item": count == 1,
+        "duration_sec": _duration(params),
+    }
+    if params.get("model"):
+        child["model"] = params["model"]
+    return child
 
 
 def _number(value: Any) -> float:

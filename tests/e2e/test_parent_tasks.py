@@ -1,0 +1,111 @@
+"""End-to-end: a parent task (``travel_orchestrator``) run by the real daemon and workers that hold it as
+the real worker does.
+
+The worker stand-in (``orchestrator.standins.worker``) runs a parent as Reigh-Worker's travel orchestrator
+handler runs one (banodoco/Reigh-Worker ``source/task_handlers/travel/orchestrator.py``): it creates a chain
+of ``travel_segment`` children through the app's ``create-task``, each ``dependant_on`` the one before,
+reports "still orchestrating" (answered 409) and goes back to polling with the parent In Progress under
+its own id; the Supabase stand-in's ``complete_task`` completes the parent with its last child
+(banodoco/reigh-app ``complete_task/orchestratorCore.ts``). What an operator checks here: the children
+ran in order, the parent ended Complete with the last of them, the worker holding the parent was never
+drained or terminated while it held it, and once the queue is empty no pod is left billing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from orchestrator.standins.stack import Stack
+from tests.e2e.conftest import drained, events, live_pods, pods, wait_until, worker_log, workers
+
+pytestmark = pytest.mark.e2e
+
+PROJECT = "5b3c2f4e-1111-4a2b-9c3d-000000000001"
+SEGMENT_SEC = 4.0  # longer than GPU_IDLE_TIMEOUT_SEC (3 s in FAST): a holder waiting on a child looks idle
+# States in which a worker is on its way out (or failed): none may come while it holds the parent.
+LEAVING = {"draining", "terminating", "error", "stopping", "stopped", "terminated"}
+
+
+def _rows(stack: Stack, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    rows = stack.sql(
+        "select id::text, task_type, status::text, worker_id, params, dependant_on::text[], output_location,"
+        " generation_started_at, generation_processed_at from tasks where " + where + " order by created_at",
+        params,
+    )
+    keys = ("id", "task_type", "status", "worker_id", "params", "dependant_on", "output_location",
+            "started_at", "processed_at")  # fmt: skip
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def _children(stack: Stack, parent: str) -> list[dict[str, Any]]:
+    return _rows(stack, "params ->> 'orchestrator_task_id_ref' = %s", (parent,))
+
+
+def _parent(stack: Stack, parent: str) -> dict[str, Any]:
+    return _rows(stack, "id = %s", (parent,))[0]
+
+
+def test_a_parent_holds_its_worker_while_its_chain_runs_and_completes_with_its_last_child(
+    stack: Stack, in_process: Any
+) -> None:
+    [parent] = stack.enqueue(
+        1,
+        duration_sec=SEGMENT_SEC,
+        task_type="travel_orchestrator",
+        params={"orchestrator_details": {"num_new_segments_to_generate": 2}},
+    )
+    stack.sql("update tasks set project_id = %s where id = %s", (PROJECT, parent))
+    # One task per GPU: the queued child asks for a second worker while the holder waits on the chain.
+    in_process(MAX_ACTIVE_GPUS=2, TASKS_PER_GPU_THRESHOLD=1)
+
+    held = wait_until(
+        lambda: (row := _parent(stack, parent))["worker_id"] and len(_children(stack, parent)) == 2 and row,
+        60,
+        "the parent claimed and its two children created",
+        interval=0.25,
+    )
+    holder = held["worker_id"]
+    done = wait_until(
+        lambda: (row := _parent(stack, parent))["status"] == "Complete" and row,
+        120,
+        "the parent complete",
+        interval=0.25,
+    )
+    wait_until(lambda: drained(stack), 60, "scale to zero", interval=0.25)
+
+    first, second = _children(stack, parent)
+    # The chain: two travel segments naming their parent, the second waiting on the first.
+    assert [c["task_type"] for c in (first, second)] == ["travel_segment"] * 2
+    assert [c["params"]["segment_index"] for c in (first, second)] == [0, 1]
+    assert first["dependant_on"] is None and second["dependant_on"] == [first["id"]]
+    assert all(c["status"] == "Complete" and c["output_location"] for c in (first, second))
+    assert second["started_at"] >= first["processed_at"]
+    assert all(
+        (c["processed_at"] - c["started_at"]).total_seconds() >= SEGMENT_SEC * 0.9 for c in (first, second)
+    )
+    # The parent: completed with its last child, still under the worker that ran it.
+    assert done["worker_id"] == holder and done["processed_at"] >= second["processed_at"]
+    if done["output_location"] is None:
+        # The app's completion: the output left as it was (the waiting report was refused), the start
+        # moved to its chain's.
+        assert done["started_at"] == first["started_at"]
+    else:
+        # The holder ran it again in the moment between its last child's completion and the app's own
+        # UPDATE, found the chain finished and reported that child's output first.
+        assert second["id"] in done["output_location"]
+    # The holder was never let go while it held the parent, however long it waited on a child.
+    moves = [e for e in events(stack, "transition") if e["worker_id"] == holder]
+    early = [(e["at"], e["details"]) for e in moves if e["details"].get("to") in LEAVING and e["at"] < done["processed_at"]]  # fmt: skip
+    assert early == [], early
+    assert any(e["details"].get("to") == "terminated" for e in moves)
+    # The worker's own account: the waiting report answered 409, the children made through create-task.
+    logged = [line for line in worker_log(stack) if line.get("_file") == holder]
+    waiting = [line for line in logged if line.get("event") == "orchestrator_waiting"]
+    assert waiting and waiting[0]["report_status"] == 409 and waiting[0]["task_id"] == parent
+    created = [line for line in logged if line.get("event") == "orchestrator_children_created"]
+    assert [(line["created"], line["expected"]) for line in created] == [(2, 2)]
+    # Nothing left billing.
+    assert live_pods(stack) == [] and all(p["status"] == "TERMINATED" for p in pods(stack))
+    assert all(w["status"] == "terminated" for w in workers(stack))
