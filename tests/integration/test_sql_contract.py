@@ -379,6 +379,37 @@ def test_claim_only_in_claiming_states(
     assert state(raw) == before
 
 
+def test_the_snapshot_counts_a_chain_of_children_as_one_claimable_task(db: Database, raw: psycopg.Connection[Any]) -> None:
+    # A Reigh travel orchestrator creates all its segments at once, each dependant_on the one before;
+    # the claim takes only the first. Counted as claimable, the rest made the policy spawn pods no
+    # worker could use.
+    chain = add_tasks(raw, 3, task_type="travel_segment", age_sec=300)
+    for before, after in zip(chain, chain[1:]):
+        raw.execute("update tasks set dependant_on = array[%s::uuid] where id = %s", (before, after))
+    add_tasks(raw, 1, task_type="generate", age_sec=60)
+    # The app's older single-uuid form of dependant_on is read the same way (a done dependency here).
+    done = add_tasks(raw, 1, task_type="generate", status="Complete", age_sec=900)
+    single = add_tasks(raw, 1, task_type="generate", age_sec=30)
+    raw.execute("update tasks set dependant_on = array[%s::uuid] where id = %s", (done[0], single[0]))
+
+    queue = db.snapshot()["queue"]
+    assert queue["claimable"] == 3 and queue["queued_total"] == 5
+    assert queue["claimable_by_type"] == [
+        {"task_type": "generate", "count": 2},
+        {"task_type": "travel_segment", "count": 1},
+    ]
+    assert 299 <= queue["oldest_claimable_age_sec"] < 400  # the chain's head
+    # The head done, the next segment is claimable, and so on down the chain.
+    raw.execute("update tasks set status = 'Complete' where id = %s", (chain[0],))
+    queue = db.snapshot()["queue"]
+    assert queue["claimable"] == 3 and queue["queued_total"] == 4
+    raw.execute("update tasks set status = 'Failed' where id = %s", (chain[1],))
+    queue = db.snapshot()["queue"]
+    # A failed dependency never completes: its follower stays out of the count (the app cascades it).
+    assert queue["claimable"] == 2 and queue["claimable_by_type"] == [{"task_type": "generate", "count": 2}]
+    assert queue["queued_total"] == 3
+
+
 def test_claim_takes_oldest_and_respects_the_view_and_dependencies(
     db: Database, raw: psycopg.Connection[Any], real_worker: RealWorkerSQL
 ) -> None:
@@ -396,7 +427,8 @@ def test_claim_takes_oldest_and_respects_the_view_and_dependencies(
         "select t.id, t.task_type, t.created_at from tasks t where t.status = 'Queued' and t.task_type <> 'blocked'"
     )
     snap = db.snapshot()
-    assert snap["queue"]["claimable"] == 3 and snap["queue"]["queued_total"] == 4
+    # 'waiting' waits for 'newer' (the dependency rule), 'blocked' for the operator's rule.
+    assert snap["queue"]["claimable"] == 2 and snap["queue"]["queued_total"] == 4
 
     task = real_worker.claim("w1")
     assert task is not None and task["task_id"] == old[0] and task["task_type"] == "a"
