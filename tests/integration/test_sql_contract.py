@@ -10,6 +10,7 @@ and after the refused call.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -379,12 +380,14 @@ def test_claim_only_in_claiming_states(
     assert state(raw) == before
 
 
-def test_the_snapshot_counts_a_chain_of_children_as_one_claimable_task(db: Database, raw: psycopg.Connection[Any]) -> None:
+def test_the_snapshot_counts_a_chain_of_children_as_one_claimable_task(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
     # A Reigh travel orchestrator creates all its segments at once, each dependant_on the one before;
     # the claim takes only the first. Counted as claimable, the rest made the policy spawn pods no
     # worker could use.
     chain = add_tasks(raw, 3, task_type="travel_segment", age_sec=300)
-    for before, after in zip(chain, chain[1:]):
+    for before, after in itertools.pairwise(chain):
         raw.execute("update tasks set dependant_on = array[%s::uuid] where id = %s", (before, after))
     add_tasks(raw, 1, task_type="generate", age_sec=60)
     # The app's older single-uuid form of dependant_on is read the same way (a done dependency here).
