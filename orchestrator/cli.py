@@ -487,11 +487,19 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
     return args
 
 
-def _log_warnings(settings: config_mod.Settings) -> None:
+# Warnings about what a value does to the running fleet: said by the commands that run it, not by every
+# one-off command (`ssh` keeps its stderr for the remote command's).
+FLEET_WARNINGS = frozenset({"config_heartbeat_timeout_short"})
+FLEET_COMMANDS = frozenset({"run", "tick"})
+
+
+def _log_warnings(settings: config_mod.Settings, *, runs_the_fleet: bool = True) -> None:
     """One warning line per thing the configuration ignored (names and line numbers, never values)."""
     log = structlog.get_logger(__name__)
     for warning in settings.warnings:
         f = warning.fields
+        if warning.event in FLEET_WARNINGS and not runs_the_fleet:
+            continue
         # Spelt out per event so that the event names and their fields reach the documented table.
         if warning.event == "config_unknown_variable":
             log.warning(
@@ -530,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=command_level(settings.log_level, daemon=daemon, verbosity=args.verbose),
         )
         if not getattr(args, "shows_warnings", False):
-            _log_warnings(settings)
+            _log_warnings(settings, runs_the_fleet=args.command in FLEET_COMMANDS)
         return handler(args, settings)
     except ConfigError as exc:
         # Notes are the names that look like misspelt settings: often the cause of the problems above.

@@ -105,6 +105,10 @@ def cmd_demo(args: argparse.Namespace, settings: config_mod.Settings) -> int:
 
 # The app's Edge Functions the real worker calls on every task (banodoco/Reigh-Worker source/core/db).
 WORKER_EDGE_FUNCTIONS = ("claim-next-task", "task-counts", "complete_task", "update-task-status")
+# Called only by a parent (``*_orchestrator``) task's handler (Reigh-Worker
+# source/task_handlers/travel/orchestrator.py, source/core/db/task_dependencies.py): missing, those tasks
+# fail, the rest of the queue runs, so a warning.
+PARENT_EDGE_FUNCTIONS = ("create-task", "get-orchestrator-children")
 # The heartbeat guardian's body keys (banodoco/Reigh-Worker heartbeat_guardian.py): they select the
 # function overload it calls.
 HEARTBEAT_RPC = "func_worker_heartbeat_with_logs"
@@ -174,7 +178,7 @@ def _json_or_none(resp: Any) -> Any:
 def _doctor_edge(client: Any, url: str, key: str) -> list[Check]:
     """Each Edge Function the worker calls answers its CORS preflight; task-counts accepts the key."""
     checks: list[Check] = []
-    for function in WORKER_EDGE_FUNCTIONS:
+    for function in (*WORKER_EDGE_FUNCTIONS, *PARENT_EDGE_FUNCTIONS):
         name = f"edge function: {function}"
         try:
             resp = client.options(f"{url}/functions/v1/{function}")
@@ -183,6 +187,10 @@ def _doctor_edge(client: Any, url: str, key: str) -> list[Check]:
             continue
         if resp.status_code in (200, 204):
             checks.append(Check(name, OK, "deployed (OPTIONS answered)"))
+        elif resp.status_code == 404 and function in PARENT_EDGE_FUNCTIONS:
+            checks.append(
+                Check(name, WARN, "not deployed (404): parent tasks (*_orchestrator) cannot make their children")
+            )
         elif resp.status_code == 404:
             checks.append(
                 Check(name, FAIL, "not deployed (404): the real worker cannot claim, complete or fail tasks")

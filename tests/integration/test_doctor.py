@@ -75,6 +75,8 @@ def test_the_embedded_stack_is_ready(stack: Stack) -> None:
         "edge function: task-counts",
         "edge function: complete_task",
         "edge function: update-task-status",
+        "edge function: create-task",
+        "edge function: get-orchestrator-children",
         "runpod: API key",
         "runpod: GPU type NVIDIA GeForce RTX 4090",
         "runpod: volume workspace",
@@ -169,6 +171,9 @@ def test_a_project_without_the_apps_edge_functions_fails_for_each_of_them(stack:
     } <= failed(result)
     found = checks(result)
     assert "not deployed" in found["edge function: complete_task"]["detail"]
+    # Only parent tasks need these: a warning, the rest of the queue runs without them.
+    for parent_only in ("edge function: create-task", "edge function: get-orchestrator-children"):
+        assert found[parent_only]["status"] == "warn" and "parent tasks" in found[parent_only]["detail"]
     # The orchestrator's own side is fine over DATABASE_URL.
     assert found["database: orchestrator functions"]["status"] == "ok"
     assert found["database: migrations"]["status"] == "ok"

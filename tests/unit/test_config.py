@@ -578,10 +578,15 @@ def test_a_heartbeat_timeout_under_three_of_the_workers_beats_is_warned_about(tm
     # Beside the problems of a configuration that fails, as for a misspelt name.
     failed = _cli("plan", cwd=tmp_path, env={"HEARTBEAT_TIMEOUT_SEC": "30"})
     assert failed.returncode == 2 and "warning: HEARTBEAT_TIMEOUT_SEC=30 is under 60 s" in failed.stderr
-    # And as an event, once, from every command that starts (the daemon's log for alerts).
+    # And as an event, once, from the commands that run the fleet (the daemon's log, for alerts); not
+    # from one-off commands such as `ssh`, whose stderr is the remote command's.
+    short = config.load_settings({"HEARTBEAT_TIMEOUT_SEC": "30"})
     with structlog.testing.capture_logs() as logs:
-        cli._log_warnings(config.load_settings({"HEARTBEAT_TIMEOUT_SEC": "30"}))
+        cli._log_warnings(short, runs_the_fleet=True)
     assert [(e["event"], e["value"], e["below"]) for e in logs] == [("config_heartbeat_timeout_short", 30, 60)]
+    with structlog.testing.capture_logs() as logs:
+        cli._log_warnings(short, runs_the_fleet=False)
+    assert logs == []
 
 
 def test_an_inline_comment_in_the_env_file_is_warned_about_with_its_line(tmp_path: Path) -> None:
