@@ -21,8 +21,10 @@ create index if not exists tasks_orch_queued_deps_idx
     on public.tasks (task_type) where status = 'Queued' and dependant_on is not null;
 
 -- Whether a dependant_on value names a task that is not Complete (a missing task never completes).
+-- (No SET clause: it would keep the planner from inlining it; every name in it is qualified, and its one
+-- caller, orch_snapshot, sets its own search_path.)
 create or replace function orchestrator_private.dependencies_pending(p_dependant_on jsonb)
-returns boolean language sql stable set search_path = public, pg_temp as $$
+returns boolean language sql stable as $$
     select exists (
         select 1
           from jsonb_array_elements_text(orchestrator_private.task_dependencies(p_dependant_on)) as d(dep_id)
@@ -82,13 +84,15 @@ begin
     ),
     -- Those of them still waiting on a dependency, read from tasks_orch_queued_deps_idx: only the
     -- queued tasks that have a dependant_on at all.
+    -- Grouped by the type the view gives them, which an operator's view may rewrite.
     blocked as (
-        select t.task_type, count(*) as n
+        select b.task_type, count(*) as n
           from public.tasks t
+         cross join lateral (select c.task_type from public.orchestrator_claimable_tasks c
+                              where c.id = t.id limit 1) b
          where t.status = 'Queued' and t.dependant_on is not null
            and orchestrator_private.dependencies_pending(to_jsonb(t.dependant_on))
-           and exists (select 1 from public.orchestrator_claimable_tasks c where c.id = t.id offset 0)
-         group by t.task_type
+         group by b.task_type
     ),
     ready as (
         select c.task_type, c.n as listed, c.n - coalesce(b.n, 0) as n

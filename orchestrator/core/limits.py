@@ -14,6 +14,8 @@ outcomes, the settings, ``now``), values out: no I/O, no clock.
   refused by the rate limit and boots we cancelled do not count: ``BootOutcome.counts_for_breaker``), no spawn for
   ``SPAWN_BACKOFF_BASE_SEC * 2**(n - MAX + 1)`` (capped) from the latest failure; after that, half-open:
   one probe worker at a time until a boot succeeds. Healing and termination go on meanwhile.
+* **Runpod's rate limit.** Creations it refused (``spawn_rate_limited``) hold spawns back for 60 s from
+  the newest, doubled with each refusal in a row, at most an hour (:func:`rate_limit_hold`).
 """
 
 from __future__ import annotations
@@ -25,10 +27,17 @@ from datetime import datetime, timedelta
 from orchestrator.core.actions import Backoff
 from orchestrator.core.config import Settings
 from orchestrator.core.observed import BootOutcome
-from orchestrator.core.states import BreakerState
+from orchestrator.core.states import BreakerState, Reason
 
 # Largest exponent used in a back-off (2**30 seconds is far past any cap; avoids huge integers).
 _MAX_EXPONENT = 30
+# After creations Runpod's rate limit refused, the next waits this long from the newest refusal, doubled
+# with each refusal in a row, at most an hour (Runpod's windows are a minute, an hour and a day). Such a
+# refusal is no boot failure (neither breaker nor back-off), so without this the policy asked again at
+# every tick: a held-back hour window made hundreds of refused rows, and their outcomes pushed the real
+# boot failures out of the breaker's window.
+RATE_LIMIT_HOLD_BASE_SEC = 60.0
+RATE_LIMIT_HOLD_MAX_SEC = 3600.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,26 @@ class Breaker:
 def backoff_seconds(base: float, cap: float, exponent: int) -> float:
     """``base * 2**exponent`` seconds, at most ``cap`` (a negative exponent counts as 0)."""
     return float(min(cap, base * (2 ** max(0, min(exponent, _MAX_EXPONENT)))))
+
+
+def rate_limit_hold(recent_boots: Iterable[BootOutcome], now: datetime) -> datetime | None:
+    """Until when spawns wait after creations refused by Runpod's rate limit (None: they need not).
+
+    The refusals in a row count from the newest outcome back to the first of any other kind (a creation
+    or a resume that Runpod answered otherwise: its quota was back)."""
+    streak = 0
+    latest: datetime | None = None
+    for outcome in sorted(recent_boots, key=lambda o: o.at, reverse=True):
+        if outcome.reason != Reason.SPAWN_RATE_LIMITED.value:
+            break
+        streak += 1
+        latest = latest or outcome.at
+    if latest is None:
+        return None
+    until = latest + timedelta(
+        seconds=backoff_seconds(RATE_LIMIT_HOLD_BASE_SEC, RATE_LIMIT_HOLD_MAX_SEC, streak - 1)
+    )
+    return until if until > now else None
 
 
 def breaker(recent_boots: Iterable[BootOutcome], settings: Settings, now: datetime) -> Breaker:

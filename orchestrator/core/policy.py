@@ -77,7 +77,7 @@ from orchestrator.core.actions import (
 from orchestrator.core.config import Settings
 from orchestrator.core.draft import Draft
 from orchestrator.core.health import HEALTH_REASONS, REPORTED_FAILURES, health, unowned_stuck_limit
-from orchestrator.core.limits import backoffs, breaker
+from orchestrator.core.limits import backoffs, breaker, rate_limit_hold
 from orchestrator.core.observed import BootOutcome, PodView, Snapshot, Worker, as_utc, freeze
 from orchestrator.core.staffing import draining, new_worker_id, scale_down, scale_up, target, wait_model
 from orchestrator.core.states import Blocked, Meta, PodStatus, Reason, WorkerState, usable_worker_id
@@ -205,7 +205,18 @@ def plan(
     blocked: list[Blocked] = []
     if missing > 0:
         blocked = scale_up(
-            d, missing, capacity, aim, live, spend, spend_unknown, brk, pauses, booting, resumable
+            d,
+            missing,
+            capacity,
+            aim,
+            live,
+            spend,
+            spend_unknown,
+            brk,
+            pauses,
+            booting,
+            resumable,
+            rate_limit_hold(snapshot.recent_boots, d.now),
         )
 
     return Plan(

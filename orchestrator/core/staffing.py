@@ -317,6 +317,7 @@ def scale_up(
     backoffs: list[Backoff],
     booting: list[Worker],
     stopped: list[Worker] | None = None,
+    rate_limited_until: datetime | None = None,
 ) -> list[Blocked]:
     """Resume pooled pods, then spawn, up to ``missing`` workers within the limits; return what held
     spawns back. Resumes are not held back by the breaker: a resume's failure is its host's stock, not
@@ -337,6 +338,8 @@ def scale_up(
             return blocked
     if breaker.state is BreakerState.OPEN:
         return [Blocked.BREAKER_OPEN]
+    if rate_limited_until is not None:
+        return [Blocked.RATE_LIMITED]
     count = missing
     if breaker.state is BreakerState.HALF_OPEN:
         # One probe at a time: a still-broken image costs one pod per interval, not a fleet.

@@ -301,6 +301,8 @@ class Blocked(StrEnum):
     SPEND_CAP = "spend_cap"
     PRICE_UNKNOWN = "price_unknown"  # a spend cap is set and no price is known for any allowed type
     MAX_REACHED = "max_reached"
+    # Runpod's rate limit refused the latest creations: the next waits (limits.rate_limit_hold).
+    RATE_LIMITED = "rate_limited"
 
 
 class BreakerState(StrEnum):

@@ -390,7 +390,7 @@ def test_the_snapshot_counts_a_chain_of_children_as_one_claimable_task(
     for before, after in itertools.pairwise(chain):
         raw.execute("update tasks set dependant_on = array[%s::uuid] where id = %s", (before, after))
     add_tasks(raw, 1, task_type="generate", age_sec=60)
-    # The app's older single-uuid form of dependant_on is read the same way (a done dependency here).
+    # A dependency already Complete holds nothing back.
     done = add_tasks(raw, 1, task_type="generate", status="Complete", age_sec=900)
     single = add_tasks(raw, 1, task_type="generate", age_sec=30)
     raw.execute("update tasks set dependant_on = array[%s::uuid] where id = %s", (done[0], single[0]))
@@ -410,6 +410,16 @@ def test_the_snapshot_counts_a_chain_of_children_as_one_claimable_task(
     queue = db.snapshot()["queue"]
     # A failed dependency never completes: its follower stays out of the count (the app cascades it).
     assert queue["claimable"] == 2 and queue["claimable_by_type"] == [{"task_type": "generate", "count": 2}]
+    assert queue["queued_total"] == 3
+    # An operator's view that names the types its own way: the waiting task leaves its bucket, not the
+    # table's (a dependency that names no task at all never completes either).
+    raw.execute("update tasks set dependant_on = array[gen_random_uuid()] where id = %s", (single[0],))
+    raw.execute(
+        "create or replace view orchestrator_claimable_tasks as select t.id, 'gpu'::text as task_type,"
+        " t.created_at from tasks t where t.status = 'Queued'"
+    )
+    queue = db.snapshot()["queue"]
+    assert queue["claimable"] == 1 and queue["claimable_by_type"] == [{"task_type": "gpu", "count": 1}]
     assert queue["queued_total"] == 3
 
 

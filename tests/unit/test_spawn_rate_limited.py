@@ -4,7 +4,11 @@ requests for terminations) is not a failed boot: the fleet grows again as soon a
 Before, it ended the row as ``spawn_failed``, which counts toward the breaker and backs the GPU type
 off. A burst of creations near the end of an hour window then opened the breaker and kept the fleet
 from growing long after the quota was back. Driven in virtual time: the daemon's own ``plan()`` and
-executor against the simulated provider, whose creations are refused for the first ten minutes.
+executor against the simulated provider, whose creations are refused for the first 50 minutes.
+
+Not a failed boot, it is not free either: each refused creation is a request against the same quota
+the terminations need, and a row and a boot outcome. The policy waits 60 s after the newest refusal,
+doubling with each one in a row (before the hold, this run asked 1,499 times).
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ from orchestrator.studies.fleet import ResumeModel
 from orchestrator.studies.simulation import Simulation
 from orchestrator.studies.traces import Trace, TraceTask
 
-LIMITED_UNTIL = 600.0
+LIMITED_UNTIL = 3000.0  # most of an hour window, held back
 
 
 def test_creations_refused_by_the_rate_limit_neither_open_the_breaker_nor_back_the_type_off() -> None:
-    trace = Trace("burst", tuple(TraceTask(f"t{i}", 30.0 + i, 120.0) for i in range(8)), 3600.0)
+    trace = Trace("burst", tuple(TraceTask(f"t{i}", 30.0 + i, 120.0) for i in range(8)), 7200.0)
     settings = defaults()
     breakers: list[BreakerState] = []
 
@@ -49,7 +53,7 @@ def test_creations_refused_by_the_rate_limit_neither_open_the_breaker_nor_back_t
     sim.provider.create = limited  # type: ignore[method-assign]
     result = sim.run()
 
-    assert len(refused) > settings.max_consecutive_failures, refused
+    assert settings.max_consecutive_failures < len(refused) <= 20, len(refused)
     assert result.violations == [] and result.tasks_complete == result.tasks_total
     boots = sim.db.snapshot().recent_boots
     limited_boots = [o for o in boots if o.reason == Reason.SPAWN_RATE_LIMITED.value]
