@@ -189,7 +189,10 @@ def plan(
     resumable = [] if snapshot.paused else stopped
     pooled = pool.size(d)
     room = pooled < settings.warm_pool_max
-    aim = target(queue, settings, wait_model(d, booting, active, pool=len(resumable), pool_room=room))
+    held_parents = sum(1 for w in d.workers for t in w.running_tasks if t.is_parent)
+    aim = target(
+        queue, settings, wait_model(d, booting, active, pool=len(resumable), pool_room=room), held_parents
+    )
     capacity = len(booting) + len(active)
     capacity -= scale_down(d, booting, active, aim, capacity)
     missing = max(0, aim.desired - capacity)

@@ -69,8 +69,12 @@ class Target:
     model: sizing.Sizing | None = None
 
 
-def target(queue: Queue, settings: Settings, model: sizing.Sizing | None = None) -> Target:
-    demand = queue.claimable + queue.running
+def target(
+    queue: Queue, settings: Settings, model: sizing.Sizing | None = None, held_parents: int = 0
+) -> Target:
+    # A parent its worker holds while its children run takes none of the worker's time (see
+    # _holds_only_parents): counted as demand, each TASKS_PER_GPU_THRESHOLD of them kept a pod more.
+    demand = queue.claimable + max(0, queue.running - held_parents)
     needed = math.ceil(demand / max(1, settings.tasks_per_gpu_threshold))
     max_active = settings.max_active_gpus
     min_active = min(settings.min_active_gpus, max_active)

@@ -83,7 +83,11 @@ def _original_plan(
     *,
     prices: Mapping[str, float] | None = None,
 ) -> Plan:
-    result = real_plan(snapshot, pods, settings, now, prices=prices)
+    # The old loop counted every In Progress task as demand, a parent its worker holds while its children
+    # run included; plan() leaves those out, so they are added back.
+    held = sum(1 for w in snapshot.workers for t in w.running_tasks if t.is_parent)
+    queue = replace(snapshot.queue, running=snapshot.queue.running + held)
+    result = real_plan(replace(snapshot, queue=queue), pods, settings, now, prices=prices)
     kept: list[Any] = []
     spawned = False
     for action in result.actions:

@@ -173,3 +173,16 @@ def test_a_parent_is_sized_as_the_children_it_creates_not_as_its_whole_chain() -
     assert model.of("travel_orchestrator").mean == sizing.PARENT_RUN_SEC
     assert model.of("join_clips_orchestrator").mean == sizing.PARENT_RUN_SEC  # one never seen yet
     assert model.of("generate_video").mean == SHORT.mean_sec
+
+
+def test_the_threshold_rule_does_not_count_a_held_parent_as_demand() -> None:
+    # One worker holds a parent while its first segment waits: that worker takes the segment. Counted as
+    # demand, the parent asked for a second pod that billed for the whole chain.
+    holder = busy("gpu-0", "travel_orchestrator", since=600)
+    s = replace(snap([holder], claimable=1), queue=Queue(claimable=1, running=1))
+    result = run(s, pods_for([holder]), settings(tasks_per_gpu_threshold=1))
+    assert result.desired == 1 and result.of_kind(Spawn) == []
+    # A worker running an ordinary task still counts.
+    worker_busy = busy("gpu-0", "generate_video", since=30)
+    s = replace(snap([worker_busy], claimable=1), queue=Queue(claimable=1, running=1))
+    assert run(s, pods_for([worker_busy]), settings(tasks_per_gpu_threshold=1)).desired == 2
