@@ -6,7 +6,8 @@ reactivations and spawns to the :class:`~orchestrator.core.draft.Draft`. Spawns 
 :mod:`orchestrator.core.limits`. Pure: no I/O, no clock, no randomness.
 
 * **Demand.** ``desired = clamp(ceil((claimable + running) / TASKS_PER_GPU_THRESHOLD) +
-  MACHINES_TO_KEEP_IDLE, MIN_ACTIVE_GPUS, MAX_ACTIVE_GPUS)``; capacity = spawning + initializing +
+  MACHINES_TO_KEEP_IDLE, MIN_ACTIVE_GPUS, MAX_ACTIVE_GPUS)``, ``running`` without the parents
+  (``*_orchestrator``) their workers hold while the children run; capacity = spawning + initializing +
   active rows that stay (booting pods count, so they never cause more spawns).
 * **Scale down** (capacity above desired). First booting workers, but only while no claimable task
   waits (a booting pod with work waiting will soon be useful; with none it is pure cost) or while
