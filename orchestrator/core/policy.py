@@ -79,7 +79,15 @@ from orchestrator.core.draft import Draft
 from orchestrator.core.health import HEALTH_REASONS, REPORTED_FAILURES, health, unowned_stuck_limit
 from orchestrator.core.limits import backoffs, breaker, rate_limit_hold
 from orchestrator.core.observed import BootOutcome, PodView, Snapshot, Worker, as_utc, freeze
-from orchestrator.core.staffing import draining, new_worker_id, scale_down, scale_up, target, wait_model
+from orchestrator.core.staffing import (
+    draining,
+    held_parents,
+    new_worker_id,
+    scale_down,
+    scale_up,
+    target,
+    wait_model,
+)
 from orchestrator.core.states import Blocked, Meta, PodStatus, Reason, WorkerState, usable_worker_id
 
 __all__ = ["HEALTH_REASONS", "REPORTED_FAILURES", "TERMINATE_RETRY_SEC", "new_worker_id", "plan"]
@@ -189,9 +197,11 @@ def plan(
     resumable = [] if snapshot.paused else stopped
     pooled = pool.size(d)
     room = pooled < settings.warm_pool_max
-    held_parents = sum(1 for w in d.workers for t in w.running_tasks if t.is_parent)
     aim = target(
-        queue, settings, wait_model(d, booting, active, pool=len(resumable), pool_room=room), held_parents
+        queue,
+        settings,
+        wait_model(d, booting, active, pool=len(resumable), pool_room=room),
+        held_parents(d.workers),
     )
     capacity = len(booting) + len(active)
     capacity -= scale_down(d, booting, active, aim, capacity)

@@ -143,6 +143,11 @@ def wait_model(
     return sizing.size(state, wait, sizing.LATE_TASK_COST_GPU_SEC)
 
 
+def held_parents(workers: Iterable[Worker]) -> int:
+    """The parents (``*_orchestrator``) these workers hold In Progress while their children run."""
+    return sum(1 for w in workers for t in w.running_tasks if t.is_parent)
+
+
 def _holds_only_parents(worker: Worker) -> bool:
     """Every task the worker holds is a parent (``*_orchestrator``), each one known.
 
@@ -153,9 +158,8 @@ def _holds_only_parents(worker: Worker) -> bool:
     as busy for the parent's whole life, it made the model ask for a worker more per parent in flight.
     (It is still never released while it holds one: the database refuses to end a worker holding a
     task, and a parent handed to another worker would be run again.)"""
-    return (
-        0 < len(worker.running_tasks) == worker.running_count
-        and all(t.is_parent for t in worker.running_tasks)
+    return 0 < len(worker.running_tasks) == worker.running_count and all(
+        t.is_parent for t in worker.running_tasks
     )
 
 

@@ -47,6 +47,7 @@ from orchestrator.core.actions import Plan, Spawn, TerminatePod
 from orchestrator.core.config import Settings, defaults
 from orchestrator.core.observed import PodView, Snapshot
 from orchestrator.core.policy import plan as real_plan
+from orchestrator.core.staffing import held_parents
 from orchestrator.core.states import Reason
 from orchestrator.studies.clock import EPOCH
 from orchestrator.studies.traces import Trace
@@ -85,8 +86,7 @@ def _original_plan(
 ) -> Plan:
     # The old loop counted every In Progress task as demand, a parent its worker holds while its children
     # run included; plan() leaves those out, so they are added back.
-    held = sum(1 for w in snapshot.workers for t in w.running_tasks if t.is_parent)
-    queue = replace(snapshot.queue, running=snapshot.queue.running + held)
+    queue = replace(snapshot.queue, running=snapshot.queue.running + held_parents(snapshot.workers))
     result = real_plan(replace(snapshot, queue=queue), pods, settings, now, prices=prices)
     kept: list[Any] = []
     spawned = False

@@ -321,21 +321,22 @@ class EdgeClient:
             "file_data": base64.b64encode(path.read_bytes()).decode(),
             "filename": path.name,
         }
+        return self._complete(task_id, payload, "Upload failed", timeout=COMPLETE_TIMEOUT)
+
+    def _complete(
+        self, task_id: str, payload: dict[str, Any], failure: str, *, timeout: float = STATUS_TIMEOUT
+    ) -> dict[str, Any] | None:
+        """``complete_task``; its answer, or None once a failure is reported as ``<failure>: <error>``."""
         url = self.env.get("SUPABASE_EDGE_COMPLETE_TASK_URL") or self.url("complete_task")
         result = self.call_with_retry(
-            url,
-            payload,
-            "complete_task",
-            context_id=task_id,
-            timeout=COMPLETE_TIMEOUT,
-            retry_404=NOT_FOUND_PATTERNS,
+            url, payload, "complete_task", context_id=task_id, timeout=timeout, retry_404=NOT_FOUND_PATTERNS
         )
         if result.response is not None and result.response.status_code == 200:
             answer = result.json()
             return answer if isinstance(answer, dict) else {}
         error = result.error or f"{EDGE_FAIL_PREFIX}:complete_task:HTTP_N/A] No response"
         log.error("task_complete_report_failed", task_id=task_id, error=error)
-        self.mark_failed(task_id, f"Upload failed: {error}")
+        self.mark_failed(task_id, f"{failure}: {error}")
         return None
 
     # -- an orchestrator task -----------------------------------------------------------------------
@@ -415,17 +416,7 @@ class EdgeClient:
             payload = {"task_id": task_id, "storage_path": output.split(PUBLIC_MEDIA_MARK, 1)[1]}
         else:
             payload = {"task_id": task_id, "output_location": output}
-        url = self.env.get("SUPABASE_EDGE_COMPLETE_TASK_URL") or self.url("complete_task")
-        result = self.call_with_retry(
-            url, payload, "complete_task", context_id=task_id, retry_404=NOT_FOUND_PATTERNS
-        )
-        if result.response is not None and result.response.status_code == 200:
-            answer = result.json()
-            return answer if isinstance(answer, dict) else {}
-        error = result.error or f"{EDGE_FAIL_PREFIX}:complete_task:HTTP_N/A] No response"
-        log.error("task_complete_report_failed", task_id=task_id, error=error)
-        self.mark_failed(task_id, f"Completion failed: {error}")
-        return None
+        return self._complete(task_id, payload, "Completion failed")
 
 
 class TableClient:
