@@ -59,7 +59,12 @@ SERVERLESS_PRICE = 1.10  # USD/h for an RTX 4090 serverless worker (the emulator
 DEFAULT_FAILURE = 0.3  # the share of resumes finding no GPU in the default rows
 FAILURES = {"ours_fail0": 0.0, "ours_fail70": 0.7}
 SWEEP = (10, 40, 80, 160)  # WAIT_TARGET_SEC of the ours_wt* rows (the default is `ours`)
-PREVIOUS = {"WAIT_TARGET_SEC": 0, "WARM_POOL_MAX": 0, "TASK_STUCK_TIMEOUT_SEC": 1200}
+PREVIOUS = {
+    "WAIT_TARGET_SEC": 0,
+    "WARM_POOL_MAX": 0,
+    "TASK_STUCK_TIMEOUT_SEC": 1200,
+    "WORKER_POLL_INTERVAL_SEC": 10,
+}
 HELDOUT_POLICIES = ("ours", "original", "serverless")
 HELDOUT_SEED_BASE = 3  # held-out traffic runs with simulation seeds the tuning never used
 BAR_COST, BAR_P95, GOAL_COST = 0.9, 1.1, 0.75
@@ -195,6 +200,8 @@ COLS = (
     "resumes",
     "resume fail",
     "disk $",
+    "edge calls",
+    "edge $",
     "dead",
     "lost",
     "dup",
@@ -214,6 +221,8 @@ def _row(policy: str, m: Mapping[str, Any], old: float | None) -> str:
         _fmt(m.get("resumes", 0), 1),
         _fmt(m.get("resume_failures", 0), 1),
         _fmt(m.get("stopped_disk_cost_usd", 0.0), 3),
+        f"{m.get('edge_calls', 0):,.0f}",
+        _fmt(m.get("edge_cost_usd", 0.0), 3),
         str(m["tasks_dead_lettered"]),
         str(m["tasks_lost"]),
         str(m["tasks_duplicated"]),
@@ -265,8 +274,11 @@ def write_markdown(
         "workers as the real one behaves. The warm pool: a stop takes 10 s (the GPU bills until then), a stopped",
         "pod bills its 20 GB volume disk at 0.20 USD/GB/month, a resume takes ~30 s (lognormal, sigma 0.3) plus",
         f"the checks and the start, and {DEFAULT_FAILURE:.0%} of resumes find no GPU (the pod is terminated and",
-        "a new one spawned) unless the row says otherwise. Wait = queued -> first claimed. `x old` = cost /",
-        "`original` (`original_min2` for the `min2` rows). `disk $` = stopped disks, included in `cost $`.",
+        "a new one spawned) unless the row says otherwise. Idle workers poll for a task every",
+        "`WORKER_POLL_INTERVAL_SEC` (the old system's and the serverless row's: the worker's own 10 s); `edge",
+        "calls` = the workers' Edge Function calls (each poll's task-counts, each claim, start and completion),",
+        "`edge $` = their price at 2 USD per million, included in `cost $` as `disk $` (stopped disks) is.",
+        "Wait = queued -> first claimed. `x old` = cost / `original` (`original_min2` for the `min2` rows).",
         "",
         "## The bar",
         "",
@@ -426,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     results: dict[str, Any] = {
         # Per trace and policy, the metrics (cost_usd, wait_p95_s, ... and now the pool's resumes,
-        # resume_failures, stopped_disk_cost_usd), as in the earlier policy.json; then the bar, the
+        # resume_failures, stopped_disk_cost_usd, the workers' edge_calls and edge_cost_usd), as in the
+        # earlier policy.json; then the bar, the
         # matched-p95 readings and the held-out traffic under keys that start with "_".
         **by_trace,
         "_bar": {t: bar(by_trace[t]) for t in TRACES},

@@ -66,6 +66,7 @@ DEFAULT_VOLUME_MOUNT_PATH = "/workspace"
 DEFAULT_DISK_SIZE_GB = 20
 DEFAULT_CONTAINER_DISK_GB = 10
 DEFAULT_BASE_URL = "https://api.runpod.io"
+DEFAULT_WORKER_POLL_INTERVAL_SEC = WorkerStart.poll_interval
 
 STATUS_KEYS = (
     "runpod_id",
@@ -151,6 +152,7 @@ class RunpodProvider(PodSSH):
         worker_launch: str | None = None,
         worker_git_branch: str | None = None,
         worker_wgp_profile: int | None = None,
+        worker_poll_interval: int | None = None,
         worker_python: str = "python",
         retry: RetryPolicy | None = None,
         transport: RunpodTransport | None = None,
@@ -201,6 +203,10 @@ class RunpodProvider(PodSSH):
             git_branch=str(pick(worker_git_branch, "WORKER_GIT_BRANCH", "main")).strip(),
             apt_packages=self.apt_packages,
             wgp_profile=_int(pick(worker_wgp_profile, "WORKER_WGP_PROFILE", 1), "WORKER_WGP_PROFILE"),
+            poll_interval=_int(
+                pick(worker_poll_interval, "WORKER_POLL_INTERVAL_SEC", DEFAULT_WORKER_POLL_INTERVAL_SEC),
+                "WORKER_POLL_INTERVAL_SEC",
+            ),
             python=worker_python,
         )
         self.retry = retry or DEFAULT_RETRY

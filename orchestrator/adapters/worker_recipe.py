@@ -108,8 +108,8 @@ class WorkerStart:
     """How the worker is started on a pod: where its checkout is, what runs before it, how it is run.
 
     Built from the settings (``WORKER_DIRS``, ``WORKER_LAUNCH``, ``WORKER_GIT_BRANCH``,
-    ``WORKER_APT_PACKAGES``, ``WORKER_WGP_PROFILE``, ``RUNPOD_VOLUME_MOUNT_PATH``); the defaults are the
-    original's. Invalid values raise ``ConfigError`` here too, so a library user gets the same message the
+    ``WORKER_APT_PACKAGES``, ``WORKER_WGP_PROFILE``, ``WORKER_POLL_INTERVAL_SEC``,
+    ``RUNPOD_VOLUME_MOUNT_PATH``); the defaults are the original's, but for the poll interval. Invalid values raise ``ConfigError`` here too, so a library user gets the same message the
     daemon's configuration gives.
     """
 
@@ -119,6 +119,10 @@ class WorkerStart:
     git_branch: str = "main"
     apt_packages: tuple[str, ...] = DEFAULT_APT_PACKAGES
     wgp_profile: int = 1
+    # ``--poll-interval``: seconds an idle worker sleeps between claims. Both workers take it as a whole
+    # number (``type=int`` in banodoco/Reigh-Worker and peteromallet/Headless-Wan2GP ``worker.py``, and in
+    # ``headless.py`` since 2025-05-21), their own default 10, which the original launched with.
+    poll_interval: int = config.default_value(config.BY_NAME["WORKER_POLL_INTERVAL_SEC"])
     # The interpreter the venv launch runs (the original's `python`, found on PATH after activation).
     python: str = "python"
     git_pull_timeout: int = 30
@@ -144,6 +148,12 @@ class WorkerStart:
             or self.wgp_profile < 1
         ):
             raise _problem(f"WORKER_WGP_PROFILE={self.wgp_profile!r}: expected a whole number >= 1")
+        if (
+            isinstance(self.poll_interval, bool)
+            or not isinstance(self.poll_interval, int)
+            or self.poll_interval < 1
+        ):
+            raise _problem(f"WORKER_POLL_INTERVAL_SEC={self.poll_interval!r}: expected a whole number >= 1")
         if not self.python or "\x00" in self.python or "\n" in self.python:
             raise _problem(f"worker python {self.python!r} is not usable")
 
@@ -378,12 +388,12 @@ fi"""
 
 # The arguments are not echoed: they hold the credentials.
 _LAUNCH_VENV = r"""if [ -f worker.py ]; then entry=worker.py; else entry=headless.py; fi
-echo "orchestrator: exec python $entry --db-type supabase --supabase-url ... --supabase-anon-key ... --supabase-access-token ... --worker $WORKER_ID"
-exec @PYTHON@ "$entry" --db-type supabase --supabase-url "$SUPABASE_URL" --supabase-anon-key "${SUPABASE_ANON_KEY:-}" --supabase-access-token "$SUPABASE_SERVICE_ROLE_KEY" --worker "$WORKER_ID"
+echo "orchestrator: exec python $entry --db-type supabase --supabase-url ... --supabase-anon-key ... --supabase-access-token ... --worker $WORKER_ID --poll-interval @POLL@"
+exec @PYTHON@ "$entry" --db-type supabase --supabase-url "$SUPABASE_URL" --supabase-anon-key "${SUPABASE_ANON_KEY:-}" --supabase-access-token "$SUPABASE_SERVICE_ROLE_KEY" --worker "$WORKER_ID" --poll-interval @POLL@
 """
 
-_LAUNCH_UV = r"""echo "orchestrator: exec uv run --python 3.10 --extra cuda124 python worker.py --supabase-url ... --supabase-access-token ... --worker $WORKER_ID --wgp-profile "@PROFILE@
-exec uv run --python 3.10 --extra cuda124 python worker.py --supabase-url "$SUPABASE_URL" --supabase-access-token "$SUPABASE_SERVICE_ROLE_KEY" --worker "$WORKER_ID" --wgp-profile @PROFILE@"""
+_LAUNCH_UV = r"""echo "orchestrator: exec uv run --python 3.10 --extra cuda124 python worker.py --supabase-url ... --supabase-access-token ... --worker $WORKER_ID --wgp-profile "@PROFILE@" --poll-interval "@POLL@
+exec uv run --python 3.10 --extra cuda124 python worker.py --supabase-url "$SUPABASE_URL" --supabase-access-token "$SUPABASE_SERVICE_ROLE_KEY" --worker "$WORKER_ID" --wgp-profile @PROFILE@ --poll-interval @POLL@"""
 
 
 def build_start_command(worker_id: str, start: WorkerStart | None = None) -> str:
@@ -400,7 +410,7 @@ def build_start_command(worker_id: str, start: WorkerStart | None = None) -> str
     checkout; failure tolerated), venv activation, ``apt-get update`` then ``apt-get install -y
     <packages>`` (failures tolerated, finished before the worker starts), then ``exec`` the worker:
     ``python worker.py`` when the checkout has it, else the original's ``python headless.py``, with the
-    original's arguments (or the ``uv`` launch of the newer worker). The SSH call returns in about a second.
+    original's arguments and ``--poll-interval`` (or the ``uv`` launch of the newer worker). The SSH call returns in about a second.
     """
     validate_worker_id(worker_id)
     start = start or WorkerStart()
@@ -409,10 +419,10 @@ def build_start_command(worker_id: str, start: WorkerStart | None = None) -> str
     dirs = start.worker_dirs()
     if start.launch == LAUNCH_UV:
         checks, activate = _CHECKS_UV, "# (uv runs the project's own environment: no venv to activate)"
-        launch = _fill(_LAUNCH_UV, PROFILE=str(int(start.wgp_profile)))
+        launch = _fill(_LAUNCH_UV, PROFILE=str(int(start.wgp_profile)), POLL=str(int(start.poll_interval)))
     else:
         checks, activate = _CHECKS_VENV, _ACTIVATE_VENV
-        launch = _fill(_LAUNCH_VENV, PYTHON=q(start.python))
+        launch = _fill(_LAUNCH_VENV, PYTHON=q(start.python), POLL=str(int(start.poll_interval)))
     if start.apt_packages:
         apt = _fill(
             _APT,

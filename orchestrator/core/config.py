@@ -84,6 +84,7 @@ class Settings:
     worker_dirs: tuple[str, ...]
     worker_launch: str
     worker_wgp_profile: int
+    worker_poll_interval_sec: int
     worker_git_branch: str
     worker_apt_packages: tuple[str, ...]
     # --- database

@@ -49,8 +49,8 @@ from orchestrator.core.states import Blocked, BreakerState, Meta, Reason, Worker
 
 _EPS = 1e-9
 # With the wait target, the long-idle backstop drains a worker the model keeps only once a task has
-# waited this long: idle workers poll for work every 10 s (the real worker's --poll-interval), so a task
-# queued a moment ago proves nothing against them.
+# waited this long (or two of the workers' claim polls, WORKER_POLL_INTERVAL_SEC, if longer): a task
+# queued a moment ago proves nothing against idle workers that have not polled since.
 BACKSTOP_WAIT_SEC = 60.0
 
 
@@ -262,7 +262,7 @@ def scale_down(d: Draft, booting: list[Worker], active: list[Worker], aim: Targe
             removed += 1
     floor = max(aim.min_active, min(aim.keep_idle, aim.max_active))
     oldest = d.snapshot.queue.oldest_claimable_age_sec
-    if modelled and (oldest is None or oldest < BACKSTOP_WAIT_SEC):
+    if modelled and (oldest is None or oldest < max(BACKSTOP_WAIT_SEC, 2.0 * s.worker_poll_interval_sec)):
         # The model keeps these idle on purpose (headroom for the wait target); the backstop is for a
         # worker idle while tasks wait, i.e. one not taking them.
         floor = max(floor, aim.keep)

@@ -143,6 +143,14 @@ VARIABLES: tuple[Var, ...] = (
     ),
     _v("WORKER_WGP_PROFILE", "int", 1, "--wgp-profile of the uv launch", "worker", minimum=1),
     _v(
+        "WORKER_POLL_INTERVAL_SEC",
+        "int",
+        3,
+        "--poll-interval given to the worker: seconds an idle worker sleeps between claims, a whole number (the worker's own default, which the original kept, is 10; each idle poll is one Edge Function call)",
+        "worker",
+        minimum=1,
+    ),
+    _v(
         "WORKER_GIT_BRANCH",
         "str",
         "main",

@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 
 GPU = "NVIDIA GeForce RTX 4090"
 GPU_PRICE = 0.59  # USD/h, secure cloud, the emulator's catalog (third-party listings: ~0.60)
+# Supabase bills Edge Function invocations at 2 USD per million beyond the plan's quota (2 million a
+# month on Pro; supabase.com/docs/guides/platform/manage-your-usage/edge-function-invocations). The
+# simulator bills every call, as if the app had used the quota already (the harsher case).
+EDGE_USD_PER_CALL = 2.0 / 1_000_000
 PRICES: Mapping[str, float] = {GPU: GPU_PRICE}
 
 
@@ -355,7 +359,7 @@ class SimProvider:
         return seconds * self.resume.stopped_usd_per_hr / 3600.0
 
     def cost(self, until: float) -> float:
-        """Everything billed: GPUs while held, volume disks while stopped."""
+        """What the provider bills: GPUs while held, volume disks while stopped."""
         gpus = sum(p.gpu_seconds(until) * p.cost_per_hr / 3600.0 for p in self.pods.values())
         return gpus + self.disk_cost(until)
 
@@ -368,13 +372,17 @@ class SimWorker:
 
     Modelled on banodoco/Reigh-Worker ``worker.py`` and ``heartbeat_guardian.py``: the guardian is a
     separate process that beats every 20 s whatever the worker does; the worker polls every
-    ``--poll-interval`` (10 s) while idle and 1 s after finishing a task. A crash kills the worker
-    process only: the guardian's next check finds it gone and sends one ``crashed`` beat. A pod
-    termination kills both, silently.
+    ``--poll-interval`` (``WORKER_POLL_INTERVAL_SEC`` of the policy's settings; the worker's own
+    default, which the old system launched with, is 10 s) while idle and 1 s after finishing a task. A
+    crash kills the worker process only: the guardian's next check finds it gone and sends one
+    ``crashed`` beat. A pod termination kills both, silently.
+
+    The Edge Function calls are counted (``edge_calls``): each poll's ``task-counts``, its
+    ``claim-next-task`` when there was work (the real poll skips the claim when ``task-counts`` says
+    nothing is queued), and a task's ``update-task-status`` (In Progress) and ``complete_task``.
     """
 
     HEARTBEAT_SEC = 20.0
-    CLAIM_POLL_SEC = 10.0
     AFTER_TASK_SEC = 1.0
     # A parent's own run: reading its inputs and creating its children through the Edge Functions.
     PARENT_RUN_SEC = 5.0
@@ -391,6 +399,7 @@ class SimWorker:
         warmup = sim.boot.process_warmup * sim.rng_workers.uniform(0.7, 1.3)
         sim.clock.schedule(warmup, self._heartbeat)
         sim.clock.schedule(warmup + 0.5, self._claim)
+        self.claim_poll_sec = float(sim.settings.worker_poll_interval_sec)
         if sim.faults.crash_per_hour > 0:
             sim.clock.schedule(sim.rng_workers.expovariate(sim.faults.crash_per_hour / 3600.0), self.crash)
 
@@ -427,12 +436,15 @@ class SimWorker:
     def _claim(self) -> None:
         if not self.alive or self.task is not None:
             return
+        self.sim.counters["edge_calls"] += 1  # task-counts
         try:
             row = self.sim.db.claim(self.worker_id)
         except errors.NotFound:
             row = None
+        if row is not None:
+            self.sim.counters["edge_calls"] += 2  # claim-next-task, update-task-status In Progress
         if row is None:
-            self.sim.clock.schedule(self.CLAIM_POLL_SEC, self._claim)
+            self.sim.clock.schedule(self.claim_poll_sec, self._claim)
             return
         self.task = row
         self.sim.on_claim(self, row)
@@ -464,6 +476,7 @@ class SimWorker:
         if not self.alive or self.hung or self.task is not task:
             return
         completed = self.sim.db.complete(self.worker_id, task.id)
+        self.sim.counters["edge_calls"] += 1  # complete_task
         self.sim.on_finish(self, task)
         if completed:  # a late second finish of a requeued segment must not move its chain twice
             self.sim.on_child_done(self, task)

@@ -278,6 +278,8 @@ def specs(base: Settings | None = None, ours_changes: Mapping[str, Any] | None =
         GPU_IDLE_TIMEOUT_SEC=600,
         GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC=600,
         ORCHESTRATOR_POLL_SEC=30,
+        # It launched the worker without --poll-interval: the worker's own 10 s between idle claims.
+        WORKER_POLL_INTERVAL_SEC=10,
         # The old system's fixed stuck-task timeout (it failed long tasks' healthy workers at 20 minutes).
         TASK_STUCK_TIMEOUT_SEC=1200,
     )
@@ -288,6 +290,7 @@ def specs(base: Settings | None = None, ours_changes: Mapping[str, Any] | None =
         GPU_IDLE_TIMEOUT_SEC=5,
         GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC=5,
         ORCHESTRATOR_POLL_SEC=2,
+        WORKER_POLL_INTERVAL_SEC=10,  # the worker as the old system launched it
     )
     max_gpus = int(base.max_active_gpus)
     return [

@@ -34,6 +34,7 @@ from orchestrator.core.observed import PodView
 from orchestrator.studies.clock import Clock, at
 from orchestrator.studies.driver import VirtualExecutor
 from orchestrator.studies.fleet import (
+    EDGE_USD_PER_CALL,
     GPU,
     GPU_PRICE,
     PRICES,
@@ -91,6 +92,8 @@ class Result:
     counters: dict[str, int]
     actions: dict[str, int]  # "kind:reason" -> actions started by the executor
     stopped_disk_cost_usd: float = 0.0  # the pool's volume disks while stopped (in cost_usd too)
+    edge_calls: int = 0  # the workers' Edge Function calls (SimWorker)
+    edge_cost_usd: float = 0.0  # what they bill (in cost_usd too)
 
     def percentile(self, q: float) -> float:
         if not self.waits:
@@ -120,6 +123,9 @@ class Result:
             "resumes": self.counters.get("resumes", 0),
             "resume_failures": self.counters.get("resume_failures", 0),
             "stopped_disk_cost_usd": round(self.stopped_disk_cost_usd, 4),
+            # the workers' claim polls
+            "edge_calls": self.edge_calls,
+            "edge_cost_usd": round(self.edge_cost_usd, 4),
         }
 
 
@@ -188,6 +194,7 @@ class Simulation:
             k: 0
             for k in (
                 "spawns",
+                "edge_calls",
                 "worker_crashes",
                 "worker_hangs",
                 "ssh_failures",
@@ -451,12 +458,13 @@ class Simulation:
         )
         tasks = self.db.tasks.values()
         lost = sum(1 for v in self.invariants.violations if v.name == "task_lost")
+        edge_cost = self.counters["edge_calls"] * EDGE_USD_PER_CALL
         leaked = sum(1 for v in self.invariants.violations if v.name == "pod_leaked")
         return Result(
             policy=self.name,
             trace=self.trace.name,
             horizon=horizon,
-            cost_usd=self.provider.cost(horizon),
+            cost_usd=self.provider.cost(horizon) + edge_cost,
             gpu_hours=billed / 3600.0,
             busy_share=min(1.0, busy / billed) if billed > 0 else 0.0,
             waits=waits,
@@ -475,6 +483,8 @@ class Simulation:
             counters=dict(self.counters),
             actions=dict(self.executor.by_reason),
             stopped_disk_cost_usd=self.provider.disk_cost(horizon),
+            edge_calls=self.counters["edge_calls"],
+            edge_cost_usd=edge_cost,
         )
 
 
@@ -502,4 +512,6 @@ def oracle(trace: Trace, price: float = GPU_PRICE, boot: BootModel | None = None
         "resumes": 0,
         "resume_failures": 0,
         "stopped_disk_cost_usd": 0.0,
+        "edge_calls": 0,
+        "edge_cost_usd": 0.0,
     }

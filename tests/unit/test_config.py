@@ -98,6 +98,7 @@ def test_worker_start_settings_default_to_the_original_and_are_validated() -> No
             "WORKER_DIRS": "Reigh-Worker,Headless-Wan2GP",
             "WORKER_LAUNCH": "UV",
             "WORKER_WGP_PROFILE": "3",
+            "WORKER_POLL_INTERVAL_SEC": "4",
             "WORKER_GIT_BRANCH": "release/2026-05",
             "WORKER_APT_PACKAGES": "ffmpeg libgl1",
         },
@@ -106,6 +107,7 @@ def test_worker_start_settings_default_to_the_original_and_are_validated() -> No
     assert s.runpod_storage_name == ("vol-ro", "vol-ks")
     assert s.worker_dirs == ("Reigh-Worker", "Headless-Wan2GP")
     assert (s.worker_launch, s.worker_wgp_profile, s.worker_git_branch) == ("uv", 3, "release/2026-05")
+    assert s.worker_poll_interval_sec == 4
     assert s.worker_apt_packages == ("ffmpeg", "libgl1")
     assert s.display_value("WORKER_APT_PACKAGES") == "ffmpeg,libgl1"
     off = config.load_settings({"WORKER_APT_PACKAGES": "none"}, env_file=None)
@@ -115,6 +117,7 @@ def test_worker_start_settings_default_to_the_original_and_are_validated() -> No
         "WORKER_DIRS": "../elsewhere,ok",
         "WORKER_LAUNCH": "docker",
         "WORKER_WGP_PROFILE": "0",
+        "WORKER_POLL_INTERVAL_SEC": "0.5",  # the worker parses a whole number
         "WORKER_GIT_BRANCH": "--upload-pack=evil",
         "WORKER_APT_PACKAGES": "ffmpeg;reboot",
         "RUNPOD_DISK_SIZE_GB": "5",

@@ -51,6 +51,8 @@ SEED_ARGS = [
     HOSTILE["SUPABASE_SERVICE_ROLE_KEY"],
     "--worker",
     WORKER_ID,
+    "--poll-interval",
+    str(WorkerStart.poll_interval),
 ]
 # sshd's clean session environment (no pod variables; sshd's default PATH, the user's names, SSH_*).
 SESSION_ENV = {
@@ -314,7 +316,9 @@ def test_the_uv_launch_of_the_newer_worker(pod: Pod) -> None:
     uv = pod.bin / "uv"
     uv.write_text(pod.recorder())
     uv.chmod(0o755)
-    done = pod.start(launch="uv", wgp_profile=2, dirs=("Reigh-Worker", "Headless-Wan2GP"), apt_packages=())
+    done = pod.start(
+        launch="uv", wgp_profile=2, poll_interval=3, dirs=("Reigh-Worker", "Headless-Wan2GP"), apt_packages=()
+    )
     assert done.returncode == 0, done.stderr
     got = pod.received()
     assert Path(got["argv0"]).name == "uv" and got["cwd"] == str(app)
@@ -324,6 +328,7 @@ def test_the_uv_launch_of_the_newer_worker(pod: Pod) -> None:
         "--supabase-access-token", HOSTILE["SUPABASE_SERVICE_ROLE_KEY"],
         "--worker", WORKER_ID,
         "--wgp-profile", "2",
+        "--poll-interval", "3",
     ]  # fmt: skip
     assert got["env"]["SUPABASE_SERVICE_ROLE_KEY"] == HOSTILE["SUPABASE_SERVICE_ROLE_KEY"]
     assert got["env"]["SUPABASE_ANON_KEY"] == HOSTILE["SUPABASE_ANON_KEY"]
@@ -438,6 +443,8 @@ def test_the_command_is_a_fixed_bash_c_with_the_original_steps(pod: Pod) -> None
         ({"git_branch": "a;b"}, "WORKER_GIT_BRANCH"),
         ({"apt_packages": ("ffmpeg", "x y")}, "WORKER_APT_PACKAGES"),
         ({"wgp_profile": 0}, "WORKER_WGP_PROFILE"),
+        ({"poll_interval": 0}, "WORKER_POLL_INTERVAL_SEC"),
+        ({"poll_interval": 2.5}, "WORKER_POLL_INTERVAL_SEC"),
         ({"mount_path": "workspace"}, "RUNPOD_VOLUME_MOUNT_PATH"),
     ],
 )
