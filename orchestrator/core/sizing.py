@@ -197,6 +197,20 @@ def prior_durations() -> Durations:
     return Durations.fit(PRIOR_TASK_MEAN_SEC, PRIOR_TASK_MEAN_SEC * PRIOR_TASK_CV)
 
 
+def _blend(fitted: Mapping[str, Durations], stats: Mapping[str, TaskStats]) -> Durations:
+    """An unknown type: the known types' mean, with at least the prior's spread (the prior alone
+    before any type is known). Parents are left out: their 10 s says nothing of how long an ordinary
+    task of a new type runs."""
+    total = sum(stats[t].completions for t in fitted)
+    if total <= 0:
+        return prior_durations()
+    parts = [(stats[t].completions / total, d) for t, d in fitted.items()]
+    mean = sum(w * d.mean for w, d in parts)
+    second = sum(w * (d.mean**2) * math.exp(d.sigma**2) for w, d in parts)
+    std = math.sqrt(max(0.0, second - mean**2))
+    return Durations.fit(mean, max(std, mean * PRIOR_TASK_CV))
+
+
 @dataclass(frozen=True)
 class TypeModel:
     """Every task type's fitted durations, the arrival mixture, and the fallback for unknown types."""
@@ -213,16 +227,10 @@ class TypeModel:
             if s.completions >= MIN_SAMPLES
         }
         total = sum(stats[t].completions for t in fitted)
+        fallback = _blend({t: d for t, d in fitted.items() if PARENT_MARK not in t}, stats)
         if total > 0:
-            parts = tuple((stats[t].completions / total, d) for t, d in sorted(fitted.items()))
-            mixture = Mixture(parts)
-            mean = mixture.mean
-            # An unknown type: the known types' mean, and at least the prior's spread.
-            second = sum(w * (d.mean**2) * math.exp(d.sigma**2) for w, d in parts)
-            std = math.sqrt(max(0.0, second - mean**2))
-            fallback = Durations.fit(mean, max(std, mean * PRIOR_TASK_CV))
+            mixture = Mixture(tuple((stats[t].completions / total, d) for t, d in sorted(fitted.items())))
         else:
-            fallback = prior_durations()
             mixture = Mixture(((1.0, fallback),))
         return cls(by_type=fitted, mixture=mixture, fallback=fallback)
 

@@ -11,6 +11,8 @@ import time
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from orchestrator.core import sizing
 from orchestrator.core.actions import Spawn
 from orchestrator.core.evidence import RunningTask, TaskStats
@@ -173,6 +175,10 @@ def test_a_parent_is_sized_as_the_children_it_creates_not_as_its_whole_chain() -
     assert model.of("travel_orchestrator").mean == sizing.PARENT_RUN_SEC
     assert model.of("join_clips_orchestrator").mean == sizing.PARENT_RUN_SEC  # one never seen yet
     assert model.of("generate_video").mean == SHORT.mean_sec
+    # A new ordinary type is sized as the ordinary types run, not pulled down by the parents' 10 s.
+    assert model.of("upscale_video").mean == pytest.approx(SHORT.mean_sec)
+    alone = sizing.TypeModel.from_stats({PARENT.task_type: PARENT})
+    assert alone.of("upscale_video").mean == pytest.approx(sizing.PRIOR_TASK_MEAN_SEC)
 
 
 def test_the_threshold_rule_does_not_count_a_held_parent_as_demand() -> None:
