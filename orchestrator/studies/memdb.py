@@ -57,6 +57,8 @@ class TaskRow:
     processed_at: float | None = None
     first_started_at: float | None = None
     error_message: str | None = None
+    after: str | None = None  # dependant_on: the task it waits for (one; a chain's segment)
+    ready_at: float | None = None  # when it became claimable: created, or its dependency completed
 
 
 @dataclass
@@ -95,12 +97,16 @@ class SimDB:
         self._order: dict[str, int] = {}  # creation order, the tie-break of equal outcome times
         self._boot_views: dict[str, BootOutcome] = {}
         self._queued: list[tuple[float, str]] = []  # heap of (created_at, id); lazy deletion
+        self._claimable_since: list[tuple[float, str]] = []  # heap of (ready_at, id); lazy deletion
         self.claimable = 0
         self.running: dict[str, set[str]] = {}  # worker id -> In Progress task ids
         self.running_total = 0  # sum of the sets' sizes, kept so a snapshot need not add them up
         self.last_completion: dict[str, float] = {}
         self.on_queued: Callable[[], None] | None = None  # the NOTIFY trigger
-        self._arrivals: list[float] = []  # created_at of every task, in order (the clock only moves on)
+        # When each task became claimable, in order (the clock only moves on): orch_snapshot's arrivals.
+        self._arrivals: list[float] = []
+        self._waiting: dict[str, list[TaskRow]] = {}  # task id -> the queued tasks dependant_on it
+        self.waiting_total = 0
         self.claimable_by_type: dict[str, int] = {}
         self._durations: dict[str, list[tuple[float, float]]] = {}  # type -> [(completed at, seconds)]
         self._stats: tuple[float, dict[str, TaskStats]] | None = None
@@ -108,19 +114,62 @@ class SimDB:
 
     # -- tasks ------------------------------------------------------------------------------------
 
-    def insert_task(self, task_id: str, task_type: str, duration: float) -> TaskRow:
-        row = TaskRow(task_id, task_type, self.clock.now, duration)
+    def insert_task(self, task_id: str, task_type: str, duration: float, after: str | None = None) -> TaskRow:
+        """A new Queued task; with ``after`` (its ``dependant_on``), claimable only once that task is
+        Complete, as the app's claim and ``orch_snapshot`` read it (a dependency that never completes
+        keeps it out for good, and a Failed one fails it: the app's ``cascade_task_failure``)."""
+        row = TaskRow(task_id, task_type, self.clock.now, duration, after=after)
         self.tasks[task_id] = row
-        self._arrivals.append(row.created_at)
-        self._enqueue(row)
+        dependency = self.tasks.get(after) if after is not None else None
+        if after is not None and (dependency is None or dependency.status != "Complete"):
+            if dependency is not None and dependency.status in ("Failed", "Cancelled"):
+                row.status, row.processed_at = "Failed", self.clock.now
+                row.error_message = f"cascaded: dependency {after} is {dependency.status}"
+                return row
+            self._waiting.setdefault(after, []).append(row)
+            self.waiting_total += 1
+            return row
+        self._ready(row)
         return row
+
+    def _ready(self, row: TaskRow) -> None:
+        row.ready_at = self.clock.now
+        self._arrivals.append(row.ready_at)
+        self._enqueue(row)
+
+    def _release(self, task_id: str) -> None:
+        """``task_id`` is Complete: the tasks waiting on it become claimable now."""
+        for row in self._waiting.pop(task_id, []):
+            self.waiting_total -= 1
+            if row.status == "Queued":
+                self._ready(row)
+
+    def _cascade(self, task_id: str) -> None:
+        """``task_id`` failed for good: what waits on it fails too, and what waits on those."""
+        for row in self._waiting.pop(task_id, []):
+            self.waiting_total -= 1
+            if row.status == "Queued":
+                row.status, row.processed_at = "Failed", self.clock.now
+                row.error_message = f"cascaded: dependency {task_id} failed"
+                self._cascade(row.id)
 
     def _enqueue(self, row: TaskRow) -> None:
         heapq.heappush(self._queued, (row.created_at, row.id))
+        heapq.heappush(self._claimable_since, (row.ready_at or row.created_at, row.id))
         self.claimable += 1
         self.claimable_by_type[row.task_type] = self.claimable_by_type.get(row.task_type, 0) + 1
         if self.on_queued is not None:
             self.on_queued()
+
+    def _longest_claimable(self) -> float | None:
+        """Since when the longest-claimable queued task has been claimable (``orch_snapshot``'s
+        ``oldest_claimable_age_sec``): a segment released a moment ago is new, however old its chain."""
+        while self._claimable_since:
+            since, task_id = self._claimable_since[0]
+            if self.tasks[task_id].status == "Queued":
+                return since
+            heapq.heappop(self._claimable_since)
+        return None
 
     def _oldest_queued(self) -> TaskRow | None:
         while self._queued:
@@ -180,6 +229,7 @@ class SimDB:
             del self.running[holder]  # only workers with work stay: the invariants walk this each tick
         self.running_total -= 1
         self.last_completion[holder] = self.clock.now
+        self._release(task_id)
         return True
 
     def requeue_worker_tasks(
@@ -200,6 +250,7 @@ class SimDB:
                 row.status, row.processed_at = "Failed", self.clock.now
                 row.error_message = f"dead-lettered: attempt {row.attempts} of {limit} ended when worker {worker_id} was requeued: {reason}"
                 failed.append(task_id)
+                self._cascade(task_id)
             else:
                 row.status, row.worker_id, row.started_at = "Queued", None, None
                 row.error_message = (
@@ -229,6 +280,7 @@ class SimDB:
                 row.status, row.processed_at = "Failed", now
                 row.error_message = f"dead-lettered: attempt {row.attempts} of {limit} ended: {reason}"
                 failed.append(row.id)
+                self._cascade(row.id)
             else:
                 row.status, row.started_at = "Queued", None
                 row.error_message = f"requeued (attempt {row.attempts} of {limit}): {reason}"
@@ -401,14 +453,14 @@ class SimDB:
             tail.append(w)
         tail.sort(key=lambda w: self._order[w.id])
         boots = sorted(tail, key=lambda w: w.boot_outcome_at or 0.0, reverse=True)[:50]
-        oldest = self._oldest_queued()
+        since = self._longest_claimable()
         return Snapshot(
             now=at(now),
             paused=False,
             queue=Queue(
                 claimable=self.claimable,
-                queued_total=self.claimable,
-                oldest_claimable_age_sec=round(now - oldest.created_at, 3) if oldest else None,
+                queued_total=self.claimable + self.waiting_total,
+                oldest_claimable_age_sec=round(now - since, 3) if since is not None else None,
                 running=running_total,
                 claimable_by_type=dict(self.claimable_by_type),
             ),

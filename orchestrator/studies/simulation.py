@@ -264,38 +264,38 @@ class Simulation:
         self.executing.get(task.id, set()).discard(worker)
 
     def launch_child(self, worker: SimWorker, parent: TaskRow) -> None:
-        """A parent's run: its first segment, once (a parent run again after a requeue finds its
-        children, as the real one asks ``get-orchestrator-children`` first); completed if all are done."""
+        """A parent's run: all its segments at once, each ``dependant_on`` the one before, as Reigh's
+        travel orchestrator creates them (the database makes each claimable when its predecessor
+        completes). Once: a parent run again after a requeue finds its children, as the real one asks
+        ``get-orchestrator-children`` first, and is completed if all are done."""
         self.busy_seconds += SimWorker.PARENT_RUN_SEC
         self.executing.get(parent.id, set()).discard(worker)
         done = self.segments_done.get(parent.id)
         if done is None:
             self.segments_done[parent.id] = 0
-            self._next_segment(parent)
+            n = self._segments(parent)
+            seconds = max(1.0, (parent.duration - SimWorker.PARENT_RUN_SEC) / n)
+            before: str | None = None
+            for k in range(n):
+                child_id = f"{parent.id}-s{k + 1}"
+                self.parent_of[child_id] = parent.id
+                self.db.insert_task(child_id, CHILD_TYPE, seconds, after=before)
+                before = child_id
         elif done >= self._segments(parent):
             self.db.complete(worker.worker_id, parent.id)
 
     def _segments(self, parent: TaskRow) -> int:
         return max(1, round((parent.duration - SimWorker.PARENT_RUN_SEC) / SEGMENT_SEC))
 
-    def _next_segment(self, parent: TaskRow) -> None:
-        n = self._segments(parent)
-        k = self.segments_done[parent.id]
-        child_id = f"{parent.id}-s{k + 1}"
-        self.parent_of[child_id] = parent.id
-        self.db.insert_task(child_id, CHILD_TYPE, max(1.0, (parent.duration - SimWorker.PARENT_RUN_SEC) / n))
-
     def on_child_done(self, worker: SimWorker, task: TaskRow) -> None:
-        """A segment done: the next one becomes claimable, and the app completes the parent with its
-        last (``complete_task``); a parent requeued meanwhile is completed by its next run."""
+        """A segment done; the app completes the parent with its last (``complete_task``); a parent
+        requeued meanwhile is completed by its next run."""
         parent_id = self.parent_of.get(task.id)
         if parent_id is None or self.db.tasks[task.id].status != "Complete":
             return
         parent = self.db.tasks[parent_id]
         self.segments_done[parent_id] += 1
-        if self.segments_done[parent_id] < self._segments(parent):
-            self._next_segment(parent)
-        else:
+        if self.segments_done[parent_id] >= self._segments(parent):
             self.db.complete(worker.worker_id, parent_id)
 
     def on_worker_gone(self, worker: SimWorker) -> None:
@@ -447,8 +447,12 @@ class Simulation:
         horizon = self.horizon
         waits: list[float] = []
         for row in self.db.tasks.values():
+            if row.status == "Failed" and row.ready_at is None:
+                continue  # failed with its dependency before it could ever be claimed: no wait
             start = row.first_started_at if row.first_started_at is not None else horizon
-            waits.append(start - row.created_at)
+            # From claimable to claimed: a segment's time behind its predecessor is the chain's, not
+            # the queue's.
+            waits.append(start - (row.ready_at if row.ready_at is not None else row.created_at))
         billed = self.provider.billed_seconds(horizon)
         # Busy time: completed runs plus the partial runs of tasks still going at the horizon.
         busy = self.busy_seconds + sum(

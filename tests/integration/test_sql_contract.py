@@ -423,6 +423,55 @@ def test_the_snapshot_counts_a_chain_of_children_as_one_claimable_task(
     assert queue["queued_total"] == 3
 
 
+def test_a_chain_of_children_arrives_one_segment_at_a_time(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    # A travel orchestrator creates its ten segments at once. Counted at creation, they read as ten
+    # arrivals in a minute, and the wait target's rate estimate asked for pods the chain never needs: a
+    # segment arrives when it becomes claimable, when the one before it completes.
+    def arrivals() -> tuple[int, int]:
+        a = db.snapshot()["arrivals"]
+        return a[0]["count"], a[1]["count"]
+
+    chain = add_tasks(raw, 10, task_type="travel_segment", age_sec=30)
+    for before, after in itertools.pairwise(chain):
+        raw.execute("update tasks set dependant_on = array[%s::uuid] where id = %s", (before, after))
+    raw.execute("update tasks set dependant_on = '{}' where id = %s", (chain[0],))  # none: at creation
+    assert arrivals() == (1, 1)
+
+    def run(task_id: str, started_ago: float, done_ago: float | None) -> None:
+        raw.execute(
+            "update tasks set status = %s, generation_started_at = now() - make_interval(secs => %s),"
+            " generation_processed_at = now() - make_interval(secs => %s) where id = %s",
+            ("Complete" if done_ago is not None else "In Progress", started_ago, done_ago, task_id),
+        )
+
+    # The head ran and completed 20 s ago: the second segment arrived then, and is claimable.
+    run(chain[0], 28, 20)
+    assert arrivals() == (2, 2) and db.snapshot()["queue"]["claimable"] == 1
+    # It has waited 20 s for a worker, not the 30 s since its chain was created.
+    assert 20 <= db.snapshot()["queue"]["oldest_claimable_age_sec"] < 28
+    # The second is running: still two arrivals; none of the eight still waiting has arrived.
+    run(chain[1], 19, None)
+    assert arrivals() == (2, 2)
+    # A segment whose predecessor completed 20 minutes ago arrived then: in the hour, not the 10 minutes.
+    later = add_tasks(raw, 2, task_type="travel_segment", age_sec=4000)  # created before the hour
+    raw.execute("update tasks set dependant_on = array[%s::uuid] where id = %s", (later[0], later[1]))
+    raw.execute("update tasks set dependant_on = null where id = %s", (later[0],))
+    run(later[0], 1500, 1200)
+    assert arrivals() == (2, 3)
+    # Once it started, it is read from the started-within-the-hour side; a pair from hours ago is not
+    # an arrival of this hour, whatever its state.
+    run(later[1], 1100, None)
+    assert arrivals() == (2, 3)
+    old = add_tasks(raw, 2, task_type="travel_segment", age_sec=4 * 3600)
+    raw.execute("update tasks set dependant_on = array[%s::uuid] where id = %s", (old[0], old[1]))
+    run(old[0], 3.5 * 3600, 3 * 3600)
+    assert arrivals() == (2, 3)
+    run(old[1], 2.9 * 3600, 2.8 * 3600)
+    assert arrivals() == (2, 3)
+
+
 def test_claim_takes_oldest_and_respects_the_view_and_dependencies(
     db: Database, raw: psycopg.Connection[Any], real_worker: RealWorkerSQL
 ) -> None:

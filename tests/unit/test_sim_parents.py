@@ -3,7 +3,8 @@
 banodoco/Reigh-Worker ``worker.py``: a worker that ran a parent (``*_orchestrator``) keeps it In
 Progress and claims on (the parent is run again "only when nothing is claimable and no child is
 unfinished"); the app completes the parent with its last child. The simulator models the children as
-a chain of ``travel_segment`` tasks carrying the rest of the parent's duration.
+a chain of ``travel_segment`` tasks carrying the rest of the parent's duration, created at once, each
+``dependant_on`` the one before.
 """
 
 from __future__ import annotations
@@ -41,9 +42,12 @@ def test_a_parent_is_held_while_its_segments_run_one_after_the_other_then_comple
     assert segments == ["p0-s1", "p0-s2", "p0-s3"]
     rows = [sim.db.tasks[t] for t in segments]
     assert all(r.task_type == CHILD_TYPE and abs(r.duration - SEGMENT_SEC) < 1e-6 for r in rows)
-    # One after the other: each created when the one before it completed.
+    # All created at once, as Reigh's travel orchestrator creates them; run one after the other, each
+    # claimable (and counted as an arrival) only when the one before it completed.
+    assert len({r.created_at for r in rows}) == 1 and rows[0].ready_at == rows[0].created_at
     for before, after in itertools.pairwise(rows):
-        assert before.processed_at is not None and after.created_at >= before.processed_at
+        assert before.processed_at is not None and after.ready_at == before.processed_at
+        assert after.first_started_at is not None and after.first_started_at >= before.processed_at
     # Completed with its last segment, not before; and its worker took other work while holding it.
     p = sim.db.tasks["p0"]
     assert p.status == "Complete" and p.processed_at == rows[-1].processed_at
@@ -73,3 +77,20 @@ def test_a_chain_still_running_at_the_horizon_is_finished_and_billed_not_counted
     result = Simulation(trace, plan, defaults(), seed=3, resume=ResumeModel(), settle_sec=60.0).run()
     assert result.violations == [] and result.tasks_complete == result.tasks_total == 5
     assert result.horizon > 60.0 + 60.0 + 4 * SEGMENT_SEC
+
+
+def test_a_chain_created_at_once_arrives_one_segment_at_a_time() -> None:
+    # Ten segments created together: the snapshot's arrival counts see one claimable task, then one
+    # more as each completes, so the wait target's rate estimate does not jump by ten.
+    parent = TraceTask("p0", 30.0, SimWorker.PARENT_RUN_SEC + 10 * SEGMENT_SEC, "travel_orchestrator")
+    sim = Simulation(Trace("chain", (parent,), 60.0), plan, defaults(), seed=3, resume=ResumeModel())
+    sim.start()
+    while sim.db.tasks.get("p0-s1") is None:
+        assert sim.clock.now < 1200.0, "the parent never ran"
+        sim.clock.run_until(sim.clock.now + 1.0)
+    snap = sim.db.snapshot()
+    assert dict(snap.arrivals)[600.0] == 2  # the parent and its first segment
+    assert snap.queue.claimable <= 1 and snap.queue.queued_total >= 9  # nine wait on a predecessor
+    sim.clock.run_until(sim.clock.now + SEGMENT_SEC + 30.0)
+    done = sum(1 for k in range(1, 11) if sim.db.tasks[f"p0-s{k}"].status == "Complete")
+    assert done >= 1 and dict(sim.db.snapshot().arrivals)[600.0] == 2 + done
