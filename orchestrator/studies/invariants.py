@@ -100,8 +100,8 @@ class Invariants:
             elif (
                 row.status == "Failed"
                 and row.attempts < db.max_attempts
-                # The app fails what waits on a task that failed for good (cascade_task_failure).
-                and not (row.error_message or "").startswith("cascaded:")
+                # A parent's tasks fail with one that failed for good (the app's cascade_task_failure).
+                and not (row.error_message or "").startswith("Cascaded failed from related task ")
             ):
                 self.add("task_lost", f"task {row.id} failed after {row.attempts} attempts only")
         for pod in self.sim.provider.alive_pods():

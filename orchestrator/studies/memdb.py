@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.core import errors
-from orchestrator.core.evidence import RunningTask, TaskStats
+from orchestrator.core.evidence import PARENT_MARK, RunningTask, TaskStats
 from orchestrator.core.observed import BootOutcome, Queue, Snapshot, Worker
 from orchestrator.core.states import Meta, WorkerState, legal_move
 from orchestrator.studies.clock import Clock, at
@@ -58,6 +58,7 @@ class TaskRow:
     first_started_at: float | None = None
     error_message: str | None = None
     after: str | None = None  # dependant_on: the task it waits for (one; a chain's segment)
+    parent: str | None = None  # the parent its params name (orchestrator_task_id_ref)
     ready_at: float | None = None  # when it became claimable: created, or its dependency completed
 
 
@@ -106,6 +107,7 @@ class SimDB:
         # When each task became claimable, in order (the clock only moves on): orch_snapshot's arrivals.
         self._arrivals: list[float] = []
         self._waiting: dict[str, list[TaskRow]] = {}  # task id -> the queued tasks dependant_on it
+        self._children: dict[str, list[str]] = {}  # parent id -> the tasks that name it
         self.waiting_total = 0
         self.claimable_by_type: dict[str, int] = {}
         self._durations: dict[str, list[tuple[float, float]]] = {}  # type -> [(completed at, seconds)]
@@ -114,18 +116,18 @@ class SimDB:
 
     # -- tasks ------------------------------------------------------------------------------------
 
-    def insert_task(self, task_id: str, task_type: str, duration: float, after: str | None = None) -> TaskRow:
+    def insert_task(
+        self, task_id: str, task_type: str, duration: float, after: str | None = None, parent: str | None = None
+    ) -> TaskRow:
         """A new Queued task; with ``after`` (its ``dependant_on``), claimable only once that task is
-        Complete, as the app's claim and ``orch_snapshot`` read it (a dependency that never completes
-        keeps it out for good, and a Failed one fails it: the app's ``cascade_task_failure``)."""
-        row = TaskRow(task_id, task_type, self.clock.now, duration, after=after)
+        Complete, as the app's claim and ``orch_snapshot`` read it (one that never completes keeps it
+        out for good, as there); ``parent``, the parent task its params name."""
+        row = TaskRow(task_id, task_type, self.clock.now, duration, after=after, parent=parent)
         self.tasks[task_id] = row
+        if parent is not None:
+            self._children.setdefault(parent, []).append(task_id)
         dependency = self.tasks.get(after) if after is not None else None
         if after is not None and (dependency is None or dependency.status != "Complete"):
-            if dependency is not None and dependency.status in ("Failed", "Cancelled"):
-                row.status, row.processed_at = "Failed", self.clock.now
-                row.error_message = f"cascaded: dependency {after} is {dependency.status}"
-                return row
             self._waiting.setdefault(after, []).append(row)
             self.waiting_total += 1
             return row
@@ -141,17 +143,46 @@ class SimDB:
         """``task_id`` is Complete: the tasks waiting on it become claimable now."""
         for row in self._waiting.pop(task_id, []):
             self.waiting_total -= 1
-            if row.status == "Queued":
-                self._ready(row)
+            self._ready(row)
 
-    def _cascade(self, task_id: str) -> None:
-        """``task_id`` failed for good: what waits on it fails too, and what waits on those."""
-        for row in self._waiting.pop(task_id, []):
+    def _cascade(self, failed: list[str]) -> None:
+        """The migration's ``orchestrator_private.cascade_failure`` (the app's ``cascade_task_failure``):
+        a task dead-lettered fails its parent and the parent's other live tasks (a parent, its own)."""
+        for task_id in failed:
+            row = self.tasks[task_id]
+            is_parent = PARENT_MARK in row.task_type
+            parent = task_id if is_parent else row.parent
+            if parent is None:
+                continue
+            related = ([] if is_parent else [parent]) + self._children.get(parent, [])
+            for other_id in related:
+                other = self.tasks.get(other_id)
+                if other is not None and other_id != task_id and other.status in ("Queued", "In Progress"):
+                    self._fail_live(other, f"Cascaded failed from related task {task_id}")
+
+    def _fail_live(self, row: TaskRow, message: str) -> None:
+        if row.status == "In Progress":
+            if row.worker_id is not None:
+                ids = self.running.get(row.worker_id, set())
+                ids.discard(row.id)
+                if not ids:
+                    self.running.pop(row.worker_id, None)
+            self.running_total -= 1
+        elif row.ready_at is None:  # waiting on its dependency
+            self._waiting[row.after or ""].remove(row)
             self.waiting_total -= 1
-            if row.status == "Queued":
-                row.status, row.processed_at = "Failed", self.clock.now
-                row.error_message = f"cascaded: dependency {task_id} failed"
-                self._cascade(row.id)
+        else:  # claimable: the heaps drop it lazily, the counts now
+            self._uncount(row)
+        row.status, row.processed_at, row.error_message = "Failed", self.clock.now, message
+
+    def _uncount(self, row: TaskRow) -> None:
+        """A claimable task leaves the claimable counts (claimed, or failed by a cascade)."""
+        self.claimable -= 1
+        left = self.claimable_by_type[row.task_type] - 1
+        if left:
+            self.claimable_by_type[row.task_type] = left
+        else:
+            del self.claimable_by_type[row.task_type]
 
     def _enqueue(self, row: TaskRow) -> None:
         heapq.heappush(self._queued, (row.created_at, row.id))
@@ -196,12 +227,7 @@ class SimDB:
         if row is None:
             return None
         heapq.heappop(self._queued)
-        self.claimable -= 1
-        left = self.claimable_by_type[row.task_type] - 1
-        if left:
-            self.claimable_by_type[row.task_type] = left
-        else:
-            del self.claimable_by_type[row.task_type]
+        self._uncount(row)
         now = self.clock.now
         row.status, row.worker_id, row.started_at = "In Progress", worker_id, now
         if row.first_started_at is None:
@@ -250,7 +276,6 @@ class SimDB:
                 row.status, row.processed_at = "Failed", self.clock.now
                 row.error_message = f"dead-lettered: attempt {row.attempts} of {limit} ended when worker {worker_id} was requeued: {reason}"
                 failed.append(task_id)
-                self._cascade(task_id)
             else:
                 row.status, row.worker_id, row.started_at = "Queued", None, None
                 row.error_message = (
@@ -258,6 +283,7 @@ class SimDB:
                 )
                 requeued.append(task_id)
                 self._enqueue(row)
+        self._cascade(failed)
         return {"requeued": requeued, "failed": failed}
 
     def requeue_unowned_tasks(
@@ -280,12 +306,12 @@ class SimDB:
                 row.status, row.processed_at = "Failed", now
                 row.error_message = f"dead-lettered: attempt {row.attempts} of {limit} ended: {reason}"
                 failed.append(row.id)
-                self._cascade(row.id)
             else:
                 row.status, row.started_at = "Queued", None
                 row.error_message = f"requeued (attempt {row.attempts} of {limit}): {reason}"
                 requeued.append(row.id)
                 self._enqueue(row)
+        self._cascade(failed)
         return {"requeued": requeued, "failed": failed}
 
     # -- workers ----------------------------------------------------------------------------------

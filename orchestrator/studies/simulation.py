@@ -279,7 +279,7 @@ class Simulation:
             for k in range(n):
                 child_id = f"{parent.id}-s{k + 1}"
                 self.parent_of[child_id] = parent.id
-                self.db.insert_task(child_id, CHILD_TYPE, seconds, after=before)
+                self.db.insert_task(child_id, CHILD_TYPE, seconds, after=before, parent=parent.id)
                 before = child_id
         elif done >= self._segments(parent):
             self.db.complete(worker.worker_id, parent.id)

@@ -611,6 +611,75 @@ def test_requeue_always_increments_and_dead_letters_at_the_limit(
     assert db.events(worker_id="w1")[0]["kind"] == "tasks_requeued"
 
 
+def test_a_dead_lettered_child_fails_its_parent_and_siblings_as_the_app_does(
+    db: Database, raw: psycopg.Connection[Any], token: int
+) -> None:
+    # The app fails a child's parent and the parent's other unfinished tasks when the child fails for
+    # good (its cascade_task_failure). Dead-lettered by the orchestrator without it, the chain's later
+    # segments waited for ever, and the worker holding the parent was never let go: a pod billing for ever.
+    add_worker(raw, "holder", "active")
+    add_worker(raw, "w2", "error")
+    [parent] = add_tasks(raw, 1, status="In Progress", worker_id="holder", task_type="travel_orchestrator")
+    first = add_tasks(raw, 1, status="In Progress", worker_id="w2", task_type="travel_segment", attempts=2)
+    rest = add_tasks(raw, 2, task_type="travel_segment")
+    done = add_tasks(raw, 1, status="Complete", task_type="travel_segment")
+    for tid in (*first, *done):
+        raw.execute(
+            "update tasks set params = jsonb_build_object('orchestrator_task_id_ref', %s::text) where id = %s",
+            (parent, tid),
+        )
+    # The other paths the app reads name a parent too.
+    raw.execute(
+        "update tasks set params = jsonb_build_object('orchestrator_details',"
+        " jsonb_build_object('orchestrator_task_id', %s::text)) where id = %s",
+        (parent, rest[0]),
+    )
+    raw.execute(
+        "update tasks set params = jsonb_build_object('orchestration_contract',"
+        " jsonb_build_object('orchestrator_task_id', %s::text)) where id = %s",
+        (parent, rest[1]),
+    )
+    stranger = add_tasks(raw, 1, task_type="travel_segment")
+    raw.execute(
+        'update tasks set params = \'{"orchestrator_task_id_ref": "not-a-uuid"}\' where id = %s',
+        (stranger[0],),
+    )
+
+    result = db.requeue_worker_tasks(token, "w2", "heartbeat stale", max_attempts=3)
+    assert result == {"requeued": [], "failed": first}  # the result is unchanged
+    assert task_row(raw, first[0])["status"] == "Failed"
+    for tid in (parent, *rest):
+        row = task_row(raw, tid)
+        assert (
+            row["status"] == "Failed"
+            and row["error_message"] == f"Cascaded failed from related task {first[0]}"
+        )
+    assert task_row(raw, parent)["worker_id"] == "holder"
+    assert task_row(raw, done[0])["status"] == "Complete" and task_row(raw, stranger[0])["status"] == "Queued"
+    event = db.events(worker_id="w2")[0]
+    assert event["kind"] == "tasks_requeued" and sorted(event["details"]["cascaded"]) == sorted(
+        [parent, *rest]
+    )
+    # The holder holds nothing now: the daemon may let it go.
+    assert db.snapshot()["queue"]["running"] == 0
+
+
+def test_a_dead_lettered_parent_fails_its_unfinished_children(
+    db: Database, raw: psycopg.Connection[Any], token: int
+) -> None:
+    add_worker(raw, "w1", "error")
+    [parent] = add_tasks(
+        raw, 1, status="In Progress", worker_id="w1", task_type="travel_orchestrator", attempts=2
+    )
+    kids = add_tasks(raw, 2, task_type="travel_segment")
+    raw.execute(
+        "update tasks set params = jsonb_build_object('orchestrator_task_id_ref', %s::text) where id = any(%s::uuid[])",
+        (parent, kids),
+    )
+    assert db.requeue_worker_tasks(token, "w1", "stale", max_attempts=3)["failed"] == [parent]
+    assert {task_row(raw, k)["status"] for k in kids} == {"Failed"}
+
+
 def test_tasks_of_a_deleted_worker_row_go_back_to_the_queue(
     db: Database, raw: psycopg.Connection[Any], token: int
 ) -> None:

@@ -94,3 +94,33 @@ def test_a_chain_created_at_once_arrives_one_segment_at_a_time() -> None:
     sim.clock.run_until(sim.clock.now + SEGMENT_SEC + 30.0)
     done = sum(1 for k in range(1, 11) if sim.db.tasks[f"p0-s{k}"].status == "Complete")
     assert done >= 1 and dict(sim.db.snapshot().arrivals)[600.0] == 2 + done
+
+
+def test_a_dead_lettered_segment_fails_its_chain_and_nothing_is_left_billing() -> None:
+    # The daemon dead-letters a segment (its worker died on its last attempt): the app's cascade fails
+    # the parent and the later segments, which would otherwise wait for ever, the parent held by a
+    # worker the daemon never lets go.
+    parent = TraceTask("p0", 30.0, SimWorker.PARENT_RUN_SEC + 3 * SEGMENT_SEC, "travel_orchestrator")
+    settings = defaults().replace(MAX_TASK_ATTEMPTS=1)
+    sim = Simulation(Trace("dead", (parent,), 1800.0), plan, settings, seed=3, resume=ResumeModel())
+    sim.start()
+    while (first := sim.db.tasks.get("p0-s1")) is None or first.status != "In Progress":
+        assert sim.clock.now < 1200.0, "the first segment never ran"
+        sim.clock.run_until(sim.clock.now + 1.0)
+    [runner] = [p for p in sim.provider.alive_pods() if p.process is not None and p.process.task is first]
+    assert runner.process is not None
+    runner.process.crash()
+    sim.clock.run_until(sim.clock.now + 3000.0)
+    result = sim.result()
+
+    assert sim.db.tasks["p0-s1"].status == "Failed" and "dead-lettered" in (first.error_message or "")
+    # The parent fails by the cascade, or dead-lettered itself when its holder ran the segment (then
+    # the cascade runs from it).
+    for task_id in ("p0", "p0-s2", "p0-s3"):
+        row = sim.db.tasks[task_id]
+        assert row.status == "Failed", task_id
+        if row.attempts == 0:
+            assert row.error_message in {f"Cascaded failed from related task {t}" for t in ("p0", "p0-s1")}
+    assert result.violations == []
+    assert [p for p in sim.provider.alive_pods() if p.gpu_spans[-1][1] is None] == []  # nothing bills a GPU
+    assert sim.db.running_total == 0 and sim.db.waiting_total == 0 and sim.db.claimable == 0
