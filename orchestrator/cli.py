@@ -489,7 +489,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 
 # Warnings about what a value does to the running fleet: said by the commands that run it, not by every
 # one-off command (`ssh` keeps its stderr for the remote command's).
-FLEET_WARNINGS = frozenset({"config_heartbeat_timeout_short"})
+FLEET_WARNINGS = frozenset({"config_heartbeat_timeout_short", "config_worker_poll_slow"})
 FLEET_COMMANDS = frozenset({"run", "tick"})
 
 
@@ -507,6 +507,10 @@ def _log_warnings(settings: config_mod.Settings, *, runs_the_fleet: bool = True)
             )
         elif warning.event == "config_heartbeat_timeout_short":
             log.warning("config_heartbeat_timeout_short", name=f["name"], value=f["value"], below=f["below"])
+        elif warning.event == "config_worker_poll_slow":
+            log.warning(
+                "config_worker_poll_slow", name=f["name"], value=f["value"], wait_target_sec=f["wait_target_sec"]
+            )
         elif warning.event == "config_env_file_inline_comment":
             log.warning("config_env_file_inline_comment", file=f["file"], line=f["line"], name=f["name"])
         elif warning.event == "config_env_file_duplicate":

@@ -384,9 +384,10 @@ HEARTBEAT_TIMEOUT_WARN_BELOW_SEC = 3 * WORKER_BEAT_SEC
 def _value_warnings(values: Mapping[str, Any]) -> list[ConfigWarning]:
     """Values that parse and are allowed, but that hurt with the real worker (the tests' fast stand-in
     worker beats every second, so they are not errors)."""
+    found: list[ConfigWarning] = []
     timeout = values.get("HEARTBEAT_TIMEOUT_SEC")
     if isinstance(timeout, int) and timeout < HEARTBEAT_TIMEOUT_WARN_BELOW_SEC:
-        return [
+        found.append(
             ConfigWarning(
                 "config_heartbeat_timeout_short",
                 f"HEARTBEAT_TIMEOUT_SEC={timeout} is under {HEARTBEAT_TIMEOUT_WARN_BELOW_SEC} s, three beats of "
@@ -394,8 +395,20 @@ def _value_warnings(values: Mapping[str, Any]) -> list[ConfigWarning]:
                 "worker and requeues its task",
                 {"name": "HEARTBEAT_TIMEOUT_SEC", "value": timeout, "below": HEARTBEAT_TIMEOUT_WARN_BELOW_SEC},
             )
-        ]
-    return []
+        )
+    # An idle worker takes a task at its next claim poll: with polls as far apart as the wait target,
+    # a task that finds only idle workers can wait the whole target, which the model does not count.
+    poll, target = values.get("WORKER_POLL_INTERVAL_SEC"), values.get("WAIT_TARGET_SEC")
+    if isinstance(poll, int) and isinstance(target, int | float) and 0 < target <= poll:
+        found.append(
+            ConfigWarning(
+                "config_worker_poll_slow",
+                f"WORKER_POLL_INTERVAL_SEC={poll} is not shorter than WAIT_TARGET_SEC={target:g}: a task that "
+                "finds only idle workers waits for the first of their polls, up to the whole target",
+                {"name": "WORKER_POLL_INTERVAL_SEC", "value": poll, "wait_target_sec": target},
+            )
+        )
+    return found
 
 
 def _cross_checks(values: Mapping[str, Any], skip: frozenset[str] = frozenset()) -> list[str]:

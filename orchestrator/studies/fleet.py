@@ -379,7 +379,9 @@ class SimWorker:
 
     The Edge Function calls are counted (``edge_calls``): each poll's ``task-counts``, its
     ``claim-next-task`` when there was work (the real poll skips the claim when ``task-counts`` says
-    nothing is queued), and a task's ``update-task-status`` (In Progress) and ``complete_task``.
+    nothing is queued), its ``get-orchestrator-children`` when it found none and holds a parent, and each
+    task's ``complete_task``. (``update-task-status`` In Progress follows only a model load, which the
+    simulator does not model.)
     """
 
     HEARTBEAT_SEC = 20.0
@@ -442,7 +444,11 @@ class SimWorker:
         except errors.NotFound:
             row = None
         if row is not None:
-            self.sim.counters["edge_calls"] += 2  # claim-next-task, update-task-status In Progress
+            self.sim.counters["edge_calls"] += 1  # claim-next-task
+        elif any(
+            PARENT_MARK in self.sim.db.tasks[t].task_type for t in self.sim.db.running.get(self.worker_id, ())
+        ):
+            self.sim.counters["edge_calls"] += 1  # get-orchestrator-children: may the parent it holds run?
         if row is None:
             self.sim.clock.schedule(self.claim_poll_sec, self._claim)
             return

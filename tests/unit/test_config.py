@@ -592,6 +592,20 @@ def test_a_heartbeat_timeout_under_three_of_the_workers_beats_is_warned_about(tm
     assert logs == []
 
 
+def test_a_worker_poll_as_long_as_the_wait_target_is_warned_about() -> None:
+    # A task that finds only idle workers waits for the first of their polls, which the wait target's
+    # model does not count: polls as far apart as the target can spend all of it.
+    assert config.load_settings({"WAIT_TARGET_SEC": "20", "WORKER_POLL_INTERVAL_SEC": "19"}).warnings == ()
+    assert config.load_settings({"WAIT_TARGET_SEC": "0", "WORKER_POLL_INTERVAL_SEC": "30"}).warnings == ()
+    slow = config.load_settings({"WAIT_TARGET_SEC": "10", "WORKER_POLL_INTERVAL_SEC": "10"})
+    assert [(w.event, w.fields["value"], w.fields["wait_target_sec"]) for w in slow.warnings] == [
+        ("config_worker_poll_slow", 10, 10)
+    ]
+    with structlog.testing.capture_logs() as logs:
+        cli._log_warnings(slow, runs_the_fleet=True)
+    assert [(e["event"], e["value"]) for e in logs] == [("config_worker_poll_slow", 10)]
+
+
 def test_an_inline_comment_in_the_env_file_is_warned_about_with_its_line(tmp_path: Path) -> None:
     # systemd's EnvironmentFile (systemd.exec(5): only lines beginning with '#' or ';' are comments) and
     # `docker run --env-file` keep "4 # four" whole, so the deployed daemon would read another value
