@@ -113,7 +113,7 @@ TOLD_ARRIVALS = ("rate_clairvoyant", "exact_rate", "foresight")
 
 @functools.cache
 def _has_parents(trace_name: str) -> bool:
-    """Parents' children arrive at run time (each once the one before it is done), so the trace's own
+    """Parents' children are created at run time (and become claimable one after the other), so the trace's own
     arrivals are not the ones the fleet sees: a family told them would be told the wrong future."""
     return any(PARENT_MARK in t.task_type for t in tr.load(TRACE_DIR / f"{trace_name}.csv").tasks)
 
@@ -240,7 +240,7 @@ def write_markdown(
         "bunching of the coming minutes, which nothing that reads the past can know.",
         "",
         "The three families told the trace's arrivals are not run on heavy_tail: its parents' children "
-        "arrive at run time, each once the one before it is done, so the trace's arrivals are not those "
+        "are created at run time and become claimable one after the other, so the trace's arrivals are not those "
         "the fleet sees.",
         "",
         "## The bar, trace by trace",
