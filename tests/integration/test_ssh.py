@@ -232,11 +232,12 @@ def test_start_command_in_a_sandbox_keeps_hostile_values_intact(
         assert code == 0, err
         assert out.startswith("started pid ")
         argv, env = caught_worker(box)
-        assert argv[-8:] == [
+        assert argv[-10:] == [
             "--supabase-url", hostile["SUPABASE_URL"],
             "--supabase-anon-key", hostile["SUPABASE_ANON_KEY"],
             "--supabase-access-token", hostile["SUPABASE_SERVICE_ROLE_KEY"],
             "--worker", "w-hostile",
+            "--poll-interval", str(WorkerStart.poll_interval),
         ]  # fmt: skip
         assert all(env[k] == v for k, v in hostile.items())
         # The sandbox's /tmp is private to the pod: look there for the canary, not on the host.

@@ -24,6 +24,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from orchestrator.adapters.runpod.base import RetryPolicy
+from orchestrator.adapters.worker_recipe import WorkerStart
 from orchestrator.core import config
 from orchestrator.wiring import make_provider
 from tests.e2e.conftest import wait_until
@@ -191,13 +192,15 @@ def test_the_worker_receives_the_settings_byte_for_byte_and_they_leak_nowhere(
         f"the start command must return at once, not after the pull and the apt step ({elapsed:.1f}s)"
     )
 
-    # The original orchestrator's arguments (banodoco/reigh-worker-orchestrator), each value exactly the setting's.
-    assert argv[-10:] == [
+    # The original orchestrator's arguments (banodoco/reigh-worker-orchestrator), each value exactly the
+    # setting's, then the claim poll (WORKER_POLL_INTERVAL_SEC), which the original left at the worker's 10 s.
+    assert argv[-12:] == [
         "--db-type", "supabase",
         "--supabase-url", URL,
         "--supabase-anon-key", ANON,
         "--supabase-access-token", SERVICE,
         "--worker", worker_id,
+        "--poll-interval", str(WorkerStart.poll_interval),
     ]  # fmt: skip
     # The same values in its environment (the real worker reads SUPABASE_SERVICE_ROLE_KEY and the others
     # from there too), with the pod's own variables: WORKER_ENV and Runpod's.
