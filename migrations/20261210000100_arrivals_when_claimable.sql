@@ -35,7 +35,9 @@ create index if not exists tasks_orch_started_deps_idx
 -- the set of them can be planned as a scan of tasks per call (measured with 6,000 released segments
 -- beside 15,000 other tasks: 9-37 s a snapshot with a join, 0.3-0.5 s this way, 0.1-0.2 s before this
 -- migration). orch_snapshot calls it once per queued task that has dependencies (where the claimable
--- count called dependencies_pending), and once per such task started within the hour.
+-- count called dependencies_pending), and once per such task started within the hour. Its test of a
+-- dependency not Complete restates dependencies_pending's rather than calling it: called from here, that
+-- function is not inlined, and 100,000 blocked tasks took 10.9 s a snapshot against 3.3 s.
 create or replace function orchestrator_private.dependencies_ready_at(p_dependant_on jsonb)
 returns timestamptz language sql stable as $$
     select case

@@ -215,7 +215,6 @@ class Simulation:
             )
         }
         self.duplicates: set[str] = set()
-        self.parent_of: dict[str, str] = {}  # child task id -> its parent's
         self.segments_done: dict[str, int] = {}  # parent task id -> its segments completed
         self.executing: dict[str, set[SimWorker]] = {}
         self.busy_seconds = 0.0
@@ -278,7 +277,6 @@ class Simulation:
             before: str | None = None
             for k in range(n):
                 child_id = f"{parent.id}-s{k + 1}"
-                self.parent_of[child_id] = parent.id
                 self.db.insert_task(child_id, CHILD_TYPE, seconds, after=before, parent=parent.id)
                 before = child_id
         elif done >= self._segments(parent):
@@ -290,7 +288,7 @@ class Simulation:
     def on_child_done(self, worker: SimWorker, task: TaskRow) -> None:
         """A segment done; the app completes the parent with its last (``complete_task``); a parent
         requeued meanwhile is completed by its next run."""
-        parent_id = self.parent_of.get(task.id)
+        parent_id = self.db.tasks[task.id].parent
         if parent_id is None or self.db.tasks[task.id].status != "Complete":
             return
         parent = self.db.tasks[parent_id]
