@@ -146,8 +146,9 @@ class SimDB:
             self._ready(row)
 
     def _cascade(self, failed: list[str]) -> None:
-        """The migration's ``orchestrator_private.cascade_failure`` (the app's ``cascade_task_failure``):
-        a task dead-lettered fails its parent and the parent's other live tasks (a parent, its own)."""
+        """The migration's ``orchestrator_private.cascade_failure``, after the app's ``cascade_task_failure``
+        (banodoco/reigh-app ``supabase/migrations/20260331040000_add_cascade_failure_rpc.sql``): a task
+        dead-lettered fails its parent and the parent's other live tasks (a parent, its own)."""
         for task_id in failed:
             row = self.tasks[task_id]
             is_parent = PARENT_MARK in row.task_type

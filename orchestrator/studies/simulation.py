@@ -264,8 +264,9 @@ class Simulation:
 
     def launch_child(self, worker: SimWorker, parent: TaskRow) -> None:
         """A parent's run: all its segments at once, each ``dependant_on`` the one before, as Reigh's
-        travel orchestrator creates them (the database makes each claimable when its predecessor
-        completes). Once: a parent run again after a requeue finds its children, as the real one asks
+        travel orchestrator creates them (banodoco/Reigh-Worker
+        ``source/task_handlers/travel/orchestrator.py``; the database makes each claimable when its
+        predecessor completes, as the app's ``claim_next_task_service_role`` does). Once: a parent run again after a requeue finds its children, as the real one asks
         ``get-orchestrator-children`` first, and is completed if all are done."""
         self.busy_seconds += SimWorker.PARENT_RUN_SEC
         self.executing.get(parent.id, set()).discard(worker)
