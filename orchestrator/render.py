@@ -273,6 +273,31 @@ def render_pool(pool: Mapping[str, Any]) -> str:
     return _pool_line(pool) + "\n" + table(headers, rows)
 
 
+# What the live rows are doing, in the words an operator asks in: "4 live" alone read as four GPUs billing
+# when all four sat stopped in the pool.
+_FLEET_GROUPS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("serving", frozenset({WorkerState.ACTIVE.value})),
+    (
+        "starting",
+        frozenset({s.value for s in (WorkerState.SPAWNING, WorkerState.INITIALIZING, WorkerState.RESUMING)}),
+    ),
+    ("pooled", frozenset({WorkerState.STOPPING.value, WorkerState.STOPPED.value})),
+    (
+        "ending",
+        frozenset({s.value for s in (WorkerState.DRAINING, WorkerState.TERMINATING, WorkerState.ERROR)}),
+    ),
+)
+
+
+def _fleet_breakdown(workers: Sequence[Mapping[str, Any]]) -> str:
+    parts = []
+    for name, states in _FLEET_GROUPS:
+        count = sum(1 for w in workers if w["state"] in states)
+        if count:
+            parts.append(f"{count} {name}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def render_status(snapshot: Snapshot) -> str:
     data = status_rows(snapshot)
     rows = [
@@ -299,7 +324,8 @@ def render_status(snapshot: Snapshot) -> str:
     head = (
         f"queue: {q['claimable']} claimable ({q['queued_total']} queued), {q['running']} running, "
         f"oldest waiting {_fmt_age(q['oldest_claimable_age_sec'])}"
-        f"   fleet: {len(rows)} live, ${data['spend_per_hr']:.2f}/h" + ("   PAUSED" if data["paused"] else "")
+        f"   fleet: {len(rows)} live{_fleet_breakdown(data['workers'])}, ${data['spend_per_hr']:.2f}/h"
+        + ("   PAUSED" if data["paused"] else "")
     )
     workers = table(("WORKER", "STATE", "AGE", "HEARTBEAT", "TASK", "$/H", "SPENT $"), rows)
     return head + "\n" + render_pool(data["pool"]) + "\n" + workers

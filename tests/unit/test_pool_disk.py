@@ -17,6 +17,7 @@ from orchestrator.core.config import defaults
 from orchestrator.core.draft import HOURS_PER_MONTH, STOPPED_DISK_USD_PER_GB_MONTH, volume_disk_gb
 from orchestrator.core.policy import plan
 from orchestrator.core.states import Meta
+from orchestrator.render import render_status
 from orchestrator.studies.fleet import ResumeModel
 from orchestrator.studies.simulation import Simulation
 from tests.unit.test_policy import ago, pods_for, run, settings, snap, worker
@@ -107,3 +108,18 @@ def test_the_stop_handler_writes_the_disk_into_the_row() -> None:
     assert result.counters["stops"] > 0
     stopped = [w for w in sim.db.workers.values() if w.metadata.get(Meta.STOPPED_AT)]
     assert stopped and all(w.metadata.get(Meta.DISK_GB) == volume_disk_gb(cfg) for w in stopped)
+
+
+def test_the_status_line_says_what_the_live_workers_are_doing() -> None:
+    """``orchestrator status`` once read "fleet: 4 live, $0.00/h" with all four pods stopped in the pool:
+    an operator could not tell four GPUs billing from four stopped disks without reading every row."""
+    rows = [
+        pooled("gpu-a", disk_gb=0),
+        pooled("gpu-b", disk_gb=0),
+        worker("gpu-c", "active", changed=60),
+        worker("gpu-d", "resuming", changed=5),
+        worker("gpu-e", "draining", changed=5),
+    ]
+    head = render_status(snap(rows)).splitlines()[0]
+    assert "fleet: 5 live (1 serving, 1 starting, 2 pooled, 1 ending)" in head
+    assert "fleet: 0 live," in render_status(snap([])).splitlines()[0]
