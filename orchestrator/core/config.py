@@ -109,6 +109,7 @@ class Settings:
     spawning_timeout_sec: int
     heartbeat_timeout_sec: int
     task_stuck_timeout_sec: int | None
+    unowned_task_timeout_sec: int
     error_cleanup_grace_period_sec: int
     orphan_grace_sec: int
     # --- safety
@@ -393,7 +394,11 @@ def _value_warnings(values: Mapping[str, Any]) -> list[ConfigWarning]:
                 f"HEARTBEAT_TIMEOUT_SEC={timeout} is under {HEARTBEAT_TIMEOUT_WARN_BELOW_SEC} s, three beats of "
                 f"the Headless-Wan2GP worker's {WORKER_BEAT_SEC} s heartbeat: one late beat fails a healthy "
                 "worker and requeues its task",
-                {"name": "HEARTBEAT_TIMEOUT_SEC", "value": timeout, "below": HEARTBEAT_TIMEOUT_WARN_BELOW_SEC},
+                {
+                    "name": "HEARTBEAT_TIMEOUT_SEC",
+                    "value": timeout,
+                    "below": HEARTBEAT_TIMEOUT_WARN_BELOW_SEC,
+                },
             )
         )
     # An idle worker takes a task at its next claim poll: with polls as far apart as the wait target,

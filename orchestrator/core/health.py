@@ -162,12 +162,12 @@ def stuck_limit(settings: Settings, stats: TaskStats | None) -> float:
     return STUCK_P99_FACTOR * max(STUCK_FLOOR_SEC, longest)
 
 
-def unowned_stuck_limit(settings: Settings) -> float:
-    """In Progress tasks that name no worker: no heartbeat and no worker to judge, so the explicit limit
-    or the floor (the old fixed timeout)."""
-    if settings.task_stuck_timeout_sec is not None:
-        return float(settings.task_stuck_timeout_sec)
-    return STUCK_FLOOR_SEC
+def unowned_stuck_limit(settings: Settings) -> float | None:
+    """In Progress tasks that name no worker: requeued past ``UNOWNED_TASK_TIMEOUT_SEC``, or never (None,
+    the default): on Reigh's database they run on users' own machines, and the app ends stale ones."""
+    if settings.unowned_task_timeout_sec > 0:
+        return float(settings.unowned_task_timeout_sec)
+    return None
 
 
 def stuck_task(d: Draft, worker: Worker) -> dict[str, Any] | None:

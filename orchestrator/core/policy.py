@@ -185,9 +185,14 @@ def plan(
     queue = snapshot.queue
     stuck_limit = unowned_stuck_limit(settings)
     unowned_age = queue.oldest_unowned_age_sec
-    if queue.unowned_running > 0 and unowned_age is not None and unowned_age > stuck_limit:
-        # In Progress with no worker named: no row to fail, no heartbeat to go stale, so nothing else
-        # would ever move them. The database picks the ones past the limit by its own clock.
+    if (
+        stuck_limit is not None
+        and queue.unowned_running > 0
+        and unowned_age is not None
+        and unowned_age > stuck_limit
+    ):
+        # In Progress with no worker named, and the operator asked for them to be requeued (they may be
+        # runs on users' own machines: off by default). The database picks them by its own clock.
         d.actions.append(RequeueUnownedTasks(reason=Reason.TASK_WITHOUT_WORKER, older_than_sec=stuck_limit))
 
     live, orphan_spend = _orphans(d)

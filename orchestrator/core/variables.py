@@ -318,6 +318,20 @@ VARIABLES: tuple[Var, ...] = (
         "timeouts",
         minimum=1,
     ),
+    # A task In Progress that names no worker is, on Reigh's database, usually running on a user's own
+    # machine: the app's claim through a personal access token (claim_next_task_user_pat) sets no
+    # worker_id, and the app fails such a task itself once it has not been updated for 24 hours
+    # (auto_fail_stale_tasks). Requeued after the stuck timeout, a local run of more than 20 minutes went
+    # back to the queue under the user, and a local travel orchestrator's chain was dead-lettered and
+    # cascaded. So it is not ours to move unless the operator says so.
+    _v(
+        "UNOWNED_TASK_TIMEOUT_SEC",
+        "int",
+        0,
+        "requeue tasks In Progress that name no worker once they have been In Progress this long (an attempt counted, dead-lettered at MAX_TASK_ATTEMPTS); 0 (the default) = never: on Reigh's database they are runs on users' own machines (claimed with a personal access token, which records no worker), which the app fails itself after 24 h without an update",
+        "timeouts",
+        minimum=0,
+    ),
     _v(
         "ERROR_CLEANUP_GRACE_PERIOD_SEC",
         "int",

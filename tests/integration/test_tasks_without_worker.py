@@ -1,11 +1,14 @@
-"""Tasks In Progress that name no worker: counted by the snapshot, requeued past the stuck timeout.
+"""Tasks In Progress that name no worker: counted by the snapshot, requeued only past
+``UNOWNED_TASK_TIMEOUT_SEC`` when the operator sets it (never by default).
 
 Such a task comes from legacy data, a hand edit, or a claim through a user's personal access token (the
 app's ``claim_next_task_user_pat`` sets ``status`` and ``generation_started_at`` but no ``worker_id``;
 banodoco/reigh-app, supabase/migrations). Before 20261206010000 the snapshot counted running tasks per
 worker only and nothing could requeue them: they stayed In Progress for ever. Real PostgreSQL (the
 per-test database), both transports for the SQL function, and the real ``Controller.tick`` for the
-whole path.
+whole path. On Reigh's database such a task is usually a run on a user's own machine, which the app
+fails itself after 24 hours without an update (``auto_fail_stale_tasks``): by default the daemon reports
+them and leaves them alone.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from orchestrator.loop.controller import Controller
 from tests.integration.test_runpod_contract import make_client
 from tests.integration.test_runpod_failures import Stub
 
-STUCK = 1200.0  # TASK_STUCK_TIMEOUT_SEC's default
+STUCK = 1200.0  # the limit these tests ask for
 
 
 def _unowned(
@@ -132,28 +135,60 @@ def test_a_task_another_transaction_holds_is_skipped_not_waited_for(
 
 
 @pytest.fixture
-def controller(db: Database, stub: Stub, ssh_keypair: Any, tmp_path: Path) -> Iterator[Controller]:
+def make_controller(db: Database, stub: Stub, ssh_keypair: Any, tmp_path: Path) -> Iterator[Any]:
     """The daemon's controller over the real database and a RunpodClient pointed at a Runpod stand-in
-    with no pods (this is about the queue only)."""
+    with no pods (this is about the queue only), with the given settings changes."""
     stub.routes[("GET", "/v2/pods")] = (200, "application/json", json.dumps({"pods": []}))
     stub.routes[("GET", "/v2/catalog/gpus")] = (200, "application/json", json.dumps({"gpus": []}))
     client = make_client(stub, ssh_keypair, tmp_path, "rest")
     provider: Any = client
-    ctl = Controller(
-        defaults().replace(min_active_gpus=0, max_active_gpus=0),
-        db,
-        provider,
-        holder="t",
-        apply_budget_sec=10.0,
-    )
+    made: list[Controller] = []
+
+    def make(**changes: Any) -> Controller:
+        ctl = Controller(
+            defaults().replace(min_active_gpus=0, max_active_gpus=0, **changes),
+            db,
+            provider,
+            holder="t",
+            apply_budget_sec=10.0,
+        )
+        made.append(ctl)
+        return ctl
+
     try:
-        yield ctl
+        yield make
     finally:
-        ctl.shutdown(timeout=10)
+        for ctl in made:
+            ctl.shutdown(timeout=10)
         client.close()
 
 
-def test_the_tick_requeues_them_and_says_how_many_it_saw(controller: Controller, database_url: str) -> None:
+def test_by_default_the_tick_reports_them_and_leaves_them_alone(
+    make_controller: Any, database_url: str
+) -> None:
+    """A user's local run (claimed with a personal access token: no worker_id) of more than 20 minutes,
+    and a local travel orchestrator waiting on its children, must not be pulled back into the queue."""
+    controller = make_controller()
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as raw:
+        local = _unowned(raw, minutes=180)
+        parent = _unowned(raw, minutes=300, task_type="travel_orchestrator")
+        first = controller.tick()
+        assert controller.wait_idle(20)
+        assert first.summary["status"]["running_without_worker"] == 2
+        for task in (local, parent):
+            assert _task(raw, task) == {
+                "status": "In Progress",
+                "attempts": 0,
+                "worker_id": None,
+                "error_message": None,
+            }
+        assert not first.summary["actions"].get("tasks_reset")
+
+
+def test_the_tick_requeues_them_past_the_operators_limit_and_says_how_many_it_saw(
+    make_controller: Any, database_url: str
+) -> None:
+    controller = make_controller(unowned_task_timeout_sec=int(STUCK))
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as raw:
         stuck = _unowned(raw, minutes=30)
         fresh = _unowned(raw, minutes=1)

@@ -123,26 +123,28 @@ def test_an_unreadable_row_pointing_at_a_pod_not_ours_is_left_alone() -> None:
     assert any("left alone" in p for p in result.problems)
 
 
-def test_tasks_in_progress_with_no_worker_are_requeued_past_the_stuck_timeout() -> None:
-    # TASK_STUCK_TIMEOUT_SEC is unset by default: such tasks have no worker and no heartbeat to judge,
-    # so the evidence-based rule's floor (the old fixed timeout) applies.
-    limit = unowned_stuck_limit(settings())
-    assert settings().task_stuck_timeout_sec is None and limit == 1200
+def test_tasks_in_progress_with_no_worker_are_left_to_the_app_by_default() -> None:
+    """On Reigh's database a task In Progress with no worker is a run on a user's own machine (the app's
+    claim through a personal access token records no worker). Requeued after 20 minutes, a longer local
+    run went back to the queue under its user, and a local travel chain was dead-lettered and cascaded."""
+    assert unowned_stuck_limit(settings()) is None
+    day_old = replace(snap(), queue=Queue(unowned_running=2, oldest_unowned_age_sec=86_000.0))
+    result = plan(day_old, [], settings(min_active_gpus=0), NOW)
+    assert not [a for a in result.actions if isinstance(a, RequeueUnownedTasks)]
+    # Not demand either: no worker of ours runs them, so they do not make the plan spawn.
+    assert result.desired == 0
+
+
+def test_tasks_in_progress_with_no_worker_are_requeued_past_the_limit_the_operator_sets() -> None:
+    cfg = settings(min_active_gpus=0, unowned_task_timeout_sec=1800)
+    limit = unowned_stuck_limit(cfg)
+    assert limit == 1800
     young = replace(snap(), queue=Queue(unowned_running=2, oldest_unowned_age_sec=limit - 1))
-    assert not [
-        a
-        for a in plan(young, [], settings(min_active_gpus=0), NOW).actions
-        if isinstance(a, RequeueUnownedTasks)
-    ]
+    assert not [a for a in plan(young, [], cfg, NOW).actions if isinstance(a, RequeueUnownedTasks)]
     old = replace(snap(), queue=Queue(unowned_running=2, oldest_unowned_age_sec=limit + 1))
-    [action] = [
-        a
-        for a in plan(old, [], settings(min_active_gpus=0), NOW).actions
-        if isinstance(a, RequeueUnownedTasks)
-    ]
+    [action] = [a for a in plan(old, [], cfg, NOW).actions if isinstance(a, RequeueUnownedTasks)]
     assert action.reason is Reason.TASK_WITHOUT_WORKER and action.older_than_sec == limit
-    # Not demand: no worker of ours runs them, so they do not make the plan spawn.
-    assert plan(old, [], settings(min_active_gpus=0), NOW).desired == 0
+    assert plan(old, [], cfg, NOW).desired == 0
 
 
 def test_the_snapshot_reads_the_unowned_figures() -> None:
