@@ -33,6 +33,11 @@ from orchestrator.core.parsing import as_int, as_utc, float_or_none, str_or_none
 # Task types whose name contains this are long-running parents (``travel_orchestrator``): exempt from the
 # stuck-task check, as the SQL's ``oldest_stuckable_started_at`` exempts them.
 PARENT_MARK = "_orchestrator"
+# Figures past these are malformed, not traffic: a duration of more than a year, or more arrivals in a
+# window than the snapshot ever counts (it stops at 20,000). Squared in the sizing's fits, values like
+# 1e160 overflowed and stopped every tick.
+MAX_TASK_SEC = 365 * 86400.0
+MAX_ARRIVALS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -87,12 +92,12 @@ class TaskStats:
             raise ValueError("task stats row without a task_type")
         completions = as_int(row.get("completions"))
         mean = float_or_none(row.get("mean_sec"))
-        if completions <= 0 or mean is None or mean < 0:
+        if completions <= 0 or mean is None or not 0 <= mean <= MAX_TASK_SEC:
             raise ValueError(f"task stats of {task_type!r}: no usable completions or mean")
 
         def seconds(key: str) -> float | None:
             value = float_or_none(row.get(key))
-            return value if value is not None and value >= 0 else None
+            return value if value is not None and 0 <= value <= MAX_TASK_SEC else None
 
         return cls(
             task_type=task_type,
@@ -183,8 +188,8 @@ def parse_arrivals(value: Any, problems: list[str]) -> tuple[tuple[float, int], 
                 raise ValueError("not an object")
             window = float_or_none(item.get("window_sec"))
             count = as_int(item.get("count"))
-            if window is None or window <= 0 or count < 0:
-                raise ValueError("expected a positive window and a count >= 0")
+            if window is None or not 0 < window <= MAX_TASK_SEC or not 0 <= count <= MAX_ARRIVALS:
+                raise ValueError("expected a positive window and a count >= 0 in range")
         except (TypeError, ValueError) as exc:
             problems.append(f"snapshot.arrivals: skipped {str(item)[:80]}: {exc}")
             continue

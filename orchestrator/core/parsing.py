@@ -23,16 +23,22 @@ def parse_ts(value: Any) -> datetime | None:
     """A timestamp from the snapshot's JSON (ISO 8601 text), a datetime, or None."""
     if value is None or value == "":
         return None
+    # A timestamp that parses but leaves datetime's range when moved to UTC ("0001-01-01T00:00:00+01:00",
+    # .NET's DateTime.MinValue with an offset) raises OverflowError: read as malformed like any other, or
+    # one hand-edited row would stop every tick before it ends anything.
     if isinstance(value, datetime):
-        return as_utc(value)
+        try:
+            return as_utc(value)
+        except OverflowError as exc:
+            raise ValueError(f"timestamp out of range: {value!r}") from exc
     if isinstance(value, str):
         text = value.strip()
         if text.endswith("Z"):
             text = text[:-1] + "+00:00"
         try:
             return as_utc(datetime.fromisoformat(text))
-        except ValueError as exc:
-            raise ValueError(f"not an ISO 8601 timestamp: {value!r}") from exc
+        except (ValueError, OverflowError) as exc:
+            raise ValueError(f"not an ISO 8601 timestamp in range: {value!r}") from exc
     raise ValueError(f"not a timestamp: {value!r}")
 
 
@@ -49,7 +55,10 @@ def as_int(value: Any, default: int = 0) -> int:
         return default
     if isinstance(value, bool):
         raise ValueError(f"not a number: {value!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError as exc:  # an integer of hundreds of digits
+        raise ValueError(f"not a finite number: {str(value)[:40]}...") from exc
     if not math.isfinite(number):
         raise ValueError(f"not a finite number: {value!r}")
     return int(number)
@@ -60,7 +69,7 @@ def float_or_none(value: Any) -> float | None:
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return number if math.isfinite(number) else None
 

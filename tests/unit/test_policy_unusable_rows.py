@@ -6,7 +6,9 @@
 * A row the snapshot lists but cannot parse keeps its id (``Snapshot.unreadable``) and is retired: its
   pod terminated, its tasks requeued, the row closed once no pod is left. A hand-edited metadata that
   is not a JSON object no longer hides a row at all.
-* In Progress tasks that name no worker are requeued once past TASK_STUCK_TIMEOUT_SEC.
+* In Progress tasks that name no worker are left alone (users' local runs on Reigh's database) unless
+  the operator sets UNOWNED_TASK_TIMEOUT_SEC.
+* A value out of range anywhere in the snapshot reads as malformed; the other rows still end.
 
 Each failed before the change it tests (the first two: the row was skipped, or failed only on timeout
 and then never ended; the last: the snapshot did not count such tasks and nothing planned for them).
@@ -153,3 +155,37 @@ def test_the_snapshot_reads_the_unowned_figures() -> None:
     )
     assert parsed.queue.unowned_running == 3 and parsed.queue.oldest_unowned_age_sec == 4000.5
     assert parsed.queue.running == 1
+
+
+def test_values_out_of_range_read_as_malformed_and_every_other_row_still_ends() -> None:
+    """A timestamp that parses but leaves datetime's range in UTC (.NET's DateTime.MinValue with an
+    offset), an integer of hundreds of digits, or durations like 1e160 raised OverflowError out of
+    plan(): every tick died before it applied anything, and another worker's failed pod kept billing."""
+    failed = _row(id="gpu-20250912_101500-0000dead", status="error", metadata={"runpod_id": "pod-dead"})
+    odd = _row(
+        id="gpu-20250912_101500-0000beef",
+        metadata={
+            "runpod_id": "pod-beef",
+            "terminate_requested_at": "0001-01-01T00:00:00+01:00",
+            "cost_per_hr": 10**400,
+            "resumes": 10**400,
+        },
+    )
+    stats = {
+        "window_sec": 86400,
+        "types": [{"task_type": "t", "completions": 10**400, "mean_sec": 1e160, "stddev_sec": 1e160}],
+    }
+    parsed = Snapshot.from_json(
+        {
+            "now": NOW.isoformat(),
+            "queue": {"claimable": 2, "running": 0, "claimable_by_type": [{"task_type": "t", "count": 2}]},
+            "task_stats": stats,
+            "arrivals": [{"window_sec": 600, "count": 10**400}, {"window_sec": 3600, "count": 1e300}],
+            "workers": [failed, odd],
+        }
+    )
+    pods = [pod(failed["id"], pod_id="pod-dead"), pod(odd["id"], pod_id="pod-beef")]
+    result = plan(parsed, pods, settings(min_active_gpus=0), NOW)
+    assert [a.runpod_id for a in result.actions if isinstance(a, TerminatePod)] == ["pod-dead"]
+    beef = next(w for w in parsed.workers if w.runpod_id == "pod-beef")
+    assert beef.terminate_requested_at is None and beef.cost_per_hr is None
