@@ -192,6 +192,32 @@ def test_lost_create_response_does_not_create_a_second_pod(api: str, clients, em
     assert client.terminate_worker(spawned["runpod_id"]) is True
 
 
+def test_a_lost_create_answer_is_found_beside_a_pod_the_listing_cannot_read(
+    clients, emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """GraphQL: after a create whose answer was lost, the pod is looked up by name in the account's
+    listing. The look-up parsed that listing strictly, so one entry it could not read (somebody else's
+    pod, here a port without ``privatePort``) hid ours, and the retry created a second GPU pod."""
+    import runpod
+
+    real_get_pods = runpod.get_pods
+    foreign = {"id": "notebookpod001", "name": "alice-notebook", "desiredStatus": "RUNNING",
+               "runtime": {"ports": [{"ip": "1.2.3.4"}]}}  # fmt: skip
+
+    def listing_with_a_foreign_pod(*args: Any, **kwargs: Any) -> Any:
+        return [*real_get_pods(*args, **kwargs), foreign]
+
+    monkeypatch.setattr(runpod, "get_pods", listing_with_a_foreign_pod)
+    client = clients("graphql")
+    client.list_gpu_types()
+    client.list_network_volumes()
+    emulator.admin.set_faults(api_error_after_rate=1.0)
+    spawned = client.spawn_worker("gpu-lost-beside-foreign")
+    emulator.admin.set_faults(api_error_after_rate=0.0)
+    pods = [p for p in emulator.admin.pods() if p["status"] != "TERMINATED"]
+    assert [p["id"] for p in pods] == [spawned["runpod_id"]]
+
+
 @pytest.mark.parametrize("api", TRANSPORTS)
 def test_failed_termination_is_false_never_silently_true(api: str, clients, emulator) -> None:  # type: ignore[no-untyped-def]
     client = clients(api, retry=RetryPolicy(attempts=2, base_delay=0.005, max_delay=0.01))
@@ -351,7 +377,27 @@ def test_rest_malformed_bodies_are_typed_with_an_excerpt(clients, stub: Stub) ->
         client.get_network_volumes()
 
 
-def test_an_internal_address_in_the_rest_ports_is_not_taken_for_the_pods_ssh_address(clients, stub: Stub) -> None:  # type: ignore[no-untyped-def]
+def test_an_action_answered_with_no_body_is_accepted_and_the_pod_read_back(clients, stub: Stub) -> None:  # type: ignore[no-untyped-def]
+    """The openapi gives a body to every pod action but terminate (204); an empty answer to a stop or a
+    start was read as a malformed refusal: a stop that went through was logged as failed."""
+    client = clients("rest", stub)
+    pid = "abcdefghijklmn"
+    stub.routes[("POST", f"/v2/pods/{pid}/action")] = (204, "application/json", "")
+    stub.routes[("GET", f"/v2/pods/{pid}")] = (
+        200, "application/json", json.dumps(_rest_pod(status="EXITED", runtime=None, cost=0))
+    )  # fmt: skip
+    assert client.stop(pid) is True
+    stub.routes[("GET", f"/v2/pods/{pid}")] = (
+        200,
+        "application/json",
+        json.dumps(_rest_pod(status="STARTING")),
+    )
+    assert client.resume(pid).status == "resumed"
+
+
+def test_an_internal_address_in_the_rest_ports_is_not_taken_for_the_pods_ssh_address(
+    clients, stub: Stub
+) -> None:  # type: ignore[no-untyped-def]
     # REST v2's PodRuntimePort has no isIpPublic. Runpod's internal entries are 100.65.x.x (the
     # SDK's GraphQL reads flag them isIpPublic false), inside the carrier-grade NAT range 100.64/10,
     # which Python's ipaddress does not call private: read as public, SSH would wait out its timeout.
@@ -366,7 +412,9 @@ def test_an_internal_address_in_the_rest_ports_is_not_taken_for_the_pods_ssh_add
 
     for internal in ("100.65.3.4", "10.2.0.7", "169.254.1.1"):
         stub.routes[("GET", f"/v2/pods/{pid}")] = (
-            200, "application/json", json.dumps(_rest_pod(runtime=ports((internal, 22))))
+            200,
+            "application/json",
+            json.dumps(_rest_pod(runtime=ports((internal, 22)))),
         )
         pod = client.transport.get_pod(pid)
         assert (pod.ip, pod.ssh_port) == (None, None), internal

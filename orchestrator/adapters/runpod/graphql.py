@@ -296,7 +296,9 @@ class GraphQLTransport:
         """One un-retried look at the pod list (it runs inside the create's own retry budget)."""
         try:
             items = self._sdk("get_pods", lambda: runpod.get_pods(api_key=self._key))
-            pods = [_pod(p) for p in items] if isinstance(items, list) else []
+            # Leniently, as the listing is parsed: one malformed entry of another pod must not hide ours,
+            # or the retry creates a second GPU pod for the same worker.
+            pods = lenient_pods(items, _pod, transport=self.name) if isinstance(items, list) else []
         except errors.RunpodError:
             return None
         return next((p for p in pods if p.name == name and not p.is_gone), None)

@@ -347,7 +347,7 @@ class RestTransport:
                 if e.status != 409:
                     raise
                 return self._confirm_after_conflict(pod_id, e, (EXITED,))
-            return _pod(self._json(resp, "stopped pod"))
+            return self._action_answer(pod_id, resp, "stopped pod")
 
         with self._as_ending():
             return call_with_retries(once, op=f"POST {path} stop", policy=self.retry)
@@ -370,9 +370,17 @@ class RestTransport:
                 if e.status != 409:
                     raise
                 return self._confirm_after_conflict(pod_id, e, (PROVISIONING, STARTING, RUNNING))
-            return _pod(self._json(resp, "started pod"))
+            return self._action_answer(pod_id, resp, "started pod")
 
         return call_with_retries(once, op=f"POST {path} start", policy=self.retry)
+
+    def _action_answer(self, pod_id: str, resp: httpx.Response, what: str) -> Pod:
+        """The pod an accepted action answered with. The openapi documents a body for every action but
+        terminate (204, no body); an empty 2xx to a stop or a start was still an accepted action, and read
+        as a malformed refusal it logged a stop that went through as failed: the pod is read back."""
+        if resp.status_code == 204 or not resp.content.strip():
+            return _pod(self._json(self._send("GET", f"/pods/{quote(pod_id, safe='')}"), "pod"))
+        return _pod(self._json(resp, what))
 
     def _confirm_after_conflict(
         self, pod_id: str, conflict: errors.RunpodRequestError, wanted: tuple[str, ...]
