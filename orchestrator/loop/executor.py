@@ -313,27 +313,45 @@ def reactivate(a: Reactivate, worker: Worker | None, fx: Effects) -> Steps[Outco
     return {}
 
 
+def _move_or_skip(
+    fx: Effects,
+    kind: str,
+    worker_id: str,
+    to: WorkerState,
+    reason: str,
+    metadata: dict[str, Any] | None,
+    skipped: list[str],
+) -> Steps[bool]:
+    """The row's move before an ending; False (the step logged and skipped) when it failed for any reason
+    but a lost lease or the database's refusal, which stop the action.
+
+    A stale leader must not touch the pod; a refusal is the database's guard (the worker claimed a task
+    after the plan was made, or moved on): the pod is left alone and the next tick re-plans. Any other
+    failure (the row gone, an id the database refuses, a fault) must not keep the pod billing: the caller
+    ends it by pod id. A claim racing this costs one attempt, which the next tick requeues."""
+    try:
+        yield from fx.transition(worker_id, to, reason, metadata)
+    except (errors.LeaseLost, errors.IllegalTransition):
+        raise
+    except Exception as exc:
+        fx.log.warning(
+            "action_step_failed",
+            action=kind,
+            step="transition",
+            error_type=type(exc).__name__,
+            error=str(exc)[:300],
+        )
+        skipped.append("transition")
+        return False
+    return True
+
+
 def terminate_pod(a: TerminatePod, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
     skipped: list[str] = []
     if a.worker_id and a.transition_from is not None:
-        try:
-            yield from fx.transition(a.worker_id, WorkerState.TERMINATING, a.reason.value)
-        except (errors.LeaseLost, errors.IllegalTransition):
-            # A stale leader stops; a refusal is the database's guard (the worker claimed a task
-            # after the plan was made, or moved on): the pod is left alone, the next tick re-plans.
-            raise
-        except Exception as exc:
-            # The plan found the worker holding no task and the pod ours. A row that cannot be moved
-            # (gone, an id the database refuses, a fault) must not keep its pod billing: terminate by
-            # pod id. A claim racing this costs one attempt, which the next tick requeues.
-            fx.log.warning(
-                "action_step_failed",
-                action=a.kind,
-                step="transition",
-                error_type=type(exc).__name__,
-                error=str(exc)[:300],
-            )
-            skipped.append("transition")
+        yield from _move_or_skip(
+            fx, a.kind, a.worker_id, WorkerState.TERMINATING, a.reason.value, None, skipped
+        )
     confirmed = yield from terminate(
         fx, a.worker_id, a.runpod_id, a.reason.value, action=a.kind, skipped=skipped, worker=worker
     )
@@ -390,7 +408,9 @@ def stop_pod(a: StopPod, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
     """``draining -> stopping`` (refused while the worker holds a task: superseded), then the provider's
     stop, then ``pod_stop_requested_at``. The row is written first, so a crash before the stop leaves a
     ``stopping`` row whose pod still runs; with no request recorded, the next tick stops it at once:
-    nothing bills untracked, nor for long."""
+    nothing bills untracked, nor for long. A row that cannot be moved for any other reason than the
+    database's refusal or a lost lease ends its pod by termination instead, as ``terminate_pod`` does:
+    left, the next tick planned the same stop again and the idle GPU billed for as long as the fault."""
     skipped: list[str] = []
     if a.transition_from is not None:
         pinned: dict[str, Any] = {
@@ -398,7 +418,16 @@ def stop_pod(a: StopPod, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
         }
         if a.disk_gb is not None:
             pinned[Meta.DISK_GB] = a.disk_gb
-        yield from fx.transition(a.worker_id, WorkerState.STOPPING, a.reason.value, pinned)
+        moved = yield from _move_or_skip(
+            fx, a.kind, a.worker_id, WorkerState.STOPPING, a.reason.value, pinned, skipped
+        )
+        if not moved:
+            # A pod stopped under a row that still says draining would be nobody's to resume (the pool
+            # holds what its rows record): it is terminated, by id.
+            confirmed = yield from terminate(
+                fx, a.worker_id, a.runpod_id, a.reason.value, action=a.kind, skipped=skipped, worker=worker
+            )
+            return {"stop_accepted": False, "terminate_confirmed": confirmed, **skipped_steps(skipped)}
     yield from fx.fence("stop_pod")
     fx.crash_point("before_stop")
     done, answer = yield from run_step(fx, a.kind, "stop", skipped, fx.stop(a.runpod_id))

@@ -39,6 +39,7 @@ from orchestrator.core.actions import (
     Initialize,
     MarkTerminated,
     StartProcess,
+    StopPod,
     TerminatePod,
 )
 from orchestrator.core.observed import Snapshot, Worker
@@ -210,6 +211,10 @@ class RecordingProvider:
     def terminate(self, runpod_id: str) -> bool:
         self._call("terminate")
         self.terminated.append(runpod_id)
+        return True
+
+    def stop(self, runpod_id: str) -> bool:
+        self._call("stop")
         return True
 
     def pod_status(self, runpod_id: str) -> dict[str, Any] | None:
@@ -541,6 +546,41 @@ def test_an_injected_failure_still_ends_the_pod_and_the_row(
                 assert _task_status(raw, task_id)[0] == "Queued"
     skipped = STEPS[step][3]
     assert outcome.get("skipped_steps", []) == ([skipped] if skipped else []), outcome
+
+
+def _to_stopping(token: int, worker_id: str, to: str, reason: str, metadata: Any) -> bool:
+    return to == "stopping"
+
+
+@pytest.mark.parametrize("bug", [False, True], ids=["typed", "bug"])
+def test_a_stop_whose_row_cannot_move_ends_the_pod_by_termination(
+    bug: bool, db: Database, faulty: FaultyDatabase, database_url: str
+) -> None:
+    """An idle worker is stopped into the pool: ``draining -> stopping``, then the stop. When that move
+    failed (a fault, a bug), the stop was never sent and the next tick planned the same stop again:
+    the idle GPU billed for as long as the fault lasted. A pod stopped under a row that still says
+    draining would be nobody's to resume, so it is terminated, as ``terminate_pod`` does."""
+    provider = RecordingProvider()
+    settings = config.defaults().replace(min_active_gpus=0, max_active_gpus=0)
+    controller = Controller(settings, faulty, provider, holder="matrix", apply_budget_sec=30.0)
+    worker_id = "gpu-20261206_010000-5e0951ed"
+    try:
+        token = controller._ensure_lease()
+        assert token is not None
+        db.register_worker(token, worker_id, "NVIDIA GeForce RTX 4090", {"runpod_id": POD})
+        for state in ("initializing", "active", "draining"):
+            db.transition_worker(token, worker_id, state, "setup")
+        exc = RuntimeError("bug at the move") if bug else _db_error("transition_stopping")
+        faulty.fail["transition_worker"] = (exc, _to_stopping)
+        outcome = controller._run_action(
+            StopPod(reason=Reason.POOLED, worker_id=worker_id, runpod_id=POD), {}, token
+        )
+    finally:
+        controller.shutdown(timeout=10)
+    assert provider.terminated == [POD] and "stop" not in provider.asked, (outcome, provider.asked)
+    assert outcome.get("skipped_steps") == ["transition"], outcome
+    with psycopg.connect(database_url, autocommit=True) as raw:
+        assert _row(raw, worker_id)["status"] == "draining"  # the next tick closes it: its pod is gone
 
 
 def test_a_lost_lease_at_the_transition_stops_the_ending(db: Database, faulty: FaultyDatabase) -> None:
