@@ -104,6 +104,8 @@ class Controller:
         self.holder = holder or default_holder()
         self.metrics = metrics or Metrics()
         self.clock = clock
+        # The database's clock minus ours, as the last snapshot showed (see _db_clock).
+        self._clock_offset = 0.0
         self.worker_env = dict(worker_env or {})
         # Wait for the tick's own actions at most this long; the rest finish in the background.
         self.apply_budget_sec = (
@@ -290,6 +292,8 @@ class Controller:
             self.metrics.observe_tick_failure("gather")
             return TickResult("failed", {"error": str(exc)[:500]})
         snapshot, pods = gathered.snapshot, gathered.pods
+        if snapshot.now is not None:
+            self._clock_offset = snapshot.now.timestamp() - self.clock()
         plan = self.decide(gathered)
         outcomes = self.apply(plan.actions, snapshot, token, read_at=gathered.read_at)
         summary = self.recorder.record(
@@ -362,8 +366,15 @@ class Controller:
             metrics=self.metrics,
             max_task_attempts=self.settings.max_task_attempts,
             worker_env=self.worker_env,
-            clock=self.clock,
+            clock=self._db_clock,
         )
+
+    def _db_clock(self) -> float:
+        """Now by the database's clock: ours plus the offset the last snapshot showed. The times actions
+        stamp (``pod_terminate_requested_at``, ``pod_stop_requested_at``, ...) are compared with the
+        snapshot's ``now`` by later ticks; stamped by a host clock an hour fast, a termination Runpod did
+        not take was not asked again for an hour."""
+        return self.clock() + self._clock_offset
 
     def _run_action(self, action: Action, workers: Mapping[str, Worker], token: int) -> dict[str, Any]:
         worker_id = getattr(action, "worker_id", None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -581,6 +582,38 @@ def test_a_stop_whose_row_cannot_move_ends_the_pod_by_termination(
     assert outcome.get("skipped_steps") == ["transition"], outcome
     with psycopg.connect(database_url, autocommit=True) as raw:
         assert _row(raw, worker_id)["status"] == "draining"  # the next tick closes it: its pod is gone
+
+
+def test_the_times_an_ending_stamps_are_the_databases_not_a_fast_host_clock(
+    db: Database, faulty: FaultyDatabase, database_url: str
+) -> None:
+    """The policy spaces retries of a termination Runpod did not take by ``pod_terminate_requested_at``
+    against the snapshot's ``now`` (the database's clock). Stamped by a host clock an hour fast, the
+    retry waited an hour while the pod billed."""
+    provider = RecordingProvider()
+    settings = config.defaults().replace(min_active_gpus=0, max_active_gpus=0)
+    fast = Controller(
+        settings, faulty, provider, holder="matrix", apply_budget_sec=30.0, clock=lambda: time.time() + 3600
+    )
+    worker_id = "gpu-20261206_010000-c10c4fa5"
+    try:
+        assert fast.tick().role == "leader"  # reads the database's now
+        token = fast._ensure_lease()
+        assert token is not None
+        db.register_worker(token, worker_id, "NVIDIA GeForce RTX 4090", {"runpod_id": POD})
+        for state in ("initializing", "active", "error"):
+            db.transition_worker(token, worker_id, state, "setup")
+        action = TerminatePod(
+            reason=Reason.TERMINATE_RETRY, runpod_id=POD, pod_name=worker_id, worker_id=worker_id
+        )
+        fast._run_action(action, {}, token)
+    finally:
+        fast.shutdown(timeout=10)
+    assert provider.terminated == [POD]
+    with psycopg.connect(database_url, autocommit=True) as raw:
+        stamped = datetime.fromisoformat(_row(raw, worker_id)["metadata"]["pod_terminate_requested_at"])
+        db_now = raw.execute("select now()").fetchone()[0]  # type: ignore[index]
+    assert abs((stamped - db_now).total_seconds()) < 60, (stamped, db_now)
 
 
 def test_a_lost_lease_at_the_transition_stops_the_ending(db: Database, faulty: FaultyDatabase) -> None:
