@@ -664,6 +664,59 @@ def test_a_dead_lettered_child_fails_its_parent_and_siblings_as_the_app_does(
     assert db.snapshot()["queue"]["running"] == 0
 
 
+def test_a_segment_the_guard_dead_letters_fails_its_chain_and_frees_the_holder(
+    db: Database, raw: psycopg.Connection[Any], real_worker: RealWorkerSQL
+) -> None:
+    """The real worker's requeue for retry (update-task-status, status Queued) at the attempt limit is
+    made Failed by the tasks guard. The app cascades only failures it writes itself, so nobody cascaded
+    this one: the later segments waited on it for ever, the parent stayed In Progress under its holder,
+    which the daemon never lets go while it holds a parent, and the holder's pod billed."""
+    add_worker(raw, "holder", "active")
+    add_worker(raw, "w2", "active")
+    [parent] = add_tasks(raw, 1, status="In Progress", worker_id="holder", task_type="travel_orchestrator")
+    first = add_tasks(raw, 1, task_type="travel_segment", attempts=2)
+    rest = add_tasks(raw, 2, task_type="travel_segment")
+    raw.execute(
+        "update tasks set params = jsonb_build_object('orchestrator_task_id_ref', %s::text)"
+        " where id = any(%s::uuid[])",
+        (parent, [*first, *rest]),
+    )
+    assert real_worker.claim("w2")["task_id"] == first[0]  # type: ignore[index]
+    row = real_worker.set_status(first[0], "Queued", error_details="CUDA out of memory", clear_worker=True)
+    assert (row["status"], row["attempts"]) == ("Failed", 3)
+    assert row["error_message"] == "dead-lettered: attempt 3 of 3 ended: CUDA out of memory"
+    for tid in (parent, *rest):
+        row = task_row(raw, tid)
+        assert (row["status"], row["error_message"]) == (
+            "Failed",
+            f"Cascaded failed from related task {first[0]}",
+        )
+    event = db.events(worker_id="w2")[0]
+    assert event["kind"] == "task_dead_lettered"
+    assert event["details"]["task_id"] == first[0] and sorted(event["details"]["cascaded"]) == sorted(
+        [parent, *rest]
+    )
+    # The holder holds nothing now: the daemon may let it go.
+    assert db.snapshot()["queue"]["running"] == 0
+
+
+def test_a_failure_the_app_writes_itself_is_left_to_the_app(
+    raw: psycopg.Connection[Any], real_worker: RealWorkerSQL
+) -> None:
+    # update-task-status with Failed: the Edge Function cascades it itself; the trigger stays out.
+    add_worker(raw, "holder", "active")
+    add_worker(raw, "w2", "active")
+    [parent] = add_tasks(raw, 1, status="In Progress", worker_id="holder", task_type="travel_orchestrator")
+    [seg] = add_tasks(raw, 1, task_type="travel_segment", attempts=2)
+    raw.execute(
+        "update tasks set params = jsonb_build_object('orchestrator_task_id_ref', %s::text) where id = %s",
+        (parent, seg),
+    )
+    assert real_worker.claim("w2")["task_id"] == seg  # type: ignore[index]
+    assert real_worker.set_status(seg, "Failed", error_details="boom")["status"] == "Failed"
+    assert task_row(raw, parent)["status"] == "In Progress"
+
+
 def test_a_dead_lettered_parent_fails_its_unfinished_children(
     db: Database, raw: psycopg.Connection[Any], token: int
 ) -> None:
