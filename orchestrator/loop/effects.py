@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,11 @@ The daemon's effects never yield; the simulator's yield the modelled latency of 
 CRASH_POINT_ENV = "ORCHESTRATOR_TEST_CRASH_AT"
 LOG_TAIL_LINES = 40
 DIAGNOSTICS_SSH_TIMEOUT_SEC = 8.0
+# The most the diagnostics of a failing worker may hold its ending back (pod status, then the log tail).
+# They come first because a terminated pod has no log left to read; but the calls retry on their own
+# (the provider's policy: up to 4 attempts of a 30 s HTTP timeout), and while Runpod hung they kept a
+# failed worker's GPU billing and its tasks waiting for two minutes and more.
+DIAGNOSTICS_DEADLINE_SEC = 15.0
 
 
 class Log(Protocol):
@@ -284,12 +290,15 @@ class LiveEffects:
         return at_once(lambda: cast(PoolProvider, self.provider).resume(runpod_id))
 
     def pod_status(self, runpod_id: str) -> Steps[Mapping[str, Any] | None]:
-        return at_once(lambda: self.provider.pod_status(runpod_id))
+        return at_once(lambda: within(DIAGNOSTICS_DEADLINE_SEC, lambda: self.provider.pod_status(runpod_id)))
 
     def log_tail(self, runpod_id: str, worker_id: str) -> Steps[str]:
         return at_once(
-            lambda: self.provider.log_tail(
-                runpod_id, worker_id, lines=LOG_TAIL_LINES, timeout=DIAGNOSTICS_SSH_TIMEOUT_SEC
+            lambda: within(
+                DIAGNOSTICS_DEADLINE_SEC,
+                lambda: self.provider.log_tail(
+                    runpod_id, worker_id, lines=LOG_TAIL_LINES, timeout=DIAGNOSTICS_SSH_TIMEOUT_SEC
+                ),
             )
         )
 
@@ -303,6 +312,28 @@ class LiveEffects:
         if os.environ.get(CRASH_POINT_ENV) == name:
             self.log.warning("test_crash_point", point=name)
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def within(seconds: float, call: Callable[[], T]) -> T:
+    """``call()``'s answer, or TimeoutError once ``seconds`` have passed. The call goes on in a daemon
+    thread until its own timeouts end it; nothing waits for it."""
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # handed to the caller, whatever it was
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="diagnostics", daemon=True).start()
+    if not done.wait(seconds):
+        raise TimeoutError(f"no answer within {seconds:g} s")
+    if "error" in box:
+        raise box["error"]
+    return cast(T, box["value"])
 
 
 def _none(_answer: object) -> None:

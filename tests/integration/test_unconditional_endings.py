@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from orchestrator.core.actions import (
 from orchestrator.core.observed import Snapshot, Worker
 from orchestrator.core.states import Reason, WorkerState
 from orchestrator.logs import configure_logging
+from orchestrator.loop import effects
 from orchestrator.loop.controller import Controller
 from orchestrator.loop.daemon import Daemon
 from orchestrator.ports import BootCheck, SpawnedPod
@@ -614,6 +616,61 @@ def test_the_times_an_ending_stamps_are_the_databases_not_a_fast_host_clock(
         stamped = datetime.fromisoformat(_row(raw, worker_id)["metadata"]["pod_terminate_requested_at"])
         db_now = raw.execute("select now()").fetchone()[0]  # type: ignore[index]
     assert abs((stamped - db_now).total_seconds()) < 60, (stamped, db_now)
+
+
+class HangingProvider(RecordingProvider):
+    """Runpod's read calls hang (the pod status, and so the log tail that reads the pod first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.hanging = 0
+        self.hanging_at_termination: list[int] = []
+
+    def pod_status(self, runpod_id: str) -> dict[str, Any] | None:
+        self._call("pod_status")
+        self.hanging += 1
+        self.release.wait(30)
+        self.hanging -= 1
+        return None
+
+    def terminate(self, runpod_id: str) -> bool:
+        self.hanging_at_termination.append(self.hanging)
+        return super().terminate(runpod_id)
+
+
+def test_diagnostics_that_hang_do_not_hold_the_ending_back(
+    db: Database, faulty: FaultyDatabase, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing worker's diagnostics (pod status, log tail) come before its ending, since a terminated
+    pod has no log left. Each retries on its own (up to 4 attempts of a 30 s timeout): while Runpod's
+    reads hung, the failed worker's GPU billed and its task waited minutes before the termination."""
+    monkeypatch.setattr(effects, "DIAGNOSTICS_DEADLINE_SEC", 0.2)
+    provider = HangingProvider()
+    settings = config.defaults().replace(min_active_gpus=0, max_active_gpus=0)
+    controller = Controller(settings, faulty, provider, holder="matrix", apply_budget_sec=30.0)
+    worker_id = "gpu-20261206_010000-4a9b1e55"
+    try:
+        token = controller._ensure_lease()
+        assert token is not None
+        db.register_worker(token, worker_id, "NVIDIA GeForce RTX 4090", {"runpod_id": POD})
+        for state in ("initializing", "active"):
+            db.transition_worker(token, worker_id, state, "setup")
+        task_id = _add_task(database_url, worker_id)
+        action = FailWorker(
+            reason=Reason.HEARTBEAT_STALE, worker_id=worker_id, runpod_id=POD, from_status=WorkerState.ACTIVE
+        )
+        outcome = controller._run_action(action, {}, token)
+        # Ended while the status call still hangs.
+        assert provider.terminated == [POD] and provider.hanging_at_termination == [1], outcome
+    finally:
+        provider.release.set()
+        controller.shutdown(timeout=10)
+    with psycopg.connect(database_url, autocommit=True) as raw:
+        row = _row(raw, worker_id)
+        assert row["status"] == "error"
+        assert "TimeoutError" in json.dumps(row["metadata"])
+        assert _task_status(raw, task_id)[0] == "Queued"
 
 
 def test_a_lost_lease_at_the_transition_stops_the_ending(db: Database, faulty: FaultyDatabase) -> None:
