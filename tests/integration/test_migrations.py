@@ -168,6 +168,23 @@ insert into public.tasks (id, task_type, params, status, attempts, worker_id, ge
   '11111111-1111-1111-1111-111111111111', null);
 """
 
+# The app's tables the GPU claim reads (banodoco/reigh-app: users, projects, task_types and
+# get_task_run_type as 20250912001000_enforce_eligibility_in_count_functions.sql defines it).
+APP_DDL = """
+create table public.users (id uuid primary key, credits numeric default 0, settings jsonb);
+create table public.projects (id uuid primary key, user_id uuid not null references public.users(id));
+create table public.task_types (
+    id uuid primary key default gen_random_uuid(), name text not null unique,
+    run_type text not null default 'gpu', is_active boolean default true);
+create function public.get_task_run_type(p_task_type text) returns text language plpgsql as $$
+declare run_type_result text;
+begin
+    select run_type into run_type_result from task_types where name = p_task_type and is_active = true;
+    return coalesce(run_type_result, 'gpu');
+end $$;
+"""
+
+
 ORIGINAL_TASK_COLUMNS = (
     "id, task_type, params, status, attempts, worker_id, generation_started_at, generation_processed_at, "
     "created_at, updated_at, error_message, result_data, project_id, dependant_on, output_location"
@@ -374,3 +391,59 @@ def test_a_redefined_claimable_view_stops_the_enum_conversion_clearly(
             "held"
             in conn.execute("select pg_get_viewdef('orchestrator_claimable_tasks') as d").fetchone()["d"]
         )  # type: ignore[index]
+
+
+def test_on_the_apps_database_only_what_a_gpu_claim_can_take_is_claimable(empty_url: str) -> None:
+    """The default view counted every Queued task. A task of a user without credits or with cloud
+    generation off, which the app never hands to a GPU worker, asked for a pod for as long as it stayed
+    Queued (the pod idled until drained, and the next tick asked again); an API task asked for one too."""
+    users = {name: str(uuid.uuid4()) for name in ("rich", "broke", "local", "busy", "odd")}
+    with connect(empty_url) as conn:
+        conn.execute(PRODUCTION_DDL.encode())
+        conn.execute(APP_DDL.encode())
+        settings = {
+            "local": {"ui": {"generationMethods": {"inCloud": False}}},
+            "odd": {"ui": {"generationMethods": {"inCloud": "maybe"}}},
+        }
+        for name, uid in users.items():
+            conn.execute(
+                "insert into users (id, credits, settings) values (%s, %s, %s)",
+                (uid, 0 if name == "broke" else 10, json.dumps(settings.get(name, {}))),
+            )
+            conn.execute("insert into projects (id, user_id) values (%s, %s)", (uid, uid))
+        conn.execute("insert into task_types (name, run_type) values ('qwen_image', 'api')")
+
+        def task(user: str, task_type: str = "wan_2_2_t2v", status: str = "Queued") -> None:
+            conn.execute(
+                "insert into tasks (task_type, params, status, project_id) values (%s, '{}', %s, %s)",
+                (task_type, status, users[user]),
+            )
+
+        for _ in range(5):
+            task("busy", status="In Progress")
+        task("busy", task_type="travel_orchestrator", status="In Progress")  # parents do not count
+        task("rich")
+        task("rich", task_type="qwen_image")  # an API task: another worker's
+        task("rich", task_type="never_registered")  # no task_types row: gpu, as the app reads it
+        task("broke")
+        task("local")
+        task("busy")
+        task("odd")  # a malformed setting: the app's cast fails; counted as allowing the cloud
+
+    apply_migrations(empty_url)
+    with connect(empty_url) as conn:
+        queue = conn.execute("select orch_snapshot()::jsonb -> 'queue' as q").fetchone()["q"]  # type: ignore[index]
+        assert (queue["claimable"], queue["queued_total"]) == (3, 7)
+        assert {t["task_type"]: t["count"] for t in queue["claimable_by_type"]} == {
+            "wan_2_2_t2v": 2,
+            "never_registered": 1,
+        }
+        # The dashboard's reader (the service role, the view running with its rights) reads it too.
+        with conn.transaction():
+            conn.execute("set local role service_role")
+            n = conn.execute("select count(*) as n from orchestrator_claimable_tasks").fetchone()["n"]  # type: ignore[index]
+        assert n == 3
+        # Two more credits and the broke user's task is claimable: the view reads the rows as they are.
+        conn.execute("update users set credits = 2 where id = %s", (users["broke"],))
+        queue = conn.execute("select orch_snapshot()::jsonb -> 'queue' as q").fetchone()["q"]  # type: ignore[index]
+        assert queue["claimable"] == 4
