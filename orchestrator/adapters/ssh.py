@@ -322,8 +322,13 @@ class SSHClient:
         shown = self._mask(log_as if log_as is not None else command)
         try:
             chan = transport.open_session(timeout=min(limit, self.connect_timeout))
-        except paramiko.SSHException as e:
-            raise errors.SSHRefused(f"cannot open a session on {self.host}:{self.port}: {e}") from e
+        except (OSError, EOFError, paramiko.SSHException) as e:
+            # paramiko re-raises the transport's saved error here (EOFError, a socket's OSError) when the
+            # connection died under it: an SSH failure like any other, never a raw exception out of
+            # the boot checks or the start.
+            raise errors.SSHRefused(
+                f"cannot open a session on {self.host}:{self.port}: {type(e).__name__}: {e}"
+            ) from e
         out = bytearray()
         err = bytearray()
         pending = bytes(stdin or b"")

@@ -203,6 +203,21 @@ def test_remote_command_deadline_and_streams(sshd: Sshd, ssh_keypair) -> None:  
         assert time.monotonic() - started < 5
 
 
+def test_a_connection_that_dies_as_a_session_opens_is_an_ssh_failure(sshd: Sshd, ssh_keypair) -> None:  # type: ignore[no-untyped-def]
+    """paramiko re-raises the transport's saved error (EOFError, a socket's OSError) from open_session
+    when the connection died under it; that came out raw, past the boot checks' "never raises"."""
+    with _client(sshd.port, ssh_keypair) as c:
+        assert c.execute("true")[0] == 0
+        transport = c._client.get_transport()  # type: ignore[union-attr]
+
+        def died(*args: object, **kwargs: object) -> None:
+            raise EOFError()
+
+        transport.open_session = died  # type: ignore[method-assign,union-attr]
+        with pytest.raises(errors.SSHRefused, match=r"cannot open a session.*EOFError"):
+            c.execute("true")
+
+
 # --- emulated pods (sandboxes) ----------------------------------------------------------------------------
 
 
