@@ -447,3 +447,17 @@ def test_on_the_apps_database_only_what_a_gpu_claim_can_take_is_claimable(empty_
         conn.execute("update users set credits = 2 where id = %s", (users["broke"],))
         queue = conn.execute("select orch_snapshot()::jsonb -> 'queue' as q").fetchone()["q"]  # type: ignore[index]
         assert queue["claimable"] == 4
+
+        # The arrivals and the durations are the GPU claim's too: an API task, claimed by another
+        # worker within seconds, read as GPU work arriving, and its seconds as a GPU task's duration.
+        for task_type, seconds in (("qwen_image", 8), ("wan_2_2_t2v", 300)):
+            conn.execute(
+                "insert into tasks (task_type, params, status, project_id, generation_started_at,"
+                " generation_processed_at) values (%s, '{}', 'Complete', %s,"
+                " now() - make_interval(secs => %s), now())",
+                (task_type, users["rich"], seconds),
+            )
+        snap = conn.execute("select orch_snapshot()::jsonb as s").fetchone()["s"]  # type: ignore[index]
+        # 15 tasks created just now, two of them of the API type.
+        assert [a["count"] for a in snap["arrivals"]] == [13, 13]
+        assert [t["task_type"] for t in snap["task_stats"]["types"]] == ["wan_2_2_t2v"]
