@@ -57,13 +57,16 @@ declare
     -- gpu: API tasks), left out of the arrivals and the durations; elsewhere none.
     v_other_types text[] := '{}';
 begin
-    if to_regclass('public.task_types') is not null
-       and to_regprocedure('public.get_task_run_type(text)') is not null
-       and exists (select 1 from information_schema.columns
-                    where table_schema = 'public' and table_name = 'task_types' and column_name = 'name') then
-        execute 'select coalesce(array_agg(tt.name::text), ''{}'') from public.task_types tt'
-                ' where tt.name is not null and public.get_task_run_type(tt.name::text) <> ''gpu'''
-           into v_other_types;
+    -- Nested, so a database without the app's tables pays two catalog look-ups and no more.
+    if to_regclass('public.task_types') is not null then
+        if to_regprocedure('public.get_task_run_type(text)') is not null
+           and exists (select 1 from pg_attribute a
+                        where a.attrelid = 'public.task_types'::regclass and a.attname = 'name'
+                          and not a.attisdropped) then
+            execute 'select coalesce(array_agg(tt.name::text), ''{}'') from public.task_types tt'
+                    ' where tt.name is not null and public.get_task_run_type(tt.name::text) <> ''gpu'''
+               into v_other_types;
+        end if;
     end if;
 
     -- Claimable tasks per type; their sum is the claimable count. The types are walked one by one
