@@ -69,9 +69,23 @@ def create(**over: Any) -> dict[str, Any]:
         "ports": "22/tcp",
         "volume_mount_path": "/workspace",
         "env": {"PUBLIC_KEY": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample test@x"},
+        # Left out, as the adapter leaves it: the SDK's default sends dockerArgs: "" (see below).
+        "docker_args": None,
     }
     kwargs.update(over)
     return dict(runpod.create_pod(**kwargs))
+
+
+def test_a_pod_created_with_the_sdks_empty_docker_args_never_starts_sshd(sdk: EmulatorServer) -> None:
+    """runpod-python's create_pod sends dockerArgs: "" unless told otherwise, and pods created with an
+    empty args list have been seen never to start sshd: RUNNING, its port published, every connection
+    refused. The emulator models that harsher case; the adapter leaves the field out."""
+    created = create(docker_args="")
+    _pod, port = wait_sdk_ready(created["id"])
+    with pytest.raises(ConnectionRefusedError):
+        banner(port)
+    assert sdk.admin.pod(created["id"])["sshRefuse"] is True
+    runpod.terminate_pod(created["id"])
 
 
 def test_sdk_lists_gpus_finds_volume_creates_sees_ready_and_terminates(sdk: EmulatorServer) -> None:

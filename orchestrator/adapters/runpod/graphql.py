@@ -251,6 +251,10 @@ class GraphQLTransport:
             "env": env,
             "start_ssh": bool(spec.start_ssh),
             "support_public_ip": True,
+            # Left out, not sent empty: the SDK's default sends dockerArgs: "", and pods created with an
+            # empty args list have been seen never to start sshd (the worker then never boots and the
+            # pod bills until the spawning timeout).
+            "docker_args": None,
         }
         if spec.data_center_id:
             kwargs["data_center_id"] = gql_escape(spec.data_center_id)

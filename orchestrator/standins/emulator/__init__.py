@@ -57,9 +57,10 @@ Known differences from the real service (deliberate, or where the real behaviour
   programs and network are the pod's (``git``, the host's ``python3``, the database on loopback);
   ``apt-get update`` takes ~0.7 s and installs only stubs of a short package list; no CUDA, GPU or
   ``/dev/nvidia*`` (a fake ``nvidia-smi``); a fresh container disk costs nothing to make (no image
-  layers); ``docker args``/``dockerStartCmd`` are ignored (the image's start script always runs: real
-  pods created with an empty args list have been seen never to start sshd, see the SSH-refusal
-  knob).
+  layers); ``docker args``/``dockerStartCmd`` are otherwise ignored (the image's start script always runs),
+  except that a pod created with them given as an empty string (GraphQL ``dockerArgs: ""``, the
+  runpod-python SDK's default; REST ``"args": ""``) never starts sshd, as real pods created with an empty
+  args list have been seen to do: its port refuses, as with the SSH-refusal knob.
 * Lifecycle: a pod is RUNNING (and its port published, ``runtime`` non-null) only once its sshd
   answers; the real service reports RUNNING when the container is up, whether or not sshd answers.
   The exception is a pod without sshd (no ``PUBLIC_KEY``, or the SSH-refusal knob): it is RUNNING with

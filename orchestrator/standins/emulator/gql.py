@@ -413,6 +413,7 @@ def _parse_deploy(state: EmulatorState, inp: dict[str, Any]) -> PodSpec:
         persistent_gb=0 if volume_id else int(inp.get("volumeInGb") or 0),
         disk_gb=int(inp.get("containerDiskInGb") or 10),
         args=inp.get("dockerArgs") or "",
+        args_given_empty=inp.get("dockerArgs") == "",
         ports=ports,
         env=env,
         allowed_cuda=[v for v in inp.get("allowedCudaVersions") or [] if v],

@@ -172,6 +172,9 @@ class PodSpec:
     persistent_gb: int = 0
     disk_gb: int = 50
     args: str = ""
+    # The request carried its docker args as an empty string (GraphQL's dockerArgs: "", the SDK's default
+    # in runpod-python's ctl_commands.create_pod; REST's "args": ""), not left them out.
+    args_given_empty: bool = False
     ports: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     allowed_cuda: list[str] = field(default_factory=list)

@@ -336,6 +336,7 @@ def _pod_spec(data: dict[str, Any]) -> PodSpec:
         persistent_gb=persistent_gb,
         disk_gb=data.get("disk", 50),
         args=data.get("args") or "",
+        args_given_empty=data.get("args") == "",
         ports=list(data.get("ports") or []),
         env=dict(data.get("env") or {}),
         allowed_cuda=list(gpu.get("allowedCudaVersions") or []),
