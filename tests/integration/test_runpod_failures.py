@@ -219,6 +219,33 @@ def test_a_lost_create_answer_is_found_beside_a_pod_the_listing_cannot_read(
 
 
 @pytest.mark.parametrize("api", TRANSPORTS)
+def test_a_lost_create_answer_and_an_unreadable_pod_list_never_make_a_second_pod(
+    api: str, clients, emulator
+) -> None:  # type: ignore[no-untyped-def]
+    """After a create whose answer was lost, the client looks for the pod by name. When that look-up
+    failed too (the listing's 503 or 429), it read as "no such pod" and the retry made a second GPU
+    pod for the same worker. Every mutation here is carried out and then answered with a 5xx, and half
+    of all requests fail before anything is done: over these seeds the client either finds its one pod
+    or gives up saying it does not know, and never makes two."""
+    client = clients(api)
+    client.list_gpu_types()
+    client.list_network_volumes()
+    outcomes = []
+    for seed in range(1, 13):
+        name = f"gpu-dup-{api}-{seed}"
+        emulator.admin.set_faults(api_error_after_rate=1.0, api_error_rate=0.5, seed=seed)
+        try:
+            outcomes.append(client.spawn_worker(name)["runpod_id"])
+        except errors.RunpodError as exc:
+            outcomes.append(type(exc).__name__)
+        emulator.admin.set_faults(api_error_after_rate=0.0, api_error_rate=0.0, seed=None)
+        made = [p["id"] for p in emulator.admin.pods() if p["name"] == name and p["status"] != "TERMINATED"]
+        assert len(made) <= 1, (seed, outcomes[-1], made)
+    # And in some of them it found the pod its lost create had made.
+    assert [o for o in outcomes if not o.startswith("Runpod")], outcomes
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
 def test_failed_termination_is_false_never_silently_true(api: str, clients, emulator) -> None:  # type: ignore[no-untyped-def]
     client = clients(api, retry=RetryPolicy(attempts=2, base_delay=0.005, max_delay=0.01))
     spawned = client.spawn_worker(f"gpu-term-{api}")

@@ -419,6 +419,48 @@ def check_pod_id(pod_id: str) -> str:
     return pod_id
 
 
+class LostCreate:
+    """A create whose answer may have been lost, across the attempts of one create call.
+
+    A 5xx or a timeout can come after Runpod made the pod. Before trying again, the pod is looked for by
+    name (``find``: the live pod of that name, None when the list has none, raising when the list cannot
+    be read). A look that failed is not "no such pod": read so, the retry made a second GPU pod for the
+    same worker. So the create stays unconfirmed, and every later attempt looks again before it creates.
+    """
+
+    def __init__(self, name: str, find: Callable[[str], Pod | None]) -> None:
+        self.name = name
+        self.find = find
+        self.unconfirmed = False
+
+    def _found(self, pod: Pod | None) -> Pod | None:
+        if pod is not None:
+            log.info("runpod_create_recovered", pod_name=self.name, runpod_id=pod.id)
+        return pod
+
+    def before_attempt(self) -> Pod | None:
+        """The pod an earlier attempt made, when that is still unconfirmed; raises while the list
+        cannot be read."""
+        if not self.unconfirmed:
+            return None
+        pod = self.find(self.name)
+        self.unconfirmed = False
+        return self._found(pod)
+
+    def after_failure(self, failure: errors.RunpodError) -> Pod | None:
+        """After an attempt that failed without saying whether the pod was made: the pod, or None when
+        the list shows none; a RunpodTransientError (the create unconfirmed) when the list cannot be read."""
+        try:
+            pod = self.find(self.name)
+        except errors.RunpodError as look:
+            self.unconfirmed = True
+            raise errors.RunpodTransientError(
+                f"{failure}; whether the pod was made is unknown: the pod list could not be read ({look})",
+                status=failure.status,
+            ) from failure
+        return self._found(pod)
+
+
 def lenient_pods(items: list[Any], parse: Any, *, transport: str) -> list[Pod]:
     """Parse a pod listing entry by entry: one malformed entry must not hide the others.
 

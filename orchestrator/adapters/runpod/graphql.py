@@ -42,6 +42,7 @@ from orchestrator.adapters.runpod.base import (
     STARTING,
     TERMINATED,
     GpuType,
+    LostCreate,
     NetworkVolume,
     Pod,
     PodSpec,
@@ -261,7 +262,12 @@ class GraphQLTransport:
         if spec.network_volume_id:
             kwargs["network_volume_id"] = gql_escape(spec.network_volume_id)
 
+        lost = LostCreate(spec.name, self._find_by_name)
+
         def once() -> Pod:
+            earlier = lost.before_attempt()
+            if earlier is not None:
+                return earlier
             try:
                 created = self._sdk("create_pod", lambda: runpod.create_pod(**kwargs))
             except errors.RunpodTransientError as e:
@@ -273,9 +279,8 @@ class GraphQLTransport:
                         "Secure Cloud only: create the pod with cloud type SECURE"
                     ) from e
                 # The mutation may have gone through: look for the pod by name before trying again.
-                existing = self._find_by_name(spec.name)
+                existing = lost.after_failure(e)
                 if existing is not None:
-                    log.info("runpod_create_recovered", pod_name=spec.name, runpod_id=existing.id)
                     return existing
                 raise
             if not isinstance(created, dict) or not isinstance(created.get("id"), str):
@@ -297,14 +302,17 @@ class GraphQLTransport:
         return call_with_retries(once, op="create_pod", policy=self.retry, api=telemetry.RUNPOD_GRAPHQL)
 
     def _find_by_name(self, name: str) -> Pod | None:
-        """One un-retried look at the pod list (it runs inside the create's own retry budget)."""
-        try:
-            items = self._sdk("get_pods", lambda: runpod.get_pods(api_key=self._key))
-            # Leniently, as the listing is parsed: one malformed entry of another pod must not hide ours,
-            # or the retry creates a second GPU pod for the same worker.
-            pods = lenient_pods(items, _pod, transport=self.name) if isinstance(items, list) else []
-        except errors.RunpodError:
-            return None
+        """One un-retried look at the pod list (it runs inside the create's own retry budget): the live
+        pod of that name, None when the list has none; raises when the list cannot be read, which is
+        not "no such pod"."""
+        items = self._sdk("get_pods", lambda: runpod.get_pods(api_key=self._key))
+        if not isinstance(items, list):
+            raise errors.RunpodMalformedResponse(
+                f"get_pods: not a list: {excerpt(items)}", payload=excerpt(items)
+            )
+        # Leniently, as the listing is parsed: one malformed entry of another pod must not hide ours, or
+        # the retry creates a second GPU pod for the same worker.
+        pods = lenient_pods(items, _pod, transport=self.name)
         return next((p for p in pods if p.name == name and not p.is_gone), None)
 
     def get_pod(self, pod_id: str) -> Pod | None:

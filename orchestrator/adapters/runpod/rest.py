@@ -40,6 +40,7 @@ from orchestrator.adapters.runpod.base import (
     STARTING,
     TERMINATED,
     GpuType,
+    LostCreate,
     NetworkVolume,
     Pod,
     PodSpec,
@@ -246,8 +247,12 @@ class RestTransport:
 
     def create_pod(self, spec: PodSpec) -> Pod:
         body = _create_body(spec)
+        lost = LostCreate(spec.name, self._find_by_name)
 
         def once() -> Pod:
+            earlier = lost.before_attempt()
+            if earlier is not None:
+                return earlier
             try:
                 resp = self._send("POST", "/pods", json=body)
             except errors.RunpodAuthError as e:
@@ -264,9 +269,8 @@ class RestTransport:
             except errors.RunpodTransientError as e:
                 # A 5xx can come after the pod was made (a lost response), a timeout may or may not
                 # have reached the server: look for the pod by name before trying again.
-                existing = self._find_by_name(spec.name)
+                existing = lost.after_failure(e)
                 if existing is not None:
-                    log.info("runpod_create_recovered", pod_name=spec.name, runpod_id=existing.id)
                     return existing
                 if isinstance(e, _Ambiguous):
                     raise errors.RunpodTransientError(str(e)) from e
@@ -277,19 +281,16 @@ class RestTransport:
         return call_with_retries(once, op="POST /pods", policy=self.retry)
 
     def _find_by_name(self, name: str) -> Pod | None:
-        # May use the reserve: held back, the look-up after a lost create answer would read as "no
-        # such pod", and the retry would create a second one.
+        """One un-retried look at the pod list (it runs inside the create's own retry budget): the live
+        pod of that name, None when the list has none; raises when the list cannot be read, which is
+        not "no such pod". May use the reserve: held back, the look-up would fail for want of quota."""
         with self._as_ending():
-            return self._find_by_name_once(name)
-
-    def _find_by_name_once(self, name: str) -> Pod | None:
-        """One un-retried look at the pod list (it runs inside the create's own retry budget)."""
-        try:
-            body = self._json(self._send("GET", "/pods"), "pod list")
+            try:
+                body = self._json(self._send("GET", "/pods"), "pod list")
+            except _Ambiguous as e:
+                raise errors.RunpodTransientError(str(e)) from e
             items = require(body, "pods", list, what="pod list", payload=body)
             pods = lenient_pods(items, _pod, transport=self.name)
-        except errors.RunpodError:
-            return None
         return next((p for p in pods if p.name == name and not p.is_gone), None)
 
     def get_pod(self, pod_id: str) -> Pod | None:
