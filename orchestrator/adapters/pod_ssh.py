@@ -163,9 +163,15 @@ class PodSSH:
                 "failed", worker_id, runpod_id, step="provider", error=f"pod is {pod.actual_status}"
             )
         if not pod.ssh_ready:
-            # Other ports published but not 22: this pod will not get one. No ports at all yet: the
-            # container is still coming up (seen on GraphQL), so keep waiting.
-            if pod.actual_status == RUNNING and pod.ports and pod.requested_ssh_port:
+            # Other ports published but not 22: this pod will not get one. No ports at all yet, or 22
+            # listed without its public port (the openapi's PodRuntimePort.public is nullable, and
+            # ssh.direct is null until one is assigned): the container is still coming up, keep waiting.
+            if (
+                pod.actual_status == RUNNING
+                and pod.ports
+                and pod.requested_ssh_port
+                and not any(p.private_port == 22 and p.public_port is None for p in pod.ports)
+            ):
                 ports = str([p.as_dict() for p in pod.ports])[:300]
                 error = f"pod is RUNNING but Runpod reports no public 22/tcp mapping; ports: {ports}"
                 return BootCheck("failed", worker_id, runpod_id, step="provider", error=error)

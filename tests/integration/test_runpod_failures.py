@@ -399,6 +399,14 @@ def test_rest_malformed_bodies_are_typed_with_an_excerpt(clients, stub: Stub) ->
     res = client.check_and_initialize_worker("gpu-stub", pid)
     assert res["status"] == "error" and "no public 22/tcp mapping" in res["error"]
 
+    # 22/tcp listed, its public port not assigned yet (PodRuntimePort.public is nullable, ssh.direct null
+    # until one is): still coming up, not a failed boot to terminate.
+    coming = _rest_pod(
+        runtime={"uptime": 3, "ports": [{"private": 22, "public": None, "type": "tcp", "ip": None}]}
+    )
+    stub.routes[("GET", f"/v2/pods/{pid}")] = (200, "application/json", json.dumps(coming))
+    assert client.check_and_initialize_worker("gpu-stub", pid)["status"] == "spawning"
+
     stub.routes[("GET", "/v2/network-volumes")] = (200, "application/json", json.dumps({"volumes": []}))
     with pytest.raises(errors.RunpodMalformedResponse, match="missing field 'networkVolumes'"):
         client.get_network_volumes()
