@@ -73,6 +73,12 @@ def pooled(d: Draft, worker: Worker, pod: PodView | None) -> bool:
         if pod.status is PodStatus.EXITED:
             d.actions.append(MarkStopped(reason=Reason.POD_STOPPED, worker_id=worker.id))
             return False
+        if pod.status is PodStatus.ERROR:
+            # An ERROR pod cannot be stopped (the openapi: EXITED and ERROR allow start and terminate
+            # only; a stop is answered 409) and bills until it ends: asked again every 30 s up to the
+            # give-up, it billed three minutes for nothing.
+            d.terminate(worker, pod, Reason.STOP_FAILED)
+            return False
         since = age(d.now, worker.status_changed_at)
         asked = age(d.now, worker.pod_stop_requested_at)
         if since is not None and since >= STOP_GIVE_UP_SEC:

@@ -64,6 +64,9 @@ def test_a_stop_is_confirmed_by_the_listing_retried_then_given_up() -> None:
     stuck = worker("gpu-a", "stopping", changed=200, pod_stop_requested_at=ago(40))
     [term] = run(snap([stuck]), pods_for([stuck]), pool_settings()).of_kind(TerminatePod)
     assert term.reason is Reason.STOP_FAILED and term.transition_from is WorkerState.STOPPING
+    # A pod in ERROR cannot be stopped (answered 409) and bills until it ends: terminated at once.
+    [ended] = run(snap([w]), pods_for([w], "ERROR"), pool_settings()).of_kind(TerminatePod)
+    assert ended.reason is Reason.STOP_FAILED
 
 
 def test_work_resumes_pooled_pods_first_then_spawns() -> None:
