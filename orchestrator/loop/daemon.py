@@ -158,6 +158,13 @@ class Daemon:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
+        # Once, before anything is scheduled: what the provider already knows will go wrong (no SSH key,
+        # say), and what it refuses (a key with a passphrase: ConfigError, exit 2). Checked after the
+        # first tick, the daemon had spawned pods and then exited, leaving them billing with nobody to
+        # manage them (the systemd unit does not restart on exit 2).
+        warnings = getattr(getattr(self.controller, "provider", None), "startup_warnings", None)
+        for check, detail in warnings() if callable(warnings) else ():
+            log.warning("startup_warning", check=check, detail=detail)
         probing = not self.listen_url and self.probe is not None and self.probe_interval > 0
         baseline = self._probe_once() if probing else None
         self._ticker = threading.Thread(target=self._loop, name="tick", daemon=True)
@@ -187,10 +194,6 @@ class Daemon:
             listen=bool(self.listen_url),
             wake_probe_sec=self.probe_interval if self._prober else None,
         )
-        # Once, at start-up: what the provider already knows will go wrong (no SSH key, say).
-        warnings = getattr(getattr(self.controller, "provider", None), "startup_warnings", None)
-        for check, detail in warnings() if callable(warnings) else ():
-            log.warning("startup_warning", check=check, detail=detail)
 
     def stop(self) -> None:
         self._stop.set()

@@ -531,25 +531,28 @@ def test_runpod_client_logs_in_with_the_pods_password_without_a_key(
     assert keyed.startup_warnings() == []
 
 
+class _CountingController:
+    """The daemon's view of a controller: its provider, and how many ticks it was asked for."""
+
+    def __init__(self, provider: object) -> None:
+        self.provider = provider
+        self.ticks = 0
+
+    def tick(self) -> None:
+        self.ticks += 1
+
+    def shutdown(self) -> None:
+        pass
+
+
 def test_the_daemon_warns_once_at_start_up_when_it_has_no_key(tmp_path: Path, ssh_keypair) -> None:  # type: ignore[no-untyped-def]
     from structlog.testing import capture_logs
 
     from orchestrator.loop.daemon import Daemon
     from orchestrator.runpod_client import RunpodClient
 
-    class Controller:
-        def __init__(self, provider: RunpodClient) -> None:
-            self.provider = provider
-            self.ticks = 0
-
-        def tick(self) -> None:
-            self.ticks += 1
-
-        def shutdown(self) -> None:
-            pass
-
     for key_path, expected in ((None, 1), (ssh_keypair.private_key_path, 0)):
-        controller = Controller(RunpodClient(api_key="rpa_x", ssh_private_key_path=key_path, env={}))
+        controller = _CountingController(RunpodClient(api_key="rpa_x", ssh_private_key_path=key_path, env={}))
         daemon = Daemon(controller, 0.05)
         with capture_logs() as logs:
             daemon.start()
@@ -563,3 +566,26 @@ def test_the_daemon_warns_once_at_start_up_when_it_has_no_key(tmp_path: Path, ss
         if expected:
             assert warnings[0]["log_level"] == "warning" and warnings[0]["check"] == "ssh_password_login"
             assert "rarely enable password login" in warnings[0]["detail"]
+
+
+def test_a_key_the_daemon_cannot_use_stops_it_before_its_first_tick(tmp_path: Path) -> None:
+    """A key with a passphrase is invalid configuration (exit 2). It was found after the first tick had
+    run: the daemon spawned pods, then exited 2, and under systemd (no restart on 2) they billed with
+    nobody to manage them."""
+    from orchestrator.core import errors as core_errors
+    from orchestrator.loop.daemon import Daemon
+    from orchestrator.runpod_client import RunpodClient
+
+    key = tmp_path / "id_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f", str(key)], check=True, timeout=30
+    )
+
+    controller = _CountingController(RunpodClient(api_key="rpa_x", ssh_private_key_path=str(key), env={}))
+    daemon = Daemon(controller, 0.05)
+    with pytest.raises(core_errors.ConfigError, match="passphrase"):
+        daemon.start()
+    # Nothing was scheduled: no tick job, no tick thread.
+    assert daemon._job is None and daemon._ticker is None
+    daemon.shutdown()
+    assert controller.ticks == 0
