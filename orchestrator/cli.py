@@ -20,6 +20,7 @@ Exit codes: 0 success; 1 the operation failed (the error is logged); 2 invalid c
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 import structlog
 
-from orchestrator.cli_contract import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LEASE
+from orchestrator.cli_contract import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LEASE, EXIT_OK
 from orchestrator.core import config as config_mod
 from orchestrator.core.errors import ConfigError, LeaseLost, OrchestratorError
 from orchestrator.fleet_commands import (
@@ -112,6 +113,7 @@ def _positive_int(text: str) -> int:
 # What each command needs configured, checked together with the values (one report, exit 2).
 DAEMON_NEEDS = ("database", "runpod")
 DB_NEEDS = ("database",)
+RUNPOD_NEEDS = ("runpod",)
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -346,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the provider's pods beside the database's workers, orphans marked",
         ["orchestrator pods --json | jq '.[] | select(.orphan)'"],
         handler=cmd_pods,
-        needs=DB_NEEDS,
+        needs=DAEMON_NEEDS,
         json_help="one JSON array: a row per pod (and per worker whose pod is gone)",
     )
 
@@ -421,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
         "GPU types: memory, price, availability",
         ["orchestrator gpus", "orchestrator gpus --json | jq '.gpu_types[] | select(.priority != null)'"],
         handler=cmd_gpus,
+        needs=RUNPOD_NEEDS,
         json_help="one JSON document: {transport, gpu_types: [...]}, cheapest first",
     )
     _command(
@@ -429,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         "network volumes: name, size, data center, usable now",
         ["orchestrator volumes --json"],
         handler=cmd_volumes,
+        needs=RUNPOD_NEEDS,
         json_help="one JSON document: {storage_names, gpu_stock_error, volumes: [...]}",
     )
 
@@ -509,7 +513,10 @@ def _log_warnings(settings: config_mod.Settings, *, runs_the_fleet: bool = True)
             log.warning("config_heartbeat_timeout_short", name=f["name"], value=f["value"], below=f["below"])
         elif warning.event == "config_worker_poll_slow":
             log.warning(
-                "config_worker_poll_slow", name=f["name"], value=f["value"], wait_target_sec=f["wait_target_sec"]
+                "config_worker_poll_slow",
+                name=f["name"],
+                value=f["value"],
+                wait_target_sec=f["wait_target_sec"],
             )
         elif warning.event == "config_env_file_inline_comment":
             log.warning("config_env_file_inline_comment", file=f["file"], line=f["line"], name=f["name"])
@@ -517,6 +524,14 @@ def _log_warnings(settings: config_mod.Settings, *, runs_the_fleet: bool = True)
             log.warning("config_env_file_duplicate", file=f["file"], name=f["name"], lines=f["lines"])
         else:
             log.warning("config_env_file_line_ignored", file=f.get("file"), line=f.get("line"))
+
+
+def _quiet_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured): nothing to silence
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -543,7 +558,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if not getattr(args, "shows_warnings", False):
             _log_warnings(settings, runs_the_fleet=args.command in FLEET_COMMANDS)
-        return handler(args, settings)
+        code = handler(args, settings)
+        sys.stdout.flush()  # here, where a reader gone early is handled, not at the interpreter's exit
+        return code
     except ConfigError as exc:
         # Notes are the names that look like misspelt settings: often the cause of the problems above.
         from orchestrator.logs import redact
@@ -559,6 +576,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_LEASE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader closed the pipe (``orchestrator status | head -2``): it had what it wanted. Python's
+        # final flush of stdout would fail again, so stdout goes to /dev/null first.
+        _quiet_stdout()
+        return EXIT_OK
     except OrchestratorError as exc:
         from orchestrator.logs import redact
 

@@ -48,6 +48,8 @@ _PATTERNS = (
     (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"), REDACTED),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S), REDACTED),
     (re.compile(r"(?P<pre>[?&]api_key=)[^&\s\"']+", re.I), r"\g<pre>" + REDACTED),
+    # Runpod API keys (rpa_ and a long run of letters and digits), wherever one was pasted.
+    (re.compile(r"\brpa_[A-Za-z0-9]{16,}"), REDACTED),
 )
 
 
@@ -234,3 +236,21 @@ class _StdlibRedactingFormatter(logging.Formatter):
                 "message": REDACTOR.text(message),
             }
         )
+
+
+http_log = structlog.get_logger("orchestrator.http")
+
+
+def log_http_error(server: str, client_address: Any) -> None:
+    """``handle_error`` of the project's HTTP servers (the metrics endpoint, the stand-ins): the failed
+    request as one structured line. The standard library's own prints a traceback on stderr, several
+    lines of plain text in a log every line of which is meant to be one JSON object (a client that
+    resets the connection mid-request is enough)."""
+    exc = sys.exc_info()[1]
+    http_log.info(
+        "http_request_failed",
+        server=server,
+        client=str(client_address[0]) if isinstance(client_address, tuple) and client_address else None,
+        error_type=type(exc).__name__ if exc else None,
+        error=str(exc)[:300] if exc else None,
+    )

@@ -525,11 +525,24 @@ def mask_url_password(url: str) -> str:
 _QUERY_PASSWORD = re.compile(r"(?P<key>[?&](?:password|passwd)=)[^&#\s]*", re.I)
 
 
+def _looks_like_a_key(raw: str) -> bool:
+    """A credential pasted into the wrong setting (``RUNPOD_API=rpa_...`` for ``RUNPOD_API_KEY``): one
+    long run of letters and digits, which no other setting's value is. Its problem line shows it
+    masked, since that line goes to the journal."""
+    text = raw.strip()
+    return (
+        len(text) >= 20
+        and not any(c.isspace() or c in "/.:@" for c in text)
+        and any(c.isdigit() for c in text)
+        and any(c.isalpha() for c in text)
+    )
+
+
 def _parse(var: Var, raw: str) -> tuple[Any, str | None]:
     """Convert one raw string; return (value, problem)."""
 
     def shown() -> str:
-        return mask(raw) if var.secret else repr(raw)
+        return mask(raw) if var.secret or _looks_like_a_key(raw) else repr(raw)
 
     text = raw.strip()
     if var.kind in ("str", "path"):

@@ -34,9 +34,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from orchestrator import telemetry
 from orchestrator.core.errors import OrchestratorError
-from orchestrator.core.states import Blocked
+from orchestrator.core.states import Blocked, WorkerState
+from orchestrator.logs import log_http_error
 
-WORKER_STATES = ("spawning", "initializing", "active", "draining", "terminating", "error")
+WORKER_STATES = tuple(s.value for s in WorkerState if s is not WorkerState.TERMINATED)
 # The steps of a tick that can fail as a whole (controller.tick: the lease, the gather).
 TICK_STEPS = ("lease", "gather", "decide", "apply", "record")
 # Why a boot or a creation failed (model.Reason values the executor reports, and the policy's boot
@@ -230,6 +231,11 @@ def build_info() -> dict[str, str]:
     return {"version": version, "python_version": platform.python_version()}
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log_http_error("metrics", client_address)
+
+
 class MetricsServer:
     """``/metrics`` (Prometheus text) and ``/healthz`` on a port of its own, in a daemon thread."""
 
@@ -259,7 +265,7 @@ class MetricsServer:
                 return
 
         try:
-            self._server = ThreadingHTTPServer((host, port), Handler)
+            self._server = _Server((host, port), Handler)
         except OSError as exc:
             # A taken or forbidden port is the operator's to fix; say which setting, not a traceback.
             raise OrchestratorError(

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
+
 from orchestrator.core import config
 from orchestrator.logs import Redactor
 
@@ -187,3 +189,88 @@ def test_a_password_given_as_a_url_parameter_is_a_registered_secret() -> None:
         env_file=None,
     )
     assert "Pg-Review-Pass-2" in settings.secrets
+
+
+def test_a_runpod_key_in_the_wrong_setting_is_shown_masked(tmp_path: Path) -> None:
+    """``RUNPOD_API=rpa_...`` (the key pasted one setting up, ``RUNPOD_API_KEY``) was printed in clear in
+    the problem line, which goes to the journal under systemd."""
+    key = "rpa_ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ab"
+    proc = _cli(["config"], {"RUNPOD_API": key}, tmp_path)
+    assert proc.returncode == 2 and "RUNPOD_API=" in proc.stderr, proc.stderr
+    assert key not in proc.stderr + proc.stdout
+    assert key not in Redactor().text(f"pasted {key} here")
+
+
+def test_runpod_commands_without_a_key_are_invalid_configuration_listed_at_once(tmp_path: Path) -> None:
+    """``gpus`` and ``volumes`` without RUNPOD_API_KEY exited 1 (the operation failed), and ``pods`` with
+    neither a database nor a key reported only the database: not exit 2 with every problem at once."""
+    for command in ("gpus", "volumes"):
+        proc = _cli([command], {}, tmp_path)
+        assert proc.returncode == 2 and "RUNPOD_API_KEY" in proc.stderr, (command, proc.stderr)
+    proc = _cli(["pods"], {}, tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "RUNPOD_API_KEY" in proc.stderr and "DATABASE_URL" in proc.stderr, proc.stderr
+
+
+def test_a_reader_that_closes_the_pipe_early_gets_no_traceback(tmp_path: Path) -> None:
+    """``orchestrator config | head -2`` logged command_crashed with a traceback and exited 1."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the command writes a line
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", "--env-file", "/dev/null", "config"],
+            env={k: os.environ[k] for k in ("PATH", "PYTHONPATH") if k in os.environ}
+            | {"HOME": str(tmp_path)},
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_a_failed_metrics_request_is_one_structured_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A client resetting the connection made the metrics endpoint print the standard library's
+    traceback on stderr: plain text in a log whose every line is meant to be one JSON object."""
+    from structlog.testing import capture_logs
+
+    from orchestrator.loop.metrics import Metrics, MetricsServer
+
+    server = MetricsServer(Metrics(), 0, max_tick_age=60, host="127.0.0.1")
+    try:
+        with capture_logs() as logs:
+            try:
+                raise ConnectionResetError(104, "Connection reset by peer")
+            except ConnectionResetError:
+                server._server.handle_error(None, ("127.0.0.1", 50000))
+    finally:
+        server._server.server_close()
+    assert [e["event"] for e in logs] == ["http_request_failed"]
+    assert logs[0]["error_type"] == "ConnectionResetError" and logs[0]["server"] == "metrics"
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_workers_gauge_counts_the_warm_pool() -> None:
+    """With two workers stopped in the pool, orchestrator_workers was 0 in every state: the docs promise
+    live workers by state, every state the code knows present."""
+    from orchestrator.loop.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.observe_tick(
+        duration=0.1,
+        workers_by_state={"stopped": 2, "resuming": 1},
+        claimable=0,
+        running=0,
+        oldest_queued_age=None,
+        spend_rate=0.0,
+        blocked={},
+        leader=True,
+    )
+    text = metrics.render().decode()
+    assert 'orchestrator_workers{state="stopped"} 2.0' in text
+    assert 'orchestrator_workers{state="resuming"} 1.0' in text
+    assert 'orchestrator_workers{state="stopping"} 0.0' in text

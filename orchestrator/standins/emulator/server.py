@@ -30,6 +30,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
+from orchestrator.logs import log_http_error
+
 from . import gql, rest
 from .admin import EmulatorAdmin
 from .catalog import load_catalog
@@ -105,6 +107,9 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, addr: tuple[str, int], emulator: EmulatorServer) -> None:
         self.emulator = emulator
         super().__init__(addr, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log_http_error("runpod-emulator", client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import structlog
 
+from orchestrator.logs import log_http_error
 from orchestrator.standins.postgrest import tables
 from orchestrator.standins.postgrest.common import HttpError, Reply, pgrst_error
 
@@ -82,6 +83,9 @@ class KeepAliveServer(ThreadingHTTPServer):
         super().__init__(address, handler)
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log_http_error("postgrest-standin", client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
