@@ -234,8 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
         details="Prints its base URL on stdout; point RUNPOD_API_BASE_URL at it.",
         handler=cmd_sim,
     )
-    s.add_argument("--port", type=int, default=8765)
-    s.add_argument("--speed", type=float, default=1.0, help="boot-time divisor: 10 makes boots 10x faster")
+    s.add_argument("--port", type=_port, default=8765)
+    s.add_argument(
+        "--speed", type=_positive_float, default=1.0, help="boot-time divisor: 10 makes boots 10x faster"
+    )
     s.add_argument("--state-dir", default=None)
     s.add_argument("--api-key", default=None, help="accept only this key (default: any non-empty key)")
     s.add_argument(
@@ -524,6 +526,27 @@ def _log_warnings(settings: config_mod.Settings, *, runs_the_fleet: bool = True)
             log.warning("config_env_file_duplicate", file=f["file"], name=f["name"], lines=f["lines"])
         else:
             log.warning("config_env_file_line_ignored", file=f.get("file"), line=f.get("line"))
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port (0 = any free one); a usage error (exit 2) otherwise."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0-65535)")
+    return port
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
 
 
 def _quiet_stdout() -> None:

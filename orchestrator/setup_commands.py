@@ -40,6 +40,13 @@ def cmd_migrate(args: argparse.Namespace, settings: config_mod.Settings) -> int:
         raise ConfigError(
             ["DATABASE_URL is unset: `orchestrator migrate` applies migrations/ over direct Postgres"]
         )
+    if args.database_url:
+        # Checked as DATABASE_URL is, so the same value fails the same way (exit 2), not in libpq (exit 1).
+        problem = config_mod.url_problem(
+            "--database-url", url, ("postgres", "postgresql"), "a postgresql:// URL", libpq=True
+        )
+        if problem:
+            raise ConfigError([problem])
     applied = apply_migrations(url)
     if args.json:
         print(json.dumps({"applied": applied}))

@@ -344,7 +344,7 @@ def _requirement_problems(
     return [problem for name, problem in found if name not in skip]
 
 
-def _url_problem(
+def url_problem(
     name: str, url: str, schemes: tuple[str, ...], expected: str, *, libpq: bool = False
 ) -> str | None:
     """What is wrong with a URL setting, or None. Checked here rather than at first use: a URL that
@@ -436,12 +436,12 @@ def _cross_checks(values: Mapping[str, Any], skip: frozenset[str] = frozenset())
     for name in ("SUPABASE_URL", "RUNPOD_API_BASE_URL"):
         url = values.get(name)
         if url:
-            problem = _url_problem(name, str(url), ("http", "https"), "an http(s) URL")
+            problem = url_problem(name, str(url), ("http", "https"), "an http(s) URL")
             if problem:
                 problems.append(problem)
     db_url = values.get("DATABASE_URL")
     if db_url:
-        problem = _url_problem(
+        problem = url_problem(
             "DATABASE_URL", str(db_url), ("postgres", "postgresql"), "a postgresql:// URL", libpq=True
         )
         if problem:

@@ -178,3 +178,17 @@ def test_the_readme_command_table_shows_each_json_flag_and_version() -> None:
         assert shown, f"`orchestrator {words}` is not in the README's command table"
         assert any("--json" in c for c in shown), f"the README does not show `orchestrator {words} --json`"
     assert any(c.startswith("orchestrator --version") for c in cells)
+
+
+def test_bad_values_of_a_commands_own_options_are_usage_errors(tmp_path: Path) -> None:
+    """``sim serve --port 99999`` and ``--speed 0`` crashed with a traceback (exit 1), and a
+    ``migrate --database-url`` that is not a postgresql:// URL failed in libpq (exit 1) where the same
+    value in DATABASE_URL is invalid configuration (exit 2)."""
+    for argv, needle in (
+        (("sim", "serve", "--port", "99999"), "not a TCP port"),
+        (("sim", "serve", "--speed", "0"), "must be a positive number"),
+        (("migrate", "--database-url", "mysql://u@h/db"), "expected a postgresql:// URL"),
+    ):
+        proc = _run(*argv, cwd=tmp_path)
+        assert proc.returncode == 2 and needle in proc.stderr, (argv, proc.returncode, proc.stderr)
+        assert "Traceback" not in proc.stderr
