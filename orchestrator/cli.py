@@ -446,9 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
         handler=cmd_demo,
         json_help="end with one JSON line of totals (no live table)",
     )
-    p.add_argument("--tasks", type=int, default=24)
-    p.add_argument("--max-gpus", type=int, default=4)
-    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--tasks", type=_positive_int, default=24)
+    p.add_argument("--max-gpus", type=_positive_int, default=4)
+    p.add_argument("--timeout", type=_positive_float, default=600.0)
+    # The demo brings its own database, emulator and settings: a deployment's ./.env in the checkout (or
+    # a broken one) has nothing to say to it, and read, one bad value there made `make run` exit 2.
+    p.set_defaults(own_settings=True)
 
     return parser
 
@@ -570,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Before the settings: a crash while reading them logs through the redacting set-up, never
         # structlog's default, which prints a traceback with every local variable's value.
         configure_logging(stream=sys.stderr, level="WARNING")
-        settings = _settings(args)
+        settings = config_mod.defaults() if getattr(args, "own_settings", False) else _settings(args)
         from orchestrator.logs import command_level
 
         daemon = args.command == "run"

@@ -192,3 +192,20 @@ def test_bad_values_of_a_commands_own_options_are_usage_errors(tmp_path: Path) -
         proc = _run(*argv, cwd=tmp_path)
         assert proc.returncode == 2 and needle in proc.stderr, (argv, proc.returncode, proc.stderr)
         assert "Traceback" not in proc.stderr
+
+
+def test_the_demo_brings_its_own_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo reads nothing of a deployment's configuration: a ./.env in the checkout with one bad value
+    made `make run` (the README's first command) exit 2, though the demo then ignored every setting."""
+    from orchestrator import cli, demo
+
+    (tmp_path / ".env").write_text("MAX_ACTIVE_GPUS=lots\nDATABASE_URL=postgresql://u:pw@[bad/db\n")
+    monkeypatch.chdir(tmp_path)
+    ran: list[dict[str, object]] = []
+    monkeypatch.setattr(demo, "run_demo", lambda **kw: ran.append(kw) or 0)
+    assert cli.main(["demo", "--tasks", "3"]) == 0
+    assert ran and ran[0]["tasks"] == 3
+    # Its own options are checked as usage: no demo of -3 tasks or a negative timeout.
+    for argv in (("demo", "--tasks", "-3"), ("demo", "--timeout", "-1"), ("demo", "--max-gpus", "0")):
+        proc = _run(*argv, cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (argv, proc.stderr)
