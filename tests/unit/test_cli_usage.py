@@ -209,3 +209,16 @@ def test_the_demo_brings_its_own_settings(tmp_path: Path, monkeypatch: pytest.Mo
     for argv in (("demo", "--tasks", "-3"), ("demo", "--timeout", "-1"), ("demo", "--max-gpus", "0")):
         proc = _run(*argv, cwd=tmp_path)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, (argv, proc.stderr)
+
+
+def test_sim_serve_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
+    """A taken port crashed with a traceback ("unexpected OSError"); it is an operation that failed."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _run("--env-file", "/dev/null", "sim", "serve", "--port", str(port), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert f"--port {port}: cannot listen" in proc.stderr and "Traceback" not in proc.stderr

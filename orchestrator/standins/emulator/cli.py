@@ -16,7 +16,7 @@ import threading
 from dataclasses import fields
 from types import FrameType
 
-from orchestrator.core.errors import ConfigError
+from orchestrator.core.errors import ConfigError, OrchestratorError
 from orchestrator.logs import configure_logging
 
 from .faults import Faults
@@ -95,7 +95,13 @@ def serve_main(argv: list[str] | None = None) -> int:
     try:
         for gpu, dc, n in capacity:
             server.state.set_capacity(gpu, dc, n)
-        base_url = server.start()
+        try:
+            base_url = server.start()
+        except OSError as exc:
+            # A taken port: one line and exit 1 (the operation failed), not a traceback.
+            raise OrchestratorError(
+                f"--port {args.port}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+            ) from exc
         print(base_url, flush=True)
         done.wait()
     finally:
