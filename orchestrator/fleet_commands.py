@@ -33,9 +33,20 @@ def _controller(settings: config_mod.Settings, **kw: Any) -> Any:
     return Controller(settings, make_database(settings), make_provider(settings), **kw)
 
 
+def metrics_server(settings: config_mod.Settings, metrics: Any) -> Any:
+    """The /metrics and /healthz endpoint the settings ask for (not started)."""
+    from orchestrator.loop.metrics import MetricsServer
+
+    return MetricsServer(
+        metrics,
+        settings.metrics_port,
+        max_tick_age=max(3 * settings.orchestrator_poll_sec, 60.0),
+        host=settings.metrics_host or "0.0.0.0",
+    )
+
+
 def cmd_run(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     from orchestrator.loop.daemon import Daemon
-    from orchestrator.loop.metrics import MetricsServer
 
     # Logging is already set up by main(): the daemon's log is its product, JSON lines on stdout at
     # LOG_LEVEL, for the journal or a log pipeline.
@@ -43,11 +54,7 @@ def cmd_run(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     server = None
     if settings.metrics_port:
         try:
-            server = MetricsServer(
-                controller.metrics,
-                settings.metrics_port,
-                max_tick_age=max(3 * settings.orchestrator_poll_sec, 60.0),
-            ).start()
+            server = metrics_server(settings, controller.metrics).start()
         except OrchestratorError:
             controller.shutdown(timeout=0)
             controller.db.close()

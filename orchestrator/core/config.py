@@ -128,6 +128,7 @@ class Settings:
     ssh_command_timeout_sec: float
     events_retention_days: int
     metrics_port: int
+    metrics_host: str
     log_level: str
     log_format: str
     # --- where the values came from

@@ -443,6 +443,15 @@ VARIABLES: tuple[Var, ...] = (
         "daemon",
         minimum=0,
     ),
+    # The endpoint tells the fleet's size and spend to whoever reaches it: every interface by default, as
+    # a container publishing the port needs; 127.0.0.1 keeps it on the machine under systemd.
+    _v(
+        "METRICS_HOST",
+        "str",
+        "0.0.0.0",
+        "address the metrics endpoint listens on: 0.0.0.0 = every interface (a container that publishes the port needs it), 127.0.0.1 = this machine only",
+        "daemon",
+    ),
     _v(
         "LOG_LEVEL",
         "choice",

@@ -274,3 +274,18 @@ def test_the_workers_gauge_counts_the_warm_pool() -> None:
     assert 'orchestrator_workers{state="stopped"} 2.0' in text
     assert 'orchestrator_workers{state="resuming"} 1.0' in text
     assert 'orchestrator_workers{state="stopping"} 0.0' in text
+
+
+def test_the_metrics_endpoint_listens_where_the_operator_says() -> None:
+    """The endpoint tells the fleet's size and spend to whoever reaches it, and listened on every
+    interface with no way to keep it on the machine under systemd."""
+    from orchestrator.fleet_commands import metrics_server
+    from orchestrator.loop.metrics import Metrics
+
+    for environ, host in (({}, "0.0.0.0"), ({"METRICS_HOST": "127.0.0.1"}, "127.0.0.1")):
+        settings = config.load_settings(environ, env_file=None)
+        server = metrics_server(settings, Metrics())
+        try:
+            assert server._server.server_address[0] == host
+        finally:
+            server._server.server_close()
