@@ -268,8 +268,10 @@ def test_the_guardian_beats_at_start_then_every_interval_with_the_real_headers_a
     w = launch()
     beats = wait_for(lambda: len(rec.beats()) >= 4 and rec.beats(), what="four heartbeats")
     first = beats[0]
-    assert first.at - w.started < 5.0  # at start, before any poll
-    assert first.at <= min(r.at for r in rec.calls("GET", "/rest/v1/tasks") or [first])
+    # At start, not an interval later. Not necessarily before the worker's first poll: the guardian is a
+    # process of its own, started and not waited for (as Reigh-Worker's heartbeat_guardian is), so on a
+    # busy machine the worker's first claim can go out first (seen: 14 ms ahead).
+    assert first.at - w.started < 5.0
     gaps = [b.at - a.at for a, b in itertools.pairwise(beats)]
     assert all(BEAT_SEC * 0.9 <= g <= BEAT_SEC + 1.5 for g in gaps), gaps
     h = first.headers
