@@ -459,22 +459,30 @@ def faulty(db: Database) -> FaultyDatabase:
     return FaultyDatabase(db)
 
 
+# The states a row walks through, from its registration, to reach each state the tests start from.
+PATHS: dict[str, tuple[str, ...]] = {
+    "spawning": (),
+    "initializing": ("initializing",),
+    "active": ("initializing", "active"),
+    "draining": ("initializing", "active", "draining"),
+    "error": ("initializing", "active", "error"),
+}
+
+
+def _row_in(db: Database, token: int, worker_id: str, status: str) -> None:
+    """A worker row of pod POD, registered and moved to ``status`` the way the daemon moves one."""
+    db.register_worker(token, worker_id, "NVIDIA GeForce RTX 4090", {"runpod_id": POD})
+    for state in PATHS[status]:
+        db.transition_worker(token, worker_id, state, "setup")
+
+
 def _prepare(db: Database, token: int, case: Case) -> None:
     """The row the case starts from (none for an orphan pod)."""
     if case.worker_status is None:
         return
-    w = case.worker_id
-    db.register_worker(token, w, "NVIDIA GeForce RTX 4090", {"runpod_id": POD})
-    path = {
-        "spawning": [],
-        "initializing": ["initializing"],
-        "active": ["initializing", "active"],
-        "error": ["initializing", "active", "error"],
-    }[case.worker_status]
-    for state in path:
-        db.transition_worker(token, w, state, "setup")
+    _row_in(db, token, case.worker_id, case.worker_status)
     if case.worker_status == "initializing":
-        db.merge_worker_metadata(token, w, {"initialized_at": datetime.now(UTC).isoformat()})
+        db.merge_worker_metadata(token, case.worker_id, {"initialized_at": datetime.now(UTC).isoformat()})
 
 
 def _add_task(database_url: str, worker_id: str) -> str:
@@ -570,9 +578,7 @@ def test_a_stop_whose_row_cannot_move_ends_the_pod_by_termination(
     try:
         token = controller._ensure_lease()
         assert token is not None
-        db.register_worker(token, worker_id, "NVIDIA GeForce RTX 4090", {"runpod_id": POD})
-        for state in ("initializing", "active", "draining"):
-            db.transition_worker(token, worker_id, state, "setup")
+        _row_in(db, token, worker_id, "draining")
         exc = RuntimeError("bug at the move") if bug else _db_error("transition_stopping")
         faulty.fail["transition_worker"] = (exc, _to_stopping)
         outcome = controller._run_action(
@@ -602,9 +608,7 @@ def test_the_times_an_ending_stamps_are_the_databases_not_a_fast_host_clock(
         assert fast.tick().role == "leader"  # reads the database's now
         token = fast._ensure_lease()
         assert token is not None
-        db.register_worker(token, worker_id, "NVIDIA GeForce RTX 4090", {"runpod_id": POD})
-        for state in ("initializing", "active", "error"):
-            db.transition_worker(token, worker_id, state, "setup")
+        _row_in(db, token, worker_id, "error")
         action = TerminatePod(
             reason=Reason.TERMINATE_RETRY, runpod_id=POD, pod_name=worker_id, worker_id=worker_id
         )
@@ -653,9 +657,7 @@ def test_diagnostics_that_hang_do_not_hold_the_ending_back(
     try:
         token = controller._ensure_lease()
         assert token is not None
-        db.register_worker(token, worker_id, "NVIDIA GeForce RTX 4090", {"runpod_id": POD})
-        for state in ("initializing", "active"):
-            db.transition_worker(token, worker_id, state, "setup")
+        _row_in(db, token, worker_id, "active")
         task_id = _add_task(database_url, worker_id)
         action = FailWorker(
             reason=Reason.HEARTBEAT_STALE, worker_id=worker_id, runpod_id=POD, from_status=WorkerState.ACTIVE
