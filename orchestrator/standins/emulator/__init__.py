@@ -59,8 +59,12 @@ Known differences from the real service (deliberate, or where the real behaviour
   ``/dev/nvidia*`` (a fake ``nvidia-smi``); a fresh container disk costs nothing to make (no image
   layers); ``docker args``/``dockerStartCmd`` are otherwise ignored (the image's start script always runs),
   except that a pod created with them given as an empty string (GraphQL ``dockerArgs: ""``, the
-  runpod-python SDK's default; REST ``"args": ""``) never starts sshd, as real pods created with an empty
-  args list have been seen to do: its port refuses, as with the SSH-refusal knob.
+  runpod-python SDK's default, ``ctl_commands.create_pod(docker_args="")``; REST ``"args": ""``) never
+  starts sshd: the empty args replace the image's CMD, ``/start.sh``, which is what starts sshd
+  (runpod/containers ``container-template/start.sh``; a user's report of exactly this,
+  donaldbraman/docling-testing#66). Where it differs: that report saw the pod RUNNING with ``runtime``
+  never populated; here the port is published and refuses, as with the SSH-refusal knob. Either way the
+  pod never becomes ready and bills until the orchestrator's spawning timeout.
 * Lifecycle: a pod is RUNNING (and its port published, ``runtime`` non-null) only once its sshd
   answers; the real service reports RUNNING when the container is up, whether or not sshd answers.
   The exception is a pod without sshd (no ``PUBLIC_KEY``, or the SSH-refusal knob): it is RUNNING with

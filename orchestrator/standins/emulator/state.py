@@ -264,8 +264,8 @@ class EmulatorState(PodEngine):
             private_dir=self.state_dir / "private" / pod_id,
             last_status_change=f"Rented by User: {js_date(now)}",
             never_ready=self.rng.random() < f.never_ready_share,
-            # Pods created with an empty docker args list have been seen never to start sshd (users'
-            # reports; the harsher reading): the port refuses, as with the SSH-refusal knob.
+            # Empty docker args replace the image's /start.sh, which starts sshd (see the package
+            # docstring for the sources): the port refuses, as with the SSH-refusal knob.
             ssh_refuse=self.rng.random() < f.ssh_refuse_share or spec.args_given_empty,
         )
         self._begin_boot(pod, mono, cold=cold)
