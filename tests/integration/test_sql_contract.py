@@ -681,6 +681,10 @@ def test_a_segment_the_guard_dead_letters_fails_its_chain_and_frees_the_holder(
         " where id = any(%s::uuid[])",
         (parent, [*first, *rest]),
     )
+    # A chain, as the travel orchestrator creates it: each segment waits on the one before, so the
+    # first is the one claimable (the tasks' creation times alone can be a microsecond apart).
+    for before, after in itertools.pairwise([*first, *rest]):
+        raw.execute("update tasks set dependant_on = array[%s::uuid] where id = %s", (before, after))
     assert real_worker.claim("w2")["task_id"] == first[0]  # type: ignore[index]
     row = real_worker.set_status(first[0], "Queued", error_details="CUDA out of memory", clear_worker=True)
     assert (row["status"], row["attempts"]) == ("Failed", 3)
