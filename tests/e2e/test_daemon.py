@@ -52,12 +52,15 @@ def test_two_daemons_one_spawns_and_the_follower_takes_over_within_the_ttl(
     [took_over] = follower.wait_logged("lease_acquired", LEASE_TTL + 10)
     handover = _ts(took_over) - killed_at
     follower_interval = min(float(FAST_POLL), LEASE_TTL / 4)
-    # The lease was last renewed at most one poll before the kill, so it expires within the TTL of
-    # the kill; the follower re-checks every follower interval (and a tick takes a fraction of one).
-    # Measured from the leader's last renewal (its last tick), the handover is within TTL + one check.
+    # Measured from the leader's last renewal (its last tick, by the log's own clock rather than this
+    # process's view of the kill): not before the lease expired, and within a few of the follower's
+    # checks after it, not at some later timeout. The upper bound allows two checks and a slow tick,
+    # since on a loaded two-core machine a check can start late; an hour-long or TTL-long wait fails it.
     last_renewal = max(_ts(line) for line in leader.logged("tick_summary"))
-    assert _ts(took_over) - last_renewal <= LEASE_TTL + follower_interval + 0.5
-    assert handover <= LEASE_TTL + follower_interval + 1.0, f"handover took {handover:.2f}s"
+    waited = _ts(took_over) - last_renewal
+    # (The summary is logged a tick's length after the renewal it follows, hence half the TTL.)
+    assert waited >= LEASE_TTL / 2, f"took a live lease, {waited:.2f}s after its last renewal"
+    assert waited <= LEASE_TTL + 2 * follower_interval + 1.0, f"took the lease {waited:.2f}s late"
     assert took_over["token"] > leader_token
     wait_until(
         lambda: [line for line in follower.logged("tick_summary") if _ts(line) >= _ts(took_over)],

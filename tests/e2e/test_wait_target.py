@@ -65,8 +65,17 @@ def test_the_default_wait_target_keeps_a_worker_between_tasks(
     moving = {"spawning", "initializing", "draining", "stopping", "resuming", "terminating"}
 
     def settled() -> bool:
+        # Stable, not just momentarily so: a tick whose move is still being logged, or a model whose
+        # figures still swing between one worker and two, would hand the stream a second worker.
         states = [w["status"] for w in workers(stack)]
-        return states.count("active") == 1 and not moving & set(states)
+        recent = daemon.logged("tick_summary")[-IDLE_TICKS:]
+        return (
+            states.count("active") == 1
+            and not moving & set(states)
+            and len(recent) == IDLE_TICKS
+            and all(s["sizing"]["keep"] == 1 for s in recent)
+            and not any(s["actions"][k] for s in recent for k in MOVES)
+        )
 
     wait_until(settled, 180, "the fleet settled at one worker", interval=0.2)
     steady_from = len(daemon.logged("tick_summary"))
