@@ -20,9 +20,10 @@ the catalog price of its GPU type, else (a spawn not yet placed) the dearest typ
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from orchestrator.core.actions import Action, Drain, MarkTerminated, TerminatePod
 from orchestrator.core.config import Settings
@@ -262,12 +263,9 @@ class Draft:
             )
         )
 
-    def drain(self, worker: Worker, reason: Reason) -> None:
+    def drain(self, worker: Worker, reason: Reason, unclaimed: Mapping[str, Any] | None = None) -> None:
         self.leaving.add(worker.id)
-        self.actions.append(
-            Drain(
-                reason=reason,
-                worker_id=worker.id,
-                metadata=freeze({Meta.DRAIN_REASON: reason.value, Meta.DRAINED_AT: self.now.isoformat()}),
-            )
-        )
+        metadata: dict[str, Any] = {Meta.DRAIN_REASON: reason.value, Meta.DRAINED_AT: self.now.isoformat()}
+        if unclaimed is not None:
+            metadata[Meta.UNCLAIMED] = dict(unclaimed)
+        self.actions.append(Drain(reason=reason, worker_id=worker.id, metadata=freeze(metadata)))

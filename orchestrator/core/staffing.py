@@ -272,10 +272,24 @@ def scale_down(d: Draft, booting: list[Worker], active: list[Worker], aim: Targe
     for worker in d.sort_victims(long_idle, _activated):
         if staying <= floor:
             break
-        d.drain(worker, Reason.IDLE)
+        idle_for = _idle_sec(d, worker)
+        if oldest is not None and idle_for is not None and oldest >= idle_for:
+            d.drain(worker, Reason.UNCLAIMED_WORK, unclaimed=_unclaimed(d.snapshot.queue, idle_for))
+        else:
+            d.drain(worker, Reason.IDLE)
         staying -= 1
         removed += 1
     return removed
+
+
+def _unclaimed(queue: Queue, idle_for: float) -> dict[str, object]:
+    """What the operator needs to find the tasks the worker passed over: how many, which types, how long."""
+    return {
+        "claimable": queue.claimable,
+        "by_type": dict(sorted(queue.claimable_by_type.items())),
+        "oldest_queued_sec": round(queue.oldest_claimable_age_sec or 0.0, 1),
+        "worker_idle_sec": round(idle_for, 1),
+    }
 
 
 def draining(d: Draft, drained: list[Worker], missing: int, pooled: int = 0) -> int:

@@ -157,6 +157,9 @@ class Meta:
     POD_TERMINATE_TAKEN_AT = "pod_terminate_taken_at"
     DRAIN_REASON = "drain_reason"
     DRAINED_AT = "drained_at"
+    # With UNCLAIMED_WORK: the queue the worker sat idle beside ({claimable, by_type, oldest_queued_sec,
+    # worker_idle_sec}), for the operator to compare with the worker's own claim rules.
+    UNCLAIMED = "unclaimed_work"
     ERROR_REASON = "error_reason"
     ERROR_DETAILS = "error_details"
     FAILED_AT = "failed_at"
@@ -212,6 +215,10 @@ class Reason(StrEnum):
     WORKER_ERROR = "worker_error"
     # scale down
     IDLE = "idle_timeout"
+    # Idle for GPU_IDLE_TIMEOUT_SEC while a claimable task waited all along: the worker does not take
+    # what the claimable view counts (a view that disagrees with the worker's claim), so a new worker
+    # would not either. Drained like IDLE, and said loudly: the operator has to fix the view.
+    UNCLAIMED_WORK = "idle_while_tasks_waited"
     OVERCAPACITY = "overcapacity"
     CANCEL_BOOT = "scale_down_before_boot"
     OPERATOR_REQUEST = "operator_request"

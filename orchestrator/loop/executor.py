@@ -304,6 +304,15 @@ def fail_worker(a: FailWorker, worker: Worker | None, fx: Effects) -> Steps[Outc
 
 def drain(a: Drain, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
     metadata = {**dict(a.metadata), Meta.DRAIN_REASON: a.reason.value, Meta.DRAINED_AT: iso(fx.now())}
+    if a.reason is Reason.UNCLAIMED_WORK:
+        # Every new worker would sit beside the same tasks: only the operator can end that cycle.
+        fx.log.warning(
+            "tasks_not_claimed",
+            worker_id=a.worker_id,
+            **dict(a.metadata.get(Meta.UNCLAIMED) or {}),
+            hint="the claimable view counts tasks this worker does not claim; compare the view with the "
+            "worker's claim rules, or pause",
+        )
     yield from fx.transition(a.worker_id, WorkerState.DRAINING, a.reason.value, metadata)
     return {}
 

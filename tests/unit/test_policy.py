@@ -33,7 +33,7 @@ from orchestrator.core.config import Settings, defaults
 from orchestrator.core.errors import DatabaseError
 from orchestrator.core.observed import BootOutcome, PodView, Queue, Snapshot, Worker
 from orchestrator.core.policy import plan
-from orchestrator.core.states import Blocked, BreakerState, PodStatus, Reason, WorkerState
+from orchestrator.core.states import Blocked, BreakerState, Meta, PodStatus, Reason, WorkerState
 
 NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 GPU = "NVIDIA GeForce RTX 4090"
@@ -417,6 +417,26 @@ def test_idle_timeout_backstop_drains_a_worker_idle_for_long_while_tasks_wait() 
     result = run(snap([lazy], claimable=1), pods_for([lazy]))
     assert summary(result)[0] == ("drain", "gpu-a", "idle_timeout")
     assert len(spawns(result)) == 1  # a replacement that will claim
+
+
+def test_a_worker_idle_beside_a_task_that_waited_all_along_is_drained_with_the_queue_it_passed_over() -> None:
+    # The task has waited 900 s; the worker has been idle 700 s of them, polling: it does not take the
+    # task, and neither would a replacement. The drain says so, with what the operator needs.
+    lazy = worker("gpu-a", completed=700)
+    queue = Queue(claimable=2, queued_total=2, oldest_claimable_age_sec=900.0, claimable_by_type={"lora": 2})
+    result = run(replace(snap([lazy]), queue=queue), pods_for([lazy]))
+    [drain] = result.of_kind(Drain)
+    assert drain.reason == Reason.UNCLAIMED_WORK and drain.reason.value == "idle_while_tasks_waited"
+    assert drain.metadata[Meta.UNCLAIMED] == {
+        "claimable": 2,
+        "by_type": {"lora": 2},
+        "oldest_queued_sec": 900.0,
+        "worker_idle_sec": 700.0,
+    }
+    # A task that came after the worker went idle says nothing against it: the plain idle timeout.
+    fresh = replace(queue, oldest_claimable_age_sec=650.0)
+    [drain] = run(replace(snap([lazy]), queue=fresh), pods_for([lazy])).of_kind(Drain)
+    assert drain.reason == Reason.IDLE and Meta.UNCLAIMED not in drain.metadata
 
 
 def test_a_drained_idle_worker_is_terminated_and_a_busy_one_finishes_first() -> None:
