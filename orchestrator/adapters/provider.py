@@ -49,7 +49,7 @@ from orchestrator.adapters.runpod.base import (
 from orchestrator.adapters.worker_recipe import (
     DEFAULT_APT_PACKAGES,
     DEFAULT_WORKER_DIRS,
-    LAUNCH_VENV,
+    LAUNCH_AUTO,
     WorkerStart,
     validate_worker_id,
 )
@@ -199,7 +199,7 @@ class RunpodProvider(PodSSH):
         self.worker_start = WorkerStart(
             mount_path=self.volume_mount_path,
             dirs=tuple(_split_list(pick(worker_dirs, "WORKER_DIRS", DEFAULT_WORKER_DIRS))),
-            launch=str(pick(worker_launch, "WORKER_LAUNCH", LAUNCH_VENV)).strip().lower(),
+            launch=str(pick(worker_launch, "WORKER_LAUNCH", LAUNCH_AUTO)).strip().lower(),
             git_branch=str(pick(worker_git_branch, "WORKER_GIT_BRANCH", "main")).strip(),
             apt_packages=self.apt_packages,
             wgp_profile=_int(pick(worker_wgp_profile, "WORKER_WGP_PROFILE", 1), "WORKER_WGP_PROFILE"),

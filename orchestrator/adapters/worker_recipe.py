@@ -40,18 +40,26 @@ def validate_worker_id(worker_id: str) -> str:
     return worker_id
 
 
-# The original's checkout on the network volume (relative entries are under the volume's mount path).
-# Later versions of the original system (banodoco/reigh-worker-orchestrator,
-# gpu_orchestrator/runpod/worker_startup.template.sh) look for Reigh-Worker, then Headless-Wan2GP,
-# directly under /workspace: WORKER_DIRS=Reigh-Worker,Headless-Wan2GP.
-DEFAULT_WORKER_DIRS = ("reigh/Headless-Wan2GP",)
-# The original's packages (its start command: apt-get update && apt-get install -y python3.10-venv ffmpeg).
-DEFAULT_APT_PACKAGES = ("python3.10-venv", "ffmpeg")
+# Where the worker's checkout may be on the network volume, searched in order (relative entries are under
+# the volume's mount path). Today's original (banodoco/reigh-worker-orchestrator,
+# gpu_orchestrator/runpod/worker_startup.template.sh, 2026-05) looks for Reigh-Worker, then
+# Headless-Wan2GP, directly under /workspace; its first version used reigh/Headless-Wan2GP.
+ORIGINAL_WORKER_DIR = "reigh/Headless-Wan2GP"
+DEFAULT_WORKER_DIRS = ("Reigh-Worker", "Headless-Wan2GP", ORIGINAL_WORKER_DIR)
+# The original's packages (its start command: apt-get update && apt-get install -y python3.10-venv ffmpeg),
+# and python3.10-dev, which today's original adds because `uv sync` builds insightface from source and a
+# fresh volume fails at compilation without Python's headers.
+DEFAULT_APT_PACKAGES = ("python3.10-venv", "python3.10-dev", "ffmpeg")
 LAUNCH_VENV = (
     "venv"  # the original: `python worker.py|headless.py --db-type supabase ...` in the checkout's venv
 )
 LAUNCH_UV = "uv"  # the newer worker: `uv run --python 3.10 --extra cuda124 python worker.py ...`
-LAUNCHES = (LAUNCH_VENV, LAUNCH_UV)
+# The checkout decides: uv when it has uv.lock (Reigh-Worker since its move to uv, 2026-04), else venv.
+LAUNCH_AUTO = "auto"
+LAUNCHES = (LAUNCH_AUTO, LAUNCH_VENV, LAUNCH_UV)
+# Where a pod without uv gets it (astral's installer, as today's original does: `curl -LsSf
+# https://astral.sh/uv/install.sh | sh`, which installs into ~/.local/bin). Empty: never install.
+UV_INSTALL_URL = "https://astral.sh/uv/install.sh"
 # Where root reads the variables a pod was created with: its init process (sshd sessions do not see them).
 INIT_ENVIRON = "/proc/1/environ"
 
@@ -115,7 +123,7 @@ class WorkerStart:
 
     mount_path: str = "/workspace"
     dirs: tuple[str, ...] = DEFAULT_WORKER_DIRS
-    launch: str = LAUNCH_VENV
+    launch: str = LAUNCH_AUTO
     git_branch: str = "main"
     apt_packages: tuple[str, ...] = DEFAULT_APT_PACKAGES
     wgp_profile: int = 1
@@ -126,7 +134,15 @@ class WorkerStart:
     # The interpreter the venv launch runs (the original's `python`, found on PATH after activation).
     python: str = "python"
     git_pull_timeout: int = 30
-    lock_wait: int = 60
+    # Submodules (Reigh-Worker's Wan2GP since 2026-04): today's original gives their update 300 s.
+    submodule_timeout: int = 300
+    # Pods sharing the volume share the checkout: the sync waits for another pod's, pull and
+    # submodules included.
+    lock_wait: int = 360
+    uv_install_url: str = UV_INSTALL_URL
+    # A first `uv sync` on a fresh volume downloads and builds the whole environment (today's original
+    # allows about 30 minutes); a second pod waits for it rather than sync the same .venv at once.
+    uv_sync_lock_wait: int = 1800
     apt_update_timeout: int = 300
     apt_install_timeout: int = 900
     init_environ: str = INIT_ENVIRON
@@ -156,6 +172,8 @@ class WorkerStart:
             raise _problem(f"WORKER_POLL_INTERVAL_SEC={self.poll_interval!r}: expected a whole number >= 1")
         if not self.python or "\x00" in self.python or "\n" in self.python:
             raise _problem(f"worker python {self.python!r} is not usable")
+        if self.uv_install_url and not re.fullmatch(r"(https|file)://[^\s'\"\\]+", self.uv_install_url):
+            raise _problem(f"uv installer URL {self.uv_install_url!r}: expected an https:// URL")
 
     def worker_dirs(self) -> tuple[str, ...]:
         """The candidate checkouts, absolute, in search order."""
@@ -169,7 +187,7 @@ def resolve_worker_dir(mount_path: str, directory: str) -> str:
 
 def headless_dir(mount_path: str) -> str:
     """The original's checkout: ``<mount>/reigh/Headless-Wan2GP``."""
-    return resolve_worker_dir(mount_path, DEFAULT_WORKER_DIRS[0])
+    return resolve_worker_dir(mount_path, ORIGINAL_WORKER_DIR)
 
 
 def worker_log_path(mount_path: str, worker_id: str) -> str:
@@ -330,7 +348,18 @@ dir=
 for d in @DIRS@; do if [ -d "$d" ]; then dir=$d; break; fi; done
 if [ -z "$dir" ]; then echo "orchestrator: no worker checkout at "@DIRS_SHOWN@ >&2; exit 4; fi
 cd "$dir" || exit 4
-@CHECKS@
+launch=@LAUNCH_MODE@
+if [ "$launch" = auto ]; then
+    if [ -f uv.lock ]; then launch=uv; else launch=venv; fi
+fi
+case $launch in
+uv)
+@CHECKS_UV@
+    ;;
+*)
+@CHECKS_VENV@
+    ;;
+esac
 # 4. The slow steps and the worker, detached: own session, no stdin, output to this worker's log.
 mkdir -p @LOG_DIR@ || exit 3
 ( umask 077; : >> "$log" ) || { echo "orchestrator: cannot write $log" >&2; exit 3; }
@@ -343,35 +372,114 @@ else
     echo "orchestrator: no flock or no lock file: a second start would not be refused" >&2
 fi
 if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=; fi
-$detach nohup bash --norc --noprofile -c @INNER@ orchestrator-worker-start >> "$log" 2>&1 < /dev/null &
+$detach nohup bash --norc --noprofile -c @INNER@ orchestrator-worker-start "$launch" >> "$log" 2>&1 < /dev/null &
 echo "started pid $!"
 """
 
-_CHECKS_VENV = r"""if [ ! -f venv/bin/activate ]; then echo "orchestrator: no venv/bin/activate in $dir" >&2; exit 5; fi
-if [ ! -f worker.py ] && [ ! -f headless.py ]; then echo "orchestrator: neither worker.py nor headless.py in $dir" >&2; exit 6; fi"""
+_CHECKS_VENV = r"""    if [ ! -f venv/bin/activate ]; then echo "orchestrator: no venv/bin/activate in $dir" >&2; exit 5; fi
+    if [ ! -f worker.py ] && [ ! -f headless.py ]; then echo "orchestrator: neither worker.py nor headless.py in $dir" >&2; exit 6; fi"""
 
-_CHECKS_UV = r"""if ! command -v uv >/dev/null 2>&1; then echo "orchestrator: uv is not on the pod's PATH" >&2; exit 7; fi
-if [ ! -f worker.py ]; then echo "orchestrator: no worker.py in $dir" >&2; exit 6; fi"""
+# uv itself may come later (installed in the detached part), but only if there is a way to get it.
+_CHECKS_UV = r"""    if ! command -v uv >/dev/null 2>&1 && [ ! -x "$HOME/.local/bin/uv" ] && [ ! -x "$HOME/.cargo/bin/uv" ]; then
+        if [ -z @UV_URL@ ] || ! command -v curl >/dev/null 2>&1; then echo "orchestrator: uv is not on the pod's PATH, and it cannot be installed (no installer URL, or no curl)" >&2; exit 7; fi
+    fi
+    if [ ! -f worker.py ]; then echo "orchestrator: no worker.py in $dir" >&2; exit 6; fi"""
 
-# Runs detached, in the checkout, with the credentials exported: the original's steps in the original's order.
-_INNER = r"""echo "orchestrator: starting worker $WORKER_ID in $PWD at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-# Pods sharing the volume share this checkout: one pull at a time, and never for long.
+# Runs detached, in the checkout, with the credentials exported; $1 is the launch (venv or uv). The
+# original's steps in the original's order, and today's original's for a uv checkout: a hard reset to the
+# branch instead of a pull, the submodules, uv installed if missing, `uv sync --locked`.
+_INNER = r"""launch=$1
+echo "orchestrator: starting worker $WORKER_ID in $PWD at $(date -u +%Y-%m-%dT%H:%M:%SZ) (launch: $launch)"
+# Pods sharing the volume share this checkout: one sync at a time, and never for long. fd 8 holds the
+# lock and is closed before the worker starts (the worker must not keep other pods' syncs waiting).
 lock="${PWD%/*}/.${PWD##*/}.git-pull.lock"
-echo "orchestrator: git pull origin "@BRANCH@
-if command -v flock >/dev/null 2>&1; then
-    flock -w @LOCK_WAIT@ "$lock" timeout @PULL_TIMEOUT@ git pull origin @BRANCH@
+sync_checkout() {
+    if [ "$launch" = uv ]; then
+        # A volume's checkout may sit on a stale branch that cannot fast-forward (today's original's
+        # reason for fetch + reset), or carry a uv.lock an earlier in-pod relock rewrote.
+        echo "orchestrator: git fetch origin "@BRANCH@" && git checkout && git reset --hard origin/"@BRANCH@
+        timeout @PULL_TIMEOUT@ git fetch origin @BRANCH@ && git checkout -q @BRANCH@ && git reset -q --hard origin/@BRANCH@
+    else
+        echo "orchestrator: git pull origin "@BRANCH@
+        timeout @PULL_TIMEOUT@ git pull origin @BRANCH@
+    fi
+    rc=$?
+    if [ "$rc" -eq 0 ]; then echo "orchestrator: git sync: ok"; else echo "orchestrator: git sync failed or timed out (exit $rc); starting the checked-out code"; fi
+    [ -f .gitmodules ] || return 0
+    # A submodule path that exists without .git is content vendored before the move to a submodule;
+    # `git submodule update` refuses to clone into it. Set aside (a rename on the same volume), not
+    # deleted: it may hold downloaded weights.
+    git config -f .gitmodules --get-regexp '^submodule\..*\.path$' 2>/dev/null | while read -r _ sub; do
+        if [ -d "$sub" ] && [ ! -e "$sub/.git" ]; then
+            aside="$sub.pre-submodule-$(date -u +%Y%m%d%H%M%S)"
+            echo "orchestrator: $sub is not a submodule checkout; moved aside to $aside"
+            mv "$sub" "$aside"
+        fi
+    done
+    echo "orchestrator: git submodule update --init --recursive"
+    if timeout @SUBMODULE_TIMEOUT@ git submodule update --init --recursive; then
+        echo "orchestrator: git submodule update: ok"
+    else
+        echo "orchestrator: git submodule update failed or timed out (exit $?)"
+    fi
+}
+if command -v flock >/dev/null 2>&1 && { exec 8>>"$lock"; } 2>/dev/null; then
+    if flock -w @LOCK_WAIT@ 8; then sync_checkout; else echo "orchestrator: another pod held the checkout for @LOCK_WAIT@ s; starting the checked-out code"; fi
+    exec 8>&-
 else
-    timeout @PULL_TIMEOUT@ git pull origin @BRANCH@
+    sync_checkout
 fi
-rc=$?
-if [ "$rc" -eq 0 ]; then echo "orchestrator: git pull: ok"; else echo "orchestrator: git pull failed or timed out (exit $rc); starting the checked-out code"; fi
+# A declared submodule that is empty now means an import failure in the worker: do not start it.
+if [ -f .gitmodules ]; then
+    for sub in $(git config -f .gitmodules --get-regexp '^submodule\..*\.path$' 2>/dev/null | cut -d' ' -f2); do
+        if [ -z "$(ls -A "$sub" 2>/dev/null)" ]; then
+            echo "orchestrator: submodule $sub is missing or empty; not starting the worker"
+            exit 8
+        fi
+    done
+fi
+if [ "$launch" = uv ]; then
+# The packages first: uv sync builds against python3.10-dev's headers.
+@APT@
+@UV_PREPARE@
+@LAUNCH_UV@
+else
 @ACTIVATE@
 @APT@
-@LAUNCH@
+@LAUNCH_VENV@
+fi
 """
 
 _ACTIVATE_VENV = r"""echo "orchestrator: activating venv/bin/activate"
 . venv/bin/activate || { echo "orchestrator: cannot activate venv/bin/activate"; exit 5; }"""
+
+# uv's cache on the volume (the container disk is small and a stop wipes it) and copies rather than
+# hard links across file systems, as today's original sets them; the pod's own values win.
+_UV_PREPARE = r"""[ -n "${UV_LINK_MODE:-}" ] || UV_LINK_MODE=copy
+[ -n "${UV_CACHE_DIR:-}" ] || UV_CACHE_DIR=@UV_CACHE@
+export UV_LINK_MODE UV_CACHE_DIR
+PATH="$PATH:$HOME/.local/bin:$HOME/.cargo/bin"; export PATH
+if ! command -v uv >/dev/null 2>&1; then
+    echo "orchestrator: installing uv from "@UV_URL@
+    ( set -o pipefail; timeout 120 curl -LsSf @UV_URL@ | timeout 300 sh ) || echo "orchestrator: the uv installer failed (exit $?)"
+    command -v uv >/dev/null 2>&1 || { echo "orchestrator: no uv; not starting the worker"; exit 7; }
+fi
+echo "orchestrator: uv $(uv --version 2>&1)"
+# One sync of the shared .venv at a time (fd 7, closed before the worker starts).
+if command -v flock >/dev/null 2>&1 && { exec 7>>"${PWD%/*}/.${PWD##*/}.uv-sync.lock"; } 2>/dev/null; then
+    flock -w @UV_LOCK_WAIT@ 7 || echo "orchestrator: another pod's uv sync took over @UV_LOCK_WAIT@ s; syncing anyway"
+fi
+echo "orchestrator: uv sync --locked --python 3.10 --extra cuda124"
+out=$(uv sync --locked --python 3.10 --extra cuda124 2>&1); rc=$?
+printf '%s\n' "$out"
+if [ "$rc" -ne 0 ] && printf '%s' "$out" | grep -qiE 'lockfile.*needs to be updated'; then
+    # Upstream's uv.lock lags its pyproject.toml: relock in the pod, as today's original does (the next
+    # start's reset puts upstream's uv.lock back).
+    echo "orchestrator: uv.lock does not match pyproject.toml; uv lock, then uv sync"
+    uv lock --python 3.10 && uv sync --python 3.10 --extra cuda124; rc=$?
+fi
+exec 7>&-
+if [ "$rc" -ne 0 ]; then echo "orchestrator: uv sync failed (exit $rc); not starting the worker"; exit 9; fi"""
 
 # The package lists of a fresh pod are empty: install only works after update. Failures are
 # tolerated as in the original, but the step ends before the worker starts.
@@ -385,6 +493,7 @@ if timeout @UPDATE_TIMEOUT@ apt-get update -q; then
 else
     echo "orchestrator: apt-get update failed (exit $?); apt-get install skipped; continuing"
 fi"""
+
 
 # The arguments are not echoed: they hold the credentials.
 _LAUNCH_VENV = r"""if [ -f worker.py ]; then entry=worker.py; else entry=headless.py; fi
@@ -417,12 +526,14 @@ def build_start_command(worker_id: str, start: WorkerStart | None = None) -> str
     q = shlex.quote
     logfile = worker_log_path(start.mount_path, worker_id)
     dirs = start.worker_dirs()
-    if start.launch == LAUNCH_UV:
-        checks, activate = _CHECKS_UV, "# (uv runs the project's own environment: no venv to activate)"
-        launch = _fill(_LAUNCH_UV, PROFILE=str(int(start.wgp_profile)), POLL=str(int(start.poll_interval)))
-    else:
-        checks, activate = _CHECKS_VENV, _ACTIVATE_VENV
-        launch = _fill(_LAUNCH_VENV, PYTHON=q(start.python), POLL=str(int(start.poll_interval)))
+    launch_uv = _fill(_LAUNCH_UV, PROFILE=str(int(start.wgp_profile)), POLL=str(int(start.poll_interval)))
+    launch_venv = _fill(_LAUNCH_VENV, PYTHON=q(start.python), POLL=str(int(start.poll_interval)))
+    uv_prepare = _fill(
+        _UV_PREPARE,
+        UV_URL=q(start.uv_install_url),
+        UV_CACHE=q(posixpath.join(start.mount_path, ".uv-cache")),
+        UV_LOCK_WAIT=str(int(start.uv_sync_lock_wait)),
+    )
     if start.apt_packages:
         apt = _fill(
             _APT,
@@ -438,9 +549,12 @@ def build_start_command(worker_id: str, start: WorkerStart | None = None) -> str
         BRANCH=q(start.git_branch),
         LOCK_WAIT=str(int(start.lock_wait)),
         PULL_TIMEOUT=str(int(start.git_pull_timeout)),
-        ACTIVATE=activate,
+        SUBMODULE_TIMEOUT=str(int(start.submodule_timeout)),
+        UV_PREPARE=uv_prepare,
+        ACTIVATE=_ACTIVATE_VENV,
         APT=apt,
-        LAUNCH=launch,
+        LAUNCH_UV=launch_uv,
+        LAUNCH_VENV=launch_venv,
     )
     outer = _fill(
         _OUTER,
@@ -454,7 +568,9 @@ def build_start_command(worker_id: str, start: WorkerStart | None = None) -> str
         REQUIRED=" ".join(REQUIRED_VARS),
         DIRS=" ".join(q(d) for d in dirs),
         DIRS_SHOWN=q(", ".join(dirs)),
-        CHECKS=checks,
+        LAUNCH_MODE=q(start.launch),
+        CHECKS_UV=_fill(_CHECKS_UV, UV_URL=q(start.uv_install_url)),
+        CHECKS_VENV=_CHECKS_VENV,
         INNER=q(inner),
     )
     return f"bash --norc --noprofile -c {q(outer)}"

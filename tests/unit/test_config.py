@@ -87,10 +87,10 @@ def test_ssh_key_paths_are_optional_as_in_the_original() -> None:
 
 def test_worker_start_settings_default_to_the_original_and_are_validated() -> None:
     s = config.defaults()
-    assert s.worker_dirs == ("reigh/Headless-Wan2GP",)
-    assert s.worker_launch == "venv" and s.worker_wgp_profile == 1
+    assert s.worker_dirs == ("Reigh-Worker", "Headless-Wan2GP", "reigh/Headless-Wan2GP")
+    assert s.worker_launch == "auto" and s.worker_wgp_profile == 1
     assert s.worker_git_branch == "main"
-    assert s.worker_apt_packages == ("python3.10-venv", "ffmpeg")
+    assert s.worker_apt_packages == ("python3.10-venv", "python3.10-dev", "ffmpeg")
     assert s.runpod_storage_name is None
     s = config.load_settings(
         {

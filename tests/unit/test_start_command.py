@@ -110,6 +110,8 @@ class Pod:
         self.apt_state = root / "apt-state"
         self.init_environ = root / "init-environ"
         self.home = root / "home"
+        self.tmp = root / "tmp"
+        self.tmp.mkdir()
         self.bin.mkdir(parents=True)
         self.mount.mkdir()
         self.home.mkdir()
@@ -140,6 +142,8 @@ class Pod:
 
     def set_init_env(self, env: dict[str, str], extra: bytes = b"") -> None:
         """What the pod's PID 1 holds: the variables given at pod creation and the image's."""
+        # Each pod its own /tmp (the per-worker lock lives there), as each real pod has its container disk.
+        env = {"TMPDIR": str(self.tmp), **env}
         data = b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items()) + extra
         self.init_environ.write_bytes(data)
 
@@ -237,7 +241,7 @@ def test_credentials_reach_the_worker_byte_for_byte_and_nowhere_else(pod: Pod) -
         if path.is_file():
             assert _secrets_in(path.read_bytes()) == [], path
     log = pod.log()
-    assert "git pull failed" in log  # not a git checkout: tolerated, the checked-out code starts
+    assert "git sync failed" in log  # not a git checkout: tolerated, the checked-out code starts
 
 
 def test_apt_update_runs_before_install_and_both_finish_before_the_worker(pod: Pod) -> None:
@@ -249,7 +253,8 @@ def test_apt_update_runs_before_install_and_both_finish_before_the_worker(pod: P
     assert got["apt"] == ["update", "install"]
     log = pod.log()
     assert log.index("apt-get update: ok") < log.index("apt-get install: ok") < log.index("exec python")
-    assert "apt-get install -y python3.10-venv ffmpeg" in log  # the original's packages
+    # The original's packages, and the headers today's original adds for uv's builds.
+    assert "apt-get install -y python3.10-venv python3.10-dev ffmpeg" in log
 
 
 def test_a_failing_apt_step_is_tolerated(pod: Pod) -> None:
@@ -308,14 +313,56 @@ def test_the_pull_brings_the_rename_to_worker_py_before_the_entry_is_chosen(pod:
     assert pod.start(apt_packages=()).returncode == 0
     got = pod.received()
     assert Path(got["argv0"]).name == "worker.py" and got["argv"] == SEED_ARGS
-    assert "git pull: ok" in pod.log()
+    assert "git pull origin main" in pod.log() and "git sync: ok" in pod.log()
+
+
+# uv as the worker's launch calls it: `--version`, `sync` and `lock` are written down (with their exit
+# code from UV_FAKE_EXIT_<verb>, and the drift message uv prints for a stale lock), `run` records as the
+# worker does.
+_FAKE_UV = """#!{python}
+import os, pathlib, sys
+calls = pathlib.Path({calls!r})
+verb = sys.argv[1] if len(sys.argv) > 1 else ""
+if verb in ("--version", "sync", "lock"):
+    with calls.open("a") as f:
+        f.write(" ".join(sys.argv[1:]) + "\\n")
+    if verb == "--version":
+        print("uv 0.9.5")
+    code = int(os.environ.get("UV_FAKE_EXIT_" + verb.strip("-"), "0"))
+    if code and verb == "sync" and os.environ.get("UV_FAKE_DRIFT") and "--locked" in sys.argv:
+        print("error: The lockfile at `uv.lock` needs to be updated, but `--locked` was provided.")
+    elif code and verb == "sync":
+        print("error: Failed to build `insightface==0.7.3`")
+    if verb == "sync" and "--locked" not in sys.argv:
+        code = 0
+    sys.exit(code)
+exec(compile(pathlib.Path({recorder!r}).read_text(), "worker", "exec"))
+"""
+
+
+def _fake_uv(pod: Pod, where: Path) -> Path:
+    recorder = pod.root / "recorder.py"
+    recorder.write_text(pod.recorder())
+    where.mkdir(parents=True, exist_ok=True)
+    uv = where / "uv"
+    uv.write_text(
+        _FAKE_UV.format(python=sys.executable, calls=str(pod.root / "uv-calls"), recorder=str(recorder))
+    )
+    uv.chmod(0o755)
+    return uv
+
+
+def _uv_calls(pod: Pod) -> list[str]:
+    path = pod.root / "uv-calls"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+UV_RUN = ["run", "--python", "3.10", "--extra", "cuda124", "python", "worker.py"]
 
 
 def test_the_uv_launch_of_the_newer_worker(pod: Pod) -> None:
     app = pod.checkout("Reigh-Worker", entries=("worker.py",), venv=False)
-    uv = pod.bin / "uv"
-    uv.write_text(pod.recorder())
-    uv.chmod(0o755)
+    _fake_uv(pod, pod.bin)
     done = pod.start(
         launch="uv", wgp_profile=2, poll_interval=3, dirs=("Reigh-Worker", "Headless-Wan2GP"), apt_packages=()
     )
@@ -323,7 +370,7 @@ def test_the_uv_launch_of_the_newer_worker(pod: Pod) -> None:
     got = pod.received()
     assert Path(got["argv0"]).name == "uv" and got["cwd"] == str(app)
     assert got["argv"] == [
-        "run", "--python", "3.10", "--extra", "cuda124", "python", "worker.py",
+        *UV_RUN,
         "--supabase-url", HOSTILE["SUPABASE_URL"],
         "--supabase-access-token", HOSTILE["SUPABASE_SERVICE_ROLE_KEY"],
         "--worker", WORKER_ID,
@@ -332,12 +379,169 @@ def test_the_uv_launch_of_the_newer_worker(pod: Pod) -> None:
     ]  # fmt: skip
     assert got["env"]["SUPABASE_SERVICE_ROLE_KEY"] == HOSTILE["SUPABASE_SERVICE_ROLE_KEY"]
     assert got["env"]["SUPABASE_ANON_KEY"] == HOSTILE["SUPABASE_ANON_KEY"]
+    # The environment is synced from the lock before the worker runs, with uv's cache on the volume.
+    assert _uv_calls(pod) == ["--version", "sync --locked --python 3.10 --extra cuda124"]
+    assert got["env"]["UV_CACHE_DIR"] == f"{pod.mount}/.uv-cache" and got["env"]["UV_LINK_MODE"] == "copy"
+
+
+def test_auto_launch_runs_uv_for_a_checkout_with_uv_lock_and_the_venv_otherwise(pod: Pod) -> None:
+    app = pod.checkout("Reigh-Worker", entries=("worker.py",), venv=False)
+    (app / "uv.lock").write_text("version = 1\n")
+    _fake_uv(pod, pod.bin)
+    assert pod.start(apt_packages=()).returncode == 0  # the defaults: auto, Reigh-Worker first
+    got = pod.received()
+    assert Path(got["argv0"]).name == "uv" and got["argv"][: len(UV_RUN)] == UV_RUN
+
+    pod.out.unlink()
+    (app / "uv.lock").unlink()
+    (app / "venv" / "bin").mkdir(parents=True)
+    (app / "venv" / "bin" / "activate").write_text("VIRTUAL_ENV=fake-venv; export VIRTUAL_ENV\n")
+    assert pod.start(worker_id="gpu-20250912_101500-00000002", apt_packages=()).returncode == 0
+    got = pod.received()
+    assert Path(got["argv0"]).name == "worker.py" and got["env"]["VIRTUAL_ENV"] == "fake-venv"
+
+
+def test_a_pod_without_uv_gets_it_from_the_installer_before_the_worker_starts(pod: Pod) -> None:
+    pod.checkout("Reigh-Worker", entries=("worker.py",), venv=False)
+    # astral's installer puts uv in ~/.local/bin; this one, served from a file URL, does the same.
+    source = _fake_uv(pod, pod.root / "dist")
+    installer = pod.root / "install.sh"
+    installer.write_text(
+        f'mkdir -p "$HOME/.local/bin" && cp {shlex.quote(str(source))} "$HOME/.local/bin/uv"\n'
+    )
+    done = pod.start(launch="uv", uv_install_url=installer.as_uri(), apt_packages=())
+    assert done.returncode == 0, done.stderr
+    got = pod.received()
+    assert got["argv0"] == str(pod.home / ".local" / "bin" / "uv") and got["argv"][: len(UV_RUN)] == UV_RUN
+    assert "installing uv from " + installer.as_uri() in pod.log()
 
 
 def test_uv_launch_without_uv_fails_clearly(pod: Pod) -> None:
     pod.checkout("Reigh-Worker", entries=("worker.py",), venv=False)
-    done = pod.start(launch="uv", dirs=("Reigh-Worker",), apt_packages=())
+    done = pod.start(launch="uv", dirs=("Reigh-Worker",), apt_packages=(), uv_install_url="")
     assert done.returncode == 7 and "uv is not on the pod's PATH" in done.stderr
+
+
+def _wait_logged(pod: Pod, line: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        log = pod.log() if Path(worker_log_path(str(pod.mount), WORKER_ID)).exists() else ""
+        if line in log:
+            return log
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{line!r} never logged; the log:\n{log}")
+        time.sleep(0.05)
+
+
+def test_a_failed_uv_sync_starts_no_worker_and_a_stale_lock_is_relocked(pod: Pod) -> None:
+    pod.checkout("Reigh-Worker", entries=("worker.py",), venv=False)
+    _fake_uv(pod, pod.bin)
+    env = {"PATH": f"{pod.bin}:/usr/bin:/bin", "UV_FAKE_EXIT_sync": "1"}
+    pod.set_init_env(env)
+    assert pod.start(launch="uv", apt_packages=()).returncode == 0
+    log = _wait_logged(pod, "not starting the worker")
+    assert "uv sync failed (exit 1)" in log and "Failed to build" in log
+    assert not pod.out.exists() and not any(c.startswith("lock") for c in _uv_calls(pod))
+
+    # Upstream's uv.lock lagging its pyproject.toml: relocked in the pod, then synced, then the worker.
+    pod.set_init_env({**env, "UV_FAKE_DRIFT": "1"})
+    (pod.root / "uv-calls").unlink()
+    assert pod.start(launch="uv", apt_packages=()).returncode == 0
+    assert Path(pod.received()["argv0"]).name == "uv"
+    assert _uv_calls(pod) == [
+        "--version",
+        "sync --locked --python 3.10 --extra cuda124",
+        "lock --python 3.10",
+        "sync --python 3.10 --extra cuda124",
+    ]
+
+
+def _git_repo(path: Path, files: dict[str, str]) -> Path:
+    path.mkdir(parents=True)
+    _git(path, "init", "-q", "-b", "main")
+    for name, text in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    _git(path, "add", "-A")
+    _git(path, "commit", "-q", "-m", "init")
+    return path
+
+
+def test_the_submodule_is_fetched_and_stale_vendored_content_set_aside(pod: Pod, tmp_path: Path) -> None:
+    """Reigh-Worker made Wan2GP a git submodule (2026-04). A checkout that only pulls has an empty
+    Wan2GP/ and the worker fails at import; a volume that still holds the vendored Wan2GP/ (no .git)
+    makes `git submodule update` refuse to clone into it."""
+    wan = _git_repo(tmp_path / "Wan2GP-upstream", {"wgp.py": "# the model code\n"})
+    upstream = _git_repo(tmp_path / "worker-upstream", {"worker.py": pod.recorder(), ".gitignore": "venv/\n"})
+    _git(upstream, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(wan), "Wan2GP")
+    _git(upstream, "commit", "-q", "-m", "Wan2GP as a submodule")
+    app = pod.mount / "Reigh-Worker"
+    _git(pod.mount, "clone", "-q", str(upstream), str(app))
+    # The content vendored before the move, still on the volume.
+    (app / "Wan2GP" / "ckpts").mkdir(parents=True)
+    (app / "Wan2GP" / "ckpts" / "weights.bin").write_text("large")
+    (app / "venv" / "bin").mkdir(parents=True)
+    (app / "venv" / "bin" / "activate").write_text(":\n")
+    # Local file submodules need git's explicit permission (protocol.file.allow), given the way a
+    # pod's environment gives it: in PID 1's variables.
+    git_env = {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "protocol.file.allow",
+        "GIT_CONFIG_VALUE_0": "always",
+    }
+    pod.set_init_env({"PATH": f"{pod.bin}:/usr/bin:/bin", **git_env})
+    assert pod.start(dirs=("Reigh-Worker",), apt_packages=()).returncode == 0
+
+    assert Path(pod.received()["argv0"]).name == "worker.py"
+    assert (app / "Wan2GP" / "wgp.py").read_text() == "# the model code\n"
+    [aside] = [p for p in app.iterdir() if p.name.startswith("Wan2GP.pre-submodule-")]
+    assert (aside / "ckpts" / "weights.bin").read_text() == "large"  # set aside, not deleted
+    log = pod.log()
+    assert log.index("git submodule update: ok") < log.index("exec python worker.py")
+
+
+def test_the_uv_launch_resets_a_diverged_checkout_to_the_branch(pod: Pod, tmp_path: Path) -> None:
+    """A volume's checkout with a commit of its own cannot fast-forward: `git pull` stops (git 2.27+
+    asks how to reconcile divergent branches) and the old code runs against a changed app for ever.
+    Today's original fetches and resets to origin/<branch>; so does the uv launch."""
+    upstream = _git_repo(
+        tmp_path / "worker-upstream", {"worker.py": pod.recorder(), "uv.lock": "version = 1\n"}
+    )
+    app = pod.mount / "Reigh-Worker"
+    _git(pod.mount, "clone", "-q", str(upstream), str(app))
+    (app / "local.txt").write_text("a hand edit on the volume\n")
+    _git(app, "add", "-A")
+    _git(app, "commit", "-q", "-m", "local")
+    (upstream / "new.txt").write_text("upstream moved on\n")
+    _git(upstream, "add", "-A")
+    _git(upstream, "commit", "-q", "-m", "upstream")
+    _fake_uv(pod, pod.bin)
+    assert pod.start(dirs=("Reigh-Worker",), apt_packages=()).returncode == 0
+    assert Path(pod.received()["argv0"]).name == "uv"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=app, capture_output=True, text=True, check=True)
+    want = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=upstream, capture_output=True, text=True, check=True
+    )
+    assert head.stdout == want.stdout and (app / "new.txt").exists()
+    assert "git sync: ok" in pod.log()
+
+
+def test_a_submodule_that_cannot_be_fetched_starts_no_worker(pod: Pod, tmp_path: Path) -> None:
+    wan = _git_repo(tmp_path / "Wan2GP-upstream", {"wgp.py": "# the model code\n"})
+    upstream = _git_repo(
+        tmp_path / "worker-upstream", {"worker.py": "# worker\n", "uv.lock": "version = 1\n"}
+    )
+    _git(upstream, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(wan), "Wan2GP")
+    _git(upstream, "commit", "-q", "-m", "Wan2GP as a submodule")
+    app = pod.mount / "Reigh-Worker"
+    _git(pod.mount, "clone", "-q", str(upstream), str(app))
+    shutil.rmtree(wan)  # the submodule's host is unreachable
+    _fake_uv(pod, pod.bin)
+    done = pod.start(dirs=("Reigh-Worker",), apt_packages=())
+    assert done.returncode == 0, done.stderr
+    log = _wait_logged(pod, "submodule Wan2GP is missing or empty; not starting the worker")
+    assert "git submodule update failed" in log
+    assert not pod.out.exists() and _uv_calls(pod) == []
 
 
 def test_the_checkout_is_the_first_configured_directory_that_exists(pod: Pod) -> None:
@@ -423,8 +627,12 @@ def test_the_command_is_a_fixed_bash_c_with_the_original_steps(pod: Pod) -> None
     script = argv[4]
     assert "'/mnt/my volume/reigh/Headless-Wan2GP'" in script
     assert "read -r -d ''" in script and "/proc/1/environ" in script
-    assert "timeout 30 git pull origin release/x" in script and "flock -w 60" in script
-    assert "apt-get update" in script and "apt-get install -y -q python3.10-venv ffmpeg" in script
+    assert "timeout 30 git pull origin release/x" in script and "flock -w 360" in script
+    assert "timeout 30 git fetch origin release/x" in script and "reset -q --hard origin/release/x" in script
+    assert "git submodule update --init --recursive" in script
+    assert (
+        "apt-get update" in script and "apt-get install -y -q python3.10-venv python3.10-dev ffmpeg" in script
+    )
     assert "setsid" in script and "nohup" in script and "< /dev/null" in script
     assert "/mnt/my volume/reigh/logs/gpu-20250912_101500-1a2b3c4d.log" in script
     # The same worker, the same command: nothing in it varies with the credentials.
