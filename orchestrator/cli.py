@@ -82,6 +82,7 @@ def _settings(args: argparse.Namespace) -> config_mod.Settings:
         env_file_required=named is not None,
         require_database="database" in needs,
         require_runpod="runpod" in needs,
+        require_ssh=getattr(args, "command", None) in FLEET_COMMANDS,
     )
 
 
@@ -498,7 +499,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 
 # Warnings about what a value does to the running fleet: said by the commands that run it, not by every
 # one-off command (`ssh` keeps its stderr for the remote command's).
-FLEET_WARNINGS = frozenset({"config_heartbeat_timeout_short", "config_worker_poll_slow"})
+FLEET_WARNINGS = frozenset(
+    {"config_heartbeat_timeout_short", "config_worker_poll_slow", "config_secret_key_for_workers"}
+)
 FLEET_COMMANDS = frozenset({"run", "tick"})
 
 
@@ -523,6 +526,8 @@ def _log_warnings(settings: config_mod.Settings, *, runs_the_fleet: bool = True)
                 value=f["value"],
                 wait_target_sec=f["wait_target_sec"],
             )
+        elif warning.event == "config_secret_key_for_workers":
+            log.warning("config_secret_key_for_workers", name=f["name"], prefix=f["prefix"])
         elif warning.event == "config_env_file_inline_comment":
             log.warning("config_env_file_inline_comment", file=f["file"], line=f["line"], name=f["name"])
         elif warning.event == "config_env_file_duplicate":

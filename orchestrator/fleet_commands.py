@@ -24,11 +24,12 @@ from orchestrator.core.errors import OrchestratorError
 # -- the daemon and what one tick would do ------------------------------------------------------------
 
 
-def _controller(settings: config_mod.Settings, **kw: Any) -> Any:
+def _controller(settings: config_mod.Settings, *, logs_into_pods: bool = True, **kw: Any) -> Any:
     from orchestrator.loop.controller import Controller
     from orchestrator.wiring import make_database, make_provider
 
-    settings.require(database=True, runpod=True)
+    # `plan` only reads: it needs no key to log into pods with.
+    settings.require(database=True, runpod=True, ssh=logs_into_pods)
     kw.setdefault("worker_env", settings.worker_env or {})
     return Controller(settings, make_database(settings), make_provider(settings), **kw)
 
@@ -55,10 +56,19 @@ def cmd_run(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     if settings.metrics_port:
         try:
             server = metrics_server(settings, controller.metrics).start()
-        except OrchestratorError:
-            controller.shutdown(timeout=0)
-            controller.db.close()
-            raise
+        except OrchestratorError as exc:
+            # The fleet matters more than its scrape target: exiting over a taken port (node_exporter
+            # also defaults to 9100) would leave the pods billing with nobody managing them.
+            import structlog
+
+            log = structlog.get_logger(__name__)
+            log.error(
+                "metrics_server_failed",
+                host=settings.metrics_host or "0.0.0.0",
+                port=settings.metrics_port,
+                error=str(exc),
+                running_without="/metrics and /healthz",
+            )
     listen = settings.database_url if settings.database_backend == "postgres" else None
     daemon = Daemon(
         controller,
@@ -92,7 +102,7 @@ def cmd_tick(args: argparse.Namespace, settings: config_mod.Settings) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, settings: config_mod.Settings) -> int:
-    controller = _controller(settings)
+    controller = _controller(settings, logs_into_pods=False)
     try:
         snapshot, pods, plan = controller.dry_run()
     finally:

@@ -196,7 +196,9 @@ def _doctor_edge(client: Any, url: str, key: str) -> list[Check]:
             checks.append(Check(name, OK, "deployed (OPTIONS answered)"))
         elif resp.status_code == 404 and function in PARENT_EDGE_FUNCTIONS:
             checks.append(
-                Check(name, WARN, "not deployed (404): parent tasks (*_orchestrator) cannot make their children")
+                Check(
+                    name, WARN, "not deployed (404): parent tasks (*_orchestrator) cannot make their children"
+                )
             )
         elif resp.status_code == 404:
             checks.append(
@@ -224,7 +226,12 @@ def _doctor_edge(client: Any, url: str, key: str) -> list[Check]:
             Check(
                 name,
                 FAIL,
-                f"{resp.status_code}: the function does not take SUPABASE_SERVICE_ROLE_KEY as the service role",
+                f"{resp.status_code}: the function does not take SUPABASE_SERVICE_ROLE_KEY as the service role"
+                + (
+                    " (a new-style secret key: the app's Edge Functions take only the legacy service_role key)"
+                    if key.startswith(config_mod.NEW_SECRET_KEY_PREFIX)
+                    else ""
+                ),
             )
         )
     else:
@@ -245,15 +252,18 @@ def _doctor_migrations(settings: config_mod.Settings, client: Any) -> Check:
     if settings.database_url:
         import psycopg
 
+        cli_versions: set[str] | None = None
         try:
             with psycopg.connect(settings.database_url, autocommit=True, connect_timeout=10) as conn:
-                recorded = migrate.applied(conn)
-            how = "DATABASE_URL"
-        except psycopg.errors.UndefinedTable:
-            recorded = {}
+                try:
+                    recorded = migrate.applied(conn)
+                except psycopg.errors.UndefinedTable:
+                    cli_versions = _supabase_cli_versions(conn)
             how = "DATABASE_URL"
         except psycopg.Error as exc:
             return Check(name, FAIL, f"cannot read the ledger over DATABASE_URL: {str(exc).strip()[:200]}")
+        if recorded is None:
+            return _compare_with_supabase_cli(name, list(files), cli_versions)
     elif settings.supabase_url and settings.supabase_service_role_key:
         url, key = settings.supabase_url.rstrip("/"), settings.supabase_service_role_key
         try:
@@ -289,6 +299,47 @@ def _doctor_migrations(settings: config_mod.Settings, client: Any) -> Check:
             parts.append(f"changed since applied: {', '.join(changed[:3])}")
         return Check(name, FAIL, "; ".join(parts))
     return Check(name, OK, f"all {len(files)} applied (read over {how})")
+
+
+# The Supabase CLI's ledger: `supabase db push` records each file's version, the digits before its
+# first "_", in a text column (supabase/cli, pkg/migration/history.go and file.go).
+SUPABASE_CLI_LEDGER = "supabase_migrations.schema_migrations"
+
+
+def _supabase_cli_versions(conn: Any) -> set[str] | None:
+    """The versions the Supabase CLI recorded as applied, or None when it has no ledger here."""
+    if conn.execute("select to_regclass(%s)", (SUPABASE_CLI_LEDGER,)).fetchone()[0] is None:
+        return None
+    return {str(row[0]) for row in conn.execute(f"select version from {SUPABASE_CLI_LEDGER}").fetchall()}
+
+
+def _compare_with_supabase_cli(name: str, files: list[str], versions: set[str] | None) -> Check:
+    """Our files against the CLI's ledger, for a database set up with `supabase db push`: by version
+    only, since the CLI keeps no checksum."""
+    if versions is None:
+        # Without any ledger nothing says what was applied; orch_snapshot's own check fails when our
+        # functions are missing, so this one only points at the way to know.
+        return Check(
+            name,
+            WARN,
+            f"no ledger: neither orchestrator_schema_migrations nor {SUPABASE_CLI_LEDGER} exists, so "
+            "what is applied is unknown; apply migrations/ with `orchestrator migrate`",
+        )
+    pending = [f for f in files if f.split("_", 1)[0] not in versions]
+    if pending:
+        shown = ", ".join(pending[:3]) + (", ..." if len(pending) > 3 else "")
+        return Check(
+            name,
+            FAIL,
+            f"{len(pending)} not in the Supabase CLI's ledger ({shown}): copy them into "
+            "supabase/migrations/ and `supabase db push`",
+        )
+    return Check(
+        name,
+        OK,
+        f"all {len(files)} recorded by the Supabase CLI ({SUPABASE_CLI_LEDGER}, read over DATABASE_URL; "
+        "by version, without checksums)",
+    )
 
 
 def _doctor_database(settings: config_mod.Settings, client: Any) -> list[Check]:
@@ -386,12 +437,26 @@ def _doctor_runpod(settings: config_mod.Settings) -> list[Check]:
     from orchestrator.wiring import make_provider
 
     checks: list[Check] = []
+    volumes = list(settings.runpod_storage_name or ())
+    # Known without asking the API, so reported even when the key is refused: one round of fixes.
+    no_volume: list[Check] = []
+    if not volumes:
+        # The worker's checkout lives on the volume: against Runpod every pod would fail its check.
+        # The emulator's pods carry a stand-in worker, so there it only deserves a look.
+        no_volume.append(
+            Check(
+                "runpod: network volume",
+                FAIL if config_mod.targets_real_runpod(settings.runpod_api_base_url) else WARN,
+                "RUNPOD_STORAGE_NAME unset: pods get no volume, so no worker checkout "
+                "(`orchestrator volumes` lists the account's volumes)",
+            )
+        )
     provider = make_provider(settings)
     try:
         try:
             gpus = provider.list_gpu_types(fresh=True)
         except Exception as exc:
-            return [Check("runpod: API key", FAIL, f"{type(exc).__name__}: {str(exc)[:250]}")]
+            return [Check("runpod: API key", FAIL, f"{type(exc).__name__}: {str(exc)[:250]}"), *no_volume]
         checks.append(
             Check(
                 "runpod: API key",
@@ -405,15 +470,7 @@ def _doctor_runpod(settings: config_mod.Settings) -> list[Check]:
                 checks.append(Check(f"runpod: GPU type {gpu}", OK, f"exists ({getattr(found, 'id', gpu)})"))
             except Exception as exc:
                 checks.append(Check(f"runpod: GPU type {gpu}", FAIL, str(exc)[:250]))
-        volumes = list(settings.runpod_storage_name or ())
-        if not volumes:
-            checks.append(
-                Check(
-                    "runpod: network volume",
-                    WARN,
-                    "RUNPOD_STORAGE_NAME unset: pods get no volume, so no worker checkout",
-                )
-            )
+        checks.extend(no_volume)
         for name in volumes:
             try:
                 vol = provider.find_volume(name)
@@ -434,12 +491,17 @@ def _doctor_ssh(settings: config_mod.Settings) -> list[Check]:
     checks: list[Check] = []
     private = settings.runpod_ssh_private_key_path
     public = settings.runpod_ssh_public_key_path
+    key: paramiko.PKey | None = None
     if not private:
+        real = config_mod.targets_real_runpod(settings.runpod_api_base_url)
         checks.append(
             Check(
                 "ssh: private key",
-                WARN,
-                "RUNPOD_SSH_PRIVATE_KEY_PATH unset: pods are logged into with a password, which Runpod's images rarely allow",
+                FAIL if real else WARN,
+                config_mod.SSH_KEY_REQUIRED
+                if real
+                else "RUNPOD_SSH_PRIVATE_KEY_PATH unset: pods are logged into with a password, which "
+                "Runpod's images do not have (fine against the emulator only)",
             )
         )
     else:
@@ -448,7 +510,9 @@ def _doctor_ssh(settings: config_mod.Settings) -> list[Check]:
             key = paramiko.PKey.from_path(path)
             checks.append(Check("ssh: private key", OK, f"{path} readable ({key.get_name()})"))
         except Exception as exc:  # a passphrase raises TypeError, a file that is not a key ValueError
-            checks.append(Check("ssh: private key", FAIL, f"{path}: {type(exc).__name__}: {exc}"[:300]))
+            checks.append(
+                Check("ssh: private key", FAIL, config_mod.private_key_problem(str(path), exc)[:400])
+            )
     if public:
         path = Path(str(public)).expanduser()
         try:
@@ -456,9 +520,23 @@ def _doctor_ssh(settings: config_mod.Settings) -> list[Check]:
             if len(words) < 2 or not words[0].startswith(("ssh-", "ecdsa-", "sk-")):
                 raise ValueError("not an OpenSSH public key line")
             base64.b64decode(words[1], validate=True)
-            checks.append(Check("ssh: public key", OK, f"{path} readable ({words[0]})"))
         except (OSError, ValueError) as exc:
             checks.append(Check("ssh: public key", FAIL, f"{path}: {type(exc).__name__}: {exc}"[:300]))
+        else:
+            # Pods authorise the public file and the daemon logs in with the private one: two halves of
+            # different pairs parse fine and every login is refused.
+            if key is not None and (words[0], words[1]) != (key.get_name(), key.get_base64()):
+                checks.append(
+                    Check(
+                        "ssh: public key",
+                        FAIL,
+                        f"{path} ({words[0]}) is not the public half of {private}: pods would refuse "
+                        f"every login; write the right one with `ssh-keygen -y -f {private} > {path}`",
+                    )
+                )
+            else:
+                matched = " (matches the private key)" if key is not None else ""
+                checks.append(Check("ssh: public key", OK, f"{path} readable ({words[0]}){matched}"))
     return checks
 
 

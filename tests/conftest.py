@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
+import psycopg
 import pytest
 
 from orchestrator.adapters.db.base import Database
 from orchestrator.adapters.db.migrate import apply_migrations
 from orchestrator.adapters.db.postgres import PostgresTransport
 from orchestrator.standins.pg import TempPostgres
+from orchestrator.standins.stack import Stack
 
 pytest_plugins = ["tests.plugins.supabase", "tests.plugins.emulator", "tests.plugins.sandbox"]
 
@@ -57,3 +60,18 @@ def db(database_url: str) -> Iterator[Database]:
         yield database
     finally:
         database.close()
+
+
+@contextmanager
+def embedded_stack(pg: TempPostgres, speed: float) -> Iterator[Stack]:
+    """The embedded stack (a migrated database, the PostgREST stand-in, the Runpod emulator) on the
+    session's server, for tests that run the CLI or the daemon against it; its database is dropped after."""
+    s = Stack(pg=pg, speed=speed)
+    s.start()
+    dbname = psycopg.conninfo.conninfo_to_dict(s.database_url).get("dbname")
+    try:
+        yield s
+    finally:
+        s.stop()
+        if dbname:
+            pg.drop_database(str(dbname))

@@ -54,7 +54,7 @@ from orchestrator.adapters.worker_recipe import (
     validate_worker_id,
 )
 from orchestrator.core import errors
-from orchestrator.core.config import parse_packages
+from orchestrator.core.config import parse_packages, private_key_problem
 from orchestrator.ports import ResumeResult, ResumeStatus, SpawnedPod
 
 log = structlog.get_logger(__name__)
@@ -267,14 +267,7 @@ class RunpodProvider(PodSSH):
             try:
                 self._pkey = paramiko.PKey.from_path(self.ssh_private_key_path)
             except Exception as e:
-                # paramiko raises TypeError for a key protected by a passphrase and ValueError (or
-                # UnknownKeyType) for a file that is not a key: all the same configuration problem.
-                raise errors.ConfigError(
-                    [
-                        f"RUNPOD_SSH_PRIVATE_KEY_PATH={self.ssh_private_key_path}: not a usable private key"
-                        f" ({type(e).__name__}: {e}); it must be unencrypted (no passphrase)"
-                    ]
-                ) from e
+                raise errors.ConfigError([private_key_problem(self.ssh_private_key_path, e)]) from e
         return self._pkey
 
     def startup_warnings(self) -> list[tuple[str, str]]:

@@ -247,9 +247,10 @@ class Settings:
             return list(value)
         return value
 
-    def require(self, *, database: bool = False, runpod: bool = False) -> None:
-        """Check what a command needs beyond well-formed values (the daemon needs both)."""
-        problems = _requirement_problems(self.values, database=database, runpod=runpod)
+    def require(self, *, database: bool = False, runpod: bool = False, ssh: bool = False) -> None:
+        """Check what a command needs beyond well-formed values (the daemon needs all three: ``ssh``
+        for the commands that log into pods)."""
+        problems = _requirement_problems(self.values, database=database, runpod=runpod, ssh=ssh)
         if problems:
             raise ConfigError(problems)
 
@@ -310,7 +311,12 @@ def _backend(values: Mapping[str, Any]) -> str:
 
 
 def _requirement_problems(
-    values: Mapping[str, Any], *, database: bool, runpod: bool, skip: frozenset[str] = frozenset()
+    values: Mapping[str, Any],
+    *,
+    database: bool,
+    runpod: bool,
+    ssh: bool = False,
+    skip: frozenset[str] = frozenset(),
 ) -> list[str]:
     """What a command needs set; ``skip`` names variables already reported as malformed."""
     found: list[tuple[str, str]] = []
@@ -339,10 +345,58 @@ def _requirement_problems(
         found.append(
             ("RUNPOD_API_KEY", "RUNPOD_API_KEY is unset: expected the API key of your Runpod account")
         )
-    # The SSH key paths are optional, as they were in the original: without a private key the daemon
-    # logs into pods with a password and says so once at start-up (RunpodClient.startup_warnings).
+    # Only the commands that manage pods (run, tick) log into them. Against the emulator
+    # the key stays optional, as in the original (a password login, warned about at start-up); against
+    # Runpod itself a password login cannot work, so the daemon would spawn pods that never pass a check.
+    real = targets_real_runpod(values.get("RUNPOD_API_BASE_URL"))
+    if ssh and real and not values.get("RUNPOD_SSH_PRIVATE_KEY_PATH"):
+        found.append(("RUNPOD_SSH_PRIVATE_KEY_PATH", SSH_KEY_REQUIRED))
     # A malformed value was reset to its default; calling it "unset" as well would report it twice.
     return [problem for name, problem in found if name not in skip]
+
+
+# Runpod's official images have no root password: their start script installs PUBLIC_KEY as the way
+# in (runpod/containers, container-template/start.sh), and Runpod's "Connect to a Pod with SSH" page has
+# a password login only after running its own script on the pod.
+SSH_KEY_REQUIRED = (
+    "RUNPOD_SSH_PRIVATE_KEY_PATH is unset: Runpod's images take SSH logins only with the key given as "
+    "PUBLIC_KEY (they have no root password), so no worker could pass its checks; set "
+    "RUNPOD_SSH_PRIVATE_KEY_PATH and RUNPOD_SSH_PUBLIC_KEY_PATH to an unencrypted key pair"
+)
+
+
+def targets_real_runpod(base_url: Any) -> bool:
+    """Whether RUNPOD_API_BASE_URL is Runpod's own API (any host under runpod.io, the default
+    included) rather than the emulator or another stand-in."""
+    try:
+        host = urlsplit(str(base_url or REAL_RUNPOD_BASE_URL)).hostname or ""
+    except ValueError:
+        return False
+    return host == "runpod.io" or host.endswith(".runpod.io")
+
+
+def private_key_problem(path: str, exc: BaseException) -> str:
+    """Why the key file at ``path`` cannot be used, and what to do, from what loading it raised.
+
+    Unreadable is told apart: the file is fine and only its owner or mode is wrong, which the generic
+    "not a key, or has a passphrase" would send the operator looking in the wrong place."""
+    if isinstance(exc, PermissionError):
+        try:
+            st = os.stat(path)
+            owner = f"owned by uid {st.st_uid}, gid {st.st_gid}, mode {st.st_mode & 0o777:04o}"
+        except OSError:
+            owner = "its directory is not searchable either"
+        return (
+            f"RUNPOD_SSH_PRIVATE_KEY_PATH={path}: this process (uid {os.getuid()}) cannot read it "
+            f"({owner}); make it readable to the daemon's user: `chown <uid> {path}` (uid 10001 in the "
+            "image), or give the process the file's group (`docker run --group-add <gid>`)"
+        )
+    # paramiko raises TypeError for a key protected by a passphrase and ValueError (or UnknownKeyType)
+    # for a file that is not a key: the same fix for both.
+    return (
+        f"RUNPOD_SSH_PRIVATE_KEY_PATH={path}: not a usable private key ({type(exc).__name__}: {exc}); "
+        "it must be unencrypted (no passphrase)"
+    )
 
 
 def url_problem(
@@ -414,7 +468,30 @@ def _value_warnings(values: Mapping[str, Any]) -> list[ConfigWarning]:
                 {"name": "WORKER_POLL_INTERVAL_SEC", "value": poll, "wait_target_sec": target},
             )
         )
+    # The worker hands this key to the app's Edge Functions as its access token. Reigh's grant service
+    # access only to a token equal to their SUPABASE_SERVICE_ROLE_KEY (banodoco/reigh-app,
+    # supabase/functions/_shared/auth.ts), which in Edge Functions is the legacy service_role key; the
+    # new secret keys are in SUPABASE_SECRET_KEYS (Supabase docs, "Edge Functions: Environment
+    # Variables"). Any other token is looked up as a personal access token and refused: workers would
+    # heartbeat and never claim a task, their GPUs billing.
+    key = values.get("SUPABASE_SERVICE_ROLE_KEY")
+    if isinstance(key, str) and key.startswith(NEW_SECRET_KEY_PREFIX):
+        found.append(
+            ConfigWarning(
+                "config_secret_key_for_workers",
+                f"SUPABASE_SERVICE_ROLE_KEY is a new-style secret key ({NEW_SECRET_KEY_PREFIX}...): the workers "
+                "pass it to the app's Edge Functions, which take only the legacy service_role key as the "
+                "service role and refuse other tokens (403), so no worker would claim a task; use the "
+                "legacy service_role key (Settings > API Keys > Legacy API Keys) until the app accepts "
+                "secret keys (`orchestrator doctor` checks task-counts with it)",
+                {"name": "SUPABASE_SERVICE_ROLE_KEY", "prefix": NEW_SECRET_KEY_PREFIX},
+            )
+        )
     return found
+
+
+# Supabase's new secret API keys ("Migrating to publishable and secret API keys").
+NEW_SECRET_KEY_PREFIX = "sb_secret_"
 
 
 def _cross_checks(values: Mapping[str, Any], skip: frozenset[str] = frozenset()) -> list[str]:
@@ -481,6 +558,7 @@ def load_settings(
     env_file_required: bool = False,
     require_database: bool = False,
     require_runpod: bool = False,
+    require_ssh: bool = False,
 ) -> Settings:
     """Read every variable once; raise ConfigError listing every problem found.
 
@@ -562,7 +640,11 @@ def load_settings(
     problems.extend(p for p in _cross_checks(values, skip=frozenset(malformed)) if p not in problems)
     problems.extend(
         _requirement_problems(
-            values, database=require_database, runpod=require_runpod, skip=frozenset(malformed)
+            values,
+            database=require_database,
+            runpod=require_runpod,
+            ssh=require_ssh,
+            skip=frozenset(malformed),
         )
     )
     warnings.extend(_value_warnings(values))

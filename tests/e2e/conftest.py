@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psycopg
 import pytest
 
 from orchestrator.loop.controller import Controller
@@ -33,6 +32,7 @@ from orchestrator.loop.daemon import Daemon
 from orchestrator.standins.pg import TempPostgres
 from orchestrator.standins.stack import Stack
 from orchestrator.wiring import make_database, make_provider
+from tests.conftest import embedded_stack
 
 # Boot delays divided by this: a cached boot is 30 s / 500 = 60 ms (the sshd sandbox start is real).
 EMULATOR_SPEED = 500.0
@@ -77,15 +77,8 @@ def wait_until(predicate: Callable[[], T | None], timeout: float, what: str, int
 
 @pytest.fixture
 def stack(pg: TempPostgres) -> Iterator[Stack]:
-    s = Stack(pg=pg, speed=EMULATOR_SPEED)
-    s.start()
-    dbname = psycopg.conninfo.conninfo_to_dict(s.database_url).get("dbname")
-    try:
+    with embedded_stack(pg, EMULATOR_SPEED) as s:
         yield s
-    finally:
-        s.stop()
-        if dbname:
-            pg.drop_database(str(dbname))
 
 
 # -- the stack, read the way an operator would ------------------------------------------------------

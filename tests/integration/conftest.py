@@ -1,4 +1,4 @@
-"""Fixtures shared by the integration tests of the SQL contract (the database ones are in tests/conftest.py)."""
+"""Fixtures shared by the integration tests (the database ones are in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import pytest
 from psycopg.rows import dict_row
 
 from orchestrator.adapters.db.base import Database
+from orchestrator.standins.pg import TempPostgres
+from orchestrator.standins.stack import Stack
+from tests.conftest import embedded_stack
 from tests.integration.test_runpod_failures import Stub
 
 
@@ -26,6 +29,13 @@ def token(db: Database) -> int:
     lease = db.lease_acquire("leader-1", 60)
     assert lease["acquired"] is True
     return int(lease["token"])
+
+
+@pytest.fixture
+def stack(pg: TempPostgres) -> Iterator[Stack]:
+    """The embedded stack at 500x, for tests that run the CLI against it."""
+    with embedded_stack(pg, 500.0) as s:
+        yield s
 
 
 @pytest.fixture

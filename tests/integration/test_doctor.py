@@ -9,30 +9,12 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import psycopg
-import pytest
-
 from orchestrator.standins.emulator import EmulatorServer
-from orchestrator.standins.pg import TempPostgres
 from orchestrator.standins.stack import Stack
-
-
-@pytest.fixture
-def stack(pg: TempPostgres) -> Iterator[Stack]:
-    s = Stack(pg=pg, speed=500.0)
-    s.start()
-    dbname = psycopg.conninfo.conninfo_to_dict(s.database_url).get("dbname")
-    try:
-        yield s
-    finally:
-        s.stop()
-        if dbname:
-            pg.drop_database(str(dbname))
 
 
 def doctor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

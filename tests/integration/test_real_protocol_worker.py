@@ -20,25 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from orchestrator.standins.pg import TempPostgres
 from orchestrator.standins.stack import Stack
 from orchestrator.wiring import make_database
-
-
-@pytest.fixture
-def stack(pg: TempPostgres) -> Iterator[Stack]:
-    s = Stack(pg=pg, speed=500.0)
-    s.start()
-    dbname = psycopg.conninfo.conninfo_to_dict(s.database_url).get("dbname")
-    try:
-        yield s
-    finally:
-        s.stop()
-        if dbname:
-            pg.drop_database(str(dbname))
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:

@@ -75,14 +75,16 @@ def test_daemon_requirements_name_what_is_missing() -> None:
     assert "RUNPOD_API_KEY" in text
 
 
-def test_ssh_key_paths_are_optional_as_in_the_original() -> None:
+def test_ssh_key_paths_are_optional_against_the_emulator_as_in_the_original() -> None:
     """The original's table lists RUNPOD_SSH_PUBLIC_KEY_PATH and RUNPOD_SSH_PRIVATE_KEY_PATH with no
-    default: without them it logged in with the pod's password. The daemon starts (and warns)."""
-    s = config.load_settings(
-        {"RUNPOD_API_KEY": "rpa_x", "DATABASE_URL": "postgresql://u@127.0.0.1:9/db"}, env_file=None
-    )
+    default: without them it logged in with the pod's password. Against the emulator the daemon starts
+    (and warns); against Runpod, whose images have no password, it refuses to."""
+    env = {"RUNPOD_API_KEY": "rpa_x", "DATABASE_URL": "postgresql://u@127.0.0.1:9/db"}
+    s = config.load_settings({**env, "RUNPOD_API_BASE_URL": "http://127.0.0.1:9"}, env_file=None)
     s.require(database=True, runpod=True)
     assert s.runpod_ssh_private_key_path is None and s.runpod_ssh_public_key_path is None
+    with pytest.raises(ConfigError, match="RUNPOD_SSH_PRIVATE_KEY_PATH is unset"):
+        config.load_settings(env, env_file=None, require_database=True, require_runpod=True, require_ssh=True)
 
 
 def test_worker_start_settings_default_to_the_original_and_are_validated() -> None:
@@ -586,7 +588,9 @@ def test_a_heartbeat_timeout_under_three_of_the_workers_beats_is_warned_about(tm
     short = config.load_settings({"HEARTBEAT_TIMEOUT_SEC": "30"})
     with structlog.testing.capture_logs() as logs:
         cli._log_warnings(short, runs_the_fleet=True)
-    assert [(e["event"], e["value"], e["below"]) for e in logs] == [("config_heartbeat_timeout_short", 30, 60)]
+    assert [(e["event"], e["value"], e["below"]) for e in logs] == [
+        ("config_heartbeat_timeout_short", 30, 60)
+    ]
     with structlog.testing.capture_logs() as logs:
         cli._log_warnings(short, runs_the_fleet=False)
     assert logs == []
@@ -604,6 +608,22 @@ def test_a_worker_poll_as_long_as_the_wait_target_is_warned_about() -> None:
     with structlog.testing.capture_logs() as logs:
         cli._log_warnings(slow, runs_the_fleet=True)
     assert [(e["event"], e["value"]) for e in logs] == [("config_worker_poll_slow", 10)]
+
+
+def test_a_new_style_secret_key_is_warned_about_without_its_value() -> None:
+    # The workers pass the key to the app's Edge Functions, which grant the service role only to the
+    # legacy service_role key and refuse any other token (403): they would never claim a task.
+    secret = "sb_secret_" + "k" * 30
+    settings = config.load_settings({"SUPABASE_SERVICE_ROLE_KEY": secret})
+    [warning] = settings.warnings
+    assert warning.event == "config_secret_key_for_workers" and "legacy service_role key" in warning.message
+    with structlog.testing.capture_logs() as logs:
+        cli._log_warnings(settings, runs_the_fleet=True)
+    assert [(e["event"], e["name"]) for e in logs] == [
+        ("config_secret_key_for_workers", "SUPABASE_SERVICE_ROLE_KEY")
+    ]
+    assert secret not in repr(logs) and secret not in warning.message
+    assert config.load_settings({"SUPABASE_SERVICE_ROLE_KEY": "eyJhbGciOiJIUzI1NiJ9.e30.x"}).warnings == ()
 
 
 def test_an_inline_comment_in_the_env_file_is_warned_about_with_its_line(tmp_path: Path) -> None:

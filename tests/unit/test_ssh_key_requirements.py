@@ -1,0 +1,142 @@
+"""Day one against Runpod itself: what `orchestrator doctor` and `orchestrator run` say about the SSH key
+pair and the network volume, which the emulator tolerates and Runpod's images do not."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import paramiko
+import pytest
+
+from orchestrator import setup_commands
+from orchestrator.core import config
+from orchestrator.core.errors import ConfigError
+
+REAL = "https://api.runpod.io"
+EMULATOR = "http://127.0.0.1:9"
+BASE = {"RUNPOD_API_KEY": "rpa_x", "DATABASE_URL": "postgresql://u@127.0.0.1:9/db"}
+
+
+def _keypair(directory: Path, name: str) -> tuple[Path, Path]:
+    """A private key file and its public line, as `ssh-keygen` writes them."""
+    key = paramiko.RSAKey.generate(2048)
+    private = directory / name
+    key.write_private_key_file(str(private))
+    public = directory / f"{name}.pub"
+    public.write_text(f"{key.get_name()} {key.get_base64()} {name}\n")
+    return private, public
+
+
+def _settings(**env: str) -> config.Settings:
+    return config.load_settings({**BASE, **env}, env_file=None)
+
+
+def _by_name(checks: list[setup_commands.Check]) -> dict[str, setup_commands.Check]:
+    return {c.name: c for c in checks}
+
+
+def test_run_against_runpod_without_a_private_key_exits_2_listing_every_problem() -> None:
+    keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "--env-file", "/dev/null", "run"],
+        env={**keep, **BASE, "MIN_ACTIVE_GPUS": "5", "MAX_ACTIVE_GPUS": "2"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "RUNPOD_SSH_PRIVATE_KEY_PATH is unset" in result.stderr
+    assert "no root password" in result.stderr
+    assert "MIN_ACTIVE_GPUS=5 is greater than MAX_ACTIVE_GPUS=2" in result.stderr, "one report"
+
+
+def test_the_key_stays_optional_against_the_emulator_and_for_commands_that_never_log_in() -> None:
+    _settings(RUNPOD_API_BASE_URL=EMULATOR).require(database=True, runpod=True, ssh=True)
+    _settings().require(database=True, runpod=True)  # `orchestrator plan`, `pods`: they only read
+    _settings().require(runpod=True)  # `orchestrator gpus`, `volumes`
+    _settings().require(database=True)  # `status`, `migrate`
+    with pytest.raises(ConfigError, match="RUNPOD_SSH_PRIVATE_KEY_PATH"):
+        _settings(RUNPOD_API_BASE_URL="https://api.runpod.io/").require(database=True, runpod=True, ssh=True)
+
+
+@pytest.mark.parametrize(("url", "status"), [(REAL, "FAIL"), (EMULATOR, "warn")])
+def test_doctor_without_a_private_key(url: str, status: str) -> None:
+    found = _by_name(setup_commands._doctor_ssh(_settings(RUNPOD_API_BASE_URL=url)))
+    assert found["ssh: private key"].status == status
+    assert "RUNPOD_SSH_PRIVATE_KEY_PATH" in found["ssh: private key"].detail
+
+
+def test_doctor_fails_a_public_key_of_another_pair(tmp_path: Path) -> None:
+    private, public = _keypair(tmp_path, "id_a")
+    _, other_public = _keypair(tmp_path, "id_b")
+    found = _by_name(
+        setup_commands._doctor_ssh(
+            _settings(RUNPOD_SSH_PRIVATE_KEY_PATH=str(private), RUNPOD_SSH_PUBLIC_KEY_PATH=str(other_public))
+        )
+    )
+    assert found["ssh: private key"].status == "ok"
+    assert found["ssh: public key"].status == "FAIL"
+    assert "is not the public half of" in found["ssh: public key"].detail
+    found = _by_name(
+        setup_commands._doctor_ssh(
+            _settings(RUNPOD_SSH_PRIVATE_KEY_PATH=str(private), RUNPOD_SSH_PUBLIC_KEY_PATH=str(public))
+        )
+    )
+    assert found["ssh: public key"].status == "ok", found["ssh: public key"].detail
+
+
+class _Provider:
+    def list_gpu_types(self, fresh: bool = False) -> list[Any]:
+        return [SimpleNamespace(id="NVIDIA GeForce RTX 4090")]
+
+    def resolve_gpu_type(self, name: str) -> Any:
+        return SimpleNamespace(id=name)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("url", "status"), [(REAL, "FAIL"), (EMULATOR, "warn")])
+def test_doctor_without_a_storage_name(monkeypatch: pytest.MonkeyPatch, url: str, status: str) -> None:
+    import orchestrator.wiring
+
+    monkeypatch.setattr(orchestrator.wiring, "make_provider", lambda settings: _Provider())
+    found = _by_name(setup_commands._doctor_runpod(_settings(RUNPOD_API_BASE_URL=url)))
+    assert found["runpod: network volume"].status == status
+    assert "RUNPOD_STORAGE_NAME unset" in found["runpod: network volume"].detail
+    verdict = setup_commands.render_doctor(list(found.values())).splitlines()[-1]
+    assert verdict.startswith("NOT READY") if status == "FAIL" else verdict.startswith("ready")
+
+
+def test_an_unreadable_key_is_named_with_the_uid_and_the_fix(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The container case: the daemon runs as uid 10001, the key is root's and 0640. The tests run as
+    root, who reads anything, so the refusal the kernel would give that uid is raised in its place."""
+    from orchestrator.adapters import provider as provider_mod
+
+    private, _ = _keypair(tmp_path, "id_root")
+    private.chmod(0o640)
+
+    def refused(path: Any, password: Any = None) -> paramiko.PKey:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(paramiko.PKey, "from_path", staticmethod(refused))
+    monkeypatch.setattr(os, "getuid", lambda: 10001)
+    settings = _settings(RUNPOD_SSH_PRIVATE_KEY_PATH=str(private))
+    detail = _by_name(setup_commands._doctor_ssh(settings))["ssh: private key"].detail
+    assert f"{private}: this process (uid 10001) cannot read it" in detail
+    assert "mode 0640" in detail
+    assert "chown" in detail and "--group-add" in detail
+    assert "passphrase" not in detail
+    # The daemon refuses to start with the same words (exit 2), before any pod is spawned.
+    rp = provider_mod.RunpodProvider(api_key="rpa_x", ssh_private_key_path=str(private))
+    with pytest.raises(ConfigError) as info:
+        rp.startup_warnings()
+    assert "(uid 10001) cannot read it" in str(info.value)
