@@ -511,7 +511,7 @@ def _doctor_ssh(settings: config_mod.Settings) -> list[Check]:
             checks.append(Check("ssh: private key", OK, f"{path} readable ({key.get_name()})"))
         except Exception as exc:  # a passphrase raises TypeError, a file that is not a key ValueError
             checks.append(
-                Check("ssh: private key", FAIL, config_mod.private_key_problem(str(path), exc)[:400])
+                Check("ssh: private key", FAIL, config_mod.private_key_problem(str(path), exc)[:800])
             )
     if public:
         path = Path(str(public)).expanduser()

@@ -388,7 +388,7 @@ def private_key_problem(path: str, exc: BaseException) -> str:
             owner = "its directory is not searchable either"
         return (
             f"RUNPOD_SSH_PRIVATE_KEY_PATH={path}: this process (uid {os.getuid()}) cannot read it "
-            f"({owner}); make it readable to the daemon's user: `chown <uid> {path}` (uid 10001 in the "
+            f"({owner}); make it readable to the daemon's user: `chown` it to that uid (10001 in the "
             "image), or give the process the file's group (`docker run --group-add <gid>`)"
         )
     # paramiko raises TypeError for a key protected by a passphrase and ValueError (or UnknownKeyType)

@@ -64,6 +64,7 @@ from typing import Any
 
 from orchestrator.core import pool
 from orchestrator.core.actions import (
+    Drain,
     FailWorker,
     Initialize,
     MarkTerminated,
@@ -211,6 +212,11 @@ def plan(
     capacity = len(booting) + len(active)
     capacity -= scale_down(d, booting, active, aim, capacity)
     missing = max(0, aim.desired - capacity)
+    if any(isinstance(a, Drain) and a.reason is Reason.UNCLAIMED_WORK for a in d.actions):
+        # A worker drained beside tasks it would not take: a replacement would not take them either.
+        # Nothing is added this tick; from the next, the daemon leaves them out of the queue it reads
+        # (orchestrator.loop.passed_over), and later tasks get workers again.
+        missing = 0
     reactivated = draining(d, drained, missing, pooled)
     capacity += reactivated
     missing -= reactivated

@@ -32,7 +32,8 @@ from orchestrator.core import errors, policy
 from orchestrator.core.actions import Action, Plan
 from orchestrator.core.config import Settings
 from orchestrator.core.observed import PodView, Snapshot, Worker
-from orchestrator.loop import executor
+from orchestrator.core.states import Meta, Reason
+from orchestrator.loop import executor, passed_over
 from orchestrator.loop.effects import LiveEffects, run_now
 from orchestrator.loop.lease import Lease, default_holder
 from orchestrator.loop.metrics import Metrics
@@ -127,6 +128,8 @@ class Controller:
         self._catalog = Catalog()
         self._catalog_at = 0.0
         self._problems_logged: dict[str, tuple[float | None, int]] = {}  # problem -> (logged at, repeats)
+        # Tasks a worker sat idle beside, kept out of the demand (passed_over): set by an action thread.
+        self._passed_over: passed_over.PassedOver | None = None
         self._closed = False
 
     # -- the lease ----------------------------------------------------------------------------------
@@ -247,8 +250,8 @@ class Controller:
                 del self._problems_logged[key]
 
     def decide(self, gathered: Gathered) -> Plan:
-        """The pure policy on what gather returned (nothing else reaches it)."""
-        snapshot, catalog = gathered.snapshot, gathered.catalog
+        """The pure policy on what gather returned, its queue narrowed by the tasks set aside."""
+        snapshot, catalog = self._narrowed(gathered.snapshot), gathered.catalog
         now = snapshot.now or datetime.now(UTC)
         return policy.plan(
             snapshot,
@@ -258,6 +261,29 @@ class Controller:
             prices=catalog.prices,
             data_centers=catalog.data_centers,
         )
+
+    def _narrowed(self, snapshot: Snapshot) -> Snapshot:
+        with self._lock:
+            passed = self._passed_over
+        if passed is None:
+            return snapshot
+        narrowed, ended = passed_over.narrow(snapshot, passed)
+        if ended is not None:
+            with self._lock:
+                if self._passed_over is passed:
+                    self._passed_over = None
+            log.info("tasks_set_aside_ended", why=ended, **passed.to_log())
+        return narrowed
+
+    def _note_passed_over(self, action: Action) -> None:
+        """After a drain for ``idle_while_tasks_waited``: the tasks it passed over buy no more workers."""
+        unclaimed = getattr(action, "metadata", {}).get(Meta.UNCLAIMED)
+        passed = passed_over.note(unclaimed, datetime.fromtimestamp(self._db_clock(), UTC))
+        if passed is None:
+            return
+        with self._lock:
+            self._passed_over = passed
+        log.warning("tasks_set_aside", worker_id=getattr(action, "worker_id", None), **passed.to_log())
 
     def dry_run(self) -> tuple[Snapshot, list[PodView] | None, Plan]:
         """What a tick would decide now, changing nothing (``orchestrator plan``)."""
@@ -404,6 +430,11 @@ class Controller:
                 outcome, result = "crashed", {"error": repr(exc)[:500]}
             if outcome == "ok" and result.get("skipped_steps"):
                 outcome = "partial"  # its ending happened; something around it did not (action_step_failed)
+            if outcome == "ok" and action.reason is Reason.UNCLAIMED_WORK:
+                try:
+                    self._note_passed_over(action)
+                except Exception:  # a bookkeeping fault must not lose the outcome
+                    log.exception("passed_over_not_noted", action=action.kind)
             try:
                 self.metrics.actions.labels(kind=action.kind, outcome=outcome).inc()
             except Exception:  # a metrics fault must not lose the outcome

@@ -26,16 +26,25 @@ WORKER = "gpu-20261207_010000-0a1b2c3d"
 
 
 class ListingProvider(RecordingProvider):
-    """The recorder, listing the worker's pod as running with SSH up."""
+    """The recorder, listing the worker's pod as running with SSH up (until it is terminated)."""
+
+    stopped: bool = False
+
+    def stop(self, runpod_id: str) -> bool:
+        self.stopped = True
+        return super().stop(runpod_id)
 
     def list_pods(self) -> list[Any]:
+        if POD in self.terminated:
+            return []
+        status = "EXITED" if self.stopped else "RUNNING"
         return [
             SimpleNamespace(
                 id=POD,
                 name=WORKER,
-                actual_status="RUNNING",
-                desired_status="RUNNING",
-                ssh_ready=True,
+                actual_status=status,
+                desired_status=status,
+                ssh_ready=not self.stopped,
                 ssh_host="203.0.113.7",
                 ssh_port=22022,
                 cost_per_hr=0.59,
@@ -45,6 +54,30 @@ class ListingProvider(RecordingProvider):
                 data_center="EU-RO-1",
             )
         ]
+
+
+def _idle_beside_an_old_task(db: Database, token: int, database_url: str, idle_limit: int) -> str:
+    """The worker active for twice the idle limit, heartbeating, with no task ever; beside it a task of
+    a type it does not serve, queued three times the idle limit ago. Returns the task's id."""
+    _row_in(db, token, WORKER, "active")
+    with psycopg.connect(database_url, autocommit=True) as raw, raw.cursor() as cur:
+        # The worker guard stamps activated_at itself on the move to active: step around it to backdate
+        # the row (the test owns the throwaway database).
+        cur.execute("set session_replication_role = replica")
+        cur.execute(
+            "update workers set activated_at = now() - make_interval(secs => %s),"
+            " created_at = now() - make_interval(secs => %s), last_heartbeat = now() where id = %s",
+            (2 * idle_limit, 2 * idle_limit + 60, WORKER),
+        )
+        cur.execute("set session_replication_role = origin")
+        cur.execute(
+            "insert into tasks (task_type, params, status, created_at)"
+            " values ('lora_training', '{}'::jsonb, 'Queued', now() - make_interval(secs => %s)) returning id",
+            (3 * idle_limit,),
+        )
+        found = cur.fetchone()
+    assert found is not None
+    return str(found[0])
 
 
 def test_a_worker_idle_beside_a_task_it_does_not_take_is_drained_and_the_operator_told(
@@ -57,24 +90,7 @@ def test_a_worker_idle_beside_a_task_it_does_not_take_is_drained_and_the_operato
     try:
         token = controller._ensure_lease()
         assert token is not None
-        _row_in(db, token, WORKER, "active")
-        with psycopg.connect(database_url, autocommit=True) as raw, raw.cursor() as cur:
-            # Active for twice the idle limit, heartbeating, no task ever; a task of a type the worker
-            # does not serve has waited three times that.
-            # The worker guard stamps activated_at itself on the move to active: step around it to
-            # backdate the row (the test owns the throwaway database).
-            cur.execute("set session_replication_role = replica")
-            cur.execute(
-                "update workers set activated_at = now() - make_interval(secs => %s),"
-                " created_at = now() - make_interval(secs => %s), last_heartbeat = now() where id = %s",
-                (2 * idle_limit, 2 * idle_limit + 60, WORKER),
-            )
-            cur.execute("set session_replication_role = origin")
-            cur.execute(
-                "insert into tasks (task_type, params, status, created_at)"
-                " values ('lora_training', '{}'::jsonb, 'Queued', now() - make_interval(secs => %s))",
-                (3 * idle_limit,),
-            )
+        _idle_beside_an_old_task(db, token, database_url, idle_limit)
         with capture_logs() as logs:
             result = controller.tick()
     finally:
@@ -92,3 +108,55 @@ def test_a_worker_idle_beside_a_task_it_does_not_take_is_drained_and_the_operato
     [warning] = [e for e in logs if e["event"] == "tasks_not_claimed"]
     assert warning["log_level"] == "warning" and warning["worker_id"] == WORKER, warning
     assert warning["by_type"] == {"lora_training": 1} and "claimable view" in warning["hint"], warning
+
+
+def _adds(result: Any) -> list[str]:
+    """The actions that would put a GPU to work: a new pod, a pooled one resumed, a drained one kept."""
+    return [a.kind for a in result.plan.actions if a.kind in ("spawn", "resume_pod", "reactivate")]
+
+
+def test_the_tasks_passed_over_buy_no_new_worker_while_later_tasks_still_do(
+    db: Database, database_url: str
+) -> None:
+    """Without this, the drained worker's replacement sat beside the same task for GPU_IDLE_TIMEOUT_SEC
+    and was drained in turn: a boot and ten idle minutes billed, again and again, for a task no worker
+    takes. Set aside, it buys nothing; a task queued after it still gets a worker, and the set-aside
+    ends when the task goes."""
+    settings = config.defaults().replace(max_active_gpus=2)
+    idle_limit = settings.gpu_idle_timeout_sec
+    provider = ListingProvider()
+    controller = Controller(settings, db, provider, holder="unclaimed", apply_budget_sec=30.0)
+    try:
+        token = controller._ensure_lease()
+        assert token is not None
+        old_task = _idle_beside_an_old_task(db, token, database_url, idle_limit)
+        with capture_logs() as logs:
+            drained = controller.tick()
+            assert [a.kind for a in drained.plan.actions] == ["drain"], drained.plan.actions
+            # The next ticks: the idle worker's pod goes to the warm pool; the task it passed over asks
+            # for no worker, new or pooled.
+            later = [controller.tick() for _ in range(3)]
+        assert provider.stopped, [r.plan.actions for r in later]
+        assert all(not _adds(r) for r in later), [r.plan.actions for r in later]
+        assert later[-1].summary["status"]["queued"] == 1  # the tick summary still shows the real queue
+        assert later[-1].summary["status"]["stopped"] == 1, later[-1].summary["status"]
+        [aside] = [e for e in logs if e["event"] == "tasks_set_aside"]
+        assert aside["tasks"] == 1 and aside["by_type"] == {"lora_training": 1}
+        assert aside["log_level"] == "warning"
+
+        # A task queued now is someone else's: it gets a worker (the pooled one, resumed).
+        with psycopg.connect(database_url, autocommit=True) as raw:
+            raw.execute(
+                "insert into tasks (task_type, params, status) values ('generate', '{}'::jsonb, 'Queued')"
+            )
+        assert _adds(controller.tick()) == ["resume_pod"]
+
+        # The operator fails the task passed over: the set-aside ends with it.
+        with psycopg.connect(database_url, autocommit=True) as raw:
+            raw.execute("update tasks set status = 'Failed' where id = %s", (old_task,))
+        with capture_logs() as logs:
+            controller.tick()
+        [ended] = [e for e in logs if e["event"] == "tasks_set_aside_ended"]
+        assert ended["why"] == "claimed_or_gone"
+    finally:
+        controller.shutdown(timeout=10)

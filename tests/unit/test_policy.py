@@ -427,6 +427,7 @@ def test_a_worker_idle_beside_a_task_that_waited_all_along_is_drained_with_the_q
     result = run(replace(snap([lazy]), queue=queue), pods_for([lazy]))
     [drain] = result.of_kind(Drain)
     assert drain.reason == Reason.UNCLAIMED_WORK and drain.reason.value == "idle_while_tasks_waited"
+    assert spawns(result) == []  # a replacement would sit beside them too
     assert drain.metadata[Meta.UNCLAIMED] == {
         "claimable": 2,
         "by_type": {"lora": 2},
