@@ -8,7 +8,7 @@ scheduler's job instead loses such a wake-up: apscheduler refuses to start a job
 has not wound up, and its winding up includes its own log line, so a re-run asked for from inside the
 tick is skipped until the next interval whenever that logging is slow.) Over direct Postgres a LISTEN
 thread turns the ``orchestrator_tasks`` notification into a wake-up. SIGTERM/SIGINT let the running
-tick finish, release the lease and return 0.
+tick finish (for up to ``TICK_JOIN_SEC``), release the lease and return 0.
 """
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 log = structlog.get_logger(__name__)
 
 NOTIFY_CHANNEL = "orchestrator_tasks"
+# How long a stop waits for the tick in progress before it releases the lease anyway. A tick can take
+# longer while Runpod is slow (each call retried for up to 120 s); the controller then waits up to 60 s
+# for actions in flight. Both together stay inside the 180 s a supervisor gives (TimeoutStopSec, the
+# compose file's stop_grace_period): killed instead, the daemon would leave its lease to expire, and
+# the next process would wait that long before acting.
+TICK_JOIN_SEC = 60.0
 
 
 class Tickable(Protocol):
@@ -46,8 +52,10 @@ class Daemon:
         follower_interval: float | None = None,
         probe: Callable[[], Any] | None = None,
         probe_interval: float = 0.0,
+        tick_join_sec: float = TICK_JOIN_SEC,
     ) -> None:
         self.controller = controller
+        self.tick_join_sec = tick_join_sec
         self.interval = interval
         # A follower re-checks the lease more often than it would tick, so that it takes over within
         # the lease's lifetime after the leader dies, not a poll interval later.
@@ -211,7 +219,11 @@ class Daemon:
         # Raised so the tick thread, idle or done with its tick, sees the stop and returns.
         self._wake.set()
         if self._ticker is not None:
-            self._ticker.join()
+            self._ticker.join(timeout=self.tick_join_sec)
+            if self._ticker.is_alive():
+                # Its later writes and provider calls are fenced by the lease released below, so the
+                # tick cannot act once this process no longer leads; the thread dies with the process.
+                log.warning("shutdown_tick_unfinished", waited_sec=self.tick_join_sec)
         for thread in (self._listener, self._prober):
             if thread is not None:
                 thread.join(timeout=5)

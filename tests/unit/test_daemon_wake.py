@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from structlog.testing import capture_logs
 
 from orchestrator.loop.daemon import Daemon
 
@@ -128,3 +129,41 @@ def test_a_daemon_whose_ticks_stopped_exits_non_zero_for_its_supervisor_to_resta
         assert daemon.died
     finally:
         daemon.shutdown()
+
+
+class StuckController:
+    """A tick stuck in a provider call (Runpod slow, its retries running), and the lease's release."""
+
+    def __init__(self) -> None:
+        self.in_tick = threading.Event()
+        self.unstick = threading.Event()
+        self.released = threading.Event()
+
+    def tick(self) -> object:
+        self.in_tick.set()
+        self.unstick.wait(60)
+        return None
+
+    def shutdown(self) -> None:
+        self.released.set()
+
+
+def test_a_stop_releases_the_lease_even_while_a_tick_is_stuck() -> None:
+    # Waiting for the stuck tick, the process outlived its supervisor's stop timeout and was killed
+    # with the lease still held: the next process then waited the lease's TTL before acting.
+    controller = StuckController()
+    daemon = Daemon(controller, interval=300, tick_join_sec=0.2)
+    daemon.start()
+    try:
+        assert controller.in_tick.wait(10), "the first tick never started"
+        stopper = threading.Thread(target=daemon.shutdown, daemon=True)
+        with capture_logs() as logs:
+            stopper.start()
+            assert controller.released.wait(30), "the lease was never released"
+            stopper.join(30)
+        assert not stopper.is_alive()
+        assert [e["event"] for e in logs if e["event"] == "shutdown_tick_unfinished"] == [
+            "shutdown_tick_unfinished"
+        ]
+    finally:
+        controller.unstick.set()
