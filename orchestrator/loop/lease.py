@@ -9,6 +9,7 @@ and does not know it yet is refused (``LeaseLost``). Provider calls cannot be re
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import uuid
@@ -22,8 +23,58 @@ log = structlog.get_logger(__name__)
 
 
 def default_holder() -> str:
-    """A lease holder name that tells an operator which process holds it."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    """A lease holder name that tells an operator which process holds it: ``host:pid:nonce@space``,
+    where ``space`` names this boot of the machine and this process namespace (:func:`process_space`),
+    so that a later process can tell whether the holder's pid is one it can look up."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}@{process_space()}"
+
+
+def process_space() -> str:
+    """This boot of this machine and this PID namespace, as a short tag ('' when unknown).
+
+    A pid means the same process only within one PID namespace during one boot: a container restart
+    gets a new namespace, a reboot a new boot id, and then the old holder's pid says nothing."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+    return hashlib.sha256(f"{boot}|{namespace}".encode()).hexdigest()[:10]
+
+
+def dead_here(holder: str | None, me: str) -> bool:
+    """Whether ``holder`` was a process of this machine and namespace that no longer runs.
+
+    True only when that is certain: the same host name and process space, and no process with its pid.
+    Anything else (a holder of another machine or namespace, an unreadable name, a pid that runs,
+    perhaps reused, or this process's own, which may hold another lease object) is left to the lease's
+    expiry."""
+    if not holder or holder == me:
+        return False
+    name, _, space = holder.rpartition("@")
+    parts = name.split(":")
+    mine = me.rpartition("@")[2]
+    if not space or space != mine or len(parts) != 3 or parts[0] != socket.gethostname():
+        return False
+    try:
+        pid = int(parts[1])
+    except ValueError:
+        return False
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists (another user's process): not ours to call dead
+        return False
+    # Exited, but not yet reaped by its parent (a slow supervisor): a zombie runs nothing.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rpartition(")")[2].split()[:1] == ["Z"]
+    except OSError:
+        return False
 
 
 class Lease:
@@ -39,6 +90,13 @@ class Lease:
         """Acquire or renew; ``(token, newly acquired)`` while we lead, ``(None, False)`` while another
         process does."""
         answer = self.db.lease_acquire(self.holder, self.ttl_sec)
+        previous = answer.get("holder")
+        if not answer.get("acquired") and dead_here(previous, self.holder):
+            # Our own predecessor, killed without releasing it: waiting out its TTL would leave the
+            # fleet unmanaged that long. The database hands it over only while that holder still has it.
+            answer = self.db.lease_take_over(self.holder, str(previous), self.ttl_sec)
+            if answer.get("acquired"):
+                log.info("lease_taken_over", holder=self.holder, previous_holder=previous)
         if answer.get("acquired"):
             token = int(answer["token"])
             fresh = token != self.token

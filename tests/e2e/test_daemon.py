@@ -28,7 +28,7 @@ def _ts(line: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(line["ts"]).replace("Z", "+00:00")).timestamp()
 
 
-def test_two_daemons_one_spawns_and_the_follower_takes_over_within_the_ttl(
+def test_two_daemons_one_spawns_and_the_follower_takes_over_when_the_leader_dies(
     stack: Stack, cli_process: Any
 ) -> None:
     env = {"MAX_ACTIVE_GPUS": 2, "LEASE_TTL_SEC": LEASE_TTL}
@@ -45,22 +45,23 @@ def test_two_daemons_one_spawns_and_the_follower_takes_over_within_the_ttl(
     assert {e["details"]["token"] for e in before} == {leader_token}
     assert not follower.logged("lease_acquired") and not follower.logged("worker_spawned")
 
-    # Kill the leader outright: no release, the follower must wait for the lease to expire.
+    # Kill the leader outright: no release. The follower runs on the same machine: it finds the holder's
+    # process gone at its next check and takes the lease over, rather than wait out the TTL with nobody
+    # acting for the fleet. (A leader that is alive but frozen keeps its lease until it expires: the
+    # next test.)
     killed_at = time.time()
     leader.signal(signal.SIGKILL)
     assert leader.wait(10) == -9
     [took_over] = follower.wait_logged("lease_acquired", LEASE_TTL + 10)
     handover = _ts(took_over) - killed_at
-    follower_interval = min(float(FAST_POLL), LEASE_TTL / 4)
-    # Measured from the leader's last renewal (its last tick, by the log's own clock rather than this
-    # process's view of the kill): not before the lease expired, and within a few of the follower's
-    # checks after it, not at some later timeout. The upper bound allows two checks and a slow tick,
-    # since on a loaded two-core machine a check can start late; an hour-long or TTL-long wait fails it.
+    [taken] = follower.logged("lease_taken_over")
+    assert taken["previous_holder"] == leader_holder
+    assert handover >= -0.5, "took the lease of a leader still alive"
+    # Measured from the leader's last renewal (its last tick, by the log's own clock): before that lease
+    # would have expired, so not by expiry.
     last_renewal = max(_ts(line) for line in leader.logged("tick_summary"))
     waited = _ts(took_over) - last_renewal
-    # (The summary is logged a tick's length after the renewal it follows, hence half the TTL.)
-    assert waited >= LEASE_TTL / 2, f"took a live lease, {waited:.2f}s after its last renewal"
-    assert waited <= LEASE_TTL + 2 * follower_interval + 1.0, f"took the lease {waited:.2f}s late"
+    assert waited < LEASE_TTL, f"waited {waited:.2f}s: the TTL ran out instead of a take-over"
     assert took_over["token"] > leader_token
     wait_until(
         lambda: [line for line in follower.logged("tick_summary") if _ts(line) >= _ts(took_over)],

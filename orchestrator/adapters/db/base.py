@@ -131,6 +131,11 @@ class Database:
     def lease_release(self, holder: str, token: int) -> bool:
         return bool(self._call("orch_lease_release", p_holder=holder, p_token=token, p_lease=self.lease))
 
+    def lease_take_over(self, holder: str, from_holder: str, ttl_sec: float) -> dict[str, Any]:
+        return self._call(
+            "orch_lease_take_over", p_holder=holder, p_from=from_holder, p_ttl_sec=ttl_sec, p_lease=self.lease
+        )
+
     # -- orchestrator: writes (fenced) ----------------------------------------------------------------
 
     def register_worker(
