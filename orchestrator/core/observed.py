@@ -445,6 +445,9 @@ class Snapshot:
     arrivals: tuple[tuple[float, int], ...] = ()  # (window_sec, tasks created in it), shortest first
     task_stats: Mapping[str, TaskStats] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     task_stats_window_sec: float | None = None
+    # Not from the database: the daemon's memory that a worker was already drained beside the tasks
+    # waiting now (orchestrator.loop.passed_over). A second one drained beside them buys no replacement.
+    passed_over_once: bool = False
 
     def __post_init__(self) -> None:
         _normalise_datetimes(self)

@@ -212,10 +212,13 @@ def plan(
     capacity = len(booting) + len(active)
     capacity -= scale_down(d, booting, active, aim, capacity)
     missing = max(0, aim.desired - capacity)
-    if any(isinstance(a, Drain) and a.reason is Reason.UNCLAIMED_WORK for a in d.actions):
-        # A worker drained beside tasks it would not take: a replacement would not take them either.
-        # Nothing is added this tick; from the next, the daemon leaves them out of the queue it reads
-        # (orchestrator.loop.passed_over), and later tasks get workers again.
+    if snapshot.passed_over_once and any(
+        isinstance(a, Drain) and a.reason is Reason.UNCLAIMED_WORK for a in d.actions
+    ):
+        # The second worker drained beside the same tasks: they are not taken, whoever polls. Nothing is
+        # added this tick; from the next, the daemon leaves them out of the queue it reads
+        # (orchestrator.loop.passed_over), and later tasks get workers again. After the first such drain
+        # a replacement is still bought: that worker may have been hung with its heartbeat still going.
         missing = 0
     reactivated = draining(d, drained, missing, pooled)
     capacity += reactivated

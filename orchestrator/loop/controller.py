@@ -276,14 +276,22 @@ class Controller:
         return narrowed
 
     def _note_passed_over(self, action: Action) -> None:
-        """After a drain for ``idle_while_tasks_waited``: the tasks it passed over buy no more workers."""
-        unclaimed = getattr(action, "metadata", {}).get(Meta.UNCLAIMED)
-        passed = passed_over.note(unclaimed, datetime.fromtimestamp(self._db_clock(), UTC))
-        if passed is None:
-            return
+        """After a drain for ``idle_while_tasks_waited``: noted, and set aside from the demand when a
+        second worker passed over the same tasks."""
+        metadata = getattr(action, "metadata", {})
+        # The ages in it are the snapshot's, taken at its `now` (drained_at), not when the action ended.
+        try:
+            at = datetime.fromisoformat(str(metadata.get(Meta.DRAINED_AT)))
+        except ValueError:
+            at = datetime.fromtimestamp(self._db_clock(), UTC)
         with self._lock:
+            previous = self._passed_over
+            passed = passed_over.note(metadata.get(Meta.UNCLAIMED), at, previous)
+            if passed is None:
+                return
             self._passed_over = passed
-        log.warning("tasks_set_aside", worker_id=getattr(action, "worker_id", None), **passed.to_log())
+        if passed.confirmed and not (previous is not None and previous.confirmed):
+            log.warning("tasks_set_aside", worker_id=getattr(action, "worker_id", None), **passed.to_log())
 
     def dry_run(self) -> tuple[Snapshot, list[PodView] | None, Plan]:
         """What a tick would decide now, changing nothing (``orchestrator plan``)."""

@@ -23,28 +23,31 @@ from orchestrator.loop.controller import Controller
 from tests.integration.test_unconditional_endings import POD, RecordingProvider, _row, _row_in
 
 WORKER = "gpu-20261207_010000-0a1b2c3d"
+SECOND = "gpu-20261207_011500-4e5f6a7b"
+SECOND_POD = "podsecondworker"
 
 
 class ListingProvider(RecordingProvider):
-    """The recorder, listing the worker's pod as running with SSH up (until it is terminated)."""
+    """The recorder, listing its workers' pods: running with SSH up, EXITED once stopped, gone once
+    terminated."""
 
-    stopped: bool = False
+    def __init__(self) -> None:
+        super().__init__()
+        self.pods = {WORKER: POD}
+        self.stopped: set[str] = set()
 
     def stop(self, runpod_id: str) -> bool:
-        self.stopped = True
+        self.stopped.add(runpod_id)
         return super().stop(runpod_id)
 
     def list_pods(self) -> list[Any]:
-        if POD in self.terminated:
-            return []
-        status = "EXITED" if self.stopped else "RUNNING"
         return [
             SimpleNamespace(
-                id=POD,
-                name=WORKER,
-                actual_status=status,
-                desired_status=status,
-                ssh_ready=not self.stopped,
+                id=pod,
+                name=worker,
+                actual_status="EXITED" if pod in self.stopped else "RUNNING",
+                desired_status="EXITED" if pod in self.stopped else "RUNNING",
+                ssh_ready=pod not in self.stopped,
                 ssh_host="203.0.113.7",
                 ssh_port=22022,
                 cost_per_hr=0.59,
@@ -53,23 +56,30 @@ class ListingProvider(RecordingProvider):
                 gpu_type="NVIDIA GeForce RTX 4090",
                 data_center="EU-RO-1",
             )
+            for worker, pod in self.pods.items()
+            if pod not in self.terminated
         ]
 
 
-def _idle_beside_an_old_task(db: Database, token: int, database_url: str, idle_limit: int) -> str:
-    """The worker active for twice the idle limit, heartbeating, with no task ever; beside it a task of
-    a type it does not serve, queued three times the idle limit ago. Returns the task's id."""
-    _row_in(db, token, WORKER, "active")
+def _idle_since(database_url: str, worker_id: str, seconds: float) -> None:
+    """The worker active that long, heartbeating, with no task ever. The worker guard stamps
+    activated_at itself on the move to active: step around it (the test owns the throwaway database)."""
     with psycopg.connect(database_url, autocommit=True) as raw, raw.cursor() as cur:
-        # The worker guard stamps activated_at itself on the move to active: step around it to backdate
-        # the row (the test owns the throwaway database).
         cur.execute("set session_replication_role = replica")
         cur.execute(
             "update workers set activated_at = now() - make_interval(secs => %s),"
             " created_at = now() - make_interval(secs => %s), last_heartbeat = now() where id = %s",
-            (2 * idle_limit, 2 * idle_limit + 60, WORKER),
+            (seconds, seconds + 60, worker_id),
         )
         cur.execute("set session_replication_role = origin")
+
+
+def _idle_beside_an_old_task(db: Database, token: int, database_url: str, idle_limit: int) -> str:
+    """The worker active for twice the idle limit, with no task ever; beside it a task of a type it
+    does not serve, queued three times the idle limit ago. Returns the task's id."""
+    _row_in(db, token, WORKER, "active")
+    _idle_since(database_url, WORKER, 2 * idle_limit)
+    with psycopg.connect(database_url, autocommit=True) as raw, raw.cursor() as cur:
         cur.execute(
             "insert into tasks (task_type, params, status, created_at)"
             " values ('lora_training', '{}'::jsonb, 'Queued', now() - make_interval(secs => %s)) returning id",
@@ -115,13 +125,14 @@ def _adds(result: Any) -> list[str]:
     return [a.kind for a in result.plan.actions if a.kind in ("spawn", "resume_pod", "reactivate")]
 
 
-def test_the_tasks_passed_over_buy_no_new_worker_while_later_tasks_still_do(
+def test_tasks_two_workers_passed_over_buy_no_more_workers_while_later_tasks_still_do(
     db: Database, database_url: str
 ) -> None:
-    """Without this, the drained worker's replacement sat beside the same task for GPU_IDLE_TIMEOUT_SEC
-    and was drained in turn: a boot and ten idle minutes billed, again and again, for a task no worker
-    takes. Set aside, it buys nothing; a task queued after it still gets a worker, and the set-aside
-    ends when the task goes."""
+    """Without this, each replacement sat beside the same task for GPU_IDLE_TIMEOUT_SEC and was
+    drained in turn: a boot and ten idle minutes billed, again and again, for a task no worker takes.
+    The first worker drained beside it still gets a replacement (it may have been hung, its heartbeat
+    running on); once a second one has passed the task over too, it buys nothing, a task queued after
+    it still gets a worker, and the set-aside ends when the task goes."""
     settings = config.defaults().replace(max_active_gpus=2)
     idle_limit = settings.gpu_idle_timeout_sec
     provider = ListingProvider()
@@ -131,20 +142,31 @@ def test_the_tasks_passed_over_buy_no_new_worker_while_later_tasks_still_do(
         assert token is not None
         old_task = _idle_beside_an_old_task(db, token, database_url, idle_limit)
         with capture_logs() as logs:
-            drained = controller.tick()
-            assert [a.kind for a in drained.plan.actions] == ["drain"], drained.plan.actions
-            # The next ticks: the idle worker's pod goes to the warm pool; the task it passed over asks
-            # for no worker, new or pooled.
-            later = [controller.tick() for _ in range(3)]
-        assert provider.stopped, [r.plan.actions for r in later]
-        assert all(not _adds(r) for r in later), [r.plan.actions for r in later]
-        assert later[-1].summary["status"]["queued"] == 1  # the tick summary still shows the real queue
-        assert later[-1].summary["status"]["stopped"] == 1, later[-1].summary["status"]
+            first = controller.tick()
+        assert [a.kind for a in first.plan.actions] == ["drain", "spawn"], first.plan.actions
+        assert not [e for e in logs if e["event"] == "tasks_set_aside"]
+
+        # The replacement, booted and idle as long beside the same task (its row made the way the
+        # daemon makes one; the spawn itself went to a provider that creates nothing).
+        with psycopg.connect(database_url, autocommit=True) as raw:
+            raw.execute("delete from workers where status = 'spawning'")
+        db.register_worker(token, SECOND, "NVIDIA GeForce RTX 4090", {"runpod_id": SECOND_POD})
+        for state in ("initializing", "active"):
+            db.transition_worker(token, SECOND, state, "setup")
+        _idle_since(database_url, SECOND, 2 * idle_limit)
+        provider.pods[SECOND] = SECOND_POD
+        with capture_logs() as logs:
+            ticks = [controller.tick() for _ in range(4)]
+        drains = [a for r in ticks for a in r.plan.actions if a.kind == "drain"]
+        assert [a.worker_id for a in drains] == [SECOND], drains
+        assert all(not _adds(r) for r in ticks), [r.plan.actions for r in ticks]
+        assert provider.stopped == {POD, SECOND_POD}  # both idle pods went to the warm pool
+        assert ticks[-1].summary["status"]["queued"] == 1  # the tick summary still shows the real queue
         [aside] = [e for e in logs if e["event"] == "tasks_set_aside"]
         assert aside["tasks"] == 1 and aside["by_type"] == {"lora_training": 1}
         assert aside["log_level"] == "warning"
 
-        # A task queued now is someone else's: it gets a worker (the pooled one, resumed).
+        # A task queued now is someone else's: it gets a worker (a pooled one, resumed).
         with psycopg.connect(database_url, autocommit=True) as raw:
             raw.execute(
                 "insert into tasks (task_type, params, status) values ('generate', '{}'::jsonb, 'Queued')"

@@ -427,7 +427,11 @@ def test_a_worker_idle_beside_a_task_that_waited_all_along_is_drained_with_the_q
     result = run(replace(snap([lazy]), queue=queue), pods_for([lazy]))
     [drain] = result.of_kind(Drain)
     assert drain.reason == Reason.UNCLAIMED_WORK and drain.reason.value == "idle_while_tasks_waited"
-    assert spawns(result) == []  # a replacement would sit beside them too
+    # The first such worker may have been hung (its heartbeat runs on in a process of its own): it is
+    # replaced. Once the daemon knows a worker was already drained beside the same tasks, none is.
+    assert len(spawns(result)) == 1
+    again = run(replace(snap([lazy]), queue=queue, passed_over_once=True), pods_for([lazy]))
+    assert [d.reason for d in again.of_kind(Drain)] == [Reason.UNCLAIMED_WORK] and spawns(again) == []
     assert drain.metadata[Meta.UNCLAIMED] == {
         "claimable": 2,
         "by_type": {"lora": 2},
