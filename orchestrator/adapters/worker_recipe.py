@@ -397,8 +397,10 @@ sync_checkout() {
     if [ "$launch" = uv ]; then
         # A volume's checkout may sit on a stale branch that cannot fast-forward (today's original's
         # reason for fetch + reset), or carry a uv.lock an earlier in-pod relock rewrote.
-        echo "orchestrator: git fetch origin "@BRANCH@" && git checkout && git reset --hard origin/"@BRANCH@
-        timeout @PULL_TIMEOUT@ git fetch origin @BRANCH@ && git checkout -q @BRANCH@ && git reset -q --hard origin/@BRANCH@
+        # -f -B: the branch made (or moved) at origin's and checked out over local changes, which a plain
+        # checkout refuses (an in-pod relock of uv.lock, say, when WORKER_GIT_BRANCH changes).
+        echo "orchestrator: git fetch origin "@BRANCH@" && git checkout -f -B "@BRANCH@" origin/"@BRANCH@
+        timeout @PULL_TIMEOUT@ git fetch origin @BRANCH@ && git checkout -q -f -B @BRANCH@ origin/@BRANCH@
     else
         echo "orchestrator: git pull origin "@BRANCH@
         timeout @PULL_TIMEOUT@ git pull origin @BRANCH@
@@ -409,8 +411,11 @@ sync_checkout() {
     # A submodule path that exists without .git is content vendored before the move to a submodule;
     # `git submodule update` refuses to clone into it. Set aside (a rename on the same volume), not
     # deleted: it may hold downloaded weights.
-    git config -f .gitmodules --get-regexp '^submodule\..*\.path$' 2>/dev/null | while read -r _ sub; do
-        if [ -d "$sub" ] && [ ! -e "$sub/.git" ]; then
+    # NUL-separated "key<newline>path" records (-z): a path may hold spaces.
+    git config -z -f .gitmodules --get-regexp '^submodule\..*\.path$' 2>/dev/null | while IFS= read -r -d '' rec; do
+        sub=${rec#*$'\n'}
+        # A fresh clone leaves an empty directory per submodule: nothing to set aside there.
+        if [ -d "$sub" ] && [ ! -e "$sub/.git" ] && [ -n "$(ls -A "$sub" 2>/dev/null)" ]; then
             aside="$sub.pre-submodule-$(date -u +%Y%m%d%H%M%S)"
             echo "orchestrator: $sub is not a submodule checkout; moved aside to $aside"
             mv "$sub" "$aside"
@@ -424,6 +429,7 @@ sync_checkout() {
     fi
 }
 if command -v flock >/dev/null 2>&1 && { exec 8>>"$lock"; } 2>/dev/null; then
+    flock -n 8 || echo "orchestrator: waiting for another pod's sync of the checkout (at most @LOCK_WAIT@ s)"
     if flock -w @LOCK_WAIT@ 8; then sync_checkout; else echo "orchestrator: another pod held the checkout for @LOCK_WAIT@ s; starting the checked-out code"; fi
     exec 8>&-
 else
@@ -431,12 +437,13 @@ else
 fi
 # A declared submodule that is empty now means an import failure in the worker: do not start it.
 if [ -f .gitmodules ]; then
-    for sub in $(git config -f .gitmodules --get-regexp '^submodule\..*\.path$' 2>/dev/null | cut -d' ' -f2); do
+    while IFS= read -r -d '' rec; do
+        sub=${rec#*$'\n'}
         if [ -z "$(ls -A "$sub" 2>/dev/null)" ]; then
             echo "orchestrator: submodule $sub is missing or empty; not starting the worker"
             exit 8
         fi
-    done
+    done < <(git config -z -f .gitmodules --get-regexp '^submodule\..*\.path$' 2>/dev/null)
 fi
 if [ "$launch" = uv ]; then
 # The packages first: uv sync builds against python3.10-dev's headers.
@@ -467,18 +474,21 @@ fi
 echo "orchestrator: uv $(uv --version 2>&1)"
 # One sync of the shared .venv at a time (fd 7, closed before the worker starts).
 if command -v flock >/dev/null 2>&1 && { exec 7>>"${PWD%/*}/.${PWD##*/}.uv-sync.lock"; } 2>/dev/null; then
+    flock -n 7 || echo "orchestrator: waiting for another pod's uv sync (at most @UV_LOCK_WAIT@ s)"
     flock -w @UV_LOCK_WAIT@ 7 || echo "orchestrator: another pod's uv sync took over @UV_LOCK_WAIT@ s; syncing anyway"
 fi
 echo "orchestrator: uv sync --locked --python 3.10 --extra cuda124"
-out=$(uv sync --locked --python 3.10 --extra cuda124 2>&1); rc=$?
-printf '%s\n' "$out"
-if [ "$rc" -ne 0 ] && printf '%s' "$out" | grep -qiE 'lockfile.*needs to be updated'; then
+# Streamed to the log as it runs (a first sync takes many minutes), and kept to look for the drift.
+out="${TMPDIR:-/tmp}/orchestrator-uv-sync-$WORKER_ID.out"
+uv sync --locked --python 3.10 --extra cuda124 2>&1 | tee "$out"; rc=${PIPESTATUS[0]}
+if [ "$rc" -ne 0 ] && grep -qiE 'lockfile.*needs to be updated' "$out"; then
     # Upstream's uv.lock lags its pyproject.toml: relock in the pod, as today's original does (the next
     # start's reset puts upstream's uv.lock back).
     echo "orchestrator: uv.lock does not match pyproject.toml; uv lock, then uv sync"
     uv lock --python 3.10 && uv sync --python 3.10 --extra cuda124; rc=$?
 fi
 exec 7>&-
+rm -f "$out"
 if [ "$rc" -ne 0 ]; then echo "orchestrator: uv sync failed (exit $rc); not starting the worker"; exit 9; fi"""
 
 # The package lists of a fresh pod are empty: install only works after update. Failures are

@@ -526,6 +526,50 @@ def test_the_uv_launch_resets_a_diverged_checkout_to_the_branch(pod: Pod, tmp_pa
     assert "git sync: ok" in pod.log()
 
 
+def test_a_new_branch_is_checked_out_over_a_relocked_uv_lock(pod: Pod, tmp_path: Path) -> None:
+    """An in-pod relock rewrote uv.lock on main; WORKER_GIT_BRANCH then names another branch. A plain
+    `git checkout` refuses over the local change, and the old branch's code ran on every start."""
+    upstream = _git_repo(
+        tmp_path / "worker-upstream", {"worker.py": pod.recorder(), "uv.lock": "version = 1\n"}
+    )
+    _git(upstream, "checkout", "-q", "-b", "dev")
+    (upstream / "dev.txt").write_text("the dev branch\n")
+    (upstream / "uv.lock").write_text("version = 2\n")
+    _git(upstream, "add", "-A")
+    _git(upstream, "commit", "-q", "-m", "dev")
+    _git(upstream, "checkout", "-q", "main")
+    app = pod.mount / "Reigh-Worker"
+    _git(pod.mount, "clone", "-q", str(upstream), str(app))
+    (app / "uv.lock").write_text("relocked in a pod\n")
+    _fake_uv(pod, pod.bin)
+    assert pod.start(dirs=("Reigh-Worker",), apt_packages=(), git_branch="dev").returncode == 0
+    assert Path(pod.received()["argv0"]).name == "uv"
+    assert (app / "dev.txt").exists() and (app / "uv.lock").read_text() == "version = 2\n"
+    assert "git sync: ok" in pod.log()
+
+
+def test_a_submodule_path_with_a_space_is_fetched_and_checked(pod: Pod, tmp_path: Path) -> None:
+    wan = _git_repo(tmp_path / "Wan2GP-upstream", {"wgp.py": "# the model code\n"})
+    upstream = _git_repo(tmp_path / "worker-upstream", {"worker.py": pod.recorder(), ".gitignore": "venv/\n"})
+    _git(upstream, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(wan), "Wan GP")
+    _git(upstream, "commit", "-q", "-m", "a submodule whose path has a space")
+    app = pod.mount / "Reigh-Worker"
+    _git(pod.mount, "clone", "-q", str(upstream), str(app))
+    (app / "venv" / "bin").mkdir(parents=True)
+    (app / "venv" / "bin" / "activate").write_text(":\n")
+    git_env = {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "protocol.file.allow",
+        "GIT_CONFIG_VALUE_0": "always",
+    }
+    pod.set_init_env({"PATH": f"{pod.bin}:/usr/bin:/bin", **git_env})
+    assert pod.start(dirs=("Reigh-Worker",), apt_packages=()).returncode == 0
+    assert Path(pod.received()["argv0"]).name == "worker.py"
+    assert (app / "Wan GP" / "wgp.py").exists()
+    # The empty directory a fresh clone leaves for a submodule is not "vendored content" set aside.
+    assert not [p for p in app.iterdir() if ".pre-submodule-" in p.name]
+
+
 def test_a_submodule_that_cannot_be_fetched_starts_no_worker(pod: Pod, tmp_path: Path) -> None:
     wan = _git_repo(tmp_path / "Wan2GP-upstream", {"wgp.py": "# the model code\n"})
     upstream = _git_repo(
@@ -628,7 +672,10 @@ def test_the_command_is_a_fixed_bash_c_with_the_original_steps(pod: Pod) -> None
     assert "'/mnt/my volume/reigh/Headless-Wan2GP'" in script
     assert "read -r -d ''" in script and "/proc/1/environ" in script
     assert "timeout 30 git pull origin release/x" in script and "flock -w 360" in script
-    assert "timeout 30 git fetch origin release/x" in script and "reset -q --hard origin/release/x" in script
+    assert (
+        "timeout 30 git fetch origin release/x" in script
+        and "checkout -q -f -B release/x origin/release/x" in script
+    )
     assert "git submodule update --init --recursive" in script
     assert (
         "apt-get update" in script and "apt-get install -y -q python3.10-venv python3.10-dev ffmpeg" in script
