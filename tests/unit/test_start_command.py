@@ -467,29 +467,35 @@ def _git_repo(path: Path, files: dict[str, str]) -> Path:
     return path
 
 
-def test_the_submodule_is_fetched_and_stale_vendored_content_set_aside(pod: Pod, tmp_path: Path) -> None:
-    """Reigh-Worker made Wan2GP a git submodule (2026-04). A checkout that only pulls has an empty
-    Wan2GP/ and the worker fails at import; a volume that still holds the vendored Wan2GP/ (no .git)
-    makes `git submodule update` refuse to clone into it."""
+def _volume_with_a_submodule(pod: Pod, tmp_path: Path, path: str) -> Path:
+    """A Reigh-Worker clone on the volume (with a venv) whose upstream declares the submodule ``path``,
+    and the pod's environment allowing local file submodules (git's protocol.file.allow, given the way
+    a pod's environment gives it: in PID 1's variables). Returns the checkout."""
     wan = _git_repo(tmp_path / "Wan2GP-upstream", {"wgp.py": "# the model code\n"})
     upstream = _git_repo(tmp_path / "worker-upstream", {"worker.py": pod.recorder(), ".gitignore": "venv/\n"})
-    _git(upstream, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(wan), "Wan2GP")
-    _git(upstream, "commit", "-q", "-m", "Wan2GP as a submodule")
+    _git(upstream, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(wan), path)
+    _git(upstream, "commit", "-q", "-m", f"{path} as a submodule")
     app = pod.mount / "Reigh-Worker"
     _git(pod.mount, "clone", "-q", str(upstream), str(app))
-    # The content vendored before the move, still on the volume.
-    (app / "Wan2GP" / "ckpts").mkdir(parents=True)
-    (app / "Wan2GP" / "ckpts" / "weights.bin").write_text("large")
     (app / "venv" / "bin").mkdir(parents=True)
     (app / "venv" / "bin" / "activate").write_text(":\n")
-    # Local file submodules need git's explicit permission (protocol.file.allow), given the way a
-    # pod's environment gives it: in PID 1's variables.
     git_env = {
         "GIT_CONFIG_COUNT": "1",
         "GIT_CONFIG_KEY_0": "protocol.file.allow",
         "GIT_CONFIG_VALUE_0": "always",
     }
     pod.set_init_env({"PATH": f"{pod.bin}:/usr/bin:/bin", **git_env})
+    return app
+
+
+def test_the_submodule_is_fetched_and_stale_vendored_content_set_aside(pod: Pod, tmp_path: Path) -> None:
+    """Reigh-Worker made Wan2GP a git submodule (2026-04). A checkout that only pulls has an empty
+    Wan2GP/ and the worker fails at import; a volume that still holds the vendored Wan2GP/ (no .git)
+    makes `git submodule update` refuse to clone into it."""
+    app = _volume_with_a_submodule(pod, tmp_path, "Wan2GP")
+    # The content vendored before the move, still on the volume.
+    (app / "Wan2GP" / "ckpts").mkdir(parents=True)
+    (app / "Wan2GP" / "ckpts" / "weights.bin").write_text("large")
     assert pod.start(dirs=("Reigh-Worker",), apt_packages=()).returncode == 0
 
     assert Path(pod.received()["argv0"]).name == "worker.py"
@@ -549,20 +555,7 @@ def test_a_new_branch_is_checked_out_over_a_relocked_uv_lock(pod: Pod, tmp_path:
 
 
 def test_a_submodule_path_with_a_space_is_fetched_and_checked(pod: Pod, tmp_path: Path) -> None:
-    wan = _git_repo(tmp_path / "Wan2GP-upstream", {"wgp.py": "# the model code\n"})
-    upstream = _git_repo(tmp_path / "worker-upstream", {"worker.py": pod.recorder(), ".gitignore": "venv/\n"})
-    _git(upstream, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(wan), "Wan GP")
-    _git(upstream, "commit", "-q", "-m", "a submodule whose path has a space")
-    app = pod.mount / "Reigh-Worker"
-    _git(pod.mount, "clone", "-q", str(upstream), str(app))
-    (app / "venv" / "bin").mkdir(parents=True)
-    (app / "venv" / "bin" / "activate").write_text(":\n")
-    git_env = {
-        "GIT_CONFIG_COUNT": "1",
-        "GIT_CONFIG_KEY_0": "protocol.file.allow",
-        "GIT_CONFIG_VALUE_0": "always",
-    }
-    pod.set_init_env({"PATH": f"{pod.bin}:/usr/bin:/bin", **git_env})
+    app = _volume_with_a_submodule(pod, tmp_path, "Wan GP")
     assert pod.start(dirs=("Reigh-Worker",), apt_packages=()).returncode == 0
     assert Path(pod.received()["argv0"]).name == "worker.py"
     assert (app / "Wan GP" / "wgp.py").exists()
