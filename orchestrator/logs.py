@@ -208,7 +208,10 @@ def configure_logging(
         wrapper_class=_never_raising(
             structlog.make_filtering_bound_logger(getattr(logging, level, logging.INFO))
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        # One write per line, its newline included: print() writes the text and the newline apart, and
+        # two processes sharing a log file (the real worker and its heartbeat guardian, a daemon and its
+        # children) could run their lines together between the two.
+        logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
     # Libraries log through the stdlib; route them through the same redaction, quieter.
