@@ -19,6 +19,7 @@ boots, the breaker closes (``spawning_resumed``), the fleet scales and every tas
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -72,5 +73,9 @@ def test_broken_image_trips_the_breaker_then_spawning_resumes(stack: Stack, in_p
     wait_until(lambda: drained(stack), 60, "scale to zero", interval=0.25)
     assert all(p["status"] == "TERMINATED" for p in pods(stack))
 
+    # The metric counts what the rows say: the four boots of the broken image, and any good boot that a
+    # loaded machine made slower than the 4 s SPAWNING_TIMEOUT_SEC of this test.
     metrics = daemon.controller.metrics.render().decode()
-    assert 'orchestrator_spawn_failures_total{reason="boot_timeout"} 4.0' in metrics
+    found = re.search(r'^orchestrator_spawn_failures_total\{reason="boot_timeout"\} (\S+)$', metrics, re.M)
+    assert found is not None, metrics
+    assert float(found.group(1)) == len(failed_workers()) >= 4, (found.group(0), len(failed_workers()))
