@@ -32,7 +32,10 @@ OpenSSH packaging (``AcceptEnv LANG LC_*``, ``--with-superuser-path``).
   ``export NAME="VALUE"`` for every ``RUNPOD_*``, ``PATH`` and ``_`` variable to
   ``/etc/rp_environment`` (unescaped, cut at a second ``=``, as the original's ``awk -F =`` does),
   appends ``source /etc/rp_environment`` to ``~/.bashrc``, and sleeps forever. sshd starts before
-  ``/etc/rp_environment`` is written, as in the original.
+  ``/etc/rp_environment`` is written, as in the original. Runpod images built since 2025-08 write
+  every variable but ``PUBLIC_KEY`` to that file (runpod/containers, ``container-template/start.sh``,
+  commits 9855af4 and fdbcc90); the sandbox keeps the original image's narrower file. A command run
+  over SSH reads neither (the guard below), so for the start command neither is kinder.
 - **SSH sessions get a clean environment**: sshd's own (``USER``, ``HOME``, ``PATH`` =
   ``/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin``, ``SSH_*``...), ``AcceptEnv LANG
   LC_*`` only, no ``PermitUserEnvironment``. ``/root/.bashrc`` starts with Ubuntu's guard

@@ -12,7 +12,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 
 import psycopg
 import pytest
@@ -20,6 +19,7 @@ from structlog.testing import capture_logs
 
 from orchestrator.adapters.db.base import Database
 from orchestrator.loop.lease import Lease, dead_here, default_holder, process_space
+from tests.integration.test_runpod_contract import wait_for
 
 TTL = 90.0
 
@@ -95,10 +95,7 @@ def test_an_exited_process_not_yet_reaped_counts_as_dead() -> None:
     # A zombie still answers kill(pid, 0); a supervisor slow to reap must not hold the fleet up.
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
-        deadline = time.monotonic() + 30
-        while not _is_zombie(proc.pid):
-            assert time.monotonic() < deadline, "the child never exited"
-            time.sleep(0.05)
+        wait_for(lambda: _is_zombie(proc.pid), 30)
         assert dead_here(_holder(proc.pid), default_holder())
     finally:
         proc.wait(timeout=30)

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -171,18 +172,27 @@ class Pod:
         )
 
     def received(self, timeout: float = 30.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while not self.out.exists():
-            if time.monotonic() > deadline:
-                log = Path(worker_log_path(str(self.mount), WORKER_ID))
-                raise AssertionError(
-                    f"the worker never started; its log:\n{log.read_text() if log.exists() else '(none)'}"
-                )
-            time.sleep(0.02)
+        self._until(self.out.exists, timeout, "the worker never started")
         return dict(json.loads(self.out.read_text()))
+
+    def wait_logged(self, line: str, timeout: float = 30.0) -> str:
+        """The worker's log once it holds ``line`` (the detached part of the start writes it)."""
+        self._until(lambda: line in self._log_so_far(), timeout, f"{line!r} never logged")
+        return self.log()
 
     def log(self, worker_id: str = WORKER_ID) -> str:
         return Path(worker_log_path(str(self.mount), worker_id)).read_text()
+
+    def _log_so_far(self) -> str:
+        path = Path(worker_log_path(str(self.mount), WORKER_ID))
+        return path.read_text() if path.exists() else ""
+
+    def _until(self, check: Callable[[], bool], timeout: float, failure: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{failure}; its log:\n{self._log_so_far() or '(none)'}")
+            time.sleep(0.02)
 
 
 @pytest.fixture
@@ -422,24 +432,13 @@ def test_uv_launch_without_uv_fails_clearly(pod: Pod) -> None:
     assert done.returncode == 7 and "uv is not on the pod's PATH" in done.stderr
 
 
-def _wait_logged(pod: Pod, line: str, timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        log = pod.log() if Path(worker_log_path(str(pod.mount), WORKER_ID)).exists() else ""
-        if line in log:
-            return log
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{line!r} never logged; the log:\n{log}")
-        time.sleep(0.05)
-
-
 def test_a_failed_uv_sync_starts_no_worker_and_a_stale_lock_is_relocked(pod: Pod) -> None:
     pod.checkout("Reigh-Worker", entries=("worker.py",), venv=False)
     _fake_uv(pod, pod.bin)
     env = {"PATH": f"{pod.bin}:/usr/bin:/bin", "UV_FAKE_EXIT_sync": "1"}
     pod.set_init_env(env)
     assert pod.start(launch="uv", apt_packages=()).returncode == 0
-    log = _wait_logged(pod, "not starting the worker")
+    log = pod.wait_logged("not starting the worker")
     assert "uv sync failed (exit 1)" in log and "Failed to build" in log
     assert not pod.out.exists() and not any(c.startswith("lock") for c in _uv_calls(pod))
 
@@ -576,7 +575,7 @@ def test_a_submodule_that_cannot_be_fetched_starts_no_worker(pod: Pod, tmp_path:
     _fake_uv(pod, pod.bin)
     done = pod.start(dirs=("Reigh-Worker",), apt_packages=())
     assert done.returncode == 0, done.stderr
-    log = _wait_logged(pod, "submodule Wan2GP is missing or empty; not starting the worker")
+    log = pod.wait_logged("submodule Wan2GP is missing or empty; not starting the worker")
     assert "git submodule update failed" in log
     assert not pod.out.exists() and _uv_calls(pod) == []
 
