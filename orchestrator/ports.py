@@ -60,6 +60,25 @@ class BootCheck:
     checks: Mapping[str, str] | None = None
 
 
+StartState = Literal["running", "exited", "unknown"]
+
+
+@dataclass(frozen=True)
+class StartWatch:
+    """What a pod says about the worker start it was given (:meth:`Provider.watch_start`).
+
+    ``running``: a process of the start holds its lock (the setup steps or the worker itself);
+    ``exited``: the lock is there and free, so nothing of the start lives; ``unknown``: no answer (SSH),
+    or nothing to tell by (no lock file, no ``flock``). ``phase`` is ``setup`` until the start's log says
+    it launched the worker, then ``worker``; ``tail`` is the end of the worker's log, secrets masked.
+    """
+
+    status: StartState
+    phase: str | None = None
+    detail: str = ""
+    tail: str = ""
+
+
 ResumeStatus = Literal["resumed", "no_gpu", "failed", "gone"]
 
 
@@ -186,6 +205,10 @@ class Provider(Protocol):
     def start_process(
         self, runpod_id: str, worker_id: str, *, expected_fingerprint: str | None = None
     ) -> bool: ...
+
+    def watch_start(
+        self, runpod_id: str, worker_id: str, *, expected_fingerprint: str | None = None
+    ) -> StartWatch: ...
 
     def terminate(self, runpod_id: str) -> bool: ...
 

@@ -185,7 +185,20 @@ def worker_row(w: Worker, now: datetime) -> dict[str, Any]:
         # Its pod's termination: "taken" by Runpod (billing ended), "unconfirmed" (the last call failed
         # or was not confirmed: the pod may still bill, and the next tick asks again), or None (not asked).
         "termination": termination_state(w),
+        # A start the daemon last saw in its setup steps (git sync, apt, uv sync): for how long so far.
+        "setup_sec": setup_sec(w),
     }
+
+
+def setup_sec(w: Worker) -> float | None:
+    """How long an initializing worker's start has been in its setup steps, when the last look at it
+    saw it there (the start watch); None otherwise."""
+    started, seen, watched = w.process_started_at, w.setup_seen_at, w.start_watched_at
+    if w.status is not WorkerState.INITIALIZING or started is None or seen is None or seen <= started:
+        return None
+    if watched is not None and watched > seen:
+        return None  # seen past its setup since
+    return round((seen - started).total_seconds(), 1)
 
 
 def termination_state(w: Worker) -> str | None:
@@ -309,7 +322,8 @@ def render_status(snapshot: Snapshot) -> str:
                 if w["reported_status"]
                 else ""
             )
-            + (" (termination unconfirmed, retrying)" if w["termination"] == "unconfirmed" else ""),
+            + (" (termination unconfirmed, retrying)" if w["termination"] == "unconfirmed" else "")
+            + (f" (setup {_fmt_age(w['setup_sec'])})" if w["setup_sec"] is not None else ""),
             _fmt_age(w["age_sec"]),
             _fmt_age(w["heartbeat_age_sec"]),
             w["current_task"] or "-",

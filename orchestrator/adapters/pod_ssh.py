@@ -9,8 +9,10 @@ returns the fingerprint, and later connections refuse a different key.
 
 from __future__ import annotations
 
+import secrets
 import shlex
 import threading
+from typing import cast
 
 import paramiko
 import structlog
@@ -20,17 +22,21 @@ from orchestrator.adapters.ssh import SSHClient, redact_command, truncate
 from orchestrator.adapters.worker_recipe import (
     WorkerStart,
     build_start_command,
+    build_watch_command,
     credential_records,
+    parse_watch,
     run_init_checks,
     worker_log_path,
 )
 from orchestrator.core import errors
-from orchestrator.ports import BootCheck
+from orchestrator.ports import BootCheck, StartState, StartWatch
 
 log = structlog.get_logger(__name__)
 
 # The original orchestrator's (banodoco/reigh-worker-orchestrator) SSH password when a pod reports none and no key file exists (its get_pod_ssh_details).
 DEFAULT_SSH_PASSWORD = "runpod"
+# The end of the worker's log a start watch returns (the row's error details when the start ended).
+WATCH_TAIL_CHARS = 4000
 
 
 class PodSSH:
@@ -212,6 +218,34 @@ class PodSSH:
             ssh_details=details,
             host_key_fingerprint=fp,
             checks={o.name: truncate((o.stdout + o.stderr).strip(), 300) for o in outcomes},
+        )
+
+    def watch_start(
+        self, runpod_id: str, worker_id: str, *, expected_fingerprint: str | None = None
+    ) -> StartWatch:
+        """Whether the start given to ``worker_id`` still runs on its pod, and in which phase
+        (:func:`~orchestrator.adapters.worker_recipe.build_watch_command`). Never raises: SSH that does
+        not answer, a refused key, or an answer in another form is ``unknown``, which proves nothing."""
+        nonce = secrets.token_hex(6)
+        try:
+            command = build_watch_command(worker_id, self.worker_start, nonce)
+            pod = self.transport.get_pod(runpod_id)
+            if pod is None or not pod.ssh_ready:
+                return StartWatch("unknown", detail="pod not ready for SSH" if pod else "pod not found")
+            with self.ssh_client_for(pod, expected_fingerprint=expected_fingerprint) as ssh:
+                self._pin(runpod_id, ssh)
+                _code, out, err = ssh.execute(
+                    command, timeout=self.ssh_command_timeout, log_as=f"watch the start of {worker_id}"
+                )
+        except (errors.RunpodError, errors.SSHError) as e:
+            return StartWatch("unknown", detail=f"{type(e).__name__}: {str(e)[:300]}")
+        except ValueError as e:  # an id that cannot name a log file: nothing to watch
+            return StartWatch("unknown", detail=str(e)[:300])
+        state, phase, why, tail = parse_watch(out, nonce)
+        if state == "unknown" and not why and err:
+            why = truncate(err.strip(), 300)
+        return StartWatch(
+            cast(StartState, state), phase, why, redact_command(tail, self._secrets)[-WATCH_TAIL_CHARS:]
         )
 
     def start_process(

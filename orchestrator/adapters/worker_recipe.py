@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.adapters.ssh import SSHClient
+from orchestrator.adapters.ssh import SSHClient, truncate
 from orchestrator.core import config, errors
 from orchestrator.core.states import WORKER_ID_PATTERN
 
@@ -366,7 +366,7 @@ mkdir -p @LOG_DIR@ || exit 3
 # 5. One worker process per pod: the detached worker inherits this lock and holds it for as long as it
 #    runs (the container disk's /tmp: a stop wipes it with the process), so a second start of a running
 #    worker starts nothing. Without flock, or a lock file, there is no such guard (never a failed start).
-if command -v flock >/dev/null 2>&1 && { exec 9>>"${TMPDIR:-/tmp}/orchestrator-worker-$worker_id.lock"; } 2>/dev/null; then
+if command -v flock >/dev/null 2>&1 && { exec 9>>"${TMPDIR:-/tmp}/"@LOCK_NAME@; } 2>/dev/null; then
     if ! flock -n 9; then echo "already running: worker $worker_id"; exit 0; fi
 else
     echo "orchestrator: no flock or no lock file: a second start would not be refused" >&2
@@ -575,6 +575,7 @@ def build_start_command(worker_id: str, start: WorkerStart | None = None) -> str
         ALLOWED=" ".join(CREDENTIAL_VARS),
         SKIPPED=" ".join(INIT_ENV_SKIPPED),
         INIT_ENVIRON=q(start.init_environ),
+        LOCK_NAME=q(LOCK_NAME.format(worker_id=worker_id)),
         REQUIRED=" ".join(REQUIRED_VARS),
         DIRS=" ".join(q(d) for d in dirs),
         DIRS_SHOWN=q(", ".join(dirs)),
@@ -584,3 +585,75 @@ def build_start_command(worker_id: str, start: WorkerStart | None = None) -> str
         INNER=q(inner),
     )
     return f"bash --norc --noprofile -c {q(outer)}"
+
+
+# --- the start watch --------------------------------------------------------------------------------
+
+# The start's per-worker lock (step 5 of the start command): held by the detached start and by the worker
+# it becomes for as long as either runs, on the container disk's temporary directory.
+LOCK_NAME = "orchestrator-worker-{worker_id}.lock"
+# How much of the worker's log the watch reads to find the start's phase (the current start's lines sit
+# at its end: a resumed pod's log holds the runs before it), and how many lines it returns.
+WATCH_SCAN_BYTES = 4_000_000
+WATCH_TAIL_LINES = 40
+
+# Reads, changes nothing: `flock -n LOCK true` takes the lock and lets it go at once when nobody holds
+# it, and only then is the start known to have ended. The temporary directory is found as the start
+# found it: TMPDIR from the pod's init process, else the session's, else /tmp.
+_WATCH = r"""log=@LOG@
+name=@LOCK_NAME@
+tmp=
+if [ -r @INIT_ENVIRON@ ]; then tmp=$(tr '\0' '\n' < @INIT_ENVIRON@ 2>/dev/null | sed -n 's/^TMPDIR=//p' | tail -n 1); fi
+lock="${tmp:-${TMPDIR:-/tmp}}/$name"
+why=
+if [ ! -e "$lock" ]; then state=unknown; why="no lock file $lock"
+elif ! command -v flock >/dev/null 2>&1; then state=unknown; why="no flock on the pod"
+else
+    flock -n "$lock" true 2>/dev/null; rc=$?
+    case $rc in 0) state=exited ;; 1) state=running ;; *) state=unknown; why="flock $lock: exit $rc" ;; esac
+fi
+phase=$(tail -c @SCAN@ "$log" 2>/dev/null | awk '/^orchestrator: starting worker /{p="setup"} /^orchestrator: exec /{p="worker"} END{print p}')
+printf '@@%s state %s\n' @NONCE@ "$state"
+printf '@@%s phase %s\n' @NONCE@ "${phase:-none}"
+printf '@@%s why %s\n' @NONCE@ "$why"
+printf '@@%s tail\n' @NONCE@
+tail -n @LINES@ "$log" 2>&1
+"""
+
+
+def build_watch_command(worker_id: str, start: WorkerStart, nonce: str) -> str:
+    """The command that asks a pod whether the start of ``worker_id`` still runs (read by
+    :func:`parse_watch`): its state from the start's lock, its phase from the start's own lines in the
+    worker's log (``orchestrator: starting worker`` opens the setup, ``orchestrator: exec`` ends it),
+    then the log's last lines. ``nonce`` frames the answer, so a log line cannot forge it."""
+    validate_worker_id(worker_id)
+    if not re.fullmatch(r"[0-9a-f]{6,32}", nonce):
+        raise ValueError("the nonce must be 6-32 lowercase hex digits")
+    q = shlex.quote
+    script = _fill(
+        _WATCH,
+        LOG=q(worker_log_path(start.mount_path, worker_id)),
+        LOCK_NAME=q(LOCK_NAME.format(worker_id=worker_id)),
+        INIT_ENVIRON=q(start.init_environ),
+        SCAN=str(WATCH_SCAN_BYTES),
+        LINES=str(WATCH_TAIL_LINES),
+        NONCE=nonce,
+    )
+    return f"bash --norc --noprofile -c {q(script)}"
+
+
+def parse_watch(output: str, nonce: str) -> tuple[str, str | None, str, str]:
+    """``(state, phase, why, tail)`` from :func:`build_watch_command`'s output. Anything not framed as
+    it frames its answer reads as ``unknown``: a pod that answered something else proves nothing."""
+    lines = output.split("\n")
+    fields: dict[str, str] = {}
+    for key, line in zip(("state", "phase", "why", "tail"), lines, strict=False):
+        prefix = f"@@{nonce} {key}"
+        if line != prefix and not line.startswith(prefix + " "):
+            return "unknown", None, f"unexpected answer: {truncate(output, 200)!r}", ""
+        fields[key] = line[len(prefix) + 1 :]
+    if len(fields) < 4:
+        return "unknown", None, f"unexpected answer: {truncate(output, 200)!r}", ""
+    state = fields["state"] if fields["state"] in ("running", "exited", "unknown") else "unknown"
+    phase = fields["phase"] if fields["phase"] in ("setup", "worker") else None
+    return state, phase, fields["why"], "\n".join(lines[4:]).rstrip("\n")

@@ -7,7 +7,7 @@ the row is expected to be in, the reason code, the metadata to record), so apply
 another lookup; each is meant to be applied idempotently (twice, or after a crash half-way, leaves the
 same state, and the next tick's snapshot shows what happened).
 
-The action set is small on purpose: Spawn, Initialize, StartProcess, Promote, FailWorker, Drain,
+The action set is small on purpose: Spawn, Initialize, StartProcess, WatchStart, Promote, FailWorker, Drain,
 Reactivate, TerminatePod, MarkTerminated, RequeueTasks, RequeueUnownedTasks, and for the warm pool
 StopPod, MarkStopped and ResumePod (each documented below with what its executor does).
 """
@@ -99,6 +99,25 @@ class StartProcess(Action):
     worker_id: str
     runpod_id: str
     already_running: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class WatchStart(Action):
+    """Ask the pod whether the worker's start still runs, for a worker not heard from since its start.
+
+    Executor: over SSH (the start's per-worker lock and the worker's log,
+    ``orchestrator.adapters.worker_recipe.build_watch_command``). Still running: merge
+    ``start_watched_at``, and ``setup_seen_at`` when the start is still in its setup steps (git sync,
+    apt, uv sync): health does not count that time against ``SPAWNING_TIMEOUT_SEC``, up to
+    ``WORKER_SETUP_TIMEOUT_SEC``. Ended (the lock is free: no process of the start lives): ``error``
+    with reason ``start_exited`` and the log's tail, requeue, terminate, at once rather than at the boot
+    timeout. No answer, or no lock to read: merge ``start_watched_at`` only; an SSH failure proves
+    nothing.
+    """
+
+    kind: ClassVar[str] = "watch_start"
+    worker_id: str
+    runpod_id: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -107,6 +107,7 @@ class Settings:
     gpu_idle_timeout_sec: int
     gpu_overcapacity_idle_timeout_sec: int
     spawning_timeout_sec: int
+    worker_setup_timeout_sec: int
     heartbeat_timeout_sec: int
     task_stuck_timeout_sec: int | None
     unowned_task_timeout_sec: int

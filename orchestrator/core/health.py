@@ -12,7 +12,12 @@ nothing else.
   at or after ``process_started_at`` (or the row's creation when no process start is recorded): an older
   report is a previous process's history.
 * ``SPAWNING_TIMEOUT_SEC`` from creation fails a boot (not while an initialized worker waits for an
-  operator to start it by hand with ``AUTO_START_WORKER_PROCESS=false``).
+  operator to start it by hand with ``AUTO_START_WORKER_PROCESS=false``). Time the start watch
+  (:class:`~orchestrator.core.actions.WatchStart`) saw the start still in its setup steps (git sync,
+  apt, ``uv sync``: a first sync on a fresh volume takes about half an hour) is added to it, up to
+  ``WORKER_SETUP_TIMEOUT_SEC``: only what was seen, so a start nobody could watch gets the plain timeout.
+  A start the watch saw end before the first heartbeat is failed by the executor at once
+  (``start_exited``).
 * Heartbeat older than ``HEARTBEAT_TIMEOUT_SEC`` while the worker runs a task (or, for an active one,
   while tasks wait) -> error; a draining worker's silence counts from the drain when it has not
   heartbeated since (draining heartbeats are recorded); a booting worker that already claimed a task
@@ -33,6 +38,7 @@ the heartbeat is the worker's own word that it lives.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from orchestrator.core.config import Settings
@@ -91,13 +97,17 @@ def health(d: Draft, worker: Worker, pod: PodView | None) -> tuple[Reason, dict[
         resumed = worker.resume_requested_at is not None
         row_age = age(d.now, worker.boot_started_at) if resumed else d.row_age(worker)
         limit = min(float(s.spawning_timeout_sec), RESUME_TIMEOUT_SEC) if resumed else s.spawning_timeout_sec
+        setup = setup_allowance(s, worker)
         waiting_for_operator = (
             not s.auto_start_worker_process
             and worker.initialized_at is not None
             and worker.process_started_at is None
         )
-        if row_age is not None and row_age > limit and not waiting_for_operator:
-            return Reason.BOOT_TIMEOUT, {"age_sec": round(row_age, 1)}
+        if row_age is not None and row_age > limit + setup and not waiting_for_operator:
+            details: dict[str, Any] = {"age_sec": round(row_age, 1), "limit_sec": round(limit + setup, 1)}
+            if setup:
+                details["setup_sec"] = round(setup, 1)
+            return Reason.BOOT_TIMEOUT, details
         if worker.running_count == 0:
             return None
         # `initializing` is a claiming state (and with AUTO_START_WORKER_PROCESS=false a worker is
@@ -128,6 +138,33 @@ def health(d: Draft, worker: Worker, pod: PodView | None) -> tuple[Reason, dict[
         if worker.running_count > 0 or tasks_wait:
             return Reason.HEARTBEAT_STALE, {"heartbeat_age_sec": round(silent, 1)}
     return None
+
+
+# A worker whose start was not yet heard from is watched once a tick (not on the extra ticks a wake-up
+# brings): a start that ended is then failed within a tick or two instead of billing until
+# SPAWNING_TIMEOUT_SEC, and a setup that runs keeps being seen. The share leaves room for a tick that
+# starts a little early.
+START_WATCH_TICK_SHARE = 0.8
+
+
+def setup_allowance(settings: Settings, worker: Worker) -> float:
+    """Seconds added to the boot timeout: from the process start to the last time the start watch saw
+    the start in its setup steps (git sync, apt, ``uv sync``), at most ``WORKER_SETUP_TIMEOUT_SEC``. A
+    sighting from before this process start (a resumed pod's previous start) counts nothing."""
+    started, seen = worker.process_started_at, worker.setup_seen_at
+    if started is None or seen is None or seen <= started or settings.worker_setup_timeout_sec <= 0:
+        return 0.0
+    return min((seen - started).total_seconds(), float(settings.worker_setup_timeout_sec))
+
+
+def watch_due(settings: Settings, now: datetime, worker: Worker) -> bool:
+    """Whether a started, not yet heard-from worker's start is due another look (once a tick)."""
+    started = worker.process_started_at
+    if started is None:
+        return False
+    last = max(t for t in (started, worker.start_watched_at) if t is not None)
+    elapsed = age(now, last)
+    return elapsed is not None and elapsed >= START_WATCH_TICK_SHARE * settings.orchestrator_poll_sec
 
 
 def reported_failure(worker: Worker) -> tuple[Reason, dict[str, Any]] | None:

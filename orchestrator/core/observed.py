@@ -208,6 +208,14 @@ class Worker:
         return ts_or_none(self.metadata.get(Meta.PROCESS_STARTED_AT))
 
     @property
+    def start_watched_at(self) -> datetime | None:
+        return ts_or_none(self.metadata.get(Meta.START_WATCHED_AT))
+
+    @property
+    def setup_seen_at(self) -> datetime | None:
+        return ts_or_none(self.metadata.get(Meta.SETUP_SEEN_AT))
+
+    @property
     def terminate_requested_at(self) -> datetime | None:
         return ts_or_none(self.metadata.get(Meta.TERMINATE_REQUESTED_AT))
 

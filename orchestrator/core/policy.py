@@ -27,7 +27,8 @@ The rules kept here:
   while demand and heartbeats are still acted on.
 * **Boot.** A booting row whose pod is RUNNING with SSH published gets :class:`Initialize` (checks,
   then the process start when ``AUTO_START_WORKER_PROCESS``); an initialized row whose process never
-  started gets :class:`StartProcess`. An ``initializing`` row heard from at or after
+  started gets :class:`StartProcess`; one started and not yet heard from gets :class:`WatchStart` once a
+  tick. An ``initializing`` row heard from at or after
   ``metadata.process_started_at`` gets :class:`Promote` (``first_heartbeat``): the real worker's
   heartbeat function is the app's and only records ``last_heartbeat``, so promotion is decided here,
   at the first tick after that heartbeat.
@@ -74,10 +75,17 @@ from orchestrator.core.actions import (
     RequeueUnownedTasks,
     StartProcess,
     TerminatePod,
+    WatchStart,
 )
 from orchestrator.core.config import Settings
 from orchestrator.core.draft import Draft
-from orchestrator.core.health import HEALTH_REASONS, REPORTED_FAILURES, health, unowned_stuck_limit
+from orchestrator.core.health import (
+    HEALTH_REASONS,
+    REPORTED_FAILURES,
+    health,
+    unowned_stuck_limit,
+    watch_due,
+)
 from orchestrator.core.limits import backoffs, breaker, rate_limit_hold
 from orchestrator.core.observed import BootOutcome, PodView, Snapshot, Worker, as_utc, freeze
 from orchestrator.core.staffing import (
@@ -379,6 +387,16 @@ def _boot(d: Draft, worker: Worker, pod: PodView | None) -> None:
                 already_running=heard is not None and heard >= worker.initialized_at,
             )
         )
+    elif (
+        status is WorkerState.INITIALIZING
+        and worker.process_started_at is not None
+        and pod.status is PodStatus.RUNNING
+        and pod.ssh_ready
+        and watch_due(d.settings, d.now, worker)
+    ):
+        # Started, not heard from: a start that ended is failed now rather than at the boot timeout,
+        # and one still in its setup steps has that time kept off the boot timeout (health).
+        d.actions.append(WatchStart(reason=Reason.WATCH_START, worker_id=worker.id, runpod_id=pod.id))
 
 
 def _heard_since_start(worker: Worker) -> bool:

@@ -40,7 +40,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from orchestrator.core import pool, sizing
-from orchestrator.core.actions import Backoff, Initialize, Promote, Reactivate, Spawn, StartProcess
+from orchestrator.core.actions import (
+    Backoff,
+    Initialize,
+    Promote,
+    Reactivate,
+    Spawn,
+    StartProcess,
+    WatchStart,
+)
 from orchestrator.core.config import Settings
 from orchestrator.core.draft import Draft, age, volume_disk_gb
 from orchestrator.core.limits import Breaker, avoided_pairs, backed_off_everywhere
@@ -248,7 +256,10 @@ def scale_down(d: Draft, booting: list[Worker], active: list[Worker], aim: Targe
             d.actions = [
                 a
                 for a in d.actions
-                if not (isinstance(a, Initialize | StartProcess | Promote) and a.worker_id == worker.id)
+                if not (
+                    isinstance(a, Initialize | StartProcess | WatchStart | Promote)
+                    and a.worker_id == worker.id
+                )
             ]
             d.terminate(worker, pod, Reason.CANCEL_BOOT)
             removed += 1

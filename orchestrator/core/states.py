@@ -147,6 +147,11 @@ class Meta:
     HOST_KEY_FINGERPRINT = "host_key_fingerprint"
     INITIALIZED_AT = "initialized_at"  # the initialization checks passed
     PROCESS_STARTED_AT = "process_started_at"  # a heartbeat at or after it promotes (Promote)
+    # The start watch (WatchStart): when the pod was last asked whether the start it was given still
+    # runs, and the last time the answer was "still in its setup steps" (git, apt, uv sync), which
+    # health does not count against SPAWNING_TIMEOUT_SEC, up to WORKER_SETUP_TIMEOUT_SEC.
+    START_WATCHED_AT = "start_watched_at"
+    SETUP_SEEN_AT = "setup_seen_at"
     TERMINATE_REQUESTED_AT = "terminate_requested_at"  # an operator asked (orch_request_termination)
     POD_TERMINATE_REQUESTED_AT = "pod_terminate_requested_at"  # when we last asked the provider
     # Whether the provider confirmed that last request (false: the call failed or its answer did not
@@ -202,6 +207,7 @@ class Reason(StrEnum):
     # boot
     POD_READY = "pod_ready"
     START_PROCESS = "start_process"
+    WATCH_START = "watch_start"  # is the start still running, and in which phase (WatchStart)
     FIRST_HEARTBEAT = "first_heartbeat"  # initializing -> active: heard from after the process started
     # health
     BOOT_TIMEOUT = "boot_timeout"
@@ -254,6 +260,10 @@ class Reason(StrEnum):
     SPAWN_RATE_LIMITED = "spawn_rate_limited"
     INIT_FAILED = "init_failed"
     START_FAILED = "start_failed"
+    # The start script, or the worker it became, ended before the worker's first heartbeat (a submodule
+    # missing, uv sync failing, the worker failing its imports): seen by WatchStart, not left to bill
+    # until SPAWNING_TIMEOUT_SEC.
+    START_EXITED = "start_exited"
     ACTIVATED = "activated"
 
 

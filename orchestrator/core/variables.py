@@ -299,6 +299,17 @@ VARIABLES: tuple[Var, ...] = (
         "timeouts",
         minimum=1,
     ),
+    # A first `uv sync` on a fresh volume builds the whole environment (today's original allows it about
+    # 30 minutes) and a second pod waits for the first's: longer than any boot timeout that would still
+    # catch a hung pod. Time the start is seen in those steps is not counted against it, up to this.
+    _v(
+        "WORKER_SETUP_TIMEOUT_SEC",
+        "int",
+        3600,
+        "time the worker's start may spend in its setup steps (git sync, apt, uv sync), as seen over SSH while they run, on top of SPAWNING_TIMEOUT_SEC; 0 counts them against it",
+        "timeouts",
+        minimum=0,
+    ),
     _v(
         "HEARTBEAT_TIMEOUT_SEC",
         "int",

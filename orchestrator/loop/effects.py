@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar, cast
 import structlog
 
 from orchestrator.core.states import WorkerState
-from orchestrator.ports import BootCheck, Database, Provider, Requeued, SpawnedPod
+from orchestrator.ports import BootCheck, Database, Provider, Requeued, SpawnedPod, StartWatch
 
 T = TypeVar("T")
 
@@ -126,6 +126,10 @@ class Effects(Protocol):
     def start_process(
         self, worker_id: str, runpod_id: str, expected_fingerprint: str | None
     ) -> Steps[bool]: ...
+
+    def watch_start(
+        self, worker_id: str, runpod_id: str, expected_fingerprint: str | None
+    ) -> Steps[StartWatch]: ...
 
     def terminate(self, runpod_id: str) -> Steps[bool]: ...
 
@@ -278,6 +282,13 @@ class LiveEffects:
             lambda: self.provider.start_process(
                 runpod_id, worker_id, expected_fingerprint=expected_fingerprint
             )
+        )
+
+    def watch_start(
+        self, worker_id: str, runpod_id: str, expected_fingerprint: str | None
+    ) -> Steps[StartWatch]:
+        return at_once(
+            lambda: self.provider.watch_start(runpod_id, worker_id, expected_fingerprint=expected_fingerprint)
         )
 
     def terminate(self, runpod_id: str) -> Steps[bool]:

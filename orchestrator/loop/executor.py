@@ -43,6 +43,7 @@ from orchestrator.core.actions import (
     StartProcess,
     StopPod,
     TerminatePod,
+    WatchStart,
 )
 from orchestrator.core.observed import Worker, parse_ts
 from orchestrator.core.states import Meta, Reason, WorkerState
@@ -248,6 +249,52 @@ def start_process(a: StartProcess, worker: Worker | None, fx: Effects) -> Steps[
         yield from fx.merge_metadata(a.worker_id, {Meta.PROCESS_STARTED_AT: iso(fx.now())})
         return {"outcome": "already_running"}
     return (yield from _start(fx, a.worker_id, a.runpod_id, worker.host_key_fingerprint if worker else None))
+
+
+def watch_start(a: WatchStart, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    seen = yield from fx.watch_start(
+        a.worker_id, a.runpod_id, worker.host_key_fingerprint if worker else None
+    )
+    if seen.status == "exited":
+        # Nothing of the start lives and the worker never heartbeated: the pod bills for nothing until
+        # the boot timeout. Its log says why (a missing submodule, uv sync, the worker's imports).
+        last = [line for line in seen.tail.splitlines() if line.strip()][-5:]
+        fx.log.warning(
+            "worker_start_exited",
+            worker_id=a.worker_id,
+            runpod_id=a.runpod_id,
+            phase=seen.phase,
+            last_lines=last,
+        )
+        skipped = yield from fail_after_boot_step(
+            fx,
+            a.worker_id,
+            a.runpod_id,
+            Reason.START_EXITED,
+            {"phase": seen.phase, "log_tail": seen.tail},
+            action=a.kind,
+        )
+        return {"outcome": "start_exited", "phase": seen.phase, **skipped_steps(skipped)}
+    now = fx.now()
+    recorded: dict[str, Any] = {Meta.START_WATCHED_AT: iso(now)}
+    if seen.status == "running" and seen.phase == "setup":
+        recorded[Meta.SETUP_SEEN_AT] = iso(now)
+        started = worker.process_started_at if worker else None
+        before = worker.setup_seen_at if worker else None
+        if started is not None and (before is None or before <= started):
+            fx.log.info(
+                "worker_setup_running",
+                worker_id=a.worker_id,
+                runpod_id=a.runpod_id,
+                hint="its setup time (git sync, apt, uv sync) is not counted against SPAWNING_TIMEOUT_SEC, "
+                "up to WORKER_SETUP_TIMEOUT_SEC",
+            )
+    elif seen.status == "unknown":
+        fx.log.debug(
+            "worker_start_unwatched", worker_id=a.worker_id, runpod_id=a.runpod_id, detail=seen.detail
+        )
+    yield from fx.merge_metadata(a.worker_id, recorded)
+    return {"outcome": seen.status, "phase": seen.phase}
 
 
 def promote(a: Promote, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
@@ -512,6 +559,7 @@ HANDLERS: Mapping[type[Action], Handler] = {
     Spawn: spawn,
     Initialize: initialize,
     StartProcess: start_process,
+    WatchStart: watch_start,
     Promote: promote,
     FailWorker: fail_worker,
     Drain: drain,

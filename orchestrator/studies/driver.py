@@ -28,7 +28,7 @@ from orchestrator.core.observed import Worker
 from orchestrator.core.states import Reason, WorkerState
 from orchestrator.loop import executor
 from orchestrator.loop.effects import Log, NullLog, Steps, at_once
-from orchestrator.ports import BootCheck, Requeued, SpawnedPod
+from orchestrator.ports import BootCheck, Requeued, SpawnedPod, StartWatch
 from orchestrator.studies.clock import at
 from orchestrator.studies.fleet import SimWorker
 
@@ -199,6 +199,24 @@ class VirtualEffects:
             if pod is None
             else {"runpod_id": pod.id, "actual_status": pod.status(self.sim.clock.now).value}
         )
+
+    def watch_start(
+        self, worker_id: str, runpod_id: str, expected_fingerprint: str | None
+    ) -> Steps[StartWatch]:
+        # No draw from the simulation's random streams: watching must not change what the runs it is
+        # added to would otherwise have drawn. The simulated start has no setup steps (its warm-up
+        # stands for the whole start), so a live one is always in its worker phase.
+        sim = self.sim
+        pod = sim.provider.pods.get(runpod_id)
+        yield sim.boot.ssh_checks
+        if pod is None or not pod.alive:
+            return StartWatch("unknown", detail="pod not found")
+        process = pod.process
+        if process is None:
+            return StartWatch("unknown", detail="no lock file")
+        if process.alive or process.guardian_alive:
+            return StartWatch("running", phase="worker")
+        return StartWatch("exited", phase="worker")
 
     def log_tail(self, runpod_id: str, worker_id: str) -> Steps[str]:
         yield LOG_TAIL_SEC

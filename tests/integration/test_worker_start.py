@@ -295,3 +295,40 @@ def test_a_second_start_of_a_running_worker_starts_nothing(
         assert provider.terminate_worker(runpod_id) is True
     events = [e["event"] for e in logs if e["event"].startswith("worker_")]
     assert events.count("worker_process_started") == 2 and events.count("worker_already_running") == 1, events
+
+
+def test_the_start_watch_sees_the_worker_run_and_then_end(
+    emulator: Any, ssh_keypair: Any, tmp_path: Path
+) -> None:
+    """Over real SSH, on a pod whose variables (TMPDIR among them) live only in PID 1: the watch finds
+    the start's lock where the start put it, says the worker runs while it does, and says it ended,
+    with the end of its log, once it and its heartbeat guardian are gone."""
+    worker_id = "gpu-20250912_101500-9c0d1e2f"
+    settings = settings_for(emulator, ssh_keypair, tmp_path)
+    with make_provider(settings, retry=FAST_RETRY) as provider:
+        runpod_id = provider.spawn_worker(worker_id, settings.worker_env)["runpod_id"]
+        pinned = initialize(provider, worker_id, runpod_id)["host_key_fingerprint"]
+        # Not started yet: no lock, so nothing is known (never "ended").
+        before = provider.watch_start(runpod_id, worker_id, expected_fingerprint=pinned)
+        assert before.status == "unknown" and "no lock file" in before.detail
+        assert provider.start_worker_process(runpod_id, worker_id, expected_fingerprint=pinned) is True
+        box = sandbox_of(emulator, runpod_id)
+        caught_worker(box)  # stopped as it appears: it still holds the start's lock
+        running = provider.watch_start(runpod_id, worker_id, expected_fingerprint=pinned)
+        assert (running.status, running.phase) == ("running", "worker"), running
+        assert "orchestrator: exec python" in running.tail
+        for pid in box.pids():
+            try:
+                if b"--supabase-access-token" in _read_nul(f"/proc/{pid}/cmdline"):
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue
+
+        def ended() -> Any:
+            seen = provider.watch_start(runpod_id, worker_id, expected_fingerprint=pinned)
+            return seen if seen.status == "exited" else None
+
+        seen = wait_until(ended, 60, "the watch to see the start ended")
+        assert seen.phase == "worker" and "orchestrator: exec python" in seen.tail
+        assert not leaks(seen.tail.encode())
+        assert provider.terminate_worker(runpod_id) is True
