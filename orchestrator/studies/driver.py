@@ -208,7 +208,7 @@ class VirtualEffects:
         # stands for the whole start), so a live one is always in its worker phase.
         sim = self.sim
         pod = sim.provider.pods.get(runpod_id)
-        yield sim.boot.ssh_checks
+        yield sim.boot.start_latency  # one command over SSH, as the start itself
         if pod is None or not pod.alive:
             return StartWatch("unknown", detail="pod not found")
         process = pod.process
