@@ -70,7 +70,8 @@ class StartWatch:
     ``running``: a process of the start holds its lock (the setup steps or the worker itself);
     ``exited``: the lock is there and free, so nothing of the start lives; ``unknown``: no answer (SSH),
     or nothing to tell by (no lock file, no ``flock``). ``phase`` is ``setup`` until the start's log says
-    it launched the worker, then ``worker``; ``tail`` is the end of the worker's log, secrets masked.
+    it launched the worker, then ``worker``; ``tail``, for a start that ended, is the end of the worker's
+    log, secrets masked.
     """
 
     status: StartState

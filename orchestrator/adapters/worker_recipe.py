@@ -141,8 +141,13 @@ class WorkerStart:
     lock_wait: int = 360
     uv_install_url: str = UV_INSTALL_URL
     # A first `uv sync` on a fresh volume downloads and builds the whole environment (today's original
-    # allows about 30 minutes); a second pod waits for it rather than sync the same .venv at once.
+    # lets a second pod wait 1800 s for it); a second pod waits for it rather than sync the same .venv
+    # at once.
     uv_sync_lock_wait: int = 1800
+    # And no longer than that itself: a sync that hangs (a stalled index, a wedged build) then ends the
+    # start, which the start watch sees at once, instead of holding the pod and the lock until the boot
+    # timeout. Wait and sync together fit WORKER_SETUP_TIMEOUT_SEC's default of 3600 s.
+    uv_sync_timeout: int = 1800
     apt_update_timeout: int = 300
     apt_install_timeout: int = 900
     init_environ: str = INIT_ENVIRON
@@ -480,15 +485,16 @@ fi
 echo "orchestrator: uv sync --locked --python 3.10 --extra cuda124"
 # Streamed to the log as it runs (a first sync takes many minutes), and kept to look for the drift.
 out="${TMPDIR:-/tmp}/orchestrator-uv-sync-$WORKER_ID.out"
-uv sync --locked --python 3.10 --extra cuda124 2>&1 | tee "$out"; rc=${PIPESTATUS[0]}
+timeout @UV_SYNC_TIMEOUT@ uv sync --locked --python 3.10 --extra cuda124 2>&1 | tee "$out"; rc=${PIPESTATUS[0]}
 if [ "$rc" -ne 0 ] && grep -qiE 'lockfile.*needs to be updated' "$out"; then
     # Upstream's uv.lock lags its pyproject.toml: relock in the pod, as today's original does (the next
     # start's reset puts upstream's uv.lock back).
     echo "orchestrator: uv.lock does not match pyproject.toml; uv lock, then uv sync"
-    uv lock --python 3.10 && uv sync --python 3.10 --extra cuda124; rc=$?
+    timeout @UV_SYNC_TIMEOUT@ uv lock --python 3.10 && timeout @UV_SYNC_TIMEOUT@ uv sync --python 3.10 --extra cuda124; rc=$?
 fi
 exec 7>&-
 rm -f "$out"
+if [ "$rc" -eq 124 ]; then echo "orchestrator: uv sync took over @UV_SYNC_TIMEOUT@ s; not starting the worker"; exit 9; fi
 if [ "$rc" -ne 0 ]; then echo "orchestrator: uv sync failed (exit $rc); not starting the worker"; exit 9; fi"""
 
 # The package lists of a fresh pod are empty: install only works after update. Failures are
@@ -543,6 +549,7 @@ def build_start_command(worker_id: str, start: WorkerStart | None = None) -> str
         UV_URL=q(start.uv_install_url),
         UV_CACHE=q(posixpath.join(start.mount_path, ".uv-cache")),
         UV_LOCK_WAIT=str(int(start.uv_sync_lock_wait)),
+        UV_SYNC_TIMEOUT=str(int(start.uv_sync_timeout)),
     )
     if start.apt_packages:
         apt = _fill(
@@ -596,6 +603,7 @@ LOCK_NAME = "orchestrator-worker-{worker_id}.lock"
 # at its end: a resumed pod's log holds the runs before it), and how many lines it returns.
 WATCH_SCAN_BYTES = 4_000_000
 WATCH_TAIL_LINES = 40
+WATCH_TAIL_BYTES = 8192
 
 # Reads, changes nothing: `flock -n LOCK true` takes the lock and lets it go at once when nobody holds
 # it, and only then is the start known to have ended. The temporary directory is found as the start
@@ -612,12 +620,14 @@ else
     flock -n "$lock" true 2>/dev/null; rc=$?
     case $rc in 0) state=exited ;; 1) state=running ;; *) state=unknown; why="flock $lock: exit $rc" ;; esac
 fi
-phase=$(tail -c @SCAN@ "$log" 2>/dev/null | awk '/^orchestrator: starting worker /{p="setup"} /^orchestrator: exec /{p="worker"} END{print p}')
+last=$(tail -c @SCAN@ "$log" 2>/dev/null | grep -a -E '^orchestrator: (starting worker|exec) ' | tail -n 1)
+case $last in "orchestrator: exec "*) phase=worker ;; "orchestrator: starting worker "*) phase=setup ;; *) phase=none ;; esac
 printf '@@%s state %s\n' @NONCE@ "$state"
-printf '@@%s phase %s\n' @NONCE@ "${phase:-none}"
+printf '@@%s phase %s\n' @NONCE@ "$phase"
 printf '@@%s why %s\n' @NONCE@ "$why"
 printf '@@%s tail\n' @NONCE@
-tail -n @LINES@ "$log" 2>&1
+# The log's end only for a start that ended (it says why); a download's progress line can be megabytes.
+if [ "$state" = exited ]; then tail -n @LINES@ "$log" 2>&1 | tail -c @TAIL_BYTES@; fi
 """
 
 
@@ -625,7 +635,8 @@ def build_watch_command(worker_id: str, start: WorkerStart, nonce: str) -> str:
     """The command that asks a pod whether the start of ``worker_id`` still runs (read by
     :func:`parse_watch`): its state from the start's lock, its phase from the start's own lines in the
     worker's log (``orchestrator: starting worker`` opens the setup, ``orchestrator: exec`` ends it),
-    then the log's last lines. ``nonce`` frames the answer, so a log line cannot forge it."""
+    then, for a start that ended, the log's last lines (at most 8 KB). ``nonce`` frames the answer, so a
+    log line cannot forge it."""
     validate_worker_id(worker_id)
     if not re.fullmatch(r"[0-9a-f]{6,32}", nonce):
         raise ValueError("the nonce must be 6-32 lowercase hex digits")
@@ -637,6 +648,7 @@ def build_watch_command(worker_id: str, start: WorkerStart, nonce: str) -> str:
         INIT_ENVIRON=q(start.init_environ),
         SCAN=str(WATCH_SCAN_BYTES),
         LINES=str(WATCH_TAIL_LINES),
+        TAIL_BYTES=str(WATCH_TAIL_BYTES),
         NONCE=nonce,
     )
     return f"bash --norc --noprofile -c {q(script)}"

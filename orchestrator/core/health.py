@@ -14,7 +14,8 @@ nothing else.
 * ``SPAWNING_TIMEOUT_SEC`` from creation fails a boot (not while an initialized worker waits for an
   operator to start it by hand with ``AUTO_START_WORKER_PROCESS=false``). Time the start watch
   (:class:`~orchestrator.core.actions.WatchStart`) saw the start still in its setup steps (git sync,
-  apt, ``uv sync``: a first sync on a fresh volume takes about half an hour) is added to it, up to
+  apt, ``uv sync``: a first sync on a fresh volume downloads and builds the whole environment) is added
+  to it, up to
   ``WORKER_SETUP_TIMEOUT_SEC``: only what was seen, so a start nobody could watch gets the plain timeout.
   A start the watch saw end before the first heartbeat is failed by the executor at once
   (``start_exited``).

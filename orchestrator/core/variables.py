@@ -299,9 +299,10 @@ VARIABLES: tuple[Var, ...] = (
         "timeouts",
         minimum=1,
     ),
-    # A first `uv sync` on a fresh volume builds the whole environment (today's original allows it about
-    # 30 minutes) and a second pod waits for the first's: longer than any boot timeout that would still
-    # catch a hung pod. Time the start is seen in those steps is not counted against it, up to this.
+    # A first `uv sync` on a fresh volume downloads and builds the whole environment, and a second pod
+    # waits for the first's (up to 1800 s, as today's original lets it; the sync itself is cut at 1800 s):
+    # longer than a boot timeout that still catches a hung pod. Time the start is seen in those steps is
+    # not counted against that timeout, up to this.
     _v(
         "WORKER_SETUP_TIMEOUT_SEC",
         "int",

@@ -48,6 +48,7 @@ SPAWN_FAILURE_REASONS = (
     "spawn_rate_limited",
     "init_failed",
     "start_failed",
+    "start_exited",
     "boot_timeout",
     "pod_failed",
     "pod_missing",

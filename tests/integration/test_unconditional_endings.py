@@ -43,6 +43,7 @@ from orchestrator.core.actions import (
     StartProcess,
     StopPod,
     TerminatePod,
+    WatchStart,
 )
 from orchestrator.core.observed import Snapshot, Worker
 from orchestrator.core.states import Reason, WorkerState
@@ -50,7 +51,7 @@ from orchestrator.logs import configure_logging
 from orchestrator.loop import effects
 from orchestrator.loop.controller import Controller
 from orchestrator.loop.daemon import Daemon
-from orchestrator.ports import BootCheck, SpawnedPod
+from orchestrator.ports import BootCheck, SpawnedPod, StartWatch
 from orchestrator.runpod_client import RunpodClient
 from tests.integration.test_runpod_contract import make_client, wait_for
 
@@ -210,6 +211,14 @@ class RecordingProvider:
     ) -> bool:
         self._call("start")
         return False
+
+    def watch_start(
+        self, runpod_id: str, worker_id: str, *, expected_fingerprint: str | None = None
+    ) -> StartWatch:
+        self._call("watch_start")
+        # The log's end may hold anything, a NUL byte included.
+        tail = "orchestrator: submodule Wan2GP is missing or empty; not starting the worker\n\x00"
+        return StartWatch("exited", phase="setup", tail=tail)
 
     def terminate(self, runpod_id: str) -> bool:
         self._call("terminate")
@@ -398,6 +407,14 @@ CASES = [
         "error",
         True,
         ("transition", "requeue", "record_terminate", "event", "metrics"),
+    ),
+    Case(
+        "watch_start: the start ended before the first heartbeat (start_exited)",
+        "initializing",
+        lambda w: WatchStart(reason=Reason.WATCH_START, worker_id=w, runpod_id=POD),
+        "error",
+        True,
+        ("transition_details", "transition", "requeue", "record_terminate", "event", "metrics"),
     ),
     Case(
         "terminate_pod cancelling a boot",

@@ -330,12 +330,14 @@ def test_the_pull_brings_the_rename_to_worker_py_before_the_entry_is_chosen(pod:
 # code from UV_FAKE_EXIT_<verb>, and the drift message uv prints for a stale lock), `run` records as the
 # worker does.
 _FAKE_UV = """#!{python}
-import os, pathlib, sys
+import os, pathlib, sys, time
 calls = pathlib.Path({calls!r})
 verb = sys.argv[1] if len(sys.argv) > 1 else ""
 if verb in ("--version", "sync", "lock"):
     with calls.open("a") as f:
         f.write(" ".join(sys.argv[1:]) + "\\n")
+    # A sync that hangs (a stalled index, a wedged build), for UV_FAKE_HANG_<verb> seconds.
+    time.sleep(float(os.environ.get("UV_FAKE_HANG_" + verb.strip("-"), "0")))
     if verb == "--version":
         print("uv 0.9.5")
     code = int(os.environ.get("UV_FAKE_EXIT_" + verb.strip("-"), "0"))
@@ -453,6 +455,16 @@ def test_a_failed_uv_sync_starts_no_worker_and_a_stale_lock_is_relocked(pod: Pod
         "lock --python 3.10",
         "sync --python 3.10 --extra cuda124",
     ]
+
+
+def test_a_uv_sync_that_hangs_ends_the_start_after_its_timeout(pod: Pod) -> None:
+    pod.checkout("Reigh-Worker", entries=("worker.py",), venv=False)
+    _fake_uv(pod, pod.bin)
+    pod.set_init_env({"PATH": f"{pod.bin}:/usr/bin:/bin", "UV_FAKE_HANG_sync": "60"})
+    assert pod.start(launch="uv", apt_packages=(), uv_sync_timeout=1).returncode == 0
+    log = pod.wait_logged("not starting the worker")
+    assert "uv sync took over 1 s" in log
+    assert not pod.out.exists()
 
 
 def _git_repo(path: Path, files: dict[str, str]) -> Path:
