@@ -50,6 +50,7 @@ from orchestrator.adapters.worker_recipe import (
     DEFAULT_APT_PACKAGES,
     DEFAULT_WORKER_DIRS,
     LAUNCH_AUTO,
+    UV_INSTALL_URL,
     WorkerStart,
     validate_worker_id,
 )
@@ -114,6 +115,12 @@ def _int(value: Any, name: str) -> int:
         raise errors.ConfigError([f"{name}={value!r}: expected a whole number"]) from e
 
 
+def _installer(value: Any) -> str:
+    """WORKER_UV_INSTALL_URL as the start command takes it: "none" is no installer at all."""
+    text = str(value).strip()
+    return "" if text.lower() == "none" else text
+
+
 def _register_secrets(values: Sequence[str | None]) -> None:
     """Hand our secrets to the process-wide log redactor (if the logging module is there)."""
     try:
@@ -152,6 +159,7 @@ class RunpodProvider(PodSSH):
         worker_launch: str | None = None,
         worker_git_branch: str | None = None,
         worker_wgp_profile: int | None = None,
+        worker_uv_install_url: str | None = None,
         worker_poll_interval: int | None = None,
         worker_python: str = "python",
         retry: RetryPolicy | None = None,
@@ -208,6 +216,8 @@ class RunpodProvider(PodSSH):
                 "WORKER_POLL_INTERVAL_SEC",
             ),
             python=worker_python,
+            # "none": no installer (the pod must bring uv).
+            uv_install_url=_installer(pick(worker_uv_install_url, "WORKER_UV_INSTALL_URL", UV_INSTALL_URL)),
         )
         self.retry = retry or DEFAULT_RETRY
         self._secrets = [

@@ -59,7 +59,7 @@ LAUNCH_AUTO = "auto"
 LAUNCHES = (LAUNCH_AUTO, LAUNCH_VENV, LAUNCH_UV)
 # Where a pod without uv gets it (astral's installer, as today's original does: `curl -LsSf
 # https://astral.sh/uv/install.sh | sh`, which installs into ~/.local/bin). Empty: never install.
-UV_INSTALL_URL = "https://astral.sh/uv/install.sh"
+UV_INSTALL_URL = config.DEFAULT_UV_INSTALL_URL
 # Where root reads the variables a pod was created with: its init process (sshd sessions do not see them).
 INIT_ENVIRON = "/proc/1/environ"
 
@@ -177,8 +177,8 @@ class WorkerStart:
             raise _problem(f"WORKER_POLL_INTERVAL_SEC={self.poll_interval!r}: expected a whole number >= 1")
         if not self.python or "\x00" in self.python or "\n" in self.python:
             raise _problem(f"worker python {self.python!r} is not usable")
-        if self.uv_install_url and not re.fullmatch(r"(https|file)://[^\s'\"\\]+", self.uv_install_url):
-            raise _problem(f"uv installer URL {self.uv_install_url!r}: expected an https:// URL")
+        if self.uv_install_url and not config.UV_INSTALL_URL_RE.fullmatch(self.uv_install_url):
+            raise _problem(f"WORKER_UV_INSTALL_URL={self.uv_install_url!r}: expected an https:// URL")
 
     def worker_dirs(self) -> tuple[str, ...]:
         """The candidate checkouts, absolute, in search order."""

@@ -30,7 +30,9 @@ from orchestrator.core.env_names import read_env_file as read_env_file
 from orchestrator.core.env_names import read_env_lines
 from orchestrator.core.errors import ConfigError
 from orchestrator.core.variables import BY_NAME as BY_NAME
+from orchestrator.core.variables import DEFAULT_UV_INSTALL_URL as DEFAULT_UV_INSTALL_URL
 from orchestrator.core.variables import REAL_RUNPOD_BASE_URL as REAL_RUNPOD_BASE_URL
+from orchestrator.core.variables import UV_INSTALL_URL_RE as UV_INSTALL_URL_RE
 from orchestrator.core.variables import VARIABLES as VARIABLES
 from orchestrator.core.variables import Var as Var
 from orchestrator.core.variables import apt_package_problems as apt_package_problems
@@ -40,6 +42,7 @@ from orchestrator.core.variables import mask as mask
 from orchestrator.core.variables import mask_url_password as mask_url_password
 from orchestrator.core.variables import parse_packages as parse_packages
 from orchestrator.core.variables import parse_value as parse_value
+from orchestrator.core.variables import uv_install_url_problem as uv_install_url_problem
 from orchestrator.core.variables import worker_dir_problems as worker_dir_problems
 
 
@@ -84,6 +87,7 @@ class Settings:
     worker_dirs: tuple[str, ...]
     worker_launch: str
     worker_wgp_profile: int
+    worker_uv_install_url: str
     worker_poll_interval_sec: int
     worker_git_branch: str
     worker_apt_packages: tuple[str, ...]
@@ -534,6 +538,11 @@ def _cross_checks(values: Mapping[str, Any], skip: frozenset[str] = frozenset())
     branch = values.get("WORKER_GIT_BRANCH")
     if isinstance(branch, str):
         problem = git_branch_problem(branch)
+        if problem:
+            problems.append(problem)
+    installer = values.get("WORKER_UV_INSTALL_URL")
+    if isinstance(installer, str):
+        problem = uv_install_url_problem(installer)
         if problem:
             problems.append(problem)
     disk = values.get("RUNPOD_DISK_SIZE_GB")

@@ -20,6 +20,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 REAL_RUNPOD_BASE_URL = "https://api.runpod.io"
+# astral's installer for uv, which Runpod's pytorch images lack (docs.astral.sh/uv, "Installing uv"; a
+# versioned URL, https://astral.sh/uv/<version>/install.sh, installs that version).
+DEFAULT_UV_INSTALL_URL = "https://astral.sh/uv/install.sh"
+UV_INSTALL_URL_RE = re.compile(r"(https|file)://[^\s'\"\\]+")
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,13 @@ VARIABLES: tuple[Var, ...] = (
         choices=("auto", "venv", "uv"),
     ),
     _v("WORKER_WGP_PROFILE", "int", 1, "--wgp-profile of the uv launch", "worker", minimum=1),
+    _v(
+        "WORKER_UV_INSTALL_URL",
+        "str",
+        DEFAULT_UV_INSTALL_URL,
+        "the uv launch installs uv with this installer (curl ... | sh) on a pod without it; https://astral.sh/uv/<version>/install.sh pins a version; none installs nothing (a pod without uv then starts no worker, exit 7)",
+        "worker",
+    ),
     _v(
         "WORKER_POLL_INTERVAL_SEC",
         "int",
@@ -511,6 +522,12 @@ def worker_dir_problems(dirs: tuple[str, ...] | list[str]) -> list[str]:
         for d in dirs
         if not d or any(c in d for c in "\x00\n\r") or ".." in d.split("/")
     ]
+
+
+def uv_install_url_problem(url: str) -> str | None:
+    if url.strip().lower() == "none" or UV_INSTALL_URL_RE.fullmatch(url):
+        return None
+    return f"WORKER_UV_INSTALL_URL={url!r}: expected an https:// URL without spaces or quotes, or none"
 
 
 def git_branch_problem(branch: str) -> str | None:

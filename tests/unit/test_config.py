@@ -92,6 +92,7 @@ def test_worker_start_settings_default_to_the_original_and_are_validated() -> No
     assert s.worker_dirs == ("Reigh-Worker", "Headless-Wan2GP", "reigh/Headless-Wan2GP")
     assert s.worker_launch == "auto" and s.worker_wgp_profile == 1
     assert s.worker_git_branch == "main"
+    assert s.worker_uv_install_url == "https://astral.sh/uv/install.sh"
     assert s.worker_apt_packages == ("python3.10-venv", "python3.10-dev", "ffmpeg")
     assert s.runpod_storage_name is None
     s = config.load_settings(
@@ -103,9 +104,11 @@ def test_worker_start_settings_default_to_the_original_and_are_validated() -> No
             "WORKER_POLL_INTERVAL_SEC": "4",
             "WORKER_GIT_BRANCH": "release/2026-05",
             "WORKER_APT_PACKAGES": "ffmpeg libgl1",
+            "WORKER_UV_INSTALL_URL": "https://astral.sh/uv/0.9.26/install.sh",
         },
         env_file=None,
     )
+    assert s.worker_uv_install_url == "https://astral.sh/uv/0.9.26/install.sh"
     assert s.runpod_storage_name == ("vol-ro", "vol-ks")
     assert s.worker_dirs == ("Reigh-Worker", "Headless-Wan2GP")
     assert (s.worker_launch, s.worker_wgp_profile, s.worker_git_branch) == ("uv", 3, "release/2026-05")
@@ -122,6 +125,7 @@ def test_worker_start_settings_default_to_the_original_and_are_validated() -> No
         "WORKER_POLL_INTERVAL_SEC": "0.5",  # the worker parses a whole number
         "WORKER_GIT_BRANCH": "--upload-pack=evil",
         "WORKER_APT_PACKAGES": "ffmpeg;reboot",
+        "WORKER_UV_INSTALL_URL": "http://astral.sh/uv/install.sh; rm -rf /",
         "RUNPOD_DISK_SIZE_GB": "5",
     }
     with pytest.raises(ConfigError) as info:

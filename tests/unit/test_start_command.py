@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.adapters.provider import RunpodProvider
 from orchestrator.adapters.worker_recipe import (
     CREDENTIAL_VARS,
     WorkerStart,
@@ -720,3 +721,17 @@ def test_the_log_file_is_private_and_holds_no_value(pod: Pod) -> None:
     assert oct(log.stat().st_mode & 0o777) == oct(0o600)
     text = log.read_text()
     assert "--supabase-access-token ..." in text and _secrets_in(text) == []
+
+
+def test_the_uv_installer_is_the_configured_one_and_none_installs_nothing(pod: Pod) -> None:
+    pinned = RunpodProvider(env={"WORKER_UV_INSTALL_URL": "https://astral.sh/uv/0.9.26/install.sh"})
+    assert pinned.worker_start.uv_install_url == "https://astral.sh/uv/0.9.26/install.sh"
+    assert "https://astral.sh/uv/0.9.26/install.sh" in build_start_command(WORKER_ID, pinned.worker_start)
+    off = RunpodProvider(env={"WORKER_UV_INSTALL_URL": "none"})
+    assert off.worker_start.uv_install_url == ""
+    # On a pod without uv, no installer means no worker, said at once (exit 7), nothing fetched.
+    pod.checkout("Reigh-Worker", entries=("worker.py",), venv=False)
+    done = pod.start(
+        launch="uv", dirs=("Reigh-Worker",), apt_packages=(), uv_install_url=off.worker_start.uv_install_url
+    )
+    assert done.returncode == 7 and "cannot be installed" in done.stderr
