@@ -439,11 +439,11 @@ def _doctor_runpod(settings: config_mod.Settings) -> list[Check]:
     checks: list[Check] = []
     volumes = list(settings.runpod_storage_name or ())
     # Known without asking the API, so reported even when the key is refused: one round of fixes.
-    no_volume: list[Check] = []
+    known: list[Check] = []
     if not volumes:
         # The worker's checkout lives on the volume: against Runpod every pod would fail its check.
         # The emulator's pods carry a stand-in worker, so there it only deserves a look.
-        no_volume.append(
+        known.append(
             Check(
                 "runpod: network volume",
                 FAIL if config_mod.targets_real_runpod(settings.runpod_api_base_url) else WARN,
@@ -451,12 +451,13 @@ def _doctor_runpod(settings: config_mod.Settings) -> list[Check]:
                 "(`orchestrator volumes` lists the account's volumes)",
             )
         )
+    known.append(_doctor_worker_pin(settings))
     provider = make_provider(settings)
     try:
         try:
             gpus = provider.list_gpu_types(fresh=True)
         except Exception as exc:
-            return [Check("runpod: API key", FAIL, f"{type(exc).__name__}: {str(exc)[:250]}"), *no_volume]
+            return [Check("runpod: API key", FAIL, f"{type(exc).__name__}: {str(exc)[:250]}"), *known]
         checks.append(
             Check(
                 "runpod: API key",
@@ -470,7 +471,7 @@ def _doctor_runpod(settings: config_mod.Settings) -> list[Check]:
                 checks.append(Check(f"runpod: GPU type {gpu}", OK, f"exists ({getattr(found, 'id', gpu)})"))
             except Exception as exc:
                 checks.append(Check(f"runpod: GPU type {gpu}", FAIL, str(exc)[:250]))
-        checks.extend(no_volume)
+        checks.extend(known)
         for name in volumes:
             try:
                 vol = provider.find_volume(name)
@@ -483,6 +484,22 @@ def _doctor_runpod(settings: config_mod.Settings) -> list[Check]:
             with contextlib.suppress(Exception):
                 close()
     return checks
+
+
+def _doctor_worker_pin(settings: config_mod.Settings) -> Check:
+    """Whether the checkout follows a branch whose head may no longer be a queue worker."""
+    name = "worker: version"
+    if settings.worker_git_commit:
+        return Check(name, OK, f"pinned at {settings.worker_git_commit} (WORKER_GIT_COMMIT)")
+    status = WARN if config_mod.targets_real_runpod(settings.runpod_api_base_url) else OK
+    return Check(
+        name,
+        status,
+        f"WORKER_GIT_COMMIT unset: every start brings the checkout to the head of {settings.worker_git_branch}; "
+        "banodoco/reigh-worker's main no longer polls the Supabase queue since its pull request 33 "
+        "(2026-09): pin a commit (docs/worker-start.md, 'Pin the worker') unless the checkout's origin is "
+        "a fork whose head still polls",
+    )
 
 
 def _doctor_ssh(settings: config_mod.Settings) -> list[Check]:

@@ -72,6 +72,7 @@ def make_provider(settings: Settings, **overrides: Any) -> Any:
         worker_dirs=list(settings.worker_dirs),
         worker_launch=settings.worker_launch,
         worker_git_branch=settings.worker_git_branch,
+        worker_git_commit=settings.worker_git_commit,
         worker_wgp_profile=settings.worker_wgp_profile,
         worker_uv_install_url=settings.worker_uv_install_url,
         worker_poll_interval=settings.worker_poll_interval_sec,

@@ -158,6 +158,7 @@ class RunpodProvider(PodSSH):
         worker_dirs: str | Sequence[str] | None = None,
         worker_launch: str | None = None,
         worker_git_branch: str | None = None,
+        worker_git_commit: str | None = None,
         worker_wgp_profile: int | None = None,
         worker_uv_install_url: str | None = None,
         worker_poll_interval: int | None = None,
@@ -209,6 +210,7 @@ class RunpodProvider(PodSSH):
             dirs=tuple(_split_list(pick(worker_dirs, "WORKER_DIRS", DEFAULT_WORKER_DIRS))),
             launch=str(pick(worker_launch, "WORKER_LAUNCH", LAUNCH_AUTO)).strip().lower(),
             git_branch=str(pick(worker_git_branch, "WORKER_GIT_BRANCH", "main")).strip(),
+            git_commit=str(pick(worker_git_commit, "WORKER_GIT_COMMIT", "")),
             apt_packages=self.apt_packages,
             wgp_profile=_int(pick(worker_wgp_profile, "WORKER_WGP_PROFILE", 1), "WORKER_WGP_PROFILE"),
             poll_interval=_int(

@@ -125,6 +125,8 @@ class WorkerStart:
     dirs: tuple[str, ...] = DEFAULT_WORKER_DIRS
     launch: str = LAUNCH_AUTO
     git_branch: str = "main"
+    # WORKER_GIT_COMMIT: the checkout is put at this commit instead of the branch's head ("" follows it).
+    git_commit: str = ""
     apt_packages: tuple[str, ...] = DEFAULT_APT_PACKAGES
     wgp_profile: int = 1
     # ``--poll-interval``: seconds an idle worker sleeps between claims. Both workers take it as a whole
@@ -159,6 +161,9 @@ class WorkerStart:
             raise _problem(f"RUNPOD_VOLUME_MOUNT_PATH={self.mount_path!r}: expected an absolute path")
         problems = config.worker_dir_problems(self.dirs) + config.apt_package_problems(self.apt_packages)
         branch = config.git_branch_problem(self.git_branch)
+        object.__setattr__(self, "git_commit", self.git_commit.strip().lower())
+        if self.git_commit:
+            problems += [p for p in [config.git_commit_problem(self.git_commit)] if p]
         if self.launch not in LAUNCHES:
             problems.append(f"WORKER_LAUNCH={self.launch!r}: expected one of {', '.join(LAUNCHES)}")
         if problems or branch:
@@ -398,8 +403,22 @@ echo "orchestrator: starting worker $WORKER_ID in $PWD at $(date -u +%Y-%m-%dT%H
 # Pods sharing the volume share this checkout: one sync at a time, and never for long. fd 8 holds the
 # lock and is closed before the worker starts (the worker must not keep other pods' syncs waiting).
 lock="${PWD%/*}/.${PWD##*/}.git-pull.lock"
+pin=@COMMIT@
 sync_checkout() {
-    if [ "$launch" = uv ]; then
+    if [ -n "$pin" ]; then
+        # WORKER_GIT_COMMIT: this commit and no other, whatever the branch's head has become.
+        echo "orchestrator: git fetch origin "@BRANCH@" && git checkout -f -B "@BRANCH@" $pin (WORKER_GIT_COMMIT)"
+        timeout @PULL_TIMEOUT@ git fetch origin @BRANCH@ || echo "orchestrator: git fetch failed or timed out (exit $?)"
+        if ! git cat-file -e "$pin^{commit}" 2>/dev/null; then
+            # Not on the branch: ask for the commit itself (GitHub serves any commit it can reach).
+            timeout @PULL_TIMEOUT@ git fetch origin "$pin" 2>/dev/null || true
+        fi
+        if git cat-file -e "$pin^{commit}" 2>/dev/null && git checkout -q -f -B @BRANCH@ "$pin"; then
+            echo "orchestrator: git sync: ok (at $(git rev-parse --short HEAD))"
+        else
+            echo "orchestrator: commit $pin is neither in the checkout nor at origin"
+        fi
+    elif [ "$launch" = uv ]; then
         # A volume's checkout may sit on a stale branch that cannot fast-forward (today's original's
         # reason for fetch + reset), or carry a uv.lock an earlier in-pod relock rewrote.
         # -f -B: the branch made (or moved) at origin's and checked out over local changes, which a plain
@@ -439,6 +458,23 @@ if command -v flock >/dev/null 2>&1 && { exec 8>>"$lock"; } 2>/dev/null; then
     exec 8>&-
 else
     sync_checkout
+fi
+# A pinned checkout that is not at its commit (not found, or another pod held the checkout) would run
+# code nobody chose.
+if [ -n "$pin" ]; then
+    case $(git rev-parse HEAD 2>/dev/null) in
+        "$pin"*) ;;
+        *) echo "orchestrator: the checkout is not at WORKER_GIT_COMMIT $pin; not starting the worker"; exit 10 ;;
+    esac
+fi
+# Since banodoco/reigh-worker pull request 33 (2026-09) its entrypoint starts an Astrid GenericPackHost,
+# which takes none of the arguments below and does not poll the Supabase queue: say so, rather than
+# start a worker that exits at once or claims nothing. A server that still parses --supabase-url is
+# the polling worker, whatever else it mentions.
+server=source/runtime/worker/server.py
+if [ -f "$server" ] && grep -qE 'GenericPackHost|launch_generic_pack_host' "$server" && ! grep -q -- '--supabase-url' "$server"; then
+    echo "orchestrator: this checkout's worker ($(git rev-parse --short HEAD 2>/dev/null)) starts an Astrid GenericPackHost, which does not poll the Supabase queue; set WORKER_GIT_COMMIT to a commit before it; not starting the worker"
+    exit 11
 fi
 # A declared submodule that is empty now means an import failure in the worker: do not start it.
 if [ -f .gitmodules ]; then
@@ -564,6 +600,7 @@ def build_start_command(worker_id: str, start: WorkerStart | None = None) -> str
     inner = _fill(
         _INNER,
         BRANCH=q(start.git_branch),
+        COMMIT=q(start.git_commit) if start.git_commit else "''",
         LOCK_WAIT=str(int(start.lock_wait)),
         PULL_TIMEOUT=str(int(start.git_pull_timeout)),
         SUBMODULE_TIMEOUT=str(int(start.submodule_timeout)),

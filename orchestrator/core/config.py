@@ -38,6 +38,7 @@ from orchestrator.core.variables import Var as Var
 from orchestrator.core.variables import apt_package_problems as apt_package_problems
 from orchestrator.core.variables import default_value as default_value
 from orchestrator.core.variables import git_branch_problem as git_branch_problem
+from orchestrator.core.variables import git_commit_problem as git_commit_problem
 from orchestrator.core.variables import mask as mask
 from orchestrator.core.variables import mask_url_password as mask_url_password
 from orchestrator.core.variables import parse_packages as parse_packages
@@ -90,6 +91,7 @@ class Settings:
     worker_uv_install_url: str
     worker_poll_interval_sec: int
     worker_git_branch: str
+    worker_git_commit: str | None
     worker_apt_packages: tuple[str, ...]
     # --- database
     supabase_url: str | None
@@ -538,6 +540,11 @@ def _cross_checks(values: Mapping[str, Any], skip: frozenset[str] = frozenset())
     branch = values.get("WORKER_GIT_BRANCH")
     if isinstance(branch, str):
         problem = git_branch_problem(branch)
+        if problem:
+            problems.append(problem)
+    commit = values.get("WORKER_GIT_COMMIT")
+    if isinstance(commit, str) and commit:
+        problem = git_commit_problem(commit)
         if problem:
             problems.append(problem)
     installer = values.get("WORKER_UV_INSTALL_URL")

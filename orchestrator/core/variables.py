@@ -168,6 +168,15 @@ VARIABLES: tuple[Var, ...] = (
         "branch brought up to date before each start (venv: git pull origin BRANCH; uv: git fetch origin BRANCH and reset --hard to it; then git submodule update --init --recursive; failures tolerated, but a declared submodule left empty starts no worker)",
         "worker",
     ),
+    # banodoco/reigh-worker's main moved its entrypoint to an Astrid GenericPackHost that no longer
+    # polls the Supabase queue (pull request 33, 2026-09): a checkout that follows main stops working.
+    _v(
+        "WORKER_GIT_COMMIT",
+        "str",
+        None,
+        "a commit (7-40 hex digits) the checkout is put at before each start instead of the head of WORKER_GIT_BRANCH (git fetch, then git checkout -f -B BRANCH COMMIT), for every launch; a commit that cannot be found starts no worker; unset: follow the branch",
+        "worker",
+    ),
     _v(
         "WORKER_APT_PACKAGES",
         "packages",
@@ -528,6 +537,15 @@ def uv_install_url_problem(url: str) -> str | None:
     if url.strip().lower() == "none" or UV_INSTALL_URL_RE.fullmatch(url):
         return None
     return f"WORKER_UV_INSTALL_URL={url!r}: expected an https:// URL without spaces or quotes, or none"
+
+
+GIT_COMMIT_RE = re.compile(r"[0-9a-f]{7,40}")
+
+
+def git_commit_problem(commit: str) -> str | None:
+    if GIT_COMMIT_RE.fullmatch(commit.strip().lower()):
+        return None
+    return f"WORKER_GIT_COMMIT={commit!r}: expected a commit hash, 7 to 40 hexadecimal digits"
 
 
 def git_branch_problem(branch: str) -> str | None:

@@ -114,6 +114,24 @@ def test_doctor_without_a_storage_name(monkeypatch: pytest.MonkeyPatch, url: str
     assert verdict.startswith("NOT READY") if status == "FAIL" else verdict.startswith("ready")
 
 
+@pytest.mark.parametrize(("url", "status"), [(REAL, "warn"), (EMULATOR, "ok")])
+def test_doctor_says_when_the_worker_follows_a_branch(
+    monkeypatch: pytest.MonkeyPatch, url: str, status: str
+) -> None:
+    # banodoco/reigh-worker's main no longer polls the queue (its pull request 33): against Runpod, a
+    # checkout that follows a branch deserves a look; pinned, it is said where.
+    import orchestrator.wiring
+
+    monkeypatch.setattr(orchestrator.wiring, "make_provider", lambda settings: _Provider())
+    found = _by_name(setup_commands._doctor_runpod(_settings(RUNPOD_API_BASE_URL=url)))
+    assert found["worker: version"].status == status
+    assert "WORKER_GIT_COMMIT unset" in found["worker: version"].detail
+    pinned = _by_name(
+        setup_commands._doctor_runpod(_settings(RUNPOD_API_BASE_URL=url, WORKER_GIT_COMMIT="22cbba9473f1"))
+    )
+    assert pinned["worker: version"].status == "ok" and "22cbba9473f1" in pinned["worker: version"].detail
+
+
 def test_an_unreadable_key_is_named_with_the_uid_and_the_fix(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

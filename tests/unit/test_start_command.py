@@ -735,3 +735,78 @@ def test_the_uv_installer_is_the_configured_one_and_none_installs_nothing(pod: P
         launch="uv", dirs=("Reigh-Worker",), apt_packages=(), uv_install_url=off.worker_start.uv_install_url
     )
     assert done.returncode == 7 and "cannot be installed" in done.stderr
+
+
+def _rev(repo: Path, rev: str = "HEAD") -> str:
+    done = subprocess.run(["git", "rev-parse", rev], cwd=repo, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def _pinned_volume(pod: Pod, tmp_path: Path) -> tuple[Path, Path, str]:
+    """A Reigh-Worker clone on the volume; upstream then moves main on past the commit to pin."""
+    upstream = _git_repo(
+        tmp_path / "worker-upstream", {"worker.py": pod.recorder(), "uv.lock": "version = 1\n"}
+    )
+    pinned = _rev(upstream)
+    app = pod.mount / "Reigh-Worker"
+    _git(pod.mount, "clone", "-q", str(upstream), str(app))
+    (upstream / "new.txt").write_text("upstream moved on\n")
+    _git(upstream, "add", "-A")
+    _git(upstream, "commit", "-q", "-m", "upstream")
+    _fake_uv(pod, pod.bin)
+    return upstream, app, pinned
+
+
+def test_a_pinned_commit_is_started_whatever_the_branch_became(pod: Pod, tmp_path: Path) -> None:
+    upstream, app, pinned = _pinned_volume(pod, tmp_path)
+    # The volume's checkout follows main first (as it did before the pin was set)...
+    assert pod.start(dirs=("Reigh-Worker",), apt_packages=()).returncode == 0
+    pod.received()
+    assert _rev(app) == _rev(upstream)
+    # ...then WORKER_GIT_COMMIT (an abbreviation, in capitals) brings it back to the commit chosen.
+    pod.out.unlink()
+    other = "gpu-20250912_101500-00000003"
+    assert (
+        pod.start(
+            worker_id=other, dirs=("Reigh-Worker",), apt_packages=(), git_commit=pinned[:10].upper()
+        ).returncode
+        == 0
+    )
+    assert Path(pod.received()["argv0"]).name == "uv"
+    assert _rev(app) == pinned and not (app / "new.txt").exists()
+    assert f"git checkout -f -B main {pinned[:10]} (WORKER_GIT_COMMIT)" in pod.log(other)
+
+
+def test_a_pinned_commit_that_cannot_be_found_starts_no_worker(pod: Pod, tmp_path: Path) -> None:
+    _pinned_volume(pod, tmp_path)
+    assert pod.start(dirs=("Reigh-Worker",), apt_packages=(), git_commit="0123456789abcdef").returncode == 0
+    log = pod.wait_logged("not starting the worker")
+    assert "commit 0123456789abcdef is neither in the checkout nor at origin" in log
+    assert "the checkout is not at WORKER_GIT_COMMIT 0123456789abcdef" in log
+    assert not pod.out.exists()
+
+
+def test_a_worker_that_no_longer_polls_the_queue_is_refused_with_the_way_out(pod: Pod) -> None:
+    """banodoco/reigh-worker pull request 33 (2026-09): its entrypoint starts an Astrid GenericPackHost,
+    takes none of the Supabase arguments and polls no queue."""
+    app = pod.checkout("Reigh-Worker", entries=("worker.py",), venv=False)
+    _fake_uv(pod, pod.bin)
+    server = app / "source" / "runtime" / "worker" / "server.py"
+    server.parent.mkdir(parents=True)
+    server.write_text("def main(argv=None):\n    return supervisor.launch_generic_pack_host()\n")
+    assert pod.start(launch="uv", apt_packages=()).returncode == 0
+    log = pod.wait_logged("not starting the worker")
+    assert (
+        "starts an Astrid GenericPackHost, which does not poll the Supabase queue; set WORKER_GIT_COMMIT"
+        in log
+    )
+    assert not pod.out.exists()
+    # A server that still parses the Supabase arguments is the polling worker, whatever else it says.
+    server.write_text('parser.add_argument("--supabase-url")\n# see GenericPackHost for the new host\n')
+    assert pod.start(worker_id="gpu-20250912_101500-00000004", launch="uv", apt_packages=()).returncode == 0
+    assert Path(pod.received()["argv0"]).name == "uv"
+
+
+def test_a_pin_that_is_not_a_commit_hash_is_refused() -> None:
+    with pytest.raises(errors.ConfigError, match="WORKER_GIT_COMMIT"):
+        WorkerStart(git_commit="main; rm -rf /")
