@@ -32,6 +32,8 @@ NOTIFY_CHANNEL = "orchestrator_tasks"
 # compose file's stop_grace_period): killed instead, the daemon would leave its lease to expire, and
 # the next process would wait that long before acting.
 TICK_JOIN_SEC = 60.0
+# How soon the main thread sees a SIGTERM/SIGINT its handler recorded (the handler itself takes no lock).
+SIGNAL_POLL_SEC = 0.2
 
 
 class Tickable(Protocol):
@@ -233,14 +235,23 @@ class Daemon:
     def run_forever(self) -> int:
         """Block until SIGTERM/SIGINT, then shut down cleanly. Returns the exit code."""
 
+        received: list[int] = []
+
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            log.info("signal_received", signal=signal.Signals(signum).name)
-            self._stop.set()
+            # Nothing that takes a lock: the handler runs in the main thread between two of its
+            # bytecodes, which may be inside the log's write lock (a line written, not yet flushed) or
+            # the stop event's. Logging from here, or setting the event, would then wait for ever on a
+            # lock its own thread holds, every other thread's log line behind it. A list append takes
+            # none; the main thread notices it within SIGNAL_POLL_SEC.
+            received.append(signum)
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             self.start()
-            self.wait()
+            while not received and not self._stop.wait(SIGNAL_POLL_SEC):
+                pass
+            if received:
+                log.info("signal_received", signal=signal.Signals(received[0]).name)
         finally:
             self.shutdown()
             for s, handler in previous.items():

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from orchestrator.loop.daemon import Daemon
@@ -167,3 +168,52 @@ def test_a_stop_releases_the_lease_even_while_a_tick_is_stuck() -> None:
         ]
     finally:
         controller.unstick.set()
+
+
+def test_a_signal_that_lands_while_the_main_thread_holds_the_log_lock_still_stops_the_daemon(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM right after a log line: the handler runs in the main thread between two bytecodes, here
+    while it still holds the log's write lock (the line written, its flush not done). A handler that
+    logged would wait for ever on its own thread's lock, and every other thread's line behind it: the
+    daemon froze until the supervisor's SIGKILL, its lease held (seen once in the e2e metrics-port test)."""
+    import io
+    import os
+    import signal
+
+    from structlog._output import WRITE_LOCKS
+
+    from orchestrator.logs import configure_logging
+
+    out = io.StringIO()
+    before = structlog.get_config()
+    configure_logging(stream=out, level="INFO", fmt="json")
+    try:
+        daemon = Daemon(BlockingController(), interval=3600)  # type: ignore[arg-type]
+        daemon.tick_join_sec = 5
+        freed_by_watchdog = threading.Event()
+        handler_done = threading.Event()
+
+        def start() -> None:
+            # The lock structlog's writer takes for this stream (made here if no line was written yet).
+            log_lock = WRITE_LOCKS.setdefault(out, threading.Lock())
+            log_lock.acquire()
+
+            def watchdog() -> None:
+                # A plain Lock may be released by any thread: the way out of the deadlock under test.
+                if not handler_done.wait(10):
+                    freed_by_watchdog.set()
+                    log_lock.release()
+
+            threading.Thread(target=watchdog, daemon=True).start()
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next line
+            handler_done.set()
+            if not freed_by_watchdog.is_set():
+                log_lock.release()
+
+        monkeypatch.setattr(daemon, "start", start)
+        assert daemon.run_forever() == 0
+        assert not freed_by_watchdog.is_set(), "the signal handler waited on the log's lock"
+        assert "signal_received" in out.getvalue() and "daemon_stopped" in out.getvalue()
+    finally:
+        structlog.configure(**before)
