@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
+import time
 from dataclasses import fields
 from types import FrameType
 
@@ -77,10 +77,12 @@ def serve_main(argv: list[str] | None = None) -> int:
     configure_logging(
         stream=sys.stderr, level=args.log_level, extra_secrets=[args.api_key] if args.api_key else []
     )
-    done = threading.Event()
+    # The handler takes no lock (not even an Event's): it runs in the main thread between two of its
+    # bytecodes, possibly inside one; the main thread looks every 0.2 s.
+    received: list[int] = []
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        done.set()
+        received.append(signum)
 
     server = EmulatorServer(
         host=args.host,
@@ -103,7 +105,8 @@ def serve_main(argv: list[str] | None = None) -> int:
                 f"--port {args.port}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
             ) from exc
         print(base_url, flush=True)
-        done.wait()
+        while not received:
+            time.sleep(0.2)
     finally:
         server.stop()
         for s, h in old.items():
