@@ -14,7 +14,6 @@ in its setup steps; then the worker serves the queue.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 
 from orchestrator.standins.stack import Stack
-from orchestrator.standins.worker.volume import lay_out_volume
+from orchestrator.standins.worker.volume import _git, lay_out_volume
 from tests.e2e.conftest import all_done, drained, wait_until, workers
 
 pytestmark = pytest.mark.e2e
@@ -53,16 +52,6 @@ sys.exit(2)
 
 _INSTALLER = """mkdir -p "$HOME/.local/bin" && cp {uv} "$HOME/.local/bin/uv" && chmod 755 "$HOME/.local/bin/uv"
 """
-
-
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@localhost", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
 
 
 def lay_out_uv_volume(volume: Path) -> Path:
