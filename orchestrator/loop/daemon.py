@@ -64,6 +64,8 @@ class Daemon:
         self.follower_interval = follower_interval if follower_interval is not None else interval
         self.listen_url = listen_url
         self._stop = threading.Event()
+        # SIGTERM/SIGINT as the handler recorded them (run_forever): a list append takes no lock.
+        self._signals: list[int] = []
         self._wake = threading.Event()
         # The tick thread ended without being asked to (run_forever then exits non-zero).
         self.died = False
@@ -93,7 +95,9 @@ class Daemon:
     def _ticks(self) -> None:
         while True:
             self._wake.wait()
-            if self._stop.is_set():
+            if self._stop.is_set() or self._signals:
+                # A signal recorded (even while start() was still running, before the main thread
+                # turns it into a stop) starts no new tick: no lease taken, no pod spawned on the way out.
                 return
             # Cleared before the tick: a wake-up from here on is for work this tick may not see.
             self._wake.clear()
@@ -235,7 +239,7 @@ class Daemon:
     def run_forever(self) -> int:
         """Block until SIGTERM/SIGINT, then shut down cleanly. Returns the exit code."""
 
-        received: list[int] = []
+        received = self._signals
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             # Nothing that takes a lock: the handler runs in the main thread between two of its

@@ -194,9 +194,12 @@ def test_a_signal_that_lands_while_the_main_thread_holds_the_log_lock_still_stop
         freed_by_watchdog = threading.Event()
         handler_done = threading.Event()
 
+        # A line first: the lock structlog's writer takes for this stream exists once it wrote one (if
+        # structlog stopped keeping it there, this fails rather than the test passing on nothing).
+        structlog.get_logger("test").info("before_the_signal")
+        log_lock = WRITE_LOCKS[out]
+
         def start() -> None:
-            # The lock structlog's writer takes for this stream (made here if no line was written yet).
-            log_lock = WRITE_LOCKS.setdefault(out, threading.Lock())
             log_lock.acquire()
 
             def watchdog() -> None:
@@ -217,3 +220,23 @@ def test_a_signal_that_lands_while_the_main_thread_holds_the_log_lock_still_stop
         assert "signal_received" in out.getvalue() and "daemon_stopped" in out.getvalue()
     finally:
         structlog.configure(**before)
+
+
+def test_a_signal_before_the_daemon_has_started_starts_no_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM while start() still runs (its start-up checks, the first wake probe): the first tick,
+    scheduled for at once, must not take the lease and spawn on the way out."""
+    import os
+    import signal
+
+    controller = BlockingController()
+    controller.release.set()  # a tick that did run would end at once
+    daemon = Daemon(controller, interval=3600)  # type: ignore[arg-type]
+    started = daemon.start
+
+    def start() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # recorded by the handler before anything is scheduled
+        started()
+
+    monkeypatch.setattr(daemon, "start", start)
+    assert daemon.run_forever() == 0
+    assert controller.started == []
