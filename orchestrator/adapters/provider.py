@@ -118,6 +118,8 @@ def _int(value: Any, name: str) -> int:
 def _installer(value: Any) -> str:
     """WORKER_UV_INSTALL_URL as the start command takes it: "none" is no installer at all."""
     text = str(value).strip()
+    if not text:  # blank reads as unset, as the settings read it
+        return UV_INSTALL_URL
     return "" if text.lower() == "none" else text
 
 

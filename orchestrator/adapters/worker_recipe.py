@@ -138,9 +138,9 @@ class WorkerStart:
     git_pull_timeout: int = 30
     # Submodules (Reigh-Worker's Wan2GP since 2026-04): today's original gives their update 300 s.
     submodule_timeout: int = 300
-    # Pods sharing the volume share the checkout: the sync waits for another pod's, pull and
-    # submodules included.
-    lock_wait: int = 360
+    # Pods sharing the volume share the checkout: the sync waits for another pod's, whole (with a pin:
+    # two fetches and a checkout of git_pull_timeout each, then the submodules), with a minute to spare.
+    lock_wait: int = 450
     uv_install_url: str = UV_INSTALL_URL
     # A first `uv sync` on a fresh volume downloads and builds the whole environment (today's original
     # lets a second pod wait 1800 s for it); a second pod waits for it rather than sync the same .venv
@@ -362,6 +362,9 @@ launch=@LAUNCH_MODE@
 if [ "$launch" = auto ]; then
     if [ -f uv.lock ]; then launch=uv; else launch=venv; fi
 fi
+# With WORKER_GIT_COMMIT the checkout is about to be moved (a volume left at another commit may lack
+# the entry or uv.lock): its files are checked after the move, in the detached part, not here.
+if [ -z @COMMIT@ ]; then
 case $launch in
 uv)
 @CHECKS_UV@
@@ -370,6 +373,7 @@ uv)
 @CHECKS_VENV@
     ;;
 esac
+fi
 # 4. The slow steps and the worker, detached: own session, no stdin, output to this worker's log.
 mkdir -p @LOG_DIR@ || exit 3
 ( umask 077; : >> "$log" ) || { echo "orchestrator: cannot write $log" >&2; exit 3; }
@@ -382,7 +386,7 @@ else
     echo "orchestrator: no flock or no lock file: a second start would not be refused" >&2
 fi
 if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=; fi
-$detach nohup bash --norc --noprofile -c @INNER@ orchestrator-worker-start "$launch" >> "$log" 2>&1 < /dev/null &
+$detach nohup bash --norc --noprofile -c @INNER@ orchestrator-worker-start "$launch" @LAUNCH_MODE@ >> "$log" 2>&1 < /dev/null &
 echo "started pid $!"
 """
 
@@ -405,18 +409,28 @@ echo "orchestrator: starting worker $WORKER_ID in $PWD at $(date -u +%Y-%m-%dT%H
 lock="${PWD%/*}/.${PWD##*/}.git-pull.lock"
 pin=@COMMIT@
 sync_checkout() {
+    # We hold the checkout's lock, so an index.lock older than a minute is a git killed mid-command (a
+    # pod terminated during its start): left, it fails every later checkout of this volume.
+    if [ -n "$(find .git -maxdepth 1 -name index.lock -mmin +1 2>/dev/null)" ]; then
+        echo "orchestrator: removing a stale .git/index.lock"
+        rm -f .git/index.lock
+    fi
     if [ -n "$pin" ]; then
         # WORKER_GIT_COMMIT: this commit and no other, whatever the branch's head has become.
         echo "orchestrator: git fetch origin "@BRANCH@" && git checkout -f -B "@BRANCH@" $pin (WORKER_GIT_COMMIT)"
         timeout @PULL_TIMEOUT@ git fetch origin @BRANCH@ || echo "orchestrator: git fetch failed or timed out (exit $?)"
         if ! git cat-file -e "$pin^{commit}" 2>/dev/null; then
-            # Not on the branch: ask for the commit itself (GitHub serves any commit it can reach).
-            timeout @PULL_TIMEOUT@ git fetch origin "$pin" 2>/dev/null || true
+            # Not on the branch, or a shallow clone: ask for the commit by its full hash, which a server
+            # that allows it (git's uploadpack.allowReachableSHA1InWant) serves.
+            echo "orchestrator: git fetch origin $pin"
+            timeout @PULL_TIMEOUT@ git fetch origin "$pin" || echo "orchestrator: git fetch of $pin failed (exit $?)"
         fi
-        if git cat-file -e "$pin^{commit}" 2>/dev/null && git checkout -q -f -B @BRANCH@ "$pin"; then
-            echo "orchestrator: git sync: ok (at $(git rev-parse --short HEAD))"
+        if git cat-file -e "$pin^{commit}" 2>/dev/null && timeout @PULL_TIMEOUT@ git checkout -q -f -B @BRANCH@ "$pin"; then
+            echo "orchestrator: git sync: ok (at $pin)"
         else
-            echo "orchestrator: commit $pin is neither in the checkout nor at origin"
+            # The start refuses below; the submodules of a commit it will not run are not worth fetching.
+            echo "orchestrator: the checkout could not be put at $pin"
+            return 0
         fi
     elif [ "$launch" = uv ]; then
         # A volume's checkout may sit on a stale branch that cannot fast-forward (today's original's
@@ -425,12 +439,15 @@ sync_checkout() {
         # checkout refuses (an in-pod relock of uv.lock, say, when WORKER_GIT_BRANCH changes).
         echo "orchestrator: git fetch origin "@BRANCH@" && git checkout -f -B "@BRANCH@" origin/"@BRANCH@
         timeout @PULL_TIMEOUT@ git fetch origin @BRANCH@ && git checkout -q -f -B @BRANCH@ origin/@BRANCH@
+        rc=$?
     else
         echo "orchestrator: git pull origin "@BRANCH@
         timeout @PULL_TIMEOUT@ git pull origin @BRANCH@
+        rc=$?
     fi
-    rc=$?
-    if [ "$rc" -eq 0 ]; then echo "orchestrator: git sync: ok"; else echo "orchestrator: git sync failed or timed out (exit $rc); starting the checked-out code"; fi
+    if [ -z "$pin" ]; then
+        if [ "$rc" -eq 0 ]; then echo "orchestrator: git sync: ok"; else echo "orchestrator: git sync failed or timed out (exit $rc); starting the checked-out code"; fi
+    fi
     [ -f .gitmodules ] || return 0
     # A submodule path that exists without .git is content vendored before the move to a submodule;
     # `git submodule update` refuses to clone into it. Set aside (a rename on the same volume), not
@@ -485,6 +502,11 @@ if [ -f .gitmodules ]; then
             exit 8
         fi
     done < <(git config -z -f .gitmodules --get-regexp '^submodule\..*\.path$' 2>/dev/null)
+fi
+if [ "${2:-}" = auto ]; then
+    # Chosen again on the checkout as synced (a pinned commit may or may not have uv.lock).
+    if [ -f uv.lock ]; then now=uv; else now=venv; fi
+    if [ "$now" != "$launch" ]; then echo "orchestrator: launch after the sync: $now"; launch=$now; fi
 fi
 if [ "$launch" = uv ]; then
 # The packages first: uv sync builds against python3.10-dev's headers.
@@ -620,6 +642,7 @@ def build_start_command(worker_id: str, start: WorkerStart | None = None) -> str
         SKIPPED=" ".join(INIT_ENV_SKIPPED),
         INIT_ENVIRON=q(start.init_environ),
         LOCK_NAME=q(LOCK_NAME.format(worker_id=worker_id)),
+        COMMIT=q(start.git_commit) if start.git_commit else "''",
         REQUIRED=" ".join(REQUIRED_VARS),
         DIRS=" ".join(q(d) for d in dirs),
         DIRS_SHOWN=q(", ".join(dirs)),

@@ -174,7 +174,7 @@ VARIABLES: tuple[Var, ...] = (
         "WORKER_GIT_COMMIT",
         "str",
         None,
-        "a commit (7-40 hex digits) the checkout is put at before each start instead of the head of WORKER_GIT_BRANCH (git fetch, then git checkout -f -B BRANCH COMMIT), for every launch; a commit that cannot be found starts no worker; unset: follow the branch",
+        "a full commit hash (40 hex digits) the checkout is put at before each start instead of the head of WORKER_GIT_BRANCH (git fetch, then git checkout -f -B BRANCH COMMIT), for every launch; a commit that cannot be found starts no worker; unset: follow the branch",
         "worker",
     ),
     _v(
@@ -539,13 +539,15 @@ def uv_install_url_problem(url: str) -> str | None:
     return f"WORKER_UV_INSTALL_URL={url!r}: expected an https:// URL without spaces or quotes, or none"
 
 
-GIT_COMMIT_RE = re.compile(r"[0-9a-f]{7,40}")
+# Whole: a server hands out a commit by its full hash only (an abbreviation cannot be fetched), and a
+# shallow clone may not have it yet.
+GIT_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
 
 def git_commit_problem(commit: str) -> str | None:
     if GIT_COMMIT_RE.fullmatch(commit.strip().lower()):
         return None
-    return f"WORKER_GIT_COMMIT={commit!r}: expected a commit hash, 7 to 40 hexadecimal digits"
+    return f"WORKER_GIT_COMMIT={commit!r}: expected a full commit hash, 40 hexadecimal digits"
 
 
 def git_branch_problem(branch: str) -> str | None:

@@ -105,12 +105,12 @@ def test_worker_start_settings_default_to_the_original_and_are_validated() -> No
             "WORKER_GIT_BRANCH": "release/2026-05",
             "WORKER_APT_PACKAGES": "ffmpeg libgl1",
             "WORKER_UV_INSTALL_URL": "https://astral.sh/uv/0.9.26/install.sh",
-            "WORKER_GIT_COMMIT": "22cbba9473f1",
+            "WORKER_GIT_COMMIT": "22cbba9473f19df7e01900bb3025341d7808ada3",
         },
         env_file=None,
     )
     assert s.worker_uv_install_url == "https://astral.sh/uv/0.9.26/install.sh"
-    assert s.worker_git_commit == "22cbba9473f1" and config.defaults().worker_git_commit is None
+    assert s.worker_git_commit == "22cbba9473f19df7e01900bb3025341d7808ada3" and config.defaults().worker_git_commit is None
     assert s.runpod_storage_name == ("vol-ro", "vol-ks")
     assert s.worker_dirs == ("Reigh-Worker", "Headless-Wan2GP")
     assert (s.worker_launch, s.worker_wgp_profile, s.worker_git_branch) == ("uv", 3, "release/2026-05")

@@ -127,9 +127,9 @@ def test_doctor_says_when_the_worker_follows_a_branch(
     assert found["worker: version"].status == status
     assert "WORKER_GIT_COMMIT unset" in found["worker: version"].detail
     pinned = _by_name(
-        setup_commands._doctor_runpod(_settings(RUNPOD_API_BASE_URL=url, WORKER_GIT_COMMIT="22cbba9473f1"))
+        setup_commands._doctor_runpod(_settings(RUNPOD_API_BASE_URL=url, WORKER_GIT_COMMIT="22cbba9473f19df7e01900bb3025341d7808ada3"))
     )
-    assert pinned["worker: version"].status == "ok" and "22cbba9473f1" in pinned["worker: version"].detail
+    assert pinned["worker: version"].status == "ok" and "22cbba9473f19df7e01900bb3025341d7808ada3" in pinned["worker: version"].detail
 
 
 def test_an_unreadable_key_is_named_with_the_uid_and_the_fix(

@@ -12,6 +12,7 @@ original orchestrator are those of banodoco/reigh-worker-orchestrator
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -676,7 +677,7 @@ def test_the_command_is_a_fixed_bash_c_with_the_original_steps(pod: Pod) -> None
     script = argv[4]
     assert "'/mnt/my volume/reigh/Headless-Wan2GP'" in script
     assert "read -r -d ''" in script and "/proc/1/environ" in script
-    assert "timeout 30 git pull origin release/x" in script and "flock -w 360" in script
+    assert "timeout 30 git pull origin release/x" in script and "flock -w 450" in script
     assert (
         "timeout 30 git fetch origin release/x" in script
         and "checkout -q -f -B release/x origin/release/x" in script
@@ -763,26 +764,33 @@ def test_a_pinned_commit_is_started_whatever_the_branch_became(pod: Pod, tmp_pat
     assert pod.start(dirs=("Reigh-Worker",), apt_packages=()).returncode == 0
     pod.received()
     assert _rev(app) == _rev(upstream)
-    # ...then WORKER_GIT_COMMIT (an abbreviation, in capitals) brings it back to the commit chosen.
+    # ...then WORKER_GIT_COMMIT (in capitals) brings it back to the commit chosen.
     pod.out.unlink()
     other = "gpu-20250912_101500-00000003"
     assert (
         pod.start(
-            worker_id=other, dirs=("Reigh-Worker",), apt_packages=(), git_commit=pinned[:10].upper()
+            worker_id=other, dirs=("Reigh-Worker",), apt_packages=(), git_commit=pinned.upper()
         ).returncode
         == 0
     )
     assert Path(pod.received()["argv0"]).name == "uv"
     assert _rev(app) == pinned and not (app / "new.txt").exists()
-    assert f"git checkout -f -B main {pinned[:10]} (WORKER_GIT_COMMIT)" in pod.log(other)
+    assert f"git checkout -f -B main {pinned} (WORKER_GIT_COMMIT)" in pod.log(other)
 
 
 def test_a_pinned_commit_that_cannot_be_found_starts_no_worker(pod: Pod, tmp_path: Path) -> None:
     _pinned_volume(pod, tmp_path)
-    assert pod.start(dirs=("Reigh-Worker",), apt_packages=(), git_commit="0123456789abcdef").returncode == 0
+    missing = "0123456789abcdef0123456789abcdef01234567"
+    app = pod.mount / "Reigh-Worker"
+    (app / ".gitmodules").write_text(
+        '[submodule "Wan2GP"]\n\tpath = Wan2GP\n\turl = https://example.invalid/w\n'
+    )
+    assert pod.start(dirs=("Reigh-Worker",), apt_packages=(), git_commit=missing).returncode == 0
     log = pod.wait_logged("not starting the worker")
-    assert "commit 0123456789abcdef is neither in the checkout nor at origin" in log
-    assert "the checkout is not at WORKER_GIT_COMMIT 0123456789abcdef" in log
+    assert f"git fetch origin {missing}" in log and f"the checkout could not be put at {missing}" in log
+    assert f"the checkout is not at WORKER_GIT_COMMIT {missing}" in log
+    # A commit the start will not run gets no submodule update.
+    assert "git submodule update" not in log
     assert not pod.out.exists()
 
 
@@ -810,3 +818,43 @@ def test_a_worker_that_no_longer_polls_the_queue_is_refused_with_the_way_out(pod
 def test_a_pin_that_is_not_a_commit_hash_is_refused() -> None:
     with pytest.raises(errors.ConfigError, match="WORKER_GIT_COMMIT"):
         WorkerStart(git_commit="main; rm -rf /")
+
+
+def test_a_pinned_commit_off_the_branch_is_fetched_by_its_hash(pod: Pod, tmp_path: Path) -> None:
+    upstream, app, _ = _pinned_volume(pod, tmp_path)
+    # A commit on no branch the volume fetches (a fix on a side branch, say); servers that allow it
+    # (GitHub does) hand out a reachable commit by its full hash.
+    _git(upstream, "checkout", "-q", "-b", "side")
+    (upstream / "side.txt").write_text("a fix on a side branch\n")
+    _git(upstream, "add", "-A")
+    _git(upstream, "commit", "-q", "-m", "side")
+    side = _rev(upstream)
+    _git(upstream, "checkout", "-q", "main")
+    _git(upstream, "config", "uploadpack.allowReachableSHA1InWant", "true")
+    assert pod.start(dirs=("Reigh-Worker",), apt_packages=(), git_commit=side).returncode == 0
+    pod.received()
+    assert _rev(app) == side and (app / "side.txt").exists()
+    assert f"git fetch origin {side}" in pod.log()
+
+
+def test_a_pin_applies_to_a_checkout_left_without_the_entry_and_a_stale_index_lock_is_cleared(
+    pod: Pod, tmp_path: Path
+) -> None:
+    """A volume an earlier start moved to an upstream head that no longer has worker.py (or uv.lock):
+    the pin must still take, so the start's own checks of those files wait until after the move. And
+    a git killed mid-checkout (a pod terminated during its start) left .git/index.lock behind."""
+    upstream, app, pinned = _pinned_volume(pod, tmp_path)
+    _git(upstream, "rm", "-q", "worker.py", "uv.lock")
+    _git(upstream, "commit", "-q", "-m", "the new layout")
+    _git(app, "pull", "-q", "origin", "main")
+    assert not (app / "worker.py").exists() and not (app / "uv.lock").exists()
+    lock = app / ".git" / "index.lock"
+    lock.write_text("")
+    old = time.time() - 600
+    os.utime(lock, (old, old))
+    assert pod.start(dirs=("Reigh-Worker",), apt_packages=(), git_commit=pinned).returncode == 0
+    got = pod.received()
+    # Back at the pin, with its uv.lock: the uv launch, chosen after the move.
+    assert Path(got["argv0"]).name == "uv" and _rev(app) == pinned
+    log = pod.log()
+    assert "removing a stale .git/index.lock" in log and "launch after the sync: uv" in log
