@@ -409,9 +409,10 @@ echo "orchestrator: starting worker $WORKER_ID in $PWD at $(date -u +%Y-%m-%dT%H
 lock="${PWD%/*}/.${PWD##*/}.git-pull.lock"
 pin=@COMMIT@
 sync_checkout() {
-    # We hold the checkout's lock, so an index.lock older than a minute is a git killed mid-command (a
-    # pod terminated during its start): left, it fails every later checkout of this volume.
-    if [ -n "$(find .git -maxdepth 1 -name index.lock -mmin +1 2>/dev/null)" ]; then
+    # Holding the checkout's lock, an index.lock older than a minute is a git killed mid-command (a pod
+    # terminated during its start): left, it fails every later checkout of this volume. Without the
+    # lock it may be another pod's git at work: left alone.
+    if [ -n "${locked:-}" ] && [ -n "$(find .git -maxdepth 1 -name index.lock -mmin +1 2>/dev/null)" ]; then
         echo "orchestrator: removing a stale .git/index.lock"
         rm -f .git/index.lock
     fi
@@ -425,7 +426,9 @@ sync_checkout() {
             echo "orchestrator: git fetch origin $pin"
             timeout @PULL_TIMEOUT@ git fetch origin "$pin" || echo "orchestrator: git fetch of $pin failed (exit $?)"
         fi
-        if git cat-file -e "$pin^{commit}" 2>/dev/null && timeout @PULL_TIMEOUT@ git checkout -q -f -B @BRANCH@ "$pin"; then
+        # The checkout itself unbounded, as the branch's: killed half-way on a slow volume, it would
+        # leave work for the next start to redo, and be killed again.
+        if git cat-file -e "$pin^{commit}" 2>/dev/null && git checkout -q -f -B @BRANCH@ "$pin"; then
             echo "orchestrator: git sync: ok (at $pin)"
         else
             # The start refuses below; the submodules of a commit it will not run are not worth fetching.
@@ -471,7 +474,7 @@ sync_checkout() {
 }
 if command -v flock >/dev/null 2>&1 && { exec 8>>"$lock"; } 2>/dev/null; then
     flock -n 8 || echo "orchestrator: waiting for another pod's sync of the checkout (at most @LOCK_WAIT@ s)"
-    if flock -w @LOCK_WAIT@ 8; then sync_checkout; else echo "orchestrator: another pod held the checkout for @LOCK_WAIT@ s; starting the checked-out code"; fi
+    if flock -w @LOCK_WAIT@ 8; then locked=1 sync_checkout; else echo "orchestrator: another pod held the checkout for @LOCK_WAIT@ s; starting the checked-out code"; fi
     exec 8>&-
 else
     sync_checkout
@@ -507,6 +510,12 @@ if [ "${2:-}" = auto ]; then
     # Chosen again on the checkout as synced (a pinned commit may or may not have uv.lock).
     if [ -f uv.lock ]; then now=uv; else now=venv; fi
     if [ "$now" != "$launch" ]; then echo "orchestrator: launch after the sync: $now"; launch=$now; fi
+fi
+# The entry, on the checkout as synced (a pinned start skipped the foreground's look, and a sync may
+# have moved it): before apt and uv spend minutes on a start that cannot run.
+if [ ! -f worker.py ] && { [ "$launch" = uv ] || [ ! -f headless.py ]; }; then
+    echo "orchestrator: no worker.py$([ "$launch" = uv ] || echo ' nor headless.py') in $PWD; not starting the worker"
+    exit 6
 fi
 if [ "$launch" = uv ]; then
 # The packages first: uv sync builds against python3.10-dev's headers.

@@ -858,3 +858,13 @@ def test_a_pin_applies_to_a_checkout_left_without_the_entry_and_a_stale_index_lo
     assert Path(got["argv0"]).name == "uv" and _rev(app) == pinned
     log = pod.log()
     assert "removing a stale .git/index.lock" in log and "launch after the sync: uv" in log
+
+
+def test_a_pinned_commit_without_the_entry_starts_nothing_before_apt_and_uv(pod: Pod, tmp_path: Path) -> None:
+    upstream, _app, _ = _pinned_volume(pod, tmp_path)
+    _git(upstream, "rm", "-q", "worker.py")
+    _git(upstream, "commit", "-q", "-m", "no entry here")
+    assert pod.start(dirs=("Reigh-Worker",), git_commit=_rev(upstream)).returncode == 0
+    log = pod.wait_logged("not starting the worker")
+    assert "no worker.py in " in log
+    assert "apt-get update" not in log and "uv sync" not in log and not pod.out.exists()
