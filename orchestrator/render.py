@@ -193,12 +193,12 @@ def worker_row(w: Worker, now: datetime) -> dict[str, Any]:
 def setup_sec(w: Worker) -> float | None:
     """How long an initializing worker's start has been in its setup steps, when the last look at it
     saw it there (the start watch); None otherwise."""
-    started, seen, watched = w.process_started_at, w.setup_seen_at, w.start_watched_at
-    if w.status is not WorkerState.INITIALIZING or started is None or seen is None or seen <= started:
+    seen_sec, seen, watched = w.setup_seen_sec, w.setup_seen_at, w.start_watched_at
+    if w.status is not WorkerState.INITIALIZING or seen_sec is None:
         return None
-    if watched is not None and watched > seen:
+    if watched is not None and seen is not None and watched > seen:
         return None  # seen past its setup since
-    return round((seen - started).total_seconds(), 1)
+    return round(seen_sec, 1)
 
 
 def termination_state(w: Worker) -> str | None:

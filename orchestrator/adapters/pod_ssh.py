@@ -228,19 +228,14 @@ class PodSSH:
         not answer, a refused key, or an answer in another form is ``unknown``, which proves nothing."""
         nonce = secrets.token_hex(6)
         try:
+            # A refused worker id (RunpodRequestError), a pod gone or not ready, SSH failing: unknown.
             command = build_watch_command(worker_id, self.worker_start, nonce)
-            pod = self.transport.get_pod(runpod_id)
-            if pod is None or not pod.ssh_ready:
-                return StartWatch("unknown", detail="pod not ready for SSH" if pod else "pod not found")
-            with self.ssh_client_for(pod, expected_fingerprint=expected_fingerprint) as ssh:
-                self._pin(runpod_id, ssh)
+            with self.get_ssh_client(runpod_id, expected_fingerprint=expected_fingerprint) as ssh:
                 _code, out, err = ssh.execute(
                     command, timeout=self.ssh_command_timeout, log_as=f"watch the start of {worker_id}"
                 )
         except (errors.RunpodError, errors.SSHError) as e:
             return StartWatch("unknown", detail=f"{type(e).__name__}: {str(e)[:300]}")
-        except ValueError as e:  # an id that cannot name a log file: nothing to watch
-            return StartWatch("unknown", detail=str(e)[:300])
         state, phase, why, tail = parse_watch(out, nonce)
         if state == "unknown" and not why and err:
             why = truncate(err.strip(), 300)

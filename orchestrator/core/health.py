@@ -152,10 +152,10 @@ def setup_allowance(settings: Settings, worker: Worker) -> float:
     """Seconds added to the boot timeout: from the process start to the last time the start watch saw
     the start in its setup steps (git sync, apt, ``uv sync``), at most ``WORKER_SETUP_TIMEOUT_SEC``. A
     sighting from before this process start (a resumed pod's previous start) counts nothing."""
-    started, seen = worker.process_started_at, worker.setup_seen_at
-    if started is None or seen is None or seen <= started or settings.worker_setup_timeout_sec <= 0:
+    seen = worker.setup_seen_sec
+    if seen is None or settings.worker_setup_timeout_sec <= 0:
         return 0.0
-    return min((seen - started).total_seconds(), float(settings.worker_setup_timeout_sec))
+    return min(seen, float(settings.worker_setup_timeout_sec))
 
 
 def watch_due(settings: Settings, now: datetime, worker: Worker) -> bool:

@@ -216,6 +216,15 @@ class Worker:
         return ts_or_none(self.metadata.get(Meta.SETUP_SEEN_AT))
 
     @property
+    def setup_seen_sec(self) -> float | None:
+        """From this process start to the last time the start watch saw the start in its setup steps;
+        None without such a sighting (one from before this start is a resumed pod's previous start)."""
+        started, seen = self.process_started_at, self.setup_seen_at
+        if started is None or seen is None or seen <= started:
+            return None
+        return (seen - started).total_seconds()
+
+    @property
     def terminate_requested_at(self) -> datetime | None:
         return ts_or_none(self.metadata.get(Meta.TERMINATE_REQUESTED_AT))
 

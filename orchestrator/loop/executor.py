@@ -279,9 +279,8 @@ def watch_start(a: WatchStart, worker: Worker | None, fx: Effects) -> Steps[Outc
     recorded: dict[str, Any] = {Meta.START_WATCHED_AT: iso(now)}
     if seen.status == "running" and seen.phase == "setup":
         recorded[Meta.SETUP_SEEN_AT] = iso(now)
-        started = worker.process_started_at if worker else None
-        before = worker.setup_seen_at if worker else None
-        if started is not None and (before is None or before <= started):
+        # Said once per start: at its first sighting in setup since this process start.
+        if worker is not None and worker.process_started_at is not None and worker.setup_seen_sec is None:
             fx.log.info(
                 "worker_setup_running",
                 worker_id=a.worker_id,
