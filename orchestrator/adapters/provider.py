@@ -55,7 +55,7 @@ from orchestrator.adapters.worker_recipe import (
     validate_worker_id,
 )
 from orchestrator.core import errors
-from orchestrator.core.config import parse_packages, private_key_problem
+from orchestrator.core.config import parse_packages, private_key_problem, targets_real_runpod
 from orchestrator.ports import ResumeResult, ResumeStatus, SpawnedPod
 
 log = structlog.get_logger(__name__)
@@ -286,21 +286,34 @@ class RunpodProvider(PodSSH):
 
     def startup_warnings(self) -> list[tuple[str, str]]:
         """What the daemon says once when it starts (``startup_warning``): ``(check, detail)`` pairs."""
+        found: list[tuple[str, str]] = []
+        if not self.worker_start.git_commit and targets_real_runpod(self.api_base_url):
+            found.append(
+                (
+                    "worker_unpinned",
+                    f"WORKER_GIT_COMMIT is unset: every start brings the volume's checkout to the head of "
+                    f"{self.worker_start.git_branch}, and banodoco/reigh-worker's main no longer polls the "
+                    "Supabase queue since its pull request 33 (2026-09), so its starts are refused (exit 11); "
+                    "pin a commit (docs/worker-start.md, 'Pin the worker') unless the origin is a fork whose "
+                    "head still polls",
+                )
+            )
         if self._private_key() is not None:
-            return []
+            return found
         where = (
             f"RUNPOD_SSH_PRIVATE_KEY_PATH={self.ssh_private_key_path} does not exist"
             if self.ssh_private_key_path
             else "RUNPOD_SSH_PRIVATE_KEY_PATH is unset"
         )
         return [
+            *found,
             (
                 "ssh_password_login",
                 f"{where}: pods are logged into with a password, as the original orchestrator did without a "
                 f"key (the pod's own, else {DEFAULT_SSH_PASSWORD!r}); Runpod's images rarely enable password "
                 "login, so workers will likely fail their checks. Set RUNPOD_SSH_PRIVATE_KEY_PATH and "
                 "RUNPOD_SSH_PUBLIC_KEY_PATH to a key pair.",
-            )
+            ),
         ]
 
     # --- catalog ---------------------------------------------------------------------------------

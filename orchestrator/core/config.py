@@ -358,9 +358,32 @@ def _requirement_problems(
     real = targets_real_runpod(values.get("RUNPOD_API_BASE_URL"))
     if ssh and real and not values.get("RUNPOD_SSH_PRIVATE_KEY_PATH"):
         found.append(("RUNPOD_SSH_PRIVATE_KEY_PATH", SSH_KEY_REQUIRED))
+    # On Runpod itself these are not preferences: every pod spawned without them bills until it fails
+    # (the emulator's pods carry a stand-in worker and mount, so there they stay optional).
+    if ssh and real and not values.get("RUNPOD_STORAGE_NAME"):
+        found.append(("RUNPOD_STORAGE_NAME", STORAGE_REQUIRED))
+    if ssh and real and values.get("AUTO_START_WORKER_PROCESS", True):
+        for name in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY"):
+            if not values.get(name) and not any(n == name for n, _ in found):
+                found.append((name, WORKER_API_REQUIRED.format(name=name)))
     # A malformed value was reset to its default; calling it "unset" as well would report it twice.
     return [problem for name, problem in found if name not in skip]
 
+
+# The worker's checkout and models live on the network volume (the start script never clones), and the
+# checks want its mount: a pod without one cannot pass them.
+STORAGE_REQUIRED = (
+    "RUNPOD_STORAGE_NAME is unset: against Runpod every pod would come up without the network volume that "
+    "holds the worker's checkout, fail its checks and bill until then; set it to your volume's name "
+    "(`orchestrator volumes` lists them)"
+)
+# Reigh-Worker and Headless-Wan2GP reach the queue only over Supabase's HTTP API (Edge Functions and the
+# heartbeat RPC), never over DATABASE_URL.
+WORKER_API_REQUIRED = (
+    "{name} is unset: the worker reaches the queue only through Supabase's HTTP API (never DATABASE_URL), "
+    "so every worker the daemon starts on Runpod would fail; set it, or AUTO_START_WORKER_PROCESS=false "
+    "if you start the workers yourself"
+)
 
 # Runpod's official images have no root password: their start script installs PUBLIC_KEY as the way
 # in (runpod/containers, container-template/start.sh), and Runpod's "Connect to a Pod with SSH" page has

@@ -88,7 +88,7 @@ VARIABLES: tuple[Var, ...] = (
         "RUNPOD_STORAGE_NAME",
         "list",
         None,
-        "network volumes holding the worker's checkout, comma-separated in priority order (one per data center); a volume pins its pods to its data center, and a spawn tries each GPU type in every volume before the next GPU type",
+        "network volumes holding the worker's checkout, comma-separated in priority order (one per data center); a volume pins its pods to its data center, and a spawn tries each GPU type in every volume before the next GPU type; required by run and tick against Runpod itself",
         "runpod",
     ),
     _v(
@@ -126,7 +126,7 @@ VARIABLES: tuple[Var, ...] = (
         "RUNPOD_SSH_PRIVATE_KEY_PATH",
         "path",
         None,
-        "SSH private key the orchestrator logs into pods with (optional: without it, the pod's SSH password, default runpod, which Runpod's images rarely accept)",
+        "SSH private key the orchestrator logs into pods with; required by run and tick against Runpod itself (its images take only the key given as PUBLIC_KEY); against the emulator optional, the pod's SSH password (default runpod) then",
         "runpod",
     ),
     # --- Worker start -----------------------------------------------------------------------------
@@ -205,7 +205,7 @@ VARIABLES: tuple[Var, ...] = (
         "DATABASE_URL",
         "str",
         None,
-        "direct Postgres URL; the alternative to Supabase's REST API, enables instant wake-up on new tasks",
+        "direct Postgres URL for the orchestrator (instant wake-up on new tasks); the workers still need SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY, since they speak only Supabase's HTTP API",
         "database",
         secret=True,
     ),

@@ -521,14 +521,22 @@ def test_runpod_client_logs_in_with_the_pods_password_without_a_key(
         assert ssh.password == "runpod" and ssh.pkey is None
         with ssh:
             assert ssh.execute_command("echo ok") == (0, "ok\n", "")
-        assert client.startup_warnings() and client.startup_warnings()[0][0] == "ssh_password_login"
+        assert "ssh_password_login" in [check for check, _ in client.startup_warnings()]
     # A pod that reports its own password gets that one.
     assert client.ssh_client_for(_pod_at(password_sshd.port, password="p0d-pass")).password == "p0d-pass"
     # With a key file: the key, and no password unless one is configured explicitly.
     keyed = RunpodClient(api_key="rpa_x", ssh_private_key_path=ssh_keypair.private_key_path, env={})
     ssh = keyed.ssh_client_for(_pod_at(password_sshd.port))
     assert ssh.pkey is not None and ssh.password is None
-    assert keyed.startup_warnings() == []
+    # Against Runpod itself an unpinned worker is still worth a line at start-up; pinned, nothing is.
+    assert [check for check, _ in keyed.startup_warnings()] == ["worker_unpinned"]
+    pinned = RunpodClient(
+        api_key="rpa_x",
+        ssh_private_key_path=ssh_keypair.private_key_path,
+        env={},
+        worker_git_commit="22cbba9473f19df7e01900bb3025341d7808ada3",
+    )
+    assert pinned.startup_warnings() == []
 
 
 class _CountingController:
@@ -552,7 +560,10 @@ def test_the_daemon_warns_once_at_start_up_when_it_has_no_key(tmp_path: Path, ss
     from orchestrator.runpod_client import RunpodClient
 
     for key_path, expected in ((None, 1), (ssh_keypair.private_key_path, 0)):
-        controller = _CountingController(RunpodClient(api_key="rpa_x", ssh_private_key_path=key_path, env={}))
+        pin = {"worker_git_commit": "22cbba9473f19df7e01900bb3025341d7808ada3"}  # not the case under test
+        controller = _CountingController(
+            RunpodClient(api_key="rpa_x", ssh_private_key_path=key_path, env={}, **pin)
+        )
         daemon = Daemon(controller, 0.05)
         with capture_logs() as logs:
             daemon.start()

@@ -87,6 +87,40 @@ def test_ssh_key_paths_are_optional_against_the_emulator_as_in_the_original() ->
         config.load_settings(env, env_file=None, require_database=True, require_runpod=True, require_ssh=True)
 
 
+def test_against_runpod_run_refuses_what_no_worker_could_start_without(tmp_path: Path) -> None:
+    """Against Runpod itself, a pod without the network volume has no worker checkout and a worker
+    without Supabase's URL and service-role key cannot reach the queue: each pod would boot, fail and
+    bill first. ``run`` lists them with the other problems (exit 2); the emulator keeps them optional."""
+    env = {"RUNPOD_API_KEY": "rpa_x", "DATABASE_URL": "postgresql://u@127.0.0.1:9/db"}
+    kwargs = {"env_file": None, "require_database": True, "require_runpod": True, "require_ssh": True}
+    with pytest.raises(ConfigError) as info:
+        config.load_settings(env, **kwargs)
+    problems = "\n".join(info.value.problems)
+    for name in (
+        "RUNPOD_SSH_PRIVATE_KEY_PATH",
+        "RUNPOD_STORAGE_NAME",
+        "SUPABASE_URL",
+        "SUPABASE_SERVICE_ROLE_KEY",
+    ):
+        assert f"{name} is unset" in problems, problems
+    assert len(info.value.problems) == 4, problems
+    # Workers started by hand: the daemon needs no Supabase credentials for them.
+    with pytest.raises(ConfigError) as info:
+        config.load_settings({**env, "AUTO_START_WORKER_PROCESS": "false"}, **kwargs)
+    assert not any("SUPABASE" in p for p in info.value.problems), info.value.problems
+    key = tmp_path / "id_ed25519"
+    key.write_text("a key file (its contents are the provider's business)")
+    complete = {
+        **env,
+        "RUNPOD_SSH_PRIVATE_KEY_PATH": str(key),
+        "RUNPOD_STORAGE_NAME": "vol",
+        "SUPABASE_URL": "https://x.supabase.co",
+        "SUPABASE_SERVICE_ROLE_KEY": "k",
+    }
+    config.load_settings(complete, **kwargs)
+    config.load_settings({**env, "RUNPOD_API_BASE_URL": "http://127.0.0.1:9"}, **kwargs)
+
+
 def test_worker_start_settings_default_to_the_original_and_are_validated() -> None:
     s = config.defaults()
     assert s.worker_dirs == ("Reigh-Worker", "Headless-Wan2GP", "reigh/Headless-Wan2GP")
@@ -110,7 +144,10 @@ def test_worker_start_settings_default_to_the_original_and_are_validated() -> No
         env_file=None,
     )
     assert s.worker_uv_install_url == "https://astral.sh/uv/0.9.26/install.sh"
-    assert s.worker_git_commit == "22cbba9473f19df7e01900bb3025341d7808ada3" and config.defaults().worker_git_commit is None
+    assert (
+        s.worker_git_commit == "22cbba9473f19df7e01900bb3025341d7808ada3"
+        and config.defaults().worker_git_commit is None
+    )
     assert s.runpod_storage_name == ("vol-ro", "vol-ks")
     assert s.worker_dirs == ("Reigh-Worker", "Headless-Wan2GP")
     assert (s.worker_launch, s.worker_wgp_profile, s.worker_git_branch) == ("uv", 3, "release/2026-05")
