@@ -578,10 +578,15 @@ else
 fi"""
 
 
-# The arguments are not echoed: they hold the credentials.
+# The arguments are not echoed: they hold the credentials. --supabase-anon-key gets the service-role key:
+# Headless-Wan2GP's REST client takes that flag's value first (its default, another project's anon key,
+# when it is absent), and with an anon key Supabase's row-level security hides the worker's own In
+# Progress task from it, so a task whose claim answer was lost, or a parent it must run again, is never
+# found (banodoco/Headless-Wan2GP, worker.py's client set-up). Reigh-Worker takes SUPABASE_SERVICE_ROLE_KEY
+# first either way.
 _LAUNCH_VENV = r"""if [ -f worker.py ]; then entry=worker.py; else entry=headless.py; fi
 echo "orchestrator: exec python $entry --db-type supabase --supabase-url ... --supabase-anon-key ... --supabase-access-token ... --worker $WORKER_ID --poll-interval @POLL@"
-exec @PYTHON@ "$entry" --db-type supabase --supabase-url "$SUPABASE_URL" --supabase-anon-key "${SUPABASE_ANON_KEY:-}" --supabase-access-token "$SUPABASE_SERVICE_ROLE_KEY" --worker "$WORKER_ID" --poll-interval @POLL@
+exec @PYTHON@ "$entry" --db-type supabase --supabase-url "$SUPABASE_URL" --supabase-anon-key "$SUPABASE_SERVICE_ROLE_KEY" --supabase-access-token "$SUPABASE_SERVICE_ROLE_KEY" --worker "$WORKER_ID" --poll-interval @POLL@
 """
 
 _LAUNCH_UV = r"""echo "orchestrator: exec uv run --python 3.10 --extra cuda124 python worker.py --supabase-url ... --supabase-access-token ... --worker $WORKER_ID --wgp-profile "@PROFILE@" --poll-interval "@POLL@

@@ -249,7 +249,7 @@ def test_start_command_in_a_sandbox_keeps_hostile_values_intact(
         argv, env = caught_worker(box)
         assert argv[-10:] == [
             "--supabase-url", hostile["SUPABASE_URL"],
-            "--supabase-anon-key", hostile["SUPABASE_ANON_KEY"],
+            "--supabase-anon-key", hostile["SUPABASE_SERVICE_ROLE_KEY"],
             "--supabase-access-token", hostile["SUPABASE_SERVICE_ROLE_KEY"],
             "--worker", "w-hostile",
             "--poll-interval", str(WorkerStart.poll_interval),
@@ -310,7 +310,10 @@ def test_hostile_env_values_arrive_intact_and_are_never_executed(
         argv, env = caught_worker(sandbox_of(emulator, runpod_id))
         for k, v in HOSTILE_ENV.items():
             assert env.get(k) == v, k
-        assert argv[argv.index("--supabase-anon-key") + 1] == 'anon"key\\with\nnewline'
+        assert env["SUPABASE_ANON_KEY"] == 'anon"key\\with\nnewline'
+        # The anon-key flag carries the service-role key (Headless-Wan2GP's client takes the flag first).
+        flag = argv[argv.index("--supabase-anon-key") + 1]
+        assert flag == argv[argv.index("--supabase-access-token") + 1] and flag
         _code, out, _ = client.execute_command_on_worker(
             runpod_id, "test -e /tmp/pwned-env-test && echo PWNED || echo clean"
         )

@@ -192,12 +192,12 @@ def test_the_worker_receives_the_settings_byte_for_byte_and_they_leak_nowhere(
         f"the start command must return at once, not after the pull and the apt step ({elapsed:.1f}s)"
     )
 
-    # The original orchestrator's arguments (banodoco/reigh-worker-orchestrator), each value exactly the
-    # setting's, then the claim poll (WORKER_POLL_INTERVAL_SEC), which the original left at the worker's 10 s.
+    # The original orchestrator's arguments (banodoco/reigh-worker-orchestrator), each value a setting's,
+    # then the claim poll (WORKER_POLL_INTERVAL_SEC), which the original left at the worker's 10 s.
     assert argv[-12:] == [
         "--db-type", "supabase",
         "--supabase-url", URL,
-        "--supabase-anon-key", ANON,
+        "--supabase-anon-key", SERVICE,  # Headless-Wan2GP's client takes this flag first: never anon
         "--supabase-access-token", SERVICE,
         "--worker", worker_id,
         "--poll-interval", str(WorkerStart.poll_interval),

@@ -49,7 +49,7 @@ SEED_ARGS = [
     "--supabase-url",
     HOSTILE["SUPABASE_URL"],
     "--supabase-anon-key",
-    HOSTILE["SUPABASE_ANON_KEY"],
+    HOSTILE["SUPABASE_SERVICE_ROLE_KEY"],
     "--supabase-access-token",
     HOSTILE["SUPABASE_SERVICE_ROLE_KEY"],
     "--worker",
