@@ -110,7 +110,7 @@ class WatchStart(Action):
     ``start_watched_at``, and ``setup_seen_at`` when the start is still in its setup steps (git sync,
     apt, uv sync): health does not count that time against ``SPAWNING_TIMEOUT_SEC``, up to
     ``WORKER_SETUP_TIMEOUT_SEC``. Ended (the lock is free: no process of the start lives): ``error``
-    with reason ``start_exited`` and the log's tail, requeue, terminate, at once rather than at the boot
+    with reason ``start_exited`` and the log's tail, terminate, requeue, at once rather than at the boot
     timeout. No answer, or no lock to read: merge ``start_watched_at`` only; an SSH failure proves
     nothing.
     """
@@ -135,13 +135,14 @@ class Promote(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class FailWorker(Action):
-    """Move an unhealthy worker to ``error``: diagnostics, requeue its tasks, terminate its pod.
+    """Move an unhealthy worker to ``error``: diagnostics, terminate its pod, requeue its tasks.
 
     Executor, in this order, each step idempotent: capture diagnostics (pod status and cost; when
     ``collect_logs`` and a pod exists, the tail of the worker's log over SSH with a short timeout; a
     failure here is recorded, never fatal); ``orch_transition_worker(worker_id, 'error', reason,
-    metadata + diagnostics)``; ``orch_requeue_worker_tasks`` (MAX_TASK_ATTEMPTS); terminate
-    ``runpod_id`` when set and merge ``pod_terminate_requested_at``. Each step runs whatever happened to
+    metadata + diagnostics)``; terminate ``runpod_id`` when set and merge ``pod_terminate_requested_at``
+    (first, so the process being replaced cannot write to the tasks once they are requeued);
+    ``orch_requeue_worker_tasks`` (MAX_TASK_ATTEMPTS). Each step runs whatever happened to
     the one before it (details the database refuses are dropped and the transition retried without
     them; a failed transition or requeue does not stop the termination); only a lost lease stops the
     rest. The row becomes ``terminated`` on a later tick, when the provider confirms (``MarkTerminated``).

@@ -2,7 +2,7 @@
 
 Where this sits in the pure core: :func:`orchestrator.core.policy.plan` asks :func:`health` about each
 live worker before any boot or scaling step; a verdict becomes a :class:`~orchestrator.core.actions.FailWorker`
-(diagnostics, requeue, terminate). Pure: reads the :class:`~orchestrator.core.draft.Draft`, decides
+(diagnostics, terminate, requeue). Pure: reads the :class:`~orchestrator.core.draft.Draft`, decides
 nothing else.
 
 * Pod EXITED/ERROR, or missing (after the orphan grace, counted from the row's creation) -> error.

@@ -42,7 +42,7 @@ The rules kept here:
   cannot name a pod or a worker process (``WORKER_ID_PATTERN``), and a row the snapshot could not parse
   (``Snapshot.unreadable``: its pod, found by the id its metadata names or by name, is terminated; with
   no pod left the row is closed).
-* **Errors.** :class:`FailWorker` (diagnostics, requeue, terminate); ``error`` and ``terminating``
+* **Errors.** :class:`FailWorker` (diagnostics, terminate, requeue); ``error`` and ``terminating``
   rows get the pod termination re-sent every ``TERMINATE_RETRY_SEC`` while the pod is listed, their
   leftover tasks requeued, and :class:`MarkTerminated` once the provider confirms the pod gone.
 * **The operator.** ``metadata.terminate_requested_at`` drains an active worker and terminates a booting

@@ -320,8 +320,14 @@ def promote(a: Promote, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
 
 
 def fail_worker(a: FailWorker, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
-    """Diagnostics, ``error``, requeue, terminate: each step runs whatever happened to the one
-    before it (:func:`~orchestrator.loop.steps.run_step`); only a lost lease stops the rest."""
+    """Diagnostics, ``error``, terminate, requeue: each step runs whatever happened to the one
+    before it (:func:`~orchestrator.loop.steps.run_step`); only a lost lease stops the rest.
+
+    The pod goes before its tasks are requeued: the worker process on it may still be alive (a stuck
+    task, a missed heartbeat), and the app's ``update-task-status`` takes a status from anyone, whatever
+    ``worker_id`` the task has. Requeued first, a task could be set back to In Progress with no worker
+    (which nothing requeues while ``UNOWNED_TASK_TIMEOUT_SEC`` is 0) or to Failed by the process that was
+    being replaced. A termination that fails still ends in the requeue."""
     kind = a.kind
     skipped: list[str] = []
     diagnostics = yield from _diagnostics(fx, a)
@@ -332,6 +338,11 @@ def fail_worker(a: FailWorker, worker: Worker | None, fx: Effects) -> Steps[Outc
         # A boot that never got to serve (timeout, pod failed while booting) is a failed spawn for
         # the metric as for the breaker, not only the boot steps that report their own failure.
         count_spawn_failure(fx, kind, a.reason.value, skipped)
+    confirmed = None
+    if a.runpod_id:
+        confirmed = yield from terminate(
+            fx, a.worker_id, a.runpod_id, a.reason.value, action=kind, skipped=skipped, worker=worker
+        )
     requeued = yield from requeue(fx, kind, a.worker_id, a.reason.value, skipped)
     fx.log.warning(
         "worker_failed",
@@ -340,11 +351,6 @@ def fail_worker(a: FailWorker, worker: Worker | None, fx: Effects) -> Steps[Outc
         requeued=len(requeued.requeued),
         dead_lettered=len(requeued.failed),
     )
-    confirmed = None
-    if a.runpod_id:
-        confirmed = yield from terminate(
-            fx, a.worker_id, a.runpod_id, a.reason.value, action=kind, skipped=skipped, worker=worker
-        )
     return {"tasks_reset": requeued.count, "terminate_confirmed": confirmed, **skipped_steps(skipped)}
 
 

@@ -157,8 +157,8 @@ def terminate(
 def fail_after_boot_step(
     fx: Effects, worker_id: str, runpod_id: str, reason: Reason, details: Any, *, action: str = "initialize"
 ) -> Steps[list[str]]:
-    """A boot step failed: error with the output, requeue, then terminate at once (it bills until
-    then). Each step runs whatever happened to the one before it; returns the steps skipped."""
+    """A boot step failed: error with the output, terminate at once (it bills until then), then
+    requeue. Each step runs whatever happened to the one before it; returns the steps skipped."""
     skipped: list[str] = []
     metadata = {
         Meta.ERROR_REASON: reason.value,
@@ -167,8 +167,9 @@ def fail_after_boot_step(
     }
     yield from to_error(fx, action, worker_id, reason.value, metadata, skipped)
     count_spawn_failure(fx, action, reason.value, skipped)
-    yield from requeue(fx, action, worker_id, reason.value, skipped)
+    # Terminate before requeue (see executor.fail_worker): a process started on the pod may still write.
     yield from terminate(fx, worker_id, runpod_id, reason.value, action=action, skipped=skipped)
+    yield from requeue(fx, action, worker_id, reason.value, skipped)
     return skipped
 
 

@@ -576,6 +576,60 @@ def test_an_injected_failure_still_ends_the_pod_and_the_row(
     assert outcome.get("skipped_steps", []) == ([skipped] if skipped else []), outcome
 
 
+class TaskWatchingProvider(RecordingProvider):
+    """Reads the task's status at the moment the pod is terminated."""
+
+    def __init__(self, database_url: str, task_id: str) -> None:
+        super().__init__()
+        self.database_url, self.task_id = database_url, task_id
+        self.task_at_terminate: str | None = None
+
+    def terminate(self, runpod_id: str) -> bool:
+        with psycopg.connect(self.database_url, autocommit=True) as raw:
+            self.task_at_terminate = _task_status(raw, self.task_id)[0]
+        return super().terminate(runpod_id)
+
+
+@pytest.mark.parametrize("start", ["active", "initializing"])
+def test_a_failed_workers_pod_goes_before_its_task_is_requeued(
+    start: str, db: Database, database_url: str
+) -> None:
+    """The process on a failed worker may still be alive, and the app's update-task-status takes a
+    status from anyone: requeued first, its task could be set back to In Progress with no worker, or to
+    Failed, by the process being replaced. So the pod is terminated while the task is still the
+    worker's, then the task is requeued."""
+    worker_id = f"gpu-order-{start}"
+    settings = config.defaults().replace(min_active_gpus=0, max_active_gpus=0)
+    controller = Controller(settings, db, RecordingProvider(), holder="order", apply_budget_sec=30.0)
+    try:
+        token = controller._ensure_lease()
+        assert token is not None
+        _row_in(db, token, worker_id, start)
+        task_id = _add_task(database_url, worker_id)
+        provider = TaskWatchingProvider(database_url, task_id)
+        controller.provider = provider  # type: ignore[assignment]
+        action: Action
+        if start == "active":
+            action = FailWorker(
+                reason=Reason.TASK_STUCK,
+                worker_id=worker_id,
+                runpod_id=POD,
+                from_status=WorkerState.ACTIVE,
+                running_task_ids=(task_id,),
+            )
+        else:
+            # The start ended: a boot step fails.
+            action = WatchStart(reason=Reason.WATCH_START, worker_id=worker_id, runpod_id=POD)
+        outcome = controller._run_action(action, {}, token)
+    finally:
+        controller.shutdown(timeout=10)
+    assert outcome["outcome"] not in ("failed", "crashed", "lease_lost"), outcome
+    assert provider.terminated == [POD], provider.asked
+    assert provider.task_at_terminate == "In Progress"
+    with psycopg.connect(database_url, autocommit=True) as raw:
+        assert _task_status(raw, task_id)[0] == "Queued"
+
+
 def _to_stopping(token: int, worker_id: str, to: str, reason: str, metadata: Any) -> bool:
     return to == "stopping"
 
