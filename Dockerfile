@@ -5,7 +5,7 @@
 #   docker build -t runpod-fleet-orchestrator .
 #   podman build --format docker -t runpod-fleet-orchestrator .   # podman: the docker format keeps the
 #                                                                # HEALTHCHECK, which OCI images drop
-#   docker run --env-file orchestrator.env \
+#   docker run --stop-timeout 180 --env-file orchestrator.env \
 #       -e RUNPOD_SSH_PRIVATE_KEY_PATH=/run/secrets/id_ed25519 \
 #       -e RUNPOD_SSH_PUBLIC_KEY_PATH=/run/secrets/id_ed25519.pub \
 #       -v /etc/orchestrator/id_ed25519:/run/secrets/id_ed25519:ro \
@@ -64,13 +64,16 @@ CMD ["sim", "serve", "--port", "8765"]
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="runpod-fleet-orchestrator" \
       org.opencontainers.image.description="Keeps the right number of Runpod GPU pods alive for a Supabase task queue"
-# METRICS_PORT is off (0) by default outside the image; inside it, the health check needs /healthz.
+# METRICS_PORT is off (0) by default outside the image; inside it, the health check needs /healthz, and
+# METRICS_HOST opens it to every interface of the container (outside, 127.0.0.1 is the default), which
+# `-p 9100:9100` needs; publish it only where the fleet's size and spend may be read.
 # LOG_FORMAT stays auto: JSON lines when stdout is not a terminal, which is how containers run.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    METRICS_PORT=9100
+    METRICS_PORT=9100 \
+    METRICS_HOST=0.0.0.0
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m pip install --no-index --find-links=/wheels --require-hashes -r /wheels/requirements.lock \
     && python -m pip install --no-index --no-deps --find-links=/wheels runpod-fleet-orchestrator

@@ -42,7 +42,7 @@ def metrics_server(settings: config_mod.Settings, metrics: Any) -> Any:
         metrics,
         settings.metrics_port,
         max_tick_age=max(3 * settings.orchestrator_poll_sec, 60.0),
-        host=settings.metrics_host or "0.0.0.0",
+        host=settings.metrics_host or "127.0.0.1",
     )
 
 
@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace, settings: config_mod.Settings) -> int:
             log = structlog.get_logger(__name__)
             log.error(
                 "metrics_server_failed",
-                host=settings.metrics_host or "0.0.0.0",
+                host=settings.metrics_host or "127.0.0.1",
                 port=settings.metrics_port,
                 error=str(exc),
                 running_without="/metrics and /healthz",

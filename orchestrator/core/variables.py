@@ -475,13 +475,13 @@ VARIABLES: tuple[Var, ...] = (
         "daemon",
         minimum=0,
     ),
-    # The endpoint tells the fleet's size and spend to whoever reaches it: every interface by default, as
-    # a container publishing the port needs; 127.0.0.1 keeps it on the machine under systemd.
+    # The endpoint tells the fleet's size and spend to whoever reaches it, without authentication: this
+    # machine only by default; the container image sets 0.0.0.0, which publishing the port needs.
     _v(
         "METRICS_HOST",
         "str",
-        "0.0.0.0",
-        "address the metrics endpoint listens on: 0.0.0.0 = every interface (a container that publishes the port needs it), 127.0.0.1 = this machine only",
+        "127.0.0.1",
+        "address the metrics endpoint listens on: 127.0.0.1 = this machine only; 0.0.0.0 = every interface (the container image's value, which publishing the port needs)",
         "daemon",
     ),
     _v(

@@ -286,12 +286,12 @@ def test_the_workers_gauge_counts_the_warm_pool() -> None:
 
 
 def test_the_metrics_endpoint_listens_where_the_operator_says() -> None:
-    """The endpoint tells the fleet's size and spend to whoever reaches it, and listened on every
-    interface with no way to keep it on the machine under systemd."""
+    """The endpoint tells the fleet's size and spend to whoever reaches it, without authentication: on
+    this machine only unless the operator (or the container image) opens it."""
     from orchestrator.fleet_commands import metrics_server
     from orchestrator.loop.metrics import Metrics
 
-    for environ, host in (({}, "0.0.0.0"), ({"METRICS_HOST": "127.0.0.1"}, "127.0.0.1")):
+    for environ, host in (({}, "127.0.0.1"), ({"METRICS_HOST": "0.0.0.0"}, "0.0.0.0")):
         settings = config.load_settings(environ, env_file=None)
         server = metrics_server(settings, Metrics())
         try:
