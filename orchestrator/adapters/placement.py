@@ -7,8 +7,9 @@ volume for the next. That is the order the original kept in its later versions (
 orchestrator, banodoco/reigh-worker-orchestrator, ``gpu_orchestrator/runpod_client.py``, 2025-10: each
 RAM tier across every storage volume before the next tier), with the GPU type in the place of the RAM
 tier, since the GPU type is the stronger preference. "No instances available" falls through, and so
-does a REST 400 whose wording we do not know (its body is logged, ``runpod_create_refused``); ``avoid``
-skips the (GPU type, data center) pairs the control loop is backing off.
+does a REST 400 whose wording we do not know (its body is logged, ``runpod_create_refused``) and a 403;
+``avoid`` skips the (GPU type, data center) pairs the control loop is backing off, and a GPU type the
+catalog says is not on Secure Cloud is skipped when the pod is to be created there.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from orchestrator.adapters.runpod.base import GpuType, NetworkVolume, PodSpec, R
 from orchestrator.core import errors
 
 log = structlog.get_logger(__name__)
+
+SECURE_CLOUD = "SECURE"
+# ``skipped[].reason`` of a GPU type the catalog says is not on Secure Cloud (avoided pairs have none).
+NOT_SECURE = "not_on_secure_cloud"
 
 
 def is_avoided(gpu: GpuType, data_center: str | None, avoid: Collection[tuple[str, str | None]]) -> bool:
@@ -44,17 +49,29 @@ def create(
 
     ``spec`` carries everything but the placement (GPU type, data center, network volume), which each
     candidate fills in. Returns the original's spawn dict (``capacity_misses``: the (GPU type, data center)
-    pairs that had none; ``skipped``: those avoided). Raises ``RunpodCapacityError`` (every candidate
-    exhausted or avoided; it carries ``capacity_misses`` and ``skipped``), ``RunpodRequestError``
-    (status 400: every candidate refused, at least one for a reason not known to be capacity) and the
-    other ``RunpodError`` types as they come.
+    pairs that had none; ``skipped``: those avoided, and the GPU types not on Secure Cloud, with
+    ``reason``). Raises ``RunpodCapacityError`` (every candidate exhausted or skipped; it carries
+    ``capacity_misses`` and ``skipped``), ``RunpodAuthError`` (status 403: every candidate asked answered
+    403, so the key most likely lacks the permission; same attributes), ``RunpodRequestError`` (status
+    400: every candidate refused, at least one for a reason not known to be capacity) and the other
+    ``RunpodError`` types as they come.
     """
     misses: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     refusals: list[str] = []
     # Candidates answered with a 400 we cannot read as "no capacity" (fell through all the same).
     refused: list[str] = []
+    # Candidates answered with a 403 (the transport's RunpodCapacityError of status 403).
+    forbidden: list[str] = []
+    forbidden_payload: Any = None
     for gpu in gpus:
+        if spec.cloud == SECURE_CLOUD and gpu.secure_cloud is False:
+            # The catalog's ``secure`` (openapi GpuType: "Available on secure cloud") says a create on
+            # Secure Cloud cannot place this type anywhere: asking would only spend a request per
+            # volume. Unknown (None) is tried.
+            skipped.append({"gpu_type": gpu.display_name, "data_center": None, "reason": NOT_SECURE})
+            log.warning("runpod_candidate_not_secure", worker_id=worker_id, gpu_type=gpu.id, cloud=spec.cloud)
+            continue
         for volume in volumes:
             data_center = volume.data_center if volume else None
             if is_avoided(gpu, data_center, avoid):
@@ -74,6 +91,9 @@ def create(
                 pod = transport.create_pod(candidate)
             except errors.RunpodCapacityError as e:
                 refusals.append(f"{gpu.display_name}{f' in {data_center}' if data_center else ''}: {e}")
+                if e.status == 403:
+                    forbidden.append(f"{gpu.display_name}{f' in {data_center}' if data_center else ''}")
+                    forbidden_payload = e.payload
                 misses.append(
                     {
                         "gpu_type": gpu.display_name,
@@ -88,6 +108,7 @@ def create(
                     gpu_type=gpu.id,
                     data_center=data_center,
                     network_volume=volume.name if volume else None,
+                    status=e.status,
                 )
                 continue
             except errors.RunpodRequestError as e:
@@ -171,7 +192,29 @@ def create(
             }
     centers = sorted({v.data_center for v in volumes if v is not None})
     where = f" in {', '.join(centers)}" if centers else ""
-    avoided = [f"{x['gpu_type']} in {x['data_center'] or 'any data center'}: backing off" for x in skipped]
+    avoided = [_skip_text(x) for x in skipped]
+    if forbidden and len(forbidden) == len(misses):
+        # createPod's 403 is "your account cannot access the requested pool: skip this candidate", but
+        # a valid key lacking permission for the action gets 403 as well (openapi: securitySchemes
+        # ApiKeyAuth, "requests may return 403 when a valid key lacks access to the requested resource
+        # or action"; ForbiddenError). One pool out of reach is a miss; every candidate asked refused
+        # so is the key, and read as "no capacity" the daemon would back off and ask again forever.
+        message = (
+            "the Runpod API key lacks permission to create pods (or to rent these GPU types): every"
+            f" candidate answered HTTP 403 ({', '.join(forbidden)}){where}; check RUNPOD_API_KEY's"
+            " permissions: " + "; ".join(refusals + avoided)
+        )
+        log.warning(
+            "runpod_create_forbidden",
+            worker_id=worker_id,
+            candidates=forbidden,
+            skipped=len(skipped),
+            transport=transport.name,
+        )
+        denied = errors.RunpodAuthError(message, status=403, payload=forbidden_payload)
+        denied.capacity_misses = misses  # type: ignore[attr-defined]
+        denied.skipped = skipped  # type: ignore[attr-defined]
+        raise denied
     if refused:
         # Not known to be capacity: a spec Runpod refuses everywhere (a bad image name, say) must
         # count as a failed spawn, or the breaker would never see it.
@@ -188,3 +231,10 @@ def create(
     exc.capacity_misses = misses  # type: ignore[attr-defined]
     exc.skipped = skipped  # type: ignore[attr-defined]
     raise exc
+
+
+def _skip_text(skip: dict[str, Any]) -> str:
+    """One skipped candidate, for the round's summary."""
+    if skip.get("reason") == NOT_SECURE:
+        return f"{skip['gpu_type']}: not on Secure Cloud (catalog)"
+    return f"{skip['gpu_type']} in {skip['data_center'] or 'any data center'}: backing off"

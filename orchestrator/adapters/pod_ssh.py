@@ -152,6 +152,19 @@ class PodSSH:
                 pod = self.transport.get_pod(runpod_id)
         except (errors.RunpodTransientError, errors.RunpodRateLimited) as e:
             return BootCheck("not_ready", worker_id, runpod_id, detail=f"provider unavailable: {e}")
+        except errors.RunpodMalformedResponse as e:
+            # An answer we cannot read says nothing about the pod: failing the boot on it terminated a
+            # booting worker for a parser's sake. Wait; the boot timeout still ends a pod that is broken.
+            log.warning(
+                "boot_check_pod_unreadable",
+                worker_id=worker_id,
+                runpod_id=runpod_id,
+                error_type=type(e).__name__,
+                error=str(e)[:300],
+            )
+            return BootCheck(
+                "not_ready", worker_id, runpod_id, detail=f"pod unreadable: {type(e).__name__}: {e}"[:300]
+            )
         except errors.RunpodError as e:
             return BootCheck(
                 "failed", worker_id, runpod_id, step="provider", error=f"{type(e).__name__}: {e}"

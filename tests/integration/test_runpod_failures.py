@@ -384,8 +384,10 @@ def test_rest_malformed_bodies_are_typed_with_an_excerpt(clients, stub: Stub) ->
     )
     with pytest.raises(errors.RunpodMalformedResponse, match="unknown status 'PAUSED'"):
         client.get_pod_status(pid)
+    # A body we cannot read says nothing about the pod: the boot waits (its timeout still ends a pod
+    # that stays unreadable) rather than failing, and terminating, a worker that may be booting fine.
     res = client.check_and_initialize_worker("gpu-stub", pid)
-    assert res["status"] == "error" and res["step"] == "provider" and "PAUSED" in res["error"]
+    assert res["status"] == "spawning"
 
     # RUNNING with runtime still null is schema-valid (openapi Pod.runtime is nullable): not ready yet.
     stub.routes[("GET", f"/v2/pods/{pid}")] = (200, "application/json", json.dumps(_rest_pod(runtime=None)))
@@ -488,6 +490,13 @@ def test_graphql_malformed_bodies_are_typed_with_an_excerpt(clients, stub: Stub)
     stub.routes[("POST", "/graphql")] = (200, "application/json", json.dumps({"data": {}}))
     with pytest.raises(errors.RunpodMalformedResponse, match="unexpected response shape"):
         client.get_network_volumes()
+
+    # An error status whose JSON body has neither data nor errors (a gateway's {"message": ...}): the
+    # SDK then indexes ["data"]; transient, retried, not a malformed pod that would fail a boot.
+    stub.routes[("POST", "/graphql")] = (503, "application/json", json.dumps({"message": "upstream busy"}))
+    fast = clients("graphql", stub, retry=RetryPolicy(attempts=2, base_delay=0.005, max_delay=0.01))
+    with pytest.raises(errors.RunpodTransientError, match="without data or errors"):
+        fast.get_pod_status("abcdefghijklmn")
 
     stub.routes[("POST", "/graphql")] = (
         200,

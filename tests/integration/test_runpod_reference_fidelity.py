@@ -222,7 +222,10 @@ def test_rest_create_403_skips_the_gpu_type_instead_of_aborting_the_priority_lis
     ``spawn_worker`` re-raises anything but ``RunpodCapacityError``, so one GPU type the account may not
     rent stops the whole ``RUNPOD_GPU_TYPE`` priority list and the controller records an auth failure.
     The emulator never answers 403, so no emulator test sees it. Here both types answer 403: the
-    client must try both and report them as refused candidates (``capacity_misses``)."""
+    client must try both and report them as refused candidates (``capacity_misses``). A round in which
+    every candidate answered 403 is the key's permission, not capacity (openapi ApiKeyAuth: "requests
+    may return 403 when a valid key lacks access to the requested resource or action"), so it ends as
+    ``RunpodAuthError`` of status 403 that names them (``tests/unit/test_runpod_review_fixes.py``)."""
     catalog = {"gpus": [_gpu_type(RTX4090, "RTX 4090"), _gpu_type(A4000, "RTX A4000")]}
     _serve(stub, runpod_openapi, "GET", "/v2/catalog/gpus", 200, catalog, "ListGpuTypesResponse")
     _serve(
@@ -245,8 +248,10 @@ def test_rest_create_403_skips_the_gpu_type_instead_of_aborting_the_priority_lis
         env={},
     )
     try:
-        with pytest.raises(errors.RunpodCapacityError) as caught:
+        with pytest.raises(errors.RunpodAuthError) as caught:
             client.spawn_worker("gpu-review-403")
+        assert caught.value.status == 403
+        assert "RTX 4090" in str(caught.value) and "RTX A4000" in str(caught.value)
         misses = getattr(caught.value, "capacity_misses", [])
         assert [m["gpu_type"] for m in misses] == ["RTX 4090", "RTX A4000"]
     finally:

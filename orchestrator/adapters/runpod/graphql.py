@@ -159,6 +159,14 @@ class GraphQLTransport:
                     raise errors.GpuTypeNotFound(f"{op}: {e}") from e
                 raise errors.RunpodRequestError(f"{op}: {e}") from e
             except (KeyError, TypeError, IndexError) as e:
+                if isinstance(e, KeyError) and e.args == ("data",):
+                    # A JSON answer with neither ``data`` nor ``errors``: runpod-python raises QueryError
+                    # only for a body with ``errors``, whatever the status, and its callers then index
+                    # ``["data"]``, so an error body of a 429 or a 5xx (``{"message": ...}``) lands here.
+                    # It says nothing about the pod, and a retry is what such an answer asks for.
+                    raise errors.RunpodTransientError(
+                        f"{op}: an answer without data or errors (an error status the SDK does not read)"
+                    ) from e
                 # The SDK indexes data.<field> blindly: a missing or null field surfaces as these.
                 raise errors.RunpodMalformedResponse(
                     f"{op}: unexpected response shape ({type(e).__name__}: {e})", payload=str(e)

@@ -6,7 +6,8 @@ Paths, bodies and shapes follow ``openapi-v2.json``: ``GET/POST /v2/pods``, ``GE
 are mapped here to ``orchestrator.core.errors`` types; the retry policy is
 ``orchestrator.adapters.runpod.base.call_with_retries``. Some mappings follow the spec's per-operation
 meaning rather than the status alone: createPod's 403 ("cannot access the requested pool: skip this
-candidate") is a ``RunpodCapacityError``; podAction answers 409 to an action the pod's status does not
+candidate") is a ``RunpodCapacityError`` of status 403 (``orchestrator.adapters.placement`` turns a
+round of nothing but 403s into a ``RunpodAuthError``); podAction answers 409 to an action the pod's status does not
 allow, so a 409 to ``terminate`` (already TERMINATED), ``stop`` (already EXITED) or ``start`` (already
 on its way to RUNNING, after a retried start whose first answer was lost) is confirmed by reading the
 pod. A refusal in Runpod's words for a full host ("There are not enough free GPUs on the host machine
@@ -258,7 +259,9 @@ class RestTransport:
             except errors.RunpodAuthError as e:
                 # createPod's 403 means "your account cannot access the requested pool: skip this
                 # candidate" (openapi createPod), not a bad key (that is 401): the caller falls
-                # through to its next GPU type, as for no capacity.
+                # through to its next GPU type, as for no capacity. A key lacking the permission to
+                # create pods gets 403 too (openapi ApiKeyAuth): placement.create reads a round in
+                # which every candidate answered 403 as that, a RunpodAuthError.
                 if e.status != 403:
                     raise
                 raise errors.RunpodCapacityError(
@@ -519,6 +522,11 @@ def _pod(p: Any) -> Pod:
         )
     mappings: list[PortMapping] = []
     for rp in (runtime or {}).get("ports") or []:
+        if isinstance(rp, dict) and rp.get("private") is None:
+            # openapi PodRuntimePort requires none of its fields: an entry without its private port
+            # maps nothing we could use, and says nothing against the pod or its other entries.
+            log.debug("runpod_runtime_port_skipped", runpod_id=pid, port=excerpt(rp, 120))
+            continue
         if not isinstance(rp, dict) or not isinstance(rp.get("private"), int):
             raise errors.RunpodMalformedResponse(
                 f"malformed pod {pid}: bad runtime port {excerpt(rp, 120)}", payload=excerpt(p)
