@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -79,10 +80,17 @@ def cmd_run(args: argparse.Namespace, settings: config_mod.Settings) -> int:
         probe_interval=settings.wake_probe_sec,
     )
     try:
-        return daemon.run_forever()
+        code = daemon.run_forever()
     finally:
         if server is not None:
             server.stop()
+    if daemon.stalled:
+        # The hung tick's threads (an SSH command, a pool worker) would hold the interpreter's exit,
+        # which joins them: leave now, for the supervisor to restart the daemon.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def cmd_tick(args: argparse.Namespace, settings: config_mod.Settings) -> int:

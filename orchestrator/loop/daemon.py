@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -34,6 +35,11 @@ NOTIFY_CHANNEL = "orchestrator_tasks"
 TICK_JOIN_SEC = 60.0
 # How soon the main thread sees a SIGTERM/SIGINT its handler recorded (the handler itself takes no lock).
 SIGNAL_POLL_SEC = 0.2
+# A tick still running after this long is hung, not slow: its slowest legitimate path (each Runpod call
+# retried for up to 120 s, actions in flight up to 60 s, every SSH command and SQL statement bounded)
+# ends within minutes. A hung tick manages nothing while the pods bill, and a supervisor restarts only a
+# process that exits: the daemon exits 1 (`tick_stalled`), and the next process takes the lease over.
+TICK_STALL_SEC = 900.0
 
 
 class Tickable(Protocol):
@@ -55,9 +61,15 @@ class Daemon:
         probe: Callable[[], Any] | None = None,
         probe_interval: float = 0.0,
         tick_join_sec: float = TICK_JOIN_SEC,
+        tick_stall_sec: float = TICK_STALL_SEC,
     ) -> None:
         self.controller = controller
         self.tick_join_sec = tick_join_sec
+        self.tick_stall_sec = tick_stall_sec
+        # When the running tick began (time.monotonic()), None between ticks: the main thread reads it.
+        self._tick_started: float | None = None
+        # run_forever ended because a tick hung (the caller must not wait for its threads at exit).
+        self.stalled = False
         self.interval = interval
         # A follower re-checks the lease more often than it would tick, so that it takes over within
         # the lease's lifetime after the leader dies, not a poll interval later.
@@ -102,6 +114,7 @@ class Daemon:
             # Cleared before the tick: a wake-up from here on is for work this tick may not see.
             self._wake.clear()
             follower = False
+            self._tick_started = time.monotonic()
             try:
                 result = self.controller.tick()
                 follower = getattr(result, "role", None) == "follower"
@@ -109,6 +122,8 @@ class Daemon:
                 # The controller turns expected failures into data; anything reaching here is a bug,
                 # and the loop must survive it all the same.
                 log.exception("tick_crashed")
+            finally:
+                self._tick_started = None
             if follower and self.follower_interval < self.interval and not self._wake.is_set():
                 self._poll_in(self.follower_interval)
 
@@ -253,11 +268,31 @@ class Daemon:
         try:
             self.start()
             while not received and not self._stop.wait(SIGNAL_POLL_SEC):
-                pass
+                running = self.tick_running_sec()
+                if running is not None and running > self.tick_stall_sec:
+                    log.error(
+                        "tick_stalled",
+                        running_sec=round(running),
+                        limit_sec=self.tick_stall_sec,
+                        hint="exiting 1 so that the supervisor restarts the daemon",
+                    )
+                    self.died = self.stalled = True
+                    break
             if received:
                 log.info("signal_received", signal=signal.Signals(received[0]).name)
         finally:
-            self.shutdown()
+            if self.stalled:
+                # Whatever hangs the tick may hang the way out too (a lock the tick holds): bounded.
+                ending = threading.Thread(target=self.shutdown, name="shutdown", daemon=True)
+                ending.start()
+                ending.join(timeout=self.tick_join_sec + 30.0)
+            else:
+                self.shutdown()
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return 1 if self.died else 0
+
+    def tick_running_sec(self) -> float | None:
+        """How long the running tick has run (None between ticks)."""
+        started = self._tick_started
+        return None if started is None else time.monotonic() - started

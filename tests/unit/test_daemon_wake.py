@@ -170,6 +170,25 @@ def test_a_stop_releases_the_lease_even_while_a_tick_is_stuck() -> None:
         controller.unstick.set()
 
 
+def test_a_hung_tick_makes_the_daemon_exit_non_zero_for_its_supervisor_to_restart() -> None:
+    """A tick that never returns manages nothing while the pods bill, and a supervisor restarts only a
+    process that exits: past the stall limit run_forever logs ``tick_stalled`` and returns 1, having
+    released the lease, in bounded time, although the tick is still stuck."""
+    controller = StuckController()
+    daemon = Daemon(controller, interval=300, tick_join_sec=0.2, tick_stall_sec=0.5)
+    started = time.monotonic()
+    try:
+        with capture_logs() as logs:
+            code = daemon.run_forever()
+        assert code == 1 and daemon.stalled
+        assert controller.in_tick.is_set() and controller.released.is_set()
+        stalled = [e for e in logs if e["event"] == "tick_stalled"]
+        assert len(stalled) == 1 and stalled[0]["log_level"] == "error", logs
+        assert time.monotonic() - started < 30
+    finally:
+        controller.unstick.set()
+
+
 def test_a_signal_that_lands_while_the_main_thread_holds_the_log_lock_still_stops_the_daemon(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
