@@ -199,6 +199,16 @@ def cmd_pause(args: argparse.Namespace, settings: config_mod.Settings) -> int:
 def cmd_workers(args: argparse.Namespace, settings: config_mod.Settings) -> int:
     from orchestrator.render import termination_row
 
+    prefix = settings.worker_id_prefix
+    if prefix and not args.worker_id.startswith(prefix):
+        # The snapshot lists only this orchestrator's rows (WORKER_ID_PREFIX): a request recorded on
+        # another's would say "requested" and never be acted on.
+        print(
+            f"orchestrator: {args.worker_id!r} is not one of this orchestrator's workers (their ids start "
+            f"with WORKER_ID_PREFIX={prefix!r}): no tick would act on it; nothing was recorded",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     row = _with_db(settings, lambda db: db.request_termination(args.worker_id, _operator()))
     answer = termination_row(args.worker_id, row if isinstance(row, dict) else {})
     if args.json:

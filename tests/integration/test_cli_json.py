@@ -105,6 +105,16 @@ def test_pause_resume_and_terminate_answer_in_json(database_url: str, tmp_path: 
     # A worker that does not exist is a failed operation, said on stderr, with nothing on stdout.
     missing = cli("workers", "terminate", "gpu-nobody", "--json", expect=1)
     assert missing.stdout == "" and "gpu-nobody" in missing.stderr
+    # A row of someone else's (not WORKER_ID_PREFIX): no tick would act on a request, so none is recorded.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into workers (id, instance_type, status, metadata) values ('laptop-1', 'local', 'active', '{}')"
+        )
+    other = cli("workers", "terminate", "laptop-1", expect=1)
+    assert other.stdout == "" and "WORKER_ID_PREFIX='gpu-'" in other.stderr
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        meta = conn.execute("select metadata from workers where id = 'laptop-1'").fetchone()
+    assert meta is not None and "terminate_requested_at" not in meta[0]
 
 
 def test_gpus_and_volumes_answer_in_json(emulator: EmulatorServer, tmp_path: Path) -> None:
