@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench system-deps lock clean
+.PHONY: run test lint typecheck bench system-deps system-deps-tests lock clean
 
 run: $(STAMP) system-deps
 	$(BIN)/orchestrator demo
@@ -12,7 +12,7 @@ run: $(STAMP) system-deps
 # CI runs `make test`, so the lint gates (style, types, the layers) fail a build as a failing test does.
 # TEST_WORKERS=0 runs them in the make process itself, one after another.
 TEST_WORKERS ?= 2
-test: lint system-deps
+test: lint system-deps-tests
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # core is held to mypy --strict on its own: it is the part every other layer trusts. lint-imports checks
@@ -32,9 +32,13 @@ bench: $(STAMP) system-deps
 system-deps:
 	@sh scripts/system-deps.sh
 
+system-deps-tests:
+	@sh scripts/system-deps.sh --tests
+
 # The runtime dependencies come from the lock (the versions the image ships, hash-checked), so the
 # tests exercise what is deployed; the dev tools on top are not pinned.
 $(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "make: $(PYTHON) is older than Python 3.11 (pyproject.toml's requires-python); give another: make PYTHON=python3.12 ..." >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q --require-hashes -r requirements.lock

@@ -1,15 +1,17 @@
 #!/bin/sh
 # Installs the system programs the tests and the demo start for themselves: OpenSSH's server (each
-# emulated pod is a real sshd), PostgreSQL's server binaries (the throwaway database) and systemd's
-# tools (to verify the unit file).
+# emulated pod is a real sshd), PostgreSQL's server binaries (the throwaway database) and, with
+# `--tests`, systemd's tools (the deployment test verifies the unit file; the demo needs none).
 set -eu
+tests=false
+[ "${1:-}" = "--tests" ] && tests=true
 missing=""
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     missing="$missing postgresql"
 fi
 # systemd-analyze verifies the unit in deploy/ (the deployment test).
-command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+if $tests; then command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"; fi
 [ -n "$missing" ] || exit 0
 if [ "$(id -u)" -ne 0 ]; then
     echo "system-deps: missing:$missing; install them (as root: apt-get install$missing)" >&2
