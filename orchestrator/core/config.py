@@ -547,6 +547,11 @@ def _cross_checks(values: Mapping[str, Any], skip: frozenset[str] = frozenset())
             problem = url_problem(name, str(url), ("http", "https"), "an http(s) URL")
             if problem:
                 problems.append(problem)
+            elif name == "SUPABASE_URL" and urlsplit(str(url)).path.strip("/"):
+                problems.append(
+                    f"SUPABASE_URL={url}: expected the project's URL with no path (https://<ref>.supabase.co): "
+                    "the orchestrator and the worker append /rest/v1 and /functions/v1 themselves"
+                )
     db_url = values.get("DATABASE_URL")
     if db_url:
         problem = url_problem(
@@ -675,6 +680,10 @@ def load_settings(
             malformed.add(var.name)
         values[var.name] = value if problem is None else default_value(var)
         sources[var.name] = source
+    # Every client appends its path to the project's URL (/rest/v1/..., /functions/v1/...): the worker
+    # by string concatenation, so a copied "https://x.supabase.co/" made "//functions/v1" of it.
+    if isinstance(values.get("SUPABASE_URL"), str):
+        values["SUPABASE_URL"] = values["SUPABASE_URL"].rstrip("/")
     # A malformed value stands at its default here: a cross-check naming it would quote a value the
     # operator never wrote, so checks about it wait for a value that parses.
     problems.extend(p for p in _cross_checks(values, skip=frozenset(malformed)) if p not in problems)

@@ -121,6 +121,16 @@ def test_against_runpod_run_refuses_what_no_worker_could_start_without(tmp_path:
     config.load_settings({**env, "RUNPOD_API_BASE_URL": "http://127.0.0.1:9"}, **kwargs)
 
 
+def test_supabase_url_is_the_projects_root() -> None:
+    """The worker appends /functions/v1/... to SUPABASE_URL by concatenation: a copied trailing slash is
+    dropped, and a URL with a path (an endpoint copied instead of the project's) is a problem."""
+    s = config.load_settings({"SUPABASE_URL": "https://x.supabase.co/"}, env_file=None)
+    assert s.supabase_url == "https://x.supabase.co"
+    for url in ("https://x.supabase.co/rest/v1", "https://x.supabase.co/functions/v1/"):
+        with pytest.raises(ConfigError, match="expected the project's URL with no path"):
+            config.load_settings({"SUPABASE_URL": url}, env_file=None)
+
+
 def test_worker_start_settings_default_to_the_original_and_are_validated() -> None:
     s = config.defaults()
     assert s.worker_dirs == ("Reigh-Worker", "Headless-Wan2GP", "reigh/Headless-Wan2GP")
