@@ -200,7 +200,12 @@ class Provider(Protocol):
     ) -> SpawnedPod: ...
 
     def check_boot(
-        self, worker_id: str, runpod_id: str, *, expected_fingerprint: str | None = None
+        self,
+        worker_id: str,
+        runpod_id: str,
+        *,
+        expected_fingerprint: str | None = None,
+        pod: Any = None,  # the pod as this tick listed it: the provider need not ask for it again
     ) -> BootCheck: ...
 
     def start_process(

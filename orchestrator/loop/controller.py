@@ -107,6 +107,8 @@ class Controller:
         self.clock = clock
         # The database's clock minus ours, as the last snapshot showed (see _db_clock).
         self._clock_offset = 0.0
+        # The provider's pods as the last listing returned them, by id (see _list_pods).
+        self._listed: Mapping[str, Any] = {}
         self.worker_env = dict(worker_env or {})
         # Wait for the tick's own actions at most this long; the rest finish in the background.
         self.apply_budget_sec = (
@@ -203,7 +205,12 @@ class Controller:
             # raises whatever Python raises (a TypeError iterating a number), and a tick that crashed
             # on it would end nothing, on every tick while the reply lasts. Unknown is what it is.
             log.warning("pods_listing_failed", error_type=type(exc).__name__, error=str(exc)[:300])
+            self._listed = {}
             return None
+        # This tick's boot checks read their pod from here instead of asking for it again: one GET per
+        # booting worker per tick spent Runpod's rate limit (its example: 60 a minute) on what the
+        # listing had just said.
+        self._listed = {p.id: p for p in pods if isinstance(getattr(p, "id", None), str)}
         views: list[PodView] = []
         for pod in pods:
             try:
@@ -401,6 +408,7 @@ class Controller:
             max_task_attempts=self.settings.max_task_attempts,
             worker_env=self.worker_env,
             clock=self._db_clock,
+            listed_pods=self._listed,
         )
 
     def _db_clock(self) -> float:

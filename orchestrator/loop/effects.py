@@ -207,6 +207,9 @@ class LiveEffects:
     worker_env: Mapping[str, str] = field(default_factory=dict)
     clock: Callable[[], float] = field(default=lambda: datetime.now(UTC).timestamp())
     log: Log = field(default_factory=lambda: structlog.get_logger("orchestrator.loop.executor"))
+    # The provider's pods (``orchestrator.adapters.runpod.base.Pod``) as this tick listed them, by id:
+    # a boot check reads its pod from here rather than asking the provider for it again.
+    listed_pods: Mapping[str, Any] = field(default_factory=dict)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -273,8 +276,11 @@ class LiveEffects:
     def check_boot(
         self, worker_id: str, runpod_id: str, expected_fingerprint: str | None
     ) -> Steps[BootCheck]:
+        listed = self.listed_pods.get(runpod_id)
         return at_once(
-            lambda: self.provider.check_boot(worker_id, runpod_id, expected_fingerprint=expected_fingerprint)
+            lambda: self.provider.check_boot(
+                worker_id, runpod_id, expected_fingerprint=expected_fingerprint, pod=listed
+            )
         )
 
     def start_process(self, worker_id: str, runpod_id: str, expected_fingerprint: str | None) -> Steps[bool]:

@@ -194,7 +194,7 @@ class RecordingProvider:
         raise AssertionError("no spawn in these tests")
 
     def check_boot(
-        self, worker_id: str, runpod_id: str, *, expected_fingerprint: str | None = None
+        self, worker_id: str, runpod_id: str, *, expected_fingerprint: str | None = None, pod: Any = None
     ) -> BootCheck:
         self._call("init_checks")
         # A check's output may hold anything, a NUL byte included (jsonb refuses \u0000).

@@ -285,3 +285,34 @@ def test_other_provider_refusals_during_boot_still_fail_it() -> None:
 
 
 # --- 2. the tick's listing in the daemon's boot check --------------------------------------------------
+
+
+class _ListingProvider(_Provider):
+    def __init__(self, transport: _ReadingTransport, pods: list[Pod]) -> None:
+        super().__init__(transport)
+        self.pods = pods
+
+    def list_pods(self) -> list[Pod]:
+        return list(self.pods)
+
+
+def test_a_booting_pod_the_tick_listed_is_checked_without_asking_runpod_again() -> None:
+    """Runpod's rate limit (its example: 60 requests a minute) was spent on one GET per booting worker
+    per tick, for what the tick's listing had just said."""
+    from orchestrator.loop.controller import Controller
+    from orchestrator.loop.effects import run_now
+
+    listed = Pod(id="abcdefghijklmn", name="gpu-review-1", desired_status=RUNNING, actual_status="STARTING")
+    transport = _ReadingTransport(AssertionError("the listing had the pod: no GET"))
+    controller = Controller(defaults(), None, _ListingProvider(transport, [listed]), holder="t")  # type: ignore[arg-type]
+    try:
+        assert controller._list_pods() is not None
+        fx = controller.effects(token=1)
+        check = run_now(fx.check_boot("gpu-review-1", "abcdefghijklmn", None))
+        assert check.status == "not_ready" and transport.reads == 0
+        # A pod the listing did not have is read as before.
+        transport.answer = dataclasses.replace(listed, id="zzzzzzzzzzzzzz")
+        run_now(fx.check_boot("gpu-review-2", "zzzzzzzzzzzzzz", None))
+        assert transport.reads == 1
+    finally:
+        controller.shutdown()
