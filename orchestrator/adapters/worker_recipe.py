@@ -584,9 +584,9 @@ fi"""
 # Progress task from it, so a task whose claim answer was lost, or a parent it must run again, is never
 # found (banodoco/Headless-Wan2GP, worker.py's client set-up). Reigh-Worker takes SUPABASE_SERVICE_ROLE_KEY
 # first either way.
-_LAUNCH_VENV = r"""if [ -f worker.py ]; then entry=worker.py; else entry=headless.py; fi
-echo "orchestrator: exec python $entry --db-type supabase --supabase-url ... --supabase-anon-key ... --supabase-access-token ... --worker $WORKER_ID --poll-interval @POLL@"
-exec @PYTHON@ "$entry" --db-type supabase --supabase-url "$SUPABASE_URL" --supabase-anon-key "$SUPABASE_SERVICE_ROLE_KEY" --supabase-access-token "$SUPABASE_SERVICE_ROLE_KEY" --worker "$WORKER_ID" --poll-interval @POLL@
+_LAUNCH_VENV = r"""if [ -f worker.py ]; then entry=worker.py; set -- --wgp-profile @PROFILE@; else entry=headless.py; set --; fi
+echo "orchestrator: exec python $entry --db-type supabase --supabase-url ... --supabase-anon-key ... --supabase-access-token ... --worker $WORKER_ID $* --poll-interval @POLL@"
+exec @PYTHON@ "$entry" --db-type supabase --supabase-url "$SUPABASE_URL" --supabase-anon-key "$SUPABASE_SERVICE_ROLE_KEY" --supabase-access-token "$SUPABASE_SERVICE_ROLE_KEY" --worker "$WORKER_ID" "$@" --poll-interval @POLL@
 """
 
 _LAUNCH_UV = r"""echo "orchestrator: exec uv run --python 3.10 --extra cuda124 python worker.py --supabase-url ... --supabase-access-token ... --worker $WORKER_ID --wgp-profile "@PROFILE@" --poll-interval "@POLL@
@@ -615,7 +615,12 @@ def build_start_command(worker_id: str, start: WorkerStart | None = None) -> str
     logfile = worker_log_path(start.mount_path, worker_id)
     dirs = start.worker_dirs()
     launch_uv = _fill(_LAUNCH_UV, PROFILE=str(int(start.wgp_profile)), POLL=str(int(start.poll_interval)))
-    launch_venv = _fill(_LAUNCH_VENV, PYTHON=q(start.python), POLL=str(int(start.poll_interval)))
+    launch_venv = _fill(
+        _LAUNCH_VENV,
+        PYTHON=q(start.python),
+        POLL=str(int(start.poll_interval)),
+        PROFILE=str(int(start.wgp_profile)),
+    )
     uv_prepare = _fill(
         _UV_PREPARE,
         UV_URL=q(start.uv_install_url),

@@ -145,7 +145,14 @@ VARIABLES: tuple[Var, ...] = (
         "worker",
         choices=("auto", "venv", "uv"),
     ),
-    _v("WORKER_WGP_PROFILE", "int", 1, "--wgp-profile of the uv launch", "worker", minimum=1),
+    _v(
+        "WORKER_WGP_PROFILE",
+        "int",
+        1,
+        "--wgp-profile the worker is started with (worker.py, either launch; the older headless.py gets none)",
+        "worker",
+        minimum=1,
+    ),
     _v(
         "WORKER_UV_INSTALL_URL",
         "str",

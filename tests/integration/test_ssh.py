@@ -247,11 +247,12 @@ def test_start_command_in_a_sandbox_keeps_hostile_values_intact(
         assert code == 0, err
         assert out.startswith("started pid ")
         argv, env = caught_worker(box)
-        assert argv[-10:] == [
+        assert argv[-12:] == [
             "--supabase-url", hostile["SUPABASE_URL"],
             "--supabase-anon-key", hostile["SUPABASE_SERVICE_ROLE_KEY"],
             "--supabase-access-token", hostile["SUPABASE_SERVICE_ROLE_KEY"],
             "--worker", "w-hostile",
+            "--wgp-profile", str(WorkerStart.wgp_profile),
             "--poll-interval", str(WorkerStart.poll_interval),
         ]  # fmt: skip
         assert all(env[k] == v for k, v in hostile.items())

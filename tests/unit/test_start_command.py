@@ -57,6 +57,8 @@ SEED_ARGS = [
     "--poll-interval",
     str(WorkerStart.poll_interval),
 ]
+# worker.py (either launch) is given the memory profile too; headless.py, older, never was.
+WORKER_PY_ARGS = [*SEED_ARGS[:-2], "--wgp-profile", str(WorkerStart.wgp_profile), *SEED_ARGS[-2:]]
 # sshd's clean session environment (no pod variables; sshd's default PATH, the user's names, SSH_*).
 SESSION_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -288,7 +290,7 @@ def test_worker_py_is_started_when_the_checkout_has_it_else_headless_py(pod: Pod
     pod.checkout(entries=("headless.py", "worker.py"))
     assert pod.start(apt_packages=()).returncode == 0
     got = pod.received()
-    assert Path(got["argv0"]).name == "worker.py" and got["argv"] == SEED_ARGS
+    assert Path(got["argv0"]).name == "worker.py" and got["argv"] == WORKER_PY_ARGS
 
 
 def _git(cwd: Path, *args: str) -> None:
@@ -324,7 +326,7 @@ def test_the_pull_brings_the_rename_to_worker_py_before_the_entry_is_chosen(pod:
 
     assert pod.start(apt_packages=()).returncode == 0
     got = pod.received()
-    assert Path(got["argv0"]).name == "worker.py" and got["argv"] == SEED_ARGS
+    assert Path(got["argv0"]).name == "worker.py" and got["argv"] == WORKER_PY_ARGS
     assert "git pull origin main" in pod.log() and "git sync: ok" in pod.log()
 
 
