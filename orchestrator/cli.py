@@ -530,6 +530,8 @@ def _log_warnings(settings: config_mod.Settings, *, runs_the_fleet: bool = True)
             log.warning("config_secret_key_for_workers", name=f["name"], prefix=f["prefix"])
         elif warning.event == "config_env_file_inline_comment":
             log.warning("config_env_file_inline_comment", file=f["file"], line=f["line"], name=f["name"])
+        elif warning.event == "config_env_file_quoted_value":
+            log.warning("config_env_file_quoted_value", file=f["file"], line=f["line"], name=f["name"])
         elif warning.event == "config_env_file_duplicate":
             log.warning("config_env_file_duplicate", file=f["file"], name=f["name"], lines=f["lines"])
         else:

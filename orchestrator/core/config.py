@@ -624,7 +624,7 @@ def load_settings(
         path = Path(env_file)
         label = str(env_file)
         try:
-            file_values, ignored, repeated, commented = read_env_lines(path)
+            file_values, ignored, repeated, commented, quoted = read_env_lines(path)
         except FileNotFoundError:
             files.append(EnvFile(label, str(path.absolute()), read=False, required=env_file_required))
             if env_file_required:
@@ -651,15 +651,31 @@ def load_settings(
                 )
                 for name, lines in repeated.items()
             )
+            # Values this reader takes one way and `docker run --env-file` (or systemd) another.
+            differing = (
+                (
+                    "config_env_file_inline_comment",
+                    commented,
+                    "the text after ' #' in {name}'s value is read here as a comment, but systemd's "
+                    "EnvironmentFile and `docker run --env-file` keep it in the value; put the comment on a "
+                    "line of its own",
+                ),
+                (
+                    "config_env_file_quoted_value",
+                    quoted,
+                    "{name}'s value is quoted; the quotes are dropped here and by systemd's EnvironmentFile, "
+                    "but `docker run --env-file` keeps them in the value (a key or URL that then fails); "
+                    "write it unquoted",
+                ),
+            )
             warnings.extend(
                 ConfigWarning(
-                    "config_env_file_inline_comment",
-                    f"{label} line {n}: the text after ' #' in {name}'s value is read here as a comment, but "
-                    "systemd's EnvironmentFile and `docker run --env-file` keep it in the value; put the "
-                    "comment on a line of its own",
+                    event,
+                    f"{label} line {n}: " + text.format(name=name),
                     {"file": label, "line": n, "name": name},
                 )
-                for n, name in commented
+                for event, lines, text in differing
+                for n, name in lines
             )
     warnings.extend(name_warnings(env, file_values, str(env_file)))
     values: dict[str, Any] = {}

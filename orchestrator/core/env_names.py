@@ -91,13 +91,14 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def read_env_lines(
     path: Path,
-) -> tuple[dict[str, str], list[int], dict[str, list[int]], list[tuple[int, str]]]:
+) -> tuple[dict[str, str], list[int], dict[str, list[int]], list[tuple[int, str]], list[tuple[int, str]]]:
     """(values, numbers of lines without ``=``, names assigned on more than one line -> their lines,
-    (line, name) of unquoted values cut at an inline `` #`` comment)."""
+    (line, name) of unquoted values cut at an inline `` #`` comment, (line, name) of quoted values)."""
     result: dict[str, str] = {}
     ignored: list[int] = []
     seen: dict[str, list[int]] = {}
     commented: list[tuple[int, str]] = []
+    quoted: list[tuple[int, str]] = []
     for number, raw in enumerate(path.read_text().splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -110,7 +111,10 @@ def read_env_lines(
             continue
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            # Dropped here as by systemd's EnvironmentFile and Compose's env_file, but `docker run
+            # --env-file` keeps them in the value: the caller warns.
             value = value[1:-1]
+            quoted.append((number, key.strip()))
         elif " #" in value:
             # Read the dotenv way (python-dotenv, Compose's env_file), but systemd's EnvironmentFile and
             # `docker run --env-file` keep the comment in the value: the caller warns.
@@ -118,7 +122,7 @@ def read_env_lines(
             commented.append((number, key.strip()))
         result[key.strip()] = value
         seen.setdefault(key.strip(), []).append(number)
-    return result, ignored, {k: v for k, v in seen.items() if len(v) > 1}, commented
+    return result, ignored, {k: v for k, v in seen.items() if len(v) > 1}, commented, quoted
 
 
 def _one_word_apart(a: str, b: str) -> bool:

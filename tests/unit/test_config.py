@@ -690,6 +690,9 @@ def test_an_inline_comment_in_the_env_file_is_warned_about_with_its_line(tmp_pat
     assert settings.max_active_gpus == 4
     found = [(w.event, dict(w.fields)) for w in settings.warnings]
     assert found == [
-        ("config_env_file_inline_comment", {"file": str(env_file), "line": 1, "name": "MAX_ACTIVE_GPUS"})
+        ("config_env_file_inline_comment", {"file": str(env_file), "line": 1, "name": "MAX_ACTIVE_GPUS"}),
+        # Quoted: `docker run --env-file` keeps the quotes in the key (systemd and this reader drop them).
+        ("config_env_file_quoted_value", {"file": str(env_file), "line": 2, "name": "RUNPOD_API_KEY"}),
     ]
+    assert settings.runpod_api_key == "rpa_A #B"
     assert "rpa_A" not in json.dumps([w.to_dict() for w in settings.warnings])
