@@ -40,6 +40,8 @@ SIGNAL_POLL_SEC = 0.2
 # ends within minutes. A hung tick manages nothing while the pods bill, and a supervisor restarts only a
 # process that exits: the daemon exits 1 (`tick_stalled`), and the next process takes the lease over.
 TICK_STALL_SEC = 900.0
+# After a stall, how long each step of the way out may take (the lease's release, then the rest).
+STALL_EXIT_STEP_SEC = 30.0
 
 
 class Tickable(Protocol):
@@ -62,10 +64,12 @@ class Daemon:
         probe_interval: float = 0.0,
         tick_join_sec: float = TICK_JOIN_SEC,
         tick_stall_sec: float = TICK_STALL_SEC,
+        stall_exit_step_sec: float = STALL_EXIT_STEP_SEC,
     ) -> None:
         self.controller = controller
         self.tick_join_sec = tick_join_sec
         self.tick_stall_sec = tick_stall_sec
+        self.stall_exit_step_sec = stall_exit_step_sec
         # When the running tick began (time.monotonic()), None between ticks: the main thread reads it.
         self._tick_started: float | None = None
         # run_forever ended because a tick hung (the caller must not wait for its threads at exit).
@@ -282,15 +286,30 @@ class Daemon:
                 log.info("signal_received", signal=signal.Signals(received[0]).name)
         finally:
             if self.stalled:
-                # Whatever hangs the tick may hang the way out too (a lock the tick holds): bounded.
-                ending = threading.Thread(target=self.shutdown, name="shutdown", daemon=True)
-                ending.start()
-                ending.join(timeout=self.tick_join_sec + 30.0)
+                self._end_stalled()
             else:
                 self.shutdown()
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return 1 if self.died else 0
+
+    def _end_stalled(self) -> None:
+        """The way out after a stall, each step bounded: whatever hangs the tick may hang it too.
+
+        The lease goes first: the ordinary shutdown waits for the tick (hung, by definition) and then for
+        the actions in flight before it releases, and a process that exits still holding the lease
+        leaves the next one waiting out its TTL. The hung tick cannot act once it is released: its
+        writes and provider calls are fenced."""
+        self.tick_join_sec = 0.0
+        release = getattr(getattr(self.controller, "lease", None), "release", None)
+        for name, step in (("lease_release", release), ("shutdown", self.shutdown)):
+            if not callable(step):
+                continue
+            ending = threading.Thread(target=step, name=f"stalled-{name}", daemon=True)
+            ending.start()
+            ending.join(timeout=self.stall_exit_step_sec)
+            if ending.is_alive():
+                log.warning("stalled_exit_step_unfinished", step=name, waited_sec=self.stall_exit_step_sec)
 
     def tick_running_sec(self) -> float | None:
         """How long the running tick has run (None between ticks)."""
