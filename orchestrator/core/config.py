@@ -358,30 +358,66 @@ def _requirement_problems(
     real = targets_real_runpod(values.get("RUNPOD_API_BASE_URL"))
     if ssh and real and not values.get("RUNPOD_SSH_PRIVATE_KEY_PATH"):
         found.append(("RUNPOD_SSH_PRIVATE_KEY_PATH", SSH_KEY_REQUIRED))
-    # On Runpod itself these are not preferences: every pod spawned without them bills until it fails
-    # (the emulator's pods carry a stand-in worker and mount, so there they stay optional).
-    if ssh and real and not values.get("RUNPOD_STORAGE_NAME"):
+    # On Runpod itself these are not preferences when the daemon starts the workers: every pod spawned
+    # without them bills until it fails (the emulator's pods carry a stand-in worker, so there they stay
+    # optional). A checkout baked into the image (absolute WORKER_DIRS outside the mount) needs no
+    # volume, and credentials given to the pods in WORKER_ENV count.
+    starts = (
+        ssh
+        and real
+        and values.get("AUTO_START_WORKER_PROCESS", True)
+        and ("AUTO_START_WORKER_PROCESS" not in skip)
+    )
+    if starts and not values.get("RUNPOD_STORAGE_NAME") and _checkout_on_volume(values):
         found.append(("RUNPOD_STORAGE_NAME", STORAGE_REQUIRED))
-    if ssh and real and values.get("AUTO_START_WORKER_PROCESS", True):
+    if starts:
+        given = values.get("WORKER_ENV")
+        pod_env: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
         for name in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY"):
-            if not values.get(name) and not any(n == name for n, _ in found):
+            if not values.get(name) and not pod_env.get(name) and not any(n == name for n, _ in found):
                 found.append((name, WORKER_API_REQUIRED.format(name=name)))
     # A malformed value was reset to its default; calling it "unset" as well would report it twice.
     return [problem for name, problem in found if name not in skip]
 
 
-# The worker's checkout and models live on the network volume (the start script never clones), and the
-# checks want its mount: a pod without one cannot pass them.
+# Paths under a Supabase project's URL: a URL ending in one was copied from an endpoint.
+SUPABASE_API_PATHS = ("/rest/v1", "/functions/v1", "/auth/v1", "/storage/v1", "/realtime/v1", "/graphql/v1")
+
+
+def _supabase_url_problem(url: str) -> str | None:
+    """The project's URL must take the paths its clients append (the worker concatenates them): no
+    query or fragment, and not an endpoint's own URL. A path of a reverse proxy (self-hosted Supabase
+    under ``https://host/supabase``) is kept."""
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if parts.query or parts.fragment or any(path.endswith(p) or f"{p}/" in path for p in SUPABASE_API_PATHS):
+        return (
+            f"SUPABASE_URL={url}: expected the project's URL (https://<ref>.supabase.co), with no query and "
+            "not an endpoint's: the orchestrator and the worker append /rest/v1 and /functions/v1 themselves"
+        )
+    return None
+
+
+def _checkout_on_volume(values: Mapping[str, Any]) -> bool:
+    """Whether some WORKER_DIRS entry lies on the volume (relative, or under RUNPOD_VOLUME_MOUNT_PATH)."""
+    mount = str(values.get("RUNPOD_VOLUME_MOUNT_PATH") or "/workspace").rstrip("/") + "/"
+    dirs = values.get("WORKER_DIRS") or ()
+    return not dirs or any(not str(d).startswith("/") or str(d).startswith(mount) for d in dirs)
+
+
+# The worker's checkout and models live on the network volume (the start script never clones): a pod
+# without one has no worker to start.
 STORAGE_REQUIRED = (
     "RUNPOD_STORAGE_NAME is unset: against Runpod every pod would come up without the network volume that "
-    "holds the worker's checkout, fail its checks and bill until then; set it to your volume's name "
-    "(`orchestrator volumes` lists them)"
+    "holds the worker's checkout (WORKER_DIRS), fail its start and bill until then; set it to your volume's "
+    "name (`orchestrator volumes` lists them)"
 )
 # Reigh-Worker and Headless-Wan2GP reach the queue only over Supabase's HTTP API (Edge Functions and the
 # heartbeat RPC), never over DATABASE_URL.
 WORKER_API_REQUIRED = (
     "{name} is unset: the worker reaches the queue only through Supabase's HTTP API (never DATABASE_URL), "
-    "so every worker the daemon starts on Runpod would fail; set it, or AUTO_START_WORKER_PROCESS=false "
+    "so every worker the daemon starts on Runpod would fail; set it (with DB_BACKEND=postgres the daemon "
+    "itself keeps DATABASE_URL), give it to the pods in WORKER_ENV, or set AUTO_START_WORKER_PROCESS=false "
     "if you start the workers yourself"
 )
 
@@ -545,13 +581,10 @@ def _cross_checks(values: Mapping[str, Any], skip: frozenset[str] = frozenset())
         url = values.get(name)
         if url:
             problem = url_problem(name, str(url), ("http", "https"), "an http(s) URL")
+            if problem is None and name == "SUPABASE_URL":
+                problem = _supabase_url_problem(str(url))
             if problem:
                 problems.append(problem)
-            elif name == "SUPABASE_URL" and urlsplit(str(url)).path.strip("/"):
-                problems.append(
-                    f"SUPABASE_URL={url}: expected the project's URL with no path (https://<ref>.supabase.co): "
-                    "the orchestrator and the worker append /rest/v1 and /functions/v1 themselves"
-                )
     db_url = values.get("DATABASE_URL")
     if db_url:
         problem = url_problem(

@@ -33,8 +33,8 @@ from tests.plugins.emulator import TEST_API_KEY
 FAST_RETRY = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05, max_rate_limit_wait=5.0, max_total=20.0)
 
 # The settings hold what a shell would mangle if it ever saw them: quotes, $, backticks,
-# backslashes, spaces, tabs, newlines (the URL's in its query: SUPABASE_URL may have no path).
-URL = 'http://127.0.0.1:9?it\'s "quoted" $HOME `id` \\back\\slash\nnext line'
+# backslashes, spaces, tabs, newlines.
+URL = 'http://127.0.0.1:9/it\'s "quoted" $HOME `id` \\back\\slash\nnext line'
 ANON = "anon 'single' \"double\" $(touch /tmp/pwned-worker-start) ${PATH} \\ \t tab\nsecond line"
 SERVICE = "svc-role \\\\ '\" $USER `whoami` ;rm -rf /nonexistent\n\n  after two newlines"
 EXTRA = {"HF_HOME": "/workspace/hf 'cache' $HOME", "WORKER_NOTE": 'line1\nline2 "q"'}

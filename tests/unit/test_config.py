@@ -119,15 +119,32 @@ def test_against_runpod_run_refuses_what_no_worker_could_start_without(tmp_path:
     }
     config.load_settings(complete, **kwargs)
     config.load_settings({**env, "RUNPOD_API_BASE_URL": "http://127.0.0.1:9"}, **kwargs)
+    # The credentials given to the pods in WORKER_ENV, and a checkout baked into the image (WORKER_DIRS
+    # outside the volume's mount), need neither the settings nor a volume.
+    baked = {
+        **env,
+        "RUNPOD_SSH_PRIVATE_KEY_PATH": str(key),
+        "WORKER_DIRS": "/opt/Reigh-Worker",
+        "WORKER_ENV": '{"SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "k"}',
+    }
+    config.load_settings(baked, **kwargs)
+    with pytest.raises(ConfigError, match="RUNPOD_STORAGE_NAME is unset"):
+        config.load_settings({**baked, "WORKER_DIRS": "/workspace/Reigh-Worker"}, **kwargs)
 
 
 def test_supabase_url_is_the_projects_root() -> None:
     """The worker appends /functions/v1/... to SUPABASE_URL by concatenation: a copied trailing slash is
-    dropped, and a URL with a path (an endpoint copied instead of the project's) is a problem."""
+    dropped, and an endpoint's URL or one with a query is a problem; a reverse proxy's path is kept."""
     s = config.load_settings({"SUPABASE_URL": "https://x.supabase.co/"}, env_file=None)
     assert s.supabase_url == "https://x.supabase.co"
-    for url in ("https://x.supabase.co/rest/v1", "https://x.supabase.co/functions/v1/"):
-        with pytest.raises(ConfigError, match="expected the project's URL with no path"):
+    proxied = config.load_settings({"SUPABASE_URL": "https://host.example/supabase/"}, env_file=None)
+    assert proxied.supabase_url == "https://host.example/supabase"
+    for url in (
+        "https://x.supabase.co/rest/v1",
+        "https://x.supabase.co/functions/v1/claim-next-task",
+        "https://x.supabase.co?apikey=1",
+    ):
+        with pytest.raises(ConfigError, match="expected the project's URL"):
             config.load_settings({"SUPABASE_URL": url}, env_file=None)
 
 
