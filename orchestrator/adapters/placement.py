@@ -200,9 +200,10 @@ def create(
         # or action"; ForbiddenError). One pool out of reach is a miss; every candidate asked refused
         # so is the key, and read as "no capacity" the daemon would back off and ask again forever.
         message = (
-            "the Runpod API key lacks permission to create pods (or to rent these GPU types): every"
-            f" candidate answered HTTP 403 ({', '.join(forbidden)}){where}; check RUNPOD_API_KEY's"
-            " permissions: " + "; ".join(refusals + avoided)
+            "the Runpod API key most likely lacks permission to create pods (or to rent these GPU types):"
+            f" every candidate answered HTTP 403 ({', '.join(forbidden)}){where}, which Runpod also answers"
+            " for a pool the account cannot access; check RUNPOD_API_KEY's permissions: "
+            + "; ".join(refusals + avoided)
         )
         log.warning(
             "runpod_create_forbidden",

@@ -17,7 +17,7 @@ from typing import cast
 import paramiko
 import structlog
 
-from orchestrator.adapters.runpod.base import RUNNING, Pod, RunpodTransport
+from orchestrator.adapters.runpod.base import RUNNING, UNREADABLE, Pod, RunpodTransport
 from orchestrator.adapters.ssh import SSHClient, redact_command, truncate
 from orchestrator.adapters.worker_recipe import (
     WorkerStart,
@@ -148,7 +148,9 @@ class PodSSH:
         ``pod`` may be passed from the tick's single pod listing to save one API call per worker.
         """
         try:
-            if pod is None or pod.id != runpod_id:
+            # The tick's listing serves unless it cannot: a pod it lists as gone, or could not read (a
+            # placeholder in an unknown state), is asked for, so that the answer is the one a read gives.
+            if pod is None or pod.id != runpod_id or pod.is_gone or pod.actual_status == UNREADABLE:
                 pod = self.transport.get_pod(runpod_id)
         except (errors.RunpodTransientError, errors.RunpodRateLimited) as e:
             return BootCheck("not_ready", worker_id, runpod_id, detail=f"provider unavailable: {e}")

@@ -234,6 +234,18 @@ def test_a_runtime_port_without_its_private_port_is_skipped_not_the_pod() -> Non
     assert pod.ssh_ready and (pod.ip, pod.ssh_port) == ("45.23.12.1", 40022)
 
 
+def test_over_graphql_too_a_runtime_port_without_its_private_port_is_skipped() -> None:
+    from orchestrator.adapters.runpod import graphql
+
+    ports = [
+        {"publicPort": 41000, "type": "http", "ip": "45.23.12.1", "isIpPublic": True},
+        {"privatePort": 22, "publicPort": 40022, "type": "tcp", "ip": "45.23.12.1", "isIpPublic": True},
+    ]
+    pod = graphql._pod({"id": "abcdefghijklmn", "desiredStatus": "RUNNING", "runtime": {"ports": ports}})
+    assert [p.private_port for p in pod.ports] == [22]
+    assert pod.ssh_ready and pod.ssh_port == 40022
+
+
 def test_a_runtime_port_of_the_wrong_shape_still_rejects_the_pod() -> None:
     with pytest.raises(errors.RunpodMalformedResponse):
         rest._pod(_rest_pod([{"private": "22", "public": 40022, "type": "tcp", "ip": "203.0.113.7"}]))
@@ -316,3 +328,19 @@ def test_a_booting_pod_the_tick_listed_is_checked_without_asking_runpod_again() 
         assert transport.reads == 1
     finally:
         controller.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("listed_status", "desired"),
+    [("TERMINATED", "TERMINATED"), ("RUNNING", "TERMINATED"), ("UNKNOWN", "UNKNOWN")],
+)
+def test_a_listed_pod_that_is_gone_or_unreadable_is_read_again(listed_status: str, desired: str) -> None:
+    """The listing serves a boot check only when it says something usable: a pod it lists as gone, or
+    could not read (a placeholder), is asked for, and the answer is what a read gives."""
+    listed = Pod(
+        id="abcdefghijklmn", name="gpu-review-1", desired_status=desired, actual_status=listed_status
+    )
+    transport = _ReadingTransport(None)  # the read: no such pod any more
+    check = _Provider(transport).check_boot("gpu-review-1", "abcdefghijklmn", pod=listed)
+    assert transport.reads == 1
+    assert check.status == "failed" and "pod not found" in str(check.error)

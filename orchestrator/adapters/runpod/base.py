@@ -50,6 +50,8 @@ RUNNING = PodStatus.RUNNING
 EXITED = PodStatus.EXITED
 ERROR = PodStatus.ERROR
 TERMINATED = PodStatus.TERMINATED
+# Not Runpod's: the state of a listed pod whose entry could not be read (lenient_pods).
+UNREADABLE = "UNKNOWN"
 
 # The real service's words for "no capacity" (the GraphQL error users of the SDK report, "There are no
 # longer any instances available with the requested specifications"; a resume on a full host, "There are
@@ -484,7 +486,7 @@ def lenient_pods(items: list[Any], parse: Any, *, transport: str) -> list[Pod]:
             if isinstance(pid, str) and pid:
                 name = item.get("name")
                 name = name if isinstance(name, str) else ""
-                pods.append(Pod(id=pid, name=name, desired_status="UNKNOWN", actual_status="UNKNOWN"))
+                pods.append(Pod(id=pid, name=name, desired_status=UNREADABLE, actual_status=UNREADABLE))
     return pods
 
 

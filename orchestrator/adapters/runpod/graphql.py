@@ -448,6 +448,11 @@ def _pod(p: Any) -> Pod:
         )
     mappings: list[PortMapping] = []
     for rp in (runtime or {}).get("ports") or []:
+        if isinstance(rp, dict) and rp.get("privatePort") is None:
+            # As over REST (openapi PodRuntimePort requires none of its fields): an entry without its
+            # private port maps nothing usable, and says nothing against the pod or its other entries.
+            log.debug("runpod_runtime_port_skipped", runpod_id=pid, port=excerpt(rp, 120))
+            continue
         if not isinstance(rp, dict) or not isinstance(rp.get("privatePort"), int):
             raise errors.RunpodMalformedResponse(
                 f"malformed pod {pid}: bad runtime port {excerpt(rp, 120)}", payload=excerpt(p)
