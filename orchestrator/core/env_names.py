@@ -112,9 +112,11 @@ def read_env_lines(
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             # Dropped here as by systemd's EnvironmentFile and Compose's env_file, but `docker run
-            # --env-file` keeps them in the value: the caller warns.
+            # --env-file` keeps them in the value: the caller warns, unless the value needs them (a
+            # ` #` this reader would cut, a backslash or edge spaces systemd would read otherwise).
             value = value[1:-1]
-            quoted.append((number, key.strip()))
+            if " #" not in value and "\\" not in value and value == value.strip():
+                quoted.append((number, key.strip()))
         elif " #" in value:
             # Read the dotenv way (python-dotenv, Compose's env_file), but systemd's EnvironmentFile and
             # `docker run --env-file` keep the comment in the value: the caller warns.

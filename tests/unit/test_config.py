@@ -702,7 +702,11 @@ def test_an_inline_comment_in_the_env_file_is_warned_about_with_its_line(tmp_pat
     # `docker run --env-file` keep "4 # four" whole, so the deployed daemon would read another value
     # (or fail to start) than `orchestrator config` shows.
     env_file = tmp_path / "orchestrator.env"
-    env_file.write_text('MAX_ACTIVE_GPUS=4 # four\nRUNPOD_API_KEY="rpa_A #B"\n# MIN_ACTIVE_GPUS=1 # off\n')
+    env_file.write_text(
+        'MAX_ACTIVE_GPUS=4 # four\nRUNPOD_API_KEY="rpa_A"\n# MIN_ACTIVE_GPUS=1 # off\n'
+        # Quotes these values need (a ' #' cut unquoted, a backslash): no warning.
+        'SUPABASE_ANON_KEY="a #b"\nSUPABASE_SERVICE_ROLE_KEY="x\\y"\n'
+    )
     settings = config.load_settings({}, env_file=env_file)
     assert settings.max_active_gpus == 4
     found = [(w.event, dict(w.fields)) for w in settings.warnings]
@@ -711,5 +715,5 @@ def test_an_inline_comment_in_the_env_file_is_warned_about_with_its_line(tmp_pat
         # Quoted: `docker run --env-file` keeps the quotes in the key (systemd and this reader drop them).
         ("config_env_file_quoted_value", {"file": str(env_file), "line": 2, "name": "RUNPOD_API_KEY"}),
     ]
-    assert settings.runpod_api_key == "rpa_A #B"
+    assert settings.runpod_api_key == "rpa_A"
     assert "rpa_A" not in json.dumps([w.to_dict() for w in settings.warnings])
