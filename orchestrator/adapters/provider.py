@@ -292,10 +292,10 @@ class RunpodProvider(PodSSH):
                 (
                     "worker_unpinned",
                     f"WORKER_GIT_COMMIT is unset: every start brings the volume's checkout to the head of "
-                    f"{self.worker_start.git_branch}, and banodoco/reigh-worker's main no longer polls the "
-                    "Supabase queue since its pull request 33 (2026-09), so its starts are refused (exit 11); "
-                    "pin a commit (docs/worker-start.md, 'Pin the worker') unless the origin is a fork whose "
-                    "head still polls",
+                    f"{self.worker_start.git_branch}; if its origin is banodoco/reigh-worker, whose main no "
+                    "longer polls the Supabase queue since its pull request 33 (2026-09), every start is "
+                    "refused (exit 11). Pin a commit (docs/worker-start.md, 'Pin the worker') unless the "
+                    "origin's head still polls",
                 )
             )
         if self._private_key() is not None:

@@ -141,7 +141,7 @@ class FailWorker(Action):
     ``collect_logs`` and a pod exists, the tail of the worker's log over SSH with a short timeout; a
     failure here is recorded, never fatal); ``orch_transition_worker(worker_id, 'error', reason,
     metadata + diagnostics)``; terminate ``runpod_id`` when set and merge ``pod_terminate_requested_at``
-    (first, so the process being replaced cannot write to the tasks once they are requeued);
+    (first, so that the process being replaced has less time to write to the tasks once requeued);
     ``orch_requeue_worker_tasks`` (MAX_TASK_ATTEMPTS). Each step runs whatever happened to
     the one before it (details the database refuses are dropped and the transition retried without
     them; a failed transition or requeue does not stop the termination); only a lost lease stops the

@@ -327,7 +327,8 @@ def fail_worker(a: FailWorker, worker: Worker | None, fx: Effects) -> Steps[Outc
     task, a missed heartbeat), and the app's ``update-task-status`` takes a status from anyone, whatever
     ``worker_id`` the task has. Requeued first, a task could be set back to In Progress with no worker
     (which nothing requeues while ``UNOWNED_TASK_TIMEOUT_SEC`` is 0) or to Failed by the process that was
-    being replaced. A termination that fails still ends in the requeue."""
+    being replaced. Runpod ends a pod asynchronously, so this narrows the window rather than closing it.
+    A termination that fails still ends in the requeue."""
     kind = a.kind
     skipped: list[str] = []
     diagnostics = yield from _diagnostics(fx, a)
