@@ -6,6 +6,7 @@ Usage (from the repository root)::
     .venv/bin/python bench/probe.py --traces diurnal,steady --set sizing.EPSILON=0.06
     .venv/bin/python bench/probe.py --set evidence.RATE_CAP_SLACK=1.0 --setting WAIT_TARGET_SEC=30
     .venv/bin/python bench/probe.py --traces heldout:steps,heldout:ramp --out bench/results/probe.md
+    .venv/bin/python bench/probe.py --traces gen:ramp@7,gen:steady@300   # fresh traffic, never looked at
 
 Where this sits: ``bench/policy.py`` runs every policy on every trace (about ten minutes on two cores) to
 write the committed results; tuning one constant needs only ``ours`` and the old system's rules
@@ -14,7 +15,9 @@ the ratios are the bar's (cost at most 0.9x ``original``, p95 wait at most 1.1x)
 module constant of ``orchestrator.core`` (``sizing.EPSILON``, ``evidence.RATE_CAP_SLACK``, ...) in every
 worker process before the runs; ``--setting`` replaces a setting of ``ours`` only (the old system keeps
 its own). Held-out traffic (``heldout:<name>``, :mod:`orchestrator.studies.heldout`) runs with the
-held-out seeds, as in ``bench/policy.py``.
+held-out seeds, as in ``bench/policy.py``. Once a change has been chosen looking at the held-out rows too,
+they no longer confirm it: ``gen:<shape>@<seed>`` generates any committed or held-out shape from another
+seed (traffic nobody has looked at), run with simulation seeds of its own (``GEN_SEED_BASE``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,27 @@ from orchestrator.core.variables import BY_NAME  # noqa: E402
 from orchestrator.studies.simulation import ResumeModel, Simulation  # noqa: E402
 
 POLICIES = ("ours", "original")
+# Simulation seeds of generated traffic (gen:...): neither the committed rows' (0-2) nor the held-out's (3-5).
+GEN_SEED_BASE = 6
+
+
+def generate(key: str) -> Any:
+    """``gen:<shape>@<seed>``: a committed generator or a held-out shape, from that seed."""
+    from orchestrator.studies.heldout import SHAPES
+    from orchestrator.studies.traces import GENERATORS
+
+    shape, _, seed = key.split(":", 1)[1].partition("@")
+    return {**GENERATORS, **SHAPES}[shape](seed=int(seed))
+
+
+def _load(key: str) -> Any:
+    return generate(key) if key.startswith("gen:") else bp._trace(key)
+
+
+def seed_base(key: str) -> int:
+    if key.startswith("gen:"):
+        return GEN_SEED_BASE
+    return bp.HELDOUT_SEED_BASE if key.startswith("heldout:") else 0
 
 
 def _split(items: list[str], flag: str) -> tuple[dict[str, str], list[str]]:
@@ -112,7 +136,7 @@ def _run(job: tuple[str, str, int, dict[str, Any], dict[str, Any]]) -> tuple[str
     spec, failure = bp.all_specs()[policy]
     chosen = spec.settings.replace(**settings) if settings and policy == "ours" else spec.settings
     result = Simulation(
-        bp._trace(trace_key),
+        _load(trace_key),
         spec.plan,
         chosen,
         name=policy,
@@ -162,7 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     traces = [t for t in args.traces.split(",") if t]
     held = set(bp._heldout())
     for trace in traces:
-        if trace.startswith("heldout:"):
+        if trace.startswith("gen:"):
+            from orchestrator.studies.heldout import SHAPES
+            from orchestrator.studies.traces import GENERATORS
+
+            shape, at, seed = trace.split(":", 1)[1].partition("@")
+            if shape not in {**GENERATORS, **SHAPES} or not at or not seed.isdigit():
+                problems.append(
+                    f"--traces: {trace!r} is not gen:<shape>@<seed> with a shape of "
+                    f"{', '.join(sorted({**GENERATORS, **SHAPES}))}"
+                )
+        elif trace.startswith("heldout:"):
             if trace.split(":", 1)[1] not in held:
                 problems.append(f"--traces: no held-out trace {trace!r} (have {', '.join(sorted(held))})")
         elif not (bp.TRACE_DIR / f"{trace}.csv").exists():
@@ -179,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     jobs = []
     for trace in traces:
-        base = bp.HELDOUT_SEED_BASE if trace.startswith("heldout:") else 0
+        base = seed_base(trace)
         jobs += [(trace, p, base + s, constants, settings) for p in POLICIES for s in range(args.seeds)]
     results: dict[str, dict[str, list[dict[str, Any]]]] = {t: {p: [] for p in POLICIES} for t in traces}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:

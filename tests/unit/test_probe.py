@@ -24,7 +24,7 @@ def test_every_problem_is_listed_and_nothing_runs(capsys, monkeypatch):
     code = probe.main(
         [
             "--traces",
-            "no_such_trace,heldout:nope",
+            "no_such_trace,heldout:nope,gen:nope@1,gen:steady",
             "--set",
             "sizing.NO_SUCH_CONSTANT=1",
             "--set",
@@ -42,6 +42,8 @@ def test_every_problem_is_listed_and_nothing_runs(capsys, monkeypatch):
     for expected in (
         "no bench/traces/no_such_trace.csv",
         "no held-out trace 'heldout:nope'",
+        "'gen:nope@1' is not gen:<shape>@<seed>",
+        "'gen:steady' is not gen:<shape>@<seed>",
         "orchestrator.core.sizing has no NO_SUCH_CONSTANT",
         "is not a Python literal",
         "'missing_equals': expected NAME=value",
@@ -49,6 +51,14 @@ def test_every_problem_is_listed_and_nothing_runs(capsys, monkeypatch):
         "NOT_A_SETTING: not a setting",
     ):
         assert expected in err, (expected, err)
+
+
+def test_fresh_traffic_is_the_shape_from_another_seed_with_simulation_seeds_of_its_own():
+    probe = _probe()
+    fresh, committed = probe.generate("gen:steady@300"), probe.generate("gen:steady@0")
+    assert len(fresh.tasks) > 100 and [t.at for t in fresh.tasks] != [t.at for t in committed.tasks]
+    assert len(probe.generate("gen:ramp@7").tasks) > 100  # a held-out shape too
+    assert {probe.seed_base(k) for k in ("gen:ramp@7", "heldout:ramp", "steady")} == {6, 3, 0}
 
 
 def test_settings_are_read_as_the_daemon_reads_its_environment():
