@@ -13,10 +13,11 @@ tick finish (for up to ``TICK_JOIN_SEC``), release the lease and return 0.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any, Protocol
@@ -42,6 +43,35 @@ SIGNAL_POLL_SEC = 0.2
 TICK_STALL_SEC = 900.0
 # After a stall, how long each step of the way out may take (the lease's release, then the rest).
 STALL_EXIT_STEP_SEC = 30.0
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[list[int]]:
+    """SIGTERM and SIGINT, recorded in the list it yields while inside (the previous handlers after).
+
+    The handler takes no lock, not even an Event's: it runs in the main thread between two of its
+    bytecodes, which may be inside the log's write lock (a line written, not yet flushed) or an event's.
+    Logging from there, or setting an event, would wait for ever on a lock its own thread holds, every
+    other thread's log line behind it. A list append takes none; the main thread looks at the list
+    every SIGNAL_POLL_SEC."""
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def wait_for_stop(received: list[int]) -> int:
+    """Block until ``stop_signals`` recorded a signal; return it."""
+    while not received:
+        time.sleep(SIGNAL_POLL_SEC)
+    return received[0]
 
 
 class Tickable(Protocol):
@@ -258,17 +288,12 @@ class Daemon:
     def run_forever(self) -> int:
         """Block until SIGTERM/SIGINT, then shut down cleanly. Returns the exit code."""
 
-        received = self._signals
+        with stop_signals() as received:
+            self._signals = received
+            self._run_until_stopped(received)
+        return 1 if self.died else 0
 
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            # Nothing that takes a lock: the handler runs in the main thread between two of its
-            # bytecodes, which may be inside the log's write lock (a line written, not yet flushed) or
-            # the stop event's. Logging from here, or setting the event, would then wait for ever on a
-            # lock its own thread holds, every other thread's log line behind it. A list append takes
-            # none; the main thread notices it within SIGNAL_POLL_SEC.
-            received.append(signum)
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    def _run_until_stopped(self, received: list[int]) -> None:
         try:
             self.start()
             while not received and not self._stop.wait(SIGNAL_POLL_SEC):
@@ -289,9 +314,6 @@ class Daemon:
                 self._end_stalled()
             else:
                 self.shutdown()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-        return 1 if self.died else 0
 
     def _end_stalled(self) -> None:
         """The way out after a stall, each step bounded: whatever hangs the tick may hang it too.

@@ -10,14 +10,12 @@ and ``--capacity 'NVIDIA GeForce RTX 4090@EU-RO-1=3'`` sets stock per GPU type a
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import time
 from dataclasses import fields
-from types import FrameType
 
 from orchestrator.core.errors import ConfigError, OrchestratorError
 from orchestrator.logs import configure_logging
+from orchestrator.loop.daemon import stop_signals, wait_for_stop
 
 from .faults import Faults
 from .server import EmulatorServer
@@ -77,13 +75,6 @@ def serve_main(argv: list[str] | None = None) -> int:
     configure_logging(
         stream=sys.stderr, level=args.log_level, extra_secrets=[args.api_key] if args.api_key else []
     )
-    # The handler takes no lock (not even an Event's): it runs in the main thread between two of its
-    # bytecodes, possibly inside one; the main thread looks every 0.2 s.
-    received: list[int] = []
-
-    def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        received.append(signum)
-
     server = EmulatorServer(
         host=args.host,
         port=args.port,
@@ -93,24 +84,21 @@ def serve_main(argv: list[str] | None = None) -> int:
         catalog_path=args.catalog,
         faults=faults,
     )
-    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        for gpu, dc, n in capacity:
-            server.state.set_capacity(gpu, dc, n)
+    with stop_signals() as received:
         try:
-            base_url = server.start()
-        except OSError as exc:
-            # A taken port: one line and exit 1 (the operation failed), not a traceback.
-            raise OrchestratorError(
-                f"--port {args.port}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
-            ) from exc
-        print(base_url, flush=True)
-        while not received:
-            time.sleep(0.2)
-    finally:
-        server.stop()
-        for s, h in old.items():
-            signal.signal(s, h)
+            for gpu, dc, n in capacity:
+                server.state.set_capacity(gpu, dc, n)
+            try:
+                base_url = server.start()
+            except OSError as exc:
+                # A taken port: one line and exit 1 (the operation failed), not a traceback.
+                raise OrchestratorError(
+                    f"--port {args.port}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+                ) from exc
+            print(base_url, flush=True)
+            wait_for_stop(received)
+        finally:
+            server.stop()
     return 0
 
 

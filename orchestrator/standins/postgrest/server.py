@@ -94,7 +94,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -108,6 +107,7 @@ import structlog
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from orchestrator.loop.daemon import stop_signals, wait_for_stop
 from orchestrator.standins.postgrest import tables
 from orchestrator.standins.postgrest.common import (
     ANON_ROLE,
@@ -540,16 +540,7 @@ def serve(argv: list[str] | None = None) -> int:
     server = PostgrestServer(
         args.database_url, service_key, anon_key, args.host, args.port, schema=args.schema
     )
-    # The handler takes no lock (not even an Event's): it runs in the main thread between two of its
-    # bytecodes, possibly inside one; the main thread looks every 0.2 s.
-    received: list[int] = []
-
-    def _on_signal(signum: int, frame: Any) -> None:
-        received.append(signum)
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-    with server as base_url:
+    with stop_signals() as received, server as base_url:
         if generated:
             lines = f"SUPABASE_URL={base_url}\nSUPABASE_SERVICE_ROLE_KEY={service_key}\nSUPABASE_ANON_KEY={anon_key}\n"
             if args.keys_file:
@@ -564,6 +555,5 @@ def serve(argv: list[str] | None = None) -> int:
                 print(f"serving {base_url}/rest/v1/rpc/<function>\n{lines}", end="", flush=True)
         else:
             print(f"serving {base_url}/rest/v1/rpc/<function>", flush=True)
-        while not received:
-            time.sleep(0.2)
+        wait_for_stop(received)
     return 0
