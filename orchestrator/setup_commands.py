@@ -492,14 +492,7 @@ def _doctor_worker_pin(settings: config_mod.Settings) -> Check:
     if settings.worker_git_commit:
         return Check(name, OK, f"pinned at {settings.worker_git_commit} (WORKER_GIT_COMMIT)")
     status = WARN if config_mod.targets_real_runpod(settings.runpod_api_base_url) else OK
-    return Check(
-        name,
-        status,
-        f"WORKER_GIT_COMMIT unset: every start brings the checkout to the head of {settings.worker_git_branch}; "
-        "banodoco/reigh-worker's main no longer polls the Supabase queue since its pull request 33 "
-        "(2026-09): pin a commit (docs/worker-start.md, 'Pin the worker') unless the checkout's origin is "
-        "a fork whose head still polls",
-    )
+    return Check(name, status, config_mod.unpinned_worker(settings.worker_git_branch))
 
 
 def _doctor_ssh(settings: config_mod.Settings) -> list[Check]:

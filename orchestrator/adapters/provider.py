@@ -55,7 +55,7 @@ from orchestrator.adapters.worker_recipe import (
     validate_worker_id,
 )
 from orchestrator.core import errors
-from orchestrator.core.config import parse_packages, private_key_problem, targets_real_runpod
+from orchestrator.core.config import parse_packages, private_key_problem, targets_real_runpod, unpinned_worker
 from orchestrator.ports import ResumeResult, ResumeStatus, SpawnedPod
 
 log = structlog.get_logger(__name__)
@@ -288,16 +288,7 @@ class RunpodProvider(PodSSH):
         """What the daemon says once when it starts (``startup_warning``): ``(check, detail)`` pairs."""
         found: list[tuple[str, str]] = []
         if not self.worker_start.git_commit and targets_real_runpod(self.api_base_url):
-            found.append(
-                (
-                    "worker_unpinned",
-                    f"WORKER_GIT_COMMIT is unset: every start brings the volume's checkout to the head of "
-                    f"{self.worker_start.git_branch}; if its origin is banodoco/reigh-worker, whose main no "
-                    "longer polls the Supabase queue since its pull request 33 (2026-09), every start is "
-                    "refused (exit 11). Pin a commit (docs/worker-start.md, 'Pin the worker') unless the "
-                    "origin's head still polls",
-                )
-            )
+            found.append(("worker_unpinned", unpinned_worker(self.worker_start.git_branch)))
         if self._private_key() is not None:
             return found
         where = (

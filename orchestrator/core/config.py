@@ -421,6 +421,17 @@ WORKER_API_REQUIRED = (
     "if you start the workers yourself"
 )
 
+
+def unpinned_worker(branch: str) -> str:
+    """What ``doctor`` and the daemon's start-up say while WORKER_GIT_COMMIT is unset."""
+    return (
+        f"WORKER_GIT_COMMIT unset: every start brings the volume's checkout to the head of {branch}; if its "
+        "origin is banodoco/reigh-worker, whose main no longer polls the Supabase queue since its pull "
+        "request 33 (2026-09), every start is refused (exit 11). Pin a commit (docs/worker-start.md, "
+        "'Pin the worker') unless the origin's head still polls"
+    )
+
+
 # Runpod's official images have no root password: their start script installs PUBLIC_KEY as the way
 # in (runpod/containers, container-template/start.sh), and Runpod's "Connect to a Pod with SSH" page has
 # a password login only after running its own script on the pod.
