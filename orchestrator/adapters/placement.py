@@ -27,7 +27,6 @@ from orchestrator.core import errors
 
 log = structlog.get_logger(__name__)
 
-SECURE_CLOUD = "SECURE"
 # ``skipped[].reason`` of a GPU type the catalog says is not on Secure Cloud (avoided pairs have none).
 NOT_SECURE = "not_on_secure_cloud"
 
@@ -65,7 +64,7 @@ def create(
     forbidden: list[str] = []
     forbidden_payload: Any = None
     for gpu in gpus:
-        if spec.cloud == SECURE_CLOUD and gpu.secure_cloud is False:
+        if spec.cloud == "SECURE" and gpu.secure_cloud is False:
             # The catalog's ``secure`` (openapi GpuType: "Available on secure cloud") says a create on
             # Secure Cloud cannot place this type anywhere: asking would only spend a request per
             # volume. Unknown (None) is tried.
@@ -80,6 +79,7 @@ def create(
                     "runpod_candidate_avoided", worker_id=worker_id, gpu_type=gpu.id, data_center=data_center
                 )
                 continue
+            label = f"{gpu.display_name}{f' in {data_center}' if data_center else ''}"
             candidate = dataclasses.replace(
                 spec,
                 gpu_type_id=gpu.id,
@@ -90,9 +90,9 @@ def create(
             try:
                 pod = transport.create_pod(candidate)
             except errors.RunpodCapacityError as e:
-                refusals.append(f"{gpu.display_name}{f' in {data_center}' if data_center else ''}: {e}")
+                refusals.append(f"{label}: {e}")
                 if e.status == 403:
-                    forbidden.append(f"{gpu.display_name}{f' in {data_center}' if data_center else ''}")
+                    forbidden.append(label)
                     forbidden_payload = e.payload
                 misses.append(
                     {
@@ -128,7 +128,7 @@ def create(
                 # seen so far. A 400 we cannot read may be one more way of saying it: try the next
                 # candidate rather than give up the whole priority list, back this one off like a
                 # capacity miss, and log the body so the wording can be learned.
-                refused.append(f"{gpu.display_name}{f' in {data_center}' if data_center else ''}: {e}")
+                refused.append(f"{label}: {e}")
                 misses.append(
                     {
                         "gpu_type": gpu.display_name,
