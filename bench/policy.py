@@ -43,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.core.config import defaults  # noqa: E402
+from orchestrator.core.config import Settings, defaults  # noqa: E402
 from orchestrator.core.policy import plan as real_plan  # noqa: E402
 from orchestrator.studies import traces as tr  # noqa: E402
 from orchestrator.studies.fleet import GPU_PRICE, ResumeModel  # noqa: E402
@@ -129,23 +129,27 @@ def _trace(key: str) -> tr.Trace:
     return tr.load(TRACE_DIR / f"{key}.csv")
 
 
-def _run_one(job: tuple[str, str, int, bool]) -> tuple[str, str, int, dict[str, Any], list[Any], float]:
-    trace_key, policy_name, seed, keep_samples = job
-    trace = _trace(trace_key)
+def simulate(trace: tr.Trace, policy_name: str, seed: int, settings: Settings | None = None) -> Any:
+    """One run of a policy of ``all_specs`` on a trace (its settings, unless others are given)."""
     spec, failure = all_specs()[policy_name]
-    started = time.perf_counter()
-    resume = ResumeModel(failure_share=failure, disk_gb=float(spec.settings.runpod_disk_size_gb))
-    result = Simulation(
-        trace,
-        spec.plan,
-        spec.settings,
-        name=spec.name,
-        wake_on_tasks=spec.wake_on_tasks,
-        seed=seed,
-        resume=resume,
+    chosen = settings or spec.settings
+    resume = ResumeModel(failure_share=failure, disk_gb=float(chosen.runpod_disk_size_gb))
+    return Simulation(
+        trace, spec.plan, chosen, name=spec.name, wake_on_tasks=spec.wake_on_tasks, seed=seed, resume=resume
     ).run()
+
+
+def metrics_of(result: Any) -> dict[str, Any]:
     metrics: dict[str, Any] = dict(result.metrics())
     metrics["violations"] = len(result.violations)
+    return metrics
+
+
+def _run_one(job: tuple[str, str, int, bool]) -> tuple[str, str, int, dict[str, Any], list[Any], float]:
+    trace_key, policy_name, seed, keep_samples = job
+    started = time.perf_counter()
+    result = simulate(_trace(trace_key), policy_name, seed)
+    metrics = metrics_of(result)
     samples = [(s.t, s.queued, s.pods, s.serving) for s in result.samples[::3]] if keep_samples else []
     return trace_key, policy_name, seed, metrics, samples, time.perf_counter() - started
 

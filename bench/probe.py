@@ -40,7 +40,6 @@ import bench.policy as bp  # noqa: E402
 from orchestrator.core.config import load_settings  # noqa: E402
 from orchestrator.core.errors import ConfigError  # noqa: E402
 from orchestrator.core.variables import BY_NAME  # noqa: E402
-from orchestrator.studies.simulation import ResumeModel, Simulation  # noqa: E402
 
 POLICIES = ("ours", "original")
 # Simulation seeds of generated traffic (gen:...): neither the committed rows' (0-2) nor the held-out's (3-5).
@@ -133,20 +132,9 @@ def _apply(constants: dict[str, Any]) -> None:
 def _run(job: tuple[str, str, int, dict[str, Any], dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
     trace_key, policy, seed, constants, settings = job
     _apply(constants)
-    spec, failure = bp.all_specs()[policy]
-    chosen = spec.settings.replace(**settings) if settings and policy == "ours" else spec.settings
-    result = Simulation(
-        _load(trace_key),
-        spec.plan,
-        chosen,
-        name=policy,
-        wake_on_tasks=spec.wake_on_tasks,
-        seed=seed,
-        resume=ResumeModel(failure_share=failure, disk_gb=float(chosen.runpod_disk_size_gb)),
-    ).run()
-    metrics: dict[str, Any] = dict(result.metrics())
-    metrics["violations"] = len(result.violations)
-    return trace_key, policy, metrics
+    spec = bp.all_specs()[policy][0]
+    chosen = spec.settings.replace(**settings) if settings and policy == "ours" else None
+    return trace_key, policy, bp.metrics_of(bp.simulate(_load(trace_key), policy, seed, chosen))
 
 
 def table(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
