@@ -442,13 +442,26 @@ def _doctor_runpod(settings: config_mod.Settings) -> list[Check]:
     known: list[Check] = []
     if not volumes:
         # The worker's checkout lives on the volume: against Runpod every pod would fail its check.
-        # The emulator's pods carry a stand-in worker, so there it only deserves a look.
+        # The emulator's pods carry a stand-in worker, so there it only deserves a look; so does a
+        # checkout baked into the image, or workers started by hand, which `run` accepts too.
+        needed = settings.auto_start_worker_process and config_mod.checkout_on_volume(
+            settings.worker_dirs, settings.runpod_volume_mount_path
+        )
+        if needed:
+            detail = "so no worker checkout (`orchestrator volumes` lists the account's volumes)"
+        else:
+            why = (
+                "WORKER_DIRS are in the image"
+                if settings.auto_start_worker_process
+                else "workers started by hand"
+            )
+            detail = f"so nothing they write outlives them ({why}; models are fetched on every pod)"
+        real = config_mod.targets_real_runpod(settings.runpod_api_base_url)
         known.append(
             Check(
                 "runpod: network volume",
-                FAIL if config_mod.targets_real_runpod(settings.runpod_api_base_url) else WARN,
-                "RUNPOD_STORAGE_NAME unset: pods get no volume, so no worker checkout "
-                "(`orchestrator volumes` lists the account's volumes)",
+                FAIL if needed and real else WARN,
+                f"RUNPOD_STORAGE_NAME unset: pods get no volume, {detail}",
             )
         )
     known.append(_doctor_worker_pin(settings))
@@ -491,6 +504,10 @@ def _doctor_worker_pin(settings: config_mod.Settings) -> Check:
     name = "worker: version"
     if settings.worker_git_commit:
         return Check(name, OK, f"pinned at {settings.worker_git_commit} (WORKER_GIT_COMMIT)")
+    if not settings.auto_start_worker_process:
+        return Check(
+            name, OK, "started by hand (AUTO_START_WORKER_PROCESS=false): the checkout is not ours to move"
+        )
     status = WARN if config_mod.targets_real_runpod(settings.runpod_api_base_url) else OK
     return Check(name, status, config_mod.unpinned_worker(settings.worker_git_branch))
 

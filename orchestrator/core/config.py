@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -368,7 +368,8 @@ def _requirement_problems(
         and values.get("AUTO_START_WORKER_PROCESS", True)
         and ("AUTO_START_WORKER_PROCESS" not in skip)
     )
-    if starts and not values.get("RUNPOD_STORAGE_NAME") and _checkout_on_volume(values):
+    on_volume = checkout_on_volume(values.get("WORKER_DIRS") or (), values.get("RUNPOD_VOLUME_MOUNT_PATH"))
+    if starts and not values.get("RUNPOD_STORAGE_NAME") and on_volume:
         found.append(("RUNPOD_STORAGE_NAME", STORAGE_REQUIRED))
     if starts:
         given = values.get("WORKER_ENV")
@@ -398,10 +399,9 @@ def _supabase_url_problem(url: str) -> str | None:
     return None
 
 
-def _checkout_on_volume(values: Mapping[str, Any]) -> bool:
+def checkout_on_volume(dirs: Sequence[Any], mount_path: str | None) -> bool:
     """Whether some WORKER_DIRS entry lies on the volume (relative, or under RUNPOD_VOLUME_MOUNT_PATH)."""
-    mount = str(values.get("RUNPOD_VOLUME_MOUNT_PATH") or "/workspace").rstrip("/") + "/"
-    dirs = values.get("WORKER_DIRS") or ()
+    mount = str(mount_path or "/workspace").rstrip("/") + "/"
     return not dirs or any(not str(d).startswith("/") or str(d).startswith(mount) for d in dirs)
 
 

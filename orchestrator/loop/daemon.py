@@ -226,8 +226,12 @@ class Daemon:
         # first tick, the daemon had spawned pods and then exited, leaving them billing with nobody to
         # manage them (the systemd unit does not restart on exit 2).
         warnings = getattr(getattr(self.controller, "provider", None), "startup_warnings", None)
+        settings = getattr(self.controller, "settings", None)
+        # An operator who starts the workers by hand chose their version: the pin is theirs, not ours.
+        hands_off = settings is not None and not getattr(settings, "auto_start_worker_process", True)
         for check, detail in warnings() if callable(warnings) else ():
-            log.warning("startup_warning", check=check, detail=detail)
+            if not (hands_off and check == "worker_unpinned"):
+                log.warning("startup_warning", check=check, detail=detail)
         probing = not self.listen_url and self.probe is not None and self.probe_interval > 0
         baseline = self._probe_once() if probing else None
         self._ticker = threading.Thread(target=self._loop, name="tick", daemon=True)

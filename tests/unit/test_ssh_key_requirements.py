@@ -114,6 +114,39 @@ def test_doctor_without_a_storage_name(monkeypatch: pytest.MonkeyPatch, url: str
     assert verdict.startswith("NOT READY") if status == "FAIL" else verdict.startswith("ready")
 
 
+@pytest.mark.parametrize(
+    "env",
+    [{"WORKER_DIRS": "/opt/Reigh-Worker"}, {"AUTO_START_WORKER_PROCESS": "false"}],
+    ids=["checkout-in-the-image", "started-by-hand"],
+)
+def test_doctor_agrees_with_run_when_no_volume_is_needed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """`run` accepts no RUNPOD_STORAGE_NAME when the checkout is baked into the image or the daemon starts
+    no worker: doctor must not call the same configuration NOT READY."""
+    import orchestrator.wiring
+
+    monkeypatch.setattr(orchestrator.wiring, "make_provider", lambda settings: _Provider())
+    real = {
+        "RUNPOD_API_BASE_URL": REAL,
+        "SUPABASE_URL": "https://ref.supabase.co",
+        "SUPABASE_SERVICE_ROLE_KEY": "sk",
+        "RUNPOD_SSH_PRIVATE_KEY_PATH": str(_keypair(tmp_path, "id_rsa")[0]),
+        **env,
+    }
+    settings = _settings(**real)
+    settings.require(database=True, runpod=True, ssh=True)  # what `run` checks: accepted
+    check = _by_name(setup_commands._doctor_runpod(settings))["runpod: network volume"]
+    assert check.status == "warn", check
+    assert "RUNPOD_STORAGE_NAME unset" in check.detail and "outlives" in check.detail
+    # The checkout on the volume (the default WORKER_DIRS) and workers we start: still a FAIL.
+    default = {k: v for k, v in real.items() if k not in env}
+    assert (
+        _by_name(setup_commands._doctor_runpod(_settings(**default)))["runpod: network volume"].status
+        == "FAIL"
+    )
+
+
 @pytest.mark.parametrize(("url", "status"), [(REAL, "warn"), (EMULATOR, "ok")])
 def test_doctor_says_when_the_worker_follows_a_branch(
     monkeypatch: pytest.MonkeyPatch, url: str, status: str
@@ -127,9 +160,52 @@ def test_doctor_says_when_the_worker_follows_a_branch(
     assert found["worker: version"].status == status
     assert "WORKER_GIT_COMMIT unset" in found["worker: version"].detail
     pinned = _by_name(
-        setup_commands._doctor_runpod(_settings(RUNPOD_API_BASE_URL=url, WORKER_GIT_COMMIT="22cbba9473f19df7e01900bb3025341d7808ada3"))
+        setup_commands._doctor_runpod(
+            _settings(RUNPOD_API_BASE_URL=url, WORKER_GIT_COMMIT="22cbba9473f19df7e01900bb3025341d7808ada3")
+        )
     )
-    assert pinned["worker: version"].status == "ok" and "22cbba9473f19df7e01900bb3025341d7808ada3" in pinned["worker: version"].detail
+    assert (
+        pinned["worker: version"].status == "ok"
+        and "22cbba9473f19df7e01900bb3025341d7808ada3" in pinned["worker: version"].detail
+    )
+
+
+def test_a_worker_started_by_hand_is_not_called_unpinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With AUTO_START_WORKER_PROCESS=false the daemon never touches the checkout: the operator chose the
+    worker's version, so neither doctor nor the daemon's start-up warns that it follows a branch."""
+    import structlog.testing
+
+    import orchestrator.wiring
+    from orchestrator.loop.daemon import Daemon
+
+    monkeypatch.setattr(orchestrator.wiring, "make_provider", lambda settings: _Provider())
+    settings = _settings(RUNPOD_API_BASE_URL=REAL, AUTO_START_WORKER_PROCESS="false")
+    found = _by_name(setup_commands._doctor_runpod(settings))
+    assert found["worker: version"].status == "ok"
+    assert "AUTO_START_WORKER_PROCESS=false" in found["worker: version"].detail
+
+    class Controller:
+        def __init__(self, auto_start: bool) -> None:
+            self.settings = SimpleNamespace(auto_start_worker_process=auto_start)
+            self.provider = SimpleNamespace(
+                startup_warnings=lambda: [("worker_unpinned", "follows main"), ("ssh_password_login", "x")]
+            )
+
+        def tick(self) -> None:
+            pass
+
+        def shutdown(self) -> None:
+            pass
+
+    for auto_start, expected in (
+        (True, ["worker_unpinned", "ssh_password_login"]),
+        (False, ["ssh_password_login"]),
+    ):
+        daemon = Daemon(Controller(auto_start), 3600)
+        with structlog.testing.capture_logs() as logs:
+            daemon.start()
+            daemon.shutdown()
+        assert [e["check"] for e in logs if e["event"] == "startup_warning"] == expected
 
 
 def test_an_unreadable_key_is_named_with_the_uid_and_the_fix(
