@@ -211,8 +211,12 @@ def test_sigkill_during_a_stop_leaves_nothing_billing_untracked(
     [row] = workers(stack)
     assert row["status"] == "stopping", row
     pod = by_id(pods(stack))[pod_of(row)]
-    # Killed before the call: the pod runs on (its GPU billing). After it: the provider stopped it.
-    assert pod["status"] == ("RUNNING" if point == "before_stop" else "EXITED"), pod
+    # Killed before the call: the pod runs on (its GPU billing). After it: the provider stopped it, or is
+    # stopping it (its container runs out the stop grace).
+    if point == "before_stop":
+        assert pod["status"] == "RUNNING" and not pod["stopping"], pod
+    else:
+        assert pod["status"] == "EXITED" or pod["stopping"], pod
 
     # The pool kept for a few seconds only: the restarted daemon finishes the stop, then ends the pool.
     restarted = cli_process("run", env={**POOL, "WARM_POOL_TTL_SEC": 3})
@@ -242,3 +246,45 @@ def test_sigkill_during_a_stop_leaves_nothing_billing_untracked(
     assert reasons == ["pool_ttl"], reasons
     assert len(ours(stack)) == 1, "no second pod"
     assert restarted.proc.poll() is None
+
+
+def test_a_worker_being_stopped_claims_nothing(stack: Stack, cli_process: Any) -> None:
+    """Runpod's stop lets the container run out docker's grace (the image's PID 1 ignores SIGTERM), and
+    the app's claim does not look at the worker's state: an idle worker being stopped into the pool still
+    polls, and asks for a task that arrives meanwhile. The database refuses it the task (a worker that is
+    not in a claiming state cannot take one), so the stop cannot kill a task mid-run: another worker
+    runs it, first time, and nothing bills untracked."""
+    stack.emulator.admin.set_faults(stop_grace_sec=3000)  # 6 s at the stack's speed
+    stack.enqueue(2, duration_sec=1.0)  # one worker
+    daemon = cli_process("run", env={**POOL, "WARM_POOL_MAX": 1})
+    wait_until(lambda: all_done(stack, 2), 60, "the first burst done", interval=0.25)
+
+    def stopping() -> dict[str, Any] | None:
+        rows = [w for w in workers(stack) if w["status"] == "stopping"]
+        if not rows:
+            return None
+        pod = by_id(pods(stack)).get(pod_of(rows[0]))
+        return rows[0] if pod and pod["stopping"] and pod["status"] == "RUNNING" else None
+
+    row = wait_until(stopping, 60, "a worker whose pod is being stopped", interval=0.05)
+    [late] = stack.enqueue(1, duration_sec=1.0)
+
+    def refused() -> list[dict[str, Any]] | None:
+        found = [x for x in worker_log(stack) if x["_file"] == row["id"] and x.get("event") == "claim_failed"]
+        return found or None
+
+    # The stopping worker (queued after its row was stopping, so asked while its pod ran out the grace)
+    # was refused.
+    wait_until(refused, 30, "the stopping worker's claim refused", interval=0.05)
+    wait_until(lambda: all_done(stack, 3), 90, "the late task done", interval=0.25)
+    task = next(t for t in tasks(stack) if t["id"] == late)
+    assert task["worker_id"] != row["id"] and task["attempts"] == 0, task
+    # The stop went through: the pod is pooled, not failed.
+    wait_until(
+        lambda: next(w for w in workers(stack) if w["id"] == row["id"])["status"] == "stopped",
+        30,
+        "the stopped worker pooled",
+    )
+    assert not events(stack, "worker_failed"), events(stack, "worker_failed")
+    assert not untracked(stack)
+    assert daemon.proc.poll() is None

@@ -213,7 +213,8 @@ def test_stop_start_restart_actions(
 
     r = c.post(f"/v2/pods/{pod_id}/action", json={"action": "stop"})
     assert r.status_code == 200
-    stopped = r.json()
+    # The container's stop grace (10 ms at this speed), then EXITED.
+    stopped = wait_pod(c, pod_id, "EXITED")
     assert stopped["status"] == "EXITED" and stopped["cost"] == 0 and stopped["runtime"] is None
     assert stopped["ssh"]["direct"] is None and stopped["actions"] == ["start", "terminate"]
     assert c.post(f"/v2/pods/{pod_id}/action", json={"action": "restart"}).status_code == 409

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import paramiko
 import pytest
 import runpod
 import runpod.error as rp_error
@@ -75,8 +76,11 @@ def test_resume_knobs_are_checked_and_reach_the_command_line(emulator: EmulatorS
 def test_rest_stop_frees_the_gpu_and_start_boots_in_resume_time(
     emulator_factory: Callable[..., EmulatorServer], rest_client: Callable[..., httpx.Client]
 ) -> None:
-    # speed 100, no jitter: a cached create takes 1 s, a resume 0.05 s.
-    emu = emulator_factory(speed=100, faults={"boot_cached_s": 100, "resume_sec": 5, "boot_jitter": 0})
+    # speed 100, no jitter: a cached create takes 1 s, a resume 0.05 s; the stop at once (its grace is
+    # the next test's).
+    emu = emulator_factory(
+        speed=100, faults={"boot_cached_s": 100, "resume_sec": 5, "boot_jitter": 0, "stop_grace_sec": 0}
+    )
     emu.admin.set_capacity(GPU, "US-KS-2", 1)
     emu.admin.set_capacity(GPU, "EU-RO-1", 0)
     c = rest_client(emu)
@@ -104,6 +108,58 @@ def test_rest_stop_frees_the_gpu_and_start_boots_in_resume_time(
     )
 
 
+def _ssh_echo(port: int, keypair: SSHKeyPair, word: str) -> str:
+    """``echo word`` on the pod at ``port`` (its host key taken as offered: the pod is ours, on loopback)."""
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect(
+        "127.0.0.1", port=port, username="root", pkey=keypair.pkey, timeout=10, look_for_keys=False
+    )
+    with client:
+        return run(client, f"echo {word}")[1].strip()
+
+
+def test_a_stop_takes_the_containers_grace_and_its_worker_runs_on_meanwhile(
+    emulator_factory: Callable[..., EmulatorServer],
+    rest_client: Callable[..., httpx.Client],
+    ssh_keypair: SSHKeyPair,
+) -> None:
+    """The image's PID 1 ignores SIGTERM, so `docker stop` waits its grace out: until then the stopped
+    pod runs, bills and answers as it was; a start is refused, a second stop accepted. A termination
+    ends the pod in the API at once while its processes run on for the same grace."""
+    # speed 100: a 1000 s grace lasts 10 s, far longer than the checks below take.
+    emu = emulator_factory(speed=100, faults={"stop_grace_sec": 1000})
+    c = rest_client(emu)
+    pod_id = create(c, env={"PUBLIC_KEY": ssh_keypair.public_key})
+    wait_pod(c, pod_id, "RUNNING")
+    port = emu.admin.pod(pod_id)["sshPort"]
+
+    answer = action(c, pod_id, "stop")
+    assert answer.status_code == 200 and answer.json()["status"] == "RUNNING"
+    assert answer.json()["cost"] > 0
+    assert emu.admin.pod(pod_id)["stopping"] is True
+    assert action(c, pod_id, "stop").status_code == 200  # asked again: the same stop
+    assert action(c, pod_id, "start").status_code == 409
+    billed = emu.admin.pod(pod_id)["billedSeconds"]
+    wait_until(lambda: emu.admin.pod(pod_id)["billedSeconds"] > billed, 10, "the stopping pod to bill on")
+    # The container still runs its processes: a command over SSH answers.
+    assert _ssh_echo(port, ssh_keypair, "alive") == "alive"
+
+    # Terminated meanwhile: gone from the API at once, its processes still running out the grace.
+    assert c.delete(f"/v2/pods/{pod_id}").status_code == 204
+    assert c.get(f"/v2/pods/{pod_id}").status_code == 404
+    assert _ssh_echo(port, ssh_keypair, "still") == "still"
+    assert emu.admin.pod(pod_id)["status"] == "TERMINATED"
+
+    # With the default grace (0.1 s at this speed) the stop completes on its own.
+    emu.admin.set_faults(stop_grace_sec=10)
+    other = create(c, name="gpu-20261206_010000-cccc3333")
+    wait_pod(c, other, "RUNNING")
+    assert action(c, other, "stop").json()["status"] == "RUNNING"
+    wait_pod(c, other, "EXITED")
+    assert emu.admin.pod(other)["stopping"] is False and c.get(f"/v2/pods/{other}").json()["cost"] == 0
+
+
 def test_rest_start_refused_for_a_full_host_and_started_without_gpu(
     emulator: EmulatorServer, rest_client: Callable[..., httpx.Client]
 ) -> None:
@@ -111,6 +167,7 @@ def test_rest_start_refused_for_a_full_host_and_started_without_gpu(
     pod_id = create(c)
     wait_pod(c, pod_id, "RUNNING")
     assert action(c, pod_id, "stop").status_code == 200
+    wait_pod(c, pod_id, "EXITED")  # its stop grace (10 ms at this speed) over
 
     emulator.admin.set_faults(resume_no_gpu_share=1.0)
     refused = action(c, pod_id, "start")
@@ -125,7 +182,8 @@ def test_rest_start_refused_for_a_full_host_and_started_without_gpu(
     running = wait_pod(c, pod_id, "RUNNING")
     assert "gpu" not in running and running["runtime"]["gpus"] == []
     assert running["cost"] > 0  # it bills on
-    stopped = action(c, pod_id, "stop").json()
+    assert action(c, pod_id, "stop").status_code == 200
+    stopped = wait_pod(c, pod_id, "EXITED")
     assert stopped["gpu"] == {"id": GPU, "count": 1}
     assert action(c, pod_id, "terminate").status_code == 204
 
@@ -160,6 +218,8 @@ def test_sdk_pod_stop_and_resume_with_and_without_gpu(sdk: EmulatorServer) -> No
     pod_id = created["id"]
     sdk_ready(pod_id)
     assert runpod.stop_pod(pod_id) == {"id": pod_id, "desiredStatus": "EXITED"}
+    # The container runs out its stop grace (10 ms at this speed) before its runtime goes.
+    wait_until(lambda: runpod.get_pod(pod_id)["runtime"] is None, 10, "the stop to end the container")
     stopped = runpod.get_pod(pod_id)
     assert stopped["desiredStatus"] == "EXITED" and stopped["runtime"] is None and stopped["costPerHr"] == 0
     assert stopped["gpuCount"] == 1

@@ -86,6 +86,13 @@ def spawn_ready(provider: RunpodProvider, emulator: EmulatorServer) -> str:
     return runpod_id
 
 
+def stop(provider: RunpodProvider, emulator: EmulatorServer, runpod_id: str) -> None:
+    """Stop the pod and wait out its container's stop grace (the emulator's ``stop_grace_sec``), as the
+    daemon waits for the listing to show it EXITED before it counts the pod as pooled."""
+    assert provider.stop(runpod_id) is True
+    emulator.admin.wait_status(runpod_id, EXITED, timeout=30)
+
+
 def ready_pod(provider: RunpodProvider, runpod_id: str) -> Any:
     return wait_for(
         lambda: p if (p := provider.get_pod(runpod_id)) is not None and p.ssh_ready else None,
@@ -117,7 +124,7 @@ def test_stop_then_resume_keeps_the_volume_and_presents_a_new_host_key(
     )
     assert code == 0, err
 
-    assert provider.stop(runpod_id) is True
+    stop(provider, emulator, runpod_id)
     stopped = provider.get_pod(runpod_id)
     assert stopped is not None and stopped.is_stopped and stopped.ssh_port is None
     assert stopped.cost_per_hr == 0.0  # the API shows no cost for an EXITED pod (openapi Pod.cost)
@@ -153,7 +160,7 @@ def test_a_stopped_pod_bills_its_volume_disk_only(
     runpod_id = spawn_ready(provider, emulator)
     running = emulator.admin.pod(runpod_id)
     assert running["stoppedDiskUsd"] == 0 and running["billedSeconds"] > 0
-    assert provider.stop(runpod_id) is True
+    stop(provider, emulator, runpod_id)
     at_stop = emulator.admin.pod(runpod_id)
     assert at_stop["status"] == EXITED and at_stop["desiredStatus"] == EXITED
     later = wait_for(
@@ -180,7 +187,7 @@ def test_a_stopped_pod_bills_its_volume_disk_only(
         == emulator.state.capacity[(GPU, at_stop["dataCenterId"])]
     )
     # Stopping a stopped pod is a success, not a failure.
-    assert provider.stop(runpod_id) is True
+    stop(provider, emulator, runpod_id)
     # The volume disk survives: a file written before the stop is there after the resume.
     assert provider.resume(runpod_id).status == "resumed"
     ready_pod(provider, runpod_id)
@@ -198,7 +205,7 @@ def test_a_refused_resume_is_no_gpu_and_leaves_the_pod_stopped(
 ) -> None:
     provider = provider_factory(api, volume=False)
     runpod_id = spawn_ready(provider, emulator)
-    assert provider.stop(runpod_id) is True
+    stop(provider, emulator, runpod_id)
     emulator.admin.set_faults(resume_no_gpu_share=1.0)
     result = provider.resume(runpod_id)
     assert result.status == "no_gpu", result
@@ -217,7 +224,7 @@ def test_a_new_pod_takes_the_stopped_pods_gpu_until_it_gives_it_back(
     emulator.admin.set_capacity(GPU, VOLUME_DC, 2)
     provider = provider_factory(api)
     pooled = spawn_ready(provider, emulator)
-    assert provider.stop(pooled) is True
+    stop(provider, emulator, pooled)
     # A second GPU is free in the data center, yet the new pod takes the stopped pod's first.
     taker = spawn_ready(provider, emulator)
     assert emulator.admin.pod(pooled)["hostGpuTakenBy"] == taker
@@ -234,7 +241,7 @@ def test_a_resume_without_gpu_is_no_gpu_and_the_pod_is_left_to_terminate(
 ) -> None:
     provider = provider_factory(api)
     runpod_id = spawn_ready(provider, emulator)
-    assert provider.stop(runpod_id) is True
+    stop(provider, emulator, runpod_id)
     emulator.admin.set_faults(resume_zero_gpu_share=1.0)
     result = provider.resume(runpod_id)
     assert result.status == "no_gpu" and result.gpu_count == 0, result
@@ -278,7 +285,7 @@ def test_a_repeated_start_returns_the_starting_pod(
     nothing twice."""
     provider = provider_factory(api, volume=False)
     runpod_id = spawn_ready(provider, emulator)
-    assert provider.stop(runpod_id) is True
+    stop(provider, emulator, runpod_id)
     first = provider.transport.start_pod(runpod_id, 1)
     assert first.actual_status != EXITED
     second = provider.transport.start_pod(runpod_id, 1)
@@ -293,7 +300,7 @@ def test_the_rest_requests_follow_the_openapi_document(
     provider = provider_factory("rest", volume=False)
     requests_before, responses_before = runpod_openapi.requests_checked, runpod_openapi.checked
     runpod_id = spawn_ready(provider, emulator)
-    assert provider.stop(runpod_id) is True
+    stop(provider, emulator, runpod_id)
     assert provider.stop(runpod_id) is True  # the 409 and the read that confirms it
     assert provider.resume(runpod_id).status == "resumed"
     assert provider.terminate(runpod_id) is True

@@ -73,9 +73,15 @@ Known differences from the real service (deliberate, or where the real behaviour
   Runpod's storage docs say (docs.runpod.io/pods/storage: the container disk is "lost on
   stop/restart"), so a resumed or restarted pod's start script makes a new host key and apt's lists are
   empty again, while its volume (volume disk or network volume) is as it was.
-* Stop and start (REST ``stop``/``start`` actions, GraphQL ``podStop``/``podResume``): a stopped pod is
-  EXITED with ``desiredStatus`` EXITED, ``runtime`` null, and holds no GPU (another create can take
-  it). A start boots in ``resume_sec`` (default 20 s, jittered and divided by the speed like the boots:
+* Stop and start (REST ``stop``/``start`` actions, GraphQL ``podStop``/``podResume``): a stop takes the
+  ``stop_grace_sec`` knob (default 10 s, divided by the speed): the image's PID 1, ``/start.sh`` ending
+  in ``sleep infinity`` (runpod/containers ``container-template``), handles no signal and PID 1 ignores
+  those it has no handler for, so ``docker stop`` waits out its grace (10 s by default) before killing
+  the container. Meanwhile the pod answers as it was (REST ``status`` RUNNING, GraphQL ``desiredStatus``
+  EXITED with ``runtime`` still set), bills its GPU, and its worker keeps polling and may claim a task;
+  a start is refused (409) and a restart too. Runpod publishes no figure; this is the harsher reading
+  of "the pod moves to EXITED" (openapi podAction). A stopped pod is then EXITED with ``desiredStatus``
+  EXITED, ``runtime`` null, and holds no GPU (another create can take it). A start boots in ``resume_sec`` (default 20 s, jittered and divided by the speed like the boots:
   the image is still on the host, so there is no pull; Runpod publishes no figure). It is refused with
   Runpod's "There are not enough free GPUs on the host machine to start this pod" (REST 400, whose real
   status is not documented) when its host's GPU was taken, when the data center's stock is short, or
@@ -89,8 +95,10 @@ Known differences from the real service (deliberate, or where the real behaviour
   the speed factor); an image counts as cached in a data center after its first pull there. 10 % of
   the delay is PROVISIONING, the rest STARTING. A restart takes 5 s / speed. Pods that "never become
   ready" stay STARTING with ``runtime`` null forever (and keep billing).
-* Terminated pods vanish at once: REST GET answers 404 and GraphQL ``pod`` null (the real service
-  may show TERMINATED briefly). The admin view keeps them. Stopped pods lose their port mapping
+* Terminated pods vanish from the API at once: REST GET answers 404 and GraphQL ``pod`` null (openapi
+  deletePod: the pod "no longer appears in listPods"; the real service may show TERMINATED briefly), and
+  their GPU stops billing then, but their processes run on for the stop grace (as a stop's do), so a
+  worker on a terminated pod may still call the app meanwhile. The admin view keeps them. Stopped pods lose their port mapping
   (real ones can keep stale ports).
 * Billing accrues per real second (not scaled by the speed factor) at the GPU's secure price
   (community price for ``cloud: COMMUNITY``) times the GPU count while the pod is PROVISIONING,

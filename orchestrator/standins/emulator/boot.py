@@ -74,6 +74,10 @@ class PodEngine:
         self.volumes: dict[str, Volume] = {}
         self._pulled: set[tuple[str, str]] = set()
         self._booting: set[str] = set()
+        # Pods whose stop was asked, waiting out the stop grace (``Pod.stopping_until``).
+        self._ending: set[str] = set()
+        # Containers of terminated pods whose processes still run out the stop grace: (until, sandbox).
+        self._lingering: list[tuple[float, Sandbox]] = []
         self._stopping = False
         # Sandbox starts and stops (process spawning) and readiness probes (a connect and a banner read,
         # which can take a while when the machine is busy) run here, never on the ticker or under the lock.
@@ -102,9 +106,12 @@ class PodEngine:
         self.relay.close()
 
     def _detach_all_sandboxes(self) -> list[Sandbox]:
-        found = []
+        found = [sb for _, sb in self._lingering]
+        self._lingering.clear()
+        self._ending.clear()
         for pod in self.pods.values():
             pod.generation += 1
+            pod.stopping_until = None
             sb = self._unpublish(pod)
             if sb is not None:
                 found.append(sb)
@@ -130,6 +137,34 @@ class PodEngine:
         ``wipe``: its container disk goes too, as when a real pod is stopped or terminated (only a
         container restart keeps it)."""
         self._pool.submit(_safe_stop, sb, wipe)
+
+    def _stop_grace(self) -> float:
+        return max(0.0, self.faults.stop_grace_sec / self.speed)
+
+    def _linger(self, sb: Sandbox, mono: float) -> bool:
+        """Let a terminated pod's processes run out the stop grace (called under the lock); False when
+        there is none and the caller stops the sandbox now."""
+        grace = self._stop_grace()
+        if grace <= 0:
+            return False
+        self._lingering.append((mono + grace, sb))
+        self._cond.notify_all()
+        return True
+
+    def _begin_stop(self, pod: Pod, mono: float) -> bool:
+        """A stop asked of a pod whose container runs: it runs on, and bills, until the stop grace ends
+        (called under the lock). False when there is no grace or no container: the caller stops it now."""
+        grace = self._stop_grace()
+        if grace <= 0 or pod.sandbox is None:
+            return False
+        if pod.stopping_until is None:
+            pod.stopping_until = mono + grace
+            # A pod still waiting for its sshd stays STARTING: a container being stopped never serves.
+            self._booting.discard(pod.id)
+            pod.awaiting_ready = False
+            self._ending.add(pod.id)
+            self._cond.notify_all()
+        return True
 
     # --- boot phases -------------------------------------------------------------------------------
 
@@ -169,6 +204,8 @@ class PodEngine:
         if pod.billing_since is not None:
             pod.billed_s += mono - pod.billing_since
             pod.billing_since = None
+        pod.stopping_until = None
+        self._ending.discard(pod.id)
         pod.end_stopped(mono)
         if status == EXITED:
             pod.stopped_since = mono
@@ -204,6 +241,7 @@ class PodEngine:
                     dead = self._reap_exited(now)
                     next_liveness = now + _LIVENESS_EVERY_S
                 wake = min(now + 1.0, next_liveness)
+                wake = min(wake, self._end_stops(now, dead))
                 for pod_id in list(self._booting):
                     pod = self.pods[pod_id]
                     self._advance(pod, now, starts)
@@ -229,6 +267,32 @@ class PodEngine:
                 delay = wake - time.monotonic()
                 if delay > 0:
                     self._cond.wait(timeout=delay)
+
+    def _end_stops(self, now: float, dead: list[Sandbox]) -> float:
+        """Stops and terminations whose grace is over: their containers go (into ``dead``); returns when
+        the next one is due (called under the lock)."""
+        due = float("inf")
+        for pod_id in list(self._ending):
+            pod = self.pods[pod_id]
+            until = pod.stopping_until
+            if until is None:
+                self._ending.discard(pod_id)
+            elif until <= now:
+                sb = self._release(pod, EXITED, until)
+                log.info("emulator_pod_stop_done", pod_id=pod.id)
+                if sb is not None:
+                    dead.append(sb)
+            else:
+                due = min(due, until)
+        keep = []
+        for until, sb in self._lingering:
+            if until <= now:
+                dead.append(sb)
+            else:
+                keep.append((until, sb))
+                due = min(due, until)
+        self._lingering = keep
+        return due
 
     def _reap_exited(self, now: float) -> list[Sandbox]:
         """RUNNING pods whose container died (sshd gone) become EXITED, as a real pod whose process ends."""

@@ -62,6 +62,15 @@ class Faults:
     #: Share (0..1) of resumes that start the pod with no GPU (``gpuCount`` 0; REST: no ``gpu``), as a
     #: stopped pod whose host GPU was taken may (docs.runpod.io/references/troubleshooting/pod-migration).
     resume_zero_gpu_share: float = 0.0
+    #: Stop or termination request -> the container's processes end, in seconds (divided by the speed).
+    #: Runpod's pods are containers whose PID 1 is the image's ``/start.sh`` (runpod/containers
+    #: ``container-template``), a shell that ends in ``sleep infinity`` and traps no signal; PID 1 ignores
+    #: a signal it has no handler for, so ``docker stop`` waits out its grace period (10 s by default,
+    #: docs.docker.com ``docker container stop``) and then kills everything. Runpod publishes no figure;
+    #: until then a stopped pod is still RUNNING, bills its GPU, and its worker keeps polling and may
+    #: claim a task; a terminated pod is gone from the API at once (openapi deletePod: it "no longer
+    #: appears in listPods") while its processes run on. 0 = at once.
+    stop_grace_sec: float = 10.0
     #: Seed of the emulator's random generator; None draws from the OS.
     seed: int | None = None
 

@@ -245,6 +245,9 @@ class Pod:
     #: Seconds spent EXITED (billed for the volume disk), and since when it is EXITED now.
     stopped_s: float = 0.0
     stopped_since: float | None = None
+    #: A stop was asked: the container's processes end (the pod becomes EXITED) at this monotonic time,
+    #: the stop grace after the request (``Faults.stop_grace_sec``); until then it runs, and bills.
+    stopping_until: float | None = None
 
     @property
     def actions(self) -> list[str]:

@@ -325,27 +325,40 @@ class EmulatorState(PodEngine):
     # --- pods: transitions -------------------------------------------------------------------------
 
     def terminate_pod(self, pod_id: str) -> Pod:
+        """Gone from the API at once; its processes run out the stop grace (see ``Faults.stop_grace_sec``)."""
         with self._cond:
             pod = self._require(pod_id)
-            sb = self._release(pod, TERMINATED, time.monotonic())
+            mono = time.monotonic()
+            sb = self._release(pod, TERMINATED, mono)
             pod.desired_status = TERMINATED
             pod.terminated_at = time.time()
+            if sb is not None and self._linger(sb, mono):
+                sb = None
         if sb is not None:
             self._stop_later(sb)
         log.info("emulator_pod_terminated", pod_id=pod_id, billed_usd=round(self.billed_usd(pod), 6))
         return pod
 
     def stop_pod(self, pod_id: str) -> Pod:
+        """EXITED once the stop grace is over (``Faults.stop_grace_sec``): until then the pod is as it
+        was, running and billing, with ``desiredStatus`` EXITED; asked again meanwhile, the same."""
         with self._cond:
             pod = self._require(pod_id)
             if "stop" not in pod.actions:
                 raise EmulatorRefusal("conflict", f"cannot stop a pod in status {pod.status}")
-            sb = self._release(pod, EXITED, time.monotonic())
+            mono = time.monotonic()
             pod.desired_status = EXITED
             pod.last_status_change = f"Exited by User: {js_date(time.time())}"
+            sb = None if self._begin_stop(pod, mono) else self._release(pod, EXITED, mono)
+            pending = pod.stopping_until is not None
         if sb is not None:
             self._stop_later(sb)
-        log.info("emulator_pod_stopped", pod_id=pod_id, disk_usd_per_hr=round(pod.stopped_disk_rate, 6))
+        log.info(
+            "emulator_pod_stopped",
+            pod_id=pod_id,
+            pending=pending,
+            disk_usd_per_hr=round(pod.stopped_disk_rate, 6),
+        )
         return pod
 
     def start_pod(self, pod_id: str, gpu_count: int | None = None) -> Pod:
@@ -407,6 +420,8 @@ class EmulatorState(PodEngine):
             pod = self._require(pod_id)
             if "restart" not in pod.actions:
                 raise EmulatorRefusal("conflict", f"cannot restart a pod in status {pod.status}")
+            if pod.stopping_until is not None:
+                raise EmulatorRefusal("conflict", "cannot restart a pod that is being stopped")
             sb = self._unpublish(pod)
             pod.generation += 1
             mono = time.monotonic()
@@ -553,6 +568,8 @@ class EmulatorState(PodEngine):
             ),
             "neverReady": p.never_ready,
             "stuck": p.stuck,
+            # A stop was asked and its grace is running: the pod still runs and bills.
+            "stopping": p.stopping_until is not None,
             "sshRefuse": p.ssh_refuse,
             "sshPort": p.ssh_port,
             "error": p.error,
