@@ -135,6 +135,8 @@ def _run_one(job: tuple[str, str, int]) -> tuple[str, str, int, dict[str, Any]]:
     base = defaults()
     _, family, params = next(c for c in configurations() if c[0] == config_name)
     by_name = {s.name: s for s in specs(base)}
+    # The old system's rows run without the database's failed-before-serving rule, as in bench/policy.py.
+    failed_before_serving = family != "original"
     if family in ("original", "ours"):
         spec = by_name[family]
         plan_fn, settings, wake = spec.plan, spec.settings, spec.wake_on_tasks
@@ -153,7 +155,7 @@ def _run_one(job: tuple[str, str, int]) -> tuple[str, str, int, dict[str, Any]]:
         )
         plan_fn, wake = RateClairvoyant(trace, settings, float(params["wait_probability"])), True
     resume = ResumeModel(failure_share=RESUME_FAILURE, disk_gb=float(settings.runpod_disk_size_gb))
-    spec = PolicySpec(config_name, plan_fn, settings, wake, family)
+    spec = PolicySpec(config_name, plan_fn, settings, wake, family, failed_before_serving)
     return trace_name, config_name, seed, run_one(trace, spec, seed, resume=resume)
 
 

@@ -135,7 +135,14 @@ def simulate(trace: tr.Trace, policy_name: str, seed: int, settings: Settings | 
     chosen = settings or spec.settings
     resume = ResumeModel(failure_share=failure, disk_gb=float(chosen.runpod_disk_size_gb))
     return Simulation(
-        trace, spec.plan, chosen, name=spec.name, wake_on_tasks=spec.wake_on_tasks, seed=seed, resume=resume
+        trace,
+        spec.plan,
+        chosen,
+        name=spec.name,
+        wake_on_tasks=spec.wake_on_tasks,
+        seed=seed,
+        resume=resume,
+        failed_before_serving=spec.failed_before_serving,
     ).run()
 
 

@@ -240,13 +240,15 @@ class Draft:
 
     # -- actions shared by the rules ---------------------------------------------------------------
 
-    def terminate(self, worker: Worker, pod: PodView, reason: Reason) -> None:
+    def terminate(self, worker: Worker, pod: PodView | None, reason: Reason) -> None:
+        """End the worker's pod: the listed one, or without a listing the one its row records (the
+        caller checks there is one)."""
         self.leaving.add(worker.id)
         self.actions.append(
             TerminatePod(
                 reason=reason,
-                runpod_id=pod.id,
-                pod_name=pod.name,
+                runpod_id=pod.id if pod is not None else str(worker.runpod_id),
+                pod_name=pod.name if pod is not None else worker.id,
                 worker_id=worker.id,
                 transition_from=worker.status,
             )

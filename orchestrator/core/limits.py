@@ -11,16 +11,19 @@ outcomes, the settings, ``now``), values out: no I/O, no clock.
   every one of them (or, when they are unknown, in any) is left out of the priority list, so spawns fall
   through to the next type.
 * **The breaker.** After ``MAX_CONSECUTIVE_FAILURES`` failed workers in a row (capacity misses, creations
-  refused by the rate limit and boots we cancelled do not count: ``BootOutcome.counts_for_breaker``), no spawn for
+  refused by the rate limit and boots we cancelled do not count: ``BootOutcome.counts_for_breaker``; a
+  worker that failed before completing a task counts, as the database rewrites its outcome; a resume
+  that worked, or the activation of a live worker that has completed nothing yet, neither counts nor
+  ends the row), no spawn for
   ``SPAWN_BACKOFF_BASE_SEC * 2**(n - MAX + 1)`` (capped) from the latest failure; after that, half-open:
-  one probe worker at a time until a boot succeeds. Healing and termination go on meanwhile.
+  one probe worker at a time until a boot succeeds (a worker completes a task, or is let go healthy). Healing and termination go on meanwhile.
 * **Runpod's rate limit.** Creations it refused (``spawn_rate_limited``) hold spawns back for 60 s from
   the newest, doubled with each refusal in a row, at most an hour (:func:`rate_limit_hold`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -74,11 +77,21 @@ def rate_limit_hold(recent_boots: Iterable[BootOutcome], now: datetime) -> datet
     return until if until > now else None
 
 
-def breaker(recent_boots: Iterable[BootOutcome], settings: Settings, now: datetime) -> Breaker:
-    """The breaker from the boots since the latest success (newest first)."""
+def breaker(
+    recent_boots: Iterable[BootOutcome],
+    settings: Settings,
+    now: datetime,
+    unproven: Collection[str] = frozenset(),
+) -> Breaker:
+    """The breaker from the boots since the latest success (newest first). A resume that worked is no
+    such success: it started a pod made before, with its image, so it says nothing of whether a new
+    pod boots; taken as one, each resume of the pool let a batch of new pods that fail their boot
+    through. Nor is the activation of a worker in ``unproven`` (live, nothing completed yet)."""
     failures = 0
     latest: datetime | None = None
     for outcome in sorted(recent_boots, key=lambda o: o.at, reverse=True):
+        if outcome.ok and (outcome.is_resume or outcome.worker_id in unproven):
+            continue
         if outcome.ok:
             break
         if outcome.counts_for_breaker:
@@ -95,7 +108,12 @@ def breaker(recent_boots: Iterable[BootOutcome], settings: Settings, now: dateti
     return Breaker(state, failures, until)
 
 
-def backoffs(outcomes: Iterable[BootOutcome], settings: Settings, now: datetime) -> list[Backoff]:
+def backoffs(
+    outcomes: Iterable[BootOutcome],
+    settings: Settings,
+    now: datetime,
+    unproven: Collection[str] = frozenset(),
+) -> list[Backoff]:
     """The (GPU type, data center) pairs backing off at ``now``, sorted by type then data center.
 
     ``outcomes``: the recent boots and the capacity misses of the live workers. Among outcomes at the
@@ -111,6 +129,8 @@ def backoffs(outcomes: Iterable[BootOutcome], settings: Settings, now: datetime)
         key = (outcome.gpu_type, outcome.data_center)
         if key in done:
             continue
+        if outcome.ok and (outcome.is_resume or outcome.worker_id in unproven):
+            continue  # as for the breaker: not yet a proof that a new pod of this type works
         if outcome.ok:
             done.add(key)
         elif outcome.counts_for_backoff:

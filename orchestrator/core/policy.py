@@ -43,8 +43,9 @@ The rules kept here:
   (``Snapshot.unreadable``: its pod, found by the id its metadata names or by name, is terminated; with
   no pod left the row is closed).
 * **Errors.** :class:`FailWorker` (diagnostics, terminate, requeue); ``error`` and ``terminating``
-  rows get the pod termination re-sent every ``TERMINATE_RETRY_SEC`` while the pod is listed, their
-  leftover tasks requeued, and :class:`MarkTerminated` once the provider confirms the pod gone.
+  rows get the pod termination re-sent every ``TERMINATE_RETRY_SEC`` while the pod is listed (or, when
+  the listing failed, by the recorded pod id), their leftover tasks requeued, and
+  :class:`MarkTerminated` once the provider confirms the pod gone.
 * **The operator.** ``metadata.terminate_requested_at`` drains an active worker and terminates a booting
   or drained one once it has no task, and a pooled one without resuming it (:mod:`.pool`).
 
@@ -232,11 +233,20 @@ def plan(
     capacity += reactivated
     missing -= reactivated
 
-    brk = breaker(snapshot.recent_boots, settings, d.now)
+    # Activated but nothing completed yet: whether its boot worked is not known. The real worker's
+    # heartbeat guardian beats before the worker has loaded anything, so a worker that dies on its first
+    # work is activated first; the database rewrites its outcome when it fails before a completion. Until
+    # then its activation must not end the breaker's count, or each one let the next batch through.
+    unproven = frozenset(
+        w.id
+        for w in d.workers
+        if w.status in (WorkerState.ACTIVE, WorkerState.DRAINING) and w.last_completion_at is None
+    )
+    brk = breaker(snapshot.recent_boots, settings, d.now, unproven)
     outcomes: list[BootOutcome] = list(snapshot.recent_boots)
     for worker in d.workers:
         outcomes.extend(worker.capacity_misses)
-    pauses = backoffs(outcomes, settings, d.now)
+    pauses = backoffs(outcomes, settings, d.now, unproven)
     blocked: list[Blocked] = []
     if missing > 0:
         blocked = scale_up(
@@ -301,16 +311,19 @@ def _fail(d: Draft, worker: Worker, pod: PodView | None, reason: Reason, details
 def _reap(d: Draft, worker: Worker, pod: PodView | None) -> None:
     """An ``error`` or ``terminating`` row: finish the job until the provider confirms."""
     d.leaving.add(worker.id)
-    if d.alive(pod):
-        assert pod is not None
+    # Without a listing the pod may still bill: the termination is re-sent by the recorded id (one of a
+    # gone pod is answered as done), as when the pod is listed alive.
+    unlisted = not d.pods_known and worker.runpod_id is not None
+    if d.alive(pod) or unlisted:
         last = worker.pod_terminate_requested_at
         due = last is None or (d.now - last).total_seconds() >= TERMINATE_RETRY_SEC
-        if due and d.touchable_id(worker, pod) is not None:
+        target = d.touchable_id(worker, pod)
+        if due and target is not None:
             d.actions.append(
                 TerminatePod(
                     reason=Reason.TERMINATE_RETRY,
-                    runpod_id=pod.id,
-                    pod_name=pod.name,
+                    runpod_id=target,
+                    pod_name=pod.name if pod is not None else worker.id,
                     worker_id=worker.id,
                 )
             )

@@ -322,7 +322,15 @@ def draining(d: Draft, drained: list[Worker], missing: int, pooled: int = 0) -> 
         reactivated += 1
         d.leaving.add(worker.id)  # not a drain victim any more: skip below
     for worker in drained:
-        if worker.id in d.leaving or worker.running_count > 0 or not d.pods_known:
+        if worker.id in d.leaving or worker.running_count > 0:
+            continue
+        if not d.pods_known:
+            # The listing failed this tick. The pod's id is on record, ours, and ending a pod by id needs
+            # no listing; left for the listing, every idle GPU drained meanwhile billed for the whole
+            # outage. (No stop into the pool: whether the pod runs is not known.)
+            if worker.runpod_id is not None:
+                reason = Reason.OPERATOR_REQUEST if worker.terminate_requested_at else Reason.DRAINED
+                d.terminate(worker, None, reason)
             continue
         pod = d.pod_of[worker.id]
         if d.alive(pod) and d.touchable_id(worker, pod) is not None:

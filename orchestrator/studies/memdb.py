@@ -78,6 +78,7 @@ class WorkerRow:
     reported_status: str | None = None
     reported_at: float | None = None
     resume_started_at: float | None = None  # a resume under way (its outcome not yet written)
+    completed: int = 0  # tasks Complete under its id (orch_transition_worker asks whether any)
 
 
 class SimDB:
@@ -86,9 +87,12 @@ class SimDB:
     Times are virtual seconds; metadata timestamps are ISO strings as the executor writes them.
     """
 
-    def __init__(self, clock: Clock, max_attempts: int = 3) -> None:
+    def __init__(self, clock: Clock, max_attempts: int = 3, failed_before_serving: bool = True) -> None:
         self.clock = clock
         self.max_attempts = max_attempts
+        # orch_transition_worker's rewrite of a boot outcome (see transition_worker); off for the old
+        # system's rows (studies.policies.PolicySpec.failed_before_serving).
+        self.failed_before_serving = failed_before_serving
         self.tasks: dict[str, TaskRow] = {}
         self.workers: dict[str, WorkerRow] = {}
         # Indexes kept beside ``workers`` so a snapshot costs the live fleet, not every row ever made
@@ -117,7 +121,12 @@ class SimDB:
     # -- tasks ------------------------------------------------------------------------------------
 
     def insert_task(
-        self, task_id: str, task_type: str, duration: float, after: str | None = None, parent: str | None = None
+        self,
+        task_id: str,
+        task_type: str,
+        duration: float,
+        after: str | None = None,
+        parent: str | None = None,
     ) -> TaskRow:
         """A new Queued task; with ``after`` (its ``dependant_on``), claimable only once that task is
         Complete, as the app's claim and ``orch_snapshot`` read it (one that never completes keeps it
@@ -245,6 +254,8 @@ class SimDB:
             return False
         holder = row.worker_id
         row.status, row.processed_at = "Complete", self.clock.now
+        if holder in self.workers:
+            self.workers[holder].completed += 1
         if row.started_at is not None:
             self._durations.setdefault(row.task_type, []).append(
                 (row.processed_at, row.processed_at - row.started_at)
@@ -374,6 +385,20 @@ class SimDB:
                 w.boot_outcome, w.boot_outcome_at = reason or to, now
             if w.boot_outcome_at is not None:
                 self._boots.append(w)
+        elif (
+            self.failed_before_serving
+            and to == "error"
+            and frm in ("active", "draining")
+            and w.boot_outcome == "activated"
+            and reason != "unusable_row"
+            and not w.completed
+        ):
+            # Activated, then failed before completing any task: a failed boot after all (the SQL's
+            # failed_before_serving). Its outcome moves to now, the end of the time-ordered list.
+            w.boot_outcome, w.boot_outcome_at = reason or to, now
+            self._boots.remove(w)
+            self._boots.append(w)
+            self._boot_views.pop(w.id, None)
         w.metadata.update(metadata or {})
         return w
 

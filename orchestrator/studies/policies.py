@@ -74,6 +74,11 @@ class PolicySpec:
     settings: Settings
     wake_on_tasks: bool  # the Postgres transport's LISTEN/NOTIFY wake-up
     description: str
+    # The database counts a worker that failed before completing a task as a failed boot (migration
+    # 20261212000100). The old system had no such rule (nor any breaker that stopped its loops), so its
+    # rows run without it: with it, its 1200 s stuck timeout failing healthy long-task workers opened
+    # the breaker and made it look slower than it was.
+    failed_before_serving: bool = True
 
 
 def _original_plan(
@@ -298,9 +303,14 @@ def specs(base: Settings | None = None, ours_changes: Mapping[str, Any] | None =
         PolicySpec(
             "ours_min2", real_plan, ours.replace(MIN_ACTIVE_GPUS=2), True, "plan(), MIN_ACTIVE_GPUS=2"
         ),
-        PolicySpec("original", _original_plan, old, False, "the old rules, floor 0"),
+        PolicySpec("original", _original_plan, old, False, "the old rules, floor 0", False),
         PolicySpec(
-            "original_min2", _original_plan, old.replace(MIN_ACTIVE_GPUS=2), False, "the old rules, floor 2"
+            "original_min2",
+            _original_plan,
+            old.replace(MIN_ACTIVE_GPUS=2),
+            False,
+            "the old rules, floor 2",
+            False,
         ),
         PolicySpec(
             "serverless", _serverless_plan, serverless, False, "queue delay > 4 s, idle 5 s, 2 s checks"

@@ -151,6 +151,7 @@ def run_one(
         seed=seed,
         boot=boot,
         resume=resume,
+        failed_before_serving=spec.failed_before_serving,
     ).run()
     metrics: dict[str, Any] = dict(result.metrics())
     metrics["violations"] = len(result.violations)

@@ -159,6 +159,7 @@ class Simulation:
         capacity: int = 24,
         prices: Mapping[str, float] = PRICES,
         resume: ResumeModel | None = None,
+        failed_before_serving: bool = True,
     ) -> None:
         self.trace = trace
         self.plan_fn = plan_fn
@@ -173,7 +174,7 @@ class Simulation:
         self.clock = Clock()
         self.rng_workers = random.Random(seed * 7919 + 1)
         self.rng_ssh = random.Random(seed * 7919 + 2)
-        self.db = SimDB(self.clock, int(settings.max_task_attempts))
+        self.db = SimDB(self.clock, int(settings.max_task_attempts), failed_before_serving)
         # The volume disk a stopped pod keeps is the configured one.
         self.resume = resume or ResumeModel(disk_gb=float(settings.runpod_disk_size_gb))
         self.provider = SimProvider(

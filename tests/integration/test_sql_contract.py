@@ -355,6 +355,36 @@ def test_heartbeat_records_vram_and_never_promotes(
     assert any(e["reason"] == "first_heartbeat" for e in db.events(worker_id="w1"))
 
 
+@pytest.mark.parametrize("completed", [False, True])
+def test_a_worker_that_fails_before_completing_a_task_is_a_failed_boot(
+    db: Database, raw: psycopg.Connection[Any], real_worker: RealWorkerSQL, token: int, completed: bool
+) -> None:
+    """The guardian's first beat activates a worker before it has loaded anything: one that dies on its
+    first work was `activated`, the breaker's success. Failed before a single completion, its boot outcome
+    becomes the failure; one that completed a task keeps `activated`."""
+    add_worker(raw, "w1", "initializing", process_started_at="2026-11-29T00:00:00Z", gpu_type="RTX 4090")
+    db.transition_worker(token, "w1", "active", "first_heartbeat")
+    if completed:
+        add_tasks(raw, 1)
+        task = real_worker.claim("w1")
+        assert task is not None and real_worker.complete(task["task_id"], "https://x/out.mp4") == 1
+    activated = worker_row(raw, "w1")["boot_outcome_at"]
+    row = db.transition_worker(token, "w1", "error", "worker_crashed")
+    [boot] = [b for b in db.snapshot()["recent_boots"] if b["worker_id"] == "w1"]
+    failed = [e for e in db.events(worker_id="w1") if e["kind"] == "failed_before_serving"]
+    if completed:
+        assert row["boot_outcome"] == "activated" and boot["ok"] is True and not failed
+    else:
+        assert row["boot_outcome"] == "worker_crashed"
+        assert worker_row(raw, "w1")["boot_outcome_at"] > activated
+        assert boot["ok"] is False and boot["reason"] == "worker_crashed"
+        assert [e["reason"] for e in failed] == ["worker_crashed"]
+        assert failed[0]["details"]["gpu_type"] == "RTX 4090"
+    # Once rewritten it stays: closing the row changes nothing.
+    db.transition_worker(token, "w1", "terminated", "provider_confirmed_gone")
+    assert worker_row(raw, "w1")["boot_outcome"] == row["boot_outcome"]
+
+
 def test_heartbeat_of_spawning_worker_is_recorded_without_promotion(
     raw: psycopg.Connection[Any], real_worker: RealWorkerSQL
 ) -> None:

@@ -596,9 +596,21 @@ def test_a_spawning_row_without_a_pod_waits_for_the_grace_then_is_closed() -> No
 
 
 def test_without_a_pod_listing_nothing_is_reaped_but_demand_is_served() -> None:
-    fleet = [worker("gpu-a", running=["t1"]), worker("gpu-b", "terminating")]
+    """No listing: no pod is judged (none failed, no row closed as gone), but endings already decided go
+    on by the recorded pod id, which needs no listing: a terminating row's termination is re-sent, a
+    drained idle worker is terminated. Left for the listing, their GPUs billed for the whole outage."""
+    fleet = [
+        worker("gpu-a", running=["t1"]),
+        worker("gpu-b", "terminating"),
+        worker("gpu-c", "draining", completed=900, changed=600, drain_reason="idle_timeout"),
+    ]
     result = run(snap(fleet, claimable=6), None)
-    assert destructive_ids(result) == set()
+    ended = [a for a in result.actions if isinstance(a, TerminatePod)]
+    assert [(a.worker_id, a.runpod_id, a.reason) for a in ended] == [
+        ("gpu-b", "pod-gpu-b", Reason.TERMINATE_RETRY),
+        ("gpu-c", "pod-gpu-c", Reason.DRAINED),
+    ]
+    assert destructive_ids(result) == {"gpu-b", "gpu-c"}, "nothing judged without a listing"
     assert len(spawns(result)) == 2
 
 

@@ -1,0 +1,150 @@
+-- A worker that failed before serving is a failed boot.
+--
+-- The real worker's heartbeat guardian is a process of its own that beats as soon as it starts, before
+-- the worker has loaded a model or touched the GPU (banodoco/Reigh-Worker heartbeat_guardian.py). So a
+-- worker that dies on its first real work (a model that does not load, a CUDA error on that GPU type)
+-- has reached `active` on that first beat, which wrote its boot outcome `activated`: the breaker's
+-- success. Failed next (`worker_crashed`, `heartbeat_stale`, ...) it counted for nothing, and having
+-- claimed nothing no task's attempt limit stopped the loop either: every tick spawned a replacement
+-- that died the same way, without end.
+--
+-- orch_transition_worker now rewrites the boot outcome of a worker that moves `active` or `draining`
+-- -> `error` without a single task `Complete` under its id (the index on tasks (worker_id) where Complete
+-- answers it): `boot_outcome` becomes the failure's reason and `boot_outcome_at` now, so
+-- `recent_boots` shows a failed boot, which the breaker and the GPU type's back-off count
+-- (`unusable_row`, a row no worker could own, is no boot of ours and is left alone). It appends the
+-- event `failed_before_serving`. Unchanged otherwise (20261208000200).
+--
+-- Idempotent, like every migration of this project.
+
+create or replace function public.orch_transition_worker(
+    p_token bigint, p_worker_id text, p_to text, p_reason text, p_metadata jsonb default '{}'::jsonb,
+    p_lease text default 'orchestrator')
+returns jsonb language plpgsql security definer set search_path = public, pg_temp as $$
+declare
+    v_meta jsonb;
+    w public.workers%rowtype;
+    v_from text;
+    v_allowed text;
+    v_held bigint;
+    v_old_meta jsonb;
+    v_since timestamptz;
+    v_until timestamptz;
+    v_requested timestamptz;
+    v_resume_ends boolean;
+    v_ok boolean;
+    v_seconds numeric;
+    v_unproven boolean;
+begin
+    perform orchestrator_private.check_worker_id(p_worker_id);
+    perform orchestrator_private.check_arg(p_to is not null, 'p_to must not be null', '22004');
+    perform orchestrator_private.check_arg(
+        exists (select 1 from public.orchestrator_worker_transitions where to_status = p_to)
+            or p_to = 'spawning',
+        format('p_to: unknown worker state "%s"', p_to));
+    v_meta := orchestrator_private.check_object(p_metadata, 'p_metadata', true);
+    perform orchestrator_private.check_lease(p_lease, p_token);
+    w := orchestrator_private.lock_worker(p_worker_id);
+    v_from := w.status;
+
+    if v_from is not distinct from p_to then
+        return to_jsonb(w);
+    end if;
+
+    if not exists (select 1 from public.orchestrator_worker_transitions where from_status = v_from)
+       and v_from is distinct from 'terminated' and p_to in ('error', 'terminated') then
+        null;  -- a state this contract does not know may only be retired
+    elsif not exists (select 1 from public.orchestrator_worker_transitions
+                      where from_status = v_from and to_status = p_to) then
+        select coalesce(string_agg(to_status, ', ' order by to_status),
+                        case when v_from is distinct from 'terminated' then 'error, terminated' else 'none' end)
+          into v_allowed
+          from public.orchestrator_worker_transitions where from_status = v_from;
+        raise exception 'illegal transition for worker "%": % -> % (allowed from %: %)',
+            p_worker_id, coalesce(v_from, 'null'), p_to, coalesce(v_from, 'null'), v_allowed
+            using errcode = 'OR002';
+    end if;
+
+    if v_from = 'draining' and p_to in ('terminating', 'stopping') then
+        select count(*) into v_held from public.tasks
+         where worker_id = p_worker_id and status = 'In Progress';
+        if v_held > 0 then
+            raise exception 'worker "%" still holds % In Progress task(s): draining -> % waits for them',
+                p_worker_id, v_held, p_to using errcode = 'OR005';
+        end if;
+    end if;
+
+    -- The pool's bookkeeping, written with the caller's metadata (ours last: it wins).
+    v_old_meta := coalesce(w.metadata, '{}'::jsonb);
+    -- A stay ends when the worker leaves `stopped`, or leaves `terminating` out of the pool (its pod
+    -- stopped until the termination was taken: the stay runs to the end of billing).
+    v_since := orchestrator_dashboard.worker_stopped_since(v_from, w.status_changed_at, v_old_meta);
+    if v_since is not null then
+        v_until := case when v_from = 'stopped' then now()
+                        else orchestrator_dashboard.worker_billed_until(v_from, w.status_changed_at, v_old_meta) end;
+        v_meta := v_meta || jsonb_build_object('stopped_sec', round(
+            orchestrator_dashboard.metadata_number(v_old_meta, 'stopped_sec')
+            + greatest(0, extract(epoch from v_until - v_since)), 3));
+    end if;
+    if v_from = 'stopped' and p_to = 'resuming' then
+        v_requested := orchestrator_dashboard.as_timestamptz((v_old_meta || v_meta) ->> 'resume_requested_at');
+        if v_requested is null or v_requested < w.status_changed_at or v_requested > now() then
+            v_meta := v_meta || jsonb_build_object('resume_requested_at', now());
+        end if;
+    end if;
+    v_resume_ends := (v_from = 'resuming' and p_to <> 'initializing')
+                     or (v_from = 'initializing' and w.boot_outcome_at is not null);
+    -- Activated, then failed before completing any task: the boot did not work after all.
+    v_unproven := p_to = 'error' and v_from in ('active', 'draining')
+                  and w.boot_outcome = 'activated'
+                  and coalesce(p_reason, '') <> 'unusable_row'
+                  and not exists (select 1 from public.tasks t
+                                   where t.worker_id = p_worker_id and t.status = 'Complete');
+
+    perform orchestrator_private.begin_orchestrator_write();
+    update public.workers
+       set status = p_to,
+           status_changed_at = now(),
+           status_reason = p_reason,
+           activated_at = case when p_to = 'active' then coalesce(activated_at, now()) else activated_at end,
+           boot_outcome = case
+               when v_unproven then coalesce(p_reason, p_to)
+               when boot_outcome_at is not null then boot_outcome
+               when p_to = 'active' then 'activated'
+               when v_from in ('spawning', 'initializing') and p_to not in ('spawning', 'initializing')
+                   then coalesce(p_reason, p_to)
+               else boot_outcome end,
+           boot_outcome_at = case
+               when v_unproven then now()
+               when boot_outcome_at is not null then boot_outcome_at
+               when p_to = 'active'
+                    or (v_from in ('spawning', 'initializing') and p_to not in ('spawning', 'initializing'))
+                   then now()
+               else boot_outcome_at end,
+           metadata = coalesce(metadata, '{}'::jsonb) || v_meta
+     where id = p_worker_id
+    returning * into w;
+    perform orchestrator_private.end_orchestrator_write();
+
+    perform orchestrator_private.append_event('transition', w.id, w.metadata ->> 'runpod_id', p_reason,
+        jsonb_build_object('from', v_from, 'to', p_to), null);
+    if v_unproven then
+        perform orchestrator_private.append_event('failed_before_serving', w.id, w.metadata ->> 'runpod_id',
+            p_reason, jsonb_build_object('activated_at', w.activated_at,
+                                         'gpu_type', coalesce(w.metadata ->> 'gpu_type', w.instance_type),
+                                         'data_center', w.metadata ->> 'data_center'), null);
+    end if;
+
+    if v_resume_ends then
+        v_ok := p_to = 'active';
+        v_seconds := round(extract(epoch from now()
+            - orchestrator_dashboard.as_timestamptz(w.metadata ->> 'resume_requested_at')), 3);
+        perform orchestrator_private.append_event('resume_ended', w.id, w.metadata ->> 'runpod_id',
+            case when v_ok then 'activated' else coalesce(p_reason, p_to) end,
+            jsonb_build_object('ok', v_ok, 'seconds', v_seconds, 'from', v_from, 'to', p_to,
+                               'gpu_type', coalesce(w.metadata ->> 'gpu_type', w.instance_type),
+                               'data_center', w.metadata ->> 'data_center'), null);
+    end if;
+    return to_jsonb(w);
+end
+$$;
