@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
         json_help="accepted for symmetry: the summary is always one JSON line",
     )
     p.add_argument(
-        "--wait", type=float, default=120.0, help="seconds to wait for the tick's slow actions (SSH)"
+        "--wait", type=_positive_float, default=120.0, help="seconds to wait for the tick's slow actions (SSH)"
     )
 
     _command(
@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("worker_id")
     p.add_argument("cmd", nargs="*", metavar="-- CMD")
-    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--timeout", type=_positive_float, default=60.0)
 
     _command(
         sub,

@@ -139,9 +139,16 @@ def _with_db(settings: config_mod.Settings, call: Callable[[Any], Any]) -> Any:
 
 
 def _snapshot(settings: config_mod.Settings) -> Any:
+    """The snapshot, each of its problems said on stderr as the daemon logs them: a row it could not read
+    is left out of the tables, and without a word the operator saw a fleet without that worker."""
+    import structlog
+
     from orchestrator.core.observed import Snapshot
 
-    return Snapshot.from_json(_with_db(settings, lambda db: db.snapshot(settings.worker_id_prefix)))
+    snapshot = Snapshot.from_json(_with_db(settings, lambda db: db.snapshot(settings.worker_id_prefix)))
+    for problem in snapshot.problems:
+        structlog.get_logger(__name__).warning("snapshot_row_skipped", problem=problem)
+    return snapshot
 
 
 def cmd_status(args: argparse.Namespace, settings: config_mod.Settings) -> int:
@@ -168,9 +175,19 @@ def cmd_pods(args: argparse.Namespace, settings: config_mod.Settings) -> int:
 
 
 def cmd_events(args: argparse.Namespace, settings: config_mod.Settings) -> int:
+    import structlog
+
     from orchestrator.render import render_events
 
-    events = _with_db(settings, lambda db: db.events(args.limit, args.worker))
+    answer = _with_db(settings, lambda db: db.events(args.limit, args.worker))
+    log = structlog.get_logger(__name__)
+    if not isinstance(answer, list):
+        log.error("events_unreadable", answer=repr(answer)[:200])
+        return EXIT_FAILED
+    events = [e for e in answer if isinstance(e, dict)]
+    if len(events) < len(answer):
+        # One entry the database returned in another shape must not hide the others.
+        log.warning("events_entries_skipped", skipped=len(answer) - len(events))
     print(json.dumps(events, default=str) if args.json else render_events(events))
     return EXIT_OK
 

@@ -29,6 +29,7 @@ from orchestrator.core.env_names import name_warnings as name_warnings
 from orchestrator.core.env_names import read_env_file as read_env_file
 from orchestrator.core.env_names import read_env_lines
 from orchestrator.core.errors import ConfigError
+from orchestrator.core.states import WORKER_ID_MAX, WORKER_ID_SUFFIX_EXAMPLE, usable_worker_id
 from orchestrator.core.variables import BY_NAME as BY_NAME
 from orchestrator.core.variables import DEFAULT_UV_INSTALL_URL as DEFAULT_UV_INSTALL_URL
 from orchestrator.core.variables import REAL_RUNPOD_BASE_URL as REAL_RUNPOD_BASE_URL
@@ -637,6 +638,14 @@ def _cross_checks(values: Mapping[str, Any], skip: frozenset[str] = frozenset())
     prefix = values.get("WORKER_ID_PREFIX")
     if prefix is not None and (not prefix or not all(c.isalnum() or c in "-_" for c in str(prefix))):
         problems.append(f"WORKER_ID_PREFIX={prefix!r}: expected letters, digits, '-' or '_' (it names pods)")
+    elif prefix is not None and not usable_worker_id(f"{prefix}{WORKER_ID_SUFFIX_EXAMPLE}"):
+        # Each worker's id (= its pod's name) is the prefix and a 24-character stamp; one that cannot
+        # be a pod name failed every spawn after writing its row.
+        problems.append(
+            f"WORKER_ID_PREFIX={str(prefix)[:40]!r}: must start with a letter or a digit and be at most "
+            f"{WORKER_ID_MAX - len(WORKER_ID_SUFFIX_EXAMPLE)} characters (each worker id adds "
+            f"{len(WORKER_ID_SUFFIX_EXAMPLE)})"
+        )
     return problems
 
 

@@ -339,6 +339,11 @@ class Queue:
             raise ValueError("queue is not an object")
         found: list[str] = []
         by_type = parse_claimable_by_type(data.get("claimable_by_type"), found)
+        orphaned = data.get("orphaned_worker_ids")
+        if orphaned is not None and not isinstance(orphaned, list | tuple):
+            # Iterated, a text named one worker per character, each given a requeue.
+            found.append(f"queue.orphaned_worker_ids is not a list ({excerpt_of(orphaned)}): read as none")
+            orphaned = ()
         if problems is not None:
             problems.extend(found)
         return cls(
@@ -347,12 +352,31 @@ class Queue:
             queued_total=max(0, as_int(data.get("queued_total"))),
             oldest_claimable_age_sec=float_or_none(data.get("oldest_claimable_age_sec")),
             running=max(0, as_int(data.get("running"))),
-            orphaned_worker_ids=tuple(
-                str(i) for i in (data.get("orphaned_worker_ids") or ()) if isinstance(i, str) and i.strip()
-            ),
+            orphaned_worker_ids=tuple(str(i) for i in (orphaned or ()) if isinstance(i, str) and i.strip()),
             unowned_running=max(0, as_int(data.get("unowned_running"))),
             oldest_unowned_age_sec=float_or_none(data.get("oldest_unowned_age_sec")),
         )
+
+
+def excerpt_of(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _paused(value: Any, problems: list[str]) -> bool:
+    """The snapshot's ``paused``: a boolean. Text is read as the words say; anything else stops spawning
+    (the side that spends nothing) and is reported, where ``bool()`` read "false" as paused in silence."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    word = str(value).strip().lower() if isinstance(value, str) else None
+    if word in ("true", "t", "1", "yes", "on"):
+        problems.append(f"paused is text ({excerpt_of(value)}), not a boolean: read as paused")
+        return True
+    if word in ("false", "f", "0", "no", "off", ""):
+        problems.append(f"paused is text ({excerpt_of(value)}), not a boolean: read as not paused")
+        return False
+    problems.append(f"paused is {excerpt_of(value)}, not a boolean: read as paused")
+    return True
 
 
 @dataclass(frozen=True)
@@ -548,7 +572,7 @@ class Snapshot:
             task_stats=freeze(stats),
             task_stats_window_sec=stats_window,
             now=now,
-            paused=bool(data.get("paused") or False),
+            paused=_paused(data.get("paused"), problems),
             queue=queue,
             workers=tuple(workers),
             recent_boots=tuple(boots),
@@ -589,7 +613,7 @@ class PodView:
     @classmethod
     def from_pod(cls, pod: Any) -> PodView:
         """From ``orchestrator.adapters.runpod.base.Pod`` (duck-typed: the pure core imports no adapter)."""
-        uptime = getattr(pod, "uptime_seconds", None)
+        uptime = float_or_none(getattr(pod, "uptime_seconds", None))
         status = PodStatus.parse(getattr(pod, "actual_status", None))
         if str(getattr(pod, "desired_status", "") or "").upper() == PodStatus.TERMINATED.value:
             status = PodStatus.TERMINATED  # asked to go: billing stops, the row may be closed
@@ -600,7 +624,7 @@ class PodView:
             ssh_ready=bool(getattr(pod, "ssh_ready", False)),
             cost_per_hr=float_or_none(getattr(pod, "cost_per_hr", None)),
             created_at=ts_or_none(getattr(pod, "created_at", None)),
-            uptime_sec=float(uptime) if isinstance(uptime, int | float) and uptime > 0 else None,
+            uptime_sec=uptime if uptime is not None and uptime > 0 else None,
             gpu_type=str_or_none(getattr(pod, "gpu", None)),
             data_center=str_or_none(getattr(pod, "data_center", None)),
         )

@@ -130,11 +130,17 @@ def wait_model(
             continue
         started = age(d.now, worker.boot_started_at) or 0.0
         boots.append(sizing.Booting(resume=worker.resume_requested_at is not None, age=max(0.0, started)))
+    # The model list-schedules the first MAX_SCHEDULED tasks and counts the rest as waiting for certain,
+    # and no count it compares with exceeds MAX_ACTIVE_GPUS: past a margin beyond both, more tasks
+    # change no answer. Built whole, a backlog of 300,000 took seconds a tick (and a count past the
+    # machine's sizes crashed it).
+    room = sizing.MAX_SCHEDULED + 4 * int(s.max_active_gpus) + sizing.EXACT_UP_TO
     queued: list[sizing.Durations] = []
     by_type = dict(snap.queue.claimable_by_type)
     for task_type in sorted(by_type):
-        queued.extend([types.of(task_type)] * by_type[task_type])
-    queued.extend([types.fallback] * max(0, snap.queue.claimable - sum(by_type.values())))
+        queued.extend([types.of(task_type)] * min(by_type[task_type], room - len(queued)))
+    untyped = max(0, snap.queue.claimable - sum(by_type.values()))
+    queued.extend([types.fallback] * min(untyped, room - len(queued)))
     state = sizing.FleetState(
         rate=sizing.arrival_rate(snap.arrivals),
         rate_high=sizing.arrival_rate(snap.arrivals, sizing.KEEP_RATE_SDS),

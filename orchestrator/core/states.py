@@ -301,6 +301,9 @@ NOT_BOOT_FAILURES: frozenset[str] = frozenset(
 # The one definition: ``orchestrator.adapters.worker_recipe.validate_worker_id`` refuses anything else
 # with it. Ids the policy makes always match; a row left by another system may not.
 WORKER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+WORKER_ID_MAX = 128
+# What a new worker's id adds to WORKER_ID_PREFIX: ``{YYYYmmdd_HHMMSS}-{8 hex}`` (staffing.new_worker_id).
+WORKER_ID_SUFFIX_EXAMPLE = "20261129_120000-0123abcd"
 
 
 def usable_worker_id(worker_id: str) -> bool:

@@ -615,7 +615,10 @@ def _parse(var: Var, raw: str) -> tuple[Any, str | None]:
             # Blank is unset, as an empty variable is: the default (None for most).
             return _default(var), None
         if var.kind == "path":
-            path = Path(text).expanduser()
+            try:
+                path = Path(text).expanduser()
+            except RuntimeError as exc:  # "~someone/..." naming no user on this machine
+                return None, f"{var.name}={shown()}: cannot be expanded ({exc}); give the path in full"
             if not path.is_file():
                 return None, f"{var.name}={shown()}: no such file; expected the path of an existing file"
             return str(path), None
@@ -639,6 +642,11 @@ def _parse(var: Var, raw: str) -> tuple[Any, str | None]:
         ]
         if bad:
             return None, f"{var.name}: {', '.join(map(repr, bad))} are not environment variable names"
+        nul = sorted(k for k, v in parsed.items() if "\x00" in v)
+        if nul:
+            # No process environment can hold one: the Runpod client refuses it before sending, so every
+            # spawn would fail.
+            return None, f"{var.name}: the value of {', '.join(nul)} contains a NUL character"
         return dict(parsed), None
     if var.kind == "packages":
         packages = parse_packages(text)

@@ -32,7 +32,7 @@ from orchestrator.core import errors, policy
 from orchestrator.core.actions import Action, Plan
 from orchestrator.core.config import Settings
 from orchestrator.core.observed import PodView, Snapshot, Worker
-from orchestrator.core.states import Meta, Reason
+from orchestrator.core.states import Meta, PodStatus, Reason
 from orchestrator.loop import executor, passed_over
 from orchestrator.loop.effects import LiveEffects, run_now
 from orchestrator.loop.lease import Lease, default_holder
@@ -217,6 +217,12 @@ class Controller:
                 views.append(PodView.from_pod(pod))
             except Exception as exc:  # one malformed pod must not blind the tick to the others
                 log.warning("pod_unreadable", error=str(exc)[:200], pod=repr(pod)[:200])
+                pid = getattr(pod, "id", None)
+                if isinstance(pid, str) and pid:
+                    # Kept as "still coming up", as the client keeps an entry it cannot parse: dropped, it
+                    # read as gone, and its row was closed while the pod billed on, then seen by no sweep.
+                    name = getattr(pod, "name", "")
+                    views.append(PodView(pid, name if isinstance(name, str) else "", PodStatus.PROVISIONING))
         return views
 
     def gather(self) -> Gathered:

@@ -463,6 +463,27 @@ class LostCreate:
         return self._found(pod)
 
 
+def pod_parser(parse: Callable[[Any], Pod]) -> Callable[[Any], Pod]:
+    """A pod parser whose every failure is ``RunpodMalformedResponse``: its own checks raise that, and
+    a shape they did not foresee (``runtime.ports`` a number, ``env`` a number) raised a bare TypeError
+    out of the client, past callers that promise never to raise (the boot check) or to catch only
+    Runpod's errors (the spawn, which then left its row without a pod id)."""
+
+    def guarded(p: Any) -> Pod:
+        try:
+            return parse(p)
+        except errors.RunpodError:
+            raise
+        except Exception as e:
+            pid = p.get("id") if isinstance(p, Mapping) else None
+            raise errors.RunpodMalformedResponse(
+                f"malformed pod {pid!r}: {type(e).__name__}: {e}; payload: {excerpt(p)}", payload=excerpt(p)
+            ) from e
+
+    guarded.__doc__ = parse.__doc__
+    return guarded
+
+
 def lenient_pods(items: list[Any], parse: Any, *, transport: str) -> list[Pod]:
     """Parse a pod listing entry by entry: one malformed entry must not hide the others.
 

@@ -55,6 +55,7 @@ from orchestrator.adapters.runpod.base import (
     is_capacity_message,
     is_no_gpu_on_host_message,
     lenient_pods,
+    pod_parser,
     require,
 )
 from orchestrator.core import errors
@@ -429,13 +430,16 @@ def _env_from_list(raw: Any) -> dict[str, str]:
     if isinstance(raw, dict):
         return {str(k): str(v) for k, v in raw.items()}
     out: dict[str, str] = {}
-    for item in raw or []:
+    if not isinstance(raw, list):
+        return out  # informative only: an unforeseen shape says nothing against the pod
+    for item in raw:
         if isinstance(item, str) and "=" in item:
             k, v = item.split("=", 1)
             out[k] = v
     return out
 
 
+@pod_parser
 def _pod(p: Any) -> Pod:
     """Normalise the SDK's pod dict. ``desiredStatus`` RUNNING is not readiness: ``runtime`` is."""
     pid = require(p, "id", str, what="pod", payload=p)

@@ -56,6 +56,7 @@ from orchestrator.adapters.runpod.base import (
     lenient_pods,
     parse_rate_limit_reset,
     parse_rate_limit_windows,
+    pod_parser,
     require,
 )
 from orchestrator.core import errors
@@ -504,6 +505,7 @@ def _reachable(host: str) -> bool:
     return not (address.is_private or address.is_link_local or address.is_unspecified)
 
 
+@pod_parser
 def _pod(p: Any) -> Pod:
     """Normalise a v2 ``Pod``; a body that contradicts the schema raises ``RunpodMalformedResponse``."""
     pid = require(p, "id", str, what="pod", payload=p)
