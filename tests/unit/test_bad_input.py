@@ -10,7 +10,6 @@ policy is called directly as in ``test_policy.py``.
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ import pytest
 import structlog
 
 from orchestrator import cli
-from orchestrator.adapters.pod_ssh import PodSSH
 from orchestrator.adapters.runpod import graphql, rest
 from orchestrator.adapters.runpod.base import UNREADABLE, Pod, RetryPolicy
 from orchestrator.core import errors
@@ -32,6 +30,7 @@ from orchestrator.core.policy import plan
 from orchestrator.core.staffing import new_worker_id
 from orchestrator.core.states import usable_worker_id
 from orchestrator.loop.controller import Controller
+from tests.unit.test_runpod_review_fixes import _Provider
 
 NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 NOW_TEXT = "2026-11-29T12:00:00+00:00"
@@ -66,20 +65,6 @@ def _rest(body: Any) -> rest.RestTransport:
 
     http = httpx.Client(base_url="https://api.runpod.test/v2", transport=httpx.MockTransport(answer))
     return rest.RestTransport("key", "https://api.runpod.test", retry=FAST, client=http)
-
-
-class _Provider(PodSSH):
-    """PodSSH with nothing but a transport (as in test_runpod_review_fixes.py)."""
-
-    def __init__(self, transport: Any) -> None:
-        self._transport = transport
-        self._lock = threading.Lock()
-        self._host_keys = {}
-        self._secrets = []
-
-    @property
-    def transport(self) -> Any:
-        return self._transport
 
 
 class _FakeDB:
