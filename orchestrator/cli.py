@@ -322,7 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
         json_help="accepted for symmetry: the summary is always one JSON line",
     )
     p.add_argument(
-        "--wait", type=_positive_float, default=120.0, help="seconds to wait for the tick's slow actions (SSH)"
+        "--wait",
+        type=_positive_float,
+        default=120.0,
+        help="seconds to wait for the tick's slow actions (SSH)",
     )
 
     _command(

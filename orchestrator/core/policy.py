@@ -47,7 +47,8 @@ The rules kept here:
   the listing failed, by the recorded pod id), their leftover tasks requeued, and
   :class:`MarkTerminated` once the provider confirms the pod gone.
 * **The operator.** ``metadata.terminate_requested_at`` drains an active worker and terminates a booting
-  or drained one once it has no task, and a pooled one without resuming it (:mod:`.pool`).
+  or drained one once it has no task (an ``initializing`` one that already took a task is promoted, to
+  be drained), and a pooled one without resuming it (:mod:`.pool`).
 
 Not used here: ``ERROR_CLEANUP_GRACE_PERIOD_SEC`` (an errored row becomes ``terminated`` as soon as the
 provider confirms its pod gone, so it stops holding a slot under ``MAX_ACTIVE_GPUS``; how long errored
@@ -353,6 +354,13 @@ def _boot(d: Draft, worker: Worker, pod: PodView | None) -> None:
     if worker.terminate_requested_at is not None:
         # The operator asked: a booting worker has nothing worth finishing.
         d.leaving.add(worker.id)
+        if status is WorkerState.INITIALIZING and worker.running_count > 0:
+            # Unless it already took work: the real worker claims as soon as it runs, and `initializing`
+            # is a claiming state. Left booting it went on claiming task after task, never drained, and
+            # with a start watched by us ended as a boot timeout in mid-task. Promoted, it is drained as
+            # an active worker and ended once its task is done.
+            d.actions.append(Promote(reason=Reason.OPERATOR_REQUEST, worker_id=worker.id))
+            return
         if d.alive(pod) and worker.running_count == 0:
             assert pod is not None
             runpod_id = d.touchable_id(worker, pod)

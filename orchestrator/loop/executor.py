@@ -436,9 +436,7 @@ def mark_terminated(a: MarkTerminated, worker: Worker | None, fx: Effects) -> St
     reset = 0
     if a.requeue_tasks:
         reset = (yield from requeue(fx, kind, a.worker_id, a.reason.value, skipped)).count
-    cost = local_step(
-        fx, kind, "cost", skipped, lambda: estimated_cost(worker, fx.now().timestamp()) if worker else None
-    )
+    cost = local_step(fx, kind, "cost", skipped, lambda: estimated_cost(worker, fx.now()) if worker else None)
     yield from fx.transition(a.worker_id, WorkerState.TERMINATED, a.reason.value)
     runpod_id = worker.runpod_id if worker else None
     yield from event(

@@ -12,9 +12,11 @@ which asks again.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 from orchestrator.core import errors
+from orchestrator.core.billing import worker_billing
 from orchestrator.core.observed import Worker
 from orchestrator.core.states import Meta, Reason, WorkerState
 from orchestrator.loop.effects import Effects, Steps, iso
@@ -176,13 +178,14 @@ def fail_after_boot_step(
 # --- values ---------------------------------------------------------------------------------------------
 
 
-def estimated_cost(worker: Worker, now_epoch: float) -> float | None:
-    """USD billed for a worker's pod, estimated from its price and lifetime (the provider's bill is authoritative)."""
-    price = worker.cost_per_hr
-    if not price or worker.created_at is None:
+def estimated_cost(worker: Worker, now: datetime) -> float | None:
+    """USD billed for a worker's pod, as ``orchestrator status`` says it (the provider's bill is
+    authoritative): its GPU while it held one, its disk while it was stopped, nothing after the
+    termination Runpod took. Priced as GPU time for its whole life, a worker that spent six hours in the
+    warm pool was recorded at seven times what it billed."""
+    if not worker.cost_per_hr or worker.created_at is None:
         return None
-    hours = max(0.0, now_epoch - worker.created_at.timestamp()) / 3600.0
-    return round(price * hours, 6)
+    return worker_billing(worker, now).spend_usd
 
 
 def storable(value: Any) -> Any:
