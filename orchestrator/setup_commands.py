@@ -465,6 +465,7 @@ def _doctor_runpod(settings: config_mod.Settings) -> list[Check]:
             )
         )
     known.append(_doctor_worker_pin(settings))
+    known.append(_doctor_spend_cap(settings))
     provider = make_provider(settings)
     try:
         try:
@@ -497,6 +498,22 @@ def _doctor_runpod(settings: config_mod.Settings) -> list[Check]:
             with contextlib.suppress(Exception):
                 close()
     return checks
+
+
+def _doctor_spend_cap(settings: config_mod.Settings) -> Check:
+    """Whether anything bounds the spend but MAX_ACTIVE_GPUS: a first start against a backlog may
+    create that many pods at once, and a fault that keeps them billing is bounded only by the cap."""
+    name = "runpod: spend cap"
+    cap = settings.max_hourly_spend
+    if cap > 0:
+        return Check(name, OK, f"MAX_HOURLY_SPEND={cap:g} USD/h (MAX_ACTIVE_GPUS={settings.max_active_gpus})")
+    status = WARN if config_mod.targets_real_runpod(settings.runpod_api_base_url) else OK
+    return Check(
+        name,
+        status,
+        f"MAX_HOURLY_SPEND unset: only MAX_ACTIVE_GPUS={settings.max_active_gpus} bounds the spend; set it "
+        "a little above MAX_ACTIVE_GPUS times your GPU's price",
+    )
 
 
 def _doctor_worker_pin(settings: config_mod.Settings) -> Check:

@@ -497,8 +497,15 @@ def url_problem(
         for host in filter(None, parts.netloc.rpartition("@")[2].split(",")):
             after_address = host.rpartition("]")[2]  # past an IPv6 literal's brackets
             port = after_address.rpartition(":")[2] if ":" in after_address else ""
-            if port and not (port.isdigit() and 0 < int(port) <= 65535):
-                return f"{name}={mask(url)}: port {port!r} is not a TCP port (1 to 65535)"
+            if port and not port.isdigit():
+                # Most often a password holding '#', '/' or '?', which end the address part early, so
+                # that the password's start reads as the port: never echoed, it is a secret.
+                return (
+                    f"{name}={mask(url)}: what follows ':' in the address is not a port number; if the "
+                    "password holds '#', '/', '?' or '@', write them percent-encoded (%23, %2F, %3F, %40)"
+                )
+            if port and not 0 < int(port) <= 65535:
+                return f"{name}={mask(url)}: port {port} is not a TCP port (1 to 65535)"
         return None
     try:
         parts.port  # noqa: B018 (reading it is the check: out of range raises)

@@ -717,3 +717,15 @@ def test_an_inline_comment_in_the_env_file_is_warned_about_with_its_line(tmp_pat
     ]
     assert settings.runpod_api_key == "rpa_A"
     assert "rpa_A" not in json.dumps([w.to_dict() for w in settings.warnings])
+
+
+def test_a_database_password_with_a_hash_is_explained_and_never_echoed() -> None:
+    """A password holding '#' ends the URL's address part there, so that its start reads as the port.
+    Before: "port 'Sup3r' is not a TCP port", the password's first part printed to the terminal and the
+    journal. Now: what to percent-encode, and nothing of the password."""
+    url = "postgresql://postgres.abcd:Sup3rSecretPart#Rest/pw@aws-0-eu.pooler.supabase.com:5432/postgres"
+    with pytest.raises(ConfigError) as info:
+        config.load_settings({"DATABASE_URL": url}, env_file=None)
+    text = "\n".join(info.value.problems)
+    assert "percent-encoded" in text and "%23" in text
+    assert "Sup3rSecretPart" not in text and "Rest/pw" not in text

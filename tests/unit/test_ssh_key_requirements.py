@@ -234,3 +234,17 @@ def test_an_unreadable_key_is_named_with_the_uid_and_the_fix(
     with pytest.raises(ConfigError) as info:
         rp.startup_warnings()
     assert "(uid 10001) cannot read it" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "cap", "status"), [(REAL, "0", "warn"), (REAL, "12", "ok"), (EMULATOR, "0", "ok")]
+)
+def test_doctor_warns_when_nothing_but_the_gpu_count_bounds_the_spend(
+    monkeypatch: pytest.MonkeyPatch, url: str, cap: str, status: str
+) -> None:
+    import orchestrator.wiring
+
+    monkeypatch.setattr(orchestrator.wiring, "make_provider", lambda settings: _Provider())
+    found = _by_name(setup_commands._doctor_runpod(_settings(RUNPOD_API_BASE_URL=url, MAX_HOURLY_SPEND=cap)))
+    assert found["runpod: spend cap"].status == status
+    assert ("MAX_HOURLY_SPEND unset" in found["runpod: spend cap"].detail) == (cap == "0")
