@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
         ["orchestrator status", "orchestrator status --json | jq .queue"],
         handler=cmd_status,
         needs=DB_NEEDS,
-        json_help="one JSON document: {now, paused, queue, workers, spend_per_hr, spend_usd}",
+        json_help="one JSON document: {now, paused, queue, workers, pool, spend_per_hr, spend_usd}",
     )
 
     _command(

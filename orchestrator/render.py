@@ -78,7 +78,25 @@ def worker_row(w: Worker, now: datetime) -> dict[str, Any]:
         "termination": termination_state(w),
         # A start the daemon last saw in its setup steps (git sync, apt, uv sync): for how long so far.
         "setup_sec": setup_sec(w),
+        # Why it is in its state: the failure, the drain, or what it was spawned for.
+        "why": worker_why(w),
     }
+
+
+def worker_why(w: Worker) -> str | None:
+    """The reason recorded for the worker's current state: an error's reason when failed or ending
+    after one, a drain's when draining, else the reason it was spawned for (demand, wait_target...)."""
+    meta = w.metadata
+    keys = {
+        WorkerState.ERROR: (Meta.ERROR_REASON,),
+        WorkerState.TERMINATING: (Meta.ERROR_REASON, Meta.DRAIN_REASON),
+        WorkerState.DRAINING: (Meta.DRAIN_REASON,),
+    }.get(w.status, (Meta.SPAWN_REASON,))
+    for key in keys:
+        value = meta.get(key)
+        if isinstance(value, str) and value:
+            return value[:40]
+    return None
 
 
 def setup_sec(w: Worker) -> float | None:
@@ -218,6 +236,7 @@ def render_status(snapshot: Snapshot) -> str:
             _fmt_age(w["age_sec"]),
             _fmt_age(w["heartbeat_age_sec"]),
             w["current_task"] or "-",
+            w["why"] or "-",
             # A disk's price (a stopped pod's, or one's terminated out of the pool) is cents a day; no
             # GPU bills under 10 cents an hour.
             _fmt_usd(w["cost_per_hr"], 4 if 0 < (w["cost_per_hr"] or 0) < 0.10 else 2),
@@ -232,7 +251,7 @@ def render_status(snapshot: Snapshot) -> str:
         f"   fleet: {len(rows)} live{_fleet_breakdown(data['workers'])}, ${data['spend_per_hr']:.2f}/h"
         + ("   PAUSED" if data["paused"] else "")
     )
-    workers = table(("WORKER", "STATE", "AGE", "HEARTBEAT", "TASK", "$/H", "SPENT $"), rows)
+    workers = table(("WORKER", "STATE", "AGE", "HEARTBEAT", "TASK", "WHY", "$/H", "SPENT $"), rows)
     return head + "\n" + render_pool(data["pool"]) + "\n" + workers
 
 

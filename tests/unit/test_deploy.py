@@ -541,12 +541,12 @@ def _unit_copy_with_existing_exec(tmp_path: Path) -> Path:
     changed, so everything else verified is the file as shipped.
     """
     text = UNIT.read_text()
-    installed = "ExecStart=/opt/orchestrator/.venv/bin/orchestrator run"
+    installed = "ExecStart=/opt/orchestrator/.venv/bin/orchestrator "
     assert installed in text
     here = Path(sys.executable).parent / "orchestrator"
     assert os.access(here, os.X_OK), f"{here} is missing: install the package (make test does)"
     copy = tmp_path / "orchestrator.service"
-    copy.write_text(text.replace(installed, f"ExecStart={here} run"))
+    copy.write_text(text.replace(installed, f"ExecStart={here} "))
     return copy
 
 
@@ -577,7 +577,11 @@ def test_systemd_analyze_verify_can_fail(tmp_path: Path) -> None:
 def test_unit_settings() -> None:
     unit = _unit_settings(UNIT.read_text())
     service = dict(unit["Service"])  # last value wins, as in systemd (except lists, checked below)
-    assert service["ExecStart"] == "/opt/orchestrator/.venv/bin/orchestrator run"
+    # The env file named on the command line too: no ./.env in the working directory is read besides.
+    assert (
+        service["ExecStart"]
+        == "/opt/orchestrator/.venv/bin/orchestrator --env-file /etc/orchestrator/orchestrator.env run"
+    )
     assert service["EnvironmentFile"] == "/etc/orchestrator/orchestrator.env"
     assert service["User"] == "orchestrator" and "DynamicUser" not in service
     assert service["Restart"] == "always" and int(service["RestartSec"]) >= 5

@@ -129,3 +129,23 @@ def test_the_operators_termination_of_a_busy_initializing_worker_promotes_it_to_
         ("promote", Reason.OPERATOR_REQUEST)
     ]
     assert not result.of_kind(FailWorker)
+
+
+def test_status_says_why_each_worker_is_in_its_state() -> None:
+    """`orchestrator status` names the reason beside the state: the failure for a failed worker, the
+    drain for a draining one, what it was spawned for otherwise. Before, the table had none: a worker in
+    `error` said nothing of why without `--json` or SQL."""
+    from orchestrator.render import render_status
+    from tests.unit.test_policy import snap
+
+    fleet = [
+        worker("gpu-a", spawn_reason="wait_target"),
+        worker("gpu-b", "draining", drain_reason="idle_timeout"),
+        worker("gpu-c", "error", error_reason="heartbeat_stale", spawn_reason="demand"),
+    ]
+    lines = render_status(snap(fleet)).splitlines()
+    header = next(line for line in lines if line.startswith("WORKER"))
+    assert "WHY" in header.split()
+    rows = {line.split()[0]: line for line in lines if line.startswith("gpu-")}
+    assert "wait_target" in rows["gpu-a"] and "idle_timeout" in rows["gpu-b"]
+    assert "heartbeat_stale" in rows["gpu-c"] and "demand" not in rows["gpu-c"]
