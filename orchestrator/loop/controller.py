@@ -29,12 +29,13 @@ from typing import Any
 import structlog
 
 from orchestrator.core import errors, policy
-from orchestrator.core.actions import Action, Plan
+from orchestrator.core.actions import Action, Plan, Spawn
 from orchestrator.core.config import Settings
 from orchestrator.core.observed import PodView, Snapshot, Worker
 from orchestrator.core.states import Meta, PodStatus, Reason
 from orchestrator.loop import executor, passed_over
 from orchestrator.loop.effects import LiveEffects, run_now
+from orchestrator.loop.foreign import ForeignWatch
 from orchestrator.loop.lease import Lease, default_holder
 from orchestrator.loop.metrics import Metrics
 from orchestrator.loop.recorder import Recorder
@@ -132,6 +133,7 @@ class Controller:
         self._problems_logged: dict[str, tuple[float | None, int]] = {}  # problem -> (logged at, repeats)
         # Tasks a worker sat idle beside, kept out of the demand (passed_over): set by an action thread.
         self._passed_over: passed_over.PassedOver | None = None
+        self._foreign = ForeignWatch()
         self._closed = False
 
     # -- the lease ----------------------------------------------------------------------------------
@@ -341,6 +343,18 @@ class Controller:
         snapshot, pods = gathered.snapshot, gathered.pods
         if snapshot.now is not None:
             self._clock_offset = snapshot.now.timestamp() - self.clock()
+        self._foreign.lead(token, snapshot.now)
+        foreign = self._foreign.check(snapshot)
+        if foreign:
+            log.warning(
+                "foreign_workers",
+                worker_ids=foreign[:20],
+                count=len(foreign),
+                prefix=self.settings.worker_id_prefix,
+                hint="rows with this prefix created while this process leads, not by it: another "
+                "orchestrator (the old one?) is running on the same prefix and the two will fight over "
+                "the fleet; stop it, or give this one another WORKER_ID_PREFIX",
+            )
         plan = self.decide(gathered)
         outcomes = self.apply(plan.actions, snapshot, token, read_at=gathered.read_at)
         summary = self.recorder.record(
@@ -381,6 +395,8 @@ class Controller:
                 if read_at is not None and self._finished_at.get(key, float("-inf")) >= read_at:
                     skipped.append({"kind": action.kind, "key": key, "outcome": "stale"})
                     continue
+                if isinstance(action, Spawn):
+                    self._foreign.spawned(action.worker_id)
                 future = self._pool.submit(self._run_action, action, workers, token)
                 future.add_done_callback(functools.partial(self._mark_finished, key))
                 self._in_flight[key] = future

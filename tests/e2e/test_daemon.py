@@ -85,7 +85,35 @@ def test_two_daemons_one_spawns_and_the_follower_takes_over_when_the_leader_dies
     all_pods = pods(stack)
     assert len(all_pods) == len(created), "a pod was created that no leader recorded"
     assert len({p["name"] for p in all_pods}) == len(all_pods)
+    # A handover is no foreign orchestrator: each leader knows its own spawns, and the rows of the one
+    # before were made before it led.
+    assert not leader.logged("foreign_workers") and not follower.logged("foreign_workers")
     print(f"handover {handover:.2f}s after SIGKILL (TTL {LEASE_TTL}s)")
+
+
+def test_rows_another_orchestrator_creates_on_our_prefix_are_named_once(
+    stack: Stack, cli_process: Any
+) -> None:
+    """The orchestrator this one replaces names its workers gpu-... too and takes no lease: left running,
+    the two fight over the fleet. A row with our prefix created while the daemon leads, not by it, is
+    named in a `foreign_workers` warning, once, with what to do; the daemon's own spawns never are."""
+    daemon = cli_process("run", env={"MAX_ACTIVE_GPUS": 2})
+    daemon.wait_logged("lease_acquired", 30)
+    stack.enqueue(2, duration_sec=1.0)
+    wait_until(lambda: all_done(stack, 2), 60, "a burst served by the daemon's own workers", interval=0.25)
+    wait_until(lambda: daemon.logged("tick_summary"), 10, "a tick")
+    assert not daemon.logged("foreign_workers"), "its own spawns are not foreign"
+    # What the old orchestrator does when it spawns: a row of its own, straight into the table.
+    stack.sql(
+        "INSERT INTO workers (id, instance_type, status, metadata, created_at) "
+        "VALUES ('gpu-20261207_120000-0ld0rch1', 'NVIDIA GeForce RTX 4090', 'active', '{}', now())"
+    )
+    [said] = daemon.wait_logged("foreign_workers", 30)
+    assert said["worker_ids"] == ["gpu-20261207_120000-0ld0rch1"] and said["count"] == 1
+    assert "WORKER_ID_PREFIX" in said["hint"]
+    ticks = len(daemon.logged("tick_summary"))
+    wait_until(lambda: len(daemon.logged("tick_summary")) >= ticks + 2, 30, "two more ticks")
+    assert len(daemon.logged("foreign_workers")) == 1, "named once"
 
 
 FAST_POLL = 1.0
