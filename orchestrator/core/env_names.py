@@ -56,6 +56,16 @@ RUNPOD_SDK_NAMES: frozenset[str] = frozenset(
     }
 )
 KNOWN_NAMES: frozenset[str] = frozenset(BY_NAME) | OTHER_NAMES | RUNPOD_SDK_NAMES
+# The same settings under the names later versions of the original orchestrator use
+# (banodoco/reigh-worker-orchestrator, env.example; its start script exports WGP_PROFILE from
+# REIGH_WORKER_PROFILE): an env file carried over names them, and no spelling rule finds ours from them.
+RENAMED: Mapping[str, str] = {
+    "RUNPOD_INSTANCE_TYPE": "RUNPOD_GPU_TYPE",
+    "RUNPOD_CONTAINER_IMAGE": "RUNPOD_WORKER_IMAGE",
+    "RUNPOD_CONTAINER_DISK_SIZE_GB": "RUNPOD_CONTAINER_DISK_GB",
+    "REIGH_WORKER_PROFILE": "WORKER_WGP_PROFILE",
+    "WGP_PROFILE": "WORKER_WGP_PROFILE",
+}
 # Our own namespace: every unknown ORCHESTRATOR_* name is a mistake, wherever it is set.
 OWN_PREFIX = "ORCHESTRATOR_"
 # In the env file, which exists for the orchestrator, a Runpod or Supabase name that is not ours is a
@@ -191,6 +201,10 @@ def name_warnings(
     ):
         for name in names:
             if name in KNOWN_NAMES:
+                continue
+            if name.upper() in RENAMED:
+                places, _ = found.setdefault(name, ([], RENAMED[name.upper()]))
+                places.append(where)
                 continue
             suggestion = closest_setting(name, cutoff)
             if suggestion is None and not name.upper().startswith(families):

@@ -729,3 +729,27 @@ def test_a_database_password_with_a_hash_is_explained_and_never_echoed() -> None
     text = "\n".join(info.value.problems)
     assert "percent-encoded" in text and "%23" in text
     assert "Sup3rSecretPart" not in text and "Rest/pw" not in text
+
+
+def test_the_original_orchestrators_later_names_point_to_ours() -> None:
+    """An env file carried over from a later version of the original orchestrator names its GPU type,
+    image, disk and WGP profile differently; each is warned about with the setting that replaces it
+    (before, REIGH_WORKER_PROFILE was ignored without a word and RUNPOD_CONTAINER_IMAGE was pointed at
+    RUNPOD_CONTAINER_DISK_GB)."""
+    carried = {
+        "RUNPOD_INSTANCE_TYPE": "NVIDIA RTX A4000",
+        "RUNPOD_CONTAINER_IMAGE": "me/worker:1",
+        "RUNPOD_CONTAINER_DISK_SIZE_GB": "20",
+        "REIGH_WORKER_PROFILE": "3",
+    }
+    found = {
+        w.fields["name"]: w.fields["suggestion"]
+        for w in config.name_warnings({}, carried, "orch.env")
+        if w.event == "config_unknown_variable"
+    }
+    assert found == {
+        "RUNPOD_INSTANCE_TYPE": "RUNPOD_GPU_TYPE",
+        "RUNPOD_CONTAINER_IMAGE": "RUNPOD_WORKER_IMAGE",
+        "RUNPOD_CONTAINER_DISK_SIZE_GB": "RUNPOD_CONTAINER_DISK_GB",
+        "REIGH_WORKER_PROFILE": "WORKER_WGP_PROFILE",
+    }
