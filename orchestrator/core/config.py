@@ -14,7 +14,9 @@ setting becomes a :class:`ConfigWarning` (:mod:`orchestrator.core.env_names`).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -575,6 +577,20 @@ def _value_warnings(values: Mapping[str, Any]) -> list[ConfigWarning]:
     return found
 
 
+def jwt_role(token: Any) -> str | None:
+    """The ``role`` claim of a legacy Supabase API key (a JWT; read, not verified), None when the value
+    is not one (a new-style ``sb_`` key, or anything else)."""
+    if not isinstance(token, str) or token.count(".") != 2:
+        return None
+    payload = token.split(".")[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, TypeError):
+        return None
+    role = claims.get("role") if isinstance(claims, dict) else None
+    return role if isinstance(role, str) else None
+
+
 # Supabase's new secret API keys ("Migrating to publishable and secret API keys").
 NEW_SECRET_KEY_PREFIX = "sb_secret_"
 
@@ -592,6 +608,14 @@ def _cross_checks(values: Mapping[str, Any], skip: frozenset[str] = frozenset())
     if isinstance(ttl, int | float) and isinstance(poll, int | float) and ttl <= poll:
         problems.append(
             f"LEASE_TTL_SEC={ttl:g} must be longer than ORCHESTRATOR_POLL_SEC={poll:g}, or the leader loses its lease between ticks"
+        )
+    role = jwt_role(values.get("SUPABASE_SERVICE_ROLE_KEY"))
+    if role is not None and role != "service_role":
+        # The legacy keys are JWTs that say their role; the anon key given here (the two are easily
+        # swapped) let row-level security hide every row from the daemon and the workers.
+        problems.append(
+            f"SUPABASE_SERVICE_ROLE_KEY is a key of role {role!r}, not 'service_role': the anon key in the "
+            "service role's place? (Settings > API Keys > Legacy API Keys: service_role)"
         )
     port = values.get("METRICS_PORT")
     if isinstance(port, int) and port > 65535:

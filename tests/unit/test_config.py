@@ -753,3 +753,23 @@ def test_the_original_orchestrators_later_names_point_to_ours() -> None:
         "RUNPOD_CONTAINER_DISK_SIZE_GB": "RUNPOD_CONTAINER_DISK_GB",
         "REIGH_WORKER_PROFILE": "WORKER_WGP_PROFILE",
     }
+
+
+def test_the_anon_key_in_the_service_roles_place_is_refused() -> None:
+    """Supabase's legacy keys are JWTs that state their role; the anon and service_role keys are easily
+    swapped, and with the anon key row-level security hides every row from the daemon and the workers.
+    Before, `config` accepted it and the first sign was doctor's 401s or an empty fleet."""
+    import base64
+    import json as json_mod
+
+    def key(role: str) -> str:
+        def part(obj: dict[str, str]) -> str:
+            return base64.urlsafe_b64encode(json_mod.dumps(obj).encode()).decode().rstrip("=")
+
+        return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part({'iss': 'supabase', 'role': role})}.c2lnbmF0dXJl"
+
+    assert config.jwt_role(key("anon")) == "anon" and config.jwt_role("sb_secret_abc") is None
+    with pytest.raises(ConfigError) as info:
+        config.load_settings({"SUPABASE_SERVICE_ROLE_KEY": key("anon")}, env_file=None)
+    assert any("role 'anon'" in p for p in info.value.problems)
+    assert config.load_settings({"SUPABASE_SERVICE_ROLE_KEY": key("service_role")}, env_file=None)
