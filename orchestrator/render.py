@@ -87,6 +87,8 @@ def worker_why(w: Worker) -> str | None:
     """The reason recorded for the worker's current state: an error's reason when failed or ending
     after one, a drain's when draining, else the reason it was spawned for (demand, wait_target...)."""
     meta = w.metadata
+    if w.status.pooled:
+        return "pooled"  # the reasons in the metadata are of its life before the pool
     keys = {
         WorkerState.ERROR: (Meta.ERROR_REASON,),
         WorkerState.TERMINATING: (Meta.ERROR_REASON, Meta.DRAIN_REASON),

@@ -496,18 +496,23 @@ def url_problem(
         # Shown masked: a value that is not the URL asked for is often a key pasted in the wrong place.
         return f"{name}={mask(url)}: expected {expected}"
     if libpq:
+        # A password holding '#', '/' or '?' ends the address part early: its start then reads as the
+        # port (or, all digits, passes for one), and the '@' is left past the address. The value is never
+        # echoed: it may be the password.
+        unencoded = (
+            f"{name}={mask(url)}: the address part ends before its '@': if the password holds '#', '/', '?' "
+            "or '@', write them percent-encoded (%23, %2F, %3F, %40)"
+        )
+        rest = url.split("://", 1)[1] if "://" in url else ""
+        if "@" not in parts.netloc and "@" in rest.split("?", 1)[0]:
+            return unencoded
         for host in filter(None, parts.netloc.rpartition("@")[2].split(",")):
             after_address = host.rpartition("]")[2]  # past an IPv6 literal's brackets
             port = after_address.rpartition(":")[2] if ":" in after_address else ""
             if port and not port.isdigit():
-                # Most often a password holding '#', '/' or '?', which end the address part early, so
-                # that the password's start reads as the port: never echoed, it is a secret.
-                return (
-                    f"{name}={mask(url)}: what follows ':' in the address is not a port number; if the "
-                    "password holds '#', '/', '?' or '@', write them percent-encoded (%23, %2F, %3F, %40)"
-                )
+                return unencoded
             if port and not 0 < int(port) <= 65535:
-                return f"{name}={mask(url)}: port {port} is not a TCP port (1 to 65535)"
+                return f"{name}={mask(url)}: the port is not a TCP port (1 to 65535)"
         return None
     try:
         parts.port  # noqa: B018 (reading it is the check: out of range raises)

@@ -139,6 +139,14 @@ class Draft:
         # Not listed: terminating an id the provider no longer lists is a harmless confirmation.
         return worker.runpod_id
 
+    def recorded_pod(self, worker: Worker) -> str | None:
+        """Without a listing, the pod id this worker's own spawn recorded: ours by construction (named
+        with our prefix by our create). A row without our spawn's record (``spawn_reason``, a key only
+        the orchestrator writes) may point at a pod that is not ours, which is never touched unlisted."""
+        if worker.runpod_id is None or not worker.metadata.get(Meta.SPAWN_REASON):
+            return None
+        return worker.runpod_id
+
     def cancellable_pod(self, worker: Worker) -> bool:
         pod = self.pod_of[worker.id]
         return pod is not None and not pod.gone and self.ours(pod)

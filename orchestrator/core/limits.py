@@ -13,10 +13,11 @@ outcomes, the settings, ``now``), values out: no I/O, no clock.
 * **The breaker.** After ``MAX_CONSECUTIVE_FAILURES`` failed workers in a row (capacity misses, creations
   refused by the rate limit and boots we cancelled do not count: ``BootOutcome.counts_for_breaker``; a
   worker that failed before completing a task counts, as the database rewrites its outcome; a resume
-  that worked, or the activation of a live worker that has completed nothing yet, neither counts nor
-  ends the row), no spawn for
+  that worked, or the activation of a worker still on probation (:func:`unproven_workers`), neither
+  counts nor ends the row), no spawn for
   ``SPAWN_BACKOFF_BASE_SEC * 2**(n - MAX + 1)`` (capped) from the latest failure; after that, half-open:
-  one probe worker at a time until a boot succeeds (a worker completes a task, or is let go healthy). Healing and termination go on meanwhile.
+  one probe worker at a time (booting, or activated since the latest failure and still on probation)
+  until a boot succeeds (the worker completes a task, or lives out its probation). Healing and termination go on meanwhile.
 * **Runpod's rate limit.** Creations it refused (``spawn_rate_limited``) hold spawns back for 60 s from
   the newest, doubled with each refusal in a row, at most an hour (:func:`rate_limit_hold`).
 """
@@ -29,8 +30,8 @@ from datetime import datetime, timedelta
 
 from orchestrator.core.actions import Backoff
 from orchestrator.core.config import Settings
-from orchestrator.core.observed import BootOutcome
-from orchestrator.core.states import BreakerState, Reason
+from orchestrator.core.observed import BootOutcome, Worker
+from orchestrator.core.states import BreakerState, Reason, WorkerState
 
 # Largest exponent used in a back-off (2**30 seconds is far past any cap; avoids huge integers).
 _MAX_EXPONENT = 30
@@ -43,13 +44,36 @@ RATE_LIMIT_HOLD_BASE_SEC = 60.0
 RATE_LIMIT_HOLD_MAX_SEC = 3600.0
 
 
+# An activated worker that has completed nothing is proven by time after this long alive: a worker that
+# dies on its first work does so within minutes of its first heartbeat (a model that does not load, a
+# CUDA error), while a healthy one may run a first task of 25 minutes, or find no task at all.
+PROBATION_SEC = 600.0
+
+
 @dataclass(frozen=True)
 class Breaker:
-    """The breaker as of ``now``: its state, the failures in a row, and when the open pause ends."""
+    """The breaker as of ``now``: its state, the failures in a row, when the open pause ends, and the
+    latest failure counted (a probe is a worker activated since)."""
 
     state: BreakerState = BreakerState.CLOSED
     failures: int = 0
     until: datetime | None = None
+    latest: datetime | None = None
+
+
+def unproven_workers(workers: Iterable[Worker], now: datetime) -> frozenset[str]:
+    """Serving workers whose boot is not yet known to have worked: activated less than
+    ``PROBATION_SEC`` ago and nothing completed. The real worker's heartbeat guardian beats before the
+    worker has loaded anything, so a worker that dies on its first work is activated first (the database
+    then rewrites its boot outcome to the failure); until then its activation must not end the breaker's
+    count of failures, or each one let the next batch of failing pods through."""
+    found = set()
+    for w in workers:
+        if w.status not in (WorkerState.ACTIVE, WorkerState.DRAINING) or w.last_completion_at is not None:
+            continue
+        if w.activated_at is not None and (now - w.activated_at).total_seconds() < PROBATION_SEC:
+            found.add(w.id)
+    return frozenset(found)
 
 
 def backoff_seconds(base: float, cap: float, exponent: int) -> float:
@@ -86,7 +110,7 @@ def breaker(
     """The breaker from the boots since the latest success (newest first). A resume that worked is no
     such success: it started a pod made before, with its image, so it says nothing of whether a new
     pod boots; taken as one, each resume of the pool let a batch of new pods that fail their boot
-    through. Nor is the activation of a worker in ``unproven`` (live, nothing completed yet)."""
+    through. Nor is the activation of a worker in ``unproven`` (:func:`unproven_workers`)."""
     failures = 0
     latest: datetime | None = None
     for outcome in sorted(recent_boots, key=lambda o: o.at, reverse=True):
@@ -99,13 +123,13 @@ def breaker(
             latest = latest or outcome.at
     limit = settings.max_consecutive_failures
     if failures < limit or latest is None:
-        return Breaker(BreakerState.CLOSED, failures, None)
+        return Breaker(BreakerState.CLOSED, failures, None, latest)
     pause = backoff_seconds(
         settings.spawn_backoff_base_sec, settings.spawn_backoff_max_sec, failures - limit + 1
     )
     until = latest + timedelta(seconds=pause)
     state = BreakerState.OPEN if now < until else BreakerState.HALF_OPEN
-    return Breaker(state, failures, until)
+    return Breaker(state, failures, until, latest)
 
 
 def backoffs(

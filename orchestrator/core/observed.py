@@ -604,6 +604,9 @@ class PodView:
     uptime_sec: float | None = None
     gpu_type: str | None = None
     data_center: str | None = None
+    # False when the provider's status word was not one we know, or the pod's entry could not be read:
+    # ``status`` then says "still coming up", which must not be taken for a pod that was started.
+    known: bool = True
 
     def __post_init__(self) -> None:
         _normalise_datetimes(self)
@@ -614,7 +617,9 @@ class PodView:
     def from_pod(cls, pod: Any) -> PodView:
         """From ``orchestrator.adapters.runpod.base.Pod`` (duck-typed: the pure core imports no adapter)."""
         uptime = float_or_none(getattr(pod, "uptime_seconds", None))
-        status = PodStatus.parse(getattr(pod, "actual_status", None))
+        word = str(getattr(pod, "actual_status", None) or "").strip().upper()
+        status = PodStatus.parse(word)
+        known = word in {s.value for s in PodStatus}
         if str(getattr(pod, "desired_status", "") or "").upper() == PodStatus.TERMINATED.value:
             status = PodStatus.TERMINATED  # asked to go: billing stops, the row may be closed
         return cls(
@@ -627,6 +632,7 @@ class PodView:
             uptime_sec=uptime if uptime is not None and uptime > 0 else None,
             gpu_type=str_or_none(getattr(pod, "gpu", None)),
             data_center=str_or_none(getattr(pod, "data_center", None)),
+            known=known or status is PodStatus.TERMINATED,
         )
 
     @property

@@ -88,7 +88,7 @@ from orchestrator.core.health import (
     unowned_stuck_limit,
     watch_due,
 )
-from orchestrator.core.limits import backoffs, breaker, rate_limit_hold
+from orchestrator.core.limits import backoffs, breaker, rate_limit_hold, unproven_workers
 from orchestrator.core.observed import BootOutcome, PodView, Snapshot, Worker, as_utc, freeze
 from orchestrator.core.staffing import (
     draining,
@@ -234,15 +234,7 @@ def plan(
     capacity += reactivated
     missing -= reactivated
 
-    # Activated but nothing completed yet: whether its boot worked is not known. The real worker's
-    # heartbeat guardian beats before the worker has loaded anything, so a worker that dies on its first
-    # work is activated first; the database rewrites its outcome when it fails before a completion. Until
-    # then its activation must not end the breaker's count, or each one let the next batch through.
-    unproven = frozenset(
-        w.id
-        for w in d.workers
-        if w.status in (WorkerState.ACTIVE, WorkerState.DRAINING) and w.last_completion_at is None
-    )
+    unproven = unproven_workers(d.workers, d.now)
     brk = breaker(snapshot.recent_boots, settings, d.now, unproven)
     outcomes: list[BootOutcome] = list(snapshot.recent_boots)
     for worker in d.workers:
@@ -314,11 +306,11 @@ def _reap(d: Draft, worker: Worker, pod: PodView | None) -> None:
     d.leaving.add(worker.id)
     # Without a listing the pod may still bill: the termination is re-sent by the recorded id (one of a
     # gone pod is answered as done), as when the pod is listed alive.
-    unlisted = not d.pods_known and worker.runpod_id is not None
-    if d.alive(pod) or unlisted:
+    unlisted = None if d.pods_known else d.recorded_pod(worker)
+    if d.alive(pod) or unlisted is not None:
         last = worker.pod_terminate_requested_at
         due = last is None or (d.now - last).total_seconds() >= TERMINATE_RETRY_SEC
-        target = d.touchable_id(worker, pod)
+        target = d.touchable_id(worker, pod) if pod is not None else unlisted
         if due and target is not None:
             d.actions.append(
                 TerminatePod(

@@ -14,7 +14,8 @@ starts again on the same host, unless another user took that host's GPUs meanwhi
 * **Into the pool.** A drained worker with no task whose pod runs is stopped (``draining -> stopping``,
   :class:`StopPod`, reason ``pooled``) while the pool (stopping + stopped rows) is below
   ``WARM_POOL_MAX`` (and not while paused with ``WARM_POOL_TERMINATE_ON_PAUSE``); otherwise terminated as
-  before. The row becomes ``stopped`` once the listing shows the pod EXITED (:class:`MarkStopped`). A
+  before (and, while the pod listing fails, terminated by its recorded id: whether its pod runs is
+  not known). The row becomes ``stopped`` once the listing shows the pod EXITED (:class:`MarkStopped`). A
   stop not confirmed after ``STOP_RETRY_SEC`` is sent again, and after ``STOP_GIVE_UP_SEC`` the pod is
   terminated (``stop_failed``): it bills a GPU all the while.
 * **Out of it.** Scale-up resumes stopped pods, the most recently stopped first (the likeliest to find
@@ -66,6 +67,9 @@ def pooled(d: Draft, worker: Worker, pod: PodView | None) -> bool:
         return False
     assert pod is not None
     if d.touchable_id(worker, pod) is None:
+        return False
+    if not pod.known:
+        # Listed, but in a state this tick cannot read: neither confirmed stopped nor started by someone.
         return False
     if worker.status is WorkerState.STOPPING:
         # An operator's request waits for the stop like a paused or shrinking pool does: ending the row

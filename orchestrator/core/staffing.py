@@ -51,7 +51,7 @@ from orchestrator.core.actions import (
 )
 from orchestrator.core.config import Settings
 from orchestrator.core.draft import Draft, age, volume_disk_gb
-from orchestrator.core.limits import Breaker, avoided_pairs, backed_off_everywhere
+from orchestrator.core.limits import Breaker, avoided_pairs, backed_off_everywhere, unproven_workers
 from orchestrator.core.observed import Queue, Worker, freeze
 from orchestrator.core.states import Blocked, BreakerState, Meta, Reason, WorkerState
 
@@ -334,7 +334,7 @@ def draining(d: Draft, drained: list[Worker], missing: int, pooled: int = 0) -> 
             # The listing failed this tick. The pod's id is on record, ours, and ending a pod by id needs
             # no listing; left for the listing, every idle GPU drained meanwhile billed for the whole
             # outage. (No stop into the pool: whether the pod runs is not known.)
-            if worker.runpod_id is not None:
+            if d.recorded_pod(worker) is not None:
                 reason = Reason.OPERATOR_REQUEST if worker.terminate_requested_at else Reason.DRAINED
                 d.terminate(worker, None, reason)
             continue
@@ -390,8 +390,15 @@ def scale_up(
         return [Blocked.RATE_LIMITED]
     count = missing
     if breaker.state is BreakerState.HALF_OPEN:
-        # One probe at a time: a still-broken image costs one pod per interval, not a fleet.
-        probe_in_flight = any(w.status.booting for w in d.workers if not w.status.terminal)
+        # One probe at a time: a still-broken image costs one pod per interval, not a fleet. A probe that
+        # activated is still one until it has proven itself (limits.unproven_workers).
+        probing = unproven_workers(d.workers, d.now)
+        probe_in_flight = any(w.status.booting for w in d.workers if not w.status.terminal) or any(
+            w.id in probing
+            and w.activated_at is not None
+            and (breaker.latest is None or w.activated_at > breaker.latest)
+            for w in d.workers
+        )
         if probe_in_flight or booting:
             return [Blocked.BREAKER_HALF_OPEN]
         if count > 1:

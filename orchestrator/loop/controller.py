@@ -224,7 +224,11 @@ class Controller:
                     # Kept as "still coming up", as the client keeps an entry it cannot parse: dropped, it
                     # read as gone, and its row was closed while the pod billed on, then seen by no sweep.
                     name = getattr(pod, "name", "")
-                    views.append(PodView(pid, name if isinstance(name, str) else "", PodStatus.PROVISIONING))
+                    views.append(
+                        PodView(
+                            pid, name if isinstance(name, str) else "", PodStatus.PROVISIONING, known=False
+                        )
+                    )
         return views
 
     def gather(self) -> Gathered:

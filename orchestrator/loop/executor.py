@@ -70,11 +70,9 @@ Handler = Callable[[Any, Worker | None, Effects], Steps[Outcome]]
 def action_key(action: Action) -> str:
     """What one action is about: its worker, else its pod. One action per key is in flight at a time."""
     worker = getattr(action, "worker_id", None)
-    if worker and isinstance(action, RequeueTasks):
-        # Its own key: the tick that re-sends an error row's termination requeues its tasks too, and
-        # under the worker's key the requeue waited for the (retried, slow) termination to finish.
-        return f"t:{worker}"
     if worker:
+        # A requeue too: it waits for the worker's ending in flight (FailWorker ends the pod before it
+        # requeues, since the process may still write its tasks' status; a requeue beside it would not).
         return f"w:{worker}"
     pod = getattr(action, "runpod_id", None)
     if pod:

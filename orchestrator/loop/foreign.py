@@ -10,7 +10,7 @@ the operator can end that, so it is said once per row (``foreign_workers``), wit
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from orchestrator.core.observed import Snapshot
 
@@ -27,7 +27,9 @@ class ForeignWatch:
     def lead(self, token: int, now: datetime | None) -> None:
         """Called each tick as leader: a new lease token starts a new watch from the database's ``now``."""
         if token != self._token:
-            self._token, self._since = token, now
+            # Without the database's time (an older snapshot), ours: rows are stamped by its clock, so
+            # a skew of seconds at most misses the first moments.
+            self._token, self._since = token, now or datetime.now(UTC)
             self._said.clear()
 
     def spawned(self, worker_id: str) -> None:

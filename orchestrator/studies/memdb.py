@@ -390,7 +390,7 @@ class SimDB:
             and to == "error"
             and frm in ("active", "draining")
             and w.boot_outcome == "activated"
-            and reason != "unusable_row"
+            and reason not in ("unusable_row", "task_stuck")
             and not w.completed
         ):
             # Activated, then failed before completing any task: a failed boot after all (the SQL's

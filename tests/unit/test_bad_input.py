@@ -340,3 +340,33 @@ def test_a_worker_env_value_every_spawn_would_refuse_is_a_config_problem() -> No
         check_env({"HF_TOKEN": "abc\x00def"})
     with pytest.raises(ConfigError):
         load_settings(environ={"WORKER_ENV": raw}, env_file=None)
+
+
+def test_a_pooled_workers_pod_in_a_state_nobody_can_read_is_left_alone() -> None:
+    """Input: a stopped worker (in the warm pool) whose pod the listing gives in a status word Runpod
+    never used, or as an entry the client could not parse (a placeholder). Expected: nothing this tick;
+    its pod is neither taken for one started behind our back nor ended. Before: the unknown state read
+    as "still coming up", and a stopped row's pod that runs is ended as `pod_failed`: a pooled pod lost."""
+    from dataclasses import replace
+
+    from orchestrator.adapters.runpod.base import Pod as RunpodPod
+    from orchestrator.core.actions import TerminatePod
+    from orchestrator.core.observed import PodView
+    from tests.unit.test_policy import pods_for, run, snap, worker
+
+    pooled = worker("gpu-a", "stopped", changed=300, stopped_at=NOW_TEXT, disk_gb=20)
+    listed = pods_for([pooled], "EXITED")
+    for view in (
+        replace(listed[0], known=False),
+        PodView.from_pod(
+            RunpodPod(id="pod-gpu-a", name="gpu-a", desired_status="HIBERNATING", actual_status="HIBERNATING")
+        ),
+    ):
+        assert not view.known
+        result = run(snap([pooled]), [view], defaults())
+        assert not [a for a in result.actions if isinstance(a, TerminatePod)], result.actions
+    # Read as EXITED, it stays in the pool as before; read as RUNNING, it is ended (nobody of ours
+    # started it), the case the unknown state was mistaken for.
+    assert not [a for a in run(snap([pooled]), listed, defaults()).actions if isinstance(a, TerminatePod)]
+    running = run(snap([pooled]), pods_for([pooled], "RUNNING"), defaults()).actions
+    assert [a.reason.value for a in running if isinstance(a, TerminatePod)] == ["pod_failed"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.core.config import defaults
-from orchestrator.core.limits import backoff_seconds
+from orchestrator.core.limits import PROBATION_SEC, backoff_seconds
 from orchestrator.core.observed import BootOutcome
 from orchestrator.core.policy import plan
 from orchestrator.core.states import BreakerState
@@ -77,11 +77,12 @@ def test_a_successful_resume_does_not_reset_the_breaker_on_failing_spawns() -> N
     assert len(spawns(result)) <= 1, [a.worker_id for a in spawns(result)]
 
 
-def test_an_activation_counts_as_a_success_once_the_worker_completes_a_task() -> None:
-    """Three failed boots, then a worker activated: while it has completed nothing its activation is no
-    proof (it may die on its first work, as the three before may have); once it completes a task the
-    breaker closes. A worker that completed nothing and was let go healthy leaves the live list, and its
-    activation counts again."""
+def test_an_activation_counts_as_a_success_once_the_worker_completes_a_task_or_lives_out_probation() -> None:
+    """Three failed boots, then a worker activated: while it has completed nothing and is on probation
+    (activated less than PROBATION_SEC ago) its activation is no proof (it may die on its first work, as
+    the three before may have), and it is the half-open breaker's one probe: no second beside it. Once it
+    completes a task, or lives out its probation, the breaker closes. A worker let go healthy leaves the
+    live list, and its activation counts again."""
     boots = [
         BootOutcome("gpu-f1", GPU, "EU-RO-1", False, "init_failed", ago(400)),
         BootOutcome("gpu-f2", GPU, "EU-RO-1", False, "init_failed", ago(390)),
@@ -91,16 +92,30 @@ def test_an_activation_counts_as_a_success_once_the_worker_completes_a_task() ->
     fresh = worker("gpu-a", created=100, activated=60)
     held = run(snap([fresh], claimable=12, boots=boots), pods_for([fresh]))
     assert held.breaker is BreakerState.HALF_OPEN, "an unproven activation closed the breaker"
-    assert len(spawns(held)) <= 1, "half-open: one probe at a time"
+    assert spawns(held) == [], "half-open: the activated probe is the one probe"
     proven = worker("gpu-a", created=100, activated=60, completed=10)
     assert run(snap([proven], claimable=12, boots=boots), pods_for([proven])).breaker is BreakerState.CLOSED
+    # The same story, the activation PROBATION_SEC and a minute ago, the failures before it.
+    earlier = PROBATION_SEC + 400
+    boots_then = [
+        *(
+            BootOutcome(f"gpu-f{i}", GPU, "EU-RO-1", False, "init_failed", ago(earlier - i))
+            for i in (1, 2, 3)
+        ),
+        BootOutcome("gpu-a", GPU, "EU-RO-1", True, "activated", ago(PROBATION_SEC + 60)),
+    ]
+    lived = worker("gpu-a", created=PROBATION_SEC + 100, activated=PROBATION_SEC + 60)
+    assert (
+        run(snap([lived], claimable=12, boots=boots_then), pods_for([lived])).breaker is BreakerState.CLOSED
+    )
     assert run(snap([], claimable=12, boots=boots), []).breaker is BreakerState.CLOSED
 
 
-def test_an_error_rows_requeue_is_not_held_behind_its_termination_retry() -> None:
-    """One action per key is in flight at a time. An ``error`` row whose termination is re-sent gets its
-    tasks requeued in the same tick: under one key the requeue was skipped while the (retried, slow)
-    termination ran, tick after tick."""
+def test_a_requeue_waits_for_the_ending_of_its_worker_in_flight() -> None:
+    """One action per key is in flight at a time. A worker's requeue shares its key with the worker's
+    ending: FailWorker ends the pod before it requeues, because the process may still write its tasks'
+    status; a requeue run beside a termination still in flight could leave a task In Progress with no
+    worker."""
     from orchestrator.core.actions import RequeueTasks, TerminatePod
     from orchestrator.core.states import Reason
     from orchestrator.loop.executor import action_key
@@ -109,5 +124,4 @@ def test_an_error_rows_requeue_is_not_held_behind_its_termination_retry() -> Non
         reason=Reason.TERMINATE_RETRY, runpod_id="pod-a", pod_name="gpu-a", worker_id="gpu-a"
     )
     requeue = RequeueTasks(reason=Reason.REQUEUE_RETRY, worker_id="gpu-a")
-    assert action_key(terminate) != action_key(requeue)
-    assert action_key(requeue) == action_key(RequeueTasks(reason=Reason.REQUEUE_RETRY, worker_id="gpu-a"))
+    assert action_key(terminate) == action_key(requeue)

@@ -766,10 +766,21 @@ def test_the_anon_key_in_the_service_roles_place_is_refused() -> None:
         def part(obj: dict[str, str]) -> str:
             return base64.urlsafe_b64encode(json_mod.dumps(obj).encode()).decode().rstrip("=")
 
-        return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part({'iss': 'supabase', 'role': role})}.c2lnbmF0dXJl"
+        return (
+            f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part({'iss': 'supabase', 'role': role})}.c2lnbmF0dXJl"
+        )
 
     assert config.jwt_role(key("anon")) == "anon" and config.jwt_role("sb_secret_abc") is None
     with pytest.raises(ConfigError) as info:
         config.load_settings({"SUPABASE_SERVICE_ROLE_KEY": key("anon")}, env_file=None)
     assert any("role 'anon'" in p for p in info.value.problems)
     assert config.load_settings({"SUPABASE_SERVICE_ROLE_KEY": key("service_role")}, env_file=None)
+
+
+@pytest.mark.parametrize("password", ["123456#Rest", "1234/Rest", "abc?x=1@"])
+def test_a_database_password_starting_with_digits_is_caught_too(password: str) -> None:
+    url = f"postgresql://postgres.abcd:{password}@aws-0-eu.pooler.supabase.com:5432/postgres"
+    with pytest.raises(ConfigError) as info:
+        config.load_settings({"DATABASE_URL": url}, env_file=None)
+    text = "\n".join(info.value.problems)
+    assert "percent-encoded" in text and password.split("#")[0].split("/")[0][:4] not in text

@@ -597,12 +597,17 @@ def test_a_spawning_row_without_a_pod_waits_for_the_grace_then_is_closed() -> No
 
 def test_without_a_pod_listing_nothing_is_reaped_but_demand_is_served() -> None:
     """No listing: no pod is judged (none failed, no row closed as gone), but endings already decided go
-    on by the recorded pod id, which needs no listing: a terminating row's termination is re-sent, a
-    drained idle worker is terminated. Left for the listing, their GPUs billed for the whole outage."""
+    on by the pod id our own spawn recorded, which needs no listing: a terminating row's termination is
+    re-sent, a drained idle worker is terminated. Left for the listing, their GPUs billed for the whole
+    outage. A row without our spawn's record (the old orchestrator's, adopted) may name a pod that is not
+    ours: it waits for the listing."""
+    ours = {"spawn_reason": "demand"}
     fleet = [
-        worker("gpu-a", running=["t1"]),
-        worker("gpu-b", "terminating"),
-        worker("gpu-c", "draining", completed=900, changed=600, drain_reason="idle_timeout"),
+        worker("gpu-a", running=["t1"], **ours),
+        worker("gpu-b", "terminating", **ours),
+        worker("gpu-c", "draining", completed=900, changed=600, drain_reason="idle_timeout", **ours),
+        worker("gpu-d", "terminating"),
+        worker("gpu-e", "draining", completed=900, changed=600, drain_reason="idle_timeout"),
     ]
     result = run(snap(fleet, claimable=6), None)
     ended = [a for a in result.actions if isinstance(a, TerminatePod)]

@@ -141,13 +141,15 @@ class PodEngine:
     def _stop_grace(self) -> float:
         return max(0.0, self.faults.stop_grace_sec / self.speed)
 
-    def _linger(self, sb: Sandbox, mono: float) -> bool:
-        """Let a terminated pod's processes run out the stop grace (called under the lock); False when
-        there is none and the caller stops the sandbox now."""
+    def _linger(self, sb: Sandbox, mono: float, until: float | None = None) -> bool:
+        """Let a terminated pod's processes run out the stop grace (called under the lock), or the rest
+        of a stop's already under way (``until``); False when there is none and the caller stops the
+        sandbox now."""
         grace = self._stop_grace()
-        if grace <= 0:
+        end = until if until is not None else mono + grace
+        if end <= mono:
             return False
-        self._lingering.append((mono + grace, sb))
+        self._lingering.append((end, sb))
         self._cond.notify_all()
         return True
 
@@ -415,6 +417,8 @@ class PodEngine:
             self._cond.notify_all()
             if pod.generation != gen or pod.status != STARTING or pod.sandbox is not sb:
                 return
+            if pod.stopping_until is not None:
+                return  # a container being stopped never comes to serve
             now = time.monotonic()
             if ok:
                 pod.status = RUNNING

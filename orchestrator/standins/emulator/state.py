@@ -329,10 +329,11 @@ class EmulatorState(PodEngine):
         with self._cond:
             pod = self._require(pod_id)
             mono = time.monotonic()
+            stopping_until = pod.stopping_until  # a stop under way: its grace is already running
             sb = self._release(pod, TERMINATED, mono)
             pod.desired_status = TERMINATED
             pod.terminated_at = time.time()
-            if sb is not None and self._linger(sb, mono):
+            if sb is not None and self._linger(sb, mono, stopping_until):
                 sb = None
         if sb is not None:
             self._stop_later(sb)
