@@ -33,6 +33,20 @@ def _is_logger(node: ast.expr) -> bool:
     return name.endswith("log") or name == "logger"
 
 
+def _record_literal(node: ast.AST) -> tuple[str, str, set[str]] | None:
+    """``{"event": "name", "level": ..., ...}``: (name, level, other keys); the level is the record's own
+    when not a constant."""
+    if not isinstance(node, ast.Dict):
+        return None
+    keys = {k.value: v for k, v in zip(node.keys, node.values, strict=True) if isinstance(k, ast.Constant)}
+    event, level = keys.get("event"), keys.get("level")
+    if not (isinstance(event, ast.Constant) and isinstance(event.value, str)) or level is None:
+        return None
+    shown = str(level.value) if isinstance(level, ast.Constant) else "any"
+    others = {str(k) for k in keys if k not in ("event", "level", "ts")}
+    return event.value, shown, others
+
+
 def collect(package: Path = ROOT / "orchestrator") -> dict[str, dict[str, set[str]]]:
     """event name -> {"levels", "modules", "fields"}."""
     found: dict[str, dict[str, set[str]]] = defaultdict(
@@ -43,7 +57,25 @@ def collect(package: Path = ROOT / "orchestrator") -> dict[str, dict[str, set[st
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
         dict_keys = _dict_literal_keys(tree)
         for node in ast.walk(tree):
+            record = _record_literal(node)
+            if record is not None:
+                # A JSON line built by hand (the standard library's records: ``library_log``).
+                entry = found[record[0]]
+                entry["levels"].add(record[1])
+                entry["modules"].add(module)
+                entry["fields"].update(record[2])
+                continue
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr == "_proxy_to_logger" and len(node.args) >= 2:
+                # The logger's own line, below the level methods (``log_lines_dropped``).
+                level, event = node.args[0], node.args[1]
+                if isinstance(level, ast.Constant) and level.value in LEVELS:
+                    for name in _names(event):
+                        entry = found[name]
+                        entry["levels"].add(str(level.value))
+                        entry["modules"].add(module)
+                        entry["fields"].update(k.arg for k in node.keywords if k.arg)
                 continue
             if node.func.attr not in LEVELS or not _is_logger(node.func.value) or not node.args:
                 continue
