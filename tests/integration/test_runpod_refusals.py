@@ -177,3 +177,29 @@ def test_when_every_candidate_refuses_the_spawn_fails_listing_each(
     assert not isinstance(info.value, errors.RunpodCapacityError)
     misses = info.value.capacity_misses  # type: ignore[attr-defined]
     assert [m["gpu_type"] for m in misses] == [FIRST, SECOND]
+
+
+def test_a_key_the_emulator_refuses_every_pool_to_is_an_auth_error_over_rest(
+    emulator: Any, ssh_keypair: Any, tmp_path: Path
+) -> None:
+    """Every createPod answered 403 (the emulator's ``create_forbidden_share`` at 1: openapi createPod's
+    "cannot access the requested pool", which a key without the permission to create pods gets too):
+    the spawn ends as a RunpodAuthError naming the permission, after one try of each candidate, and no
+    pod exists. As a capacity miss it was backed off and asked again for ever."""
+    emulator.admin.set_faults(create_forbidden_share=1.0)
+    client = make_client(emulator, ssh_keypair, tmp_path, "rest", gpu_type=[FIRST, SECOND])
+    try:
+        with pytest.raises(errors.RunpodAuthError) as info:
+            client.spawn("gpu-20261207_120000-f0rb1dd3")
+    finally:
+        client.close()
+    message = str(info.value)
+    assert "lacks permission" in message and FIRST in message and SECOND in message
+    assert emulator.admin.pods() == []
+    # Off again, the same spawn is made: the knob, not the request, refused it.
+    emulator.admin.set_faults(create_forbidden_share=0.0)
+    client = make_client(emulator, ssh_keypair, tmp_path, "rest", gpu_type=[FIRST, SECOND])
+    try:
+        assert client.spawn("gpu-20261207_120000-f0rb1dd4").runpod_id
+    finally:
+        client.close()

@@ -121,8 +121,11 @@ Known differences from the real service (deliberate, or where the real behaviour
   wrong..." for a volume off Secure Cloud - are used verbatim). REST's no-capacity 400 reuses the
   GraphQL no-capacity sentence as its ``detail``: the real REST wording is unknown, and openapi
   createPod says capacity carries no machine-readable code, so a client must not depend on it. A key
-  lacking permission (real: HTTP 200 ``Unauthorized``; REST 403) is not modelled: any accepted key may
-  do everything, and createPod never answers 402 (balance) or 403 (pool not accessible).
+  lacking permission (real: HTTP 200 ``Unauthorized``; REST 403) is modelled only for creations: the
+  ``create_forbidden_share`` knob answers that share of them 403 (openapi createPod, the account "cannot
+  access the requested pool"; over GraphQL an error in the same words, whose real wording is unknown);
+  otherwise any accepted key may do everything. No creation is refused for the account's balance (Runpod
+  wants about an hour of credit; that answer's status and words are not documented).
 * Rate limits: fixed windows per key with configurable quotas (default 1000/min, 20000/h,
   200000/day). The real quotas are not published; openapi's ``RateLimitPolicyHeader`` example, 60/min,
   3000/h, 50000/day, is harsher, but the tests and the demo run time compressed (a tick a second, whose

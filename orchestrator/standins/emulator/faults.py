@@ -71,6 +71,10 @@ class Faults:
     #: claim a task; a terminated pod is gone from the API at once (openapi deletePod: it "no longer
     #: appears in listPods") while its processes run on. 0 = at once.
     stop_grace_sec: float = 10.0
+    #: Share (0..1) of pod creations refused with 403 (openapi createPod: the account "cannot access the
+    #: requested pool"; a key without the permission to create pods gets 403 too, ApiKeyAuth). Drawn only
+    #: while above 0, so a seeded run's other draws are unchanged when it is off.
+    create_forbidden_share: float = 0.0
     #: Seed of the emulator's random generator; None draws from the OS.
     seed: int | None = None
 
@@ -83,6 +87,7 @@ class Faults:
         "ssh_refuse_share",
         "resume_no_gpu_share",
         "resume_zero_gpu_share",
+        "create_forbidden_share",
     )
 
     def to_dict(self) -> dict[str, Any]:

@@ -187,6 +187,11 @@ class EmulatorState(PodEngine):
                 "bad_request", f"gpu.count: at most {max_count} {gpu.id} on one {spec.cloud} pod"
             )
         with self._cond:
+            forbidden = self.faults.create_forbidden_share
+            if forbidden > 0 and self.rng.random() < forbidden:
+                raise EmulatorRefusal(
+                    "forbidden", f"your account cannot access the requested pool ({gpu.id}, {spec.cloud})"
+                )
             volume = None
             if spec.volume_id is not None:
                 volume = self.volumes.get(spec.volume_id)
