@@ -9,8 +9,9 @@
 -- that died the same way, without end.
 --
 -- orch_transition_worker now rewrites the boot outcome of a worker that moves `active` or `draining`
--- -> `error` without a single task `Complete` under its id (the index on tasks (worker_id) where Complete
--- answers it): `boot_outcome` becomes the failure's reason and `boot_outcome_at` now, so
+-- -> `error` within 600 s of its activation (the policy's probation, orchestrator.core.limits
+-- PROBATION_SEC: a worker that lived longer has shown its boot worked) without a single task `Complete`
+-- under its id (the index on tasks (worker_id) where Complete answers it): `boot_outcome` becomes the failure's reason and `boot_outcome_at` now, so
 -- `recent_boots` shows a failed boot, which the breaker and the GPU type's back-off count. Two reasons
 -- are left alone: `unusable_row` (a row no worker could own is no boot of ours) and `task_stuck` (a task
 -- running past its limit says more of the task, whose own attempt limit ends that loop, or of a fixed
@@ -99,6 +100,7 @@ begin
     -- Activated, then failed before completing any task: the boot did not work after all.
     v_unproven := p_to = 'error' and v_from in ('active', 'draining')
                   and w.boot_outcome = 'activated'
+                  and w.activated_at > now() - interval '600 seconds'
                   and coalesce(p_reason, '') not in ('unusable_row', 'task_stuck')
                   and not exists (select 1 from public.tasks t
                                    where t.worker_id = p_worker_id and t.status = 'Complete');

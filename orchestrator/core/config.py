@@ -496,17 +496,21 @@ def url_problem(
         # Shown masked: a value that is not the URL asked for is often a key pasted in the wrong place.
         return f"{name}={mask(url)}: expected {expected}"
     if libpq:
-        # A password holding '#', '/' or '?' ends the address part early: its start then reads as the
-        # port (or, all digits, passes for one), and the '@' is left past the address. The value is never
-        # echoed: it may be the password.
+        # Read as libpq reads a URI (which is not urlsplit's reading: '#' and '?' in a password are fine
+        # there): the address part runs to the first '/', its user part to its first '@', its hosts to a
+        # '?'. A '/' or '@' in the password is what breaks it: the password's start then reads as a port,
+        # or its end as a host. Nothing of the value is echoed: it may be the password.
         unencoded = (
-            f"{name}={mask(url)}: the address part ends before its '@': if the password holds '#', '/', '?' "
-            "or '@', write them percent-encoded (%23, %2F, %3F, %40)"
+            f"{name}={mask(url)}: the address part cannot be read as libpq reads it: if the password holds "
+            "'/' or '@', write them percent-encoded (%2F, %40)"
         )
         rest = url.split("://", 1)[1] if "://" in url else ""
-        if "@" not in parts.netloc and "@" in rest.split("?", 1)[0]:
+        authority, _, after = rest.partition("/")
+        hosts = authority.split("@", 1)[1] if "@" in authority else authority
+        hosts = hosts.split("?", 1)[0]
+        if "@" in hosts or ("@" not in authority and "@" in after.split("?", 1)[0]):
             return unencoded
-        for host in filter(None, parts.netloc.rpartition("@")[2].split(",")):
+        for host in filter(None, hosts.split(",")):
             after_address = host.rpartition("]")[2]  # past an IPv6 literal's brackets
             port = after_address.rpartition(":")[2] if ":" in after_address else ""
             if port and not port.isdigit():

@@ -136,8 +136,9 @@ class Draft:
                 f"{self.prefix!r}: left alone"
             )
             return None
-        # Not listed: terminating an id the provider no longer lists is a harmless confirmation.
-        return worker.runpod_id
+        # Not listed: terminating an id the provider no longer lists is a harmless confirmation. Without
+        # a listing at all, only an id our own spawn recorded: another may name a pod that is not ours.
+        return worker.runpod_id if self.pods_known else self.recorded_pod(worker)
 
     def recorded_pod(self, worker: Worker) -> str | None:
         """Without a listing, the pod id this worker's own spawn recorded: ours by construction (named

@@ -310,7 +310,7 @@ def _reap(d: Draft, worker: Worker, pod: PodView | None) -> None:
     if d.alive(pod) or unlisted is not None:
         last = worker.pod_terminate_requested_at
         due = last is None or (d.now - last).total_seconds() >= TERMINATE_RETRY_SEC
-        target = d.touchable_id(worker, pod) if pod is not None else unlisted
+        target = d.touchable_id(worker, pod)
         if due and target is not None:
             d.actions.append(
                 TerminatePod(

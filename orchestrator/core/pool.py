@@ -69,8 +69,19 @@ def pooled(d: Draft, worker: Worker, pod: PodView | None) -> bool:
     if d.touchable_id(worker, pod) is None:
         return False
     if not pod.known:
-        # Listed, but in a state this tick cannot read: neither confirmed stopped nor started by someone.
-        return False
+        # Listed, but in a state this tick cannot read: neither confirmed stopped nor taken for one
+        # started by someone. What needs no state still holds: a stop never confirmed is given up on,
+        # and a stopped row stays in the pool (its time to live, the pool's size, a pause and the
+        # operator's request still end it).
+        if worker.status is WorkerState.STOPPING:
+            since = age(d.now, worker.status_changed_at)
+            if since is not None and since >= STOP_GIVE_UP_SEC:
+                d.terminate(worker, pod, Reason.STOP_FAILED)
+            return False
+        if worker.terminate_requested_at is not None:
+            d.terminate(worker, pod, Reason.OPERATOR_REQUEST)
+            return False
+        return True
     if worker.status is WorkerState.STOPPING:
         # An operator's request waits for the stop like a paused or shrinking pool does: ending the row
         # from ``stopped`` keeps its ``stopped_at`` bookkeeping, which the spend views read.

@@ -10,7 +10,7 @@ the operator can end that, so it is said once per row (``foreign_workers``), wit
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from orchestrator.core.observed import Snapshot
 
@@ -18,25 +18,38 @@ from orchestrator.core.observed import Snapshot
 class ForeignWatch:
     """Which rows this leader created (its spawns), since when it leads, and which others it has named."""
 
+    # A spawn of ours is forgotten once its row has been out of the live list this many checks (ended,
+    # or never written): long enough for a row registered during a slow action to show up first.
+    FORGET_AFTER_CHECKS = 10
+
     def __init__(self) -> None:
         self._token: int | None = None
         self._since: datetime | None = None
-        self._ours: set[str] = set()
+        self._ours: dict[str, int] = {}  # worker id -> the check it was last seen (or spawned) at
         self._said: set[str] = set()
+        self._checks = 0
 
     def lead(self, token: int, now: datetime | None) -> None:
-        """Called each tick as leader: a new lease token starts a new watch from the database's ``now``."""
+        """Called each tick as leader with the database's ``now``: a new lease token starts a new watch.
+        Without the database's time the watch waits for it (rows are stamped by its clock)."""
         if token != self._token:
-            # Without the database's time (an older snapshot), ours: rows are stamped by its clock, so
-            # a skew of seconds at most misses the first moments.
-            self._token, self._since = token, now or datetime.now(UTC)
+            self._token, self._since = token, now
             self._said.clear()
+        elif self._since is None:
+            self._since = now
 
     def spawned(self, worker_id: str) -> None:
-        self._ours.add(worker_id)
+        self._ours[worker_id] = self._checks
 
     def check(self, snapshot: Snapshot) -> list[str]:
         """Rows created since this leadership began by something else, not named before."""
+        self._checks += 1
+        live = {w.id for w in snapshot.workers}
+        for worker_id in [i for i, seen in self._ours.items() if i not in live]:
+            if self._checks - self._ours[worker_id] > self.FORGET_AFTER_CHECKS:
+                del self._ours[worker_id]
+        for worker_id in live & self._ours.keys():
+            self._ours[worker_id] = self._checks
         if self._since is None:
             return []
         found = [

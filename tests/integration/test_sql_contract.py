@@ -385,6 +385,21 @@ def test_a_worker_that_fails_before_completing_a_task_is_a_failed_boot(
     assert worker_row(raw, "w1")["boot_outcome"] == row["boot_outcome"]
 
 
+def test_a_worker_past_its_probation_that_fails_keeps_its_activation(
+    db: Database, raw: psycopg.Connection[Any], token: int
+) -> None:
+    """Alive past the policy's probation (600 s), a worker has shown its boot worked: an idle floor worker
+    whose host goes down hours later is no failed boot, completed task or not."""
+    add_worker(raw, "w1", "initializing", process_started_at="2026-11-29T00:00:00Z")
+    db.transition_worker(token, "w1", "active", "first_heartbeat")
+    raw.execute("ALTER TABLE public.workers DISABLE TRIGGER USER")
+    raw.execute("UPDATE public.workers SET activated_at = now() - interval '2 hours' WHERE id = 'w1'")
+    raw.execute("ALTER TABLE public.workers ENABLE TRIGGER USER")
+    row = db.transition_worker(token, "w1", "error", "pod_failed")
+    assert row["boot_outcome"] == "activated"
+    assert not [e for e in db.events(worker_id="w1") if e["kind"] == "failed_before_serving"]
+
+
 def test_heartbeat_of_spawning_worker_is_recorded_without_promotion(
     raw: psycopg.Connection[Any], real_worker: RealWorkerSQL
 ) -> None:

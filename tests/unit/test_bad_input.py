@@ -370,3 +370,14 @@ def test_a_pooled_workers_pod_in_a_state_nobody_can_read_is_left_alone() -> None
     assert not [a for a in run(snap([pooled]), listed, defaults()).actions if isinstance(a, TerminatePod)]
     running = run(snap([pooled]), pods_for([pooled], "RUNNING"), defaults()).actions
     assert [a.reason.value for a in running if isinstance(a, TerminatePod)] == ["pod_failed"]
+    # What needs no state still holds: a stop never confirmed is given up on, and the operator's
+    # request ends a pooled worker whatever its pod's state.
+    unknown = [replace(listed[0], known=False)]
+    stuck = worker("gpu-a", "stopping", changed=600, pod_stop_requested_at=NOW_TEXT, disk_gb=20)
+    ended = run(snap([stuck]), unknown, defaults()).actions
+    assert [a.reason.value for a in ended if isinstance(a, TerminatePod)] == ["stop_failed"]
+    asked = worker(
+        "gpu-a", "stopped", changed=300, stopped_at=NOW_TEXT, disk_gb=20, terminate_requested_at=NOW_TEXT
+    )
+    ended = run(snap([asked]), unknown, defaults()).actions
+    assert [a.reason.value for a in ended if isinstance(a, TerminatePod)] == ["operator_request"]
