@@ -74,14 +74,9 @@ def pooled(d: Draft, worker: Worker, pod: PodView | None) -> bool:
         # and a stopped row stays in the pool (its time to live, the pool's size, a pause and the
         # operator's request still end it).
         if worker.status is WorkerState.STOPPING:
-            since = age(d.now, worker.status_changed_at)
-            if since is not None and since >= STOP_GIVE_UP_SEC:
-                d.terminate(worker, pod, Reason.STOP_FAILED)
+            _give_up(d, worker, pod)
             return False
-        if worker.terminate_requested_at is not None:
-            d.terminate(worker, pod, Reason.OPERATOR_REQUEST)
-            return False
-        return True
+        return _kept_unless_asked(d, worker, pod)
     if worker.status is WorkerState.STOPPING:
         # An operator's request waits for the stop like a paused or shrinking pool does: ending the row
         # from ``stopped`` keeps its ``stopped_at`` bookkeeping, which the spend views read.
@@ -94,11 +89,8 @@ def pooled(d: Draft, worker: Worker, pod: PodView | None) -> bool:
             # give-up, it billed three minutes for nothing.
             d.terminate(worker, pod, Reason.STOP_FAILED)
             return False
-        since = age(d.now, worker.status_changed_at)
         asked = age(d.now, worker.pod_stop_requested_at)
-        if since is not None and since >= STOP_GIVE_UP_SEC:
-            d.terminate(worker, pod, Reason.STOP_FAILED)
-        elif asked is None or asked >= STOP_RETRY_SEC:
+        if not _give_up(d, worker, pod) and (asked is None or asked >= STOP_RETRY_SEC):
             d.actions.append(
                 StopPod(reason=Reason.STOP_RETRY, worker_id=worker.id, runpod_id=pod.id, transition_from=None)
             )
@@ -108,12 +100,25 @@ def pooled(d: Draft, worker: Worker, pod: PodView | None) -> bool:
         # first), and it bills a GPU with no worker process of ours on it.
         d.terminate(worker, pod, Reason.POD_FAILED)
         return False
-    if worker.terminate_requested_at is not None:
-        # Kept out of the resumable list: a resume would bill a GPU for a whole boot only for the
-        # operator's request to end it then.
-        d.terminate(worker, pod, Reason.OPERATOR_REQUEST)
+    return _kept_unless_asked(d, worker, pod)
+
+
+def _give_up(d: Draft, worker: Worker, pod: PodView) -> bool:
+    """A stop not confirmed ``STOP_GIVE_UP_SEC`` after the row moved to ``stopping``: terminated."""
+    since = age(d.now, worker.status_changed_at)
+    if since is None or since < STOP_GIVE_UP_SEC:
         return False
+    d.terminate(worker, pod, Reason.STOP_FAILED)
     return True
+
+
+def _kept_unless_asked(d: Draft, worker: Worker, pod: PodView) -> bool:
+    """A stopped row stays resumable unless the operator asked for its end: kept out of the resumable
+    list then, since a resume would bill a GPU for a whole boot only for the request to end it."""
+    if worker.terminate_requested_at is None:
+        return True
+    d.terminate(worker, pod, Reason.OPERATOR_REQUEST)
+    return False
 
 
 def trim(d: Draft, stopped: list[Worker]) -> list[Worker]:
