@@ -907,7 +907,8 @@ def test_the_loop_survives_a_failing_log_sink_or_an_unforeseen_listing_and_ends_
     token = controller._ensure_lease()
     assert token is not None
     worker = "gpu-20261206_010000-0badc0de"
-    db.register_worker(token, worker, "NVIDIA GeForce RTX 4090", {"runpod_id": POD})
+    # As our spawn registers it: its spawn's record is what lets the pod be ended without a listing.
+    db.register_worker(token, worker, "NVIDIA GeForce RTX 4090", {"runpod_id": POD, "spawn_reason": "demand"})
     for state in ("initializing", "active"):
         db.transition_worker(token, worker, state, "setup")
     task_id = _add_task(database_url, worker)

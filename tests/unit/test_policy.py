@@ -823,3 +823,13 @@ def test_a_cancelled_boot_gets_no_boot_step_in_the_same_tick() -> None:
     ready = worker("gpu-a", "spawning", created=40)
     result = run(snap([ready]), [pod("gpu-a", age=40)])  # nothing to do for it: cancel
     assert summary(result) == [("terminate_pod", "gpu-a", "scale_down_before_boot")]
+
+
+def test_without_a_listing_a_failed_worker_ends_only_a_pod_its_own_spawn_recorded() -> None:
+    """A worker silent past the heartbeat timeout while the listing fails is failed either way; its pod
+    is ended by id only when the row carries our spawn's record (a row someone else made may name a pod
+    that is not ours, whose name cannot be checked without a listing)."""
+    for meta, expected in (({"spawn_reason": "demand"}, "pod-gpu-a"), ({}, None)):
+        silent = worker("gpu-a", heartbeat=3600, running=["t1"], **meta)
+        [failed] = run(snap([silent], running=1), None).of_kind(FailWorker)
+        assert (failed.reason, failed.runpod_id) == (Reason.HEARTBEAT_STALE, expected)
