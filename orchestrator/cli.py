@@ -531,6 +531,8 @@ def _log_warnings(settings: config_mod.Settings, *, runs_the_fleet: bool = True)
             )
         elif warning.event == "config_secret_key_for_workers":
             log.warning("config_secret_key_for_workers", name=f["name"], prefix=f["prefix"])
+        elif warning.event == "config_private_key_unreadable":
+            log.warning("config_private_key_unreadable", name=f["name"], uid=f["uid"], detail=warning.message)
         elif warning.event == "config_env_file_inline_comment":
             log.warning("config_env_file_inline_comment", file=f["file"], line=f["line"], name=f["name"])
         elif warning.event == "config_env_file_quoted_value":
@@ -583,7 +585,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Before the settings: a crash while reading them logs through the redacting set-up, never
         # structlog's default, which prints a traceback with every local variable's value.
         configure_logging(stream=sys.stderr, level="WARNING")
-        settings = config_mod.defaults() if getattr(args, "own_settings", False) else _settings(args)
+        if getattr(args, "own_settings", False):
+            named = getattr(args, "env_file", None)
+            if named is not None and not Path(named).is_file():
+                # It reads none, but a file named must exist, as for every command: a typo says so.
+                raise ConfigError([f"--env-file {named}: no such file"])
+            settings = config_mod.defaults()
+        else:
+            settings = _settings(args)
         from orchestrator.logs import command_level
 
         daemon = args.command == "run"

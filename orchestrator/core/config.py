@@ -537,6 +537,19 @@ def _value_warnings(values: Mapping[str, Any]) -> list[ConfigWarning]:
     """Values that parse and are allowed, but that hurt with the real worker (the tests' fast stand-in
     worker beats every second, so they are not errors)."""
     found: list[ConfigWarning] = []
+    key = values.get("RUNPOD_SSH_PRIVATE_KEY_PATH")
+    if isinstance(key, str) and key and not os.access(key, os.R_OK):
+        # Loading checks only that the file exists; doctor and the daemon's start read it. Said here too,
+        # so that `config`, the documented check "as the service will see it", does not pass a key the
+        # service then refuses (exit 2).
+        found.append(
+            ConfigWarning(
+                "config_private_key_unreadable",
+                f"RUNPOD_SSH_PRIVATE_KEY_PATH={key}: this process (uid {os.getuid()}) cannot read it; "
+                "`run` and `tick` will refuse to start (give the file to the daemon's user or group)",
+                {"name": "RUNPOD_SSH_PRIVATE_KEY_PATH", "uid": os.getuid()},
+            )
+        )
     timeout = values.get("HEARTBEAT_TIMEOUT_SEC")
     if isinstance(timeout, int) and timeout < HEARTBEAT_TIMEOUT_WARN_BELOW_SEC:
         found.append(

@@ -801,3 +801,33 @@ def test_database_urls_libpq_reads_are_accepted(url: str) -> None:
     """'#' and '?' in a password, several hosts, IPv6, a socket directory, '@' in a parameter: libpq
     reads each as meant (psycopg.conninfo.conninfo_to_dict), so the configuration takes it."""
     assert config.load_settings({"DATABASE_URL": url}, env_file=None).database_url == url
+
+
+def test_config_warns_about_a_private_key_the_process_cannot_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading checks only that the key file exists; the daemon's start reads it and refuses it (exit 2).
+    `config`, the documented check "as the service will see it", now says so too. The tests run as root,
+    who reads anything, so the answer the kernel would give the daemon's uid is given in its place."""
+    key = tmp_path / "id_ed25519"
+    key.write_text("not read here\n")
+    real_access = config.os.access
+    monkeypatch.setattr(
+        config.os, "access", lambda p, mode: False if str(p) == str(key) else real_access(p, mode)
+    )
+    settings = config.load_settings({"RUNPOD_SSH_PRIVATE_KEY_PATH": str(key)}, env_file=None)
+    [unreadable] = [w for w in settings.warnings if w.event == "config_private_key_unreadable"]
+    assert str(key) in unreadable.message and "cannot read it" in unreadable.message
+    # Logged under its own name, as every command logs the configuration's warnings at start.
+    with structlog.testing.capture_logs() as logs:
+        cli._log_warnings(settings)
+    assert [e["event"] for e in logs] == ["config_private_key_unreadable"]
+
+
+def test_demo_refuses_an_env_file_that_does_not_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`demo` reads no env file, but one named on the command line must exist, as for every command."""
+    code = cli.main(["--env-file", str(tmp_path / "missing.env"), "demo"])
+    assert code == 2
+    assert "no such file" in capsys.readouterr().err
