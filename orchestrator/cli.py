@@ -587,7 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(stream=sys.stderr, level="WARNING")
         if getattr(args, "own_settings", False):
             named = getattr(args, "env_file", None)
-            if named is not None and not Path(named).is_file():
+            if named is not None and not Path(named).exists():
                 # It reads none, but a file named must exist, as for every command: a typo says so.
                 raise ConfigError([f"--env-file {named}: no such file"])
             settings = config_mod.defaults()
