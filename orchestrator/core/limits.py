@@ -52,13 +52,15 @@ PROBATION_SEC = 600.0
 
 @dataclass(frozen=True)
 class Breaker:
-    """The breaker as of ``now``: its state, the failures in a row, when the open pause ends, and the
-    latest failure counted (a probe is a worker activated since)."""
+    """The breaker as of ``now``: its state, the failures in a row, when the open pause ends, the
+    latest failure counted, and the workers still on probation (a probe is one of them activated since
+    the latest failure)."""
 
     state: BreakerState = BreakerState.CLOSED
     failures: int = 0
     until: datetime | None = None
     latest: datetime | None = None
+    unproven: frozenset[str] = frozenset()
 
 
 def unproven_workers(workers: Iterable[Worker], now: datetime) -> frozenset[str]:
@@ -123,13 +125,13 @@ def breaker(
             latest = latest or outcome.at
     limit = settings.max_consecutive_failures
     if failures < limit or latest is None:
-        return Breaker(BreakerState.CLOSED, failures, None, latest)
+        return Breaker(BreakerState.CLOSED, failures, None, latest, frozenset(unproven))
     pause = backoff_seconds(
         settings.spawn_backoff_base_sec, settings.spawn_backoff_max_sec, failures - limit + 1
     )
     until = latest + timedelta(seconds=pause)
     state = BreakerState.OPEN if now < until else BreakerState.HALF_OPEN
-    return Breaker(state, failures, until, latest)
+    return Breaker(state, failures, until, latest, frozenset(unproven))
 
 
 def backoffs(

@@ -304,10 +304,9 @@ def _fail(d: Draft, worker: Worker, pod: PodView | None, reason: Reason, details
 def _reap(d: Draft, worker: Worker, pod: PodView | None) -> None:
     """An ``error`` or ``terminating`` row: finish the job until the provider confirms."""
     d.leaving.add(worker.id)
-    # Without a listing the pod may still bill: the termination is re-sent by the recorded id (one of a
-    # gone pod is answered as done), as when the pod is listed alive.
-    unlisted = None if d.pods_known else d.recorded_pod(worker)
-    if d.alive(pod) or unlisted is not None:
+    # Without a listing the pod may still bill: the termination is re-sent by the id our spawn recorded
+    # (touchable_id; one of a gone pod is answered as done), as when the pod is listed alive.
+    if d.alive(pod) or not d.pods_known:
         last = worker.pod_terminate_requested_at
         due = last is None or (d.now - last).total_seconds() >= TERMINATE_RETRY_SEC
         target = d.touchable_id(worker, pod)
@@ -320,17 +319,10 @@ def _reap(d: Draft, worker: Worker, pod: PodView | None) -> None:
                     worker_id=worker.id,
                 )
             )
-        if worker.status is WorkerState.ERROR and worker.running_count > 0:
-            d.actions.append(
-                RequeueTasks(
-                    reason=Reason.REQUEUE_RETRY,
-                    worker_id=worker.id,
-                    running_task_ids=worker.running_task_ids,
-                )
-            )
     elif d.absent(worker, pod):
-        d.mark_gone(worker)
-    elif worker.status is WorkerState.ERROR and worker.running_count > 0:
+        d.mark_gone(worker)  # requeues what it held as it closes the row
+        return
+    if worker.status is WorkerState.ERROR and worker.running_count > 0:
         d.actions.append(
             RequeueTasks(
                 reason=Reason.REQUEUE_RETRY, worker_id=worker.id, running_task_ids=worker.running_task_ids

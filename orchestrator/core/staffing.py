@@ -51,7 +51,7 @@ from orchestrator.core.actions import (
 )
 from orchestrator.core.config import Settings
 from orchestrator.core.draft import Draft, age, volume_disk_gb
-from orchestrator.core.limits import Breaker, avoided_pairs, backed_off_everywhere, unproven_workers
+from orchestrator.core.limits import Breaker, avoided_pairs, backed_off_everywhere
 from orchestrator.core.observed import Queue, Worker, freeze
 from orchestrator.core.states import Blocked, BreakerState, Meta, Reason, WorkerState
 
@@ -392,9 +392,8 @@ def scale_up(
     if breaker.state is BreakerState.HALF_OPEN:
         # One probe at a time: a still-broken image costs one pod per interval, not a fleet. A probe that
         # activated is still one until it has proven itself (limits.unproven_workers).
-        probing = unproven_workers(d.workers, d.now)
         probe_in_flight = any(w.status.booting for w in d.workers if not w.status.terminal) or any(
-            w.id in probing
+            w.id in breaker.unproven
             and w.activated_at is not None
             and (breaker.latest is None or w.activated_at > breaker.latest)
             for w in d.workers

@@ -19,6 +19,7 @@ import runpod
 from runpod import error as rp_error
 
 from orchestrator.standins.emulator import EmulatorServer
+from tests.e2e.conftest import wait_until
 from tests.plugins.emulator import TEST_API_KEY
 
 GPU = "NVIDIA GeForce RTX 4090"
@@ -162,10 +163,7 @@ def test_sdk_stop_and_resume(sdk: EmulatorServer) -> None:
     stopped = runpod.stop_pod(pod_id)
     assert stopped == {"id": pod_id, "desiredStatus": "EXITED"}
     # The container's stop grace (10 ms at this speed), then no runtime.
-    deadline = time.monotonic() + 10
-    while runpod.get_pod(pod_id)["runtime"] is not None:
-        assert time.monotonic() < deadline, "the stop never ended the container"
-        time.sleep(0.02)
+    wait_until(lambda: runpod.get_pod(pod_id)["runtime"] is None, 10, "the stop to end the container", 0.02)
     # While it is stopped its GPU goes to someone else; resuming then fails as on the real service.
     other = create()["id"]
     with pytest.raises(
