@@ -101,10 +101,12 @@ class ResumeResult:
 
 @dataclass(frozen=True)
 class Requeued:
-    """Tasks a requeue moved: back to Queued, or dead-lettered as Failed at the attempt limit."""
+    """Tasks a requeue moved: back to Queued, or dead-lettered as Failed at the attempt limit; and the
+    parents it let go In Progress instead, their children still to run (``released``)."""
 
     requeued: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()
+    released: tuple[str, ...] = ()
 
     @property
     def count(self) -> int:
@@ -112,13 +114,22 @@ class Requeued:
 
     @classmethod
     def from_json(cls, answer: Any) -> Requeued:
-        """From the requeue functions' ``{"requeued": [...], "failed": [...]}`` (anything else: none)."""
+        """From the requeue functions' ``{"requeued": [...], "failed": [...], "released": [...]}``
+        (anything else: none)."""
         if not isinstance(answer, Mapping):
             return cls()
         return cls(
             tuple(str(i) for i in answer.get("requeued") or ()),
             tuple(str(i) for i in answer.get("failed") or ()),
+            tuple(str(i) for i in answer.get("released") or ()),
         )
+
+
+def released_ids(answer: Any) -> tuple[str, ...]:
+    """The task ids of ``orch_release_parents``' ``{"released": [...]}`` (anything else: none)."""
+    if not isinstance(answer, Mapping):
+        return ()
+    return tuple(str(i) for i in answer.get("released") or ())
 
 
 # --- the ports ----------------------------------------------------------------------------------------
@@ -161,6 +172,8 @@ class Database(Protocol):
     def requeue_unowned_tasks(
         self, token: int, older_than_sec: float, reason: str, max_attempts: int = 3
     ) -> dict[str, Any]: ...
+
+    def release_parents(self, token: int, worker_id: str, reason: str) -> dict[str, Any]: ...
 
     def set_task_attempt_limit(self, token: int, max_attempts: int) -> int: ...
 

@@ -8,7 +8,7 @@ another lookup; each is meant to be applied idempotently (twice, or after a cras
 same state, and the next tick's snapshot shows what happened).
 
 The action set is small on purpose: Spawn, Initialize, StartProcess, WatchStart, Promote, FailWorker, Drain,
-Reactivate, TerminatePod, MarkTerminated, RequeueTasks, RequeueUnownedTasks, and for the warm pool
+Reactivate, TerminatePod, MarkTerminated, RequeueTasks, RequeueUnownedTasks, ReleaseParents, and for the warm pool
 StopPod, MarkStopped and ResumePod (each documented below with what its executor does).
 """
 
@@ -227,6 +227,20 @@ class RequeueUnownedTasks(Action):
 
     kind: ClassVar[str] = "requeue_unowned_tasks"
     older_than_sec: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseParents(Action):
+    """Let go the parents (``*_orchestrator``) a draining worker holds, so that it can end.
+
+    Executor: ``orch_release_parents(worker_id, reason)``: each parent stays In Progress with no worker
+    (the app completes a parent with its last child, whoever holds it); the next tick finds the worker
+    holding nothing and ends it as an idle one (``draining -> terminating`` or ``-> stopping`` is
+    refused while it holds a task).
+    """
+
+    kind: ClassVar[str] = "release_parents"
+    worker_id: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,17 +12,18 @@ reactivations and spawns to the :class:`~orchestrator.core.draft.Draft`. Spawns 
 * **Scale down** (capacity above desired). First booting workers, but only while no claimable task
   waits (a booting pod with work waiting will soon be useful; with none it is pure cost) or while
   above ``MAX_ACTIVE_GPUS`` (an operator lowering it to stop spending means now), then active
-  workers idle for ``GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC``. Idle = no running task, measured from the
-  last completion or the activation, whichever is later (never from the heartbeat, which idle workers
-  keep sending). Then, as a backstop, workers idle for ``GPU_IDLE_TIMEOUT_SEC`` are drained while more
+  workers idle for ``GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC``. Idle = no running task but parents, measured
+  from the last completion, the activation or the parents' start, whichever is later (never from the
+  heartbeat, which idle workers keep sending). Then, as a backstop, workers idle for ``GPU_IDLE_TIMEOUT_SEC`` are drained while more
   than ``max(MIN_ACTIVE_GPUS, MACHINES_TO_KEEP_IDLE)`` stay (a worker idle that long while tasks wait
   is not taking them). Victims: the most expensive first, then the newest (an older worker has a warm
   cache and a proven host), then by id. Drained workers with no task are terminated on the next tick
   (two steps, so a claim racing the drain is seen in the next snapshot before the pod goes; the
   database also refuses ``draining -> terminating`` while the worker holds a task, since the real
   worker keeps polling after a drain), and the row becomes ``terminated`` only on the provider's
-  confirmation. ``metadata.terminate_requested_at`` (the operator) terminates a drained worker once it
-  has no task.
+  confirmation. A drained worker that holds nothing but parents lets them go first
+  (:class:`~orchestrator.core.actions.ReleaseParents`). ``metadata.terminate_requested_at`` (the
+  operator) terminates a drained worker once it has no task.
 * **Scale up** (capacity below desired). Reactivate workers drained for overcapacity first (no new
   pod), then spawn, never past ``MAX_ACTIVE_GPUS`` non-terminal workers (unclaimed pods of ours
   included, they bill too) and never past ``MAX_HOURLY_SPEND`` at current prices. With a spend cap set,
@@ -45,6 +46,7 @@ from orchestrator.core.actions import (
     Initialize,
     Promote,
     Reactivate,
+    ReleaseParents,
     Spawn,
     StartProcess,
     WatchStart,
@@ -170,8 +172,11 @@ def _holds_only_parents(worker: Worker) -> bool:
     app completes it with its last child (banodoco/Reigh-Worker ``worker.py``, the poll's look-up of
     its own In Progress task). So a worker holding only parents serves the queue like an idle one; taken
     as busy for the parent's whole life, it made the model ask for a worker more per parent in flight.
-    (It is still never released while it holds one: the database refuses to end a worker holding a
-    task, and a parent handed to another worker would be run again.)"""
+    It is idle for scale-down too (:func:`_idle_sec`); drained, it lets its parents go
+    (:class:`~orchestrator.core.actions.ReleaseParents`) before it can end, since the database refuses
+    to end a worker holding a task. Kept until the chain ended, its GPU billed for as long as the
+    children waited: for ever when they could not run (their user out of credits, a segment cancelled
+    from the dashboard)."""
     return 0 < len(worker.running_tasks) == worker.running_count and all(
         t.is_parent for t in worker.running_tasks
     )
@@ -219,11 +224,15 @@ def _at_least(value: float | None, limit: float) -> bool:
 
 
 def _idle_sec(d: Draft, worker: Worker) -> float | None:
+    parents: list[datetime | None] = []
     if worker.running_count > 0:
-        return None
+        if not _holds_only_parents(worker):
+            return None
+        # Idle since it last ran one of them too (its own run creates the children).
+        parents = [t.started_at for t in worker.running_tasks]
     since = (
         # A resumed worker's idle time counts from its resume, not from before its stop.
-        _later(worker.last_completion_at, worker.activated_at, worker.resume_requested_at)
+        _later(worker.last_completion_at, worker.activated_at, worker.resume_requested_at, *parents)
         or worker.status_changed_at
         or worker.created_at
     )
@@ -328,7 +337,13 @@ def draining(d: Draft, drained: list[Worker], missing: int, pooled: int = 0) -> 
         reactivated += 1
         d.leaving.add(worker.id)  # not a drain victim any more: skip below
     for worker in drained:
-        if worker.id in d.leaving or worker.running_count > 0:
+        if worker.id in d.leaving:
+            continue
+        if worker.running_count > 0:
+            if _holds_only_parents(worker):
+                # Ended next tick, holding nothing (the database refuses to end a worker that holds a
+                # task); a parent needs no process: the app completes it with its last child.
+                d.actions.append(ReleaseParents(reason=Reason.PARENTS_ONLY, worker_id=worker.id))
             continue
         if not d.pods_known:
             # The listing failed this tick. The pod's id is on record, ours, and ending a pod by id needs

@@ -245,6 +245,9 @@ class Reason(StrEnum):
     PROVIDER_CONFIRMED_GONE = "provider_confirmed_gone"
     NO_POD_CREATED = "no_pod_created"  # a spawning row whose pod never appeared (crash mid-spawn)
     REQUEUE_RETRY = "requeue_retry"
+    # A worker leaving holds nothing but parents (``*_orchestrator``): they are let go In Progress, for
+    # the app to complete with their last child, and the worker ends as an idle one.
+    PARENTS_ONLY = "holds_only_parents"
     # A row the orchestrator cannot act on as a worker: the snapshot could not read it, or its id can
     # name neither a pod nor a worker process (WORKER_ID_PATTERN). It is retired: error, its tasks
     # requeued, its pod terminated, then terminated once the provider confirms.

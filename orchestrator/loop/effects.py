@@ -26,7 +26,15 @@ from typing import Any, Protocol, TypeVar, cast
 import structlog
 
 from orchestrator.core.states import WorkerState
-from orchestrator.ports import BootCheck, Database, Provider, Requeued, SpawnedPod, StartWatch
+from orchestrator.ports import (
+    BootCheck,
+    Database,
+    Provider,
+    Requeued,
+    SpawnedPod,
+    StartWatch,
+    released_ids,
+)
 
 T = TypeVar("T")
 
@@ -101,6 +109,8 @@ class Effects(Protocol):
     def requeue(self, worker_id: str, reason: str) -> Steps[Requeued]: ...
 
     def requeue_unowned(self, older_than_sec: float, reason: str) -> Steps[Requeued]: ...
+
+    def release_parents(self, worker_id: str, reason: str) -> Steps[tuple[str, ...]]: ...
 
     def event(
         self,
@@ -238,6 +248,9 @@ class LiveEffects:
                 self.db.requeue_unowned_tasks(self.token, older_than_sec, reason, self.max_task_attempts)
             )
         )
+
+    def release_parents(self, worker_id: str, reason: str) -> Steps[tuple[str, ...]]:
+        return at_once(lambda: released_ids(self.db.release_parents(self.token, worker_id, reason)))
 
     def event(
         self,

@@ -36,6 +36,7 @@ from orchestrator.core.actions import (
     MarkTerminated,
     Promote,
     Reactivate,
+    ReleaseParents,
     RequeueTasks,
     RequeueUnownedTasks,
     ResumePod,
@@ -353,6 +354,7 @@ def fail_worker(a: FailWorker, worker: Worker | None, fx: Effects) -> Steps[Outc
         reason=a.reason.value,
         requeued=len(requeued.requeued),
         dead_lettered=len(requeued.failed),
+        parents_released=len(requeued.released),
     )
     return {"tasks_reset": requeued.count, "terminate_confirmed": confirmed, **skipped_steps(skipped)}
 
@@ -466,6 +468,19 @@ def requeue_unowned_tasks(a: RequeueUnownedTasks, worker: Worker | None, fx: Eff
     return {"tasks_reset": requeued.count}
 
 
+def release_parents(a: ReleaseParents, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    released = yield from fx.release_parents(a.worker_id, a.reason.value)
+    if released:
+        fx.log.info(
+            "parents_released",
+            worker_id=a.worker_id,
+            task_ids=list(released),
+            reason=a.reason.value,
+            hint="each stays In Progress with no worker; the app completes it with its last child",
+        )
+    return {"parents_released": len(released)}
+
+
 def stop_pod(a: StopPod, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
     """``draining -> stopping`` (refused while the worker holds a task: superseded), then the provider's
     stop, then ``pod_stop_requested_at``. The row is written first, so a crash before the stop leaves a
@@ -574,6 +589,7 @@ HANDLERS: Mapping[type[Action], Handler] = {
     MarkTerminated: mark_terminated,
     RequeueTasks: requeue_tasks,
     RequeueUnownedTasks: requeue_unowned_tasks,
+    ReleaseParents: release_parents,
     StopPod: stop_pod,
     MarkStopped: mark_stopped,
     ResumePod: resume_pod,

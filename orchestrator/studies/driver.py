@@ -28,7 +28,7 @@ from orchestrator.core.observed import Worker
 from orchestrator.core.states import Reason, WorkerState
 from orchestrator.loop import executor
 from orchestrator.loop.effects import Log, NullLog, Steps, at_once
-from orchestrator.ports import BootCheck, Requeued, SpawnedPod, StartWatch
+from orchestrator.ports import BootCheck, Requeued, SpawnedPod, StartWatch, released_ids
 from orchestrator.studies.clock import at
 from orchestrator.studies.fleet import SimWorker
 
@@ -92,6 +92,9 @@ class VirtualEffects:
 
     def requeue_unowned(self, older_than_sec: float, reason: str) -> Steps[Requeued]:
         return at_once(lambda: Requeued.from_json(self.sim.db.requeue_unowned_tasks(older_than_sec, reason)))
+
+    def release_parents(self, worker_id: str, reason: str) -> Steps[tuple[str, ...]]:
+        return at_once(lambda: released_ids(self.sim.db.release_parents(worker_id)))
 
     def event(self, kind: str, **fields: Any) -> Steps[None]:
         return at_once(lambda: None)  # the simulator keeps no event log

@@ -113,6 +113,7 @@ class SimDB:
         self._arrivals: list[float] = []
         self._waiting: dict[str, list[TaskRow]] = {}  # task id -> the queued tasks dependant_on it
         self._children: dict[str, list[str]] = {}  # parent id -> the tasks that name it
+        self.unowned: set[str] = set()  # In Progress tasks with no worker (parents let go)
         self.waiting_total = 0
         self.claimable_by_type: dict[str, int] = {}
         self._durations: dict[str, list[tuple[float, float]]] = {}  # type -> [(completed at, seconds)]
@@ -178,7 +179,9 @@ class SimDB:
                 ids.discard(row.id)
                 if not ids:
                     self.running.pop(row.worker_id, None)
-            self.running_total -= 1
+                self.running_total -= 1
+            else:
+                self.unowned.discard(row.id)
         elif row.ready_at is None:  # waiting on its dependency
             self._waiting[row.after or ""].remove(row)
             self.waiting_total -= 1
@@ -251,7 +254,7 @@ class SimDB:
         """``complete_task``: only while In Progress; the Edge Function does not check the worker, so a
         late report completes the task for whichever worker holds it now."""
         row = self.tasks[task_id]
-        if row.status != "In Progress" or row.worker_id is None:
+        if row.status != "In Progress":
             return False
         holder = row.worker_id
         row.status, row.processed_at = "Complete", self.clock.now
@@ -262,6 +265,10 @@ class SimDB:
                 (row.processed_at, row.processed_at - row.started_at)
             )
             self._stats = None
+        if holder is None:  # a parent let go: the app completes it with its last child all the same
+            self.unowned.discard(task_id)
+            self._release(task_id)
+            return True
         ids = self.running[holder]  # In Progress under its holder: it is in the set
         ids.discard(task_id)
         if not ids:
@@ -272,15 +279,21 @@ class SimDB:
         return True
 
     def requeue_worker_tasks(
-        self, worker_id: str, reason: str, max_attempts: int | None = None
+        self, worker_id: str, reason: str, max_attempts: int | None = None, *, let_go_parents: bool = True
     ) -> dict[str, list[str]]:
-        """``orch_requeue_worker_tasks``: every In Progress task, attempt counted, dead-lettered at the limit."""
+        """``orch_requeue_worker_tasks``: every In Progress task, attempt counted, dead-lettered at the
+        limit; a parent whose children are still to run let go instead. Without ``let_go_parents``, the
+        app's crash heartbeat, which requeues every task alike."""
         limit = self.max_attempts if max_attempts is None else max_attempts
         ids = sorted(self.running.pop(worker_id, set()))
         if worker_id not in self.workers and not ids:
             raise errors.NotFound("orch_requeue_worker_tasks", f'unknown worker "{worker_id}"', code="OR003")
         requeued: list[str] = []
         failed: list[str] = []
+        released = [t for t in ids if let_go_parents and self._parent_waits(self.tasks[t])]
+        for task_id in released:  # its children still to run: let go In Progress, not run again
+            ids.remove(task_id)
+            self._let_go(self.tasks[task_id])
         for task_id in ids:
             row = self.tasks[task_id]
             row.attempts += 1
@@ -297,14 +310,42 @@ class SimDB:
                 requeued.append(task_id)
                 self._enqueue(row)
         self._cascade(failed)
-        return {"requeued": requeued, "failed": failed}
+        return {"requeued": requeued, "failed": failed, "released": released}
+
+    def release_parents(self, worker_id: str) -> dict[str, list[str]]:
+        """``orch_release_parents``: every parent (``*_orchestrator``) the worker holds stays In Progress
+        with no worker."""
+        if worker_id not in self.workers and worker_id not in self.running:
+            raise errors.NotFound("orch_release_parents", f'unknown worker "{worker_id}"', code="OR003")
+        ids = sorted(t for t in self.running.get(worker_id, ()) if PARENT_MARK in self.tasks[t].task_type)
+        held = self.running.get(worker_id)
+        for task_id in ids:
+            assert held is not None
+            held.discard(task_id)
+            self._let_go(self.tasks[task_id])
+        if held is not None and not held:
+            del self.running[worker_id]
+        return {"released": ids}
+
+    def _let_go(self, row: TaskRow) -> None:
+        """An In Progress task's worker_id cleared, the task kept In Progress (a released parent); the
+        caller has taken it out of its holder's set."""
+        row.worker_id = None
+        self.running_total -= 1
+        self.unowned.add(row.id)
+
+    def _parent_waits(self, row: TaskRow) -> bool:
+        """``orchestrator_private.parent_waits``: a parent with a Queued or In Progress child."""
+        return PARENT_MARK in row.task_type and any(
+            self.tasks[c].status in ("Queued", "In Progress") for c in self._children.get(row.id, ())
+        )
 
     def requeue_unowned_tasks(
         self, older_than_sec: float, reason: str, max_attempts: int | None = None
     ) -> dict[str, list[str]]:
         """``orch_requeue_unowned_tasks``: In Progress tasks that name no worker, In Progress longer than
-        ``older_than_sec``, attempt counted, dead-lettered at the limit. (The simulated workers always
-        name themselves, so none arises here; the function exists so every action has its effect.)"""
+        ``older_than_sec``, attempt counted, dead-lettered at the limit, a parent whose children are still
+        to run left alone. (The simulated workers always name themselves: only released parents arise.)"""
         limit = self.max_attempts if max_attempts is None else max_attempts
         requeued: list[str] = []
         failed: list[str] = []
@@ -314,6 +355,9 @@ class SimDB:
                 continue
             if row.started_at is None or now - row.started_at <= older_than_sec:
                 continue
+            if self._parent_waits(row):  # waiting on its children, not abandoned
+                continue
+            self.unowned.discard(row.id)
             row.attempts += 1
             if row.attempts >= limit:
                 row.status, row.processed_at = "Failed", now
@@ -446,7 +490,9 @@ class SimDB:
                 w.reported_status, w.reported_at = status, now
         crash: dict[str, list[str]] = {"requeued": [], "failed": []}
         if status == "crashed":
-            crash = self.requeue_worker_tasks(worker_id, "worker crashed (heartbeat guardian)")
+            crash = self.requeue_worker_tasks(
+                worker_id, "worker crashed (heartbeat guardian)", let_go_parents=False
+            )
         return {
             "success": True,
             "heartbeat_updated": w.status != "terminated",
@@ -518,6 +564,8 @@ class SimDB:
                 oldest_claimable_age_sec=round(now - since, 3) if since is not None else None,
                 running=running_total,
                 claimable_by_type=dict(self.claimable_by_type),
+                unowned_running=len(self.unowned),
+                oldest_unowned_age_sec=self._oldest_unowned_age(now),
             ),
             workers=tuple(workers),
             recent_boots=self._recent_boots(boots, prefix),
@@ -525,6 +573,11 @@ class SimDB:
             task_stats=self.task_stats(),
             task_stats_window_sec=TASK_STATS_WINDOW_SEC,
         )
+
+    def _oldest_unowned_age(self, now: float) -> float | None:
+        starts = [self.tasks[t].started_at for t in self.unowned]
+        known = [s for s in starts if s is not None]
+        return round(now - min(known), 3) if known else None
 
     def _recent_boots(self, boots: list[WorkerRow], prefix: str | None) -> tuple[BootOutcome, ...]:
         """The 50 newest boot and resume outcomes, newest first."""

@@ -305,7 +305,11 @@ def test_our_requeue_works_over_a_connection_without_a_jwt(
     (held,) = queue(migrated)
     real_worker_app.claim("gpu-1")
     orch.transition_worker(token, "gpu-1", "error", "heartbeat_stale")
-    assert orch.requeue_worker_tasks(token, "gpu-1", "heartbeat_stale") == {"requeued": [held], "failed": []}
+    assert orch.requeue_worker_tasks(token, "gpu-1", "heartbeat_stale") == {
+        "requeued": [held],
+        "failed": [],
+        "released": [],
+    }
     row = task(migrated, held)
     assert (row["status"], row["attempts"], row["worker_id"]) == ("Queued", 1, None)
 

@@ -140,11 +140,12 @@ def _fenced_calls(worker_id: str) -> list[tuple[str, dict[str, Any]]]:
         ("orch_merge_worker_metadata", {"p_worker_id": worker_id, "p_metadata": {"a": 1}}),
         ("orch_requeue_worker_tasks", {"p_worker_id": worker_id, "p_reason": "r"}),
         ("orch_append_event", {"p_kind": "something", "p_details": {}}),
+        ("orch_release_parents", {"p_worker_id": worker_id, "p_reason": "r"}),
     ]
 
 
 @pytest.mark.parametrize("case", ["stale", "missing", "expired", "never_acquired_lease"])
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(6))
 def test_every_fenced_write_checks_the_token(
     db: Database, raw: psycopg.Connection[Any], case: str, index: int
 ) -> None:
@@ -652,7 +653,7 @@ def test_requeue_always_increments_and_dead_letters_at_the_limit(
     assert "dead-lettered" in row["error_message"] and "heartbeat stale" in row["error_message"]
     assert task_row(raw, other[0])["status"] == "In Progress"
     assert task_row(raw, done[0])["status"] == "Complete"
-    assert db.requeue_worker_tasks(token, "w1", "again") == {"requeued": [], "failed": []}
+    assert db.requeue_worker_tasks(token, "w1", "again") == {"requeued": [], "failed": [], "released": []}
     assert db.events(worker_id="w1")[0]["kind"] == "tasks_requeued"
 
 
@@ -691,7 +692,7 @@ def test_a_dead_lettered_child_fails_its_parent_and_siblings_as_the_app_does(
     )
 
     result = db.requeue_worker_tasks(token, "w2", "heartbeat stale", max_attempts=3)
-    assert result == {"requeued": [], "failed": first}  # the result is unchanged
+    assert result == {"requeued": [], "failed": first, "released": []}
     assert task_row(raw, first[0])["status"] == "Failed"
     for tid in (parent, *rest):
         row = task_row(raw, tid)
@@ -766,9 +767,11 @@ def test_a_failure_the_app_writes_itself_is_left_to_the_app(
     assert task_row(raw, parent)["status"] == "In Progress"
 
 
-def test_a_dead_lettered_parent_fails_its_unfinished_children(
+def test_a_parent_at_its_last_attempt_is_let_go_not_dead_lettered_while_its_children_wait(
     db: Database, raw: psycopg.Connection[Any], token: int
 ) -> None:
+    # Its third holder died. Dead-lettered, it failed its whole chain (the cascade); its children need
+    # no holder, and the app completes it with the last of them (20261213000100).
     add_worker(raw, "w1", "error")
     [parent] = add_tasks(
         raw, 1, status="In Progress", worker_id="w1", task_type="travel_orchestrator", attempts=2
@@ -778,8 +781,14 @@ def test_a_dead_lettered_parent_fails_its_unfinished_children(
         "update tasks set params = jsonb_build_object('orchestrator_task_id_ref', %s::text) where id = any(%s::uuid[])",
         (parent, kids),
     )
-    assert db.requeue_worker_tasks(token, "w1", "stale", max_attempts=3)["failed"] == [parent]
-    assert {task_row(raw, k)["status"] for k in kids} == {"Failed"}
+    assert db.requeue_worker_tasks(token, "w1", "stale", max_attempts=3) == {
+        "requeued": [],
+        "failed": [],
+        "released": [parent],
+    }
+    row = task_row(raw, parent)
+    assert (row["status"], row["worker_id"], row["attempts"]) == ("In Progress", None, 2)
+    assert {task_row(raw, k)["status"] for k in kids} == {"Queued"}
 
 
 def test_tasks_of_a_deleted_worker_row_go_back_to_the_queue(
@@ -936,6 +945,7 @@ BAD_INPUT: list[tuple[str, dict[str, Any], type[errors.DatabaseError], str]] = [
     ("orch_merge_worker_metadata", {"p_worker_id": "w1", "p_metadata": None}, errors.InvalidArgument, "p_metadata"),
     ("orch_merge_worker_metadata", {"p_worker_id": "nope", "p_metadata": {}}, errors.NotFound, "unknown worker"),
     ("orch_requeue_worker_tasks", {"p_worker_id": "nope", "p_reason": "r"}, errors.NotFound, "unknown worker"),
+    ("orch_release_parents", {"p_worker_id": "nope", "p_reason": "r"}, errors.NotFound, "unknown worker"),
     ("orch_requeue_worker_tasks", {"p_worker_id": "w1", "p_reason": "r", "p_max_attempts": -3}, errors.InvalidArgument, "p_max_attempts"),
     ("orch_append_event", {"p_kind": None}, errors.InvalidArgument, "p_kind"),
     ("orch_append_event", {"p_kind": "Bad Kind!"}, errors.InvalidArgument, "snake_case"),
@@ -958,7 +968,8 @@ BAD_INPUT: list[tuple[str, dict[str, Any], type[errors.DatabaseError], str]] = [
 ]  # fmt: skip
 
 FENCED = {"orch_register_worker", "orch_transition_worker", "orch_merge_worker_metadata",
-          "orch_requeue_worker_tasks", "orch_append_event", "orch_set_task_attempt_limit"}  # fmt: skip
+          "orch_requeue_worker_tasks", "orch_append_event", "orch_set_task_attempt_limit",
+          "orch_release_parents"}  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -182,9 +182,9 @@ def test_a_parent_is_sized_as_the_children_it_creates_not_as_its_whole_chain() -
 
 
 def test_the_threshold_rule_does_not_count_a_held_parent_as_demand() -> None:
-    # One worker holds a parent while its first segment waits: that worker takes the segment. Counted as
-    # demand, the parent asked for a second pod that billed for the whole chain.
-    holder = busy("gpu-0", "travel_orchestrator", since=600)
+    # One worker holds a parent it ran a minute ago while its first segment waits: that worker takes the
+    # segment. Counted as demand, the parent asked for a second pod that billed for the whole chain.
+    holder = busy("gpu-0", "travel_orchestrator", since=60)
     s = replace(snap([holder], claimable=1), queue=Queue(claimable=1, running=1))
     result = run(s, pods_for([holder]), settings(tasks_per_gpu_threshold=1))
     assert result.desired == 1 and result.of_kind(Spawn) == []

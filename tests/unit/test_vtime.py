@@ -123,12 +123,13 @@ class RealSide:
         self.token = int(db.lease_acquire("sim-test", 60)["token"])
         self.ids: list[str] = []
 
-    def add_task(self, task_type: str) -> None:
+    def add_task(self, task_type: str, parent: int | None = None) -> None:
         n = len(self.ids)
+        params = {} if parent is None else {"orchestrator_task_id_ref": self.ids[parent]}
         row = self.conn.execute(
             "insert into tasks (task_type, params, status, created_at) values "
-            "(%s, '{}'::jsonb, 'Queued', now() - make_interval(secs => 100 - %s)) returning id",
-            (task_type, n),
+            "(%s, %s::jsonb, 'Queued', now() - make_interval(secs => 100 - %s)) returning id",
+            (task_type, json.dumps(params), n),
         ).fetchone()
         assert row is not None
         self.ids.append(str(row[0]))
@@ -184,9 +185,12 @@ class RealSide:
         ).fetchone()
         return row is not None
 
-    def requeue(self, wid: str) -> tuple[list[int], list[int]]:
+    def requeue(self, wid: str) -> tuple[list[int], ...]:
         r = self.db.requeue_worker_tasks(self.token, wid, "test", 3)
-        return [self.ids.index(str(x)) for x in r["requeued"]], [self.ids.index(str(x)) for x in r["failed"]]
+        return tuple(sorted(self.ids.index(str(x)) for x in r[k]) for k in ("requeued", "failed", "released"))
+
+    def release(self, wid: str) -> list[int]:
+        return sorted(self.ids.index(str(x)) for x in self.db.release_parents(self.token, wid, "test")["released"])
 
     def tasks(self) -> list[tuple[str, int]]:
         rows = self.conn.execute("select id, status, attempts from tasks").fetchall()
@@ -206,10 +210,10 @@ class SimSide:
     def _tick(self) -> None:
         self.clock.run_until(self.clock.now + 1.0)
 
-    def add_task(self, task_type: str) -> None:
+    def add_task(self, task_type: str, parent: int | None = None) -> None:
         self._tick()
         task_id = f"t{len(self.ids)}"
-        self.db.insert_task(task_id, task_type, 60.0)
+        self.db.insert_task(task_id, task_type, 60.0, parent=None if parent is None else self.ids[parent])
         self.ids.append(task_id)
 
     def register(self, wid: str) -> None:
@@ -239,11 +243,12 @@ class SimSide:
         self._tick()
         return self.db.complete(wid, self.ids[i])
 
-    def requeue(self, wid: str) -> tuple[list[int], list[int]]:
+    def requeue(self, wid: str) -> tuple[list[int], ...]:
         r = self.db.requeue_worker_tasks(wid, "test", 3)
-        return sorted(self.ids.index(x) for x in r["requeued"]), sorted(
-            self.ids.index(x) for x in r["failed"]
-        )
+        return tuple(sorted(self.ids.index(x) for x in r[k]) for k in ("requeued", "failed", "released"))
+
+    def release(self, wid: str) -> list[int]:
+        return sorted(self.ids.index(x) for x in self.db.release_parents(wid)["released"])
 
     def tasks(self) -> list[tuple[str, int]]:
         return [(self.db.tasks[i].status, self.db.tasks[i].attempts) for i in self.ids]
@@ -305,10 +310,24 @@ def script(side: Any) -> list[Any]:
     out.append(side.transition("gpu-b", "terminated", "provider_confirmed_gone"))
     out.append(side.heartbeat("gpu-b"))  # terminated: nothing recorded
     out.append(side.transition("gpu-c", "terminating", "scale_down_before_boot"))
+    # Parents: a leaving holder's waiting parent is let go, not requeued (20261213000100).
+    side.add_task("travel_orchestrator")  # 4: two children, 5 and 7
+    side.add_task("gen", 4)
+    side.add_task("join_clips_orchestrator")  # 6: no child
+    side.add_task("gen", 4)
+    side.register("gpu-d")
+    side.transition("gpu-d", "initializing", "pod_ready")
+    side.transition("gpu-d", "active", "first_heartbeat")
+    out.append([side.claim("gpu-d") for _ in range(4)])  # 3, 4, 5, 6
+    out.append(side.complete("gpu-d", 3))
+    out.append(side.requeue("gpu-d"))  # 5 and 6 requeued; 4 waits on 5 and 7: released
+    out.append([side.claim("gpu-d") for _ in range(2)])  # 5, 6
+    out.append(side.release("gpu-d"))  # 6, a parent whatever its children; 5 kept
+    out.append(attempt(side.release, "gpu-z"))  # unknown worker
     out.append(attempt(side.transition, "gpu-z", "error", "x"))  # unknown worker
     out.append(side.tasks())
     snap = side.snapshot()
-    out.append((snap.queue.claimable, snap.queue.running))
+    out.append((snap.queue.claimable, snap.queue.running, snap.queue.unowned_running))
     out.append(
         [
             (

@@ -205,6 +205,13 @@ class Database:
             p_lease=self.lease,
         )
 
+    def release_parents(self, token: int, worker_id: str, reason: str) -> dict[str, Any]:
+        """Let go the parents (``*_orchestrator``) the worker holds In Progress: ``{released: [ids]}``;
+        they stay In Progress with no worker, for the app to complete with their last child."""
+        return self._call(
+            "orch_release_parents", p_token=token, p_worker_id=worker_id, p_reason=reason, p_lease=self.lease
+        )
+
     def set_task_attempt_limit(self, token: int, max_attempts: int) -> int:
         """Store ``MAX_TASK_ATTEMPTS`` where the tasks guard reads it: the limit also applies to the
         app's writes (a task requeued at the limit through an Edge Function is dead-lettered)."""
