@@ -18,6 +18,7 @@ import base64
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -599,9 +600,9 @@ def _value_warnings(values: Mapping[str, Any]) -> list[ConfigWarning]:
     return found
 
 
-def jwt_role(token: Any) -> str | None:
-    """The ``role`` claim of a legacy Supabase API key (a JWT; read, not verified), None when the value
-    is not one (a new-style ``sb_`` key, or anything else)."""
+def _jwt_claim(token: Any, claim: str) -> str | None:
+    """A claim of a legacy Supabase API key (a JWT; read, not verified), None when the value is not one
+    (a new-style ``sb_`` key, or anything else) or has no such text claim."""
     if not isinstance(token, str) or token.count(".") != 2:
         return None
     payload = token.split(".")[1]
@@ -609,8 +610,72 @@ def jwt_role(token: Any) -> str | None:
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (ValueError, TypeError):
         return None
-    role = claims.get("role") if isinstance(claims, dict) else None
-    return role if isinstance(role, str) else None
+    value = claims.get(claim) if isinstance(claims, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def jwt_role(token: Any) -> str | None:
+    """The ``role`` claim of a legacy Supabase API key, None when the value is not one."""
+    return _jwt_claim(token, "role")
+
+
+# A Supabase project's reference: 20 lowercase letters and digits, in its API host
+# (https://<ref>.supabase.co), its database's direct host (db.<ref>.supabase.co) and the shared pooler's
+# user name (postgres.<ref> at aws-<n>-<region>.pooler.supabase.com), Supabase's "Connect to your
+# database"; and the `ref` claim of its legacy API keys.
+_PROJECT_REF = re.compile(r"[a-z0-9]{20}")
+
+
+def _ref_of_api_url(url: Any) -> str | None:
+    try:
+        host = (urlsplit(str(url)).hostname or "").lower()
+    except ValueError:
+        return None
+    ref, _, domain = host.partition(".")
+    return ref if domain in ("supabase.co", "supabase.in") and _PROJECT_REF.fullmatch(ref) else None
+
+
+def _ref_of_database_url(url: Any) -> str | None:
+    """Read as libpq reads the address part (see :func:`url_problem`); None when it names no Supabase
+    project, several hosts, or sets the host or user in its query (which would win)."""
+    text = str(url)
+    rest = text.split("://", 1)[1] if "://" in text else ""
+    authority, _, after = rest.partition("/")
+    userinfo, _, hosts = authority.partition("@") if "@" in authority else ("", "", authority)
+    hosts, _, query = hosts.partition("?")
+    if any(key in ("host", "hostaddr", "user") for key in parse_qs(query or after.partition("?")[2])):
+        return None
+    if "," in hosts or hosts.startswith("["):
+        return None
+    host = hosts.rsplit(":", 1)[0].lower()
+    user = unquote(userinfo.split(":", 1)[0]).lower()
+    if host.startswith("db.") and host.endswith(".supabase.co"):
+        ref = host[len("db.") : -len(".supabase.co")]
+    elif host.endswith(".pooler.supabase.com") and user.startswith("postgres."):
+        ref = user[len("postgres.") :]
+    else:
+        return None
+    return ref if _PROJECT_REF.fullmatch(ref) else None
+
+
+def project_ref_problem(values: Mapping[str, Any]) -> str | None:
+    """The Supabase project named by SUPABASE_URL, DATABASE_URL and the service-role key, when they
+    disagree. The daemon reads and writes the queue through DATABASE_URL (when set) while the workers
+    reach the project of SUPABASE_URL with the key: two projects, and every worker polled a queue the
+    daemon never saw while the daemon spawned for one nobody claimed from."""
+    named = {
+        "SUPABASE_URL": _ref_of_api_url(values["SUPABASE_URL"]) if values.get("SUPABASE_URL") else None,
+        "DATABASE_URL": _ref_of_database_url(values["DATABASE_URL"]) if values.get("DATABASE_URL") else None,
+        "SUPABASE_SERVICE_ROLE_KEY": _jwt_claim(values.get("SUPABASE_SERVICE_ROLE_KEY"), "ref"),
+    }
+    known = {name: ref for name, ref in named.items() if ref}
+    if len(set(known.values())) <= 1:
+        return None
+    said = ", ".join(f"{name} project {ref}" for name, ref in known.items())
+    return (
+        f"these settings name different Supabase projects ({said}): the daemon would watch one queue "
+        "and the workers claim from another; take them all from the same project (its Settings > API and Connect)"
+    )
 
 
 # Supabase's new secret API keys ("Migrating to publishable and secret API keys").
@@ -639,6 +704,9 @@ def _cross_checks(values: Mapping[str, Any], skip: frozenset[str] = frozenset())
             f"SUPABASE_SERVICE_ROLE_KEY is a key of role {role!r}, not 'service_role': the anon key in the "
             "service role's place? (Settings > API Keys > Legacy API Keys: service_role)"
         )
+    mixed = project_ref_problem(values)
+    if mixed:
+        problems.append(mixed)
     port = values.get("METRICS_PORT")
     if isinstance(port, int) and port > 65535:
         problems.append(f"METRICS_PORT={port}: expected a TCP port up to 65535 (0 = off)")

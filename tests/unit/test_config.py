@@ -777,6 +777,70 @@ def test_the_anon_key_in_the_service_roles_place_is_refused() -> None:
     assert config.load_settings({"SUPABASE_SERVICE_ROLE_KEY": key("service_role")}, env_file=None)
 
 
+def _jwt(**claims: str) -> str:
+    import base64
+    import json as json_mod
+
+    def part(obj: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json_mod.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+OURS, OTHER = "abcdefghijklmnopqrst", "zyxwvutsrqponmlkjihg"
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        (
+            {"DATABASE_URL": f"postgresql://postgres:p%40ss@db.{OTHER}.supabase.co:5432/postgres"},
+            "DATABASE_URL",
+        ),
+        (
+            {
+                "DATABASE_URL": f"postgresql://postgres.{OTHER}:pw@aws-0-eu-central-1.pooler.supabase.com:6543/postgres"
+            },
+            "DATABASE_URL",
+        ),
+        (
+            {"SUPABASE_SERVICE_ROLE_KEY": _jwt(iss="supabase", ref=OTHER, role="service_role")},
+            "SUPABASE_SERVICE_ROLE_KEY",
+        ),
+    ],
+    ids=["direct", "pooler", "key"],
+)
+def test_settings_of_two_supabase_projects_are_refused(changes: dict[str, str], named: str) -> None:
+    """SUPABASE_URL goes to the workers (their Edge Function calls and heartbeats); DATABASE_URL is the
+    daemon's own way to the queue. Copied from two projects (a staging one and production), the daemon
+    spawned for tasks no worker could see and the workers polled a queue the daemon never read. The
+    project is in each: its API host, the database's host or the pooler's user, the legacy key's `ref`."""
+    same = {
+        "SUPABASE_URL": f"https://{OURS}.supabase.co",
+        "DATABASE_URL": f"postgresql://postgres.{OURS}:pw@aws-0-eu-central-1.pooler.supabase.com:5432/postgres",
+        "SUPABASE_SERVICE_ROLE_KEY": _jwt(iss="supabase", ref=OURS, role="service_role"),
+    }
+    assert config.load_settings(same, env_file=None).supabase_url == same["SUPABASE_URL"]
+    with pytest.raises(ConfigError) as info:
+        config.load_settings({**same, **changes}, env_file=None)
+    [problem] = [p for p in info.value.problems if "different Supabase projects" in p]
+    assert f"{named} project {OTHER}" in problem and f"SUPABASE_URL project {OURS}" in problem
+    assert "pw" not in problem and "p%40ss" not in problem
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    [
+        "postgresql://orchestrator:pw@10.0.0.5:5432/postgres",  # self-hosted: no project in it
+        f"postgresql://postgres:pw@db.{OTHER}.supabase.co/postgres?host=db.{OURS}.supabase.co",  # the query wins
+        f"postgresql://postgres:pw@db.{OURS}.supabase.co:6543/postgres",  # the dedicated pooler's port
+    ],
+)
+def test_settings_that_cannot_be_told_apart_or_agree_are_accepted(database_url: str) -> None:
+    settings = {"SUPABASE_URL": f"https://{OURS}.supabase.co", "DATABASE_URL": database_url}
+    assert config.load_settings(settings, env_file=None).database_url == database_url
+
+
 @pytest.mark.parametrize("password", ["123456/Rest", "a@b", "99999/x"])
 def test_a_database_password_libpq_cannot_read_is_caught_without_echoing_it(password: str) -> None:
     url = f"postgresql://postgres.abcd:{password}@aws-0-eu.pooler.supabase.com:5432/postgres"
