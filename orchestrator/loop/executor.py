@@ -62,6 +62,7 @@ from orchestrator.loop.steps import (
     terminate,
     to_error,
 )
+from orchestrator.ports import Requeued
 
 T = TypeVar("T")
 Outcome = dict[str, Any]
@@ -356,7 +357,12 @@ def fail_worker(a: FailWorker, worker: Worker | None, fx: Effects) -> Steps[Outc
         dead_lettered=len(requeued.failed),
         parents_released=len(requeued.released),
     )
-    return {"tasks_reset": requeued.count, "terminate_confirmed": confirmed, **skipped_steps(skipped)}
+    return {
+        "tasks_reset": requeued.count,
+        "parents_released": len(requeued.released),
+        "terminate_confirmed": confirmed,
+        **skipped_steps(skipped),
+    }
 
 
 def drain(a: Drain, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
@@ -433,9 +439,9 @@ def mark_terminated(a: MarkTerminated, worker: Worker | None, fx: Effects) -> St
     a worker that is no longer live, which the next snapshot lists and the next tick requeues."""
     kind = a.kind
     skipped: list[str] = []
-    reset = 0
+    requeued = Requeued()
     if a.requeue_tasks:
-        reset = (yield from requeue(fx, kind, a.worker_id, a.reason.value, skipped)).count
+        requeued = yield from requeue(fx, kind, a.worker_id, a.reason.value, skipped)
     cost = local_step(fx, kind, "cost", skipped, lambda: estimated_cost(worker, fx.now()) if worker else None)
     yield from fx.transition(a.worker_id, WorkerState.TERMINATED, a.reason.value)
     runpod_id = worker.runpod_id if worker else None
@@ -448,12 +454,16 @@ def mark_terminated(a: MarkTerminated, worker: Worker | None, fx: Effects) -> St
         reason=a.reason.value,
         cost_usd=cost,
     )
-    return {"tasks_reset": reset, **skipped_steps(skipped)}
+    return {
+        "tasks_reset": requeued.count,
+        "parents_released": len(requeued.released),
+        **skipped_steps(skipped),
+    }
 
 
 def requeue_tasks(a: RequeueTasks, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
     requeued = yield from fx.requeue(a.worker_id, a.reason.value)
-    return {"tasks_reset": requeued.count}
+    return {"tasks_reset": requeued.count, "parents_released": len(requeued.released)}
 
 
 def requeue_unowned_tasks(a: RequeueUnownedTasks, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
