@@ -85,10 +85,13 @@ def worker_row(w: Worker, now: datetime) -> dict[str, Any]:
 
 def worker_why(w: Worker) -> str | None:
     """The reason recorded for the worker's current state: an error's reason when failed or ending
-    after one, a drain's when draining, else the reason it was spawned for (demand, wait_target...)."""
+    after one, a drain's when draining, "resumed" for one back from the warm pool, else the reason it
+    was spawned for (demand, wait_target...)."""
     meta = w.metadata
     if w.status.pooled:
         return "pooled"  # the reasons in the metadata are of its life before the pool
+    if w.resumes and w.status in (WorkerState.RESUMING, WorkerState.INITIALIZING, WorkerState.ACTIVE):
+        return "resumed"  # its spawn's reason is of its first life; a resume is always for the queue
     keys = {
         WorkerState.ERROR: (Meta.ERROR_REASON,),
         WorkerState.TERMINATING: (Meta.ERROR_REASON, Meta.DRAIN_REASON),

@@ -142,6 +142,8 @@ def test_status_says_why_each_worker_is_in_its_state() -> None:
         worker("gpu-a", spawn_reason="wait_target"),
         worker("gpu-b", "draining", drain_reason="idle_timeout"),
         worker("gpu-c", "error", error_reason="heartbeat_stale", spawn_reason="demand"),
+        # Back from the warm pool: its spawn's reason is of its first life.
+        worker("gpu-d", spawn_reason="demand", resumes=1, drain_reason="idle_timeout"),
     ]
     lines = render_status(snap(fleet)).splitlines()
     header = next(line for line in lines if line.startswith("WORKER"))
@@ -149,3 +151,4 @@ def test_status_says_why_each_worker_is_in_its_state() -> None:
     rows = {line.split()[0]: line for line in lines if line.startswith("gpu-")}
     assert "wait_target" in rows["gpu-a"] and "idle_timeout" in rows["gpu-b"]
     assert "heartbeat_stale" in rows["gpu-c"] and "demand" not in rows["gpu-c"]
+    assert "resumed" in rows["gpu-d"] and "demand" not in rows["gpu-d"]
