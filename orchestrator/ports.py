@@ -101,12 +101,10 @@ class ResumeResult:
 
 @dataclass(frozen=True)
 class Requeued:
-    """Tasks a requeue moved: back to Queued, or dead-lettered as Failed at the attempt limit; and the
-    parents it let go In Progress instead, their children still to run (``released``)."""
+    """Tasks a requeue moved: back to Queued, or dead-lettered as Failed at the attempt limit."""
 
     requeued: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()
-    released: tuple[str, ...] = ()
 
     @property
     def count(self) -> int:
@@ -114,14 +112,12 @@ class Requeued:
 
     @classmethod
     def from_json(cls, answer: Any) -> Requeued:
-        """From the requeue functions' ``{"requeued": [...], "failed": [...], "released": [...]}``
-        (anything else: none)."""
+        """From the requeue functions' ``{"requeued": [...], "failed": [...]}`` (anything else: none)."""
         if not isinstance(answer, Mapping):
             return cls()
         return cls(
             tuple(str(i) for i in answer.get("requeued") or ()),
             tuple(str(i) for i in answer.get("failed") or ()),
-            tuple(str(i) for i in answer.get("released") or ()),
         )
 
 

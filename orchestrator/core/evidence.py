@@ -9,8 +9,9 @@ never fatal. No I/O.
 
 The contract (``orch_snapshot``):
 
-* ``workers[].running_tasks``: ``[{"id", "task_type", "started_at"}]``, the same rows as
-  ``running_task_ids``;
+* ``workers[].running_tasks``: ``[{"id", "task_type", "started_at", "children_live",
+  "last_child_at"}]``, the same rows as ``running_task_ids``; for a parent, how many of its children
+  are Queued or In Progress and when the newest of them was created (null for other tasks);
 * ``queue.claimable_by_type``: ``[{"task_type", "count"}]``, claimable queued tasks per type;
 * ``task_stats``: ``{"window_sec": W, "types": [{"task_type", "completions", "mean_sec", "stddev_sec",
   "p50_sec", "p95_sec", "p99_sec", "max_sec"}]}`` over the tasks completed within the last W seconds;
@@ -42,19 +43,29 @@ MAX_ARRIVALS = 10_000_000
 
 @dataclass(frozen=True)
 class RunningTask:
-    """One In Progress task of a worker: its type and since when it runs."""
+    """One In Progress task of a worker: its type and since when it runs; for a parent, its unfinished
+    children (None: not said) and when the newest of them was created."""
 
     id: str
     task_type: str
     started_at: datetime | None = None
+    children_live: int | None = None
+    last_child_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        if self.started_at is not None and self.started_at.tzinfo is None:
-            object.__setattr__(self, "started_at", as_utc(self.started_at))
+        for name in ("started_at", "last_child_at"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                object.__setattr__(self, name, as_utc(value))
 
     @property
     def is_parent(self) -> bool:
         return PARENT_MARK in self.task_type
+
+    @property
+    def waiting(self) -> bool:
+        """A parent known to wait on children: not in its own run, nor waiting for its worker's re-run."""
+        return self.is_parent and bool(self.children_live)
 
     @classmethod
     def from_json(cls, row: Any) -> RunningTask:
@@ -63,10 +74,15 @@ class RunningTask:
         task_id = str_or_none(row.get("id"))
         if task_id is None:
             raise ValueError("running task without an id")
+        live = row.get("children_live")
+        if live is not None and (isinstance(live, bool) or not isinstance(live, int) or live < 0):
+            raise ValueError(f"children_live is not a count: {str(live)[:40]!r}")
         return cls(
             id=task_id,
             task_type=str(row.get("task_type") or ""),
             started_at=ts_or_none(row.get("started_at")),
+            children_live=live,
+            last_child_at=ts_or_none(row.get("last_child_at")),
         )
 
 

@@ -12,9 +12,10 @@ reactivations and spawns to the :class:`~orchestrator.core.draft.Draft`. Spawns 
 * **Scale down** (capacity above desired). First booting workers, but only while no claimable task
   waits (a booting pod with work waiting will soon be useful; with none it is pure cost) or while
   above ``MAX_ACTIVE_GPUS`` (an operator lowering it to stop spending means now), then active
-  workers idle for ``GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC``. Idle = no running task but parents, measured
-  from the last completion, the activation or the parents' start, whichever is later (never from the
-  heartbeat, which idle workers keep sending). Then, as a backstop, workers idle for ``GPU_IDLE_TIMEOUT_SEC`` are drained while more
+  workers idle for ``GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC``. Idle = no running task but parents waiting on
+  their children, measured from the last completion, the activation, the parents' start or their newest
+  child, whichever is later (never from the heartbeat, which idle workers keep sending); a worker
+  holding parents is let go only after ``GPU_IDLE_TIMEOUT_SEC`` of that. Then, as a backstop, workers idle for ``GPU_IDLE_TIMEOUT_SEC`` are drained while more
   than ``max(MIN_ACTIVE_GPUS, MACHINES_TO_KEEP_IDLE)`` stay (a worker idle that long while tasks wait
   is not taking them). Victims: the most expensive first, then the newest (an older worker has a warm
   cache and a proven host), then by id. Drained workers with no task are terminated on the next tick
@@ -172,14 +173,28 @@ def _holds_only_parents(worker: Worker) -> bool:
     app completes it with its last child (banodoco/Reigh-Worker ``worker.py``, the poll's look-up of
     its own In Progress task). So a worker holding only parents serves the queue like an idle one; taken
     as busy for the parent's whole life, it made the model ask for a worker more per parent in flight.
-    It is idle for scale-down too (:func:`_idle_sec`); drained, it lets its parents go
-    (:class:`~orchestrator.core.actions.ReleaseParents`) before it can end, since the database refuses
-    to end a worker holding a task. Kept until the chain ended, its GPU billed for as long as the
-    children waited: for ever when they could not run (their user out of credits, a segment cancelled
-    from the dashboard)."""
+    For scale-down see :func:`_releasable`."""
     return 0 < len(worker.running_tasks) == worker.running_count and all(
         t.is_parent for t in worker.running_tasks
     )
+
+
+def _releasable(worker: Worker) -> bool:
+    """Every task the worker holds is a parent waiting on a child (the snapshot's ``children_live``):
+    idle for scale-down (:func:`_idle_sec`), and once drained it lets the parents go
+    (:class:`~orchestrator.core.actions.ReleaseParents`) and ends, since the database refuses to end a
+    worker that holds a task. Kept until the chain ended, its GPU billed for as long as the children
+    waited: for ever when they could not run (their user out of credits, a segment cancelled from the
+    dashboard). A parent with no live child is in its own run (which creates them) or waits for the
+    worker's re-run: busy."""
+    return _holds_only_parents(worker) and all(t.waiting for t in worker.running_tasks)
+
+
+def _settled(d: Draft, worker: Worker) -> bool:
+    """A worker holding parents is let go only once idle for GPU_IDLE_TIMEOUT_SEC, counted from its
+    newest child too: a parent's own run may pause between the children it creates (a vision model per
+    segment), and a worker ended in that pause left its chain short, which the app then fails."""
+    return worker.running_count == 0 or _at_least(_idle_sec(d, worker), d.settings.gpu_idle_timeout_sec)
 
 
 def _busy(d: Draft, worker: Worker, types: sizing.TypeModel) -> sizing.Busy:
@@ -226,10 +241,10 @@ def _at_least(value: float | None, limit: float) -> bool:
 def _idle_sec(d: Draft, worker: Worker) -> float | None:
     parents: list[datetime | None] = []
     if worker.running_count > 0:
-        if not _holds_only_parents(worker):
+        if not _releasable(worker):
             return None
-        # Idle since it last ran one of them too (its own run creates the children).
-        parents = [t.started_at for t in worker.running_tasks]
+        # Idle since it last ran one of them, or one of them last made a child, too.
+        parents = [t for p in worker.running_tasks for t in (p.started_at, p.last_child_at)]
     since = (
         # A resumed worker's idle time counts from its resume, not from before its stop.
         _later(worker.last_completion_at, worker.activated_at, worker.resume_requested_at, *parents)
@@ -282,7 +297,7 @@ def scale_down(d: Draft, booting: list[Worker], active: list[Worker], aim: Targe
     overcap: float = max(float(s.gpu_overcapacity_idle_timeout_sec), aim.release_after_sec)
     remaining = [w for w in active if w.id not in d.leaving]
     if excess > 0:
-        idle = [w for w in remaining if _at_least(_idle_sec(d, w), overcap)]
+        idle = [w for w in remaining if _at_least(_idle_sec(d, w), overcap) and _settled(d, w)]
         for worker in d.sort_victims(idle, _activated)[:excess]:
             d.drain(worker, Reason.OVERCAPACITY)
             removed += 1
@@ -340,7 +355,7 @@ def draining(d: Draft, drained: list[Worker], missing: int, pooled: int = 0) -> 
         if worker.id in d.leaving:
             continue
         if worker.running_count > 0:
-            if _holds_only_parents(worker):
+            if _releasable(worker) and _settled(d, worker):
                 # Ended next tick, holding nothing (the database refuses to end a worker that holds a
                 # task); a parent needs no process: the app completes it with its last child.
                 d.actions.append(ReleaseParents(reason=Reason.PARENTS_ONLY, worker_id=worker.id))

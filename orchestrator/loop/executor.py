@@ -62,7 +62,6 @@ from orchestrator.loop.steps import (
     terminate,
     to_error,
 )
-from orchestrator.ports import Requeued
 
 T = TypeVar("T")
 Outcome = dict[str, Any]
@@ -355,14 +354,8 @@ def fail_worker(a: FailWorker, worker: Worker | None, fx: Effects) -> Steps[Outc
         reason=a.reason.value,
         requeued=len(requeued.requeued),
         dead_lettered=len(requeued.failed),
-        parents_released=len(requeued.released),
     )
-    return {
-        "tasks_reset": requeued.count,
-        "parents_released": len(requeued.released),
-        "terminate_confirmed": confirmed,
-        **skipped_steps(skipped),
-    }
+    return {"tasks_reset": requeued.count, "terminate_confirmed": confirmed, **skipped_steps(skipped)}
 
 
 def drain(a: Drain, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
@@ -439,9 +432,9 @@ def mark_terminated(a: MarkTerminated, worker: Worker | None, fx: Effects) -> St
     a worker that is no longer live, which the next snapshot lists and the next tick requeues."""
     kind = a.kind
     skipped: list[str] = []
-    requeued = Requeued()
+    reset = 0
     if a.requeue_tasks:
-        requeued = yield from requeue(fx, kind, a.worker_id, a.reason.value, skipped)
+        reset = (yield from requeue(fx, kind, a.worker_id, a.reason.value, skipped)).count
     cost = local_step(fx, kind, "cost", skipped, lambda: estimated_cost(worker, fx.now()) if worker else None)
     yield from fx.transition(a.worker_id, WorkerState.TERMINATED, a.reason.value)
     runpod_id = worker.runpod_id if worker else None
@@ -454,16 +447,12 @@ def mark_terminated(a: MarkTerminated, worker: Worker | None, fx: Effects) -> St
         reason=a.reason.value,
         cost_usd=cost,
     )
-    return {
-        "tasks_reset": requeued.count,
-        "parents_released": len(requeued.released),
-        **skipped_steps(skipped),
-    }
+    return {"tasks_reset": reset, **skipped_steps(skipped)}
 
 
 def requeue_tasks(a: RequeueTasks, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
     requeued = yield from fx.requeue(a.worker_id, a.reason.value)
-    return {"tasks_reset": requeued.count, "parents_released": len(requeued.released)}
+    return {"tasks_reset": requeued.count}
 
 
 def requeue_unowned_tasks(a: RequeueUnownedTasks, worker: Worker | None, fx: Effects) -> Steps[Outcome]:

@@ -85,7 +85,7 @@ class Recorder:
                 1 for o in outcomes if o["kind"] == "resume_pod" and o.get("outcome") == "no_gpu"
             ),
             "tasks_reset": sum(int(o.get("tasks_reset") or 0) for o in outcomes),
-            # Parents let go by workers leaving (ReleaseParents, and a failed holder's requeue).
+            # Parents let go by workers leaving (ReleaseParents).
             "parents_released": sum(int(o.get("parents_released") or 0) for o in outcomes),
             "in_flight": sum(1 for o in outcomes if o.get("outcome") == "in_flight"),
             # Decided on a row an earlier tick's action changed meanwhile: dropped, decided again next tick.

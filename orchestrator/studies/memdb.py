@@ -28,6 +28,7 @@ import heapq
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from orchestrator.core import errors
@@ -279,21 +280,15 @@ class SimDB:
         return True
 
     def requeue_worker_tasks(
-        self, worker_id: str, reason: str, max_attempts: int | None = None, *, let_go_parents: bool = True
+        self, worker_id: str, reason: str, max_attempts: int | None = None
     ) -> dict[str, list[str]]:
-        """``orch_requeue_worker_tasks``: every In Progress task, attempt counted, dead-lettered at the
-        limit; a parent whose children are still to run let go instead. Without ``let_go_parents``, the
-        app's crash heartbeat, which requeues every task alike."""
+        """``orch_requeue_worker_tasks``: every In Progress task, attempt counted, dead-lettered at the limit."""
         limit = self.max_attempts if max_attempts is None else max_attempts
         ids = sorted(self.running.pop(worker_id, set()))
         if worker_id not in self.workers and not ids:
             raise errors.NotFound("orch_requeue_worker_tasks", f'unknown worker "{worker_id}"', code="OR003")
         requeued: list[str] = []
         failed: list[str] = []
-        released = [t for t in ids if let_go_parents and self._parent_waits(self.tasks[t])]
-        for task_id in released:  # its children still to run: let go In Progress, not run again
-            ids.remove(task_id)
-            self._let_go(self.tasks[task_id])
         for task_id in ids:
             row = self.tasks[task_id]
             row.attempts += 1
@@ -310,22 +305,23 @@ class SimDB:
                 requeued.append(task_id)
                 self._enqueue(row)
         self._cascade(failed)
-        return {"requeued": requeued, "failed": failed, "released": released}
+        return {"requeued": requeued, "failed": failed}
 
     def release_parents(self, worker_id: str) -> dict[str, list[str]]:
-        """``orch_release_parents``: every parent (``*_orchestrator``) the worker holds stays In Progress
-        with no worker."""
-        if worker_id not in self.workers and worker_id not in self.running:
+        """``orch_release_parents``: for a draining worker, every parent it holds that waits on a child
+        stays In Progress with no worker; the other parents are kept."""
+        w = self.workers.get(worker_id)
+        if w is None:
             raise errors.NotFound("orch_release_parents", f'unknown worker "{worker_id}"', code="OR003")
-        ids = sorted(t for t in self.running.get(worker_id, ()) if PARENT_MARK in self.tasks[t].task_type)
-        held = self.running.get(worker_id)
+        held = self.running.get(worker_id, set())
+        parents = sorted(t for t in held if PARENT_MARK in self.tasks[t].task_type)
+        ids = [t for t in parents if self._parent_waits(self.tasks[t])] if w.status == "draining" else []
         for task_id in ids:
-            assert held is not None
             held.discard(task_id)
             self._let_go(self.tasks[task_id])
-        if held is not None and not held:
+        if worker_id in self.running and not held:
             del self.running[worker_id]
-        return {"released": ids}
+        return {"released": ids, "kept": [t for t in parents if t not in ids]}
 
     def _let_go(self, row: TaskRow) -> None:
         """An In Progress task's worker_id cleared, the task kept In Progress (a released parent); the
@@ -336,9 +332,19 @@ class SimDB:
 
     def _parent_waits(self, row: TaskRow) -> bool:
         """``orchestrator_private.parent_waits``: a parent with a Queued or In Progress child."""
-        return PARENT_MARK in row.task_type and any(
-            self.tasks[c].status in ("Queued", "In Progress") for c in self._children.get(row.id, ())
-        )
+        return bool(self._live_children(row)[0])
+
+    def _live_children(self, row: TaskRow) -> tuple[int | None, datetime | None]:
+        """orch_snapshot's ``children_live`` and ``last_child_at`` of a running task (None, None for
+        one that is not a parent)."""
+        if PARENT_MARK not in row.task_type:
+            return None, None
+        live = [
+            self.tasks[c].created_at
+            for c in self._children.get(row.id, ())
+            if self.tasks[c].status in ("Queued", "In Progress")
+        ]
+        return len(live), at(max(live)) if live else None
 
     def requeue_unowned_tasks(
         self, older_than_sec: float, reason: str, max_attempts: int | None = None
@@ -490,9 +496,7 @@ class SimDB:
                 w.reported_status, w.reported_at = status, now
         crash: dict[str, list[str]] = {"requeued": [], "failed": []}
         if status == "crashed":
-            crash = self.requeue_worker_tasks(
-                worker_id, "worker crashed (heartbeat guardian)", let_go_parents=False
-            )
+            crash = self.requeue_worker_tasks(worker_id, "worker crashed (heartbeat guardian)")
         return {
             "success": True,
             "heartbeat_updated": w.status != "terminated",
@@ -517,7 +521,12 @@ class SimDB:
             ]
             last = self.last_completion.get(w.id)
             running_tasks = tuple(
-                RunningTask(r.id, r.task_type, at(r.started_at) if r.started_at is not None else None)
+                RunningTask(
+                    r.id,
+                    r.task_type,
+                    at(r.started_at) if r.started_at is not None else None,
+                    *self._live_children(r),
+                )
                 for r in tasks
             )
             workers.append(

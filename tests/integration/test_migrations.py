@@ -253,7 +253,7 @@ def test_onto_production_schema_with_rows(empty_url: str) -> None:
         token = db.lease_acquire("test", 30)["token"]
         result = db.requeue_worker_tasks(token, "gpu-20250912_101500-1a2b3c4d", "test")
         # attempts was NULL in production's row: counted as 0, now 1.
-        assert result == {"requeued": ["33333333-3333-3333-3333-333333333333"], "failed": [], "released": []}
+        assert result == {"requeued": ["33333333-3333-3333-3333-333333333333"], "failed": []}
     finally:
         db.close()
     # The real worker's claim (ours: this database had none), oldest first: 3333 (requeued above), then

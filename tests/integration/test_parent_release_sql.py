@@ -1,12 +1,14 @@
-"""Parents let go: ``orch_release_parents``, and the requeues that no longer run a waiting parent again
-(migration 20261213000100), on real PostgreSQL over both transports.
+"""Parents let go: ``orch_release_parents``, the snapshot's view of a held parent's children, and the
+unowned requeue that leaves a waiting parent alone (migration 20261213000100), on real PostgreSQL over
+both transports.
 
 A parent (a ``*_orchestrator`` task) stays In Progress under the worker that ran it while its children
 run; the app completes it with its last child whoever holds it (banodoco/reigh-app
-``complete_task/orchestratorCore.ts``). What an operator checks: a worker leaving lets its parents go
-without changing them otherwise (still In Progress, no attempt spent), the tasks guard does not send them
-back to the queue, each release is in the events, and a dying holder's parent is not requeued (which
-cost a claim and, at the third death, the whole chain).
+``complete_task/orchestratorCore.ts``). What an operator checks: a worker leaving lets go the parents
+that wait on a child without changing them otherwise (still In Progress, no attempt spent), keeps a
+parent still in its own run, the tasks guard does not send a released parent back to the queue, each
+release is in the events, and a dying holder's parent is requeued as before (its next run makes the
+children its holder did not).
 """
 
 from __future__ import annotations
@@ -40,20 +42,32 @@ def _child(raw: psycopg.Connection[Any], parent: str, status: str = "Queued") ->
 
 
 @pytest.mark.parametrize("transport", ["postgres", "supabase"])
-def test_a_release_keeps_the_parents_in_progress_with_no_worker(
+def test_a_release_keeps_the_waiting_parents_in_progress_with_no_worker(
     transport: str, request: pytest.FixtureRequest, raw: psycopg.Connection[Any]
 ) -> None:
     database: Database = request.getfixturevalue("db" if transport == "postgres" else "supabase_db")
     token = int(database.lease_acquire("leader", 60)["token"])
-    add_worker(raw, "w1", "draining")
+    add_worker(raw, "w1", "active")
     travel = _parent(raw, "w1")
     join = _parent(raw, "w1", "join_clips_orchestrator")
     _child(raw, travel)
+    _child(raw, join, "In Progress")
+    running = _parent(raw, "w1", "edit_video_orchestrator")  # in its own run: no child yet
     add_worker(raw, "w2", "active")
     [other] = add_tasks(raw, 1, status="In Progress", worker_id="w2", task_type="travel_orchestrator")
 
+    # The snapshot says which parents wait, and since when their newest child exists.
+    [w1] = [w for w in database.snapshot()["workers"] if w["id"] == "w1"]
+    seen = {t["id"]: (t["children_live"], t["last_child_at"] is not None) for t in w1["running_tasks"]}
+    assert seen == {travel: (1, True), join: (1, True), running: (0, False)}
+    # A worker still serving keeps its parents.
+    assert database.release_parents(token, "w1", "holds_only_parents") == {
+        "released": [],
+        "kept": sorted([travel, join, running]),
+    }
+    database.transition_worker(token, "w1", "draining", "idle_timeout")
     answer = database.release_parents(token, "w1", "holds_only_parents")
-    assert sorted(answer["released"]) == sorted([travel, join])
+    assert answer == {"released": sorted([travel, join]), "kept": [running]}
     for task in (travel, join):
         assert _task(raw, task) == {
             "status": "In Progress",
@@ -61,31 +75,23 @@ def test_a_release_keeps_the_parents_in_progress_with_no_worker(
             "attempts": 0,
             "error_message": None,
         }
+    assert _task(raw, running)["worker_id"] == "w1"
     assert _task(raw, other)["worker_id"] == "w2"  # another worker's parent is not touched
-    # The worker holds nothing now: the database lets it end.
-    database.transition_worker(token, "w1", "terminating", "drained")
+    # Still holding the parent in its own run, the worker cannot end.
+    with pytest.raises(errors.IllegalTransition):
+        database.transition_worker(token, "w1", "terminating", "drained")
     event = raw.execute(
         "select worker_id, reason, details from orchestrator_events where kind = 'parents_released'"
     ).fetchone()
     assert event is not None and event["worker_id"] == "w1" and event["reason"] == "holds_only_parents"
-    assert sorted(event["details"]["released"]) == sorted([travel, join])
-    # Again: nothing left to release, nothing recorded.
-    assert database.release_parents(token, "w1", "holds_only_parents") == {"released": []}
+    assert event["details"] == {"released": sorted([travel, join]), "kept": [running]}
+    # Its run over (the worker completed it), the worker holds nothing and ends.
+    raw.execute("update tasks set status = 'Complete' where id = %s", (running,))
+    assert database.release_parents(token, "w1", "holds_only_parents") == {"released": [], "kept": []}
+    database.transition_worker(token, "w1", "terminating", "drained")
     assert raw.execute(
         "select count(*) as n from orchestrator_events where kind = 'parents_released'"
     ).fetchone() == {"n": 1}
-
-
-def test_an_ordinary_task_is_not_released_and_keeps_its_worker_from_ending(
-    db: Database, raw: psycopg.Connection[Any], token: int
-) -> None:
-    add_worker(raw, "w1", "draining")
-    parent = _parent(raw, "w1")
-    [segment] = add_tasks(raw, 1, status="In Progress", worker_id="w1", task_type="travel_segment")
-    assert db.release_parents(token, "w1", "holds_only_parents") == {"released": [parent]}
-    assert _task(raw, segment)["worker_id"] == "w1"
-    with pytest.raises(errors.IllegalTransition):
-        db.transition_worker(token, "w1", "terminating", "drained")
 
 
 def test_a_release_is_fenced_and_checks_its_worker(
@@ -93,6 +99,7 @@ def test_a_release_is_fenced_and_checks_its_worker(
 ) -> None:
     add_worker(raw, "w1", "draining")
     parent = _parent(raw, "w1")
+    _child(raw, parent)
     with pytest.raises(errors.LeaseLost):
         db.release_parents(token + 1, "w1", "x")
     with pytest.raises(errors.NotFound):
@@ -102,41 +109,30 @@ def test_a_release_is_fenced_and_checks_its_worker(
     assert _task(raw, parent)["worker_id"] == "w1"
 
 
-def test_a_plain_write_clearing_a_parents_worker_is_still_requeued_by_the_guard(
-    raw: psycopg.Connection[Any],
-) -> None:
-    # Only the release keeps a parent In Progress without a worker; anyone else's write that clears
-    # worker_id (a worker row deleted, a hand edit) is sent back to the queue as before.
+def test_only_the_release_keeps_a_task_in_progress_with_no_worker(raw: psycopg.Connection[Any]) -> None:
+    # Anyone else's write that clears worker_id (a worker row deleted, a hand edit) sends the task back
+    # to the queue as before, a parent too; and the release's mark covers parents only.
     add_worker(raw, "w1", "active")
     parent = _parent(raw, "w1")
     raw.execute("update tasks set worker_id = null where id = %s", (parent,))
     assert _task(raw, parent)["status"] == "Queued"
+    [ordinary] = add_tasks(raw, 1, status="In Progress", worker_id="w1")
+    with raw.transaction():
+        raw.execute("select set_config('orchestrator.writer', 'release_parents', true)")
+        raw.execute("update tasks set worker_id = null where id = %s", (ordinary,))
+    assert _task(raw, ordinary)["status"] == "Queued"
 
 
-def test_a_dying_holders_waiting_parent_is_let_go_and_the_rest_requeued(
+def test_a_dying_holders_parent_is_requeued_so_its_next_run_makes_the_missing_children(
     db: Database, raw: psycopg.Connection[Any], token: int
 ) -> None:
+    # It died while making its chain: one child of two exists. Requeued, the parent's next run finds
+    # that child and makes the other (the handler is idempotent); released, the chain would stay short.
     add_worker(raw, "w1", "error")
-    waiting = _parent(raw, "w1")
-    _child(raw, waiting, "Queued")
-    finished = _parent(raw, "w1", "join_clips_orchestrator")
-    _child(raw, finished, "Complete")  # its children done: only a worker's run can end it
-    [segment] = add_tasks(raw, 1, status="In Progress", worker_id="w1", task_type="travel_segment")
-
-    answer = db.requeue_worker_tasks(token, "w1", "worker_crashed", 3)
-    assert answer["released"] == [waiting]
-    assert sorted(answer["requeued"]) == sorted([finished, segment]) and answer["failed"] == []
-    assert _task(raw, waiting) == {
-        "status": "In Progress",
-        "worker_id": None,
-        "attempts": 0,
-        "error_message": None,
-    }
-    assert _task(raw, finished)["status"] == "Queued" and _task(raw, finished)["attempts"] == 1
-    event = raw.execute(
-        "select details from orchestrator_events where kind = 'tasks_requeued' order by id desc limit 1"
-    ).fetchone()
-    assert event is not None and event["details"]["released"] == [waiting]
+    parent = _parent(raw, "w1")
+    _child(raw, parent)
+    assert db.requeue_worker_tasks(token, "w1", "worker_crashed", 3) == {"requeued": [parent], "failed": []}
+    assert _task(raw, parent)["status"] == "Queued" and _task(raw, parent)["attempts"] == 1
 
 
 def test_the_unowned_requeue_leaves_a_parent_whose_children_run(

@@ -653,7 +653,7 @@ def test_requeue_always_increments_and_dead_letters_at_the_limit(
     assert "dead-lettered" in row["error_message"] and "heartbeat stale" in row["error_message"]
     assert task_row(raw, other[0])["status"] == "In Progress"
     assert task_row(raw, done[0])["status"] == "Complete"
-    assert db.requeue_worker_tasks(token, "w1", "again") == {"requeued": [], "failed": [], "released": []}
+    assert db.requeue_worker_tasks(token, "w1", "again") == {"requeued": [], "failed": []}
     assert db.events(worker_id="w1")[0]["kind"] == "tasks_requeued"
 
 
@@ -662,7 +662,7 @@ def test_a_dead_lettered_child_fails_its_parent_and_siblings_as_the_app_does(
 ) -> None:
     # The app fails a child's parent and the parent's other unfinished tasks when the child fails for
     # good (its cascade_task_failure). Dead-lettered by the orchestrator without it, the chain's later
-    # segments waited for ever, and the worker holding the parent was never let go: a pod billing for ever.
+    # segments waited for ever, and the parent with them.
     add_worker(raw, "holder", "active")
     add_worker(raw, "w2", "error")
     [parent] = add_tasks(raw, 1, status="In Progress", worker_id="holder", task_type="travel_orchestrator")
@@ -692,7 +692,7 @@ def test_a_dead_lettered_child_fails_its_parent_and_siblings_as_the_app_does(
     )
 
     result = db.requeue_worker_tasks(token, "w2", "heartbeat stale", max_attempts=3)
-    assert result == {"requeued": [], "failed": first, "released": []}
+    assert result == {"requeued": [], "failed": first}  # the result is unchanged
     assert task_row(raw, first[0])["status"] == "Failed"
     for tid in (parent, *rest):
         row = task_row(raw, tid)
@@ -715,8 +715,7 @@ def test_a_segment_the_guard_dead_letters_fails_its_chain_and_frees_the_holder(
 ) -> None:
     """The real worker's requeue for retry (update-task-status, status Queued) at the attempt limit is
     made Failed by the tasks guard. The app cascades only failures it writes itself, so nobody cascaded
-    this one: the later segments waited on it for ever, the parent stayed In Progress under its holder,
-    which the daemon never lets go while it holds a parent, and the holder's pod billed."""
+    this one: the later segments waited on it for ever, and the parent stayed In Progress with them."""
     add_worker(raw, "holder", "active")
     add_worker(raw, "w2", "active")
     [parent] = add_tasks(raw, 1, status="In Progress", worker_id="holder", task_type="travel_orchestrator")
@@ -767,11 +766,9 @@ def test_a_failure_the_app_writes_itself_is_left_to_the_app(
     assert task_row(raw, parent)["status"] == "In Progress"
 
 
-def test_a_parent_at_its_last_attempt_is_let_go_not_dead_lettered_while_its_children_wait(
+def test_a_dead_lettered_parent_fails_its_unfinished_children(
     db: Database, raw: psycopg.Connection[Any], token: int
 ) -> None:
-    # Its third holder died. Dead-lettered, it failed its whole chain (the cascade); its children need
-    # no holder, and the app completes it with the last of them (20261213000100).
     add_worker(raw, "w1", "error")
     [parent] = add_tasks(
         raw, 1, status="In Progress", worker_id="w1", task_type="travel_orchestrator", attempts=2
@@ -781,14 +778,8 @@ def test_a_parent_at_its_last_attempt_is_let_go_not_dead_lettered_while_its_chil
         "update tasks set params = jsonb_build_object('orchestrator_task_id_ref', %s::text) where id = any(%s::uuid[])",
         (parent, kids),
     )
-    assert db.requeue_worker_tasks(token, "w1", "stale", max_attempts=3) == {
-        "requeued": [],
-        "failed": [],
-        "released": [parent],
-    }
-    row = task_row(raw, parent)
-    assert (row["status"], row["worker_id"], row["attempts"]) == ("In Progress", None, 2)
-    assert {task_row(raw, k)["status"] for k in kids} == {"Queued"}
+    assert db.requeue_worker_tasks(token, "w1", "stale", max_attempts=3)["failed"] == [parent]
+    assert {task_row(raw, k)["status"] for k in kids} == {"Failed"}
 
 
 def test_tasks_of_a_deleted_worker_row_go_back_to_the_queue(

@@ -155,7 +155,8 @@ def test_a_worker_holding_only_a_parent_serves_the_queue_like_an_idle_one() -> N
         running_tasks=(*holders[0].running_tasks, RunningTask("c-0", "generate_video", ago(20))),
     )
     assert plan_for([child, *holders[1:]]).desired >= plan_for(holders).desired
-    # Still never let go while it holds the parent: the app completes it with its last child.
+    # Kept while it holds a parent not known to wait on children (its own run, or its re-run to come);
+    # one that waits is let go once idle (tests/unit/test_parent_release.py).
     quiet = plan_for(holders, claimable=0)
     assert not [a for a in quiet.actions if getattr(a, "worker_id", None) in {h.id for h in holders}]
 

@@ -98,8 +98,7 @@ def test_a_chain_created_at_once_arrives_one_segment_at_a_time() -> None:
 
 def test_a_dead_lettered_segment_fails_its_chain_and_nothing_is_left_billing() -> None:
     # The daemon dead-letters a segment (its worker died on its last attempt): the app's cascade fails
-    # the parent and the later segments, which would otherwise wait for ever, the parent held by a
-    # worker the daemon never lets go.
+    # the parent and the later segments, which would otherwise wait for ever, and the parent with them.
     parent = TraceTask("p0", 30.0, SimWorker.PARENT_RUN_SEC + 3 * SEGMENT_SEC, "travel_orchestrator")
     settings = defaults().replace(MAX_TASK_ATTEMPTS=1)
     sim = Simulation(Trace("dead", (parent,), 1800.0), plan, settings, seed=3, resume=ResumeModel())

@@ -185,12 +185,15 @@ class RealSide:
         ).fetchone()
         return row is not None
 
-    def requeue(self, wid: str) -> tuple[list[int], ...]:
+    def requeue(self, wid: str) -> tuple[list[int], list[int]]:
         r = self.db.requeue_worker_tasks(self.token, wid, "test", 3)
-        return tuple(sorted(self.ids.index(str(x)) for x in r[k]) for k in ("requeued", "failed", "released"))
+        return sorted(self.ids.index(str(x)) for x in r["requeued"]), sorted(
+            self.ids.index(str(x)) for x in r["failed"]
+        )
 
-    def release(self, wid: str) -> list[int]:
-        return sorted(self.ids.index(str(x)) for x in self.db.release_parents(self.token, wid, "test")["released"])
+    def release(self, wid: str) -> tuple[list[int], ...]:
+        r = self.db.release_parents(self.token, wid, "test")
+        return tuple(sorted(self.ids.index(str(x)) for x in r[k]) for k in ("released", "kept"))
 
     def tasks(self) -> list[tuple[str, int]]:
         rows = self.conn.execute("select id, status, attempts from tasks").fetchall()
@@ -243,12 +246,15 @@ class SimSide:
         self._tick()
         return self.db.complete(wid, self.ids[i])
 
-    def requeue(self, wid: str) -> tuple[list[int], ...]:
+    def requeue(self, wid: str) -> tuple[list[int], list[int]]:
         r = self.db.requeue_worker_tasks(wid, "test", 3)
-        return tuple(sorted(self.ids.index(x) for x in r[k]) for k in ("requeued", "failed", "released"))
+        return sorted(self.ids.index(x) for x in r["requeued"]), sorted(
+            self.ids.index(x) for x in r["failed"]
+        )
 
-    def release(self, wid: str) -> list[int]:
-        return sorted(self.ids.index(x) for x in self.db.release_parents(wid)["released"])
+    def release(self, wid: str) -> tuple[list[int], ...]:
+        r = self.db.release_parents(wid)
+        return tuple(sorted(self.ids.index(x) for x in r[k]) for k in ("released", "kept"))
 
     def tasks(self) -> list[tuple[str, int]]:
         return [(self.db.tasks[i].status, self.db.tasks[i].attempts) for i in self.ids]
@@ -310,7 +316,7 @@ def script(side: Any) -> list[Any]:
     out.append(side.transition("gpu-b", "terminated", "provider_confirmed_gone"))
     out.append(side.heartbeat("gpu-b"))  # terminated: nothing recorded
     out.append(side.transition("gpu-c", "terminating", "scale_down_before_boot"))
-    # Parents: a leaving holder's waiting parent is let go, not requeued (20261213000100).
+    # Parents: a leaving worker lets go those that wait on a child (20261213000100).
     side.add_task("travel_orchestrator")  # 4: two children, 5 and 7
     side.add_task("gen", 4)
     side.add_task("join_clips_orchestrator")  # 6: no child
@@ -320,9 +326,11 @@ def script(side: Any) -> list[Any]:
     side.transition("gpu-d", "active", "first_heartbeat")
     out.append([side.claim("gpu-d") for _ in range(4)])  # 3, 4, 5, 6
     out.append(side.complete("gpu-d", 3))
-    out.append(side.requeue("gpu-d"))  # 5 and 6 requeued; 4 waits on 5 and 7: released
-    out.append([side.claim("gpu-d") for _ in range(2)])  # 5, 6
-    out.append(side.release("gpu-d"))  # 6, a parent whatever its children; 5 kept
+    out.append(side.release("gpu-d"))  # active: keeps 4 and 6
+    out.append(side.requeue("gpu-d"))  # 4, 5 and 6 requeued, the parents too
+    out.append([side.claim("gpu-d") for _ in range(3)])  # 4, 5, 6
+    out.append(side.transition("gpu-d", "draining", "idle_timeout"))
+    out.append(side.release("gpu-d"))  # 4 waits on 5 and 7: released; 6 has no child: kept
     out.append(attempt(side.release, "gpu-z"))  # unknown worker
     out.append(attempt(side.transition, "gpu-z", "error", "x"))  # unknown worker
     out.append(side.tasks())
