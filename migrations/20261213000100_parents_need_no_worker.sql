@@ -14,8 +14,9 @@
 -- waited, until the app failed the parent as stale 24 hours later, if it did.
 --
 -- * orch_snapshot reports, for each parent a worker holds, how many of its children are unfinished
---   (`children_live`: Queued or In Progress tasks naming it by any of the five params paths the app
---   reads) and when the newest of them was created (`last_child_at`). A parent with none is being run
+--   (`children_live`: Queued or In Progress tasks whose params name it, read as the app resolves a
+--   child's parent: the first of its five paths) and when the newest of them was created
+--   (`last_child_at`). A parent with none is being run
 --   (its first run creates them) or waits for its worker's re-run: its worker is busy. The daemon lets a
 --   worker go only when every task it holds is a parent with a live child, after GPU_IDLE_TIMEOUT_SEC
 --   with no task run and no child created.
@@ -349,14 +350,40 @@ begin
         select count(*) into v_queued from public.tasks t where t.status = 'Queued';
     end if;
 
-    with running as materialized (
+    with parents as materialized (
+        select t.id::text as id, t.generation_started_at as started
+          from public.tasks t
+         where t.status = 'In Progress' and t.worker_id is not null
+           and coalesce(strpos(t.task_type, '_orchestrator'), 0) > 0
+    ),
+    -- The live tasks that name a held parent (20261213000100), read once for all of them: each task's
+    -- parent as the app resolves it (the first of the five params paths, orchestrator_ref). Queued ones
+    -- only if created since the earliest held parent started (the queued index's range: a parent's own
+    -- run creates its children; those of an earlier run of a re-claimed parent may be missed, which
+    -- keeps its worker rather than letting it go), In Progress ones all (one per worker at most).
+    kids as (
+        select r.ref, count(*) as live, max(r.created_at) as newest
+          from (select orchestrator_private.orchestrator_ref(c.params) as ref, c.created_at
+                  from public.tasks c
+                 where c.status = 'Queued' and c.created_at >= (select min(p.started) from parents p)
+                union all
+                select orchestrator_private.orchestrator_ref(c.params), c.created_at
+                  from public.tasks c
+                 where c.status = 'In Progress' and exists (select 1 from parents)) r
+         where r.ref in (select p.id from parents p)
+         group by r.ref
+    ),
+    running as materialized (
         select t.worker_id,
                json_agg(t.id order by t.generation_started_at nulls last, t.id) as ids,
                -- A parent's unfinished children (20261213000100): whether it waits on them, and when
                -- its newest was created (its own run makes them).
                json_agg(json_build_object('id', t.id, 'task_type', t.task_type,
                                           'started_at', t.generation_started_at,
-                                          'children_live', k.live, 'last_child_at', k.newest)
+                                          'children_live', case
+                                              when coalesce(strpos(t.task_type, '_orchestrator'), 0) > 0
+                                              then coalesce(k.live, 0) end,
+                                          'last_child_at', k.newest)
                         order by t.generation_started_at nulls last, t.id) as tasks,
                count(*) as n,
                min(t.generation_started_at) as oldest,
@@ -364,12 +391,7 @@ begin
                min(t.generation_started_at)
                    filter (where coalesce(strpos(t.task_type, '_orchestrator'), 0) = 0) as oldest_stuckable
         from public.tasks t
-        left join lateral (
-            select count(*) as live, max(c.created_at) as newest
-              from public.tasks c
-             where (c.status = 'Queued' or c.status = 'In Progress') and c.id <> t.id
-               and orchestrator_private.names_orchestrator(c.params, t.id::text)
-        ) k on coalesce(strpos(t.task_type, '_orchestrator'), 0) > 0
+        left join kids k on k.ref = t.id::text
         where t.status = 'In Progress' and t.worker_id is not null
         group by t.worker_id
     ),

@@ -332,19 +332,31 @@ class SimDB:
 
     def _parent_waits(self, row: TaskRow) -> bool:
         """``orchestrator_private.parent_waits``: a parent with a Queued or In Progress child."""
-        return bool(self._live_children(row)[0])
+        return bool(self._live_children(row, None)[0])
 
-    def _live_children(self, row: TaskRow) -> tuple[int | None, datetime | None]:
-        """orch_snapshot's ``children_live`` and ``last_child_at`` of a running task (None, None for
-        one that is not a parent)."""
+    def _live_children(self, row: TaskRow, since: float | None) -> tuple[int | None, datetime | None]:
+        """orch_snapshot's ``children_live`` and ``last_child_at`` of a running task (None, None for one
+        that is not a parent): its In Progress children, and its Queued ones created at or after
+        ``since`` (the earliest start of a held parent; None: every one)."""
         if PARENT_MARK not in row.task_type:
             return None, None
         live = [
-            self.tasks[c].created_at
-            for c in self._children.get(row.id, ())
-            if self.tasks[c].status in ("Queued", "In Progress")
+            child.created_at
+            for child in (self.tasks[c] for c in self._children.get(row.id, ()))
+            if child.status == "In Progress"
+            or (child.status == "Queued" and (since is None or child.created_at >= since))
         ]
         return len(live), at(max(live)) if live else None
+
+    def _held_parents_since(self) -> float | None:
+        """The earliest start of a parent some worker holds (orch_snapshot's ``parents``)."""
+        starts = [
+            row.started_at
+            for ids in self.running.values()
+            for row in (self.tasks[i] for i in ids)
+            if PARENT_MARK in row.task_type and row.started_at is not None
+        ]
+        return min(starts) if starts else None
 
     def requeue_unowned_tasks(
         self, older_than_sec: float, reason: str, max_attempts: int | None = None
@@ -511,6 +523,7 @@ class SimDB:
         now = self.clock.now
         workers: list[Worker] = []
         running_total = self.running_total
+        since = self._held_parents_since()
         for w in self._live.values():
             ids = self.running.get(w.id, set())
             if prefix and not w.id.startswith(prefix):
@@ -525,7 +538,7 @@ class SimDB:
                     r.id,
                     r.task_type,
                     at(r.started_at) if r.started_at is not None else None,
-                    *self._live_children(r),
+                    *self._live_children(r, since if since is not None else math.inf),
                 )
                 for r in tasks
             )

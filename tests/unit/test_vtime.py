@@ -330,6 +330,9 @@ def script(side: Any) -> list[Any]:
     out.append(side.requeue("gpu-d"))  # 4, 5 and 6 requeued, the parents too
     out.append([side.claim("gpu-d") for _ in range(3)])  # 4, 5, 6
     out.append(side.transition("gpu-d", "draining", "idle_timeout"))
+    # 4's live children: 5 (In Progress); 7 is Queued but older than the earliest held parent's start
+    # (4 was claimed again after 7 was made): not counted. 6 has none.
+    out.append(children(side.snapshot()))
     out.append(side.release("gpu-d"))  # 4 waits on 5 and 7: released; 6 has no child: kept
     out.append(attempt(side.release, "gpu-z"))  # unknown worker
     out.append(attempt(side.transition, "gpu-z", "error", "x"))  # unknown worker
@@ -353,7 +356,17 @@ def script(side: Any) -> list[Any]:
         ]
     )
     out.append([(b.worker_id, b.ok, b.reason) for b in snap.recent_boots])
+    out.append(children(snap))
     return out
+
+
+def children(snap: Snapshot) -> list[tuple[Any, ...]]:
+    """Each running task's live children as the snapshot says (None: not a parent)."""
+    return sorted(
+        (w.id, t.task_type, t.children_live, t.last_child_at is not None)
+        for w in snap.workers
+        for t in w.running_tasks
+    )
 
 
 def test_the_in_memory_database_answers_like_the_sql(db: Database, database_url: str) -> None:
