@@ -351,21 +351,20 @@ begin
     end if;
 
     with parents as materialized (
-        select t.id::text as id, t.generation_started_at as started
+        select t.id::text as id, t.created_at as created
           from public.tasks t
          where t.status = 'In Progress' and t.worker_id is not null
            and coalesce(strpos(t.task_type, '_orchestrator'), 0) > 0
     ),
     -- The live tasks that name a held parent (20261213000100), read once for all of them: each task's
     -- parent as the app resolves it (the first of the five params paths, orchestrator_ref). Queued ones
-    -- only if created since the earliest held parent started (the queued index's range: a parent's own
-    -- run creates its children; those of an earlier run of a re-claimed parent may be missed, which
-    -- keeps its worker rather than letting it go), In Progress ones all (one per worker at most).
+    -- only if created since the oldest held parent was (the queued index's range: a child is created
+    -- after its parent, by the parent's run), In Progress ones all (one per worker at most).
     kids as (
         select r.ref, count(*) as live, max(r.created_at) as newest
           from (select orchestrator_private.orchestrator_ref(c.params) as ref, c.created_at
                   from public.tasks c
-                 where c.status = 'Queued' and c.created_at >= (select min(p.started) from parents p)
+                 where c.status = 'Queued' and c.created_at >= (select min(p.created) from parents p)
                 union all
                 select orchestrator_private.orchestrator_ref(c.params), c.created_at
                   from public.tasks c

@@ -337,7 +337,7 @@ class SimDB:
     def _live_children(self, row: TaskRow, since: float | None) -> tuple[int | None, datetime | None]:
         """orch_snapshot's ``children_live`` and ``last_child_at`` of a running task (None, None for one
         that is not a parent): its In Progress children, and its Queued ones created at or after
-        ``since`` (the earliest start of a held parent; None: every one)."""
+        ``since`` (the oldest held parent's creation; None: every one)."""
         if PARENT_MARK not in row.task_type:
             return None, None
         live = [
@@ -349,14 +349,14 @@ class SimDB:
         return len(live), at(max(live)) if live else None
 
     def _held_parents_since(self) -> float | None:
-        """The earliest start of a parent some worker holds (orch_snapshot's ``parents``)."""
-        starts = [
-            row.started_at
+        """When the oldest parent some worker holds was created (orch_snapshot's ``parents``)."""
+        made = [
+            row.created_at
             for ids in self.running.values()
             for row in (self.tasks[i] for i in ids)
-            if PARENT_MARK in row.task_type and row.started_at is not None
+            if PARENT_MARK in row.task_type
         ]
-        return min(starts) if starts else None
+        return min(made) if made else None
 
     def requeue_unowned_tasks(
         self, older_than_sec: float, reason: str, max_attempts: int | None = None

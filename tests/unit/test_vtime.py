@@ -330,8 +330,7 @@ def script(side: Any) -> list[Any]:
     out.append(side.requeue("gpu-d"))  # 4, 5 and 6 requeued, the parents too
     out.append([side.claim("gpu-d") for _ in range(3)])  # 4, 5, 6
     out.append(side.transition("gpu-d", "draining", "idle_timeout"))
-    # 4's live children: 5 (In Progress); 7 is Queued but older than the earliest held parent's start
-    # (4 was claimed again after 7 was made): not counted. 6 has none.
+    # 4's live children: 5 (In Progress) and 7 (Queued, made after 4 was); 6 has none.
     out.append(children(side.snapshot()))
     out.append(side.release("gpu-d"))  # 4 waits on 5 and 7: released; 6 has no child: kept
     out.append(attempt(side.release, "gpu-z"))  # unknown worker
