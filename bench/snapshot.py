@@ -3,7 +3,8 @@
 Where it sits: the principle of constant round trips per tick (``docs/architecture.md``, principle 2).
 The daemon reads its whole world with one SQL call; the system it replaces read the worker rows and
 then queried each worker's tasks. This script builds a large production fleet on a throwaway
-PostgreSQL (``TempPostgres``): 1,000 live workers, 100,000 queued and 1,000 running tasks, plus the
+PostgreSQL (``TempPostgres``): 1,000 live workers, 100,000 queued and 1,000 running tasks (a tenth of
+them parents, each with five queued children), plus the
 history a year of production leaves behind (terminated workers, completed tasks). It then times both
 ways through the real transports and counts their protocol round trips with libpq's trace, prints a
 table and writes it to ``bench/results/snapshot.md``.
@@ -87,6 +88,17 @@ def populate(url: str, workers: int, queued: int, running: int, terminated: int,
               on w.n = 1 + (g - 1) %% %s
             """,
             (running, workers),
+        )
+        # Every tenth running task is a travel parent; each has five segments queued, which the snapshot
+        # counts for it (children_live).
+        conn.execute(
+            """
+            insert into tasks (task_type, params, status, created_at)
+            select 'travel_segment', jsonb_build_object('orchestrator_task_id_ref', t.id::text), 'Queued',
+                   now() - make_interval(secs => k)
+            from tasks t, generate_series(1, 5) k
+            where t.status = 'In Progress' and t.task_type = 'travel_orchestrator'
+            """
         )
         conn.execute(
             """
@@ -197,7 +209,15 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             db.close()
         assert len(snap["workers"]) == args.workers, len(snap["workers"])
-        assert snap["queue"]["queued_total"] == args.queued and snap["queue"]["running"] == args.running
+        children = 5 * (args.running // 10)
+        assert (
+            snap["queue"]["queued_total"] == args.queued + children
+            and snap["queue"]["running"] == args.running
+        )
+        held = [
+            t for w in snap["workers"] for t in w["running_tasks"] if t["task_type"] == "travel_orchestrator"
+        ]
+        assert len(held) == args.running // 10 and all(t["children_live"] == 5 for t in held)
 
         with psycopg.connect(url, autocommit=True) as conn:
             old_way(conn)  # warm up
@@ -217,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     header = (
         f"Fleet: {args.workers:,} live workers ({args.terminated:,} terminated rows), {args.queued:,} queued, "
-        f"{args.running:,} running, {args.completed:,} completed tasks. PostgreSQL on this machine "
+        f"{args.running:,} running (a tenth of them travel parents, each with 5 segments queued besides), "
+        f"{args.completed:,} completed tasks. PostgreSQL on this machine "
         f"({os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}), "
         f"client time including JSON decoding; {args.runs} runs (baseline {args.baseline_runs})."
     )

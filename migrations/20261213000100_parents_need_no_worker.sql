@@ -16,7 +16,8 @@
 -- * orch_snapshot reports, for each parent a worker holds, how many of its children are unfinished
 --   (`children_live`: Queued or In Progress tasks whose params name it, read as the app resolves a
 --   child's parent: the first of its five paths) and when the newest of them was created
---   (`last_child_at`). A parent with none is being run
+--   (`last_child_at`). The queued ones are found through a new partial index of the queued tasks that
+--   name a parent, tasks_orch_queued_child_idx. A parent with none is being run
 --   (its first run creates them) or waits for its worker's re-run: its worker is busy. The daemon lets a
 --   worker go only when every task it holds is a parent with a live child, after GPU_IDLE_TIMEOUT_SEC
 --   with no task run and no child created.
@@ -222,6 +223,24 @@ end
 $$;
 
 
+-- The queued tasks that name a parent, by the parent they name (the app's resolution: the first of the
+-- five params paths), for the snapshot's count of a held parent's children. Built-in operators only:
+-- the app's roles insert tasks, and an index expression calling one of our functions would need their
+-- right to execute it. Partial: only queued children are in it.
+create index if not exists tasks_orch_queued_child_idx
+    on public.tasks ((coalesce(params ->> 'orchestrator_task_id_ref',
+                               params -> 'orchestration_contract' ->> 'orchestrator_task_id',
+                               params ->> 'orchestrator_task_id',
+                               params -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                               params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id')))
+    where status = 'Queued'
+      and coalesce(params ->> 'orchestrator_task_id_ref',
+                   params -> 'orchestration_contract' ->> 'orchestrator_task_id',
+                   params ->> 'orchestrator_task_id',
+                   params -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                   params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id') is not null;
+
+
 create or replace function public.orch_snapshot(p_prefix text default null)
 returns json language plpgsql stable security definer
 set search_path = public, pg_temp
@@ -351,20 +370,32 @@ begin
     end if;
 
     with parents as materialized (
-        select t.id::text as id, t.created_at as created
+        select t.id::text as id
           from public.tasks t
          where t.status = 'In Progress' and t.worker_id is not null
            and coalesce(strpos(t.task_type, '_orchestrator'), 0) > 0
     ),
     -- The live tasks that name a held parent (20261213000100), read once for all of them: each task's
-    -- parent as the app resolves it (the first of the five params paths, orchestrator_ref). Queued ones
-    -- only if created since the oldest held parent was (the queued index's range: a child is created
-    -- after its parent, by the parent's run), In Progress ones all (one per worker at most).
+    -- parent as the app resolves it (the first of the five params paths). Queued ones through
+    -- tasks_orch_queued_child_idx (the same expression), In Progress ones all (one per worker at most).
     kids as (
         select r.ref, count(*) as live, max(r.created_at) as newest
-          from (select orchestrator_private.orchestrator_ref(c.params) as ref, c.created_at
+          from (select coalesce(c.params ->> 'orchestrator_task_id_ref',
+                                c.params -> 'orchestration_contract' ->> 'orchestrator_task_id',
+                                c.params ->> 'orchestrator_task_id',
+                                c.params -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                                c.params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id')
+                           as ref,
+                       c.created_at
                   from public.tasks c
-                 where c.status = 'Queued' and c.created_at >= (select min(p.created) from parents p)
+                 where c.status = 'Queued'
+                   and coalesce(c.params ->> 'orchestrator_task_id_ref',
+                                c.params -> 'orchestration_contract' ->> 'orchestrator_task_id',
+                                c.params ->> 'orchestrator_task_id',
+                                c.params -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                                c.params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id')
+                       = any(array(select p.id from parents p))
+                   and exists (select 1 from parents)
                 union all
                 select orchestrator_private.orchestrator_ref(c.params), c.created_at
                   from public.tasks c

@@ -567,7 +567,11 @@ def test_the_snapshot_reads_recent_rows_not_the_history(raw: psycopg.Connection[
     ).fetchone()["n"]  # type: ignore[index]
     # Page layout differs between PostgreSQL builds (about 4,000 blocks here), so the setup is checked
     # only to be ten times the budget: a scan of the table could not hide under it.
-    budget = 20 * 8 + 60
+    # +30 (20261213000100): the held parents' part, a probe of the in-progress index, and one more index
+    # on tasks (tasks_orch_queued_child_idx), whose pages the planning of each query on tasks opens
+    # while PL/pgSQL still plans every call (measured: 201 blocks before, 210 with the part alone, 226 with
+    # the index too; no scan in any).
+    budget = 20 * 8 + 60 + 30
     assert size > 10 * budget, size
     assert blocks_after - blocks_before < budget, blocks_after - blocks_before
 
