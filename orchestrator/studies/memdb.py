@@ -332,31 +332,19 @@ class SimDB:
 
     def _parent_waits(self, row: TaskRow) -> bool:
         """``orchestrator_private.parent_waits``: a parent with a Queued or In Progress child."""
-        return bool(self._live_children(row, None)[0])
+        return bool(self._live_children(row)[0])
 
-    def _live_children(self, row: TaskRow, since: float | None) -> tuple[int | None, datetime | None]:
+    def _live_children(self, row: TaskRow) -> tuple[int | None, datetime | None]:
         """orch_snapshot's ``children_live`` and ``last_child_at`` of a running task (None, None for one
-        that is not a parent): its In Progress children, and its Queued ones created at or after
-        ``since`` (the oldest held parent's creation; None: every one)."""
+        that is not a parent): its Queued and In Progress children."""
         if PARENT_MARK not in row.task_type:
             return None, None
         live = [
             child.created_at
             for child in (self.tasks[c] for c in self._children.get(row.id, ()))
-            if child.status == "In Progress"
-            or (child.status == "Queued" and (since is None or child.created_at >= since))
+            if child.status in ("Queued", "In Progress")
         ]
         return len(live), at(max(live)) if live else None
-
-    def _held_parents_since(self) -> float | None:
-        """When the oldest parent some worker holds was created (orch_snapshot's ``parents``)."""
-        made = [
-            row.created_at
-            for ids in self.running.values()
-            for row in (self.tasks[i] for i in ids)
-            if PARENT_MARK in row.task_type
-        ]
-        return min(made) if made else None
 
     def requeue_unowned_tasks(
         self, older_than_sec: float, reason: str, max_attempts: int | None = None
@@ -523,7 +511,6 @@ class SimDB:
         now = self.clock.now
         workers: list[Worker] = []
         running_total = self.running_total
-        since = self._held_parents_since()
         for w in self._live.values():
             ids = self.running.get(w.id, set())
             if prefix and not w.id.startswith(prefix):
@@ -538,7 +525,7 @@ class SimDB:
                     r.id,
                     r.task_type,
                     at(r.started_at) if r.started_at is not None else None,
-                    *self._live_children(r, since if since is not None else math.inf),
+                    *self._live_children(r),
                 )
                 for r in tasks
             )
