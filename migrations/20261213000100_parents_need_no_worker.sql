@@ -14,8 +14,9 @@
 -- waited, until the app failed the parent as stale 24 hours later, if it did.
 --
 -- * orch_snapshot reports, for each parent a worker holds, how many of its children are unfinished
---   (`children_live`: Queued or In Progress tasks whose params name it, read as the app resolves a
---   child's parent: the first of its five paths) and when the newest of them was created
+--   (`children_live`: Queued or In Progress tasks whose params name it, read as the app's complete_task
+--   resolves a child's parent; a parent naming itself is not its own child) and when the newest of
+--   them was created
 --   (`last_child_at`). The queued ones are found through a new partial index of the queued tasks that
 --   name a parent, tasks_orch_queued_child_idx. A parent with none is being run
 --   (its first run creates them) or waits for its worker's re-run: its worker is busy. The daemon lets a
@@ -223,22 +224,25 @@ end
 $$;
 
 
--- The queued tasks that name a parent, by the parent they name (the app's resolution: the first of the
--- five params paths), for the snapshot's count of a held parent's children. Built-in operators only:
+-- The queued tasks that name a parent, by the parent they name, read in the order the app's complete_task
+-- resolves a child's parent (reigh-app _shared/orchestratorReference.ts, extractOrchestratorRef: the
+-- orchestration contract, orchestrator_task_id_ref, orchestrator_details, originalParams, then the top-level
+-- orchestrator_task_id), for the snapshot's count of a held parent's children. Built-in operators only:
 -- the app's roles insert tasks, and an index expression calling one of our functions would need their
--- right to execute it. Partial: only queued children are in it.
+-- right to execute it. Partial: only queued children are in it. The snapshot repeats the expression
+-- exactly, or the index would not serve it.
 create index if not exists tasks_orch_queued_child_idx
-    on public.tasks ((coalesce(params ->> 'orchestrator_task_id_ref',
-                               params -> 'orchestration_contract' ->> 'orchestrator_task_id',
-                               params ->> 'orchestrator_task_id',
+    on public.tasks ((coalesce(params -> 'orchestration_contract' ->> 'orchestrator_task_id',
+                               params ->> 'orchestrator_task_id_ref',
                                params -> 'orchestrator_details' ->> 'orchestrator_task_id',
-                               params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id')))
+                               params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                               params ->> 'orchestrator_task_id')))
     where status = 'Queued'
-      and coalesce(params ->> 'orchestrator_task_id_ref',
-                   params -> 'orchestration_contract' ->> 'orchestrator_task_id',
-                   params ->> 'orchestrator_task_id',
+      and coalesce(params -> 'orchestration_contract' ->> 'orchestrator_task_id',
+                   params ->> 'orchestrator_task_id_ref',
                    params -> 'orchestrator_details' ->> 'orchestrator_task_id',
-                   params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id') is not null;
+                   params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                   params ->> 'orchestrator_task_id') is not null;
 
 
 create or replace function public.orch_snapshot(p_prefix text default null)
@@ -375,33 +379,42 @@ begin
          where t.status = 'In Progress' and t.worker_id is not null
            and coalesce(strpos(t.task_type, '_orchestrator'), 0) > 0
     ),
-    -- The live tasks that name a held parent (20261213000100), read once for all of them: each task's
-    -- parent as the app resolves it (the first of the five params paths). Queued ones through
-    -- tasks_orch_queued_child_idx (the same expression), In Progress ones all (one per worker at most).
+    -- The live tasks that name a held parent (20261213000100), read once for all of them, each task's
+    -- parent as complete_task resolves it (the expression of tasks_orch_queued_child_idx): Queued ones
+    -- through that index, In Progress ones all (one per worker at most), a parent naming itself not its
+    -- own child. Gathered into one object keyed by parent: joined row by row, a thousand held parents
+    -- made a nested loop of a million comparisons.
     kids as (
-        select r.ref, count(*) as live, max(r.created_at) as newest
-          from (select coalesce(c.params ->> 'orchestrator_task_id_ref',
-                                c.params -> 'orchestration_contract' ->> 'orchestrator_task_id',
-                                c.params ->> 'orchestrator_task_id',
-                                c.params -> 'orchestrator_details' ->> 'orchestrator_task_id',
-                                c.params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id')
-                           as ref,
-                       c.created_at
-                  from public.tasks c
-                 where c.status = 'Queued'
-                   and coalesce(c.params ->> 'orchestrator_task_id_ref',
-                                c.params -> 'orchestration_contract' ->> 'orchestrator_task_id',
-                                c.params ->> 'orchestrator_task_id',
-                                c.params -> 'orchestrator_details' ->> 'orchestrator_task_id',
-                                c.params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id')
-                       = any(array(select p.id from parents p))
-                   and exists (select 1 from parents)
-                union all
-                select orchestrator_private.orchestrator_ref(c.params), c.created_at
-                  from public.tasks c
-                 where c.status = 'In Progress' and exists (select 1 from parents)) r
-         where r.ref in (select p.id from parents p)
-         group by r.ref
+        select coalesce(jsonb_object_agg(x.ref, jsonb_build_array(x.live, x.newest)), '{}'::jsonb) as obj
+          from (select r.ref, count(*) as live, max(r.created_at) as newest
+                  from (select c.id,
+                               coalesce(c.params -> 'orchestration_contract' ->> 'orchestrator_task_id',
+                                        c.params ->> 'orchestrator_task_id_ref',
+                                        c.params -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                                        c.params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                                        c.params ->> 'orchestrator_task_id') as ref,
+                               c.created_at
+                          from public.tasks c
+                         where c.status = 'Queued'
+                           and coalesce(c.params -> 'orchestration_contract' ->> 'orchestrator_task_id',
+                                        c.params ->> 'orchestrator_task_id_ref',
+                                        c.params -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                                        c.params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                                        c.params ->> 'orchestrator_task_id')
+                               = any(array(select p.id from parents p))
+                           and exists (select 1 from parents)
+                        union all
+                        select c.id,
+                               coalesce(c.params -> 'orchestration_contract' ->> 'orchestrator_task_id',
+                                        c.params ->> 'orchestrator_task_id_ref',
+                                        c.params -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                                        c.params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                                        c.params ->> 'orchestrator_task_id'),
+                               c.created_at
+                          from public.tasks c
+                         where c.status = 'In Progress' and exists (select 1 from parents)) r
+                 where r.ref in (select p.id from parents p) and r.ref <> r.id::text
+                 group by r.ref) x
     ),
     running as materialized (
         select t.worker_id,
@@ -412,8 +425,8 @@ begin
                                           'started_at', t.generation_started_at,
                                           'children_live', case
                                               when coalesce(strpos(t.task_type, '_orchestrator'), 0) > 0
-                                              then coalesce(k.live, 0) end,
-                                          'last_child_at', k.newest)
+                                              then coalesce((k.obj -> (t.id::text) ->> 0)::bigint, 0) end,
+                                          'last_child_at', (k.obj -> (t.id::text) ->> 1)::timestamptz)
                         order by t.generation_started_at nulls last, t.id) as tasks,
                count(*) as n,
                min(t.generation_started_at) as oldest,
@@ -421,7 +434,7 @@ begin
                min(t.generation_started_at)
                    filter (where coalesce(strpos(t.task_type, '_orchestrator'), 0) = 0) as oldest_stuckable
         from public.tasks t
-        left join kids k on k.ref = t.id::text
+        cross join kids k
         where t.status = 'In Progress' and t.worker_id is not null
         group by t.worker_id
     ),

@@ -150,3 +150,116 @@ def test_the_unowned_requeue_leaves_a_parent_whose_children_run(
         "requeued": [waiting],
         "failed": [],
     }
+
+
+def _children_seen(db: Database, worker_id: str) -> dict[str, tuple[Any, bool]]:
+    [w] = [w for w in db.snapshot()["workers"] if w["id"] == worker_id]
+    return {t["id"]: (t["children_live"], t["last_child_at"] is not None) for t in w["running_tasks"]}
+
+
+def test_a_parent_that_names_itself_is_not_its_own_child(db: Database, raw: psycopg.Connection[Any]) -> None:
+    # Orchestrators store their own id in params.orchestrator_details.orchestrator_task_id for their
+    # children to copy (reigh-app). Counted as its own live child, a parent in its own run read as
+    # waiting, and its worker was drained before it made any child.
+    add_worker(raw, "w1", "active")
+    parent = _parent(raw, "w1")
+    raw.execute(
+        "update tasks set params = jsonb_build_object('orchestrator_details',"
+        " jsonb_build_object('orchestrator_task_id', id::text)) where id = %s",
+        (parent,),
+    )
+    assert _children_seen(db, "w1") == {parent: (0, False)}
+
+
+def test_the_snapshot_resolves_a_childs_parent_as_complete_task_does(
+    db: Database, raw: psycopg.Connection[Any], token: int
+) -> None:
+    # complete_task reads the orchestration contract, orchestrator_task_id_ref, orchestrator_details,
+    # originalParams, then the top-level orchestrator_task_id (reigh-app extractOrchestratorRef). A child
+    # whose top-level id is a readable name and whose orchestrator_details names the parent is that
+    # parent's child: missed, its holder was never let go.
+    add_worker(raw, "w1", "active")
+    parent = _parent(raw, "w1", "join_clips_orchestrator")
+    raw.execute(
+        "insert into tasks (task_type, params, status) values ('join_clips_segment', %s, 'Queued')",
+        (
+            json.dumps(
+                {
+                    "orchestrator_task_id": "join_clips_orch_1",
+                    "orchestrator_details": {"orchestrator_task_id": parent},
+                }
+            ),
+        ),
+    )
+    assert _children_seen(db, "w1") == {parent: (1, True)}
+    db.transition_worker(token, "w1", "draining", "idle_timeout")
+    assert db.release_parents(token, "w1", "holds_only_parents") == {"released": [parent], "kept": []}
+
+
+def test_a_role_with_only_table_rights_writes_tasks_through_the_new_index(
+    raw: psycopg.Connection[Any],
+) -> None:
+    # tasks_orch_queued_child_idx is built from built-in operators: the app's roles, which may not
+    # execute our functions, insert and update tasks of any params shape.
+    raw.execute(
+        "do $$ begin if not exists (select 1 from pg_roles where rolname = 'app_writer') then"
+        " create role app_writer nologin bypassrls; end if; end $$"
+    )
+    raw.execute("grant usage on schema public to app_writer")
+    raw.execute("grant select, insert, update on public.tasks to app_writer")
+    add_worker(raw, "w1", "active")
+    parent = _parent(raw, "w1")
+    with raw.transaction():
+        raw.execute("set local role app_writer")
+        for params in (
+            {"orchestrator_task_id_ref": parent},
+            [1, 2],
+            "text",
+            7,
+            {"orchestrator_details": "x"},
+        ):
+            raw.execute(
+                "insert into tasks (task_type, params, status) values ('travel_segment', %s, 'Queued')",
+                (json.dumps(params),),
+            )
+        raw.execute("update tasks set params = params || '{\"k\": 1}' where jsonb_typeof(params) = 'object'")
+    assert raw.execute("select count(*) as n from tasks where status = 'Queued'").fetchone() == {"n": 5}
+
+
+def test_a_held_parents_children_are_found_without_reading_the_queue(raw: psycopg.Connection[Any]) -> None:
+    # 20 held parents with 2 queued children each, in a queue of 40,000: the children come from the
+    # partial index, a probe per parent. Read from the queue (the snapshot's expression drifting from
+    # the index's would do it), every queued row's params were read on every tick.
+    raw.execute(
+        "insert into tasks (task_type, params, status, created_at) select 'wan_2_2_t2v',"
+        " jsonb_build_object('prompt', 'p' || g), 'Queued', now() - make_interval(secs => g) from generate_series(1, 40000) g"
+    )
+    parents = []
+    for i in range(20):
+        add_worker(raw, f"w{i}", "active")
+        parents.append(_parent(raw, f"w{i}"))
+        for _ in range(2):
+            _child(raw, parents[-1])
+    raw.execute("vacuum analyze tasks")
+    raw.execute("select orch_snapshot()")
+    before = _heap_reads(raw)
+    snap = raw.execute("select orch_snapshot() as s").fetchone()["s"]  # type: ignore[index]
+    read = _heap_reads(raw) - before
+    held = {t["id"]: t["children_live"] for w in snap["workers"] for t in w["running_tasks"]}
+    assert held == dict.fromkeys(parents, 2)
+    pages = raw.execute(
+        "select pg_relation_size('tasks') / current_setting('block_size')::int as n"
+    ).fetchone()
+    # Heap pages read for one snapshot: the running tasks' and the children's rows, a few dozen; the
+    # queue alone spans hundreds.
+    assert pages is not None and pages["n"] > 500, pages
+    assert read < 150, read
+
+
+def _heap_reads(raw: psycopg.Connection[Any]) -> int:
+    raw.execute("select pg_stat_force_next_flush()")
+    row = raw.execute(
+        "select heap_blks_hit + heap_blks_read as n from pg_statio_user_tables where relname = 'tasks'"
+    ).fetchone()
+    assert row is not None
+    return int(row["n"])

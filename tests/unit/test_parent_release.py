@@ -126,6 +126,16 @@ def test_a_worker_whose_parent_made_a_child_lately_is_not_let_go(cfg: Settings) 
     assert not run(snap([drained]), pods_for([drained]), cfg).of_kind(ReleaseParents)
 
 
+def test_a_child_made_a_minute_ago_keeps_a_long_held_parents_worker() -> None:
+    # Held four hours (a re-run making the rest of a chain a dead holder left short, say): its newest
+    # child, a minute old, is what says the run may still be making children.
+    busy = holding(
+        worker("gpu-a", completed=HOURS_4), ("p1", "travel_orchestrator", HOURS_4), live=3, child_ago=60
+    )
+    for cfg in (settings(), defaults()):
+        assert not run(snap([busy]), pods_for([busy]), cfg).of_kind(Drain)
+
+
 def test_a_parent_waiting_for_its_workers_rerun_keeps_the_worker() -> None:
     # Every child done, the app did not complete the parent (children of a type it does not count):
     # the real worker runs it again when nothing is claimable, and completes it. Let go, nobody would.
