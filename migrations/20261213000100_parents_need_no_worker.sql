@@ -381,9 +381,9 @@ begin
     ),
     -- The live tasks that name a held parent (20261213000100), read once for all of them, each task's
     -- parent as complete_task resolves it (the expression of tasks_orch_queued_child_idx): Queued ones
-    -- through that index, In Progress ones all (one per worker at most), a parent naming itself not its
-    -- own child. Gathered into one object keyed by parent: joined row by row, a thousand held parents
-    -- made a nested loop of a million comparisons.
+    -- through that index, In Progress ones all (the running tasks, a bounded set), a parent naming
+    -- itself not its own child. Gathered into one object keyed by parent: joined row by row, a thousand
+    -- held parents made a nested loop of a million comparisons.
     kids as (
         select coalesce(jsonb_object_agg(x.ref, jsonb_build_array(x.live, x.newest)), '{}'::jsonb) as obj
           from (select r.ref, count(*) as live, max(r.created_at) as newest

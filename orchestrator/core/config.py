@@ -608,7 +608,7 @@ def _jwt_claim(token: Any, claim: str) -> str | None:
     payload = token.split(".")[1]
     try:
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # RecursionError: a payload nested thousands deep
         return None
     value = claims.get(claim) if isinstance(claims, dict) else None
     return value if isinstance(value, str) else None
@@ -619,11 +619,11 @@ def jwt_role(token: Any) -> str | None:
     return _jwt_claim(token, "role")
 
 
-# A Supabase project's reference: 20 lowercase letters and digits, in its API host
+# A Supabase project's reference: 20 lowercase letters, in its API host
 # (https://<ref>.supabase.co), its database's direct host (db.<ref>.supabase.co) and the shared pooler's
 # user name (postgres.<ref> at aws-<n>-<region>.pooler.supabase.com), Supabase's "Connect to your
 # database"; and the `ref` claim of its legacy API keys.
-_PROJECT_REF = re.compile(r"[a-z0-9]{20}")
+_PROJECT_REF = re.compile(r"[a-z]{20}")
 
 
 def _ref_of_api_url(url: Any) -> str | None:
@@ -671,10 +671,16 @@ def project_ref_problem(values: Mapping[str, Any]) -> str | None:
     known = {name: ref for name, ref in named.items() if ref}
     if len(set(known.values())) <= 1:
         return None
+    database, key = named["DATABASE_URL"], named["SUPABASE_SERVICE_ROLE_KEY"]
+    if database and database == key:
+        # The database and the key agree: the API host is then a vanity subdomain of the same project
+        # (a paid add-on) whose name merely reads like a reference.
+        return None
     said = ", ".join(f"{name} project {ref}" for name, ref in known.items())
     return (
-        f"these settings name different Supabase projects ({said}): the daemon would watch one queue "
-        "and the workers claim from another; take them all from the same project (its Settings > API and Connect)"
+        f"these settings name different Supabase projects ({said}): `migrate` and the daemon over "
+        "DATABASE_URL would use one project's queue while the workers claim from another's; take them all "
+        "from the same project (its Settings > API and Connect)"
     )
 
 

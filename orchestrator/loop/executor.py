@@ -414,8 +414,11 @@ def _move_or_skip(
 def terminate_pod(a: TerminatePod, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
     skipped: list[str] = []
     if a.worker_id and a.transition_from is not None:
+        # Out of the pool, the drain reason on record is of the worker's life before it (WHY in
+        # `status`): the pool's own reason replaces it.
+        why = {Meta.DRAIN_REASON: a.reason.value} if a.transition_from.pooled else None
         yield from _move_or_skip(
-            fx, a.kind, a.worker_id, WorkerState.TERMINATING, a.reason.value, None, skipped
+            fx, a.kind, a.worker_id, WorkerState.TERMINATING, a.reason.value, why, skipped
         )
     confirmed = yield from terminate(
         fx, a.worker_id, a.runpod_id, a.reason.value, action=a.kind, skipped=skipped, worker=worker
@@ -554,7 +557,7 @@ def resume_pod(a: ResumePod, worker: Worker | None, fx: Effects) -> Steps[Outcom
     if status == "no_gpu":
         # The host's GPUs were taken: a normal event. End the pod; the next tick spawns a replacement.
         fx.log.info("pod_resume_no_gpu", worker_id=a.worker_id, runpod_id=a.runpod_id, detail=detail)
-        why = {Meta.ERROR_DETAILS: detail}
+        why = {Meta.ERROR_DETAILS: detail, Meta.DRAIN_REASON: Reason.RESUME_NO_GPU.value}
         moved = fx.transition(a.worker_id, WorkerState.TERMINATING, Reason.RESUME_NO_GPU.value, why)
         yield from run_step(fx, a.kind, "transition", skipped, moved)
         confirmed = yield from terminate(

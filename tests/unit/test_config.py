@@ -841,6 +841,27 @@ def test_settings_that_cannot_be_told_apart_or_agree_are_accepted(database_url: 
     assert config.load_settings(settings, env_file=None).database_url == database_url
 
 
+def test_a_vanity_subdomain_that_reads_like_a_project_is_not_refused() -> None:
+    # A vanity subdomain (a paid add-on) of twenty letters reads like a project's reference; the
+    # database and the key, which agree, say which project it is.
+    settings = {
+        "SUPABASE_URL": "https://acmeproductionapiabc.supabase.co",
+        "DATABASE_URL": f"postgresql://postgres.{OURS}:pw@aws-0-eu-central-1.pooler.supabase.com:5432/postgres",
+        "SUPABASE_SERVICE_ROLE_KEY": _jwt(iss="supabase", ref=OURS, role="service_role"),
+    }
+    assert config.load_settings(settings, env_file=None).database_url == settings["DATABASE_URL"]
+
+
+def test_a_key_whose_payload_nests_without_end_is_read_as_no_key_claims() -> None:
+    import base64
+
+    payload = base64.urlsafe_b64encode(b"[" * 100_000 + b"]" * 100_000).decode().rstrip("=")
+    assert config.jwt_role(f"eyJhbGciOiJIUzI1NiJ9.{payload}.c2ln") is None
+    assert config.load_settings(
+        {"SUPABASE_SERVICE_ROLE_KEY": f"eyJhbGciOiJIUzI1NiJ9.{payload}.c2ln"}, env_file=None
+    )
+
+
 @pytest.mark.parametrize("password", ["123456/Rest", "a@b", "99999/x"])
 def test_a_database_password_libpq_cannot_read_is_caught_without_echoing_it(password: str) -> None:
     url = f"postgresql://postgres.abcd:{password}@aws-0-eu.pooler.supabase.com:5432/postgres"

@@ -43,7 +43,7 @@ class Recording:
     def transition(
         self, worker_id: str, to: WorkerState, reason: str, metadata: Mapping[str, Any] | None = None
     ) -> Steps[Mapping[str, Any]]:
-        return self._do("transition", worker_id, to, reason, answer={})
+        return self._do("transition", worker_id, to, reason, dict(metadata or {}), answer={})
 
     def merge_metadata(self, worker_id: str, metadata: Mapping[str, Any]) -> Steps[None]:
         return self._do("merge_metadata", worker_id, dict(metadata))
@@ -152,3 +152,23 @@ def test_status_says_why_each_worker_is_in_its_state() -> None:
     assert "wait_target" in rows["gpu-a"] and "idle_timeout" in rows["gpu-b"]
     assert "heartbeat_stale" in rows["gpu-c"] and "demand" not in rows["gpu-c"]
     assert "resumed" in rows["gpu-d"] and "demand" not in rows["gpu-d"]
+
+
+@pytest.mark.parametrize(("origin", "reason"), [("stopped", Reason.POOL_TTL), ("stopping", Reason.POOL_SHRINK)])
+def test_a_pod_ended_out_of_the_pool_says_why_in_status(origin: str, reason: Reason) -> None:
+    """A pooled worker terminated (its time to live out, the pool shrunk) showed in WHY the drain reason
+    of its life before the pool (``idle_timeout``); the row now records the pool's reason."""
+    from orchestrator.core.actions import TerminatePod
+    from orchestrator.render import render_status
+    from tests.unit.test_policy import snap
+
+    fx = Recording(NOW)
+    action = TerminatePod(
+        reason=reason, runpod_id="pod-gpu-a", worker_id="gpu-a", transition_from=WorkerState(origin)
+    )
+    run_now(executor.HANDLERS[TerminatePod](action, None, fx))  # type: ignore[arg-type]
+    [(_, _, to, _, written)] = [c for c in fx.calls if c[0] == "transition"]
+    assert to is WorkerState.TERMINATING and written == {"drain_reason": reason.value}
+    ended = worker("gpu-a", "terminating", drain_reason=written["drain_reason"], spawn_reason="demand")
+    row = next(line for line in render_status(snap([ended])).splitlines() if line.startswith("gpu-a"))
+    assert reason.value in row
