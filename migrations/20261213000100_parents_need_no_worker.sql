@@ -28,6 +28,8 @@
 --   (a parent in its first run, or one only the worker's re-run can complete). The next tick ends the
 --   worker as any idle one. Appends `parents_released`. Returns {released: [ids], kept: [ids]}.
 -- * orch_requeue_unowned_tasks: a parent with an unfinished child is waiting, not abandoned: skipped.
+--   The snapshot's `unowned_running` and `oldest_unowned_age_sec` leave such a parent out too, so the
+--   daemon plans no requeue for it and operators do not take it for a run on a user's own machine.
 -- * The tasks guard lets the release through: it sends any other In Progress task whose worker_id is
 --   cleared back to the queue, as before.
 --
@@ -497,11 +499,28 @@ begin
            (select n from orphaned)
       into v_workers, v_running, v_orphaned, v_orphaned_n;
 
-    -- In Progress tasks that name no worker (20261206010000).
+    -- In Progress tasks that name no worker (20261206010000), but a parent a leaving worker let go
+    -- while its children still run (20261213000100): that one waits, and the app completes it. Its
+    -- queued children are found through tasks_orch_queued_child_idx (the same expression).
     select count(*), min(coalesce(t.generation_started_at, t.updated_at, t.created_at, 'epoch'::timestamptz))
       into v_unowned, v_unowned_since
       from public.tasks t
-     where t.status = 'In Progress' and t.worker_id is null;
+     where t.status = 'In Progress' and t.worker_id is null
+       and not (coalesce(strpos(t.task_type, '_orchestrator'), 0) > 0
+                and (exists (select 1 from public.tasks c
+                              where c.status = 'Queued'
+                                and coalesce(c.params -> 'orchestration_contract' ->> 'orchestrator_task_id',
+                                             c.params ->> 'orchestrator_task_id_ref',
+                                             c.params -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                                             c.params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                                             c.params ->> 'orchestrator_task_id') = t.id::text)
+                     or exists (select 1 from public.tasks c
+                                 where c.status = 'In Progress' and c.id <> t.id
+                                   and coalesce(c.params -> 'orchestration_contract' ->> 'orchestrator_task_id',
+                                                c.params ->> 'orchestrator_task_id_ref',
+                                                c.params -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                                                c.params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                                                c.params ->> 'orchestrator_task_id') = t.id::text)));
 
     -- Durations per task type: its latest completions within the window, at most c_stats_sample of
     -- them (tasks_orch_completed_type_idx: the types walked one by one, each a bounded index range read

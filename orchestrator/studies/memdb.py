@@ -564,6 +564,7 @@ class SimDB:
         tail.sort(key=lambda w: self._order[w.id])
         boots = sorted(tail, key=lambda w: w.boot_outcome_at or 0.0, reverse=True)[:50]
         since = self._longest_claimable()
+        abandoned = self._abandoned()
         return Snapshot(
             now=at(now),
             paused=False,
@@ -573,8 +574,8 @@ class SimDB:
                 oldest_claimable_age_sec=round(now - since, 3) if since is not None else None,
                 running=running_total,
                 claimable_by_type=dict(self.claimable_by_type),
-                unowned_running=len(self.unowned),
-                oldest_unowned_age_sec=self._oldest_unowned_age(now),
+                unowned_running=len(abandoned),
+                oldest_unowned_age_sec=self._oldest_unowned_age(abandoned, now),
             ),
             workers=tuple(workers),
             recent_boots=self._recent_boots(boots, prefix),
@@ -583,8 +584,12 @@ class SimDB:
             task_stats_window_sec=TASK_STATS_WINDOW_SEC,
         )
 
-    def _oldest_unowned_age(self, now: float) -> float | None:
-        starts = [self.tasks[t].started_at for t in self.unowned]
+    def _abandoned(self) -> list[str]:
+        """orch_snapshot's unowned tasks: In Progress with no worker, but a released parent that waits."""
+        return [t for t in self.unowned if not self._parent_waits(self.tasks[t])]
+
+    def _oldest_unowned_age(self, ids: list[str], now: float) -> float | None:
+        starts = [self.tasks[t].started_at for t in ids]
         known = [s for s in starts if s is not None]
         return round(now - min(known), 3) if known else None
 

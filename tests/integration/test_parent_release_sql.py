@@ -142,6 +142,13 @@ def test_the_unowned_requeue_leaves_a_parent_whose_children_run(
     child = _child(raw, waiting, "In Progress")
     done = _parent(raw, None)
     _child(raw, done, "Complete")
+    queued_child_of = _parent(raw, None)
+    _child(raw, queued_child_of, "Queued")
+    # The snapshot counts as tasks without a worker the abandoned parent and the running child (which
+    # names none here), not the two parents that wait: the daemon plans no requeue for a parent that
+    # waits, nor does an operator take it for a user's local run.
+    queue = db.snapshot()["queue"]
+    assert queue["unowned_running"] == 2 and queue["oldest_unowned_age_sec"] >= 3600
     assert db.requeue_unowned_tasks(token, 60, "task_without_worker", 3) == {"requeued": [done], "failed": []}
     assert _task(raw, waiting)["status"] == "In Progress"
     # Its last child over, nothing completed it (an app that does not count these children): abandoned.

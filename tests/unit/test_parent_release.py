@@ -207,7 +207,8 @@ def test_the_simulators_release_keeps_a_waiting_parent_in_progress_with_no_worke
     assert (parent.status, parent.worker_id, parent.attempts) == ("In Progress", None, 0)
     snapshot = db.snapshot()
     [w] = snapshot.workers
-    assert w.running_count == 0 and snapshot.queue.running == 0 and snapshot.queue.unowned_running == 1
+    # Not counted as a task without a worker either: it waits on its children (no requeue is planned).
+    assert w.running_count == 0 and snapshot.queue.running == 0 and snapshot.queue.unowned_running == 0
     # The children still run (on another worker); the app completes the parent with the last of them.
     db.register_worker("x", "gpu", {})
     for to in ("initializing", "active"):
@@ -232,6 +233,7 @@ def test_the_simulators_unowned_requeue_leaves_a_waiting_parent_alone() -> None:
     db.release_parents("w")
     clock.run_until(clock.now + 10_000)
     assert db.requeue_unowned_tasks(60.0, "task_without_worker") == {"requeued": [], "failed": []}
+    assert db.snapshot().queue.unowned_running == 0
     # Its chain over and nothing completed it (an app that does not count these children): abandoned.
     db.register_worker("x", "gpu", {})
     for to in ("initializing", "active"):
@@ -239,6 +241,7 @@ def test_the_simulators_unowned_requeue_leaves_a_waiting_parent_alone() -> None:
     for _ in range(2):
         row = db.claim("x")
         assert row is not None and db.complete("x", row.id)
+    assert db.snapshot().queue.unowned_running == 1
     assert db.requeue_unowned_tasks(60.0, "task_without_worker") == {"requeued": ["p"], "failed": []}
 
 
