@@ -40,13 +40,26 @@
 -- Idempotent, like every migration of this project.
 
 -- Whether the task is a parent (a `*_orchestrator` type, as the daemon's PARENT_MARK) that some Queued
--- or In Progress task names as its parent.
+-- or In Progress task other than itself names as its parent, read as the app's complete_task resolves a
+-- child's parent (the expression of tasks_orch_queued_child_idx, below, which serves the Queued part):
+-- the same reading as the snapshot's `children_live`, so the release lets go what the daemon asked for.
 create or replace function orchestrator_private.parent_waits(p_id uuid, p_task_type text)
 returns boolean language sql stable security definer set search_path = public, pg_temp as $$
     select coalesce(strpos(p_task_type, '_orchestrator'), 0) > 0
-       and exists (select 1 from public.tasks c
-                    where (c.status = 'Queued' or c.status = 'In Progress') and c.id <> p_id
-                      and orchestrator_private.names_orchestrator(c.params, p_id::text));
+       and (exists (select 1 from public.tasks c
+                     where c.status = 'Queued'
+                       and coalesce(c.params -> 'orchestration_contract' ->> 'orchestrator_task_id',
+                                    c.params ->> 'orchestrator_task_id_ref',
+                                    c.params -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                                    c.params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                                    c.params ->> 'orchestrator_task_id') = p_id::text)
+            or exists (select 1 from public.tasks c
+                        where c.status = 'In Progress' and c.id <> p_id
+                          and coalesce(c.params -> 'orchestration_contract' ->> 'orchestrator_task_id',
+                                       c.params ->> 'orchestrator_task_id_ref',
+                                       c.params -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                                       c.params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id',
+                                       c.params ->> 'orchestrator_task_id') = p_id::text));
 $$;
 revoke all on function orchestrator_private.parent_waits(uuid, text) from public;
 
@@ -500,27 +513,12 @@ begin
       into v_workers, v_running, v_orphaned, v_orphaned_n;
 
     -- In Progress tasks that name no worker (20261206010000), but a parent a leaving worker let go
-    -- while its children still run (20261213000100): that one waits, and the app completes it. Its
-    -- queued children are found through tasks_orch_queued_child_idx (the same expression).
+    -- while its children still run (20261213000100): that one waits, and the app completes it.
     select count(*), min(coalesce(t.generation_started_at, t.updated_at, t.created_at, 'epoch'::timestamptz))
       into v_unowned, v_unowned_since
       from public.tasks t
      where t.status = 'In Progress' and t.worker_id is null
-       and not (coalesce(strpos(t.task_type, '_orchestrator'), 0) > 0
-                and (exists (select 1 from public.tasks c
-                              where c.status = 'Queued'
-                                and coalesce(c.params -> 'orchestration_contract' ->> 'orchestrator_task_id',
-                                             c.params ->> 'orchestrator_task_id_ref',
-                                             c.params -> 'orchestrator_details' ->> 'orchestrator_task_id',
-                                             c.params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id',
-                                             c.params ->> 'orchestrator_task_id') = t.id::text)
-                     or exists (select 1 from public.tasks c
-                                 where c.status = 'In Progress' and c.id <> t.id
-                                   and coalesce(c.params -> 'orchestration_contract' ->> 'orchestrator_task_id',
-                                                c.params ->> 'orchestrator_task_id_ref',
-                                                c.params -> 'orchestrator_details' ->> 'orchestrator_task_id',
-                                                c.params -> 'originalParams' -> 'orchestrator_details' ->> 'orchestrator_task_id',
-                                                c.params ->> 'orchestrator_task_id') = t.id::text)));
+       and not orchestrator_private.parent_waits(t.id, t.task_type);
 
     -- Durations per task type: its latest completions within the window, at most c_stats_sample of
     -- them (tasks_orch_completed_type_idx: the types walked one by one, each a bounded index range read

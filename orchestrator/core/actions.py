@@ -8,8 +8,8 @@ another lookup; each is meant to be applied idempotently (twice, or after a cras
 same state, and the next tick's snapshot shows what happened).
 
 The action set is small on purpose: Spawn, Initialize, StartProcess, WatchStart, Promote, FailWorker, Drain,
-Reactivate, TerminatePod, MarkTerminated, RequeueTasks, RequeueUnownedTasks, ReleaseParents, and for the warm pool
-StopPod, MarkStopped and ResumePod (each documented below with what its executor does).
+Reactivate, TerminatePod, MarkTerminated, RequeueTasks, RequeueUnownedTasks, ReleaseParents, and for the
+warm pool StopPod, MarkStopped and ResumePod (each documented below with what its executor does).
 """
 
 from __future__ import annotations

@@ -480,6 +480,26 @@ def private_key_problem(path: str, exc: BaseException) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _LibpqAddress:
+    """A PostgreSQL connection URI's address part as libpq reads it (which is not urlsplit's reading:
+    '#' and '?' in a password are fine there): it runs to the first '/', its user part to its first
+    '@' (None: no '@'), its hosts to a '?'."""
+
+    userinfo: str | None
+    hosts: str
+    query: str  # after a '?' in the address part
+    path: str  # after the first '/' (the database name and its query)
+
+
+def _libpq_address(url: str) -> _LibpqAddress:
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    authority, _, path = rest.partition("/")
+    userinfo, _, hosts = authority.partition("@") if "@" in authority else (None, "", authority)
+    hosts, _, query = hosts.partition("?")
+    return _LibpqAddress(userinfo, hosts, query, path)
+
+
 def url_problem(
     name: str, url: str, schemes: tuple[str, ...], expected: str, *, libpq: bool = False
 ) -> str | None:
@@ -497,19 +517,16 @@ def url_problem(
         # Shown masked: a value that is not the URL asked for is often a key pasted in the wrong place.
         return f"{name}={mask(url)}: expected {expected}"
     if libpq:
-        # Read as libpq reads a URI (which is not urlsplit's reading: '#' and '?' in a password are fine
-        # there): the address part runs to the first '/', its user part to its first '@', its hosts to a
-        # '?'. A '/' or '@' in the password is what breaks it: the password's start then reads as a port,
-        # or its end as a host. Nothing of the value is echoed: it may be the password.
+        # Read as libpq reads a URI (_libpq_address). A '/' or '@' in the password is what breaks it: the
+        # password's start then reads as a port, or its end as a host. Nothing of the value is echoed:
+        # it may be the password.
         unencoded = (
             f"{name}={mask(url)}: the address part cannot be read as libpq reads it: if the password holds "
             "'/' or '@', write them percent-encoded (%2F, %40)"
         )
-        rest = url.split("://", 1)[1] if "://" in url else ""
-        authority, _, after = rest.partition("/")
-        hosts = authority.split("@", 1)[1] if "@" in authority else authority
-        hosts = hosts.split("?", 1)[0]
-        if "@" in hosts or ("@" not in authority and "@" in after.split("?", 1)[0]):
+        address = _libpq_address(url)
+        hosts = address.hosts
+        if "@" in hosts or (address.userinfo is None and "@" in address.path.split("?", 1)[0]):
             return unencoded
         for host in filter(None, hosts.split(",")):
             after_address = host.rpartition("]")[2]  # past an IPv6 literal's brackets
@@ -636,19 +653,16 @@ def _ref_of_api_url(url: Any) -> str | None:
 
 
 def _ref_of_database_url(url: Any) -> str | None:
-    """Read as libpq reads the address part (see :func:`url_problem`); None when it names no Supabase
+    """Read as libpq reads the address part (:func:`_libpq_address`); None when it names no Supabase
     project, several hosts, or sets the host or user in its query (which would win)."""
-    text = str(url)
-    rest = text.split("://", 1)[1] if "://" in text else ""
-    authority, _, after = rest.partition("/")
-    userinfo, _, hosts = authority.partition("@") if "@" in authority else ("", "", authority)
-    hosts, _, query = hosts.partition("?")
-    if any(key in ("host", "hostaddr", "user") for key in parse_qs(query or after.partition("?")[2])):
+    address = _libpq_address(str(url))
+    query = address.query or address.path.partition("?")[2]
+    if any(key in ("host", "hostaddr", "user") for key in parse_qs(query)):
         return None
-    if "," in hosts or hosts.startswith("["):
+    if "," in address.hosts or address.hosts.startswith("["):
         return None
-    host = hosts.rsplit(":", 1)[0].lower()
-    user = unquote(userinfo.split(":", 1)[0]).lower()
+    host = address.hosts.rsplit(":", 1)[0].lower()
+    user = unquote((address.userinfo or "").split(":", 1)[0]).lower()
     if host.startswith("db.") and host.endswith(".supabase.co"):
         ref = host[len("db.") : -len(".supabase.co")]
     elif host.endswith(".pooler.supabase.com") and user.startswith("postgres."):

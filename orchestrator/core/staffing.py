@@ -15,9 +15,10 @@ reactivations and spawns to the :class:`~orchestrator.core.draft.Draft`. Spawns 
   workers idle for ``GPU_OVERCAPACITY_IDLE_TIMEOUT_SEC``. Idle = no running task but parents waiting on
   their children, measured from the last completion, the activation, the parents' start or their newest
   child, whichever is later (never from the heartbeat, which idle workers keep sending); a worker
-  holding parents is let go only after ``GPU_IDLE_TIMEOUT_SEC`` of that. Then, as a backstop, workers idle for ``GPU_IDLE_TIMEOUT_SEC`` are drained while more
-  than ``max(MIN_ACTIVE_GPUS, MACHINES_TO_KEEP_IDLE)`` stay (a worker idle that long while tasks wait
-  is not taking them). Victims: the most expensive first, then the newest (an older worker has a warm
+  holding parents is let go only after ``GPU_IDLE_TIMEOUT_SEC`` of that. Then, as a backstop, workers
+  idle for ``GPU_IDLE_TIMEOUT_SEC`` are drained while more than
+  ``max(MIN_ACTIVE_GPUS, MACHINES_TO_KEEP_IDLE)`` stay (a worker idle that long while tasks wait is not
+  taking them). Victims: the most expensive first, then the newest (an older worker has a warm
   cache and a proven host), then by id. Drained workers with no task are terminated on the next tick
   (two steps, so a claim racing the drain is seen in the next snapshot before the pod goes; the
   database also refuses ``draining -> terminating`` while the worker holds a task, since the real
