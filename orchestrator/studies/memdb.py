@@ -17,7 +17,12 @@ snapshot (built straight into :class:`~orchestrator.core.observed.Snapshot`, the
 type, per-type durations of the last day's completions, the arrival counts of the last 10 minutes and
 hour, each boot's and each resume's seconds to activation). ``draining -> stopping`` is refused like
 ``draining -> terminating`` while the worker holds a task; each resume's outcome is recorded when the
-resumed row leaves ``resuming``/``initializing`` (kind ``resume``).
+resumed row leaves ``resuming``/``initializing`` (kind ``resume``). Parents (migration
+20261213000100): each running parent's live children and newest child in the snapshot; the release of a
+draining worker's waiting parents, kept In Progress with no worker, left out of the tasks without a
+worker while they wait, and completed with their last child as the app's ``complete_task`` completes
+them whatever worker they name (banodoco/reigh-app ``complete_task/orchestratorCore.ts``). Children
+name their parent by one field here, where the SQL reads the app's five params paths.
 tests/unit/test_vtime.py runs one script against this and against the real SQL and compares the answers.
 """
 
