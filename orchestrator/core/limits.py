@@ -13,11 +13,14 @@ outcomes, the settings, ``now``), values out: no I/O, no clock.
 * **The breaker.** After ``MAX_CONSECUTIVE_FAILURES`` failed workers in a row (capacity misses, creations
   refused by the rate limit and boots we cancelled do not count: ``BootOutcome.counts_for_breaker``; a
   worker that failed before completing a task counts, as the database rewrites its outcome; a resume
-  that worked, or the activation of a worker still on probation (:func:`unproven_workers`), neither
-  counts nor ends the row), no spawn for
+  that worked, or the activation of a worker that has completed nothing while it lives
+  (:func:`unproven_workers`, :func:`untried_workers`), neither counts nor ends the row), no spawn for
   ``SPAWN_BACKOFF_BASE_SEC * 2**(n - MAX + 1)`` (capped) from the latest failure; after that, half-open:
   one probe worker at a time (booting, or activated since the latest failure and still on probation)
-  until a boot succeeds (the worker completes a task, or lives out its probation). Healing and termination go on meanwhile.
+  until a probe completes a task, which closes the breaker. A probe that lives out its probation without
+  a completion widens the allowance instead: the probes alive past probation and those in flight may
+  number twice the former, so the trial doubles each probation while nothing fails. Healing and
+  termination go on meanwhile.
 * **Runpod's rate limit.** Creations it refused (``spawn_rate_limited``) hold spawns back for 60 s from
   the newest, doubled with each refusal in a row, at most an hour (:func:`rate_limit_hold`).
 """
@@ -53,14 +56,32 @@ PROBATION_SEC = 600.0
 @dataclass(frozen=True)
 class Breaker:
     """The breaker as of ``now``: its state, the failures in a row, when the open pause ends, the
-    latest failure counted, and the workers still on probation (a probe is one of them activated since
-    the latest failure)."""
+    latest failure counted, the workers still on probation (a probe is one of them activated since
+    the latest failure), and those alive past it without a completion (each widens half-open)."""
 
     state: BreakerState = BreakerState.CLOSED
     failures: int = 0
     until: datetime | None = None
     latest: datetime | None = None
     unproven: frozenset[str] = frozenset()
+    untried: frozenset[str] = frozenset()
+
+    def probes_allowed(self, workers: Iterable[Worker], booting: int) -> int:
+        """How many more probes half-open lets start, with ``booting`` workers booting now.
+
+        The probes in flight are the booting workers and those activated since the latest failure still
+        on probation; each activated since then that lived out its probation without a completion (an
+        image may fail only well into its first task: a model loaded late, a decode that runs out of
+        memory) doubles the trial rather than closing the breaker, so such an image costs a few pods
+        an interval, not a fleet. A completion closes the breaker."""
+
+        def since(w: Worker) -> bool:
+            return w.activated_at is not None and (self.latest is None or w.activated_at > self.latest)
+
+        live = [w for w in workers if since(w)]
+        on_probation = sum(1 for w in live if w.id in self.unproven)
+        tried = sum(1 for w in live if w.id in self.untried)
+        return max(0, max(1, 2 * tried) - tried - on_probation - booting)
 
 
 def unproven_workers(workers: Iterable[Worker], now: datetime) -> frozenset[str]:
@@ -74,6 +95,22 @@ def unproven_workers(workers: Iterable[Worker], now: datetime) -> frozenset[str]
         if w.status not in (WorkerState.ACTIVE, WorkerState.DRAINING) or w.last_completion_at is not None:
             continue
         if w.activated_at is not None and (now - w.activated_at).total_seconds() < PROBATION_SEC:
+            found.add(w.id)
+    return frozenset(found)
+
+
+def untried_workers(workers: Iterable[Worker], now: datetime) -> frozenset[str]:
+    """Serving workers alive past ``PROBATION_SEC`` that have completed nothing: an image that fails
+    only well into its first task (a model loaded on first use that does not fit, a decode that runs
+    out of memory) gets there too. Their activation does not end the breaker's count of failures, or
+    each such probe let a whole batch of failing pods through; they widen half-open instead
+    (:meth:`Breaker.probes_allowed`). One that dies with its process (``worker_crashed``,
+    ``worker_error``) counts as a failed boot whatever its age; the database rewrites its outcome."""
+    found = set()
+    for w in workers:
+        if w.status not in (WorkerState.ACTIVE, WorkerState.DRAINING) or w.last_completion_at is not None:
+            continue
+        if w.activated_at is not None and (now - w.activated_at).total_seconds() >= PROBATION_SEC:
             found.add(w.id)
     return frozenset(found)
 
@@ -108,15 +145,19 @@ def breaker(
     settings: Settings,
     now: datetime,
     unproven: Collection[str] = frozenset(),
+    untried: Collection[str] = frozenset(),
 ) -> Breaker:
     """The breaker from the boots since the latest success (newest first). A resume that worked is no
     such success: it started a pod made before, with its image, so it says nothing of whether a new
     pod boots; taken as one, each resume of the pool let a batch of new pods that fail their boot
-    through. Nor is the activation of a worker in ``unproven`` (:func:`unproven_workers`)."""
+    through. Nor is the activation of a live worker in ``unproven`` or ``untried``
+    (:func:`unproven_workers`, :func:`untried_workers`): it has completed nothing yet."""
     failures = 0
     latest: datetime | None = None
     for outcome in sorted(recent_boots, key=lambda o: o.at, reverse=True):
-        if outcome.ok and (outcome.is_resume or outcome.worker_id in unproven):
+        if outcome.ok and (
+            outcome.is_resume or outcome.worker_id in unproven or outcome.worker_id in untried
+        ):
             continue
         if outcome.ok:
             break
@@ -125,13 +166,13 @@ def breaker(
             latest = latest or outcome.at
     limit = settings.max_consecutive_failures
     if failures < limit or latest is None:
-        return Breaker(BreakerState.CLOSED, failures, None, latest, frozenset(unproven))
+        return Breaker(BreakerState.CLOSED, failures, None, latest, frozenset(unproven), frozenset(untried))
     pause = backoff_seconds(
         settings.spawn_backoff_base_sec, settings.spawn_backoff_max_sec, failures - limit + 1
     )
     until = latest + timedelta(seconds=pause)
     state = BreakerState.OPEN if now < until else BreakerState.HALF_OPEN
-    return Breaker(state, failures, until, latest, frozenset(unproven))
+    return Breaker(state, failures, until, latest, frozenset(unproven), frozenset(untried))
 
 
 def backoffs(

@@ -88,7 +88,7 @@ from orchestrator.core.health import (
     unowned_stuck_limit,
     watch_due,
 )
-from orchestrator.core.limits import backoffs, breaker, rate_limit_hold, unproven_workers
+from orchestrator.core.limits import backoffs, breaker, rate_limit_hold, unproven_workers, untried_workers
 from orchestrator.core.observed import BootOutcome, PodView, Snapshot, Worker, as_utc, freeze
 from orchestrator.core.staffing import (
     draining,
@@ -235,7 +235,8 @@ def plan(
     missing -= reactivated
 
     unproven = unproven_workers(d.workers, d.now)
-    brk = breaker(snapshot.recent_boots, settings, d.now, unproven)
+    untried = untried_workers(d.workers, d.now)
+    brk = breaker(snapshot.recent_boots, settings, d.now, unproven, untried)
     outcomes: list[BootOutcome] = list(snapshot.recent_boots)
     for worker in d.workers:
         outcomes.extend(worker.capacity_misses)

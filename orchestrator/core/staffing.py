@@ -421,19 +421,15 @@ def scale_up(
         return [Blocked.RATE_LIMITED]
     count = missing
     if breaker.state is BreakerState.HALF_OPEN:
-        # One probe at a time: a still-broken image costs one pod per interval, not a fleet. A probe that
-        # activated is still one until it has proven itself (limits.unproven_workers).
-        probe_in_flight = any(w.status.booting for w in d.workers if not w.status.terminal) or any(
-            w.id in breaker.unproven
-            and w.activated_at is not None
-            and (breaker.latest is None or w.activated_at > breaker.latest)
-            for w in d.workers
-        )
-        if probe_in_flight or booting:
+        # One probe at a time, doubling while probes live without failing: a still-broken image costs a
+        # few pods per interval, not a fleet (limits.Breaker.probes_allowed).
+        in_boot = max(len(booting), sum(1 for w in d.workers if w.status.booting and not w.status.terminal))
+        probes = breaker.probes_allowed(d.workers, in_boot)
+        if probes <= 0:
             return [Blocked.BREAKER_HALF_OPEN]
-        if count > 1:
+        if count > probes:
             blocked.append(Blocked.BREAKER_HALF_OPEN)
-        count = 1
+            count = probes
     room = s.max_active_gpus - live
     if room < count:
         blocked.append(Blocked.MAX_REACHED)

@@ -319,7 +319,7 @@ class Blocked(StrEnum):
 
     PAUSED = "paused"
     BREAKER_OPEN = "breaker_open"
-    BREAKER_HALF_OPEN = "breaker_half_open"  # one probe worker at a time while the breaker heals
+    BREAKER_HALF_OPEN = "breaker_half_open"  # a probe at a time, doubling as probes outlive probation
     BACKOFF = "backoff"  # every configured GPU type is backing off
     SPEND_CAP = "spend_cap"
     PRICE_UNKNOWN = "price_unknown"  # a spend cap is set and no price is known for any allowed type

@@ -447,12 +447,13 @@ class SimDB:
             and frm in ("active", "draining")
             and w.boot_outcome == "activated"
             and w.activated_at is not None
-            and now - w.activated_at < PROBATION_SEC
+            and (now - w.activated_at < PROBATION_SEC or reason in ("worker_crashed", "worker_error"))
             and reason not in ("unusable_row", "task_stuck")
             and not w.completed
         ):
             # Activated, then failed before completing any task: a failed boot after all (the SQL's
-            # failed_before_serving). Its outcome moves to now, the end of the time-ordered list.
+            # failed_before_serving; past the probation only when its process died, 20261214000100).
+            # Its outcome moves to now, the end of the time-ordered list.
             w.boot_outcome, w.boot_outcome_at = reason or to, now
             self._boots.remove(w)
             self._boots.append(w)

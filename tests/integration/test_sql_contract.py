@@ -386,19 +386,30 @@ def test_a_worker_that_fails_before_completing_a_task_is_a_failed_boot(
     assert worker_row(raw, "w1")["boot_outcome"] == row["boot_outcome"]
 
 
-def test_a_worker_past_its_probation_that_fails_keeps_its_activation(
-    db: Database, raw: psycopg.Connection[Any], token: int
+@pytest.mark.parametrize(
+    ("reason", "rewritten"),
+    [("pod_failed", False), ("heartbeat_stale", False), ("worker_crashed", True), ("worker_error", True)],
+)
+def test_a_worker_past_its_probation_keeps_its_activation_unless_its_process_died(
+    db: Database, raw: psycopg.Connection[Any], token: int, reason: str, rewritten: bool
 ) -> None:
-    """Alive past the policy's probation (600 s), a worker has shown its boot worked: an idle floor worker
-    whose host goes down hours later is no failed boot, completed task or not."""
+    """Alive past the policy's probation (600 s), a worker lost with its host (an idle floor worker whose
+    machine goes down hours later) is no failed boot. One whose own process died before it completed a
+    task is, whatever its age: an image may fail only well into its first task (a model loaded on first
+    use that does not fit, a decode that runs out of memory), and each such death bought a new pod."""
     add_worker(raw, "w1", "initializing", process_started_at="2026-11-29T00:00:00Z")
     db.transition_worker(token, "w1", "active", "first_heartbeat")
     raw.execute("ALTER TABLE public.workers DISABLE TRIGGER USER")
     raw.execute("UPDATE public.workers SET activated_at = now() - interval '2 hours' WHERE id = 'w1'")
     raw.execute("ALTER TABLE public.workers ENABLE TRIGGER USER")
-    row = db.transition_worker(token, "w1", "error", "pod_failed")
-    assert row["boot_outcome"] == "activated"
-    assert not [e for e in db.events(worker_id="w1") if e["kind"] == "failed_before_serving"]
+    row = db.transition_worker(token, "w1", "error", reason)
+    failed = [e["reason"] for e in db.events(worker_id="w1") if e["kind"] == "failed_before_serving"]
+    [boot] = [b for b in db.snapshot()["recent_boots"] if b["worker_id"] == "w1"]
+    if rewritten:
+        assert row["boot_outcome"] == reason and failed == [reason]
+        assert boot["ok"] is False and boot["reason"] == reason
+    else:
+        assert row["boot_outcome"] == "activated" and not failed and boot["ok"] is True
 
 
 def test_heartbeat_of_spawning_worker_is_recorded_without_promotion(

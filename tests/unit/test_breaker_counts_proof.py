@@ -10,15 +10,37 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.core.config import defaults
+from orchestrator.core.config import Settings, defaults
 from orchestrator.core.limits import PROBATION_SEC, backoff_seconds
 from orchestrator.core.observed import BootOutcome
 from orchestrator.core.policy import plan
 from orchestrator.core.states import BreakerState
 from orchestrator.studies.fleet import ResumeModel, SimWorker
+from orchestrator.studies.memdb import TaskRow
+from orchestrator.studies.simulation import Result as SimResult
 from orchestrator.studies.simulation import Simulation
 from orchestrator.studies.traces import Trace, TraceTask
 from tests.unit.test_policy import GPU, ago, pods_for, run, snap, spawns, worker
+
+
+def _broken_run(cfg: Settings, *, tasks: int, duration: float, horizon: float) -> SimResult:
+    """The daemon's plan() in virtual time on ``tasks`` queued at once, a worker process that never
+    completes one (the caller patches how it dies)."""
+    trace = Trace("broken", tuple(TraceTask(f"t{i}", 30.0 + i, duration) for i in range(tasks)), horizon)
+    sim = Simulation(trace, plan, cfg, seed=1, resume=ResumeModel(failure_share=0.0), settle_sec=0)
+    result = sim.run()
+    assert result.tasks_complete == 0
+    return result
+
+
+def _open_intervals(cfg: Settings, horizon: float) -> int:
+    """How many of the breaker's open intervals (doubling from twice the base to the cap) fit in
+    ``horizon``: each is a lower bound on the time between two rounds of probes."""
+    rounds, elapsed = 0, 0.0
+    while elapsed < horizon:
+        elapsed += backoff_seconds(cfg.spawn_backoff_base_sec, cfg.spawn_backoff_max_sec, rounds + 1)
+        rounds += 1
+    return rounds
 
 
 def test_workers_that_die_after_their_first_heartbeat_trip_the_breaker(
@@ -38,21 +60,43 @@ def test_workers_that_die_after_their_first_heartbeat_trip_the_breaker(
         self.crash()  # the guardian beats on, then reports `crashed`
 
     monkeypatch.setattr(SimWorker, "_claim", dies_when_it_starts_work)
-    trace = Trace("broken-worker", tuple(TraceTask(f"t{i}", 30.0 + i, 60.0) for i in range(3)), 3600.0)
     cfg = defaults()
-    sim = Simulation(trace, plan, cfg, seed=1, resume=ResumeModel(failure_share=0.0), settle_sec=0)
-    result = sim.run()
-    assert result.tasks_complete == 0
+    result = _broken_run(cfg, tasks=3, duration=60.0, horizon=3600.0)
     # Before the breaker opens: the demand's first spawns and their replacements, at most twice
     # MAX_CONSECUTIVE_FAILURES; then one probe per open interval (doubling from twice the base to the
     # cap), each interval a lower bound on the time between two probes. Before the fix: 365 pods.
-    probes, elapsed = 0, 0.0
-    while elapsed < result.horizon:
-        elapsed += backoff_seconds(cfg.spawn_backoff_base_sec, cfg.spawn_backoff_max_sec, probes + 1)
-        probes += 1
+    probes = _open_intervals(cfg, result.horizon)
     assert result.spawns <= 2 * cfg.max_consecutive_failures + probes, (
         f"{result.spawns} pods spawned for {result.tasks_total} tasks, "
         f"{result.counters['worker_crashes']} crashed after activation; actions: {result.actions}"
+    )
+
+
+def test_workers_that_die_late_in_their_first_task_trip_the_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken image whose worker process dies 12 minutes into every task, past the 10-minute
+    probation (a model loaded on first use that does not fit, a decode at the end of a long generation
+    that runs out of memory): the guardian reports ``crashed`` and the task goes back to the queue.
+
+    Expected: such deaths count for the breaker whatever the worker's age (it never completed a task),
+    and a probe that lives out its probation without completing widens half-open (two probes, then
+    four) instead of closing it, so spawning stops after the first batch and goes on a few pods an
+    interval. Before: the breaker never counted them, and a probe alive 10 minutes closed it: 40 queued
+    tasks bought 120 pods (every task's three attempts) in five simulated hours; 100 bought 300 (42.5 USD)."""
+
+    def dies_before_it_finishes(self: SimWorker, task: TaskRow) -> None:
+        if self.alive and not self.hung and self.task is task:
+            self.crash()
+
+    monkeypatch.setattr(SimWorker, "_finish", dies_before_it_finishes)
+    cfg = defaults()
+    result = _broken_run(cfg, tasks=40, duration=720.0, horizon=5 * 3600.0)
+    # The first batch (the cap), then at most two probes for each open interval (the probe, and the
+    # one its probation lets start before it dies), each interval a lower bound on the time between two
+    # rounds of probes.
+    rounds = _open_intervals(cfg, result.horizon)
+    assert result.spawns <= cfg.max_active_gpus + 2 * rounds, (
+        f"{result.spawns} pods spawned for {result.tasks_total} tasks, "
+        f"{result.counters['worker_crashes']} crashed in their first task; bound {cfg.max_active_gpus + 2 * rounds}"
     )
 
 
@@ -77,25 +121,27 @@ def test_a_successful_resume_does_not_reset_the_breaker_on_failing_spawns() -> N
     assert len(spawns(result)) <= 1, [a.worker_id for a in spawns(result)]
 
 
-def test_an_activation_counts_as_a_success_once_the_worker_completes_a_task_or_lives_out_probation() -> None:
+def test_an_activation_counts_as_a_success_once_the_worker_completes_a_task() -> None:
     """Three failed boots, then a worker activated: while it has completed nothing and is on probation
     (activated less than PROBATION_SEC ago) its activation is no proof (it may die on its first work, as
     the three before may have), and it is the half-open breaker's one probe: no second beside it. Once it
-    completes a task, or lives out its probation, the breaker closes. A worker let go healthy leaves the
-    live list, and its activation counts again."""
+    completes a task the breaker closes. Alive past its probation with nothing completed, it has still
+    proved nothing of its first task: the breaker stays half-open and lets one more probe start (two in
+    all). A worker let go healthy leaves the live list, and its activation counts again."""
     boots = [
         BootOutcome("gpu-f1", GPU, "EU-RO-1", False, "init_failed", ago(400)),
         BootOutcome("gpu-f2", GPU, "EU-RO-1", False, "init_failed", ago(390)),
         BootOutcome("gpu-f3", GPU, "EU-RO-1", False, "init_failed", ago(380)),
         BootOutcome("gpu-a", GPU, "EU-RO-1", True, "activated", ago(60), seconds=40.0),
     ]
-    fresh = worker("gpu-a", created=100, activated=60)
+    fresh = worker("gpu-a", created=100, activated=60, running=("t1",))
     held = run(snap([fresh], claimable=12, boots=boots), pods_for([fresh]))
     assert held.breaker is BreakerState.HALF_OPEN, "an unproven activation closed the breaker"
     assert spawns(held) == [], "half-open: the activated probe is the one probe"
     proven = worker("gpu-a", created=100, activated=60, completed=10)
     assert run(snap([proven], claimable=12, boots=boots), pods_for([proven])).breaker is BreakerState.CLOSED
-    # The same story, the activation PROBATION_SEC and a minute ago, the failures before it.
+    # The same story, the activation PROBATION_SEC and a minute ago, the failures before it, the probe
+    # still in its first task.
     earlier = PROBATION_SEC + 400
     boots_then = [
         *(
@@ -104,9 +150,23 @@ def test_an_activation_counts_as_a_success_once_the_worker_completes_a_task_or_l
         ),
         BootOutcome("gpu-a", GPU, "EU-RO-1", True, "activated", ago(PROBATION_SEC + 60)),
     ]
-    lived = worker("gpu-a", created=PROBATION_SEC + 100, activated=PROBATION_SEC + 60)
+    lived = worker("gpu-a", created=PROBATION_SEC + 100, activated=PROBATION_SEC + 60, running=("t1",))
+    widened = run(snap([lived], claimable=12, boots=boots_then), pods_for([lived]))
+    assert widened.breaker is BreakerState.HALF_OPEN, "a probe that completed nothing closed the breaker"
+    assert len(spawns(widened)) == 1, [a.worker_id for a in spawns(widened)]
+    # Two such probes: four in all, two more may start; one of them booting, one more.
+    lived_b = worker("gpu-b", created=PROBATION_SEC + 90, activated=PROBATION_SEC + 50, running=("t2",))
+    two = run(snap([lived, lived_b], claimable=12, boots=boots_then), pods_for([lived, lived_b]))
+    assert two.breaker is BreakerState.HALF_OPEN and len(spawns(two)) == 2, [a.worker_id for a in spawns(two)]
+    booting = worker("gpu-c", "spawning", created=30, activated=None)
+    three = run(
+        snap([lived, lived_b, booting], claimable=12, boots=boots_then), pods_for([lived, lived_b, booting])
+    )
+    assert len(spawns(three)) == 1, [a.worker_id for a in spawns(three)]
+    lived_done = worker("gpu-a", created=PROBATION_SEC + 100, activated=PROBATION_SEC + 60, completed=30)
     assert (
-        run(snap([lived], claimable=12, boots=boots_then), pods_for([lived])).breaker is BreakerState.CLOSED
+        run(snap([lived_done], claimable=12, boots=boots_then), pods_for([lived_done])).breaker
+        is BreakerState.CLOSED
     )
     assert run(snap([], claimable=12, boots=boots), []).breaker is BreakerState.CLOSED
 
