@@ -115,6 +115,7 @@ class Settings:
     warm_pool_terminate_on_pause: bool
     # --- timeouts
     gpu_idle_timeout_sec: int
+    parent_release_min_sec: int
     gpu_overcapacity_idle_timeout_sec: int
     spawning_timeout_sec: int
     worker_setup_timeout_sec: int

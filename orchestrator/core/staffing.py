@@ -192,10 +192,17 @@ def _releasable(worker: Worker) -> bool:
 
 
 def _settled(d: Draft, worker: Worker) -> bool:
-    """A worker holding parents is let go only once idle for GPU_IDLE_TIMEOUT_SEC, counted from its
-    newest child too: a parent's own run may pause between the children it creates (a vision model per
-    segment), and a worker ended in that pause left its chain short, which the app then fails."""
-    return worker.running_count == 0 or _at_least(_idle_sec(d, worker), d.settings.gpu_idle_timeout_sec)
+    """A worker holding parents is let go only once idle for GPU_IDLE_TIMEOUT_SEC, and at least
+    PARENT_RELEASE_MIN_SEC (600 s) however low the former is set (it may be 0), counted from its
+    parents' start and newest child too. A parent's own run may pause between the children it creates (a
+    vision model per segment), and a parent claimed again after its holder died counts as waiting from
+    its first tick (the dead holder's children are still queued) while its re-run has yet to make the
+    missing ones. Ended in such a pause, the pod took the run with it and the chain stayed short, which
+    the app fails a day later: the whole chain's GPU time lost, against minutes of one idle GPU."""
+    if worker.running_count == 0:
+        return True
+    s = d.settings
+    return _at_least(_idle_sec(d, worker), float(max(s.gpu_idle_timeout_sec, s.parent_release_min_sec)))
 
 
 def _busy(d: Draft, worker: Worker, types: sizing.TypeModel) -> sizing.Busy:
@@ -310,7 +317,11 @@ def scale_down(d: Draft, booting: list[Worker], active: list[Worker], aim: Targe
         floor = max(floor, aim.keep)
     staying = capacity - removed
     idle_limit: float = s.gpu_idle_timeout_sec
-    long_idle = [w for w in active if w.id not in d.leaving and _at_least(_idle_sec(d, w), idle_limit)]
+    long_idle = [
+        w
+        for w in active
+        if w.id not in d.leaving and _at_least(_idle_sec(d, w), idle_limit) and _settled(d, w)
+    ]
     for worker in d.sort_victims(long_idle, _activated):
         if staying <= floor:
             break

@@ -306,6 +306,16 @@ VARIABLES: tuple[Var, ...] = (
         "timeouts",
         minimum=0,
     ),
+    # A parent's run may pause between the children it makes, and a parent claimed again after its
+    # holder died re-runs before it makes the missing ones; a holder ended then takes the run with it.
+    _v(
+        "PARENT_RELEASE_MIN_SEC",
+        "int",
+        600,
+        "least idle time, counted from its parents' start and newest child, before a worker holding only parent tasks that wait on their children is let go, however low GPU_IDLE_TIMEOUT_SEC is",
+        "timeouts",
+        minimum=0,
+    ),
     # 10, not the old 30: measured in bench/results/policy.md (docs/policy.md), 2-9% cheaper on every
     # trace at the same p95 wait.
     _v(

@@ -22,7 +22,7 @@ from orchestrator.core.config import Settings, defaults
 from orchestrator.core.evidence import RunningTask
 from orchestrator.core.observed import Worker
 from orchestrator.core.policy import plan
-from orchestrator.core.states import Reason
+from orchestrator.core.states import Reason, WorkerState
 from orchestrator.studies.clock import Clock
 from orchestrator.studies.fleet import ResumeModel, SimWorker
 from orchestrator.studies.memdb import SimDB
@@ -124,6 +124,31 @@ def test_a_worker_whose_parent_made_a_child_lately_is_not_let_go(cfg: Settings) 
         child_ago=60,
     )
     assert not run(snap([drained]), pods_for([drained]), cfg).of_kind(ReleaseParents)
+
+
+@pytest.mark.parametrize("idle_timeout", [0, 60])
+@pytest.mark.parametrize("plain", [True, False], ids=["threshold_rule", "defaults"])
+def test_a_low_idle_timeout_still_waits_out_a_parents_run(idle_timeout: int, plain: bool) -> None:
+    """GPU_IDLE_TIMEOUT_SEC may be set to 0 by a user who would rather not pay for idle GPUs. A parent
+    claimed again after its holder died has its dead holder's children still queued, so it counts as
+    waiting from its first tick while its re-run has yet to make the missing ones; and a first run may
+    pause between children. Let go within seconds, the pod took the run with it and the chain stayed
+    short. Such a holder is let go only after PARENT_RELEASE_MIN_SEC (600 s by default) from its
+    parents' start and newest child."""
+    cfg = (settings if plain else defaults().replace)(gpu_idle_timeout_sec=idle_timeout)
+    for started, child in ((120, HOURS_4), (HOURS_4, 90)):
+        rerun = holding(worker("gpu-a", completed=HOURS_4), ("p1", "travel_orchestrator", started), live=3,
+                        child_ago=child)  # fmt: skip
+        assert not run(snap([rerun]), pods_for([rerun]), cfg).of_kind(Drain), (started, child)
+        drained = replace(rerun, status=WorkerState.DRAINING)
+        assert not run(snap([drained]), pods_for([drained]), cfg).of_kind(ReleaseParents), (started, child)
+    settled = holding(worker("gpu-a", completed=HOURS_4), ("p1", "travel_orchestrator", 700), live=3,
+                      child_ago=650)  # fmt: skip
+    assert [a.worker_id for a in run(snap([settled]), pods_for([settled]), cfg).of_kind(Drain)] == ["gpu-a"]
+    drained = replace(settled, status=WorkerState.DRAINING)
+    assert [a.worker_id for a in run(snap([drained]), pods_for([drained]), cfg).of_kind(ReleaseParents)] == [
+        "gpu-a"
+    ]
 
 
 def test_a_child_made_a_minute_ago_keeps_a_long_held_parents_worker() -> None:
