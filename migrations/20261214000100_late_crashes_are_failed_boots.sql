@@ -12,9 +12,12 @@
 -- gone and beat `crashed`: banodoco/Reigh-Worker heartbeat_guardian.py) or `worker_error` (its
 -- fatal-error handler gave up). A worker lost with its host past the window (`heartbeat_stale`,
 -- `pod_failed`, `pod_missing`: an idle floor worker whose machine goes down hours later) still keeps
--- its activation, as do `unusable_row` and `task_stuck`. The policy's half of the change is in Python
--- (orchestrator.core.limits: a live worker past its probation without a completion no longer closes
--- the breaker). Unchanged otherwise (20261212000100).
+-- its activation, as do `unusable_row` and `task_stuck`. An idle worker whose process dies hours in
+-- counts too (the app's heartbeat has requeued any task by then, so nothing here tells the two apart):
+-- one failure, which a worker alive past its probation answers. The policy's half of the change is in
+-- Python (orchestrator.core.limits.untried_workers: after such deaths, a live worker still in the first
+-- task it took no longer closes the breaker until a worker completes a task). Unchanged otherwise
+-- (20261212000100).
 --
 -- Idempotent, like every migration of this project.
 
@@ -99,6 +102,7 @@ begin
     -- probation only when its own process died: a host lost hours later says nothing of the image.
     v_unproven := p_to = 'error' and v_from in ('active', 'draining')
                   and w.boot_outcome = 'activated'
+                  and w.activated_at is not null
                   and (w.activated_at > now() - interval '600 seconds'
                        or coalesce(p_reason, '') in ('worker_crashed', 'worker_error'))
                   and coalesce(p_reason, '') not in ('unusable_row', 'task_stuck')

@@ -13,14 +13,15 @@ outcomes, the settings, ``now``), values out: no I/O, no clock.
 * **The breaker.** After ``MAX_CONSECUTIVE_FAILURES`` failed workers in a row (capacity misses, creations
   refused by the rate limit and boots we cancelled do not count: ``BootOutcome.counts_for_breaker``; a
   worker that failed before completing a task counts, as the database rewrites its outcome; a resume
-  that worked, or the activation of a worker that has completed nothing while it lives
-  (:func:`unproven_workers`, :func:`untried_workers`), neither counts nor ends the row), no spawn for
+  that worked, or the activation of a live worker that has completed nothing and is on probation
+  (:func:`unproven_workers`) or, after workers died in their first task, still in it
+  (:func:`untried_workers`), neither counts nor ends the row), no spawn for
   ``SPAWN_BACKOFF_BASE_SEC * 2**(n - MAX + 1)`` (capped) from the latest failure; after that, half-open:
   one probe worker at a time (booting, or activated since the latest failure and still on probation)
-  until a probe completes a task, which closes the breaker. A probe that lives out its probation without
-  a completion widens the allowance instead: the probes alive past probation and those in flight may
-  number twice the former, so the trial doubles each probation while nothing fails. Healing and
-  termination go on meanwhile.
+  until a boot succeeds (the worker completes a task, or lives out its probation). After such first-task
+  deaths a probe alive past its probation in its first task widens the allowance instead of closing the
+  breaker: the probes past probation and those in flight may number twice the former, so the trial
+  doubles each probation while nothing fails. Healing and termination go on meanwhile.
 * **Runpod's rate limit.** Creations it refused (``spawn_rate_limited``) hold spawns back for 60 s from
   the newest, doubled with each refusal in a row, at most an hour (:func:`rate_limit_hold`).
 """
@@ -33,6 +34,7 @@ from datetime import datetime, timedelta
 
 from orchestrator.core.actions import Backoff
 from orchestrator.core.config import Settings
+from orchestrator.core.health import REPORTED_FAILURES
 from orchestrator.core.observed import BootOutcome, Worker
 from orchestrator.core.states import BreakerState, Reason, WorkerState
 
@@ -99,18 +101,56 @@ def unproven_workers(workers: Iterable[Worker], now: datetime) -> frozenset[str]
     return frozenset(found)
 
 
-def untried_workers(workers: Iterable[Worker], now: datetime) -> frozenset[str]:
-    """Serving workers alive past ``PROBATION_SEC`` that have completed nothing: an image that fails
-    only well into its first task (a model loaded on first use that does not fit, a decode that runs
-    out of memory) gets there too. Their activation does not end the breaker's count of failures, or
-    each such probe let a whole batch of failing pods through; they widen half-open instead
-    (:meth:`Breaker.probes_allowed`). One that dies with its process (``worker_crashed``,
-    ``worker_error``) counts as a failed boot whatever its age; the database rewrites its outcome."""
+# The worker's own word that its process died (limits.untried_workers): the failures a late first-task
+# death leaves, which a worker alive past its probation does not answer.
+PROCESS_DEATHS = frozenset({Reason.WORKER_CRASHED.value, Reason.WORKER_ERROR.value})
+
+
+def untried_workers(
+    workers: Iterable[Worker], now: datetime, recent_boots: Iterable[BootOutcome] = ()
+) -> frozenset[str]:
+    """Serving workers still on the first task they took on activation, past ``PROBATION_SEC``, with
+    nothing completed, while no worker of the fleet has completed a task since the newest failed boot.
+
+    An image may fail only well into its first task (a model loaded on first use that does not fit, a
+    decode at the end of a long generation that runs out of memory). Taken for proven once past its
+    probation, each such probe closed the breaker and let a whole batch of failing pods through; these
+    neither end the breaker's count of failures nor close it, and widen half-open instead
+    (:meth:`Breaker.probes_allowed`). Only when the newest failure is such a death (a failed boot is
+    answered by a worker that lived out its probation, as before) and the fleet has no better proof: a
+    completion by any worker after the newest failure shows the image works, and a worker that lived
+    out its probation idle before its first claim proved its boot as before (an idle floor worker given
+    its first task hours later brings no old failures back). A worker that dies with its process (``worker_crashed``,
+    ``worker_error``) before completing anything is a failed boot whatever its age; the database
+    rewrites its outcome."""
+    live = [w for w in workers if w.status in (WorkerState.ACTIVE, WorkerState.DRAINING)]
+    failed = sorted((o for o in recent_boots if not o.ok and o.counts_for_breaker), key=lambda o: o.at)
+    if failed and failed[-1].reason not in PROCESS_DEATHS:
+        # The newest failure is a boot's (no capacity aside: a check, a start, a timeout): a worker that
+        # lived out its probation answers it, as before; waiting for a completion there only slowed a
+        # healthy fleet's ramp by a whole first task wherever boots fail now and then.
+        return frozenset()
+    newest_failure = failed[-1].at if failed else None
+    if any(
+        w.last_completion_at is not None and (newest_failure is None or w.last_completion_at > newest_failure)
+        for w in live
+    ):
+        return frozenset()
     found = set()
-    for w in workers:
-        if w.status not in (WorkerState.ACTIVE, WorkerState.DRAINING) or w.last_completion_at is not None:
+    for w in live:
+        if w.last_completion_at is not None or w.activated_at is None:
             continue
-        if w.activated_at is not None and (now - w.activated_at).total_seconds() >= PROBATION_SEC:
+        if w.reported_status in REPORTED_FAILURES:
+            # Its process died, and the app's heartbeat put its task back already: no proof, and about
+            # to be failed (its outcome rewritten in the next snapshot).
+            found.add(w.id)
+            continue
+        if w.running_count == 0:
+            continue
+        first_claim = w.oldest_running_started_at
+        if (now - w.activated_at).total_seconds() < PROBATION_SEC:
+            continue  # on probation: unproven_workers
+        if first_claim is None or (first_claim - w.activated_at).total_seconds() < PROBATION_SEC:
             found.add(w.id)
     return frozenset(found)
 

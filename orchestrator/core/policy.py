@@ -235,12 +235,12 @@ def plan(
     missing -= reactivated
 
     unproven = unproven_workers(d.workers, d.now)
-    untried = untried_workers(d.workers, d.now)
+    untried = untried_workers(d.workers, d.now, snapshot.recent_boots)
     brk = breaker(snapshot.recent_boots, settings, d.now, unproven, untried)
     outcomes: list[BootOutcome] = list(snapshot.recent_boots)
     for worker in d.workers:
         outcomes.extend(worker.capacity_misses)
-    pauses = backoffs(outcomes, settings, d.now, unproven)
+    pauses = backoffs(outcomes, settings, d.now, unproven | untried)
     blocked: list[Blocked] = []
     if missing > 0:
         blocked = scale_up(

@@ -168,7 +168,7 @@ class Recorder:
             kind, reason = "spawning_resumed", "boot_succeeded"
             log.info("spawning_resumed", reason=reason, consecutive_failures=failures, previous=was)
         else:
-            # -> half-open: one probe worker may spawn now; no event, the probe's own spawn is one.
+            # -> half-open: probes may spawn now; no event, their own spawns are.
             log.info(
                 "spawning_probe_allowed",
                 consecutive_failures=failures,

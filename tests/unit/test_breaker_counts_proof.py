@@ -8,11 +8,13 @@ own ``plan()`` and executor in virtual time (the crash loop), and with the polic
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from orchestrator.core.config import Settings, defaults
 from orchestrator.core.limits import PROBATION_SEC, backoff_seconds
-from orchestrator.core.observed import BootOutcome
+from orchestrator.core.observed import BootOutcome, Worker
 from orchestrator.core.policy import plan
 from orchestrator.core.states import BreakerState
 from orchestrator.studies.fleet import ResumeModel, SimWorker
@@ -41,6 +43,13 @@ def _open_intervals(cfg: Settings, horizon: float) -> int:
         elapsed += backoff_seconds(cfg.spawn_backoff_base_sec, cfg.spawn_backoff_max_sec, rounds + 1)
         rounds += 1
     return rounds
+
+
+def _in_first_task(worker_id: str, activated: float) -> Worker:
+    """A worker activated ``activated`` seconds ago that took its first task 5 s later and runs it still."""
+    return worker(
+        worker_id, created=activated + 40, activated=activated, running=("t1",), stuck_since=activated - 5
+    )
 
 
 def test_workers_that_die_after_their_first_heartbeat_trip_the_breaker(
@@ -125,9 +134,11 @@ def test_an_activation_counts_as_a_success_once_the_worker_completes_a_task() ->
     """Three failed boots, then a worker activated: while it has completed nothing and is on probation
     (activated less than PROBATION_SEC ago) its activation is no proof (it may die on its first work, as
     the three before may have), and it is the half-open breaker's one probe: no second beside it. Once it
-    completes a task the breaker closes. Alive past its probation with nothing completed, it has still
-    proved nothing of its first task: the breaker stays half-open and lets one more probe start (two in
-    all). A worker let go healthy leaves the live list, and its activation counts again."""
+    completes a task the breaker closes. Alive past its probation with nothing completed, it has proved
+    its boot, which answers failed boots as before; but where the newest failure is a worker whose
+    process died (an image that fails late in its first task) it has proved nothing yet: the breaker
+    stays half-open and lets one more probe start (two in all). A worker let go healthy leaves the live
+    list, and its activation counts again."""
     boots = [
         BootOutcome("gpu-f1", GPU, "EU-RO-1", False, "init_failed", ago(400)),
         BootOutcome("gpu-f2", GPU, "EU-RO-1", False, "init_failed", ago(390)),
@@ -140,22 +151,25 @@ def test_an_activation_counts_as_a_success_once_the_worker_completes_a_task() ->
     assert spawns(held) == [], "half-open: the activated probe is the one probe"
     proven = worker("gpu-a", created=100, activated=60, completed=10)
     assert run(snap([proven], claimable=12, boots=boots), pods_for([proven])).breaker is BreakerState.CLOSED
-    # The same story, the activation PROBATION_SEC and a minute ago, the failures before it, the probe
-    # still in its first task.
+    # The same story, the activation PROBATION_SEC and a minute ago, the failures before it (workers
+    # that died in their first task), the probe still in its first task since its activation.
     earlier = PROBATION_SEC + 400
     boots_then = [
         *(
-            BootOutcome(f"gpu-f{i}", GPU, "EU-RO-1", False, "init_failed", ago(earlier - i))
+            BootOutcome(f"gpu-f{i}", GPU, "EU-RO-1", False, "worker_crashed", ago(earlier - i))
             for i in (1, 2, 3)
         ),
         BootOutcome("gpu-a", GPU, "EU-RO-1", True, "activated", ago(PROBATION_SEC + 60)),
     ]
-    lived = worker("gpu-a", created=PROBATION_SEC + 100, activated=PROBATION_SEC + 60, running=("t1",))
+    lived = _in_first_task("gpu-a", PROBATION_SEC + 60)
+    boots_failed = [replace(b, reason="init_failed") if not b.ok else b for b in boots_then]
+    booted = run(snap([lived], claimable=12, boots=boots_failed), pods_for([lived]))
+    assert booted.breaker is BreakerState.CLOSED, "a worker past probation did not answer failed boots"
     widened = run(snap([lived], claimable=12, boots=boots_then), pods_for([lived]))
     assert widened.breaker is BreakerState.HALF_OPEN, "a probe that completed nothing closed the breaker"
     assert len(spawns(widened)) == 1, [a.worker_id for a in spawns(widened)]
     # Two such probes: four in all, two more may start; one of them booting, one more.
-    lived_b = worker("gpu-b", created=PROBATION_SEC + 90, activated=PROBATION_SEC + 50, running=("t2",))
+    lived_b = _in_first_task("gpu-b", PROBATION_SEC + 50)
     two = run(snap([lived, lived_b], claimable=12, boots=boots_then), pods_for([lived, lived_b]))
     assert two.breaker is BreakerState.HALF_OPEN and len(spawns(two)) == 2, [a.worker_id for a in spawns(two)]
     booting = worker("gpu-c", "spawning", created=30, activated=None)
@@ -169,6 +183,45 @@ def test_an_activation_counts_as_a_success_once_the_worker_completes_a_task() ->
         is BreakerState.CLOSED
     )
     assert run(snap([], claimable=12, boots=boots), []).breaker is BreakerState.CLOSED
+    # Its process died: the app's heartbeat put its task back, and it is failed this tick. Neither a
+    # proof that closes the breaker nor a probe that widens it.
+    crashed = replace(
+        lived, running_task_ids=(), running_count=0, oldest_running_started_at=None, reported_status="crashed"
+    )
+    dying = run(snap([crashed], claimable=12, boots=boots_then), pods_for([crashed]))
+    assert dying.breaker is BreakerState.HALF_OPEN and len(spawns(dying)) <= 1, [
+        a.worker_id for a in spawns(dying)
+    ]
+
+
+def test_old_failures_do_not_hold_back_a_healthy_fleet() -> None:
+    """Three workers died in their first task two days ago. A floor worker that idled past its probation before its first
+    claim proved its boot as before, whatever it now runs; and once any worker has completed a task after
+    the newest failure, the image is known to work: workers still in a long first task are no probes."""
+    days = 2 * 86400
+    boots = [
+        *(
+            BootOutcome(f"gpu-f{i}", GPU, "EU-RO-1", False, "worker_crashed", ago(days + i))
+            for i in (1, 2, 3)
+        ),
+        BootOutcome("gpu-floor", GPU, "EU-RO-1", True, "activated", ago(days - 3600)),
+        BootOutcome("gpu-new", GPU, "EU-RO-1", True, "activated", ago(PROBATION_SEC + 60)),
+    ]
+    floor = worker("gpu-floor", created=days, activated=days - 3600, running=("t1",), stuck_since=120)
+    result = run(snap([floor], claimable=30, boots=boots[:4]), pods_for([floor]))
+    assert result.breaker is BreakerState.CLOSED and len(spawns(result)) > 2, [
+        a.worker_id for a in spawns(result)
+    ]
+    # A worker in its first long task since activation, beside one that has completed since the failures.
+    busy = _in_first_task("gpu-new", PROBATION_SEC + 60)
+    done = replace(floor, last_completion_at=ago(300))
+    without_floor = [*boots[:3], boots[4]]  # the floor's own activation would end the row
+    assert (
+        run(snap([busy], claimable=30, boots=without_floor), pods_for([busy])).breaker
+        is BreakerState.HALF_OPEN
+    )
+    proven = run(snap([busy, done], claimable=30, boots=without_floor), pods_for([busy, done]))
+    assert proven.breaker is BreakerState.CLOSED and len(spawns(proven)) > 2
 
 
 def test_a_requeue_waits_for_the_ending_of_its_worker_in_flight() -> None:
