@@ -18,9 +18,9 @@ outcomes, the settings, ``now``), values out: no I/O, no clock.
   (:func:`untried_workers`), neither counts nor ends the row), no spawn for
   ``SPAWN_BACKOFF_BASE_SEC * 2**(n - MAX + 1)`` (capped) from the latest failure; after that, half-open:
   one probe worker at a time (booting, or activated since the latest failure and still on probation)
-  until a boot succeeds (the worker completes a task, or lives out its probation). After such first-task
-  deaths a probe alive past its probation in its first task widens the allowance instead of closing the
-  breaker: the probes past probation and those in flight may number twice the former, so the trial
+  until a boot succeeds (the worker completes a task, or lives out its probation). After first-task
+  deaths (:func:`untried_workers`) a probe alive past its probation in its first task widens the
+  allowance instead of closing the breaker: the probes past probation and those in flight may number twice the former, so the trial
   doubles each probation while nothing fails. Healing and termination go on meanwhile.
 * **Runpod's rate limit.** Creations it refused (``spawn_rate_limited``) hold spawns back for 60 s from
   the newest, doubled with each refusal in a row, at most an hour (:func:`rate_limit_hold`).
@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 
 from orchestrator.core.actions import Backoff
 from orchestrator.core.config import Settings
-from orchestrator.core.health import REPORTED_FAILURES
+from orchestrator.core.health import reported_failure
 from orchestrator.core.observed import BootOutcome, Worker
 from orchestrator.core.states import BreakerState, Reason, WorkerState
 
@@ -110,49 +110,68 @@ def untried_workers(
     workers: Iterable[Worker], now: datetime, recent_boots: Iterable[BootOutcome] = ()
 ) -> frozenset[str]:
     """Serving workers still on the first task they took on activation, past ``PROBATION_SEC``, with
-    nothing completed, while no worker of the fleet has completed a task since the newest failed boot.
+    nothing completed (or whose process was just reported dead), while the breaker's run of failures
+    holds a worker whose process died and no worker made since the first such death has completed a
+    task.
 
     An image may fail only well into its first task (a model loaded on first use that does not fit, a
     decode at the end of a long generation that runs out of memory). Taken for proven once past its
     probation, each such probe closed the breaker and let a whole batch of failing pods through; these
     neither end the breaker's count of failures nor close it, and widen half-open instead
-    (:meth:`Breaker.probes_allowed`). Only when the newest failure is such a death (a failed boot is
-    answered by a worker that lived out its probation, as before) and the fleet has no better proof: a
-    completion by any worker after the newest failure shows the image works, and a worker that lived
-    out its probation idle before its first claim proved its boot as before (an idle floor worker given
-    its first task hours later brings no old failures back). A worker that dies with its process (``worker_crashed``,
-    ``worker_error``) before completing anything is a failed boot whatever its age; the database
-    rewrites its outcome."""
+    (:meth:`Breaker.probes_allowed`). Where the run holds only failed boots (a check, a start, a
+    timeout), a worker that lived out its probation answers them, as before: waiting for a completion
+    there slowed a healthy fleet's ramp by a whole first task wherever boots fail now and then. A
+    completion proves the image only from a worker made after the first death: an older floor worker
+    or a pod resumed from the pool may run the image before a change that broke new pods. A worker
+    that lived out its probation idle before its first claim proved its boot as before (an idle floor
+    worker given its first task hours later brings no old failures back). A worker whose process dies
+    (``worker_crashed``, ``worker_error``) before completing anything is a failed boot whatever its
+    age; the database rewrites its outcome."""
     live = [w for w in workers if w.status in (WorkerState.ACTIVE, WorkerState.DRAINING)]
-    failed = sorted((o for o in recent_boots if not o.ok and o.counts_for_breaker), key=lambda o: o.at)
-    if failed and failed[-1].reason not in PROCESS_DEATHS:
-        # The newest failure is a boot's (no capacity aside: a check, a start, a timeout): a worker that
-        # lived out its probation answers it, as before; waiting for a completion there only slowed a
-        # healthy fleet's ramp by a whole first task wherever boots fail now and then.
-        return frozenset()
-    newest_failure = failed[-1].at if failed else None
-    if any(
-        w.last_completion_at is not None and (newest_failure is None or w.last_completion_at > newest_failure)
-        for w in live
-    ):
-        return frozenset()
     found = set()
     for w in live:
         if w.last_completion_at is not None or w.activated_at is None:
             continue
-        if w.reported_status in REPORTED_FAILURES:
+        if reported_failure(w) is not None:
             # Its process died, and the app's heartbeat put its task back already: no proof, and about
             # to be failed (its outcome rewritten in the next snapshot).
             found.add(w.id)
             continue
-        if w.running_count == 0:
-            continue
+        if w.running_count == 0 or (now - w.activated_at).total_seconds() < PROBATION_SEC:
+            continue  # idle, or on probation (unproven_workers)
         first_claim = w.oldest_running_started_at
-        if (now - w.activated_at).total_seconds() < PROBATION_SEC:
-            continue  # on probation: unproven_workers
         if first_claim is None or (first_claim - w.activated_at).total_seconds() < PROBATION_SEC:
             found.add(w.id)
+    if not found:
+        return frozenset()
+    row = _failure_row(recent_boots, unproven_workers(live, now) | found)
+    deaths = [o.at for o in row if o.reason in PROCESS_DEATHS]
+    if not deaths:
+        return frozenset()
+    first_death, newest = min(deaths), max(o.at for o in row)
+    if any(
+        w.last_completion_at is not None
+        and w.last_completion_at > newest
+        and w.activated_at is not None
+        and w.activated_at > first_death
+        for w in live
+    ):
+        return frozenset()
     return frozenset(found)
+
+
+def _failure_row(recent_boots: Iterable[BootOutcome], skip: Collection[str]) -> list[BootOutcome]:
+    """The failures the breaker counts, newest first, back to the latest success: an ``ok`` outcome
+    that is no resume and whose worker is not in ``skip`` (a live worker with nothing to prove yet)."""
+    row = []
+    for outcome in sorted(recent_boots, key=lambda o: o.at, reverse=True):
+        if outcome.ok and (outcome.is_resume or outcome.worker_id in skip):
+            continue
+        if outcome.ok:
+            break
+        if outcome.counts_for_breaker:
+            row.append(outcome)
+    return row
 
 
 def backoff_seconds(base: float, cap: float, exponent: int) -> float:
@@ -192,18 +211,9 @@ def breaker(
     pod boots; taken as one, each resume of the pool let a batch of new pods that fail their boot
     through. Nor is the activation of a live worker in ``unproven`` or ``untried``
     (:func:`unproven_workers`, :func:`untried_workers`): it has completed nothing yet."""
-    failures = 0
-    latest: datetime | None = None
-    for outcome in sorted(recent_boots, key=lambda o: o.at, reverse=True):
-        if outcome.ok and (
-            outcome.is_resume or outcome.worker_id in unproven or outcome.worker_id in untried
-        ):
-            continue
-        if outcome.ok:
-            break
-        if outcome.counts_for_breaker:
-            failures += 1
-            latest = latest or outcome.at
+    row = _failure_row(recent_boots, {*unproven, *untried})
+    failures = len(row)
+    latest: datetime | None = row[0].at if row else None
     limit = settings.max_consecutive_failures
     if failures < limit or latest is None:
         return Breaker(BreakerState.CLOSED, failures, None, latest, frozenset(unproven), frozenset(untried))

@@ -22,7 +22,7 @@ from orchestrator.studies.memdb import TaskRow
 from orchestrator.studies.simulation import Result as SimResult
 from orchestrator.studies.simulation import Simulation
 from orchestrator.studies.traces import Trace, TraceTask
-from tests.unit.test_policy import GPU, ago, pods_for, run, snap, spawns, worker
+from tests.unit.test_policy import GPU, ago, pods_for, run, snap, spawns, summary, worker
 
 
 def _broken_run(cfg: Settings, *, tasks: int, duration: float, horizon: float) -> SimResult:
@@ -185,13 +185,53 @@ def test_an_activation_counts_as_a_success_once_the_worker_completes_a_task() ->
     assert run(snap([], claimable=12, boots=boots), []).breaker is BreakerState.CLOSED
     # Its process died: the app's heartbeat put its task back, and it is failed this tick. Neither a
     # proof that closes the breaker nor a probe that widens it.
-    crashed = replace(
-        lived, running_task_ids=(), running_count=0, oldest_running_started_at=None, reported_status="crashed"
-    )
-    dying = run(snap([crashed], claimable=12, boots=boots_then), pods_for([crashed]))
-    assert dying.breaker is BreakerState.HALF_OPEN and len(spawns(dying)) <= 1, [
-        a.worker_id for a in spawns(dying)
+    for word in ("crashed", "Crashed ", "ERROR"):  # read as the health check reads it
+        crashed = replace(
+            lived,
+            running_task_ids=(),
+            running_count=0,
+            oldest_running_started_at=None,
+            reported_status=word,
+            reported_at=ago(2),
+        )
+        dying = run(snap([crashed], claimable=12, boots=boots_then), pods_for([crashed]))
+        assert dying.breaker is BreakerState.HALF_OPEN and len(spawns(dying)) <= 1, (
+            word,
+            [a.worker_id for a in spawns(dying)],
+        )
+    # A probe failed this tick (its process reported dead) is no probe that lived: beside one that did,
+    # one more probe, not two.
+    dead_b = replace(lived_b, reported_status="crashed", reported_at=ago(2))
+    gone = run(snap([lived, dead_b], claimable=12, boots=boots_then), pods_for([lived, dead_b]))
+    assert ("fail_worker", "gpu-b", "worker_crashed") in summary(gone)
+    assert gone.breaker is BreakerState.HALF_OPEN and len(spawns(gone)) == 1, [
+        a.worker_id for a in spawns(gone)
     ]
+
+
+def test_a_late_crashing_image_is_not_let_through_by_other_evidence() -> None:
+    """Workers died in their first task; a probe is still in its first task, past its probation. Neither
+    a failed boot newer than the deaths (some pods of a broken image fail their checks, the rest die
+    late), nor a completion by a worker made before the deaths (a floor worker, or a pod resumed from
+    the pool, running the image from before a change that broke new pods) shows the image works: the
+    breaker stays half-open, and the probe's GPU type stays backed off. A completion by a worker made
+    since does."""
+    t0 = PROBATION_SEC + 400
+    deaths = [
+        BootOutcome(f"gpu-f{i}", GPU, "EU-RO-1", False, "worker_crashed", ago(t0 - i)) for i in (1, 2, 3)
+    ]
+    probe = _in_first_task("gpu-a", PROBATION_SEC + 60)
+    boots = [*deaths, BootOutcome("gpu-a", GPU, "EU-RO-1", True, "activated", ago(PROBATION_SEC + 60))]
+    init_failed = BootOutcome("gpu-b", GPU, "EU-RO-1", False, "init_failed", ago(90))
+    mixed = run(snap([probe], claimable=12, boots=[*boots, init_failed]), pods_for([probe]))
+    assert mixed.breaker is not BreakerState.CLOSED, "a failed boot among the deaths closed the breaker"
+    assert [b.gpu_type for b in mixed.backoffs] == [GPU], "the probe ended its GPU type's back-off"
+    old = worker("gpu-old", created=86400, activated=86000, completed=60)
+    kept = run(snap([probe, old], claimable=12, boots=boots), pods_for([probe, old]))
+    assert kept.breaker is BreakerState.HALF_OPEN, "an old worker's completion closed the breaker"
+    new = worker("gpu-new", created=PROBATION_SEC + 120, activated=PROBATION_SEC + 90, completed=60)
+    proven = run(snap([probe, new], claimable=12, boots=boots), pods_for([probe, new]))
+    assert proven.breaker is BreakerState.CLOSED
 
 
 def test_old_failures_do_not_hold_back_a_healthy_fleet() -> None:
