@@ -20,8 +20,9 @@ outcomes, the settings, ``now``), values out: no I/O, no clock.
   one probe worker at a time (booting, or activated since the latest failure and still on probation)
   until a boot succeeds (the worker completes a task, or lives out its probation). After first-task
   deaths (:func:`untried_workers`) a probe alive past its probation in its first task widens the
-  allowance instead of closing the breaker: the probes past probation and those in flight may number twice the former, so the trial
-  doubles each probation while nothing fails. Healing and termination go on meanwhile.
+  allowance instead of closing the breaker: the probes past probation and those in flight may number
+  twice the former, so the trial doubles each probation while nothing fails. Healing and termination
+  go on meanwhile.
 * **Runpod's rate limit.** Creations it refused (``spawn_rate_limited``) hold spawns back for 60 s from
   the newest, doubled with each refusal in a row, at most an hour (:func:`rate_limit_hold`).
 """
@@ -68,21 +69,25 @@ class Breaker:
     unproven: frozenset[str] = frozenset()
     untried: frozenset[str] = frozenset()
 
-    def probes_allowed(self, workers: Iterable[Worker], booting: int) -> int:
+    def probes_allowed(
+        self, workers: Iterable[Worker], booting: int, leaving: Collection[str] = frozenset()
+    ) -> int:
         """How many more probes half-open lets start, with ``booting`` workers booting now.
 
         The probes in flight are the booting workers and those activated since the latest failure still
         on probation; each activated since then that lived out its probation without a completion (an
         image may fail only well into its first task: a model loaded late, a decode that runs out of
         memory) doubles the trial rather than closing the breaker, so such an image costs a few pods
-        an interval, not a fleet. A completion closes the breaker."""
+        an interval, not a fleet. A completion closes the breaker. A worker in ``leaving`` (failed this
+        tick: its crash is rewritten only in the next snapshot) widens nothing, though a probe on
+        probation still holds its place until then."""
 
         def since(w: Worker) -> bool:
             return w.activated_at is not None and (self.latest is None or w.activated_at > self.latest)
 
         live = [w for w in workers if since(w)]
         on_probation = sum(1 for w in live if w.id in self.unproven)
-        tried = sum(1 for w in live if w.id in self.untried)
+        tried = sum(1 for w in live if w.id in self.untried and w.id not in leaving)
         return max(0, max(1, 2 * tried) - tried - on_probation - booting)
 
 

@@ -435,8 +435,7 @@ def scale_up(
         # One probe at a time, doubling while probes live without failing: a still-broken image costs a
         # few pods per interval, not a fleet (limits.Breaker.probes_allowed).
         in_boot = max(len(booting), sum(1 for w in d.workers if w.status.booting and not w.status.terminal))
-        # A worker failed this tick is no probe that lived: its crash is rewritten only in the next snapshot.
-        probes = breaker.probes_allowed([w for w in d.workers if w.id not in d.leaving], in_boot)
+        probes = breaker.probes_allowed(d.workers, in_boot, d.leaving)
         if probes <= 0:
             return [Blocked.BREAKER_HALF_OPEN]
         if count > probes:

@@ -149,6 +149,10 @@ def test_an_activation_counts_as_a_success_once_the_worker_completes_a_task() ->
     held = run(snap([fresh], claimable=12, boots=boots), pods_for([fresh]))
     assert held.breaker is BreakerState.HALF_OPEN, "an unproven activation closed the breaker"
     assert spawns(held) == [], "half-open: the activated probe is the one probe"
+    # Failed this tick, it holds its place until the next snapshot shows its failure: no second probe.
+    failing = replace(fresh, reported_status="crashed", reported_at=ago(2))
+    dropped = run(snap([failing], claimable=12, boots=boots), pods_for([failing]))
+    assert ("fail_worker", "gpu-a", "worker_crashed") in summary(dropped) and spawns(dropped) == []
     proven = worker("gpu-a", created=100, activated=60, completed=10)
     assert run(snap([proven], claimable=12, boots=boots), pods_for([proven])).breaker is BreakerState.CLOSED
     # The same story, the activation PROBATION_SEC and a minute ago, the failures before it (workers
