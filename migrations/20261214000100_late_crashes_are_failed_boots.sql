@@ -14,10 +14,10 @@
 -- `pod_failed`, `pod_missing`: an idle floor worker whose machine goes down hours later) still keeps
 -- its activation, as do `unusable_row` and `task_stuck`. An idle worker whose process dies hours in
 -- counts too (the app's heartbeat has requeued any task by then, so nothing here tells the two apart):
--- one failure, which a worker alive past its probation answers. The policy's half of the change is in
--- Python (orchestrator.core.limits.untried_workers: after such deaths, a live worker still in the first
--- task it took no longer closes the breaker until a worker completes a task). Unchanged otherwise
--- (20261212000100).
+-- a few such deaths together can hold a burst to a probe at a time until a task completes. The
+-- policy's half of the change is in Python (orchestrator.core.limits.untried_workers: after such
+-- deaths, a live worker still in the first task it took no longer closes the breaker until a worker
+-- made since the first death completes a task). Unchanged otherwise (20261212000100).
 --
 -- Idempotent, like every migration of this project.
 
