@@ -38,7 +38,7 @@ from typing import Any
 
 from orchestrator.core import errors
 from orchestrator.core.evidence import PARENT_MARK, RunningTask, TaskStats
-from orchestrator.core.limits import PROBATION_SEC
+from orchestrator.core.limits import PROBATION_SEC, PROCESS_DEATHS
 from orchestrator.core.observed import BootOutcome, Queue, Snapshot, Worker
 from orchestrator.core.states import Meta, WorkerState, legal_move
 from orchestrator.studies.clock import Clock, at
@@ -447,7 +447,7 @@ class SimDB:
             and frm in ("active", "draining")
             and w.boot_outcome == "activated"
             and w.activated_at is not None
-            and (now - w.activated_at < PROBATION_SEC or reason in ("worker_crashed", "worker_error"))
+            and (now - w.activated_at < PROBATION_SEC or reason in PROCESS_DEATHS)
             and reason not in ("unusable_row", "task_stuck")
             and not w.completed
         ):
