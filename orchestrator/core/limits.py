@@ -106,9 +106,16 @@ def unproven_workers(workers: Iterable[Worker], now: datetime) -> frozenset[str]
     return frozenset(found)
 
 
-# The worker's own word that its process died (limits.untried_workers): the failures a late first-task
-# death leaves, which a worker alive past its probation does not answer.
+# The boot outcome the database writes for a worker that died holding a task, before any completion and
+# past its probation, whatever ended it (its process, or its whole pod: migration 20261215000100).
+DIED_IN_FIRST_TASK = "died_in_first_task"
+# The worker's own word that its process died, which the database rewrites at any age only for
+# `worker_error` (a crash past the probation reads DIED_IN_FIRST_TASK, and idle is no failed boot).
 PROCESS_DEATHS = frozenset({Reason.WORKER_CRASHED.value, Reason.WORKER_ERROR.value})
+# The failures an image that fails late in its first task leaves (untried_workers): a worker alive past
+# its probation in its own first task does not answer them. Within the probation, only the process's
+# own deaths: a host lost early (a pod that exits, a heartbeat gone) is as likely a bad machine.
+FIRST_TASK_DEATHS = PROCESS_DEATHS | {DIED_IN_FIRST_TASK}
 
 
 def untried_workers(
@@ -116,8 +123,8 @@ def untried_workers(
 ) -> frozenset[str]:
     """Serving workers still on the first task they took on activation, past ``PROBATION_SEC``, with
     nothing completed (or whose process was just reported dead), while the breaker's run of failures
-    holds a worker whose process died and no worker made since the first such death has completed a
-    task.
+    holds a death in a first task (:data:`FIRST_TASK_DEATHS`) and no worker made since the first such
+    death has completed a task.
 
     An image may fail only well into its first task (a model loaded on first use that does not fit, a
     decode at the end of a long generation that runs out of memory). Taken for proven once past its
@@ -129,9 +136,10 @@ def untried_workers(
     completion proves the image only from a worker made after the first death: an older floor worker
     or a pod resumed from the pool may run the image before a change that broke new pods. A worker
     that lived out its probation idle before its first claim proved its boot as before (an idle floor
-    worker given its first task hours later brings no old failures back). A worker whose process dies
-    (``worker_crashed``, ``worker_error``) before completing anything is a failed boot whatever its
-    age; the database rewrites its outcome."""
+    worker given its first task hours later brings no old failures back). A worker that dies
+    holding a task before completing anything (its process or its whole pod) is a failed boot whatever
+    its age, as is one whose fatal-error handler gave up; the database rewrites its outcome (past the
+    probation to :data:`DIED_IN_FIRST_TASK`). One that dies idle past its probation is not."""
     live = [w for w in workers if w.status in (WorkerState.ACTIVE, WorkerState.DRAINING)]
     found = set()
     for w in live:
@@ -150,7 +158,7 @@ def untried_workers(
     if not found:
         return frozenset()
     row = _failure_row(recent_boots, unproven_workers(live, now) | found)
-    deaths = [o.at for o in row if o.reason in PROCESS_DEATHS]
+    deaths = [o.at for o in row if o.reason in FIRST_TASK_DEATHS]
     if not deaths:
         return frozenset()
     first_death, newest = min(deaths), max(o.at for o in row)

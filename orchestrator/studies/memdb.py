@@ -38,7 +38,7 @@ from typing import Any
 
 from orchestrator.core import errors
 from orchestrator.core.evidence import PARENT_MARK, RunningTask, TaskStats
-from orchestrator.core.limits import PROBATION_SEC, PROCESS_DEATHS
+from orchestrator.core.limits import DIED_IN_FIRST_TASK, PROBATION_SEC
 from orchestrator.core.observed import BootOutcome, Queue, Snapshot, Worker
 from orchestrator.core.states import Meta, WorkerState, legal_move
 from orchestrator.studies.clock import Clock, at
@@ -69,6 +69,10 @@ class TaskRow:
     ready_at: float | None = None  # when it became claimable: created, or its dependency completed
 
 
+# The failures orch_transition_worker rewrites past the probation when the worker died holding a task.
+LATE_DEATHS = frozenset({"worker_crashed", "heartbeat_stale", "pod_failed", "pod_missing"})
+
+
 @dataclass
 class WorkerRow:
     id: str
@@ -84,6 +88,7 @@ class WorkerRow:
     boot_outcome_at: float | None = None
     reported_status: str | None = None
     reported_at: float | None = None
+    reported_in_task: bool = False  # the guard's reported_details.in_task (20261215000100)
     resume_started_at: float | None = None  # a resume under way (its outcome not yet written)
     completed: int = 0  # tasks Complete under its id (orch_transition_worker asks whether any)
 
@@ -447,19 +452,32 @@ class SimDB:
             and frm in ("active", "draining")
             and w.boot_outcome == "activated"
             and w.activated_at is not None
-            and (now - w.activated_at < PROBATION_SEC or reason in PROCESS_DEATHS)
             and reason not in ("unusable_row", "task_stuck")
             and not w.completed
+            and (
+                now - w.activated_at < PROBATION_SEC
+                or reason == "worker_error"
+                or (reason in LATE_DEATHS and self._died_in_task(w, reason))
+            )
         ):
             # Activated, then failed before completing any task: a failed boot after all (the SQL's
-            # failed_before_serving; past the probation only when its process died, 20261214000100).
-            # Its outcome moves to now, the end of the time-ordered list.
-            w.boot_outcome, w.boot_outcome_at = reason or to, now
+            # failed_before_serving; past the probation only when it died holding a task, or its
+            # fatal-error handler gave up: 20261215000100). Its outcome moves to now, the end of the
+            # time-ordered list.
+            late_in_task = now - w.activated_at >= PROBATION_SEC and self._died_in_task(w, reason)
+            w.boot_outcome, w.boot_outcome_at = (DIED_IN_FIRST_TASK if late_in_task else reason or to), now
             self._boots.remove(w)
             self._boots.append(w)
             self._boot_views.pop(w.id, None)
         w.metadata.update(metadata or {})
         return w
+
+    def _died_in_task(self, w: WorkerRow, reason: str | None) -> bool:
+        """orch_transition_worker's ``v_in_task``: it holds a task now (the daemon fails a worker before
+        it requeues), or its own report of its death found it holding one."""
+        return bool(self.running.get(w.id)) or (
+            reason in ("worker_crashed", "worker_error") and w.reported_in_task
+        )
 
     def _resume_outcome(self, w: WorkerRow, to: str, reason: str | None, now: float) -> None:
         """A resume ended: activated (ok, with its seconds from the request) or not (its reason)."""
@@ -499,6 +517,10 @@ class SimDB:
             # The guard cannot tell a status written unchanged from one not written: a word equal to
             # our state is not recorded.
             if status not in ("active", w.status):
+                # The guard runs before the crash recovery below, so it still sees the worker's tasks.
+                w.reported_in_task = bool(self.running.get(worker_id)) or (
+                    w.reported_status == status and w.reported_in_task
+                )
                 w.reported_status, w.reported_at = status, now
         crash: dict[str, list[str]] = {"requeued": [], "failed": []}
         if status == "crashed":

@@ -81,20 +81,27 @@ def test_workers_that_die_after_their_first_heartbeat_trip_the_breaker(
     )
 
 
-def test_workers_that_die_late_in_their_first_task_trip_the_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A broken image whose worker process dies 12 minutes into every task, past the 10-minute
-    probation (a model loaded on first use that does not fit, a decode at the end of a long generation
-    that runs out of memory): the guardian reports ``crashed`` and the task goes back to the queue.
+@pytest.mark.parametrize("death", ["process", "pod"])
+def test_workers_that_die_late_in_their_first_task_trip_the_breaker(
+    monkeypatch: pytest.MonkeyPatch, death: str
+) -> None:
+    """A broken image whose worker dies 12 minutes into every task, past the 10-minute probation (a
+    model loaded on first use that does not fit, a decode at the end of a long generation that runs out
+    of memory). Its process alone (the guardian reports ``crashed`` and the app's heartbeat puts the
+    task back), or its whole pod (a container over its memory limit: worker and guardian go silent, and
+    the daemon fails it for ``heartbeat_stale`` before it requeues the task).
 
-    Expected: such deaths count for the breaker whatever the worker's age (it never completed a task),
-    and a probe that lives out its probation without completing widens half-open (two probes, then
-    four) instead of closing it, so spawning stops after the first batch and goes on a few pods an
-    interval. Before: the breaker never counted them, and a probe alive 10 minutes closed it: 40 queued
-    tasks bought 120 pods (every task's three attempts) in five simulated hours; 100 bought 300 (42.5 USD)."""
+    Expected: such deaths count for the breaker whatever the worker's age (it died holding a task, and
+    never completed one), and a probe that lives out its probation without completing widens half-open
+    (two probes, then four) instead of closing it, so spawning stops after the first batch and goes on
+    a few pods an interval. Before: the breaker never counted them, and a probe alive 10 minutes closed
+    it: 40 queued tasks bought 120 pods (every task's three attempts) in five simulated hours; 100
+    bought 300 (42.5 USD). Whole pods lost that way were still not counted after process deaths were:
+    121 pods for 40 tasks."""
 
     def dies_before_it_finishes(self: SimWorker, task: TaskRow) -> None:
         if self.alive and not self.hung and self.task is task:
-            self.crash()
+            self.crash() if death == "process" else self.kill()
 
     monkeypatch.setattr(SimWorker, "_finish", dies_before_it_finishes)
     cfg = defaults()
@@ -104,8 +111,48 @@ def test_workers_that_die_late_in_their_first_task_trip_the_breaker(monkeypatch:
     # rounds of probes.
     rounds = _open_intervals(cfg, result.horizon)
     assert result.spawns <= cfg.max_active_gpus + 2 * rounds, (
-        f"{result.spawns} pods spawned for {result.tasks_total} tasks, "
-        f"{result.counters['worker_crashes']} crashed in their first task; bound {cfg.max_active_gpus + 2 * rounds}"
+        f"{result.spawns} pods spawned for {result.tasks_total} tasks; bound {cfg.max_active_gpus + 2 * rounds}; "
+        f"actions: {result.actions}"
+    )
+    lost = "fail_worker:worker_crashed" if death == "process" else "fail_worker:heartbeat_stale"
+    assert result.actions.get(lost, 0) > 0, result.actions  # died as the scenario says
+
+
+def test_workers_that_die_idle_hours_in_do_not_hold_back_the_next_burst(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A healthy image: the floor's three workers, never given a task, die idle two hours in (a slow
+    leak; the guardian reports ``crashed``), and a burst of 40 tasks arrives 200 s later. A worker that
+    dies idle past its probation says nothing of the image (no task of its own killed it): the burst
+    staffs up as with no deaths. While such deaths counted, the breaker opened on them and held the
+    burst to a probe at a time until a task completed: 10 workers serving after 1,720 s, not 260 s."""
+    leak_at = 2 * 3600.0
+    init = SimWorker.__init__
+
+    def leaks(self: SimWorker, sim: Simulation, pod: object, worker_id: str) -> None:
+        init(self, sim, pod, worker_id)  # type: ignore[arg-type]
+        if sim.clock.now < 600:
+
+            def die() -> None:
+                if self.alive and self.task is None:
+                    self.crash()
+
+            sim.clock.schedule(leak_at - sim.clock.now, die)
+
+    monkeypatch.setattr(SimWorker, "__init__", leaks)
+    cfg = defaults().replace(min_active_gpus=3, warm_pool_max=0)
+    burst = leak_at + 200
+    trace = Trace(
+        "leak", tuple(TraceTask(f"t{i}", burst + i * 0.5, 1500.0) for i in range(40)), burst + 3 * 3600
+    )
+    result = Simulation(trace, plan, cfg, seed=1, resume=ResumeModel(failure_share=0.0), settle_sec=0).run()
+    assert result.counters["worker_crashes"] == 3 and result.tasks_complete == 40
+    staffed = next(
+        (s.t - burst for s in result.samples if s.t >= burst and s.serving >= cfg.max_active_gpus), None
+    )
+    # A boot and its checks take up to ~4 minutes in the simulator; a probe's probation alone is 600 s.
+    assert staffed is not None and staffed < PROBATION_SEC, (
+        f"{cfg.max_active_gpus} serving {staffed} s after the burst"
     )
 
 
@@ -213,7 +260,8 @@ def test_an_activation_counts_as_a_success_once_the_worker_completes_a_task() ->
     ]
 
 
-def test_a_late_crashing_image_is_not_let_through_by_other_evidence() -> None:
+@pytest.mark.parametrize("death", ["worker_crashed", "died_in_first_task"])
+def test_a_late_crashing_image_is_not_let_through_by_other_evidence(death: str) -> None:
     """Workers died in their first task; a probe is still in its first task, past its probation. Neither
     a failed boot newer than the deaths (some pods of a broken image fail their checks, the rest die
     late), nor a completion by a worker made before the deaths (a floor worker, or a pod resumed from
@@ -221,9 +269,7 @@ def test_a_late_crashing_image_is_not_let_through_by_other_evidence() -> None:
     breaker stays half-open, and the probe's GPU type stays backed off. A completion by a worker made
     since does."""
     t0 = PROBATION_SEC + 400
-    deaths = [
-        BootOutcome(f"gpu-f{i}", GPU, "EU-RO-1", False, "worker_crashed", ago(t0 - i)) for i in (1, 2, 3)
-    ]
+    deaths = [BootOutcome(f"gpu-f{i}", GPU, "EU-RO-1", False, death, ago(t0 - i)) for i in (1, 2, 3)]
     probe = _in_first_task("gpu-a", PROBATION_SEC + 60)
     boots = [*deaths, BootOutcome("gpu-a", GPU, "EU-RO-1", True, "activated", ago(PROBATION_SEC + 60))]
     init_failed = BootOutcome("gpu-b", GPU, "EU-RO-1", False, "init_failed", ago(90))
@@ -236,6 +282,21 @@ def test_a_late_crashing_image_is_not_let_through_by_other_evidence() -> None:
     new = worker("gpu-new", created=PROBATION_SEC + 120, activated=PROBATION_SEC + 90, completed=60)
     proven = run(snap([probe, new], claimable=12, boots=boots), pods_for([probe, new]))
     assert proven.breaker is BreakerState.CLOSED
+
+
+@pytest.mark.parametrize("loss", ["heartbeat_stale", "pod_failed"])
+def test_hosts_lost_on_probation_are_answered_by_a_probe_that_outlives_it(loss: str) -> None:
+    """Three workers lost with their pods within their probation (a bad machine as likely as a bad
+    image: the database keeps the reason as the outcome, not ``died_in_first_task``). A probe alive in
+    its first task past its probation proves the boot, as before: waiting for its completion would slow
+    a healthy fleet's ramp by a whole first task wherever hosts fail now and then."""
+    losses = [
+        BootOutcome(f"gpu-f{i}", GPU, "EU-RO-1", False, loss, ago(PROBATION_SEC + 400 - i)) for i in (1, 2, 3)
+    ]
+    probe = _in_first_task("gpu-a", PROBATION_SEC + 60)
+    boots = [*losses, BootOutcome("gpu-a", GPU, "EU-RO-1", True, "activated", ago(PROBATION_SEC + 60))]
+    result = run(snap([probe], claimable=12, boots=boots), pods_for([probe]))
+    assert result.breaker is BreakerState.CLOSED and len(spawns(result)) > 2
 
 
 def test_old_failures_do_not_hold_back_a_healthy_fleet() -> None:

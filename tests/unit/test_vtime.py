@@ -146,6 +146,15 @@ class RealSide:
     def merge(self, wid: str, meta: dict[str, Any]) -> None:
         self.db.merge_worker_metadata(self.token, wid, meta)
 
+    def age(self, wid: str, seconds: float) -> None:
+        """Moves the activation back (the guard keeps our columns from any other writer)."""
+        self.conn.execute("alter table workers disable trigger user")
+        self.conn.execute(
+            "update workers set activated_at = activated_at - make_interval(secs => %s) where id = %s",
+            (seconds, wid),
+        )
+        self.conn.execute("alter table workers enable trigger user")
+
     def _row(self, wid: str) -> tuple[Any, ...]:
         row = self.conn.execute(
             "select status, reported_status, last_heartbeat from workers where id = %s", (wid,)
@@ -229,6 +238,11 @@ class SimSide:
 
     def merge(self, wid: str, meta: dict[str, Any]) -> None:
         self.db.merge_worker_metadata(wid, meta)
+
+    def age(self, wid: str, seconds: float) -> None:
+        activated = self.db.workers[wid].activated_at
+        assert activated is not None
+        self.db.workers[wid].activated_at = activated - seconds
 
     def heartbeat(self, wid: str, status: str = "active") -> tuple[str, str | None, bool]:
         self._tick()
@@ -335,6 +349,23 @@ def script(side: Any) -> list[Any]:
     out.append(side.release("gpu-d"))  # 4 waits on 5 and 7: released; 6 has no child: kept
     out.append(attempt(side.release, "gpu-z"))  # unknown worker
     out.append(attempt(side.transition, "gpu-z", "error", "x"))  # unknown worker
+    # Deaths past the probation, nothing completed (20261215000100): holding a task, a failed boot
+    # (`died_in_first_task`); idle, still the activation.
+    side.add_task("gen")  # 8
+    side.add_task("gen")  # 9
+    for wid in ("gpu-e", "gpu-f", "gpu-g"):
+        side.register(wid)
+        side.transition(wid, "initializing", "pod_ready")
+        side.transition(wid, "active", "first_heartbeat")
+        side.age(wid, 7200)
+    out.append([side.claim("gpu-e"), side.claim("gpu-g")])
+    out.append(side.heartbeat("gpu-e", "crashed"))  # the guard sees its task before the app requeues it
+    out.append(side.heartbeat("gpu-e", "crashed"))  # a repeated report keeps that
+    out.append(side.heartbeat("gpu-f", "crashed"))  # idle
+    out.append(side.transition("gpu-e", "error", "worker_crashed"))
+    out.append(side.transition("gpu-f", "error", "worker_crashed"))
+    out.append(side.transition("gpu-g", "error", "heartbeat_stale"))  # still holds its task
+    out.append(side.requeue("gpu-g"))
     out.append(side.tasks())
     snap = side.snapshot()
     out.append((snap.queue.claimable, snap.queue.running, snap.queue.unowned_running))
@@ -380,6 +411,12 @@ def test_the_in_memory_database_answers_like_the_sql(db: Database, database_url:
     assert expected[1] is None and expected[7] == 0
     assert expected[8] == ("initializing", None, True)
     assert expected[25] == "OR002"
+    reasons = {b[0]: b[2] for b in expected[-2]}
+    assert [reasons[w] for w in ("gpu-e", "gpu-f", "gpu-g")] == [
+        "died_in_first_task",
+        "activated",
+        "died_in_first_task",
+    ]
     for step, (want, have) in enumerate(zip(expected, got, strict=True)):
         assert json.dumps(have, default=str) == json.dumps(want, default=str), f"step {step}"
 
