@@ -1,5 +1,5 @@
--- A worker that dies holding its first task is a failed boot, whatever its age and whatever killed it;
--- one that dies idle past its probation is not.
+-- A worker that dies or hangs holding its first task is a failed boot, whatever its age and whatever
+-- killed it; one that dies idle past its probation is not.
 --
 -- 20261214000100 counted a worker whose own process died before its first completion (`worker_crashed`,
 -- `worker_error`) at any age, and nothing else past the policy's 600 s probation. Two cases came out
@@ -8,6 +8,10 @@
 --     limit, a driver fault: the heartbeat guardian dies with it, and the daemon sees `heartbeat_stale`
 --     or `pod_failed`) kept its activations, and each task's three attempts bought a new pod (40 queued
 --     tasks, every pod lost 12 minutes into its task: 121 pods in five hours in the project's simulator);
+--   * a broken image that hangs in its first task (a deadlock, a read of the network volume that never
+--     returns) ended each worker as `task_stuck`, which never counted: every task's three attempts
+--     bought a pod that ran until the stuck limit (an hour for a type with no completions): 40 queued
+--     tasks bought 121 pods, 73.39 USD, in the simulator;
 --   * a worker that had never been given a task and whose process died idle hours later (a slow leak
 --     on a floor worker) counted as a failed boot, and a few of those together held the next burst to
 --     a probe at a time (10 serving after 1,720 s instead of 260 s in the simulator).
@@ -19,11 +23,17 @@
 --     supabase/migrations/20260331060000_add_crash_recovery_to_heartbeat.sql), so the guard still
 --     sees them In Progress;
 --   * the daemon fails a worker (`error`) before it requeues its tasks, so orch_transition_worker sees
---     them itself for `heartbeat_stale`, `pod_failed` and `pod_missing`.
--- Past the probation such a death is rewritten to the boot outcome `died_in_first_task` (the reason
--- stays in `status_reason` and in the `failed_before_serving` event); within it, as before, to the
--- reason. `worker_error` (the fatal-error handler gave up) still counts at any age. `unusable_row` and
--- `task_stuck` never do. Unchanged otherwise (20261214000100).
+--     them itself for `heartbeat_stale`, `pod_failed`, `pod_missing` and `task_stuck`.
+-- Past the probation such a death is rewritten to the boot outcome `died_in_first_task`, or
+-- `stuck_in_first_task` for `task_stuck` (the reason stays in `status_reason` and in the
+-- `failed_before_serving` event); within it, as before, to the reason. `worker_error` (the fatal-error handler gave up) still counts at any age; `unusable_row`
+-- never does. `task_stuck` was left out until now because a task past its limit may say more of the
+-- task than of the boot; but the policy's limit for a type is three times the p99 of its completions
+-- and never under an hour without them, so a healthy worker's first task is not stuck, while a hanging
+-- image repeats on every pod. What stays: a task that hangs or kills every worker it runs counts once
+-- per attempt, and a TASK_STUCK_TIMEOUT_SEC set below a healthy first task now also opens the breaker
+-- (its workers were failed mid-task and their tasks dead-lettered already). Unchanged otherwise
+-- (20261214000100).
 --
 -- Idempotent, like every migration of this project.
 
@@ -172,25 +182,27 @@ begin
     -- Activated, then failed before completing any task: the boot did not work after all. Past the
     -- probation only when it died holding a task (its process or its whole pod), or its fatal-error
     -- handler gave up: a worker lost idle hours later says nothing of the image.
-    v_late := w.activated_at is not null and w.activated_at <= now() - interval '600 seconds';
+    v_late := coalesce(w.activated_at <= now() - interval '600 seconds', false);
     v_in_task := exists (select 1 from public.tasks t
                           where t.worker_id = p_worker_id and t.status = 'In Progress')
                  or (coalesce(p_reason, '') in ('worker_crashed', 'worker_error')
-                     and w.reported_details ->> 'in_task' = 'true');
+                     and coalesce(w.reported_details ->> 'in_task', '') = 'true');
     v_unproven := p_to = 'error' and v_from in ('active', 'draining')
                   and w.boot_outcome = 'activated'
                   and w.activated_at is not null
                   and (not v_late
                        or coalesce(p_reason, '') = 'worker_error'
                        or (v_in_task and coalesce(p_reason, '') in
-                               ('worker_crashed', 'heartbeat_stale', 'pod_failed', 'pod_missing')))
-                  and coalesce(p_reason, '') not in ('unusable_row', 'task_stuck')
+                               ('worker_crashed', 'heartbeat_stale', 'pod_failed', 'pod_missing', 'task_stuck')))
+                  and coalesce(p_reason, '') <> 'unusable_row'
                   and not exists (select 1 from public.tasks t
                                    where t.worker_id = p_worker_id and t.status = 'Complete');
-    -- Past the probation the outcome says so, whatever ended the worker: the policy reads it as a
-    -- death in the first task (orchestrator.core.limits.FIRST_TASK_DEATHS), which a probe alive in
-    -- its own first task does not answer.
-    v_outcome := case when v_late and v_in_task then 'died_in_first_task' else coalesce(p_reason, p_to) end;
+    -- Past the probation the outcome says so: the policy reads it as a death in the first task
+    -- (orchestrator.core.limits.FIRST_TASK_DEATHS), which a probe alive in its own first task does not
+    -- answer; after a hang, such a probe does not widen the trial either (it may hang as long).
+    v_outcome := case when not (v_late and v_in_task) then coalesce(p_reason, p_to)
+                      when p_reason = 'task_stuck' then 'stuck_in_first_task'
+                      else 'died_in_first_task' end;
 
     perform orchestrator_private.begin_orchestrator_write();
     update public.workers

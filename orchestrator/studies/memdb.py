@@ -38,7 +38,7 @@ from typing import Any
 
 from orchestrator.core import errors
 from orchestrator.core.evidence import PARENT_MARK, RunningTask, TaskStats
-from orchestrator.core.limits import DIED_IN_FIRST_TASK, PROBATION_SEC
+from orchestrator.core.limits import DIED_IN_FIRST_TASK, PROBATION_SEC, STUCK_IN_FIRST_TASK
 from orchestrator.core.observed import BootOutcome, Queue, Snapshot, Worker
 from orchestrator.core.states import Meta, WorkerState, legal_move
 from orchestrator.studies.clock import Clock, at
@@ -70,7 +70,7 @@ class TaskRow:
 
 
 # The failures orch_transition_worker rewrites past the probation when the worker died holding a task.
-LATE_DEATHS = frozenset({"worker_crashed", "heartbeat_stale", "pod_failed", "pod_missing"})
+LATE_DEATHS = frozenset({"worker_crashed", "heartbeat_stale", "pod_failed", "pod_missing", "task_stuck"})
 
 
 @dataclass
@@ -452,7 +452,7 @@ class SimDB:
             and frm in ("active", "draining")
             and w.boot_outcome == "activated"
             and w.activated_at is not None
-            and reason not in ("unusable_row", "task_stuck")
+            and reason != "unusable_row"
             and not w.completed
             and (
                 now - w.activated_at < PROBATION_SEC
@@ -465,7 +465,11 @@ class SimDB:
             # fatal-error handler gave up: 20261215000100). Its outcome moves to now, the end of the
             # time-ordered list.
             late_in_task = now - w.activated_at >= PROBATION_SEC and self._died_in_task(w, reason)
-            w.boot_outcome, w.boot_outcome_at = (DIED_IN_FIRST_TASK if late_in_task else reason or to), now
+            if not late_in_task:
+                w.boot_outcome = reason or to
+            else:
+                w.boot_outcome = STUCK_IN_FIRST_TASK if reason == "task_stuck" else DIED_IN_FIRST_TASK
+            w.boot_outcome_at = now
             self._boots.remove(w)
             self._boots.append(w)
             self._boot_views.pop(w.id, None)

@@ -388,7 +388,7 @@ def test_a_worker_that_fails_before_completing_a_task_is_a_failed_boot(
 
 @pytest.mark.parametrize("in_task", [False, True])
 @pytest.mark.parametrize(
-    "reason", ["pod_failed", "heartbeat_stale", "pod_missing", "worker_crashed", "worker_error"]
+    "reason", ["pod_failed", "heartbeat_stale", "pod_missing", "worker_crashed", "worker_error", "task_stuck"]
 )
 def test_a_worker_past_its_probation_keeps_its_activation_unless_it_died_in_a_task(
     db: Database,
@@ -402,7 +402,7 @@ def test_a_worker_past_its_probation_keeps_its_activation_unless_it_died_in_a_ta
     goes down or whose process leaks to death hours later) is no failed boot. One that dies holding a
     task before it completed any, its process or its whole pod, is, whatever its age: an image may fail
     only well into its first task (a model loaded on first use that does not fit, a decode that runs out
-    of memory, a container over its memory limit), and each such death bought a new pod. The guard sees
+    of memory, a container over its memory limit, a hang), and each such death bought a new pod. The guard sees
     the task of a process that reports its crash, before the app's crash recovery requeues it; the
     daemon fails a lost pod's worker before it requeues. A fatal error the worker reports counts at any
     age."""
@@ -424,9 +424,10 @@ def test_a_worker_past_its_probation_keeps_its_activation_unless_it_died_in_a_ta
     failed = [e for e in db.events(worker_id="w1") if e["kind"] == "failed_before_serving"]
     [boot] = [b for b in db.snapshot()["recent_boots"] if b["worker_id"] == "w1"]
     if in_task:
-        assert row["boot_outcome"] == "died_in_first_task" and row["status_reason"] == reason
+        outcome = "stuck_in_first_task" if reason == "task_stuck" else "died_in_first_task"
+        assert row["boot_outcome"] == outcome and row["status_reason"] == reason
         assert [e["reason"] for e in failed] == [reason] and failed[0]["details"]["in_task"] is True
-        assert boot["ok"] is False and boot["reason"] == "died_in_first_task"
+        assert boot["ok"] is False and boot["reason"] == outcome
     elif reason == "worker_error":
         assert row["boot_outcome"] == reason and [e["reason"] for e in failed] == [reason]
         assert boot["ok"] is False and boot["reason"] == reason

@@ -17,7 +17,7 @@ from orchestrator.core.limits import PROBATION_SEC, backoff_seconds
 from orchestrator.core.observed import BootOutcome, Worker
 from orchestrator.core.policy import plan
 from orchestrator.core.states import BreakerState
-from orchestrator.studies.fleet import ResumeModel, SimWorker
+from orchestrator.studies.fleet import Faults, ResumeModel, SimWorker
 from orchestrator.studies.memdb import TaskRow
 from orchestrator.studies.simulation import Result as SimResult
 from orchestrator.studies.simulation import Simulation
@@ -116,6 +116,30 @@ def test_workers_that_die_late_in_their_first_task_trip_the_breaker(
     )
     lost = "fail_worker:worker_crashed" if death == "process" else "fail_worker:heartbeat_stale"
     assert result.actions.get(lost, 0) > 0, result.actions  # died as the scenario says
+
+
+def test_an_image_that_hangs_in_its_first_task_trips_the_breaker() -> None:
+    """A broken image whose worker hangs in every task it takes (a deadlock, a read of the network volume
+    that never returns): its heartbeats go on, and each worker is failed for ``task_stuck`` at the stuck
+    limit, an hour for a type with no completions. Expected: those count as failed boots (the worker
+    never completed anything), and a probe alive in its first task holds its place rather than doubling
+    the trial each probation, which would reach the cap long before the hour shows the hang. Before:
+    ``task_stuck`` never counted, and 40 queued tasks bought 121 pods (every task's three attempts, each
+    billed an hour), 73.39 USD in twelve simulated hours; with the hangs counted but the trial doubling,
+    60 pods."""
+    cfg = defaults()
+    horizon = 12 * 3600.0
+    trace = Trace("hangs", tuple(TraceTask(f"t{i}", 30.0 + i, 720.0) for i in range(40)), horizon)
+    sim = Simulation(
+        trace, plan, cfg, seed=1, resume=ResumeModel(failure_share=0.0), settle_sec=0, faults=Faults(hang=1.0)
+    )
+    result = sim.run()
+    assert result.tasks_complete == 0 and result.actions.get("fail_worker:task_stuck", 0) > 0
+    # The first batch (the cap), then one probe per open interval.
+    rounds = _open_intervals(cfg, horizon)
+    assert result.spawns <= cfg.max_active_gpus + rounds, (
+        f"{result.spawns} pods for {result.tasks_total} tasks; bound {cfg.max_active_gpus + rounds}; {result.actions}"
+    )
 
 
 def test_workers_that_die_idle_hours_in_do_not_hold_back_the_next_burst(

@@ -7,6 +7,7 @@ tests/integration/test_controller_fencing.py.)
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+import structlog
 
 from orchestrator.core import config
 from orchestrator.logs import Redactor
@@ -250,6 +252,10 @@ def test_a_failed_metrics_request_is_one_structured_line(capsys: pytest.CaptureF
     from orchestrator.loop.metrics import Metrics, MetricsServer
 
     server = MetricsServer(Metrics(), 0, max_tick_age=60, host="127.0.0.1")
+    # capture_logs replaces the processors only: a level filter another test in this worker process
+    # configured would drop the line before them.
+    kept = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
     try:
         with capture_logs() as logs:
             try:
@@ -258,6 +264,7 @@ def test_a_failed_metrics_request_is_one_structured_line(capsys: pytest.CaptureF
                 server._server.handle_error(None, ("127.0.0.1", 50000))
     finally:
         server._server.server_close()
+        structlog.configure(**kept)
     # Another test's thread in this worker process may log while the capture is on: only this server's.
     ours = [e for e in logs if e.get("server") == "metrics"]
     assert [e["event"] for e in ours] == ["http_request_failed"], logs

@@ -353,19 +353,22 @@ def script(side: Any) -> list[Any]:
     # (`died_in_first_task`); idle, still the activation.
     side.add_task("gen")  # 8
     side.add_task("gen")  # 9
-    for wid in ("gpu-e", "gpu-f", "gpu-g"):
+    side.add_task("gen")  # 10
+    for wid in ("gpu-e", "gpu-f", "gpu-g", "gpu-h"):
         side.register(wid)
         side.transition(wid, "initializing", "pod_ready")
         side.transition(wid, "active", "first_heartbeat")
         side.age(wid, 7200)
-    out.append([side.claim("gpu-e"), side.claim("gpu-g")])
+    out.append([side.claim("gpu-e"), side.claim("gpu-g"), side.claim("gpu-h")])
     out.append(side.heartbeat("gpu-e", "crashed"))  # the guard sees its task before the app requeues it
     out.append(side.heartbeat("gpu-e", "crashed"))  # a repeated report keeps that
     out.append(side.heartbeat("gpu-f", "crashed"))  # idle
     out.append(side.transition("gpu-e", "error", "worker_crashed"))
     out.append(side.transition("gpu-f", "error", "worker_crashed"))
     out.append(side.transition("gpu-g", "error", "heartbeat_stale"))  # still holds its task
+    out.append(side.transition("gpu-h", "error", "task_stuck"))  # a hang: `stuck_in_first_task`
     out.append(side.requeue("gpu-g"))
+    out.append(side.requeue("gpu-h"))
     out.append(side.tasks())
     snap = side.snapshot()
     out.append((snap.queue.claimable, snap.queue.running, snap.queue.unowned_running))
@@ -412,10 +415,11 @@ def test_the_in_memory_database_answers_like_the_sql(db: Database, database_url:
     assert expected[8] == ("initializing", None, True)
     assert expected[25] == "OR002"
     reasons = {b[0]: b[2] for b in expected[-2]}
-    assert [reasons[w] for w in ("gpu-e", "gpu-f", "gpu-g")] == [
+    assert [reasons[w] for w in ("gpu-e", "gpu-f", "gpu-g", "gpu-h")] == [
         "died_in_first_task",
         "activated",
         "died_in_first_task",
+        "stuck_in_first_task",
     ]
     for step, (want, have) in enumerate(zip(expected, got, strict=True)):
         assert json.dumps(have, default=str) == json.dumps(want, default=str), f"step {step}"
