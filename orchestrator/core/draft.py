@@ -227,12 +227,14 @@ class Draft:
         return total, unknown
 
     def disk_only(self, worker: Worker, pod: PodView | None) -> bool:
-        """Its pod is stopped: it bills its disk, not a GPU (a ``stopped`` row, or a ``stopping``,
-        ``resuming`` or ``terminating`` one whose pod is listed EXITED: a pooled pod being ended stays
-        stopped until the termination takes it)."""
+        """Its pod is stopped: it bills its disk, not a GPU (a ``stopped`` row, or a ``stopping`` or
+        ``terminating`` one whose pod is listed EXITED: a pooled pod being ended stays stopped until the
+        termination takes it). A ``resuming`` row bills its GPU whatever the listing says: the start
+        was asked for and may take any moment, and a listing from before it still says EXITED (counted
+        as disk, a resume and a spawn in two ticks a second apart went past ``MAX_HOURLY_SPEND``)."""
         if worker.status is WorkerState.STOPPED:
             return True
-        pooling = worker.status in (WorkerState.STOPPING, WorkerState.RESUMING, WorkerState.TERMINATING)
+        pooling = worker.status in (WorkerState.STOPPING, WorkerState.TERMINATING)
         return pooling and pod is not None and pod.status is PodStatus.EXITED
 
     def sort_victims(

@@ -70,6 +70,20 @@ def test_a_pooled_pod_being_terminated_bills_its_disk_until_it_is_gone() -> None
     assert result.spend_per_hr == pytest.approx(0.69)
 
 
+def test_a_pod_being_resumed_bills_its_gpu_though_the_listing_still_says_stopped() -> None:
+    # The start was asked for: the pod may hold its GPU any moment, and a listing taken before the start
+    # says EXITED still. Counted as disk, the chaos soak (seed 8) resumed a pod and, a tick 0.2 s later,
+    # spawned another on the headroom it seemed to leave: 4.13 USD/h against a cap of 4.
+    price = 0.69  # the listing's cost of the test pods
+    cfg = settings(warm_pool_max=1, max_hourly_spend=2 * price)
+    serving = worker("gpu-busy", running=("t1",), cost_per_hr=price)
+    waking = worker("gpu-wake", "resuming", changed=2, stopped_at=ago(600), disk_gb=20, cost_per_hr=price)
+    pods = [*pods_for([serving]), *pods_for([waking], "EXITED")]
+    result = run(snap([serving, waking], claimable=3), pods, cfg)
+    assert result.spend_per_hr == pytest.approx(2 * price)
+    assert not result.of_kind(Spawn), "a spawn past the spend cap"
+
+
 def test_a_resume_under_the_spend_cap_trades_the_pods_own_disk_for_its_gpu() -> None:
     price = 0.69  # the listing's cost of the test pods
     big = pooled("gpu-big", disk_gb=7200, cost_per_hr=price)  # 7,200 GB: 2 USD/h while stopped
