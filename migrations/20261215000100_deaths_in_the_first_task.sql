@@ -1,39 +1,25 @@
--- A worker that dies or hangs holding its first task is a failed boot, whatever its age and whatever
--- killed it; one that dies idle past its probation is not.
+-- A worker whose process dies past its probation counts as a failed boot only when it died holding a
+-- task; one that dies idle does not.
 --
 -- 20261214000100 counted a worker whose own process died before its first completion (`worker_crashed`,
--- `worker_error`) at any age, and nothing else past the policy's 600 s probation. Two cases came out
--- wrong:
---   * a broken image that takes its whole pod down late in its first task (the container's memory
---     limit, a driver fault: the heartbeat guardian dies with it, and the daemon sees `heartbeat_stale`
---     or `pod_failed`) kept its activations, and each task's three attempts bought a new pod (40 queued
---     tasks, every pod lost 12 minutes into its task: 121 pods in five hours in the project's simulator);
---   * a broken image that hangs in its first task (a deadlock, a read of the network volume that never
---     returns) ended each worker as `task_stuck`, which never counted: every task's three attempts
---     bought a pod that ran until the stuck limit (an hour for a type with no completions): 40 queued
---     tasks bought 121 pods, 73.39 USD, in the simulator;
---   * a worker that had never been given a task and whose process died idle hours later (a slow leak
---     on a floor worker) counted as a failed boot, and a few of those together held the next burst to
---     a probe at a time (10 serving after 1,720 s instead of 260 s in the simulator).
+-- `worker_error`) as a failed boot at any age, so that an image failing well into its first task stops
+-- buying pods. Idle deaths counted too: a few floor workers never given a task, whose processes died of
+-- a slow leak hours later, opened the breaker and held the next burst to a probe at a time (10 workers
+-- serving 1,720 s after the burst instead of 260 s in the project's simulator).
 --
--- What tells the two apart is whether the worker held a task when it died:
---   * the workers guard records it in `reported_details.in_task` when the worker reports `crashed` or
---     `error`: the app's heartbeat writes the workers row before its crash recovery requeues the
---     worker's tasks in the same call (banodoco/reigh-app,
---     supabase/migrations/20260331060000_add_crash_recovery_to_heartbeat.sql), so the guard still
---     sees them In Progress;
---   * the daemon fails a worker (`error`) before it requeues its tasks, so orch_transition_worker sees
---     them itself for `heartbeat_stale`, `pod_failed`, `pod_missing` and `task_stuck`.
--- Past the probation such a death is rewritten to the boot outcome `died_in_first_task`, or
--- `stuck_in_first_task` for `task_stuck` (the reason stays in `status_reason` and in the
--- `failed_before_serving` event); within it, as before, to the reason. `worker_error` (the fatal-error handler gave up) still counts at any age; `unusable_row`
--- never does. `task_stuck` was left out until now because a task past its limit may say more of the
--- task than of the boot; but the policy's limit for a type is three times the p99 of its completions
--- and never under an hour without them, so a healthy worker's first task is not stuck, while a hanging
--- image repeats on every pod. What stays: a task that hangs or kills every worker it runs counts once
--- per attempt, and a TASK_STUCK_TIMEOUT_SEC set below a healthy first task now also opens the breaker
--- (its workers were failed mid-task and their tasks dead-lettered already). Unchanged otherwise
--- (20261214000100).
+-- What tells the two apart is whether the worker held a task when it died. The workers guard now
+-- records it in `reported_details.in_task` when the worker reports `crashed` or `error`: the app's
+-- heartbeat writes the workers row before its crash recovery requeues the worker's tasks in the same
+-- call (banodoco/reigh-app, supabase/migrations/20260331060000_add_crash_recovery_to_heartbeat.sql), so
+-- the guard still sees them In Progress. orch_transition_worker rewrites a death past the 600 s only
+-- when the report said so or a task is still In Progress under the worker (the daemon fails a worker
+-- before it requeues its tasks). Within the 600 s, and for every other reason, nothing changes.
+--
+-- Deaths of the host past the 600 s (`heartbeat_stale`, `pod_failed`, `pod_missing`) and `task_stuck`
+-- still keep the activation, though a whole pod lost or a hang in the first task could be the image:
+-- counted, a 20-minute outage of the workers' heartbeat path failed every busy worker at once and held
+-- spawning for an hour, and a batch of tasks that hang at the head of the queue left every probe on
+-- them, one per stuck limit (an hour), so no healthy task behind them ran in ten hours.
 --
 -- Idempotent, like every migration of this project.
 
@@ -117,9 +103,7 @@ declare
     v_ok boolean;
     v_seconds numeric;
     v_unproven boolean;
-    v_late boolean;
     v_in_task boolean;
-    v_outcome text;
 begin
     perform orchestrator_private.check_worker_id(p_worker_id);
     perform orchestrator_private.check_arg(p_to is not null, 'p_to must not be null', '22004');
@@ -180,29 +164,19 @@ begin
     v_resume_ends := (v_from = 'resuming' and p_to <> 'initializing')
                      or (v_from = 'initializing' and w.boot_outcome_at is not null);
     -- Activated, then failed before completing any task: the boot did not work after all. Past the
-    -- probation only when it died holding a task (its process or its whole pod), or its fatal-error
-    -- handler gave up: a worker lost idle hours later says nothing of the image.
-    v_late := coalesce(w.activated_at <= now() - interval '600 seconds', false);
+    -- probation only when its own process died holding a task: a host lost, or a process dead idle,
+    -- hours later says nothing of the image.
     v_in_task := exists (select 1 from public.tasks t
                           where t.worker_id = p_worker_id and t.status = 'In Progress')
-                 or (coalesce(p_reason, '') in ('worker_crashed', 'worker_error')
-                     and coalesce(w.reported_details ->> 'in_task', '') = 'true');
+                 or coalesce(w.reported_details ->> 'in_task', '') = 'true';
     v_unproven := p_to = 'error' and v_from in ('active', 'draining')
                   and w.boot_outcome = 'activated'
                   and w.activated_at is not null
-                  and (not v_late
-                       or coalesce(p_reason, '') = 'worker_error'
-                       or (v_in_task and coalesce(p_reason, '') in
-                               ('worker_crashed', 'heartbeat_stale', 'pod_failed', 'pod_missing', 'task_stuck')))
-                  and coalesce(p_reason, '') <> 'unusable_row'
+                  and (w.activated_at > now() - interval '600 seconds'
+                       or (coalesce(p_reason, '') in ('worker_crashed', 'worker_error') and v_in_task))
+                  and coalesce(p_reason, '') not in ('unusable_row', 'task_stuck')
                   and not exists (select 1 from public.tasks t
                                    where t.worker_id = p_worker_id and t.status = 'Complete');
-    -- Past the probation the outcome says so: the policy reads it as a death in the first task
-    -- (orchestrator.core.limits.FIRST_TASK_DEATHS), which a probe alive in its own first task does not
-    -- answer; after a hang, such a probe does not widen the trial either (it may hang as long).
-    v_outcome := case when not (v_late and v_in_task) then coalesce(p_reason, p_to)
-                      when p_reason = 'task_stuck' then 'stuck_in_first_task'
-                      else 'died_in_first_task' end;
 
     perform orchestrator_private.begin_orchestrator_write();
     update public.workers
@@ -211,7 +185,7 @@ begin
            status_reason = p_reason,
            activated_at = case when p_to = 'active' then coalesce(activated_at, now()) else activated_at end,
            boot_outcome = case
-               when v_unproven then v_outcome
+               when v_unproven then coalesce(p_reason, p_to)
                when boot_outcome_at is not null then boot_outcome
                when p_to = 'active' then 'activated'
                when v_from in ('spawning', 'initializing') and p_to not in ('spawning', 'initializing')
@@ -233,8 +207,7 @@ begin
         jsonb_build_object('from', v_from, 'to', p_to), null);
     if v_unproven then
         perform orchestrator_private.append_event('failed_before_serving', w.id, w.metadata ->> 'runpod_id',
-            p_reason, jsonb_build_object('activated_at', w.activated_at, 'boot_outcome', v_outcome,
-                                         'in_task', v_in_task,
+            p_reason, jsonb_build_object('activated_at', w.activated_at, 'in_task', v_in_task,
                                          'gpu_type', coalesce(w.metadata ->> 'gpu_type', w.instance_type),
                                          'data_center', w.metadata ->> 'data_center'), null);
     end if;

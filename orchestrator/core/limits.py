@@ -21,9 +21,8 @@ outcomes, the settings, ``now``), values out: no I/O, no clock.
   until a boot succeeds (the worker completes a task, or lives out its probation). After first-task
   deaths (:func:`untried_workers`) a probe alive past its probation in its first task widens the
   allowance instead of closing the breaker: the probes past probation and those in flight may number
-  twice the former, so the trial doubles each probation while nothing fails; after a hang in a first
-  task (``STUCK_IN_FIRST_TASK``) such a probe holds its place instead. Healing and termination go on
-  meanwhile.
+  twice the former, so the trial doubles each probation while nothing fails. Healing and termination
+  go on meanwhile.
 * **Runpod's rate limit.** Creations it refused (``spawn_rate_limited``) hold spawns back for 60 s from
   the newest, doubled with each refusal in a row, at most an hour (:func:`rate_limit_hold`).
 """
@@ -69,9 +68,6 @@ class Breaker:
     latest: datetime | None = None
     unproven: frozenset[str] = frozenset()
     untried: frozenset[str] = frozenset()
-    # False when the run holds a hang (STUCK_IN_FIRST_TASK): a probe alive in its first task is then
-    # no evidence at any age short of the stuck limit, and holds its place instead of widening.
-    widens: bool = True
 
     def probes_allowed(
         self, workers: Iterable[Worker], booting: int, leaving: Collection[str] = frozenset()
@@ -82,9 +78,7 @@ class Breaker:
         on probation; each activated since then that lived out its probation without a completion (an
         image may fail only well into its first task: a model loaded late, a decode that runs out of
         memory) doubles the trial rather than closing the breaker, so such an image costs a few pods
-        an interval, not a fleet; after a hang in a first task it holds its place instead, since a
-        hang shows only at the stuck limit (an hour for a type with no completions), by which time
-        doubling each probation would have reached the cap. A completion closes the breaker. A worker in ``leaving`` (failed this
+        an interval, not a fleet. A completion closes the breaker. A worker in ``leaving`` (failed this
         tick: its crash is rewritten only in the next snapshot) widens nothing, though a probe on
         probation still holds its place until then."""
 
@@ -94,8 +88,7 @@ class Breaker:
         live = [w for w in workers if since(w)]
         on_probation = sum(1 for w in live if w.id in self.unproven)
         tried = sum(1 for w in live if w.id in self.untried and w.id not in leaving)
-        allowance = max(1, 2 * tried) - tried if self.widens else 1 - tried
-        return max(0, allowance - on_probation - booting)
+        return max(0, max(1, 2 * tried) - tried - on_probation - booting)
 
 
 def unproven_workers(workers: Iterable[Worker], now: datetime) -> frozenset[str]:
@@ -113,18 +106,10 @@ def unproven_workers(workers: Iterable[Worker], now: datetime) -> frozenset[str]
     return frozenset(found)
 
 
-# The boot outcomes the database writes for a worker that died holding a task, before any completion and
-# past its probation, whatever ended it (its process, or its whole pod), and for one failed for a stuck
-# task then (migration 20261215000100).
-DIED_IN_FIRST_TASK = "died_in_first_task"
-STUCK_IN_FIRST_TASK = "stuck_in_first_task"
-# The worker's own word that its process died, which the database rewrites at any age only for
-# `worker_error` (a crash past the probation reads DIED_IN_FIRST_TASK, and idle is no failed boot).
+# The worker's own word that its process died: the failures a late first-task death leaves, which a
+# worker alive past its probation does not answer (untried_workers). The database rewrites them past the
+# probation only for a worker that died holding a task (migration 20261215000100).
 PROCESS_DEATHS = frozenset({Reason.WORKER_CRASHED.value, Reason.WORKER_ERROR.value})
-# The failures an image that fails late in its first task leaves (untried_workers): a worker alive past
-# its probation in its own first task does not answer them. Within the probation, only the process's
-# own deaths: a host lost early (a pod that exits, a heartbeat gone) is as likely a bad machine.
-FIRST_TASK_DEATHS = PROCESS_DEATHS | {DIED_IN_FIRST_TASK, STUCK_IN_FIRST_TASK}
 
 
 def untried_workers(
@@ -132,7 +117,7 @@ def untried_workers(
 ) -> frozenset[str]:
     """Serving workers still on the first task they took on activation, past ``PROBATION_SEC``, with
     nothing completed (or whose process was just reported dead), while the breaker's run of failures
-    holds a death in a first task (:data:`FIRST_TASK_DEATHS`) and no worker made since the first such
+    holds a worker whose process died (:data:`PROCESS_DEATHS`) and no worker made since the first such
     death has completed a task.
 
     An image may fail only well into its first task (a model loaded on first use that does not fit, a
@@ -145,10 +130,10 @@ def untried_workers(
     completion proves the image only from a worker made after the first death: an older floor worker
     or a pod resumed from the pool may run the image before a change that broke new pods. A worker
     that lived out its probation idle before its first claim proved its boot as before (an idle floor
-    worker given its first task hours later brings no old failures back). A worker that dies
-    holding a task before completing anything (its process or its whole pod) is a failed boot whatever
-    its age, as is one whose fatal-error handler gave up; the database rewrites its outcome (past the
-    probation to :data:`DIED_IN_FIRST_TASK`). One that dies idle past its probation is not."""
+    worker given its first task hours later brings no old failures back). A worker whose
+    process dies (``worker_crashed``, ``worker_error``) holding a task before completing anything is a
+    failed boot whatever its age; the database rewrites its outcome. One whose process dies idle past
+    its probation is not, nor one lost with its host or failed for a stuck task then."""
     live = [w for w in workers if w.status in (WorkerState.ACTIVE, WorkerState.DRAINING)]
     found = set()
     for w in live:
@@ -167,7 +152,7 @@ def untried_workers(
     if not found:
         return frozenset()
     row = _failure_row(recent_boots, unproven_workers(live, now) | found)
-    deaths = [o.at for o in row if o.reason in FIRST_TASK_DEATHS]
+    deaths = [o.at for o in row if o.reason in PROCESS_DEATHS]
     if not deaths:
         return frozenset()
     first_death, newest = min(deaths), max(o.at for o in row)
@@ -244,8 +229,7 @@ def breaker(
     )
     until = latest + timedelta(seconds=pause)
     state = BreakerState.OPEN if now < until else BreakerState.HALF_OPEN
-    widens = not any(o.reason == STUCK_IN_FIRST_TASK for o in row)
-    return Breaker(state, failures, until, latest, frozenset(unproven), frozenset(untried), widens)
+    return Breaker(state, failures, until, latest, frozenset(unproven), frozenset(untried))
 
 
 def backoffs(

@@ -38,7 +38,7 @@ from typing import Any
 
 from orchestrator.core import errors
 from orchestrator.core.evidence import PARENT_MARK, RunningTask, TaskStats
-from orchestrator.core.limits import DIED_IN_FIRST_TASK, PROBATION_SEC, STUCK_IN_FIRST_TASK
+from orchestrator.core.limits import PROBATION_SEC, PROCESS_DEATHS
 from orchestrator.core.observed import BootOutcome, Queue, Snapshot, Worker
 from orchestrator.core.states import Meta, WorkerState, legal_move
 from orchestrator.studies.clock import Clock, at
@@ -67,10 +67,6 @@ class TaskRow:
     after: str | None = None  # dependant_on: the task it waits for (one; a chain's segment)
     parent: str | None = None  # the parent its params name (orchestrator_task_id_ref)
     ready_at: float | None = None  # when it became claimable: created, or its dependency completed
-
-
-# The failures orch_transition_worker rewrites past the probation when the worker died holding a task.
-LATE_DEATHS = frozenset({"worker_crashed", "heartbeat_stale", "pod_failed", "pod_missing", "task_stuck"})
 
 
 @dataclass
@@ -452,36 +448,24 @@ class SimDB:
             and frm in ("active", "draining")
             and w.boot_outcome == "activated"
             and w.activated_at is not None
-            and reason != "unusable_row"
+            and reason not in ("unusable_row", "task_stuck")
             and not w.completed
-            and (
-                now - w.activated_at < PROBATION_SEC
-                or reason == "worker_error"
-                or (reason in LATE_DEATHS and self._died_in_task(w, reason))
-            )
+            and (now - w.activated_at < PROBATION_SEC or (reason in PROCESS_DEATHS and self._died_in_task(w)))
         ):
             # Activated, then failed before completing any task: a failed boot after all (the SQL's
-            # failed_before_serving; past the probation only when it died holding a task, or its
-            # fatal-error handler gave up: 20261215000100). Its outcome moves to now, the end of the
-            # time-ordered list.
-            late_in_task = now - w.activated_at >= PROBATION_SEC and self._died_in_task(w, reason)
-            if not late_in_task:
-                w.boot_outcome = reason or to
-            else:
-                w.boot_outcome = STUCK_IN_FIRST_TASK if reason == "task_stuck" else DIED_IN_FIRST_TASK
-            w.boot_outcome_at = now
+            # failed_before_serving; past the probation only when its process died holding a task,
+            # 20261215000100). Its outcome moves to now, the end of the time-ordered list.
+            w.boot_outcome, w.boot_outcome_at = reason or to, now
             self._boots.remove(w)
             self._boots.append(w)
             self._boot_views.pop(w.id, None)
         w.metadata.update(metadata or {})
         return w
 
-    def _died_in_task(self, w: WorkerRow, reason: str | None) -> bool:
+    def _died_in_task(self, w: WorkerRow) -> bool:
         """orch_transition_worker's ``v_in_task``: it holds a task now (the daemon fails a worker before
         it requeues), or its own report of its death found it holding one."""
-        return bool(self.running.get(w.id)) or (
-            reason in ("worker_crashed", "worker_error") and w.reported_in_task
-        )
+        return bool(self.running.get(w.id)) or w.reported_in_task
 
     def _resume_outcome(self, w: WorkerRow, to: str, reason: str | None, now: float) -> None:
         """A resume ended: activated (ok, with its seconds from the request) or not (its reason)."""

@@ -388,9 +388,9 @@ def test_a_worker_that_fails_before_completing_a_task_is_a_failed_boot(
 
 @pytest.mark.parametrize("in_task", [False, True])
 @pytest.mark.parametrize(
-    "reason", ["pod_failed", "heartbeat_stale", "pod_missing", "worker_crashed", "worker_error", "task_stuck"]
+    "reason", ["pod_failed", "heartbeat_stale", "pod_missing", "task_stuck", "worker_crashed", "worker_error"]
 )
-def test_a_worker_past_its_probation_keeps_its_activation_unless_it_died_in_a_task(
+def test_a_worker_past_its_probation_keeps_its_activation_unless_its_process_died_in_a_task(
     db: Database,
     raw: psycopg.Connection[Any],
     real_worker: RealWorkerSQL,
@@ -398,14 +398,12 @@ def test_a_worker_past_its_probation_keeps_its_activation_unless_it_died_in_a_ta
     reason: str,
     in_task: bool,
 ) -> None:
-    """Alive past the policy's probation (600 s), a worker lost idle (an idle floor worker whose machine
-    goes down or whose process leaks to death hours later) is no failed boot. One that dies holding a
-    task before it completed any, its process or its whole pod, is, whatever its age: an image may fail
-    only well into its first task (a model loaded on first use that does not fit, a decode that runs out
-    of memory, a container over its memory limit, a hang), and each such death bought a new pod. The guard sees
-    the task of a process that reports its crash, before the app's crash recovery requeues it; the
-    daemon fails a lost pod's worker before it requeues. A fatal error the worker reports counts at any
-    age."""
+    """Alive past the policy's probation (600 s), a worker lost with its host, failed for a stuck task,
+    or whose process died idle (a floor worker's slow leak hours later) is no failed boot. One whose own
+    process died holding a task before it completed any is, whatever its age: an image may fail only
+    well into its first task (a model loaded on first use that does not fit, a decode that runs out of
+    memory), and each such death bought a new pod. The guard sees the task of a process that reports its
+    crash, before the app's crash recovery requeues it."""
     add_worker(raw, "w1", "initializing", process_started_at="2026-11-29T00:00:00Z")
     db.transition_worker(token, "w1", "active", "first_heartbeat")
     raw.execute("ALTER TABLE public.workers DISABLE TRIGGER USER")
@@ -420,17 +418,14 @@ def test_a_worker_past_its_probation_keeps_its_activation_unless_it_died_in_a_ta
         assert not any(r["status"] == "In Progress" for r in raw.execute("SELECT status FROM public.tasks"))
     elif reason == "worker_error":
         raw.execute("UPDATE public.workers SET status = 'error' WHERE id = 'w1'")  # the fatal-error PATCH
+        assert worker_row(raw, "w1")["reported_details"] == ({"in_task": True} if in_task else None)
+        raw.execute("UPDATE public.tasks SET status = 'Failed' WHERE status = 'In Progress'")  # its own word
     row = db.transition_worker(token, "w1", "error", reason)
     failed = [e for e in db.events(worker_id="w1") if e["kind"] == "failed_before_serving"]
     [boot] = [b for b in db.snapshot()["recent_boots"] if b["worker_id"] == "w1"]
-    if in_task:
-        outcome = "stuck_in_first_task" if reason == "task_stuck" else "died_in_first_task"
-        assert row["boot_outcome"] == outcome and row["status_reason"] == reason
+    if in_task and reason in ("worker_crashed", "worker_error"):
+        assert row["boot_outcome"] == reason and boot["ok"] is False and boot["reason"] == reason
         assert [e["reason"] for e in failed] == [reason] and failed[0]["details"]["in_task"] is True
-        assert boot["ok"] is False and boot["reason"] == outcome
-    elif reason == "worker_error":
-        assert row["boot_outcome"] == reason and [e["reason"] for e in failed] == [reason]
-        assert boot["ok"] is False and boot["reason"] == reason
     else:
         assert row["boot_outcome"] == "activated" and not failed and boot["ok"] is True
 
