@@ -68,7 +68,10 @@ def test_broken_image_trips_the_breaker_then_spawning_resumes(stack: Stack, in_p
     wait_until(lambda: all_done(stack, 6), 60, "every task done after the fix", interval=0.25)
     resumed = wait_until(lambda: events(stack, "spawning_resumed"), 10, "a spawning_resumed event")
     assert resumed[0]["reason"] == "boot_succeeded"
-    good = [p for p in pods(stack) if not p["sshRefuse"]]
+    # A good boot that a loaded machine made slower than the 4 s SPAWNING_TIMEOUT_SEC is replaced like
+    # any timed-out boot (seen with a benchmark running beside the suite): count the pods that served.
+    timed_out = {w["id"] for w in failed_workers()}
+    good = [p for p in pods(stack) if not p["sshRefuse"] and p["name"] not in timed_out]
     assert 1 <= len(good) <= 3
     wait_until(lambda: drained(stack), 60, "scale to zero", interval=0.25)
     assert all(p["status"] == "TERMINATED" for p in pods(stack))
