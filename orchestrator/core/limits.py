@@ -130,10 +130,10 @@ def untried_workers(
     completion proves the image only from a worker made after the first death: an older floor worker
     or a pod resumed from the pool may run the image before a change that broke new pods. A worker
     that lived out its probation idle before its first claim proved its boot as before (an idle floor
-    worker given its first task hours later brings no old failures back). A worker whose
-    process dies (``worker_crashed``, ``worker_error``) holding a task before completing anything is a
-    failed boot whatever its age; the database rewrites its outcome. One whose process dies idle past
-    its probation is not, nor one lost with its host or failed for a stuck task then."""
+    worker given its first task hours later brings no old failures back). A worker whose process dies
+    (``worker_crashed``, ``worker_error``) holding a task before completing anything is a failed boot
+    whatever its age; the database rewrites its outcome. One whose process dies idle past its probation
+    is not, nor one lost with its host or failed for a stuck task then."""
     live = [w for w in workers if w.status in (WorkerState.ACTIVE, WorkerState.DRAINING)]
     found = set()
     for w in live:
