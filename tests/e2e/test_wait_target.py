@@ -31,6 +31,9 @@ ENV: dict[str, Any] = {
     "WAIT_TARGET_SEC": DEFAULTS.wait_target_sec,
     "WARM_POOL_MAX": DEFAULTS.warm_pool_max,
     "LEASE_TTL_SEC": 4,
+    # The subject is sizing, not health: on a loaded machine a worker still in its start-up was failed
+    # after the suite's 20 s of silence, and the pooled pod was resumed in its place, a second worker.
+    "HEARTBEAT_TIMEOUT_SEC": 60,
 }
 # Tasks before the model trusts the type's own durations (until then it assumes 2-minute tasks, for
 # which one worker at this rate is busy half the time and it rightly asks for a second).
