@@ -13,7 +13,8 @@
 -- call (banodoco/reigh-app, supabase/migrations/20260331060000_add_crash_recovery_to_heartbeat.sql), so
 -- the guard still sees them In Progress. orch_transition_worker rewrites a death past the 600 s only
 -- when the report said so or a task is still In Progress under the worker (the daemon fails a worker
--- before it requeues its tasks). Within the 600 s, and for every other reason, nothing changes.
+-- before it requeues its tasks). A parent (`*_orchestrator`) waiting on its children is not such a
+-- task, as for the stuck-task check. Within the 600 s, and for every other reason, nothing changes.
 --
 -- Deaths of the host past the 600 s (`heartbeat_stale`, `pod_failed`, `pod_missing`) and `task_stuck`
 -- still keep the activation, though a whole pod lost or a hang in the first task could be the image:
@@ -45,9 +46,11 @@ begin
             'error_time', new.metadata -> 'error_time',
             'self_terminated', new.metadata -> 'self_terminated',
             -- Whether the process died holding a task: the app's crash recovery requeues it in the
-            -- same call, after this row's write. A repeated report keeps the first one's answer.
+            -- same call, after this row's write. A repeated report keeps the first one's answer. A
+            -- parent (`*_orchestrator`) waiting on its children is no work of the worker's.
             'in_task', case when exists (select 1 from public.tasks t
-                                          where t.worker_id = old.id and t.status = 'In Progress')
+                                          where t.worker_id = old.id and t.status = 'In Progress'
+                                            and coalesce(strpos(t.task_type, '_orchestrator'), 0) = 0)
                               or (old.reported_status is not distinct from new.status
                                   and old.reported_details ->> 'in_task' = 'true')
                             then true end)), '{}'::jsonb);
@@ -167,7 +170,8 @@ begin
     -- probation only when its own process died holding a task: a host lost, or a process dead idle,
     -- hours later says nothing of the image.
     v_in_task := exists (select 1 from public.tasks t
-                          where t.worker_id = p_worker_id and t.status = 'In Progress')
+                          where t.worker_id = p_worker_id and t.status = 'In Progress'
+                            and coalesce(strpos(t.task_type, '_orchestrator'), 0) = 0)
                  or coalesce(w.reported_details ->> 'in_task', '') = 'true';
     v_unproven := p_to = 'error' and v_from in ('active', 'draining')
                   and w.boot_outcome = 'activated'

@@ -465,7 +465,11 @@ class SimDB:
     def _died_in_task(self, w: WorkerRow) -> bool:
         """orch_transition_worker's ``v_in_task``: it holds a task now (the daemon fails a worker before
         it requeues), or its own report of its death found it holding one."""
-        return bool(self.running.get(w.id)) or w.reported_in_task
+        return self._holds_work(w.id) or w.reported_in_task
+
+    def _holds_work(self, worker_id: str) -> bool:
+        """An In Progress task under the worker that is no parent (a parent waits on its children)."""
+        return any(PARENT_MARK not in self.tasks[t].task_type for t in self.running.get(worker_id, ()))
 
     def _resume_outcome(self, w: WorkerRow, to: str, reason: str | None, now: float) -> None:
         """A resume ended: activated (ok, with its seconds from the request) or not (its reason)."""
@@ -506,7 +510,7 @@ class SimDB:
             # our state is not recorded.
             if status not in ("active", w.status):
                 # The guard runs before the crash recovery below, so it still sees the worker's tasks.
-                w.reported_in_task = bool(self.running.get(worker_id)) or (
+                w.reported_in_task = self._holds_work(worker_id) or (
                     w.reported_status == status and w.reported_in_task
                 )
                 w.reported_status, w.reported_at = status, now

@@ -386,7 +386,7 @@ def test_a_worker_that_fails_before_completing_a_task_is_a_failed_boot(
     assert worker_row(raw, "w1")["boot_outcome"] == row["boot_outcome"]
 
 
-@pytest.mark.parametrize("in_task", [False, True])
+@pytest.mark.parametrize("held", [None, "generate", "travel_orchestrator"])
 @pytest.mark.parametrize(
     "reason", ["pod_failed", "heartbeat_stale", "pod_missing", "task_stuck", "worker_crashed", "worker_error"]
 )
@@ -396,21 +396,23 @@ def test_a_worker_past_its_probation_keeps_its_activation_unless_its_process_die
     real_worker: RealWorkerSQL,
     token: int,
     reason: str,
-    in_task: bool,
+    held: str | None,
 ) -> None:
     """Alive past the policy's probation (600 s), a worker lost with its host, failed for a stuck task,
     or whose process died idle (a floor worker's slow leak hours later) is no failed boot. One whose own
     process died holding a task before it completed any is, whatever its age: an image may fail only
     well into its first task (a model loaded on first use that does not fit, a decode that runs out of
     memory), and each such death bought a new pod. The guard sees the task of a process that reports its
-    crash, before the app's crash recovery requeues it."""
+    crash, before the app's crash recovery requeues it. A parent waiting on its children is no such
+    task."""
+    in_task = held == "generate"
     add_worker(raw, "w1", "initializing", process_started_at="2026-11-29T00:00:00Z")
     db.transition_worker(token, "w1", "active", "first_heartbeat")
     raw.execute("ALTER TABLE public.workers DISABLE TRIGGER USER")
     raw.execute("UPDATE public.workers SET activated_at = now() - interval '2 hours' WHERE id = 'w1'")
     raw.execute("ALTER TABLE public.workers ENABLE TRIGGER USER")
-    if in_task:
-        add_tasks(raw, 1)
+    if held is not None:
+        add_tasks(raw, 1, task_type=held)
         assert real_worker.claim("w1") is not None
     if reason == "worker_crashed":
         real_worker.heartbeat("w1", status="crashed")  # requeues the task, as the app's does
@@ -419,7 +421,9 @@ def test_a_worker_past_its_probation_keeps_its_activation_unless_its_process_die
     elif reason == "worker_error":
         raw.execute("UPDATE public.workers SET status = 'error' WHERE id = 'w1'")  # the fatal-error PATCH
         assert worker_row(raw, "w1")["reported_details"] == ({"in_task": True} if in_task else None)
-        raw.execute("UPDATE public.tasks SET status = 'Failed' WHERE status = 'In Progress'")  # its own word
+        raw.execute(  # its own word on the task it ran; a parent stays, waiting
+            "UPDATE public.tasks SET status = 'Failed' WHERE status = 'In Progress' AND task_type = 'generate'"
+        )
     row = db.transition_worker(token, "w1", "error", reason)
     failed = [e for e in db.events(worker_id="w1") if e["kind"] == "failed_before_serving"]
     [boot] = [b for b in db.snapshot()["recent_boots"] if b["worker_id"] == "w1"]
