@@ -24,6 +24,17 @@
 --
 -- Idempotent, like every migration of this project.
 
+-- Whether the worker holds work: an In Progress task under its id that is no parent (a `*_orchestrator`
+-- task waiting on its children is not the worker's work, as for the stuck-task check). The guard and
+-- orch_transition_worker below ask it; the partial index on tasks (worker_id) where In Progress serves it.
+create or replace function orchestrator_private.holds_work(p_worker_id text)
+returns boolean language sql stable security definer set search_path = public, pg_temp as $$
+    select exists (select 1 from public.tasks t
+                    where t.worker_id = p_worker_id and t.status = 'In Progress'
+                      and coalesce(strpos(t.task_type, '_orchestrator'), 0) = 0);
+$$;
+revoke all on function orchestrator_private.holds_work(text) from public;
+
 create or replace function orchestrator_private.guard_worker_write()
 returns trigger language plpgsql security definer set search_path = public, pg_temp as $$
 declare
@@ -46,11 +57,8 @@ begin
             'error_time', new.metadata -> 'error_time',
             'self_terminated', new.metadata -> 'self_terminated',
             -- Whether the process died holding a task: the app's crash recovery requeues it in the
-            -- same call, after this row's write. A repeated report keeps the first one's answer. A
-            -- parent (`*_orchestrator`) waiting on its children is no work of the worker's.
-            'in_task', case when exists (select 1 from public.tasks t
-                                          where t.worker_id = old.id and t.status = 'In Progress'
-                                            and coalesce(strpos(t.task_type, '_orchestrator'), 0) = 0)
+            -- same call, after this row's write. A repeated report keeps the first one's answer.
+            'in_task', case when orchestrator_private.holds_work(old.id)
                               or (old.reported_status is not distinct from new.status
                                   and old.reported_details ->> 'in_task' = 'true')
                             then true end)), '{}'::jsonb);
@@ -169,9 +177,7 @@ begin
     -- Activated, then failed before completing any task: the boot did not work after all. Past the
     -- probation only when its own process died holding a task: a host lost, or a process dead idle,
     -- hours later says nothing of the image.
-    v_in_task := exists (select 1 from public.tasks t
-                          where t.worker_id = p_worker_id and t.status = 'In Progress'
-                            and coalesce(strpos(t.task_type, '_orchestrator'), 0) = 0)
+    v_in_task := orchestrator_private.holds_work(p_worker_id)
                  or coalesce(w.reported_details ->> 'in_task', '') = 'true';
     v_unproven := p_to = 'error' and v_from in ('active', 'draining')
                   and w.boot_outcome = 'activated'
