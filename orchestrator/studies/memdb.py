@@ -500,7 +500,9 @@ class SimDB:
         ``last_heartbeat`` on every row but a terminated one; the status itself is the orchestrator's,
         so a non-``active`` status is only recorded as ``reported_status``. ``crashed`` also requeues
         the worker's In Progress tasks with the attempt counted (dead-lettered at the limit), as the
-        app's function does.
+        app's function does. The app's function writes the workers row before it requeues
+        (banodoco/reigh-app ``supabase/migrations/20260331060000_add_crash_recovery_to_heartbeat.sql``),
+        so the guard records whether the worker still held work (``reported_in_task``) first.
         """
         w = self._lock(worker_id, "func_worker_heartbeat_with_logs")
         now = self.clock.now
