@@ -8,7 +8,9 @@ nothing else.
 * Pod EXITED/ERROR, or missing (after the orphan grace, counted from the row's creation) -> error.
 * The worker's own report (``reported_status``): ``crashed`` (its heartbeat guardian saw the process
   die; the app's heartbeat function has already requeued its tasks) -> error with ``worker_crashed``,
-  ``error`` (its fatal-error handler gave up on the GPU) -> error with ``worker_error``, when the report is
+  ``error`` (its fatal-error handler gave up on the GPU) -> error with ``worker_error``, ``terminated``
+  (the last beat of a process shutting down: after a fatal error, whose handler's words on the row make
+  it ``worker_error``, else ``worker_exited``), when the report is
   at or after ``process_started_at`` (or the row's creation when no process start is recorded): an older
   report is a previous process's history.
 * ``SPAWNING_TIMEOUT_SEC`` from creation fails a boot (not while an initialized worker waits for an
@@ -68,13 +70,25 @@ HEALTH_REASONS: frozenset[Reason] = frozenset(
         Reason.BOOT_TIMEOUT,
         Reason.WORKER_CRASHED,
         Reason.WORKER_ERROR,
+        Reason.WORKER_EXITED,
         # Not health, but as final: a row nothing can be done for as a worker (its tasks are requeued).
         Reason.UNUSABLE_ROW,
     }
 )
 # What the worker reported about itself -> the failure it means. Any other report (a status the
 # worker's code may grow) is left to the other health checks: its heartbeats still tell.
-REPORTED_FAILURES: Mapping[str, Reason] = {"crashed": Reason.WORKER_CRASHED, "error": Reason.WORKER_ERROR}
+# 'terminated' is the last beat of a process shutting down (banodoco/reigh-worker since 22cbba9,
+# 2026-04-11: `source/runtime/worker/server.py` sends it from its main loop's `finally`, after SIGTERM or
+# SIGINT and after a FatalWorkerError's exit 1 alike); it means worker_error when the fatal-error
+# handler's words are on the row (see reported_failure).
+REPORTED_FAILURES: Mapping[str, Reason] = {
+    "crashed": Reason.WORKER_CRASHED,
+    "error": Reason.WORKER_ERROR,
+    "terminated": Reason.WORKER_EXITED,
+}
+# Keys the fatal-error handler writes into the row's metadata (Reigh-Worker `fatal_error_handler.py`),
+# which the database copies into the report's details.
+FATAL_HANDLER_KEYS = ("error_reason", "self_terminated")
 
 
 def health(d: Draft, worker: Worker, pod: PodView | None) -> tuple[Reason, dict[str, Any]] | None:
@@ -187,6 +201,12 @@ def reported_failure(worker: Worker) -> tuple[Reason, dict[str, Any]] | None:
     }
     if worker.reported_details:
         details["reported_details"] = dict(worker.reported_details)
+        if reason is Reason.WORKER_EXITED and any(
+            worker.reported_details.get(k) not in (None, False, "") for k in FATAL_HANDLER_KEYS
+        ):
+            # The fatal handler marked the row `error` just before the exit whose last beat this is:
+            # the failure is that error, and its words are in the details.
+            reason = Reason.WORKER_ERROR
     return reason, details
 
 

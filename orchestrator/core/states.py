@@ -219,6 +219,9 @@ class Reason(StrEnum):
     # ('crashed'), or its fatal-error handler gave up on the GPU ('error').
     WORKER_CRASHED = "worker_crashed"
     WORKER_ERROR = "worker_error"
+    # The process said it shut down ('terminated', its last heartbeat on the way out) with no fatal
+    # error recorded: a signal, or an exit the worker chose; the pod is left without a worker.
+    WORKER_EXITED = "worker_exited"
     # scale down
     IDLE = "idle_timeout"
     # Idle for GPU_IDLE_TIMEOUT_SEC while a claimable task waited all along: the worker does not take

@@ -54,6 +54,7 @@ SPAWN_FAILURE_REASONS = (
     "pod_missing",
     "worker_crashed",
     "worker_error",
+    "worker_exited",
 )
 # Spawn -> active, the cold-start figure: 30 s (a cached image) to 20 minutes (a large pull on a
 # slow host), the range Runpod's users report.

@@ -22,6 +22,9 @@ from typing import Any
 
 import pytest
 
+from orchestrator.core.health import reported_failure
+from orchestrator.core.observed import Snapshot
+from orchestrator.core.states import Reason
 from orchestrator.standins.stack import Stack
 from orchestrator.wiring import make_database
 
@@ -151,10 +154,14 @@ def test_a_fatal_error_is_recorded_as_reported_and_the_worker_exits_1(
     killer.append(proc)
     assert proc.wait(timeout=60) == 1, log.read_text()[-2000:]
     w = row(stack, "gpu-w-fatal")
-    assert w["status"] == "initializing"  # the PATCH's 'error' is the worker's word, not our state
-    assert w["reported_status"] == "error" and w["reported_at"] is not None
+    # The PATCH's 'error', then the last beat's 'terminated' (reigh-worker 22cbba9 sends it from its main
+    # loop's `finally`, before the process exits): the worker's words, not our state.
+    assert w["status"] == "initializing"
+    assert w["reported_status"] == "terminated" and w["reported_at"] is not None
     details = w["reported_details"]
+    # The fatal handler's words, kept from its 'error' report (migration 20261216000100); the task held.
     assert details["error_reason"].startswith("FATAL cuda_driver:") and details["self_terminated"] is True
+    assert details["in_task"] is True
     assert w["metadata"]["self_terminated"] is True and w["metadata"]["runpod_id"] == "rp-gpu-w-fatal"
     # The task PATCH named a column tasks does not have: it failed, the task is still held.
     t = task(stack, task_id)
@@ -162,6 +169,11 @@ def test_a_fatal_error_is_recorded_as_reported_and_the_worker_exits_1(
     lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
     failures = [x for x in lines if x.get("event") == "fatal_mark_failed"]
     assert [x["step"] for x in failures] == ["patch_task"] and "PGRST204" in failures[0]["error"]
-    # A normal exit ended the guardian with it: no crash report follows.
+    # The guardian was ended with the worker: no crash report follows.
     time.sleep(1.5)
-    assert row(stack, "gpu-w-fatal")["reported_status"] == "error"
+    assert row(stack, "gpu-w-fatal")["reported_at"] == w["reported_at"]
+    # What the daemon makes of it: the worker failed as the fatal error it was.
+    snapshot = stack.sql("select orch_snapshot()")[0][0]
+    [seen] = [x for x in Snapshot.from_json(snapshot).workers if x.id == "gpu-w-fatal"]
+    failure = reported_failure(seen)
+    assert failure is not None and failure[0] is Reason.WORKER_ERROR

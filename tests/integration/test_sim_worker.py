@@ -4,9 +4,10 @@ The server stands where Supabase would (Edge Functions under ``/functions/v1``, 
 ``/rest/v1``), records every request with its arrival time, method, path, headers and body, and
 answers as the test scripts it. Each test starts the worker as the orchestrator does (a process with
 the real worker's arguments and the pod's environment) and checks the calls the real worker makes
-(banodoco/Reigh-Worker ``worker.py``, ``heartbeat_guardian.py``, ``source/core/db/*.py``): paths,
-headers, bodies, the order of the poll cycle, the intervals, the retries, the crash beat of the
-guardian process and the fatal-error path.
+(banodoco/Reigh-Worker ``worker.py``, ``heartbeat_guardian.py``, ``source/core/db/*.py`` at 4d09184, and
+banodoco/reigh-worker 22cbba9 where it differs: ``source/runtime/worker/server.py``, ``guardian.py``,
+``task_claim.py``): paths, headers, bodies, the order of the poll cycle, the intervals, the retries, the
+crash beat of the guardian process, the fatal-error path and 22cbba9's shutdown beat.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ ANON_KEY = "sb_anon_0123456789abcdef012345"
 HEARTBEAT_PATH = "/rest/v1/rpc/func_worker_heartbeat_with_logs"
 BEAT_SEC = 0.6
 POLL_SEC = 0.3
+# The two upstream revisions the simulated worker speaks (SIM_WORKER_REVISION; 22cbba9 by default).
+CURRENT = "22cbba9"
+OLDER = {"SIM_WORKER_REVISION": "4d09184"}
 
 
 @dataclass
@@ -262,10 +266,11 @@ def claims_once(rec: Recorder, *tasks: dict[str, Any]) -> None:
 # --- heartbeats ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("revision", [CURRENT, OLDER["SIM_WORKER_REVISION"]])
 def test_the_guardian_beats_at_start_then_every_interval_with_the_real_headers_and_body(
-    rec: Recorder, launch: Callable[..., WorkerProc]
+    rec: Recorder, launch: Callable[..., WorkerProc], revision: str
 ) -> None:
-    w = launch()
+    w = launch(env={"SIM_WORKER_REVISION": revision})
     beats = wait_for(lambda: len(rec.beats()) >= 4 and rec.beats(), what="four heartbeats")
     first = beats[0]
     # At start, not an interval later. Not necessarily before the worker's first poll: the guardian is a
@@ -275,7 +280,9 @@ def test_the_guardian_beats_at_start_then_every_interval_with_the_real_headers_a
     gaps = [b.at - a.at for a, b in itertools.pairwise(beats)]
     assert all(BEAT_SEC * 0.9 <= g <= BEAT_SEC + 1.5 for g in gaps), gaps
     h = first.headers
-    assert h["apikey"] == SERVICE_KEY and "authorization" not in h
+    assert h["apikey"] == SERVICE_KEY
+    # 22cbba9's guardian sends the key as a Bearer too; 4d09184's did not.
+    assert h.get("authorization") == (f"Bearer {SERVICE_KEY}" if revision == CURRENT else None)
     assert h["content-type"] == "application/json" and h["prefer"] == "return=representation"
     body = first.json
     assert set(body) == {
@@ -308,10 +315,33 @@ def test_the_real_default_interval_is_twenty_seconds(
 # --- the poll cycle ------------------------------------------------------------------------------------
 
 
-def test_an_idle_poll_is_a_recovery_read_and_task_counts_without_a_claim(
+def test_an_idle_poll_is_task_counts_then_a_claim_with_model_affinity_and_no_table_read(
     rec: Recorder, launch: Callable[..., WorkerProc]
 ) -> None:
     launch()
+    wait_for(lambda: len(rec.edge("claim-next-task")) >= 3, what="three polls")
+    counts, claims = rec.edge("task-counts"), rec.edge("claim-next-task")
+    assert counts[0].json == {"run_type": "gpu", "include_active": True}
+    # Claimed although task-counts said nothing is queued (reigh-worker 02b1eab: the counts leave
+    # parents out), with the model-affinity fields of server.py.
+    assert claims[0].json == {
+        "worker_id": "gpu-w1",
+        "run_type": "gpu",
+        "same_model_only": True,
+        "max_task_wait_minutes": 5,
+    }
+    assert claims[0].headers["authorization"] == f"Bearer {SERVICE_KEY}" and "apikey" not in claims[0].headers
+    assert counts[0].at <= claims[0].at
+    gaps = [b.at - a.at for a, b in itertools.pairwise(claims)]
+    assert all(POLL_SEC * 0.9 <= g <= POLL_SEC + 1.5 for g in gaps), gaps
+    # No read of its own In Progress task: check_my_assigned_tasks is a no-op there.
+    assert rec.calls("GET", "/rest/v1/tasks") == []
+
+
+def test_an_idle_poll_of_4d09184_is_a_recovery_read_and_task_counts_without_a_claim(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
+    launch(env=OLDER)
     wait_for(lambda: len(rec.edge("task-counts")) >= 3, what="three polls")
     reads = rec.calls("GET", "/rest/v1/tasks")
     assert len(reads) >= 3
@@ -332,17 +362,21 @@ def test_an_idle_poll_is_a_recovery_read_and_task_counts_without_a_claim(
     assert reads[0].at <= counts[0].at
 
 
+@pytest.mark.parametrize("revision", [CURRENT, OLDER["SIM_WORKER_REVISION"]])
 def test_a_claimed_task_is_run_and_completed_with_its_file(
-    rec: Recorder, launch: Callable[..., WorkerProc]
+    rec: Recorder, launch: Callable[..., WorkerProc], revision: str
 ) -> None:
     claims_once(rec, task("t-1", duration_sec=0.3, model="wan_2_2"))
-    w = launch()
+    w = launch(env={"SIM_WORKER_REVISION": revision})
     done = wait_for(lambda: rec.edge("complete_task"), what="complete_task")
     claim = rec.edge("claim-next-task")[0]
-    assert claim.json == {"worker_id": "gpu-w1", "run_type": "gpu"}
+    affinity = {"same_model_only": True, "max_task_wait_minutes": 5} if revision == CURRENT else {}
+    assert claim.json == {"worker_id": "gpu-w1", "run_type": "gpu", **affinity}
     assert claim.headers["authorization"] == f"Bearer {SERVICE_KEY}" and "apikey" not in claim.headers
     [model] = rec.edge("update-worker-model")
-    assert model.json == {"worker_id": "gpu-w1", "model": "wan_2_2"}
+    # 22cbba9 sends the field the app reads (current_model); 4d09184's `model` the app answers 400.
+    field = "current_model" if revision == CURRENT else "model"
+    assert model.json == {"worker_id": "gpu-w1", field: "wan_2_2"}
     assert model.headers["authorization"] == f"Bearer {SERVICE_KEY}"
     reset = rec.edge("update-task-status")[0]
     assert reset.json == {"task_id": "t-1", "status": "In Progress", "reset_generation_started_at": True}
@@ -379,12 +413,26 @@ def test_task_counts_failing_makes_the_worker_claim_anyway(
     assert len(rec.edge("task-counts")) >= 2  # one try per cycle, no retry before the claim
 
 
-def test_its_own_in_progress_task_is_recovered_without_a_claim(
+def test_a_task_whose_claim_answer_was_lost_is_never_run_and_the_worker_claims_on(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
+    # The database gave t-9 to this worker but the answer never arrived: 22cbba9 does not look.
+    held = [{"id": "t-9", "params": {"duration_sec": 0.1}, "task_type": "vace", "project_id": "p-1"}]
+    rec.on("GET", "/rest/v1/tasks", (200, held))
+    claims_once(rec, task("t-1", duration_sec=0.05))
+    launch()
+    done = wait_for(lambda: rec.edge("complete_task"), what="the next claimed task to complete")
+    wait_for(lambda: [c for c in rec.edge("claim-next-task") if c.at > done[0].at], what="the next poll")
+    assert [r.json["task_id"] for r in rec.edge("complete_task")] == ["t-1"]
+    assert rec.calls("GET", "/rest/v1/tasks") == []
+
+
+def test_its_own_in_progress_task_is_recovered_without_a_claim_by_4d09184(
     rec: Recorder, launch: Callable[..., WorkerProc]
 ) -> None:
     held = [{"id": "t-9", "params": {"duration_sec": 0.1}, "task_type": "vace", "project_id": "p-1"}]
     rec.on("GET", "/rest/v1/tasks", lambda _r: (200, held.copy() if not rec.edge("complete_task") else []))
-    launch()
+    launch(env=OLDER)
     done = wait_for(lambda: rec.edge("complete_task"), what="the recovered task to complete")
     assert done[0].json["task_id"] == "t-9"
     assert rec.calls("POST", "/functions/v1/claim-next-task") == []
@@ -492,13 +540,35 @@ def scripted_app(rec: Recorder, parent: dict[str, Any]) -> list[dict[str, Any]]:
     return children
 
 
+def test_a_claimed_orchestrator_creates_its_chain_then_22cbba9_never_looks_at_it_again(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
+    parent = {"task_id": "p-1", "task_type": "travel_orchestrator", "project_id": PROJECT,
+              "params": {"duration_sec": 0.2, "orchestrator_details": {"num_new_segments_to_generate": 2}}}  # fmt: skip
+    children = scripted_app(rec, parent)
+    launch()
+    reported = wait_for(
+        lambda: [r for r in rec.edge("update-task-status") if r.json.get("output_location")],
+        what='the "still orchestrating" report',
+    )
+    assert len(rec.edge("create-task")) == 2 and reported[0].json["status"] == "In Progress"
+    for child in children:
+        child["status"] = "Complete"
+    # Polls go on (claims every time), but the parent is not run again: the app completes it.
+    wait_for(
+        lambda: len([c for c in rec.edge("claim-next-task") if c.at > reported[0].at]) >= 3, what="polls"
+    )
+    assert [r for r in rec.edge("get-orchestrator-children") if r.at > reported[0].at] == []
+    assert rec.edge("complete_task") == [] and len(rec.edge("create-task")) == 2
+
+
 def test_a_claimed_orchestrator_creates_its_chain_waits_and_reports_the_finished_chain(
     rec: Recorder, launch: Callable[..., WorkerProc]
 ) -> None:
     parent = {"task_id": "p-1", "task_type": "travel_orchestrator", "project_id": PROJECT,
               "params": {"duration_sec": 0.2, "orchestrator_details": {"num_new_segments_to_generate": 3}}}  # fmt: skip
     children = scripted_app(rec, parent)
-    w = launch()
+    w = launch(env=OLDER)
     reported = wait_for(
         lambda: [r for r in rec.edge("update-task-status") if r.json.get("output_location")],
         what='the "still orchestrating" report',
@@ -591,8 +661,9 @@ def test_an_abrupt_death_is_reported_once_as_crashed_by_the_guardian(
     assert "guardian_worker_gone" in w.events()
 
 
+@pytest.mark.parametrize("revision", [CURRENT, OLDER["SIM_WORKER_REVISION"]])
 def test_a_fatal_error_marks_the_worker_row_fails_the_task_patch_and_exits_1(
-    rec: Recorder, launch: Callable[..., WorkerProc]
+    rec: Recorder, launch: Callable[..., WorkerProc], revision: str
 ) -> None:
     claims_once(rec, task("t-1", duration_sec=0.2, fatal="cuda_hardware"))
     row = {"id": "gpu-w1", "metadata": {"runpod_id": "rp-1", "startup_phase": "ready"}}
@@ -611,7 +682,7 @@ def test_a_fatal_error_marks_the_worker_row_fails_the_task_patch_and_exits_1(
             },
         ),
     )
-    w = launch()
+    w = launch(env={"SIM_WORKER_REVISION": revision})
     assert w.proc.wait(timeout=30) == 1
     exited = time.monotonic()
     [read] = rec.calls("GET", "/rest/v1/workers")
@@ -635,26 +706,40 @@ def test_a_fatal_error_marks_the_worker_row_fails_the_task_patch_and_exits_1(
     }
     assert task_patch.query == {"id": ["eq.t-1"], "worker_id": ["eq.gpu-w1"], "status": ["eq.In Progress"]}
     assert read.at < patch.at < task_patch.at
-    # A normal exit: the daemonic guardian is terminated with the worker, so no 'crashed' beat follows.
+    # A normal exit: the daemonic guardian is terminated with the worker, so no 'crashed' beat follows;
+    # 22cbba9's main loop then sends its last beat, 'terminated', after the row was marked.
     time.sleep(BEAT_SEC * 3)
-    assert [b for b in rec.beats() if b.json["status_param"] != "active"] == []
+    ends = [b for b in rec.beats() if b.json["status_param"] != "active"]
+    if revision == CURRENT:
+        [end] = ends
+        assert end.json == {"worker_id_param": "gpu-w1", "vram_total_mb_param": 0, "vram_used_mb_param": 0,
+                            "logs_param": [], "status_param": "terminated"}  # fmt: skip
+        assert end.headers["apikey"] == SERVICE_KEY and end.at > task_patch.at
+    else:
+        assert ends == []
     assert [b for b in rec.beats() if b.at > exited + 0.5] == []
     assert "fatal_mark_failed" in w.events()  # the task PATCH failed, as in production
 
 
+@pytest.mark.parametrize(
+    ("revision", "sig"),
+    [(CURRENT, signal.SIGINT), (CURRENT, signal.SIGTERM), (OLDER["SIM_WORKER_REVISION"], signal.SIGINT)],
+)
 def test_an_interrupt_stops_cleanly_without_a_crash_beat(
-    rec: Recorder, launch: Callable[..., WorkerProc]
+    rec: Recorder, launch: Callable[..., WorkerProc], revision: str, sig: signal.Signals
 ) -> None:
-    w = launch()
+    w = launch(env={"SIM_WORKER_REVISION": revision})
     wait_for(lambda: len(rec.beats()) >= 2, what="two beats")
-    os.kill(w.proc.pid, signal.SIGINT)
+    os.kill(w.proc.pid, sig)
     try:
         code = w.proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         pytest.fail(f"the worker still runs 20 s after SIGINT; its output ends:\n{w.text()[-4000:]}")
     assert code == 0
     time.sleep(BEAT_SEC * 3)
-    assert [b for b in rec.beats() if b.json["status_param"] != "active"] == []
+    ends = [b.json["status_param"] for b in rec.beats() if b.json["status_param"] != "active"]
+    # 22cbba9 says it is going (SIGTERM too: server.py maps it to the interrupt); 4d09184 says nothing.
+    assert ends == (["terminated"] if revision == CURRENT else [])
 
 
 # --- start-up and arguments ----------------------------------------------------------------------------------
@@ -673,22 +758,22 @@ def test_start_up_arguments_as_the_real_worker_reads_them(
     w = launch("--supabase-url", rec.url, "--reigh-access-token", SERVICE_KEY, "--migrate-only")
     assert w.proc.wait(timeout=30) == 0
     assert rec.requests == []
-    # No --worker: $RUNPOD_POD_ID, and the anon key flag is used only without the service key.
-    launch(
-        "--supabase-url",
-        rec.url,
-        "--reigh-access-token",
-        "tok-xyz",
-        "--supabase-anon-key",
-        ANON_KEY,
-        env={"RUNPOD_POD_ID": "podabc123", "SUPABASE_SERVICE_ROLE_KEY": ""},
-    )
+    # No --worker: $RUNPOD_POD_ID, and the anon key flag is used only without the service key (4d09184:
+    # its REST client's key, the guardian's too).
+    args = ("--supabase-url", rec.url, "--reigh-access-token", "tok-xyz", "--supabase-anon-key", ANON_KEY)
+    launch(*args, env={"RUNPOD_POD_ID": "podabc123", "SUPABASE_SERVICE_ROLE_KEY": "", **OLDER})
     beat = wait_for(lambda: rec.beats(), what="a heartbeat")[0]
     assert beat.json["worker_id_param"] == "podabc123" and beat.headers["apikey"] == ANON_KEY
     counts = wait_for(lambda: rec.edge("task-counts"), what="a poll")[0]
     assert counts.headers["authorization"] == "Bearer tok-xyz"
     read = rec.calls("GET", "/rest/v1/tasks")[0]
     assert read.headers["apikey"] == ANON_KEY
+    # 22cbba9's guardian: the service key, else the access token (server.py guardian_key).
+    launch(*args, env={"RUNPOD_POD_ID": "podnew456", "SUPABASE_SERVICE_ROLE_KEY": ""})
+    beat = wait_for(
+        lambda: [b for b in rec.beats() if b.json["worker_id_param"] == "podnew456"], what="its heartbeat"
+    )[0]
+    assert beat.headers["apikey"] == "tok-xyz" and beat.headers["authorization"] == "Bearer tok-xyz"
 
 
 def test_no_supabase_url_means_upstream_production_which_is_never_reached(

@@ -2,8 +2,9 @@
 
 The real Reigh worker (banodoco/Reigh-Worker ``worker.py``, ``heartbeat_guardian.py``) never calls a
 function of ours: its guardian posts the app's ``func_worker_heartbeat_with_logs`` every 20 s with
-``status_param`` ``active`` (``crashed`` once when the worker process dies), and its fatal-error
-handler PATCHes ``workers.status = 'error'``. The database keeps our state and records those words in
+``status_param`` ``active`` (``crashed`` once when the worker process dies; since banodoco/reigh-worker
+22cbba9 ``terminated`` once as the process shuts down), and its fatal-error handler PATCHes
+``workers.status = 'error'``. The database keeps our state and records those words in
 ``reported_status``/``reported_at``; these tests pin what the policy makes of them.
 """
 
@@ -134,6 +135,34 @@ def test_a_fatal_error_reported_by_the_worker_fails_it_with_its_details() -> Non
     assert fail.reason is Reason.WORKER_ERROR
     details = fail.metadata["error_details"]
     assert details["reported_details"]["error_reason"].startswith("FATAL cuda_hardware")
+
+
+def test_a_fatal_errors_shutdown_beat_fails_the_worker_as_the_error_it_follows() -> None:
+    # banodoco/reigh-worker 22cbba9: the fatal handler PATCHes `error` with its metadata, exits 1, and
+    # the main loop's `finally` sends a last heartbeat `terminated`, which the database records last.
+    w = reported(
+        worker("gpu-a", running=["t1"], heartbeat=1, process_started_at=ago(900)),
+        "terminated",
+        1,
+        error_reason="FATAL cuda_driver: CUDA driver initialization failed",
+        self_terminated=True,
+        in_task=True,
+    )
+    [fail] = run(snap([w]), pods_for([w])).of_kind(FailWorker)
+    assert fail.reason is Reason.WORKER_ERROR and fail.running_task_ids == ("t1",)
+    details = fail.metadata["error_details"]
+    assert details["reported_status"] == "terminated"
+    assert details["reported_details"]["error_reason"].startswith("FATAL cuda_driver")
+
+
+def test_a_process_that_shut_down_without_an_error_fails_as_exited() -> None:
+    # A signal, or the worker's own idle release: the pod is left with no worker, billing.
+    w = reported(worker("gpu-a", heartbeat=1, process_started_at=ago(900)), "terminated", 1)
+    [fail] = run(snap([w]), pods_for([w])).of_kind(FailWorker)
+    assert fail.reason is Reason.WORKER_EXITED and fail.runpod_id == "pod-gpu-a"
+    # A shutdown beat of the process before this one is history, as any report.
+    old = reported(worker("gpu-b", heartbeat=1, process_started_at=ago(100)), "terminated", 200)
+    assert run(snap([old], claimable=2), pods_for([old])).of_kind(FailWorker) == []
 
 
 def test_a_report_older_than_the_current_process_is_history() -> None:

@@ -3,7 +3,9 @@
 Where this sits: under ``orchestrator.standins.worker`` (the worker's loop), beside ``.guardian`` (its
 heartbeats). Everything here reproduces what banodoco/Reigh-Worker does on the wire (commit 4d09184,
 ``source/core/db/edge_helpers.py``, ``task_claim.py``, ``task_status.py``,
-``source/task_handlers/worker/fatal_error_handler.py``, ``source/models/wgp/generation_helpers.py``):
+``source/task_handlers/worker/fatal_error_handler.py``, ``source/models/wgp/generation_helpers.py``), and
+where banodoco/reigh-worker 22cbba9 (2026-04-11, the same files) differs, what it does (the claim's
+model-affinity fields, ``update-worker-model``'s body and key; see ``process.py`` for the revisions):
 
 - Edge Functions: ``POST {SUPABASE_URL}/functions/v1/<name>`` with ``Content-Type: application/json``
   and ``Authorization: Bearer <access token>``, no ``apikey``, through httpx. ``SUPABASE_EDGE_*_URL``
@@ -234,11 +236,16 @@ class EdgeClient:
             return None
         return data if isinstance(data, dict) else None
 
-    def claim(self, worker_id: str) -> tuple[int | None, dict[str, Any] | None]:
-        """``claim-next-task {worker_id, run_type}``: (status, task) with the task only on a 200."""
+    def claim(
+        self, worker_id: str, affinity: Mapping[str, Any] | None = None
+    ) -> tuple[int | None, dict[str, Any] | None]:
+        """``claim-next-task {worker_id, run_type[, same_model_only, max_task_wait_minutes]}``: (status,
+        task) with the task only on a 200. ``affinity``: the model-affinity fields reigh-worker 22cbba9
+        adds (``server.py`` ``poll_next_task(same_model_only=True, max_task_wait_minutes=...)``)."""
         url = self.env.get("SUPABASE_EDGE_CLAIM_TASK_URL") or self.url("claim-next-task")
+        body = {"worker_id": worker_id, "run_type": RUN_TYPE, **dict(affinity or {})}
         try:
-            resp = self._post_once(url, {"worker_id": worker_id, "run_type": RUN_TYPE}, CLAIM_TIMEOUT)
+            resp = self._post_once(url, body, CLAIM_TIMEOUT)
         except (httpx.HTTPError, OSError) as exc:
             log.warning("claim_failed", error=str(exc)[:300])
             return None, None
@@ -258,15 +265,19 @@ class EdgeClient:
 
     # -- one task --------------------------------------------------------------------------------------
 
-    def update_worker_model(self, worker_id: str, model: str) -> int | None:
-        """``update-worker-model {worker_id, model}`` before a model load (service key; 5 s; no retry)."""
-        if not self.service_key:
-            return None  # the worker skips it without SUPABASE_SERVICE_ROLE_KEY
+    def update_worker_model(self, worker_id: str, model: str, *, current: bool = True) -> int | None:
+        """``update-worker-model`` before a model load (5 s; no retry). ``current`` (reigh-worker
+        22cbba9, ``generation_helpers.py`` ``notify_worker_model_switch``): ``{worker_id,
+        current_model}``, which the app accepts, with the service key, else the access token as Bearer;
+        otherwise (Reigh-Worker 4d09184) ``{worker_id, model}``, which it answers 400, and only with the
+        service key."""
+        key = self.service_key or (self.access_token if current else None)
+        if not key:
+            return None  # skipped without a key to send
         url = f"{self.base}/functions/v1/update-worker-model"
+        body = {"worker_id": worker_id, ("current_model" if current else "model"): model}
         try:
-            resp = self._post_once(
-                url, {"worker_id": worker_id, "model": model}, MODEL_NOTIFY_TIMEOUT, self.service_key
-            )
+            resp = self._post_once(url, body, MODEL_NOTIFY_TIMEOUT, key)
         except (httpx.HTTPError, OSError) as exc:
             log.warning("model_switch_notify_failed", error=str(exc)[:300])
             return None

@@ -11,7 +11,8 @@ worker's pid, a ``multiprocessing.Queue`` of log entries and ``{db_url, api_key}
 2. Up to 100 log entries from the queue; VRAM from ``nvidia-smi --query-gpu=memory.total,memory.used
    --format=csv,noheader,nounits`` (0, 0 when it fails).
 3. ``POST {db_url}/rest/v1/rpc/func_worker_heartbeat_with_logs`` with ``apikey``, ``Content-Type``
-   and ``Prefer: return=representation`` (no ``Authorization``), body ``{worker_id_param,
+   and ``Prefer: return=representation`` (no ``Authorization``; banodoco/reigh-worker 22cbba9's
+   ``source/runtime/worker/guardian.py`` also sends ``Authorization: Bearer`` with the same key), body ``{worker_id_param,
    vram_total_mb_param, vram_used_mb_param, logs_param, status_param: "active"}``, through ``curl -s
    -X POST -m 10`` (as the worker does; the HTTP status is ignored, ``success: true`` in the answer
    counts). Without curl on the machine, httpx sends the same request.
@@ -19,7 +20,8 @@ worker's pid, a ``multiprocessing.Queue`` of log entries and ``{db_url, api_key}
 
 Being a daemonic child, it is terminated by ``multiprocessing`` when the worker exits normally
 (``sys.exit``), so only an abrupt death (a signal, ``os._exit``) leaves it to report ``crashed``, as
-in production.
+in production. Reigh-worker 22cbba9's worker terminates it itself on the way out and sends one last beat
+``{0, 0, [], "terminated"}`` (:func:`send_shutdown_beat`).
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ def send_heartbeat(config: Mapping[str, str], payload: Mapping[str, Any]) -> boo
     body = json.dumps(payload)
     curl = shutil.which("curl")
     try:
+        bearer = ["-H", f"Authorization: Bearer {config['api_key']}"] if config.get("bearer") else []
         if curl is not None:
             done = subprocess.run(
                 [
@@ -140,11 +143,12 @@ def send_heartbeat(config: Mapping[str, str], payload: Mapping[str, Any]) -> boo
                     str(CURL_MAX_TIME),
                     url,
                     "-H",
-                    f"apikey: {config['api_key']}",
-                    "-H",
                     "Content-Type: application/json",
                     "-H",
                     "Prefer: return=representation",
+                    *bearer,
+                    "-H",
+                    f"apikey: {config['api_key']}",
                     "-d",
                     body,
                 ],
@@ -164,6 +168,8 @@ def send_heartbeat(config: Mapping[str, str], payload: Mapping[str, Any]) -> boo
                 "Content-Type": "application/json",
                 "Prefer": "return=representation",
             }
+            if config.get("bearer"):
+                headers["Authorization"] = f"Bearer {config['api_key']}"
             text = httpx.post(url, content=body, headers=headers, timeout=CURL_MAX_TIME).text
     except Exception as exc:  # the guardian never dies of a failed beat
         log.warning("guardian_heartbeat_failed", error=str(exc)[:300])
@@ -212,18 +218,37 @@ def guardian_main(
     log.info("guardian_exiting")
 
 
-def start_guardian(
-    worker_id: str, supabase_url: str, api_key: str, interval: float = HEARTBEAT_SEC
-) -> tuple[BaseProcess, Queue[Any]]:
-    """Fork the guardian (before the worker starts any thread) and return it with its log queue."""
-    ctx = multiprocessing.get_context("fork")
-    log_queue: Queue[Any] = ctx.Queue(maxsize=LOG_QUEUE_MAX)
-    config = {
+def guardian_config(worker_id: str, supabase_url: str, api_key: str, *, bearer: bool) -> dict[str, str]:
+    """What the guardian and the shutdown beat send with (``bearer``: the Authorization header too)."""
+    return {
         "worker_id": worker_id,
         "worker_pid": str(os.getpid()),
         "db_url": supabase_url,
         "api_key": api_key,
+        **({"bearer": "1"} if bearer else {}),
     }
+
+
+def send_shutdown_beat(process: BaseProcess, config: Mapping[str, str]) -> bool:
+    """Reigh-worker 22cbba9's way out (``server.py``, the main loop's ``finally``): terminate the
+    guardian, wait up to 5 s for it, then one beat ``{0, 0, [], "terminated"}``. Never raises."""
+    with contextlib.suppress(Exception):
+        process.terminate()
+        process.join(5)
+    try:
+        return send_heartbeat(config, heartbeat_payload(config["worker_id"], 0, 0, [], "terminated"))
+    except Exception as exc:
+        log.warning("shutdown_heartbeat_failed", error=str(exc)[:300])
+        return False
+
+
+def start_guardian(
+    worker_id: str, supabase_url: str, api_key: str, interval: float = HEARTBEAT_SEC, *, bearer: bool = False
+) -> tuple[BaseProcess, Queue[Any]]:
+    """Fork the guardian (before the worker starts any thread) and return it with its log queue."""
+    ctx = multiprocessing.get_context("fork")
+    log_queue: Queue[Any] = ctx.Queue(maxsize=LOG_QUEUE_MAX)
+    config = guardian_config(worker_id, supabase_url, api_key, bearer=bearer)
     process = ctx.Process(
         target=guardian_main,
         args=(worker_id, os.getpid(), log_queue, config, interval),

@@ -10,6 +10,22 @@ the orchestrator starts this worker over SSH exactly as it starts the real one::
 the app's public surface, never to a function of ours: the Edge Functions, PostgREST tables and the
 heartbeat RPC, with the real calls' paths, headers, bodies, status handling, retries and intervals.
 
+Two revisions (``SIM_WORKER_REVISION``), both public:
+
+- ``22cbba9`` (the default): banodoco/reigh-worker @22cbba9 (2026-04-11), the commit
+  ``docs/worker-start.md`` tells operators to pin (``WORKER_GIT_COMMIT``). ``worker.py`` is a shim for
+  ``source/runtime/worker/server.py``, whose differences from 4d09184 are followed here:
+  ``source/core/db/task_claim.py`` ``poll_next_task`` (no read of its own task; ``task-counts`` then a
+  claim whatever the counts said, 02b1eab; ``same_model_only`` and ``max_task_wait_minutes`` in the
+  claim), ``source/models/wgp/generation_helpers.py`` (``update-worker-model {worker_id,
+  current_model}``, which the app accepts), ``source/runtime/worker/guardian.py`` (``Authorization:
+  Bearer`` beside ``apikey``), and ``server.py``'s shutdown: SIGTERM as SIGINT, and the main loop's
+  ``finally`` terminating the guardian and sending one last beat ``terminated``, after an interrupt and
+  after a fatal error's exit 1 alike. It is also the harsher worker for the orchestrator: a claim whose
+  answer is lost leaves the task In Progress under a live worker that never runs it (only the stuck-task
+  check ends that), and a shutdown is a ``terminated`` beat, not a ``crashed`` one.
+- ``4d09184``: banodoco/Reigh-Worker @4d09184 (2026-03-01), the sources below.
+
 Sources (public; re-read for each change):
 
 - banodoco/Reigh-Worker @4d09184 (2026-03-01): ``worker.py`` (arguments, start-up, the main loop:
@@ -50,12 +66,14 @@ What it does, as the real worker does:
 - **Heartbeat.** A separate guardian process (``reigh_worker/guardian.py``) posts
   ``func_worker_heartbeat_with_logs`` at start, then every 20 s, with the log entries the worker
   queued; one ``crashed`` beat when the worker process dies abruptly.
-- **Poll** (every ``--poll-interval`` s, default 10, while idle; 1 s after a task): GET its own In
-  Progress task (recovery: run it without claiming), then ``task-counts`` (no claim when
-  ``queued_only`` is 0 and no ``eligible_queued``), then ``claim-next-task`` (200: a task; 204:
-  none; anything else: none).
-- **A task.** ``update-worker-model`` when the task's model differs from the loaded one (the app
-  answers 400 to the worker's body), ``update-task-status`` ``In Progress`` with
+- **Poll** (every ``--poll-interval`` s, default 10, while idle; 1 s after a task). 22cbba9:
+  ``task-counts``, then ``claim-next-task`` with ``same_model_only: true`` and
+  ``max_task_wait_minutes`` (``MAX_TASK_WAIT_MINUTES``, 5) whatever the counts said (200: a task; 204:
+  none; anything else: none). 4d09184: GET its own In Progress task (recovery: run it without
+  claiming), then ``task-counts`` (no claim when ``queued_only`` is 0 and no ``eligible_queued``), then
+  ``claim-next-task`` with ``{worker_id, run_type}``.
+- **A task.** ``update-worker-model`` when the task's model differs from the loaded one (22cbba9's
+  ``current_model`` body the app accepts; 4d09184's ``model`` it answers 400), ``update-task-status`` ``In Progress`` with
   ``reset_generation_started_at``, the "generation" (``params.duration_sec``, or
   ``sim_duration_sec``, default 2 s, divided by ``SIM_WORKER_SPEED``), then a small output file
   completed through ``complete_task`` with ``file_data`` (base64) and ``filename``; a failure is
@@ -70,7 +88,8 @@ What it does, as the real worker does:
   ``is_last_segment``, ``child_order``, ``project_id``) and carrying the parent's ``duration_sec`` (and
   ``model``) as its own; then it reports "still orchestrating" (``update-task-status {In Progress,
   output_location: "Successfully enqueued N new segment tasks for run R. ..."}``), which the app refuses
-  with a 409, and goes back to polling: the row stays In Progress under this worker. A failed
+  with a 409, and goes back to polling: the row stays In Progress under this worker (22cbba9 never
+  looks at it again; what follows about running it again is 4d09184's). A failed
   ``create-task`` fails the parent (or requeues it, for the retryable error texts), the children made so
   far staying. The app completes the parent when its last child completes. Until then the poll reads
   the parent first, defers it, claims what it can (the children included), and runs the parent again only
@@ -82,7 +101,8 @@ What it does, as the real worker does:
 - **Fatal error** (CUDA/NVML): the handler's client reads its ``workers`` row, PATCHes ``status:
   error`` with ``error_reason``, ``error_time``, ``self_terminated``, then PATCHes the task back to
   Queued naming ``error_details`` (a column ``tasks`` lacks: it fails, as in production), and the
-  worker exits 1 (its guardian is terminated with it: no ``crashed`` beat).
+  worker exits 1 (its guardian is terminated with it: no ``crashed`` beat; 22cbba9 then sends its last
+  beat, ``terminated``).
 
 Test knobs in ``params`` (the real worker would run them as generation parameters): ``duration_sec``,
 ``fail: true`` (with ``error``: the failure text, e.g. "Connection refused" for a retryable one),
@@ -92,7 +112,8 @@ Test knobs in ``params`` (the real worker would run them as generation parameter
 ``orchestrator_details.num_new_segments_to_generate`` wins when set) and ``duration_sec`` (each
 child's). Environment knobs, passed in the pod's environment at creation:
 ``SIM_WORKER_HEARTBEAT_SEC`` (20), ``SIM_WORKER_POLL_SEC`` (the ``--poll-interval``),
-``SIM_WORKER_SPEED`` (1).
+``SIM_WORKER_SPEED`` (1), ``SIM_WORKER_REVISION`` (``22cbba9`` or ``4d09184``), and the real worker's own
+``MAX_TASK_WAIT_MINUTES`` (5, 22cbba9 only).
 
 Known differences from the real worker:
 
@@ -126,8 +147,8 @@ Known differences from the real worker:
   as the handler intends. The consecutive-error thresholds are not simulated (one fatal error suffices).
 - A malformed answer the real worker would crash on (e.g. ``task-counts`` totals that are not numbers)
   is logged and read as "no answer" here.
-- SIGINT: both end on ``KeyboardInterrupt`` (exit 0; Reigh-Worker ``worker.py``'s main loop catches it,
-  logs "Shutting down..." and stops its queue and heartbeat). An interrupt that lands in a finalizer is lost to
+- SIGINT (and with 22cbba9 SIGTERM): both end on ``KeyboardInterrupt`` (exit 0; the real main loop
+  catches it, logs "Shutting down..." and stops its queue and heartbeat). An interrupt that lands in a finalizer is lost to
   Python (printed as "ignored"); the real worker would then go on polling, ours also keeps a flag and
   stops at its next turn. Kinder, and on purpose: the orchestrator never interrupts a worker (it stops
   or terminates the pod), so only our own test harness sends SIGINT, and it needs the exit to be sure.
@@ -173,6 +194,13 @@ GPU_STATE_FILE = "/tmp/.sim-gpu-used-mb"
 IDLE_VRAM_MB = 512
 BUSY_VRAM_MB = 16384
 ORCHESTRATOR_TYPES_NEEDING_PROJECT = frozenset({"travel_orchestrator", "edit_video_orchestrator"})
+# The upstream revisions this worker can behave as (SIM_WORKER_REVISION; see the module docstring): the
+# default is the one docs/worker-start.md tells operators to pin.
+CURRENT_REVISION = "22cbba9"
+OLDER_REVISION = "4d09184"
+REVISIONS = (CURRENT_REVISION, OLDER_REVISION)
+# reigh-worker 22cbba9 server.py: int(os.getenv("MAX_TASK_WAIT_MINUTES", "5")), sent with every claim.
+DEFAULT_MAX_TASK_WAIT_MINUTES = 5
 # What an orchestrator creates, and how many when its params do not say (see the module docstring).
 CHILD_TASK_TYPE = "travel_segment"
 DEFAULT_SEGMENTS = 2
@@ -261,8 +289,13 @@ class ReighWorker:
         log_queue: Any = None,
         gpu_state_file: str | None = None,
         preload_model: str | None = None,
+        revision: str = CURRENT_REVISION,
+        max_task_wait_minutes: int = DEFAULT_MAX_TASK_WAIT_MINUTES,
     ) -> None:
         self.worker_id = worker_id
+        # reigh-worker 22cbba9 (default) or Reigh-Worker 4d09184: see the module docstring.
+        self.current = revision == CURRENT_REVISION
+        self.max_task_wait_minutes = max_task_wait_minutes
         self.edge = edge
         self.table = table
         self.output_dir = output_dir
@@ -297,7 +330,31 @@ class ReighWorker:
     # -- the poll ----------------------------------------------------------------------------------
 
     def next_task(self) -> dict[str, Any] | None:
-        """``get_oldest_queued_task_supabase``: recovery, task counts, claim.
+        """One poll: :meth:`_poll_current` (22cbba9) or :meth:`_poll_older` (4d09184)."""
+        return self._poll_current() if self.current else self._poll_older()
+
+    def _poll_current(self) -> dict[str, Any] | None:
+        """Reigh-worker 22cbba9 ``source/core/db/task_claim.py`` ``poll_next_task``: ``task-counts``, read
+        for its log only, then ``claim-next-task`` whatever it said (02b1eab: the counts leave parents
+        out), with ``same_model_only`` and ``max_task_wait_minutes``. No read of its own In Progress task
+        (``check_my_assigned_tasks`` returns None: "heartbeat handles recovery"), so a task whose claim
+        answer was lost stays In Progress under this worker, never run, and a parent waiting on its
+        children is never run again: the app completes it with its last child."""
+        counts = self.edge.task_counts()
+        if counts is not None:
+            raw_totals = counts.get("totals")
+            totals: Mapping[str, Any] = raw_totals if isinstance(raw_totals, dict) else {}
+            self.log.debug("task_counts", queued_only=_number(totals.get("queued_only")))
+        affinity = {"same_model_only": True, "max_task_wait_minutes": self.max_task_wait_minutes}
+        status, task = self.edge.claim(self.worker_id, affinity)
+        if status == 200 and task is not None:
+            self.log.info("task_claimed", task_id=task.get("task_id"), task_type=task.get("task_type"))
+            self.say("info", f"[CLAIM] Claimed task {task.get('task_id')}", str(task.get("task_id")))
+            return task
+        return None
+
+    def _poll_older(self) -> dict[str, Any] | None:
+        """Reigh-Worker 4d09184 ``get_oldest_queued_task_supabase``: recovery, task counts, claim.
 
         An orchestrator this worker holds is run again only after the claim found nothing, and, when
         ``task-counts`` says nothing is queued, only if none of its children is unfinished; the claim's
@@ -365,7 +422,7 @@ class ReighWorker:
     def _switch_model(self, model: str) -> None:
         if model == self.model:
             return
-        status = self.edge.update_worker_model(self.worker_id, model)
+        status = self.edge.update_worker_model(self.worker_id, model, current=self.current)
         self.log.info("model_loaded", model=model, previous=self.model, notify_status=status)
         self.model = model
 
@@ -626,6 +683,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         heartbeat_sec = _env_float("SIM_WORKER_HEARTBEAT_SEC", guardian_mod.HEARTBEAT_SEC, minimum=0.05)
         poll_sec = _env_float("SIM_WORKER_POLL_SEC", float(args.poll_interval), minimum=0.01)
         speed = _env_float("SIM_WORKER_SPEED", 1.0, minimum=1e-6)
+        revision = os.environ.get("SIM_WORKER_REVISION") or CURRENT_REVISION
+        if revision not in REVISIONS:
+            raise errors.ConfigError(
+                [f"SIM_WORKER_REVISION must be one of {', '.join(REVISIONS)}, got {revision!r}"]
+            )
+        # As there: a value int() refuses stops the worker before its loop.
+        max_wait = int(os.environ.get("MAX_TASK_WAIT_MINUTES") or DEFAULT_MAX_TASK_WAIT_MINUTES)
+    except ValueError as exc:
+        wlog.error("worker_config_invalid", problems=[f"MAX_TASK_WAIT_MINUTES: {exc}"])
+        return 2
     except errors.ConfigError as exc:
         wlog.error("worker_config_invalid", problems=exc.problems)
         return 2
@@ -643,8 +710,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     output_dir = Path(args.main_output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     # First, before any thread: the guardian is forked and beats at once.
+    current = revision == CURRENT_REVISION
+    # 22cbba9: the guardian's key is the service key, else the access token (server.py guardian_key).
+    guardian_key = (service_key or token) if current else (service_key or client_key)
     guardian, log_queue = guardian_mod.start_guardian(
-        worker_id, args.supabase_url, service_key or client_key, interval=heartbeat_sec
+        worker_id, args.supabase_url, guardian_key, interval=heartbeat_sec, bearer=current
     )
     wlog.info(
         "worker_started",
@@ -654,6 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         heartbeat_sec=heartbeat_sec,
         poll_sec=poll_sec,
         speed=speed,
+        revision=revision,
     )
     edge = EdgeClient(
         args.supabase_url, token, service_key=service_key or os.environ.get("SUPABASE_SERVICE_KEY")
@@ -668,6 +739,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_queue=log_queue,
         gpu_state_file=GPU_STATE_FILE if os.environ.get("RUNPOD_POD_ID") else None,
         preload_model=args.preload_model or None,
+        revision=revision,
+        max_task_wait_minutes=max_wait,
     )
 
     def interrupt(_signum: int, _frame: Any) -> None:
@@ -675,11 +748,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, interrupt)
+    if current:
+        # 22cbba9 server.py: "Steady-state SIGTERM/SIGINT map to the existing KeyboardInterrupt cleanup
+        # path." (4d09184 keeps SIGTERM's default: the process dies, and its guardian says crashed.)
+        signal.signal(signal.SIGTERM, interrupt)
     try:
         return worker.run()
     except KeyboardInterrupt:
         wlog.info("worker_stopped", reason="interrupt", tasks_processed=worker.processed)
         return 0
+    finally:
+        if current:
+            # 22cbba9 server.py, the main loop's `finally`, run on an interrupt and on a fatal error's
+            # exit 1 alike: the guardian terminated, then one last beat "terminated".
+            config = guardian_mod.guardian_config(worker_id, args.supabase_url, guardian_key, bearer=True)
+            sent = guardian_mod.send_shutdown_beat(guardian, config)
+            wlog.info("worker_shutdown_beat", sent=sent)
 
 
 # --- the volume layout -------------------------------------------------------------------------------
