@@ -9,8 +9,8 @@ nothing else.
 * The worker's own report (``reported_status``): ``crashed`` (its heartbeat guardian saw the process
   die; the app's heartbeat function has already requeued its tasks) -> error with ``worker_crashed``,
   ``error`` (its fatal-error handler gave up on the GPU) -> error with ``worker_error``, ``terminated``
-  (the last beat of a process shutting down: after a fatal error, whose handler's words on the row make
-  it ``worker_error``, else ``worker_exited``), when the report is
+  (the last beat of a process shutting down: ``worker_exited``, or ``worker_error`` when the fatal-error
+  handler's words are on the row), when the report is
   at or after ``process_started_at`` (or the row's creation when no process start is recorded): an older
   report is a previous process's history.
 * ``SPAWNING_TIMEOUT_SEC`` from creation fails a boot (not while an initialized worker waits for an
@@ -79,8 +79,8 @@ HEALTH_REASONS: frozenset[Reason] = frozenset(
 # worker's code may grow) is left to the other health checks: its heartbeats still tell.
 # 'terminated' is the last beat of a process shutting down (banodoco/reigh-worker since 22cbba9,
 # 2026-04-11: `source/runtime/worker/server.py` sends it from its main loop's `finally`, after SIGTERM or
-# SIGINT and after a FatalWorkerError's exit 1 alike); it means worker_error when the fatal-error
-# handler's words are on the row (see reported_failure).
+# SIGINT, or an exception the loop did not catch); it means worker_error when the fatal-error handler's
+# words are on the row (see reported_failure).
 REPORTED_FAILURES: Mapping[str, Reason] = {
     "crashed": Reason.WORKER_CRASHED,
     "error": Reason.WORKER_ERROR,
@@ -204,8 +204,8 @@ def reported_failure(worker: Worker) -> tuple[Reason, dict[str, Any]] | None:
         if reason is Reason.WORKER_EXITED and any(
             worker.reported_details.get(k) not in (None, False, "") for k in FATAL_HANDLER_KEYS
         ):
-            # The fatal handler marked the row `error` just before the exit whose last beat this is:
-            # the failure is that error, and its words are in the details.
+            # The fatal handler wrote its words on the row (they stay in the metadata the heartbeat
+            # writes back) before the process went: the failure is that error.
             reason = Reason.WORKER_ERROR
     return reason, details
 

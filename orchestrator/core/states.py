@@ -220,7 +220,8 @@ class Reason(StrEnum):
     WORKER_CRASHED = "worker_crashed"
     WORKER_ERROR = "worker_error"
     # The process said it shut down ('terminated', its last heartbeat on the way out) with no fatal
-    # error recorded: a signal, or an exit the worker chose; the pod is left without a worker.
+    # error recorded: a signal, or an exception its main loop did not catch; the pod is left without
+    # a worker.
     WORKER_EXITED = "worker_exited"
     # scale down
     IDLE = "idle_timeout"

@@ -434,43 +434,6 @@ def test_a_worker_past_its_probation_keeps_its_activation_unless_its_process_die
         assert row["boot_outcome"] == "activated" and not failed and boot["ok"] is True
 
 
-def test_the_shutdown_beat_after_a_fatal_error_keeps_the_errors_words(
-    raw: psycopg.Connection[Any], real_worker: RealWorkerSQL
-) -> None:
-    """reigh-worker 22cbba9: the fatal handler PATCHes `error` with its words, the process exits, and its
-    main loop's `finally` posts a last heartbeat `terminated`. The report is the shutdown's; the error's
-    words stay under it (error_reason is one of our keys: the beat's copy of the row has none). A
-    `terminated` long after an older `error` takes nothing from it."""
-    add_worker(raw, "w1", "active", process_started_at="2026-11-29T00:00:00Z")
-    add_tasks(raw, 1, task_type="generate")
-    assert real_worker.claim("w1") is not None
-    raw.execute(
-        "UPDATE public.workers SET status = 'error', metadata = metadata || jsonb_build_object("
-        "'error_reason', 'FATAL cuda_hardware: GPU has fallen off the bus', 'self_terminated', true) "
-        "WHERE id = 'w1'"
-    )
-    real_worker.heartbeat("w1", status="terminated")
-    w = worker_row(raw, "w1")
-    assert w["status"] == "active" and w["reported_status"] == "terminated"
-    assert w["reported_details"] == {
-        "error_reason": "FATAL cuda_hardware: GPU has fallen off the bus",
-        "self_terminated": True,
-        "in_task": True,
-    }
-    # A process that reported an error long ago and shuts down now: its own words only.
-    add_worker(raw, "w2", "active", process_started_at="2026-11-29T00:00:00Z")
-    raw.execute("UPDATE public.workers SET status = 'error' WHERE id = 'w2'")
-    raw.execute("ALTER TABLE public.workers DISABLE TRIGGER USER")
-    raw.execute(
-        "UPDATE public.workers SET reported_at = now() - interval '2 hours', "
-        "reported_details = '{\"error_reason\": \"old\"}' WHERE id = 'w2'"
-    )
-    raw.execute("ALTER TABLE public.workers ENABLE TRIGGER USER")
-    real_worker.heartbeat("w2", status="terminated")
-    late = worker_row(raw, "w2")
-    assert late["reported_status"] == "terminated" and late["reported_details"] is None
-
-
 def test_heartbeat_of_spawning_worker_is_recorded_without_promotion(
     raw: psycopg.Connection[Any], real_worker: RealWorkerSQL
 ) -> None:

@@ -137,9 +137,10 @@ def test_a_fatal_error_reported_by_the_worker_fails_it_with_its_details() -> Non
     assert details["reported_details"]["error_reason"].startswith("FATAL cuda_hardware")
 
 
-def test_a_fatal_errors_shutdown_beat_fails_the_worker_as_the_error_it_follows() -> None:
-    # banodoco/reigh-worker 22cbba9: the fatal handler PATCHes `error` with its metadata, exits 1, and
-    # the main loop's `finally` sends a last heartbeat `terminated`, which the database records last.
+def test_a_shutdown_beat_after_the_fatal_handlers_words_fails_the_worker_as_that_error() -> None:
+    # banodoco/reigh-worker 22cbba9: a process whose fatal-error handler wrote its words on the row (they
+    # stay in the metadata every heartbeat writes back) and that then shuts down (a signal) sends a last
+    # heartbeat `terminated`, which the database records last.
     w = reported(
         worker("gpu-a", running=["t1"], heartbeat=1, process_started_at=ago(900)),
         "terminated",

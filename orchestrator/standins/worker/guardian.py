@@ -231,13 +231,16 @@ def guardian_config(worker_id: str, supabase_url: str, api_key: str, *, bearer: 
 
 def send_shutdown_beat(process: BaseProcess, config: Mapping[str, str]) -> bool:
     """Reigh-worker 22cbba9's way out (``server.py``, the main loop's ``finally``): terminate the
-    guardian, wait up to 5 s for it, then one beat ``{0, 0, [], "terminated"}``. Never raises."""
-    with contextlib.suppress(Exception):
+    guardian, wait up to 5 s for it, then one beat ``{0, 0, [], "terminated"}``. Never raises: as there,
+    each step catches even a second interrupt (``BaseException``), so one step's failure skips no other."""
+    try:
         process.terminate()
         process.join(5)
+    except BaseException as exc:  # already on the way out: as 22cbba9, even a second interrupt
+        log.warning("guardian_termination_failed", error=str(exc)[:300])
     try:
         return send_heartbeat(config, heartbeat_payload(config["worker_id"], 0, 0, [], "terminated"))
-    except Exception as exc:
+    except BaseException as exc:
         log.warning("shutdown_heartbeat_failed", error=str(exc)[:300])
         return False
 

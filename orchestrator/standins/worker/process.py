@@ -19,11 +19,17 @@ Two revisions (``SIM_WORKER_REVISION``), both public:
   claim whatever the counts said, 02b1eab; ``same_model_only`` and ``max_task_wait_minutes`` in the
   claim), ``source/models/wgp/generation_helpers.py`` (``update-worker-model {worker_id,
   current_model}``, which the app accepts), ``source/runtime/worker/guardian.py`` (``Authorization:
-  Bearer`` beside ``apikey``), and ``server.py``'s shutdown: SIGTERM as SIGINT, and the main loop's
-  ``finally`` terminating the guardian and sending one last beat ``terminated``, after an interrupt and
-  after a fatal error's exit 1 alike. It is also the harsher worker for the orchestrator: a claim whose
-  answer is lost leaves the task In Progress under a live worker that never runs it (only the stuck-task
-  check ends that), and a shutdown is a ``terminated`` beat, not a ``crashed`` one.
+  Bearer`` beside ``apikey``), ``server.py``'s shutdown (SIGTERM as SIGINT, and the main loop's
+  ``finally`` terminating the guardian and sending one last beat ``terminated``), and its fatal errors:
+  ``source/task_handlers/queue/task_processor.py`` runs the fatal-error handler in the generation thread,
+  whose ``worker_loop`` catches the ``FatalWorkerError`` it raises (``except BaseException``) and goes
+  on, so the row is marked ``error``, the task fails through the main loop's ordinary path and the
+  process polls on, claiming on a broken GPU until the orchestrator ends the pod. It is also the harsher
+  worker for the orchestrator: a claim whose answer is lost leaves the task In Progress under a live
+  worker that never runs it (only the stuck-task check ends that), a fatal error leaves a live process
+  claiming, and a shutdown is a ``terminated`` beat, not a ``crashed`` one. The signal handlers are
+  installed just before the loop (the real worker's too, after its start-up: a SIGTERM during its
+  Wan2GP import ends it without the last beat).
 - ``4d09184``: banodoco/Reigh-Worker @4d09184 (2026-03-01), the sources below.
 
 Sources (public; re-read for each change):
@@ -101,8 +107,9 @@ What it does, as the real worker does:
 - **Fatal error** (CUDA/NVML): the handler's client reads its ``workers`` row, PATCHes ``status:
   error`` with ``error_reason``, ``error_time``, ``self_terminated``, then PATCHes the task back to
   Queued naming ``error_details`` (a column ``tasks`` lacks: it fails, as in production), and the
-  worker exits 1 (its guardian is terminated with it: no ``crashed`` beat; 22cbba9 then sends its last
-  beat, ``terminated``).
+  worker exits 1 (its guardian is terminated with it: no ``crashed`` beat). 22cbba9 does not exit: its
+  main loop reports the task ``Failed`` with the error text (``update-task-status``, or ``Queued`` for
+  a retryable text) and polls on.
 
 Test knobs in ``params`` (the real worker would run them as generation parameters): ``duration_sec``,
 ``fail: true`` (with ``error``: the failure text, e.g. "Connection refused" for a retryable one),
@@ -142,9 +149,9 @@ Known differences from the real worker:
   one would, until something else ends the parent.
 - ``load_dotenv`` is not called (the laid-out checkout has no ``.env``); ``.env`` values the real
   worker would read are not simulated.
-- The fatal path: in Reigh-Worker the failing task PATCH raises postgrest's ``APIError``, which the
-  handler does not catch, so whether the process then exits is not evident from the source; we exit 1,
-  as the handler intends. The consecutive-error thresholds are not simulated (one fatal error suffices).
+- The fatal path of 4d09184: in Reigh-Worker the failing task PATCH raises postgrest's ``APIError``,
+  which the handler does not catch, so whether the process then exits is not evident from the source;
+  we exit 1, as the handler intends (22cbba9's does not exit, as modelled). The consecutive-error thresholds are not simulated (one fatal error suffices).
 - A malformed answer the real worker would crash on (e.g. ``task-counts`` totals that are not numbers)
   is logged and read as "no answer" here.
 - SIGINT (and with 22cbba9 SIGTERM): both end on ``KeyboardInterrupt`` (exit 0; the real main loop
@@ -455,7 +462,8 @@ class ReighWorker:
                 os._exit(70)
             if params.get("fatal"):
                 time.sleep(seconds / 2)
-                self._fatal(task_id, params.get("fatal"))  # exits
+                message = self._fatal(task_id, params.get("fatal"))  # 4d09184: exits
+                return self._failed(task, message, round(time.monotonic() - started, 3))
             time.sleep(seconds)
             elapsed = round(time.monotonic() - started, 3)
             if params.get("fail") is True:
@@ -589,7 +597,9 @@ class ReighWorker:
         tlog.info("task_failed", elapsed_sec=elapsed, error=message[:200])
         return "failed"
 
-    def _fatal(self, task_id: str, fatal: Any) -> None:
+    def _fatal(self, task_id: str, fatal: Any) -> str:
+        """The fatal-error handler's writes, then 4d09184's exit 1; with 22cbba9 the error text, which the
+        main loop reports as the task's failure while the process polls on (see the module docstring)."""
         category = str(fatal) if isinstance(fatal, str) and fatal in FATAL_ERRORS else "cuda_hardware"
         message = FATAL_ERRORS[category]
         reason = f"FATAL {category}: {message[:500]}"
@@ -603,6 +613,10 @@ class ReighWorker:
             self.log.warning(
                 "fatal_mark_skipped", problem="SUPABASE_URL or the service key is not in the environment"
             )
+        if self.current:
+            # 22cbba9 raises FatalWorkerError in its generation thread, whose loop catches every
+            # exception and goes on (task_processor.py worker_loop): the task has failed, nothing exits.
+            return message
         sys.stdout.flush()
         sys.exit(1)
 
