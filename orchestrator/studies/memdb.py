@@ -234,8 +234,8 @@ class SimDB:
 
     def claim(self, worker_id: str) -> TaskRow | None:
         """The app's claim (``claim-next-task``): the oldest claimable task, for a worker in a claiming
-        state only (the guard on ``tasks`` makes the claim fail for any other managed row; the worker
-        sees no task and polls again)."""
+        state that has not reported its own failure since it entered it (the guard on ``tasks`` makes
+        the claim fail for any other managed row; the worker sees no task and polls again)."""
         w = self.workers.get(worker_id)
         if w is None:
             # tasks.worker_id references workers(id): the claim fails (HTTP 500); nothing claimed.
@@ -244,6 +244,12 @@ class SimDB:
             )
         if w.status not in ("initializing", "active"):
             return None
+        if (
+            w.reported_status in ("error", "crashed", "terminated")
+            and w.reported_at is not None
+            and w.reported_at >= w.status_changed_at
+        ):
+            return None  # it reported its own failure in this state (migration 20261216000100)
         row = self._oldest_queued()
         if row is None:
             return None

@@ -151,8 +151,10 @@ def test_a_fatal_error_is_recorded_as_reported_and_the_task_failed_while_the_pro
 ) -> None:
     """banodoco/reigh-worker 22cbba9: the fatal-error handler runs in the generation thread, whose loop
     catches the FatalWorkerError; the process goes on, the task fails through the main loop, and the
-    row's `error` is what tells the orchestrator."""
+    row's `error` is what tells the orchestrator. Until the orchestrator ends it, it takes no more."""
     [task_id] = stack.enqueue(1, duration_sec=0.4, params={"fatal": "cuda_driver"})
+    # Queued after it: work the broken GPU must not take.
+    later = stack.enqueue(2, duration_sec=0.1)
     proc, log = start_worker(stack, "gpu-w-fatal", tmp_path)
     killer.append(proc)
     t = wait_for(lambda: (x := task(stack, task_id))["status"] == "Failed" and x, what="the task failed")
@@ -172,6 +174,14 @@ def test_a_fatal_error_is_recorded_as_reported_and_the_task_failed_while_the_pro
     reported_at = w["reported_at"]
     wait_for(lambda: row(stack, "gpu-w-fatal")["last_heartbeat"] > reported_at, what="a later beat")
     assert proc.poll() is None and row(stack, "gpu-w-fatal")["reported_status"] == "error"
+    # It polled on, and every claim was refused (migration 20261216000100): the tasks queued after the
+    # fatal one wait for another worker, none failed on the broken GPU.
+    wait_for(
+        lambda: sum(1 for x in log.read_text().splitlines() if '"claim_failed"' in x) >= 2,
+        what="two refused claims",
+    )
+    assert [task(stack, t)["status"] for t in later] == ["Queued", "Queued"]
+    assert [task(stack, t)["attempts"] for t in later] == [0, 0]
     # What the daemon makes of it: the worker failed for its fatal error.
     snapshot = stack.sql("select orch_snapshot()")[0][0]
     [seen] = [x for x in Snapshot.from_json(snapshot).workers if x.id == "gpu-w-fatal"]

@@ -337,6 +337,32 @@ def test_heartbeat_of_a_draining_worker_is_recorded_but_never_undrains(
     assert state(raw) == before
 
 
+@pytest.mark.parametrize("report", ["error", "crashed", "terminated"])
+def test_a_worker_that_reported_its_own_failure_claims_nothing_more(
+    db: Database, raw: psycopg.Connection[Any], real_worker: RealWorkerSQL, token: int, report: str
+) -> None:
+    """reigh-worker 22cbba9's fatal-error handler marks the row `error` and the process polls on: every
+    task it took on the broken GPU would fail. Its claims are refused until the orchestrator ends it; a
+    report from before the worker's last state change (a resumed pod's previous process) is history."""
+    add_worker(raw, "w1", "active", process_started_at="2026-01-01T00:00:00Z")
+    [task_id] = add_tasks(raw, 1)
+    if report == "error":
+        raw.execute("UPDATE public.workers SET status = 'error' WHERE id = 'w1'")  # the handler's PATCH
+    else:
+        real_worker.heartbeat("w1", status=report)
+    assert worker_row(raw, "w1")["status"] == "active" and worker_row(raw, "w1")["reported_status"] == report
+    before = state(raw)
+    with pytest.raises(psycopg.Error) as info:
+        real_worker.claim("w1")
+    assert info.value.sqlstate == "OR004" and f"reported {report}" in str(info.value)
+    assert state(raw) == before and task_row(raw, task_id)["status"] == "Queued"
+    # The same report, older than the worker's last state change, holds nothing back.
+    db.transition_worker(token, "w1", "draining", "idle_timeout")
+    db.transition_worker(token, "w1", "active", "work_came_back")
+    assert real_worker.claim("w1") is not None
+    assert task_row(raw, task_id)["status"] == "In Progress"
+
+
 def test_heartbeat_records_vram_and_never_promotes(
     db: Database, raw: psycopg.Connection[Any], real_worker: RealWorkerSQL, token: int
 ) -> None:
