@@ -446,7 +446,16 @@ class RunpodProvider(PodSSH):
         return self.transport.get_pod(runpod_id)
 
     def list_pods(self) -> list[Pod]:
-        return self.transport.list_pods()
+        pods = self.transport.list_pods()
+        # A pod the account no longer lists has no host key to check: its pin goes (terminate and resume
+        # drop theirs, but a pod that ended otherwise, a failed terminate the listing later confirmed,
+        # kept it for the daemon's whole life). The row's recorded fingerprint still pins a pod that
+        # comes back into the listing.
+        listed = {p.id for p in pods}
+        with self._lock:
+            for runpod_id in [i for i in self._host_keys if i not in listed]:
+                del self._host_keys[runpod_id]
+        return pods
 
     def pod_status(self, runpod_id: str) -> dict[str, Any] | None:
         """The original's status dict (exactly its keys), or None when Runpod no longer knows the pod."""

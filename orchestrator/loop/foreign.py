@@ -60,5 +60,9 @@ class ForeignWatch:
             and w.id not in self._ours
             and w.id not in self._said
         ]
+        # Named rows that left the live list are forgotten, so the set stays the size of the live foreign
+        # rows over a leadership of months; one that comes back (a worker beating under an old id) is
+        # named once more.
+        self._said &= live
         self._said.update(found)
         return found

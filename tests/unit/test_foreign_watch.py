@@ -34,3 +34,11 @@ def test_a_spawn_long_gone_is_forgotten_but_a_slow_registration_is_not_taken_for
     for _ in range(ForeignWatch.FORGET_AFTER_CHECKS + 2):
         watch.check(snap([]))  # ended: out of the live list
     assert "gpu-slow" not in watch._ours
+
+
+def test_rows_named_are_forgotten_once_gone_so_a_leadership_of_months_holds_only_the_live_ones() -> None:
+    watch = ForeignWatch()
+    watch.lead(1, ago(600))
+    for i in range(1000):  # another orchestrator spawning on our prefix, each row ending before the next
+        assert watch.check(snap([worker(f"gpu-theirs-{i}", created=5)])) == [f"gpu-theirs-{i}"]
+    assert watch._said == {"gpu-theirs-999"}
