@@ -249,7 +249,7 @@ class SimDB:
             and w.reported_at is not None
             and w.reported_at >= w.status_changed_at
         ):
-            return None  # it reported its own failure in this state (migration 20261216000100)
+            return None  # it reported its own failure in this state (migration 20261216000200)
         row = self._oldest_queued()
         if row is None:
             return None

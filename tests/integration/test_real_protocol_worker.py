@@ -174,7 +174,7 @@ def test_a_fatal_error_is_recorded_as_reported_and_the_task_failed_while_the_pro
     reported_at = w["reported_at"]
     wait_for(lambda: row(stack, "gpu-w-fatal")["last_heartbeat"] > reported_at, what="a later beat")
     assert proc.poll() is None and row(stack, "gpu-w-fatal")["reported_status"] == "error"
-    # It polled on, and every claim was refused (migration 20261216000100): the tasks queued after the
+    # It polled on, and every claim was refused (migration 20261216000200): the tasks queued after the
     # fatal one wait for another worker, none failed on the broken GPU.
     wait_for(
         lambda: sum(1 for x in log.read_text().splitlines() if '"claim_failed"' in x) >= 2,
