@@ -165,6 +165,10 @@ class Database(Protocol):
         self, token: int, worker_id: str, reason: str, max_attempts: int = 3
     ) -> dict[str, Any]: ...
 
+    def requeue_stranded_tasks(
+        self, token: int, worker_id: str, task_ids: Sequence[str], reason: str, max_attempts: int = 3
+    ) -> dict[str, Any]: ...
+
     def requeue_unowned_tasks(
         self, token: int, older_than_sec: float, reason: str, max_attempts: int = 3
     ) -> dict[str, Any]: ...

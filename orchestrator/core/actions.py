@@ -8,7 +8,8 @@ another lookup; each is meant to be applied idempotently (twice, or after a cras
 same state, and the next tick's snapshot shows what happened).
 
 The action set is small on purpose: Spawn, Initialize, StartProcess, WatchStart, Promote, FailWorker, Drain,
-Reactivate, TerminatePod, MarkTerminated, RequeueTasks, RequeueUnownedTasks, ReleaseParents, and for the
+Reactivate, TerminatePod, MarkTerminated, RequeueTasks, RequeueStrandedTasks, RequeueUnownedTasks,
+ReleaseParents, and for the
 warm pool StopPod, MarkStopped and ResumePod (each documented below with what its executor does).
 """
 
@@ -213,6 +214,21 @@ class RequeueTasks(Action):
     kind: ClassVar[str] = "requeue_tasks"
     worker_id: str
     running_task_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequeueStrandedTasks(Action):
+    """Requeue tasks a live worker holds but no longer runs: In Progress under it, no parent, and older
+    than another such task it holds (the worker runs one task at a time, so it moved on: a claim whose
+    answer it never got). The worker itself is left alone.
+
+    Executor: ``orch_requeue_stranded_tasks(worker_id, task_ids, reason, MAX_TASK_ATTEMPTS)``, which
+    checks again, at the time of the call, that each is still held and older than one the worker holds,
+    and counts an attempt (dead-lettered at the limit)."""
+
+    kind: ClassVar[str] = "requeue_stranded_tasks"
+    worker_id: str
+    task_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -73,6 +73,7 @@ from orchestrator.core.actions import (
     MarkTerminated,
     Plan,
     Promote,
+    RequeueStrandedTasks,
     RequeueTasks,
     RequeueUnownedTasks,
     StartProcess,
@@ -176,6 +177,11 @@ def plan(
             reason, details = unhealthy
             _fail(d, worker, pod, reason, details)
             continue
+        stranded = stranded_tasks(worker)
+        if stranded:
+            d.actions.append(
+                RequeueStrandedTasks(reason=Reason.STRANDED_TASK, worker_id=worker.id, task_ids=stranded)
+            )
         if status.booting:
             _boot(d, worker, pod)
             if worker.id not in d.leaving:
@@ -329,6 +335,21 @@ def _reap(d: Draft, worker: Worker, pod: PodView | None) -> None:
                 reason=Reason.REQUEUE_RETRY, worker_id=worker.id, running_task_ids=worker.running_task_ids
             )
         )
+
+
+def stranded_tasks(worker: Worker) -> tuple[str, ...]:
+    """Tasks the worker holds but does not run: no parent, and started before another such task it holds.
+
+    The worker runs one task at a time (banodoco/reigh-worker 22cbba9 ``server.py``: its main loop claims
+    the next only when the task it processes has ended), so a task of its older than the one it runs was
+    left behind: claimed for it by the app, its answer never received (22cbba9 no longer reads its own
+    In Progress task back, ``task_claim.py`` ``check_my_assigned_tasks``). Parents are not counted: one
+    the worker reported "still orchestrating" waits under it for its children."""
+    held = [t for t in worker.running_tasks if not t.is_parent and t.started_at is not None]
+    if len(held) < 2:
+        return ()
+    newest = max(t.started_at for t in held if t.started_at is not None)
+    return tuple(sorted(t.id for t in held if t.started_at is not None and t.started_at < newest))
 
 
 # --- boot -----------------------------------------------------------------------------------------

@@ -215,6 +215,8 @@ class Reason(StrEnum):
     POD_MISSING = "pod_missing"  # no pod at the provider for a row that had or should have one
     HEARTBEAT_STALE = "heartbeat_stale"
     TASK_STUCK = "task_stuck"
+    # A task held, not run: In Progress under a live worker that holds a newer one (RequeueStrandedTasks).
+    STRANDED_TASK = "task_not_run"
     # The worker's own word (Worker.reported_status): its heartbeat guardian saw the process die
     # ('crashed'), or its fatal-error handler gave up on the GPU ('error').
     WORKER_CRASHED = "worker_crashed"

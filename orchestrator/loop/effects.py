@@ -108,6 +108,8 @@ class Effects(Protocol):
 
     def requeue(self, worker_id: str, reason: str) -> Steps[Requeued]: ...
 
+    def requeue_stranded(self, worker_id: str, task_ids: tuple[str, ...], reason: str) -> Steps[Requeued]: ...
+
     def requeue_unowned(self, older_than_sec: float, reason: str) -> Steps[Requeued]: ...
 
     def release_parents(self, worker_id: str, reason: str) -> Steps[tuple[str, ...]]: ...
@@ -239,6 +241,15 @@ class LiveEffects:
         return at_once(
             lambda: Requeued.from_json(
                 self.db.requeue_worker_tasks(self.token, worker_id, reason, self.max_task_attempts)
+            )
+        )
+
+    def requeue_stranded(self, worker_id: str, task_ids: tuple[str, ...], reason: str) -> Steps[Requeued]:
+        return at_once(
+            lambda: Requeued.from_json(
+                self.db.requeue_stranded_tasks(
+                    self.token, worker_id, task_ids, reason, self.max_task_attempts
+                )
             )
         )
 

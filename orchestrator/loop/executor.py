@@ -37,6 +37,7 @@ from orchestrator.core.actions import (
     Promote,
     Reactivate,
     ReleaseParents,
+    RequeueStrandedTasks,
     RequeueTasks,
     RequeueUnownedTasks,
     ResumePod,
@@ -458,6 +459,21 @@ def requeue_tasks(a: RequeueTasks, worker: Worker | None, fx: Effects) -> Steps[
     return {"tasks_reset": requeued.count}
 
 
+def requeue_stranded_tasks(a: RequeueStrandedTasks, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
+    requeued = yield from fx.requeue_stranded(a.worker_id, a.task_ids, a.reason.value)
+    if requeued.count:
+        fx.log.warning(
+            "stranded_tasks_requeued",
+            worker_id=a.worker_id,
+            requeued=len(requeued.requeued),
+            dead_lettered=len(requeued.failed),
+            task_ids=list(requeued.requeued + requeued.failed)[:20],
+            hint="the worker holds a newer task: these were claimed for it but never run (a claim "
+            "answer it did not get); the worker itself is healthy",
+        )
+    return {"tasks_reset": requeued.count}
+
+
 def requeue_unowned_tasks(a: RequeueUnownedTasks, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
     requeued = yield from fx.requeue_unowned(a.older_than_sec, a.reason.value)
     if requeued.count:
@@ -590,6 +606,7 @@ HANDLERS: Mapping[type[Action], Handler] = {
     TerminatePod: terminate_pod,
     MarkTerminated: mark_terminated,
     RequeueTasks: requeue_tasks,
+    RequeueStrandedTasks: requeue_stranded_tasks,
     RequeueUnownedTasks: requeue_unowned_tasks,
     ReleaseParents: release_parents,
     StopPod: stop_pod,

@@ -90,6 +90,11 @@ class VirtualEffects:
     def requeue(self, worker_id: str, reason: str) -> Steps[Requeued]:
         return at_once(lambda: Requeued.from_json(self.sim.db.requeue_worker_tasks(worker_id, reason)))
 
+    def requeue_stranded(self, worker_id: str, task_ids: tuple[str, ...], reason: str) -> Steps[Requeued]:
+        return at_once(
+            lambda: Requeued.from_json(self.sim.db.requeue_stranded_tasks(worker_id, task_ids, reason))
+        )
+
     def requeue_unowned(self, older_than_sec: float, reason: str) -> Steps[Requeued]:
         return at_once(lambda: Requeued.from_json(self.sim.db.requeue_unowned_tasks(older_than_sec, reason)))
 

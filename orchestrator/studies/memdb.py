@@ -319,6 +319,42 @@ class SimDB:
         self._cascade(failed)
         return {"requeued": requeued, "failed": failed}
 
+    def requeue_stranded_tasks(
+        self, worker_id: str, task_ids: tuple[str, ...], reason: str, max_attempts: int | None = None
+    ) -> dict[str, list[str]]:
+        """``orch_requeue_stranded_tasks`` (migration 20261216000300): of ``task_ids``, those the worker
+        holds (no parent) while it holds a newer such task, attempt counted, dead-lettered at the limit."""
+        if worker_id not in self.workers:
+            raise errors.NotFound(
+                "orch_requeue_stranded_tasks", f'unknown worker "{worker_id}"', code="OR003"
+            )
+        limit = self.max_attempts if max_attempts is None else max_attempts
+        held = [
+            self.tasks[t]
+            for t in self.running.get(worker_id, ())
+            if PARENT_MARK not in self.tasks[t].task_type and self.tasks[t].started_at is not None
+        ]
+        newest = max((r.started_at for r in held if r.started_at is not None), default=None)
+        requeued: list[str] = []
+        failed: list[str] = []
+        for row in sorted(held, key=lambda r: r.id):
+            if row.id not in task_ids or newest is None or row.started_at is None or row.started_at >= newest:
+                continue
+            self.running[worker_id].discard(row.id)
+            self.running_total -= 1
+            row.attempts += 1
+            if row.attempts >= limit:
+                row.status, row.processed_at = "Failed", self.clock.now
+                row.error_message = f"dead-lettered: attempt {row.attempts} of {limit} ended when worker {worker_id} was found not running it: {reason}"
+                failed.append(row.id)
+            else:
+                row.status, row.worker_id, row.started_at = "Queued", None, None
+                row.error_message = f"requeued from worker {worker_id}, which holds a newer task (attempt {row.attempts} of {limit}): {reason}"
+                requeued.append(row.id)
+                self._enqueue(row)
+        self._cascade(failed)
+        return {"requeued": requeued, "failed": failed}
+
     def release_parents(self, worker_id: str) -> dict[str, list[str]]:
         """``orch_release_parents``: for a draining worker, every parent it holds that waits on a child
         stays In Progress with no worker; the other parents are kept."""

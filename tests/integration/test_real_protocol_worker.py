@@ -24,6 +24,7 @@ import pytest
 
 from orchestrator.core.health import reported_failure
 from orchestrator.core.observed import Snapshot
+from orchestrator.core.policy import stranded_tasks
 from orchestrator.core.states import Reason
 from orchestrator.standins.stack import Stack
 from orchestrator.wiring import make_database
@@ -187,3 +188,35 @@ def test_a_fatal_error_is_recorded_as_reported_and_the_task_failed_while_the_pro
     [seen] = [x for x in Snapshot.from_json(snapshot).workers if x.id == "gpu-w-fatal"]
     failure = reported_failure(seen)
     assert failure is not None and failure[0] is Reason.WORKER_ERROR
+
+
+def test_a_task_whose_claim_answer_was_lost_is_found_beside_the_next_and_run_after_it(
+    stack: Stack, tmp_path: Path, killer: list[subprocess.Popen[bytes]]
+) -> None:
+    """The app's claim committed, the answer never reached the worker (a gateway timeout), and reigh-worker
+    22cbba9 does not read its own tasks back: it claims and runs the next one. The policy sees a task older
+    than the one the worker runs and sends it back; the same worker takes it once free, within seconds
+    instead of at the stuck-task limit (1200 s at the least), and stays healthy."""
+    assert stack.rest is not None
+    stack.rest.lose_claim_answers(1)
+    [lost] = stack.enqueue(1, duration_sec=0.2)
+    [running] = stack.enqueue(1, duration_sec=4.0)
+    proc, _log = start_worker(stack, "gpu-w-lost", tmp_path)
+    killer.append(proc)
+    wait_for(lambda: task(stack, running)["status"] == "In Progress", what="the next task running")
+    assert task(stack, lost)["status"] == "In Progress" and task(stack, lost)["worker_id"] == "gpu-w-lost"
+    db = make_database(stack.settings())
+    try:
+        token = int(db.lease_acquire("test-orchestrator", 300)["token"])
+        [seen] = [w for w in Snapshot.from_json(db.snapshot()).workers if w.id == "gpu-w-lost"]
+        ids = stranded_tasks(seen)
+        assert ids == (lost,)
+        assert db.requeue_stranded_tasks(token, "gpu-w-lost", ids, Reason.STRANDED_TASK.value) == {
+            "requeued": [lost],
+            "failed": [],
+        }
+    finally:
+        db.close()
+    done = wait_for(lambda: (t := task(stack, lost))["status"] == "Complete" and t, what="the lost task done")
+    assert done["worker_id"] == "gpu-w-lost" and done["attempts"] == 1
+    assert task(stack, running)["status"] == "Complete" and proc.poll() is None

@@ -716,6 +716,43 @@ def test_requeue_always_increments_and_dead_letters_at_the_limit(
     assert db.events(worker_id="w1")[0]["kind"] == "tasks_requeued"
 
 
+def test_stranded_tasks_are_requeued_only_while_the_worker_holds_a_newer_one(
+    db: Database, raw: psycopg.Connection[Any], token: int
+) -> None:
+    """A task claimed for a worker whose answer it never got stays In Progress under it while it runs the
+    next (reigh-worker 22cbba9 does not read its own tasks back). Only such tasks go back, an attempt
+    counted: not the one it runs, not a parent waiting on its children, not an id it was not asked for."""
+    add_worker(raw, "w1", "active")
+    [lost] = add_tasks(raw, 1, status="In Progress", worker_id="w1", age_sec=300)
+    [also_lost] = add_tasks(raw, 1, status="In Progress", worker_id="w1", age_sec=200, attempts=2)
+    [not_asked] = add_tasks(raw, 1, status="In Progress", worker_id="w1", age_sec=250)
+    [parent] = add_tasks(
+        raw, 1, status="In Progress", worker_id="w1", age_sec=900, task_type="travel_orchestrator"
+    )
+    [running] = add_tasks(raw, 1, status="In Progress", worker_id="w1", age_sec=10)
+    asked = [lost, also_lost, parent, running]
+    result = db.requeue_stranded_tasks(token, "w1", asked, "task_not_run", max_attempts=3)
+    assert result == {"requeued": [lost], "failed": [also_lost]}
+    assert (task_row(raw, lost)["status"], task_row(raw, lost)["attempts"]) == ("Queued", 1)
+    assert task_row(raw, lost)["worker_id"] is None
+    assert (
+        task_row(raw, also_lost)["status"] == "Failed"
+        and "dead-lettered" in task_row(raw, also_lost)["error_message"]
+    )
+    for kept in (not_asked, parent, running):
+        assert task_row(raw, kept)["status"] == "In Progress"
+    # Checked at the time of the call: once the newer task has ended, none is stranded any more.
+    raw.execute("UPDATE public.tasks SET status = 'Complete' WHERE id = %s", (running,))
+    raw.execute("UPDATE public.tasks SET status = 'Complete' WHERE id = %s", (not_asked,))
+    [alone] = add_tasks(raw, 1, status="In Progress", worker_id="w1", age_sec=400)
+    assert db.requeue_stranded_tasks(token, "w1", [alone], "task_not_run") == {"requeued": [], "failed": []}
+    [event] = [e for e in db.events(worker_id="w1") if e["kind"] == "tasks_requeued"]
+    assert event["details"]["stranded"] is True
+    # Fenced, as every write: a stale leader's call changes nothing.
+    with pytest.raises(errors.LeaseLost):
+        db.requeue_stranded_tasks(token + 1, "w1", [alone], "task_not_run")
+
+
 def test_a_dead_lettered_child_fails_its_parent_and_siblings_as_the_app_does(
     db: Database, raw: psycopg.Connection[Any], token: int
 ) -> None:

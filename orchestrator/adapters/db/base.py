@@ -10,7 +10,7 @@ and is the only thing the rest of the daemon sees.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from orchestrator import telemetry
@@ -186,6 +186,21 @@ class Database:
             "orch_requeue_worker_tasks",
             p_token=token,
             p_worker_id=worker_id,
+            p_reason=reason,
+            p_max_attempts=max_attempts,
+            p_lease=self.lease,
+        )
+
+    def requeue_stranded_tasks(
+        self, token: int, worker_id: str, task_ids: Sequence[str], reason: str, max_attempts: int = 3
+    ) -> dict[str, Any]:
+        """Requeue those of ``task_ids`` the worker still holds while it holds a newer task (the
+        database checks): ``{requeued: [ids], failed: [ids]}`` (failed = dead-lettered)."""
+        return self._call(
+            "orch_requeue_stranded_tasks",
+            p_token=token,
+            p_worker_id=worker_id,
+            p_task_ids=list(task_ids),
             p_reason=reason,
             p_max_attempts=max_attempts,
             p_lease=self.lease,

@@ -27,7 +27,8 @@ parent's completion on its last child) and update-task-status, and
   p_same_model_only, p_max_task_wait_minutes)`` through the same RPC path as ``/rest/v1/rpc``; 200
   ``{task_id, params, task_type, project_id}``, 204 with no body when nothing was claimed, 500
   "Internal server error" (text) when the RPC fails (an unknown worker id fails the foreign key; a
-  worker the orchestrator is ending fails the tasks guard).
+  worker the orchestrator is ending fails the tasks guard). The test knob ``lose_claim_answers`` makes a
+  claim that committed answer 504 instead, as a gateway timeout would after the database wrote it.
 - ``task-counts/index.ts``: 200 ``{mode: "count", timestamp, run_type_filter_requested, run_type_filter,
   totals: {queued_only, active_only, queued_plus_active, blocked_by_capacity, blocked_by_deps,
   blocked_by_settings, potentially_claimable}, queued_tasks, active_tasks, users}``.
@@ -238,6 +239,8 @@ class EdgeFunctions(EdgeContext):
             return text_reply(500, "Internal server error")
         if not result:
             return Reply(204, None, {})
+        if self.backend.take_lost_claim():
+            return text_reply(504, "upstream request timeout")  # committed; the answer lost on the way
         task = result[0]
         return json_reply(
             200,

@@ -41,6 +41,8 @@ class Backend(Protocol):
 
     def transaction(self, role: str) -> AbstractContextManager[psycopg.Connection[Any]]: ...
 
+    def take_lost_claim(self) -> bool: ...
+
 
 class Denied(Exception):
     """A function answers early with ``reply`` (a refusal raised from a helper)."""

@@ -185,6 +185,7 @@ class PostgrestServer:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
+        self._lost_claims = 0
         self._log: list[RequestRecord] = []
         # The schema cache; requests wait while it is being refilled (_cache_lock is held throughout).
         self._cache: SchemaCache | None = None
@@ -354,6 +355,22 @@ class PostgrestServer:
             raise ValueError("count must be >= 0")
         with self._lock:
             self._faults.append(_Fault(kind, count))
+
+    def lose_claim_answers(self, count: int) -> None:
+        """The next ``count`` claim-next-task calls that claim a task commit the claim, then answer 504
+        from the gateway instead of the task: the worker never learns what it holds (a response lost to
+        a timeout or a dropped connection after the database committed; nothing documents how often)."""
+        if count < 0:
+            raise ValueError("count must be >= 0")
+        with self._lock:
+            self._lost_claims += count
+
+    def take_lost_claim(self) -> bool:
+        with self._lock:
+            if self._lost_claims <= 0:
+                return False
+            self._lost_claims -= 1
+            return True
 
     @property
     def roles(self) -> Mapping[str, str]:
