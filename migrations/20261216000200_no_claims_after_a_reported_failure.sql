@@ -4,9 +4,10 @@
 -- its fatal-error handler (source/task_handlers/worker/fatal_error_handler.py: CUDA, NVML, a segfault's
 -- text) in its generation thread, source/task_handlers/queue/task_processor.py, whose worker_loop catches
 -- the FatalWorkerError the handler raises and goes on. The handler has PATCHed the workers row to
--- `error`; the task fails through the main loop (update-task-status Failed with the error text), and the
--- process polls on: every task it claims on the broken GPU until the orchestrator's next tick ends its
--- pod fails the same way, with no attempt left to another worker.
+-- `error` (once a category's consecutive errors reach its threshold: the tasks of those errors have
+-- failed already); the task fails through the main loop (update-task-status Failed with the error text),
+-- and the process polls on: every task it claims on the broken GPU until the orchestrator's next tick
+-- ends its pod fails the same way, with no attempt left to another worker.
 --
 -- The tasks guard now refuses a claim by a worker we manage whose reported_status is `error`, `crashed`
 -- or `terminated` when the report is at or after its last state change (OR004, as for a worker we are

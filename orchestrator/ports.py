@@ -237,4 +237,12 @@ class Provider(Protocol):
 
     def pod_status(self, runpod_id: str) -> dict[str, Any] | None: ...
 
-    def log_tail(self, runpod_id: str, worker_id: str, *, lines: int, timeout: float) -> str: ...
+    def log_tail(
+        self,
+        runpod_id: str,
+        worker_id: str,
+        *,
+        lines: int,
+        timeout: float,
+        expected_fingerprint: str | None = None,
+    ) -> str: ...

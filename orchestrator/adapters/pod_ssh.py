@@ -121,14 +121,23 @@ class PodSSH:
         with self.get_ssh_client(runpod_id) as ssh:
             return ssh.execute(command, timeout=timeout)
 
-    def log_tail(self, runpod_id: str, worker_id: str, *, lines: int, timeout: float) -> str:
-        """The last ``lines`` lines of the worker's log on its pod (stdout and stderr of ``tail``).
+    def log_tail(
+        self,
+        runpod_id: str,
+        worker_id: str,
+        *,
+        lines: int,
+        timeout: float,
+        expected_fingerprint: str | None = None,
+    ) -> str:
+        """The last ``lines`` lines of the worker's log on its pod (stdout and stderr of ``tail``), over a
+        connection pinned to ``expected_fingerprint`` (the row's) when given, else to this process's pin.
 
         Refuses an id that cannot name a file (another system's row): then there is no log."""
         path = worker_log_path(self.volume_mount_path, worker_id)
-        _code, out, err = self.run_command(
-            runpod_id, f"tail -n {int(lines)} {shlex.quote(path)} 2>&1", timeout=timeout
-        )
+        command = f"tail -n {int(lines)} {shlex.quote(path)} 2>&1"
+        with self.get_ssh_client(runpod_id, expected_fingerprint=expected_fingerprint) as ssh:
+            _code, out, err = ssh.execute(command, timeout=timeout)
         return str(out) + str(err)
 
     def check_boot(

@@ -151,7 +151,7 @@ class Effects(Protocol):
 
     def pod_status(self, runpod_id: str) -> Steps[Mapping[str, Any] | None]: ...
 
-    def log_tail(self, runpod_id: str, worker_id: str) -> Steps[str]: ...
+    def log_tail(self, runpod_id: str, worker_id: str, fingerprint: str | None = None) -> Steps[str]: ...
 
     def count_spawn_failure(self, reason: str) -> None: ...
 
@@ -333,12 +333,16 @@ class LiveEffects:
     def pod_status(self, runpod_id: str) -> Steps[Mapping[str, Any] | None]:
         return at_once(lambda: within(DIAGNOSTICS_DEADLINE_SEC, lambda: self.provider.pod_status(runpod_id)))
 
-    def log_tail(self, runpod_id: str, worker_id: str) -> Steps[str]:
+    def log_tail(self, runpod_id: str, worker_id: str, fingerprint: str | None = None) -> Steps[str]:
         return at_once(
             lambda: within(
                 DIAGNOSTICS_DEADLINE_SEC,
                 lambda: self.provider.log_tail(
-                    runpod_id, worker_id, lines=LOG_TAIL_LINES, timeout=DIAGNOSTICS_SSH_TIMEOUT_SEC
+                    runpod_id,
+                    worker_id,
+                    lines=LOG_TAIL_LINES,
+                    timeout=DIAGNOSTICS_SSH_TIMEOUT_SEC,
+                    expected_fingerprint=fingerprint,
                 ),
             )
         )

@@ -104,9 +104,11 @@ def _start(fx: Effects, worker_id: str, runpod_id: str, fingerprint: str | None)
     return {"outcome": "start_failed", **skipped_steps(skipped)}
 
 
-def _diagnostics(fx: Effects, action: FailWorker) -> Steps[dict[str, Any]]:
+def _diagnostics(fx: Effects, action: FailWorker, worker: Worker | None) -> Steps[dict[str, Any]]:
     """What the pod and the worker's log say, for the row's error details. Never raises: a failure
-    is recorded in place of what it would have found, and the worker is failed all the same."""
+    is recorded in place of what it would have found, and the worker is failed all the same. The log is
+    read over SSH pinned to the host key the row recorded (this process's own pins do not survive a
+    restart, and a listing that misses the pod drops them)."""
     found: dict[str, Any] = {"failed_at": iso(fx.now())}
     if not action.runpod_id:
         return found
@@ -116,7 +118,10 @@ def _diagnostics(fx: Effects, action: FailWorker) -> Steps[dict[str, Any]]:
         found["pod_error"] = f"{type(exc).__name__}: {exc}"[:300]
     if action.collect_logs and found.get("pod"):
         try:
-            found["log_tail"] = (yield from fx.log_tail(action.runpod_id, action.worker_id))[-4000:]
+            fingerprint = worker.host_key_fingerprint if worker is not None else None
+            found["log_tail"] = (yield from fx.log_tail(action.runpod_id, action.worker_id, fingerprint))[
+                -4000:
+            ]
         except Exception as exc:
             found["log_tail_error"] = f"{type(exc).__name__}: {exc}"[:300]
     return storable(found)
@@ -335,7 +340,7 @@ def fail_worker(a: FailWorker, worker: Worker | None, fx: Effects) -> Steps[Outc
     A termination that fails still ends in the requeue."""
     kind = a.kind
     skipped: list[str] = []
-    diagnostics = yield from _diagnostics(fx, a)
+    diagnostics = yield from _diagnostics(fx, a, worker)
     if a.from_status is not WorkerState.ERROR:
         metadata = {**dict(a.metadata), Meta.ERROR_REASON: a.reason.value, Meta.ERROR_DETAILS: diagnostics}
         yield from to_error(fx, kind, a.worker_id, a.reason.value, metadata, skipped)

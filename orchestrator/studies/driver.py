@@ -226,7 +226,7 @@ class VirtualEffects:
             return StartWatch("running", phase="worker")
         return StartWatch("exited", phase="worker")
 
-    def log_tail(self, runpod_id: str, worker_id: str) -> Steps[str]:
+    def log_tail(self, runpod_id: str, worker_id: str, fingerprint: str | None = None) -> Steps[str]:
         yield LOG_TAIL_SEC
         return ""
 

@@ -604,3 +604,34 @@ def test_a_key_the_daemon_cannot_use_stops_it_before_its_first_tick(tmp_path: Pa
     assert daemon._job is None and daemon._ticker is None
     daemon.shutdown()
     assert controller.ticks == 0
+
+
+def test_the_failed_workers_log_is_read_pinned_to_the_rows_host_key_whatever_this_process_remembers(
+    sshd: Sshd, ssh_keypair
+) -> None:  # type: ignore[no-untyped-def]
+    """The log tail a failed worker's details carry is read over SSH pinned to the fingerprint its row
+    recorded: a daemon restarted (or whose listing missed the pod) has no pin of its own, and a pod that
+    answers with another key gets neither the connection nor our password."""
+    from types import SimpleNamespace
+
+    from orchestrator.adapters.provider import RunpodProvider
+    from orchestrator.adapters.runpod.base import RUNNING, Pod
+
+    pod = Pod("pod-1", "gpu-x", RUNNING, RUNNING, ip="127.0.0.1", ssh_port=sshd.port)
+    transport = SimpleNamespace(
+        name="rest", get_pod=lambda _id: pod, list_pods=lambda: [], close=lambda: None
+    )
+    provider = RunpodProvider(
+        "rpa_test", transport=transport, ssh_private_key_path=ssh_keypair.private_key_path, env={}
+    )  # type: ignore[arg-type]
+    try:
+        recorded = sshd.host_fingerprint()
+        out = provider.log_tail("pod-1", "gpu-x", lines=5, timeout=10, expected_fingerprint=recorded)
+        assert "gpu-x" in out  # tail's own words about the log file it looked for
+        provider.list_pods()  # a listing without the pod: no pin of this process's own is left
+        with pytest.raises(errors.SSHHostKeyChanged):
+            provider.log_tail(
+                "pod-1", "gpu-x", lines=5, timeout=10, expected_fingerprint="SHA256:" + "A" * 43
+            )
+    finally:
+        provider.close()

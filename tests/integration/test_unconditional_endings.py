@@ -238,7 +238,15 @@ class RecordingProvider:
             "cost_per_hr": 0.69,
         }
 
-    def log_tail(self, runpod_id: str, worker_id: str, *, lines: int, timeout: float) -> str:
+    def log_tail(
+        self,
+        runpod_id: str,
+        worker_id: str,
+        *,
+        lines: int,
+        timeout: float,
+        expected_fingerprint: str | None = None,
+    ) -> str:
         self._call("log_tail")
         return "Traceback (most recent call last):\n  CUDA error: out of memory\n"
 

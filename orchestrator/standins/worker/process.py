@@ -149,6 +149,10 @@ Known differences from the real worker:
   one would, until something else ends the parent.
 - ``load_dotenv`` is not called (the laid-out checkout has no ``.env``); ``.env`` values the real
   worker would read are not simulated.
+- The fatal path of 22cbba9: the real generation thread marks the task failed before its handler reads
+  and PATCHes the row, and the main loop, polling the task every 2 s, may report it ``Failed`` and claim
+  again before that PATCH lands; here the row is marked first, so its report always finds the task held
+  (``in_task``), and the next claim always finds the mark.
 - The fatal path of 4d09184: in Reigh-Worker the failing task PATCH raises postgrest's ``APIError``,
   which the handler does not catch, so whether the process then exits is not evident from the source;
   we exit 1, as the handler intends (22cbba9's does not exit, as modelled). The consecutive-error thresholds are not simulated (one fatal error suffices).
