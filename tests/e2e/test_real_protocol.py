@@ -194,3 +194,30 @@ def test_a_draining_worker_is_terminated_only_once_it_holds_no_task(stack: Stack
         close = getattr(controller.provider, "close", None)
         if close is not None:
             close()
+
+
+def test_a_task_whose_claim_answer_was_lost_runs_within_seconds_on_the_same_healthy_worker(
+    stack: Stack, in_process: Any
+) -> None:
+    """The app's claim committed but its answer never reached the worker (a gateway timeout). The pinned
+    worker (reigh-worker 22cbba9) does not read its own tasks back: it claims and runs the next. The
+    daemon sees the older task held beside the one running and sends it back; the worker runs it next.
+    Before, only the stuck-task check ended it (here an hour: its type has no completions), by failing
+    the worker and ending its pod."""
+    assert stack.rest is not None
+    stack.rest.lose_claim_answers(1)
+    [lost] = stack.enqueue(1, duration_sec=0.3)
+    [later] = stack.enqueue(1, duration_sec=3.0)
+    in_process(MAX_ACTIVE_GPUS=1, HEARTBEAT_TIMEOUT_SEC=300)
+    wait_until(lambda: all_done(stack, 2), 120, "both tasks complete", interval=0.25)
+    by_id = {r["id"]: r for r in tasks(stack)}
+    assert by_id[lost]["attempts"] == 1 and by_id[later]["attempts"] == 0, by_id
+    [requeued] = [e for e in events(stack, "tasks_requeued") if e["details"].get("stranded")]
+    assert requeued["reason"] == "task_not_run" and requeued["details"]["requeued"] == [lost]
+    # One worker did it all, and none was failed for it.
+    seen = workers(stack)
+    assert len(seen) == 1 and "error_reason" not in seen[0]["metadata"], seen
+    claimed = [line["task_id"] for line in worker_log(stack) if line.get("event") == "task_claimed"]
+    assert claimed == [later, lost]  # the lost claim's answer never came: only the retry is logged
+    wait_until(lambda: drained(stack), 60, "scale to zero", interval=0.25)
+    assert live_pods(stack) == []
