@@ -14,8 +14,14 @@
 -- holds a newer one, is not being run: orch_requeue_stranded_tasks requeues those among the ids given,
 -- with an attempt counted, as orch_requeue_worker_tasks does (dead-lettered at the limit, the app's
 -- cascade for those), checking at the time of the call that each is still In Progress under the worker
--- and that the worker still holds a newer non-parent task (started later, by generation_started_at:
--- the worker resets it when it starts running a task).
+-- and that the worker still holds a newer non-parent task (started later, by generation_started_at,
+-- which the app's claim sets to the start of its transaction).
+--
+-- What this trusts: that claims reach the database in the order the worker made them. A claim whose
+-- transaction started later than the worker's next claim (held up in the gateway or the Edge Function
+-- longer than the worker's 15 s timeout plus its poll interval, then committed all the same) would make
+-- the task the worker runs the older one, and that task would be requeued and run twice. Two worker
+-- processes under one id (a second start where flock is missing) would do the same.
 --
 -- Idempotent, like every migration of this project.
 

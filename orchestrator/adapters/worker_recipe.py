@@ -383,7 +383,7 @@ mkdir -p @LOG_DIR@ || exit 3
 if command -v flock >/dev/null 2>&1 && { exec 9>>"${TMPDIR:-/tmp}/"@LOCK_NAME@; } 2>/dev/null; then
     if ! flock -n 9; then echo "already running: worker $worker_id"; exit 0; fi
 else
-    echo "orchestrator: no flock or no lock file: a second start would not be refused" >&2
+    echo "orchestrator: no flock or no lock file: a second start would not be refused (with two processes under one id, the daemon takes the task of the first for a lost claim and runs it again)" >&2
 fi
 if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=; fi
 $detach nohup bash --norc --noprofile -c @INNER@ orchestrator-worker-start "$launch" @LAUNCH_MODE@ >> "$log" 2>&1 < /dev/null &

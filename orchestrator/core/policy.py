@@ -344,7 +344,9 @@ def stranded_tasks(worker: Worker) -> tuple[str, ...]:
     the next only when the task it processes has ended), so a task of its older than the one it runs was
     left behind: claimed for it by the app, its answer never received (22cbba9 no longer reads its own
     In Progress task back, ``task_claim.py`` ``check_my_assigned_tasks``). Parents are not counted: one
-    the worker reported "still orchestrating" waits under it for its children."""
+    the worker reported "still orchestrating" waits under it for its children. ``started_at`` is when the
+    app's claim transaction began, so this trusts that claims reach the database in the order the worker
+    made them (migration 20261216000300 says what breaks it)."""
     held = [t for t in worker.running_tasks if not t.is_parent and t.started_at is not None]
     if len(held) < 2:
         return ()
