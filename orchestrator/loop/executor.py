@@ -173,6 +173,13 @@ def spawn(a: Spawn, worker: Worker | None, fx: Effects) -> Steps[Outcome]:
         yield from to_error(fx, a.kind, a.worker_id, reason.value, failure, skipped)
         count_spawn_failure(fx, a.kind, reason.value if limited else type(exc).__name__, skipped)
         fields = {"worker_id": a.worker_id, "error_type": type(exc).__name__, "error": str(exc)[:500]}
+        if getattr(exc, "status", None) == 402:
+            # Runpod's createPod: "402 | Insufficient balance. | Stop; no candidate will succeed."
+            # Its docs: an on-demand pod needs about an hour of credit to start.
+            fields["hint"] = (
+                "Runpod refused for the account's balance (it wants about an hour of credit to start a "
+                "pod): add credit; spawning backs off meanwhile"
+            )
         if limited:
             fx.log.warning("spawn_rate_limited", **fields)
         else:
