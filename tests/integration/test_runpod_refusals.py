@@ -203,3 +203,25 @@ def test_a_key_the_emulator_refuses_every_pool_to_is_an_auth_error_over_rest(
         assert client.spawn("gpu-20261207_120000-f0rb1dd4").runpod_id
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("api", ["rest", "graphql"])
+def test_a_creation_refused_for_the_balance_stops_the_round_and_makes_no_pod(
+    emulator: Any, ssh_keypair: Any, tmp_path: Path, api: str
+) -> None:
+    """Every createPod refused for the account's balance (the emulator's ``create_no_balance_share`` at 1:
+    openapi createPod's "402 | Insufficient balance. | Stop; no candidate will succeed."): the spawn
+    fails after the first candidate, with Runpod's words, and no pod exists."""
+    emulator.admin.set_faults(create_no_balance_share=1.0)
+    client = make_client(emulator, ssh_keypair, tmp_path, api, gpu_type=[FIRST, SECOND])
+    try:
+        with pytest.raises(errors.RunpodError) as info:
+            client.spawn("gpu-20261207_120000-b4l4nce1")
+    finally:
+        client.close()
+        emulator.admin.set_faults(create_no_balance_share=0.0)
+    assert "Insufficient balance" in str(info.value)
+    assert not isinstance(info.value, errors.RunpodCapacityError)  # a failure the breaker counts
+    if api == "rest":
+        assert getattr(info.value, "status", None) == 402 and SECOND not in str(info.value)
+    assert emulator.admin.pods() == []

@@ -124,8 +124,12 @@ Known differences from the real service (deliberate, or where the real behaviour
   lacking permission (real: HTTP 200 ``Unauthorized``; REST 403) is modelled only for creations: the
   ``create_forbidden_share`` knob answers that share of them 403 (openapi createPod, the account "cannot
   access the requested pool"; over GraphQL an error in the same words, whose real wording is unknown);
-  otherwise any accepted key may do everything. No creation is refused for the account's balance (Runpod
-  wants about an hour of credit; that answer's status and words are not documented).
+  otherwise any accepted key may do everything. The account's balance is not modelled: the
+  ``create_no_balance_share`` knob refuses that share of creations 402 "Insufficient balance." (openapi
+  createPod's table of failures gives the status and those words; Runpod wants about an hour of credit
+  to start a pod; over GraphQL the same words, whose real wording is unknown). Running pods are never
+  stopped for a balance running out (Runpod's billing docs: below about 10 s of remaining runtime it
+  stops them all; the admin preemption stands in for a pod stopped from outside).
 * Rate limits: fixed windows per key with configurable quotas (default 1000/min, 20000/h,
   200000/day). The real quotas are not published; openapi's ``RateLimitPolicyHeader`` example, 60/min,
   3000/h, 50000/day, is harsher, but the tests and the demo run time compressed (a tick a second, whose

@@ -75,6 +75,10 @@ class Faults:
     #: requested pool"; a key without the permission to create pods gets 403 too, ApiKeyAuth). Drawn only
     #: while above 0, so a seeded run's other draws are unchanged when it is off.
     create_forbidden_share: float = 0.0
+    #: Share (0..1) of pod creations refused with 402 for the account's balance (openapi createPod's
+    #: table: "402 | Insufficient balance. | Stop; no candidate will succeed."; Runpod wants about an hour
+    #: of credit to start an on-demand pod). Drawn only while above 0, as the 403 share.
+    create_no_balance_share: float = 0.0
     #: Seed of the emulator's random generator; None draws from the OS.
     seed: int | None = None
 
@@ -88,6 +92,7 @@ class Faults:
         "resume_no_gpu_share",
         "resume_zero_gpu_share",
         "create_forbidden_share",
+        "create_no_balance_share",
     )
 
     def to_dict(self) -> dict[str, Any]:

@@ -71,13 +71,14 @@ _ID_ALPHABET = string.ascii_lowercase + string.digits
 class EmulatorRefusal(OrchestratorError):
     """The emulated service refuses a request; each API renders it in its own error shape.
 
-    ``kind`` is one of: ``invalid`` (422), ``bad_request`` (400), ``forbidden`` (403), ``no_capacity``
-    (400 / GraphQL message), ``not_found`` (404), ``conflict`` (409).
+    ``kind`` is one of: ``invalid`` (422), ``bad_request`` (400), ``no_balance`` (402), ``forbidden``
+    (403), ``no_capacity`` (400 / GraphQL message), ``not_found`` (404), ``conflict`` (409).
     """
 
     STATUS: ClassVar[dict[str, int]] = {
         "invalid": 422,
         "bad_request": 400,
+        "no_balance": 402,
         "forbidden": 403,
         "no_capacity": 400,
         "not_found": 404,

@@ -187,6 +187,9 @@ class EmulatorState(PodEngine):
                 "bad_request", f"gpu.count: at most {max_count} {gpu.id} on one {spec.cloud} pod"
             )
         with self._cond:
+            broke = self.faults.create_no_balance_share
+            if broke > 0 and self.rng.random() < broke:
+                raise EmulatorRefusal("no_balance", "Insufficient balance.")
             forbidden = self.faults.create_forbidden_share
             if forbidden > 0 and self.rng.random() < forbidden:
                 raise EmulatorRefusal(
