@@ -12,7 +12,9 @@
 -- The tasks guard now refuses a claim by a worker we manage whose reported_status is `error`, `crashed`
 -- or `terminated` when the report is at or after its last state change (OR004, as for a worker we are
 -- ending): the worker sees claim-next-task fail and polls again, and the task stays Queued for another.
--- A report from before the state change (a resumed pod's previous process) does not count.
+-- A report from before the state change (a resumed pod's previous process) does not count; nor, so, does
+-- one that lands between a tick's snapshot and that tick's promotion or reactivation of the worker: its
+-- claims go on until the next tick fails it.
 --
 -- Idempotent, like every migration of this project.
 

@@ -87,7 +87,9 @@ REPORTED_FAILURES: Mapping[str, Reason] = {
     "terminated": Reason.WORKER_EXITED,
 }
 # Keys the fatal-error handler writes into the row's metadata (Reigh-Worker `fatal_error_handler.py`),
-# which the database copies into the report's details.
+# which the database copies into a report's details. `self_terminated` stays in the metadata every later
+# heartbeat writes back; `error_reason` is one of our own keys, which the workers guard keeps, so only the
+# handler's own `error` report carries it.
 FATAL_HANDLER_KEYS = ("error_reason", "self_terminated")
 
 
@@ -204,8 +206,8 @@ def reported_failure(worker: Worker) -> tuple[Reason, dict[str, Any]] | None:
         if reason is Reason.WORKER_EXITED and any(
             worker.reported_details.get(k) not in (None, False, "") for k in FATAL_HANDLER_KEYS
         ):
-            # The fatal handler wrote its words on the row (they stay in the metadata the heartbeat
-            # writes back) before the process went: the failure is that error.
+            # The fatal handler marked the row before the process went (its `self_terminated` stays in
+            # the metadata the heartbeat writes back): the failure is that error.
             reason = Reason.WORKER_ERROR
     return reason, details
 

@@ -41,7 +41,9 @@ The rules kept here:
   orchestrator cannot act on as a worker is retired with ``unusable_row``: a booting row whose id
   cannot name a pod or a worker process (``WORKER_ID_PATTERN``), and a row the snapshot could not parse
   (``Snapshot.unreadable``: its pod, found by the id its metadata names or by name, is terminated; with
-  no pod left the row is closed).
+  no pod left the row is closed). A live worker's task older than another non-parent task it holds is
+  not being run (the worker runs one at a time: a claim whose answer it never got) and is requeued with
+  :class:`RequeueStrandedTasks` (:func:`stranded_tasks`), the worker left alone.
 * **Errors.** :class:`FailWorker` (diagnostics, terminate, requeue); ``error`` and ``terminating``
   rows get the pod termination re-sent every ``TERMINATE_RETRY_SEC`` while the pod is listed (or, when
   the listing failed, by the recorded pod id), their leftover tasks requeued, and
@@ -177,11 +179,6 @@ def plan(
             reason, details = unhealthy
             _fail(d, worker, pod, reason, details)
             continue
-        stranded = stranded_tasks(worker)
-        if stranded:
-            d.actions.append(
-                RequeueStrandedTasks(reason=Reason.STRANDED_TASK, worker_id=worker.id, task_ids=stranded)
-            )
         if status.booting:
             _boot(d, worker, pod)
             if worker.id not in d.leaving:
@@ -263,6 +260,17 @@ def plan(
             resumable,
             rate_limit_hold(snapshot.recent_boots, d.now),
         )
+
+    # Last, and only for a worker no other action of this tick is about: the executor runs one action per
+    # worker at a time, so a requeue planned first would hold back its promotion or drain for a tick.
+    acted = {getattr(a, "worker_id", None) for a in d.actions}
+    for worker in d.workers:
+        serving = worker.status in (WorkerState.INITIALIZING, WorkerState.ACTIVE, WorkerState.DRAINING)
+        stranded = stranded_tasks(worker) if serving and worker.id not in acted else ()
+        if stranded:
+            d.actions.append(
+                RequeueStrandedTasks(reason=Reason.STRANDED_TASK, worker_id=worker.id, task_ids=stranded)
+            )
 
     return Plan(
         actions=tuple(d.actions),

@@ -200,7 +200,7 @@ def test_a_task_whose_claim_answer_was_lost_is_found_beside_the_next_and_run_aft
     assert stack.rest is not None
     stack.rest.lose_claim_answers(1)
     [lost] = stack.enqueue(1, duration_sec=0.2)
-    [running] = stack.enqueue(1, duration_sec=4.0)
+    [running] = stack.enqueue(1, duration_sec=15.0)  # long enough to be read beside it on a loaded machine
     proc, _log = start_worker(stack, "gpu-w-lost", tmp_path)
     killer.append(proc)
     wait_for(lambda: task(stack, running)["status"] == "In Progress", what="the next task running")

@@ -343,7 +343,9 @@ def test_a_worker_that_reported_its_own_failure_claims_nothing_more(
 ) -> None:
     """reigh-worker 22cbba9's fatal-error handler marks the row `error` and the process polls on: every
     task it took on the broken GPU would fail. Its claims are refused until the orchestrator ends it; a
-    report from before the worker's last state change (a resumed pod's previous process) is history."""
+    report from before the worker's last state change (a resumed pod's previous process; here a drain
+    and a reactivation stand for it) is history. The same holds for a report that lands between a tick's
+    snapshot and its promotion of the worker: claims go on until the next tick fails it."""
     add_worker(raw, "w1", "active", process_started_at="2026-01-01T00:00:00Z")
     [task_id] = add_tasks(raw, 1)
     if report == "error":

@@ -154,7 +154,9 @@ def test_status_says_why_each_worker_is_in_its_state() -> None:
     assert "resumed" in rows["gpu-d"] and "demand" not in rows["gpu-d"]
 
 
-@pytest.mark.parametrize(("origin", "reason"), [("stopped", Reason.POOL_TTL), ("stopping", Reason.POOL_SHRINK)])
+@pytest.mark.parametrize(
+    ("origin", "reason"), [("stopped", Reason.POOL_TTL), ("stopping", Reason.POOL_SHRINK)]
+)
 def test_a_pod_ended_out_of_the_pool_says_why_in_status(origin: str, reason: Reason) -> None:
     """A pooled worker terminated (its time to live out, the pool shrunk) showed in WHY the drain reason
     of its life before the pool (``idle_timeout``); the row now records the pool's reason."""
@@ -172,3 +174,32 @@ def test_a_pod_ended_out_of_the_pool_says_why_in_status(origin: str, reason: Rea
     ended = worker("gpu-a", "terminating", drain_reason=written["drain_reason"], spawn_reason="demand")
     row = next(line for line in render_status(snap([ended])).splitlines() if line.startswith("gpu-a"))
     assert reason.value in row
+
+
+class WithDiagnostics(Recording):
+    """The recording effects plus the diagnostics a failed worker's ending reads."""
+
+    def pod_status(self, runpod_id: str) -> Steps[Mapping[str, Any] | None]:
+        return self._do("pod_status", runpod_id, answer={"runpod_id": runpod_id, "actual_status": "RUNNING"})
+
+    def log_tail(self, runpod_id: str, worker_id: str, fingerprint: str | None = None) -> Steps[str]:
+        return self._do("log_tail", runpod_id, worker_id, fingerprint, answer="CUDA error: out of memory\n")
+
+
+def test_a_failed_workers_log_is_read_pinned_to_the_host_key_its_row_recorded() -> None:
+    """A restarted daemon has no pin of its own, so the log read of a failed worker's diagnostics takes
+    the row's: a pod answering with another key gets no connection (and no password)."""
+    from orchestrator.core.actions import FailWorker
+
+    w = worker("gpu-a", host_key_fingerprint="SHA256:row-recorded", running=["t1"])
+    fx = WithDiagnostics(NOW)
+    action = FailWorker(
+        reason=Reason.HEARTBEAT_STALE,
+        worker_id="gpu-a",
+        runpod_id="pod-gpu-a",
+        from_status=WorkerState.ACTIVE,
+        collect_logs=True,
+    )
+    run_now(executor.run(action, w, fx))  # type: ignore[arg-type]
+    [read] = [c for c in fx.calls if c[0] == "log_tail"]
+    assert read == ("log_tail", "pod-gpu-a", "gpu-a", "SHA256:row-recorded")

@@ -42,3 +42,12 @@ def test_rows_named_are_forgotten_once_gone_so_a_leadership_of_months_holds_only
     for i in range(1000):  # another orchestrator spawning on our prefix, each row ending before the next
         assert watch.check(snap([worker(f"gpu-theirs-{i}", created=5)])) == [f"gpu-theirs-{i}"]
     assert watch._said == {"gpu-theirs-999"}
+
+
+def test_a_row_that_comes_back_after_it_was_forgotten_is_named_once_more() -> None:
+    watch = ForeignWatch()
+    watch.lead(1, ago(600))
+    back = worker("gpu-theirs", created=5)
+    assert watch.check(snap([back])) == ["gpu-theirs"]
+    assert watch.check(snap([])) == []  # ended
+    assert watch.check(snap([back])) == ["gpu-theirs"], "beating again under the same id"

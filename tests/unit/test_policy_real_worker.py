@@ -137,23 +137,24 @@ def test_a_fatal_error_reported_by_the_worker_fails_it_with_its_details() -> Non
     assert details["reported_details"]["error_reason"].startswith("FATAL cuda_hardware")
 
 
-def test_a_shutdown_beat_after_the_fatal_handlers_words_fails_the_worker_as_that_error() -> None:
-    # banodoco/reigh-worker 22cbba9: a process whose fatal-error handler wrote its words on the row (they
-    # stay in the metadata every heartbeat writes back) and that then shuts down (a signal) sends a last
-    # heartbeat `terminated`, which the database records last.
+def test_a_shutdown_beat_after_the_fatal_handlers_mark_fails_the_worker_as_that_error() -> None:
+    # banodoco/reigh-worker 22cbba9: a process whose fatal-error handler marked the row and that then
+    # shuts down (a signal) sends a last heartbeat `terminated`, which the database records last. Its
+    # details hold what the heartbeat wrote back: `self_terminated` and `error_time`, not `error_reason`
+    # (one of our keys, which the workers guard keeps).
     w = reported(
         worker("gpu-a", running=["t1"], heartbeat=1, process_started_at=ago(900)),
         "terminated",
         1,
-        error_reason="FATAL cuda_driver: CUDA driver initialization failed",
         self_terminated=True,
+        error_time="2026-12-07T20:00:00+00:00",
         in_task=True,
     )
     [fail] = run(snap([w]), pods_for([w])).of_kind(FailWorker)
     assert fail.reason is Reason.WORKER_ERROR and fail.running_task_ids == ("t1",)
     details = fail.metadata["error_details"]
     assert details["reported_status"] == "terminated"
-    assert details["reported_details"]["error_reason"].startswith("FATAL cuda_driver")
+    assert details["reported_details"]["self_terminated"] is True
 
 
 def test_a_process_that_shut_down_without_an_error_fails_as_exited() -> None:

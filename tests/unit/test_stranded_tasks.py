@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from orchestrator.core.actions import FailWorker, RequeueStrandedTasks
+from orchestrator.core.actions import FailWorker, Promote, RequeueStrandedTasks
 from orchestrator.core.evidence import RunningTask
 from orchestrator.core.observed import Worker
-from orchestrator.core.states import Reason
+from orchestrator.core.states import Reason, WorkerState
 from tests.unit.test_policy import ago, pods_for, run, snap, worker
 
 
@@ -34,3 +34,18 @@ def test_one_task_or_a_parent_waiting_beside_it_is_not_stranded() -> None:
     with_parent = holding(("p-1", "travel_orchestrator", 900), ("t-run", "travel_segment", 20))
     for w in (alone, with_parent):
         assert run(snap([w]), pods_for([w])).of_kind(RequeueStrandedTasks) == []
+
+
+def test_it_waits_for_a_tick_in_which_nothing_else_is_done_for_that_worker() -> None:
+    """The executor runs one action per worker at a time: the worker's promotion (or drain) goes first,
+    the requeue at the next tick, rather than the other way round."""
+    w = worker(
+        "gpu-a", "initializing", created=200, heartbeat=3, initialized_at=ago(60), process_started_at=ago(50)
+    )
+    running = (RunningTask("t-lost", "wan_2_2_t2i", ago(40)), RunningTask("t-run", "wan_2_2_t2i", ago(20)))
+    w = dataclasses.replace(w, running_tasks=running, running_task_ids=("t-lost", "t-run"), running_count=2)
+    first = run(snap([w]), pods_for([w]))
+    assert first.of_kind(Promote) and first.of_kind(RequeueStrandedTasks) == []
+    promoted = dataclasses.replace(w, status=WorkerState.ACTIVE, activated_at=ago(1))
+    [requeue] = run(snap([promoted]), pods_for([promoted])).of_kind(RequeueStrandedTasks)
+    assert requeue.task_ids == ("t-lost",)

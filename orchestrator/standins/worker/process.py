@@ -24,10 +24,11 @@ Two revisions (``SIM_WORKER_REVISION``), both public:
   ``source/task_handlers/queue/task_processor.py`` runs the fatal-error handler in the generation thread,
   whose ``worker_loop`` catches the ``FatalWorkerError`` it raises (``except BaseException``) and goes
   on, so the row is marked ``error``, the task fails through the main loop's ordinary path and the
-  process polls on, claiming on a broken GPU until the orchestrator ends the pod. It is also the harsher
-  worker for the orchestrator: a claim whose answer is lost leaves the task In Progress under a live
-  worker that never runs it (only the stuck-task check ends that), a fatal error leaves a live process
-  claiming, and a shutdown is a ``terminated`` beat, not a ``crashed`` one. The signal handlers are
+  process polls on, asking for tasks on a broken GPU until the orchestrator ends the pod (the database
+  refuses its claims once the row is marked). It is also the harsher worker for the orchestrator: a
+  claim whose answer is lost leaves the task In Progress under a live worker that never runs it (the
+  orchestrator finds it once the worker holds a newer task), a fatal error leaves a live process polling,
+  and a shutdown is a ``terminated`` beat, not a ``crashed`` one. The signal handlers are
   installed just before the loop (the real worker's too, after its start-up: a SIGTERM during its
   Wan2GP import ends it without the last beat).
 - ``4d09184``: banodoco/Reigh-Worker @4d09184 (2026-03-01), the sources below.
@@ -777,8 +778,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     finally:
         if current:
-            # 22cbba9 server.py, the main loop's `finally`, run on an interrupt and on a fatal error's
-            # exit 1 alike: the guardian terminated, then one last beat "terminated".
+            # 22cbba9 server.py, the main loop's `finally`, run on an interrupt and on any exception the
+            # loop lets out: the guardian terminated, then one last beat "terminated".
             config = guardian_mod.guardian_config(worker_id, args.supabase_url, guardian_key, bearer=True)
             sent = guardian_mod.send_shutdown_beat(guardian, config)
             wlog.info("worker_shutdown_beat", sent=sent)
