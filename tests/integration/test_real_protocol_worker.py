@@ -152,14 +152,18 @@ def test_a_fatal_error_is_recorded_as_reported_and_the_task_failed_while_the_pro
 ) -> None:
     """banodoco/reigh-worker 22cbba9: the fatal-error handler runs in the generation thread, whose loop
     catches the FatalWorkerError; the process goes on, the task fails through the main loop, and the
-    row's `error` is what tells the orchestrator. Until the orchestrator ends it, it takes no more."""
+    row's `error` is what tells the orchestrator. Until the orchestrator ends it, it takes no more. The
+    handler marks the row at the second `cuda_driver` error in a row (its threshold): the first task
+    fails unseen."""
+    [first] = stack.enqueue(1, duration_sec=0.4, params={"fatal": "cuda_driver"})
     [task_id] = stack.enqueue(1, duration_sec=0.4, params={"fatal": "cuda_driver"})
-    # Queued after it: work the broken GPU must not take.
+    # Queued after them: work the broken GPU must not take.
     later = stack.enqueue(2, duration_sec=0.1)
     proc, log = start_worker(stack, "gpu-w-fatal", tmp_path)
     killer.append(proc)
-    t = wait_for(lambda: (x := task(stack, task_id))["status"] == "Failed" and x, what="the task failed")
+    t = wait_for(lambda: (x := task(stack, task_id))["status"] == "Failed" and x, what="the second failed")
     assert t["output_location"].startswith("CUDA driver initialization failed"), t
+    assert task(stack, first)["status"] == "Failed"  # claimed first (created first), failed unseen
     w = row(stack, "gpu-w-fatal")
     assert w["status"] == "initializing"  # the PATCH's 'error' is the worker's word, not our state
     assert w["reported_status"] == "error" and w["reported_at"] is not None

@@ -729,6 +729,44 @@ def test_a_fatal_error_marks_the_worker_row_and_fails_the_task_patch(
     assert "fatal_mark_failed" in w.events()  # the task PATCH failed, as in production
 
 
+def test_a_fatal_category_with_a_threshold_marks_the_row_only_at_its_second_error_in_a_row(
+    rec: Recorder, launch: Callable[..., WorkerProc]
+) -> None:
+    """fatal_error_handler.py: ``cuda_driver`` needs two consecutive errors; a task that succeeds in between
+    restarts the count. Below the threshold the task fails as any other and the row is not touched."""
+    claims_once(
+        rec,
+        task("t-1", duration_sec=0.05, fatal="cuda_driver"),
+        task("t-2", duration_sec=0.05),
+        task("t-3", duration_sec=0.05, fatal="cuda_driver"),
+        task("t-4", duration_sec=0.05, fatal="cuda_driver"),
+    )
+    row = {"id": "gpu-w1", "metadata": {"runpod_id": "rp-1"}}
+    rec.on("GET", "/rest/v1/workers", (200, row))
+    rec.on("PATCH", "/rest/v1/workers", lambda r: (200, [{**row, **r.json}]))
+    rec.on("PATCH", "/rest/v1/tasks", (400, {"code": "PGRST204", "message": "no error_details column"}))
+    launch()
+    failed = wait_for(
+        lambda: (
+            (
+                f := [
+                    r.json["task_id"]
+                    for r in rec.edge("update-task-status")
+                    if r.json.get("status") == "Failed"
+                ]
+            )
+            and len(f) >= 3
+            and f
+        ),
+        what="three failures",
+    )
+    assert failed == ["t-1", "t-3", "t-4"]
+    assert [r.json["task_id"] for r in rec.edge("complete_task")] == ["t-2"]
+    [patch] = rec.calls("PATCH", "/rest/v1/workers")  # marked once, for t-4, the second in a row
+    [task_patch] = rec.calls("PATCH", "/rest/v1/tasks")
+    assert patch.json["status"] == "error" and task_patch.query["id"] == ["eq.t-4"]
+
+
 @pytest.mark.parametrize(
     ("revision", "sig"),
     [(CURRENT, signal.SIGINT), (CURRENT, signal.SIGTERM), (OLDER["SIM_WORKER_REVISION"], signal.SIGINT)],

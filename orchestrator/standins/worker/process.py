@@ -105,7 +105,10 @@ What it does, as the real worker does:
   finished as "still orchestrating" again (409), and a finished chain with ``complete_task`` naming the
   last child's output (its ``storage_path``): the app's UPDATE is guarded on In Progress, so a parent the
   app completed already stays as the app left it; no child is ever created twice.
-- **Fatal error** (CUDA/NVML): the handler's client reads its ``workers`` row, PATCHes ``status:
+- **Fatal error** (CUDA/NVML), once a category's consecutive errors reach the handler's threshold
+  (``FATAL_THRESHOLDS``: two in a row for ``cuda_driver`` and ``nvml``, one for the others; a task that
+  succeeds, or an error of another category, restarts the count; below it the task fails as any other
+  and nothing is marked): the handler's client reads its ``workers`` row, PATCHes ``status:
   error`` with ``error_reason``, ``error_time``, ``self_terminated``, then PATCHes the task back to
   Queued naming ``error_details`` (a column ``tasks`` lacks: it fails, as in production), and the
   worker exits 1 (its guardian is terminated with it: no ``crashed`` beat). 22cbba9 does not exit: its
@@ -156,7 +159,7 @@ Known differences from the real worker:
   (``in_task``), and the next claim always finds the mark.
 - The fatal path of 4d09184: in Reigh-Worker the failing task PATCH raises postgrest's ``APIError``,
   which the handler does not catch, so whether the process then exits is not evident from the source;
-  we exit 1, as the handler intends (22cbba9's does not exit, as modelled). The consecutive-error thresholds are not simulated (one fatal error suffices).
+  we exit 1, as the handler intends (22cbba9's does not exit, as modelled).
 - A malformed answer the real worker would crash on (e.g. ``task-counts`` totals that are not numbers)
   is logged and read as "no answer" here.
 - SIGINT (and with 22cbba9 SIGTERM): both end on ``KeyboardInterrupt`` (exit 0; the real main loop
@@ -226,6 +229,9 @@ FATAL_ERRORS: Mapping[str, str] = {
     "nvml": "Failed to initialize NVML: could not load libnvidia-ml",
     "system_critical": "Segmentation fault (core dumped)",
 }
+# Consecutive fatal errors of one category before the handler marks the row (fatal_error_handler.py
+# FATAL_ERROR_PATTERNS "threshold"): a change of category restarts the count, a task that succeeds ends it.
+FATAL_THRESHOLDS: Mapping[str, int] = {"cuda_hardware": 1, "cuda_driver": 2, "nvml": 2, "system_critical": 1}
 # A few bytes standing for a video (the real outputs are MP4 files; this is not a readable one).
 OUTPUT_BYTES = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(range(256)) * 4
 
@@ -316,6 +322,9 @@ class ReighWorker:
         self.log_queue = log_queue
         self.gpu_state_file = gpu_state_file
         self.model: str | None = None
+        # The fatal-error handler's consecutive count and its category (reset by a task that succeeds).
+        self.fatal_count = 0
+        self.fatal_category: str | None = None
         self.processed = 0
         # Set by the SIGINT handler: an interrupt that lands in a finalizer (a socket's or a response's
         # __del__) is printed as "ignored" and lost; the loop still ends at its next turn.
@@ -425,7 +434,9 @@ class ReighWorker:
             if task is None:
                 time.sleep(self.poll_sec)
                 continue
-            self.process(task)
+            if self.process(task) in ("complete", "waiting"):
+                # server.py: reset_fatal_error_counter() after a task that succeeded.
+                self.fatal_count, self.fatal_category = 0, None
             self.processed += 1
             time.sleep(AFTER_TASK_SEC)
 
@@ -608,6 +619,21 @@ class ReighWorker:
         category = str(fatal) if isinstance(fatal, str) and fatal in FATAL_ERRORS else "cuda_hardware"
         message = FATAL_ERRORS[category]
         reason = f"FATAL {category}: {message[:500]}"
+        if self.fatal_category is not None and self.fatal_category != category:
+            self.fatal_count = 0
+        self.fatal_count += 1
+        self.fatal_category = category
+        threshold = FATAL_THRESHOLDS[category]
+        if self.fatal_count < threshold:
+            # Below the category's threshold the handler only counts: the task fails as any other.
+            self.log.warning(
+                "worker_fatal_error_counted",
+                task_id=task_id,
+                category=category,
+                count=self.fatal_count,
+                threshold=threshold,
+            )
+            return message
         self.log.critical("worker_fatal_error", task_id=task_id, category=category, error=message)
         url = os.environ.get("SUPABASE_URL")
         key = os.environ.get("SUPABASE_SERVICE_ROLE_KEY") or os.environ.get("SUPABASE_SERVICE_KEY")
