@@ -295,29 +295,16 @@ class SimDB:
         self, worker_id: str, reason: str, max_attempts: int | None = None
     ) -> dict[str, list[str]]:
         """``orch_requeue_worker_tasks``: every In Progress task, attempt counted, dead-lettered at the limit."""
-        limit = self.max_attempts if max_attempts is None else max_attempts
         ids = sorted(self.running.pop(worker_id, set()))
         if worker_id not in self.workers and not ids:
             raise errors.NotFound("orch_requeue_worker_tasks", f'unknown worker "{worker_id}"', code="OR003")
-        requeued: list[str] = []
-        failed: list[str] = []
-        for task_id in ids:
-            row = self.tasks[task_id]
-            row.attempts += 1
-            self.running_total -= 1
-            if row.attempts >= limit:
-                row.status, row.processed_at = "Failed", self.clock.now
-                row.error_message = f"dead-lettered: attempt {row.attempts} of {limit} ended when worker {worker_id} was requeued: {reason}"
-                failed.append(task_id)
-            else:
-                row.status, row.worker_id, row.started_at = "Queued", None, None
-                row.error_message = (
-                    f"requeued from worker {worker_id} (attempt {row.attempts} of {limit}): {reason}"
-                )
-                requeued.append(task_id)
-                self._enqueue(row)
-        self._cascade(failed)
-        return {"requeued": requeued, "failed": failed}
+        return self._requeue_held(
+            ids,
+            reason,
+            max_attempts,
+            ended=f"when worker {worker_id} was requeued",
+            held_from=f"from worker {worker_id}",
+        )
 
     def requeue_stranded_tasks(
         self, worker_id: str, task_ids: tuple[str, ...], reason: str, max_attempts: int | None = None
@@ -328,29 +315,49 @@ class SimDB:
             raise errors.NotFound(
                 "orch_requeue_stranded_tasks", f'unknown worker "{worker_id}"', code="OR003"
             )
-        limit = self.max_attempts if max_attempts is None else max_attempts
         held = [
             self.tasks[t]
             for t in self.running.get(worker_id, ())
             if PARENT_MARK not in self.tasks[t].task_type and self.tasks[t].started_at is not None
         ]
         newest = max((r.started_at for r in held if r.started_at is not None), default=None)
+        ids = sorted(
+            r.id
+            for r in held
+            if r.id in task_ids and newest is not None and r.started_at is not None and r.started_at < newest
+        )
+        for task_id in ids:
+            self.running[worker_id].discard(task_id)
+        return self._requeue_held(
+            ids,
+            reason,
+            max_attempts,
+            ended=f"when worker {worker_id} was found not running it",
+            held_from=f"from worker {worker_id}, which holds a newer task",
+        )
+
+    def _requeue_held(
+        self, ids: list[str], reason: str, max_attempts: int | None, *, ended: str, held_from: str
+    ) -> dict[str, list[str]]:
+        """``orchestrator_private.requeue_held``: the attempt of each task ``ids`` names (already out of
+        its worker's running set) ends: Queued, or Failed at the limit with the app's cascade."""
+        limit = self.max_attempts if max_attempts is None else max_attempts
         requeued: list[str] = []
         failed: list[str] = []
-        for row in sorted(held, key=lambda r: r.id):
-            if row.id not in task_ids or newest is None or row.started_at is None or row.started_at >= newest:
-                continue
-            self.running[worker_id].discard(row.id)
-            self.running_total -= 1
+        for task_id in ids:
+            row = self.tasks[task_id]
             row.attempts += 1
+            self.running_total -= 1
             if row.attempts >= limit:
                 row.status, row.processed_at = "Failed", self.clock.now
-                row.error_message = f"dead-lettered: attempt {row.attempts} of {limit} ended when worker {worker_id} was found not running it: {reason}"
-                failed.append(row.id)
+                row.error_message = (
+                    f"dead-lettered: attempt {row.attempts} of {limit} ended {ended}: {reason}"
+                )
+                failed.append(task_id)
             else:
                 row.status, row.worker_id, row.started_at = "Queued", None, None
-                row.error_message = f"requeued from worker {worker_id}, which holds a newer task (attempt {row.attempts} of {limit}): {reason}"
-                requeued.append(row.id)
+                row.error_message = f"requeued {held_from} (attempt {row.attempts} of {limit}): {reason}"
+                requeued.append(task_id)
                 self._enqueue(row)
         self._cascade(failed)
         return {"requeued": requeued, "failed": failed}

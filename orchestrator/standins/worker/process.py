@@ -366,7 +366,10 @@ class ReighWorker:
             raw_totals = counts.get("totals")
             totals: Mapping[str, Any] = raw_totals if isinstance(raw_totals, dict) else {}
             self.log.debug("task_counts", queued_only=_number(totals.get("queued_only")))
-        affinity = {"same_model_only": True, "max_task_wait_minutes": self.max_task_wait_minutes}
+        return self._claim({"same_model_only": True, "max_task_wait_minutes": self.max_task_wait_minutes})
+
+    def _claim(self, affinity: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """``claim-next-task``: the task on a 200, else None (a 204, an error, an answer lost)."""
         status, task = self.edge.claim(self.worker_id, affinity)
         if status == 200 and task is not None:
             self.log.info("task_claimed", task_id=task.get("task_id"), task_type=task.get("task_type"))
@@ -400,12 +403,8 @@ class ReighWorker:
                     self.log.debug("orchestrator_recovery_skipped", task_id=deferred.get("task_id"))
                     return None
                 return self._recovered(deferred)
-        status, task = self.edge.claim(self.worker_id)
-        if status == 200 and task is not None:
-            self.log.info("task_claimed", task_id=task.get("task_id"), task_type=task.get("task_type"))
-            self.say("info", f"[CLAIM] Claimed task {task.get('task_id')}", str(task.get("task_id")))
-            return task
-        return self._recovered(deferred)
+        task = self._claim()
+        return task if task is not None else self._recovered(deferred)
 
     def _recovered(self, deferred: dict[str, Any] | None) -> dict[str, Any] | None:
         if deferred is not None:
