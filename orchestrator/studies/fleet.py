@@ -377,11 +377,13 @@ class SimWorker:
     crash kills the worker process only: the guardian's next check finds it gone and sends one
     ``crashed`` beat. A pod termination kills both, silently.
 
-    The Edge Function calls are counted (``edge_calls``): each poll's ``task-counts``, its
-    ``claim-next-task`` when there was work (the real poll skips the claim when ``task-counts`` says
-    nothing is queued), its ``get-orchestrator-children`` when it found none and holds a parent, and each
-    task's ``complete_task``. (``update-task-status`` In Progress follows only a model load, which the
-    simulator does not model.)
+    The Edge Function calls are counted (``edge_calls``) as banodoco/reigh-worker 22cbba9 makes them,
+    the revision the daemon's docs pin: each poll is ``task-counts`` and then ``claim-next-task``,
+    whatever the counts said (``source/core/db/task_claim.py``: "still attempting claim"), and each task
+    ends with ``complete_task``. That revision never reads back the tasks it holds
+    (``check_my_assigned_tasks`` returns None), so a worker holding a parent makes no
+    ``get-orchestrator-children`` call from its poll. (``update-task-status`` In Progress and
+    ``update-worker-model`` follow a model load, which the simulator does not model.)
     """
 
     HEARTBEAT_SEC = 20.0
@@ -438,17 +440,11 @@ class SimWorker:
     def _claim(self) -> None:
         if not self.alive or self.task is not None:
             return
-        self.sim.counters["edge_calls"] += 1  # task-counts
+        self.sim.counters["edge_calls"] += 2  # task-counts, then claim-next-task whatever it said
         try:
             row = self.sim.db.claim(self.worker_id)
         except errors.NotFound:
             row = None
-        if row is not None:
-            self.sim.counters["edge_calls"] += 1  # claim-next-task
-        elif any(
-            PARENT_MARK in self.sim.db.tasks[t].task_type for t in self.sim.db.running.get(self.worker_id, ())
-        ):
-            self.sim.counters["edge_calls"] += 1  # get-orchestrator-children: may the parent it holds run?
         if row is None:
             self.sim.clock.schedule(self.claim_poll_sec, self._claim)
             return

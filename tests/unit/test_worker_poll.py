@@ -32,10 +32,10 @@ def test_a_task_that_finds_an_idle_worker_waits_at_most_one_poll() -> None:
 
 def test_the_polls_are_counted_and_billed_as_edge_function_calls() -> None:
     fast, slow = _run(3), _run(10)
-    # One worker, idle nearly all the time it bills: a task-counts call per poll, plus each task's claim
-    # and completion (2 x 30).
+    # One worker, idle nearly all the time it bills: two calls per poll (reigh-worker 22cbba9 asks
+    # task-counts, then claims whatever it said), plus each task's completion (30).
     for result, poll in ((fast, 3), (slow, 10)):
-        expected = result.gpu_hours * 3600.0 / poll + 60
+        expected = 2 * result.gpu_hours * 3600.0 / poll + 30
         assert 0.85 * expected <= result.edge_calls <= 1.05 * expected, (poll, result.edge_calls, expected)
     assert fast.edge_cost_usd == fast.edge_calls * EDGE_USD_PER_CALL
     assert fast.cost_usd - slow.cost_usd > 0.9 * (fast.edge_cost_usd - slow.edge_cost_usd)
