@@ -503,7 +503,12 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 # Warnings about what a value does to the running fleet: said by the commands that run it, not by every
 # one-off command (`ssh` keeps its stderr for the remote command's).
 FLEET_WARNINGS = frozenset(
-    {"config_heartbeat_timeout_short", "config_worker_poll_slow", "config_secret_key_for_workers"}
+    {
+        "config_heartbeat_timeout_short",
+        "config_worker_poll_slow",
+        "config_secret_key_for_workers",
+        "config_pods_without_keys",
+    }
 )
 FLEET_COMMANDS = frozenset({"run", "tick"})
 
@@ -531,6 +536,8 @@ def _log_warnings(settings: config_mod.Settings, *, runs_the_fleet: bool = True)
             )
         elif warning.event == "config_secret_key_for_workers":
             log.warning("config_secret_key_for_workers", name=f["name"], prefix=f["prefix"])
+        elif warning.event == "config_pods_without_keys":
+            log.warning("config_pods_without_keys", name=f["name"], detail=warning.message)
         elif warning.event == "config_private_key_unreadable":
             log.warning("config_private_key_unreadable", name=f["name"], uid=f["uid"], detail=warning.message)
         elif warning.event == "config_env_file_inline_comment":

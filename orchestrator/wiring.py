@@ -51,6 +51,9 @@ def make_provider(settings: Settings, **overrides: Any) -> Any:
     """The RunpodClient, configured from the frozen settings only (never the process environment)."""
     from orchestrator.runpod_client import RunpodClient
 
+    # Credentials given to the pods in WORKER_ENV only (the daemon on DATABASE_URL, say) are the ones the
+    # start hands the worker over SSH, as the settings' would be.
+    pod_env = settings.worker_env or {}
     kwargs: dict[str, Any] = dict(
         api_key=settings.runpod_api_key or "",
         gpu_type=list(settings.gpu_types),
@@ -61,9 +64,12 @@ def make_provider(settings: Settings, **overrides: Any) -> Any:
         container_disk_gb=settings.runpod_container_disk_gb,
         ssh_public_key_path=settings.runpod_ssh_public_key_path,
         ssh_private_key_path=settings.runpod_ssh_private_key_path,
-        supabase_url=settings.supabase_url,
-        supabase_service_role_key=settings.supabase_service_role_key,
-        supabase_anon_key=settings.supabase_anon_key,
+        supabase_url=settings.supabase_url or pod_env.get("SUPABASE_URL") or None,
+        supabase_service_role_key=(
+            settings.supabase_service_role_key or pod_env.get("SUPABASE_SERVICE_ROLE_KEY") or None
+        ),
+        supabase_anon_key=settings.supabase_anon_key or pod_env.get("SUPABASE_ANON_KEY") or None,
+        pod_env_supabase_keys=settings.pod_env_supabase_keys,
         api=settings.runpod_api,
         api_base_url=settings.runpod_api_base_url,
         ssh_connect_timeout=settings.ssh_connect_timeout_sec,

@@ -165,6 +165,7 @@ class RunpodProvider(PodSSH):
         worker_uv_install_url: str | None = None,
         worker_poll_interval: int | None = None,
         worker_python: str = "python",
+        pod_env_supabase_keys: bool = False,
         retry: RetryPolicy | None = None,
         transport: RunpodTransport | None = None,
         env: Mapping[str, str] | None = None,
@@ -223,6 +224,7 @@ class RunpodProvider(PodSSH):
             # "none": no installer (the pod must bring uv).
             uv_install_url=_installer(pick(worker_uv_install_url, "WORKER_UV_INSTALL_URL", UV_INSTALL_URL)),
         )
+        self.pod_env_supabase_keys = pod_env_supabase_keys
         self.retry = retry or DEFAULT_RETRY
         self._secrets = [
             s
@@ -350,13 +352,18 @@ class RunpodProvider(PodSSH):
 
     def _worker_env(self, worker_id: str, worker_env: Mapping[str, str] | None) -> dict[str, str]:
         # The original's pod env (its structure_docs/runpod_integration.md, "Environment Variables
-        # Injected"). The start command does not rely on it for the credentials: they go over SSH.
+        # Injected"), less the keys unless asked for: Runpod shows a pod's env to every holder of the
+        # API key, and the start command does not need it, since the credentials go over SSH.
         env: dict[str, str] = {"WORKER_ID": worker_id}
-        for k, v in (
-            ("SUPABASE_URL", self.supabase_url),
-            ("SUPABASE_SERVICE_ROLE_KEY", self.supabase_service_role_key),
-            ("SUPABASE_ANON_KEY", self.supabase_anon_key),
-        ):
+        keys = (
+            (
+                ("SUPABASE_SERVICE_ROLE_KEY", self.supabase_service_role_key),
+                ("SUPABASE_ANON_KEY", self.supabase_anon_key),
+            )
+            if self.pod_env_supabase_keys
+            else ()
+        )
+        for k, v in (("SUPABASE_URL", self.supabase_url), *keys):
             if v:
                 env[k] = v
         env.update(dict(worker_env or {}))

@@ -86,6 +86,7 @@ class Settings:
     runpod_disk_size_gb: int
     runpod_container_disk_gb: int
     worker_env: Mapping[str, str] | None
+    pod_env_supabase_keys: bool
     runpod_ssh_public_key_path: str | None
     runpod_ssh_private_key_path: str | None
     # --- worker
@@ -594,6 +595,25 @@ def _value_warnings(values: Mapping[str, Any]) -> list[ConfigWarning]:
                 f"WORKER_POLL_INTERVAL_SEC={poll} is not shorter than WAIT_TARGET_SEC={target:g}: a task that "
                 "finds only idle workers waits for the first of their polls, up to the whole target",
                 {"name": "WORKER_POLL_INTERVAL_SEC", "value": poll, "wait_target_sec": target},
+            )
+        )
+    # Workers started by hand, or by the image itself, do not get the keys over SSH from the daemon.
+    given = values.get("WORKER_ENV")
+    pod_env: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+    if (
+        values.get("AUTO_START_WORKER_PROCESS") is False
+        and not values.get("POD_ENV_SUPABASE_KEYS")
+        and values.get("SUPABASE_SERVICE_ROLE_KEY")
+        and not pod_env.get("SUPABASE_SERVICE_ROLE_KEY")
+    ):
+        found.append(
+            ConfigWarning(
+                "config_pods_without_keys",
+                "AUTO_START_WORKER_PROCESS=false and POD_ENV_SUPABASE_KEYS=false: the pods are created without "
+                "SUPABASE_SERVICE_ROLE_KEY in their environment, so a worker the image starts by itself finds "
+                "none; feed the keys to the start command on stdin (docs/worker-start.md) or set "
+                "POD_ENV_SUPABASE_KEYS=true",
+                {"name": "POD_ENV_SUPABASE_KEYS"},
             )
         )
     # The worker hands this key to the app's Edge Functions as its access token. Reigh's grant service

@@ -115,6 +115,19 @@ VARIABLES: tuple[Var, ...] = (
         "runpod",
         secret=True,
     ),
+    # Runpod shows a pod's creation env to every holder of the account's API key (the pod objects of
+    # GET /v2/pods, and the console), and its images write it into a world-readable
+    # /etc/rp_environment. The daemon hands the keys to the worker over SSH at each start, so only an
+    # image that starts its own worker from the creation env needs them there.
+    _v(
+        "POD_ENV_SUPABASE_KEYS",
+        "bool",
+        False,
+        "also put SUPABASE_SERVICE_ROLE_KEY and SUPABASE_ANON_KEY into each pod's creation env, where "
+        "whoever holds the Runpod API key can read them; only for an image that starts its own worker "
+        "(the daemon gives them to the workers it starts over SSH)",
+        "runpod",
+    ),
     _v(
         "RUNPOD_SSH_PUBLIC_KEY_PATH",
         "path",

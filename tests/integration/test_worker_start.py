@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paramiko
 import pytest
 from structlog.testing import capture_logs
@@ -242,6 +243,76 @@ def test_the_worker_receives_the_settings_byte_for_byte_and_they_leak_nowhere(
         if path.is_file() and not path.is_symlink():
             assert leaks(path.read_bytes()) == [], path
     assert not Path("/tmp/pwned-worker-start").exists()
+
+
+def _pod_as_the_api_shows_it(emulator: Any, runpod_id: str) -> dict[str, Any]:
+    """The pod object anyone holding the account's Runpod API key reads (GET /v2/pods/{id})."""
+    r = httpx.get(
+        f"{emulator.base_url}/v2/pods/{runpod_id}",
+        headers={"Authorization": f"Bearer {TEST_API_KEY}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+@pytest.mark.parametrize(("asked", "api"), [(False, "rest"), (False, "graphql"), (True, "rest")])
+def test_the_supabase_keys_reach_the_pods_creation_env_only_when_asked(
+    emulator: Any, ssh_keypair: Any, tmp_path: Path, asked: bool, api: str
+) -> None:
+    """Runpod shows a pod's creation env to every holder of the API key; the worker the daemon starts
+    gets the keys over SSH, so by default they are not there, over either transport."""
+    settings = settings_for(
+        emulator, ssh_keypair, tmp_path, POD_ENV_SUPABASE_KEYS=str(asked).lower(), RUNPOD_API=api
+    )
+    worker_id = f"gpu-20250912_101500-keys{int(asked)}{api[:3]}"
+    with make_provider(settings, retry=FAST_RETRY) as provider:
+        runpod_id = provider.spawn_worker(worker_id, settings.worker_env)["runpod_id"]
+        try:
+            shown = _pod_as_the_api_shows_it(emulator, runpod_id)
+        finally:
+            assert provider.terminate_worker(runpod_id) is True
+    env = shown["env"]
+    assert env["WORKER_ID"] == worker_id and env["SUPABASE_URL"] == URL
+    assert {k: env[k] for k in EXTRA} == EXTRA
+    text = json.dumps(shown)
+    if asked:
+        assert (env["SUPABASE_SERVICE_ROLE_KEY"], env["SUPABASE_ANON_KEY"]) == (SERVICE, ANON)
+    else:
+        assert "SUPABASE_SERVICE_ROLE_KEY" not in env and "SUPABASE_ANON_KEY" not in env
+        assert json.dumps(SERVICE)[1:-1] not in text and json.dumps(ANON)[1:-1] not in text
+
+
+def test_credentials_given_only_in_worker_env_start_the_worker(
+    emulator: Any, ssh_keypair: Any, tmp_path: Path
+) -> None:
+    """A daemon on DATABASE_URL may leave SUPABASE_URL and the keys unset and give them to the pods in
+    WORKER_ENV, as its configuration check allows: the start hands the worker those over SSH."""
+    given = {"SUPABASE_URL": URL, "SUPABASE_SERVICE_ROLE_KEY": SERVICE, **EXTRA}
+    settings = settings_for(
+        emulator,
+        ssh_keypair,
+        tmp_path,
+        SUPABASE_URL="",
+        SUPABASE_SERVICE_ROLE_KEY="",
+        SUPABASE_ANON_KEY="",
+        WORKER_ENV=json.dumps(given),
+    )
+    assert (settings.supabase_url, settings.supabase_service_role_key) == (None, None)
+    worker_id = "gpu-20250912_101500-envonly1"
+    with make_provider(settings, retry=FAST_RETRY) as provider:
+        runpod_id = provider.spawn_worker(worker_id, settings.worker_env)["runpod_id"]
+        try:
+            ready = initialize(provider, worker_id, runpod_id)
+            assert provider.start_worker_process(
+                runpod_id, worker_id, expected_fingerprint=ready["host_key_fingerprint"]
+            )
+            argv, env = caught_worker(sandbox_of(emulator, runpod_id))
+        finally:
+            assert provider.terminate_worker(runpod_id) is True
+    assert argv[argv.index("--supabase-url") + 1] == URL
+    assert argv[argv.index("--supabase-access-token") + 1] == SERVICE
+    assert (env["SUPABASE_URL"], env["SUPABASE_SERVICE_ROLE_KEY"]) == (URL, SERVICE)
 
 
 def test_the_original_ssh_pattern_on_an_emulated_pod(emulator: Any, ssh_keypair: Any, tmp_path: Path) -> None:

@@ -697,6 +697,26 @@ def test_a_new_style_secret_key_is_warned_about_without_its_value() -> None:
     assert config.load_settings({"SUPABASE_SERVICE_ROLE_KEY": "eyJhbGciOiJIUzI1NiJ9.e30.x"}).warnings == ()
 
 
+def test_workers_not_started_by_the_daemon_are_warned_about_keys_the_pods_no_longer_carry() -> None:
+    # The daemon hands the keys to the workers it starts over SSH; a worker the image or an operator
+    # starts finds them only in the pod's creation env, which carries them only when asked.
+    base = {"SUPABASE_SERVICE_ROLE_KEY": "eyJhbGciOiJIUzI1NiJ9.e30.x", "AUTO_START_WORKER_PROCESS": "false"}
+    [warning] = config.load_settings(base, env_file=None).warnings
+    assert warning.event == "config_pods_without_keys" and "POD_ENV_SUPABASE_KEYS=true" in warning.message
+    assert "e30" not in warning.message
+    with structlog.testing.capture_logs() as logs:
+        cli._log_warnings(config.load_settings(base, env_file=None), runs_the_fleet=True)
+    assert [(e["event"], e["name"]) for e in logs] == [("config_pods_without_keys", "POD_ENV_SUPABASE_KEYS")]
+    quiet = (
+        {**base, "POD_ENV_SUPABASE_KEYS": "true"},
+        {**base, "WORKER_ENV": '{"SUPABASE_SERVICE_ROLE_KEY": "k"}'},
+        {**base, "AUTO_START_WORKER_PROCESS": "true"},
+    )
+    for values in quiet:
+        assert config.load_settings(values, env_file=None).warnings == (), values
+    assert config.load_settings({}, env_file=None).pod_env_supabase_keys is False
+
+
 def test_an_inline_comment_in_the_env_file_is_warned_about_with_its_line(tmp_path: Path) -> None:
     # systemd's EnvironmentFile (systemd.exec(5): only lines beginning with '#' or ';' are comments) and
     # `docker run --env-file` keep "4 # four" whole, so the deployed daemon would read another value
