@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
+import structlog
 
 from orchestrator.adapters.db.base import Database
 from orchestrator.adapters.db.migrate import apply_migrations
@@ -24,6 +25,18 @@ from orchestrator.standins.stack import Stack
 pytest_plugins = ["tests.plugins.supabase", "tests.plugins.emulator", "tests.plugins.sandbox"]
 
 TEMPLATE_DB = "orchestrator_template"
+
+
+@pytest.fixture(autouse=True)
+def _structlog_as_it_was() -> Iterator[None]:
+    """A test that runs a command (``cli.main``) configures structlog for that process, a level filter
+    included, which ``structlog.testing.capture_logs`` does not replace: a later test in the same worker
+    would capture nothing. Each test leaves the configuration as it found it."""
+    saved = structlog.get_config()
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")
