@@ -11,7 +11,6 @@ and ``orchestrator doctor`` still answer when a dependency of another command is
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 from collections.abc import Sequence
@@ -373,8 +372,10 @@ def _doctor_database(settings: config_mod.Settings, client: Any) -> list[Check]:
             )
         )
     checks.append(_doctor_migrations(settings, client))
-    if settings.supabase_url and settings.supabase_service_role_key:
-        url, key = settings.supabase_url.rstrip("/"), settings.supabase_service_role_key
+    # What the workers will get: the settings, else WORKER_ENV's (config_mod.worker_credentials).
+    creds, _ = config_mod.worker_credentials(settings.values)
+    if creds["SUPABASE_URL"] and creds["SUPABASE_SERVICE_ROLE_KEY"]:
+        url, key = creds["SUPABASE_URL"], creds["SUPABASE_SERVICE_ROLE_KEY"]
         heartbeat_args = {
             "worker_id_param": "orchestrator-doctor-probe",
             "vram_total_mb_param": "not-a-number",
@@ -560,13 +561,14 @@ def _doctor_ssh(settings: config_mod.Settings) -> list[Check]:
     if public:
         path = Path(str(public)).expanduser()
         try:
-            words = path.read_text().split()
-            if len(words) < 2 or not words[0].startswith(("ssh-", "ecdsa-", "sk-")):
-                raise ValueError("not an OpenSSH public key line")
-            base64.b64decode(words[1], validate=True)
+            text = path.read_text()
+            problem = config_mod.public_key_problem(str(path), text)
         except (OSError, ValueError) as exc:
-            checks.append(Check("ssh: public key", FAIL, f"{path}: {type(exc).__name__}: {exc}"[:300]))
+            problem = f"{path}: {type(exc).__name__}: {exc}"[:300]
+        if problem is not None:
+            checks.append(Check("ssh: public key", FAIL, problem))
         else:
+            words = text.split()
             # Pods authorise the public file and the daemon logs in with the private one: two halves of
             # different pairs parse fine and every login is refused.
             if key is not None and (words[0], words[1]) != (key.get_name(), key.get_base64()):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.adapters.db.base import Database
-from orchestrator.core.config import Settings
+from orchestrator.core.config import Settings, worker_credentials
 
 
 def statement_timeout_ms(settings: Settings) -> int:
@@ -52,8 +52,8 @@ def make_provider(settings: Settings, **overrides: Any) -> Any:
     from orchestrator.runpod_client import RunpodClient
 
     # Credentials given to the pods in WORKER_ENV only (the daemon on DATABASE_URL, say) are the ones the
-    # start hands the worker over SSH, as the settings' would be.
-    pod_env = settings.worker_env or {}
+    # start hands the worker over SSH, as the settings' would be (checked as theirs by load_settings).
+    creds, _ = worker_credentials(settings.values)
     kwargs: dict[str, Any] = dict(
         api_key=settings.runpod_api_key or "",
         gpu_type=list(settings.gpu_types),
@@ -64,11 +64,9 @@ def make_provider(settings: Settings, **overrides: Any) -> Any:
         container_disk_gb=settings.runpod_container_disk_gb,
         ssh_public_key_path=settings.runpod_ssh_public_key_path,
         ssh_private_key_path=settings.runpod_ssh_private_key_path,
-        supabase_url=settings.supabase_url or pod_env.get("SUPABASE_URL") or None,
-        supabase_service_role_key=(
-            settings.supabase_service_role_key or pod_env.get("SUPABASE_SERVICE_ROLE_KEY") or None
-        ),
-        supabase_anon_key=settings.supabase_anon_key or pod_env.get("SUPABASE_ANON_KEY") or None,
+        supabase_url=creds["SUPABASE_URL"],
+        supabase_service_role_key=creds["SUPABASE_SERVICE_ROLE_KEY"],
+        supabase_anon_key=creds["SUPABASE_ANON_KEY"],
         pod_env_supabase_keys=settings.pod_env_supabase_keys,
         api=settings.runpod_api,
         api_base_url=settings.runpod_api_base_url,

@@ -55,7 +55,13 @@ from orchestrator.adapters.worker_recipe import (
     validate_worker_id,
 )
 from orchestrator.core import errors
-from orchestrator.core.config import parse_packages, private_key_problem, targets_real_runpod, unpinned_worker
+from orchestrator.core.config import (
+    parse_packages,
+    private_key_problem,
+    public_key_problem,
+    targets_real_runpod,
+    unpinned_worker,
+)
 from orchestrator.ports import ResumeResult, ResumeStatus, SpawnedPod
 
 log = structlog.get_logger(__name__)
@@ -265,11 +271,26 @@ class RunpodProvider(PodSSH):
         puts the account's registered keys there, and the original's password login is the fallback)."""
         if self.ssh_public_key_path and Path(self.ssh_public_key_path).exists():
             try:
-                return Path(self.ssh_public_key_path).read_text().strip()
-            except OSError as e:
+                text = Path(self.ssh_public_key_path).read_text().strip()
+            except (OSError, UnicodeDecodeError) as e:
                 raise errors.ConfigError(
-                    [f"RUNPOD_SSH_PUBLIC_KEY_PATH={self.ssh_public_key_path}: {e}"]
+                    [f"RUNPOD_SSH_PUBLIC_KEY_PATH={self.ssh_public_key_path}: {type(e).__name__}: {e}"[:300]]
                 ) from e
+            problem = public_key_problem(self.ssh_public_key_path, text)
+            if problem is None:
+                # Pods authorise this line and the daemon logs in with the private key: two halves of
+                # different pairs both parse, and every login is refused while the pods bill.
+                private = self._private_key()
+                words = text.split()
+                if private is not None and (words[0], words[1]) != (private.get_name(), private.get_base64()):
+                    problem = (
+                        f"RUNPOD_SSH_PUBLIC_KEY_PATH={self.ssh_public_key_path} ({words[0]}) is not the public "
+                        f"half of RUNPOD_SSH_PRIVATE_KEY_PATH={self.ssh_private_key_path}: pods would refuse "
+                        "every login"
+                    )
+            if problem is not None:
+                raise errors.ConfigError([problem])
+            return text
         key = self._private_key()
         if key is not None:
             # No public key file: derive it from the private key, as ssh-keygen -y would.
@@ -291,6 +312,8 @@ class RunpodProvider(PodSSH):
         found: list[tuple[str, str]] = []
         if not self.worker_start.git_commit and targets_real_runpod(self.api_base_url):
             found.append(("worker_unpinned", unpinned_worker(self.worker_start.git_branch)))
+        # Read now, so that a wrong public key stops the start (ConfigError, exit 2) before a pod exists.
+        self._public_key()
         if self._private_key() is not None:
             return found
         where = (

@@ -364,6 +364,15 @@ def _requirement_problems(
     real = targets_real_runpod(values.get("RUNPOD_API_BASE_URL"))
     if ssh and real and not values.get("RUNPOD_SSH_PRIVATE_KEY_PATH"):
         found.append(("RUNPOD_SSH_PRIVATE_KEY_PATH", SSH_KEY_REQUIRED))
+    public = values.get("RUNPOD_SSH_PUBLIC_KEY_PATH")
+    if runpod and isinstance(public, str) and public:
+        try:
+            text = Path(public).expanduser().read_text()
+        except (OSError, UnicodeDecodeError):
+            text = None  # an unreadable file is the start's to refuse, with the reason
+        problem = public_key_problem(public, text) if text is not None else None
+        if problem is not None:
+            found.append(("RUNPOD_SSH_PUBLIC_KEY_PATH", problem))
     # On Runpod itself these are not preferences when the daemon starts the workers: every pod spawned
     # without them bills until it fails (the emulator's pods carry a stand-in worker, so there they stay
     # optional). A checkout baked into the image (absolute WORKER_DIRS outside the mount) needs no
@@ -480,6 +489,27 @@ def private_key_problem(path: str, exc: BaseException) -> str:
         f"RUNPOD_SSH_PRIVATE_KEY_PATH={path}: not a usable private key ({type(exc).__name__}: {exc}); "
         "it must be unencrypted (no passphrase)"
     )
+
+
+def public_key_problem(path: str, text: str) -> str | None:
+    """Why the text of ``RUNPOD_SSH_PUBLIC_KEY_PATH`` cannot be what pods get as ``PUBLIC_KEY``, None when
+    it is one OpenSSH public key line. It goes into every pod's creation env, which Runpod shows to
+    whoever holds the API key: the private half given by mistake must stop the daemon, and is never
+    quoted."""
+    if "PRIVATE KEY" in text:
+        return (
+            f"RUNPOD_SSH_PUBLIC_KEY_PATH={path} holds a private key: pods would get it in their environment, "
+            "readable through Runpod's API; point it at the .pub file (`ssh-keygen -y -f <private key>` "
+            "writes it)"
+        )
+    words = text.split()
+    try:
+        if len(words) < 2 or not words[0].startswith(("ssh-", "ecdsa-", "sk-")):
+            raise ValueError("not an OpenSSH public key line")
+        base64.b64decode(words[1], validate=True)
+    except ValueError as exc:
+        return f"RUNPOD_SSH_PUBLIC_KEY_PATH={path}: {exc}"[:300]
+    return None
 
 
 @dataclass(frozen=True)
@@ -622,7 +652,7 @@ def _value_warnings(values: Mapping[str, Any]) -> list[ConfigWarning]:
     # new secret keys are in SUPABASE_SECRET_KEYS (Supabase docs, "Edge Functions: Environment
     # Variables"). Any other token is looked up as a personal access token and refused: workers would
     # heartbeat and never claim a task, their GPUs billing.
-    key = values.get("SUPABASE_SERVICE_ROLE_KEY")
+    key = worker_credentials(values)[0]["SUPABASE_SERVICE_ROLE_KEY"]
     if isinstance(key, str) and key.startswith(NEW_SECRET_KEY_PREFIX):
         found.append(
             ConfigWarning(
@@ -722,6 +752,28 @@ def project_ref_problem(values: Mapping[str, Any]) -> str | None:
 # Supabase's new secret API keys ("Migrating to publishable and secret API keys").
 NEW_SECRET_KEY_PREFIX = "sb_secret_"
 
+# What the worker gets over SSH at its start (orchestrator.adapters.pod_ssh): the setting, else the same
+# name in WORKER_ENV (a daemon on DATABASE_URL may leave the setting unset).
+WORKER_CREDENTIALS = ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_ANON_KEY")
+
+
+def worker_credentials(values: Mapping[str, Any]) -> tuple[dict[str, str | None], frozenset[str]]:
+    """The Supabase URL and keys the workers will get, and which of them come from ``WORKER_ENV``. The
+    URL loses trailing slashes as the setting does (the worker appends its paths to it)."""
+    given = values.get("WORKER_ENV")
+    pod_env: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+    found: dict[str, str | None] = {}
+    borrowed: set[str] = set()
+    for name in WORKER_CREDENTIALS:
+        value = values.get(name)
+        if not value and isinstance(pod_env.get(name), str) and pod_env[name]:
+            value = pod_env[name]
+            borrowed.add(name)
+        if name == "SUPABASE_URL" and isinstance(value, str):
+            value = value.rstrip("/")
+        found[name] = value if isinstance(value, str) and value else None
+    return found, frozenset(borrowed)
+
 
 def _cross_checks(values: Mapping[str, Any], skip: frozenset[str] = frozenset()) -> list[str]:
     problems: list[str] = []
@@ -737,28 +789,33 @@ def _cross_checks(values: Mapping[str, Any], skip: frozenset[str] = frozenset())
         problems.append(
             f"LEASE_TTL_SEC={ttl:g} must be longer than ORCHESTRATOR_POLL_SEC={poll:g}, or the leader loses its lease between ticks"
         )
-    role = jwt_role(values.get("SUPABASE_SERVICE_ROLE_KEY"))
+    # The workers' URL and key are checked as the settings' are wherever they come from.
+    creds, borrowed = worker_credentials(values)
+    seen = {**values, **{name: creds[name] for name in borrowed}}
+    in_env = {name: " (given in WORKER_ENV)" if name in borrowed else "" for name in WORKER_CREDENTIALS}
+    role = jwt_role(seen.get("SUPABASE_SERVICE_ROLE_KEY"))
     if role is not None and role != "service_role":
         # The legacy keys are JWTs that say their role; the anon key given here (the two are easily
         # swapped) let row-level security hide every row from the daemon and the workers.
         problems.append(
-            f"SUPABASE_SERVICE_ROLE_KEY is a key of role {role!r}, not 'service_role': the anon key in the "
-            "service role's place? (Settings > API Keys > Legacy API Keys: service_role)"
+            f"SUPABASE_SERVICE_ROLE_KEY{in_env['SUPABASE_SERVICE_ROLE_KEY']} is a key of role {role!r}, not "
+            "'service_role': the anon key in the service role's place? (Settings > API Keys > Legacy API "
+            "Keys: service_role)"
         )
-    mixed = project_ref_problem(values)
+    mixed = project_ref_problem(seen)
     if mixed:
-        problems.append(mixed)
+        problems.append(mixed + (" (the workers' URL or key given in WORKER_ENV)" if borrowed else ""))
     port = values.get("METRICS_PORT")
     if isinstance(port, int) and port > 65535:
         problems.append(f"METRICS_PORT={port}: expected a TCP port up to 65535 (0 = off)")
     for name in ("SUPABASE_URL", "RUNPOD_API_BASE_URL"):
-        url = values.get(name)
+        url = seen.get(name)
         if url:
             problem = url_problem(name, str(url), ("http", "https"), "an http(s) URL")
             if problem is None and name == "SUPABASE_URL":
                 problem = _supabase_url_problem(str(url))
             if problem:
-                problems.append(problem)
+                problems.append(problem + in_env.get(name, ""))
     db_url = values.get("DATABASE_URL")
     if db_url:
         problem = url_problem(

@@ -24,7 +24,8 @@ nothing else.
 * Heartbeat older than ``HEARTBEAT_TIMEOUT_SEC`` while the worker runs a task (or, for an active one,
   while tasks wait) -> error; a draining worker's silence counts from the drain when it has not
   heartbeated since (draining heartbeats are recorded); a booting worker that already claimed a task
-  (``initializing`` claims; with ``AUTO_START_WORKER_PROCESS=false`` it is never promoted) gets these
+  (``initializing`` claims; with ``AUTO_START_WORKER_PROCESS=false`` it is promoted only by a heartbeat
+  after its checks) gets these
   checks too, the heartbeat one once it has heartbeated at all (it may claim while loading its models).
 * A task stuck (``_orchestrator`` types exempt: their liveness is the heartbeat's) -> error and its tasks
   requeued. Stuck means running past :func:`stuck_limit`: ``TASK_STUCK_TIMEOUT_SEC`` when an operator
@@ -127,9 +128,9 @@ def health(d: Draft, worker: Worker, pod: PodView | None) -> tuple[Reason, dict[
             return Reason.BOOT_TIMEOUT, details
         if worker.running_count == 0:
             return None
-        # `initializing` is a claiming state (and with AUTO_START_WORKER_PROCESS=false a worker is
-        # never promoted): one that holds a task gets the stuck-task check below, and the
-        # heartbeat check once it has heartbeated.
+        # `initializing` is a claiming state (with AUTO_START_WORKER_PROCESS=false a worker is promoted
+        # only by a heartbeat after its checks): one that holds a task gets the stuck-task check below,
+        # and the heartbeat check once it has heartbeated.
     stuck = stuck_task(d, worker)
     if stuck is not None:
         return Reason.TASK_STUCK, stuck

@@ -29,7 +29,8 @@ The rules kept here:
   then the process start when ``AUTO_START_WORKER_PROCESS``); an initialized row whose process never
   started gets :class:`StartProcess`; one started and not yet heard from gets :class:`WatchStart` once a
   tick. An ``initializing`` row heard from at or after
-  ``metadata.process_started_at`` gets :class:`Promote` (``first_heartbeat``): the real worker's
+  ``metadata.process_started_at`` (with ``AUTO_START_WORKER_PROCESS=false``, at or after
+  ``metadata.initialized_at``, the end of the checks) gets :class:`Promote` (``first_heartbeat``): the real worker's
   heartbeat function is the app's and only records ``last_heartbeat``, so promotion is decided here,
   at the first tick after that heartbeat.
 * **Rows and tasks nobody else moves.** In Progress tasks of a worker that is not live (terminated, or
@@ -383,7 +384,7 @@ def _boot(d: Draft, worker: Worker, pod: PodView | None) -> None:
             if runpod_id is not None:
                 d.terminate(worker, pod, Reason.OPERATOR_REQUEST)
         return
-    if _heard_since_start(worker):
+    if _heard_since_start(worker, d.settings.auto_start_worker_process):
         # The process answers: promote. Needs no listing (a heartbeat is the process's own word),
         # and the health checks above already passed this tick.
         d.actions.append(Promote(reason=Reason.FIRST_HEARTBEAT, worker_id=worker.id))
@@ -436,8 +437,14 @@ def _boot(d: Draft, worker: Worker, pod: PodView | None) -> None:
         d.actions.append(WatchStart(reason=Reason.WATCH_START, worker_id=worker.id, runpod_id=pod.id))
 
 
-def _heard_since_start(worker: Worker) -> bool:
-    started = worker.process_started_at
+def _heard_since_start(worker: Worker, auto_start: bool) -> bool:
+    # Started by the operator or by the image itself (AUTO_START_WORKER_PROCESS=false), a process leaves
+    # no start of ours to count from: its heartbeat after the checks is its word, as the original
+    # promoted on a worker's first heartbeat. Left `initializing`, it was never drained or let go idle,
+    # and billed for ever.
+    started = (
+        worker.process_started_at if auto_start else (worker.process_started_at or worker.initialized_at)
+    )
     heard = worker.last_heartbeat
     return (
         worker.status is WorkerState.INITIALIZING

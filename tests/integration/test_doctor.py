@@ -69,6 +69,26 @@ def test_the_embedded_stack_is_ready(stack: Stack) -> None:
     assert stack.service_role_key not in result.stdout + as_json.stdout
 
 
+def test_the_workers_credentials_given_only_in_worker_env_are_the_ones_checked(stack: Stack) -> None:
+    """A daemon on DATABASE_URL may give the workers their URL and key in WORKER_ENV alone; doctor probes
+    the worker's API with those (as the start hands them over SSH) instead of failing for the settings."""
+    env = stack.environ(
+        DB_BACKEND="postgres",
+        SUPABASE_URL="",
+        SUPABASE_SERVICE_ROLE_KEY="",
+        SUPABASE_ANON_KEY="",
+        WORKER_ENV=json.dumps(
+            {"SUPABASE_URL": stack.supabase_url + "/", "SUPABASE_SERVICE_ROLE_KEY": stack.service_role_key}
+        ),
+    )
+    result = doctor(env, "--json")
+    found = checks(result)
+    assert "database: the real worker's API" not in found, found
+    for name in ("database: func_worker_heartbeat_with_logs()", "edge function: claim-next-task"):
+        assert found[name]["status"] == "ok", found[name]
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_every_missing_piece_is_named(stack: Stack, tmp_path: Path) -> None:
     stack.sql(
         "drop function public.func_worker_heartbeat_with_logs(text, integer, integer, jsonb, uuid, text)"

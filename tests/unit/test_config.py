@@ -717,6 +717,53 @@ def test_workers_not_started_by_the_daemon_are_warned_about_keys_the_pods_no_lon
     assert config.load_settings({}, env_file=None).pod_env_supabase_keys is False
 
 
+def test_the_workers_credentials_in_worker_env_are_checked_as_the_settings_are() -> None:
+    """The start hands the workers WORKER_ENV's URL and key when the settings leave them unset, so the
+    checks that catch a wrong key or URL in the settings catch it there too."""
+    import base64 as b64
+
+    def jwt(claims: dict[str, str]) -> str:
+        body = b64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+        return f"eyJhbGciOiJIUzI1NiJ9.{body}.sig"
+
+    db = {
+        "DB_BACKEND": "postgres",
+        "DATABASE_URL": "postgresql://u:p@db.bbbbbbbbbbbbbbbbbbbb.supabase.co:5432/postgres",
+    }
+
+    def problems(worker_env: dict[str, str]) -> str:
+        with pytest.raises(ConfigError) as info:
+            config.load_settings({**db, "WORKER_ENV": json.dumps(worker_env)}, env_file=None)
+        return "\n".join(info.value.problems)
+
+    ok_url = "https://bbbbbbbbbbbbbbbbbbbb.supabase.co"
+    anon = problems({"SUPABASE_URL": ok_url, "SUPABASE_SERVICE_ROLE_KEY": jwt({"role": "anon"})})
+    assert "SUPABASE_SERVICE_ROLE_KEY (given in WORKER_ENV) is a key of role 'anon'" in anon
+    other = problems(
+        {"SUPABASE_URL": "https://aaaaaaaaaaaaaaaaaaaa.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "k"}
+    )
+    assert "different Supabase projects" in other and "WORKER_ENV" in other
+    endpoint = problems({"SUPABASE_URL": ok_url + "/rest/v1/", "SUPABASE_SERVICE_ROLE_KEY": "k"})
+    assert "expected the project's URL" in endpoint and "(given in WORKER_ENV)" in endpoint
+    secret = "sb_secret_" + "k" * 30
+    settings = config.load_settings(
+        {**db, "WORKER_ENV": json.dumps({"SUPABASE_URL": ok_url + "/", "SUPABASE_SERVICE_ROLE_KEY": secret})},
+        env_file=None,
+    )
+    assert [w.event for w in settings.warnings] == ["config_secret_key_for_workers"]
+    creds, borrowed = config.worker_credentials(settings.values)
+    assert creds["SUPABASE_URL"] == ok_url and borrowed == {"SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY"}
+    # The settings win over WORKER_ENV, as they do at the start.
+    both = config.load_settings(
+        {**db, "SUPABASE_URL": ok_url, "WORKER_ENV": json.dumps({"SUPABASE_URL": "https://x.example"})},
+        env_file=None,
+    )
+    assert config.worker_credentials(both.values) == (
+        {"SUPABASE_URL": ok_url, "SUPABASE_SERVICE_ROLE_KEY": None, "SUPABASE_ANON_KEY": None},
+        frozenset(),
+    )
+
+
 def test_an_inline_comment_in_the_env_file_is_warned_about_with_its_line(tmp_path: Path) -> None:
     # systemd's EnvironmentFile (systemd.exec(5): only lines beginning with '#' or ';' are comments) and
     # `docker run --env-file` keep "4 # four" whole, so the deployed daemon would read another value

@@ -97,3 +97,31 @@ def test_a_worker_that_claimed_before_its_first_heartbeat_is_not_killed_for_sile
     result = plan(snap([w], running=1), pods_for([w]), settings(), NOW, prices=PRICES)
     ended = [a for a in result.actions if isinstance(a, FailWorker | TerminatePod) and a.worker_id == w.id]
     assert ended == [], f"a loading worker was ended: {[a.to_dict() for a in ended]}"
+
+
+def test_a_worker_started_without_the_daemon_is_promoted_on_its_first_heartbeat_after_the_checks() -> None:
+    """With ``AUTO_START_WORKER_PROCESS=false`` (the operator, or the image itself, starts the worker)
+    nothing recorded a start, so no heartbeat promoted the worker: it stayed ``initializing``, which
+    neither the idle timeout nor the scale-down reads, and its pod billed for ever on an empty queue.
+    Its heartbeat after the daemon's checks is the process's own word, as the original promoted on a
+    worker's first heartbeat; one from before the checks proves nothing yet."""
+    from orchestrator.core.actions import Promote, StartProcess
+
+    def run(heard: float, initialized: float, auto_start: bool) -> list[object]:
+        w = worker("gpu-hand", "initializing", created=900, heartbeat=heard, initialized_at=ago(initialized))
+        result = plan(  # a task waits, so that nothing asks for the booting worker to be cancelled
+            snap([w], claimable=1),
+            pods_for([w]),
+            settings(auto_start_worker_process=auto_start),
+            NOW,
+            prices=PRICES,
+        )
+        return [a for a in result.actions if getattr(a, "worker_id", None) == w.id]
+
+    [promoted] = run(heard=5, initialized=600, auto_start=False)
+    assert isinstance(promoted, Promote) and promoted.reason is Reason.FIRST_HEARTBEAT
+    assert not any(isinstance(a, Promote) for a in run(heard=700, initialized=600, auto_start=False))
+    # The daemon starts the worker: a beat with no start recorded is a start it lost, recorded, never
+    # taken for a promotion.
+    actions = run(heard=5, initialized=600, auto_start=True)
+    assert [type(a) for a in actions] == [StartProcess] and actions[0].already_running  # type: ignore[attr-defined]

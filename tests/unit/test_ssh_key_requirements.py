@@ -91,6 +91,52 @@ def test_doctor_fails_a_public_key_of_another_pair(tmp_path: Path) -> None:
     assert found["ssh: public key"].status == "ok", found["ssh: public key"].detail
 
 
+def test_a_private_key_given_as_the_public_one_stops_everything_before_a_pod_gets_it(tmp_path: Path) -> None:
+    """RUNPOD_SSH_PUBLIC_KEY_PATH goes into every pod's creation env as PUBLIC_KEY, which Runpod shows to
+    whoever holds the API key: the private file named there by mistake (``.pub`` forgotten) must never
+    get that far, and no message may quote it."""
+    from orchestrator.adapters import provider as provider_mod
+
+    private, _ = _keypair(tmp_path, "id_a")
+    body = private.read_text().splitlines()[1]
+    with pytest.raises(ConfigError) as info:
+        _settings(RUNPOD_SSH_PRIVATE_KEY_PATH=str(private), RUNPOD_SSH_PUBLIC_KEY_PATH=str(private)).require(
+            database=True, runpod=True, ssh=True
+        )
+    assert "holds a private key" in str(info.value) and body not in str(info.value)
+    found = _by_name(
+        setup_commands._doctor_ssh(
+            _settings(RUNPOD_SSH_PRIVATE_KEY_PATH=str(private), RUNPOD_SSH_PUBLIC_KEY_PATH=str(private))
+        )
+    )
+    assert found["ssh: public key"].status == "FAIL" and body not in found["ssh: public key"].detail
+    # The daemon's own start refuses too (exit 2), before its first tick could create a pod.
+    rp = provider_mod.RunpodProvider(
+        api_key="rpa_x", ssh_private_key_path=str(private), ssh_public_key_path=str(private), env={}
+    )
+    with pytest.raises(ConfigError, match="holds a private key"):
+        rp.startup_warnings()
+    with pytest.raises(ConfigError):
+        rp._worker_env("gpu-x", {})
+
+
+def test_the_daemon_refuses_a_public_key_of_another_pair_at_start(tmp_path: Path) -> None:
+    from orchestrator.adapters import provider as provider_mod
+
+    private, public = _keypair(tmp_path, "id_a")
+    _, other_public = _keypair(tmp_path, "id_b")
+    rp = provider_mod.RunpodProvider(
+        api_key="rpa_x", ssh_private_key_path=str(private), ssh_public_key_path=str(other_public), env={}
+    )
+    with pytest.raises(ConfigError, match="is not the public half of"):
+        rp.startup_warnings()
+    good = provider_mod.RunpodProvider(
+        api_key="rpa_x", ssh_private_key_path=str(private), ssh_public_key_path=str(public), env={}
+    )
+    assert good.startup_warnings() == [] or all(c != "ssh_password_login" for c, _ in good.startup_warnings())
+    assert good._worker_env("gpu-x", {})["PUBLIC_KEY"] == public.read_text().strip()
+
+
 class _Provider:
     def list_gpu_types(self, fresh: bool = False) -> list[Any]:
         return [SimpleNamespace(id="NVIDIA GeForce RTX 4090")]
