@@ -241,6 +241,7 @@ class RunpodProvider(PodSSH):
         self._transport = transport
         self._lock = threading.Lock()
         self._catalog: tuple[float, list[GpuType]] | None = None
+        self._unknown_gpu_types: set[str] = set()
         self._volumes: tuple[float, list[NetworkVolume]] | None = None
         self._host_keys: dict[str, str] = {}
         self._pkey: paramiko.PKey | None = None
@@ -437,7 +438,8 @@ class RunpodProvider(PodSSH):
         available" falls through to the next candidate, and ``capacity_misses`` lists the (GPU type,
         data center) pairs that had none (the daemon backs them off). ``avoid`` is a collection of
         ``(gpu_type, data_center)`` pairs to skip without asking Runpod (the GPU type by display name or
-        id; a data center of None avoids that GPU type everywhere). Raises ``GpuTypeNotFound``,
+        id; a data center of None avoids that GPU type everywhere). A name Runpod does not list is skipped
+        (``runpod_gpu_type_unknown``, once per name). Raises ``GpuTypeNotFound`` (no name of the list known),
         ``VolumeNotFound``, ``RunpodCapacityError`` (every candidate exhausted or avoided; it carries
         ``capacity_misses`` and ``skipped``), ``RunpodAuthError`` and the other ``RunpodError`` types.
         A REST 400 whose wording is not a known "no capacity" falls through too; when no candidate was
@@ -448,10 +450,22 @@ class RunpodProvider(PodSSH):
         env = self._worker_env(worker_id, worker_env)
         volumes: list[NetworkVolume | None] = list(self.spawn_volumes()) or [None]
         gpus: list[GpuType] = []
+        unknown: list[errors.GpuTypeNotFound] = []
         for name in gpu_types or self.gpu_types:
-            g = self.resolve_gpu_type(name)
+            try:
+                g = self.resolve_gpu_type(name)
+            except errors.GpuTypeNotFound as e:
+                # One name Runpod does not list (a typo, a type dropped from its catalogue) must not
+                # stop the others: the list is a priority order whose next entry is the fallback.
+                unknown.append(e)
+                if name not in self._unknown_gpu_types:
+                    self._unknown_gpu_types.add(name)
+                    log.warning("runpod_gpu_type_unknown", gpu_type=name, error=str(e)[:500])
+                continue
             if all(g.id != seen.id for seen in gpus):
                 gpus.append(g)
+        if not gpus:
+            raise unknown[0] if len(unknown) == 1 else errors.GpuTypeNotFound("; ".join(map(str, unknown)))
         spec = PodSpec(
             name=worker_id,
             image=self.worker_image,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from orchestrator.adapters.runpod.base import RetryPolicy
 from orchestrator.adapters.runpod.rest import RATE_LIMIT_RESERVE
@@ -63,6 +64,23 @@ def test_unknown_gpu_type_lists_the_available_names(api: str, clients, emulator)
     for name in ("RTX 4090", "RTX A4000", "L40S", "H100 SXM"):
         assert name in msg
     assert emulator.admin.pods() == []
+
+
+@pytest.mark.parametrize("api", TRANSPORTS)
+def test_an_unknown_name_in_the_priority_list_does_not_stop_the_known_ones(
+    api: str, clients, emulator
+) -> None:  # type: ignore[no-untyped-def]
+    """RUNPOD_GPU_TYPE is a priority order whose next entry is the fallback: a typo, or a type Runpod
+    drops from its catalogue, used to fail every spawn before the known type was tried."""
+    client = clients(api, gpu_type="Voodoo 2, RTX 4090")
+    with capture_logs() as logs:
+        first = client.spawn_worker("gpu-typo-then-known1")
+        second = client.spawn_worker("gpu-typo-then-known2")
+    assert [p["gpu_type"] for p in (first, second)] == ["RTX 4090"] * 2
+    said = [e for e in logs if e["event"] == "runpod_gpu_type_unknown"]
+    assert [e["gpu_type"] for e in said] == ["Voodoo 2"], "once per name, not once per spawn"
+    for p in (first, second):
+        assert client.terminate_worker(p["runpod_id"]) is True
 
 
 @pytest.mark.parametrize("api", TRANSPORTS)
@@ -277,9 +295,11 @@ def test_ssh_refused_is_reported_as_still_spawning(api: str, clients, emulator) 
 def test_ssh_auth_failure_is_an_error_naming_it(api: str, clients, emulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from tests.plugins.sandbox import generate_keypair
 
+    # The pod authorises the configured pair; the checks log in with another key (one rotated since the
+    # pod was made, say). A daemon configured with two halves of different pairs refuses to start.
+    spawned = clients(api).spawn_worker(f"gpu-auth-{api}")
     stranger = generate_keypair(tmp_path, f"stranger-{api}")
-    client = clients(api, ssh_private_key_path=stranger.private_key_path)
-    spawned = client.spawn_worker(f"gpu-auth-{api}")
+    client = clients(api, ssh_private_key_path=stranger.private_key_path, ssh_public_key_path=None)
 
     def settled() -> dict[str, Any] | None:
         r = client.check_and_initialize_worker(spawned["worker_id"], spawned["runpod_id"])

@@ -238,7 +238,9 @@ def test_rest_create_403_skips_the_gpu_type_instead_of_aborting_the_priority_lis
         "ErrorResponse",
     )
     pub = tmp_path / "id.pub"
-    pub.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBx review@test\n")
+    pub.write_text(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f review@test\n"
+    )
     client = RunpodClient(
         TEST_API_KEY,
         gpu_type=[RTX4090, A4000],
