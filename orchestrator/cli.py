@@ -508,6 +508,7 @@ FLEET_WARNINGS = frozenset(
         "config_worker_poll_slow",
         "config_secret_key_for_workers",
         "config_pods_without_keys",
+        "config_transaction_pooler",
     }
 )
 FLEET_COMMANDS = frozenset({"run", "tick"})
@@ -536,6 +537,8 @@ def _log_warnings(settings: config_mod.Settings, *, runs_the_fleet: bool = True)
             )
         elif warning.event == "config_secret_key_for_workers":
             log.warning("config_secret_key_for_workers", name=f["name"], prefix=f["prefix"])
+        elif warning.event == "config_transaction_pooler":
+            log.warning("config_transaction_pooler", name=f["name"], port=f["port"], detail=warning.message)
         elif warning.event == "config_pods_without_keys":
             log.warning("config_pods_without_keys", name=f["name"], detail=warning.message)
         elif warning.event == "config_private_key_unreadable":

@@ -70,7 +70,13 @@ def cmd_run(args: argparse.Namespace, settings: config_mod.Settings) -> int:
                 error=str(exc),
                 running_without="/metrics and /healthz",
             )
-    listen = settings.database_url if settings.database_backend == "postgres" else None
+    # LISTEN through the transaction pooler hears nothing: the probe wakes the daemon there instead.
+    listen = (
+        settings.database_url
+        if settings.database_backend == "postgres"
+        and not config_mod.transaction_pooler(settings.database_url)
+        else None
+    )
     daemon = Daemon(
         controller,
         settings.orchestrator_poll_sec,

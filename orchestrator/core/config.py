@@ -627,6 +627,16 @@ def _value_warnings(values: Mapping[str, Any]) -> list[ConfigWarning]:
                 {"name": "WORKER_POLL_INTERVAL_SEC", "value": poll, "wait_target_sec": target},
             )
         )
+    if transaction_pooler(values.get("DATABASE_URL")):
+        found.append(
+            ConfigWarning(
+                "config_transaction_pooler",
+                "DATABASE_URL is Supabase's transaction pooler (port 6543), where LISTEN hears nothing: new "
+                "tasks wake the daemon only through the one-row probe every WAKE_PROBE_SEC; the session "
+                "pooler (port 5432, the same host) or the direct connection keeps the instant wake-up",
+                {"name": "DATABASE_URL", "port": 6543},
+            )
+        )
     # Workers started by hand, or by the image itself, do not get the keys over SSH from the daemon.
     given = values.get("WORKER_ENV")
     pod_env: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
@@ -721,6 +731,19 @@ def _ref_of_database_url(url: Any) -> str | None:
     else:
         return None
     return ref if _PROJECT_REF.fullmatch(ref) else None
+
+
+def transaction_pooler(url: Any) -> bool:
+    """Whether a DATABASE_URL points at Supabase's transaction pooler (``*.pooler.supabase.com:6543``),
+    which hands each transaction to any server connection: LISTEN there hears nothing (Supabase docs,
+    "Connect to your database": transaction mode suits short-lived serverless connections)."""
+    if not url:
+        return False
+    address = _libpq_address(str(url))
+    if "," in address.hosts or address.hosts.startswith("["):
+        return False
+    host, _, port = address.hosts.lower().rpartition(":")
+    return host.endswith(".pooler.supabase.com") and port == "6543"
 
 
 def project_ref_problem(values: Mapping[str, Any]) -> str | None:

@@ -764,6 +764,22 @@ def test_the_workers_credentials_in_worker_env_are_checked_as_the_settings_are()
     )
 
 
+def test_the_transaction_pooler_is_warned_about_because_listen_hears_nothing_there() -> None:
+    pooler = (
+        "postgresql://postgres.abcdefghijklmnopqrst:pw@aws-0-eu-central-1.pooler.supabase.com:{port}/postgres"
+    )
+    assert config.transaction_pooler(pooler.format(port=6543))
+    assert not config.transaction_pooler(pooler.format(port=5432))
+    assert not config.transaction_pooler("postgresql://u@db.abcdefghijklmnopqrst.supabase.co:6543/postgres")
+    settings = config.load_settings({"DATABASE_URL": pooler.format(port=6543)}, env_file=None)
+    assert [w.event for w in settings.warnings] == ["config_transaction_pooler"]
+    with structlog.testing.capture_logs() as logs:
+        cli._log_warnings(settings, runs_the_fleet=True)
+    assert [(e["event"], e["port"]) for e in logs] == [("config_transaction_pooler", 6543)]
+    assert "pw" not in repr(logs)
+    assert config.load_settings({"DATABASE_URL": pooler.format(port=5432)}, env_file=None).warnings == ()
+
+
 def test_an_inline_comment_in_the_env_file_is_warned_about_with_its_line(tmp_path: Path) -> None:
     # systemd's EnvironmentFile (systemd.exec(5): only lines beginning with '#' or ';' are comments) and
     # `docker run --env-file` keep "4 # four" whole, so the deployed daemon would read another value
