@@ -67,7 +67,7 @@ def make_provider(settings: Settings, **overrides: Any) -> Any:
         supabase_url=creds["SUPABASE_URL"],
         supabase_service_role_key=creds["SUPABASE_SERVICE_ROLE_KEY"],
         supabase_anon_key=creds["SUPABASE_ANON_KEY"],
-        pod_env_supabase_keys=settings.pod_env_supabase_keys,
+        pod_env_supabase_keys=settings.pod_env_keys,
         api=settings.runpod_api,
         api_base_url=settings.runpod_api_base_url,
         ssh_connect_timeout=settings.ssh_connect_timeout_sec,

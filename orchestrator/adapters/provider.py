@@ -62,6 +62,7 @@ from orchestrator.core.config import (
     targets_real_runpod,
     unpinned_worker,
 )
+from orchestrator.core.variables import BY_NAME, parse_value
 from orchestrator.ports import ResumeResult, ResumeStatus, SpawnedPod
 
 log = structlog.get_logger(__name__)
@@ -171,7 +172,7 @@ class RunpodProvider(PodSSH):
         worker_uv_install_url: str | None = None,
         worker_poll_interval: int | None = None,
         worker_python: str = "python",
-        pod_env_supabase_keys: bool = False,
+        pod_env_supabase_keys: bool | None = None,
         retry: RetryPolicy | None = None,
         transport: RunpodTransport | None = None,
         env: Mapping[str, str] | None = None,
@@ -230,7 +231,16 @@ class RunpodProvider(PodSSH):
             # "none": no installer (the pod must bring uv).
             uv_install_url=_installer(pick(worker_uv_install_url, "WORKER_UV_INSTALL_URL", UV_INSTALL_URL)),
         )
-        self.pod_env_supabase_keys = pod_env_supabase_keys
+
+        # Unset: as the configuration reads it, only when the daemon does not start the workers.
+        def flag(name: str) -> bool | None:
+            raw = e.get(name)
+            return None if raw in (None, "") else parse_value(BY_NAME[name], str(raw))[0]
+
+        keys = pod_env_supabase_keys if pod_env_supabase_keys is not None else flag("POD_ENV_SUPABASE_KEYS")
+        self.pod_env_supabase_keys: bool = (
+            keys if keys is not None else flag("AUTO_START_WORKER_PROCESS") is False
+        )
         self.retry = retry or DEFAULT_RETRY
         self._secrets = [
             s
@@ -378,7 +388,7 @@ class RunpodProvider(PodSSH):
         # The original's pod env (its structure_docs/runpod_integration.md, "Environment Variables
         # Injected"), less the keys unless asked for: Runpod shows a pod's env to every holder of the
         # API key, and the start command does not need it, since the credentials go over SSH.
-        env: dict[str, str] = {"WORKER_ID": worker_id}
+        env: dict[str, str] = {"WORKER_ID": worker_id, **dict(worker_env or {})}
         keys = (
             (
                 ("SUPABASE_SERVICE_ROLE_KEY", self.supabase_service_role_key),
@@ -387,10 +397,12 @@ class RunpodProvider(PodSSH):
             if self.pod_env_supabase_keys
             else ()
         )
+        # After WORKER_ENV: the values the start hands the worker (the settings', else WORKER_ENV's, as
+        # checked by the configuration) are the ones a worker the image starts finds too.
         for k, v in (("SUPABASE_URL", self.supabase_url), *keys):
             if v:
                 env[k] = v
-        env.update(dict(worker_env or {}))
+        env["WORKER_ID"] = worker_id
         public_key = self._public_key()
         if public_key:
             env["PUBLIC_KEY"] = public_key

@@ -86,7 +86,7 @@ class Settings:
     runpod_disk_size_gb: int
     runpod_container_disk_gb: int
     worker_env: Mapping[str, str] | None
-    pod_env_supabase_keys: bool
+    pod_env_supabase_keys: bool | None  # None: as AUTO_START_WORKER_PROCESS=false asks (pod_env_keys)
     runpod_ssh_public_key_path: str | None
     runpod_ssh_private_key_path: str | None
     # --- worker
@@ -163,6 +163,14 @@ class Settings:
             for var in VARIABLES
         }
         return cls(**typed, sources=dict(sources or {}), files=files, warnings=warnings)
+
+    @property
+    def pod_env_keys(self) -> bool:
+        """Whether pods are created with the Supabase keys in their env: as set, else only when the
+        daemon does not start the workers (theirs find the keys nowhere else)."""
+        if self.pod_env_supabase_keys is not None:
+            return self.pod_env_supabase_keys
+        return not self.auto_start_worker_process
 
     @property
     def values(self) -> dict[str, Any]:
@@ -627,13 +635,16 @@ def _value_warnings(values: Mapping[str, Any]) -> list[ConfigWarning]:
                 {"name": "WORKER_POLL_INTERVAL_SEC", "value": poll, "wait_target_sec": target},
             )
         )
-    if transaction_pooler(values.get("DATABASE_URL")):
+    if _backend({"DB_BACKEND": "auto", **values}) == "postgres" and transaction_pooler(
+        values.get("DATABASE_URL")
+    ):
         found.append(
             ConfigWarning(
                 "config_transaction_pooler",
-                "DATABASE_URL is Supabase's transaction pooler (port 6543), where LISTEN hears nothing: new "
-                "tasks wake the daemon only through the one-row probe every WAKE_PROBE_SEC; the session "
-                "pooler (port 5432, the same host) or the direct connection keeps the instant wake-up",
+                "DATABASE_URL is a Supabase pooler in transaction mode (port 6543), where LISTEN hears "
+                "nothing and a session's settings (the daemon's statement_timeout) may not hold: new tasks "
+                "wake the daemon only through the one-row probe every WAKE_PROBE_SEC; the session pooler "
+                "(port 5432 of *.pooler.supabase.com) or the direct connection (port 5432) keeps both",
                 {"name": "DATABASE_URL", "port": 6543},
             )
         )
@@ -642,7 +653,7 @@ def _value_warnings(values: Mapping[str, Any]) -> list[ConfigWarning]:
     pod_env: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
     if (
         values.get("AUTO_START_WORKER_PROCESS") is False
-        and not values.get("POD_ENV_SUPABASE_KEYS")
+        and values.get("POD_ENV_SUPABASE_KEYS") is False
         and values.get("SUPABASE_SERVICE_ROLE_KEY")
         and not pod_env.get("SUPABASE_SERVICE_ROLE_KEY")
     ):
@@ -651,8 +662,8 @@ def _value_warnings(values: Mapping[str, Any]) -> list[ConfigWarning]:
                 "config_pods_without_keys",
                 "AUTO_START_WORKER_PROCESS=false and POD_ENV_SUPABASE_KEYS=false: the pods are created without "
                 "SUPABASE_SERVICE_ROLE_KEY in their environment, so a worker the image starts by itself finds "
-                "none; feed the keys to the start command on stdin (docs/worker-start.md) or set "
-                "POD_ENV_SUPABASE_KEYS=true",
+                "none (and is failed SPAWNING_TIMEOUT_SEC after the checks); feed the keys to the start "
+                "command on stdin (docs/worker-start.md) or leave POD_ENV_SUPABASE_KEYS unset",
                 {"name": "POD_ENV_SUPABASE_KEYS"},
             )
         )
@@ -734,16 +745,20 @@ def _ref_of_database_url(url: Any) -> str | None:
 
 
 def transaction_pooler(url: Any) -> bool:
-    """Whether a DATABASE_URL points at Supabase's transaction pooler (``*.pooler.supabase.com:6543``),
-    which hands each transaction to any server connection: LISTEN there hears nothing (Supabase docs,
-    "Connect to your database": transaction mode suits short-lived serverless connections)."""
+    """Whether a DATABASE_URL points at one of Supabase's poolers in transaction mode: the shared one
+    (``*.pooler.supabase.com:6543``) or the dedicated one beside the database (``db.<ref>.supabase.co:6543``).
+    Each transaction may run on another server connection, so LISTEN there hears nothing (Supabase
+    docs, "Connect to your database": transaction mode suits short-lived serverless connections)."""
     if not url:
         return False
     address = _libpq_address(str(url))
     if "," in address.hosts or address.hosts.startswith("["):
         return False
     host, _, port = address.hosts.lower().rpartition(":")
-    return host.endswith(".pooler.supabase.com") and port == "6543"
+    supabase = host.endswith(".pooler.supabase.com") or (
+        host.startswith("db.") and host.endswith(".supabase.co")
+    )
+    return supabase and port == "6543"
 
 
 def project_ref_problem(values: Mapping[str, Any]) -> str | None:

@@ -13,8 +13,8 @@ nothing else.
   handler's words are on the row), when the report is
   at or after ``process_started_at`` (or the row's creation when no process start is recorded): an older
   report is a previous process's history.
-* ``SPAWNING_TIMEOUT_SEC`` from creation fails a boot (not while an initialized worker waits for an
-  operator to start it by hand with ``AUTO_START_WORKER_PROCESS=false``). Time the start watch
+* ``SPAWNING_TIMEOUT_SEC`` from creation fails a boot (with ``AUTO_START_WORKER_PROCESS=false``, from
+  the end of the checks, for the operator or the image to start the worker). Time the start watch
   (:class:`~orchestrator.core.actions.WatchStart`) saw the start still in its setup steps (git sync,
   apt, ``uv sync``: a first sync on a fresh volume downloads and builds the whole environment) is added
   to it, up to
@@ -116,12 +116,22 @@ def health(d: Draft, worker: Worker, pod: PodView | None) -> tuple[Reason, dict[
         row_age = age(d.now, worker.boot_started_at) if resumed else d.row_age(worker)
         limit = min(float(s.spawning_timeout_sec), RESUME_TIMEOUT_SEC) if resumed else s.spawning_timeout_sec
         setup = setup_allowance(s, worker)
+        # Started by the operator or by the image (AUTO_START_WORKER_PROCESS=false), the process has
+        # SPAWNING_TIMEOUT_SEC from the end of the checks to heartbeat. Unbounded, a pod whose worker
+        # never came (an image that found no credentials, a start nobody ran) billed for ever, and the
+        # policy spawned more of them while tasks waited.
         waiting_for_operator = (
             not s.auto_start_worker_process
             and worker.initialized_at is not None
             and worker.process_started_at is None
         )
-        if row_age is not None and row_age > limit + setup and not waiting_for_operator:
+        # One heard since its checks is promoted this tick unless a check below fails it first.
+        answered = worker.last_heartbeat is not None and (
+            worker.initialized_at is None or worker.last_heartbeat >= worker.initialized_at
+        )
+        if waiting_for_operator and not answered:
+            row_age, limit, setup = age(d.now, worker.initialized_at), s.spawning_timeout_sec, 0.0
+        if row_age is not None and row_age > limit + setup and not (waiting_for_operator and answered):
             details: dict[str, Any] = {"age_sec": round(row_age, 1), "limit_sec": round(limit + setup, 1)}
             if setup:
                 details["setup_sec"] = round(setup, 1)

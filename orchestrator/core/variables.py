@@ -122,10 +122,11 @@ VARIABLES: tuple[Var, ...] = (
     _v(
         "POD_ENV_SUPABASE_KEYS",
         "bool",
-        False,
-        "also put SUPABASE_SERVICE_ROLE_KEY and SUPABASE_ANON_KEY into each pod's creation env, where "
-        "whoever holds the Runpod API key can read them; only for an image that starts its own worker "
-        "(the daemon gives them to the workers it starts over SSH)",
+        None,
+        "put SUPABASE_SERVICE_ROLE_KEY and SUPABASE_ANON_KEY into each pod's creation env too, where "
+        "whoever holds the Runpod API key can read them; unset = only with AUTO_START_WORKER_PROCESS=false "
+        "(a worker the image or the operator starts finds them there; the daemon gives the workers it "
+        "starts theirs over SSH)",
         "runpod",
     ),
     _v(

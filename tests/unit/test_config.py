@@ -697,24 +697,26 @@ def test_a_new_style_secret_key_is_warned_about_without_its_value() -> None:
     assert config.load_settings({"SUPABASE_SERVICE_ROLE_KEY": "eyJhbGciOiJIUzI1NiJ9.e30.x"}).warnings == ()
 
 
-def test_workers_not_started_by_the_daemon_are_warned_about_keys_the_pods_no_longer_carry() -> None:
+def test_workers_not_started_by_the_daemon_find_the_keys_in_the_pod_env_unless_refused() -> None:
     # The daemon hands the keys to the workers it starts over SSH; a worker the image or an operator
-    # starts finds them only in the pod's creation env, which carries them only when asked.
-    base = {"SUPABASE_SERVICE_ROLE_KEY": "eyJhbGciOiJIUzI1NiJ9.e30.x", "AUTO_START_WORKER_PROCESS": "false"}
-    [warning] = config.load_settings(base, env_file=None).warnings
-    assert warning.event == "config_pods_without_keys" and "POD_ENV_SUPABASE_KEYS=true" in warning.message
-    assert "e30" not in warning.message
+    # starts finds them only in the pod's creation env. Unset, the setting follows who starts them.
+    key = "eyJhbGciOiJIUzI1NiJ9.e30.x"
+    started_by_us = config.load_settings({"SUPABASE_SERVICE_ROLE_KEY": key}, env_file=None)
+    assert started_by_us.pod_env_supabase_keys is None and started_by_us.pod_env_keys is False
+    base = {"SUPABASE_SERVICE_ROLE_KEY": key, "AUTO_START_WORKER_PROCESS": "false"}
+    by_hand = config.load_settings(base, env_file=None)
+    assert by_hand.pod_env_keys is True and by_hand.warnings == ()
+    assert config.load_settings({**base, "POD_ENV_SUPABASE_KEYS": "true"}, env_file=None).pod_env_keys is True
+    # Refused explicitly: said at start-up, since such a worker then finds no key at all.
+    refused = config.load_settings({**base, "POD_ENV_SUPABASE_KEYS": "false"}, env_file=None)
+    assert refused.pod_env_keys is False
+    [warning] = refused.warnings
+    assert warning.event == "config_pods_without_keys" and "e30" not in warning.message
     with structlog.testing.capture_logs() as logs:
-        cli._log_warnings(config.load_settings(base, env_file=None), runs_the_fleet=True)
+        cli._log_warnings(refused, runs_the_fleet=True)
     assert [(e["event"], e["name"]) for e in logs] == [("config_pods_without_keys", "POD_ENV_SUPABASE_KEYS")]
-    quiet = (
-        {**base, "POD_ENV_SUPABASE_KEYS": "true"},
-        {**base, "WORKER_ENV": '{"SUPABASE_SERVICE_ROLE_KEY": "k"}'},
-        {**base, "AUTO_START_WORKER_PROCESS": "true"},
-    )
-    for values in quiet:
-        assert config.load_settings(values, env_file=None).warnings == (), values
-    assert config.load_settings({}, env_file=None).pod_env_supabase_keys is False
+    given = {**base, "POD_ENV_SUPABASE_KEYS": "false", "WORKER_ENV": '{"SUPABASE_SERVICE_ROLE_KEY": "k"}'}
+    assert config.load_settings(given, env_file=None).warnings == ()
 
 
 def test_the_workers_credentials_in_worker_env_are_checked_as_the_settings_are() -> None:
@@ -770,7 +772,14 @@ def test_the_transaction_pooler_is_warned_about_because_listen_hears_nothing_the
     )
     assert config.transaction_pooler(pooler.format(port=6543))
     assert not config.transaction_pooler(pooler.format(port=5432))
-    assert not config.transaction_pooler("postgresql://u@db.abcdefghijklmnopqrst.supabase.co:6543/postgres")
+    # The dedicated pooler beside the database runs in transaction mode on 6543 too.
+    assert config.transaction_pooler("postgresql://u@db.abcdefghijklmnopqrst.supabase.co:6543/postgres")
+    assert not config.transaction_pooler("postgresql://u@db.abcdefghijklmnopqrst.supabase.co:5432/postgres")
+    # The daemon listens only on the Postgres transport: over the REST API the URL serves `migrate` alone.
+    rest = {"DB_BACKEND": "supabase", "SUPABASE_URL": "https://abcdefghijklmnopqrst.supabase.co"}
+    assert (
+        config.load_settings({**rest, "DATABASE_URL": pooler.format(port=6543)}, env_file=None).warnings == ()
+    )
     settings = config.load_settings({"DATABASE_URL": pooler.format(port=6543)}, env_file=None)
     assert [w.event for w in settings.warnings] == ["config_transaction_pooler"]
     with structlog.testing.capture_logs() as logs:

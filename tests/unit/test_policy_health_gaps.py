@@ -125,3 +125,20 @@ def test_a_worker_started_without_the_daemon_is_promoted_on_its_first_heartbeat_
     # taken for a promotion.
     actions = run(heard=5, initialized=600, auto_start=True)
     assert [type(a) for a in actions] == [StartProcess] and actions[0].already_running  # type: ignore[attr-defined]
+
+
+def test_a_worker_nobody_starts_is_failed_a_boot_timeout_after_its_checks() -> None:
+    """With ``AUTO_START_WORKER_PROCESS=false`` the boot timeout waited for the operator for ever: a pod
+    whose worker never came (an image that found no credentials, a start nobody ran) billed
+    indefinitely, and while tasks waited the policy spawned more of them. It now gets
+    ``SPAWNING_TIMEOUT_SEC`` from the end of its checks to heartbeat."""
+    cfg = settings(auto_start_worker_process=False, spawning_timeout_sec=1200)
+
+    def failed(initialized: float) -> list[FailWorker]:
+        w = worker("gpu-silent", "initializing", created=initialized + 300, initialized_at=ago(initialized))
+        result = plan(snap([w], claimable=50), pods_for([w]), cfg, NOW, prices=PRICES)
+        return [a for a in result.actions if isinstance(a, FailWorker) and a.worker_id == w.id]
+
+    assert failed(initialized=1100) == []
+    [ended] = failed(initialized=1300)
+    assert ended.reason is Reason.BOOT_TIMEOUT

@@ -294,3 +294,37 @@ def test_doctor_warns_when_nothing_but_the_gpu_count_bounds_the_spend(
     found = _by_name(setup_commands._doctor_runpod(_settings(RUNPOD_API_BASE_URL=url, MAX_HOURLY_SPEND=cap)))
     assert found["runpod: spend cap"].status == status
     assert ("MAX_HOURLY_SPEND unset" in found["runpod: spend cap"].detail) == (cap == "0")
+
+
+def test_the_pod_env_carries_the_credentials_the_start_hands_over() -> None:
+    """WORKER_ENV may name the Supabase URL too; the pod's env must then say what the start hands the
+    worker (the setting, checked by the configuration), not an unchecked second value."""
+    from orchestrator.adapters import provider as provider_mod
+
+    rp = provider_mod.RunpodProvider(
+        api_key="rpa_x",
+        supabase_url="https://checked.supabase.co",
+        supabase_service_role_key="service",
+        pod_env_supabase_keys=True,
+        env={},
+    )
+    env = rp._worker_env(
+        "gpu-x", {"SUPABASE_URL": "https://other.example/", "WORKER_ID": "spoof", "HF_HOME": "/h"}
+    )
+    assert (env["SUPABASE_URL"], env["SUPABASE_SERVICE_ROLE_KEY"], env["WORKER_ID"], env["HF_HOME"]) == (
+        "https://checked.supabase.co",
+        "service",
+        "gpu-x",
+        "/h",
+    )
+    # The client built from the environment reads the setting as the configuration does: unset, the
+    # keys go into the pod env only when the daemon does not start the workers.
+    for given, expected in (
+        ({}, False),
+        ({"AUTO_START_WORKER_PROCESS": "false"}, True),
+        ({"AUTO_START_WORKER_PROCESS": "false", "POD_ENV_SUPABASE_KEYS": "no"}, False),
+        ({"POD_ENV_SUPABASE_KEYS": "true"}, True),
+    ):
+        assert provider_mod.RunpodProvider(api_key="rpa_x", env=given).pod_env_supabase_keys is expected, (
+            given
+        )
