@@ -372,8 +372,10 @@ def _requirement_problems(
     real = targets_real_runpod(values.get("RUNPOD_API_BASE_URL"))
     if ssh and real and not values.get("RUNPOD_SSH_PRIVATE_KEY_PATH"):
         found.append(("RUNPOD_SSH_PRIVATE_KEY_PATH", SSH_KEY_REQUIRED))
+    # The commands that manage pods (run, tick) give it to every pod; the read-only ones (pods, plan)
+    # stay usable, an operator's view exactly when the daemon refused to start.
     public = values.get("RUNPOD_SSH_PUBLIC_KEY_PATH")
-    if runpod and isinstance(public, str) and public:
+    if ssh and isinstance(public, str) and public:
         try:
             text = Path(public).expanduser().read_text()
         except (OSError, UnicodeDecodeError):
