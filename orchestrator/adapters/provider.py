@@ -287,18 +287,13 @@ class RunpodProvider(PodSSH):
                 raise errors.ConfigError(
                     [f"RUNPOD_SSH_PUBLIC_KEY_PATH={self.ssh_public_key_path}: {type(e).__name__}: {e}"[:300]]
                 ) from e
-            problem = public_key_problem(self.ssh_public_key_path, text)
-            if problem is None:
-                # Pods authorise this line and the daemon logs in with the private key: two halves of
-                # different pairs both parse, and every login is refused while the pods bill.
-                private = self._private_key()
-                words = text.split()
-                if private is not None and (words[0], words[1]) != (private.get_name(), private.get_base64()):
-                    problem = (
-                        f"RUNPOD_SSH_PUBLIC_KEY_PATH={self.ssh_public_key_path} ({words[0]}) is not the public "
-                        f"half of RUNPOD_SSH_PRIVATE_KEY_PATH={self.ssh_private_key_path}: pods would refuse "
-                        "every login"
-                    )
+            private = self._private_key()
+            problem = public_key_problem(
+                self.ssh_public_key_path,
+                text,
+                (private.get_name(), private.get_base64()) if private is not None else None,
+                self.ssh_private_key_path,
+            )
             if problem is not None:
                 raise errors.ConfigError([problem])
             return text

@@ -397,10 +397,9 @@ def _requirement_problems(
     if starts and not values.get("RUNPOD_STORAGE_NAME") and on_volume:
         found.append(("RUNPOD_STORAGE_NAME", STORAGE_REQUIRED))
     if starts:
-        given = values.get("WORKER_ENV")
-        pod_env: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+        creds, _ = worker_credentials(values)
         for name in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY"):
-            if not values.get(name) and not pod_env.get(name) and not any(n == name for n, _ in found):
+            if creds[name] is None and not any(n == name for n, _ in found):
                 found.append((name, WORKER_API_REQUIRED.format(name=name)))
     # A malformed value was reset to its default; calling it "unset" as well would report it twice.
     return [problem for name, problem in found if name not in skip]
@@ -501,11 +500,13 @@ def private_key_problem(path: str, exc: BaseException) -> str:
     )
 
 
-def public_key_problem(path: str, text: str) -> str | None:
+def public_key_problem(
+    path: str, text: str, private: tuple[str, str] | None = None, private_path: str | None = None
+) -> str | None:
     """Why the text of ``RUNPOD_SSH_PUBLIC_KEY_PATH`` cannot be what pods get as ``PUBLIC_KEY``, None when
-    it is one OpenSSH public key line. It goes into every pod's creation env, which Runpod shows to
-    whoever holds the API key: the private half given by mistake must stop the daemon, and is never
-    quoted."""
+    it is one OpenSSH public key line (of the private key, when ``private`` gives its type and base64).
+    It goes into every pod's creation env, which Runpod shows to whoever holds the API key: the private
+    half given by mistake must stop the daemon, and is never quoted."""
     if "PRIVATE KEY" in text:
         return (
             f"RUNPOD_SSH_PUBLIC_KEY_PATH={path} holds a private key: pods would get it in their environment, "
@@ -519,6 +520,14 @@ def public_key_problem(path: str, text: str) -> str | None:
         base64.b64decode(words[1], validate=True)
     except ValueError as exc:
         return f"RUNPOD_SSH_PUBLIC_KEY_PATH={path}: {exc}"[:300]
+    if private is not None and (words[0], words[1]) != private:
+        # Pods authorise this line and the daemon logs in with the private key: two halves of different
+        # pairs both parse, and every login is refused while the pods bill.
+        return (
+            f"RUNPOD_SSH_PUBLIC_KEY_PATH={path} ({words[0]}) is not the public half of "
+            f"RUNPOD_SSH_PRIVATE_KEY_PATH={private_path}: pods would refuse every login; write the right one "
+            f"with `ssh-keygen -y -f {private_path} > {path}`"
+        )
     return None
 
 
@@ -651,13 +660,11 @@ def _value_warnings(values: Mapping[str, Any]) -> list[ConfigWarning]:
             )
         )
     # Workers started by hand, or by the image itself, do not get the keys over SSH from the daemon.
-    given = values.get("WORKER_ENV")
-    pod_env: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
     if (
         values.get("AUTO_START_WORKER_PROCESS") is False
         and values.get("POD_ENV_SUPABASE_KEYS") is False
         and values.get("SUPABASE_SERVICE_ROLE_KEY")
-        and not pod_env.get("SUPABASE_SERVICE_ROLE_KEY")
+        and not _worker_env(values).get("SUPABASE_SERVICE_ROLE_KEY")
     ):
         found.append(
             ConfigWarning(
@@ -797,11 +804,15 @@ NEW_SECRET_KEY_PREFIX = "sb_secret_"
 WORKER_CREDENTIALS = ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_ANON_KEY")
 
 
+def _worker_env(values: Mapping[str, Any]) -> Mapping[str, Any]:
+    given = values.get("WORKER_ENV")
+    return given if isinstance(given, Mapping) else {}
+
+
 def worker_credentials(values: Mapping[str, Any]) -> tuple[dict[str, str | None], frozenset[str]]:
     """The Supabase URL and keys the workers will get, and which of them come from ``WORKER_ENV``. The
     URL loses trailing slashes as the setting does (the worker appends its paths to it)."""
-    given = values.get("WORKER_ENV")
-    pod_env: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+    pod_env = _worker_env(values)
     found: dict[str, str | None] = {}
     borrowed: set[str] = set()
     for name in WORKER_CREDENTIALS:

@@ -126,9 +126,7 @@ def health(d: Draft, worker: Worker, pod: PodView | None) -> tuple[Reason, dict[
             and worker.process_started_at is None
         )
         # One heard since its checks is promoted this tick unless a check below fails it first.
-        answered = worker.last_heartbeat is not None and (
-            worker.initialized_at is None or worker.last_heartbeat >= worker.initialized_at
-        )
+        answered = heard_since_start(worker, auto_start=False)
         if waiting_for_operator and not answered:
             row_age, limit, setup = age(d.now, worker.initialized_at), s.spawning_timeout_sec, 0.0
         if row_age is not None and row_age > limit + setup and not (waiting_for_operator and answered):
@@ -173,6 +171,25 @@ def health(d: Draft, worker: Worker, pod: PodView | None) -> tuple[Reason, dict[
 # SPAWNING_TIMEOUT_SEC, and a setup that runs keeps being seen. The share leaves room for a tick that
 # starts a little early.
 START_WATCH_TICK_SHARE = 0.8
+
+
+def heard_since_start(worker: Worker, auto_start: bool) -> bool:
+    """An ``initializing`` worker heard from since its process started: the policy promotes it.
+
+    Started by the operator or by the image itself (``AUTO_START_WORKER_PROCESS=false``), a process
+    leaves no start of ours to count from: its heartbeat after the checks is its word, as the original
+    promoted on a worker's first heartbeat. Left ``initializing``, it was never drained or let go idle,
+    and billed for ever."""
+    started = (
+        worker.process_started_at if auto_start else (worker.process_started_at or worker.initialized_at)
+    )
+    heard = worker.last_heartbeat
+    return (
+        worker.status is WorkerState.INITIALIZING
+        and started is not None
+        and heard is not None
+        and heard >= started
+    )
 
 
 def setup_allowance(settings: Settings, worker: Worker) -> float:

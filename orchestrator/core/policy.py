@@ -89,6 +89,7 @@ from orchestrator.core.health import (
     HEALTH_REASONS,
     REPORTED_FAILURES,
     health,
+    heard_since_start,
     unowned_stuck_limit,
     watch_due,
 )
@@ -384,7 +385,7 @@ def _boot(d: Draft, worker: Worker, pod: PodView | None) -> None:
             if runpod_id is not None:
                 d.terminate(worker, pod, Reason.OPERATOR_REQUEST)
         return
-    if _heard_since_start(worker, d.settings.auto_start_worker_process):
+    if heard_since_start(worker, d.settings.auto_start_worker_process):
         # The process answers: promote. Needs no listing (a heartbeat is the process's own word),
         # and the health checks above already passed this tick.
         d.actions.append(Promote(reason=Reason.FIRST_HEARTBEAT, worker_id=worker.id))
@@ -435,23 +436,6 @@ def _boot(d: Draft, worker: Worker, pod: PodView | None) -> None:
         # Started, not heard from: a start that ended is failed now rather than at the boot timeout,
         # and one still in its setup steps has that time kept off the boot timeout (health).
         d.actions.append(WatchStart(reason=Reason.WATCH_START, worker_id=worker.id, runpod_id=pod.id))
-
-
-def _heard_since_start(worker: Worker, auto_start: bool) -> bool:
-    # Started by the operator or by the image itself (AUTO_START_WORKER_PROCESS=false), a process leaves
-    # no start of ours to count from: its heartbeat after the checks is its word, as the original
-    # promoted on a worker's first heartbeat. Left `initializing`, it was never drained or let go idle,
-    # and billed for ever.
-    started = (
-        worker.process_started_at if auto_start else (worker.process_started_at or worker.initialized_at)
-    )
-    heard = worker.last_heartbeat
-    return (
-        worker.status is WorkerState.INITIALIZING
-        and started is not None
-        and heard is not None
-        and heard >= started
-    )
 
 
 # --- reconcile: rows and pods nobody claims ----------------------------------------------------------
